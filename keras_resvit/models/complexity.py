@@ -1,0 +1,59 @@
+"""Parameter and multiply-add counts of a built model (what `keras-resvit info` prints)."""
+
+import math
+
+import keras
+
+
+def count_params(model: keras.Model, trainable_only: bool = True) -> int:
+    """Number of (trainable) parameters; BatchNorm moving statistics are not parameters."""
+    weights = model.trainable_weights if trainable_only else model.weights
+    return sum(math.prod(w.shape) for w in weights)
+
+
+def _layers(model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _layers(layer)
+        else:
+            yield layer
+
+
+def _shape(tensor):
+    shape = tuple(tensor.shape)
+    if any(d is None for d in shape[1:]):
+        raise ValueError(
+            f"input shape {shape} has unknown sizes; multiply-adds need a fixed input_shape."
+        )
+    return shape
+
+
+def layer_macs(layer) -> int:
+    """Multiply-adds of one forward pass of a layer for one example (convs and dense only).
+
+    Normalization, activations and pooling are left out, as in the papers' FLOP counts.
+    """
+    if isinstance(layer, keras.layers.Conv2D):
+        out = _shape(layer.output)
+        kh, kw = layer.kernel_size
+        cin = _shape(layer.input)[-1] // layer.groups
+        return out[1] * out[2] * kh * kw * cin * layer.filters
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        out = _shape(layer.output)
+        kh, kw = layer.kernel_size
+        return out[1] * out[2] * kh * kw * out[3]
+    if isinstance(layer, keras.layers.Dense):
+        out = _shape(layer.output)
+        return math.prod(out[1:-1]) * _shape(layer.input)[-1] * layer.units
+    return 0
+
+
+def count_macs(model: keras.Model) -> int:
+    """Multiply-adds of one forward pass for one image (the papers' "FLOPs").
+
+    Example:
+    >>> import keras_resvit as kr
+    >>> round(count_macs(kr.create_model("resnet18")) / 1e9, 1)
+    1.8
+    """
+    return sum(layer_macs(layer) for layer in _layers(model))

@@ -1,0 +1,111 @@
+"""Registry: model names -> builder configs (data, not code).
+
+Each entry names a builder family and the keyword arguments that make the named model;
+`create_model(name, **overrides)` calls the builder with the entry's arguments updated by the
+overrides. Families register their builder in `BUILDERS`.
+"""
+
+import difflib
+import fnmatch
+from dataclasses import dataclass, field
+
+import keras
+
+from keras_resvit.models.resnet import build_resnet
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registry entry: which builder, with which arguments, and a one-line description."""
+
+    family: str
+    kwargs: dict = field(default_factory=dict)
+    description: str = ""
+
+
+BUILDERS = {"resnet": build_resnet}
+
+REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(name: str, spec: ModelSpec) -> None:
+    """Adds a name to the registry (used by the model families and by users)."""
+    if spec.family not in BUILDERS:
+        raise ValueError(f"family={spec.family!r} has no builder; valid: {sorted(BUILDERS)}.")
+    REGISTRY[name] = spec
+
+
+def _register_resnets():
+    for depth in (18, 34, 50, 101, 152):
+        register(f"resnet{depth}", ModelSpec("resnet", {"depth": depth}, f"ResNet-{depth} v1.5"))
+    for depth in (18, 34):
+        register(f"plain{depth}", ModelSpec("resnet", {"depth": depth, "plain": True},
+                                            f"plain-{depth} (no shortcuts)"))
+    for depth in (50, 101, 152):
+        register(f"resnet{depth}v2", ModelSpec("resnet", {"depth": depth, "version": "v2"},
+                                               f"pre-activation ResNet-{depth}"))
+    for depth, width in ((50, 1), (50, 3), (101, 1), (101, 3), (152, 2), (152, 4)):
+        bit = {"depth": depth, "version": "v2", "width": width, "norm": "group",
+               "weight_standardization": True}
+        register(f"bit_r{depth}x{width}",
+                 ModelSpec("resnet", bit, f"BiT ResNet-{depth}x{width} (GroupNorm + WS)"))
+    for depth in (50, 101):
+        register(f"se_resnet{depth}", ModelSpec("resnet", {"depth": depth, "se_ratio": 1 / 16},
+                                                f"SE-ResNet-{depth} (r=16)"))
+    for depth in (20, 32, 44, 56, 110, 1202):
+        register(f"resnet{depth}", ModelSpec("resnet", {"depth": depth, "stem": "cifar"},
+                                             f"CIFAR ResNet-{depth}, option A"))
+        if depth != 1202:
+            register(f"plain{depth}",
+                     ModelSpec("resnet", {"depth": depth, "stem": "cifar", "plain": True},
+                               f"CIFAR plain-{depth}"))
+
+
+_register_resnets()
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Sorted registry names, optionally filtered by a glob pattern such as "resnet*".
+
+    Example:
+    >>> import keras_resvit as kr
+    >>> kr.list_models("bit_*")[:2]
+    ['bit_r101x1', 'bit_r101x3']
+    """
+    names = sorted(REGISTRY)
+    return names if pattern is None else fnmatch.filter(names, pattern)
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The registry entry for `name`; an unknown name raises ValueError with close matches."""
+    if name not in REGISTRY:
+        close = difflib.get_close_matches(str(name), REGISTRY, n=3, cutoff=0.5)
+        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(
+            f"name={name!r} is not a registered model.{hint} "
+            "See keras_resvit.list_models() for all names."
+        )
+    return REGISTRY[name]
+
+
+def create_model(name: str, **overrides) -> keras.Model:
+    """Builds a registered model; keyword overrides replace the entry's arguments.
+
+    Args:
+        name: a registry name, e.g. "resnet50", "resnet20", "bit_r50x1".
+        **overrides: builder arguments, e.g. `num_classes=10, input_shape=(64, 64, 3)`.
+
+    Returns:
+        A `keras.Model` named `name`.
+
+    Raises:
+        ValueError: unknown name (with the closest names) or an invalid override.
+
+    Example:
+    >>> import keras_resvit as kr
+    >>> kr.create_model("resnet20").count_params() > 0
+    True
+    """
+    spec = get_spec(name)
+    kwargs = {"name": name, **spec.kwargs, **overrides}
+    return BUILDERS[spec.family](**kwargs)

@@ -1,0 +1,339 @@
+"""The ResNet family: He et al. (2015) v1/v1.5, pre-activation v2, BiT and SE-ResNet.
+
+Blocks are small functions `(x, filters, stride, name, cfg) -> x` over standard Keras layers;
+`build_resnet` adds the stem, the stages and the head. Layer names are stable and
+hierarchical (`stage2_block1_conv1`, `stage2_block1_shortcut_conv`, `predictions`) because
+weight converters, Grad-CAM and users address layers by name.
+"""
+
+import math
+from dataclasses import dataclass
+
+import keras
+
+from keras_resvit.layers.preprocessing import RGB_PRESETS, preprocessing_layers
+from keras_resvit.layers.resnet_layers import StdConv2D, ZeroPadShortcut
+from keras_resvit.models.common import check_choice, check_head_arguments, classifier_head
+
+# He et al. (2015), Table 1: block type and blocks per stage of the ImageNet nets.
+IMAGENET_DEPTHS = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+    200: ("bottleneck", (3, 24, 36, 3)),
+}
+IMAGENET_FILTERS = (64, 128, 256, 512)
+# Section 4.2: CIFAR nets have 3 stages of 16/32/64 filters on 32/16/8 maps.
+CIFAR_FILTERS = (16, 32, 64)
+# Layers per block, which sets the depth rule: 6n+2 for basic, 9n+2 for bottleneck blocks.
+LAYERS_PER_BLOCK = {"basic": 2, "bottleneck": 3}
+EXPANSION = {"basic": 1, "bottleneck": 4}
+
+STEMS = ("imagenet", "cifar")
+BLOCKS = ("basic", "bottleneck")
+VERSIONS = ("v1.5", "v1", "v2")
+SHORTCUTS = ("A", "B", "C")
+NORMS = ("batch", "group")
+
+# torchvision's BatchNorm defaults (Keras' momentum 0.9 == PyTorch's 0.1).
+BN_EPSILON = 1e-5
+BN_MOMENTUM = 0.9
+GN_GROUPS = 32
+
+
+@dataclass(frozen=True)
+class _BlockConfig:
+    """Options every block needs, resolved once by `build_resnet`."""
+
+    version: str
+    shortcut: str
+    plain: bool
+    se_ratio: float | None
+    norm: str
+    weight_standardization: bool
+
+
+def _conv(x, filters, kernel, stride, name, cfg):
+    # Strided convs pad explicitly and symmetrically (as PyTorch does) so that weights
+    # imported from torchvision/timm give the same outputs as there.
+    padding = "same"
+    if stride > 1 and kernel > 1:
+        x = keras.layers.ZeroPadding2D(kernel // 2, name=f"{name}_pad")(x)
+        padding = "valid"
+    conv = StdConv2D if cfg.weight_standardization else keras.layers.Conv2D
+    return conv(
+        filters,
+        kernel,
+        strides=stride,
+        padding=padding,
+        use_bias=False,
+        kernel_initializer=keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal"),
+        name=name,
+    )(x)
+
+
+def _norm(x, name, cfg):
+    if cfg.norm == "group":
+        groups = math.gcd(GN_GROUPS, x.shape[-1])
+        return keras.layers.GroupNormalization(groups, epsilon=BN_EPSILON, name=name)(x)
+    return keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)(x)
+
+
+def _norm_relu(x, name, cfg, suffix=""):
+    x = _norm(x, f"{name}_bn{suffix}", cfg)
+    return keras.layers.ReLU(name=f"{name}_relu{suffix}")(x)
+
+
+def _squeeze_excite(x, ratio, name):
+    """Hu et al.: channel gates from pooled features, applied to the residual branch."""
+    channels = x.shape[-1]
+    s = keras.layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_se_pool")(x)
+    s = keras.layers.Conv2D(
+        max(1, int(channels * ratio)), 1, activation="relu", name=f"{name}_se_reduce"
+    )(s)
+    s = keras.layers.Conv2D(channels, 1, activation="sigmoid", name=f"{name}_se_expand")(s)
+    return keras.layers.Multiply(name=f"{name}_se_scale")([x, s])
+
+
+def _shortcut(x, preact, filters, stride, name, cfg):
+    """The identity path of a block; `preact` is the pre-activated input (v2) or `x` (v1)."""
+    changes_shape = stride != 1 or x.shape[-1] != filters
+    if cfg.shortcut == "A" and changes_shape:
+        return ZeroPadShortcut(filters, stride, name=f"{name}_shortcut_pad")(x)
+    if cfg.shortcut == "C" or (cfg.shortcut == "B" and changes_shape):
+        s = _conv(preact, filters, 1, stride, f"{name}_shortcut_conv", cfg)
+        return s if cfg.version == "v2" else _norm(s, f"{name}_shortcut_bn", cfg)
+    return x
+
+
+def _merge(x, residual, name, cfg):
+    if cfg.se_ratio:
+        residual = _squeeze_excite(residual, cfg.se_ratio, name)
+    if not cfg.plain:
+        residual = keras.layers.Add(name=f"{name}_add")([x, residual])
+    # Pre-activation blocks leave the sum un-activated; the next block's norm-ReLU follows.
+    if cfg.version == "v2":
+        return residual
+    return keras.layers.ReLU(name=f"{name}_out")(residual)
+
+
+def basic_block(x, filters, stride, name, cfg):
+    """Two 3x3 convs (ResNet-18/34 and the CIFAR nets)."""
+    preact = _norm_relu(x, name, cfg, "0") if cfg.version == "v2" else x
+    shortcut = None if cfg.plain else _shortcut(x, preact, filters, stride, name, cfg)
+    y = _conv(preact, filters, 3, stride, f"{name}_conv1", cfg)
+    y = _norm_relu(y, name, cfg, "1")
+    y = _conv(y, filters, 3, 1, f"{name}_conv2", cfg)
+    if cfg.version != "v2":
+        y = _norm(y, f"{name}_bn2", cfg)
+    return _merge(shortcut, y, name, cfg)
+
+
+def bottleneck_block(x, filters, stride, name, cfg):
+    """1x1 reduce, 3x3, 1x1 expand by 4 (ResNet-50/101/152).
+
+    v1 strides the first 1x1 (paper, keras.applications); v1.5 and v2 stride the 3x3.
+    """
+    preact = _norm_relu(x, name, cfg, "0") if cfg.version == "v2" else x
+    shortcut = None if cfg.plain else _shortcut(x, preact, filters * 4, stride, name, cfg)
+    stride_1x1 = stride if cfg.version == "v1" else 1
+    y = _conv(preact, filters, 1, stride_1x1, f"{name}_conv1", cfg)
+    y = _norm_relu(y, name, cfg, "1")
+    y = _conv(y, filters, 3, stride // stride_1x1, f"{name}_conv2", cfg)
+    y = _norm_relu(y, name, cfg, "2")
+    y = _conv(y, filters * 4, 1, 1, f"{name}_conv3", cfg)
+    if cfg.version != "v2":
+        y = _norm(y, f"{name}_bn3", cfg)
+    return _merge(shortcut, y, name, cfg)
+
+
+BLOCK_FUNCTIONS = {"basic": basic_block, "bottleneck": bottleneck_block}
+
+
+def _stem(x, stem, filters, cfg):
+    if stem == "cifar":
+        x = _conv(x, filters, 3, 1, "stem_conv", cfg)
+    else:
+        x = _conv(x, filters, 7, 2, "stem_conv", cfg)
+    if cfg.version != "v2":
+        x = _norm_relu(x, "stem", cfg)
+    if stem == "imagenet":
+        x = keras.layers.ZeroPadding2D(1, name="stem_pool_pad")(x)
+        x = keras.layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
+    return x
+
+
+def resnet_stages(x, block, blocks_per_stage, filters, cfg, first_stride=1):
+    """Stacks the stages; stage `s` starts with a stride-2 block except the first."""
+    block_fn = BLOCK_FUNCTIONS[block]
+    for s, (num_blocks, f) in enumerate(zip(blocks_per_stage, filters, strict=True), start=1):
+        for b in range(1, num_blocks + 1):
+            stride = (first_stride if s == 1 else 2) if b == 1 else 1
+            x = block_fn(x, f, stride, f"stage{s}_block{b}", cfg)
+    return x
+
+
+def _stage_plan(depth, stem, block):
+    """Returns (block, blocks per stage, base filters) for a depth, or raises ValueError."""
+    if not isinstance(depth, int) or isinstance(depth, bool):
+        raise ValueError(f"depth={depth!r} must be an int.")
+    if stem == "imagenet":
+        if depth not in IMAGENET_DEPTHS:
+            hint = ' (a CIFAR net? pass stem="cifar")' if (depth - 2) % 6 == 0 else ""
+            raise ValueError(
+                f"depth={depth} is not an ImageNet ResNet depth; valid: "
+                f"{sorted(IMAGENET_DEPTHS)}{hint}."
+            )
+        table_block, blocks = IMAGENET_DEPTHS[depth]
+        if block not in (None, table_block):
+            raise ValueError(
+                f"block={block!r} does not match depth={depth}, which uses {table_block!r} blocks."
+            )
+        return table_block, blocks, IMAGENET_FILTERS
+    block = block or "basic"
+    per_stage = 3 * LAYERS_PER_BLOCK[block]
+    n, rest = divmod(depth - 2, per_stage)
+    if rest or n < 1:
+        rule = f"{per_stage}n+2"
+        valid = ", ".join(str(per_stage * k + 2) for k in (1, 2, 3, 5, 9, 18))
+        raise ValueError(
+            f"depth={depth} is not a CIFAR ResNet depth for {block!r} blocks: it must be "
+            f"{rule} with n >= 1 (e.g. {valid})."
+        )
+    return block, (n, n, n), CIFAR_FILTERS
+
+
+def _check_input_shape(input_shape, min_size, preprocessing):
+    if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3:
+        raise ValueError(
+            f"input_shape={input_shape!r} must be (height, width, channels), e.g. (224, 224, 3)."
+        )
+    *spatial, channels = input_shape
+    for size in spatial:
+        if size is not None and (not isinstance(size, int) or size < min_size):
+            raise ValueError(
+                f"input_shape={tuple(input_shape)!r} is too small: the net downsamples "
+                f"{min_size}x, so height and width must be >= {min_size} (or None)."
+            )
+    if preprocessing in RGB_PRESETS and channels != 3:
+        raise ValueError(
+            f"input_shape={tuple(input_shape)!r} has {channels} channels but "
+            f"preprocessing={preprocessing!r} needs 3 (RGB); use preprocessing=None or "
+            '"inception" for other channel counts.'
+        )
+
+
+def build_resnet(
+    depth: int = 50,
+    *,
+    input_shape: tuple | None = None,
+    num_classes: int | None = None,
+    include_top: bool = True,
+    pooling: str | None = None,
+    classifier_activation: str | None = "softmax",
+    preprocessing: str | None = "auto",
+    stem: str = "imagenet",
+    block: str | None = None,
+    version: str = "v1.5",
+    shortcut: str | None = None,
+    plain: bool = False,
+    width: float = 1,
+    se_ratio: float | None = None,
+    norm: str = "batch",
+    weight_standardization: bool = False,
+    name: str | None = None,
+) -> keras.Model:
+    """Builds a ResNet as a Keras functional model that takes raw 0-255 pixels.
+
+    Args:
+        depth: ImageNet nets: 18, 34 (basic blocks), 50, 101, 152, 200 (bottleneck). CIFAR nets
+            (`stem="cifar"`): 6n+2 with basic blocks (20, 32, 44, 56, 110, 1202) or 9n+2 with
+            bottleneck blocks (164, 1001 as in the pre-activation paper).
+        input_shape: (height, width, channels); default (224, 224, 3) for the ImageNet stem and
+            (32, 32, 3) for the CIFAR stem. Height and width may be None.
+        num_classes: classifier size; default 1000 (ImageNet stem) or 10 (CIFAR stem).
+        include_top: add global pooling and the dense classifier. Without it the model returns
+            the last feature map, or the pooled vector when `pooling` is given.
+        pooling: None, "avg" or "max"; with `include_top` the head's pooling ("avg" if None).
+        classifier_activation: activation of the classifier; None returns logits.
+        preprocessing: normalization preset inside the model ("imagenet", "inception",
+            "cifar", "caffe" or None); "auto" picks "imagenet" or "cifar" by stem.
+        stem: "imagenet" (7x7/2 conv + 3x3/2 max pool, 4 stages) or "cifar" (3x3 conv, 3
+            stages of 16/32/64 filters).
+        block: "basic" or "bottleneck"; default from the depth.
+        version: "v1.5" (stride on the bottleneck's 3x3, torchvision/timm), "v1" (stride on
+            its first 1x1: the paper and keras.applications) or "v2" (pre-activation).
+        shortcut: "A" (zero-padding, parameter-free), "B" (projection when the shape
+            changes) or "C" (all projections); default "A" for CIFAR nets, "B" otherwise.
+        plain: remove every shortcut (the paper's plain baselines).
+        width: multiplier on every stage's filters (BiT's x1, x2, x3, x4).
+        se_ratio: squeeze-and-excitation reduction as a fraction (1/16 in SE-ResNet); None
+            for none.
+        norm: "batch" (BatchNorm) or "group" (GroupNorm, 32 groups, as in BiT).
+        weight_standardization: standardize every conv kernel (BiT).
+        name: model name.
+
+    Returns:
+        A `keras.Model`.
+
+    Raises:
+        ValueError: for an invalid argument; the message names it and the valid values.
+
+    Example:
+    >>> import keras_resvit as kr
+    >>> model = kr.build_resnet(20, stem="cifar")
+    >>> model.output_shape
+    (None, 10)
+    """
+    check_choice("stem", stem, STEMS)
+    check_choice("block", block, (None, *BLOCKS))
+    check_choice("version", version, VERSIONS)
+    check_choice("shortcut", shortcut, (None, *SHORTCUTS))
+    check_choice("norm", norm, NORMS)
+    block, blocks_per_stage, base_filters = _stage_plan(depth, stem, block)
+    if plain and shortcut is not None:
+        raise ValueError(f"shortcut={shortcut!r} has no meaning with plain=True (no shortcuts).")
+    if not isinstance(width, (int, float)) or isinstance(width, bool) or width <= 0:
+        raise ValueError(f"width={width!r} must be a positive number (e.g. 1, 2, 3, 4).")
+    if se_ratio is not None and not 0 < se_ratio <= 1:
+        raise ValueError(f"se_ratio={se_ratio!r} must be in (0, 1], e.g. 1/16, or None.")
+    cifar = stem == "cifar"
+    if input_shape is None:
+        input_shape = (32, 32, 3) if cifar else (224, 224, 3)
+    if num_classes is None:
+        num_classes = 10 if cifar else 1000
+    check_head_arguments(include_top, num_classes, pooling, classifier_activation)
+    if preprocessing == "auto":
+        preprocessing = "cifar" if cifar else "imagenet"
+    downsampling = 2 ** (len(base_filters) - 1) * (1 if cifar else 4)
+    _check_input_shape(input_shape, downsampling, preprocessing)
+    normalize = preprocessing_layers(preprocessing)
+
+    cfg = _BlockConfig(
+        version=version,
+        shortcut=shortcut or ("A" if cifar else "B"),
+        plain=plain,
+        se_ratio=se_ratio,
+        norm=norm,
+        weight_standardization=weight_standardization,
+    )
+    filters = [max(1, round(f * width)) for f in base_filters]
+    inputs = keras.Input(shape=tuple(input_shape), name="images")
+    x = inputs
+    for layer in normalize:
+        x = layer(x)
+    x = _stem(x, stem, filters[0], cfg)
+    x = resnet_stages(x, block, blocks_per_stage, filters, cfg)
+    if version == "v2":
+        x = _norm_relu(x, "post", cfg)
+    if include_top:
+        x = classifier_head(x, num_classes, pooling, classifier_activation)
+    elif pooling == "avg":
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    elif pooling == "max":
+        x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+    default_name = f"{'plain' if plain else 'resnet'}{depth}"
+    return keras.Model(inputs, x, name=name or default_name)
+
