@@ -2,11 +2,16 @@
 
 from keras_resvit.layers.preprocessing import PRESETS, ReverseChannels, preprocessing_layers
 from keras_resvit.layers.resnet_layers import StdConv2D, ZeroPadShortcut
+from keras_resvit.layers.vit_layers import ClassToken, DropPath, PositionEmbedding, TokenPooling
 
 __all__ = [
     "PRESETS",
+    "ClassToken",
+    "DropPath",
+    "PositionEmbedding",
     "ReverseChannels",
     "StdConv2D",
+    "TokenPooling",
     "ZeroPadShortcut",
     "preprocessing_layers",
 ]

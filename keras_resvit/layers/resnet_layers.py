@@ -51,6 +51,7 @@ class StdConv2D(keras.layers.Conv2D):
         self.epsilon = epsilon
 
     def convolution_op(self, inputs, kernel):
+        kernel = ops.convert_to_tensor(kernel)
         mean, variance = ops.moments(kernel, axes=(0, 1, 2), keepdims=True)
         kernel = (kernel - mean) * ops.rsqrt(variance + self.epsilon)
         return super().convolution_op(inputs, kernel)

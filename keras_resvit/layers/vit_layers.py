@@ -1,0 +1,156 @@
+"""Layers the Vision Transformer builders need that Keras does not have."""
+
+import keras
+import numpy as np
+from keras import ops
+
+POSITION_EMBEDDINGS = ("learned", "sincos2d")
+
+
+@keras.saving.register_keras_serializable(package="keras_resvit")
+class ClassToken(keras.layers.Layer):
+    """Prepends a learnable [class] token to a sequence of patch tokens (Dosovitskiy et al.).
+
+    Input `(batch, tokens, dim)`, output `(batch, 1 + tokens, dim)`. The token starts at zero,
+    as in the reference implementation.
+    """
+
+    def build(self, input_shape):
+        self.token = self.add_weight(
+            shape=(1, 1, input_shape[-1]), initializer="zeros", name="token"
+        )
+
+    def call(self, inputs):
+        token = ops.cast(self.token, inputs.dtype)
+        token = ops.broadcast_to(token, (ops.shape(inputs)[0], 1, inputs.shape[-1]))
+        return ops.concatenate([token, inputs], axis=1)
+
+    def compute_output_shape(self, input_shape):
+        tokens = None if input_shape[1] is None else input_shape[1] + 1
+        return (input_shape[0], tokens, input_shape[2])
+
+
+@keras.saving.register_keras_serializable(package="keras_resvit")
+class TokenPooling(keras.layers.Layer):
+    """Returns the first token of a sequence: the class token, the paper's image representation.
+
+    Input `(batch, tokens, dim)`, output `(batch, dim)`.
+    """
+
+    def call(self, inputs):
+        return inputs[:, 0]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[2])
+
+
+def sincos_2d(grid_size, dim, temperature=10_000.0):
+    """Fixed 2-D sine-cosine position embeddings, `(grid_h * grid_w, dim)` float32.
+
+    A quarter of the channels each carry sin(x), cos(x), sin(y), cos(y) at geometrically spaced
+    frequencies, as in big_vision's `posemb_sincos_2d` (the "plain ViT" baselines).
+
+    Args:
+        grid_size: (height, width) of the patch grid.
+        dim: embedding size, a multiple of 4.
+        temperature: longest wavelength.
+
+    Returns:
+        A NumPy array of shape `(grid_h * grid_w, dim)`.
+    """
+    y, x = np.mgrid[: grid_size[0], : grid_size[1]]
+    quarter = dim // 4
+    omega = 1.0 / temperature ** (np.arange(quarter) / max(quarter - 1, 1))
+    x = np.outer(x.ravel(), omega)
+    y = np.outer(y.ravel(), omega)
+    return np.concatenate([np.sin(x), np.cos(x), np.sin(y), np.cos(y)], axis=1).astype("float32")
+
+
+@keras.saving.register_keras_serializable(package="keras_resvit")
+class PositionEmbedding(keras.layers.Layer):
+    """Adds position embeddings to `num_prefix_tokens` prefix tokens followed by a patch grid.
+
+    "learned" embeddings are one trainable `(1, prefix + grid_h * grid_w, dim)` weight (the
+    paper's 1-D learned embeddings); "sincos2d" embeddings are fixed, have no weights and give
+    the prefix tokens no position. The grid size is part of the config, so a model can be
+    rebuilt at another resolution (see `keras_resvit.resize_vit`).
+
+    Args:
+        grid_size: (height, width) of the patch grid.
+        num_prefix_tokens: tokens before the grid (1 for the class token, else 0).
+        kind: "learned" or "sincos2d".
+        initializer: initializer of the learned embeddings.
+    """
+
+    def __init__(self, grid_size, num_prefix_tokens=1, kind="learned", initializer=None, **kwargs):
+        super().__init__(**kwargs)
+        self.grid_size = tuple(grid_size)
+        self.num_prefix_tokens = num_prefix_tokens
+        self.kind = kind
+        # The reference ViT draws position embeddings from N(0, 0.02).
+        self.initializer = keras.initializers.get(
+            initializer or keras.initializers.RandomNormal(stddev=0.02)
+        )
+
+    @property
+    def num_tokens(self):
+        return self.num_prefix_tokens + self.grid_size[0] * self.grid_size[1]
+
+    def build(self, input_shape):
+        # Only the width comes from the input: the token count comes from the config, so a
+        # layer rebuilt from an edited config gets the new grid's shape.
+        dim = input_shape[-1]
+        if self.kind == "learned":
+            self.embeddings = self.add_weight(
+                shape=(1, self.num_tokens, dim), initializer=self.initializer, name="embeddings"
+            )
+        else:
+            grid = sincos_2d(self.grid_size, dim)
+            prefix = np.zeros((self.num_prefix_tokens, dim), "float32")
+            self.embeddings = np.concatenate([prefix, grid])[None]
+
+    def call(self, inputs):
+        return inputs + ops.cast(self.embeddings, inputs.dtype)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "grid_size": self.grid_size,
+            "num_prefix_tokens": self.num_prefix_tokens,
+            "kind": self.kind,
+            "initializer": keras.initializers.serialize(self.initializer),
+        }
+
+
+@keras.saving.register_keras_serializable(package="keras_resvit")
+class DropPath(keras.layers.Layer):
+    """Stochastic depth (Huang et al. 2016): drops a whole residual branch per example.
+
+    During training each example's branch is zeroed with probability `rate` and the kept ones
+    are scaled by `1 / (1 - rate)`, so inference needs no rescaling.
+
+    Args:
+        rate: drop probability in [0, 1).
+        seed: optional random seed.
+    """
+
+    def __init__(self, rate, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = rate
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=False):
+        if not training or self.rate == 0:
+            return inputs
+        keep = 1.0 - self.rate
+        shape = (ops.shape(inputs)[0],) + (1,) * (len(inputs.shape) - 1)
+        uniform = keras.random.uniform(shape, seed=self.seed_generator, dtype=inputs.dtype)
+        mask = ops.cast(uniform < keep, inputs.dtype)
+        return inputs * mask / keep
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}

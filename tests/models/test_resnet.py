@@ -1,0 +1,313 @@
+"""ResNet family: the papers' parameter and multiply-add counts, structure, training, saving."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import keras_resvit as kr
+from keras_resvit.layers import StdConv2D, ZeroPadShortcut
+from keras_resvit.models.registry import get_spec
+from tests.conftest import assert_save_load_identical, random_images, train_steps_lower_loss
+
+# He et al. (2015) / torchvision counts, 1000 classes at 224 (reference/papers.md).
+IMAGENET_PARAMS = {
+    "resnet18": 11_689_512,
+    "resnet34": 21_797_672,
+    "resnet50": 25_557_032,
+    "resnet101": 44_549_160,
+    "resnet152": 60_192_808,
+}
+# CIFAR-10, option A (Table 6 of the paper).
+CIFAR_PARAMS = {
+    "resnet20": 269_722,
+    "resnet32": 464_154,
+    "resnet44": 658_586,
+    "resnet56": 853_018,
+    "resnet110": 1_727_962,
+}
+# Multiply-adds of the paper's Table 1 (224x224) and resnet20 at 32x32.
+PAPER_MACS = [
+    ("resnet18", {}, 1.8e9),
+    ("resnet34", {}, 3.6e9),
+    ("resnet50", {"version": "v1"}, 3.8e9),
+    ("resnet50", {}, 4.1e9),
+    ("resnet101", {"version": "v1"}, 7.6e9),
+    ("resnet152", {"version": "v1"}, 11.3e9),
+    ("resnet101", {}, 7.6e9),
+    ("resnet152", {}, 11.3e9),
+    ("resnet20", {}, 41e6),
+]
+# Too large to build twice per backend in the quick suite.
+HEAVY = {"resnet1202", "bit_r50x3", "bit_r101x3", "bit_r152x2", "bit_r152x4", "bit_r101x1"}
+
+
+def resnet_names():
+    return [n for n in kr.list_models() if get_spec(n).family == "resnet"]
+
+
+def cifar(name):
+    return get_spec(name).kwargs.get("stem") == "cifar"
+
+
+def layer_types(model):
+    return {type(layer) for layer in model.layers}
+
+
+@pytest.mark.parametrize("name", sorted(IMAGENET_PARAMS))
+@pytest.mark.parametrize("version", ["v1.5", "v1"])
+def test_imagenet_parameter_counts_match_paper(name, version):
+    model = kr.create_model(name, version=version)
+    assert kr.count_params(model) == IMAGENET_PARAMS[name]
+    assert model.output_shape == (None, 1000)
+
+
+@pytest.mark.parametrize("name", sorted(CIFAR_PARAMS))
+def test_cifar_parameter_counts_match_paper(name):
+    model = kr.create_model(name)
+    assert kr.count_params(model) == CIFAR_PARAMS[name]
+    assert model.input_shape == (None, 32, 32, 3)
+    assert model.output_shape == (None, 10)
+
+
+@pytest.mark.slow
+def test_resnet1202_parameter_count_and_forward():
+    model = kr.create_model("resnet1202")
+    assert kr.count_params(model) == 19_421_274
+    out = model(random_images(1, 32, 32), training=False)
+    assert out.shape == (1, 10)
+
+
+@pytest.mark.parametrize("name, overrides, paper", PAPER_MACS)
+def test_multiply_adds_within_five_percent_of_paper(name, overrides, paper):
+    macs = kr.count_macs(kr.create_model(name, **overrides))
+    assert abs(macs - paper) / paper < 0.05, macs
+
+
+def test_v1_strides_first_1x1_and_v15_strides_3x3():
+    v1 = kr.build_resnet(50, version="v1", input_shape=(64, 64, 3))
+    v15 = kr.build_resnet(50, version="v1.5", input_shape=(64, 64, 3))
+    assert v1.get_layer("stage2_block1_conv1").strides == (2, 2)
+    assert v1.get_layer("stage2_block1_conv2").strides == (1, 1)
+    assert v15.get_layer("stage2_block1_conv1").strides == (1, 1)
+    assert v15.get_layer("stage2_block1_conv2").strides == (2, 2)
+    # v1 does less work: the 3x3 runs on the subsampled map.
+    assert kr.count_macs(v1) < kr.count_macs(v15)
+
+
+def shortcut_convs(model):
+    return [layer.name for layer in model.layers if layer.name.endswith("shortcut_conv")]
+
+
+def test_shortcut_options():
+    a = kr.build_resnet(20, stem="cifar", shortcut="A")
+    b = kr.build_resnet(20, stem="cifar", shortcut="B")
+    c = kr.build_resnet(20, stem="cifar", shortcut="C")
+    assert shortcut_convs(a) == []
+    assert sum(isinstance(layer, ZeroPadShortcut) for layer in a.layers) == 2
+    # B projects only where the shape changes: the first block of stages 2 and 3.
+    assert shortcut_convs(b) == ["stage2_block1_shortcut_conv", "stage3_block1_shortcut_conv"]
+    assert len(shortcut_convs(c)) == 9
+    assert kr.count_params(a) < kr.count_params(b) < kr.count_params(c)
+
+
+def test_imagenet_default_is_option_b():
+    model = kr.create_model("resnet18")
+    assert shortcut_convs(model) == [f"stage{s}_block1_shortcut_conv" for s in (2, 3, 4)]
+
+
+@pytest.mark.parametrize("name", ["plain20", "plain18"])
+def test_plain_twins_have_no_shortcuts(name):
+    plain = kr.create_model(name)
+    twin = kr.create_model(name.replace("plain", "resnet"))
+    assert keras.layers.Add not in layer_types(plain)
+    assert keras.layers.Add in layer_types(twin)
+    # Same convolutions; only the projection shortcuts (if any) differ.
+    plain_convs = [layer.name for layer in plain.layers if isinstance(layer, keras.layers.Conv2D)]
+    twin_convs = [layer.name for layer in twin.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert plain_convs == [n for n in twin_convs if not n.endswith("shortcut_conv")]
+
+
+def test_preactivation_v2_structure():
+    model = kr.create_model("resnet50v2", input_shape=(64, 64, 3))
+    # Pre-activation: the stem has no norm; the block's input is normalized first; a final
+    # norm-ReLU precedes pooling.
+    names = [layer.name for layer in model.layers]
+    assert "stem_bn" not in names
+    assert "stage1_block1_bn0" in names and "post_bn" in names
+    assert "stage1_block1_bn3" not in names
+
+
+def test_bit_uses_groupnorm_and_weight_standardization():
+    bit = kr.create_model("bit_r50x1", input_shape=(64, 64, 3))
+    types = layer_types(bit)
+    assert keras.layers.BatchNormalization not in types
+    assert keras.layers.GroupNormalization in types
+    convs = [layer for layer in bit.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert all(isinstance(layer, StdConv2D) for layer in convs)
+    # GroupNorm has as many parameters as BatchNorm: same count as the v2 net.
+    v2 = kr.create_model("resnet50v2", input_shape=(64, 64, 3))
+    assert kr.count_params(bit) == kr.count_params(v2) == 25_549_352
+
+
+def test_width_multiplier_scales_filters():
+    wide = kr.build_resnet(50, version="v2", width=2, input_shape=(64, 64, 3), include_top=False)
+    assert wide.output_shape == (None, 2, 2, 4096)
+    assert wide.get_layer("stem_conv").filters == 128
+
+
+def test_se_adds_the_papers_extra_parameters():
+    # Hu et al.: (2/r) * sum_s N_s * C_s^2 weights, plus the two biases per block.
+    se = kr.create_model("se_resnet50")
+    base = kr.create_model("resnet50")
+    blocks, channels = (3, 4, 6, 3), (256, 512, 1024, 2048)
+    weights = sum(2 * n * c * c // 16 for n, c in zip(blocks, channels, strict=True))
+    biases = sum(n * (c + c // 16) for n, c in zip(blocks, channels, strict=True))
+    assert kr.count_params(se) - kr.count_params(base) == weights + biases
+    assert kr.count_params(se) == 28_088_024  # the SE paper's 28.09M
+
+
+def test_cifar_bottleneck_depth_rule():
+    model = kr.build_resnet(29, stem="cifar", block="bottleneck", version="v2")
+    assert model.output_shape == (None, 10)
+    assert model.get_layer("stage3_block3_conv3").filters == 256
+
+
+@pytest.mark.parametrize(
+    "kwargs, shape",
+    [
+        ({"include_top": False}, (None, 7, 7, 2048)),
+        ({"include_top": False, "pooling": "avg"}, (None, 2048)),
+        ({"include_top": False, "pooling": "max"}, (None, 2048)),
+        ({"num_classes": 7, "classifier_activation": None}, (None, 7)),
+        ({"input_shape": (None, None, 3)}, (None, 1000)),
+    ],
+)
+def test_keras_applications_arguments(kwargs, shape):
+    assert kr.build_resnet(50, **kwargs).output_shape == shape
+
+
+def test_max_pooling_head():
+    model = kr.build_resnet(18, pooling="max", input_shape=(64, 64, 3))
+    assert isinstance(model.get_layer("max_pool"), keras.layers.GlobalMaxPooling2D)
+
+
+@pytest.mark.parametrize("name", [n for n in resnet_names() if n not in HEAVY])
+def test_every_registry_name_runs_forward(name):
+    size = 32 if cifar(name) else 64
+    model = kr.create_model(name, input_shape=(size, size, 3))
+    out = keras.ops.convert_to_numpy(model(random_images(2, size, size), training=False))
+    assert out.shape == (2, 10 if cifar(name) else 1000)
+    np.testing.assert_allclose(out.sum(axis=-1), 1.0, rtol=1e-5)
+    assert np.isfinite(out).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(HEAVY - {"resnet1202"}))
+def test_heavy_registry_names_run_forward(name):
+    model = kr.create_model(name, input_shape=(32, 32, 3), num_classes=10)
+    out = keras.ops.convert_to_numpy(model(random_images(1, 32, 32), training=False))
+    assert out.shape == (1, 10) and np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", ["resnet20", "plain20"])
+def test_training_steps_lower_the_loss(name):
+    model = kr.create_model(name)
+    x = random_images(16, 32, 32)
+    y = np.arange(16) % 10
+    first, last = train_steps_lower_loss(model, x, y, steps=10)
+    assert last < 0.7 * first, (first, last)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: kr.create_model("resnet20"),
+        lambda: kr.build_resnet(18, input_shape=(64, 64, 3), num_classes=5, se_ratio=1 / 16,
+                                preprocessing="caffe"),
+        lambda: kr.create_model("bit_r50x1", input_shape=(64, 64, 3), num_classes=3),
+    ],
+    ids=["resnet20_optionA", "se_resnet18_caffe", "bit_r50x1"],
+)
+def test_keras_file_round_trip_is_identical(build, tmp_path):
+    model = build()
+    size = model.input_shape[1]
+    # Move BatchNorm statistics away from their initial values so they are checked too.
+    model(random_images(4, size, size), training=True)
+    assert_save_load_identical(model, tmp_path, random_images(2, size, size, seed=1))
+
+
+def test_keras_file_reloads_on_the_other_backend(tmp_path, backend):
+    other = {"tensorflow": "jax", "jax": "tensorflow"}[backend]
+    pytest.importorskip(other)
+    model = kr.create_model("resnet20")
+    x = random_images(2, 32, 32)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    np.save(tmp_path / "x.npy", x)
+    expected = keras.ops.convert_to_numpy(model(x, training=False))
+    script = (
+        "import json, sys, numpy as np, keras, keras_resvit\n"
+        f"m = keras.saving.load_model({str(path)!r}, safe_mode=True)\n"
+        f"y = m(np.load({str(tmp_path / 'x.npy')!r}), training=False)\n"
+        "print(json.dumps({'backend': keras.backend.backend(),\n"
+        "                  'y': keras.ops.convert_to_numpy(y).tolist()}))\n"
+    )
+    env = {**os.environ, "KERAS_BACKEND": other}
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    reply = json.loads(result.stdout.strip().splitlines()[-1])
+    assert reply["backend"] == other
+    np.testing.assert_allclose(np.array(reply["y"]), expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"depth": 21, "stem": "cifar"}, ["depth=21", "6n+2", "20"]),
+        ({"depth": 20}, ["depth=20", "stem=\"cifar\"", "18"]),
+        ({"depth": 50, "shortcut": "D"}, ["shortcut='D'", "'A'", "'B'", "'C'"]),
+        ({"depth": 50, "pooling": "mean"}, ["pooling='mean'", "'avg'", "'max'"]),
+        ({"depth": 50, "input_shape": (16, 16, 3)}, ["input_shape=(16, 16, 3)", ">= 32"]),
+        ({"depth": 20, "stem": "cifar", "input_shape": (2, 2, 3)}, ["input_shape", ">= 4"]),
+        ({"depth": 50, "input_shape": (224, 224)}, ["input_shape=(224, 224)", "channels"]),
+        ({"depth": 50, "input_shape": (64, 64, 1)}, ["1 channels", "preprocessing='imagenet'"]),
+        ({"depth": 50, "version": "v3"}, ["version='v3'", "'v1.5'", "'v2'"]),
+        ({"depth": 50, "stem": "tiny"}, ["stem='tiny'", "'imagenet'", "'cifar'"]),
+        ({"depth": 50, "block": "basic"}, ["block='basic'", "'bottleneck'"]),
+        ({"depth": 50, "norm": "layer"}, ["norm='layer'", "'group'"]),
+        ({"depth": 50, "width": 0}, ["width=0", "positive"]),
+        ({"depth": 50, "se_ratio": 16}, ["se_ratio=16", "1/16"]),
+        ({"depth": 50, "num_classes": 0}, ["num_classes=0", "positive"]),
+        ({"depth": 50, "classifier_activation": "nope"}, ["classifier_activation='nope'"]),
+        ({"depth": 50, "preprocessing": "vgg"}, ["preprocessing='vgg'", "'caffe'"]),
+        ({"depth": 20, "stem": "cifar", "plain": True, "shortcut": "A"}, ["plain=True"]),
+        ({"depth": "50"}, ["depth='50'", "int"]),
+    ],
+)
+def test_bad_arguments_raise_one_clear_value_error(kwargs, words):
+    with pytest.raises(ValueError) as info:
+        kr.build_resnet(**kwargs)
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
+
+
+def test_unknown_name_suggests_close_registry_names():
+    with pytest.raises(ValueError, match="resnet50") as info:
+        kr.create_model("resnet05")
+    assert "name='resnet05'" in str(info.value)
+    with pytest.raises(ValueError, match="'se_resnet50'"):
+        kr.create_model("se-resnet50")
+
+
+def test_list_models_filters_by_pattern():
+    assert kr.list_models("plain*") == [
+        "plain110", "plain18", "plain20", "plain32", "plain34", "plain44", "plain56",
+    ]
+    assert {"resnet20", "resnet1202", "bit_r152x4", "se_resnet101"} <= set(kr.list_models())
