@@ -1,15 +1,28 @@
 """keras_resvit: ResNets and Vision Transformers for Keras 3 on any backend."""
 
+from keras_resvit import data
+from keras_resvit.export import export
+from keras_resvit.models.common import replace_head
 from keras_resvit.models.complexity import count_macs, count_params
+from keras_resvit.models.hybrid import build_hybrid_vit
 from keras_resvit.models.registry import create_model, list_models
 from keras_resvit.models.resnet import build_resnet
+from keras_resvit.models.vit import build_vit, resize_vit
+from keras_resvit.training import train
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "build_hybrid_vit",
     "build_resnet",
+    "build_vit",
     "count_macs",
     "count_params",
     "create_model",
+    "data",
+    "export",
     "list_models",
+    "replace_head",
+    "resize_vit",
+    "train",
 ]

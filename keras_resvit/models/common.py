@@ -1,6 +1,8 @@
-"""Pieces every builder shares: argument checks and the classifier head."""
+"""Pieces every builder shares: argument checks, the classifier head and head replacement."""
 
 import keras
+
+from keras_resvit.layers.vit_layers import PositionEmbedding
 
 POOLINGS = (None, "avg", "max")
 
@@ -13,20 +15,30 @@ def check_choice(argument, value, valid):
 def classifier_head(x, num_classes, pooling, classifier_activation):
     """Global pooling + dense classifier named "predictions" (kept float32 under mixed
     precision, so the softmax is computed in full precision)."""
-    pool = keras.layers.GlobalMaxPooling2D if pooling == "max" else keras.layers.GlobalAveragePooling2D
+    layers = keras.layers
+    pool = layers.GlobalMaxPooling2D if pooling == "max" else layers.GlobalAveragePooling2D
     x = pool(name=f"{pooling or 'avg'}_pool")(x)
+    return predictions_layer(num_classes, classifier_activation)(x)
+
+
+def predictions_layer(num_classes, classifier_activation, kernel_initializer="glorot_uniform"):
+    """The dense classifier named "predictions", kept float32 under mixed precision."""
     mixed = keras.config.dtype_policy().name.startswith("mixed")
     return keras.layers.Dense(
         num_classes,
         activation=classifier_activation,
+        kernel_initializer=kernel_initializer,
         dtype="float32" if mixed else None,
         name="predictions",
-    )(x)
+    )
 
 
-def check_head_arguments(include_top, num_classes, pooling, classifier_activation):
-    """Validates the keras.applications-style head arguments shared by every builder."""
-    check_choice("pooling", pooling, POOLINGS)
+def check_head_arguments(
+    include_top, num_classes, pooling, classifier_activation, poolings=POOLINGS
+):
+    """Validates the keras.applications-style head arguments shared by every builder; ViTs pass
+    their own `poolings`."""
+    check_choice("pooling", pooling, poolings)
     if include_top and (
         not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1
     ):
@@ -40,3 +52,84 @@ def check_head_arguments(include_top, num_classes, pooling, classifier_activatio
                 f"classifier_activation={classifier_activation!r} is not a Keras activation; "
                 f"e.g. {names}."
             ) from error
+
+
+def layer_config(config, name):
+    """The config dict of the layer called `name` inside a functional model's config."""
+    return next(entry["config"] for entry in config["layers"] if entry["name"] == name)
+
+
+def rebuild_model(model, config, new_weights=None):
+    """A new functional model from an edited `model.get_config()`, weights copied by layer name.
+
+    Args:
+        model: the functional model whose weights are copied.
+        config: `model.get_config()`, edited.
+        new_weights: optional `(old_layer, new_layer) -> list of arrays or None`; None keeps
+            the new layer's initial weights. By default every layer's weights are copied.
+
+    Returns:
+        A new `keras.Model` that shares no state with `model`.
+    """
+    for entry in config["layers"]:
+        # Saved build shapes would build the layers for the old shapes; let the new graph
+        # build every layer from its actual inputs instead.
+        entry.pop("build_config", None)
+    rebuilt = keras.Model.from_config(config)
+    for layer in rebuilt.layers:
+        if not layer.weights:
+            continue
+        old = model.get_layer(layer.name)
+        values = new_weights(old, layer) if new_weights else old.get_weights()
+        if values is not None:
+            layer.set_weights(values)
+    return rebuilt
+
+
+def is_vit(model) -> bool:
+    """Whether a model is a Vision Transformer (plain or hybrid): it has position embeddings."""
+    return any(isinstance(layer, PositionEmbedding) for layer in model.layers)
+
+
+def replace_head(model: keras.Model, num_classes: int) -> keras.Model:
+    """A copy of `model` with a fresh `num_classes`-way classifier and every other weight kept.
+
+    ViTs get a zero-initialized classifier, as Dosovitskiy et al. do for fine-tuning, so the new
+    model starts at uniform predictions; other families get the Dense layer's default
+    initialization. The classifier activation and dtype are kept. Works on any functional model
+    whose classifier is a Dense layer named "predictions" (every builder here, with
+    `include_top=True`), also after loading from a `.keras` file.
+
+    Args:
+        model: a functional model with a Dense layer named "predictions".
+        num_classes: size of the new classifier.
+
+    Returns:
+        A new `keras.Model`; `model` is left unchanged.
+
+    Raises:
+        ValueError: `num_classes` is not a positive int, or `model` has no "predictions" Dense.
+
+    Example:
+    >>> import keras_resvit as kr
+    >>> model = kr.replace_head(kr.create_model("resnet20"), 100)
+    >>> model.output_shape
+    (None, 100)
+    """
+    names = [layer.name for layer in model.layers]
+    if "predictions" not in names or not isinstance(
+        model.get_layer("predictions"), keras.layers.Dense
+    ):
+        raise ValueError(
+            f"model={model.name!r} has no Dense layer named 'predictions'; replace_head needs a "
+            "classifier model built with include_top=True."
+        )
+    check_head_arguments(True, num_classes, None, None)
+    config = model.get_config()
+    head = layer_config(config, "predictions")
+    head["units"] = num_classes
+    if is_vit(model):
+        head["kernel_initializer"] = keras.initializers.serialize(keras.initializers.Zeros())
+    return rebuild_model(
+        model, config, lambda old, new: None if new.name == "predictions" else old.get_weights()
+    )

@@ -28,11 +28,28 @@ def _shape(tensor):
     return shape
 
 
-def layer_macs(layer) -> int:
-    """Multiply-adds of one forward pass of a layer for one example (convs and dense only).
+def _attention_macs(layer):
+    """q/k/v/output projections plus the two attention matmuls (QK^T and AV)."""
+    query, value = layer.input[:2] if isinstance(layer.input, (list, tuple)) else 2 * [layer.input]
+    query, value = _shape(query), _shape(value)
+    n_q, n_kv = math.prod(query[1:-1]), math.prod(value[1:-1])
+    heads, key_dim, value_dim = layer.num_heads, layer.key_dim, layer.value_dim
+    projections = (
+        n_q * query[-1] * heads * key_dim
+        + n_kv * value[-1] * heads * (key_dim + value_dim)
+        + n_q * heads * value_dim * _shape(layer.output)[-1]
+    )
+    return projections + heads * n_q * n_kv * (key_dim + value_dim)
 
-    Normalization, activations and pooling are left out, as in the papers' FLOP counts.
+
+def layer_macs(layer) -> int:
+    """Multiply-adds of one forward pass of a layer for one example (convs, dense, attention).
+
+    Normalization, activations, softmax and pooling are left out, as in the papers' FLOP
+    counts.
     """
+    if isinstance(layer, keras.layers.MultiHeadAttention):
+        return _attention_macs(layer)
     if isinstance(layer, keras.layers.Conv2D):
         out = _shape(layer.output)
         kh, kw = layer.kernel_size

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 
 import keras
 
+from keras_resvit.models.hybrid import build_hybrid_vit
 from keras_resvit.models.resnet import build_resnet
+from keras_resvit.models.vit import build_vit
 
 
 @dataclass(frozen=True)
@@ -23,7 +25,7 @@ class ModelSpec:
     description: str = ""
 
 
-BUILDERS = {"resnet": build_resnet}
+BUILDERS = {"resnet": build_resnet, "vit": build_vit, "hybrid_vit": build_hybrid_vit}
 
 REGISTRY: dict[str, ModelSpec] = {}
 
@@ -62,6 +64,19 @@ def _register_resnets():
 
 
 _register_resnets()
+
+
+def _register_vits():
+    sizes = {"ti": "Ti", "s": "S", "b": "B", "l": "L", "h": "H"}
+    for size, patch in (("ti", 16), ("s", 16), ("s", 32), ("b", 8), ("b", 16), ("b", 32),
+                        ("l", 16), ("l", 32), ("h", 14)):
+        variant = f"{sizes[size]}/{patch}"
+        register(f"vit_{size}{patch}", ModelSpec("vit", {"variant": variant}, f"ViT-{variant}"))
+    register("r50_vit_b16", ModelSpec("hybrid_vit", {"backbone": "r50", "variant": "B/16"},
+                                      "R50+ViT-B/16 hybrid (BiT-style ResNet-50, stages 3,4,9)"))
+
+
+_register_vits()
 
 
 def list_models(pattern: str | None = None) -> list[str]:

@@ -1,0 +1,483 @@
+"""The Vision Transformer (Dosovitskiy et al. 2021) and its resolution change.
+
+An image is cut into patches by a convolution with kernel = stride = patch size; a [class]
+token is prepended, position embeddings are added, and pre-LayerNorm Transformer blocks
+(`keras.layers.MultiHeadAttention`, GELU MLP, residuals) follow. Layer names are stable and
+hierarchical (`patch_embedding`, `encoder_block3_attention`, `encoder_block3_mlp_dense1`,
+`encoder_norm`, `pre_logits`, `predictions`) because weight converters and users address layers
+by name. `resize_vit` and `resample_position_embeddings` sit next to the model they serve.
+"""
+
+import difflib
+import math
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from keras_resvit.layers.preprocessing import preprocessing_layers
+from keras_resvit.layers.vit_layers import (
+    POSITION_EMBEDDINGS,
+    ClassToken,
+    DropPath,
+    PositionEmbedding,
+    TokenPooling,
+)
+from keras_resvit.models.common import (
+    check_choice,
+    check_head_arguments,
+    is_vit,
+    layer_config,
+    predictions_layer,
+    rebuild_model,
+)
+
+# Dosovitskiy et al., Table 1 (B, L, H) and Touvron et al. / Steiner et al. (Ti, S):
+# hidden size D, layers, heads, MLP size.
+VARIANTS = {
+    "Ti": {"hidden_size": 192, "num_layers": 12, "num_heads": 3, "mlp_dim": 768},
+    "S": {"hidden_size": 384, "num_layers": 12, "num_heads": 6, "mlp_dim": 1536},
+    "B": {"hidden_size": 768, "num_layers": 12, "num_heads": 12, "mlp_dim": 3072},
+    "L": {"hidden_size": 1024, "num_layers": 24, "num_heads": 16, "mlp_dim": 4096},
+    "H": {"hidden_size": 1280, "num_layers": 32, "num_heads": 16, "mlp_dim": 5120},
+}
+PATCH_SIZES = (8, 14, 16, 32)
+POOLINGS = ("token", "gap", None)
+# The reference implementation's LayerNorm epsilon (Keras' default is 1e-3).
+LN_EPSILON = 1e-6
+ARCHITECTURE = ("hidden_size", "num_layers", "num_heads", "mlp_dim", "patch_size")
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    """Every architectural choice of a ViT, resolved and validated once by `vit_config`."""
+
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    mlp_dim: int
+    patch_size: int
+    image_size: tuple
+    stride: int
+    pooling: str | None
+    position_embedding: str
+    representation_size: int | None
+    dropout: float
+    attention_dropout: float
+    drop_path: float
+
+    @property
+    def grid_size(self):
+        return (self.image_size[0] // self.patch_size, self.image_size[1] // self.patch_size)
+
+
+def decode_variant(variant: str | None) -> dict:
+    """Decodes "B/16" into `{"hidden_size": 768, ..., "patch_size": 16}`; "B" has no patch size.
+
+    Raises:
+        ValueError: for an unknown model size or a malformed patch size, with close matches.
+    """
+    if variant is None:
+        return {}
+    size, _, patch = str(variant).partition("/")
+    if size in VARIANTS and (not patch or (patch.isdigit() and int(patch) > 0)):
+        return {**VARIANTS[size], **({"patch_size": int(patch)} if patch else {})}
+    known = [f"{v}/{p}" for v in VARIANTS for p in PATCH_SIZES]
+    close = difflib.get_close_matches(str(variant), known, n=3, cutoff=0.5)
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    raise ValueError(
+        f"variant={variant!r} is not a ViT variant; expected a size from {list(VARIANTS)} and "
+        f"a patch size, e.g. 'B/16' (patch sizes {list(PATCH_SIZES)} are the usual ones).{hint}"
+    )
+
+
+def _check_positive_int(argument, value, none_ok=False):
+    if none_ok and value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{argument}={value!r} must be a positive int.")
+
+
+def _check_rate(argument, value):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
+        raise ValueError(f"{argument}={value!r} must be a number in [0, 1).")
+
+
+def _image_size(image_size):
+    """An int or (height, width) as a (height, width) tuple, or ValueError."""
+    size = (image_size, image_size) if isinstance(image_size, int) else image_size
+    if not isinstance(size, (tuple, list)) or len(size) != 2:
+        raise ValueError(f"image_size={image_size!r} must be an int or (height, width).")
+    for side in size:
+        _check_positive_int("image_size", side)
+    return tuple(size)
+
+
+def vit_config(
+    variant,
+    *,
+    image_size=224,
+    pooling="token",
+    position_embedding="learned",
+    representation_size=None,
+    dropout=0.0,
+    attention_dropout=0.0,
+    drop_path=0.0,
+    hidden_size=None,
+    num_layers=None,
+    num_heads=None,
+    mlp_dim=None,
+    patch_size=None,
+    stride=1,
+) -> ViTConfig:
+    """Resolves a variant string plus explicit overrides into a validated `ViTConfig`.
+
+    `stride` is the downsampling of a CNN backbone before the patch embedding (hybrids); the
+    patch size always counts input pixels per token side.
+    """
+    given = (hidden_size, num_layers, num_heads, mlp_dim, patch_size)
+    overrides = {k: v for k, v in zip(ARCHITECTURE, given, strict=True) if v is not None}
+    arch = {**decode_variant(variant), **overrides}
+    missing = [k for k in ARCHITECTURE if k not in arch]
+    if missing:
+        raise ValueError(
+            f"variant={variant!r} leaves {missing} unset; pass a variant such as 'B/16' or "
+            "every one of hidden_size, num_layers, num_heads, mlp_dim and patch_size."
+        )
+    for argument in ARCHITECTURE:
+        _check_positive_int(argument, arch[argument])
+    if arch["hidden_size"] % arch["num_heads"]:
+        raise ValueError(
+            f"hidden_size={arch['hidden_size']} is not divisible by num_heads="
+            f"{arch['num_heads']}; each head needs hidden_size / num_heads channels."
+        )
+    patch = arch["patch_size"]
+    if patch % stride:
+        raise ValueError(
+            f"patch_size={patch} must be a multiple of the backbone's downsampling {stride}."
+        )
+    size = _image_size(image_size)
+    if size[0] % patch or size[1] % patch:
+        raise ValueError(
+            f"image_size={image_size!r} is not divisible by patch_size={patch}; use a multiple "
+            f"of {patch}, e.g. {patch * max(1, round(size[0] / patch))}."
+        )
+    check_choice("position_embedding", position_embedding, POSITION_EMBEDDINGS)
+    if position_embedding == "sincos2d" and arch["hidden_size"] % 4:
+        raise ValueError(
+            f"hidden_size={arch['hidden_size']} must be a multiple of 4 for "
+            'position_embedding="sincos2d" (sin and cos of x and y).'
+        )
+    _check_positive_int("representation_size", representation_size, none_ok=True)
+    if representation_size and pooling is None:
+        raise ValueError(
+            f"representation_size={representation_size} needs a pooled feature; "
+            'use pooling="token" or "gap".'
+        )
+    for argument, rate in (
+        ("dropout", dropout),
+        ("attention_dropout", attention_dropout),
+        ("drop_path", drop_path),
+    ):
+        _check_rate(argument, rate)
+    return ViTConfig(
+        **arch,
+        image_size=size,
+        stride=stride,
+        pooling=pooling,
+        position_embedding=position_embedding,
+        representation_size=representation_size,
+        dropout=dropout,
+        attention_dropout=attention_dropout,
+        drop_path=drop_path,
+    )
+
+
+def _dropout(x, rate, name):
+    return keras.layers.Dropout(rate, name=name)(x) if rate else x
+
+
+def _residual(x, branch, drop_rate, name):
+    if drop_rate:
+        branch = DropPath(drop_rate, name=f"{name}_drop_path")(branch)
+    return keras.layers.Add(name=f"{name}_add")([x, branch])
+
+
+def mlp_block(x, cfg, name):
+    """Dense -> GELU -> Dense, with dropout after each (the Transformer's position-wise MLP)."""
+    x = keras.layers.Dense(cfg.mlp_dim, activation="gelu", name=f"{name}_dense1")(x)
+    x = _dropout(x, cfg.dropout, f"{name}_dropout1")
+    x = keras.layers.Dense(cfg.hidden_size, name=f"{name}_dense2")(x)
+    return _dropout(x, cfg.dropout, f"{name}_dropout2")
+
+
+def encoder_block(x, cfg, drop_rate, name):
+    """Pre-LayerNorm Transformer block: x + MHA(LN(x)), then x + MLP(LN(x))."""
+    y = keras.layers.LayerNormalization(epsilon=LN_EPSILON, name=f"{name}_norm1")(x)
+    y = keras.layers.MultiHeadAttention(
+        cfg.num_heads,
+        cfg.hidden_size // cfg.num_heads,
+        dropout=cfg.attention_dropout,
+        name=f"{name}_attention",
+    )(y, y)
+    y = _dropout(y, cfg.dropout, f"{name}_attention_dropout")
+    x = _residual(x, y, drop_rate, f"{name}_attention")
+    y = keras.layers.LayerNormalization(epsilon=LN_EPSILON, name=f"{name}_norm2")(x)
+    y = mlp_block(y, cfg, f"{name}_mlp")
+    return _residual(x, y, drop_rate, f"{name}_mlp")
+
+
+def drop_path_rates(drop_path, num_layers):
+    """Stochastic depth rising linearly from 0 (first block) to `drop_path` (last block)."""
+    return [drop_path * i / max(num_layers - 1, 1) for i in range(num_layers)]
+
+
+def embed_patches(x, cfg):
+    """Feature map -> patch tokens (+ class token) + position embeddings."""
+    patch = cfg.patch_size // cfg.stride
+    x = keras.layers.Conv2D(
+        cfg.hidden_size, patch, strides=patch, padding="valid", name="patch_embedding"
+    )(x)
+    x = keras.layers.Reshape((-1, cfg.hidden_size), name="patch_embedding_flatten")(x)
+    # "gap" pooling averages the patch tokens, so it needs no class token.
+    prefix = 0 if cfg.pooling == "gap" else 1
+    if prefix:
+        x = ClassToken(name="class_token")(x)
+    x = PositionEmbedding(
+        cfg.grid_size, prefix, kind=cfg.position_embedding, name="position_embedding"
+    )(x)
+    return _dropout(x, cfg.dropout, "embedding_dropout")
+
+
+def encoder(x, cfg):
+    """The stack of encoder blocks and the final LayerNorm."""
+    for i, rate in enumerate(drop_path_rates(cfg.drop_path, cfg.num_layers), start=1):
+        x = encoder_block(x, cfg, rate, f"encoder_block{i}")
+    return keras.layers.LayerNormalization(epsilon=LN_EPSILON, name="encoder_norm")(x)
+
+
+def pool_and_classify(x, cfg, include_top, num_classes, classifier_activation):
+    """Token or mean pooling, optional pre-logits (dense + tanh) and the classifier."""
+    if cfg.pooling == "token":
+        x = TokenPooling(name="token_pool")(x)
+    elif cfg.pooling == "gap":
+        x = keras.layers.GlobalAveragePooling1D(name="gap_pool")(x)
+    if cfg.representation_size:
+        x = keras.layers.Dense(cfg.representation_size, activation="tanh", name="pre_logits")(x)
+    if include_top:
+        # Zero-initialized as in the paper's fine-tuning head (and big_vision's default).
+        x = predictions_layer(num_classes, classifier_activation, "zeros")(x)
+    return x
+
+
+def vit_model(cfg, features, head, preprocessing, name):
+    """Builds the functional model: preprocessing, optional CNN features, encoder, head.
+
+    Args:
+        cfg: a `ViTConfig`.
+        features: None, or a function mapping the normalized images to a feature map whose
+            downsampling is `cfg.stride` (the hybrid's ResNet).
+        head: (include_top, num_classes, classifier_activation).
+        preprocessing: normalization preset of `keras_resvit.layers.preprocessing`.
+        name: model name.
+    """
+    normalize = preprocessing_layers(preprocessing)
+    inputs = keras.Input(shape=(*cfg.image_size, 3), name="images")
+    x = inputs
+    for layer in normalize:
+        x = layer(x)
+    if features is not None:
+        x = features(x)
+    x = encoder(embed_patches(x, cfg), cfg)
+    x = pool_and_classify(x, cfg, *head)
+    return keras.Model(inputs, x, name=name)
+
+
+def check_vit_head(include_top, num_classes, pooling, classifier_activation, preprocessing):
+    """Validates the head and preprocessing arguments of the ViT builders."""
+    check_head_arguments(include_top, num_classes, pooling, classifier_activation, POOLINGS)
+    if include_top and pooling is None:
+        raise ValueError(
+            'pooling=None returns every token, so it needs include_top=False; use "token" or '
+            '"gap" for a classifier.'
+        )
+    preprocessing_layers(preprocessing)
+
+
+def build_vit(
+    variant: str | None = "B/16",
+    *,
+    image_size: int | tuple = 224,
+    num_classes: int = 1000,
+    include_top: bool = True,
+    pooling: str | None = "token",
+    position_embedding: str = "learned",
+    representation_size: int | None = None,
+    dropout: float = 0.0,
+    attention_dropout: float = 0.0,
+    drop_path: float = 0.0,
+    classifier_activation: str | None = "softmax",
+    preprocessing: str | None = "inception",
+    hidden_size: int | None = None,
+    num_layers: int | None = None,
+    num_heads: int | None = None,
+    mlp_dim: int | None = None,
+    patch_size: int | None = None,
+    name: str | None = None,
+) -> keras.Model:
+    """Builds a Vision Transformer that takes raw 0-255 pixels.
+
+    Args:
+        variant: "Ti", "S", "B", "L" or "H" with a patch size, e.g. "B/16"; None when every
+            architecture argument below is given.
+        image_size: input height and width (an int or a tuple), divisible by the patch size.
+        num_classes: classifier size.
+        include_top: add the classifier. Without it the model returns the pooled feature, or
+            every token (class token first, unless "gap") when `pooling=None`.
+        pooling: "token" (the class token, as in the paper), "gap" (mean of the patch tokens;
+            no class token) or None (all tokens; only with `include_top=False`).
+        position_embedding: "learned" (the paper) or "sincos2d" (fixed, no weights).
+        representation_size: width of the pre-training pre-logits layer (dense + tanh); None
+            for the fine-tuning layout (a single linear classifier).
+        dropout: dropout after the embeddings, the attention and each MLP layer.
+        attention_dropout: dropout on the attention weights.
+        drop_path: stochastic depth of the last block; rates rise linearly from 0.
+        classifier_activation: activation of the classifier; None returns logits.
+        preprocessing: normalization preset inside the model ("inception": [-1, 1]).
+        hidden_size: overrides the variant's width D.
+        num_layers: overrides the variant's depth.
+        num_heads: overrides the variant's attention heads.
+        mlp_dim: overrides the variant's MLP size.
+        patch_size: overrides the variant's patch size.
+        name: model name; default like "vit_b16".
+
+    Returns:
+        A `keras.Model`.
+
+    Raises:
+        ValueError: for an invalid argument; the message names it and the valid values.
+
+    Example:
+    >>> import keras_resvit as kr
+    >>> model = kr.build_vit("Ti/16", image_size=32, num_classes=10)
+    >>> model.output_shape
+    (None, 10)
+    """
+    check_vit_head(include_top, num_classes, pooling, classifier_activation, preprocessing)
+    cfg = vit_config(
+        variant,
+        image_size=image_size,
+        pooling=pooling,
+        position_embedding=position_embedding,
+        representation_size=representation_size,
+        dropout=dropout,
+        attention_dropout=attention_dropout,
+        drop_path=drop_path,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        mlp_dim=mlp_dim,
+        patch_size=patch_size,
+    )
+    size = variant.split("/")[0].lower() if variant else f"d{cfg.hidden_size}"
+    head = (include_top, num_classes, classifier_activation)
+    return vit_model(cfg, None, head, preprocessing, name or f"vit_{size}{cfg.patch_size}")
+
+
+def resample_position_embeddings(posemb, new_grid, *, old_grid=None, num_prefix_tokens=0):
+    """Bicubically resamples the grid part of position embeddings to another grid size.
+
+    The prefix tokens (the class token) keep their embeddings; the grid is interpolated by
+    location in the image, as in the paper's higher-resolution fine-tuning. Half-pixel
+    centers, Keys' cubic kernel (a = -0.5) and antialiasing when shrinking, identical on every
+    backend; a grid resampled to its own size is returned unchanged.
+
+    Args:
+        posemb: array `(1, num_prefix_tokens + grid_h * grid_w, dim)`.
+        new_grid: (height, width) of the new grid.
+        old_grid: (height, width) of `posemb`'s grid; default square.
+        num_prefix_tokens: tokens before the grid (1 with a class token).
+
+    Returns:
+        A NumPy array `(1, num_prefix_tokens + new_h * new_w, dim)`.
+
+    Example:
+    >>> import numpy as np
+    >>> resample_position_embeddings(np.zeros((1, 197, 768)), (24, 24), num_prefix_tokens=1).shape
+    (1, 577, 768)
+    """
+    posemb = np.asarray(posemb)
+    prefix, grid = posemb[:, :num_prefix_tokens], posemb[:, num_prefix_tokens:]
+    if old_grid is None:
+        side = math.isqrt(grid.shape[1])
+        if side * side != grid.shape[1]:
+            raise ValueError(
+                f"old_grid=None but the {grid.shape[1]} grid tokens are not a square; pass "
+                "old_grid=(height, width)."
+            )
+        old_grid = (side, side)
+    if tuple(old_grid) == tuple(new_grid):
+        return posemb
+    grid = grid.reshape(1, *old_grid, posemb.shape[-1])
+    grid = keras.ops.image.resize(
+        grid, tuple(new_grid), interpolation="bicubic", antialias=True, data_format="channels_last"
+    )
+    grid = keras.ops.convert_to_numpy(grid).reshape(1, -1, posemb.shape[-1])
+    return np.concatenate([prefix, grid.astype(posemb.dtype)], axis=1)
+
+
+def _resampled_weights(old, new):
+    if isinstance(new, PositionEmbedding):
+        (posemb,) = old.get_weights()
+        return [
+            resample_position_embeddings(
+                posemb,
+                new.grid_size,
+                old_grid=old.grid_size,
+                num_prefix_tokens=old.num_prefix_tokens,
+            )
+        ]
+    return old.get_weights()
+
+
+def resize_vit(model: keras.Model, image_size: int | tuple) -> keras.Model:
+    """The same ViT (plain or hybrid) at another input resolution, every weight kept.
+
+    The patch size stays, so the sequence grows or shrinks; learned position embeddings are
+    resampled bicubically (`resample_position_embeddings`), the class token's untouched.
+    Works on models loaded from `.keras` files: the new model comes from `model`'s config.
+
+    Args:
+        model: a model built by `build_vit` or `build_hybrid_vit` (or loaded from one).
+        image_size: new height and width (an int or a tuple), divisible by the patch size.
+
+    Returns:
+        A new `keras.Model`; `model` is left unchanged.
+
+    Raises:
+        ValueError: `model` is not a ViT, or `image_size` does not fit its patch size.
+
+    Example:
+    >>> import keras_resvit as kr
+    >>> model = kr.build_vit("Ti/16", image_size=32, num_classes=10)
+    >>> kr.resize_vit(model, 48).input_shape
+    (None, 48, 48, 3)
+    """
+    if not is_vit(model):
+        raise ValueError(
+            f"model={model.name!r} is not a ViT (it has no PositionEmbedding layer); resize_vit "
+            "needs a model built by build_vit or build_hybrid_vit."
+        )
+    layer = next(layer for layer in model.layers if isinstance(layer, PositionEmbedding))
+    batch, height, width, channels = model.input_shape
+    patch = height // layer.grid_size[0]
+    size = _image_size(image_size)
+    if size[0] % patch or size[1] % patch:
+        raise ValueError(
+            f"image_size={image_size!r} is not divisible by the model's patch size {patch}."
+        )
+    config = model.get_config()
+    (images,) = (e["config"] for e in config["layers"] if e["class_name"] == "InputLayer")
+    images["batch_shape"] = [batch, *size, channels]
+    layer_config(config, layer.name)["grid_size"] = (size[0] // patch, size[1] // patch)
+    return rebuild_model(model, config, _resampled_weights)

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite: create/use .venv, install the test and jax extras (pinned), lint, then
+# run pytest under KERAS_BACKEND=tensorflow and KERAS_BACKEND=jax (slow tests included).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
+.venv/bin/python -m pip install -q -c requirements/constraints.txt -e ".[test,jax]"
+.venv/bin/ruff check keras_resvit tests examples benchmarks
+.venv/bin/ruff format --check keras_resvit tests examples benchmarks
+status=0
+for backend in tensorflow jax; do
+  echo "== KERAS_BACKEND=$backend =="
+  KERAS_BACKEND=$backend .venv/bin/python -m pytest -n 2 -q -p no:cacheprovider "$@" || status=1
+done
+exit $status

@@ -1,0 +1,72 @@
+"""Custom layers against NumPy / keras.applications references, and their serialization."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_resvit.layers import ReverseChannels, StdConv2D, ZeroPadShortcut, preprocessing_layers
+from tests.conftest import random_images
+
+
+def apply(layers, x):
+    for layer in layers:
+        x = layer(x)
+    return keras.ops.convert_to_numpy(x)
+
+
+@pytest.mark.parametrize(
+    "preset, mode", [("caffe", "caffe"), ("imagenet", "torch"), ("inception", "tf")]
+)
+def test_presets_match_keras_applications_preprocess_input(preset, mode):
+    x = random_images(2, 8, 8)
+    expected = keras.applications.imagenet_utils.preprocess_input(x.copy(), mode=mode)
+    np.testing.assert_allclose(apply(preprocessing_layers(preset), x), expected, atol=1e-4)
+
+
+def test_cifar_preset_standardizes_per_channel():
+    from keras_resvit.layers.preprocessing import CIFAR_MEAN, CIFAR_STD
+
+    x = random_images(2, 8, 8)
+    expected = (x - np.array(CIFAR_MEAN)) / np.array(CIFAR_STD)
+    np.testing.assert_allclose(apply(preprocessing_layers("cifar"), x), expected, atol=1e-4)
+    assert preprocessing_layers(None) == []
+
+
+def test_unknown_preset_names_valid_ones():
+    with pytest.raises(ValueError, match="preprocessing='torch'.*'imagenet'.*'caffe'"):
+        preprocessing_layers("torch")
+
+
+def test_zero_pad_shortcut_matches_numpy():
+    x = random_images(2, 9, 9, channels=4)
+    out = keras.ops.convert_to_numpy(ZeroPadShortcut(8, stride=2)(x))
+    expected = np.pad(x[:, ::2, ::2, :], [(0, 0), (0, 0), (0, 0), (2, 2)])
+    np.testing.assert_array_equal(out, expected)
+    assert out.shape == (2, 5, 5, 8)
+
+
+def test_std_conv_standardizes_each_filter():
+    x = random_images(2, 6, 6, channels=3) / 255.0
+    layer = StdConv2D(4, 3, padding="same", use_bias=False)
+    out = keras.ops.convert_to_numpy(layer(x))
+    kernel = keras.ops.convert_to_numpy(layer.kernel)
+    mean = kernel.mean(axis=(0, 1, 2), keepdims=True)
+    std = np.sqrt(kernel.var(axis=(0, 1, 2), keepdims=True) + 1e-8)
+    plain = keras.layers.Conv2D(4, 3, padding="same", use_bias=False)
+    plain.build(x.shape)
+    plain.kernel.assign((kernel - mean) / std)
+    np.testing.assert_allclose(out, keras.ops.convert_to_numpy(plain(x)), rtol=1e-4, atol=1e-5)
+    # Rescaling a kernel does not change a standardized conv's output.
+    layer.kernel.assign(kernel * 3.0 + 1.0)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x)), out, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [ZeroPadShortcut(16, stride=2), StdConv2D(8, 3, epsilon=1e-6), ReverseChannels()],
+    ids=["zero_pad", "std_conv", "reverse"],
+)
+def test_layers_serialize(layer):
+    clone = keras.layers.deserialize(keras.layers.serialize(layer))
+    assert type(clone) is type(layer)
+    assert clone.get_config() == layer.get_config()
