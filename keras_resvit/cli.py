@@ -28,8 +28,10 @@ def _info(args):
     print(f"model:          {args.name}")
     print(f"input:          {size[0]}x{size[1]}x{size[2]} raw pixels (0-255)")
     print(f"output:         {model.output_shape[-1]} classes")
-    print(f"parameters:     {kr.count_params(model):,} trainable, "
-          f"{kr.count_params(model, trainable_only=False):,} total")
+    print(
+        f"parameters:     {kr.count_params(model):,} trainable, "
+        f"{kr.count_params(model, trainable_only=False):,} total"
+    )
     print(f"multiply-adds:  {kr.count_macs(model) / 1e9:.3f} G per image")
 
 
@@ -40,14 +42,23 @@ def _train(args):
     size = model.input_shape[1]
     train = kr.data.load_dataset(args.data, "train", image_size=size, batch_size=args.batch_size)
     test = kr.data.load_dataset(args.data, "test", image_size=size, batch_size=args.batch_size)
-    kr.train(model, train, recipe=args.recipe, epochs=args.epochs, val_data=test,
-             output_dir=args.output, verbose=2)
+    kr.train(
+        model,
+        train,
+        recipe=args.recipe,
+        epochs=args.epochs,
+        val_data=test,
+        output_dir=args.output,
+        verbose=2,
+    )
     _, accuracy = model.evaluate(test, verbose=0)
     print(f"test accuracy {accuracy:.4f}; saved {os.path.join(args.output, 'last.keras')}")
     if args.tflite:
         result = kr.export(model, os.path.join(args.output, "model.tflite"), format="tflite")
-        print(f"exported {result['path']} (max abs difference vs Keras "
-              f"{result['max_abs_difference']:.1e})")
+        print(
+            f"exported {result['path']} (max abs difference vs Keras "
+            f"{result['max_abs_difference']:.1e})"
+        )
 
 
 def _parser():
@@ -73,8 +84,12 @@ def _parser():
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--output", default="runs/digits")
-    p.add_argument("--no-tflite", dest="tflite", action="store_false",
-                   help="skip the TF Lite export of the trained model")
+    p.add_argument(
+        "--no-tflite",
+        dest="tflite",
+        action="store_false",
+        help="skip the TF Lite export of the trained model",
+    )
     p.set_defaults(run=_train)
     return parser
 

@@ -5,8 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
 .venv/bin/python -m pip install -q -c requirements/constraints.txt -e ".[test,jax]"
-.venv/bin/ruff check keras_resvit tests examples benchmarks
-.venv/bin/ruff format --check keras_resvit tests examples benchmarks
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
 status=0
 for backend in tensorflow jax; do
   echo "== KERAS_BACKEND=$backend =="

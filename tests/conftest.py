@@ -24,8 +24,10 @@ def backend():
 
 def random_images(batch, height, width, channels=3, seed=0):
     """Raw pixels in [0, 255], the models' input convention."""
-    return np.random.default_rng(seed).uniform(0, 255, (batch, height, width, channels)).astype(
-        "float32"
+    return (
+        np.random.default_rng(seed)
+        .uniform(0, 255, (batch, height, width, channels))
+        .astype("float32")
     )
 
 

@@ -41,26 +41,50 @@ def _register_resnets():
     for depth in (18, 34, 50, 101, 152):
         register(f"resnet{depth}", ModelSpec("resnet", {"depth": depth}, f"ResNet-{depth} v1.5"))
     for depth in (18, 34):
-        register(f"plain{depth}", ModelSpec("resnet", {"depth": depth, "plain": True},
-                                            f"plain-{depth} (no shortcuts)"))
+        register(
+            f"plain{depth}",
+            ModelSpec("resnet", {"depth": depth, "plain": True}, f"plain-{depth} (no shortcuts)"),
+        )
     for depth in (50, 101, 152):
-        register(f"resnet{depth}v2", ModelSpec("resnet", {"depth": depth, "version": "v2"},
-                                               f"pre-activation ResNet-{depth}"))
+        register(
+            f"resnet{depth}v2",
+            ModelSpec(
+                "resnet", {"depth": depth, "version": "v2"}, f"pre-activation ResNet-{depth}"
+            ),
+        )
     for depth, width in ((50, 1), (50, 3), (101, 1), (101, 3), (152, 2), (152, 4)):
-        bit = {"depth": depth, "version": "v2", "width": width, "norm": "group",
-               "weight_standardization": True}
-        register(f"bit_r{depth}x{width}",
-                 ModelSpec("resnet", bit, f"BiT ResNet-{depth}x{width} (GroupNorm + WS)"))
+        bit = {
+            "depth": depth,
+            "version": "v2",
+            "width": width,
+            "norm": "group",
+            "weight_standardization": True,
+        }
+        register(
+            f"bit_r{depth}x{width}",
+            ModelSpec("resnet", bit, f"BiT ResNet-{depth}x{width} (GroupNorm + WS)"),
+        )
     for depth in (50, 101):
-        register(f"se_resnet{depth}", ModelSpec("resnet", {"depth": depth, "se_ratio": 1 / 16},
-                                                f"SE-ResNet-{depth} (r=16)"))
+        register(
+            f"se_resnet{depth}",
+            ModelSpec("resnet", {"depth": depth, "se_ratio": 1 / 16}, f"SE-ResNet-{depth} (r=16)"),
+        )
     for depth in (20, 32, 44, 56, 110, 1202):
-        register(f"resnet{depth}", ModelSpec("resnet", {"depth": depth, "stem": "cifar"},
-                                             f"CIFAR ResNet-{depth}, option A"))
+        register(
+            f"resnet{depth}",
+            ModelSpec(
+                "resnet", {"depth": depth, "stem": "cifar"}, f"CIFAR ResNet-{depth}, option A"
+            ),
+        )
         if depth != 1202:
-            register(f"plain{depth}",
-                     ModelSpec("resnet", {"depth": depth, "stem": "cifar", "plain": True},
-                               f"CIFAR plain-{depth}"))
+            register(
+                f"plain{depth}",
+                ModelSpec(
+                    "resnet",
+                    {"depth": depth, "stem": "cifar", "plain": True},
+                    f"CIFAR plain-{depth}",
+                ),
+            )
 
 
 _register_resnets()
@@ -68,12 +92,27 @@ _register_resnets()
 
 def _register_vits():
     sizes = {"ti": "Ti", "s": "S", "b": "B", "l": "L", "h": "H"}
-    for size, patch in (("ti", 16), ("s", 16), ("s", 32), ("b", 8), ("b", 16), ("b", 32),
-                        ("l", 16), ("l", 32), ("h", 14)):
+    for size, patch in (
+        ("ti", 16),
+        ("s", 16),
+        ("s", 32),
+        ("b", 8),
+        ("b", 16),
+        ("b", 32),
+        ("l", 16),
+        ("l", 32),
+        ("h", 14),
+    ):
         variant = f"{sizes[size]}/{patch}"
         register(f"vit_{size}{patch}", ModelSpec("vit", {"variant": variant}, f"ViT-{variant}"))
-    register("r50_vit_b16", ModelSpec("hybrid_vit", {"backbone": "r50", "variant": "B/16"},
-                                      "R50+ViT-B/16 hybrid (BiT-style ResNet-50, stages 3,4,9)"))
+    register(
+        "r50_vit_b16",
+        ModelSpec(
+            "hybrid_vit",
+            {"backbone": "r50", "variant": "B/16"},
+            "R50+ViT-B/16 hybrid (BiT-style ResNet-50, stages 3,4,9)",
+        ),
+    )
 
 
 _register_vits()

@@ -336,4 +336,3 @@ def build_resnet(
         x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
     default_name = f"{'plain' if plain else 'resnet'}{depth}"
     return keras.Model(inputs, x, name=name or default_name)
-

@@ -47,7 +47,10 @@ def _optimizer(recipe, batch_size, steps):
 
 
 def _write_history(history, path):
-    rows = [dict(zip(history, values, strict=True)) for values in zip(*history.values())]
+    columns = list(history)
+    rows = [
+        dict(zip(columns, values, strict=True)) for values in zip(*history.values(), strict=True)
+    ]
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["epoch", *history])
         writer.writeheader()
@@ -120,8 +123,13 @@ def train(
     )
     save_model(model, output_dir / "last.keras")
     _write_history(history.history, output_dir / "history.csv")
-    config = {"model": model.name, "recipe": recipe, "epochs": epochs, "batch_size": batch_size,
-              "backend": keras.backend.backend()}
+    config = {
+        "model": model.name,
+        "recipe": recipe,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "backend": keras.backend.backend(),
+    }
     with atomic_path(output_dir / "config.json") as tmp, open(tmp, "w") as f:
         json.dump(config, f, indent=2)
     return history

@@ -10,7 +10,7 @@ def test_digits_are_real_rgb_images_in_pixel_range():
     (x_train, y_train), (x_test, y_test) = kr.data.load_digits(image_size=32)
     assert len(x_train) + len(x_test) == 1797
     assert x_train.shape[1:] == (32, 32, 3) and x_train.dtype == np.float32
-    assert 0.0 <= x_train.min() and x_train.max() <= 255.0 and x_train.max() > 200.0
+    assert x_train.min() >= 0.0 and x_train.max() <= 255.0 and x_train.max() > 200.0
     np.testing.assert_array_equal(x_train[..., 0], x_train[..., 2])
     # Stratified split: every class on both sides, in about the same proportion.
     assert set(y_train) == set(y_test) == set(range(10))

@@ -227,8 +227,9 @@ def test_training_steps_lower_the_loss(name):
     "build",
     [
         lambda: kr.create_model("resnet20"),
-        lambda: kr.build_resnet(18, input_shape=(64, 64, 3), num_classes=5, se_ratio=1 / 16,
-                                preprocessing="caffe"),
+        lambda: kr.build_resnet(
+            18, input_shape=(64, 64, 3), num_classes=5, se_ratio=1 / 16, preprocessing="caffe"
+        ),
         lambda: kr.create_model("bit_r50x1", input_shape=(64, 64, 3), num_classes=3),
     ],
     ids=["resnet20_optionA", "se_resnet18_caffe", "bit_r50x1"],
@@ -271,7 +272,7 @@ def test_keras_file_reloads_on_the_other_backend(tmp_path, backend):
     "kwargs, words",
     [
         ({"depth": 21, "stem": "cifar"}, ["depth=21", "6n+2", "20"]),
-        ({"depth": 20}, ["depth=20", "stem=\"cifar\"", "18"]),
+        ({"depth": 20}, ["depth=20", 'stem="cifar"', "18"]),
         ({"depth": 50, "shortcut": "D"}, ["shortcut='D'", "'A'", "'B'", "'C'"]),
         ({"depth": 50, "pooling": "mean"}, ["pooling='mean'", "'avg'", "'max'"]),
         ({"depth": 50, "input_shape": (16, 16, 3)}, ["input_shape=(16, 16, 3)", ">= 32"]),
@@ -308,6 +309,12 @@ def test_unknown_name_suggests_close_registry_names():
 
 def test_list_models_filters_by_pattern():
     assert kr.list_models("plain*") == [
-        "plain110", "plain18", "plain20", "plain32", "plain34", "plain44", "plain56",
+        "plain110",
+        "plain18",
+        "plain20",
+        "plain32",
+        "plain34",
+        "plain44",
+        "plain56",
     ]
     assert {"resnet20", "resnet1202", "bit_r152x4", "se_resnet101"} <= set(kr.list_models())

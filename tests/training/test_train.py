@@ -29,15 +29,19 @@ def test_train_learns_digits_and_writes_outputs(digits, tmp_path):
     assert history.history["accuracy"][-1] > 0.5
     for name in ("last.keras", "best.keras", "history.csv", "config.json"):
         assert (tmp_path / name).is_file()
-    rows = list(csv.DictReader(open(tmp_path / "history.csv")))
+    rows = list(csv.DictReader((tmp_path / "history.csv").read_text().splitlines()))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
     assert float(rows[-1]["loss"]) == pytest.approx(losses[-1])
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["recipe"] == "resnet_cifar" and config["batch_size"] == 64
     assert config["backend"] == keras.backend.backend()
     best = keras.saving.load_model(tmp_path / "best.keras", safe_mode=True)
-    accuracy = float(np.mean(np.argmax(best.predict(test, verbose=0), -1) ==
-                             np.concatenate([np.asarray(y) for _, y in test])))
+    accuracy = float(
+        np.mean(
+            np.argmax(best.predict(test, verbose=0), -1)
+            == np.concatenate([np.asarray(y) for _, y in test])
+        )
+    )
     assert accuracy == pytest.approx(max(history.history["val_accuracy"]), abs=1e-6)
 
 
