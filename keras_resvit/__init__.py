@@ -2,6 +2,7 @@
 
 from keras_resvit import data
 from keras_resvit.export import export
+from keras_resvit.files import load_model
 from keras_resvit.models.common import replace_head
 from keras_resvit.models.complexity import count_macs, count_params
 from keras_resvit.models.hybrid import build_hybrid_vit
@@ -22,6 +23,7 @@ __all__ = [
     "data",
     "export",
     "list_models",
+    "load_model",
     "replace_head",
     "resize_vit",
     "train",

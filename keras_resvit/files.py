@@ -5,6 +5,10 @@ import os
 import tempfile
 from pathlib import Path
 
+import keras
+
+from keras_resvit.models.common import deep_graph
+
 
 @contextlib.contextmanager
 def atomic_path(path):
@@ -35,3 +39,23 @@ def save_model(model, path) -> Path:
     with atomic_path(path) as tmp:
         model.save(tmp)
     return Path(path)
+
+
+def load_model(path, *, safe_mode: bool = True) -> keras.Model:
+    """Loads a `.keras` file, in safe mode by default, also for very deep nets (ResNet-1202).
+
+    Args:
+        path: a `.keras` file.
+        safe_mode: refuse files that need unsafe deserialization (e.g. Lambda layers).
+
+    Raises:
+        FileNotFoundError: `path` is not a file.
+
+    Example:
+    >>> import keras_resvit as kr
+    >>> model = kr.load_model("runs/digits/last.keras")  # doctest: +SKIP
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"path={str(path)!r} is not a file; expected a .keras file.")
+    with deep_graph():
+        return keras.saving.load_model(path, safe_mode=safe_mode)

@@ -1,10 +1,28 @@
 """Pieces every builder shares: argument checks, the classifier head and head replacement."""
 
+import contextlib
+import sys
+
 import keras
 
 from keras_resvit.layers.vit_layers import PositionEmbedding
 
 POOLINGS = (None, "avg", "max")
+
+
+@contextlib.contextmanager
+def deep_graph(recursion_limit=20_000):
+    """Raises Python's recursion limit while Keras maps a very deep functional graph.
+
+    Keras walks the layer graph recursively when it builds or loads a functional model;
+    ResNet-1202 has ~3,600 layers, past Python's default limit of 1,000 frames.
+    """
+    previous = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(previous, recursion_limit))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(previous)
 
 
 def check_choice(argument, value, valid):

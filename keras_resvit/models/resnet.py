@@ -13,7 +13,12 @@ import keras
 
 from keras_resvit.layers.preprocessing import RGB_PRESETS, preprocessing_layers
 from keras_resvit.layers.resnet_layers import StdConv2D, ZeroPadShortcut
-from keras_resvit.models.common import check_choice, check_head_arguments, classifier_head
+from keras_resvit.models.common import (
+    check_choice,
+    check_head_arguments,
+    classifier_head,
+    deep_graph,
+)
 
 # He et al. (2015), Table 1: block type and blocks per stage of the ImageNet nets.
 IMAGENET_DEPTHS = {
@@ -335,4 +340,5 @@ def build_resnet(
     elif pooling == "max":
         x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
     default_name = f"{'plain' if plain else 'resnet'}{depth}"
-    return keras.Model(inputs, x, name=name or default_name)
+    with deep_graph(recursion_limit=30 * sum(blocks_per_stage)):
+        return keras.Model(inputs, x, name=name or default_name)

@@ -75,11 +75,15 @@ def test_cifar_parameter_counts_match_paper(name):
 
 
 @pytest.mark.slow
-def test_resnet1202_parameter_count_and_forward():
+def test_resnet1202_parameter_count_forward_and_reload(tmp_path):
     model = kr.create_model("resnet1202")
     assert kr.count_params(model) == 19_421_274
-    out = model(random_images(1, 32, 32), training=False)
+    x = random_images(1, 32, 32)
+    out = keras.ops.convert_to_numpy(model(x, training=False))
     assert out.shape == (1, 10)
+    model.save(tmp_path / "r1202.keras")
+    restored = kr.load_model(tmp_path / "r1202.keras")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(restored(x)), out, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name, overrides, paper", PAPER_MACS)
