@@ -42,23 +42,67 @@ def _train(args):
     size = model.input_shape[1]
     train = kr.data.load_dataset(args.data, "train", image_size=size, batch_size=args.batch_size)
     test = kr.data.load_dataset(args.data, "test", image_size=size, batch_size=args.batch_size)
-    kr.train(
+    history = kr.train(
         model,
         train,
         recipe=args.recipe,
         epochs=args.epochs,
         val_data=test,
         output_dir=args.output,
-        verbose=2,
+        learning_rate=args.learning_rate,
+        distribution=args.distribution,
+        precision=args.precision,
+        save_every=args.save_every,
+        verbose=1 if sys.stdout.isatty() else 2,
     )
+    summary = history.summary
     _, accuracy = model.evaluate(test, verbose=0)
-    print(f"test accuracy {accuracy:.4f}; saved {os.path.join(args.output, 'last.keras')}")
+    print(
+        f"\n{summary['model']}: {summary['epochs']} epochs in {summary['seconds']:.0f} s "
+        f"({summary['images_per_second']:.0f} images/s)"
+    )
+    print(f"test accuracy {accuracy:.4f} (last), {summary['best_val_accuracy']:.4f} (best)")
+    print(f"saved {args.output}/last.keras, best.keras, history.csv, curves.png, config.json")
     if args.tflite:
         result = kr.export(model, os.path.join(args.output, "model.tflite"), format="tflite")
         print(
             f"exported {result['path']} (max abs difference vs Keras "
             f"{result['max_abs_difference']:.1e})"
         )
+
+
+def _evaluate(args):
+    import keras_resvit as kr
+
+    model = kr.load_model(args.model)
+    size = model.input_shape[1]
+    data = kr.data.load_dataset(args.data, args.split, image_size=size, batch_size=args.batch_size)
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    loss, accuracy = model.evaluate(data, verbose=0)
+    print(f"{args.model} on {args.data} ({args.split}): accuracy {accuracy:.4f}, loss {loss:.4f}")
+
+
+def _export(args):
+    import keras_resvit as kr
+
+    kr.export(
+        args.model,
+        args.output,
+        format=args.format,
+        quantization=args.quantization,
+        representative_data=args.calibration,
+    )
+
+
+def _predict(args):
+    from keras_resvit.predict import predict
+
+    results = predict(args.model, args.images, top_k=args.top_k)
+    for image, top in zip(args.images, results, strict=True):
+        best = ", ".join(
+            f"{c['name'] if c['name'] is not None else c['index']} {c['score']:.3f}" for c in top
+        )
+        print(f"{image}: {best}")
 
 
 def _parser():
@@ -77,13 +121,21 @@ def _parser():
     p.add_argument("--image-size", type=int, default=None)
     p.set_defaults(run=_info)
 
-    p = commands.add_parser("train", help="train a model (default: resnet20 on digits)")
-    p.add_argument("--model", default="resnet20")
+    p = commands.add_parser(
+        "train", help="train a model; with no arguments resnet20 on the bundled digits"
+    )
+    p.add_argument("--model", default="resnet20", help="registry name (default: resnet20)")
     p.add_argument("--data", default="digits", help="dataset source (default: digits, offline)")
-    p.add_argument("--recipe", default="resnet_cifar")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--output", default="runs/digits")
+    p.add_argument("--recipe", default="resnet_cifar", help="training recipe")
+    p.add_argument("--epochs", type=int, default=10, help="default: 10")
+    p.add_argument("--batch-size", type=int, default=64, help="global batch size")
+    p.add_argument("--learning-rate", type=float, default=None, help="override the recipe's")
+    p.add_argument(
+        "--distribution", default="auto", help="auto, none, tpu, mirrored, data_parallel"
+    )
+    p.add_argument("--precision", default="auto", help="auto, float32, mixed_float16, ...")
+    p.add_argument("--save-every", type=int, default=None, help="resume checkpoint every N steps")
+    p.add_argument("--output", default="runs/digits", help="output folder (default: runs/digits)")
     p.add_argument(
         "--no-tflite",
         dest="tflite",
@@ -91,6 +143,29 @@ def _parser():
         help="skip the TF Lite export of the trained model",
     )
     p.set_defaults(run=_train)
+
+    p = commands.add_parser("evaluate", help="accuracy of a saved model on a dataset")
+    p.add_argument("model", help="a .keras file")
+    p.add_argument("--data", default="digits")
+    p.add_argument("--split", default="test")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(run=_evaluate)
+
+    p = commands.add_parser("export", help="export a .keras file to TF Lite, SavedModel or ONNX")
+    p.add_argument("model", help="a .keras file")
+    p.add_argument("output", help="a .tflite or .onnx file, or a SavedModel folder")
+    p.add_argument("--format", default="tflite", help="tflite (default), saved_model, onnx")
+    p.add_argument("--quantization", default=None, help="TF Lite: float16, dynamic or int8")
+    p.add_argument(
+        "--calibration", default=None, help="int8 calibration images: digits or an image folder"
+    )
+    p.set_defaults(run=_export)
+
+    p = commands.add_parser("predict", help="top-k classes of images with a .keras or .tflite")
+    p.add_argument("model", help="a .keras or .tflite file")
+    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, GIF)")
+    p.add_argument("--top-k", type=int, default=5)
+    p.set_defaults(run=_predict)
     return parser
 
 

@@ -1,10 +1,15 @@
-"""Export to TF Lite and SavedModel, checked against the Keras model's outputs.
+"""Export to TF Lite, SavedModel and ONNX, checked against the Keras model's outputs.
 
-Keras' own `model.export` does the conversion; it needs the TensorFlow backend, so under
-another backend the model goes through a `.keras` file into a TensorFlow-backend subprocess
-and the user never switches backends by hand.
+Keras' own `model.export` converts to SavedModel and TF Lite; ONNX goes through tf2onnx from the
+SavedModel's frozen serving function (Keras' `format="onnx"` keeps the Normalization layers'
+constants as extra graph inputs). Conversion needs the TensorFlow backend, so under another
+backend the model goes through a `.keras` file into a TensorFlow-backend subprocess and the
+user never switches backends by hand. The check runs in the calling process against the
+user's own model, so a JAX-trained model is compared with its JAX outputs.
 """
 
+import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -16,18 +21,184 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_resvit.files import atomic_path
+from keras_resvit.files import atomic_path, load_model
+from keras_resvit.predict import load_images, read_class_names, write_class_names
 
-FORMATS = {"tflite": "litert", "saved_model": "tf_saved_model"}
-# Largest max-abs difference of outputs (probabilities) accepted from a float32 artifact.
-FLOAT32_TOLERANCE = 1e-4
+FORMATS = ("tflite", "saved_model", "onnx")
+QUANTIZATIONS = (None, "float16", "dynamic", "int8")
+SUFFIXES = {"tflite": ".tflite", "onnx": ".onnx"}
+# Check criteria: max abs difference of outputs (probabilities) for float artifacts, top-1
+# agreement for integer weights, whose probabilities move by more than round-off.
+TOLERANCES = {None: 1e-4, "float16": 1e-2}
+MIN_TOP1_AGREEMENT = 0.95
+CALIBRATION_SAMPLES = 128
+CHECK_SAMPLES = 32
+ONNX_OPSET = 17
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 
-def _sample_inputs(model, count=4, seed=0):
-    shape = model.input_shape[1:]
+def _validate(format, quantization, representative_data, path):
+    if format not in FORMATS:
+        raise ValueError(f"format={format!r} is not supported; valid: {list(FORMATS)}.")
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(
+            f"quantization={quantization!r} is not supported; valid: {list(QUANTIZATIONS)}."
+        )
+    if quantization is not None and format != "tflite":
+        raise ValueError(
+            f"quantization={quantization!r} needs format='tflite'; {format} exports float32."
+        )
+    if quantization == "int8" and representative_data is None:
+        raise ValueError(
+            'quantization="int8" needs representative_data (e.g. "digits", an image folder, '
+            "(images, labels) arrays or a tf.data dataset) to calibrate activation ranges."
+        )
+    suffix = SUFFIXES.get(format)
+    if suffix and path.suffix != suffix:
+        raise ValueError(f"path={str(path)!r} must end with {suffix!r} for format={format!r}.")
+    if suffix and path.is_dir():
+        raise ValueError(f"path={str(path)!r} is a folder; a {format} export needs a file path.")
+    if format == "saved_model" and path.is_file():
+        raise ValueError(f"path={str(path)!r} is a file; a SavedModel export needs a folder.")
+    if format == "onnx":
+        missing = [m for m in ("tf2onnx", "onnx") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise ImportError(
+                f"format='onnx' needs {missing}; install with `pip install keras-resvit[onnx]`."
+            )
+
+
+def _load(model_or_path):
+    if isinstance(model_or_path, keras.Model):
+        return model_or_path
+    try:
+        return load_model(model_or_path)
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # noqa: BLE001 - zip, HDF5 and config errors alike
+        raise ValueError(
+            f"model_or_path={str(model_or_path)!r} is not a readable .keras file: {error}"
+        ) from error
+
+
+def _input_size(model):
+    shape = tuple(model.input_shape[1:])
     if any(d is None for d in shape):
         raise ValueError(f"model input_shape={shape} must be fixed to export; rebuild with sizes.")
-    return np.random.default_rng(seed).uniform(0, 255, (count, *shape)).astype("float32")
+    return shape
+
+
+def representative_images(data, model, count: int = CALIBRATION_SAMPLES) -> np.ndarray:
+    """Up to `count` float32 images at the model's input size from any data source.
+
+    Args:
+        data: a folder of image files (searched recursively), a `kr.data.load_dataset`
+            source ("digits", `(images, labels)` arrays; its "test" split, not augmented), a
+            `tf.data.Dataset` of images or `(images, labels)` (batched or not), or an array
+            of images.
+        model: the model whose input size the images are resized to.
+        count: how many images to take.
+
+    Returns:
+        An array `(n, height, width, channels)` of raw 0-255 pixels.
+    """
+    import tensorflow as tf
+
+    from keras_resvit import data as kr_data
+
+    height, width, channels = _input_size(model)
+    if isinstance(data, np.ndarray):
+        images = data
+    elif isinstance(data, (str, Path)) and Path(data).is_dir():
+        files = sorted(p for p in Path(data).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise ValueError(f"representative_data={str(data)!r} holds no image files.")
+        # Evenly spaced files, so that every class folder contributes.
+        picks = np.linspace(0, len(files) - 1, min(count, len(files))).round().astype(int)
+        images = load_images([files[i] for i in sorted(set(picks))], (height, width))
+    else:
+        if not isinstance(data, tf.data.Dataset):
+            data = kr_data.load_dataset(data, "test", image_size=height, batch_size=32)
+        batches, total = [], 0
+        for element in data:
+            batch = np.asarray(element[0] if isinstance(element, (tuple, list)) else element)
+            batch = batch[None] if batch.ndim == 3 else batch
+            batches.append(batch)
+            total += len(batch)
+            if total >= count:
+                break
+        images = np.concatenate(batches) if batches else np.zeros((0, height, width, channels))
+    if images.ndim != 4 or len(images) == 0 or images.shape[-1] != channels:
+        raise ValueError(
+            f"representative_data gave images of shape {images.shape}; expected at least one "
+            f"image with {channels} channels."
+        )
+    images = images[:count].astype("float32")
+    if images.shape[1:3] != (height, width):
+        images = tf.image.resize(images, (height, width)).numpy()
+    return images
+
+
+def _tflite_options(quantization, calibration):
+    import tensorflow as tf
+
+    if quantization is None:
+        return {}
+    options = {"optimizations": [tf.lite.Optimize.DEFAULT]}
+    if quantization == "float16":
+        options["target_spec"] = {"supported_types": [tf.float16]}
+    elif quantization == "int8":
+        # Full-integer kernels; the float32 input and output keep the float model's interface.
+        options["target_spec"] = {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]}
+        options["representative_dataset"] = lambda: ([image[None]] for image in calibration)
+    return options
+
+
+def _convert(model, target, format, quantization, calibration):
+    """Writes the artifact to `target` (TensorFlow backend only)."""
+    if format == "tflite":
+        options = _tflite_options(quantization, calibration)
+        model.export(str(target), format="litert", verbose=False, **options)
+    elif format == "saved_model":
+        model.export(str(target), format="tf_saved_model", verbose=False)
+    else:
+        _convert_onnx(model, target)
+
+
+def _convert_onnx(model, target):
+    import tensorflow as tf
+    import tf2onnx
+    from keras.src.export.tf2onnx_lib import patch_tf2onnx
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    patch_tf2onnx()  # tf2onnx still uses NumPy 1 aliases; Keras ships this patch.
+    with tempfile.TemporaryDirectory() as tmp:
+        model.export(tmp, format="tf_saved_model", verbose=False)
+        loaded = tf.saved_model.load(tmp)
+        # Freezing inlines variables and captured constants, so the only input is the image.
+        frozen = convert_variables_to_constants_v2(loaded.signatures["serving_default"])
+        tf2onnx.convert.from_graph_def(
+            frozen.graph.as_graph_def(),
+            input_names=[t.name for t in frozen.inputs],
+            output_names=[t.name for t in frozen.outputs],
+            opset=ONNX_OPSET,
+            custom_op_handlers={"Erfc": (_erfc_as_one_minus_erf, [])},
+            output_path=str(target),
+        )
+
+
+def _erfc_as_one_minus_erf(ctx, node, name, args):
+    """tf2onnx has no Erfc (TensorFlow's exact GELU uses it): rewrite it as 1 - Erf(x)."""
+    from tf2onnx import utils
+
+    node.type = "Erf"
+    dtype = utils.map_onnx_to_numpy_type(ctx.get_dtype(node.input[0]))
+    one = ctx.make_const(utils.make_name(f"{name}_one"), np.array(1, dtype=dtype))
+    ctx.insert_new_node_on_output(
+        "Sub", node.output[0], name=utils.make_name(name), inputs=[one.output[0], node.output[0]]
+    )
 
 
 def _run_tflite(path, images):
@@ -38,101 +209,169 @@ def _run_tflite(path, images):
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     outputs = []
     for image in images:
-        interpreter.set_tensor(inp["index"], image[None])
+        interpreter.set_tensor(inp["index"], image[None].astype(inp["dtype"]))
         interpreter.invoke()
         outputs.append(interpreter.get_tensor(out["index"])[0])
-    return np.stack(outputs)
+    return np.stack(outputs).astype("float32")
 
 
 def _run_saved_model(path, images):
     import tensorflow as tf
 
     loaded = tf.saved_model.load(str(path))  # keep a reference: its variables live in it
-    return np.asarray(loaded.serve(images))
+    return np.asarray(loaded.serve(tf.constant(images)))
 
 
-def _check(model, artifact, format):
-    images = _sample_inputs(model)
+def _run_onnx(path, images):
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: images})[0]
+
+
+RUNNERS = {"tflite": _run_tflite, "saved_model": _run_saved_model, "onnx": _run_onnx}
+
+
+def _check(model, artifact, format, quantization, calibration):
+    """Runs the artifact on sample images; returns the figures or raises RuntimeError."""
+    if format == "onnx" and importlib.util.find_spec("onnxruntime") is None:
+        return {"checked": False, "reason": "onnxruntime is not installed"}
+    if calibration is not None:
+        images = calibration[:CHECK_SAMPLES]
+    else:
+        shape = _input_size(model)
+        images = np.random.default_rng(0).uniform(0, 255, (CHECK_SAMPLES, *shape))
+        images = images.astype("float32")
     expected = keras.ops.convert_to_numpy(model(images, training=False))
-    run = _run_tflite if format == "tflite" else _run_saved_model
-    difference = float(np.abs(run(artifact, images) - expected).max())
-    if difference >= FLOAT32_TOLERANCE:
+    actual = RUNNERS[format](artifact, images)
+    difference = float(np.abs(actual - expected).max())
+    agreement = float(np.mean(actual.argmax(-1) == expected.argmax(-1)))
+    figures = {
+        "checked": True,
+        "samples": len(images),
+        "max_abs_difference": difference,
+        "top1_agreement": agreement,
+    }
+    if quantization in TOLERANCES:
+        passed = difference < TOLERANCES[quantization]
+        criterion = f"max abs difference < {TOLERANCES[quantization]:.0e}"
+    else:
+        passed = agreement >= MIN_TOP1_AGREEMENT
+        criterion = f"top-1 agreement >= {MIN_TOP1_AGREEMENT:.0%}"
+    if not passed:
         raise RuntimeError(
-            f"{format} export differs from the Keras model: max abs difference {difference:.2e} "
-            f">= {FLOAT32_TOLERANCE:.0e} on {len(images)} sample images."
+            f"{format} export (quantization={quantization}) fails its check ({criterion}): max "
+            f"abs difference {difference:.2e}, top-1 agreement {agreement:.1%} on "
+            f"{len(images)} sample images."
         )
-    return difference
+    return {**figures, "criterion": criterion}
 
 
-def _export_here(model, path, format, check):
-    if format == "saved_model":
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        shutil.rmtree(tmp)
-        try:
-            model.export(str(tmp), format=FORMATS[format], verbose=False)
-            difference = _check(model, tmp, format) if check else None
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(tmp, path)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return difference
-    with atomic_path(path) as tmp:
-        model.export(tmp, format=FORMATS[format], verbose=False)
-        return _check(model, tmp, format) if check else None
+@contextlib.contextmanager
+def _staged(path, directory):
+    """A temporary sibling of `path` that replaces it only when the block succeeds."""
+    if not directory:
+        with atomic_path(path) as tmp:
+            yield Path(tmp)
+        return
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    shutil.rmtree(tmp)  # the exporter creates the folder itself
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
-def export(model_or_path, path, *, format: str = "tflite", check: bool = True) -> dict:
+def export(
+    model_or_path,
+    path,
+    *,
+    format: str = "tflite",
+    quantization: str | None = None,
+    representative_data=None,
+    check: bool = True,
+    class_names: list | None = None,
+    verbose: bool = True,
+) -> dict:
     """Exports a model (or a `.keras` file) and checks the artifact against Keras.
 
     Args:
         model_or_path: a `keras.Model` or the path of a `.keras` file (loaded in safe mode).
-        path: output file (`.tflite`) or folder (SavedModel).
-        format: "tflite" or "saved_model".
-        check: run the artifact on sample images and compare with the Keras outputs; a max
-            abs difference >= 1e-4 raises RuntimeError with the figures.
+        path: output file (`.tflite`, `.onnx`) or folder (SavedModel).
+        format: "tflite", "saved_model" or "onnx" (needs the `onnx` extra).
+        quantization: TF Lite only: None (float32), "float16" (float16 weights), "dynamic"
+            (int8 weights, float activations) or "int8" (full-integer with float32 input and
+            output; needs `representative_data`).
+        representative_data: calibration images: any `kr.data` source ("digits", a folder,
+            `(images, labels)`), a `tf.data.Dataset` or an image array. The check also runs
+            on them when given.
+        check: run the artifact (TF Lite interpreter, `tf.saved_model.load`, onnxruntime when
+            installed) and compare with Keras: max abs difference of outputs < 1e-4 for
+            float32, < 1e-2 for float16; top-1 agreement >= 95% for "dynamic" and "int8".
+        class_names: names of the classes, written beside the artifact
+            (`<name>.classes.json`); default the ones beside the source `.keras` file.
+        verbose: print the result.
 
     Returns:
-        `{"path": ..., "format": ..., "max_abs_difference": ...}`.
+        `{"path", "format", "quantization", "checked", ...figures}`.
+
+    Raises:
+        ValueError: an invalid argument or an unreadable `.keras` file.
+        RuntimeError: the artifact fails its check (with the figures) or conversion failed.
+        In every failing case nothing is left at `path` (an older file there is kept).
 
     Example:
     >>> import keras_resvit as kr
     >>> kr.export(kr.create_model("resnet20"), "/tmp/resnet20.tflite")  # doctest: +SKIP
     """
-    if format not in FORMATS:
-        raise ValueError(f"format={format!r} is not supported; valid: {sorted(FORMATS)}.")
     path = Path(path)
-    if format == "tflite" and path.is_dir():
-        raise ValueError(f"path={str(path)!r} is a folder; a TF Lite export needs a file path.")
+    _validate(format, quantization, representative_data, path)
+    model = _load(model_or_path)
+    calibration = None
+    if representative_data is not None:
+        calibration = representative_images(representative_data, model)
+    if class_names is None and not isinstance(model_or_path, keras.Model):
+        class_names = read_class_names(model_or_path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if keras.backend.backend() != "tensorflow":
-        return _export_in_subprocess(model_or_path, path, format, check)
-    model = model_or_path
-    if not isinstance(model, keras.Model):
-        source = Path(model_or_path)
-        if not source.is_file():
-            raise FileNotFoundError(f"model_or_path={str(source)!r} is not a file.")
-        model = keras.saving.load_model(source, safe_mode=True)
-    difference = _export_here(model, path, format, check)
-    return {"path": str(path), "format": format, "max_abs_difference": difference}
+    with _staged(path, directory=format == "saved_model") as tmp:
+        if keras.backend.backend() == "tensorflow":
+            _convert(model, tmp, format, quantization, calibration)
+        else:
+            _convert_in_subprocess(model_or_path, tmp, format, quantization, calibration)
+        figures = {"checked": False}
+        if check:
+            figures = _check(model, tmp, format, quantization, calibration)
+    if class_names is not None:
+        write_class_names(path, class_names)
+    result = {"path": str(path), "format": format, "quantization": quantization, **figures}
+    if verbose:
+        print(json.dumps(result))
+    return result
 
 
-def _export_in_subprocess(model_or_path, path, format, check):
+def _convert_in_subprocess(model_or_path, target, format, quantization, calibration):
     with tempfile.TemporaryDirectory() as tmp:
         source = model_or_path
         if isinstance(model_or_path, keras.Model):
             source = os.path.join(tmp, "model.keras")
             model_or_path.save(source)
-        command = [sys.executable, "-m", "keras_resvit.export", str(source), str(path), format]
-        command += [] if check else ["--no-check"]
+        images = None
+        if calibration is not None:
+            images = os.path.join(tmp, "calibration.npy")
+            np.save(images, calibration, allow_pickle=False)
+        job = [str(source), str(target), format, quantization, images]
         env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+        command = [sys.executable, "-m", "keras_resvit.export", json.dumps(job)]
         result = subprocess.run(command, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         lines = result.stderr.strip().splitlines() or ["(no output)"]
-        raise RuntimeError(f"TensorFlow-backend export failed: {lines[-1]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"TensorFlow-backend conversion failed: {lines[-1]}")
 
 
 if __name__ == "__main__":
-    source, target, fmt = sys.argv[1:4]
-    print(json.dumps(export(source, target, format=fmt, check="--no-check" not in sys.argv)))
+    source, target, fmt, quant, images = json.loads(sys.argv[1])
+    calibration = np.load(images, allow_pickle=False) if images else None
+    _convert(load_model(source), Path(target), fmt, quant, calibration)

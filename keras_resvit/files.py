@@ -24,7 +24,10 @@ def atomic_path(path):
     if path.is_dir():
         raise IsADirectoryError(f"path={str(path)!r} is a directory; expected a file path.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    # Keep every suffix: Keras checks for ".keras" and ".weights.h5".
+    suffix = "".join(path.suffixes)
+    stem = path.name[: len(path.name) - len(suffix)]
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.tmp", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         yield tmp

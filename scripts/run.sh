@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
 .venv/bin/python -m pip install -q -c requirements/constraints.txt -e .
-.venv/bin/keras-resvit train --model resnet20 --data digits --epochs 5 --output runs/digits "$@"
+.venv/bin/keras-resvit train "$@"

@@ -1,52 +1,191 @@
-"""TF Lite and SavedModel exports agree with the Keras model, from any backend."""
+"""TF Lite, SavedModel and ONNX exports agree with the Keras model, from any backend."""
+
+import importlib.util
+import json
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_resvit as kr
-from keras_resvit.export import _run_tflite
+from keras_resvit.cli import main
+from keras_resvit.export import TOLERANCES, _run_tflite, representative_images
+from keras_resvit.predict import class_names_path, predict, write_class_names
 from tests.conftest import random_images
 
+HAS_ONNX = all(importlib.util.find_spec(m) for m in ("tf2onnx", "onnx", "onnxruntime"))
+SUFFIX = {"tflite": ".tflite", "saved_model": "", "onnx": ".onnx"}
+FORMATS = [
+    "tflite",
+    "saved_model",
+    pytest.param(
+        "onnx",
+        marks=pytest.mark.skipif(
+            not HAS_ONNX, reason="needs the onnx extra (tf2onnx, onnx, onnxruntime)"
+        ),
+    ),
+]
 
-@pytest.mark.parametrize("format", ["tflite", "saved_model"])
-def test_export_matches_keras_outputs(format, tmp_path):
+
+def _resnet20():
     model = kr.create_model("resnet20")
     model(random_images(4, 32, 32), training=True)  # non-trivial BatchNorm statistics
-    target = tmp_path / ("model.tflite" if format == "tflite" else "saved")
+    return model
+
+
+def _vit_ti16():
+    model = kr.create_model("vit_ti16", image_size=32, num_classes=10)
+    head = model.get_layer("predictions")  # zero-initialized: give the classes distinct scores
+    head.kernel.assign(np.random.default_rng(0).normal(0, 0.5, head.kernel.shape))
+    return model
+
+
+MODELS = {"resnet20": _resnet20, "vit_ti16": _vit_ti16}
+
+
+def _only(tmp_path, *names):
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
+
+
+@pytest.mark.parametrize("format", FORMATS)
+@pytest.mark.parametrize("name", list(MODELS))
+def test_float32_export_passes_its_check(name, format, tmp_path):
+    model = MODELS[name]()
+    target = tmp_path / f"model{SUFFIX[format]}"
     result = kr.export(model, target, format=format)
-    assert result["format"] == format and target.exists()
-    assert result["max_abs_difference"] < 1e-4
-    if format == "tflite":
-        x = random_images(2, 32, 32, seed=5)
-        expected = keras.ops.convert_to_numpy(model(x, training=False))
-        np.testing.assert_allclose(_run_tflite(target, x), expected, atol=1e-4)
+    assert result["format"] == format and result["checked"] and target.exists()
+    assert result["max_abs_difference"] < 1e-4 and result["top1_agreement"] == 1.0
+    _only(tmp_path, target.name)
 
 
-def test_export_from_keras_file_replaces_target_atomically(tmp_path):
+@pytest.mark.parametrize(
+    "name, quantization",
+    [("resnet20", "float16"), ("resnet20", "dynamic"), ("vit_ti16", "float16")],
+)
+def test_quantized_tflite_passes_its_check(name, quantization, tmp_path):
+    target = tmp_path / "model.tflite"
+    float32 = tmp_path / "float32.tflite"
+    model = MODELS[name]()
+    result = kr.export(model, target, quantization=quantization)
+    assert result["quantization"] == quantization and result["checked"]
+    if quantization == "float16":
+        assert result["max_abs_difference"] < 1e-2
+    else:
+        assert result["top1_agreement"] >= 0.95
+    kr.export(model, float32, check=False)
+    assert target.stat().st_size < 0.6 * float32.stat().st_size  # smaller weights
+
+
+def test_trained_model_exports_to_int8_tflite_with_digits(tmp_path):
+    """Trained under the current backend (JAX too), calibrated on digits, full-integer."""
+    (x, y), _ = kr.data.load_digits(32)
     model = kr.create_model("resnet20")
+    model.compile(keras.optimizers.SGD(0.05, momentum=0.9), "sparse_categorical_crossentropy")
+    model.fit(x[:256], y[:256], batch_size=64, epochs=1, verbose=0)
+    result = kr.export(
+        model, tmp_path / "int8.tflite", quantization="int8", representative_data="digits"
+    )
+    assert result["samples"] == 32 and result["top1_agreement"] >= 0.95
+    details = tf.lite.Interpreter(str(tmp_path / "int8.tflite")).get_tensor_details()
+    assert any(d["dtype"] == np.int8 for d in details)  # integer tensors inside
+    expected = keras.ops.convert_to_numpy(model(x[:8], training=False)).argmax(-1)
+    assert (_run_tflite(tmp_path / "int8.tflite", x[:8]).argmax(-1) == expected).mean() >= 0.75
+
+
+def test_export_from_keras_file_replaces_target_and_carries_class_names(tmp_path):
     source = tmp_path / "m.keras"
-    model.save(source)
+    kr.create_model("resnet20").save(source)
+    write_class_names(source, [f"digit {i}" for i in range(10)])
     target = tmp_path / "m.tflite"
     target.write_bytes(b"old")
     kr.export(source, target)
     assert target.read_bytes() != b"old"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras", "m.tflite"]
+    _only(tmp_path, "m.keras", "m.tflite", "m.classes.json")
+    assert json.loads(class_names_path(target).read_text())[3] == "digit 3"
+
+
+def test_failed_check_raises_with_figures_and_leaves_no_file(tmp_path, monkeypatch):
+    monkeypatch.setitem(TOLERANCES, None, 0.0)
+    target = tmp_path / "model.tflite"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError, match=r"max abs difference \d.*top-1 agreement 100\.0%"):
+        kr.export(_resnet20(), target)
+    assert target.read_bytes() == b"old"
+    _only(tmp_path, "model.tflite")
 
 
 @pytest.mark.parametrize(
-    "kwargs, error, words",
+    "kwargs, words",
     [
-        ({"format": "onnx2"}, ValueError, ["format='onnx2'", "tflite"]),
-        ({"model_or_path": "missing.keras"}, FileNotFoundError, ["missing.keras"]),
+        ({"format": "onnx2"}, ["format='onnx2'", "tflite"]),
+        ({"quantization": "int4"}, ["quantization='int4'", "float16"]),
+        ({"quantization": "int8"}, ["representative_data", "digits"]),
+        ({"quantization": "float16", "format": "saved_model", "path": "x"}, ["format='tflite'"]),
+        ({"path": "x.lite"}, ["x.lite", ".tflite"]),
+        ({"model_or_path": "corrupt.keras"}, ["corrupt.keras", "not a readable .keras"]),
     ],
 )
-def test_bad_export_arguments(tmp_path, kwargs, error, words, backend):
-    if error is FileNotFoundError and backend != "tensorflow":
-        error = RuntimeError  # raised in the TensorFlow-backend subprocess
-    args = {"model_or_path": kr.create_model("resnet20"), "path": tmp_path / "x.tflite", **kwargs}
-    with pytest.raises(error) as info:
+def test_bad_export_arguments(tmp_path, kwargs, words):
+    (tmp_path / "corrupt.keras").write_bytes(b"not a zip file")
+    args = {"model_or_path": kr.create_model("resnet20"), "path": "x.tflite", **kwargs}
+    if isinstance(args["model_or_path"], str):
+        args["model_or_path"] = tmp_path / args["model_or_path"]
+    args["path"] = tmp_path / args["path"]
+    with pytest.raises(ValueError) as info:
         kr.export(**args)
     for word in words:
         assert word in str(info.value)
-    assert not (tmp_path / "x.tflite").exists()
+    _only(tmp_path, "corrupt.keras")
+
+
+def test_missing_keras_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.keras"):
+        kr.export(tmp_path / "missing.keras", tmp_path / "x.tflite")
+
+
+def _write_pngs(folder, count, size=20):
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, image in enumerate(random_images(count, size, size, seed=3).astype("uint8")):
+        paths.append(folder / f"image{i}.png")
+        paths[-1].write_bytes(tf.io.encode_png(image).numpy())
+    return paths
+
+
+def test_representative_data_sources(tmp_path):
+    model = kr.create_model("resnet20")
+    _write_pngs(tmp_path / "cats", 3)
+    _write_pngs(tmp_path / "dogs", 2)
+    assert representative_images(str(tmp_path), model).shape == (5, 32, 32, 3)
+    assert representative_images("digits", model, count=40).shape == (40, 32, 32, 3)
+    dataset = tf.data.Dataset.from_tensor_slices(random_images(6, 16, 16)).batch(4)
+    assert representative_images(dataset, model).shape == (6, 32, 32, 3)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no image files"):
+        representative_images(str(tmp_path / "empty"), model)
+
+
+def test_cli_export_and_predict_with_class_names(tmp_path, capsys):
+    source = tmp_path / "m.keras"
+    model = _resnet20()
+    model.save(source)
+    write_class_names(source, [f"digit {i}" for i in range(10)])
+    target = tmp_path / "m.tflite"
+    assert main(["export", str(source), str(target)]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["checked"] is True
+    images = [str(p) for p in _write_pngs(tmp_path / "images", 2, size=32)]
+    for model_file in (source, target):
+        assert main(["predict", str(model_file), *images, "--top-k", "2"]) == 0
+        lines = capsys.readouterr().out.strip().splitlines()
+        assert len(lines) == 2 and lines[0].startswith(images[0]) and "digit " in lines[0]
+    pixels = np.stack([tf.io.decode_png(tf.io.read_file(p)).numpy() for p in images])
+    expected = keras.ops.convert_to_numpy(model(pixels.astype("float32"))).argmax(-1)
+    assert [r[0]["index"] for r in predict(target, images, top_k=1)] == list(expected)
+
+
+def test_cli_export_errors_are_one_line(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "m.keras"), str(tmp_path / "m.tflite")]) == 2
+    assert "m.keras" in capsys.readouterr().err
+    code = main(["export", str(tmp_path / "m.keras"), "m.tflite", "--quantization", "int8"])
+    assert code == 2 and "representative_data" in capsys.readouterr().err

@@ -1,5 +1,29 @@
 """Input pipelines: sources -> tf.data datasets of raw 0-255 pixels, for every backend."""
 
+from keras_resvit.data import augmentation, preprocessing
+from keras_resvit.data.augmentation import PRESETS, Mixing, from_keras_cv, get_augmentation
 from keras_resvit.data.datasets import SOURCES, load_dataset, load_digits
+from keras_resvit.data.folders import list_image_folder
+from keras_resvit.data.preprocessing import (
+    evaluation_transform,
+    multi_crop_evaluate,
+    multi_crop_predict,
+    ten_crop,
+)
 
-__all__ = ["SOURCES", "load_dataset", "load_digits"]
+__all__ = [
+    "PRESETS",
+    "SOURCES",
+    "Mixing",
+    "augmentation",
+    "evaluation_transform",
+    "from_keras_cv",
+    "get_augmentation",
+    "list_image_folder",
+    "load_dataset",
+    "load_digits",
+    "multi_crop_evaluate",
+    "multi_crop_predict",
+    "preprocessing",
+    "ten_crop",
+]

@@ -1,13 +1,25 @@
-"""Dataset sources as `tf.data` pipelines of raw 0-255 RGB pixels and integer labels.
+"""Dataset sources as `tf.data` pipelines of raw 0-255 RGB pixels and labels.
 
-`tf.data` serves every backend: Keras' `fit` consumes it under TensorFlow, JAX and PyTorch.
+`tf.data` serves every backend: Keras' `fit` consumes it under TensorFlow, JAX and PyTorch, and
+the Keras augmentation layers run TensorFlow ops inside it whatever the backend.
+Pipeline: source -> decode -> (cache) -> shuffle -> augment (train) or evaluation transform
+-> batch -> MixUp/CutMix (train, soft labels) -> prefetch.
 """
+
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-SOURCES = ("digits", "(images, labels) arrays")
+from keras_resvit.data.augmentation import Mixing, get_augmentation
+from keras_resvit.data.folders import folder_dataset, list_image_folder
+from keras_resvit.data.preprocessing import CROP_RATIO, evaluation_transform
+
+SOURCES = ("digits", "tfds:<name>", "an image folder path", "(images, labels) arrays")
 SPLITS = ("train", "test")
+SHUFFLE_BUFFER = 10_000  # elements held when shuffling decoded images
+CACHE_BYTES = 1 << 30  # auto-cache decoded images up to 1 GiB
+FOLDER_CACHE_BYTES = 100 << 20  # ... i.e. folders up to ~100 MB of compressed files
 
 
 def load_digits(image_size: int = 32, test_fraction: float = 0.2, seed: int = 0):
@@ -46,23 +58,87 @@ def load_digits(image_size: int = 32, test_fraction: float = 0.2, seed: int = 0)
     return (x_train, y_train), (x_test, y_test)
 
 
+def _check_split(split, valid=SPLITS):
+    if split not in valid:
+        raise ValueError(f"split={split!r} is not valid; expected one of {list(valid)}.")
+
+
 def _arrays(source, split, image_size):
+    """(images, labels, class_names) held in memory."""
     if isinstance(source, str):
-        if source != "digits":
-            raise ValueError(f"source={source!r} is not a known source; valid: {list(SOURCES)}.")
+        _check_split(split)
         train, test = load_digits(image_size or 32)
-        return train if split == "train" else test
-    if not (isinstance(source, (tuple, list)) and len(source) == 2):
-        raise ValueError(
-            f"source of type {type(source).__name__} is not valid; pass one of {list(SOURCES)}."
-        )
+        images, labels = train if split == "train" else test
+        return images, labels, [str(i) for i in range(10)]
+    _check_split(split)
     images, labels = (np.asarray(a) for a in source)
-    if images.ndim != 4 or len(images) != len(labels):
+    if images.ndim != 4 or len(images) != len(labels) or labels.ndim != 1:
         raise ValueError(
             f"source arrays have shapes {images.shape} and {labels.shape}; expected images "
-            "(N, height, width, channels) and N labels."
+            "(N, height, width, channels) and N integer labels."
         )
-    return images.astype("float32"), labels
+    labels = labels.astype("int32")
+    return images.astype("float32"), labels, [str(i) for i in range(int(labels.max()) + 1)]
+
+
+def _tfds(name, split, data_dir, shuffle):
+    """(dataset of (uint8 RGB, int32), class_names, fixed (H, W) or None, cache-worthy)."""
+    import tensorflow_datasets as tfds
+
+    try:
+        ds, info = tfds.load(
+            name,
+            split=split,
+            data_dir=data_dir,
+            as_supervised=True,
+            with_info=True,
+            shuffle_files=shuffle,
+        )
+    except tfds.core.registered.DatasetNotFoundError as error:
+        raise ValueError(
+            f"source='tfds:{name}' is not a tensorflow-datasets name; see tfds.list_builders()."
+        ) from error
+    image_key, label_key = info.supervised_keys
+    image_shape = info.features[image_key].shape
+    label = info.features[label_key]
+    names = list(label.names) if hasattr(label, "names") else None
+    if image_shape[-1] == 1:
+        ds = ds.map(lambda x, y: (tf.image.grayscale_to_rgb(x), y))
+    ds = ds.map(lambda x, y: (x, tf.cast(y, "int32")))
+    fixed = tuple(image_shape[:2]) if None not in image_shape[:2] else None
+    count = int(ds.cardinality())
+    small = fixed is not None and count > 0 and count * fixed[0] * fixed[1] * 3 <= CACHE_BYTES
+    return ds, names, fixed, small
+
+
+def _folder_is_small(paths):
+    total = 0
+    for path in paths:
+        total += Path(path).stat().st_size
+        if total > FOLDER_CACHE_BYTES:
+            return False
+    return True
+
+
+def _mix_batches(ds, mixing, num_classes, seed, parallel_calls):
+    """Soft labels: smoothed one-hot, then MixUp or CutMix (one per batch, at random)."""
+    mixup, cutmix = mixing.layers(seed)
+    smoothing = mixing.label_smoothing
+
+    def mix(images, labels):
+        soft = tf.one_hot(labels, num_classes) * (1.0 - smoothing) + smoothing / num_classes
+        data = {"images": images, "labels": soft}
+        if mixup is None or cutmix is None:
+            out = (mixup or cutmix)(data)
+            return out["images"], out["labels"]
+        a, b = mixup(dict(data)), cutmix(dict(data))
+        use_cutmix = tf.random.uniform((), seed=seed) < mixing.cutmix_prob
+        return (
+            tf.where(use_cutmix, b["images"], a["images"]),
+            tf.where(use_cutmix, b["labels"], a["labels"]),
+        )
+
+    return ds.map(mix, num_parallel_calls=parallel_calls)
 
 
 def load_dataset(
@@ -71,33 +147,134 @@ def load_dataset(
     *,
     image_size: int | None = None,
     batch_size: int = 32,
+    augment=None,
+    mixing: Mixing | bool = True,
     shuffle: bool | None = None,
     seed: int = 0,
+    drop_remainder: bool = False,
+    cache: bool | None = None,
+    crop_ratio: float | None = None,
+    validation_split: float | None = None,
+    data_dir: str | None = None,
+    strict: bool = False,
+    deterministic: bool = False,
 ) -> tf.data.Dataset:
-    """A batched, prefetched `tf.data.Dataset` of (images, labels).
+    """A batched, prefetched `tf.data.Dataset` of (float32 pixels in [0, 255], labels).
+
+    Training splits ("train..." names) are shuffled and augmented; other splits get the
+    evaluation transform (resize the shorter side, center crop). The dataset carries
+    `class_names` and `num_classes` attributes, to be saved with the model.
 
     Args:
-        source: "digits" (embedded, no network) or an `(images, labels)` pair of arrays.
-        split: "train" (shuffled by default) or "test".
-        image_size: output size for "digits"; arrays are used as they are.
+        source: "digits" (embedded, no network); "tfds:<name>" (tensorflow-datasets, e.g.
+            "tfds:cifar10"); a folder with one sub-folder of JPEG/PNG images per class; or an
+            `(images, labels)` pair of arrays.
+        split: "train" or "test" for digits and arrays; "train", "validation" or "test" for a
+            folder; any tensorflow-datasets split ("train[:90%]") for tfds.
+        image_size: output height and width. Default: 32 for digits, the source's own size for
+            arrays and fixed-size tfds datasets; required for folders and other tfds datasets.
         batch_size: examples per batch.
-        shuffle: shuffle every epoch; default True for "train".
-        seed: shuffle seed.
+        augment: None, a preset name in `augmentation.PRESETS` or a Keras layer mapping one
+            image to an `image_size` image; training splits only.
+        mixing: the preset's MixUp/CutMix (True), none (False), or a `Mixing`; training splits
+            only. With mixing, labels are float32 (batch, num_classes) and sum to 1.
+        shuffle: shuffle every epoch; default True for training splits.
+        seed: seed of the shuffle, the augmentation and a folder's hold-out split.
+        drop_remainder: drop the last partial batch (static batch shape, for TPUs).
+        cache: keep decoded images in memory; default when they fit (~1 GiB).
+        crop_ratio: evaluation center-crop ratio; default 0.875 for photos (folders, tfds
+            datasets of varying size), 1.0 (resize only) otherwise.
+        validation_split: fraction of a folder without split sub-folders held out as its
+            "validation" / "test" split.
+        data_dir: tensorflow-datasets data folder.
+        strict: raise on a non-image file in a folder instead of skipping it with a warning.
+        deterministic: reproducible augmentation for a given `seed`. The random layers keep
+            their state in one variable, so parallel calls draw in a racy order; this runs
+            them on one thread (slower).
 
     Returns:
-        A `tf.data.Dataset` yielding float32 images in [0, 255] and int32 labels.
+        A `tf.data.Dataset` of (images, labels): int32 labels (N,), or soft labels (N, classes).
+
+    Raises:
+        ValueError: for an unknown source, split or preset, a bad argument, or a folder that is
+            empty, has one class, or (strict) holds a non-image file.
+        FileNotFoundError: for a folder path that does not exist.
 
     Example:
     >>> ds = load_dataset("digits", "test", batch_size=8)
-    >>> tuple(next(iter(ds))[0].shape)
-    (8, 32, 32, 3)
+    >>> tuple(next(iter(ds))[0].shape), ds.num_classes
+    ((8, 32, 32, 3), 10)
     """
-    if split not in SPLITS:
-        raise ValueError(f"split={split!r} is not valid; expected one of {list(SPLITS)}.")
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r} must be a positive int.")
-    images, labels = _arrays(source, split, image_size)
-    ds = tf.data.Dataset.from_tensor_slices((images, labels))
-    if split == "train" if shuffle is None else shuffle:
-        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    for name, value, low in (("batch_size", batch_size, 1), ("image_size", image_size, 1)):
+        if value is None and name == "image_size":
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ValueError(f"{name}={value!r} must be a positive int.")
+    if crop_ratio is not None and not (
+        isinstance(crop_ratio, (int, float)) and 0.0 < crop_ratio <= 1.0
+    ):
+        raise ValueError(f"crop_ratio={crop_ratio!r} must be a number in (0, 1].")
+    if not isinstance(mixing, (bool, Mixing)):
+        raise ValueError(f"mixing={mixing!r} is not valid; pass True, False or a Mixing.")
+    training = isinstance(split, str) and split.startswith("train")
+    shuffle = training if shuffle is None else shuffle
+    photos = False
+    if isinstance(source, str) and source.startswith("tfds:"):
+        ds, class_names, fixed, small = _tfds(source[5:], split, data_dir, shuffle)
+        photos = fixed is None
+        cache = small if cache is None else cache
+        ds = ds.cache() if cache else ds
+        ds = ds.shuffle(SHUFFLE_BUFFER, seed=seed) if shuffle else ds
+        if class_names is None:
+            class_names = []
+    elif isinstance(source, (str, Path)) and source != "digits":
+        if (
+            isinstance(source, str)
+            and not any(c in source for c in "/\\~")
+            and not Path(source).exists()
+        ):
+            raise ValueError(f"source={source!r} is not a known source; valid: {list(SOURCES)}.")
+        paths, labels, class_names = list_image_folder(
+            source, split, validation_split=validation_split, seed=seed, strict=strict
+        )
+        photos, fixed = True, None
+        cache = _folder_is_small(paths) if cache is None else cache
+        ds = folder_dataset(paths, labels, shuffle=shuffle and not cache, seed=seed, strict=strict)
+        if cache:
+            ds = ds.cache()
+            ds = ds.shuffle(min(len(paths), SHUFFLE_BUFFER), seed=seed) if shuffle else ds
+    else:
+        images, labels, class_names = _arrays(source, split, image_size)
+        fixed = images.shape[1:3]
+        ds = tf.data.Dataset.from_tensor_slices((images, labels))
+        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True) if shuffle else ds
+    num_classes = len(class_names) if class_names else None
+    if image_size is None:
+        if fixed is None:
+            raise ValueError(
+                f"image_size=None is not valid for source={source!r}, whose images vary in "
+                "size; pass a positive int."
+            )
+        if fixed[0] != fixed[1] and augment is not None:
+            raise ValueError(f"image_size=None: pass an int for non-square {fixed} images.")
+        image_size = int(fixed[0])
+
+    layer, preset_mixing = get_augmentation(augment, image_size, seed=seed)
+    random_calls = None if deterministic else tf.data.AUTOTUNE
+    if training and layer is not None:
+        ds = ds.map(lambda x, y: (layer(x), y), num_parallel_calls=random_calls)
+    elif fixed is None or tuple(fixed) != (image_size, image_size):
+        ratio = crop_ratio or (CROP_RATIO if photos else 1.0)
+        resize = evaluation_transform(image_size, ratio)
+        ds = ds.map(lambda x, y: (resize(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = ds.map(lambda x, y: (tf.cast(x, "float32"), y))
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    mixing = preset_mixing if mixing is True else (mixing or None)
+    if training and mixing is not None and (mixing.mixup_alpha or mixing.cutmix_alpha):
+        if num_classes is None:
+            raise ValueError(f"mixing needs class labels; source={source!r} has none.")
+        ds = _mix_batches(ds, mixing, num_classes, seed, random_calls)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+    ds.class_names, ds.num_classes = list(class_names), num_classes
+    return ds

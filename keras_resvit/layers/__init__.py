@@ -1,6 +1,13 @@
 """Custom layers used by the builders; every one is registered for `.keras` saving."""
 
+from keras_resvit.layers.crops import (
+    RandomPadCrop,
+    RandomResizedCrop,
+    RandomScaleCrop,
+    ResizeCenterCrop,
+)
 from keras_resvit.layers.preprocessing import PRESETS, ReverseChannels, preprocessing_layers
+from keras_resvit.layers.rand_augment import Equalization, RandAugment
 from keras_resvit.layers.resnet_layers import StdConv2D, ZeroPadShortcut
 from keras_resvit.layers.vit_layers import ClassToken, DropPath, PositionEmbedding, TokenPooling
 
@@ -8,7 +15,13 @@ __all__ = [
     "PRESETS",
     "ClassToken",
     "DropPath",
+    "Equalization",
     "PositionEmbedding",
+    "RandAugment",
+    "RandomPadCrop",
+    "RandomResizedCrop",
+    "RandomScaleCrop",
+    "ResizeCenterCrop",
     "ReverseChannels",
     "StdConv2D",
     "TokenPooling",

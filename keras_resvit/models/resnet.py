@@ -41,6 +41,7 @@ BLOCKS = ("basic", "bottleneck")
 VERSIONS = ("v1.5", "v1", "v2")
 SHORTCUTS = ("A", "B", "C")
 NORMS = ("batch", "group")
+DOWNSAMPLES = ("first", "last")
 
 # torchvision's BatchNorm defaults (Keras' momentum 0.9 == PyTorch's 0.1).
 BN_EPSILON = 1e-5
@@ -58,9 +59,11 @@ class _BlockConfig:
     se_ratio: float | None
     norm: str
     weight_standardization: bool
+    downsample: str = "first"
+    stem_bias: bool = False
 
 
-def _conv(x, filters, kernel, stride, name, cfg):
+def _conv(x, filters, kernel, stride, name, cfg, use_bias=False):
     # Strided convs pad explicitly and symmetrically (as PyTorch does) so that weights
     # imported from torchvision/timm give the same outputs as there.
     padding = "same"
@@ -73,7 +76,7 @@ def _conv(x, filters, kernel, stride, name, cfg):
         kernel,
         strides=stride,
         padding=padding,
-        use_bias=False,
+        use_bias=use_bias,
         kernel_initializer=keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal"),
         name=name,
     )(x)
@@ -105,6 +108,9 @@ def _squeeze_excite(x, ratio, name):
 def _shortcut(x, preact, filters, stride, name, cfg):
     """The identity path of a block; `preact` is the pre-activated input (v2) or `x` (v1)."""
     changes_shape = stride != 1 or x.shape[-1] != filters
+    if cfg.downsample == "last" and stride != 1 and x.shape[-1] == filters:
+        # keras.applications' ResNetV2 subsamples the identity (a 1x1 strided max-pool).
+        return keras.layers.MaxPooling2D(1, strides=stride, name=f"{name}_shortcut_pool")(x)
     if cfg.shortcut == "A" and changes_shape:
         return ZeroPadShortcut(filters, stride, name=f"{name}_shortcut_pad")(x)
     if cfg.shortcut == "C" or (cfg.shortcut == "B" and changes_shape):
@@ -161,7 +167,7 @@ def _stem(x, stem, filters, cfg):
     if stem == "cifar":
         x = _conv(x, filters, 3, 1, "stem_conv", cfg)
     else:
-        x = _conv(x, filters, 7, 2, "stem_conv", cfg)
+        x = _conv(x, filters, 7, 2, "stem_conv", cfg, use_bias=cfg.stem_bias)
     if cfg.version != "v2":
         x = _norm_relu(x, "stem", cfg)
     if stem == "imagenet":
@@ -171,11 +177,19 @@ def _stem(x, stem, filters, cfg):
 
 
 def resnet_stages(x, block, blocks_per_stage, filters, cfg, first_stride=1):
-    """Stacks the stages; stage `s` starts with a stride-2 block except the first."""
+    """Stacks the stages; stage `s` starts with a stride-2 block except the first.
+
+    With `cfg.downsample == "last"` the stride-2 moves to the last block of the previous stage
+    instead (same total downsampling), as in keras.applications' ResNetV2.
+    """
     block_fn = BLOCK_FUNCTIONS[block]
+    stages = len(blocks_per_stage)
     for s, (num_blocks, f) in enumerate(zip(blocks_per_stage, filters, strict=True), start=1):
         for b in range(1, num_blocks + 1):
-            stride = (first_stride if s == 1 else 2) if b == 1 else 1
+            if cfg.downsample == "last":
+                stride = 2 if b == num_blocks and s < stages else 1
+            else:
+                stride = (first_stride if s == 1 else 2) if b == 1 else 1
             x = block_fn(x, f, stride, f"stage{s}_block{b}", cfg)
     return x
 
@@ -248,6 +262,8 @@ def build_resnet(
     se_ratio: float | None = None,
     norm: str = "batch",
     weight_standardization: bool = False,
+    downsample: str = "first",
+    stem_bias: bool = False,
     name: str | None = None,
 ) -> keras.Model:
     """Builds a ResNet as a Keras functional model that takes raw 0-255 pixels.
@@ -278,6 +294,11 @@ def build_resnet(
             for none.
         norm: "batch" (BatchNorm) or "group" (GroupNorm, 32 groups, as in BiT).
         weight_standardization: standardize every conv kernel (BiT).
+        downsample: "first" (each stage after the first starts with a stride-2 block: the
+            paper) or "last" (each stage but the last ends with one, its identity shortcut
+            subsampled: keras.applications' ResNetV2 layout, for its weights).
+        stem_bias: give the stem conv a bias (keras.applications' ResNetV2 has one; it cannot
+            be folded into a later BatchNorm because the max-pool's zero padding follows it).
         name: model name.
 
     Returns:
@@ -297,6 +318,7 @@ def build_resnet(
     check_choice("version", version, VERSIONS)
     check_choice("shortcut", shortcut, (None, *SHORTCUTS))
     check_choice("norm", norm, NORMS)
+    check_choice("downsample", downsample, DOWNSAMPLES)
     block, blocks_per_stage, base_filters = _stage_plan(depth, stem, block)
     if plain and shortcut is not None:
         raise ValueError(f"shortcut={shortcut!r} has no meaning with plain=True (no shortcuts).")
@@ -323,6 +345,8 @@ def build_resnet(
         se_ratio=se_ratio,
         norm=norm,
         weight_standardization=weight_standardization,
+        downsample=downsample,
+        stem_bias=stem_bias,
     )
     filters = [max(1, round(f * width)) for f in base_filters]
     inputs = keras.Input(shape=tuple(input_shape), name="images")

@@ -1,61 +1,153 @@
-"""`train()`: compile a model with a paper's recipe and run `model.fit` on any backend."""
+"""`train()`: a paper's recipe, `model.fit` under the detected distribution, resumable."""
 
-import csv
 import json
+import math
+import time
 from pathlib import Path
 
 import keras
+import tensorflow as tf
 
 from keras_resvit.files import atomic_path, save_model
-from keras_resvit.models.registry import create_model
-from keras_resvit.training.recipes import RECIPES
+from keras_resvit.models.registry import create_model, get_spec
+from keras_resvit.training.callbacks import (
+    BestCheckpoint,
+    HistoryCSV,
+    NanGuard,
+    ResumeCheckpoint,
+    read_history,
+    read_resume_state,
+)
+from keras_resvit.training.distribution import dtype_policy, place, resolve_precision
+from keras_resvit.training.recipes import get_recipe
+from keras_resvit.training.schedules import recipe_schedule
+from keras_resvit.viz.curves import plot_history
 
-# Variables that weight decay leaves alone: norm scales/offsets and biases.
-NO_DECAY = ["gamma", "beta", "bias"]
-
-
-class _BestCheckpoint(keras.callbacks.Callback):
-    """Saves `best.keras` (atomically) whenever the monitored validation metric improves."""
-
-    def __init__(self, path, monitor):
-        super().__init__()
-        self.path, self.monitor, self.best = path, monitor, -float("inf")
-
-    def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is not None and value > self.best:
-            self.best = value
-            save_model(self.model, self.path)
-
-
-def learning_rate_schedule(recipe, batch_size, steps):
-    """The recipe's step schedule: linear batch scaling, /10 at each `decay_at` fraction."""
-    learning_rate = recipe.learning_rate * batch_size / recipe.batch_size
-    boundaries = [max(1, int(f * steps)) for f in recipe.decay_at]
-    values = [learning_rate / 10**i for i in range(len(boundaries) + 1)]
-    return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+# Variables weight decay leaves alone: norm scales and offsets, biases, the class token and
+# position embeddings (as in the ViT and DeiT recipes).
+NO_DECAY = ["gamma", "beta", "bias", "token", "embeddings"]
+RESUME_DIR = "resume"
 
 
-def _optimizer(recipe, batch_size, steps):
-    optimizer = keras.optimizers.SGD(
-        learning_rate_schedule(recipe, batch_size, steps),
-        momentum=recipe.momentum,
-        weight_decay=recipe.weight_decay,
-    )
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def build_optimizer(recipe, global_batch_size, total_steps, ema=None):
+    """The recipe's optimizer with its schedule, clipping, weight decay exclusions and EMA."""
+    schedule = recipe_schedule(recipe, global_batch_size, total_steps)
+    common = {
+        "learning_rate": schedule,
+        "weight_decay": recipe.weight_decay or None,
+        "global_clipnorm": recipe.global_clipnorm,
+        "use_ema": ema is not None,
+        "ema_momentum": ema or 0.99,
+    }
+    if recipe.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(momentum=recipe.momentum, **common)
+    else:
+        optimizer = keras.optimizers.AdamW(
+            beta_1=recipe.beta_1,
+            beta_2=recipe.beta_2,
+            **{**common, "weight_decay": recipe.weight_decay},
+        )
     optimizer.exclude_from_weight_decay(var_names=NO_DECAY)
     return optimizer
 
 
-def _write_history(history, path):
-    columns = list(history)
-    rows = [
-        dict(zip(columns, values, strict=True)) for values in zip(*history.values(), strict=True)
-    ]
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["epoch", *history])
-        writer.writeheader()
-        for epoch, row in enumerate(rows, start=1):
-            writer.writerow({"epoch": epoch, **row})
+def _check_positive(argument, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{argument}={value!r} must be a positive int.")
+
+
+def _prepare_output_dir(output_dir):
+    path = Path(output_dir)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"output_dir={str(path)!r} exists and is not a folder.")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path / ".write-check") as tmp:
+            Path(tmp).write_text("ok")
+        (path / ".write-check").unlink()
+    except OSError as error:
+        raise ValueError(f"output_dir={str(path)!r} cannot be written: {error.strerror}.") from None
+    return path
+
+
+def _dataset_info(train_data):
+    if not isinstance(train_data, tf.data.Dataset):
+        raise ValueError(
+            f"train_data of type {type(train_data).__name__} is not valid; pass a batched "
+            "tf.data.Dataset of (images, labels), e.g. from kr.data.load_dataset."
+        )
+    images, labels = train_data.element_spec
+    steps = int(train_data.cardinality())
+    if steps <= 0:
+        raise ValueError(
+            f"train_data has {steps} batches per epoch; it must be finite and non-empty "
+            "(do not .repeat() it: train() repeats it)."
+        )
+    batch_size = int(next(iter(train_data))[0].shape[0])
+    return batch_size, steps, len(labels.shape) == 2
+
+
+def _loss(model, soft_labels, label_smoothing):
+    last = model.layers[-1]
+    from_logits = getattr(getattr(last, "activation", None), "__name__", "") != "softmax"
+    if soft_labels or label_smoothing:
+        return keras.losses.CategoricalCrossentropy(
+            from_logits=from_logits, label_smoothing=label_smoothing
+        )
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+
+
+def _model(model_or_name, recipe, placement):
+    if isinstance(model_or_name, str):
+        overrides = {}
+        if recipe.drop_path and get_spec(model_or_name).family in ("vit", "hybrid_vit"):
+            overrides["drop_path"] = recipe.drop_path
+        return create_model(model_or_name, **overrides)
+    if not isinstance(model_or_name, keras.Model):
+        raise ValueError(
+            f"model_or_name of type {type(model_or_name).__name__} is not valid; pass a "
+            "keras.Model or a registry name (kr.list_models())."
+        )
+    if placement.num_replicas == 1:
+        return model_or_name
+    # Variables must be created under the strategy: rebuild the model inside its scope.
+    clone = keras.models.clone_model(model_or_name)
+    clone.set_weights(model_or_name.get_weights())
+    return clone
+
+
+def _fit_segments(model, data, steps_per_epoch, epochs, start_step, **fit_kwargs):
+    """Runs `fit` from global step `start_step`: the rest of an interrupted epoch, then the
+    remaining epochs. `data` repeats with a fresh shuffle each pass, so skipping the steps
+    already taken replays exactly the batches an uninterrupted run would see."""
+    first_epoch, done = divmod(start_step, steps_per_epoch)
+    histories = []
+    if done:
+        histories.append(
+            model.fit(
+                data.skip(start_step),
+                initial_epoch=first_epoch,
+                epochs=first_epoch + 1,
+                steps_per_epoch=steps_per_epoch - done,
+                **fit_kwargs,
+            )
+        )
+        first_epoch += 1
+    if first_epoch < epochs and not model.stop_training:
+        histories.append(
+            model.fit(
+                data.skip(first_epoch * steps_per_epoch),
+                initial_epoch=first_epoch,
+                epochs=epochs,
+                steps_per_epoch=steps_per_epoch,
+                **fit_kwargs,
+            )
+        )
+    return histories
 
 
 def train(
@@ -66,70 +158,166 @@ def train(
     epochs: int | None = None,
     val_data=None,
     output_dir,
+    learning_rate: float | None = None,
+    distribution: str = "auto",
+    precision: str = "auto",
+    ema: float | None = None,
+    save_every: int | None = None,
+    tensorboard: bool = False,
+    seed: int = 0,
     verbose="auto",
 ) -> keras.callbacks.History:
-    """Compiles the model with a recipe and trains it with `model.fit`.
+    """Compiles a model with a paper's recipe and trains it with `model.fit`.
 
-    Writes into `output_dir`: `last.keras`, `best.keras` (best validation accuracy, when
-    `val_data` is given), `history.csv` and `config.json`.
+    Writes into `output_dir`: `last.keras`, `best.keras` (best validation accuracy),
+    `history.csv`, `curves.png`, `config.json` and, while running, `resume/` (weights and
+    optimizer state every `save_every` steps and every epoch). Running the same call again
+    after a crash continues from the last saved step, replaying the same batches.
 
     Args:
-        model_or_name: a `keras.Model` or a registry name.
-        train_data: a batched `tf.data.Dataset` of (images, integer labels).
-        recipe: a name in `RECIPES`.
+        model_or_name: a `keras.Model` or a registry name (built under the run's precision).
+        train_data: a finite, batched `tf.data.Dataset` of (images, labels); labels are ints or
+            one-hot/soft vectors (MixUp, CutMix). Its batch is the global batch.
+        recipe: a name in `keras_resvit.training.RECIPES`.
         epochs: number of epochs; default the recipe's.
         val_data: optional batched validation dataset.
-        output_dir: folder for the checkpoints and logs.
+        output_dir: folder for checkpoints and logs.
+        learning_rate: peak learning rate at the recipe's reference batch size; default the
+            recipe's. The rate used scales with `global batch / recipe batch`.
+        distribution: "auto", "none", "tpu", "mirrored" (TensorFlow) or "data_parallel" (JAX).
+        precision: "auto" (bf16 on TPU, fp16 on GPU, float32 on CPU), "float32",
+            "mixed_float16", "mixed_bfloat16" or "bfloat16".
+        ema: momentum of an exponential moving average of the weights (e.g. 0.9999); the
+            saved models hold the averaged weights.
+        save_every: also save the resume state every this many steps.
+        tensorboard: write TensorBoard logs to `output_dir/tensorboard`.
+        seed: seed of the weight initialization and of any randomness in training.
         verbose: passed to `model.fit`.
 
     Returns:
-        The `keras.callbacks.History` of the run.
+        The `keras.callbacks.History`; `history.summary` holds the run's figures.
+
+    Raises:
+        ValueError: an invalid argument, before any training starts.
+        TrainingDivergedError: the loss became NaN/inf (the last good checkpoint is kept).
 
     Example:
     >>> import keras_resvit as kr
     >>> data = kr.data.load_dataset("digits", batch_size=64)
     >>> kr.train("resnet20", data, epochs=1, output_dir="/tmp/run")  # doctest: +SKIP
     """
-    if recipe not in RECIPES:
-        raise ValueError(f"recipe={recipe!r} is not known; valid: {sorted(RECIPES)}.")
-    spec = RECIPES[recipe]
+    overrides = {} if learning_rate is None else {"learning_rate": learning_rate}
+    spec = get_recipe(recipe, **overrides)
     epochs = spec.epochs if epochs is None else epochs
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
-        raise ValueError(f"epochs={epochs!r} must be a positive int.")
-    output_dir = Path(output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ValueError(f"output_dir={str(output_dir)!r} exists and is not a folder.")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    model = create_model(model_or_name) if isinstance(model_or_name, str) else model_or_name
+    _check_positive("epochs", epochs)
+    if save_every is not None:
+        _check_positive("save_every", save_every)
+    if isinstance(model_or_name, str):
+        get_spec(model_or_name)
+    out = _prepare_output_dir(output_dir)
+    batch_size, steps_per_epoch, soft_labels = _dataset_info(train_data)
+    placement = place(distribution)
+    if batch_size % placement.num_replicas:
+        raise ValueError(
+            f"batch size {batch_size} is not divisible by the {placement.num_replicas} replicas "
+            f"of distribution={placement.name!r}; use a multiple of {placement.num_replicas}."
+        )
+    policy = resolve_precision(precision, placement)
+    if not isinstance(model_or_name, str) and precision != "auto":
+        current = model_or_name.dtype_policy.name
+        if current != policy:
+            raise ValueError(
+                f"precision={precision!r} but the model was built with {current!r}; pass the "
+                "model's registry name, or build it under keras.config.set_dtype_policy."
+            )
 
-    batch_size = int(next(iter(train_data))[0].shape[0])
-    steps = epochs * int(train_data.cardinality())
-    model.compile(
-        optimizer=_optimizer(spec, batch_size, steps),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    callbacks = []
-    if val_data is not None:
-        callbacks.append(_BestCheckpoint(output_dir / "best.keras", "val_accuracy"))
-    # The dataset shuffles itself (tf.data); fit's own shuffle does not apply to datasets.
-    history = model.fit(
-        train_data,
-        epochs=epochs,
-        validation_data=val_data,
-        callbacks=callbacks,
-        shuffle=False,
-        verbose=verbose,
-    )
-    save_model(model, output_dir / "last.keras")
-    _write_history(history.history, output_dir / "history.csv")
+    keras.utils.set_random_seed(seed)
+    total_steps = epochs * steps_per_epoch
+    resume = read_resume_state(out / RESUME_DIR)
+    with dtype_policy(policy), placement.scope():
+        model = _model(model_or_name, spec, placement)
+        model.compile(
+            optimizer=build_optimizer(spec, batch_size, total_steps, ema),
+            loss=_loss(model, soft_labels, spec.label_smoothing),
+            metrics=["accuracy"],
+        )
+        start_step, best = 0, None
+        if resume is not None:
+            model.optimizer.build(model.trainable_variables)
+            model.load_weights(out / RESUME_DIR / resume["weights"])
+            start_step, best = resume["step"], resume["best"]
+        if start_step >= total_steps:
+            raise ValueError(
+                f"output_dir={str(out)!r} holds a finished run of {start_step} steps; use a new "
+                "output_dir or more epochs."
+            )
+        best_checkpoint = BestCheckpoint(out / "best.keras", best=best)
+        nan_guard = NanGuard()
+        callbacks = [
+            nan_guard,
+            ResumeCheckpoint(out / RESUME_DIR, save_every, best_checkpoint),
+            HistoryCSV(out / "history.csv", first_epoch=start_step // steps_per_epoch),
+        ]
+        if val_data is not None:
+            callbacks.append(best_checkpoint)
+        if tensorboard:
+            callbacks.append(keras.callbacks.TensorBoard(str(out / "tensorboard")))
+        data = train_data
+        if not soft_labels and spec.label_smoothing:
+            classes = model.output_shape[-1]
+            data = data.map(lambda x, y: (x, tf.one_hot(tf.cast(y, "int32"), classes)))
+        started = time.perf_counter()
+        histories = _fit_segments(
+            model,
+            data.repeat(),
+            steps_per_epoch,
+            epochs,
+            start_step,
+            validation_data=val_data,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+        seconds = time.perf_counter() - started
+    if nan_guard.bad_step is not None:
+        raise TrainingDivergedError(
+            f"the loss became NaN/inf at step {nan_guard.bad_step}; training stopped and the "
+            f"last good checkpoint is kept in {str(out / RESUME_DIR)!r}. Lower learning_rate "
+            "or use precision='float32'."
+        )
+
+    save_model(model, out / "last.keras")
+    history = histories[-1]
+    rows = read_history(out / "history.csv")
+    history.history = {k: [r.get(k, math.nan) for r in rows] for k in rows[0] if k != "epoch"}
+    plot_history(history, out / "curves.png")
+    steps_run = total_steps - start_step
+    history.summary = {
+        "model": model.name,
+        "epochs": epochs,
+        "best_val_accuracy": None if best_checkpoint.best == -math.inf else best_checkpoint.best,
+        "seconds": round(seconds, 2),
+        "images_per_second": round(steps_run * batch_size / max(seconds, 1e-9), 1),
+        "output_dir": str(out),
+    }
     config = {
         "model": model.name,
         "recipe": recipe,
+        "recipe_fields": {k: v for k, v in vars(spec).items()},
         "epochs": epochs,
         "batch_size": batch_size,
+        "steps_per_epoch": steps_per_epoch,
+        "learning_rate": learning_rate,
+        "distribution": placement.name,
+        "replicas": placement.num_replicas,
+        "precision": policy,
+        "ema": ema,
+        "seed": seed,
         "backend": keras.backend.backend(),
+        "result": history.summary,
     }
-    with atomic_path(output_dir / "config.json") as tmp, open(tmp, "w") as f:
+    with atomic_path(out / "config.json") as tmp, open(tmp, "w") as f:
         json.dump(config, f, indent=2)
+    for path in (out / RESUME_DIR).glob("*"):
+        path.unlink()
+    (out / RESUME_DIR).rmdir()
     return history

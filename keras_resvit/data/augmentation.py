@@ -1,0 +1,240 @@
+"""The papers' training augmentations as named presets of `keras.layers`.
+
+Each preset is a plain function `(image_size, seed=None) -> keras.layers.Pipeline` that maps one
+raw 0-255 image of any size to a float32 `image_size` x `image_size` image, for `dataset.map`.
+`keras.layers.Pipeline` (not `keras.Sequential`) keeps the layers on TensorFlow ops inside
+`tf.data` under every backend. Presets with batch-level MixUp/CutMix also name a `Mixing`,
+applied by `load_dataset` after batching (labels become soft).
+"""
+
+import dataclasses
+import importlib.util
+
+import keras
+
+from keras_resvit.layers.crops import RandomPadCrop, RandomResizedCrop, RandomScaleCrop
+from keras_resvit.layers.rand_augment import RandAugment
+
+PIXELS = (0, 255)
+
+
+@dataclasses.dataclass(frozen=True)
+class Mixing:
+    """Batch-level MixUp / CutMix with label smoothing; labels become soft (sum to 1).
+
+    Attributes:
+        mixup_alpha: Beta(alpha, alpha) concentration of MixUp (Zhang et al. 2018); 0 = off.
+        cutmix_alpha: concentration of CutMix (Yun et al. 2019); 0 = off.
+        cutmix_prob: chance that a batch gets CutMix rather than MixUp when both are on.
+        label_smoothing: mass spread uniformly over the classes before mixing.
+    """
+
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    cutmix_prob: float = 0.5
+    label_smoothing: float = 0.0
+
+    def __post_init__(self):
+        for name in ("mixup_alpha", "cutmix_alpha"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"Mixing: {name}={value!r} must be a number >= 0.")
+        for name in ("cutmix_prob", "label_smoothing"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise ValueError(f"Mixing: {name}={value!r} must lie in [0, 1].")
+
+    def layers(self, seed=None):
+        """The Keras layers: `(mixup or None, cutmix or None)`, for {"images", "labels"} dicts."""
+        mixup = keras.layers.MixUp(self.mixup_alpha, seed=seed) if self.mixup_alpha else None
+        cutmix = keras.layers.CutMix(self.cutmix_alpha, seed=seed) if self.cutmix_alpha else None
+        return mixup, cutmix
+
+
+def _flip(seed):
+    return keras.layers.RandomFlip("horizontal", seed=seed)
+
+
+def resnet_cifar(image_size: int = 32, seed: int | None = None) -> keras.layers.Pipeline:
+    """He et al. (2016), Section 4.2: 4-pixel zero padding, random 32x32 crop, horizontal flip.
+
+    The padding scales with the image (4 px at 32). Images of another size are resized first.
+
+    Example:
+    >>> import numpy as np
+    >>> tuple(resnet_cifar(32)(np.zeros((32, 32, 3), "float32")).shape)
+    (32, 32, 3)
+    """
+    return keras.layers.Pipeline(
+        [
+            keras.layers.Resizing(image_size, image_size),
+            RandomPadCrop(max(1, round(4 * image_size / 32)), seed=seed),
+            _flip(seed),
+        ],
+        name="resnet_cifar",
+    )
+
+
+def resnet_imagenet(image_size: int = 224, seed: int | None = None) -> keras.layers.Pipeline:
+    """He et al. (2016), Section 3.4: shorter side in [256, 480], random 224 crop, flip, colour.
+
+    The scale range follows the output (x 256/224 .. 480/224). AlexNet's PCA lighting has no
+    Keras layer; brightness, contrast and saturation jitter stand in for it, as in
+    fb.resnet.torch.
+
+    Example:
+    >>> import numpy as np
+    >>> tuple(resnet_imagenet(224)(np.zeros((300, 400, 3), "float32")).shape)
+    (224, 224, 3)
+    """
+    scale_range = (image_size * 256 / 224, image_size * 480 / 224)
+    return keras.layers.Pipeline(
+        [
+            RandomScaleCrop(image_size, image_size, scale_range=scale_range, seed=seed),
+            _flip(seed),
+            keras.layers.RandomColorJitter(
+                value_range=PIXELS, brightness_factor=0.1, contrast_factor=0.4, seed=seed
+            ),
+            # Saturation as a blend towards grey: keras.layers.RandomSaturation (Keras 3.15)
+            # clips HSV saturation to `value_range`, not [0, 1], and gives negative pixels.
+            keras.layers.RandomColorDegeneration(0.4, seed=seed),
+        ],
+        name="resnet_imagenet",
+    )
+
+
+def inception_crop(image_size: int = 224, seed: int | None = None) -> keras.layers.Pipeline:
+    """Inception crop (area 0.08-1, aspect 3/4-4/3) and flip: the ViT paper's ImageNet recipe.
+
+    Example:
+    >>> import numpy as np
+    >>> tuple(inception_crop(64)(np.zeros((100, 80, 3), "float32")).shape)
+    (64, 64, 3)
+    """
+    return keras.layers.Pipeline(
+        [RandomResizedCrop(image_size, image_size, seed=seed), _flip(seed)],
+        name="inception_crop",
+    )
+
+
+def _randaugment_pipeline(name, image_size, seed, factor, erasing):
+    layers = [
+        RandomResizedCrop(image_size, image_size, seed=seed),
+        _flip(seed),
+        # keras.layers.RandAugment, with an Equalization that traces fast under JAX.
+        RandAugment(value_range=PIXELS, num_ops=2, factor=factor, seed=seed),
+    ]
+    if erasing:
+        # A fixed probability: a single float would draw it from [0, p] instead.
+        layers.append(
+            keras.layers.RandomErasing(factor=(erasing, erasing), value_range=PIXELS, seed=seed)
+        )
+    return keras.layers.Pipeline(layers, name=name)
+
+
+def deit(image_size: int = 224, seed: int | None = None) -> keras.layers.Pipeline:
+    """Touvron et al. (2021), DeiT: inception crop, flip, RandAugment(2, m9), erasing p=0.25.
+
+    Batch-level MixUp 0.8 / CutMix 1.0 and label smoothing 0.1 come with it (`MIXING["deit"]`).
+
+    Example:
+    >>> import numpy as np
+    >>> tuple(deit(32)(np.zeros((40, 40, 3), "float32")).shape)
+    (32, 32, 3)
+    """
+    return _randaugment_pipeline("deit", image_size, seed, factor=0.9, erasing=0.25)
+
+
+def vit(image_size: int = 224, seed: int | None = None) -> keras.layers.Pipeline:
+    """Steiner et al. (2022), "How to train your ViT" (AugReg "medium"): inception crop, flip,
+    RandAugment(2, 15 -> Keras' strongest factor 1.0); MixUp 0.5 after batching (`MIXING["vit"]`).
+    No erasing, CutMix or label smoothing in that recipe.
+
+    Example:
+    >>> import numpy as np
+    >>> tuple(vit(32)(np.zeros((40, 40, 3), "float32")).shape)
+    (32, 32, 3)
+    """
+    return _randaugment_pipeline("vit", image_size, seed, factor=1.0, erasing=0.0)
+
+
+PRESETS = {
+    "resnet_cifar": resnet_cifar,
+    "resnet_imagenet": resnet_imagenet,
+    "inception_crop": inception_crop,
+    "deit": deit,
+    "vit": vit,
+}
+MIXING = {
+    "deit": Mixing(mixup_alpha=0.8, cutmix_alpha=1.0, cutmix_prob=0.5, label_smoothing=0.1),
+    "vit": Mixing(mixup_alpha=0.5),
+}
+
+
+def get_augmentation(augment, image_size: int, seed: int | None = None):
+    """Resolves `augment` into `(per-image layer or None, Mixing or None)`.
+
+    Args:
+        augment: None, a name in `PRESETS`, or a Keras layer (used as it is, no mixing).
+        image_size: output size of the preset.
+        seed: seed of the random layers.
+
+    Returns:
+        `(layer, mixing)`.
+
+    Raises:
+        ValueError: for an unknown name or an object that is not a Keras layer.
+
+    Example:
+    >>> layer, mixing = get_augmentation("deit", 32)
+    >>> mixing.label_smoothing
+    0.1
+    """
+    if augment is None:
+        return None, None
+    if isinstance(augment, keras.layers.Layer):
+        return augment, None
+    if isinstance(augment, str) and augment in PRESETS:
+        return PRESETS[augment](image_size, seed=seed), MIXING.get(augment)
+    raise ValueError(
+        f"augment={augment!r} is not valid; pass None, a keras.layers.Layer or one of "
+        f"{sorted(PRESETS)}."
+    )
+
+
+def from_keras_cv(layer, **kwargs) -> keras.layers.Pipeline:
+    """Wraps a keras-cv augmentation layer so that it drops into a preset or `dataset.map`.
+
+    keras-cv is optional (`pip install keras-resvit[cv]`). keras-cv layers run TensorFlow ops;
+    inside a `keras.layers.Pipeline` they receive the `tf.data` tensors as they are, whatever
+    the Keras backend.
+
+    Args:
+        layer: a keras-cv layer instance, or the name of a class in `keras_cv.layers`.
+        **kwargs: constructor arguments when `layer` is a name.
+
+    Returns:
+        A `keras.layers.Pipeline` holding the layer.
+
+    Raises:
+        ImportError: when keras-cv is not installed.
+        ValueError: for a name keras-cv does not have, or an object that is not a keras-cv layer.
+
+    Example:
+    >>> layer = from_keras_cv("RandomCutout", height_factor=0.3, width_factor=0.3)  # doctest: +SKIP
+    """
+    if importlib.util.find_spec("keras_cv") is None:
+        raise ImportError("from_keras_cv needs keras-cv: pip install keras-resvit[cv].")
+    import keras_cv
+
+    if isinstance(layer, str):
+        if not hasattr(keras_cv.layers, layer):
+            raise ValueError(f"layer={layer!r} is not a class in keras_cv.layers.")
+        name, layer = layer, getattr(keras_cv.layers, layer)(**kwargs)
+    elif isinstance(layer, keras.layers.Layer) and type(layer).__module__.startswith("keras_cv"):
+        name = layer.name
+    else:
+        raise ValueError(
+            f"layer={layer!r} is not valid; pass a keras_cv layer or a keras_cv.layers class name."
+        )
+    return keras.layers.Pipeline([layer], name=f"keras_cv_{name}")

@@ -1,0 +1,132 @@
+"""Image folders: one sub-folder per class of JPEG / PNG files, read into `tf.data`.
+
+Files are checked by their first bytes when the folder is listed, so that a non-image or
+corrupt file is reported by name (skipped with a warning, or an error with `strict=True`)
+instead of failing in the middle of an epoch.
+"""
+
+import random
+import warnings
+from pathlib import Path
+
+import tensorflow as tf
+
+EXTENSIONS = (".jpg", ".jpeg", ".png")
+# File signatures: JPEG starts FF D8 FF, PNG with its 8-byte magic number.
+SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
+FOLDER_SPLITS = ("train", "validation", "test")
+MAX_NAMED = 5  # skipped files named in one warning
+
+
+def _is_image(path):
+    if path.suffix.lower() not in EXTENSIONS:
+        return False
+    with open(path, "rb") as f:
+        head = f.read(8)
+    return any(head.startswith(signature) for signature in SIGNATURES)
+
+
+def _class_root(root, split, validation_split):
+    """The folder whose sub-folders are the classes, and whether to hold out a share of it."""
+    if (root / split).is_dir():
+        return root / split, False
+    if split == "train":
+        return root, validation_split is not None
+    if validation_split is None:
+        raise ValueError(
+            f"split={split!r}: folder {str(root)!r} has no {split!r} sub-folder; pass "
+            "validation_split=<fraction> to hold out part of it, or use split='train'."
+        )
+    return root, True
+
+
+def list_image_folder(root, split="train", *, validation_split=None, seed=0, strict=False):
+    """Lists the images of a class-per-sub-folder tree and their labels.
+
+    The classes are the sub-folders of `root/split` when it exists, else of `root`; then
+    `validation_split` holds out that share of every class (the same files for every seed-equal
+    call) as the "validation" / "test" split, the rest being "train".
+
+    Args:
+        root: the folder.
+        split: "train", "validation" or "test".
+        validation_split: fraction in (0, 1) held out from `root` when it has no split folders.
+        seed: seed of the hold-out draw.
+        strict: raise on a non-image or corrupt file instead of skipping it with a warning.
+
+    Returns:
+        `(paths, labels, class_names)`: lists of file paths and int labels, and the sorted
+        class names.
+
+    Raises:
+        FileNotFoundError: when `root` does not exist.
+        ValueError: for an empty folder, a single class, a class with no image, a bad file
+            with `strict=True`, or a bad `split` / `validation_split`.
+
+    Example:
+    >>> paths, labels, names = list_image_folder("flowers/")  # doctest: +SKIP
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"source={str(root)!r}: no such folder.")
+    if split not in FOLDER_SPLITS:
+        raise ValueError(f"split={split!r} is not valid for a folder; valid: {FOLDER_SPLITS}.")
+    if validation_split is not None and not (
+        isinstance(validation_split, float) and 0.0 < validation_split < 1.0
+    ):
+        raise ValueError(f"validation_split={validation_split!r} must be a float in (0, 1).")
+    class_root, hold_out = _class_root(root, split, validation_split)
+    class_dirs = sorted(d for d in class_root.iterdir() if d.is_dir() and d.name[0] != ".")
+    if len(class_dirs) < 2:
+        raise ValueError(
+            f"source={str(class_root)!r} has {len(class_dirs)} class sub-folder(s); an image "
+            "folder needs one sub-folder per class and at least 2 classes."
+        )
+    paths, labels, skipped = [], [], []
+    rng = random.Random(seed)
+    for label, class_dir in enumerate(class_dirs):
+        files = sorted(p for p in class_dir.rglob("*") if p.is_file() and p.name[0] != ".")
+        good = []
+        for path in files:
+            (good if _is_image(path) else skipped).append(path)
+        if not good:
+            raise ValueError(
+                f"source={str(class_root)!r}: class folder {class_dir.name!r} has no JPEG or "
+                "PNG image."
+            )
+        if hold_out:
+            held = set(rng.sample(range(len(good)), max(1, round(validation_split * len(good)))))
+            want_held = split != "train"
+            good = [p for i, p in enumerate(good) if (i in held) == want_held]
+        paths += [str(p) for p in good]
+        labels += [label] * len(good)
+    if skipped:
+        names = ", ".join(str(p) for p in skipped[:MAX_NAMED])
+        more = f" and {len(skipped) - MAX_NAMED} more" if len(skipped) > MAX_NAMED else ""
+        message = f"{len(skipped)} file(s) that are not JPEG or PNG images: {names}{more}"
+        if strict:
+            raise ValueError(f"source={str(class_root)!r} has {message} (strict=True).")
+        warnings.warn(f"Skipping {message}.", stacklevel=3)
+    return paths, labels, [d.name for d in class_dirs]
+
+
+def decode_image(path):
+    """Reads a JPEG or PNG file into a (H, W, 3) uint8 tensor (grey images become RGB)."""
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    image.set_shape((None, None, 3))
+    return image
+
+
+def folder_dataset(paths, labels, *, shuffle, seed, strict=False):
+    """Shuffles the (cheap) file list, then decodes in parallel.
+
+    A file with a valid signature can still be truncated; unless `strict`, it is dropped with
+    TensorFlow's warning rather than stopping training.
+    """
+    ds = tf.data.Dataset.from_tensor_slices((paths, tf.constant(labels, "int32")))
+    if shuffle:
+        ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(
+        lambda path, label: (decode_image(path), label), num_parallel_calls=tf.data.AUTOTUNE
+    )
+    return ds if strict else ds.ignore_errors(log_warning=True)

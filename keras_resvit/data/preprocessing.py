@@ -1,0 +1,187 @@
+"""Normalization presets, the evaluation transform, and the ResNet paper's multi-crop testing.
+
+The normalization presets live in `keras_resvit.layers.preprocessing` (models build them as
+their first layers and must not import `data`); they are re-exported here.
+"""
+
+import keras
+import numpy as np
+
+from keras_resvit.layers.crops import ResizeCenterCrop
+from keras_resvit.layers.preprocessing import (
+    CAFFE_MEAN_BGR,
+    CIFAR_MEAN,
+    CIFAR_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PRESETS,
+    preprocessing_layers,
+)
+
+__all__ = [
+    "CAFFE_MEAN_BGR",
+    "CIFAR_MEAN",
+    "CIFAR_STD",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "PRESETS",
+    "evaluation_transform",
+    "multi_crop_evaluate",
+    "multi_crop_predict",
+    "preprocessing_layers",
+    "resize_shorter_side",
+    "ten_crop",
+]
+
+CROP_RATIO = 0.875  # 224 / 256: the standard ImageNet evaluation crop.
+# He et al. (2016), Table 5 (multi-scale testing): shorter side in {224, 256, 384, 480, 640}.
+RESNET_SCALES = (224, 256, 384, 480, 640)
+CROPS = ("center", "ten")
+
+
+def evaluation_transform(image_size: int, crop_ratio: float = CROP_RATIO) -> ResizeCenterCrop:
+    """Resize the shorter side to `image_size / crop_ratio`, then center crop `image_size`.
+
+    The layer runs inside `tf.data` under any backend, and eagerly on arrays.
+
+    Args:
+        image_size: output height and width.
+        crop_ratio: share of the resized shorter side kept, in (0, 1]; 1.0 keeps all of it.
+
+    Returns:
+        A `ResizeCenterCrop` layer.
+
+    Example:
+    >>> import numpy as np
+    >>> tuple(evaluation_transform(224)(np.zeros((375, 500, 3), "float32")).shape)
+    (224, 224, 3)
+    """
+    return ResizeCenterCrop(image_size, image_size, crop_ratio=crop_ratio)
+
+
+def resize_shorter_side(images, size: int, antialias: bool = True):
+    """Bilinear resize of a batch (N, H, W, C) so that its shorter side is `size`."""
+    height, width = images.shape[1], images.shape[2]
+    factor = size / min(height, width)
+    new_size = (max(1, round(height * factor)), max(1, round(width * factor)))
+    return keras.ops.image.resize(images, new_size, antialias=antialias)
+
+
+def ten_crop(images, crop_size: int):
+    """The four corner crops, the center crop and their horizontal flips (Krizhevsky et al.).
+
+    Args:
+        images: a batch (N, H, W, C) with H, W >= `crop_size`.
+        crop_size: side of the square crops.
+
+    Returns:
+        A list of 10 tensors (N, crop_size, crop_size, C): top-left, top-right, bottom-left,
+        bottom-right, center, then the same five flipped left-right.
+
+    Example:
+    >>> import numpy as np
+    >>> crops = ten_crop(np.zeros((2, 256, 320, 3), "float32"), 224)
+    >>> len(crops), tuple(crops[0].shape)
+    (10, (2, 224, 224, 3))
+    """
+    images = keras.ops.convert_to_tensor(images)
+    height, width = images.shape[1], images.shape[2]
+    if min(height, width) < crop_size:
+        raise ValueError(
+            f"crop_size={crop_size} is larger than the images ({height}x{width}); valid: "
+            f"<= {min(height, width)}."
+        )
+    corners = [
+        (0, 0),
+        (0, width - crop_size),
+        (height - crop_size, 0),
+        (height - crop_size, width - crop_size),
+        ((height - crop_size) // 2, (width - crop_size) // 2),
+    ]
+    crops = [images[:, t : t + crop_size, s : s + crop_size, :] for t, s in corners]
+    return crops + [keras.ops.flip(crop, axis=2) for crop in crops]
+
+
+def _check_multi_crop(scales, crops, crop_size):
+    if crops not in CROPS:
+        raise ValueError(f"crops={crops!r} is not valid; valid: {list(CROPS)}.")
+    scales = (scales,) if isinstance(scales, int) else tuple(scales)
+    if not scales or not all(isinstance(s, int) and s >= crop_size for s in scales):
+        raise ValueError(f"scales={scales!r} is not valid; pass ints >= the crop size {crop_size}.")
+    return scales
+
+
+def multi_crop_predict(model, images, *, scales=(256,), crops: str = "ten", batch_size=32):
+    """Averages the model's scores over crops and scales (He et al. 2016, Section 3.4).
+
+    Each batch is resized so that its shorter side is each of `scales`; the model scores the
+    `crops` ("ten": corners, center and flips; "center": one) at its input size, and the
+    scores (softmax outputs) are averaged.
+
+    Args:
+        model: a `keras.Model` with a fixed square input size.
+        images: raw 0-255 pixels (N, H, W, C), all of one size.
+        scales: shorter-side sizes, each >= the model's input size; e.g. `RESNET_SCALES`.
+        crops: "ten" or "center".
+        batch_size: images per model call.
+
+    Returns:
+        NumPy array (N, num_classes) of averaged scores.
+
+    Example:
+    >>> import keras_resvit as kr, numpy as np
+    >>> model = kr.create_model("resnet20")
+    >>> multi_crop_predict(model, np.zeros((2, 40, 40, 3)), scales=(36, 40)).shape
+    (2, 10)
+    """
+    crop_size = model.input_shape[1]
+    scales = _check_multi_crop(scales, crops, crop_size)
+    images = np.asarray(images, "float32")
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        batch = keras.ops.convert_to_tensor(images[start : start + batch_size])
+        total = 0.0
+        for scale in scales:
+            resized = resize_shorter_side(batch, scale)
+            if crops == "ten":
+                views = ten_crop(resized, crop_size)
+            else:
+                views = ten_crop(resized, crop_size)[4:5]
+            for view in views:
+                total += keras.ops.convert_to_numpy(model(view, training=False))
+        outputs.append(total / (len(scales) * len(views)))
+    return np.concatenate(outputs)
+
+
+def multi_crop_evaluate(model, data, *, scales=(256,), crops="ten", top_k=(1, 5)) -> dict:
+    """Top-k accuracies of `multi_crop_predict` over a dataset or `(images, labels)` arrays.
+
+    Args:
+        model: a `keras.Model` with a fixed square input size.
+        data: `(images, labels)` arrays, or an iterable of such batches (a `tf.data.Dataset`
+            of raw, uncropped images with integer labels).
+        scales: shorter-side sizes (see `multi_crop_predict`).
+        crops: "ten" or "center".
+        top_k: the k of each reported accuracy.
+
+    Returns:
+        `{"top1": ..., "top5": ...}` for the requested k.
+
+    Example:
+    >>> import keras_resvit as kr, numpy as np
+    >>> model = kr.create_model("resnet20")
+    >>> data = (np.zeros((4, 32, 32, 3)), np.arange(4))
+    >>> sorted(multi_crop_evaluate(model, data, scales=(32,), crops="center"))
+    ['top1', 'top5']
+    """
+    batches = [data] if isinstance(data, tuple) else data
+    hits = {k: 0 for k in top_k}
+    count = 0
+    for images, labels in batches:
+        scores = multi_crop_predict(model, np.asarray(images), scales=scales, crops=crops)
+        labels = np.asarray(labels).reshape(-1)
+        ranked = np.argsort(-scores, axis=-1)
+        for k in top_k:
+            hits[k] += int((ranked[:, :k] == labels[:, None]).any(axis=-1).sum())
+        count += len(labels)
+    return {f"top{k}": hits[k] / max(count, 1) for k in top_k}

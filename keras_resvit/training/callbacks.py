@@ -1,0 +1,137 @@
+"""Callbacks of `train()`: resumable checkpoints, best model, NaN guard, history CSV.
+
+Every file is written through a temporary file and a rename, so a run killed during a save
+leaves the previous file intact.
+"""
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import keras
+
+from keras_resvit.files import atomic_path, save_model
+
+STATE_FILE = "state.json"
+
+
+def _write_json(path, data):
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump(data, f, indent=2)
+
+
+def read_resume_state(directory) -> dict | None:
+    """The last resumable state saved in `directory` ({"step", "weights", "best"}), or None."""
+    path = Path(directory) / STATE_FILE
+    if not path.is_file():
+        return None
+    state = json.loads(path.read_text())
+    return state if (Path(directory) / state["weights"]).is_file() else None
+
+
+class ResumeCheckpoint(keras.callbacks.Callback):
+    """Saves weights and optimizer state every `every_steps` steps and at each epoch end.
+
+    The state file names the weights file it belongs to and is renamed into place only after
+    that file is complete; the previous weights file is deleted last. A run killed at any
+    moment therefore resumes from a consistent (weights, step) pair. Nothing is saved once the
+    loss is not finite, so the last checkpoint stays the last good one.
+
+    Args:
+        directory: folder of the resume state.
+        every_steps: save interval in optimizer steps; None saves at epoch ends only.
+        best: the `BestCheckpoint` whose best value must survive a restart.
+    """
+
+    def __init__(self, directory, every_steps=None, best=None):
+        super().__init__()
+        self.directory = Path(directory)
+        self.every_steps = every_steps
+        self.best = best
+        self.finite = True
+
+    def _step(self):
+        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+
+    def save(self):
+        if not self.finite:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        step = self._step()
+        previous = read_resume_state(self.directory)
+        weights = f"step{step}.weights.h5"
+        with atomic_path(self.directory / weights) as tmp:
+            self.model.save_weights(tmp)
+        best = self.best.best if self.best is not None else None
+        _write_json(self.directory / STATE_FILE, {"step": step, "weights": weights, "best": best})
+        if previous and previous["weights"] != weights:
+            (self.directory / previous["weights"]).unlink(missing_ok=True)
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.finite = False
+        if self.every_steps and self._step() % self.every_steps == 0:
+            self.save()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.save()
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Saves `best.keras` whenever the monitored validation metric beats the best so far."""
+
+    def __init__(self, path, monitor="val_accuracy", best=None):
+        super().__init__()
+        self.path, self.monitor = Path(path), monitor
+        self.best = -math.inf if best is None else best
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is not None and math.isfinite(value) and value > self.best:
+            self.best = float(value)
+            save_model(self.model, self.path)
+
+
+class NanGuard(keras.callbacks.Callback):
+    """Stops training at the first non-finite loss and remembers the step."""
+
+    def __init__(self):
+        super().__init__()
+        self.bad_step = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.bad_step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+            self.model.stop_training = True
+
+
+class HistoryCSV(keras.callbacks.Callback):
+    """Rewrites `history.csv` (one row per epoch, earlier runs' rows kept) after each epoch."""
+
+    def __init__(self, path, first_epoch=0):
+        super().__init__()
+        self.path = Path(path)
+        self.rows = read_history(self.path)[:first_epoch]
+
+    def on_epoch_end(self, epoch, logs=None):
+        lr = self.model.optimizer.learning_rate
+        row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
+        row["learning_rate"] = float(keras.ops.convert_to_numpy(lr))
+        self.rows = [r for r in self.rows if int(r["epoch"]) < epoch + 1] + [row]
+        fields = list(dict.fromkeys(k for r in self.rows for k in r))
+        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+
+def read_history(path) -> list[dict]:
+    """Rows of a `history.csv` as dicts of floats (empty if the file does not exist)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]

@@ -1,0 +1,163 @@
+"""Where training runs: the distribution strategy and precision for this backend and machine.
+
+TensorFlow backend: `TPUStrategy` when a TPU resolves, `MirroredStrategy` over several GPUs,
+the default strategy otherwise. JAX backend: `keras.distribution.DataParallel` over every
+device (every host's, after `jax.distributed.initialize`). Models are built and compiled inside
+`Placement.scope()`. This module and `export.py` are the only places that branch on backend.
+"""
+
+import contextlib
+from dataclasses import dataclass
+
+import keras
+
+STRATEGIES = ("auto", "none", "tpu", "mirrored", "data_parallel")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16", "bfloat16")
+# Mixed precision where the hardware has fast low-precision matmuls; float32 on CPUs.
+AUTO_PRECISION = {"tpu": "mixed_bfloat16", "gpu": "mixed_float16", "cpu": "float32"}
+
+
+@dataclass
+class Placement:
+    """The devices a run uses and how to enter them.
+
+    Attributes:
+        name: "default", "tpu", "mirrored" or "data_parallel".
+        accelerator: "cpu", "gpu" or "tpu".
+        num_replicas: data-parallel replicas; the global batch must divide by it.
+        strategy: the `tf.distribute.Strategy` (TensorFlow backend) or None.
+        distribution: the `keras.distribution.Distribution` (JAX backend) or None.
+    """
+
+    name: str
+    accelerator: str
+    num_replicas: int = 1
+    strategy: object = None
+    distribution: object = None
+
+    def scope(self):
+        """Context for building, compiling and fitting the model."""
+        if self.strategy is not None:
+            return self.strategy.scope()
+        if self.distribution is not None:
+            return self.distribution.scope()
+        return contextlib.nullcontext()
+
+
+def choose_strategy(backend: str, has_tpu: bool, num_gpus: int, num_devices: int) -> str:
+    """The automatic choice, as a pure function of what the machine has."""
+    if backend == "tensorflow":
+        if has_tpu:
+            return "tpu"
+        return "mirrored" if num_gpus > 1 else "none"
+    if backend == "jax":
+        return "data_parallel" if num_devices > 1 else "none"
+    return "none"
+
+
+def _resolve_tpu():
+    """A connected TPU cluster resolver, or None when no TPU is reachable."""
+    import tensorflow as tf
+
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, RuntimeError, tf.errors.NotFoundError):
+        return None
+    return resolver
+
+
+def _tensorflow_placement(name):
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    resolver = _resolve_tpu() if name in ("auto", "tpu") else None
+    if name == "tpu" and resolver is None:
+        raise ValueError('distribution="tpu" but no TPU resolves on this machine.')
+    if name == "auto":
+        name = choose_strategy("tensorflow", resolver is not None, len(gpus), len(gpus))
+    if name == "tpu":
+        strategy = tf.distribute.TPUStrategy(resolver)
+        return Placement("tpu", "tpu", strategy.num_replicas_in_sync, strategy=strategy)
+    if name == "mirrored":
+        # Several GPUs, or several logical CPUs when there is no GPU (tests, debugging).
+        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+        strategy = tf.distribute.MirroredStrategy(devices)
+        accelerator = "gpu" if gpus else "cpu"
+        return Placement("mirrored", accelerator, len(devices), strategy=strategy)
+    if name == "data_parallel":
+        raise ValueError(
+            'distribution="data_parallel" is the JAX backend\'s; under TensorFlow use "mirrored" '
+            'or "tpu" (or "auto").'
+        )
+    return Placement("default", "gpu" if gpus else "cpu", 1, strategy=tf.distribute.get_strategy())
+
+
+def _jax_placement(name):
+    devices = keras.distribution.list_devices()
+    kinds = {d.split(":")[0].lower() for d in devices}
+    accelerator = "tpu" if "tpu" in kinds else "gpu" if kinds & {"gpu", "cuda"} else "cpu"
+    if name in ("tpu", "mirrored"):
+        raise ValueError(
+            f'distribution="{name}" is a TensorFlow strategy; under JAX use "data_parallel" '
+            'or "auto".'
+        )
+    if name == "auto":
+        name = choose_strategy("jax", False, 0, len(devices))
+    if name == "data_parallel":
+        distribution = keras.distribution.DataParallel(devices=devices)
+        return Placement("data_parallel", accelerator, len(devices), distribution=distribution)
+    return Placement("default", accelerator, 1)
+
+
+def place(distribution: str = "auto") -> Placement:
+    """Detects (or takes) the strategy for this backend and machine.
+
+    Args:
+        distribution: "auto", "none", "tpu", "mirrored" (TensorFlow) or "data_parallel" (JAX).
+
+    Returns:
+        A `Placement`.
+
+    Raises:
+        ValueError: unknown name, or a strategy of the other backend.
+
+    Example:
+    >>> place("none").num_replicas
+    1
+    """
+    if distribution not in STRATEGIES:
+        raise ValueError(
+            f"distribution={distribution!r} is not valid; expected one of {list(STRATEGIES)}."
+        )
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return _tensorflow_placement(distribution)
+    if backend == "jax":
+        return _jax_placement(distribution)
+    if distribution not in ("auto", "none"):
+        raise ValueError(
+            f"distribution={distribution!r} is not available on the {backend} backend."
+        )
+    return Placement("default", "cpu", 1)
+
+
+def resolve_precision(precision: str, placement: Placement) -> str:
+    """The dtype policy name for a run: "auto" picks by accelerator (bf16 TPU, fp16 GPU)."""
+    if precision not in PRECISIONS:
+        raise ValueError(
+            f"precision={precision!r} is not valid; expected one of {list(PRECISIONS)}."
+        )
+    return AUTO_PRECISION[placement.accelerator] if precision == "auto" else precision
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str):
+    """Sets the global Keras dtype policy for the block and restores the previous one."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)

@@ -1,0 +1,75 @@
+"""What every converter shares: assigning arrays by variable path, with shape checks.
+
+Converters translate a source (a model, a checkpoint) into `{variable path: array}` for one of
+our models, e.g. `{"stage1_block1_conv1/kernel": ..., "stage1_block1_bn1/moving_mean": ...}`;
+`assign_weights` checks that the source covers exactly the model's weights, shape for shape,
+so weights of another architecture fail loudly instead of loading half-way.
+"""
+
+import keras
+import numpy as np
+
+
+def _mismatch(model, path, expected, found, source):
+    layer = path.rsplit("/", 1)[0]
+    return ValueError(
+        f"{source} does not fit model {model.name!r}: layer {layer!r} expects {path!r} of "
+        f"shape {tuple(expected)}, found {tuple(found)}; the weights belong to another "
+        "architecture (or other build arguments)."
+    )
+
+
+def assign_weights(model: keras.Model, values: dict, source: str, optional=()) -> keras.Model:
+    """Sets `model`'s variables from `{variable path: array}`, all or nothing.
+
+    Args:
+        model: the target model.
+        values: arrays keyed by variable path (`variable.path`, e.g. "stem_conv/kernel").
+        source: a few words naming the source, used in error messages.
+        optional: prefixes of variable paths the source may leave untouched (e.g. the
+            classifier when the source has no head).
+
+    Returns:
+        `model`, for chaining.
+
+    Raises:
+        ValueError: a shape differs (naming the layer, expected and found shapes), the source
+            lacks weights of the model, or it has weights the model lacks.
+
+    Example:
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, name="d")])
+    >>> _ = assign_weights(model, {"d/kernel": np.ones((2, 1)), "d/bias": np.zeros(1)}, "demo")
+    """
+    variables = {v.path: v for v in model.weights}
+    # Shapes first: a layer whose shape differs says most about what does not fit.
+    for path, array in values.items():
+        if path in variables and tuple(variables[path].shape) != tuple(np.shape(array)):
+            raise _mismatch(model, path, variables[path].shape, np.shape(array), source)
+    unknown = sorted(set(values) - set(variables))
+    if unknown:
+        raise ValueError(
+            f"{source} has weights that model {model.name!r} lacks: {unknown[:5]}"
+            f"{' ...' if len(unknown) > 5 else ''}; the weights belong to another architecture."
+        )
+    missing = sorted(
+        path
+        for path, variable in variables.items()
+        if path not in values and variable.trainable and not path.startswith(tuple(optional))
+    )
+    if missing:
+        raise ValueError(
+            f"{source} has no weights for {missing[:5]}{' ...' if len(missing) > 5 else ''} of "
+            f"model {model.name!r}; the weights belong to another architecture."
+        )
+    for path, array in values.items():
+        variables[path].assign(np.asarray(array, dtype=variables[path].dtype))
+    return model
+
+
+def fold_into_batchnorm(prefix, moving_mean, shift, values):
+    """Adds `{prefix}/moving_mean` to `values` with a constant `shift` folded in exactly.
+
+    BatchNorm(y + shift) == BatchNorm'(y) when BatchNorm' has moving_mean - shift: a conv bias
+    (or a bias carried along a residual stream) disappears without changing any output.
+    """
+    values[f"{prefix}/moving_mean"] = np.asarray(moving_mean) - np.asarray(shift)

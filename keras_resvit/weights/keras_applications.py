@@ -1,0 +1,226 @@
+"""keras.applications ResNet50/101/152 (v1) and ResNet50V2/101V2/152V2 into our ResNets.
+
+keras.applications' convolutions carry biases; ours do not, because a BatchNorm follows them.
+A bias `b` before a BatchNorm folds exactly into its moving mean (mean - b). In the V2 nets the
+biases of each block's last conv and of its projection shortcut are added to the residual
+stream instead; they ride along the identity shortcuts and fold into the next BatchNorm that
+reads the stream (the next block's pre-activation, or `post_bn`). Only the V2 stem's bias
+cannot fold (a zero-padded max-pool follows it), so our V2 target keeps one (`stem_bias`).
+keras.applications' BatchNorm epsilon (1.001e-5) differs from ours (1e-5); the difference
+moves into the moving variance, so outputs agree to float32 round-off.
+"""
+
+import re
+from pathlib import Path
+
+import keras
+
+from keras_resvit.models.resnet import BN_EPSILON, IMAGENET_DEPTHS, build_resnet
+from keras_resvit.weights.common import assign_weights, fold_into_batchnorm
+
+ARCHITECTURES = {
+    "ResNet50": (50, "v1"),
+    "ResNet101": (101, "v1"),
+    "ResNet152": (152, "v1"),
+    "ResNet50V2": (50, "v2"),
+    "ResNet101V2": (101, "v2"),
+    "ResNet152V2": (152, "v2"),
+}
+DEPTHS = (50, 101, 152)
+_BLOCK_LAYER = re.compile(r"conv(\d)_block(\d+)_(\d|preact)_(conv|bn)$")
+
+
+def _numpy(variable):
+    return keras.ops.convert_to_numpy(variable)
+
+
+def _architecture_from_layers(source):
+    """(depth, version) from keras.applications' layer names, or ValueError."""
+    blocks = {}
+    for layer in source.layers:
+        match = _BLOCK_LAYER.match(layer.name)
+        if match:
+            stage, block = int(match[1]), int(match[2])
+            blocks[stage] = max(blocks.get(stage, 0), block)
+    per_stage = tuple(blocks[s] for s in sorted(blocks))
+    depth = next((d for d in DEPTHS if IMAGENET_DEPTHS[d][1] == per_stage), None)
+    if depth is None:
+        raise ValueError(
+            f"source model {source.name!r} is not a keras.applications ResNet50/101/152(V2): "
+            f"found blocks per stage {per_stage}; expected one of "
+            f"{[IMAGENET_DEPTHS[d][1] for d in DEPTHS]} with layers named like "
+            "'conv2_block1_1_conv'."
+        )
+    names = {layer.name for layer in source.layers}
+    return depth, "v2" if "post_bn" in names else "v1"
+
+
+def _batchnorm(values, layer, target, shift=0.0):
+    values[f"{target}/gamma"] = _numpy(layer.gamma)
+    values[f"{target}/beta"] = _numpy(layer.beta)
+    fold_into_batchnorm(target, _numpy(layer.moving_mean), shift, values)
+    # var' + eps_ours == var + eps_source keeps every normalized value the same.
+    values[f"{target}/moving_variance"] = _numpy(layer.moving_variance) + (
+        layer.epsilon - BN_EPSILON
+    )
+
+
+def _target_name(stage, block, index, kind):
+    """Our name of keras.applications' `conv{stage}_block{block}_{index}_{kind}`."""
+    prefix = f"stage{int(stage) - 1}_block{block}"
+    if index == "0":
+        return f"{prefix}_shortcut_{kind}"
+    if index == "preact":
+        return f"{prefix}_bn0"
+    return f"{prefix}_{kind}{index}"
+
+
+def _v1_values(source):
+    layers = {layer.name: layer for layer in source.layers}
+    values = {}
+    for name, layer in layers.items():
+        match = _BLOCK_LAYER.match(name)
+        if name == "conv1_conv" or (match and match[4] == "conv"):
+            if name == "conv1_conv":
+                conv_target, bn_target = "stem_conv", "stem_bn"
+            else:
+                conv_target = _target_name(*match.groups())
+                bn_target = _target_name(*match.groups()[:3], "bn")
+            bn = layers[name[: -len("conv")] + "bn"]
+            values[f"{conv_target}/kernel"] = _numpy(layer.kernel)
+            _batchnorm(values, bn, bn_target, shift=_numpy(layer.bias))
+    return values
+
+
+def _v2_values(source):
+    layers = {layer.name: layer for layer in source.layers}
+    values = {
+        "stem_conv/kernel": _numpy(layers["conv1_conv"].kernel),
+        "stem_conv/bias": _numpy(layers["conv1_conv"].bias),
+    }
+    blocks = sorted({(int(m[1]), int(m[2])) for m in map(_BLOCK_LAYER.match, layers) if m})
+    stream_bias = 0.0
+    for stage, block in blocks:
+        prefix = f"conv{stage}_block{block}"
+        # The pre-activation BatchNorm reads the stream: fold the biases it carries.
+        preact = _target_name(stage, block, "preact", "")
+        _batchnorm(values, layers[f"{prefix}_preact_bn"], preact, shift=stream_bias)
+        for index in ("1", "2"):
+            conv = layers[f"{prefix}_{index}_conv"]
+            values[f"{_target_name(stage, block, index, 'conv')}/kernel"] = _numpy(conv.kernel)
+            bn = _target_name(stage, block, index, "bn")
+            _batchnorm(values, layers[f"{prefix}_{index}_bn"], bn)
+        last = layers[f"{prefix}_3_conv"]
+        values[f"{_target_name(stage, block, '3', 'conv')}/kernel"] = _numpy(last.kernel)
+        if f"{prefix}_0_conv" in layers:
+            shortcut = layers[f"{prefix}_0_conv"]
+            values[f"{_target_name(stage, block, '0', 'conv')}/kernel"] = _numpy(shortcut.kernel)
+            # A projection shortcut replaces the stream, and the bias it carried.
+            stream_bias = _numpy(shortcut.bias) + _numpy(last.bias)
+        else:
+            stream_bias = stream_bias + _numpy(last.bias)
+    _batchnorm(values, layers["post_bn"], "post_bn", shift=stream_bias)
+    return values
+
+
+def _load_source(source, architecture, input_shape):
+    """A keras.applications model from a model object or a weights file."""
+    if isinstance(source, keras.Model):
+        return source
+    path = Path(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"source={str(source)!r} is neither a keras.Model nor a file.")
+    if architecture is None:
+        match = re.search(r"resnet(50|101|152)(v2)?", path.name.lower())
+        if not match:
+            raise ValueError(
+                f"source={path.name!r}: cannot tell the architecture from the file name; pass "
+                f"architecture= one of {list(ARCHITECTURES)}."
+            )
+        architecture = f"ResNet{match[1]}{'V2' if match[2] else ''}"
+    if architecture not in ARCHITECTURES:
+        raise ValueError(
+            f"architecture={architecture!r} is not valid; expected one of {list(ARCHITECTURES)}."
+        )
+    builder = getattr(keras.applications, architecture)
+    include_top = "notop" not in path.name.lower()
+    try:
+        return builder(weights=str(path), include_top=include_top, input_shape=input_shape)
+    except (ValueError, OSError, KeyError) as error:
+        raise ValueError(
+            f"source={path.name!r} does not hold keras.applications {architecture} weights "
+            f"(include_top={include_top}): {error}"
+        ) from error
+
+
+def from_keras_applications(
+    source,
+    *,
+    architecture: str | None = None,
+    input_shape: tuple | None = None,
+    model: keras.Model | None = None,
+) -> keras.Model:
+    """Converts a keras.applications ResNet (v1 or V2) into our ResNet, outputs unchanged.
+
+    The result takes raw 0-255 RGB pixels: v1 nets get `preprocessing="caffe"` (BGR, mean
+    subtracted, as keras.applications' `resnet.preprocess_input`), V2 nets
+    `preprocessing="inception"` ([-1, 1], as `resnet_v2.preprocess_input`). So
+    `ours(x) == source(preprocess_input(x))`.
+
+    Args:
+        source: a `keras.applications.ResNet50/101/152(V2)` model (any weights, with or
+            without top), or the path of one of their weights files (`.h5`).
+        architecture: e.g. "ResNet50V2", needed for a weights file whose name does not say
+            (keras' own file names do).
+        input_shape: our model's input shape; default the source's (224x224 if unknown).
+        model: fill this model of ours instead of building one; its architecture must match.
+
+    Returns:
+        A `keras.Model` from `build_resnet(depth, version="v1", preprocessing="caffe")`, or
+        `build_resnet(depth, version="v2", preprocessing="inception", downsample="last",
+        stem_bias=True)` for V2 sources.
+
+    Raises:
+        ValueError: the source is not one of these ResNets, or its weights do not fit.
+
+    Example:
+    >>> import keras
+    >>> source = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3))
+    >>> model = from_keras_applications(source)  # doctest: +SKIP
+    """
+    source = _load_source(source, architecture, input_shape)
+    depth, version = _architecture_from_layers(source)
+    names = {layer.name for layer in source.layers}
+    include_top = "predictions" in names
+    pooling = "avg" if "avg_pool" in names else "max" if "max_pool" in names else None
+    head = {"include_top": include_top, "pooling": pooling}
+    if include_top:
+        predictions = source.get_layer("predictions")
+        head["num_classes"] = predictions.units
+        head["classifier_activation"] = keras.activations.serialize(predictions.activation)
+    if input_shape is None:
+        shape = tuple(source.input_shape[1:])
+        input_shape = shape if None not in shape else (224, 224, 3)
+    if model is not None:
+        values = _v1_values(source) if version == "v1" else _v2_values(source)
+    elif version == "v1":
+        model = build_resnet(
+            depth, input_shape=input_shape, version="v1", preprocessing="caffe", **head
+        )
+        values = _v1_values(source)
+    else:
+        model = build_resnet(
+            depth,
+            input_shape=input_shape,
+            version="v2",
+            preprocessing="inception",
+            downsample="last",
+            stem_bias=True,
+            **head,
+        )
+        values = _v2_values(source)
+    if include_top:
+        dense = source.get_layer("predictions")
+        values["predictions/kernel"] = _numpy(dense.kernel)
+        values["predictions/bias"] = _numpy(dense.bias)
+    return assign_weights(model, values, f"keras.applications model {source.name!r}")

@@ -1,0 +1,171 @@
+"""Augmentation presets and crop layers, inside tf.data under the current backend."""
+
+import importlib.util
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_resvit as kr
+from keras_resvit.data import augmentation
+from keras_resvit.layers import RandomPadCrop, RandomResizedCrop, RandomScaleCrop
+from tests.conftest import random_images
+
+HAS_KERAS_CV = importlib.util.find_spec("keras_cv") is not None
+
+
+def _run_in_tf_data(layer, images):
+    ds = tf.data.Dataset.from_tensor_slices(images).map(layer, num_parallel_calls=2)
+    return np.stack(list(ds.as_numpy_iterator()))
+
+
+@pytest.mark.parametrize("name", sorted(augmentation.PRESETS))
+def test_preset_runs_in_tf_data_with_shape_dtype_and_range(name):
+    layer, _ = kr.data.get_augmentation(name, 24, seed=1)
+    assert isinstance(layer, keras.layers.Pipeline)
+    out = _run_in_tf_data(layer, random_images(6, 40, 36))
+    assert out.shape == (6, 24, 24, 3) and out.dtype == np.float32
+    assert out.min() >= 0.0 and out.max() <= 255.0 and out.std() > 1.0
+    config = keras.saving.serialize_keras_object(layer)
+    restored = keras.saving.deserialize_keras_object(config)
+    assert [type(x) for x in restored.layers] == [type(x) for x in layer.layers]
+
+
+def _boxes(layer, height, width, draws):
+    image = np.zeros((height, width, 3), "float32")
+    boxes = [
+        [int(v) for v in layer.get_random_transformation(image, training=True)]
+        for _ in range(draws)
+    ]
+    return np.array(boxes, "float64")
+
+
+def test_random_resized_crop_boxes_cover_the_area_and_aspect_ranges():
+    height, width = 60, 80
+    top, left, h, w = _boxes(RandomResizedCrop(16, 16, seed=3), height, width, 200).T
+    assert (top >= 0).all() and (left >= 0).all()
+    assert (top + h <= height).all() and (left + w <= width).all() and (h >= 1).all()
+    area, log_ratio = h * w / (height * width), np.log(w / h)
+    # Rounding to whole pixels moves a box's area and ratio by a little.
+    assert area.min() >= 0.07 and area.max() <= 1.0
+    assert (np.abs(log_ratio) <= math.log(4 / 3) + 0.1).all()
+    assert area.min() < 0.2 and area.max() > 0.7  # the whole range is used
+    assert log_ratio.min() < math.log(0.85) and log_ratio.max() > math.log(1 / 0.85)
+    assert 0.3 < np.mean(area) < 0.75  # uniform over [0.08, 1], less the boxes that don't fit
+
+
+def test_random_resized_crop_falls_back_inside_thin_images():
+    top, left, h, w = _boxes(RandomResizedCrop(8, 8, scale=(0.9, 1.0), seed=0), 4, 200, 20).T
+    assert (left + w <= 200).all() and (top + h <= 4).all()
+    assert np.allclose(w / h, 4 / 3, atol=0.5)  # the widest box the ratio range allows
+
+
+def test_random_scale_crop_matches_the_paper_scale_range():
+    short = 300
+    layer = RandomScaleCrop(224, 224, scale_range=(256, 480), seed=2)
+    top, left, h, w = _boxes(layer, short, 400, 100).T
+    scale = 224 * short / h  # the shorter side the crop corresponds to
+    assert scale.min() >= 255 and scale.max() <= 481 and scale.max() - scale.min() > 150
+    assert (top + h <= short).all() and (left + w <= 400).all()
+
+
+def test_random_pad_crop_is_an_integer_shift_within_padding():
+    image = np.arange(1, 8 * 8 + 1, dtype="float32").reshape(8, 8, 1).repeat(3, -1)
+    layer = RandomPadCrop(2, seed=4)
+    shifts = set()
+    for out in _run_in_tf_data(layer, np.stack([image] * 60)):
+        (rows, cols) = np.nonzero(out[..., 0] == image[4, 4, 0])
+        dy, dx = int(rows[0]) - 4, int(cols[0]) - 4
+        shifted = np.roll(image, (dy, dx), (0, 1))
+        valid = out[..., 0] != 0
+        np.testing.assert_array_equal(out[valid], shifted[valid])
+        shifts.add((dy, dx))
+    assert {dy for dy, _ in shifts} == set(range(-2, 3))
+    np.testing.assert_array_equal(layer(image, training=False), image)
+
+
+def test_crop_layers_serialize_and_center_at_inference():
+    layer = RandomResizedCrop(12, 10, scale=(0.2, 0.9), ratio=(0.5, 2.0), seed=7)
+    config = keras.saving.serialize_keras_object(layer)
+    assert config["registered_name"] == "keras_resvit>RandomResizedCrop"
+    restored = keras.saving.deserialize_keras_object(config)
+    assert restored.get_config() == layer.get_config()
+    image = random_images(1, 20, 30)[0]
+    out = keras.ops.convert_to_numpy(restored(image, training=False))
+    assert out.shape == (12, 10, 3)
+    for cls, kwargs in ((RandomScaleCrop, {"scale_range": (20, 30)}), (RandomPadCrop, {})):
+        args = () if cls is RandomPadCrop else (12, 12)
+        layer = cls(*args, **kwargs)
+        again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+        assert again.get_config() == layer.get_config()
+
+
+def test_mixing_gives_soft_labels_that_sum_to_one():
+    images, labels = random_images(16, 24, 24), np.arange(16) % 4
+    ds = kr.data.load_dataset(
+        (images, labels), "train", batch_size=8, augment="deit", seed=1, deterministic=True
+    )
+    for x, y in ds:
+        y = np.asarray(y)
+        assert x.shape == (8, 24, 24, 3) and y.shape == (8, 4) and y.dtype == np.float32
+        np.testing.assert_allclose(y.sum(-1), 1.0, rtol=1e-5)
+        assert y.min() >= 0.1 / 4 - 1e-6  # label smoothing 0.1 reaches every class
+    cutmix_only = kr.data.Mixing(cutmix_alpha=1.0)
+    ds = kr.data.load_dataset((images, labels), "train", batch_size=8, mixing=cutmix_only)
+    y = np.concatenate([np.asarray(y) for _, y in ds])
+    np.testing.assert_allclose(y.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_seeded_augmentation_is_deterministic():
+    images, labels = random_images(8, 30, 30), np.arange(8) % 2
+
+    def first_batch():
+        keras.utils.set_random_seed(0)
+        ds = kr.data.load_dataset(
+            (images, labels), "train", image_size=24, batch_size=8, augment="inception_crop",
+            seed=3, deterministic=True,
+        )  # fmt: skip
+        return np.asarray(next(iter(ds))[0])
+
+    np.testing.assert_array_equal(first_batch(), first_batch())
+
+
+def test_a_layer_passes_through_without_mixing():
+    flip = keras.layers.RandomFlip("horizontal")
+    assert kr.data.get_augmentation(flip, 32) == (flip, None)
+    assert kr.data.get_augmentation(None, 32) == (None, None)
+
+
+@pytest.mark.parametrize(
+    "call, words",
+    [
+        (lambda: kr.data.get_augmentation("autoaugment", 32), ["augment='autoaugment'", "deit"]),
+        (lambda: kr.data.get_augmentation(3, 32), ["augment=3", "keras.layers.Layer"]),
+        (lambda: kr.data.Mixing(mixup_alpha=-1), ["mixup_alpha=-1", ">= 0"]),
+        (lambda: kr.data.Mixing(label_smoothing=2), ["label_smoothing=2", "[0, 1]"]),
+        (lambda: RandomResizedCrop(8, 8, scale=(0.5, 0.1)), ["scale=(0.5, 0.1)", "min <= max"]),
+        (lambda: RandomScaleCrop(224, 224, scale_range=(100, 200)), ["scale_range", "224"]),
+        (lambda: RandomPadCrop(-1), ["padding=-1", ">= 0"]),
+    ],
+)
+def test_bad_augmentation_arguments(call, words):
+    with pytest.raises(ValueError) as info:
+        call()
+    for word in words:
+        assert word in str(info.value)
+
+
+@pytest.mark.skipif(HAS_KERAS_CV, reason="keras-cv is installed")
+def test_keras_cv_adapter_explains_the_missing_extra():
+    with pytest.raises(ImportError, match="keras-resvit\\[cv\\]"):
+        kr.data.from_keras_cv("RandomCutout", height_factor=0.2, width_factor=0.2)
+
+
+@pytest.mark.skipif(not HAS_KERAS_CV, reason="keras-cv is not installed")
+def test_keras_cv_layer_drops_into_a_pipeline():
+    cutout = kr.data.from_keras_cv("RandomCutout", height_factor=0.3, width_factor=0.3)
+    pipeline = keras.layers.Pipeline([RandomResizedCrop(24, 24, seed=0), cutout])
+    out = _run_in_tf_data(pipeline, random_images(4, 32, 32))
+    assert out.shape == (4, 24, 24, 3)

@@ -1,0 +1,140 @@
+"""Normalization re-exports, the evaluation transform and multi-crop testing vs NumPy."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_resvit as kr
+from keras_resvit.data import preprocessing
+from keras_resvit.layers import ResizeCenterCrop
+from keras_resvit.layers import preprocessing as layer_presets
+
+
+def bilinear_resize(image, height, width):
+    """Half-pixel-centre bilinear resize without antialiasing (tf.image.resize's rule)."""
+
+    def axis(out_size, in_size):
+        src = np.clip((np.arange(out_size) + 0.5) * in_size / out_size - 0.5, 0, in_size - 1)
+        low = np.floor(src).astype(int)
+        return low, np.minimum(low + 1, in_size - 1), src - low
+
+    y0, y1, wy = axis(height, image.shape[0])
+    x0, x1, wx = axis(width, image.shape[1])
+    top = image[y0][:, x0] * (1 - wx)[:, None] + image[y0][:, x1] * wx[:, None]
+    bottom = image[y1][:, x0] * (1 - wx)[:, None] + image[y1][:, x1] * wx[:, None]
+    return top * (1 - wy)[:, None, None] + bottom * wy[:, None, None]
+
+
+def reference_center_crop(image, size, crop_ratio):
+    short = min(image.shape[:2])
+    target = round(size / crop_ratio)
+    new_h = round(image.shape[0] * target / short)
+    new_w = round(image.shape[1] * target / short)
+    resized = bilinear_resize(image, new_h, new_w)
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    return resized[top : top + size, left : left + size]
+
+
+def test_normalization_presets_are_the_models_own():
+    assert preprocessing.PRESETS is layer_presets.PRESETS
+    assert preprocessing.preprocessing_layers is layer_presets.preprocessing_layers
+    assert set(preprocessing.PRESETS) == {"imagenet", "inception", "cifar", "caffe", None}
+
+
+@pytest.mark.parametrize(
+    "shape, size, crop_ratio", [((20, 30), 16, 0.875), ((10, 14), 16, 1.0), ((37, 25), 12, 0.5)]
+)
+def test_resize_center_crop_matches_numpy(shape, size, crop_ratio):
+    image = np.random.default_rng(1).uniform(0, 255, (*shape, 3)).astype("float32")
+    layer = ResizeCenterCrop(size, size, crop_ratio=crop_ratio, antialias=False)
+    expected = reference_center_crop(image.astype("float64"), size, crop_ratio)
+    eager = keras.ops.convert_to_numpy(layer(image))
+    np.testing.assert_allclose(eager, expected, atol=1e-3)
+    # The same layer inside tf.data, on images whose size is unknown to the graph.
+    ds = tf.data.Dataset.from_generator(
+        lambda: iter([image]), output_signature=tf.TensorSpec((None, None, 3), tf.float32)
+    )
+    (in_pipeline,) = list(ds.map(layer).as_numpy_iterator())
+    np.testing.assert_allclose(in_pipeline, expected, atol=1e-3)
+
+
+def test_evaluation_transform_default_is_256_to_224():
+    layer = kr.data.evaluation_transform(224)
+    assert layer.crop_ratio == 0.875 and layer.resize_to == 256
+    out = layer(np.zeros((300, 500, 3), "float32"))
+    assert tuple(out.shape) == (224, 224, 3)
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    assert restored.get_config() == layer.get_config()
+
+
+def test_ten_crop_matches_numpy_slices():
+    images = np.random.default_rng(2).uniform(0, 255, (2, 9, 12, 3)).astype("float32")
+    crops = [keras.ops.convert_to_numpy(c) for c in kr.data.ten_crop(images, 5)]
+    corners = [(0, 0), (0, 7), (4, 0), (4, 7), (2, 3)]
+    expected = [images[:, t : t + 5, s : s + 5] for t, s in corners]
+    expected += [e[:, :, ::-1] for e in expected]
+    assert len(crops) == 10
+    for actual, want in zip(crops, expected, strict=True):
+        np.testing.assert_array_equal(actual, want)
+
+
+def _mean_colour_model(size):
+    # Scores depend on where the crop sits, so averaging over crops is observable.
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.Conv2D(2, size, use_bias=False, kernel_initializer="glorot_uniform")(inputs)
+    outputs = keras.layers.Softmax()(keras.layers.Flatten()(x))
+    return keras.Model(inputs, outputs)
+
+
+def test_multi_crop_predict_averages_crops_and_scales():
+    model = _mean_colour_model(6)
+    images = np.random.default_rng(3).uniform(0, 255, (3, 8, 10, 3)).astype("float32") / 50
+    scores = kr.data.multi_crop_predict(model, images, scales=(6, 8), crops="ten")
+    views = []
+    for scale in (6, 8):
+        resized = preprocessing.resize_shorter_side(keras.ops.convert_to_tensor(images), scale)
+        views += kr.data.ten_crop(resized, 6)
+    expected = np.mean([keras.ops.convert_to_numpy(model(v)) for v in views], axis=0)
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(scores.sum(-1), 1.0, rtol=1e-5)
+    center = kr.data.multi_crop_predict(model, images, scales=8, crops="center")
+    assert center.shape == (3, 2)
+
+
+def test_multi_crop_evaluate_reports_top_k():
+    model = _mean_colour_model(6)
+    images = np.random.default_rng(4).uniform(0, 255, (4, 8, 8, 3)).astype("float32") / 50
+    labels = np.argmax(kr.data.multi_crop_predict(model, images, scales=(8,)), -1)
+    result = kr.data.multi_crop_evaluate(model, (images, labels), scales=(8,), top_k=(1, 2))
+    assert result == {"top1": 1.0, "top2": 1.0}
+    ds = tf.data.Dataset.from_tensor_slices((images, labels)).batch(3)
+    assert kr.data.multi_crop_evaluate(model, ds, scales=(8,), top_k=(1,)) == {"top1": 1.0}
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"crops": "five"}, ["crops='five'", "'ten'"]),
+        ({"scales": (4,)}, ["scales=(4,)", ">= the crop size 6"]),
+    ],
+)
+def test_bad_multi_crop_arguments(kwargs, words):
+    with pytest.raises(ValueError) as info:
+        kr.data.multi_crop_predict(_mean_colour_model(6), np.zeros((1, 8, 8, 3)), **kwargs)
+    for word in words:
+        assert word in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"crop_ratio": 0.0}, ["crop_ratio=0.0", "(0, 1]"]),
+        ({"height": 0}, ["height=0", "positive int"]),
+    ],
+)
+def test_bad_center_crop_arguments(kwargs, words):
+    with pytest.raises(ValueError) as info:
+        ResizeCenterCrop(**{"height": 8, "width": 8, **kwargs})
+    for word in words:
+        assert word in str(info.value)

@@ -1,0 +1,94 @@
+"""Training runs executed in subprocesses by the tests (a fresh process per backend/device
+setting). Prints one JSON line: per-epoch losses and a weight checksum."""
+
+import argparse
+import json
+import os
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="resnet20")
+    parser.add_argument("--distribution", nargs="+", default=["none"])
+    parser.add_argument("--cpus", type=int, default=1, help="logical TF CPU devices")
+    parser.add_argument("--examples", type=int, default=256)
+    parser.add_argument(
+        "--random-images",
+        action="store_true",
+        help="uniform random pixels instead of digits: well-conditioned enough "
+        "for losses to agree across device layouts to 1e-4",
+    )
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--save-every", type=int, default=None)
+    parser.add_argument("--learning-rate", type=float, default=None)
+    parser.add_argument("--output", required=True)
+    args = parser.parse_args()
+
+    if args.cpus > 1:
+        import tensorflow as tf
+
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * args.cpus
+        )
+    import keras
+    import numpy as np
+
+    import keras_resvit as kr
+
+    (x, y), _ = kr.data.load_digits()
+    if args.random_images:
+        x = np.random.default_rng(0).uniform(0, 255, x.shape).astype("float32")
+    results = {}
+    for distribution in args.distribution:
+        # A new pipeline per run under the same global seed: the same shuffle order.
+        keras.utils.set_random_seed(0)
+        data = kr.data.load_dataset(
+            (x[: args.examples], y[: args.examples]),
+            "train",
+            batch_size=args.batch_size,
+            # tf.distribute rewrites the pipeline, which reseeds a shuffle: compare in order.
+            shuffle=not args.random_images,
+        )
+        model = (
+            kr.build_vit(
+                image_size=32,
+                patch_size=8,
+                hidden_size=32,
+                num_layers=2,
+                num_heads=2,
+                mlp_dim=64,
+                num_classes=10,
+                variant=None,
+            )
+            if args.model == "tiny_vit"
+            else kr.build_resnet(8, stem="cifar", norm="group")
+            if args.model == "gn_resnet8"
+            else args.model
+        )
+        out = os.path.join(args.output, distribution)
+        history = kr.train(
+            model,
+            data,
+            epochs=args.epochs,
+            output_dir=out,
+            verbose=0,
+            distribution=distribution,
+            save_every=args.save_every,
+            learning_rate=args.learning_rate,
+        )
+        final = kr.load_model(os.path.join(out, "last.keras"))
+        results[distribution] = {
+            "loss": history.history["loss"],
+            "weights": [keras.ops.convert_to_numpy(w).tolist() for w in final.weights[:2]],
+            "checksum": float(
+                sum(np.abs(keras.ops.convert_to_numpy(w)).sum() for w in final.weights)
+            ),
+            "replicas": json.load(open(os.path.join(out, "config.json")))["replicas"],
+        }
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

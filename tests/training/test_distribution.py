@@ -1,0 +1,89 @@
+"""Distribution detection, and multi-device training matching single-device training."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from keras_resvit.training.distribution import (
+    choose_strategy,
+    dtype_policy,
+    place,
+    resolve_precision,
+)
+
+SCRIPT = str(Path(__file__).with_name("run_training.py"))
+
+
+@pytest.mark.parametrize(
+    "backend, tpu, gpus, devices, expected",
+    [
+        ("tensorflow", True, 0, 0, "tpu"),
+        ("tensorflow", True, 8, 8, "tpu"),
+        ("tensorflow", False, 2, 2, "mirrored"),
+        ("tensorflow", False, 1, 1, "none"),
+        ("jax", False, 0, 8, "data_parallel"),
+        ("jax", False, 0, 1, "none"),
+        ("torch", False, 4, 4, "none"),
+    ],
+)
+def test_automatic_strategy_choice(backend, tpu, gpus, devices, expected):
+    assert choose_strategy(backend, tpu, gpus, devices) == expected
+
+
+def test_single_cpu_placement_and_precision():
+    placement = place("auto")
+    assert placement.num_replicas == 1 and placement.accelerator == "cpu"
+    assert resolve_precision("auto", placement) == "float32"
+    assert resolve_precision("mixed_bfloat16", placement) == "mixed_bfloat16"
+
+
+def test_other_backends_strategy_is_refused(backend):
+    name = "data_parallel" if backend == "tensorflow" else "mirrored"
+    with pytest.raises(ValueError, match=f'distribution="{name}"'):
+        place(name)
+    with pytest.raises(ValueError, match="distribution='gpu'.*'auto'"):
+        place("gpu")
+    with pytest.raises(ValueError, match="precision='fp8'"):
+        resolve_precision("fp8", place("none"))
+
+
+def test_dtype_policy_is_set_and_restored():
+    before = keras.config.dtype_policy().name
+    with dtype_policy("mixed_bfloat16"):
+        assert keras.config.dtype_policy().name == "mixed_bfloat16"
+    assert keras.config.dtype_policy().name == before
+
+
+def run(args, env, tmp_path):
+    result = subprocess.run(
+        [sys.executable, SCRIPT, "--output", str(tmp_path), *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_multi_device_losses_match_single_device(backend, tmp_path):
+    if backend == "jax":
+        env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+        args = ["--distribution", "none", "data_parallel", "--model", "resnet20"]
+    else:
+        # BatchNorm statistics are per replica under MirroredStrategy; GroupNorm is per example.
+        env = {}
+        args = ["--distribution", "none", "mirrored", "--model", "gn_resnet8", "--cpus", "2"]
+    args += ["--random-images", "--examples", "128", "--epochs", "2", "--learning-rate", "0.01"]
+    results = run(args, {"KERAS_BACKEND": backend, **env}, tmp_path)
+    single, multi = (results[name] for name in args[1:3])
+    assert single["replicas"] == 1 and multi["replicas"] == (4 if backend == "jax" else 2)
+    np.testing.assert_allclose(multi["loss"], single["loss"], atol=1e-4)
+    assert single["loss"][-1] < single["loss"][0]

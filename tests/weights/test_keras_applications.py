@@ -1,0 +1,53 @@
+"""keras.applications ResNet50 / ResNet50V2 converted to ours give the same outputs."""
+
+import keras
+import pytest
+
+import keras_resvit as kr
+from keras_resvit.weights import from_keras_applications, load_weights
+from tests.conftest import random_images
+from tests.weights.helpers import assert_close, randomize
+
+PREPROCESS = {
+    "ResNet50": keras.applications.resnet.preprocess_input,
+    "ResNet50V2": keras.applications.resnet_v2.preprocess_input,
+}
+SHAPE = (64, 64, 3)
+
+
+def _source(architecture, **kwargs):
+    kwargs = {"weights": None, "input_shape": SHAPE, **kwargs}
+    return randomize(getattr(keras.applications, architecture)(**kwargs))
+
+
+@pytest.mark.parametrize("architecture", ["ResNet50", "ResNet50V2"])
+def test_converted_resnet_matches_keras_applications(architecture):
+    source = _source(architecture, classes=10, classifier_activation=None)
+    model = from_keras_applications(source)
+    assert model.output_shape == (None, 10)
+    x = random_images(2, *SHAPE)
+    assert_close(model(x), source(PREPROCESS[architecture](x.copy())))
+
+
+def test_weights_file_without_top(tmp_path):
+    source = _source("ResNet50V2", include_top=False)
+    path = tmp_path / "resnet50v2_notop.weights.h5"
+    source.save_weights(path)
+    model = load_weights(path, input_shape=SHAPE)
+    x = random_images(2, *SHAPE)
+    assert_close(model(x), source(PREPROCESS["ResNet50V2"](x.copy())))
+
+
+def test_weights_of_another_architecture_name_layer_and_shapes():
+    source = _source("ResNet50", classes=10)
+    ours = kr.build_resnet(50, input_shape=SHAPE, version="v1", preprocessing="caffe")
+    with pytest.raises(ValueError, match=r"'predictions'.*\(2048, 1000\).*\(2048, 10\)"):
+        from_keras_applications(source, model=ours)
+    v2 = kr.build_resnet(50, input_shape=SHAPE, version="v2", num_classes=10)
+    with pytest.raises(ValueError, match="another architecture"):
+        from_keras_applications(source, model=v2)
+
+
+def test_not_a_keras_applications_resnet():
+    with pytest.raises(ValueError, match="not a keras.applications ResNet"):
+        from_keras_applications(kr.create_model("resnet20"))
