@@ -1,6 +1,6 @@
 """keras_resvit: ResNets and Vision Transformers for Keras 3 on any backend."""
 
-from keras_resvit import data
+from keras_resvit import data, weights
 from keras_resvit.export import export
 from keras_resvit.files import load_model
 from keras_resvit.models.common import replace_head
@@ -9,6 +9,7 @@ from keras_resvit.models.hybrid import build_hybrid_vit
 from keras_resvit.models.registry import create_model, list_models
 from keras_resvit.models.resnet import build_resnet
 from keras_resvit.models.vit import build_vit, resize_vit
+from keras_resvit.predict import predict
 from keras_resvit.training import train
 
 __version__ = "0.1.0"
@@ -24,7 +25,9 @@ __all__ = [
     "export",
     "list_models",
     "load_model",
+    "predict",
     "replace_head",
     "resize_vit",
     "train",
+    "weights",
 ]

@@ -37,10 +37,21 @@ def _info(args):
 
 def _train(args):
     import keras_resvit as kr
+    from keras_resvit.training.recipes import get_recipe
 
     model = kr.create_model(args.model)
     size = model.input_shape[1]
-    train = kr.data.load_dataset(args.data, "train", image_size=size, batch_size=args.batch_size)
+    augment = args.augment
+    if augment == "auto":
+        # The recipe's augmentation, except on digits, which flips and crops would change.
+        augment = None if args.data == "digits" else get_recipe(args.recipe).augment
+    train = kr.data.load_dataset(
+        args.data,
+        "train",
+        image_size=size,
+        batch_size=args.batch_size,
+        augment=None if augment == "none" else augment,
+    )
     test = kr.data.load_dataset(args.data, "test", image_size=size, batch_size=args.batch_size)
     history = kr.train(
         model,
@@ -77,7 +88,9 @@ def _evaluate(args):
     model = kr.load_model(args.model)
     size = model.input_shape[1]
     data = kr.data.load_dataset(args.data, args.split, image_size=size, batch_size=args.batch_size)
-    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    soft = len(data.element_spec[1].shape) == 2
+    loss = "categorical_crossentropy" if soft else "sparse_categorical_crossentropy"
+    model.compile(loss=loss, metrics=["accuracy"])
     loss, accuracy = model.evaluate(data, verbose=0)
     print(f"{args.model} on {args.data} ({args.split}): accuracy {accuracy:.4f}, loss {loss:.4f}")
 
@@ -130,6 +143,11 @@ def _parser():
     p.add_argument("--epochs", type=int, default=10, help="default: 10")
     p.add_argument("--batch-size", type=int, default=64, help="global batch size")
     p.add_argument("--learning-rate", type=float, default=None, help="override the recipe's")
+    p.add_argument(
+        "--augment",
+        default="auto",
+        help="preset name, none, or auto (the recipe's; none on digits)",
+    )
     p.add_argument(
         "--distribution", default="auto", help="auto, none, tpu, mirrored, data_parallel"
     )

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
-.venv/bin/python -m pip install -q -c requirements/constraints.txt -e ".[test,jax]"
+.venv/bin/python -m pip install -q -c requirements/constraints.txt -e ".[test,jax,onnx,hub]"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 status=0

@@ -16,16 +16,14 @@ from tests.conftest import random_images
 
 HAS_ONNX = all(importlib.util.find_spec(m) for m in ("tf2onnx", "onnx", "onnxruntime"))
 SUFFIX = {"tflite": ".tflite", "saved_model": "", "onnx": ".onnx"}
-FORMATS = [
-    "tflite",
-    "saved_model",
-    pytest.param(
-        "onnx",
-        marks=pytest.mark.skipif(
-            not HAS_ONNX, reason="needs the onnx extra (tf2onnx, onnx, onnxruntime)"
-        ),
-    ),
-]
+# Under other backends every export goes through the same TensorFlow subprocess; the slowest
+# ViT conversions run once, under TensorFlow, to keep the suite short.
+TF_ONLY = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="same subprocess path as vit_ti16-tflite"
+)
+NEEDS_ONNX = pytest.mark.skipif(
+    not HAS_ONNX, reason="needs the onnx extra (tf2onnx, onnx, onnxruntime)"
+)
 
 
 def _resnet20():
@@ -37,7 +35,7 @@ def _resnet20():
 def _vit_ti16():
     model = kr.create_model("vit_ti16", image_size=32, num_classes=10)
     head = model.get_layer("predictions")  # zero-initialized: give the classes distinct scores
-    head.kernel.assign(np.random.default_rng(0).normal(0, 0.5, head.kernel.shape))
+    head.kernel.assign(np.random.default_rng(0).normal(0, 0.2, head.kernel.shape))
     return model
 
 
@@ -48,8 +46,17 @@ def _only(tmp_path, *names):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
 
 
-@pytest.mark.parametrize("format", FORMATS)
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize(
+    "name, format",
+    [
+        ("resnet20", "tflite"),
+        ("resnet20", "saved_model"),
+        pytest.param("resnet20", "onnx", marks=NEEDS_ONNX),
+        ("vit_ti16", "tflite"),
+        ("vit_ti16", "saved_model"),
+        pytest.param("vit_ti16", "onnx", marks=[NEEDS_ONNX, TF_ONLY]),
+    ],
+)
 def test_float32_export_passes_its_check(name, format, tmp_path):
     model = MODELS[name]()
     target = tmp_path / f"model{SUFFIX[format]}"
@@ -61,11 +68,14 @@ def test_float32_export_passes_its_check(name, format, tmp_path):
 
 @pytest.mark.parametrize(
     "name, quantization",
-    [("resnet20", "float16"), ("resnet20", "dynamic"), ("vit_ti16", "float16")],
+    [
+        ("resnet20", "float16"),
+        ("resnet20", "dynamic"),
+        pytest.param("vit_ti16", "float16", marks=TF_ONLY),
+    ],
 )
 def test_quantized_tflite_passes_its_check(name, quantization, tmp_path):
     target = tmp_path / "model.tflite"
-    float32 = tmp_path / "float32.tflite"
     model = MODELS[name]()
     result = kr.export(model, target, quantization=quantization)
     assert result["quantization"] == quantization and result["checked"]
@@ -73,8 +83,7 @@ def test_quantized_tflite_passes_its_check(name, quantization, tmp_path):
         assert result["max_abs_difference"] < 1e-2
     else:
         assert result["top1_agreement"] >= 0.95
-    kr.export(model, float32, check=False)
-    assert target.stat().st_size < 0.6 * float32.stat().st_size  # smaller weights
+    assert target.stat().st_size < 0.6 * 4 * model.count_params()  # smaller than float32
 
 
 def test_trained_model_exports_to_int8_tflite_with_digits(tmp_path):

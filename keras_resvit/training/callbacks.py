@@ -54,8 +54,14 @@ class ResumeCheckpoint(keras.callbacks.Callback):
     def _step(self):
         return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
 
+    def _weights_finite(self):
+        # The loss logged at a step predates that step's update: check the weights themselves.
+        ops = keras.ops
+        return all(bool(ops.all(ops.isfinite(w))) for w in self.model.weights)
+
     def save(self):
-        if not self.finite:
+        if not self.finite or not self._weights_finite():
+            self.finite = False
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         step = self._step()
@@ -64,6 +70,7 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         with atomic_path(self.directory / weights) as tmp:
             self.model.save_weights(tmp)
         best = self.best.best if self.best is not None else None
+        best = best if best is not None and math.isfinite(best) else None
         _write_json(self.directory / STATE_FILE, {"step": step, "weights": weights, "best": best})
         if previous and previous["weights"] != weights:
             (self.directory / previous["weights"]).unlink(missing_ok=True)

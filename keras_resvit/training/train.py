@@ -87,14 +87,17 @@ def _dataset_info(train_data):
             f"train_data has {steps} batches per epoch; it must be finite and non-empty "
             "(do not .repeat() it: train() repeats it)."
         )
-    batch_size = int(next(iter(train_data))[0].shape[0])
-    return batch_size, steps, len(labels.shape) == 2
+    first = tuple(t.numpy() for t in next(iter(train_data)))
+    return first, steps, len(labels.shape) == 2
 
 
 def _loss(model, soft_labels, label_smoothing):
     last = model.layers[-1]
     from_logits = getattr(getattr(last, "activation", None), "__name__", "") != "softmax"
-    if soft_labels or label_smoothing:
+    if soft_labels:
+        # MixUp/CutMix pipelines (kr.data) already smooth the labels they mix.
+        return keras.losses.CategoricalCrossentropy(from_logits=from_logits)
+    if label_smoothing:
         return keras.losses.CategoricalCrossentropy(
             from_logits=from_logits, label_smoothing=label_smoothing
         )
@@ -120,28 +123,45 @@ def _model(model_or_name, recipe, placement):
     return clone
 
 
-def _fit_segments(model, data, steps_per_epoch, epochs, start_step, **fit_kwargs):
-    """Runs `fit` from global step `start_step`: the rest of an interrupted epoch, then the
-    remaining epochs. `data` repeats with a fresh shuffle each pass, so skipping the steps
-    already taken replays exactly the batches an uninterrupted run would see."""
+def _batches(iterator):
+    """A generator over one live tf.data iterator, so that several `fit` calls continue the
+    same stream (a new iterator would draw new shuffle seeds)."""
+    for images, labels in iterator:
+        yield images.numpy(), labels.numpy()
+
+
+def _fit_from(model, data, steps_per_epoch, epochs, start_step, **fit_kwargs):
+    fit_kwargs["shuffle"] = False  # the dataset shuffles itself
+    """Runs `fit` from global step `start_step` over `data` (which repeats, reshuffling each
+    pass). Skipping the steps already taken replays exactly the batches an uninterrupted run
+    sees; a resume inside an epoch finishes that epoch, then the rest, on one iterator."""
     first_epoch, done = divmod(start_step, steps_per_epoch)
-    histories = []
-    if done:
-        histories.append(
+    stream = data.skip(start_step)
+    if not done:
+        return [
             model.fit(
-                data.skip(start_step),
+                stream,
                 initial_epoch=first_epoch,
-                epochs=first_epoch + 1,
-                steps_per_epoch=steps_per_epoch - done,
+                epochs=epochs,
+                steps_per_epoch=steps_per_epoch,
                 **fit_kwargs,
             )
+        ]
+    batches = _batches(iter(stream))
+    histories = [
+        model.fit(
+            batches,
+            initial_epoch=first_epoch,
+            epochs=first_epoch + 1,
+            steps_per_epoch=steps_per_epoch - done,
+            **fit_kwargs,
         )
-        first_epoch += 1
-    if first_epoch < epochs and not model.stop_training:
+    ]
+    if first_epoch + 1 < epochs and not model.stop_training:
         histories.append(
             model.fit(
-                data.skip(first_epoch * steps_per_epoch),
-                initial_epoch=first_epoch,
+                batches,
+                initial_epoch=first_epoch + 1,
                 epochs=epochs,
                 steps_per_epoch=steps_per_epoch,
                 **fit_kwargs,
@@ -215,7 +235,8 @@ def train(
     if isinstance(model_or_name, str):
         get_spec(model_or_name)
     out = _prepare_output_dir(output_dir)
-    batch_size, steps_per_epoch, soft_labels = _dataset_info(train_data)
+    first_batch, steps_per_epoch, soft_labels = _dataset_info(train_data)
+    batch_size = int(first_batch[0].shape[0])
     placement = place(distribution)
     if batch_size % placement.num_replicas:
         raise ValueError(
@@ -241,6 +262,9 @@ def train(
             loss=_loss(model, soft_labels, spec.label_smoothing),
             metrics=["accuracy"],
         )
+        # Build the loss and metrics from a batch in hand: otherwise `fit` takes one from its
+        # own iterator to do so, and where that stream starts would depend on how far it skips.
+        model.test_on_batch(*first_batch)
         start_step, best = 0, None
         if resume is not None:
             model.optimizer.build(model.trainable_variables)
@@ -267,7 +291,7 @@ def train(
             classes = model.output_shape[-1]
             data = data.map(lambda x, y: (x, tf.one_hot(tf.cast(y, "int32"), classes)))
         started = time.perf_counter()
-        histories = _fit_segments(
+        histories = _fit_from(
             model,
             data.repeat(),
             steps_per_epoch,

@@ -27,6 +27,11 @@ ARCHITECTURES = {
     "ResNet152V2": (152, "v2"),
 }
 DEPTHS = (50, 101, 152)
+# Our build arguments that reproduce each keras.applications family (see the module docstring).
+LAYOUTS = {
+    "v1": {"preprocessing": "caffe"},
+    "v2": {"preprocessing": "inception", "downsample": "last", "stem_bias": True},
+}
 _BLOCK_LAYER = re.compile(r"conv(\d)_block(\d+)_(\d|preact)_(conv|bn)$")
 
 
@@ -201,24 +206,10 @@ def from_keras_applications(
     if input_shape is None:
         shape = tuple(source.input_shape[1:])
         input_shape = shape if None not in shape else (224, 224, 3)
-    if model is not None:
-        values = _v1_values(source) if version == "v1" else _v2_values(source)
-    elif version == "v1":
-        model = build_resnet(
-            depth, input_shape=input_shape, version="v1", preprocessing="caffe", **head
-        )
-        values = _v1_values(source)
-    else:
-        model = build_resnet(
-            depth,
-            input_shape=input_shape,
-            version="v2",
-            preprocessing="inception",
-            downsample="last",
-            stem_bias=True,
-            **head,
-        )
-        values = _v2_values(source)
+    values = _v1_values(source) if version == "v1" else _v2_values(source)
+    if model is None:
+        layout = LAYOUTS[version]
+        model = build_resnet(depth, input_shape=input_shape, version=version, **layout, **head)
     if include_top:
         dense = source.get_layer("predictions")
         values["predictions/kernel"] = _numpy(dense.kernel)

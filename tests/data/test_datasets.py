@@ -1,7 +1,10 @@
-"""The embedded digits source and array sources as tf.data pipelines."""
+"""Every source as a tf.data pipeline: digits, arrays, tensorflow-datasets, image folders."""
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
 
 import keras_resvit as kr
 
@@ -49,5 +52,156 @@ def test_arrays_source():
 def test_bad_dataset_arguments(kwargs, words):
     with pytest.raises(ValueError) as info:
         kr.data.load_dataset(**kwargs)
+    for word in words:
+        assert word in str(info.value)
+
+
+# --- sources: tensorflow-datasets (mocked, no network), image folders, arrays ---------------
+
+
+def _tiny_model(num_classes, loss):
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(4, 3, strides=2, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax")(x))
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss=loss)
+    return model
+
+
+def _trains(ds, soft=False):
+    loss = "categorical_crossentropy" if soft else "sparse_categorical_crossentropy"
+    history = _tiny_model(ds.num_classes, loss).fit(ds.take(3), epochs=1, shuffle=False, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
+
+
+def _write_folder(root, classes=("cat", "dog", "eel"), per_class=4, seed=0):
+    rng = np.random.default_rng(seed)
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (20 + 3 * i, 16 + 2 * c, 3), dtype=np.uint8)
+            encode, ext = (tf.io.encode_png, "png") if i % 2 else (tf.io.encode_jpeg, "jpg")
+            (root / name / f"{i}.{ext}").write_bytes(encode(pixels).numpy())
+    return root
+
+
+def test_tfds_source_with_mock_data():
+    with tfds.testing.mock_data(num_examples=20):
+        train = kr.data.load_dataset("tfds:cifar10", "train", batch_size=8, augment="resnet_cifar")
+        test = kr.data.load_dataset("tfds:cifar10", "test", batch_size=8, drop_remainder=True)
+        photos = kr.data.load_dataset("tfds:oxford_flowers102", "test", image_size=24, batch_size=5)
+        assert train.num_classes == 10 and len(train.class_names) == 10
+        images, labels = next(iter(train))
+        assert images.shape == (8, 32, 32, 3) and images.dtype == tf.float32
+        assert labels.dtype == tf.int32 and int(tf.reduce_min(labels)) >= 0
+        assert [int(x.shape[0]) for x, _ in test] == [8, 8]
+        assert photos.num_classes == 102
+        assert all(x.shape[1:] == (24, 24, 3) for x, _ in photos)
+        assert sum(int(x.shape[0]) for x, _ in photos) == 20
+        _trains(train)
+
+
+def test_unknown_tfds_name_is_a_clear_error():
+    with pytest.raises(ValueError, match="source='tfds:no_such_dataset'"):
+        kr.data.load_dataset("tfds:no_such_dataset", image_size=8)
+
+
+def test_image_folder_classes_counts_and_training(tmp_path):
+    root = _write_folder(tmp_path / "pets")
+    ds = kr.data.load_dataset(str(root), image_size=16, batch_size=5, augment="inception_crop")
+    assert ds.class_names == ["cat", "dog", "eel"] and ds.num_classes == 3
+    batches = list(ds)
+    assert sum(int(x.shape[0]) for x, _ in batches) == 12
+    assert all(x.shape[1:] == (16, 16, 3) for x, _ in batches)
+    labels = np.concatenate([np.asarray(y) for _, y in batches])
+    assert sorted(labels) == [0] * 4 + [1] * 4 + [2] * 4
+    _trains(ds)
+
+
+def test_image_folder_validation_split_is_disjoint(tmp_path):
+    root = _write_folder(tmp_path / "pets", per_class=5)
+    kwargs = {"validation_split": 0.4, "seed": 1}
+    train, _, names = kr.data.list_image_folder(root, "train", **kwargs)
+    val, _, _ = kr.data.list_image_folder(root, "validation", **kwargs)
+    assert not set(train) & set(val) and len(train) + len(val) == 15 and len(val) == 6
+    ds = kr.data.load_dataset(root, "validation", image_size=8, batch_size=16, **kwargs)
+    assert int(next(iter(ds))[0].shape[0]) == 6
+
+
+def test_image_folder_with_split_folders(tmp_path):
+    _write_folder(tmp_path / "data" / "train")
+    _write_folder(tmp_path / "data" / "test", per_class=2)
+    test = kr.data.load_dataset(tmp_path / "data", "test", image_size=8, batch_size=32)
+    assert test.class_names == ["cat", "dog", "eel"]
+    assert int(next(iter(test))[0].shape[0]) == 6
+
+
+def test_corrupt_files_are_skipped_with_a_warning_or_raise_when_strict(tmp_path):
+    root = _write_folder(tmp_path / "pets")
+    (root / "dog" / "broken.jpg").write_bytes(b"not an image")
+    (root / "eel" / "notes.txt").write_text("hello")
+    with pytest.warns(UserWarning, match="broken.jpg"):
+        ds = kr.data.load_dataset(root, image_size=8, batch_size=32)
+    assert int(next(iter(ds))[0].shape[0]) == 12
+    with pytest.raises(ValueError, match="broken.jpg.*strict=True"):
+        kr.data.load_dataset(root, image_size=8, strict=True)
+
+
+@pytest.mark.parametrize(
+    "setup, words",
+    [
+        (lambda root: None, ["0 class sub-folder(s)", "at least 2 classes"]),
+        (lambda root: _write_folder(root, classes=("cat",)), ["1 class", "at least 2"]),
+        (lambda root: (root / "a").mkdir() or (root / "b").mkdir(), ["'a' has no JPEG or PNG"]),
+    ],
+)
+def test_bad_image_folders(tmp_path, setup, words):
+    root = tmp_path / "images"
+    root.mkdir()
+    setup(root)
+    with pytest.raises(ValueError) as info:
+        kr.data.load_dataset(root, image_size=8)
+    for word in [str(root), *words]:
+        assert word in str(info.value)
+
+
+def test_missing_folder_and_held_out_split_without_fraction(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        kr.data.load_dataset(str(tmp_path / "nowhere"), image_size=8)
+    root = _write_folder(tmp_path / "pets")
+    with pytest.raises(ValueError, match="split='test'.*validation_split"):
+        kr.data.load_dataset(root, "test", image_size=8)
+
+
+def test_arrays_resize_classes_soft_labels_and_training():
+    x, y = np.random.default_rng(0).uniform(0, 255, (12, 20, 20, 3)), np.arange(12) % 3
+    ds = kr.data.load_dataset((x, y), "test", image_size=16, batch_size=4)
+    assert ds.num_classes == 3 and ds.class_names == ["0", "1", "2"]
+    assert all(b.shape[1:] == (16, 16, 3) for b, _ in ds)
+    mixed = kr.data.load_dataset((x, y), image_size=16, batch_size=4, augment="vit", seed=2)
+    _trains(mixed, soft=True)
+    _trains(kr.data.load_dataset("digits", batch_size=16, augment="resnet_cifar"))
+
+
+def test_drop_remainder_gives_static_batches():
+    ds = kr.data.load_dataset("digits", "test", batch_size=64, drop_remainder=True)
+    assert ds.element_spec[0].shape == (64, 32, 32, 3)
+    assert sum(1 for _ in ds) == 360 // 64
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"image_size": 0}, ["image_size=0", "positive int"]),
+        ({"image_size": "32"}, ["image_size='32'", "positive int"]),
+        ({"augment": "autoaugment"}, ["augment='autoaugment'", "resnet_cifar"]),
+        ({"crop_ratio": 1.5}, ["crop_ratio=1.5", "(0, 1]"]),
+        ({"mixing": "yes"}, ["mixing='yes'", "Mixing"]),
+    ],
+)
+def test_bad_pipeline_arguments(kwargs, words):
+    with pytest.raises(ValueError) as info:
+        kr.data.load_dataset("digits", **kwargs)
     for word in words:
         assert word in str(info.value)

@@ -4,6 +4,7 @@ setting). Prints one JSON line: per-epoch losses and a weight checksum."""
 import argparse
 import json
 import os
+from pathlib import Path
 
 
 def main():
@@ -85,7 +86,7 @@ def main():
             "checksum": float(
                 sum(np.abs(keras.ops.convert_to_numpy(w)).sum() for w in final.weights)
             ),
-            "replicas": json.load(open(os.path.join(out, "config.json")))["replicas"],
+            "replicas": json.loads(Path(out, "config.json").read_text())["replicas"],
         }
     print(json.dumps(results))
 

@@ -1,7 +1,12 @@
-"""`kr.train` on the embedded digits: learns, writes its files atomically."""
+"""`kr.train` on the embedded digits: learns, writes its files atomically, resumes, stops on NaN."""
 
-import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -9,8 +14,10 @@ import pytest
 
 import keras_resvit as kr
 from keras_resvit.files import save_model
-from keras_resvit.training.recipes import RECIPES
-from keras_resvit.training.train import learning_rate_schedule
+from keras_resvit.training.callbacks import read_history
+from keras_resvit.training.train import TrainingDivergedError
+
+SCRIPT = str(Path(__file__).with_name("run_training.py"))
 
 
 @pytest.fixture(scope="module")
@@ -27,28 +34,51 @@ def test_train_learns_digits_and_writes_outputs(digits, tmp_path):
     losses = history.history["loss"]
     assert losses[-1] < 0.6 * losses[0]
     assert history.history["accuracy"][-1] > 0.5
-    for name in ("last.keras", "best.keras", "history.csv", "config.json"):
+    for name in ("last.keras", "best.keras", "history.csv", "config.json", "curves.png"):
         assert (tmp_path / name).is_file()
-    rows = list(csv.DictReader((tmp_path / "history.csv").read_text().splitlines()))
+    assert not (tmp_path / "resume").exists()
+    rows = read_history(tmp_path / "history.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
-    assert float(rows[-1]["loss"]) == pytest.approx(losses[-1])
+    assert rows[-1]["loss"] == pytest.approx(losses[-1])
+    # 12 steps per epoch, 48 in all: lr 0.05 (0.1 * 64/128), /10 after 24 steps, /100 after 36.
+    np.testing.assert_allclose([r["learning_rate"] for r in rows], [0.05, 0.005, 0.0005, 0.0005])
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["recipe"] == "resnet_cifar" and config["batch_size"] == 64
-    assert config["backend"] == keras.backend.backend()
-    best = keras.saving.load_model(tmp_path / "best.keras", safe_mode=True)
-    accuracy = float(
-        np.mean(
-            np.argmax(best.predict(test, verbose=0), -1)
-            == np.concatenate([np.asarray(y) for _, y in test])
-        )
-    )
+    assert config["backend"] == keras.backend.backend() and config["precision"] == "float32"
+    assert history.summary["images_per_second"] > 0
+    best = kr.load_model(tmp_path / "best.keras")
+    labels = np.concatenate([np.asarray(y) for _, y in test])
+    accuracy = np.mean(np.argmax(best.predict(test, verbose=0), -1) == labels)
     assert accuracy == pytest.approx(max(history.history["val_accuracy"]), abs=1e-6)
 
 
-def test_recipe_schedule_scales_with_batch_and_decays_tenfold():
-    schedule = learning_rate_schedule(RECIPES["resnet_cifar"], batch_size=64, steps=100)
-    rates = [float(schedule(step)) for step in (0, 49, 51, 76)]
-    np.testing.assert_allclose(rates, [0.05, 0.05, 0.005, 0.0005], rtol=1e-6)
+def test_bfloat16_run_on_cpu_trains_and_clears_the_policy(digits, tmp_path):
+    history = kr.train(
+        "resnet20", digits[0], epochs=2, output_dir=tmp_path, verbose=0, precision="mixed_bfloat16"
+    )
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert keras.config.dtype_policy().name == "float32"
+    model = kr.load_model(tmp_path / "last.keras")
+    assert model.get_layer("stage1_block1_conv1").dtype_policy.name == "mixed_bfloat16"
+    assert model.get_layer("predictions").dtype_policy.name == "float32"
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(digits, tmp_path):
+    with pytest.raises(TrainingDivergedError, match=r"NaN/inf at step \d+") as info:
+        kr.train(
+            "resnet20",
+            digits[0],
+            epochs=3,
+            output_dir=tmp_path,
+            verbose=0,
+            learning_rate=1e12,
+            save_every=1,
+        )
+    assert "last good checkpoint" in str(info.value)
+    state = json.loads((tmp_path / "resume" / "state.json").read_text())
+    model = kr.create_model("resnet20")
+    model.load_weights(tmp_path / "resume" / state["weights"], skip_mismatch=True)
+    assert all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in model.weights)
 
 
 def test_failed_save_keeps_the_previous_file(tmp_path):
@@ -66,11 +96,68 @@ def test_failed_save_keeps_the_previous_file(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.keras"]
 
 
+def _run(tmp_path, out, extra=()):
+    command = [
+        sys.executable,
+        SCRIPT,
+        "--output",
+        str(out),
+        "--examples",
+        "256",
+        "--epochs",
+        "3",
+        "--save-every",
+        "3",
+        *extra,
+    ]
+    return subprocess.Popen(
+        command, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_where_it_stopped(tmp_path, backend):
+    reference = _run(tmp_path, tmp_path / "reference")
+    out, err = reference.communicate(timeout=600)
+    assert reference.returncode == 0, err[-2000:]
+    expected = json.loads(out.strip().splitlines()[-1])["none"]
+
+    state = tmp_path / "killed" / "none" / "resume" / "state.json"
+    victim = _run(tmp_path, tmp_path / "killed")
+    deadline = time.time() + 600
+    # 8 steps per epoch: wait for a mid-epoch save in the second epoch, then SIGKILL.
+    while time.time() < deadline and victim.poll() is None:
+        if state.is_file() and json.loads(state.read_text())["step"] in (9, 12, 15):
+            victim.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    victim.wait(timeout=60)
+    assert victim.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    killed_at = json.loads(state.read_text())["step"]
+    assert not (tmp_path / "killed" / "none" / "last.keras").exists()
+
+    resumed = _run(tmp_path, tmp_path / "killed")
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err[-2000:]
+    result = json.loads(out.strip().splitlines()[-1])["none"]
+    rows = read_history(tmp_path / "killed" / "none" / "history.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3] and killed_at < 24
+    if backend == "jax":  # deterministic on CPU: the same weights as the uninterrupted run
+        for got, want in zip(result["weights"], expected["weights"], strict=True):
+            np.testing.assert_allclose(got, want, atol=1e-5)
+        assert result["checksum"] == pytest.approx(expected["checksum"], rel=1e-5)
+    else:
+        assert result["loss"][-1] < result["loss"][0]
+
+
 @pytest.mark.parametrize(
     "kwargs, words",
     [
         ({"recipe": "sgd"}, ["recipe='sgd'", "resnet_cifar"]),
         ({"epochs": 0}, ["epochs=0", "positive"]),
+        ({"save_every": -1}, ["save_every=-1", "positive"]),
+        ({"distribution": "gpus"}, ["distribution='gpus'", "'auto'"]),
+        ({"precision": "fp8"}, ["precision='fp8'", "'float32'"]),
     ],
 )
 def test_bad_train_arguments(digits, tmp_path, kwargs, words):
@@ -80,9 +167,26 @@ def test_bad_train_arguments(digits, tmp_path, kwargs, words):
         assert word in str(info.value)
 
 
-def test_output_dir_that_is_a_file(digits, tmp_path):
+def test_bad_model_and_data(digits, tmp_path):
+    with pytest.raises(ValueError, match="name='resnet21'.*resnet20"):
+        kr.train("resnet21", digits[0], epochs=1, output_dir=tmp_path)
+    with pytest.raises(ValueError, match="train_data of type list"):
+        kr.train("resnet20", [1, 2], epochs=1, output_dir=tmp_path)
+    with pytest.raises(ValueError, match="precision='mixed_float16' but the model was built"):
+        kr.train(
+            kr.create_model("resnet20"),
+            digits[0],
+            epochs=1,
+            output_dir=tmp_path,
+            precision="mixed_float16",
+        )
+
+
+def test_output_dir_that_is_a_file_or_unwritable(digits, tmp_path):
     target = tmp_path / "file"
     target.write_text("keep")
     with pytest.raises(ValueError, match="output_dir=.*not a folder"):
         kr.train("resnet20", digits[0], epochs=1, output_dir=target)
     assert target.read_text() == "keep"
+    with pytest.raises(ValueError, match="output_dir=.*cannot be written"):
+        kr.train("resnet20", digits[0], epochs=1, output_dir=target / "sub")
