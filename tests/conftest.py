@@ -1,6 +1,9 @@
 """Shared fixtures and helpers: tiny inputs, the current backend, save/load checks."""
 
+import json
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -52,3 +55,31 @@ def train_steps_lower_loss(model, x, y, steps=8, learning_rate=0.05):
     history = model.fit(x, y, batch_size=len(x), epochs=steps, verbose=0, shuffle=False)
     losses = history.history["loss"]
     return losses[0], losses[-1]
+
+
+def outputs_on_other_backend(model, inputs, tmp_path):
+    """Saves `model`, reloads it (safe mode) under the other backend in a subprocess and
+    returns that model's outputs on `inputs`."""
+    other = {"tensorflow": "jax", "jax": "tensorflow"}[keras.backend.backend()]
+    pytest.importorskip(other)
+    path, x_path = tmp_path / "other_backend.keras", tmp_path / "other_backend_x.npy"
+    model.save(path)
+    np.save(x_path, inputs)
+    script = (
+        "import json, numpy as np, keras, keras_resvit\n"
+        f"m = keras.saving.load_model({str(path)!r}, safe_mode=True)\n"
+        f"y = m(np.load({str(x_path)!r}), training=False)\n"
+        "print(json.dumps({'backend': keras.backend.backend(),\n"
+        "                  'y': keras.ops.convert_to_numpy(y).tolist()}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "KERAS_BACKEND": other},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    reply = json.loads(result.stdout.strip().splitlines()[-1])
+    assert reply["backend"] == other
+    return np.array(reply["y"])

@@ -1,7 +1,10 @@
 """The console script: one call into the API, one line on errors, exit codes 0/1/2."""
 
+import re
+
 import pytest
 
+import keras_resvit as kr
 from keras_resvit.cli import main
 
 
@@ -16,6 +19,14 @@ def test_info_prints_parameters_and_multiply_adds(capsys):
     out = capsys.readouterr().out
     assert "25,557,032 trainable" in out
     assert "4.089 G per image" in out
+
+
+def test_info_vit_b16(capsys):
+    assert main(["info", "vit_b16"]) == 0
+    out = capsys.readouterr().out
+    assert "86,567,656 trainable" in out
+    macs = float(re.search(r"multiply-adds:\s+([0-9.]+) G", out).group(1))
+    assert abs(macs - 17.6) / 17.6 < 0.01
 
 
 def test_info_resizes(capsys):
@@ -44,9 +55,23 @@ def test_debug_shows_the_exception():
         main(["--debug", "info", "resnet05"])
 
 
-def test_train_on_digits_saves_and_exports(tmp_path, capsys):
-    code = main(["train", "--epochs", "1", "--output", str(tmp_path), "--batch-size", "128"])
+def test_default_train_learns_digits_saves_and_exports(tmp_path, capsys):
+    # The main job, shortened from 10 to 3 epochs: measured 0.944 (TensorFlow) and 0.961 (JAX)
+    # test accuracy after 3 epochs; the full 10-epoch run reaches about 0.99.
+    code = main(["train", "--epochs", "3", "--output", str(tmp_path)])
     assert code == 0
     out = capsys.readouterr().out
-    assert "test accuracy" in out and "model.tflite" in out
-    assert (tmp_path / "last.keras").is_file() and (tmp_path / "model.tflite").is_file()
+    accuracy = float(re.search(r"test accuracy ([0-9.]+) \(last\)", out).group(1))
+    assert accuracy >= 0.90, out
+    assert "model.tflite" in out
+    for name in ("last.keras", "best.keras", "model.tflite", "curves.png", "config.json"):
+        assert (tmp_path / name).is_file()
+
+
+def test_evaluate_a_saved_model(tmp_path, capsys):
+    model = kr.create_model("resnet20")
+    model.save(tmp_path / "m.keras")
+    assert main(["evaluate", str(tmp_path / "m.keras"), "--data", "digits"]) == 0
+    out = capsys.readouterr().out
+    accuracy = float(re.search(r"accuracy ([0-9.]+)", out).group(1))
+    assert 0.0 <= accuracy <= 0.3  # an untrained model is near chance (0.1)

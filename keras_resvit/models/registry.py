@@ -142,18 +142,25 @@ def get_spec(name: str) -> ModelSpec:
     return REGISTRY[name]
 
 
-def create_model(name: str, **overrides) -> keras.Model:
+def create_model(name: str, weights=None, **overrides) -> keras.Model:
     """Builds a registered model; keyword overrides replace the entry's arguments.
 
     Args:
         name: a registry name, e.g. "resnet50", "resnet20", "bit_r50x1".
+        weights: None (fresh initialization) or a weights file, its converter picked from the
+            file: `.npz` (original ViT or timm), `.safetensors`/`.pth` (timm/torchvision),
+            keras.applications `.h5`, or our own `.keras`/`.weights.h5`. Build arguments the
+            file fixes (keras.applications' v1 layout, a checkpoint's number of classes)
+            apply unless overridden.
         **overrides: builder arguments, e.g. `num_classes=10, input_shape=(64, 64, 3)`.
 
     Returns:
         A `keras.Model` named `name`.
 
     Raises:
-        ValueError: unknown name (with the closest names) or an invalid override.
+        ValueError: unknown name (with the closest names), an invalid override, or weights
+            of another format or architecture (naming the layer and shapes).
+        FileNotFoundError: `weights` is not a file.
 
     Example:
     >>> import keras_resvit as kr
@@ -161,5 +168,10 @@ def create_model(name: str, **overrides) -> keras.Model:
     True
     """
     spec = get_spec(name)
-    kwargs = {"name": name, **spec.kwargs, **overrides}
-    return BUILDERS[spec.family](**kwargs)
+    defaults = {"name": name, **spec.kwargs}
+    if weights is None:
+        return BUILDERS[spec.family](**defaults, **overrides)
+    # Imported here: the converters import the model builders.
+    from keras_resvit.weights import build_with_weights
+
+    return build_with_weights(BUILDERS[spec.family], spec.family, defaults, overrides, weights)

@@ -1,4 +1,5 @@
-"""Weight import: keras.applications ResNets, keras-hub ViTs and original ViT checkpoints.
+"""Weight import: keras.applications ResNets, keras-hub ViTs, original ViT checkpoints and
+timm / torchvision state dicts.
 
 Every converter returns one of our models whose outputs match the source's (on raw 0-255
 pixels; normalization is inside our models) and raises ValueError naming the layer and shapes
@@ -9,29 +10,44 @@ from pathlib import Path
 
 import keras
 
+from keras_resvit.weights.formats import build_with_weights, weights_format
 from keras_resvit.weights.keras_applications import from_keras_applications
 from keras_resvit.weights.keras_hub import from_keras_hub_vit
+from keras_resvit.weights.timm import SUFFIXES, load_timm, read_state_dict
 from keras_resvit.weights.vit_npz import load_vit_npz
 
 
 def load_weights(path, **kwargs) -> keras.Model:
     """Builds our model from a weights file, picking the converter by its format.
 
-    `.npz`: an original ViT checkpoint (`load_vit_npz`); `.h5`: keras.applications ResNet
-    weights (`from_keras_applications`). Keyword arguments go to the converter.
+    `.npz`: an original ViT checkpoint (`load_vit_npz`) or a timm state dict;
+    `.safetensors`/`.pth`/`.pt`/`.bin`: a timm/torchvision state dict (`load_timm`); `.h5`:
+    keras.applications ResNet weights (`from_keras_applications`). Keyword arguments go to
+    the converter. To fill a registry model instead, use `create_model(name, weights=path)`.
 
     Example:
     >>> model = load_weights("ViT-B_16.npz", image_size=384)  # doctest: +SKIP
     """
     suffix = Path(path).suffix.lower()
-    if suffix == ".npz":
-        return load_vit_npz(path, **kwargs)
+    if suffix in SUFFIXES:
+        if weights_format(path) == "vit_npz":
+            return load_vit_npz(path, **kwargs)
+        return load_timm(path, **kwargs)
     if suffix == ".h5":
         return from_keras_applications(path, **kwargs)
     raise ValueError(
-        f"path={str(path)!r} has suffix {suffix!r}; expected .npz (original ViT) or .h5 "
-        "(keras.applications ResNet weights)."
+        f"path={str(path)!r} has suffix {suffix!r}; expected .npz (original ViT or timm), "
+        ".safetensors/.pth/.pt/.bin (timm/torchvision) or .h5 (keras.applications ResNet)."
     )
 
 
-__all__ = ["from_keras_applications", "from_keras_hub_vit", "load_vit_npz", "load_weights"]
+__all__ = [
+    "build_with_weights",
+    "from_keras_applications",
+    "from_keras_hub_vit",
+    "load_timm",
+    "load_vit_npz",
+    "load_weights",
+    "read_state_dict",
+    "weights_format",
+]

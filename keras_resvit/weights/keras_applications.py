@@ -128,7 +128,7 @@ def _v2_values(source):
     return values
 
 
-def _load_source(source, architecture, input_shape):
+def _load_source(source, architecture, input_shape, classes):
     """A keras.applications model from a model object or a weights file."""
     if isinstance(source, keras.Model):
         return source
@@ -150,7 +150,12 @@ def _load_source(source, architecture, input_shape):
     builder = getattr(keras.applications, architecture)
     include_top = "notop" not in path.name.lower()
     try:
-        return builder(weights=str(path), include_top=include_top, input_shape=input_shape)
+        return builder(
+            weights=str(path),
+            include_top=include_top,
+            input_shape=input_shape,
+            classes=classes if include_top else 1000,
+        )
     except (ValueError, OSError, KeyError) as error:
         raise ValueError(
             f"source={path.name!r} does not hold keras.applications {architecture} weights "
@@ -193,7 +198,11 @@ def from_keras_applications(
     >>> source = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3))
     >>> model = from_keras_applications(source)  # doctest: +SKIP
     """
-    source = _load_source(source, architecture, input_shape)
+    # A weights file does not say its number of classes: take the target model's.
+    heads = [
+        layer.units for layer in (model.layers if model else []) if layer.name == "predictions"
+    ]
+    source = _load_source(source, architecture, input_shape, heads[0] if heads else 1000)
     depth, version = _architecture_from_layers(source)
     names = {layer.name for layer in source.layers}
     include_top = "predictions" in names
@@ -210,8 +219,10 @@ def from_keras_applications(
     if model is None:
         layout = LAYOUTS[version]
         model = build_resnet(depth, input_shape=input_shape, version=version, **layout, **head)
-    if include_top:
+    # A feature extractor drops the source's classifier; a source without one leaves ours.
+    if include_top and any(layer.name == "predictions" for layer in model.layers):
         dense = source.get_layer("predictions")
         values["predictions/kernel"] = _numpy(dense.kernel)
         values["predictions/bias"] = _numpy(dense.bias)
-    return assign_weights(model, values, f"keras.applications model {source.name!r}")
+    optional = () if include_top else ("predictions/",)
+    return assign_weights(model, values, f"keras.applications model {source.name!r}", optional)

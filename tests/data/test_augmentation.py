@@ -10,7 +10,7 @@ import tensorflow as tf
 
 import keras_resvit as kr
 from keras_resvit.data import augmentation
-from keras_resvit.layers import RandomPadCrop, RandomResizedCrop, RandomScaleCrop
+from keras_resvit.layers import RandAugment, RandomPadCrop, RandomResizedCrop, RandomScaleCrop
 from tests.conftest import random_images
 
 HAS_KERAS_CV = importlib.util.find_spec("keras_cv") is not None
@@ -100,6 +100,72 @@ def test_crop_layers_serialize_and_center_at_inference():
         layer = cls(*args, **kwargs)
         again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
         assert again.get_config() == layer.get_config()
+
+
+def _rand_augment(seed=5):
+    return RandAugment(value_range=(0, 255), num_ops=2, factor=0.9, seed=seed)
+
+
+def test_rand_augment_in_tf_data_keeps_shape_dtype_and_range():
+    out = _run_in_tf_data(_rand_augment(), random_images(12, 20, 20))
+    assert out.shape == (12, 20, 20, 3) and out.dtype == np.float32
+    assert out.min() >= 0.0 and out.max() <= 255.0
+
+
+def test_rand_augment_is_deterministic_with_a_seed():
+    images = random_images(6, 16, 16)
+
+    def outputs():
+        ds = tf.data.Dataset.from_tensor_slices(images).map(_rand_augment(seed=9))
+        return np.stack(list(ds.as_numpy_iterator()))
+
+    first, second = outputs(), outputs()
+    np.testing.assert_array_equal(first, second)
+    assert np.abs(first - images).max() > 1.0
+
+
+@pytest.mark.parametrize("index", range(len(RandAugment._AUGMENT_LAYERS)))
+def test_rand_augment_applies_exactly_the_chosen_op(index):
+    name = RandAugment._AUGMENT_LAYERS[index]
+    layer, images = _rand_augment(), random_images(2, 16, 16)
+    transformation = layer.get_random_transformation(images)
+    transformation["layer_idxes"] = keras.ops.convert_to_tensor([index, index], "int32")
+    op, params = getattr(layer, name), transformation["transforms"][name]
+    expected = op.transform_images(op.transform_images(images, params), params)
+    actual = layer.transform_images(images, transformation)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(actual), keras.ops.convert_to_numpy(expected), atol=1e-3
+    )
+    if name not in ("auto_contrast", "equalization"):  # uniform noise is already spread out
+        assert not np.allclose(keras.ops.convert_to_numpy(actual), images, atol=1e-3)
+
+
+def test_rand_augment_matches_keras_for_the_same_draws():
+    ours, images = _rand_augment(), random_images(3, 16, 16)
+    theirs = keras.layers.RandAugment(value_range=(0, 255), num_ops=2, factor=0.9)
+    theirs.build(images.shape)
+    for _ in range(3):
+        transformation = ours.get_random_transformation(images)
+        expected = theirs.transform_images(images, transformation)
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(ours.transform_images(images, transformation)),
+            keras.ops.convert_to_numpy(expected),
+            atol=1e-3,
+        )
+
+
+def test_rand_augment_runs_eagerly_after_tf_data_and_serializes():
+    layer, images = _rand_augment(), random_images(4, 16, 16)
+    _run_in_tf_data(layer, images)
+    out = keras.ops.convert_to_numpy(layer(images))
+    assert out.shape == images.shape and out.min() >= 0.0 and out.max() <= 255.0
+    config = keras.saving.serialize_keras_object(layer)
+    assert config["registered_name"] == "keras_resvit>RandAugment"
+    restored = keras.saving.deserialize_keras_object(config)
+    assert restored.get_config() == layer.get_config()
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(restored(images, training=False)), images
+    )
 
 
 def test_mixing_gives_soft_labels_that_sum_to_one():

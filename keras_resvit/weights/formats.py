@@ -1,0 +1,174 @@
+"""Which converter reads a weights file, and registry models built around one.
+
+The format is read from the file (suffix, then content): `.npz` original ViT checkpoints or
+timm state dicts, `.safetensors`/`.pth`/`.pt`/`.bin` timm/torchvision state dicts,
+keras.applications' published `.h5` files (the legacy HDF5 layout), and our own `.keras` and
+`.weights.h5` files. A format may fix build arguments the registry name leaves open (e.g.
+keras.applications' ResNet50 is v1 with caffe preprocessing), so `build_with_weights` builds
+with those before filling the model.
+"""
+
+import re
+from pathlib import Path
+
+import h5py
+import keras
+import numpy as np
+
+from keras_resvit.weights.keras_applications import LAYOUTS, from_keras_applications
+from keras_resvit.weights.timm import (
+    SUFFIXES,
+    load_timm,
+    read_state_dict,
+    resnet_arguments,
+    state_dict_family,
+    vit_arguments,
+)
+from keras_resvit.weights.vit_npz import load_vit_npz, npz_architecture, read_npz
+
+VALID = (
+    ".npz (original ViT checkpoint or timm state dict), .safetensors/.pth/.pt/.bin (timm or "
+    "torchvision state dict), .h5 (keras.applications ResNet weights), .keras or .weights.h5 "
+    "(a keras_resvit model)"
+)
+_KERAS_APPLICATIONS_NAME = re.compile(r"resnet(50|101|152)(v2)?")
+# Build arguments a format's weights carry (the rest stays the registry entry's).
+_HEAD = ("pooling", "representation_size", "num_classes")
+
+
+def _h5_layer_names(path):
+    """Layer names of a legacy (Keras 2) HDF5 weights file, None for Keras 3's layout."""
+    with h5py.File(path, "r") as file:
+        group = file.get("model_weights", file)
+        if "layer_names" not in group.attrs:
+            # Keras 3 names layers by class; keras.applications' convs have biases, ours not.
+            has_bias = file.get("layers/conv2d/vars/1") is not None
+            return [] if has_bias else None
+        return [n.decode() if isinstance(n, bytes) else n for n in group.attrs["layer_names"]]
+
+
+def weights_format(path) -> str:
+    """ "vit_npz", "timm", "keras_applications" or "keras" for a weights file.
+
+    Raises:
+        FileNotFoundError: `path` is not a file.
+        ValueError: no converter reads it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights={str(path)!r} is not a file; expected {VALID}.")
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                keys = set(archive.files)
+        except (OSError, ValueError) as error:
+            raise ValueError(f"weights={str(path)!r} is not a readable .npz: {error}") from error
+        if "embedding/kernel" in keys:
+            return "vit_npz"
+        if state_dict_family(dict.fromkeys(keys)):
+            return "timm"
+        raise ValueError(
+            f"weights={str(path)!r} holds neither an original ViT checkpoint ('embedding/kernel', "
+            f"...) nor a timm state dict; found keys {sorted(keys)[:5]}. Valid: {VALID}."
+        )
+    if suffix in SUFFIXES:
+        return "timm"
+    if suffix == ".keras":
+        return "keras"
+    if suffix == ".h5":
+        try:
+            names = _h5_layer_names(path)
+        except OSError as error:
+            raise ValueError(
+                f"weights={str(path)!r} is not a readable HDF5 file: {error}"
+            ) from error
+        if names is None or (not names and not _KERAS_APPLICATIONS_NAME.search(path.name.lower())):
+            return "keras"
+        return "keras_applications"
+    raise ValueError(f"weights={str(path)!r} has suffix {suffix!r}; expected {VALID}.")
+
+
+def _keras_applications_architecture(path):
+    names = _h5_layer_names(path)
+    stages = [n for n in names if re.fullmatch(r"conv4_block\d+_1_conv", n)]
+    if names:
+        depth = {6: 50, 23: 101, 36: 152}.get(len(stages))
+        return depth and f"ResNet{depth}{'V2' if 'post_bn' in names else ''}"
+    match = _KERAS_APPLICATIONS_NAME.search(path.name.lower())
+    return f"ResNet{match[1]}{'V2' if match[2] else ''}"
+
+
+def _layout(fmt, path, family, arguments):
+    """Build arguments the weights fix, or ValueError when they need another family."""
+    if fmt == "keras":
+        return {}
+    if fmt == "keras_applications":
+        architecture = _keras_applications_architecture(path)
+        version = "v2" if architecture and architecture.endswith("V2") else "v1"
+        requested = arguments.get("version", "v1.5")
+        if family == "resnet" and (requested == "v2") != (version == "v2"):
+            raise ValueError(
+                f"weights={str(path)!r} holds keras.applications {architecture} weights, which "
+                f"do not fit version={requested!r}; use a registry name of the same version."
+            )
+        needed, layout = "resnet", {"version": version, **LAYOUTS[version]}
+    elif fmt == "vit_npz":
+        needed, found = "vit", npz_architecture(read_npz(path))
+        layout = {k: found[k] for k in _HEAD if found["include_top"] or k != "num_classes"}
+    else:
+        state_dict = read_state_dict(path)
+        needed = state_dict_family(state_dict)
+        found = (resnet_arguments if needed == "resnet" else vit_arguments)(state_dict)
+        layout = {k: found[k] for k in _HEAD if k in found}
+        if not found["include_top"]:
+            layout.pop("num_classes")
+    if needed != family:
+        raise ValueError(
+            f"weights={str(path)!r} holds {needed} weights ({fmt}); they do not fit a {family} "
+            "model."
+        )
+    return layout
+
+
+def _fill(fmt, model, path):
+    if fmt == "vit_npz":
+        return load_vit_npz(path, model=model)
+    if fmt == "timm":
+        return load_timm(path, model=model)
+    if fmt == "keras_applications":
+        return from_keras_applications(
+            path,
+            architecture=_keras_applications_architecture(path),
+            input_shape=model.input_shape[1:],
+            model=model,
+        )
+    try:
+        model.load_weights(path)
+    except ValueError as error:
+        # Keras lists every object; its first sentences name the layer and the shapes.
+        summary = str(error).split("Target variable")[0].split("List of objects")[0].strip()
+        raise ValueError(summary) from error
+    return model
+
+
+def build_with_weights(builder, family, defaults, overrides, weights) -> keras.Model:
+    """`builder(**defaults, **overrides)` filled from the file `weights`.
+
+    Build arguments the weights fix (keras.applications' v1 layout and preprocessing, a
+    checkpoint's head) go between the registry entry's `defaults` and the user's `overrides`.
+
+    Raises:
+        FileNotFoundError: `weights` is not a file.
+        ValueError: no converter reads it, or the weights do not fit the model (naming the
+            layer and the expected and found shapes).
+    """
+    fmt = weights_format(weights)
+    layout = _layout(fmt, Path(weights), family, {**defaults, **overrides})
+    model = builder(**{**defaults, **layout, **overrides})
+    try:
+        return _fill(fmt, model, weights)
+    except ValueError as error:
+        raise ValueError(
+            f"weights={str(weights)!r} ({fmt}) does not fit model {model.name!r}: {error}"
+        ) from error

@@ -1,0 +1,313 @@
+"""timm / torchvision state dicts (ResNet v1.5 and ViT) into our models.
+
+A state dict is a mapping `{name: array}` in PyTorch's layout: convolution kernels are
+(out, in, height, width), linear weights (out, in). Our kernels are (height, width, in, out)
+and (in, out), so every kernel is transposed; BatchNorm's running statistics and epsilon
+(1e-5), the symmetric padding of strided convolutions, the LayerNorm epsilon (1e-6) and the
+exact-erf GELU are the same on both sides, so outputs agree to float32 round-off. timm's fused
+`qkv` projection is split into the query, key and value kernels of Keras'
+`MultiHeadAttention`, `(hidden, heads, head_dim)`.
+
+Files are read without pickle: `.safetensors` (with the `safetensors` package), `.npz`, and
+`.pth`/`.pt`/`.bin` through `torch.load(weights_only=True)` when PyTorch is installed.
+"""
+
+import re
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from keras_resvit.layers.vit_layers import PositionEmbedding
+from keras_resvit.models.resnet import IMAGENET_DEPTHS, IMAGENET_FILTERS, build_resnet
+from keras_resvit.models.vit import VARIANTS, build_vit, resample_position_embeddings
+from keras_resvit.weights.common import assign_weights
+
+TORCH_SUFFIXES = (".pth", ".pt", ".bin")
+SUFFIXES = (".safetensors", ".npz", *TORCH_SUFFIXES)
+# PyTorch parameter -> Keras variable, per layer kind.
+_BATCHNORM = {
+    "weight": "gamma",
+    "bias": "beta",
+    "running_mean": "moving_mean",
+    "running_var": "moving_variance",
+}
+_LAYERNORM = {"weight": "gamma", "bias": "beta"}
+_DENSE = {"weight": "kernel", "bias": "bias"}
+# torchvision/timm ResNet module -> our layer (`{p}` is our block prefix).
+_RESNET_BLOCK = {
+    r"conv(\d)": "{p}_conv{0}",
+    r"bn(\d)": "{p}_bn{0}",
+    r"downsample\.0": "{p}_shortcut_conv",
+    r"downsample\.1": "{p}_shortcut_bn",
+    r"se\.fc1": "{p}_se_reduce",
+    r"se\.fc2": "{p}_se_expand",
+}
+_RESNET_KEY = re.compile(r"layer(\d)\.(\d+)\.(.+)\.(\w+)$")
+_VIT_BLOCK = {
+    "norm1": "norm1",
+    "norm2": "norm2",
+    "attn.proj": "attention/attention_output",
+    "mlp.fc1": "mlp_dense1",
+    "mlp.fc2": "mlp_dense2",
+}
+_VIT_KEY = re.compile(r"blocks\.(\d+)\.(.+)\.(\w+)$")
+_IGNORED = ("num_batches_tracked",)
+
+
+def read_state_dict(path) -> dict:
+    """The arrays of a state-dict file as `{name: numpy array}`, never through pickle.
+
+    Args:
+        path: `.safetensors` (needs the `safetensors` package), `.npz`, or a PyTorch
+            `.pth`/`.pt`/`.bin` (needs PyTorch; read with `torch.load(weights_only=True)`).
+
+    Raises:
+        FileNotFoundError: `path` is not a file.
+        ValueError: another suffix, an unreadable file, or a missing optional package.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"path={str(path)!r} is not a file; expected a state dict.")
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise ValueError(f"path={path.name!r} has suffix {suffix!r}; expected one of {SUFFIXES}.")
+    try:
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                return {key: archive[key] for key in archive.files}
+        if suffix == ".safetensors":
+            from safetensors.numpy import load_file
+
+            return load_file(str(path))
+        import torch
+
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        return {key: value.float().numpy() for key, value in state.items()}
+    except ImportError as error:
+        package = "safetensors" if suffix == ".safetensors" else "torch"
+        raise ValueError(
+            f"path={path.name!r} needs the {package!r} package to be read; install it, or "
+            "convert the state dict to .npz."
+        ) from error
+    except (OSError, ValueError, RuntimeError) as error:
+        raise ValueError(f"path={path.name!r} is not a readable state dict: {error}") from error
+
+
+def state_dict_family(state_dict: dict) -> str | None:
+    """ "resnet" or "vit" from the key layout, None for neither."""
+    if "conv1.weight" in state_dict and "layer1.0.conv1.weight" in state_dict:
+        return "resnet"
+    if "patch_embed.proj.weight" in state_dict and "blocks.0.attn.qkv.weight" in state_dict:
+        return "vit"
+    return None
+
+
+def _conv_kernel(weight):
+    return np.transpose(weight, (2, 3, 1, 0))  # OIHW -> HWIO
+
+
+def _put(values, target, parameter, array, renames):
+    if parameter not in _IGNORED:
+        kernel = parameter == "weight" and renames is _DENSE
+        if kernel and array.ndim == 4:
+            array = _conv_kernel(array)
+        elif kernel:
+            array = array.T
+        values[f"{target}/{renames[parameter]}"] = array
+
+
+def resnet_values(state_dict: dict) -> dict:
+    """Our `{variable path: array}` for a torchvision/timm ResNet (v1.5) state dict.
+
+    Raises:
+        ValueError: the state dict has keys this mapping does not know.
+    """
+    values, unknown = {}, []
+    for key, array in state_dict.items():
+        array = np.asarray(array)
+        module, _, parameter = key.rpartition(".")
+        match = _RESNET_KEY.match(key)
+        if module in ("conv1", "fc"):
+            _put(
+                values,
+                "stem_conv" if module == "conv1" else "predictions",
+                parameter,
+                array,
+                _DENSE,
+            )
+        elif module == "bn1":
+            _put(values, "stem_bn", parameter, array, _BATCHNORM)
+        elif match:
+            prefix = f"stage{match[1]}_block{int(match[2]) + 1}"
+            for pattern, target in _RESNET_BLOCK.items():
+                inner = re.fullmatch(pattern, match[3])
+                if inner:
+                    renames = _BATCHNORM if "bn" in target else _DENSE
+                    _put(values, target.format(*inner.groups(), p=prefix), match[4], array, renames)
+                    break
+            else:
+                unknown.append(key)
+        else:
+            unknown.append(key)
+    if unknown:
+        raise ValueError(
+            f"the state dict has keys that no layer of our ResNet matches: {unknown[:5]}; it "
+            "is not a torchvision/timm ResNet."
+        )
+    return values
+
+
+def resnet_arguments(state_dict: dict) -> dict:
+    """`build_resnet` arguments that reproduce a torchvision/timm ResNet state dict."""
+    blocks = {}
+    for match in filter(None, map(_RESNET_KEY.match, state_dict)):
+        stage, block = int(match[1]), int(match[2]) + 1
+        blocks[stage] = max(blocks.get(stage, 0), block)
+    kind = "bottleneck" if "layer1.0.conv3.weight" in state_dict else "basic"
+    plan = (kind, tuple(blocks[s] for s in sorted(blocks)))
+    depth = next((d for d, p in IMAGENET_DEPTHS.items() if p == plan), None)
+    if depth is None:
+        raise ValueError(
+            f"the state dict's {kind} blocks per stage {plan[1]} match no ResNet depth; valid: "
+            f"{ {d: p[1] for d, p in IMAGENET_DEPTHS.items()} }."
+        )
+    fc = state_dict.get("fc.weight")
+    return {
+        "depth": depth,
+        "width": np.shape(state_dict["conv1.weight"])[0] / IMAGENET_FILTERS[0],
+        "se_ratio": 1 / 16 if "layer1.0.se.fc1.weight" in state_dict else None,
+        "include_top": fc is not None,
+        "num_classes": 1000 if fc is None else int(np.shape(fc)[0]),
+    }
+
+
+def _num_heads(model):
+    layer = next(
+        layer for layer in model.layers if isinstance(layer, keras.layers.MultiHeadAttention)
+    )
+    return layer.num_heads
+
+
+def vit_values(state_dict: dict, model: keras.Model) -> dict:
+    """Our `{variable path: array}` for `model` from a timm `vit_*` state dict.
+
+    The number of heads (absent from the state dict) and the position grid are `model`'s; a
+    grid of another size is resampled as `resize_vit` does.
+
+    Raises:
+        ValueError: the state dict has keys this mapping does not know.
+    """
+    heads = _num_heads(model)
+    values, unknown = {}, []
+    for key, array in state_dict.items():
+        array = np.asarray(array)
+        module, _, parameter = key.rpartition(".")
+        match = _VIT_KEY.match(key)
+        if key == "cls_token":
+            values["class_token/token"] = array
+        elif key == "pos_embed":
+            grid = next(layer for layer in model.layers if isinstance(layer, PositionEmbedding))
+            prefix = 1 if "cls_token" in state_dict else 0
+            values["position_embedding/embeddings"] = resample_position_embeddings(
+                array, grid.grid_size, num_prefix_tokens=prefix
+            )
+        elif module == "patch_embed.proj":
+            _put(values, "patch_embedding", parameter, array, _DENSE)
+        elif module in ("norm", "head", "pre_logits.fc"):
+            target = {"norm": "encoder_norm", "head": "predictions"}.get(module, "pre_logits")
+            _put(values, target, parameter, array, _LAYERNORM if module == "norm" else _DENSE)
+        elif match and match[2] == "attn.qkv":
+            prefix = f"encoder_block{int(match[1]) + 1}_attention"
+            for name, part in zip(("query", "key", "value"), np.split(array, 3), strict=True):
+                # Rows of a PyTorch linear are outputs, ordered head by head.
+                shaped = part.T if parameter == "weight" else part
+                shaped = shaped.reshape(*shaped.shape[:-1], heads, -1)
+                values[f"{prefix}/{name}/{_DENSE[parameter]}"] = shaped
+        elif match and match[2] == "attn.proj" and parameter == "weight":
+            target = f"encoder_block{int(match[1]) + 1}_attention/attention_output/kernel"
+            values[target] = array.T.reshape(heads, -1, array.shape[0])
+        elif match and match[2] in _VIT_BLOCK:
+            renames = _LAYERNORM if match[2].startswith("norm") else _DENSE
+            target = f"encoder_block{int(match[1]) + 1}_{_VIT_BLOCK[match[2]]}"
+            _put(values, target, parameter, array, renames)
+        else:
+            unknown.append(key)
+    if unknown:
+        raise ValueError(
+            f"the state dict has keys that no layer of model {model.name!r} matches: "
+            f"{unknown[:5]}; it is not a timm ViT of this layout (class token, learned position "
+            "embeddings, no fc_norm)."
+        )
+    return values
+
+
+def vit_arguments(state_dict: dict) -> dict:
+    """`build_vit` arguments that reproduce a timm `vit_*` state dict (heads: ours for D)."""
+    hidden, _, patch, _ = np.shape(state_dict["patch_embed.proj.weight"])
+    layers = {int(m[1]) for m in filter(None, map(_VIT_KEY.match, state_dict))}
+    heads = next((v["num_heads"] for v in VARIANTS.values() if v["hidden_size"] == hidden), None)
+    tokens = np.shape(state_dict["pos_embed"])[1] - ("cls_token" in state_dict)
+    head, pre_logits = state_dict.get("head.weight"), state_dict.get("pre_logits.fc.weight")
+    return {
+        "variant": None,
+        "hidden_size": int(hidden),
+        "num_layers": len(layers),
+        "num_heads": heads,
+        "mlp_dim": int(np.shape(state_dict["blocks.0.mlp.fc1.weight"])[0]),
+        "patch_size": int(patch),
+        "image_size": int(round(tokens**0.5)) * int(patch),
+        "representation_size": None if pre_logits is None else int(np.shape(pre_logits)[0]),
+        "include_top": head is not None,
+        "num_classes": 1000 if head is None else int(np.shape(head)[0]),
+    }
+
+
+def load_timm(source, *, model: keras.Model | None = None, **kwargs) -> keras.Model:
+    """Loads a timm / torchvision ResNet (v1.5) or timm ViT state dict into our model.
+
+    Args:
+        source: a mapping `{name: array}` in PyTorch's layout, or a file that
+            `read_state_dict` reads (`.safetensors`, `.npz`, `.pth`).
+        model: fill this model of ours instead of building one; its architecture must match
+            (for a ViT, its number of heads is used).
+        **kwargs: build arguments that replace those read from the state dict, e.g.
+            `image_size=384` (position embeddings are resampled) or `preprocessing=`
+            ("imagenet" for ResNets and "inception" for ViTs are the builders' defaults; use
+            the normalization the checkpoint was trained with).
+
+    Returns:
+        A `keras.Model` taking raw 0-255 pixels.
+
+    Raises:
+        ValueError: neither layout, or the weights do not fit `model` (naming the layer and
+            the expected and found shapes).
+
+    Example:
+    >>> model = load_timm("resnet50.safetensors")  # doctest: +SKIP
+    """
+    name = "a state dict" if isinstance(source, dict) else f"state dict {Path(source).name!r}"
+    state_dict = source if isinstance(source, dict) else read_state_dict(source)
+    family = state_dict_family(state_dict)
+    if family is None:
+        raise ValueError(
+            f"{name} is neither a torchvision/timm ResNet (keys 'conv1.weight', "
+            "'layer1.0.conv1.weight', ...) nor a timm ViT ('patch_embed.proj.weight', "
+            f"'blocks.0.attn.qkv.weight', ...); found keys {sorted(state_dict)[:5]}."
+        )
+    if model is None:
+        arguments = resnet_arguments if family == "resnet" else vit_arguments
+        builder = build_resnet if family == "resnet" else build_vit
+        kwargs = {**arguments(state_dict), **kwargs}
+        if kwargs.get("num_heads", 1) is None:
+            raise ValueError(
+                f"{name} has width {kwargs['hidden_size']}, none of our ViT variants'; pass "
+                "num_heads= (timm's head count is not stored in the state dict)."
+            )
+        model = builder(**kwargs)
+    values = resnet_values(state_dict) if family == "resnet" else vit_values(state_dict, model)
+    if not any(layer.name == "predictions" for layer in model.layers):
+        # A feature extractor drops the checkpoint's classifier.
+        values = {k: v for k, v in values.items() if not k.startswith("predictions/")}
+    optional = () if "predictions/kernel" in values else ("predictions/",)
+    return assign_weights(model, values, f"timm {family} {name}", optional)

@@ -1,0 +1,93 @@
+"""`create_model(name, weights=path)`: the converter is picked from the file; bad files say why."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_resvit as kr
+from tests.conftest import random_images
+from tests.weights.helpers import assert_close, randomize
+from tests.weights.test_vit_npz import (
+    CLASSES,
+    GRID,
+    HIDDEN,
+    PATCH,
+    make_checkpoint,
+    reference_forward,
+)
+from tests.weights.torch_layout import resnet_state_dict
+
+SHAPE = (32, 32, 3)
+SMALL_VIT = {"hidden_size": HIDDEN, "num_layers": 2, "num_heads": 4, "mlp_dim": 64}
+
+
+def test_timm_resnet_state_dict_and_its_head(tmp_path):
+    source = randomize(kr.build_resnet(18, input_shape=SHAPE, num_classes=7))
+    path = tmp_path / "resnet18.a1_in1k.npz"
+    np.savez(path, **resnet_state_dict(source))
+    model = kr.create_model("resnet18", weights=path, input_shape=SHAPE)
+    assert model.name == "resnet18" and model.output_shape == (None, 7)
+    x = random_images(2, *SHAPE)
+    assert_close(model(x), source(x), tolerance=1e-5)
+
+
+def test_original_vit_checkpoint_matches_numpy_reference(tmp_path):
+    arrays = make_checkpoint(np.random.default_rng(0), pre_logits=16)
+    path = tmp_path / "ViT-custom.npz"
+    np.savez(path, **arrays)
+    size = GRID * PATCH
+    model = kr.create_model(
+        "vit_ti16", weights=path, image_size=size, patch_size=PATCH, **SMALL_VIT
+    )
+    assert model.output_shape == (None, CLASSES)
+    x = random_images(2, size, size)
+    assert_close(model(x), reference_forward(arrays, x))
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".weights.h5"])
+def test_own_files(tmp_path, suffix):
+    source = randomize(kr.create_model("resnet20"))
+    path = tmp_path / f"resnet20{suffix}"
+    source.save(path) if suffix == ".keras" else source.save_weights(path)
+    model = kr.create_model("resnet20", weights=path)
+    x = random_images(2, *SHAPE)
+    assert_close(model(x), source(x), tolerance=1e-6)
+    with pytest.raises(ValueError, match=rf"weights='.*resnet20{suffix}'.*'resnet32'"):
+        kr.create_model("resnet32", weights=path)
+
+
+def test_keras_applications_weights_get_its_layout(tmp_path):
+    source = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3), classes=10)
+    randomize(source)
+    path = tmp_path / "resnet50_custom.weights.h5"
+    source.save_weights(path)
+    model = kr.create_model("resnet50", weights=path, input_shape=(64, 64, 3), num_classes=10)
+    x = random_images(2, 64, 64)
+    expected = source(keras.applications.resnet.preprocess_input(x.copy()))
+    assert_close(model(x), expected)
+    with pytest.raises(ValueError, match="keras.applications ResNet50 weights.*version='v2'"):
+        kr.create_model("resnet50v2", weights=path)
+
+
+def test_missing_and_unknown_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"weights='.*nothing\.npz'.*\.safetensors"):
+        kr.create_model("resnet18", weights=tmp_path / "nothing.npz")
+    (tmp_path / "w.txt").write_text("x")
+    with pytest.raises(ValueError, match=r"weights='.*w\.txt'.*'\.txt'.*\.keras"):
+        kr.create_model("resnet18", weights=tmp_path / "w.txt")
+    np.savez(tmp_path / "other.npz", a=np.zeros(2))
+    with pytest.raises(
+        ValueError, match=r"neither an original ViT checkpoint.*nor a timm state dict"
+    ):
+        kr.create_model("resnet18", weights=tmp_path / "other.npz")
+
+
+def test_weights_of_another_architecture(tmp_path):
+    path = tmp_path / "resnet18.npz"
+    np.savez(path, **resnet_state_dict(kr.build_resnet(18, input_shape=SHAPE)))
+    with pytest.raises(ValueError, match=r"'stem_conv'.*\(7, 7, 3, 128\).*\(7, 7, 3, 64\)"):
+        kr.create_model("resnet18", weights=path, input_shape=SHAPE, width=2)
+    with pytest.raises(ValueError, match=r"weights=.*has no weights for.*stage1_block3"):
+        kr.create_model("resnet34", weights=path, input_shape=SHAPE)
+    with pytest.raises(ValueError, match="holds resnet weights.*do not fit a vit model"):
+        kr.create_model("vit_ti16", weights=path)

@@ -1,0 +1,90 @@
+"""Our weights exported to timm / torchvision key layouts, written independently of the converters
+so that a round trip through them checks every name, transpose and head split."""
+
+import re
+
+import keras
+import numpy as np
+
+_RESNET = (
+    (r"stem_conv/kernel", "conv1.weight"),
+    (r"stem_bn/(\w+)", r"bn1.\1"),
+    (r"stage(\d)_block(\d+)_conv(\d)/kernel", r"layer\1.{b}.conv\3.weight"),
+    (r"stage(\d)_block(\d+)_bn(\d)/(\w+)", r"layer\1.{b}.bn\3.\4"),
+    (r"stage(\d)_block(\d+)_shortcut_conv/kernel", r"layer\1.{b}.downsample.0.weight"),
+    (r"stage(\d)_block(\d+)_shortcut_bn/(\w+)", r"layer\1.{b}.downsample.1.\3"),
+    (r"predictions/kernel", "fc.weight"),
+    (r"predictions/bias", "fc.bias"),
+)
+_BN = {
+    "gamma": "weight",
+    "beta": "bias",
+    "moving_mean": "running_mean",
+    "moving_variance": "running_var",
+}
+
+
+def _torch_array(array):
+    if array.ndim == 4:
+        return array.transpose(3, 2, 0, 1)  # HWIO -> OIHW
+    return array.T if array.ndim == 2 else array
+
+
+def resnet_state_dict(model):
+    """torchvision's `resnet*` state dict of one of our v1.5 ResNets."""
+    state = {}
+    for variable in model.weights:
+        array = keras.ops.convert_to_numpy(variable)
+        for pattern, template in _RESNET:
+            match = re.fullmatch(pattern, variable.path)
+            if match:
+                block = int(match[2]) - 1 if match.re.groups > 1 else 0
+                key = match.expand(template).format(b=block)
+                head, _, last = key.rpartition(".")
+                state[f"{head}.{_BN.get(last, last)}"] = _torch_array(array)
+                break
+        else:
+            raise AssertionError(f"no torchvision name for {variable.path}")
+    for key in [k for k in state if k.endswith("running_var")]:
+        state[key.replace("running_var", "num_batches_tracked")] = np.array(7, "int64")
+    return state
+
+
+def vit_state_dict(model):
+    """timm's `vit_*` state dict of one of our ViTs (class token, learned embeddings)."""
+    w = {v.path: keras.ops.convert_to_numpy(v) for v in model.weights}
+    state = {
+        "patch_embed.proj.weight": w["patch_embedding/kernel"].transpose(3, 2, 0, 1),
+        "patch_embed.proj.bias": w["patch_embedding/bias"],
+        "cls_token": w["class_token/token"],
+        "pos_embed": w["position_embedding/embeddings"],
+        "norm.weight": w["encoder_norm/gamma"],
+        "norm.bias": w["encoder_norm/beta"],
+        "head.weight": w["predictions/kernel"].T,
+        "head.bias": w["predictions/bias"],
+    }
+    i = 1
+    while f"encoder_block{i}_norm1/gamma" in w:
+        ours, theirs = f"encoder_block{i}", f"blocks.{i - 1}"
+        hidden = w[f"{ours}_norm1/gamma"].shape[0]
+        attention = f"{ours}_attention"
+        for norm in ("norm1", "norm2"):
+            state[f"{theirs}.{norm}.weight"] = w[f"{ours}_{norm}/gamma"]
+            state[f"{theirs}.{norm}.bias"] = w[f"{ours}_{norm}/beta"]
+        qkv = [
+            w[f"{attention}/{m}/kernel"].reshape(hidden, hidden).T
+            for m in ("query", "key", "value")
+        ]
+        state[f"{theirs}.attn.qkv.weight"] = np.concatenate(qkv)
+        state[f"{theirs}.attn.qkv.bias"] = np.concatenate(
+            [w[f"{attention}/{m}/bias"].reshape(-1) for m in ("query", "key", "value")]
+        )
+        state[f"{theirs}.attn.proj.weight"] = (
+            w[f"{attention}/attention_output/kernel"].reshape(-1, hidden).T
+        )
+        state[f"{theirs}.attn.proj.bias"] = w[f"{attention}/attention_output/bias"]
+        for index in (1, 2):
+            state[f"{theirs}.mlp.fc{index}.weight"] = w[f"{ours}_mlp_dense{index}/kernel"].T
+            state[f"{theirs}.mlp.fc{index}.bias"] = w[f"{ours}_mlp_dense{index}/bias"]
+        i += 1
+    return state
