@@ -75,7 +75,11 @@ def _train(args):
     print(f"test accuracy {accuracy:.4f} (last), {summary['best_val_accuracy']:.4f} (best)")
     print(f"saved {args.output}/last.keras, best.keras, history.csv, curves.png, config.json")
     if args.tflite:
-        result = kr.export(model, os.path.join(args.output, "model.tflite"), format="tflite")
+        result = kr.export(
+            os.path.join(args.output, "last.keras"),
+            os.path.join(args.output, "model.tflite"),
+            format="tflite",
+        )
         print(
             f"exported {result['path']} (max abs difference vs Keras "
             f"{result['max_abs_difference']:.1e})"

@@ -1,5 +1,6 @@
 """The console script: one call into the API, one line on errors, exit codes 0/1/2."""
 
+import json
 import re
 
 import pytest
@@ -56,16 +57,18 @@ def test_debug_shows_the_exception():
 
 
 def test_default_train_learns_digits_saves_and_exports(tmp_path, capsys):
-    # The main job, shortened from 10 to 3 epochs: measured 0.944 (TensorFlow) and 0.961 (JAX)
-    # test accuracy after 3 epochs; the full 10-epoch run reaches about 0.99.
-    code = main(["train", "--epochs", "3", "--output", str(tmp_path)])
+    # The main job, shortened from 10 to 4 epochs: measured 0.981 (TensorFlow) and 0.992 (JAX)
+    # test accuracy after 4 epochs; the full 10-epoch run reaches about 0.99.
+    code = main(["train", "--epochs", "4", "--output", str(tmp_path)])
     assert code == 0
     out = capsys.readouterr().out
     accuracy = float(re.search(r"test accuracy ([0-9.]+) \(last\)", out).group(1))
-    assert accuracy >= 0.90, out
+    assert accuracy >= 0.95, out
     assert "model.tflite" in out
     for name in ("last.keras", "best.keras", "model.tflite", "curves.png", "config.json"):
         assert (tmp_path / name).is_file()
+    # The digits' class names travel with the model and its export.
+    assert json.loads((tmp_path / "model.classes.json").read_text())[:3] == ["0", "1", "2"]
 
 
 def test_evaluate_a_saved_model(tmp_path, capsys):

@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from keras_resvit.files import atomic_path, save_model
 from keras_resvit.models.registry import create_model, get_spec
+from keras_resvit.predict import write_class_names
 from keras_resvit.training.callbacks import (
     BestCheckpoint,
     HistoryCSV,
@@ -310,6 +311,11 @@ def train(
         )
 
     save_model(model, out / "last.keras")
+    class_names = getattr(train_data, "class_names", None)
+    if class_names:
+        # Beside the checkpoints, so that `keras-resvit predict` names its classes.
+        for checkpoint in ("last.keras", "best.keras"):
+            write_class_names(out / checkpoint, [str(name) for name in class_names])
     history = histories[-1]
     rows = read_history(out / "history.csv")
     history.history = {k: [r.get(k, math.nan) for r in rows] for k in rows[0] if k != "epoch"}
