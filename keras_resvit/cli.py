@@ -37,14 +37,19 @@ def _info(args):
 
 def _train(args):
     import keras_resvit as kr
+    from keras_resvit.models.common import is_vit
     from keras_resvit.training.recipes import get_recipe
 
+    recipe = get_recipe(args.recipe)
     model = kr.create_model(args.model)
-    size = model.input_shape[1]
+    # A recipe's resolution (vit_finetune: 384) applies to ViTs, which resize_vit adapts.
+    size = args.image_size or model.input_shape[1]
+    if args.image_size is None and recipe.image_size and is_vit(model):
+        size = recipe.image_size
     augment = args.augment
     if augment == "auto":
         # The recipe's augmentation, except on digits, which flips and crops would change.
-        augment = None if args.data == "digits" else get_recipe(args.recipe).augment
+        augment = None if args.data == "digits" else recipe.augment
     train = kr.data.load_dataset(
         args.data,
         "train",
@@ -146,6 +151,7 @@ def _parser():
     p.add_argument("--recipe", default="resnet_cifar", help="training recipe")
     p.add_argument("--epochs", type=int, default=10, help="default: 10")
     p.add_argument("--batch-size", type=int, default=64, help="global batch size")
+    p.add_argument("--image-size", type=int, default=None, help="default: the model's")
     p.add_argument("--learning-rate", type=float, default=None, help="override the recipe's")
     p.add_argument(
         "--augment",

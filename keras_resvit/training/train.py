@@ -9,7 +9,9 @@ import keras
 import tensorflow as tf
 
 from keras_resvit.files import atomic_path, save_model
+from keras_resvit.models.common import is_vit
 from keras_resvit.models.registry import create_model, get_spec
+from keras_resvit.models.vit import resize_vit
 from keras_resvit.predict import write_class_names
 from keras_resvit.training.callbacks import (
     BestCheckpoint,
@@ -129,6 +131,23 @@ def _batches(iterator):
     same stream (a new iterator would draw new shuffle seeds)."""
     for images, labels in iterator:
         yield images.numpy(), labels.numpy()
+
+
+def _fit_resolution(model, batch_shape):
+    """A ViT meets data of another resolution through `resize_vit` (the paper's fine-tuning at
+    higher resolution: position embeddings interpolated); other models must match."""
+    wanted = tuple(model.input_shape[1:3])
+    given = tuple(batch_shape[1:3])
+    if None in wanted or wanted == given:
+        return model
+    if is_vit(model):
+        print(f"train: resizing {model.name} from {wanted} to the data's {given} (resize_vit)")
+        return resize_vit(model, given)
+    raise ValueError(
+        f"train_data has {given[0]}x{given[1]} images but the model takes "
+        f"{wanted[0]}x{wanted[1]}; load the data with image_size={wanted[0]} or build the "
+        "model for the data's size."
+    )
 
 
 def _fit_from(model, data, steps_per_epoch, epochs, start_step, **fit_kwargs):
@@ -257,7 +276,7 @@ def train(
     total_steps = epochs * steps_per_epoch
     resume = read_resume_state(out / RESUME_DIR)
     with dtype_policy(policy), placement.scope():
-        model = _model(model_or_name, spec, placement)
+        model = _fit_resolution(_model(model_or_name, spec, placement), first_batch[0].shape)
         model.compile(
             optimizer=build_optimizer(spec, batch_size, total_steps, ema),
             loss=_loss(model, soft_labels, spec.label_smoothing),

@@ -1,5 +1,6 @@
 """`kr.train` on the embedded digits: learns, writes its files atomically, resumes, stops on NaN."""
 
+import importlib
 import json
 import os
 import signal
@@ -190,3 +191,38 @@ def test_output_dir_that_is_a_file_or_unwritable(digits, tmp_path):
     assert target.read_text() == "keep"
     with pytest.raises(ValueError, match="output_dir=.*cannot be written"):
         kr.train("resnet20", digits[0], epochs=1, output_dir=target / "sub")
+
+
+def test_vit_is_resized_to_the_data_resolution(tmp_path):
+    # Fine-tuning at a higher resolution: a 32 px ViT trained on 48 px images.
+    (x, y), _ = kr.data.load_digits(image_size=48)
+    data = kr.data.load_dataset((x[:64], y[:64]), "train", batch_size=32)
+    vit = kr.build_vit(
+        None,
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_layers=1,
+        num_heads=2,
+        mlp_dim=64,
+        num_classes=10,
+    )
+    history = kr.train(vit, data, recipe="vit_finetune", epochs=1, output_dir=tmp_path, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    assert kr.load_model(tmp_path / "last.keras").input_shape == (None, 48, 48, 3)
+
+
+def test_resnet_with_another_resolution_is_refused(digits, tmp_path):
+    model = kr.create_model("resnet20", input_shape=(64, 64, 3))
+    with pytest.raises(ValueError, match="32x32 images but the model takes 64x64"):
+        kr.train(model, digits[0], epochs=1, output_dir=tmp_path)
+
+
+def test_batch_not_divisible_by_replicas(digits, tmp_path, monkeypatch):
+    from keras_resvit.training.distribution import Placement
+
+    train_module = importlib.import_module("keras_resvit.training.train")
+
+    monkeypatch.setattr(train_module, "place", lambda name: Placement("mirrored", "gpu", 3))
+    with pytest.raises(ValueError, match="batch size 64 is not divisible by the 3 replicas"):
+        kr.train("resnet20", digits[0], epochs=1, output_dir=tmp_path)
