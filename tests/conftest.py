@@ -25,6 +25,25 @@ def backend():
     return keras.backend.backend()
 
 
+TINY_VIT = {
+    "variant": None,
+    "hidden_size": 32,
+    "num_layers": 2,
+    "num_heads": 4,
+    "mlp_dim": 64,
+    "patch_size": 8,
+    "image_size": 32,
+    "num_classes": 5,
+}
+
+
+def tiny_vit(**overrides):
+    """A ViT small enough for behaviour tests (32 px, patch 8, width 32, two blocks)."""
+    import keras_resvit as kr
+
+    return kr.build_vit(**{**TINY_VIT, **overrides})
+
+
 def random_images(batch, height, width, channels=3, seed=0):
     """Raw pixels in [0, 255], the models' input convention."""
     return (

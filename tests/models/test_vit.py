@@ -18,9 +18,11 @@ from keras_resvit.models.vit import (
     vit_config,
 )
 from tests.conftest import (
+    TINY_VIT,
     assert_save_load_identical,
     outputs_on_other_backend,
     random_images,
+    tiny_vit,
     train_steps_lower_loss,
 )
 
@@ -37,23 +39,9 @@ VIT_PARAMS = {
     "vit_h14": 632_045_800,
 }
 LARGE = ("vit_l16", "vit_l32", "vit_h14")
+
+
 # Small enough for behaviour tests on two CPU cores: a 4x4 grid of 8x8 patches.
-TINY = {
-    "variant": None,
-    "hidden_size": 32,
-    "num_layers": 2,
-    "num_heads": 4,
-    "mlp_dim": 64,
-    "patch_size": 8,
-    "image_size": 32,
-    "num_classes": 5,
-}
-
-
-def tiny_vit(**overrides):
-    return kr.build_vit(**{**TINY, **overrides})
-
-
 def randomize(model, seed=0, scale=0.2):
     """Random weights everywhere (zero-initialized heads and tokens would hide mistakes)."""
     rng = np.random.default_rng(seed)
@@ -265,7 +253,9 @@ def test_vit_b16_multiply_adds_match_known_figure():
 
 
 def test_encoder_block_matches_numpy():
-    cfg = vit_config(None, **{k: v for k, v in TINY.items() if k not in ("variant", "num_classes")})
+    cfg = vit_config(
+        None, **{k: v for k, v in TINY_VIT.items() if k not in ("variant", "num_classes")}
+    )
     inputs = keras.Input((17, 32))
     block = randomize(keras.Model(inputs, encoder_block(inputs, cfg, 0.0, "block")))
     x = np.random.default_rng(1).normal(size=(2, 17, 32)).astype("float32")

@@ -7,6 +7,7 @@ import pytest
 from keras_resvit.training.recipes import RECIPES, get_recipe
 from keras_resvit.training.schedules import RecipeSchedule, recipe_schedule
 from keras_resvit.training.train import NO_DECAY, build_optimizer
+from tests.conftest import tiny_vit
 
 
 def rates(schedule, steps):
@@ -66,18 +67,7 @@ def test_every_recipe_builds_its_optimizer(name):
 
 
 def test_weight_decay_skips_norms_biases_tokens_and_position_embeddings():
-    import keras_resvit as kr
-
-    model = kr.build_vit(
-        image_size=32,
-        patch_size=8,
-        hidden_size=32,
-        num_layers=1,
-        num_heads=2,
-        mlp_dim=64,
-        num_classes=10,
-        variant=None,
-    )
+    model = tiny_vit(num_layers=1)
     optimizer = build_optimizer(RECIPES["deit"], 512, 100)
     optimizer.build(model.trainable_variables)
     decayed = {v.path for v in model.trainable_variables if optimizer._use_weight_decay(v)}

@@ -17,6 +17,7 @@ import keras_resvit as kr
 from keras_resvit.files import save_model
 from keras_resvit.training.callbacks import read_history
 from keras_resvit.training.train import TrainingDivergedError
+from tests.conftest import tiny_vit
 
 SCRIPT = str(Path(__file__).with_name("run_training.py"))
 
@@ -197,16 +198,7 @@ def test_vit_is_resized_to_the_data_resolution(tmp_path):
     # Fine-tuning at a higher resolution: a 32 px ViT trained on 48 px images.
     (x, y), _ = kr.data.load_digits(image_size=48)
     data = kr.data.load_dataset((x[:64], y[:64]), "train", batch_size=32)
-    vit = kr.build_vit(
-        None,
-        image_size=32,
-        patch_size=8,
-        hidden_size=32,
-        num_layers=1,
-        num_heads=2,
-        mlp_dim=64,
-        num_classes=10,
-    )
+    vit = tiny_vit(num_layers=1, num_classes=10)
     history = kr.train(vit, data, recipe="vit_finetune", epochs=1, output_dir=tmp_path, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
     assert kr.load_model(tmp_path / "last.keras").input_shape == (None, 48, 48, 3)
