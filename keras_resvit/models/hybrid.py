@@ -10,7 +10,7 @@ The ResNet pieces are those of `keras_resvit.models.resnet`, so the layer names 
 import keras
 
 from keras_resvit.models.common import check_choice
-from keras_resvit.models.resnet import IMAGENET_FILTERS, _BlockConfig, _stem, resnet_stages
+from keras_resvit.models.resnet import IMAGENET_FILTERS, BlockConfig, resnet_stages, resnet_stem
 from keras_resvit.models.vit import check_vit_head, vit_config, vit_model
 
 # Blocks per stage: ResNet-50's (3, 4, 6, 3) with stage 4's three blocks moved into stage 3.
@@ -19,7 +19,7 @@ BACKBONES = {"r50": (3, 4, 9)}
 BACKBONE_STRIDE = 16
 # The reference hybrid uses post-activation bottlenecks (stride on the 3x3) with GroupNorm and
 # weight standardization, i.e. ResNet v1.5 with BiT's normalization.
-_BACKBONE_BLOCKS = _BlockConfig(
+_BACKBONE_BLOCKS = BlockConfig(
     version="v1.5",
     shortcut="B",
     plain=False,
@@ -32,7 +32,7 @@ _BACKBONE_BLOCKS = _BlockConfig(
 def resnet_features(x, blocks_per_stage):
     """The hybrid's CNN: ResNet stem and three bottleneck stages, 16x downsampling."""
     filters = IMAGENET_FILTERS[: len(blocks_per_stage)]
-    x = _stem(x, "imagenet", filters[0], _BACKBONE_BLOCKS)
+    x = resnet_stem(x, "imagenet", filters[0], _BACKBONE_BLOCKS)
     return resnet_stages(x, "bottleneck", blocks_per_stage, filters, _BACKBONE_BLOCKS)
 
 

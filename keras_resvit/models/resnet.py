@@ -50,7 +50,7 @@ GN_GROUPS = 32
 
 
 @dataclass(frozen=True)
-class _BlockConfig:
+class BlockConfig:
     """Options every block needs, resolved once by `build_resnet`."""
 
     version: str
@@ -163,7 +163,9 @@ def bottleneck_block(x, filters, stride, name, cfg):
 BLOCK_FUNCTIONS = {"basic": basic_block, "bottleneck": bottleneck_block}
 
 
-def _stem(x, stem, filters, cfg):
+def resnet_stem(x, stem, filters, cfg):
+    """The ImageNet stem (7x7/2 conv + 3x3/2 max pool) or the CIFAR stem (one 3x3 conv);
+    pre-activation nets leave the norm-ReLU to their first block."""
     if stem == "cifar":
         x = _conv(x, filters, 3, 1, "stem_conv", cfg)
     else:
@@ -338,7 +340,7 @@ def build_resnet(
     _check_input_shape(input_shape, downsampling, preprocessing)
     normalize = preprocessing_layers(preprocessing)
 
-    cfg = _BlockConfig(
+    cfg = BlockConfig(
         version=version,
         shortcut=shortcut or ("A" if cifar else "B"),
         plain=plain,
@@ -353,7 +355,7 @@ def build_resnet(
     x = inputs
     for layer in normalize:
         x = layer(x)
-    x = _stem(x, stem, filters[0], cfg)
+    x = resnet_stem(x, stem, filters[0], cfg)
     x = resnet_stages(x, block, blocks_per_stage, filters, cfg)
     if version == "v2":
         x = _norm_relu(x, "post", cfg)
