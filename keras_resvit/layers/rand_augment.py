@@ -3,23 +3,30 @@
 Keras 3.15's `RandAugment` computes all eleven operations for each of its `num_ops` steps and
 keeps one with `where`: 22 image transforms per call for 2 kept. Branching with the backend's
 `switch` (`tf.switch_case` inside `tf.data`, whatever the Keras backend) runs only the chosen
-one, which makes the `deit` and `vit` presets several times faster.
+one, which makes the `deit` and `vit` presets several times faster. Inside `tf.data` each chosen
+operation also draws its random settings inside its branch, instead of drawing them for all
+eleven operations at every step.
 
 Keras 3.15's `Equalization` picks its histogram code by the global backend, not by the backend
 the layer runs on: inside `tf.data` under JAX it builds a 256-step unrolled TensorFlow graph,
-which takes ~30 s to trace and makes RandAugment ~7x slower per image. The histogram below
-(sort, then count by binary search) has static shapes, so it traces quickly and runs on every
-backend, under `jit` too.
+which takes ~30 s to trace and makes RandAugment ~7x slower per image. The equalization below
+(one scatter-add histogram for all channels) has static shapes, so it traces quickly and runs on
+every backend, under `jit` too.
 """
 
 import functools
 
 import keras
+from keras.src.utils import backend_utils
 
 
 @keras.saving.register_keras_serializable(package="keras_resvit")
 class Equalization(keras.layers.Equalization):
-    """`keras.layers.Equalization` with a sort-based histogram (same output).
+    """`keras.layers.Equalization` computed for all channels at once (same output).
+
+    Keras equalizes channel by channel with ~30 small ops each; here the channels share one
+    scatter-add histogram (static shapes, so it also runs under `jit`), one cumulative sum and
+    one table lookup. Like Keras', a batch shares one histogram per channel.
 
     Example:
     >>> import numpy as np
@@ -27,15 +34,36 @@ class Equalization(keras.layers.Equalization):
     (8, 8, 3)
     """
 
-    def _custom_histogram_fixed_width(self, values, value_range, nbins):
+    def transform_images(self, images, transformation, training=True):
+        if not training or self.data_format == "channels_first":
+            return super().transform_images(images, transformation, training=training)
         b = self.backend
-        low, high = value_range
-        scaled = (b.cast(values, "float32") - low) * (nbins - 1) / (high - low)
-        indices = b.numpy.clip(b.cast(scaled, "int32"), 0, nbins - 1)
-        ordered = b.numpy.sort(b.numpy.reshape(indices, [-1]))
-        # Bin i holds the entries in [first >= i, first >= i + 1).
-        edges = b.numpy.searchsorted(ordered, b.numpy.arange(nbins + 1, dtype="int32"))
-        return b.cast(edges[1:] - edges[:-1], "int32")
+        bins, channels = self.bins, images.shape[-1]
+        low, high = self.value_range
+        pixels = (b.cast(images, "float32") - low) * (255.0 / (high - low))
+        indices = b.numpy.clip(b.cast(pixels * ((bins - 1) / 255.0), "int32"), 0, bins - 1)
+        # Channel c counts in bins [c * bins, (c + 1) * bins) of one histogram.
+        keys = b.numpy.reshape(indices, [-1, channels]) + b.numpy.arange(channels) * bins
+        # A scatter-add has a static output shape (bincount's is data-dependent under JAX).
+        histogram = b.core.scatter(
+            b.numpy.reshape(keys, [-1, 1]),
+            b.numpy.ones_like(b.numpy.reshape(keys, [-1])),
+            (channels * bins,),
+        )
+        histogram = b.numpy.reshape(histogram, [channels, bins])
+        cdf = b.numpy.cumsum(histogram, axis=-1)
+        total = cdf[:, -1:]
+        cdf_min = b.numpy.min(b.numpy.where(cdf > 0, cdf, total), axis=-1, keepdims=True)
+        spread = b.numpy.maximum(total - cdf_min, 1)
+        table = b.cast(cdf - cdf_min, "float32") * 255.0 / b.cast(spread, "float32")
+        table = b.numpy.clip(b.numpy.round(table), 0, 255)
+        equalized = b.numpy.reshape(
+            b.numpy.take(b.numpy.reshape(table, [-1]), keys), b.core.shape(pixels)
+        )
+        # A channel with a single value is left as it is.
+        flat = b.numpy.count_nonzero(histogram, axis=-1) <= 1
+        out = b.numpy.where(flat, pixels, equalized) * ((high - low) / 255.0) + low
+        return b.cast(out, self.compute_dtype)
 
 
 @keras.saving.register_keras_serializable(package="keras_resvit")
@@ -61,12 +89,26 @@ class RandAugment(keras.layers.RandAugment):
         self._branches = tuple(
             functools.partial(self._apply, name) for name in self._AUGMENT_LAYERS
         )
+        self._drawing_branches = tuple(
+            functools.partial(self._draw_and_apply, name) for name in self._AUGMENT_LAYERS
+        )
 
     def get_random_transformation(self, data, training=True, seed=None):
         # Keras moves the operations to TensorFlow inside `tf.data` and never back, so an eager
         # call under JAX after a pipeline was traced failed; they follow this layer instead.
         for name in self._AUGMENT_LAYERS:
             getattr(self, name).backend.set_backend(self.backend.name)
+        # Inside `tf.data` (a TensorFlow graph whatever the backend) stateful random draws can
+        # run inside `switch_case` branches; JAX's `switch` cannot update the seed state, and
+        # boxes/masks (dict inputs) need every op's draw. Keras' layers test the same helper.
+        if training and backend_utils.in_tf_graph() and not isinstance(data, dict):
+            indices = self.backend.random.randint(
+                (self.num_ops,),
+                0,
+                len(self._AUGMENT_LAYERS),
+                seed=self._get_seed_generator(self.backend._backend),
+            )
+            return {"layer_idxes": indices}
         return super().get_random_transformation(data, training=training, seed=seed)
 
     def transform_images(self, images, transformation, training=True):
@@ -75,12 +117,21 @@ class RandAugment(keras.layers.RandAugment):
             return images
         for step in range(self.num_ops):
             index = transformation["layer_idxes"][step]
-            images = self.backend.core.switch(
-                index, self._branches, images, transformation["transforms"]
-            )
+            if "transforms" in transformation:
+                images = self.backend.core.switch(
+                    index, self._branches, images, transformation["transforms"]
+                )
+            else:
+                images = self.backend.core.switch(index, self._drawing_branches, images)
         return images
 
     def _apply(self, name, images, transforms):
         # Every branch must return the input's dtype for `switch`.
         out = getattr(self, name).transform_images(images, transforms[name])
         return self.backend.cast(out, self.compute_dtype)
+
+    def _draw_and_apply(self, name, images):
+        layer = getattr(self, name)
+        seed = self._get_seed_generator(self.backend._backend)
+        transform = layer.get_random_transformation(images, training=True, seed=seed)
+        return self._apply(name, images, {name: transform})

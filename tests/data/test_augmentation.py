@@ -10,7 +10,13 @@ import tensorflow as tf
 
 import keras_resvit as kr
 from keras_resvit.data import augmentation
-from keras_resvit.layers import RandAugment, RandomPadCrop, RandomResizedCrop, RandomScaleCrop
+from keras_resvit.layers import (
+    Equalization,
+    RandAugment,
+    RandomPadCrop,
+    RandomResizedCrop,
+    RandomScaleCrop,
+)
 from tests.conftest import random_images
 
 HAS_KERAS_CV = importlib.util.find_spec("keras_cv") is not None
@@ -152,6 +158,29 @@ def test_rand_augment_matches_keras_for_the_same_draws():
             keras.ops.convert_to_numpy(expected),
             atol=1e-3,
         )
+
+
+@pytest.mark.parametrize(
+    "value_range, images",
+    [
+        ((0, 255), random_images(1, 20, 20)[0]),
+        ((0, 255), np.clip(np.random.default_rng(1).normal(90, 15, (2, 12, 12, 3)), 0, 255)),
+        (
+            (0, 255),
+            np.concatenate([np.full((8, 8, 1), 3.0), random_images(1, 8, 8)[0, ..., :2]], -1),
+        ),
+        ((0, 1), random_images(1, 12, 12)[0] / 255.0),
+    ],
+    ids=["uniform", "batch-narrow", "one-flat-channel", "unit-range"],
+)
+def test_equalization_matches_keras(value_range, images):
+    images = images.astype("float32")
+    ours = Equalization(value_range=value_range)(images)
+    theirs = keras.layers.Equalization(value_range=value_range)(images)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(ours), keras.ops.convert_to_numpy(theirs), atol=1e-5
+    )
+    assert not np.allclose(keras.ops.convert_to_numpy(ours), images)
 
 
 def test_rand_augment_runs_eagerly_after_tf_data_and_serializes():
