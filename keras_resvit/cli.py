@@ -104,6 +104,26 @@ def _evaluate(args):
     print(f"{args.model} on {args.data} ({args.split}): accuracy {accuracy:.4f}, loss {loss:.4f}")
 
 
+def _few_shot(args):
+    import keras_resvit as kr
+
+    is_file = args.model.endswith(".keras")
+    model = kr.load_model(args.model) if is_file else kr.create_model(args.model)
+    accuracies = kr.evaluate.few_shot(
+        model,
+        args.data,
+        args.data,
+        shots=args.shots,
+        l2_regularization=args.l2,
+        seed=args.seed,
+        batch_size=args.batch_size,
+    )
+    print(f"{args.model} few-shot linear probe on {args.data} (seed {args.seed})")
+    print("shots  accuracy")
+    for shots, accuracy in accuracies.items():
+        print(f"{shots:>5}  {accuracy:.4f}")
+
+
 def _export(args):
     import keras_resvit as kr
 
@@ -127,8 +147,50 @@ def _predict(args):
         print(f"{image}: {best}")
 
 
+def _plot(args):
+    from keras_resvit import viz
+
+    if args.plot is None:
+        viz.plot_history(args.history, args.output)
+    else:
+        from keras_resvit.files import load_model
+        from keras_resvit.predict import load_images, read_class_names
+
+        model = load_model(args.model)
+        images = load_images(args.images, tuple(model.input_shape[1:3]))
+        options = {key: getattr(args, key) for key in args.options}
+        plot = getattr(viz, args.plot)
+        plot(model, images, args.output, class_names=read_class_names(args.model), **options)
+    print(f"wrote {args.output}")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line (exit code 2), like the API's errors."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text):
+    if not text.lstrip("+").isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid; expected a positive int")
+    return int(text)
+
+
+def _plot_parser(kinds, kind, plot, options, help):
+    """A `plot` sub-command: `plot` names the `keras_resvit.viz` function, `options` the
+    arguments passed on to it."""
+    p = kinds.add_parser(kind, help=help)
+    if plot:
+        p.add_argument("model", help="a .keras file")
+        p.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, GIF)")
+    p.add_argument("--output", required=True, help="the .png file to write")
+    p.set_defaults(run=_plot, plot=plot, options=options)
+    return p
+
+
 def _parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="keras-resvit", description="ResNets and Vision Transformers for Keras 3."
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -140,7 +202,7 @@ def _parser():
 
     p = commands.add_parser("info", help="parameters and multiply-adds of a model")
     p.add_argument("name")
-    p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--image-size", type=_positive_int, default=None)
     p.set_defaults(run=_info)
 
     p = commands.add_parser(
@@ -149,9 +211,9 @@ def _parser():
     p.add_argument("--model", default="resnet20", help="registry name (default: resnet20)")
     p.add_argument("--data", default="digits", help="dataset source (default: digits, offline)")
     p.add_argument("--recipe", default="resnet_cifar", help="training recipe")
-    p.add_argument("--epochs", type=int, default=10, help="default: 10")
-    p.add_argument("--batch-size", type=int, default=64, help="global batch size")
-    p.add_argument("--image-size", type=int, default=None, help="default: the model's")
+    p.add_argument("--epochs", type=_positive_int, default=10, help="default: 10")
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="global batch size")
+    p.add_argument("--image-size", type=_positive_int, default=None, help="default: the model's")
     p.add_argument("--learning-rate", type=float, default=None, help="override the recipe's")
     p.add_argument(
         "--augment",
@@ -162,7 +224,9 @@ def _parser():
         "--distribution", default="auto", help="auto, none, tpu, mirrored, data_parallel"
     )
     p.add_argument("--precision", default="auto", help="auto, float32, mixed_float16, ...")
-    p.add_argument("--save-every", type=int, default=None, help="resume checkpoint every N steps")
+    p.add_argument(
+        "--save-every", type=_positive_int, default=None, help="resume checkpoint every N steps"
+    )
     p.add_argument("--output", default="runs/digits", help="output folder (default: runs/digits)")
     p.add_argument(
         "--no-tflite",
@@ -176,8 +240,19 @@ def _parser():
     p.add_argument("model", help="a .keras file")
     p.add_argument("--data", default="digits")
     p.add_argument("--split", default="test")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=_positive_int, default=64)
     p.set_defaults(run=_evaluate)
+
+    p = commands.add_parser(
+        "few-shot", help="few-shot linear-probe accuracy of frozen features (ViT paper)"
+    )
+    p.add_argument("model", help="a .keras file or a registry name")
+    p.add_argument("--data", default="digits", help="source of the train and test splits")
+    p.add_argument("--shots", type=int, nargs="+", default=[1, 5, 10, 25])
+    p.add_argument("--l2", type=float, default=1024.0, help="ridge penalty (default: 1024)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(run=_few_shot)
 
     p = commands.add_parser("export", help="export a .keras file to TF Lite, SavedModel or ONNX")
     p.add_argument("model", help="a .keras file")
@@ -192,27 +267,52 @@ def _parser():
     p = commands.add_parser("predict", help="top-k classes of images with a .keras or .tflite")
     p.add_argument("model", help="a .keras or .tflite file")
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, GIF)")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=_positive_int, default=5)
     p.set_defaults(run=_predict)
+
+    p = commands.add_parser("plot", help="training curves, Grad-CAM, attention or predictions PNG")
+    kinds = p.add_subparsers(dest="kind", required=True)
+    p = _plot_parser(kinds, "curves", None, (), help="loss, accuracy and learning rate of a run")
+    p.add_argument("history", help="a history.csv")
+    p = _plot_parser(
+        kinds, "gradcam", "plot_grad_cam", ("layer", "class_index"), help="ResNet heatmaps"
+    )
+    p.add_argument("--layer", default=None, help="feature map to explain (default: last block)")
+    p.add_argument("--class-index", type=int, default=None, help="default: the predicted class")
+    p = _plot_parser(
+        kinds, "attention", "plot_attention", ("discard_ratio", "head_fusion"), help="ViT rollout"
+    )
+    p.add_argument("--discard-ratio", type=float, default=0.0)
+    p.add_argument("--head-fusion", default="mean", help="mean (default), max or min")
+    p = _plot_parser(kinds, "predictions", "plot_predictions", ("top_k",), help="top-k classes")
+    p.add_argument("--top-k", type=_positive_int, default=3)
     return parser
 
 
 def main(argv=None) -> int:
     """Entry point; returns the exit code (2: bad usage or input, 1: runtime failure)."""
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exit:  # usage errors (2) and --help (0) return like any other command
+        return exit.code or 0
     try:
         args.run(args)
-    except (ValueError, FileNotFoundError, IsADirectoryError) as error:
+    except (ValueError, FileNotFoundError) as error:
         if args.debug:
             raise
-        print(f"keras-resvit {args.command}: error: {error}", file=sys.stderr)
+        print(f"keras-resvit {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except Exception as error:  # noqa: BLE001 - one line for users, traceback with --debug
         if args.debug:
             raise
-        print(f"keras-resvit {args.command}: {type(error).__name__}: {error}", file=sys.stderr)
+        message = f"{type(error).__name__}: {_one_line(error)}"
+        print(f"keras-resvit {args.command}: {message}", file=sys.stderr)
         return 1
     return 0
+
+
+def _one_line(error):
+    return " ".join(str(error).split())
 
 
 if __name__ == "__main__":

@@ -67,7 +67,13 @@ def _scores(model_path, paths):
 
         from keras_resvit.export import RUNNERS
 
-        interpreter = tf.lite.Interpreter(model_path=str(model_path))
+        try:
+            interpreter = tf.lite.Interpreter(model_path=str(model_path))
+        except ValueError as error:
+            raise ValueError(
+                f"model={str(model_path)!r} is not a readable TF Lite file (truncated or "
+                f"corrupt): {str(error).strip().splitlines()[0]}"
+            ) from None
         size = tuple(interpreter.get_input_details()[0]["shape"][1:3])
         return RUNNERS["tflite"](model_path, load_images(paths, size))
     if model_path.suffix == ".keras":
@@ -93,12 +99,19 @@ def predict(model_path, image_paths, *, top_k: int = 5) -> list:
         One list per image of `{"index", "name", "score"}` dicts, best first (`name` is None
         without class names).
 
+    Raises:
+        FileNotFoundError: `model_path` or an image is not a file.
+        ValueError: a bad `top_k` or `image_paths`, a model file that is not a readable
+            `.keras` / `.tflite`, or an image that cannot be decoded.
+
     Example:
     >>> predict("runs/digits/model.tflite", ["seven.png"], top_k=1)  # doctest: +SKIP
     [[{'index': 7, 'name': '7', 'score': 0.98}]]
     """
     if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
         raise ValueError(f"top_k={top_k!r} must be a positive int.")
+    if isinstance(image_paths, (str, Path)) or not image_paths:
+        raise ValueError(f"image_paths={image_paths!r} must be a non-empty list of image files.")
     model_path = Path(model_path)
     if not model_path.is_file():
         raise FileNotFoundError(f"model={str(model_path)!r} is not a file.")

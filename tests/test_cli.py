@@ -35,22 +35,6 @@ def test_info_resizes(capsys):
     assert "64x64x3" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(
-    "argv, words",
-    [
-        (["info", "resnet05"], ["name='resnet05'", "resnet50"]),
-        (["list", "nothing*"], ["pattern='nothing*'"]),
-        (["info", "resnet50", "--image-size", "8"], ["input_shape=(8, 8, 3)", ">= 32"]),
-    ],
-)
-def test_errors_are_one_line_with_exit_code_2(capsys, argv, words):
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
-    for word in words:
-        assert word in err
-
-
 def test_debug_shows_the_exception():
     with pytest.raises(ValueError, match="resnet05"):
         main(["--debug", "info", "resnet05"])

@@ -71,11 +71,28 @@ def _arrays(source, split, image_size):
         images, labels = train if split == "train" else test
         return images, labels, [str(i) for i in range(10)]
     _check_split(split)
+    if not isinstance(source, (tuple, list)) or len(source) != 2:
+        raise ValueError(f"source of type {type(source).__name__} is not valid; valid: {SOURCES}.")
     images, labels = (np.asarray(a) for a in source)
-    if images.ndim != 4 or len(images) != len(labels) or labels.ndim != 1:
+    if images.ndim != 4 or len(images) != len(labels) or labels.ndim != 1 or not len(images):
         raise ValueError(
             f"source arrays have shapes {images.shape} and {labels.shape}; expected images "
-            "(N, height, width, channels) and N integer labels."
+            "(N, height, width, channels) and N integer labels, N >= 1."
+        )
+    if not np.issubdtype(images.dtype, np.number) or np.issubdtype(
+        images.dtype, np.complexfloating
+    ):
+        raise ValueError(
+            f"source images have dtype {images.dtype}; expected real pixel values (0-255)."
+        )
+    if np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating):
+        bad = labels[(labels < 0) | (np.mod(labels, 1) != 0)]
+    else:
+        bad = labels
+    if len(bad):
+        raise ValueError(
+            f"source labels must be class indices 0, 1, 2, ...; found {bad[0].item()!r} "
+            f"(dtype {labels.dtype})."
         )
     labels = labels.astype("int32")
     return images.astype("float32"), labels, [str(i) for i in range(int(labels.max()) + 1)]
@@ -210,6 +227,8 @@ def load_dataset(
             continue
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ValueError(f"{name}={value!r} must be a positive int.")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ValueError(f"seed={seed!r} must be an int.")
     if crop_ratio is not None and not (
         isinstance(crop_ratio, (int, float)) and 0.0 < crop_ratio <= 1.0
     ):

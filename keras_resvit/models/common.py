@@ -30,6 +30,20 @@ def check_choice(argument, value, valid):
         raise ValueError(f"{argument}={value!r} is not valid; expected one of {list(valid)}.")
 
 
+def check_bool(argument, value):
+    # A string such as "no" is truthy: refuse it rather than build the other model.
+    if not isinstance(value, bool):
+        raise ValueError(f"{argument}={value!r} must be True or False.")
+
+
+def check_model(argument, value):
+    if not isinstance(value, keras.Model):
+        raise ValueError(
+            f"{argument} of type {type(value).__name__} is not valid; pass a keras.Model "
+            "(kr.create_model(name) builds one, kr.load_model(path) loads one)."
+        )
+
+
 def classifier_head(x, num_classes, pooling, classifier_activation):
     """Global pooling + dense classifier named "predictions" (kept float32 under mixed
     precision, so the softmax is computed in full precision)."""
@@ -57,6 +71,7 @@ def check_head_arguments(
     """Validates the keras.applications-style head arguments shared by every builder; ViTs pass
     their own `poolings`."""
     check_choice("pooling", pooling, poolings)
+    check_bool("include_top", include_top)
     if include_top and (
         not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1
     ):
@@ -134,6 +149,7 @@ def replace_head(model: keras.Model, num_classes: int) -> keras.Model:
     >>> model.output_shape
     (None, 100)
     """
+    check_model("model", model)
     names = [layer.name for layer in model.layers]
     if "predictions" not in names or not isinstance(
         model.get_layer("predictions"), keras.layers.Dense

@@ -4,9 +4,12 @@ import math
 
 import keras
 
+from keras_resvit.models.common import check_model
+
 
 def count_params(model: keras.Model, trainable_only: bool = True) -> int:
     """Number of (trainable) parameters; BatchNorm moving statistics are not parameters."""
+    check_model("model", model)
     weights = model.trainable_weights if trainable_only else model.weights
     return sum(math.prod(w.shape) for w in weights)
 
@@ -73,4 +76,5 @@ def count_macs(model: keras.Model) -> int:
     >>> round(count_macs(kr.create_model("resnet18")) / 1e9, 1)
     1.8
     """
+    check_model("model", model)
     return sum(layer_macs(layer) for layer in _layers(model))

@@ -7,10 +7,12 @@ overrides. Families register their builder in `BUILDERS`.
 
 import difflib
 import fnmatch
+import inspect
 from dataclasses import dataclass, field
 
 import keras
 
+from keras_resvit.models.classic import build_alexnet, build_efficientnetv2, build_vgg
 from keras_resvit.models.hybrid import build_hybrid_vit
 from keras_resvit.models.resnet import build_resnet
 from keras_resvit.models.vit import build_vit
@@ -25,7 +27,14 @@ class ModelSpec:
     description: str = ""
 
 
-BUILDERS = {"resnet": build_resnet, "vit": build_vit, "hybrid_vit": build_hybrid_vit}
+BUILDERS = {
+    "resnet": build_resnet,
+    "vit": build_vit,
+    "hybrid_vit": build_hybrid_vit,
+    "vgg": build_vgg,
+    "alexnet": build_alexnet,
+    "efficientnetv2": build_efficientnetv2,
+}
 
 REGISTRY: dict[str, ModelSpec] = {}
 
@@ -118,6 +127,25 @@ def _register_vits():
 _register_vits()
 
 
+def _register_classics():
+    """The baselines compared with ResNet and ViT: VGG, AlexNet and EfficientNetV2."""
+    for depth in (16, 19):
+        register(f"vgg{depth}", ModelSpec("vgg", {"depth": depth}, f"VGG-{depth}"))
+    register("alexnet", ModelSpec("alexnet", {}, "AlexNet (torchvision single-tower layout)"))
+    for variant in ("s", "m", "l"):
+        register(
+            f"efficientnetv2_{variant}",
+            ModelSpec(
+                "efficientnetv2",
+                {"variant": variant},
+                f"EfficientNetV2-{variant.upper()} (keras.applications, untrained)",
+            ),
+        )
+
+
+_register_classics()
+
+
 def list_models(pattern: str | None = None) -> list[str]:
     """Sorted registry names, optionally filtered by a glob pattern such as "resnet*".
 
@@ -126,6 +154,8 @@ def list_models(pattern: str | None = None) -> list[str]:
     >>> kr.list_models("bit_*")[:2]
     ['bit_r101x1', 'bit_r101x3']
     """
+    if pattern is not None and not isinstance(pattern, str):
+        raise ValueError(f"pattern={pattern!r} must be a glob string such as 'resnet*', or None.")
     names = sorted(REGISTRY)
     return names if pattern is None else fnmatch.filter(names, pattern)
 
@@ -140,6 +170,23 @@ def get_spec(name: str) -> ModelSpec:
             "See keras_resvit.list_models() for all names."
         )
     return REGISTRY[name]
+
+
+def _check_overrides(family, overrides):
+    """Unknown override names raise ValueError with close matches, not the builder's TypeError."""
+    builder = BUILDERS[family]
+    parameters = inspect.signature(builder).parameters
+    if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return  # the builder validates its own keyword arguments
+    valid = [p for p in parameters if p != "name"]
+    for key in overrides:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=2, cutoff=0.6)
+            hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            raise ValueError(
+                f"override {key}={overrides[key]!r} is not an argument of {builder.__name__}."
+                f"{hint} Valid: {valid}."
+            )
 
 
 def create_model(name: str, weights=None, **overrides) -> keras.Model:
@@ -168,6 +215,7 @@ def create_model(name: str, weights=None, **overrides) -> keras.Model:
     True
     """
     spec = get_spec(name)
+    _check_overrides(spec.family, overrides)
     defaults = {"name": name, **spec.kwargs}
     if weights is None:
         return BUILDERS[spec.family](**defaults, **overrides)

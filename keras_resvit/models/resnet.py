@@ -14,6 +14,7 @@ import keras
 from keras_resvit.layers.preprocessing import RGB_PRESETS, preprocessing_layers
 from keras_resvit.layers.resnet_layers import StdConv2D, ZeroPadShortcut
 from keras_resvit.models.common import (
+    check_bool,
     check_choice,
     check_head_arguments,
     classifier_head,
@@ -232,8 +233,17 @@ def _check_input_shape(input_shape, min_size, preprocessing):
             f"input_shape={input_shape!r} must be (height, width, channels), e.g. (224, 224, 3)."
         )
     *spatial, channels = input_shape
+    if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
+        raise ValueError(
+            f"input_shape={tuple(input_shape)!r} has channels={channels!r}; expected a positive "
+            "int, e.g. 3 for RGB."
+        )
     for size in spatial:
-        if size is not None and (not isinstance(size, int) or size < min_size):
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool)):
+            raise ValueError(
+                f"input_shape={tuple(input_shape)!r} must hold int (or None) height and width."
+            )
+        if size is not None and size < min_size:
             raise ValueError(
                 f"input_shape={tuple(input_shape)!r} is too small: the net downsamples "
                 f"{min_size}x, so height and width must be >= {min_size} (or None)."
@@ -322,11 +332,21 @@ def build_resnet(
     check_choice("norm", norm, NORMS)
     check_choice("downsample", downsample, DOWNSAMPLES)
     block, blocks_per_stage, base_filters = _stage_plan(depth, stem, block)
+    for argument, flag in (
+        ("plain", plain),
+        ("weight_standardization", weight_standardization),
+        ("stem_bias", stem_bias),
+    ):
+        check_bool(argument, flag)
     if plain and shortcut is not None:
         raise ValueError(f"shortcut={shortcut!r} has no meaning with plain=True (no shortcuts).")
-    if not isinstance(width, (int, float)) or isinstance(width, bool) or width <= 0:
+    if not isinstance(width, (int, float)) or isinstance(width, bool) or not 0 < width < math.inf:
         raise ValueError(f"width={width!r} must be a positive number (e.g. 1, 2, 3, 4).")
-    if se_ratio is not None and not 0 < se_ratio <= 1:
+    if se_ratio is not None and (
+        not isinstance(se_ratio, (int, float))
+        or isinstance(se_ratio, bool)
+        or not 0 < se_ratio <= 1
+    ):
         raise ValueError(f"se_ratio={se_ratio!r} must be in (0, 1], e.g. 1/16, or None.")
     cifar = stem == "cifar"
     if input_shape is None:

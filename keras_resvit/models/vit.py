@@ -26,6 +26,7 @@ from keras_resvit.layers.vit_layers import (
 from keras_resvit.models.common import (
     check_choice,
     check_head_arguments,
+    check_model,
     is_vit,
     layer_config,
     predictions_layer,
@@ -463,6 +464,7 @@ def resize_vit(model: keras.Model, image_size: int | tuple) -> keras.Model:
     >>> kr.resize_vit(model, 48).input_shape
     (None, 48, 48, 3)
     """
+    check_model("model", model)
     if not is_vit(model):
         raise ValueError(
             f"model={model.name!r} is not a ViT (it has no PositionEmbedding layer); resize_vit "

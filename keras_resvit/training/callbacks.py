@@ -11,14 +11,20 @@ from pathlib import Path
 
 import keras
 
-from keras_resvit.files import atomic_path, save_model
+from keras_resvit.files import atomic_path, save_model, write_json
 
 STATE_FILE = "state.json"
 
 
-def _write_json(path, data):
-    with atomic_path(path) as tmp, open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
+def weights_finite(model) -> bool:
+    """Whether every weight of `model` is finite (no NaN/inf)."""
+    ops = keras.ops
+    return all(bool(ops.all(ops.isfinite(w))) for w in model.weights)
+
+
+def iterations(model) -> int:
+    """Optimizer steps taken so far (waits for the device: call it between epochs)."""
+    return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
 
 
 def read_resume_state(directory) -> dict | None:
@@ -38,6 +44,10 @@ class ResumeCheckpoint(keras.callbacks.Callback):
     moment therefore resumes from a consistent (weights, step) pair. Nothing is saved once the
     loss is not finite, so the last checkpoint stays the last good one.
 
+    At an epoch end the state records the best value `best` is about to save *before*
+    `best.keras` is written (this callback runs first): the recorded best is never below the
+    model in `best.keras`, so a resumed run replaces it only with a better one.
+
     Args:
         directory: folder of the resume state.
         every_steps: save interval in optimizer steps; None saves at epoch ends only.
@@ -50,17 +60,21 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         self.every_steps = every_steps
         self.best = best
         self.finite = True
+        self.epoch_start = 0
+        # Saving between steps must block the loop; without step saves the batch hook does
+        # nothing, and Keras may then run batch callbacks off the training loop's thread.
+        self.async_safe = every_steps is None
 
     def _step(self):
-        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        return iterations(self.model)
 
-    def _weights_finite(self):
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_start = iterations(self.model)
+
+    def save(self, best=None):
+        """Saves weights and state; `best` overrides the value recorded from `self.best`."""
         # The loss logged at a step predates that step's update: check the weights themselves.
-        ops = keras.ops
-        return all(bool(ops.all(ops.isfinite(w))) for w in self.model.weights)
-
-    def save(self):
-        if not self.finite or not self._weights_finite():
+        if not self.finite or not weights_finite(self.model):
             self.finite = False
             return
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -69,49 +83,77 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         weights = f"step{step}.weights.h5"
         with atomic_path(self.directory / weights) as tmp:
             self.model.save_weights(tmp)
-        best = self.best.best if self.best is not None else None
+        if best is None and self.best is not None:
+            best = self.best.best
         best = best if best is not None and math.isfinite(best) else None
-        _write_json(self.directory / STATE_FILE, {"step": step, "weights": weights, "best": best})
+        write_json(self.directory / STATE_FILE, {"step": step, "weights": weights, "best": best})
         if previous and previous["weights"] != weights:
             (self.directory / previous["weights"]).unlink(missing_ok=True)
 
     def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            self.finite = False
-        if self.every_steps and self._step() % self.every_steps == 0:
+        # Steps are counted here rather than read from the optimizer: reading a device value
+        # at every step would make the host wait for the device.
+        if self.every_steps and (self.epoch_start + batch + 1) % self.every_steps == 0:
             self.save()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.save()
+        # The epoch's mean loss is NaN/inf when any step's was.
+        if not math.isfinite((logs or {}).get("loss", 0.0)):
+            self.finite = False
+        self.save(self.best.candidate(logs) if self.best is not None else None)
 
 
 class BestCheckpoint(keras.callbacks.Callback):
-    """Saves `best.keras` whenever the monitored validation metric beats the best so far."""
+    """Saves `best.keras` whenever the monitored validation metric beats the best so far.
+
+    An epoch whose training loss or weights are not finite is never saved, however its
+    validation metric looks (a diverged model can still score above chance).
+    """
 
     def __init__(self, path, monitor="val_accuracy", best=None):
         super().__init__()
         self.path, self.monitor = Path(path), monitor
         self.best = -math.inf if best is None else best
 
+    def candidate(self, logs):
+        """The value this epoch's `logs` would be saved with, or None if it saves nothing."""
+        logs = logs or {}
+        value, loss = logs.get(self.monitor), logs.get("loss", 0.0)
+        if value is None or not math.isfinite(value) or value <= self.best:
+            return None
+        if not math.isfinite(loss) or not weights_finite(self.model):
+            return None
+        return float(value)
+
     def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is not None and math.isfinite(value) and value > self.best:
-            self.best = float(value)
+        value = self.candidate(logs)
+        if value is not None:
+            self.best = value
             save_model(self.model, self.path)
 
 
 class NanGuard(keras.callbacks.Callback):
-    """Stops training at the first non-finite loss and remembers the step."""
+    """Stops training at the first non-finite loss and remembers the step.
+
+    Keras may call it off the training loop's thread (`async_safe`): reading each step's loss
+    then costs the loop no wait for the device, and the loop stops within a step or two.
+    """
+
+    async_safe = True
 
     def __init__(self):
         super().__init__()
         self.bad_step = None
+        self.epoch_start = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_start = iterations(self.model)
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            self.bad_step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+            step = self.epoch_start + batch + 1
+            self.bad_step = step if self.bad_step is None else min(self.bad_step, step)
             self.model.stop_training = True
 
 

@@ -3,7 +3,8 @@
 TensorFlow backend: `TPUStrategy` when a TPU resolves, `MirroredStrategy` over several GPUs,
 the default strategy otherwise. JAX backend: `keras.distribution.DataParallel` over every
 device (every host's, after `jax.distributed.initialize`). Models are built and compiled inside
-`Placement.scope()`. This module and `export.py` are the only places that branch on backend.
+`Placement.scope()`. `gradient` is the backend's autodiff for code outside `fit` (Grad-CAM).
+This module and `export.py` are the only places that branch on backend.
 """
 
 import contextlib
@@ -161,3 +162,41 @@ def dtype_policy(name: str):
         yield
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def gradient(fn, x):
+    """The gradient of the scalar `fn(x)` with respect to the tensor `x`, by this backend's
+    autodiff (the one place outside export that needs it: Grad-CAM's class-score gradients).
+
+    Args:
+        fn: a function of one tensor returning a scalar tensor (built from `keras.ops`).
+        x: the point, an array or tensor.
+
+    Returns:
+        A tensor of `x`'s shape.
+
+    Example:
+    >>> import keras
+    >>> float(gradient(lambda v: keras.ops.sum(v * v), keras.ops.ones((2,)))[0])
+    2.0
+    """
+    backend = keras.backend.backend()
+    x = keras.ops.convert_to_tensor(x)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = fn(x)
+        return tape.gradient(y, x)
+    if backend == "jax":
+        import jax
+
+        return jax.grad(fn)(x)
+    if backend == "torch":
+        import torch
+
+        x = x.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(fn(x), x)
+        return grad
+    raise ValueError(f"gradient() needs the tensorflow, jax or torch backend, not {backend!r}.")

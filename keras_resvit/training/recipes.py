@@ -115,8 +115,8 @@ RECIPES = {
 }
 
 
-def get_recipe(name: str, **overrides) -> Recipe:
-    """A recipe by name, with fields replaced by `overrides` (e.g. `learning_rate=0.05`).
+def get_recipe(name: str | Recipe, **overrides) -> Recipe:
+    """A recipe by name (or a `Recipe`), with fields replaced by `overrides`.
 
     Raises:
         ValueError: unknown recipe (with close names) or unknown field.
@@ -124,15 +124,23 @@ def get_recipe(name: str, **overrides) -> Recipe:
     Example:
     >>> get_recipe("resnet_cifar", epochs=10).epochs
     10
+    >>> get_recipe(get_recipe("vit_finetune", warmup=10)).warmup
+    10
     """
-    if name not in RECIPES:
+    if isinstance(name, Recipe):
+        return _replace(name, overrides)
+    if not isinstance(name, str) or name not in RECIPES:
         close = difflib.get_close_matches(str(name), RECIPES, n=2, cutoff=0.4)
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         raise ValueError(f"recipe={name!r} is not known; valid: {sorted(RECIPES)}.{hint}")
+    return _replace(RECIPES[name], overrides)
+
+
+def _replace(recipe, overrides):
     fields = {f.name for f in dataclasses.fields(Recipe)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ValueError(
             f"recipe overrides {unknown} are not Recipe fields; valid: {sorted(fields)}."
         )
-    return dataclasses.replace(RECIPES[name], **overrides)
+    return dataclasses.replace(recipe, **overrides)

@@ -1,14 +1,13 @@
 """`train()`: a paper's recipe, `model.fit` under the detected distribution, resumable."""
 
-import json
 import math
 import time
-from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from keras_resvit.files import atomic_path, save_model
+from keras_resvit.files import check_output_path, save_model, write_json
 from keras_resvit.models.common import is_vit
 from keras_resvit.models.registry import create_model, get_spec
 from keras_resvit.models.vit import resize_vit
@@ -22,7 +21,7 @@ from keras_resvit.training.callbacks import (
     read_resume_state,
 )
 from keras_resvit.training.distribution import dtype_policy, place, resolve_precision
-from keras_resvit.training.recipes import get_recipe
+from keras_resvit.training.recipes import Recipe, get_recipe
 from keras_resvit.training.schedules import recipe_schedule
 from keras_resvit.viz.curves import plot_history
 
@@ -63,35 +62,71 @@ def _check_positive(argument, value):
         raise ValueError(f"{argument}={value!r} must be a positive int.")
 
 
-def _prepare_output_dir(output_dir):
-    path = Path(output_dir)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"output_dir={str(path)!r} exists and is not a folder.")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path / ".write-check") as tmp:
-            Path(tmp).write_text("ok")
-        (path / ".write-check").unlink()
-    except OSError as error:
-        raise ValueError(f"output_dir={str(path)!r} cannot be written: {error.strerror}.") from None
-    return path
+def _check_number(argument, value, low, high=math.inf):
+    """`value` must be a real number with low < value < high (None allowed: the default)."""
+    if value is None:
+        return
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not low < value < high:
+        interval = f"in ({low}, {high})" if high != math.inf else f"> {low}"
+        raise ValueError(f"{argument}={value!r} must be a number {interval}.")
+
+
+def _check_dataset(argument, data):
+    if not isinstance(data, tf.data.Dataset):
+        raise ValueError(
+            f"{argument} of type {type(data).__name__} is not valid; pass a batched "
+            "tf.data.Dataset of (images, labels), e.g. from kr.data.load_dataset."
+        )
+    spec = data.element_spec
+    if not isinstance(spec, tuple) or len(spec) != 2 or len(spec[0].shape) != 4:
+        raise ValueError(
+            f"{argument} yields {spec}; expected batches of (images (batch, height, width, "
+            "channels), labels): batch the dataset, e.g. with .batch(32)."
+        )
 
 
 def _dataset_info(train_data):
-    if not isinstance(train_data, tf.data.Dataset):
-        raise ValueError(
-            f"train_data of type {type(train_data).__name__} is not valid; pass a batched "
-            "tf.data.Dataset of (images, labels), e.g. from kr.data.load_dataset."
-        )
-    images, labels = train_data.element_spec
+    _check_dataset("train_data", train_data)
     steps = int(train_data.cardinality())
+    if steps == tf.data.UNKNOWN_CARDINALITY:
+        # An image folder drops files it cannot decode (as does .filter()): count one pass.
+        steps = int(train_data.reduce(np.int64(0), lambda count, *_: count + 1))
     if steps <= 0:
         raise ValueError(
             f"train_data has {steps} batches per epoch; it must be finite and non-empty "
             "(do not .repeat() it: train() repeats it)."
         )
     first = tuple(t.numpy() for t in next(iter(train_data)))
-    return first, steps, len(labels.shape) == 2
+    return first, steps, len(train_data.element_spec[1].shape) == 2
+
+
+def _check_labels(model, train_data, labels, soft_labels):
+    """Labels the classifier cannot score fail here, not as a backend error (TensorFlow) or
+    a silently wrong loss (JAX) in the middle of `fit`."""
+    classes = model.output_shape[-1]
+    if soft_labels:
+        if labels.shape[-1] != classes:
+            raise ValueError(
+                f"train_data has soft labels over {labels.shape[-1]} classes but the model's "
+                f"classifier has {classes} outputs; use kr.replace_head(model, "
+                f"{labels.shape[-1]})."
+            )
+        return
+    declared = getattr(train_data, "num_classes", None) or 0
+    low, high = int(labels.min()), max(int(labels.max()), declared - 1)
+    if low < 0 or high >= classes:
+        raise ValueError(
+            f"train_data has labels from {low} to {high} but the model's classifier has "
+            f"{classes} outputs (valid labels 0 to {classes - 1}); use "
+            f"kr.replace_head(model, {high + 1}) or num_classes={high + 1}."
+        )
+
+
+def _one_hot_labels(data, classes):
+    """A dataset of (images, integer labels) with one-hot labels; soft labels pass through."""
+    if len(data.element_spec[1].shape) == 2:
+        return data
+    return data.map(lambda x, y: (x, tf.one_hot(tf.cast(y, "int32"), classes)))
 
 
 def _loss(model, soft_labels, label_smoothing):
@@ -105,6 +140,30 @@ def _loss(model, soft_labels, label_smoothing):
             from_logits=from_logits, label_smoothing=label_smoothing
         )
     return keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+
+
+def compile_model(model, recipe, global_batch_size, total_steps, *, soft_labels=False, ema=None):
+    """Compiles `model` as `train()` does: the recipe's optimizer, schedule and loss, accuracy.
+
+    Args:
+        model: a `keras.Model` (built under the distribution scope that will train it).
+        recipe: a `Recipe`.
+        global_batch_size: images per optimizer step over all replicas (scales the rate).
+        total_steps: optimizer steps of the whole run (the schedule's length).
+        soft_labels: labels are one-hot or mixed probabilities rather than class indices.
+        ema: momentum of a weight EMA, or None.
+
+    Example:
+    >>> import keras_resvit as kr
+    >>> from keras_resvit.training.recipes import get_recipe
+    >>> model = kr.create_model("resnet20")
+    >>> compile_model(model, get_recipe("resnet_cifar"), 128, 1000)
+    """
+    model.compile(
+        optimizer=build_optimizer(recipe, global_batch_size, total_steps, ema),
+        loss=_loss(model, soft_labels, recipe.label_smoothing),
+        metrics=["accuracy"],
+    )
 
 
 def _model(model_or_name, recipe, placement):
@@ -151,10 +210,10 @@ def _fit_resolution(model, batch_shape):
 
 
 def _fit_from(model, data, steps_per_epoch, epochs, start_step, **fit_kwargs):
-    fit_kwargs["shuffle"] = False  # the dataset shuffles itself
     """Runs `fit` from global step `start_step` over `data` (which repeats, reshuffling each
     pass). Skipping the steps already taken replays exactly the batches an uninterrupted run
     sees; a resume inside an epoch finishes that epoch, then the rest, on one iterator."""
+    fit_kwargs["shuffle"] = False  # the dataset shuffles itself
     first_epoch, done = divmod(start_step, steps_per_epoch)
     stream = data.skip(start_step)
     if not done:
@@ -194,7 +253,7 @@ def train(
     model_or_name,
     train_data,
     *,
-    recipe: str = "resnet_cifar",
+    recipe: str | Recipe = "resnet_cifar",
     epochs: int | None = None,
     val_data=None,
     output_dir,
@@ -218,7 +277,8 @@ def train(
         model_or_name: a `keras.Model` or a registry name (built under the run's precision).
         train_data: a finite, batched `tf.data.Dataset` of (images, labels); labels are ints or
             one-hot/soft vectors (MixUp, CutMix). Its batch is the global batch.
-        recipe: a name in `keras_resvit.training.RECIPES`.
+        recipe: a name in `keras_resvit.training.RECIPES`, or a `Recipe` (e.g.
+            `get_recipe("vit_finetune", warmup=50)` for a short run).
         epochs: number of epochs; default the recipe's.
         val_data: optional batched validation dataset.
         output_dir: folder for checkpoints and logs.
@@ -246,6 +306,8 @@ def train(
     >>> data = kr.data.load_dataset("digits", batch_size=64)
     >>> kr.train("resnet20", data, epochs=1, output_dir="/tmp/run")  # doctest: +SKIP
     """
+    _check_number("learning_rate", learning_rate, 0)
+    _check_number("ema", ema, 0, 1)
     overrides = {} if learning_rate is None else {"learning_rate": learning_rate}
     spec = get_recipe(recipe, **overrides)
     epochs = spec.epochs if epochs is None else epochs
@@ -254,7 +316,10 @@ def train(
         _check_positive("save_every", save_every)
     if isinstance(model_or_name, str):
         get_spec(model_or_name)
-    out = _prepare_output_dir(output_dir)
+    if val_data is not None:
+        _check_dataset("val_data", val_data)
+    out = check_output_path("output_dir", output_dir, folder=True)
+    out.mkdir(parents=True, exist_ok=True)
     first_batch, steps_per_epoch, soft_labels = _dataset_info(train_data)
     batch_size = int(first_batch[0].shape[0])
     placement = place(distribution)
@@ -277,11 +342,14 @@ def train(
     resume = read_resume_state(out / RESUME_DIR)
     with dtype_policy(policy), placement.scope():
         model = _fit_resolution(_model(model_or_name, spec, placement), first_batch[0].shape)
-        model.compile(
-            optimizer=build_optimizer(spec, batch_size, total_steps, ema),
-            loss=_loss(model, soft_labels, spec.label_smoothing),
-            metrics=["accuracy"],
-        )
+        _check_labels(model, train_data, first_batch[1], soft_labels)
+        compile_model(model, spec, batch_size, total_steps, soft_labels=soft_labels, ema=ema)
+        # A categorical loss (soft labels or label smoothing) takes one-hot targets: integer
+        # labels of the training and validation data are encoded to match.
+        categorical = soft_labels or bool(spec.label_smoothing)
+        classes = model.output_shape[-1]
+        if categorical and first_batch[1].ndim == 1:
+            first_batch = (first_batch[0], np.eye(classes, dtype="float32")[first_batch[1]])
         # Build the loss and metrics from a batch in hand: otherwise `fit` takes one from its
         # own iterator to do so, and where that stream starts would depend on how far it skips.
         model.test_on_batch(*first_batch)
@@ -297,6 +365,8 @@ def train(
             )
         best_checkpoint = BestCheckpoint(out / "best.keras", best=best)
         nan_guard = NanGuard()
+        # ResumeCheckpoint before BestCheckpoint: the resume state records a new best value
+        # before best.keras is replaced, so a restart never saves a worse best.keras.
         callbacks = [
             nan_guard,
             ResumeCheckpoint(out / RESUME_DIR, save_every, best_checkpoint),
@@ -306,10 +376,10 @@ def train(
             callbacks.append(best_checkpoint)
         if tensorboard:
             callbacks.append(keras.callbacks.TensorBoard(str(out / "tensorboard")))
-        data = train_data
-        if not soft_labels and spec.label_smoothing:
-            classes = model.output_shape[-1]
-            data = data.map(lambda x, y: (x, tf.one_hot(tf.cast(y, "int32"), classes)))
+        data, validation = train_data, val_data
+        if categorical:
+            data = _one_hot_labels(train_data, classes)
+            validation = None if val_data is None else _one_hot_labels(val_data, classes)
         started = time.perf_counter()
         histories = _fit_from(
             model,
@@ -317,7 +387,7 @@ def train(
             steps_per_epoch,
             epochs,
             start_step,
-            validation_data=val_data,
+            validation_data=validation,
             callbacks=callbacks,
             verbose=verbose,
         )
@@ -350,7 +420,7 @@ def train(
     }
     config = {
         "model": model.name,
-        "recipe": recipe,
+        "recipe": recipe if isinstance(recipe, str) else "custom",
         "recipe_fields": {k: v for k, v in vars(spec).items()},
         "epochs": epochs,
         "batch_size": batch_size,
@@ -364,8 +434,7 @@ def train(
         "backend": keras.backend.backend(),
         "result": history.summary,
     }
-    with atomic_path(out / "config.json") as tmp, open(tmp, "w") as f:
-        json.dump(config, f, indent=2)
+    write_json(out / "config.json", config)
     for path in (out / RESUME_DIR).glob("*"):
         path.unlink()
     (out / RESUME_DIR).rmdir()

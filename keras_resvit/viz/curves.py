@@ -2,15 +2,18 @@
 
 from pathlib import Path
 
-from keras_resvit.files import atomic_path
+from keras_resvit.viz.figures import DPI, check_png_path, save_png
 
 PANELS = (("loss", "loss"), ("accuracy", "accuracy"), ("learning_rate", "learning rate"))
+PANEL_SIZE = (4.5, 3.5)  # inches per curve panel
 
 
 def _columns(history):
     if isinstance(history, (str, Path)):
         from keras_resvit.training.callbacks import read_history
 
+        if not Path(history).is_file():
+            raise FileNotFoundError(f"history={str(history)!r} is not a file; expected a CSV.")
         rows = read_history(history)
         if not rows:
             raise ValueError(f"history={str(history)!r} has no rows; expected a history.csv.")
@@ -28,18 +31,28 @@ def plot_history(history, path) -> Path:
     Returns:
         The path written.
 
+    Raises:
+        FileNotFoundError: `history` is a path but not a file.
+        ValueError: `history` has none of the columns loss, accuracy, learning_rate, or
+            `path` is not a writable `.png` file.
+
     Example:
     >>> plot_history("runs/digits/history.csv", "runs/digits/curves.png")  # doctest: +SKIP
     """
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    path = check_png_path(path)
     columns = _columns(history)
     panels = [(key, title) for key, title in PANELS if key in columns]
-    figure, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.5), squeeze=False)
-    for ax, (key, title) in zip(axes[0], panels, strict=True):
+    if not panels:
+        raise ValueError(
+            f"history has columns {sorted(columns)}; expected at least one of "
+            f"{[key for key, _ in PANELS]}."
+        )
+    width, height = PANEL_SIZE
+    figure = Figure(figsize=(width * len(panels), height), dpi=DPI, layout="tight")
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (key, title) in zip(axes, panels, strict=True):
         epochs = range(1, len(columns[key]) + 1)
         ax.plot(epochs, columns[key], label="train")
         if f"val_{key}" in columns:
@@ -48,8 +61,4 @@ def plot_history(history, path) -> Path:
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=100)
-    plt.close(figure)
-    return Path(path)
+    return save_png(figure, path)

@@ -9,12 +9,14 @@ with those before filling the model.
 """
 
 import re
+import zipfile
 from pathlib import Path
 
 import h5py
 import keras
 import numpy as np
 
+from keras_resvit.files import check_keras_file
 from keras_resvit.weights.keras_applications import LAYOUTS, from_keras_applications
 from keras_resvit.weights.timm import (
     SUFFIXES,
@@ -62,7 +64,7 @@ def weights_format(path) -> str:
         try:
             with np.load(path, allow_pickle=False) as archive:
                 keys = set(archive.files)
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, zipfile.BadZipFile) as error:
             raise ValueError(f"weights={str(path)!r} is not a readable .npz: {error}") from error
         if "embedding/kernel" in keys:
             return "vit_npz"
@@ -75,6 +77,7 @@ def weights_format(path) -> str:
     if suffix in SUFFIXES:
         return "timm"
     if suffix == ".keras":
+        check_keras_file("weights", path)
         return "keras"
     if suffix == ".h5":
         try:

@@ -13,6 +13,7 @@ Files are read without pickle: `.safetensors` (with the `safetensors` package), 
 """
 
 import re
+import zipfile
 from pathlib import Path
 
 import keras
@@ -90,7 +91,7 @@ def read_state_dict(path) -> dict:
             f"path={path.name!r} needs the {package!r} package to be read; install it, or "
             "convert the state dict to .npz."
         ) from error
-    except (OSError, ValueError, RuntimeError) as error:
+    except (OSError, ValueError, RuntimeError, zipfile.BadZipFile) as error:
         raise ValueError(f"path={path.name!r} is not a readable state dict: {error}") from error
 
 

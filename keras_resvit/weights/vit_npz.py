@@ -10,6 +10,7 @@ target's is resampled as `resize_vit` does.
 
 import math
 import re
+import zipfile
 from pathlib import Path
 
 import keras
@@ -44,7 +45,7 @@ def read_npz(path) -> dict:
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
         raise ValueError(f"path={path.name!r} is not a readable .npz archive: {error}") from error
     missing = [key for key in _REQUIRED if key not in arrays]
     if missing:

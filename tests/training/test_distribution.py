@@ -13,6 +13,7 @@ import pytest
 from keras_resvit.training.distribution import (
     choose_strategy,
     dtype_policy,
+    gradient,
     place,
     resolve_precision,
 )
@@ -87,3 +88,9 @@ def test_multi_device_losses_match_single_device(backend, tmp_path):
     assert single["replicas"] == 1 and multi["replicas"] == (4 if backend == "jax" else 2)
     np.testing.assert_allclose(multi["loss"], single["loss"], atol=1e-4)
     assert single["loss"][-1] < single["loss"][0]
+
+
+def test_gradient_uses_the_backends_autodiff():
+    x = np.array([1.0, -2.0, 3.0], dtype="float32")
+    grad = gradient(lambda v: keras.ops.sum(v**3), x)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(grad), 3 * x**2, rtol=1e-6)

@@ -1,4 +1,6 @@
-"""keras.applications ResNet50 / ResNet50V2 converted to ours give the same outputs."""
+"""keras.applications ResNets (50/101/152, 50V2/152V2) converted to ours give the same outputs."""
+
+import re
 
 import keras
 import pytest
@@ -8,11 +10,15 @@ from keras_resvit.weights import from_keras_applications, load_weights
 from tests.conftest import random_images
 from tests.weights.helpers import assert_close, randomize
 
-PREPROCESS = {
-    "ResNet50": keras.applications.resnet.preprocess_input,
-    "ResNet50V2": keras.applications.resnet_v2.preprocess_input,
-}
 SHAPE = (64, 64, 3)
+BLOCK = re.compile(r"stage\d_block\d+_conv3")  # one per bottleneck block
+
+
+def _preprocess(architecture, x):
+    module = (
+        keras.applications.resnet_v2 if architecture.endswith("V2") else keras.applications.resnet
+    )
+    return module.preprocess_input(x.copy())
 
 
 def _source(architecture, **kwargs):
@@ -20,13 +26,26 @@ def _source(architecture, **kwargs):
     return randomize(getattr(keras.applications, architecture)(**kwargs))
 
 
-@pytest.mark.parametrize("architecture", ["ResNet50", "ResNet50V2"])
-def test_converted_resnet_matches_keras_applications(architecture):
+@pytest.mark.parametrize(
+    "architecture, blocks",
+    [
+        ("ResNet50", 16),
+        ("ResNet50V2", 16),
+        # The deeper nets differ only in blocks per stage (ResNet101V2 adds nothing that
+        # ResNet101 and ResNet152V2 leave out); at 64 px they take seconds each.
+        pytest.param("ResNet101", 33, marks=pytest.mark.slow),
+        pytest.param("ResNet152", 50, marks=pytest.mark.slow),
+        pytest.param("ResNet152V2", 50, marks=pytest.mark.slow),
+    ],
+)
+def test_converted_resnet_matches_keras_applications(architecture, blocks):
     source = _source(architecture, classes=10, classifier_activation=None)
     model = from_keras_applications(source)
     assert model.output_shape == (None, 10)
+    bottlenecks = [n for n in (layer.name for layer in model.layers) if BLOCK.fullmatch(n)]
+    assert len(bottlenecks) == blocks
     x = random_images(2, *SHAPE)
-    assert_close(model(x), source(PREPROCESS[architecture](x.copy())))
+    assert_close(model(x), source(_preprocess(architecture, x)))
 
 
 def test_weights_file_without_top(tmp_path):
@@ -35,7 +54,7 @@ def test_weights_file_without_top(tmp_path):
     source.save_weights(path)
     model = load_weights(path, input_shape=SHAPE)
     x = random_images(2, *SHAPE)
-    assert_close(model(x), source(PREPROCESS["ResNet50V2"](x.copy())))
+    assert_close(model(x), source(_preprocess("ResNet50V2", x)))
 
 
 def test_weights_of_another_architecture_name_layer_and_shapes():

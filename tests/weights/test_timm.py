@@ -60,16 +60,90 @@ def test_npz_state_dict_file(tmp_path):
     assert_close(model(x), source(x), tolerance=1e-5)
 
 
-def test_pth_file_through_torch_weights_only(tmp_path):
+def _torch_resnet(state, x):
+    """torchvision's ResNet forward (v1.5: the stride on the 3x3 conv) on a state dict."""
+    import torch
+    import torch.nn.functional as F
+
+    def conv_bn(y, conv, bn, stride=1):
+        weight = state[f"{conv}.weight"]
+        y = F.conv2d(y, weight, stride=stride, padding=weight.shape[-1] // 2)
+        stats = [state[f"{bn}.{k}"] for k in ("running_mean", "running_var", "weight", "bias")]
+        return F.batch_norm(y, *stats, training=False, eps=1e-5)
+
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    y = (torch.from_numpy(x).permute(0, 3, 1, 2) / 255 - mean[:, None, None]) / std[:, None, None]
+    y = F.max_pool2d(F.relu(conv_bn(y, "conv1", "bn1", 2)), 3, stride=2, padding=1)
+    blocks = {tuple(map(int, k[5:].split(".")[:2])) for k in state if k.startswith("layer")}
+    for stage, index in sorted(blocks):
+        block, stride = f"layer{stage}.{index}", 2 if index == 0 and stage > 1 else 1
+        convs = sorted({k.split(".")[2] for k in state if k.startswith(f"{block}.conv")})
+        shortcut = y
+        if f"{block}.downsample.0.weight" in state:
+            shortcut = conv_bn(y, f"{block}.downsample.0", f"{block}.downsample.1", stride)
+        for i, conv in enumerate(convs, start=1):
+            # Basic blocks stride their first conv, bottlenecks their 3x3 (second) conv.
+            strided = (i == 2) if len(convs) == 3 else (i == 1)
+            y = conv_bn(y, f"{block}.{conv}", f"{block}.bn{i}", stride if strided else 1)
+            y = F.relu(y) if i < len(convs) else y
+        y = F.relu(y + shortcut)
+    logits = F.linear(y.mean((2, 3)), state["fc.weight"], state["fc.bias"])
+    return torch.softmax(logits, -1).numpy()
+
+
+def _torch_vit(state, x, heads):
+    """timm's VisionTransformer forward (class token, pre-norm blocks) on a state dict."""
+    import torch
+    import torch.nn.functional as F
+
+    def norm(y, name):
+        return F.layer_norm(y, y.shape[-1:], state[f"{name}.weight"], state[f"{name}.bias"], 1e-6)
+
+    def linear(y, name):
+        return F.linear(y, state[f"{name}.weight"], state[f"{name}.bias"])
+
+    y = torch.from_numpy(x).permute(0, 3, 1, 2) / 127.5 - 1  # timm's mean = std = 0.5
+    weight = state["patch_embed.proj.weight"]
+    y = F.conv2d(y, weight, state["patch_embed.proj.bias"], stride=weight.shape[-1])
+    y = y.flatten(2).transpose(1, 2)
+    y = torch.cat([state["cls_token"].expand(len(y), -1, -1), y], 1) + state["pos_embed"]
+    for i in range(len({k.split(".")[1] for k in state if k.startswith("blocks.")})):
+        block = f"blocks.{i}"
+        batch, tokens, width = y.shape
+        qkv = linear(norm(y, f"{block}.norm1"), f"{block}.attn.qkv")
+        q, k, v = qkv.reshape(batch, tokens, 3, heads, -1).permute(2, 0, 3, 1, 4)
+        attention = F.scaled_dot_product_attention(q, k, v)
+        y = y + linear(
+            attention.transpose(1, 2).reshape(batch, tokens, width), f"{block}.attn.proj"
+        )
+        hidden = F.gelu(linear(norm(y, f"{block}.norm2"), f"{block}.mlp.fc1"))
+        y = y + linear(hidden, f"{block}.mlp.fc2")
+    return torch.softmax(linear(norm(y, "norm")[:, 0], "head"), -1).numpy()
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "vit_ti16"])
+def test_pth_file_matches_a_torch_forward_pass(name, tmp_path):
+    """A `.pth` saved by `torch.save` loads through `torch.load(weights_only=True)` into the
+    registry model, whose outputs match the same tensors run through PyTorch's functional ops."""
     torch = pytest.importorskip("torch")
-    source = _random_vit()
-    path = tmp_path / "vit.pth"
-    torch.save(
-        {k: torch.from_numpy(np.asarray(v)) for k, v in vit_state_dict(source).items()}, path
-    )
-    model = load_timm(path, num_heads=4)
-    x = random_images(1, 16, 16)
-    assert_close(model(x), source(x), tolerance=1e-5)
+    if name.startswith("vit"):
+        size, source, overrides = 16, _random_vit(), {"image_size": 16, **VIT}
+        state = vit_state_dict(source)
+    else:
+        size, overrides = 32, {"input_shape": (32, 32, 3)}
+        source = randomize(kr.build_resnet(int(name[6:]), num_classes=7, **overrides))
+        state = resnet_state_dict(source)
+    path = tmp_path / f"{name}.pth"
+    torch.save({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()}, path)
+    model = kr.create_model(name, weights=path, **overrides)
+    x = random_images(2, size, size)
+    tensors = torch.load(path, weights_only=True)
+    if name.startswith("vit"):
+        expected = _torch_vit(tensors, x, VIT["num_heads"])
+    else:
+        expected = _torch_resnet(tensors, x)
+    assert model.name == name and model.output_shape == (None, expected.shape[-1])
+    assert_close(model(x), expected, tolerance=1e-5)
 
 
 def test_readers_refuse_other_files(tmp_path):

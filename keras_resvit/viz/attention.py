@@ -1,0 +1,182 @@
+"""Attention rollout (Abnar & Zuidema 2020): which patches a ViT's output draws on.
+
+Each block's attention, averaged over heads, plus the identity for the residual connection
+and renormalised to rows of 1, says how much of every token each token carries into the next
+layer; multiplying these matrices through all blocks traces the output tokens back to the
+input patches. The class token's row (the mean patch row for `pooling="gap"`) is the map.
+"""
+
+import re
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from keras_resvit.layers.vit_layers import ClassToken, PositionEmbedding
+from keras_resvit.models.common import check_choice, is_vit
+from keras_resvit.viz.figures import (
+    check_images,
+    check_png_path,
+    image_grid,
+    label,
+    save_png,
+    show_image,
+)
+
+HEAD_FUSIONS = {"mean": np.mean, "max": np.max, "min": np.min}
+# Names given by keras_resvit.models.vit.encoder_block.
+ATTENTION = re.compile(r"encoder_block(\d+)_attention")
+
+
+def _attention_blocks(model):
+    """[(block's pre-attention LayerNorm, its MultiHeadAttention)], first block first."""
+    found = sorted(
+        (int(match.group(1)), layer)
+        for layer in model.layers
+        if isinstance(layer, keras.layers.MultiHeadAttention)
+        and (match := ATTENTION.fullmatch(layer.name))
+    )
+    return [(model.get_layer(f"encoder_block{i}_norm1"), layer) for i, layer in found]
+
+
+def _check_arguments(model, images, discard_ratio, head_fusion):
+    if not is_vit(model):
+        raise ValueError(
+            f"model={model.name!r} is not a ViT (it has no PositionEmbedding layer); attention "
+            "rollout needs a model built by build_vit or build_hybrid_vit. For a ResNet use "
+            "keras_resvit.viz.grad_cam."
+        )
+    check_choice("head_fusion", head_fusion, HEAD_FUSIONS)
+    if (
+        not isinstance(discard_ratio, (int, float))
+        or isinstance(discard_ratio, bool)
+        or not 0 <= discard_ratio < 1
+    ):
+        raise ValueError(f"discard_ratio={discard_ratio!r} must be a number in [0, 1).")
+    return check_images(model, images)
+
+
+def rollout_matrices(
+    model: keras.Model, images, discard_ratio: float = 0.0, head_fusion: str = "mean"
+) -> np.ndarray:
+    """The attention rollout matrices: how much each output token draws on each input token.
+
+    Args:
+        model: a ViT built by `build_vit` or `build_hybrid_vit` (or loaded from one).
+        images: raw 0-255 pixels, (N, H, W, C) at the model's input size.
+        discard_ratio: share of each token's weakest attention weights set to zero in every
+            block before the identity is added (sharper maps; 0 is the paper's rollout).
+        head_fusion: how heads combine: "mean" (the paper), "max" or "min".
+
+    Returns:
+        float64 (N, T, T) row-stochastic matrices over the T tokens (class token first).
+
+    Raises:
+        ValueError: a model that is not a ViT, images of the wrong shape, or a bad
+            `discard_ratio` or `head_fusion`.
+
+    Example:
+    >>> import keras_resvit as kr
+    >>> model = kr.build_vit("Ti/16", image_size=32, num_classes=10)
+    >>> rollout_matrices(model, np.zeros((1, 32, 32, 3))).shape
+    (1, 5, 5)
+    """
+    images = _check_arguments(model, images, discard_ratio, head_fusion)
+    blocks = _attention_blocks(model)
+    # The attention layers run again on their blocks' normalised inputs, asking for the
+    # scores; the model itself stays as built (no layer, node or weight changes).
+    normalised = keras.Model(model.input, {norm.name: norm.output for norm, _ in blocks})
+    inputs = normalised(images, training=False)
+    rollout = None
+    for norm, attention in blocks:
+        x = inputs[norm.name]
+        _, scores = attention(x, x, return_attention_scores=True, training=False)
+        fused = HEAD_FUSIONS[head_fusion](keras.ops.convert_to_numpy(scores), axis=1)
+        fused = fused.astype("float64")
+        if discard_ratio:
+            drop = int(fused.shape[-1] * discard_ratio)
+            weakest = np.argsort(fused, axis=-1)[..., :drop]
+            np.put_along_axis(fused, weakest, 0.0, axis=-1)
+        # The residual connection carries each token through unchanged: A = W + I, rows to 1.
+        fused += np.eye(fused.shape[-1])
+        fused /= fused.sum(axis=-1, keepdims=True)
+        rollout = fused if rollout is None else fused @ rollout
+    return rollout
+
+
+def attention_rollout(
+    model: keras.Model, images, discard_ratio: float = 0.0, head_fusion: str = "mean"
+) -> np.ndarray:
+    """Attention rollout maps of a ViT over its patch grid.
+
+    Args:
+        model: a ViT built by `build_vit` or `build_hybrid_vit` (or loaded from one).
+        images: raw 0-255 pixels, (N, H, W, C) at the model's input size.
+        discard_ratio: see `rollout_matrices`.
+        head_fusion: see `rollout_matrices`.
+
+    Returns:
+        float64 (N, grid_h, grid_w): the class token's rollout row over the patches (with
+        `pooling="gap"`, the mean of the patch tokens' rows); non-negative, summing to at
+        most 1 (the rest is on the class token itself).
+
+    Raises:
+        ValueError: as `rollout_matrices`.
+
+    Example:
+    >>> import keras_resvit as kr
+    >>> model = kr.build_vit("Ti/16", image_size=32, num_classes=10)
+    >>> attention_rollout(model, np.zeros((2, 32, 32, 3))).shape
+    (2, 2, 2)
+    """
+    rollout = rollout_matrices(model, images, discard_ratio, head_fusion)
+    grid = next(layer for layer in model.layers if isinstance(layer, PositionEmbedding)).grid_size
+    if any(isinstance(layer, ClassToken) for layer in model.layers):
+        rows = rollout[:, 0, 1:]
+    else:
+        rows = rollout.mean(axis=1)
+    return rows.reshape(len(rows), *grid)
+
+
+def plot_attention(
+    model: keras.Model,
+    images,
+    path,
+    *,
+    discard_ratio: float = 0.0,
+    head_fusion: str = "mean",
+    class_names=None,
+) -> Path:
+    """Writes a PNG of each image with its attention rollout overlaid, titled by the
+    predicted class when the model has a classifier.
+
+    Args:
+        model: a ViT (see `attention_rollout`).
+        images: raw 0-255 pixels, (N, H, W, C).
+        path: the `.png` file to write (atomically).
+        discard_ratio: see `rollout_matrices`.
+        head_fusion: see `rollout_matrices`.
+        class_names: names for the class indices in the titles.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: as `rollout_matrices`, or `path` is not a `.png` file.
+
+    Example:
+    >>> plot_attention(vit, images, "attention.png")  # doctest: +SKIP
+    """
+    path = check_png_path(path)
+    maps = attention_rollout(model, images, discard_ratio, head_fusion)
+    images = check_images(model, images)
+    titles = [None] * len(images)
+    if "predictions" in [layer.name for layer in model.layers]:
+        scores = keras.ops.convert_to_numpy(model(images, training=False))
+        titles = [label(index, class_names) for index in np.argmax(scores, axis=-1)]
+    # Each map scaled to peak at 1, so the colours compare patches within an image.
+    maps = maps / np.maximum(maps.max(axis=(1, 2), keepdims=True), 1e-12)
+    figure, axes = image_grid(len(images))
+    for ax, image, heatmap, title in zip(axes, images, maps, titles, strict=True):
+        show_image(ax, image, heatmap, title)
+    return save_png(figure, path)

@@ -1,0 +1,109 @@
+"""What every plot shares: input checks, a grid of image panels, overlays and atomic PNG writes.
+
+Figures are `matplotlib.figure.Figure`s rendered by the Agg canvas directly, never through
+pyplot, so plotting leaves the user's matplotlib backend and open figures alone.
+"""
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from keras_resvit.files import atomic_path, check_output_path
+
+DPI = 100
+PANEL_INCHES = 2.0  # one image panel is PANEL_INCHES * DPI pixels square
+LINE_INCHES = 0.2  # one line of title text above a panel
+PAD_INCHES = 0.05  # blank margin around each image
+MAX_COLUMNS = 8
+
+
+def check_png_path(path) -> Path:
+    """`path` as a Path, or ValueError unless it names a writable `.png` file."""
+    if Path(path).suffix.lower() != ".png":
+        raise ValueError(f"path={str(path)!r} must be a .png file.")
+    return check_output_path("path", path)
+
+
+def check_images(model, images) -> np.ndarray:
+    """`images` as float32 (N, H, W, C), or ValueError naming its shape and the model's input."""
+    try:
+        array = np.asarray(images, dtype="float32")
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"images of type {type(images).__name__} is not an array of pixels; expected a "
+            "float (N, H, W, C) batch of raw 0-255 pixels."
+        ) from None
+    expected = tuple(model.input_shape[1:])
+    fits = array.ndim == 4 and len(array) > 0
+    if fits:
+        fits = all(e is None or e == a for e, a in zip(expected, array.shape[1:], strict=True))
+    if not fits:
+        wanted = ", ".join("any" if e is None else str(e) for e in expected)
+        raise ValueError(
+            f"images has shape {array.shape}; model {model.name!r} needs a batch (N, {wanted}) "
+            "of raw 0-255 pixels (for one image pass images[None])."
+        )
+    return array
+
+
+def label(index, class_names=None) -> str:
+    """A class's name when `class_names` has it, else its index."""
+    index = int(index)
+    return str(class_names[index]) if class_names and index < len(class_names) else str(index)
+
+
+def image_grid(count, title_lines=1):
+    """A figure with `count` image panels, up to MAX_COLUMNS per row, each with room for
+    `title_lines` lines of text above it; returns (figure, list of axes).
+
+    The figure is (columns * PANEL_INCHES) by (rows * (PANEL_INCHES + title_lines *
+    LINE_INCHES)) inches at DPI, placed by hand so that the size never depends on the text.
+    """
+    from matplotlib.figure import Figure
+
+    columns = min(count, MAX_COLUMNS)
+    rows = math.ceil(count / columns)
+    cell = PANEL_INCHES + title_lines * LINE_INCHES
+    width, height = columns * PANEL_INCHES, rows * cell
+    figure = Figure(figsize=(width, height), dpi=DPI)
+    side = PANEL_INCHES - 2 * PAD_INCHES
+    axes = []
+    for i in range(count):
+        row, column = divmod(i, columns)
+        left = column * PANEL_INCHES + PAD_INCHES
+        bottom = (rows - 1 - row) * cell + PAD_INCHES
+        ax = figure.add_axes((left / width, bottom / height, side / width, side / height))
+        ax.axis("off")
+        axes.append(ax)
+    return figure, axes
+
+
+def show_image(ax, image, heatmap=None, title=None):
+    """Draws raw 0-255 pixels, optionally a [0, 1] heatmap of any resolution stretched over
+    them (semi-transparent), and a title."""
+    pixels = np.clip(image, 0, 255).astype("uint8")
+    ax.imshow(pixels[..., 0] if pixels.shape[-1] == 1 else pixels, cmap="gray")
+    if heatmap is not None:
+        height, width = pixels.shape[:2]
+        ax.imshow(
+            heatmap,
+            cmap="jet",
+            alpha=0.45,
+            vmin=0.0,
+            vmax=1.0,
+            interpolation="bilinear",
+            extent=(-0.5, width - 0.5, height - 0.5, -0.5),
+        )
+    if title:
+        ax.set_title(title, fontsize=8, pad=2)
+
+
+def save_png(figure, path) -> Path:
+    """Renders `figure` with the Agg canvas into `path` atomically; returns the path."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(figure)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=DPI)
+    return Path(path)

@@ -1,0 +1,187 @@
+"""Grad-CAM (Selvaraju et al. 2017): where a convolutional net looks for a class.
+
+The class score's gradient with respect to a feature map, averaged over space, weights the
+map's channels; the ReLU of the weighted sum, upsampled to the input, is the heatmap. The
+score is the classifier's logit (before softmax): a confident softmax saturates and its
+gradient vanishes.
+"""
+
+import re
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from keras_resvit.models.common import is_vit
+from keras_resvit.training.distribution import gradient
+from keras_resvit.viz.figures import (
+    check_images,
+    check_png_path,
+    image_grid,
+    label,
+    save_png,
+    show_image,
+)
+
+# The last feature map of a ResNet: the final block's output (v1) or the closing
+# norm-ReLU of pre-activation nets (v2); see keras_resvit.models.resnet.
+BLOCK_OUTPUT = re.compile(r"stage\d+_block\d+_out|post_relu")
+
+
+def _classifier(model):
+    if is_vit(model):
+        raise ValueError(
+            f"model={model.name!r} is a ViT, which has no convolutional feature map for Grad-CAM; "
+            "use keras_resvit.viz.attention_rollout."
+        )
+    names = [layer.name for layer in model.layers]
+    if "predictions" not in names or not isinstance(
+        model.get_layer("predictions"), keras.layers.Dense
+    ):
+        raise ValueError(
+            f"model={model.name!r} has no Dense layer named 'predictions'; Grad-CAM needs a "
+            "classifier built with include_top=True."
+        )
+    return model.get_layer("predictions")
+
+
+def _split(model, layer):
+    """(model up to the feature map, head from it to the classifier's input, classifier)."""
+    classifier = _classifier(model)
+    outputs = [x.name for x in model.layers if BLOCK_OUTPUT.fullmatch(x.name)]
+    if layer is None:
+        if not outputs:
+            raise ValueError(
+                f"model={model.name!r} has no ResNet block outputs; pass layer=NAME, a layer "
+                "whose output is the (N, H, W, C) feature map to explain."
+            )
+        layer = outputs[-1]
+    if layer not in [x.name for x in model.layers]:
+        raise ValueError(
+            f"layer={layer!r} is not a layer of model {model.name!r}; block outputs such as "
+            f"{outputs[-3:]} are valid."
+        )
+    feature = model.get_layer(layer).output
+    if len(feature.shape) != 4:
+        raise ValueError(
+            f"layer={layer!r} outputs shape {tuple(feature.shape)}; Grad-CAM needs a "
+            "(N, H, W, C) feature map."
+        )
+    try:
+        head = keras.Model(feature, classifier.input)
+    except ValueError:
+        # Inside a residual block the later layers also read the shortcut, which the
+        # feature map alone does not determine.
+        raise ValueError(
+            f"layer={layer!r} does not determine the classifier's input on its own (it is "
+            f"inside a residual block); use a block output such as {outputs[-3:]}."
+        ) from None
+    return keras.Model(model.input, feature), head, classifier
+
+
+def _check_class_index(class_index, count, num_classes):
+    """None, or one class per image from a shared int or one int per image."""
+    if class_index is None:
+        return None
+    indices = np.asarray(class_index)
+    valid = indices.ndim in (0, 1) and np.issubdtype(indices.dtype, np.integer)
+    valid = valid and (indices.ndim == 0 or len(indices) == count)
+    if not valid or indices.min() < 0 or indices.max() >= num_classes:
+        raise ValueError(
+            f"class_index={class_index!r} must be None (the predicted class), an int in "
+            f"[0, {num_classes}) or {count} such ints (one per image)."
+        )
+    return np.broadcast_to(indices, (count,))
+
+
+def _grad_cam(model, images, class_index, layer):
+    """(heatmaps, the class each explains); see `grad_cam`."""
+    features_model, head, classifier = _split(model, layer)
+    images = check_images(model, images)
+    classes = _check_class_index(class_index, len(images), classifier.units)
+    features = features_model(images, training=False)
+
+    def logits(feature_map):
+        pooled = head(feature_map, training=False)
+        return keras.ops.matmul(pooled, classifier.kernel) + classifier.bias
+
+    if classes is None:
+        classes = np.argmax(keras.ops.convert_to_numpy(logits(features)), axis=-1)
+    one_hot = keras.ops.one_hot(classes, classifier.units, dtype=features.dtype)
+    # Images do not interact (BatchNorm runs in inference mode), so the gradient of the
+    # summed scores holds each image's own gradient.
+    grads = gradient(lambda f: keras.ops.sum(logits(f) * one_hot), features)
+    weights = keras.ops.mean(grads, axis=(1, 2), keepdims=True)
+    cam = keras.ops.relu(keras.ops.sum(weights * features, axis=-1, keepdims=True))
+    cam = keras.ops.image.resize(cam, images.shape[1:3], interpolation="bilinear")
+    cam = keras.ops.convert_to_numpy(cam)[..., 0]
+    peak = cam.max(axis=(1, 2), keepdims=True)
+    heatmaps = np.where(peak > 0, cam / np.maximum(peak, 1e-12), 0.0)
+    return heatmaps.astype("float32"), classes
+
+
+def grad_cam(model: keras.Model, images, class_index=None, layer: str | None = None) -> np.ndarray:
+    """Grad-CAM heatmaps of a convolutional classifier, at the input resolution.
+
+    Args:
+        model: a classifier with a Dense layer named "predictions" (any ResNet built here with
+            `include_top=True`, or loaded from one); not a ViT.
+        images: raw 0-255 pixels, (N, H, W, C) at the model's input size.
+        class_index: the class to explain: None (each image's predicted class), an int, or one
+            int per image.
+        layer: the feature map to explain; default the last ResNet block's output
+            (`stage3_block3_out` in resnet20, `post_relu` in v2 nets). Another block output
+            gives a finer, less class-specific map.
+
+    Returns:
+        float32 (N, H, W) heatmaps in [0, 1], each scaled to peak at 1 (all zeros where no
+        location raises the score).
+
+    Raises:
+        ValueError: a ViT or a model without a "predictions" classifier, an unknown layer or
+            one inside a residual block, images of the wrong shape, or a bad `class_index`.
+
+    Example:
+    >>> import keras_resvit as kr
+    >>> model = kr.build_resnet(20, stem="cifar")
+    >>> grad_cam(model, np.zeros((2, 32, 32, 3))).shape
+    (2, 32, 32)
+    """
+    return _grad_cam(model, images, class_index, layer)[0]
+
+
+def plot_grad_cam(
+    model: keras.Model,
+    images,
+    path,
+    *,
+    class_index=None,
+    layer: str | None = None,
+    class_names=None,
+) -> Path:
+    """Writes a PNG of each image with its Grad-CAM heatmap overlaid, titled by the class.
+
+    Args:
+        model: a convolutional classifier (see `grad_cam`).
+        images: raw 0-255 pixels, (N, H, W, C).
+        path: the `.png` file to write (atomically).
+        class_index: see `grad_cam`.
+        layer: see `grad_cam`.
+        class_names: names for the class indices in the titles.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: as `grad_cam`, or `path` is not a `.png` file.
+
+    Example:
+    >>> plot_grad_cam(model, images, "gradcam.png")  # doctest: +SKIP
+    """
+    path = check_png_path(path)
+    heatmaps, classes = _grad_cam(model, images, class_index, layer)
+    images = np.asarray(images)
+    figure, axes = image_grid(len(images))
+    for ax, image, heatmap, index in zip(axes, images, heatmaps, classes, strict=True):
+        show_image(ax, image, heatmap, label(index, class_names))
+    return save_png(figure, path)

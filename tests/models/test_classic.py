@@ -1,0 +1,115 @@
+"""VGG, AlexNet and EfficientNetV2: reference parameter counts, multiply-adds, forward passes,
+keras.applications parity and argument errors."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_resvit as kr
+from keras_resvit.cli import main
+from tests.conftest import random_images
+
+# reference/papers.md (seed baselines): 1000 classes at 224.
+PARAMS = {"vgg16": 138_357_544, "vgg19": 143_667_240, "alexnet": 61_100_840}
+# torchvision's published GFLOPS (multiply-adds) at 224; EfficientNetV2-S at its 384.
+GMACS = {"vgg16": 15.47, "vgg19": 19.63, "alexnet": 0.71}
+
+
+@pytest.mark.parametrize("name", sorted(PARAMS))
+def test_parameter_counts_and_macs_match_references(name):
+    model = kr.create_model(name)
+    assert model.name == name
+    assert kr.count_params(model) == PARAMS[name]
+    assert model.output_shape == (None, 1000)
+    assert kr.count_macs(model) / 1e9 == pytest.approx(GMACS[name], rel=0.01)
+
+
+@pytest.mark.slow
+def test_efficientnetv2_s_matches_keras_applications():
+    model = kr.create_model("efficientnetv2_s")
+    reference = keras.applications.EfficientNetV2S(weights=None)
+    assert model.input_shape == (None, 384, 384, 3)
+    assert kr.count_params(model, trainable_only=False) == reference.count_params()
+    assert kr.count_macs(model) / 1e9 == pytest.approx(8.37, rel=0.01)  # torchvision: 8.37
+
+
+def softmax_outputs(model, x):
+    y = keras.ops.convert_to_numpy(model(x, training=False))
+    np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=1e-5)
+    return y
+
+
+@pytest.mark.parametrize("name, size, features", [("vgg16", 32, 512), ("alexnet", 224, 256)])
+def test_forward_pass_on_raw_pixels(name, size, features):
+    x = random_images(2, size, size)
+    model = kr.create_model(name, input_shape=(size, size, 3), num_classes=10)
+    assert softmax_outputs(model, x).shape == (2, 10)
+    # Without the classifier AlexNet takes inputs down to 63 px.
+    small = (64, 64, 3) if name == "alexnet" else (size, size, 3)
+    backbone = kr.create_model(name, input_shape=small, include_top=False, pooling="avg")
+    assert backbone.output_shape == (None, features)
+    assert np.isfinite(keras.ops.convert_to_numpy(backbone(x[:, : small[0], : small[1]]))).all()
+
+
+def test_efficientnetv2_on_raw_pixels_with_its_rescaling_or_a_preset():
+    x = random_images(2, 32, 32)
+    own = kr.build_efficientnetv2("s", input_shape=(32, 32, 3), num_classes=10)
+    assert softmax_outputs(own, x).shape == (2, 10)
+    rescaling = own.layers[1]
+    # keras.applications' V2 rescaling: raw 0-255 pixels to [-1, 1).
+    assert isinstance(rescaling, keras.layers.Rescaling)
+    assert (rescaling.scale, rescaling.offset) == (1.0 / 128.0, -1)
+    preset = kr.build_efficientnetv2(
+        "s", input_shape=(32, 32, 3), include_top=False, pooling="avg", preprocessing="imagenet"
+    )
+    assert isinstance(preset.get_layer("preprocessing"), keras.layers.Normalization)
+    assert not any(isinstance(layer, keras.layers.Rescaling) for layer in preset.layers)
+    assert preset.output_shape == (None, 1280)
+
+
+def test_vgg16_equals_keras_applications_with_its_weights():
+    # Same layer names: keras.applications' weights load by name; the caffe preprocessing
+    # inside our model replaces its preprocess_input.
+    ours = kr.build_vgg(16, input_shape=(32, 32, 3), include_top=False)
+    reference = keras.applications.VGG16(weights=None, include_top=False, input_shape=(32, 32, 3))
+    for layer in reference.layers:
+        if layer.weights:
+            ours.get_layer(layer.name).set_weights(layer.get_weights())
+    x = random_images(2, 32, 32)
+    expected = reference(keras.applications.vgg16.preprocess_input(x.copy()), training=False)
+    actual = ours(x, training=False)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(actual),
+        keras.ops.convert_to_numpy(expected),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+
+def test_cli_lists_and_describes_the_baselines(capsys):
+    assert main(["list", "vgg*"]) == 0
+    assert main(["list", "efficientnetv2*"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line]
+    assert names == ["vgg16", "vgg19", "efficientnetv2_l", "efficientnetv2_m", "efficientnetv2_s"]
+    assert main(["info", "alexnet"]) == 0
+    out = capsys.readouterr().out
+    assert "61,100,840 trainable" in out and "0.714 G per image" in out
+
+
+@pytest.mark.parametrize(
+    "build, words",
+    [
+        (lambda: kr.build_vgg(15), ["depth=15", "16", "19"]),
+        (lambda: kr.build_alexnet(input_shape=(64, 64, 3)), ["input_shape=(64, 64, 3)", ">= 223"]),
+        (lambda: kr.build_vgg(16, input_shape=(None, None, 3)), ["include_top=True"]),
+        (lambda: kr.build_vgg(16, dropout=1.5), ["dropout=1.5"]),
+        (lambda: kr.build_efficientnetv2("xl"), ["variant='xl'", "'s'"]),
+        (lambda: kr.build_efficientnetv2(preprocessing="nope"), ["preprocessing='nope'"]),
+        (lambda: kr.build_alexnet(pooling="sum"), ["pooling='sum'"]),
+    ],
+)
+def test_bad_arguments_raise_one_clear_error(build, words):
+    with pytest.raises(ValueError) as error:
+        build()
+    for word in words:
+        assert word in str(error.value)

@@ -1,0 +1,500 @@
+"""Catalogue of bad inputs across the API, the CLI, data sources, training and export.
+
+Each entry gets exactly one exception of a documented type (ValueError, FileNotFoundError) whose
+message names the argument, the value given and what would be valid; through the CLI the same
+mistakes print one line on stderr and exit with 2 (usage or input) or 1 (runtime failure).
+"""
+
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_resvit as kr
+from keras_resvit.cli import main
+from tests.conftest import random_images, tiny_vit
+
+
+@dataclass(frozen=True)
+class Case:
+    """`call(bad)` raises `expected` (an exception type), or is a CLI argv whose `main` returns
+    `expected` (an exit code); `words` must all appear in the message."""
+
+    id: str
+    call: object
+    expected: object
+    words: tuple
+
+
+def _png(path, seed=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(tf.io.encode_png(random_images(1, 8, 8, seed=seed)[0].astype("uint8")).numpy())
+
+
+@pytest.fixture(scope="module")
+def bad(tmp_path_factory):
+    """Cheap bad inputs on disk: corrupt and unsafe model files, broken image folders."""
+    tmp = tmp_path_factory.mktemp("bad")
+    model = kr.build_resnet(8, stem="cifar", input_shape=(16, 16, 3), num_classes=3)
+    model.save(tmp / "m.keras")
+    data = (tmp / "m.keras").read_bytes()
+    (tmp / "truncated.keras").write_bytes(data[: len(data) // 2])
+    images = keras.Input((16, 16, 3))
+    keras.Model(images, keras.layers.Lambda(lambda x: x * 2.0)(images)).save(tmp / "lambda.keras")
+    (tmp / "corrupt.tflite").write_bytes(b"\x00garbage" * 16)
+    (tmp / "corrupt.npz").write_bytes(b"PK\x03\x04garbage")
+    (tmp / "corrupt.h5").write_bytes(b"\x89HDF\r\n\x1a\ngarbage")
+    (tmp / "notes.txt").write_text("not an image")
+    (tmp / "a_folder.tflite").mkdir()
+    (tmp / "empty").mkdir()
+    _png(tmp / "one_class" / "cat" / "a.png")
+    for name in ("cat", "dog"):
+        _png(tmp / "corrupt_folder" / name / "a.png")
+    (tmp / "corrupt_folder" / "dog" / "broken.jpg").write_bytes(b"not a jpeg")
+    x, y = random_images(8, 16, 16), np.arange(8) % 3
+    return SimpleNamespace(
+        tmp=tmp,
+        model=model,
+        ds=kr.data.load_dataset((x, y), "train", batch_size=4),
+        x=x,
+        y=y,
+    )
+
+
+def _train(bad, model=None, data=None, **kwargs):
+    kwargs = {"epochs": 1, "output_dir": bad.tmp / "run", "verbose": 0, **kwargs}
+    return kr.train(
+        bad.model if model is None else model, bad.ds if data is None else data, **kwargs
+    )
+
+
+V = ValueError
+F = FileNotFoundError
+CASES = [
+    # Model builders: shapes the net cannot downsample, patch sizes, unknown names and values.
+    Case("resnet_depth", lambda b: kr.build_resnet(21), V, ("depth=21", "[18, 34, 50")),
+    Case("resnet_cifar_depth", lambda b: kr.build_resnet(21, stem="cifar"), V, ("6n+2",)),
+    Case(
+        "resnet_input_too_small",
+        lambda b: kr.build_resnet(18, input_shape=(16, 16, 3)),
+        V,
+        ("input_shape=(16, 16, 3)", "downsamples 32x", ">= 32"),
+    ),
+    Case(
+        "resnet_input_rank",
+        lambda b: kr.build_resnet(18, input_shape=(224, 224)),
+        V,
+        ("input_shape=(224, 224)", "(height, width, channels)"),
+    ),
+    Case(
+        "resnet_input_float_size",
+        lambda b: kr.build_resnet(20, stem="cifar", input_shape=(32.0, 32, 3)),
+        V,
+        ("input_shape=(32.0, 32, 3)", "int"),
+    ),
+    Case(
+        "resnet_grey_with_rgb_preprocessing",
+        lambda b: kr.build_resnet(18, input_shape=(64, 64, 1)),
+        V,
+        ("1 channels", "preprocessing='imagenet'", "needs 3"),
+    ),
+    Case("resnet_version", lambda b: kr.build_resnet(version="v3"), V, ("version='v3'", "'v2'")),
+    Case("resnet_shortcut", lambda b: kr.build_resnet(shortcut="D"), V, ("shortcut='D'", "'C'")),
+    Case("resnet_norm", lambda b: kr.build_resnet(norm="layer"), V, ("norm='layer'", "'group'")),
+    Case("resnet_width", lambda b: kr.build_resnet(width=0), V, ("width=0", "positive")),
+    Case("resnet_se_ratio", lambda b: kr.build_resnet(se_ratio=2), V, ("se_ratio=2", "(0, 1]")),
+    Case(
+        "resnet_include_top_string",
+        lambda b: kr.build_resnet(include_top="no"),
+        V,
+        ("include_top='no'", "True or False"),
+    ),
+    Case(
+        "resnet_num_classes",
+        lambda b: kr.build_resnet(num_classes=0),
+        V,
+        ("num_classes=0", "positive int"),
+    ),
+    Case(
+        "resnet_activation",
+        lambda b: kr.build_resnet(classifier_activation="softmaxx"),
+        V,
+        ("classifier_activation='softmaxx'", "'softmax'"),
+    ),
+    Case(
+        "vit_patch_does_not_divide",
+        lambda b: kr.build_vit("Ti/16", image_size=40),
+        V,
+        ("image_size=40", "patch_size=16", "multiple of 16"),
+    ),
+    Case("vit_variant", lambda b: kr.build_vit("b/16"), V, ("variant='b/16'", "'B/16'")),
+    Case(
+        "vit_heads_do_not_divide_width",
+        lambda b: kr.build_vit(
+            None, hidden_size=30, num_layers=1, num_heads=4, mlp_dim=8, patch_size=8, image_size=32
+        ),
+        V,
+        ("hidden_size=30", "num_heads=4"),
+    ),
+    Case("vit_dropout", lambda b: kr.build_vit(dropout=1.5), V, ("dropout=1.5", "[0, 1)")),
+    Case(
+        "vit_all_tokens_with_classifier",
+        lambda b: kr.build_vit(pooling=None),
+        V,
+        ("pooling=None", "include_top=False"),
+    ),
+    Case(
+        "vit_position_embedding",
+        lambda b: kr.build_vit(position_embedding="rope"),
+        V,
+        ("position_embedding='rope'", "'sincos2d'"),
+    ),
+    # Registry and model utilities.
+    Case(
+        "unknown_model_name",
+        lambda b: kr.create_model("resnet05"),
+        V,
+        ("name='resnet05'", "'resnet50'"),
+    ),
+    Case(
+        "unknown_override",
+        lambda b: kr.create_model("resnet20", depht=20),
+        V,
+        ("depht=20", "'depth'"),
+    ),
+    Case("list_models_pattern", lambda b: kr.list_models(5), V, ("pattern=5", "glob")),
+    Case(
+        "replace_head_classes",
+        lambda b: kr.replace_head(b.model, 0),
+        V,
+        ("num_classes=0", "positive int"),
+    ),
+    Case(
+        "replace_head_of_a_name",
+        lambda b: kr.replace_head("resnet20", 10),
+        V,
+        ("model of type str", "keras.Model"),
+    ),
+    Case(
+        "resize_vit_patch",
+        lambda b: kr.resize_vit(tiny_vit(), 36),
+        V,
+        ("image_size=36", "patch size 8"),
+    ),
+    Case("resize_vit_of_a_resnet", lambda b: kr.resize_vit(b.model, 32), V, ("not a ViT",)),
+    Case("count_macs_of_a_name", lambda b: kr.count_macs("resnet20"), V, ("model of type str",)),
+    # Model files: missing, truncated, unsafe, wrong suffix, corrupt, another architecture.
+    Case(
+        "load_missing_file",
+        lambda b: kr.load_model(b.tmp / "missing.keras"),
+        F,
+        ("missing.keras", ".keras file"),
+    ),
+    Case(
+        "load_truncated_keras",
+        lambda b: kr.load_model(b.tmp / "truncated.keras"),
+        V,
+        ("truncated.keras", "truncated or corrupt"),
+    ),
+    Case(
+        "load_unsafe_lambda",
+        lambda b: kr.load_model(b.tmp / "lambda.keras"),
+        V,
+        ("lambda.keras", "untrusted source", "kr.load_model(path, safe_mode=False)"),
+    ),
+    Case(
+        "load_wrong_suffix",
+        lambda b: kr.load_model(b.tmp / "corrupt.npz"),
+        V,
+        ("corrupt.npz", "suffix '.npz'", ".keras"),
+    ),
+    Case(
+        "weights_of_another_architecture",
+        lambda b: kr.create_model("resnet20", weights=b.tmp / "m.keras"),
+        V,
+        ("weights=", "m.keras", "does not fit model 'resnet20'"),
+    ),
+    Case(
+        "weights_truncated_keras",
+        lambda b: kr.create_model("resnet20", weights=b.tmp / "truncated.keras"),
+        V,
+        ("weights=", "truncated.keras", "truncated or corrupt"),
+    ),
+    Case(
+        "weights_corrupt_npz",
+        lambda b: kr.create_model("vit_ti16", weights=b.tmp / "corrupt.npz"),
+        V,
+        ("weights=", "corrupt.npz", "not a readable .npz"),
+    ),
+    Case(
+        "weights_corrupt_h5",
+        lambda b: kr.create_model("resnet50", weights=b.tmp / "corrupt.h5"),
+        V,
+        ("weights=", "corrupt.h5", "not a readable HDF5"),
+    ),
+    Case(
+        "predict_corrupt_tflite",
+        lambda b: kr.predict(b.tmp / "corrupt.tflite", [b.tmp / "notes.txt"]),
+        V,
+        ("corrupt.tflite", "not a readable TF Lite file"),
+    ),
+    Case(
+        "predict_undecodable_image",
+        lambda b: kr.predict(b.tmp / "m.keras", [b.tmp / "notes.txt"]),
+        V,
+        ("notes.txt", "cannot be decoded"),
+    ),
+    Case(
+        "predict_one_path_not_a_list",
+        lambda b: kr.predict(b.tmp / "m.keras", str(b.tmp / "notes.txt")),
+        V,
+        ("image_paths=", "notes.txt", "list of image files"),
+    ),
+    Case(
+        "predict_top_k",
+        lambda b: kr.predict(b.tmp / "m.keras", [b.tmp / "notes.txt"], top_k=0),
+        V,
+        ("top_k=0", "positive int"),
+    ),
+    # Data sources: folders, arrays, arguments.
+    Case(
+        "folder_empty",
+        lambda b: kr.data.load_dataset(b.tmp / "empty", image_size=8),
+        V,
+        ("empty", "0 class sub-folder(s)", "at least 2 classes"),
+    ),
+    Case(
+        "folder_one_class",
+        lambda b: kr.data.load_dataset(b.tmp / "one_class", image_size=8),
+        V,
+        ("one_class", "1 class", "at least 2"),
+    ),
+    Case(
+        "folder_corrupt_image_strict",
+        lambda b: kr.data.load_dataset(b.tmp / "corrupt_folder", image_size=8, strict=True),
+        V,
+        ("broken.jpg", "strict=True"),
+    ),
+    Case(
+        "folder_missing",
+        lambda b: kr.data.load_dataset(b.tmp / "nowhere", image_size=8),
+        F,
+        ("nowhere", "no such folder"),
+    ),
+    Case(
+        "labels_negative",
+        lambda b: kr.data.load_dataset((b.x[:3], np.array([0, -1, 1]))),
+        V,
+        ("labels", "class indices", "-1"),
+    ),
+    Case(
+        "labels_fractional",
+        lambda b: kr.data.load_dataset((b.x[:3], np.array([0.0, 1.5, 1.0]))),
+        V,
+        ("labels", "class indices", "1.5"),
+    ),
+    Case(
+        "images_without_channels",
+        lambda b: kr.data.load_dataset((b.x[:3, ..., 0], b.y[:3])),
+        V,
+        ("(3, 16, 16)", "(N, height, width, channels)"),
+    ),
+    Case(
+        "images_of_strings",
+        lambda b: kr.data.load_dataset((np.full((2, 4, 4, 3), "x"), np.array([0, 1]))),
+        V,
+        ("dtype <U1", "pixel values"),
+    ),
+    Case("data_source_name", lambda b: kr.data.load_dataset("digitz"), V, ("source='digitz'",)),
+    Case("data_split", lambda b: kr.data.load_dataset("digits", "val"), V, ("split='val'",)),
+    Case(
+        "data_batch_size",
+        lambda b: kr.data.load_dataset("digits", batch_size=0),
+        V,
+        ("batch_size=0", "positive int"),
+    ),
+    Case(
+        "data_augment",
+        lambda b: kr.data.load_dataset("digits", augment="randaug"),
+        V,
+        ("augment='randaug'", "'resnet_cifar'"),
+    ),
+    # Training.
+    Case("train_epochs_zero", lambda b: _train(b, epochs=0), V, ("epochs=0", "positive int")),
+    Case("train_epochs_negative", lambda b: _train(b, epochs=-3), V, ("epochs=-3", "positive")),
+    Case("train_save_every", lambda b: _train(b, save_every=-1), V, ("save_every=-1",)),
+    Case("train_recipe", lambda b: _train(b, recipe="sgd"), V, ("recipe='sgd'", "resnet_cifar")),
+    Case(
+        "train_learning_rate",
+        lambda b: _train(b, learning_rate=-0.1),
+        V,
+        ("learning_rate=-0.1", "> 0"),
+    ),
+    Case("train_ema", lambda b: _train(b, ema=2.0), V, ("ema=2.0", "(0, 1)")),
+    Case(
+        "train_distribution",
+        lambda b: _train(b, distribution="gpus"),
+        V,
+        ("distribution='gpus'", "'auto'"),
+    ),
+    Case(
+        "train_precision", lambda b: _train(b, precision="fp8"), V, ("precision='fp8'", "'float32'")
+    ),
+    Case(
+        "train_labels_out_of_range",
+        lambda b: _train(
+            b, kr.build_resnet(8, stem="cifar", input_shape=(16, 16, 3), num_classes=2)
+        ),
+        V,
+        ("labels from 0 to 2", "2 outputs", "replace_head"),
+    ),
+    Case(
+        "train_unbatched_data",
+        lambda b: _train(b, data=b.ds.unbatch()),
+        V,
+        ("train_data", "batch the dataset"),
+    ),
+    Case("train_empty_data", lambda b: _train(b, data=b.ds.take(0)), V, ("0 batches",)),
+    Case(
+        "train_val_data_list",
+        lambda b: _train(b, val_data=[b.x, b.y]),
+        V,
+        ("val_data of type list", "tf.data.Dataset"),
+    ),
+    Case(
+        "train_output_dir_is_a_file",
+        lambda b: _train(b, output_dir=b.tmp / "notes.txt"),
+        V,
+        ("output_dir=", "notes.txt", "not a folder"),
+    ),
+    Case(
+        "train_output_dir_under_a_file",
+        lambda b: _train(b, output_dir=b.tmp / "notes.txt" / "run"),
+        V,
+        ("output_dir=", "cannot be written", "is a file"),
+    ),
+    # Export.
+    Case(
+        "export_format",
+        lambda b: kr.export(b.model, b.tmp / "x.tflite", format="coreml"),
+        V,
+        ("format='coreml'", "'onnx'"),
+    ),
+    Case(
+        "export_int8_without_data",
+        lambda b: kr.export(b.model, b.tmp / "x.tflite", quantization="int8"),
+        V,
+        ("representative_data", "digits"),
+    ),
+    Case(
+        "export_truncated_keras",
+        lambda b: kr.export(b.tmp / "truncated.keras", b.tmp / "x.tflite"),
+        V,
+        ("model_or_path=", "truncated.keras", "truncated or corrupt"),
+    ),
+    Case(
+        "export_missing_keras",
+        lambda b: kr.export(b.tmp / "missing.keras", b.tmp / "x.tflite"),
+        F,
+        ("missing.keras",),
+    ),
+    Case(
+        "export_unsafe_keras",
+        lambda b: kr.export(b.tmp / "lambda.keras", b.tmp / "x.tflite"),
+        V,
+        ("lambda.keras", "safe_mode=False"),
+    ),
+    Case(
+        "export_output_is_a_folder",
+        lambda b: kr.export(b.model, b.tmp / "a_folder.tflite"),
+        V,
+        ("path=", "a_folder.tflite", "is a folder"),
+    ),
+    Case(
+        "export_output_under_a_file",
+        lambda b: kr.export(b.model, b.tmp / "notes.txt" / "x.tflite"),
+        V,
+        ("path=", "cannot be written", "is a file"),
+    ),
+    Case(
+        "export_unknown_input_size",
+        lambda b: kr.export(
+            kr.build_resnet(8, stem="cifar", input_shape=(None, None, 3)), b.tmp / "x.tflite"
+        ),
+        V,
+        ("input_shape=(None, None, 3)", "fixed"),
+    ),
+    # The CLI: one line on stderr, exit code 2 for usage and input errors, 1 at runtime.
+    Case("cli_unknown_model", lambda b: ["info", "resnet05"], 2, ("name='resnet05'", "resnet50")),
+    Case("cli_no_match", lambda b: ["list", "nothing*"], 2, ("pattern='nothing*'",)),
+    Case(
+        "cli_image_too_small",
+        lambda b: ["info", "resnet50", "--image-size", "8"],
+        2,
+        ("input_shape=(8, 8, 3)", ">= 32"),
+    ),
+    Case(
+        "cli_zero_epochs",
+        lambda b: ["train", "--epochs", "0"],
+        2,
+        ("--epochs", "'0'", "positive int"),
+    ),
+    Case(
+        "cli_negative_batch_size",
+        lambda b: ["evaluate", "m.keras", "--batch-size", "-4"],
+        2,
+        ("--batch-size", "'-4'", "positive int"),
+    ),
+    Case("cli_unknown_command", lambda b: ["fit"], 2, ("invalid choice", "'fit'", "train")),
+    Case(
+        "cli_missing_model_file",
+        lambda b: ["evaluate", str(b.tmp / "missing.keras")],
+        2,
+        ("missing.keras", "not a file"),
+    ),
+    Case(
+        "cli_unsafe_model_file",
+        lambda b: ["export", str(b.tmp / "lambda.keras"), str(b.tmp / "x.tflite")],
+        2,
+        ("lambda.keras", "safe_mode=False"),
+    ),
+    Case(
+        "cli_corrupt_tflite",
+        lambda b: ["predict", str(b.tmp / "corrupt.tflite"), str(b.tmp / "notes.txt")],
+        2,
+        ("corrupt.tflite", "TF Lite"),
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_bad_input_gets_one_clear_error(case, bad, capsys):
+    if isinstance(case.expected, int):
+        code = main(case.call(bad))
+        err = capsys.readouterr().err.strip()
+        assert code == case.expected, err
+        assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+        message = err
+    else:
+        with pytest.raises(Exception) as info:  # noqa: PT011 - the exact type is checked below
+            case.call(bad)
+        assert type(info.value) is case.expected, repr(info.value)
+        message = str(info.value)
+    for word in case.words:
+        assert word in message, message
+
+
+def test_cli_runtime_failure_is_one_line_with_exit_code_1(bad, capsys, monkeypatch):
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(kr, "export", disk_full)
+    argv = ["export", str(bad.tmp / "m.keras"), str(bad.tmp / "m.tflite")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "keras-resvit export: OSError: [Errno 28] No space left on device"
+    with pytest.raises(OSError, match="No space left"):
+        main(["--debug", *argv])

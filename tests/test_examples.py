@@ -1,0 +1,178 @@
+"""The example scripts: `--help` answers, and each runs end to end on tiny settings."""
+
+import csv
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import keras_resvit as kr
+from tests.weights.test_vit_npz import make_checkpoint
+
+EXAMPLES = Path(__file__).parents[1] / "examples"
+NAMES = sorted(path.stem for path in EXAMPLES.glob("*.py"))
+DIGITS_TRAIN = 1437  # scikit-learn's 1,797 digits less the 20% test split
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def run_example(name, *argv):
+    """Runs `examples/<name>.py`'s main() in this process (TensorFlow is loaded once)."""
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main([str(a) for a in argv])
+    return module
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_help_answers(name):
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / f"{name}.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    # The docstring's commands: a CPU-friendly run and the paper-scale flags.
+    assert f"examples/{name}.py" in result.stdout
+    assert "--output" in result.stdout
+
+
+@pytest.mark.slow
+def test_resnet_degradation_writes_curves(tmp_path, capsys):
+    run_example(
+        "resnet_degradation",
+        "--depths",
+        8,
+        "--epochs",
+        2,
+        "--batch-size",
+        128,
+        "--output",
+        tmp_path,
+    )
+    rows = read_csv(tmp_path / "degradation.csv")
+    assert [(r["net"], int(r["epoch"])) for r in rows] == [
+        ("plain8", 1),
+        ("plain8", 2),
+        ("resnet8", 1),
+        ("resnet8", 2),
+    ]
+    steps = -(-DIGITS_TRAIN // 128)
+    assert [int(r["iteration"]) for r in rows] == [steps, 2 * steps] * 2
+    for net in ("plain8", "resnet8"):
+        history = read_csv(tmp_path / net / "history.csv")
+        curve = [r for r in rows if r["net"] == net]
+        for row, epoch in zip(curve, history, strict=True):
+            assert float(row["train_error"]) == pytest.approx(100 * (1 - float(epoch["accuracy"])))
+            assert float(row["test_error"]) == pytest.approx(
+                100 * (1 - float(epoch["val_accuracy"]))
+            )
+        # Two epochs of the paper's recipe lower the training loss of both nets.
+        assert float(history[1]["loss"]) < float(history[0]["loss"])
+    assert (tmp_path / "degradation.png").read_bytes()[:8] == PNG_MAGIC
+    assert "resnet8" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_cifar_resnet_table_prints_paper_column(tmp_path, capsys):
+    run_example("cifar_resnet_table", "--depths", 8, "--epochs", 1, "--output", tmp_path)
+    (row,) = read_csv(tmp_path / "table.csv")
+    assert int(row["params"]) == kr.count_params(kr.build_resnet(8, stem="cifar"))
+    (epoch,) = read_csv(tmp_path / "resnet8" / "history.csv")
+    assert float(row["test_error"]) == pytest.approx(100 * (1 - float(epoch["val_accuracy"])))
+    assert row["paper_test_error"] == ""  # the paper has no ResNet-8
+    line = next(line for line in capsys.readouterr().out.splitlines() if "ResNet-8" in line)
+    assert line.split()[-1] == "-"
+
+
+@pytest.mark.slow
+def test_vit_finetune_starts_from_checkpoint(tmp_path):
+    arrays = make_checkpoint(np.random.default_rng(0))  # 16 px, patch 8, 5 classes
+    np.savez(tmp_path / "vit.npz", **arrays)
+    output = tmp_path / "run"
+    run_example(
+        "vit_finetune",
+        "--weights",
+        tmp_path / "vit.npz",
+        "--image-size",
+        32,
+        "--batch-size",
+        64,
+        "--epochs",
+        1,
+        "--output",
+        output,
+    )
+    model = kr.load_model(output / "last.keras")
+    assert model.input_shape == (None, 32, 32, 3)
+    assert model.output_shape == (None, 10)
+    # The learning rate is still warming up after one epoch: the weights stay near the
+    # checkpoint's (a fresh class token would be zeros).
+    token = keras.ops.convert_to_numpy(model.get_layer("class_token").weights[0])
+    np.testing.assert_allclose(token, arrays["cls"], atol=0.05)
+    assert np.abs(arrays["cls"]).max() > 0.2
+    (epoch,) = read_csv(output / "history.csv")
+    assert 0.0 <= float(epoch["val_accuracy"]) <= 1.0
+
+
+@pytest.mark.slow
+def test_export_tflite_writes_checked_files(tmp_path, capsys):
+    model = kr.build_resnet(8, stem="cifar")
+    model.save(tmp_path / "model.keras")
+    (images, _), _ = kr.data.load_digits()
+    image = tmp_path / "digit.png"
+    keras.utils.save_img(image, images[0])
+    run_example(
+        "export_tflite",
+        tmp_path / "model.keras",
+        "--quantization",
+        "float32",
+        "float16",
+        "--output",
+        tmp_path / "tflite",
+        "--images",
+        image,
+    )
+    float32, float16 = (tmp_path / "tflite" / f"model_{q}.tflite" for q in ("float32", "float16"))
+    assert float16.stat().st_size < 0.7 * float32.stat().st_size
+    out = capsys.readouterr().out
+    assert "model_float32.tflite" in out and "model_float16.tflite" in out
+    assert out.count("digit.png") == 2  # one prediction per file
+
+
+@pytest.mark.slow
+def test_train_imagenet_on_mock_tfds(tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    output = tmp_path / "run"
+    with tfds.testing.mock_data(num_examples=16):
+        run_example(
+            "train_imagenet",
+            "--model",
+            "resnet20",
+            "--image-size",
+            32,
+            "--batch-size",
+            8,
+            "--epochs",
+            1,
+            "--output",
+            output,
+        )
+    config = json.loads((output / "config.json").read_text())
+    assert config["recipe"] == "resnet_imagenet"
+    assert config["batch_size"] == 8 and config["steps_per_epoch"] == 2
+    model = kr.load_model(output / "last.keras")
+    assert model.input_shape == (None, 32, 32, 3)
+    assert model.output_shape == (None, 1000)
+    assert len(read_csv(output / "history.csv")) == 1

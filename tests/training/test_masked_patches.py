@@ -1,0 +1,110 @@
+"""Masked patch prediction: corruption statistics, colour targets, pre-training lowers its loss,
+and the pre-trained encoder transfers bit-identically into build_vit and fine-tunes."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_resvit as kr
+from keras_resvit.layers.masked_patches import PatchColourClasses, PatchCorruption
+from keras_resvit.training.callbacks import read_history
+from keras_resvit.training.masked_patches import masked_patch_model
+from tests.conftest import TINY_VIT, random_images, tiny_vit, train_steps_lower_loss
+
+
+def test_corruption_follows_the_paper_proportions():
+    layer = PatchCorruption(seed=1)
+    x = np.random.default_rng(0).normal(size=(128, 64, 8)).astype("float32")
+    corrupted, picked = (keras.ops.convert_to_numpy(t) for t in layer(x))
+    picked = picked.astype(bool)
+    assert (picked.sum(axis=1) == 32).all()  # exactly half of each image's patches
+    unchanged = (corrupted == x).all(axis=-1)
+    assert unchanged[~picked].all()
+    token = keras.ops.convert_to_numpy(layer.mask_token)[0, 0]
+    masked = (corrupted == token).all(axis=-1)
+    other = picked & ~masked & ~unchanged
+    # 4,096 picked patches: 80 / 10 / 10 % within 3 percentage points.
+    assert masked[picked].mean() == pytest.approx(0.8, abs=0.03)
+    assert unchanged[picked].mean() == pytest.approx(0.1, abs=0.03)
+    assert other[picked].mean() == pytest.approx(0.1, abs=0.03)
+    for b, i in zip(*np.nonzero(other), strict=True):
+        sources = [j for j in range(64) if j != i and np.array_equal(corrupted[b, i], x[b, j])]
+        assert sources, "a randomly replaced patch holds another patch's embedding"
+    restored = PatchCorruption.from_config(layer.get_config())
+    assert (restored.rate, restored.mask_fraction, restored.seed) == (0.5, 0.8, 1)
+
+
+def test_colour_classes_equal_a_numpy_reference():
+    images = random_images(3, 32, 32)
+    actual = keras.ops.convert_to_numpy(PatchColourClasses(8)(images))
+    means = images.reshape(3, 4, 8, 4, 8, 3).mean(axis=(2, 4)).reshape(3, 16, 3)
+    codes = np.clip(np.floor(means / 32), 0, 7).astype(int)
+    np.testing.assert_array_equal(actual, codes[..., 0] * 64 + codes[..., 1] * 8 + codes[..., 2])
+    assert actual.min() >= 0 and actual.max() < 512
+
+
+@pytest.mark.parametrize("pooling, tokens", [("token", 16), ("gap", 16)])
+def test_pretraining_model_shares_the_vit_layers(pooling, tokens):
+    vit = tiny_vit(pooling=pooling)
+    model = masked_patch_model(vit, seed=0)
+    assert model.output_shape == (None, tokens, 512)
+    shared = {id(w) for w in model.weights}
+    encoder = [w for w in vit.weights if "predictions" not in w.path]
+    assert all(id(w) in shared for w in encoder)
+
+
+def test_pretraining_lowers_loss_and_the_encoder_transfers_and_fine_tunes(tmp_path):
+    (x, y), _ = kr.data.load_digits()
+    vit = tiny_vit(num_classes=10)
+    initial = {layer.name: layer.get_weights() for layer in vit.layers if layer.weights}
+    pretrained = kr.pretrain_masked_patches(
+        vit,
+        (x[:512], y[:512]),
+        epochs=3,
+        batch_size=64,
+        learning_rate=1e-3,
+        output_dir=tmp_path,
+        verbose=0,
+    )
+    assert pretrained is vit
+    losses = [row["loss"] for row in read_history(tmp_path / "history.csv")]
+    # Starts near ln(512) = 6.2 (uniform over the colours); measured ~5.5 -> ~3.9.
+    assert len(losses) == 3 and losses[-1] < losses[0] - 0.5
+    assert (tmp_path / "pretrained.keras").is_file()
+    changed = [
+        name
+        for name, weights in initial.items()
+        if not all(
+            np.array_equal(a, b)
+            for a, b in zip(weights, vit.get_layer(name).get_weights(), strict=True)
+        )
+    ]
+    assert "patch_embedding" in changed and "encoder_block2_attention" in changed
+    assert "predictions" not in changed  # the classifier is not part of pre-training
+
+    # Transfer into a freshly built ViT of the same variant, by layer name, new head kept.
+    fresh = kr.build_vit(**{**TINY_VIT, "num_classes": 10})
+    assert [layer.name for layer in fresh.layers] == [layer.name for layer in vit.layers]
+    for layer in fresh.layers:
+        if layer.weights and layer.name != "predictions":
+            layer.set_weights(vit.get_layer(layer.name).get_weights())
+    for layer in vit.layers:
+        if layer.weights and layer.name != "predictions":
+            for a, b in zip(
+                layer.get_weights(), fresh.get_layer(layer.name).get_weights(), strict=True
+            ):
+                np.testing.assert_array_equal(a, b)
+
+    first, last = train_steps_lower_loss(fresh, x[:64], y[:64], steps=8)
+    assert last < first
+
+
+def test_bad_arguments_raise_one_clear_error():
+    with pytest.raises(ValueError, match="model_or_name='resnet20' is a resnet model"):
+        kr.pretrain_masked_patches("resnet20", "digits")
+    with pytest.raises(ValueError, match="is not a ViT"):
+        kr.pretrain_masked_patches(kr.build_resnet(8, stem="cifar"), "digits")
+    with pytest.raises(ValueError, match="epochs=0"):
+        kr.pretrain_masked_patches(tiny_vit(), "digits", epochs=0)
+    with pytest.raises(ValueError, match="learning_rate=-1"):
+        kr.pretrain_masked_patches(tiny_vit(), "digits", learning_rate=-1)
