@@ -52,7 +52,7 @@ def training_throughput(name, steps):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=256, help="images per preset and size")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the model's")
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 224], choices=[32, 224])
     parser.add_argument("--train-steps", type=int, default=5)
     parser.add_argument("--json", default=None, help="also write the figures to this file")
@@ -64,7 +64,8 @@ def main():
         fed = training_throughput(model, args.train_steps)
         print(f"\n{size}x{size}: {model} trains at {fed:8.1f} images/s")
         for preset in PRESETS:
-            rate = pipeline_throughput(preset, size, args.images, args.batch_size)
+            batch_size = args.batch_size or PAIRS[model][1]
+            rate = pipeline_throughput(preset, size, args.images, batch_size)
             print(f"  {preset:16s} {rate:8.1f} images/s  ({rate / fed:5.1f}x the model)")
             rows.append(dict(size=size, model=model, model_rate=fed, preset=preset, rate=rate))
     if args.json:

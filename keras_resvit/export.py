@@ -33,14 +33,12 @@ SUFFIXES = {"tflite": ".tflite", "onnx": ".onnx"}
 TOLERANCES = {None: 1e-4, "float16": 1e-2}
 MIN_TOP1_AGREEMENT = 0.95
 CALIBRATION_SAMPLES = 128
-# Full-integer ViTs keep their attention core in float32: the two matmuls between activations
-# (queries x keys, attention x values) and the softmax between them. Every convolution and
-# Dense layer (patch embedding, q/k/v/output projections, MLP, head), LayerNorm, GELU and
-# residual add stays int8. Why: attention logits span a wide range that one per-tensor int8
-# scale resolves coarsely, int8 attention weights round small probabilities to zero, and TF
-# Lite's default CPU delegate (XNNPACK, TF 2.21) miscomputes int8 BATCH_MATMUL between two
-# activations (relative error 0.4-0.7 where the reference kernel has 0.02). Measured on small
-# ViTs trained on digits: top-1 agreement 90-98% with everything int8, 98% with this rule.
+# A ViT's full-integer export keeps its attention core in float32: the two matmuls between
+# activations (queries x keys, attention x values) and the softmax between them; convolutions,
+# Dense layers, LayerNorms, GELUs and residual adds stay int8. One int8 scale per tensor resolves
+# attention logits and weights coarsely, and TF Lite's default CPU delegate (XNNPACK, TF 2.21)
+# miscomputes int8 BATCH_MATMUL between two activations (relative error 0.4-0.7; the reference
+# kernel 0.02). Small ViTs trained on digits: top-1 agreement 90-98% all-int8, 98% with this.
 VIT_INT8_FLOAT_OPS = ("BATCH_MATMUL", "SOFTMAX")
 # Random images for a check without representative data. With representative data the check
 # runs on all of it: on 32 images a 95% criterion passes one miss and fails two, so a model

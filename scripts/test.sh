@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The whole test suite: create/use .venv, install the test and jax extras (pinned), lint, then
+# The whole test suite: create/use .venv, install the test, jax, onnx, hub and torch extras
+# (pinned; torch is the CPU build), lint, then
 # run pytest under KERAS_BACKEND=tensorflow and KERAS_BACKEND=jax (slow tests included).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
-.venv/bin/python -m pip install -q -c requirements/constraints.txt -e ".[test,jax,onnx,hub]"
+.venv/bin/python -m pip install -q -c requirements/constraints.txt -e ".[test,jax,onnx,hub,torch]"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 status=0

@@ -26,7 +26,7 @@ SETTINGS = {
     "derandomize": True,
     "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],
 }
-VALID_EXAMPLES = 8
+VALID_EXAMPLES = 5
 INVALID_EXAMPLES = 150
 
 

@@ -148,12 +148,10 @@ def _mix_batches(ds, mixing, num_classes, seed, parallel_calls):
         if mixup is None or cutmix is None:
             out = (mixup or cutmix)(data)
             return out["images"], out["labels"]
-        a, b = mixup(dict(data)), cutmix(dict(data))
+        # Only the chosen one runs: both layers draw from their own seed state in the branch.
         use_cutmix = tf.random.uniform((), seed=seed) < mixing.cutmix_prob
-        return (
-            tf.where(use_cutmix, b["images"], a["images"]),
-            tf.where(use_cutmix, b["labels"], a["labels"]),
-        )
+        out = tf.cond(use_cutmix, lambda: cutmix(dict(data)), lambda: mixup(dict(data)))
+        return out["images"], out["labels"]
 
     return ds.map(mix, num_parallel_calls=parallel_calls)
 

@@ -12,6 +12,7 @@ Files are read without pickle: `.safetensors` (with the `safetensors` package), 
 `.pth`/`.pt`/`.bin` through `torch.load(weights_only=True)` when PyTorch is installed.
 """
 
+import pickle
 import re
 import zipfile
 from pathlib import Path
@@ -84,12 +85,28 @@ def read_state_dict(path) -> dict:
         import torch
 
         state = torch.load(path, map_location="cpu", weights_only=True)
+        others = (
+            sorted(k for k, v in state.items() if not isinstance(v, torch.Tensor))
+            if isinstance(state, dict)
+            else [type(state).__name__]
+        )
+        if others:
+            raise ValueError(
+                f"found {others[:5]} where a flat {{name: tensor}} dict was expected (as "
+                "`torch.save(model.state_dict(), path)` writes)"
+            )
         return {key: value.float().numpy() for key, value in state.items()}
     except ImportError as error:
         package = "safetensors" if suffix == ".safetensors" else "torch"
         raise ValueError(
             f"path={path.name!r} needs the {package!r} package to be read; install it, or "
             "convert the state dict to .npz."
+        ) from error
+    except pickle.UnpicklingError as error:
+        # torch.load(weights_only=True) refuses anything but tensors and plain containers.
+        raise ValueError(
+            f"path={path.name!r} is not a readable state dict: it is corrupt or holds objects "
+            "other than tensors, which are never unpickled."
         ) from error
     except (OSError, ValueError, RuntimeError, zipfile.BadZipFile) as error:
         raise ValueError(f"path={path.name!r} is not a readable state dict: {error}") from error

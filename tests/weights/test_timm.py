@@ -1,5 +1,7 @@
 """timm / torchvision state dicts (ResNet v1.5, ViT) load into our models with the same outputs."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -144,6 +146,28 @@ def test_pth_file_matches_a_torch_forward_pass(name, tmp_path):
         expected = _torch_resnet(tensors, x)
     assert model.name == name and model.output_shape == (None, expected.shape[-1])
     assert_close(model(x), expected, tolerance=1e-5)
+
+
+class _TouchOnLoad:
+    """Unpickling this object calls `Path.touch`: a reader that unpickles creates the file."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return Path.touch, (self.path,)
+
+
+def test_pth_objects_are_never_unpickled(tmp_path):
+    torch = pytest.importorskip("torch")
+    marker = tmp_path / "unpickled"
+    torch.save({"conv1.weight": _TouchOnLoad(marker)}, tmp_path / "evil.pth")
+    with pytest.raises(ValueError, match=r"'evil\.pth'.*never unpickled"):
+        kr.create_model("resnet18", weights=tmp_path / "evil.pth")
+    assert not marker.exists()
+    torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}}, tmp_path / "nested.pth")
+    with pytest.raises(ValueError, match=r"'nested\.pth'.*\['state_dict'\].*flat"):
+        kr.create_model("resnet18", weights=tmp_path / "nested.pth")
 
 
 def test_readers_refuse_other_files(tmp_path):
