@@ -124,6 +124,19 @@ def is_vit(model) -> bool:
     return any(isinstance(layer, PositionEmbedding) for layer in model.layers)
 
 
+def classifier_layer(model, needs):
+    """The model's Dense classifier named "predictions"; `needs` says who requires it."""
+    names = [layer.name for layer in model.layers]
+    if "predictions" not in names or not isinstance(
+        model.get_layer("predictions"), keras.layers.Dense
+    ):
+        raise ValueError(
+            f"model={model.name!r} has no Dense layer named 'predictions'; {needs} built with "
+            "include_top=True."
+        )
+    return model.get_layer("predictions")
+
+
 def replace_head(model: keras.Model, num_classes: int) -> keras.Model:
     """A copy of `model` with a fresh `num_classes`-way classifier and every other weight kept.
 
@@ -150,14 +163,7 @@ def replace_head(model: keras.Model, num_classes: int) -> keras.Model:
     (None, 100)
     """
     check_model("model", model)
-    names = [layer.name for layer in model.layers]
-    if "predictions" not in names or not isinstance(
-        model.get_layer("predictions"), keras.layers.Dense
-    ):
-        raise ValueError(
-            f"model={model.name!r} has no Dense layer named 'predictions'; replace_head needs a "
-            "classifier model built with include_top=True."
-        )
+    classifier_layer(model, "replace_head needs a classifier model")
     check_head_arguments(True, num_classes, None, None)
     config = model.get_config()
     head = layer_config(config, "predictions")

@@ -12,7 +12,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_resvit.models.common import is_vit
+from keras_resvit.models.common import classifier_layer, is_vit
 from keras_resvit.training.distribution import gradient
 from keras_resvit.viz.figures import (
     check_images,
@@ -34,15 +34,7 @@ def _classifier(model):
             f"model={model.name!r} is a ViT, which has no convolutional feature map for Grad-CAM; "
             "use keras_resvit.viz.attention_rollout."
         )
-    names = [layer.name for layer in model.layers]
-    if "predictions" not in names or not isinstance(
-        model.get_layer("predictions"), keras.layers.Dense
-    ):
-        raise ValueError(
-            f"model={model.name!r} has no Dense layer named 'predictions'; Grad-CAM needs a "
-            "classifier built with include_top=True."
-        )
-    return model.get_layer("predictions")
+    return classifier_layer(model, "Grad-CAM needs a classifier")
 
 
 def _split(model, layer):
