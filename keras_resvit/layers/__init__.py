@@ -8,7 +8,7 @@ from keras_resvit.layers.crops import (
 )
 from keras_resvit.layers.preprocessing import PRESETS, ReverseChannels, preprocessing_layers
 from keras_resvit.layers.rand_augment import Equalization, RandAugment
-from keras_resvit.layers.resnet_layers import StdConv2D, ZeroPadShortcut
+from keras_resvit.layers.resnet_layers import FusedBatchNormalization, StdConv2D, ZeroPadShortcut
 from keras_resvit.layers.vit_layers import ClassToken, DropPath, PositionEmbedding, TokenPooling
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "ClassToken",
     "DropPath",
     "Equalization",
+    "FusedBatchNormalization",
     "PositionEmbedding",
     "RandAugment",
     "RandomPadCrop",

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import keras
 
 from keras_resvit.layers.preprocessing import RGB_PRESETS, preprocessing_layers
-from keras_resvit.layers.resnet_layers import StdConv2D, ZeroPadShortcut
+from keras_resvit.layers.resnet_layers import FusedBatchNormalization, StdConv2D, ZeroPadShortcut
 from keras_resvit.models.common import (
     check_bool,
     check_choice,
@@ -87,7 +87,7 @@ def _norm(x, name, cfg):
     if cfg.norm == "group":
         groups = math.gcd(GN_GROUPS, x.shape[-1])
         return keras.layers.GroupNormalization(groups, epsilon=BN_EPSILON, name=name)(x)
-    return keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)(x)
+    return FusedBatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)(x)
 
 
 def _norm_relu(x, name, cfg, suffix=""):

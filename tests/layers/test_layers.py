@@ -4,7 +4,13 @@ import keras
 import numpy as np
 import pytest
 
-from keras_resvit.layers import ReverseChannels, StdConv2D, ZeroPadShortcut, preprocessing_layers
+from keras_resvit.layers import (
+    FusedBatchNormalization,
+    ReverseChannels,
+    StdConv2D,
+    ZeroPadShortcut,
+    preprocessing_layers,
+)
 from tests.conftest import random_images
 
 
@@ -63,10 +69,66 @@ def test_std_conv_standardizes_each_filter():
 
 @pytest.mark.parametrize(
     "layer",
-    [ZeroPadShortcut(16, stride=2), StdConv2D(8, 3, epsilon=1e-6), ReverseChannels()],
-    ids=["zero_pad", "std_conv", "reverse"],
+    [
+        ZeroPadShortcut(16, stride=2),
+        StdConv2D(8, 3, epsilon=1e-6),
+        ReverseChannels(),
+        FusedBatchNormalization(epsilon=1e-5, momentum=0.9, axis=1),
+    ],
+    ids=["zero_pad", "std_conv", "reverse", "fused_bn"],
 )
 def test_layers_serialize(layer):
     clone = keras.layers.deserialize(keras.layers.serialize(layer))
     assert type(clone) is type(layer)
     assert clone.get_config() == layer.get_config()
+
+
+def _bn_pair(axis, channels):
+    layers = [
+        keras.layers.BatchNormalization(axis=axis, epsilon=1e-5, momentum=0.9),
+        FusedBatchNormalization(axis=axis, epsilon=1e-5, momentum=0.9),
+    ]
+    gamma = np.linspace(0.5, 2.0, channels).astype("float32")
+    for layer in layers:
+        layer.build((None, channels, 5, channels) if axis == 1 else (None, 5, 7, channels))
+        layer.gamma.assign(gamma)
+        layer.beta.assign(-gamma / 2)
+    return layers
+
+
+@pytest.mark.parametrize("axis", [-1, 1])
+def test_fused_batch_norm_matches_keras_batch_norm(axis):
+    """Same outputs and moving statistics as keras.layers.BatchNormalization, in training
+    (batch statistics, biased variance) and inference (moving statistics)."""
+    x = np.random.default_rng(0).normal(2.0, 3.0, (6, 8, 5, 7)).astype("float32")
+    if axis == -1:
+        x = x.transpose(0, 2, 3, 1)
+    keras_bn, fused = _bn_pair(axis, 8)
+    for training in (True, True, False):
+        expected = keras.ops.convert_to_numpy(keras_bn(x, training=training))
+        got = keras.ops.convert_to_numpy(fused(x, training=training))
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+    for name in ("moving_mean", "moving_variance"):
+        expected = keras.ops.convert_to_numpy(getattr(keras_bn, name))
+        got = keras.ops.convert_to_numpy(getattr(fused, name))
+        np.testing.assert_allclose(got, expected, rtol=1e-5)
+    # Two training steps moved the statistics away from their (0, 1) start.
+    assert np.abs(keras.ops.convert_to_numpy(fused.moving_mean)).min() > 0.3
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_fused_batch_norm_gradients_match_keras(training, backend):
+    if backend != "tensorflow":
+        pytest.skip("the fused kernel is TensorFlow's; other backends run the Keras layer")
+    import tensorflow as tf
+
+    x = tf.constant(np.random.default_rng(1).normal(1.0, 2.0, (4, 5, 7, 8)).astype("float32"))
+    grads = []
+    for layer in _bn_pair(-1, 8):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=training)
+            loss = tf.reduce_sum(y * tf.sin(y))
+        grads.append(tape.gradient(loss, [x, layer.gamma.value, layer.beta.value]))
+    for expected, got in zip(*grads, strict=True):
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-3, atol=1e-3)
