@@ -114,9 +114,10 @@ Speed is measured here, never asserted in tests.
 Machine: {machine()}.
 
 ## Training throughput (`train_throughput.py`)
-Images/s of `model.fit` after warm-up on synthetic batches; ours compiled as `kr.train` does,
-the anchor (keras.applications ResNet50, keras-hub ViTBackbone + dense head) as its
-documentation shows, same backend, batch and optimizer, A/B alternated. "Of peak": achieved
+Images/s of `model.fit` steps on synthetic batches (timed inside `fit`, after a first step;
+median of the A/B-alternated runs); ours compiled as `kr.train` does, the anchor
+(keras.applications ResNet50, keras-hub ViTBackbone + dense head) as its documentation shows,
+same backend, batch and optimizer. "Of peak": achieved
 training FLOP/s (6 x forward multiply-adds per image) over a float32 2048^3 matmul timed in the
 same run ({peak_text}).
 
