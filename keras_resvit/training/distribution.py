@@ -8,6 +8,7 @@ This module and `export.py` are the only places that branch on backend.
 """
 
 import contextlib
+import warnings
 from dataclasses import dataclass
 
 import keras
@@ -16,6 +17,10 @@ STRATEGIES = ("auto", "none", "tpu", "mirrored", "data_parallel")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16", "bfloat16")
 # Mixed precision where the hardware has fast low-precision matmuls; float32 on CPUs.
 AUTO_PRECISION = {"tpu": "mixed_bfloat16", "gpu": "mixed_float16", "cpu": "float32"}
+# CPU features (Linux /proc/cpuinfo) with native bfloat16 matmuls: x86 AVX512-BF16 and AMX
+# (Intel Cooper Lake, Sapphire Rapids and later; AMD Zen 4 and later), Arm BF16. Elsewhere
+# bfloat16 is emulated and trains slower than float32.
+BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
 
 
 @dataclass
@@ -150,7 +155,29 @@ def resolve_precision(precision: str, placement: Placement) -> str:
         raise ValueError(
             f"precision={precision!r} is not valid; expected one of {list(PRECISIONS)}."
         )
-    return AUTO_PRECISION[placement.accelerator] if precision == "auto" else precision
+    policy = AUTO_PRECISION[placement.accelerator] if precision == "auto" else precision
+    if placement.accelerator == "cpu" and "bfloat16" in policy:
+        flags = cpu_flags()
+        if flags is not None and not flags & BF16_CPU_FLAGS:
+            warnings.warn(
+                f"precision={precision!r} on a CPU without AVX512-BF16, AMX or Arm BF16: "
+                "bfloat16 is emulated there and trains slower than precision='float32'.",
+                stacklevel=2,
+            )
+    return policy
+
+
+def cpu_flags(path="/proc/cpuinfo"):
+    """The CPU's feature flags as a set, or None where the system does not list them."""
+    try:
+        with open(path) as file:
+            for line in file:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    return set(value.split())
+    except OSError:
+        return None
+    return None
 
 
 @contextlib.contextmanager

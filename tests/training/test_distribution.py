@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import keras
@@ -42,6 +43,36 @@ def test_single_cpu_placement_and_precision():
     assert placement.num_replicas == 1 and placement.accelerator == "cpu"
     assert resolve_precision("auto", placement) == "float32"
     assert resolve_precision("mixed_bfloat16", placement) == "mixed_bfloat16"
+
+
+@pytest.mark.parametrize(
+    "flags, warns", [({"avx2", "fma"}, True), ({"avx2", "amx_bf16"}, False), (None, False)]
+)
+def test_bfloat16_on_a_cpu_without_native_support_warns(monkeypatch, flags, warns):
+    from keras_resvit.training import distribution
+
+    monkeypatch.setattr(distribution, "cpu_flags", lambda: flags)
+    placement = place("none")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert resolve_precision("mixed_bfloat16", placement) == "mixed_bfloat16"
+        assert resolve_precision("float32", placement) == "float32"
+    messages = [str(w.message) for w in caught if "emulated" in str(w.message)]
+    assert len(messages) == (1 if warns else 0)
+    if warns:
+        assert "precision='mixed_bfloat16'" in messages[0] and "AVX512-BF16" in messages[0]
+
+
+def test_cpu_flags_reads_x86_and_arm_cpuinfo(tmp_path):
+    from keras_resvit.training.distribution import cpu_flags
+
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16\n")
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd bf16\n")
+    assert cpu_flags(str(x86)) == {"fpu", "avx512f", "avx512_bf16"}
+    assert "bf16" in cpu_flags(str(arm))
+    assert cpu_flags(str(tmp_path / "missing")) is None
 
 
 def test_other_backends_strategy_is_refused(backend):
