@@ -8,7 +8,12 @@ from keras_resvit.layers.crops import (
 )
 from keras_resvit.layers.preprocessing import PRESETS, ReverseChannels, preprocessing_layers
 from keras_resvit.layers.rand_augment import Equalization, RandAugment
-from keras_resvit.layers.resnet_layers import FusedBatchNormalization, StdConv2D, ZeroPadShortcut
+from keras_resvit.layers.resnet_layers import (
+    FusedBatchNormalization,
+    PointwiseConv2D,
+    StdConv2D,
+    ZeroPadShortcut,
+)
 from keras_resvit.layers.vit_layers import ClassToken, DropPath, PositionEmbedding, TokenPooling
 
 __all__ = [
@@ -17,6 +22,7 @@ __all__ = [
     "DropPath",
     "Equalization",
     "FusedBatchNormalization",
+    "PointwiseConv2D",
     "PositionEmbedding",
     "RandAugment",
     "RandomPadCrop",

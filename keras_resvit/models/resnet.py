@@ -12,7 +12,12 @@ from dataclasses import dataclass
 import keras
 
 from keras_resvit.layers.preprocessing import RGB_PRESETS, preprocessing_layers
-from keras_resvit.layers.resnet_layers import FusedBatchNormalization, StdConv2D, ZeroPadShortcut
+from keras_resvit.layers.resnet_layers import (
+    FusedBatchNormalization,
+    PointwiseConv2D,
+    StdConv2D,
+    ZeroPadShortcut,
+)
 from keras_resvit.models.common import (
     check_bool,
     check_choice,
@@ -71,7 +76,10 @@ def _conv(x, filters, kernel, stride, name, cfg, use_bias=False):
     if stride > 1 and kernel > 1:
         x = keras.layers.ZeroPadding2D(kernel // 2, name=f"{name}_pad")(x)
         padding = "valid"
-    conv = StdConv2D if cfg.weight_standardization else keras.layers.Conv2D
+    if cfg.weight_standardization:
+        conv = StdConv2D
+    else:
+        conv = PointwiseConv2D if kernel == 1 else keras.layers.Conv2D
     return conv(
         filters,
         kernel,

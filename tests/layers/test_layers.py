@@ -6,6 +6,7 @@ import pytest
 
 from keras_resvit.layers import (
     FusedBatchNormalization,
+    PointwiseConv2D,
     ReverseChannels,
     StdConv2D,
     ZeroPadShortcut,
@@ -74,8 +75,9 @@ def test_std_conv_standardizes_each_filter():
         StdConv2D(8, 3, epsilon=1e-6),
         ReverseChannels(),
         FusedBatchNormalization(epsilon=1e-5, momentum=0.9, axis=1),
+        PointwiseConv2D(8, 1, strides=2, use_bias=False),
     ],
-    ids=["zero_pad", "std_conv", "reverse", "fused_bn"],
+    ids=["zero_pad", "std_conv", "reverse", "fused_bn", "pointwise"],
 )
 def test_layers_serialize(layer):
     clone = keras.layers.deserialize(keras.layers.serialize(layer))
@@ -132,3 +134,21 @@ def test_fused_batch_norm_gradients_match_keras(training, backend):
         grads.append(tape.gradient(loss, [x, layer.gamma.value, layer.beta.value]))
     for expected, got in zip(*grads, strict=True):
         np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("stride, padding, size", [(1, "same", 7), (2, "same", 7), (2, "valid", 8)])
+def test_pointwise_conv_matches_keras_conv(stride, padding, size, backend):
+    from keras_resvit.layers.resnet_layers import _pointwise_as_matmul
+
+    x = random_images(2, size, size, channels=5) / 255.0
+    layer = PointwiseConv2D(6, 1, strides=stride, padding=padding)
+    reference = keras.layers.Conv2D(6, 1, strides=stride, padding=padding)
+    layer.build(x.shape)
+    reference.build(x.shape)
+    reference.set_weights([w + 0.5 for w in layer.get_weights()])
+    layer.set_weights(reference.get_weights())
+    out = keras.ops.convert_to_numpy(layer(x))
+    np.testing.assert_allclose(out, keras.ops.convert_to_numpy(reference(x)), atol=1e-5)
+    # JAX's CPU backend takes the matmul path; a 3x3 kernel never does.
+    assert _pointwise_as_matmul(layer) == (backend == "jax")
+    assert not _pointwise_as_matmul(PointwiseConv2D(6, 3))
