@@ -92,7 +92,7 @@ def _bn_pair(axis, channels):
     ]
     gamma = np.linspace(0.5, 2.0, channels).astype("float32")
     for layer in layers:
-        layer.build((None, channels, 5, channels) if axis == 1 else (None, 5, 7, channels))
+        layer.build((None, channels, 5, 7) if axis == 1 else (None, 5, 7, channels))
         layer.gamma.assign(gamma)
         layer.beta.assign(-gamma / 2)
     return layers
