@@ -14,7 +14,13 @@ from keras_resvit.layers.resnet_layers import (
     StdConv2D,
     ZeroPadShortcut,
 )
-from keras_resvit.layers.vit_layers import ClassToken, DropPath, PositionEmbedding, TokenPooling
+from keras_resvit.layers.vit_layers import (
+    ClassToken,
+    DropPath,
+    MultiHeadSelfAttention,
+    PositionEmbedding,
+    TokenPooling,
+)
 
 __all__ = [
     "PRESETS",
@@ -22,6 +28,7 @@ __all__ = [
     "DropPath",
     "Equalization",
     "FusedBatchNormalization",
+    "MultiHeadSelfAttention",
     "PointwiseConv2D",
     "PositionEmbedding",
     "RandAugment",

@@ -2,10 +2,11 @@
 
 An image is cut into patches by a convolution with kernel = stride = patch size; a [class]
 token is prepended, position embeddings are added, and pre-LayerNorm Transformer blocks
-(`keras.layers.MultiHeadAttention`, GELU MLP, residuals) follow. Layer names are stable and
-hierarchical (`patch_embedding`, `encoder_block3_attention`, `encoder_block3_mlp_dense1`,
-`encoder_norm`, `pre_logits`, `predictions`) because weight converters and users address layers
-by name. `resize_vit` and `resample_position_embeddings` sit next to the model they serve.
+(`MultiHeadSelfAttention`, a faster `keras.layers.MultiHeadAttention`; GELU MLP; residuals)
+follow. Layer names are stable and hierarchical (`patch_embedding`, `encoder_block3_attention`,
+`encoder_block3_mlp_dense1`, `encoder_norm`, `pre_logits`, `predictions`) because weight
+converters and users address layers by name. `resize_vit` and `resample_position_embeddings`
+sit next to the model they serve.
 """
 
 import difflib
@@ -20,6 +21,7 @@ from keras_resvit.layers.vit_layers import (
     POSITION_EMBEDDINGS,
     ClassToken,
     DropPath,
+    MultiHeadSelfAttention,
     PositionEmbedding,
     TokenPooling,
 )
@@ -215,7 +217,7 @@ def mlp_block(x, cfg, name):
 def encoder_block(x, cfg, drop_rate, name):
     """Pre-LayerNorm Transformer block: x + MHA(LN(x)), then x + MLP(LN(x))."""
     y = keras.layers.LayerNormalization(epsilon=LN_EPSILON, name=f"{name}_norm1")(x)
-    y = keras.layers.MultiHeadAttention(
+    y = MultiHeadSelfAttention(
         cfg.num_heads,
         cfg.hidden_size // cfg.num_heads,
         dropout=cfg.attention_dropout,

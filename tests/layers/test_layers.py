@@ -6,6 +6,7 @@ import pytest
 
 from keras_resvit.layers import (
     FusedBatchNormalization,
+    MultiHeadSelfAttention,
     PointwiseConv2D,
     ReverseChannels,
     StdConv2D,
@@ -76,8 +77,9 @@ def test_std_conv_standardizes_each_filter():
         ReverseChannels(),
         FusedBatchNormalization(epsilon=1e-5, momentum=0.9, axis=1),
         PointwiseConv2D(8, 1, strides=2, use_bias=False),
+        MultiHeadSelfAttention(3, 5, dropout=0.1, name="attention"),
     ],
-    ids=["zero_pad", "std_conv", "reverse", "fused_bn", "pointwise"],
+    ids=["zero_pad", "std_conv", "reverse", "fused_bn", "pointwise", "self_attention"],
 )
 def test_layers_serialize(layer):
     clone = keras.layers.deserialize(keras.layers.serialize(layer))
@@ -152,3 +154,77 @@ def test_pointwise_conv_matches_keras_conv(stride, padding, size, backend):
     # JAX's CPU backend takes the matmul path; a 3x3 kernel never does.
     assert _pointwise_as_matmul(layer) == (backend == "jax")
     assert not _pointwise_as_matmul(PointwiseConv2D(6, 3))
+
+
+def _attention_pair(seed=0, **kwargs):
+    """A keras MultiHeadAttention and a MultiHeadSelfAttention with the same weights.
+    key_dim=6 makes the 1/sqrt(key_dim) scale inexact, so its placement is tested too."""
+    x = np.random.default_rng(seed).normal(size=(3, 7, 12)).astype("float32")
+    # One tensor as query and value: that is what a self-attention call is.
+    x = keras.ops.convert_to_tensor(x)
+    reference = keras.layers.MultiHeadAttention(4, 6, **kwargs)
+    layer = MultiHeadSelfAttention(4, 6, **kwargs)
+    reference(x, x)
+    layer(x, x)
+    layer.set_weights([w + 0.1 * np.sign(w) for w in reference.get_weights()])
+    reference.set_weights(layer.get_weights())
+    return reference, layer, x
+
+
+def test_self_attention_matches_keras_attention(backend, monkeypatch):
+    reference, layer, x = _attention_pair()
+    expected = keras.ops.convert_to_numpy(reference(x, x))
+    calls = []
+    monkeypatch.setattr(
+        keras.layers.MultiHeadAttention, "call", lambda *a, **k: calls.append(k) or a[1]
+    )
+    got = keras.ops.convert_to_numpy(layer(x, x))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    # TensorFlow and JAX run the matmul path; other backends run the Keras layer.
+    assert not calls if backend in ("tensorflow", "jax") else calls
+    layer(x, x, return_attention_scores=True)
+    assert calls[-1]["return_attention_scores"]
+
+
+def test_self_attention_falls_back_for_scores_and_masks():
+    reference, layer, x = _attention_pair(seed=1)
+    out, scores = layer(x, x, return_attention_scores=True)
+    assert tuple(scores.shape) == (3, 4, 7, 7)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(keras.ops.sum(scores, -1)), 1, atol=1e-5)
+    mask = np.array([[True] * 4 + [False] * 3] * 3)
+    masked = keras.ops.convert_to_numpy(layer(x, x, value_mask=mask))
+    expected = keras.ops.convert_to_numpy(reference(x, x, value_mask=mask))
+    np.testing.assert_allclose(masked, expected, rtol=1e-5, atol=1e-5)
+    assert np.abs(masked - keras.ops.convert_to_numpy(out)).max() > 1e-3
+
+
+def test_self_attention_trains_like_keras_attention():
+    """One SGD step through each layer gives the same updated weights (so the same gradients)."""
+    reference, layer, x = _attention_pair(seed=2)
+    x = keras.ops.convert_to_numpy(x)
+    target = np.random.default_rng(3).normal(size=x.shape).astype("float32")
+    weights = []
+    for attention in (reference, layer):
+        inputs = keras.Input(x.shape[1:])
+        model = keras.Model(inputs, attention(inputs, inputs))
+        model.compile(keras.optimizers.SGD(0.5), "mse")
+        model.fit(x, target, batch_size=3, epochs=1, verbose=0)
+        weights.append(attention.get_weights())
+    start = _attention_pair(seed=2)[1].get_weights()
+    assert np.abs(weights[1][0] - start[0]).max() > 1e-4
+    for expected, got in zip(*weights, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_self_attention_dropout_and_mixed_precision():
+    _, layer, x = _attention_pair(seed=4, dropout=0.5)
+    inference = keras.ops.convert_to_numpy(layer(x, x))
+    training = keras.ops.convert_to_numpy(layer(x, x, training=True))
+    assert training.shape == inference.shape
+    assert np.abs(training - inference).max() > 1e-3
+    reference, layer, x = _attention_pair(seed=5, dtype="mixed_bfloat16")
+    out = layer(x, x)
+    assert keras.backend.standardize_dtype(out.dtype) == "bfloat16"
+    expected = keras.ops.convert_to_numpy(keras.ops.cast(reference(x, x), "float32"))
+    got = keras.ops.convert_to_numpy(keras.ops.cast(out, "float32"))
+    np.testing.assert_allclose(got, expected, atol=0.05)
