@@ -12,7 +12,11 @@ from keras_resvit.models.resnet import build_resnet
 from keras_resvit.models.vit import build_vit, resize_vit
 from keras_resvit.predict import predict
 from keras_resvit.training import train
+from keras_resvit.training.distribution import configure_xla_cpu
 from keras_resvit.training.masked_patches import pretrain_masked_patches
+
+# Importing computes nothing, so XLA has not read its flags yet (see configure_xla_cpu).
+configure_xla_cpu()
 
 __version__ = "0.1.0"
 

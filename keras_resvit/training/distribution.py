@@ -8,6 +8,7 @@ This module and `export.py` are the only places that branch on backend.
 """
 
 import contextlib
+import os
 import warnings
 from dataclasses import dataclass
 
@@ -21,6 +22,15 @@ AUTO_PRECISION = {"tpu": "mixed_bfloat16", "gpu": "mixed_float16", "cpu": "float
 # (Intel Cooper Lake, Sapphire Rapids and later; AMD Zen 4 and later), Arm BF16. Elsewhere
 # bfloat16 is emulated and trains slower than float32.
 BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+# XLA's CPU backend (jax 0.10) hands convolutions to YNNPACK by default; at ResNet's shapes
+# its own convolutions are faster (3x3 at 56x56x64, forward and backward: 65 vs 183 ms; the
+# 7x7 stem: 179 vs 254 ms; the same results), so `configure_xla_cpu` takes that fusion out on
+# JAX: ResNet-50 trains 1.2x as fast, ViT-S/16 as fast as before.
+XLA_CPU_FLAGS = {"xla_cpu_experimental_ynn_fusion_type": "-individual_convolution"}
+# XLA aborts on a flag it does not know, and defaults change between releases: the jax
+# releases these flags were measured with.
+XLA_CPU_FLAGS_JAX = ("0.10.",)
+XLA_CPU_OPT_OUT = "KERAS_RESVIT_XLA_CPU_FLAGS"
 
 
 @dataclass
@@ -178,6 +188,30 @@ def cpu_flags(path="/proc/cpuinfo"):
     except OSError:
         return None
     return None
+
+
+def configure_xla_cpu(environ=os.environ) -> list:
+    """Adds `XLA_CPU_FLAGS` to `XLA_FLAGS` on the JAX backend; called when the package loads.
+
+    XLA reads `XLA_FLAGS` when JAX first computes, so this takes effect when keras_resvit is
+    imported before any JAX computation, and affects every JAX CPU computation of the process.
+    Only with the jax releases in `XLA_CPU_FLAGS_JAX`. A flag the user already set in
+    `XLA_FLAGS` is left as it is; `KERAS_RESVIT_XLA_CPU_FLAGS=0` turns this off.
+
+    Returns:
+        The flags added, e.g. `["--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"]`.
+    """
+    if keras.backend.backend() != "jax" or environ.get(XLA_CPU_OPT_OUT, "1") == "0":
+        return []
+    import jax
+
+    if not jax.__version__.startswith(XLA_CPU_FLAGS_JAX):
+        return []
+    current = environ.get("XLA_FLAGS", "")
+    added = [f"--{name}={value}" for name, value in XLA_CPU_FLAGS.items() if name not in current]
+    if added:
+        environ["XLA_FLAGS"] = " ".join([current, *added]).strip()
+    return added
 
 
 @contextlib.contextmanager

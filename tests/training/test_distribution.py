@@ -13,6 +13,7 @@ import pytest
 
 from keras_resvit.training.distribution import (
     choose_strategy,
+    configure_xla_cpu,
     dtype_policy,
     gradient,
     place,
@@ -125,3 +126,61 @@ def test_gradient_uses_the_backends_autodiff():
     x = np.array([1.0, -2.0, 3.0], dtype="float32")
     grad = gradient(lambda v: keras.ops.sum(v**3), x)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(grad), 3 * x**2, rtol=1e-6)
+
+
+def test_xla_cpu_flags_are_added_on_jax_unless_set_or_opted_out(backend, monkeypatch):
+    flag = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
+    env = {}
+    if backend != "jax":
+        assert configure_xla_cpu(env) == [] and env == {}
+        return
+    assert flag in os.environ.get("XLA_FLAGS", "")  # importing keras_resvit added it
+    assert configure_xla_cpu(env) == [flag] and env == {"XLA_FLAGS": flag}
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    assert configure_xla_cpu(env) == [flag]
+    assert env["XLA_FLAGS"] == f"--xla_force_host_platform_device_count=4 {flag}"
+    user = {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=+eltwise"}
+    assert configure_xla_cpu(user) == [] and user["XLA_FLAGS"].endswith("=+eltwise")
+    opted_out = {"KERAS_RESVIT_XLA_CPU_FLAGS": "0"}
+    assert configure_xla_cpu(opted_out) == [] and "XLA_FLAGS" not in opted_out
+    # An unmeasured jax release may not know the flag, and XLA aborts on unknown flags.
+    import jax
+
+    monkeypatch.setattr(jax, "__version__", "0.11.0")
+    assert configure_xla_cpu(env := {}) == [] and env == {}
+
+
+CONV_GRADIENTS = """
+import json, os, keras, numpy as np
+import keras_resvit as kr
+import jax
+keras.utils.set_random_seed(0)
+model = kr.build_resnet(8, stem="cifar", num_classes=4, input_shape=(16, 16, 3))
+x = np.random.default_rng(0).normal(size=(4, 16, 16, 3)).astype("float32")
+def loss(weights):
+    y, _ = model.stateless_call(weights, [v.value for v in model.non_trainable_variables], x)
+    return (y ** 2).sum()
+value, grads = jax.value_and_grad(loss)([v.value for v in model.trainable_variables])
+print(json.dumps({"flags": os.environ.get("XLA_FLAGS", ""), "loss": float(value),
+                  "grads": [float(abs(g).sum()) for g in grads]}))
+"""
+
+
+@pytest.mark.slow
+def test_xla_cpu_flags_keep_the_results(backend):
+    """A ResNet's loss and gradients are the same with the XLA flags on (the default) and off."""
+    if backend != "jax":
+        pytest.skip("the flags are XLA's, for the JAX backend")
+    results = []
+    for opt_out in ("1", "0"):
+        env = {**os.environ, "KERAS_BACKEND": "jax", "KERAS_RESVIT_XLA_CPU_FLAGS": opt_out}
+        env.pop("XLA_FLAGS", None)
+        out = subprocess.run(
+            [sys.executable, "-c", CONV_GRADIENTS], env=env, capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert "ynn_fusion_type=-individual_convolution" in results[0]["flags"]
+    assert not results[1]["flags"]
+    np.testing.assert_allclose(results[0]["loss"], results[1]["loss"], rtol=1e-5)
+    np.testing.assert_allclose(results[0]["grads"], results[1]["grads"], rtol=1e-4)
