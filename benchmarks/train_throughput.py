@@ -11,7 +11,7 @@ when `fit` returns, tearing the tf.data iterator down waits for tf.data's autotu
 wake up (its period doubles from 10 ms, so the wait can reach the length of the whole call),
 which a long training run pays once but a short timed run would count every time. Achieved
 FLOP/s (3 x forward multiply-adds x 2 per image) is compared with a float32 (or bfloat16)
-2048^3 matmul timed in the same run.
+2048^3 matmul (8192^3 on an accelerator) timed in the same run.
 
     python benchmarks/train_throughput.py --backend jax
     python benchmarks/train_throughput.py --backend tensorflow --pairs resnet50 vit_s16
@@ -45,7 +45,12 @@ def parse_args():
     parser.add_argument("--backend", choices=["tensorflow", "jax", "torch"], default=None)
     parser.add_argument("--pairs", nargs="+", choices=list(PAIRS), default=list(PAIRS)[:4])
     parser.add_argument("--batch-size", type=int, default=None, help="default: per model")
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per run")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="timed steps per run (default: 3 on CPU, 20 on an accelerator)",
+    )
     parser.add_argument("--repeats", type=int, default=5, help="A/B alternations")
     parser.add_argument("--precision", default="float32", help="float32 or mixed_bfloat16")
     parser.add_argument("--no-anchor", action="store_true", help="time our models only")
@@ -84,6 +89,20 @@ def on_accelerator():
     return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
 
 
+def device_name():
+    """The backend's default device, in words."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.devices()[0].device_kind
+    import tensorflow as tf
+
+    devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU")
+    return devices[0].name if devices else "CPU"
+
+
 def step_clock():
     """A Keras callback recording when each training step ends (its logs are synchronized, so
     the step's computation has finished)."""
@@ -99,23 +118,40 @@ def step_clock():
     return StepClock()
 
 
+def repeated_batch(x, y):
+    """An endless input of the batch `(x, y)`: a `tf.data` pipeline, as `kr.train` feeds, or
+    a `keras.utils.PyDataset` where TensorFlow is not installed (a JAX-only GPU image)."""
+    try:
+        import tensorflow as tf
+    except ImportError:
+        import keras
+
+        class Repeat(keras.utils.PyDataset):
+            def __len__(self):
+                return 1_000_000
+
+            def __getitem__(self, index):
+                return x, y
+
+        return Repeat()
+    return tf.data.Dataset.from_tensors((x, y)).repeat().prefetch(2)
+
+
 def fit_rate(model, x, y, steps):
     """Images/s of `model.fit` over `steps` steps that follow one untimed step (which compiles
     the model on the first call and starts the input iterator on every call)."""
-    import tensorflow as tf
-
-    ds = tf.data.Dataset.from_tensors((x, y)).repeat().prefetch(2)
+    ds = repeated_batch(x, y)
     clock = step_clock()
     model.fit(ds, steps_per_epoch=steps + 1, epochs=1, verbose=0, shuffle=False, callbacks=[clock])
     return steps * len(x) / (clock.ends[-1] - clock.ends[0])
 
 
-def matmul_peak(dtype):
-    """FLOP/s of a 2048^3 matmul on the default device, best of 5 after a warm-up."""
+def matmul_peak(dtype, n):
+    """FLOP/s of an n^3 matmul on the default device, best of 5 after a warm-up."""
     import keras
 
-    a = keras.random.normal((2048, 2048), dtype=dtype)
-    b = keras.random.normal((2048, 2048), dtype=dtype)
+    a = keras.random.normal((n, n), dtype=dtype)
+    b = keras.random.normal((n, n), dtype=dtype)
 
     def run():  # summed in float32: TensorFlow's bfloat16 scalars do not convert to NumPy
         product = keras.ops.matmul(a, b)
@@ -127,7 +163,7 @@ def matmul_peak(dtype):
         start = time.perf_counter()
         run()
         times.append(time.perf_counter() - start)
-    return 2 * 2048**3 / min(times)
+    return 2 * n**3 / min(times)
 
 
 def main():
@@ -144,9 +180,12 @@ def main():
     accelerator = on_accelerator()
     keras.config.set_dtype_policy(args.precision)
     peak_dtype = "bfloat16" if "bfloat16" in args.precision else "float32"
-    peak = matmul_peak(peak_dtype)
-    print(f"backend {keras.backend.backend()}, precision {args.precision}")
-    print(f"{peak_dtype} 2048^3 matmul peak: {peak / 1e9:.1f} GFLOP/s")
+    # 2048^3 keeps a CPU busy for a second; an accelerator needs 8192^3 to reach its peak.
+    peak_size = 8192 if accelerator else 2048
+    peak = matmul_peak(peak_dtype, peak_size)
+    steps = args.steps or (20 if accelerator else 3)
+    print(f"backend {keras.backend.backend()}, precision {args.precision}, device {device_name()}")
+    print(f"{peak_dtype} {peak_size}^3 matmul peak: {peak / 1e9:.1f} GFLOP/s")
     header = f"{'model':10s} {'size':>4s} {'batch':>5s} {'ours img/s':>11s} {'anchor':>9s}"
     print(f"{header} {'ours/anchor':>11s} {'FLOP/s of peak':>14s}")
     rows = []
@@ -170,9 +209,9 @@ def main():
             )
         ours_rates, anchor_rates = [], []
         for _ in range(args.repeats):
-            ours_rates.append(fit_rate(ours, x, y, args.steps))
+            ours_rates.append(fit_rate(ours, x, y, steps))
             if anchor is not None:
-                anchor_rates.append(fit_rate(anchor, x, y, args.steps))
+                anchor_rates.append(fit_rate(anchor, x, y, steps))
         rate = statistics.median(ours_rates)
         anchor_rate = statistics.median(anchor_rates) if anchor_rates else None
         flops = rate * 6 * kr.count_macs(ours)
@@ -196,15 +235,17 @@ def main():
         )
         del ours, anchor
         keras.backend.clear_session()
-    if args.json:
-        result = dict(
-            backend=keras.backend.backend(),
-            precision=args.precision,
-            matmul_peak_flops=peak,
-            rows=rows,
-        )
-        with open(args.json, "w") as file:
-            json.dump(result, file, indent=1)
+        if args.json:  # after every row, so that an interrupted run keeps what it measured
+            result = dict(
+                backend=keras.backend.backend(),
+                device=device_name(),
+                precision=args.precision,
+                matmul_peak_flops=peak,
+                matmul_peak_size=peak_size,
+                rows=rows,
+            )
+            with open(args.json, "w") as file:
+                json.dump(result, file, indent=1)
 
 
 if __name__ == "__main__":

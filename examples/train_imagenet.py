@@ -7,8 +7,9 @@ recipe: AdamW, lr 5e-4 per 512 images, cosine over 300 epochs, RandAugment, rand
 MixUp/CutMix, label smoothing and stochastic depth. The learning rate scales with the global
 batch. `--distribution auto` picks TPUStrategy (TensorFlow on a TPU VM), MirroredStrategy
 (several GPUs) or keras.distribution.DataParallel (JAX, every device and host); pass
-`--precision mixed_bfloat16` on TPUs and `mixed_float16` on GPUs. A preempted run resumes when
-the same command runs again (`--save-every` saves inside epochs too).
+`--precision mixed_bfloat16` on TPUs and on GPUs from Ampere on, `mixed_float16` on older GPUs.
+A preempted run resumes when the same command runs again (`--save-every` saves inside epochs
+too).
 
 ImageNet comes from tensorflow-datasets, which needs the ILSVRC2012 archives downloaded by hand
 into `<data-dir>/downloads/manual` (see the tfds imagenet2012 page); other sources work too.
@@ -48,7 +49,9 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
     parser.add_argument("--distribution", default="auto", help="auto, none, tpu, mirrored, ...")
     parser.add_argument(
-        "--precision", default="float32", help="float32, mixed_bfloat16 (TPU), mixed_float16 (GPU)"
+        "--precision",
+        default="float32",
+        help="float32, mixed_bfloat16 (TPU, GPU from Ampere on), mixed_float16 (older GPU)",
     )
     parser.add_argument("--save-every", type=int, default=None, help="resume state every N steps")
     parser.add_argument("--output", default="runs/imagenet", help="output folder")

@@ -10,9 +10,9 @@ is solved in closed form in float64 on the smaller of its primal and dual sides.
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from keras_resvit.data.datasets import load_dataset
+from keras_resvit.lazy import tf
 from keras_resvit.models.common import check_model
 
 # big_vision's constant bias feature: large, so its weight is barely regularized.

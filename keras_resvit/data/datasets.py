@@ -9,11 +9,11 @@ Pipeline: source -> decode -> (cache) -> shuffle -> augment (train) or evaluatio
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
 from keras_resvit.data.augmentation import Mixing, get_augmentation
 from keras_resvit.data.folders import folder_dataset, list_image_folder
 from keras_resvit.data.preprocessing import CROP_RATIO, evaluation_transform
+from keras_resvit.lazy import tf
 
 SOURCES = ("digits", "tfds:<name>", "an image folder path", "(images, labels) arrays")
 SPLITS = ("train", "test")
@@ -173,7 +173,7 @@ def load_dataset(
     data_dir: str | None = None,
     strict: bool = False,
     deterministic: bool = False,
-) -> tf.data.Dataset:
+) -> "tf.data.Dataset":
     """A batched, prefetched `tf.data.Dataset` of (float32 pixels in [0, 255], labels).
 
     Training splits ("train..." names) are shuffled and augmented; other splits get the

@@ -9,7 +9,7 @@ import random
 import warnings
 from pathlib import Path
 
-import tensorflow as tf
+from keras_resvit.lazy import tf
 
 EXTENSIONS = (".jpg", ".jpeg", ".png")
 # File signatures: JPEG starts FF D8 FF, PNG with its 8-byte magic number.

@@ -169,8 +169,10 @@ class MultiHeadSelfAttention(keras.layers.MultiHeadAttention):
     gradients are a batched matmul and a sum; on JAX's CPU backend its tokens-first attention
     (`dot_product_attention` on `(batch, tokens, heads, head_dim)`) was measured slower than
     heads-first. With it ViT-S/16 trains 1.08x (TensorFlow) and 1.17x (JAX) as fast as
-    keras-hub's, which runs the Keras layer (1.01x and 0.97x before). Every other call (masks,
-    scores, cross-attention, other backends) is the Keras layer's.
+    keras-hub's, which runs the Keras layer (1.01x and 0.97x before). On an H200 GPU (JAX) it
+    also beat `dot_product_attention`, whose cuDNN kernel rejects 197 tokens when training:
+    ViT-B/16 in bfloat16 trained at 2596 img/s against 2464 with it and 2423 for keras-hub.
+    Every other call (masks, scores, cross-attention, other backends) is the Keras layer's.
 
     Example:
     >>> import keras

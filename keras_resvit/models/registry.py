@@ -218,7 +218,7 @@ def create_model(name: str, weights=None, **overrides) -> keras.Model:
     _check_overrides(spec.family, overrides)
     defaults = {"name": name, **spec.kwargs}
     if weights is None:
-        return BUILDERS[spec.family](**defaults, **overrides)
+        return BUILDERS[spec.family](**{**defaults, **overrides})
     # Imported here: the converters import the model builders.
     from keras_resvit.weights import build_with_weights
 

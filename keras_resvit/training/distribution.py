@@ -16,8 +16,11 @@ import keras
 
 STRATEGIES = ("auto", "none", "tpu", "mirrored", "data_parallel")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16", "bfloat16")
-# Mixed precision where the hardware has fast low-precision matmuls; float32 on CPUs.
+# Mixed precision where the hardware has fast low-precision matmuls; float32 on CPUs. GPUs
+# before compute capability 8.0 (Ampere) have no bfloat16 tensor cores and get float16, which
+# Keras trains with loss scaling; on Ampere and later bfloat16 runs as fast and needs none.
 AUTO_PRECISION = {"tpu": "mixed_bfloat16", "gpu": "mixed_float16", "cpu": "float32"}
+BF16_GPU_CAPABILITY = (8, 0)
 # CPU features (Linux /proc/cpuinfo) with native bfloat16 matmuls: x86 AVX512-BF16 and AMX
 # (Intel Cooper Lake, Sapphire Rapids and later; AMD Zen 4 and later), Arm BF16. Elsewhere
 # bfloat16 is emulated and trains slower than float32.
@@ -160,12 +163,17 @@ def place(distribution: str = "auto") -> Placement:
 
 
 def resolve_precision(precision: str, placement: Placement) -> str:
-    """The dtype policy name for a run: "auto" picks by accelerator (bf16 TPU, fp16 GPU)."""
+    """The dtype policy name for a run. "auto" picks by accelerator: bfloat16 on TPUs and on
+    GPUs of compute capability 8.0 (Ampere) or later, float16 on older GPUs, float32 on CPUs."""
     if precision not in PRECISIONS:
         raise ValueError(
             f"precision={precision!r} is not valid; expected one of {list(PRECISIONS)}."
         )
     policy = AUTO_PRECISION[placement.accelerator] if precision == "auto" else precision
+    if precision == "auto" and placement.accelerator == "gpu":
+        capability = gpu_compute_capability()
+        if capability is not None and capability >= BF16_GPU_CAPABILITY:
+            policy = "mixed_bfloat16"
     if placement.accelerator == "cpu" and "bfloat16" in policy:
         flags = cpu_flags()
         if flags is not None and not flags & BF16_CPU_FLAGS:
@@ -175,6 +183,32 @@ def resolve_precision(precision: str, placement: Placement) -> str:
                 stacklevel=2,
             )
     return policy
+
+
+def gpu_compute_capability():
+    """The first GPU's CUDA compute capability as `(major, minor)`, or None where there is no
+    GPU or the backend does not report one (ROCm GPUs, for instance)."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        gpus = [device for device in jax.devices() if device.platform == "gpu"]
+        capability = getattr(gpus[0], "compute_capability", None) if gpus else None
+        if not capability:
+            return None
+        return tuple(int(part) for part in str(capability).split(".")[:2])
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        details = tf.config.experimental.get_device_details(gpus[0]) if gpus else {}
+        capability = details.get("compute_capability")
+        return tuple(capability) if capability else None
+    if backend == "torch":
+        import torch
+
+        return tuple(torch.cuda.get_device_capability()) if torch.cuda.is_available() else None
+    return None
 
 
 def cpu_flags(path="/proc/cpuinfo"):

@@ -12,12 +12,12 @@ model is a `build_vit` model with pre-trained encoder weights, ready for
 from pathlib import Path
 
 import keras
-import tensorflow as tf
 
 from keras_resvit.data.datasets import load_dataset
 from keras_resvit.files import save_model
 from keras_resvit.layers.masked_patches import MaskedPatchLoss, PatchColourClasses, PatchCorruption
 from keras_resvit.layers.vit_layers import PositionEmbedding
+from keras_resvit.lazy import tf
 from keras_resvit.models.common import is_vit
 from keras_resvit.models.registry import create_model, get_spec
 from keras_resvit.training.callbacks import HistoryCSV

@@ -5,9 +5,9 @@ import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from keras_resvit.files import check_output_path, save_model, write_json
+from keras_resvit.lazy import tf
 from keras_resvit.models.common import is_vit
 from keras_resvit.models.registry import create_model, get_spec
 from keras_resvit.models.vit import resize_vit
@@ -285,7 +285,8 @@ def train(
         learning_rate: peak learning rate at the recipe's reference batch size; default the
             recipe's. The rate used scales with `global batch / recipe batch`.
         distribution: "auto", "none", "tpu", "mirrored" (TensorFlow) or "data_parallel" (JAX).
-        precision: "auto" (bf16 on TPU, fp16 on GPU, float32 on CPU), "float32",
+        precision: "auto" (bf16 on TPUs and on GPUs from Ampere on, fp16 on older GPUs,
+            float32 on CPUs), "float32",
             "mixed_float16", "mixed_bfloat16" or "bfloat16".
         ema: momentum of an exponential moving average of the weights (e.g. 0.9999); the
             saved models hold the averaged weights.

@@ -306,3 +306,11 @@ def test_list_models_filters_by_pattern():
         "plain56",
     ]
     assert {"resnet20", "resnet1202", "bit_r152x4", "se_resnet101"} <= set(kr.list_models())
+
+
+def test_override_replaces_a_registry_argument():
+    # resnet20's entry fixes depth=20; an override replaces it rather than clashing.
+    model = kr.create_model("resnet20", depth=8)
+    assert model.name == "resnet20"
+    assert kr.count_params(model) == kr.count_params(kr.build_resnet(depth=8, stem="cifar"))
+    assert kr.count_params(model) < CIFAR_PARAMS["resnet20"]

@@ -184,3 +184,33 @@ def test_xla_cpu_flags_keep_the_results(backend):
     assert not results[1]["flags"]
     np.testing.assert_allclose(results[0]["loss"], results[1]["loss"], rtol=1e-5)
     np.testing.assert_allclose(results[0]["grads"], results[1]["grads"], rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "capability, expected",
+    [
+        ((9, 0), "mixed_bfloat16"),
+        ((8, 0), "mixed_bfloat16"),
+        ((7, 5), "mixed_float16"),
+        (None, "mixed_float16"),
+    ],
+)
+def test_auto_precision_on_a_gpu_follows_its_compute_capability(monkeypatch, capability, expected):
+    from keras_resvit.training import distribution
+
+    monkeypatch.setattr(distribution, "gpu_compute_capability", lambda: capability)
+    gpu = distribution.Placement("default", "gpu", 1)
+    assert resolve_precision("auto", gpu) == expected
+    # An explicit choice is kept whatever the GPU.
+    assert resolve_precision("mixed_float16", gpu) == "mixed_float16"
+    assert resolve_precision("float32", gpu) == "float32"
+
+
+def test_compute_capability_is_none_without_a_gpu():
+    from keras_resvit.training.distribution import gpu_compute_capability
+
+    capability = gpu_compute_capability()
+    if place("none").accelerator == "gpu":
+        assert len(capability) == 2 and capability >= (3, 0)
+    else:
+        assert capability is None
