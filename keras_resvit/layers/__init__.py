@@ -17,6 +17,7 @@ from keras_resvit.layers.resnet_layers import (
 from keras_resvit.layers.vit_layers import (
     ClassToken,
     DropPath,
+    FusedLayerNormalization,
     MultiHeadSelfAttention,
     PositionEmbedding,
     TokenPooling,
@@ -28,6 +29,7 @@ __all__ = [
     "DropPath",
     "Equalization",
     "FusedBatchNormalization",
+    "FusedLayerNormalization",
     "MultiHeadSelfAttention",
     "PointwiseConv2D",
     "PositionEmbedding",

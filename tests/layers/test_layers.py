@@ -6,6 +6,7 @@ import pytest
 
 from keras_resvit.layers import (
     FusedBatchNormalization,
+    FusedLayerNormalization,
     MultiHeadSelfAttention,
     PointwiseConv2D,
     ReverseChannels,
@@ -78,8 +79,9 @@ def test_std_conv_standardizes_each_filter():
         FusedBatchNormalization(epsilon=1e-5, momentum=0.9, axis=1),
         PointwiseConv2D(8, 1, strides=2, use_bias=False),
         MultiHeadSelfAttention(3, 5, dropout=0.1, name="attention"),
+        FusedLayerNormalization(epsilon=1e-6, name="norm"),
     ],
-    ids=["zero_pad", "std_conv", "reverse", "fused_bn", "pointwise", "self_attention"],
+    ids=["zero_pad", "std_conv", "reverse", "fused_bn", "pointwise", "self_attention", "fused_ln"],
 )
 def test_layers_serialize(layer):
     clone = keras.layers.deserialize(keras.layers.serialize(layer))
@@ -226,5 +228,65 @@ def test_self_attention_dropout_and_mixed_precision():
     out = layer(x, x)
     assert keras.backend.standardize_dtype(out.dtype) == "bfloat16"
     expected = keras.ops.convert_to_numpy(keras.ops.cast(reference(x, x), "float32"))
+    got = keras.ops.convert_to_numpy(keras.ops.cast(out, "float32"))
+    np.testing.assert_allclose(got, expected, atol=0.05)
+
+
+def _layer_norm_pair(shape, **kwargs):
+    """A keras LayerNormalization and a FusedLayerNormalization with the same non-trivial
+    gamma and beta."""
+    layers = [keras.layers.LayerNormalization(**kwargs), FusedLayerNormalization(**kwargs)]
+    for layer in layers:
+        layer.build(shape)
+        if layer.gamma is not None:
+            layer.gamma.assign(np.linspace(0.5, 2.0, layer.gamma.shape[0]).astype("float32"))
+        if layer.beta is not None:
+            layer.beta.assign(np.linspace(-1.0, 1.0, layer.beta.shape[0]).astype("float32"))
+    return layers
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"epsilon": 1e-6}, {"axis": 1}, {"rms_scaling": True}, {"center": False}],
+    ids=["last_axis", "axis_1", "rms", "no_center"],
+)
+def test_fused_layer_norm_matches_keras_layer_norm(kwargs, backend, monkeypatch):
+    from keras_resvit.layers import vit_layers
+
+    x = np.random.default_rng(0).normal(1.0, 3.0, (3, 5, 8)).astype("float32")
+    reference, layer = _layer_norm_pair(x.shape, **kwargs)
+    calls = []
+    closed_form = vit_layers._tf_layer_norm
+    monkeypatch.setattr(vit_layers, "_tf_layer_norm", lambda *a: calls.append(1) or closed_form(*a))
+    got = keras.ops.convert_to_numpy(layer(x))
+    np.testing.assert_allclose(got, keras.ops.convert_to_numpy(reference(x)), atol=1e-5)
+    # TensorFlow runs the closed-form gradient for a Transformer's LayerNorm only.
+    assert bool(calls) == (backend == "tensorflow" and kwargs == {"epsilon": 1e-6})
+
+
+def test_fused_layer_norm_gradients_match_keras(backend):
+    if backend != "tensorflow":
+        pytest.skip("the closed-form gradient is TensorFlow's; other backends run Keras' call")
+    import tensorflow as tf
+
+    x = tf.constant(np.random.default_rng(1).normal(1.0, 2.0, (4, 7, 16)).astype("float32"))
+    grads = []
+    for layer in _layer_norm_pair(x.shape, epsilon=1e-6):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            loss = tf.reduce_sum(y * tf.sin(3.0 * y))
+        grads.append(tape.gradient(loss, [x, layer.gamma.value, layer.beta.value]))
+    for expected, got in zip(*grads, strict=True):
+        assert np.abs(expected.numpy()).max() > 1e-2
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_fused_layer_norm_mixed_precision():
+    x = np.random.default_rng(2).normal(0.0, 2.0, (2, 5, 8)).astype("float32")
+    reference, layer = _layer_norm_pair(x.shape, epsilon=1e-6, dtype="mixed_bfloat16")
+    out = layer(x)
+    assert keras.backend.standardize_dtype(out.dtype) == "bfloat16"
+    expected = keras.ops.convert_to_numpy(keras.ops.cast(reference(x), "float32"))
     got = keras.ops.convert_to_numpy(keras.ops.cast(out, "float32"))
     np.testing.assert_allclose(got, expected, atol=0.05)
