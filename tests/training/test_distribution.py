@@ -176,7 +176,11 @@ def test_xla_cpu_flags_keep_the_results(backend):
         env = {**os.environ, "KERAS_BACKEND": "jax", "KERAS_RESVIT_XLA_CPU_FLAGS": opt_out}
         env.pop("XLA_FLAGS", None)
         out = subprocess.run(
-            [sys.executable, "-c", CONV_GRADIENTS], env=env, capture_output=True, text=True
+            [sys.executable, "-c", CONV_GRADIENTS],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert out.returncode == 0, out.stderr[-3000:]
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
