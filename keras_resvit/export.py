@@ -22,6 +22,7 @@ import keras
 import numpy as np
 
 from keras_resvit.files import atomic_path, check_keras_file, check_output_path, load_model
+from keras_resvit.lazy import tf
 from keras_resvit.models.common import is_vit
 from keras_resvit.predict import load_images, read_class_names, write_class_names
 
@@ -108,8 +109,6 @@ def representative_images(data, model, count: int = CALIBRATION_SAMPLES) -> np.n
     Returns:
         An array `(n, height, width, channels)` of raw 0-255 pixels.
     """
-    import tensorflow as tf
-
     from keras_resvit import data as kr_data
 
     height, width, channels = _input_size(model)
@@ -146,8 +145,6 @@ def representative_images(data, model, count: int = CALIBRATION_SAMPLES) -> np.n
 
 
 def _tflite_options(quantization, calibration):
-    import tensorflow as tf
-
     if quantization is None:
         return {}
     options = {"optimizations": [tf.lite.Optimize.DEFAULT]}
@@ -166,8 +163,6 @@ def _int8_with_float_ops(model, calibration, float_ops):
     Selective quantization needs the converter itself, which Keras' LiteRT export keeps
     inside; it is built from the SavedModel that Keras writes for the same serving function.
     """
-    import tensorflow as tf
-
     options = _tflite_options("int8", calibration)
     with tempfile.TemporaryDirectory() as tmp:
         model.export(tmp, format="tf_saved_model", verbose=False)
@@ -196,7 +191,6 @@ def _convert(model, target, format, quantization, calibration):
 
 
 def _convert_onnx(model, target):
-    import tensorflow as tf
     import tf2onnx
     from keras.src.export.tf2onnx_lib import patch_tf2onnx
     from tensorflow.python.framework.convert_to_constants import (
@@ -232,8 +226,6 @@ def _erfc_as_one_minus_erf(ctx, node, name, args):
 
 
 def _run_tflite(path, images):
-    import tensorflow as tf
-
     interpreter = tf.lite.Interpreter(model_path=str(path))
     interpreter.allocate_tensors()
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
@@ -246,8 +238,6 @@ def _run_tflite(path, images):
 
 
 def _run_saved_model(path, images):
-    import tensorflow as tf
-
     loaded = tf.saved_model.load(str(path))  # keep a reference: its variables live in it
     return np.asarray(loaded.serve(tf.constant(images)))
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_resvit.files import atomic_path
+from keras_resvit.lazy import tf
 
 CLASS_NAMES_SUFFIX = ".classes.json"
 
@@ -45,8 +46,6 @@ def read_class_names(model_path) -> list | None:
 
 def load_images(paths, size) -> np.ndarray:
     """Decodes image files (PNG, JPEG, BMP, GIF) to float32 RGB 0-255 at `size` (h, w)."""
-    import tensorflow as tf
-
     images = []
     for path in paths:
         if not Path(path).is_file():
@@ -63,8 +62,6 @@ def load_images(paths, size) -> np.ndarray:
 
 def _scores(model_path, paths):
     if model_path.suffix == ".tflite":
-        import tensorflow as tf
-
         from keras_resvit.export import RUNNERS
 
         try:

@@ -286,8 +286,7 @@ def train(
             recipe's. The rate used scales with `global batch / recipe batch`.
         distribution: "auto", "none", "tpu", "mirrored" (TensorFlow) or "data_parallel" (JAX).
         precision: "auto" (bf16 on TPUs and on GPUs from Ampere on, fp16 on older GPUs,
-            float32 on CPUs), "float32",
-            "mixed_float16", "mixed_bfloat16" or "bfloat16".
+            float32 on CPUs), "float32", "mixed_float16", "mixed_bfloat16" or "bfloat16".
         ema: momentum of an exponential moving average of the weights (e.g. 0.9999); the
             saved models hold the averaged weights.
         save_every: also save the resume state every this many steps.

@@ -245,6 +245,7 @@ def _layer_norm_pair(shape, **kwargs):
     return layers
 
 
+@pytest.mark.filterwarnings("ignore:You passed `rms_scaling=True`")
 @pytest.mark.parametrize(
     "kwargs",
     [{"epsilon": 1e-6}, {"axis": 1}, {"rms_scaling": True}, {"center": False}],
