@@ -76,31 +76,19 @@ def anchor_model(name, size):
     return None
 
 
-def on_accelerator():
-    """Whether the backend's default device is a GPU or TPU."""
+def default_device():
+    """The backend's default device in words, and whether it is a GPU or TPU."""
     import keras
 
     if keras.backend.backend() == "jax":
         import jax
 
-        return jax.devices()[0].platform != "cpu"
-    import tensorflow as tf
-
-    return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
-
-
-def device_name():
-    """The backend's default device, in words."""
-    import keras
-
-    if keras.backend.backend() == "jax":
-        import jax
-
-        return jax.devices()[0].device_kind
+        device = jax.devices()[0]
+        return device.device_kind, device.platform != "cpu"
     import tensorflow as tf
 
     devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU")
-    return devices[0].name if devices else "CPU"
+    return (devices[0].name, True) if devices else ("CPU", False)
 
 
 def step_clock():
@@ -177,14 +165,14 @@ def main():
     from keras_resvit.training.recipes import get_recipe
     from keras_resvit.training.train import build_optimizer, compile_model
 
-    accelerator = on_accelerator()
+    device, accelerator = default_device()
     keras.config.set_dtype_policy(args.precision)
     peak_dtype = "bfloat16" if "bfloat16" in args.precision else "float32"
     # 2048^3 keeps a CPU busy for a second; an accelerator needs 8192^3 to reach its peak.
     peak_size = 8192 if accelerator else 2048
     peak = matmul_peak(peak_dtype, peak_size)
     steps = args.steps or (20 if accelerator else 3)
-    print(f"backend {keras.backend.backend()}, precision {args.precision}, device {device_name()}")
+    print(f"backend {keras.backend.backend()}, precision {args.precision}, device {device}")
     print(f"{peak_dtype} {peak_size}^3 matmul peak: {peak / 1e9:.1f} GFLOP/s")
     header = f"{'model':10s} {'size':>4s} {'batch':>5s} {'ours img/s':>11s} {'anchor':>9s}"
     print(f"{header} {'ours/anchor':>11s} {'FLOP/s of peak':>14s}")
@@ -238,7 +226,7 @@ def main():
         if args.json:  # after every row, so that an interrupted run keeps what it measured
             result = dict(
                 backend=keras.backend.backend(),
-                device=device_name(),
+                device=device,
                 precision=args.precision,
                 matmul_peak_flops=peak,
                 matmul_peak_size=peak_size,
