@@ -11,6 +11,7 @@ from keras_resvit.layers.rand_augment import Equalization, RandAugment
 from keras_resvit.layers.resnet_layers import (
     FusedBatchNormalization,
     PointwiseConv2D,
+    SlicedMaxPooling2D,
     StdConv2D,
     ZeroPadShortcut,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "RandomScaleCrop",
     "ResizeCenterCrop",
     "ReverseChannels",
+    "SlicedMaxPooling2D",
     "StdConv2D",
     "TokenPooling",
     "ZeroPadShortcut",

@@ -10,6 +10,7 @@ same arguments. Every model takes raw 0-255 pixels and normalizes inside.
 import keras
 
 from keras_resvit.layers.preprocessing import RGB_PRESETS, preprocessing_layers
+from keras_resvit.layers.resnet_layers import SlicedMaxPooling2D
 from keras_resvit.models.common import (
     check_choice,
     check_head_arguments,
@@ -159,7 +160,7 @@ def build_vgg(
             x = keras.layers.Conv2D(
                 filters, 3, padding="same", activation="relu", name=f"block{block}_conv{i}"
             )(x)
-        x = keras.layers.MaxPooling2D(2, strides=2, name=f"block{block}_pool")(x)
+        x = SlicedMaxPooling2D(2, strides=2, name=f"block{block}_pool")(x)
     if include_top:
         x = _fully_connected_head(x, num_classes, classifier_activation, dropout)
     else:
@@ -226,7 +227,7 @@ def build_alexnet(
             filters, kernel, strides=stride, padding=padding, activation="relu", name=f"conv{i}"
         )(x)
         if pool:
-            x = keras.layers.MaxPooling2D(3, strides=2, name=f"pool{i}")(x)
+            x = SlicedMaxPooling2D(3, strides=2, name=f"pool{i}")(x)
     if include_top:
         x = keras.layers.AdaptiveAveragePooling2D(ALEXNET_POOL, name="adaptive_pool")(x)
         # torchvision puts dropout before each hidden fully connected layer.

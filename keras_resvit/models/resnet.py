@@ -15,6 +15,7 @@ from keras_resvit.layers.preprocessing import RGB_PRESETS, preprocessing_layers
 from keras_resvit.layers.resnet_layers import (
     FusedBatchNormalization,
     PointwiseConv2D,
+    SlicedMaxPooling2D,
     StdConv2D,
     ZeroPadShortcut,
 )
@@ -119,7 +120,7 @@ def _shortcut(x, preact, filters, stride, name, cfg):
     changes_shape = stride != 1 or x.shape[-1] != filters
     if cfg.downsample == "last" and stride != 1 and x.shape[-1] == filters:
         # keras.applications' ResNetV2 subsamples the identity (a 1x1 strided max-pool).
-        return keras.layers.MaxPooling2D(1, strides=stride, name=f"{name}_shortcut_pool")(x)
+        return SlicedMaxPooling2D(1, strides=stride, name=f"{name}_shortcut_pool")(x)
     if cfg.shortcut == "A" and changes_shape:
         return ZeroPadShortcut(filters, stride, name=f"{name}_shortcut_pad")(x)
     if cfg.shortcut == "C" or (cfg.shortcut == "B" and changes_shape):
@@ -183,7 +184,7 @@ def resnet_stem(x, stem, filters, cfg):
         x = _norm_relu(x, "stem", cfg)
     if stem == "imagenet":
         x = keras.layers.ZeroPadding2D(1, name="stem_pool_pad")(x)
-        x = keras.layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
+        x = SlicedMaxPooling2D(3, strides=2, name="stem_pool")(x)
     return x
 
 

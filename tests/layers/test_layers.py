@@ -10,6 +10,7 @@ from keras_resvit.layers import (
     MultiHeadSelfAttention,
     PointwiseConv2D,
     ReverseChannels,
+    SlicedMaxPooling2D,
     StdConv2D,
     ZeroPadShortcut,
     preprocessing_layers,
@@ -80,8 +81,18 @@ def test_std_conv_standardizes_each_filter():
         PointwiseConv2D(8, 1, strides=2, use_bias=False),
         MultiHeadSelfAttention(3, 5, dropout=0.1, name="attention"),
         FusedLayerNormalization(epsilon=1e-6, name="norm"),
+        SlicedMaxPooling2D(3, strides=2, name="pool"),
     ],
-    ids=["zero_pad", "std_conv", "reverse", "fused_bn", "pointwise", "self_attention", "fused_ln"],
+    ids=[
+        "zero_pad",
+        "std_conv",
+        "reverse",
+        "fused_bn",
+        "pointwise",
+        "self_attention",
+        "fused_ln",
+        "sliced_pool",
+    ],
 )
 def test_layers_serialize(layer):
     clone = keras.layers.deserialize(keras.layers.serialize(layer))
@@ -156,6 +167,107 @@ def test_pointwise_conv_matches_keras_conv(stride, padding, size, backend):
     # JAX's CPU backend takes the matmul path; a 3x3 kernel never does.
     assert _pointwise_as_matmul(layer) == (backend == "jax")
     assert not _pointwise_as_matmul(PointwiseConv2D(6, 3))
+
+
+def _input_gradients(layer, x, weights=()):
+    """Gradients of a fixed non-linear loss of `layer(x)` with respect to x and `weights`."""
+    r = np.random.default_rng(3).normal(size=layer.compute_output_shape(x.shape))
+    r = keras.ops.convert_to_tensor(r.astype("float32"))
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        def loss(x, ws):
+            for variable, value in zip(weights, ws, strict=True):
+                variable.assign(value)
+            y = layer(x)
+            return keras.ops.sum(y * r + keras.ops.square(y))
+
+        values = [w.value for w in weights]
+        grads = jax.grad(loss, argnums=(0, 1))(keras.ops.convert_to_tensor(x), values)
+        return [np.asarray(grads[0])] + [np.asarray(g) for g in grads[1]]
+    import tensorflow as tf
+
+    x = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x)
+        loss = tf.reduce_sum(y * r + tf.square(y))
+    grads = tape.gradient(loss, [x, *[w.value for w in weights]])
+    return [g.numpy() for g in grads]
+
+
+@pytest.mark.parametrize("stride, padding, size", [(1, "same", 7), (2, "same", 8)])
+def test_pointwise_conv_gradients_match_keras_conv(stride, padding, size):
+    x = random_images(2, size, size, channels=5) / 255.0
+    layer = PointwiseConv2D(6, 1, strides=stride, padding=padding)
+    reference = keras.layers.Conv2D(6, 1, strides=stride, padding=padding)
+    layer.build(x.shape)
+    reference.build(x.shape)
+    reference.set_weights([w + 0.5 for w in layer.get_weights()])
+    layer.set_weights(reference.get_weights())
+    got = _input_gradients(layer, x, layer.trainable_weights)
+    expected = _input_gradients(reference, x, reference.trainable_weights)
+    assert len(got) == 3  # x, kernel, bias
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
+
+
+def test_pointwise_conv_weight_gradient_does_not_transpose_activations(backend):
+    """On JAX's CPU backend the kernel gradient contracts the pixels of both operands in
+    place. Written as a 4-D matmul, XLA copied every upstream gradient into a (channels,
+    pixels) layout first, fused with the ops that produced it: a third of a ResNet-50 step."""
+    if backend != "jax":
+        pytest.skip("the matmul path, and XLA's CPU layouts, are JAX's")
+    import jax
+
+    layer = PointwiseConv2D(64, 1, use_bias=False)
+    x = keras.ops.convert_to_tensor(random_images(4, 14, 14, channels=32) / 255.0)
+    layer.build(x.shape)
+
+    def loss(kernel):
+        layer.kernel.assign(kernel)
+        y = layer(x)
+        # A batch-norm-like consumer, so that the upstream gradient comes out of a fusion.
+        y = (y - keras.ops.mean(y, axis=(0, 1, 2))) * keras.ops.rsqrt(
+            keras.ops.var(y, axis=(0, 1, 2)) + 1e-3
+        )
+        return keras.ops.sum(keras.ops.relu(y) ** 2)
+
+    hlo = jax.jit(jax.grad(loss)).lower(layer.kernel.value).compile().as_text()
+    activation_size = 4 * 14 * 14 * 64
+    transposed = [
+        line
+        for line in hlo.splitlines()
+        if " transpose(" in line and _hlo_size(line) >= activation_size // 2
+    ]
+    assert transposed == []
+    assert "dot(" in hlo or "ynn_fusion" in hlo  # the gradient is still a matmul
+
+
+def _hlo_size(line):
+    """Number of elements of the array an HLO instruction line defines."""
+    import re
+
+    shape = re.search(r"= \w+\[([\d,]*)\]", line)
+    return int(np.prod([int(d) for d in shape.group(1).split(",") if d])) if shape else 0
+
+
+@pytest.mark.parametrize(
+    "pool, stride, size", [(3, 2, 9), (3, 2, 10), (2, 2, 8), (1, 2, 7), (3, 1, 6), (2, 3, 11)]
+)
+def test_sliced_max_pool_matches_keras_max_pool(pool, stride, size):
+    """Outputs and gradients equal Keras' on inputs with many ties (a ReLU's zeros and
+    rounded values): each window's gradient goes to its first maximum."""
+    rng = np.random.default_rng(pool * 10 + stride)
+    x = np.maximum(rng.normal(size=(2, size, size + 1, 3)), 0).round(1).astype("float32")
+    layer = SlicedMaxPooling2D(pool, strides=stride)
+    reference = keras.layers.MaxPooling2D(pool, strides=stride)
+    expected = keras.ops.convert_to_numpy(reference(x))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x)), expected)
+    np.testing.assert_allclose(
+        _input_gradients(layer, x)[0], _input_gradients(reference, x)[0], rtol=1e-6, atol=1e-6
+    )
 
 
 def _attention_pair(seed=0, **kwargs):
