@@ -22,6 +22,7 @@ from keras_resvit.layers.vit_layers import (
     MultiHeadSelfAttention,
     PositionEmbedding,
     TokenPooling,
+    gelu,
 )
 
 __all__ = [
@@ -44,5 +45,6 @@ __all__ = [
     "StdConv2D",
     "TokenPooling",
     "ZeroPadShortcut",
+    "gelu",
     "preprocessing_layers",
 ]

@@ -25,6 +25,7 @@ from keras_resvit.layers.vit_layers import (
     MultiHeadSelfAttention,
     PositionEmbedding,
     TokenPooling,
+    gelu,
 )
 from keras_resvit.models.common import (
     check_choice,
@@ -209,7 +210,7 @@ def _residual(x, branch, drop_rate, name):
 
 def mlp_block(x, cfg, name):
     """Dense -> GELU -> Dense, with dropout after each (the Transformer's position-wise MLP)."""
-    x = keras.layers.Dense(cfg.mlp_dim, activation="gelu", name=f"{name}_dense1")(x)
+    x = keras.layers.Dense(cfg.mlp_dim, activation=gelu, name=f"{name}_dense1")(x)
     x = _dropout(x, cfg.dropout, f"{name}_dropout1")
     x = keras.layers.Dense(cfg.hidden_size, name=f"{name}_dense2")(x)
     return _dropout(x, cfg.dropout, f"{name}_dropout2")

@@ -403,3 +403,49 @@ def test_fused_layer_norm_mixed_precision():
     expected = keras.ops.convert_to_numpy(keras.ops.cast(reference(x), "float32"))
     got = keras.ops.convert_to_numpy(keras.ops.cast(out, "float32"))
     np.testing.assert_allclose(got, expected, atol=0.05)
+
+
+def test_gelu_matches_keras_exact_gelu(backend, monkeypatch):
+    """Same values and gradients as `keras.activations.gelu(approximate=False)`; on
+    TensorFlow the gradient comes from the XLA-compiled kernel."""
+    from keras_resvit.layers import gelu, vit_layers
+
+    calls = []
+    kernel = vit_layers._tf_gelu_gradient
+    monkeypatch.setattr(vit_layers, "_tf_gelu_gradient", lambda: calls.append(1) or kernel())
+    x = np.linspace(-7.0, 7.0, 2 * 3 * 40, dtype="float32").reshape(2, 3, 40)
+    layer = keras.layers.Activation(gelu)
+    reference = keras.layers.Activation(lambda t: keras.activations.gelu(t, approximate=False))
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(layer(x)), keras.ops.convert_to_numpy(reference(x)), atol=1e-6
+    )
+    got, expected = _input_gradients(layer, x)[0], _input_gradients(reference, x)[0]
+    # The derivative dips below zero (about -0.17 near x = -0.75) and exceeds one near 0.75.
+    assert expected.min() < -0.1 and expected.max() > 1.0
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert bool(calls) == (backend == "tensorflow")
+
+
+def test_gelu_keeps_bfloat16_and_serializes(backend):
+    from keras_resvit.layers import gelu
+
+    x = np.linspace(-3.0, 3.0, 24, dtype="float32").reshape(2, 12)
+    dense = keras.layers.Dense(5, activation=gelu, dtype="mixed_bfloat16")
+    assert keras.backend.standardize_dtype(dense(x).dtype) == "bfloat16"
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        grads = []
+        for dtype in ("bfloat16", "float32"):
+            z = tf.cast(x, dtype)
+            with tf.GradientTape() as tape:
+                tape.watch(z)
+                y = gelu(z)
+            grads.append(tape.gradient(y, z))
+        assert grads[0].dtype == tf.bfloat16
+        np.testing.assert_allclose(
+            tf.cast(grads[0], "float32").numpy(), grads[1].numpy(), rtol=2e-2, atol=2e-2
+        )
+    config = keras.layers.serialize(dense)
+    assert config["config"]["activation"]["config"] == "keras_resvit>gelu"
+    assert keras.layers.deserialize(config).activation is gelu
