@@ -151,10 +151,8 @@ def test_fused_batch_norm_gradients_match_keras(training, backend):
         np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-3, atol=1e-3)
 
 
-@pytest.mark.parametrize("stride, padding, size", [(1, "same", 7), (2, "same", 7), (2, "valid", 8)])
-def test_pointwise_conv_matches_keras_conv(stride, padding, size, backend):
-    from keras_resvit.layers.resnet_layers import _pointwise_as_matmul
-
+def _pointwise_pair(stride, padding, size):
+    """Images, a PointwiseConv2D and a keras Conv2D with the same (non-zero) weights."""
     x = random_images(2, size, size, channels=5) / 255.0
     layer = PointwiseConv2D(6, 1, strides=stride, padding=padding)
     reference = keras.layers.Conv2D(6, 1, strides=stride, padding=padding)
@@ -162,6 +160,14 @@ def test_pointwise_conv_matches_keras_conv(stride, padding, size, backend):
     reference.build(x.shape)
     reference.set_weights([w + 0.5 for w in layer.get_weights()])
     layer.set_weights(reference.get_weights())
+    return x, layer, reference
+
+
+@pytest.mark.parametrize("stride, padding, size", [(1, "same", 7), (2, "same", 7), (2, "valid", 8)])
+def test_pointwise_conv_matches_keras_conv(stride, padding, size, backend):
+    from keras_resvit.layers.resnet_layers import _pointwise_as_matmul
+
+    x, layer, reference = _pointwise_pair(stride, padding, size)
     out = keras.ops.convert_to_numpy(layer(x))
     np.testing.assert_allclose(out, keras.ops.convert_to_numpy(reference(x)), atol=1e-5)
     # JAX's CPU backend takes the matmul path; a 3x3 kernel never does.
@@ -199,13 +205,7 @@ def _input_gradients(layer, x, weights=()):
 
 @pytest.mark.parametrize("stride, padding, size", [(1, "same", 7), (2, "same", 8)])
 def test_pointwise_conv_gradients_match_keras_conv(stride, padding, size):
-    x = random_images(2, size, size, channels=5) / 255.0
-    layer = PointwiseConv2D(6, 1, strides=stride, padding=padding)
-    reference = keras.layers.Conv2D(6, 1, strides=stride, padding=padding)
-    layer.build(x.shape)
-    reference.build(x.shape)
-    reference.set_weights([w + 0.5 for w in layer.get_weights()])
-    layer.set_weights(reference.get_weights())
+    x, layer, reference = _pointwise_pair(stride, padding, size)
     got = _input_gradients(layer, x, layer.trainable_weights)
     expected = _input_gradients(reference, x, reference.trainable_weights)
     assert len(got) == 3  # x, kernel, bias
