@@ -175,23 +175,22 @@ def test_pointwise_conv_matches_keras_conv(stride, padding, size, backend):
     assert not _pointwise_as_matmul(PointwiseConv2D(6, 3))
 
 
-def _input_gradients(layer, x, weights=()):
-    """Gradients of a fixed non-linear loss of `layer(x)` with respect to x and `weights`."""
+def _input_gradients(layer, x, with_weights=False):
+    """Gradients of a fixed non-linear loss of `layer(x)` with respect to x (and, with
+    `with_weights`, then to the layer's trainable variables, in their order)."""
     r = np.random.default_rng(3).normal(size=layer.compute_output_shape(x.shape))
     r = keras.ops.convert_to_tensor(r.astype("float32"))
-    backend = keras.backend.backend()
-    if backend == "jax":
+    if keras.backend.backend() == "jax":
         import jax
 
-        def loss(x, ws):
-            for variable, value in zip(weights, ws, strict=True):
-                variable.assign(value)
-            y = layer(x)
+        def loss(x, trainable):
+            fixed = [v.value for v in layer.non_trainable_variables]
+            y, _ = layer.stateless_call(trainable, fixed, x)
             return keras.ops.sum(y * r + keras.ops.square(y))
 
-        values = [w.value for w in weights]
-        grads = jax.grad(loss, argnums=(0, 1))(keras.ops.convert_to_tensor(x), values)
-        return [np.asarray(grads[0])] + [np.asarray(g) for g in grads[1]]
+        trainable = [v.value for v in layer.trainable_variables]
+        dx, dw = jax.grad(loss, argnums=(0, 1))(keras.ops.convert_to_tensor(x), trainable)
+        return [np.asarray(g) for g in [dx, *(dw if with_weights else [])]]
     import tensorflow as tf
 
     x = tf.constant(x)
@@ -199,15 +198,15 @@ def _input_gradients(layer, x, weights=()):
         tape.watch(x)
         y = layer(x)
         loss = tf.reduce_sum(y * r + tf.square(y))
-    grads = tape.gradient(loss, [x, *[w.value for w in weights]])
-    return [g.numpy() for g in grads]
+    weights = [w.value for w in layer.trainable_variables] if with_weights else []
+    return [g.numpy() for g in tape.gradient(loss, [x, *weights])]
 
 
 @pytest.mark.parametrize("stride, padding, size", [(1, "same", 7), (2, "same", 8)])
 def test_pointwise_conv_gradients_match_keras_conv(stride, padding, size):
     x, layer, reference = _pointwise_pair(stride, padding, size)
-    got = _input_gradients(layer, x, layer.trainable_weights)
-    expected = _input_gradients(reference, x, reference.trainable_weights)
+    got = _input_gradients(layer, x, with_weights=True)
+    expected = _input_gradients(reference, x, with_weights=True)
     assert len(got) == 3  # x, kernel, bias
     for g, e in zip(got, expected, strict=True):
         np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
@@ -226,8 +225,7 @@ def test_pointwise_conv_weight_gradient_does_not_transpose_activations(backend):
     layer.build(x.shape)
 
     def loss(kernel):
-        layer.kernel.assign(kernel)
-        y = layer(x)
+        y, _ = layer.stateless_call([kernel], [], x)
         # A batch-norm-like consumer, so that the upstream gradient comes out of a fusion.
         y = (y - keras.ops.mean(y, axis=(0, 1, 2))) * keras.ops.rsqrt(
             keras.ops.var(y, axis=(0, 1, 2)) + 1e-3
