@@ -69,6 +69,7 @@ def _train(args):
         distribution=args.distribution,
         precision=args.precision,
         save_every=args.save_every,
+        overwrite=args.overwrite,
         verbose=1 if sys.stdout.isatty() else 2,
     )
     summary = history.summary
@@ -93,14 +94,17 @@ def _train(args):
 
 def _evaluate(args):
     import keras_resvit as kr
+    from keras_resvit.data.checks import check_batches, check_class_count, data_errors
 
     model = kr.load_model(args.model)
-    size = model.input_shape[1]
+    size, classes = model.input_shape[1], model.output_shape[-1]
     data = kr.data.load_dataset(args.data, args.split, image_size=size, batch_size=args.batch_size)
+    check_class_count(f"--data {args.data}", data, classes)
     soft = len(data.element_spec[1].shape) == 2
     loss = "categorical_crossentropy" if soft else "sparse_categorical_crossentropy"
     model.compile(loss=loss, metrics=["accuracy"])
-    loss, accuracy = model.evaluate(data, verbose=0)
+    with data_errors():
+        loss, accuracy = model.evaluate(check_batches(data, classes, "--data"), verbose=0)
     print(f"{args.model} on {args.data} ({args.split}): accuracy {accuracy:.4f}, loss {loss:.4f}")
 
 
@@ -126,11 +130,12 @@ def _few_shot(args):
 
 def _export(args):
     import keras_resvit as kr
+    from keras_resvit.export import format_from_path
 
     kr.export(
         args.model,
         args.output,
-        format=args.format,
+        format=args.format or format_from_path(args.output),
         quantization=args.quantization,
         representative_data=args.calibration,
     )
@@ -229,6 +234,12 @@ def _parser():
     )
     p.add_argument("--output", default="runs/digits", help="output folder (default: runs/digits)")
     p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a finished or interrupted run in the output folder (default: refuse a "
+        "finished run, resume an interrupted one)",
+    )
+    p.add_argument(
         "--no-tflite",
         dest="tflite",
         action="store_false",
@@ -257,7 +268,11 @@ def _parser():
     p = commands.add_parser("export", help="export a .keras file to TF Lite, SavedModel or ONNX")
     p.add_argument("model", help="a .keras file")
     p.add_argument("output", help="a .tflite or .onnx file, or a SavedModel folder")
-    p.add_argument("--format", default="tflite", help="tflite (default), saved_model, onnx")
+    p.add_argument(
+        "--format",
+        default=None,
+        help="tflite, saved_model or onnx (default: from the output: .tflite, .onnx, a folder)",
+    )
     p.add_argument("--quantization", default=None, help="TF Lite: float16, dynamic or int8")
     p.add_argument(
         "--calibration", default=None, help="int8 calibration images: digits or an image folder"
@@ -290,13 +305,20 @@ def _parser():
 
 
 def main(argv=None) -> int:
-    """Entry point; returns the exit code (2: bad usage or input, 1: runtime failure)."""
+    """Entry point; returns the exit code (2: bad usage or input, 1: runtime failure, 130:
+    interrupted by Ctrl-C)."""
     try:
         args = _parser().parse_args(argv)
     except SystemExit as exit:  # usage errors (2) and --help (0) return like any other command
         return exit.code or 0
     try:
         args.run(args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        again = "; run the same command again to resume" if args.command == "train" else ""
+        print(f"keras-resvit {args.command}: interrupted{again}", file=sys.stderr)
+        return 130
     except (ValueError, FileNotFoundError) as error:
         if args.debug:
             raise

@@ -12,16 +12,24 @@ import contextlib
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
+import threading
+import time
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from keras_resvit.files import atomic_path, check_keras_file, check_output_path, load_model
+from keras_resvit.files import (
+    atomic_folder,
+    atomic_path,
+    check_keras_file,
+    check_output_path,
+    check_replaceable_folder,
+    load_model,
+    scratch_folder,
+)
 from keras_resvit.lazy import tf
 from keras_resvit.models.common import is_vit
 from keras_resvit.predict import load_images, read_class_names, write_class_names
@@ -29,6 +37,12 @@ from keras_resvit.predict import load_images, read_class_names, write_class_name
 FORMATS = ("tflite", "saved_model", "onnx")
 QUANTIZATIONS = (None, "float16", "dynamic", "int8")
 SUFFIXES = {"tflite": ".tflite", "onnx": ".onnx"}
+# What a SavedModel folder holds (Keras' `model.export` writes the first four): an export
+# replaces a folder only when it holds nothing else, so a user's files are never deleted.
+SAVED_MODEL_ENTRIES = ("saved_model.pb", "variables", "assets", "fingerprint.pb")
+SAVED_MODEL_OPTIONAL = ("saved_model.pbtxt", "keras_metadata.pb")
+# Files a SavedModel path must not look like: the user meant a file format.
+FILE_SUFFIXES = (".tflite", ".onnx", ".keras", ".h5", ".pb", ".json")
 # Check criteria: max abs difference of outputs (probabilities) for float artifacts, top-1
 # agreement for integer weights, whose probabilities move by more than round-off.
 TOLERANCES = {None: 1e-4, "float16": 1e-2}
@@ -68,13 +82,45 @@ def _validate(format, quantization, representative_data, path):
     suffix = SUFFIXES.get(format)
     if suffix and path.suffix != suffix:
         raise ValueError(f"path={str(path)!r} must end with {suffix!r} for format={format!r}.")
-    check_output_path("path", path, folder=format == "saved_model")
+    if format == "saved_model":
+        if path.suffix.lower() in FILE_SUFFIXES:
+            raise ValueError(
+                f"path={str(path)!r} names a {path.suffix} file, but format='saved_model' "
+                "writes a folder; pass a folder path, or the format of that file."
+            )
+        _check_saved_model_path(path)
+    else:
+        check_output_path("path", path)
     if format == "onnx":
         missing = [m for m in ("tf2onnx", "onnx") if importlib.util.find_spec(m) is None]
         if missing:
             raise ImportError(
                 f"format='onnx' needs {missing}; install with `pip install keras-resvit[onnx]`."
             )
+
+
+def _check_saved_model_path(path):
+    return check_replaceable_folder(
+        "path", path, "SavedModel", SAVED_MODEL_ENTRIES + SAVED_MODEL_OPTIONAL, ("saved_model.pb",)
+    )
+
+
+def format_from_path(path) -> str:
+    """The export format a path names: ".tflite", ".onnx", or a folder (SavedModel).
+
+    Raises:
+        ValueError: any other suffix.
+    """
+    suffix = Path(path).suffix.lower()
+    formats = {value: key for key, value in SUFFIXES.items()}
+    if suffix in formats:
+        return formats[suffix]
+    if suffix in FILE_SUFFIXES:
+        raise ValueError(
+            f"path={str(path)!r}: cannot export to a {suffix} file; valid: a .tflite or .onnx "
+            "file, or a folder for a SavedModel."
+        )
+    return "saved_model"
 
 
 def _load(model_or_path):
@@ -157,40 +203,41 @@ def _tflite_options(quantization, calibration):
     return options
 
 
-def _int8_with_float_ops(model, calibration, float_ops):
+def _int8_with_float_ops(model, calibration, float_ops, scratch):
     """Full-integer TF Lite bytes with the TF Lite op types `float_ops` kept in float32.
 
     Selective quantization needs the converter itself, which Keras' LiteRT export keeps
-    inside; it is built from the SavedModel that Keras writes for the same serving function.
+    inside; it is built from the SavedModel that Keras writes (into `scratch`) for the same
+    serving function.
     """
     options = _tflite_options("int8", calibration)
-    with tempfile.TemporaryDirectory() as tmp:
-        model.export(tmp, format="tf_saved_model", verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
-        converter.optimizations = options["optimizations"]
-        converter.representative_dataset = options["representative_dataset"]
-        converter.target_spec.supported_ops = options["target_spec"]["supported_ops"]
-        debug = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(float_ops))
-        quantizer = tf.lite.experimental.QuantizationDebugger(
-            converter=converter, debug_options=debug
-        )
-        return quantizer.get_nondebug_quantized_model()
+    saved = str(Path(scratch) / "saved_model")
+    model.export(saved, format="tf_saved_model", verbose=False)
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+    converter.optimizations = options["optimizations"]
+    converter.representative_dataset = options["representative_dataset"]
+    converter.target_spec.supported_ops = options["target_spec"]["supported_ops"]
+    debug = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(float_ops))
+    quantizer = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_options=debug)
+    return quantizer.get_nondebug_quantized_model()
 
 
-def _convert(model, target, format, quantization, calibration):
-    """Writes the artifact to `target` (TensorFlow backend only)."""
+def _convert(model, target, format, quantization, calibration, scratch):
+    """Writes the artifact to `target` (TensorFlow backend only); intermediate files go to the
+    folder `scratch`."""
     if format == "tflite" and quantization == "int8" and is_vit(model):
-        Path(target).write_bytes(_int8_with_float_ops(model, calibration, VIT_INT8_FLOAT_OPS))
+        tflite = _int8_with_float_ops(model, calibration, VIT_INT8_FLOAT_OPS, scratch)
+        Path(target).write_bytes(tflite)
     elif format == "tflite":
         options = _tflite_options(quantization, calibration)
         model.export(str(target), format="litert", verbose=False, **options)
     elif format == "saved_model":
         model.export(str(target), format="tf_saved_model", verbose=False)
     else:
-        _convert_onnx(model, target)
+        _convert_onnx(model, target, scratch)
 
 
-def _convert_onnx(model, target):
+def _convert_onnx(model, target, scratch):
     import tf2onnx
     from keras.src.export.tf2onnx_lib import patch_tf2onnx
     from tensorflow.python.framework.convert_to_constants import (
@@ -198,19 +245,19 @@ def _convert_onnx(model, target):
     )
 
     patch_tf2onnx()  # tf2onnx still uses NumPy 1 aliases; Keras ships this patch.
-    with tempfile.TemporaryDirectory() as tmp:
-        model.export(tmp, format="tf_saved_model", verbose=False)
-        loaded = tf.saved_model.load(tmp)
-        # Freezing inlines variables and captured constants, so the only input is the image.
-        frozen = convert_variables_to_constants_v2(loaded.signatures["serving_default"])
-        tf2onnx.convert.from_graph_def(
-            frozen.graph.as_graph_def(),
-            input_names=[t.name for t in frozen.inputs],
-            output_names=[t.name for t in frozen.outputs],
-            opset=ONNX_OPSET,
-            custom_op_handlers={"Erfc": (_erfc_as_one_minus_erf, [])},
-            output_path=str(target),
-        )
+    saved = str(Path(scratch) / "saved_model")
+    model.export(saved, format="tf_saved_model", verbose=False)
+    loaded = tf.saved_model.load(saved)
+    # Freezing inlines variables and captured constants, so the only input is the image.
+    frozen = convert_variables_to_constants_v2(loaded.signatures["serving_default"])
+    tf2onnx.convert.from_graph_def(
+        frozen.graph.as_graph_def(),
+        input_names=[t.name for t in frozen.inputs],
+        output_names=[t.name for t in frozen.outputs],
+        opset=ONNX_OPSET,
+        custom_op_handlers={"Erfc": (_erfc_as_one_minus_erf, [])},
+        output_path=str(target),
+    )
 
 
 def _erfc_as_one_minus_erf(ctx, node, name, args):
@@ -288,21 +335,16 @@ def _check(model, artifact, format, quantization, calibration):
 
 
 @contextlib.contextmanager
-def _staged(path, directory):
-    """A temporary sibling of `path` that replaces it only when the block succeeds."""
-    if not directory:
+def _staged(path, format):
+    """A temporary sibling of `path` that replaces it only when the block succeeds; a
+    SavedModel folder replaces only an earlier SavedModel, in one atomic swap."""
+    if format != "saved_model":
         with atomic_path(path) as tmp:
             yield Path(tmp)
         return
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    shutil.rmtree(tmp)  # the exporter creates the folder itself
-    try:
+    entries = SAVED_MODEL_ENTRIES + SAVED_MODEL_OPTIONAL
+    with atomic_folder("path", path, "SavedModel", entries, ("saved_model.pb",)) as tmp:
         yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def export(
@@ -320,7 +362,9 @@ def export(
 
     Args:
         model_or_path: a `keras.Model` or the path of a `.keras` file (loaded in safe mode).
-        path: output file (`.tflite`, `.onnx`) or folder (SavedModel).
+        path: output file (`.tflite`, `.onnx`) or folder (SavedModel). An existing file is
+            replaced; an existing folder only when it is empty or an earlier SavedModel (its
+            replacement is one atomic swap), never when it holds anything else.
         format: "tflite", "saved_model" or "onnx" (needs the `onnx` extra).
         quantization: TF Lite only: None (float32), "float16" (float16 weights), "dynamic"
             (int8 weights, float activations) or "int8" (int8 weights and activations with
@@ -344,7 +388,8 @@ def export(
     Raises:
         ValueError: an invalid argument or an unreadable `.keras` file.
         RuntimeError: the artifact fails its check (with the figures) or conversion failed.
-        In every failing case nothing is left at `path` (an older file there is kept).
+        In every failing case nothing is left at `path` (an older file or SavedModel there is
+        kept), and no temporary file is left beside it.
 
     Example:
     >>> import keras_resvit as kr
@@ -360,11 +405,14 @@ def export(
     if class_names is None and not isinstance(model_or_path, keras.Model):
         class_names = read_class_names(model_or_path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _staged(path, directory=format == "saved_model") as tmp:
+    # Intermediate files go beside the target, not into the system temp folder: the next
+    # export to `path` removes what a killed one left.
+    with _staged(path, format) as tmp, scratch_folder(path) as scratch:
+        job = (tmp, format, quantization, calibration, scratch)
         if keras.backend.backend() == "tensorflow":
-            _convert(model, tmp, format, quantization, calibration)
+            _convert(model, *job)
         else:
-            _convert_in_subprocess(model_or_path, tmp, format, quantization, calibration)
+            _convert_in_subprocess(model_or_path, *job)
         figures = {"checked": False}
         if check:
             figures = _check(model, tmp, format, quantization, calibration)
@@ -376,26 +424,40 @@ def export(
     return result
 
 
-def _convert_in_subprocess(model_or_path, target, format, quantization, calibration):
-    with tempfile.TemporaryDirectory() as tmp:
-        source = model_or_path
-        if isinstance(model_or_path, keras.Model):
-            source = os.path.join(tmp, "model.keras")
-            model_or_path.save(source)
-        images = None
-        if calibration is not None:
-            images = os.path.join(tmp, "calibration.npy")
-            np.save(images, calibration, allow_pickle=False)
-        job = [str(source), str(target), format, quantization, images]
-        env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
-        command = [sys.executable, "-m", "keras_resvit.export", json.dumps(job)]
-        result = subprocess.run(command, env=env, capture_output=True, text=True)
+def _convert_in_subprocess(model_or_path, target, format, quantization, calibration, scratch):
+    """Converts in a TensorFlow-backend child process, which exits when this one dies."""
+    source = model_or_path
+    if isinstance(model_or_path, keras.Model):
+        source = Path(scratch) / "model.keras"
+        model_or_path.save(source)
+    images = None
+    if calibration is not None:
+        images = str(Path(scratch) / "calibration.npy")
+        np.save(images, calibration, allow_pickle=False)
+    job = [str(source), str(target), format, quantization, images, str(scratch), os.getpid()]
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+    command = [sys.executable, "-m", "keras_resvit.export", json.dumps(job)]
+    # On an exception here (Ctrl-C included) `run` kills the child before re-raising.
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         lines = result.stderr.strip().splitlines() or ["(no output)"]
         raise RuntimeError(f"TensorFlow-backend conversion failed: {lines[-1]}")
 
 
+def _exit_with_parent(parent: int, interval: float = 0.5):
+    """Ends this process once `parent` has died (it is re-parented): a conversion whose
+    caller was killed must not go on writing."""
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 if __name__ == "__main__":
-    source, target, fmt, quant, images = json.loads(sys.argv[1])
+    source, target, fmt, quant, images, scratch, parent = json.loads(sys.argv[1])
+    _exit_with_parent(parent)
     calibration = np.load(images, allow_pickle=False) if images else None
-    _convert(load_model(source), Path(target), fmt, quant, calibration)
+    _convert(load_model(source), Path(target), fmt, quant, calibration, scratch)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_resvit.files import atomic_path
+from keras_resvit.data.image_files import oversized
+from keras_resvit.files import atomic_path, name_list_problem, read_json
 from keras_resvit.lazy import tf
 
 CLASS_NAMES_SUFFIX = ".classes.json"
@@ -34,29 +35,47 @@ def write_class_names(model_path, class_names) -> Path:
 
 
 def read_class_names(model_path) -> list | None:
-    """The class names beside `model_path`, or None when it has none."""
+    """The class names beside `model_path`, or None when it has none.
+
+    Raises:
+        ValueError: the file is unreadable, not JSON, or not a list of strings (naming it).
+    """
     path = class_names_path(model_path)
-    if not path.is_file():
+    if not path.exists():
         return None
-    names = json.loads(path.read_text())
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise ValueError(f"{str(path)!r} must hold a JSON list of strings.")
-    return names
+    return read_json(
+        path,
+        name_list_problem,
+        "class names",
+        "it must hold a JSON list of class names (strings): fix it or delete it.",
+    )
 
 
 def load_images(paths, size) -> np.ndarray:
-    """Decodes image files (PNG, JPEG, BMP, GIF) to float32 RGB 0-255 at `size` (h, w)."""
+    """Decodes image files (PNG, JPEG, BMP, GIF) to float32 RGB 0-255 at `size` (h, w).
+
+    Each file's size is read from its header first: an image over
+    `image_files.MAX_IMAGE_PIXELS` is refused before it is decoded, and decoded pixels are
+    resized before they become float32.
+
+    Raises:
+        FileNotFoundError: a path is not a file.
+        ValueError: a file is not a decodable image, or too large.
+    """
     images = []
     for path in paths:
         if not Path(path).is_file():
             raise FileNotFoundError(f"image {str(path)!r} is not a file.")
+        too_large = oversized(path)
+        if too_large:
+            raise ValueError(f"image {str(path)!r} has {too_large}; it is not decoded.")
         try:
             image = tf.io.decode_image(
                 tf.io.read_file(str(path)), channels=3, expand_animations=False
             )
         except tf.errors.InvalidArgumentError as error:
             raise ValueError(f"image {str(path)!r} cannot be decoded: {error.message}") from None
-        images.append(tf.image.resize(tf.cast(image, "float32"), size).numpy())
+        images.append(tf.image.resize(image, size).numpy())
     return np.stack(images)
 
 

@@ -5,6 +5,10 @@ message names the argument, the value given and what would be valid; through the
 mistakes print one line on stderr and exit with 2 (usage or input) or 1 (runtime failure).
 """
 
+import json
+import struct
+import zipfile
+import zlib
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -34,6 +38,33 @@ def _png(path, seed=0):
     path.write_bytes(tf.io.encode_png(random_images(1, 8, 8, seed=seed)[0].astype("uint8")).numpy())
 
 
+def _huge_png(path, side=20_000):
+    """A valid PNG header declaring side x side pixels: a few bytes that would decode to
+    1.2 GB. Only the header is needed: nothing may decode it."""
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + header
+    ihdr = struct.pack(">I", len(header)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + ihdr + b"\x00\x00\x00\x00IEND\xaeB`\x82")
+
+
+def _unsafe_callable(source, path):
+    """A copy of the .keras file `source` whose config names `os.system` as an activation."""
+    with zipfile.ZipFile(source) as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(files["config.json"])
+    dense = next(entry for entry in config["config"]["layers"] if entry["class_name"] == "Dense")
+    dense["config"]["activation"] = {
+        "module": "os",
+        "class_name": "function",
+        "config": "system",
+        "registered_name": "system",
+    }
+    files["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+
+
 @pytest.fixture(scope="module")
 def bad(tmp_path_factory):
     """Cheap bad inputs on disk: corrupt and unsafe model files, broken image folders."""
@@ -54,6 +85,21 @@ def bad(tmp_path_factory):
     for name in ("cat", "dog"):
         _png(tmp / "corrupt_folder" / name / "a.png")
     (tmp / "corrupt_folder" / "dog" / "broken.jpg").write_bytes(b"not a jpeg")
+    for name in ("cat", "dog"):
+        _png(tmp / "truncated_folder" / name / "a.png")
+    jpeg = tf.io.encode_jpeg(random_images(1, 8, 8)[0].astype("uint8")).numpy()
+    (tmp / "truncated_folder" / "dog" / "cut.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    for name in ("cat", "dog"):
+        _png(tmp / "huge_folder" / name / "a.png")
+    _huge_png(tmp / "huge_folder" / "dog" / "bomb.png")
+    _huge_png(tmp / "bomb.png")
+    model.save(tmp / "named.keras")
+    (tmp / "named.classes.json").write_text('["cat", "dog"')
+    _unsafe_callable(tmp / "m.keras", tmp / "callable.keras")
+    (tmp / "user_folder").mkdir()
+    (tmp / "user_folder" / "notes.txt").write_text("mine")
+    (tmp / "run_of_user").mkdir()
+    (tmp / "run_of_user" / "history.csv").write_text("mine")
     x, y = random_images(8, 16, 16), np.arange(8) % 3
     return SimpleNamespace(
         tmp=tmp,
@@ -427,7 +473,110 @@ CASES = [
         V,
         ("input_shape=(None, None, 3)", "fixed"),
     ),
+    Case(
+        "export_saved_model_over_user_files",
+        lambda b: kr.export(b.model, b.tmp / "user_folder", format="saved_model"),
+        V,
+        ("path=", "user_folder", "not an earlier SavedModel", "notes.txt"),
+    ),
+    Case(
+        "export_saved_model_to_a_file_name",
+        lambda b: kr.export(b.model, b.tmp / "x.tflite", format="saved_model"),
+        V,
+        ("x.tflite", "writes a folder"),
+    ),
+    # Files and data the package must not trust blindly.
+    Case(
+        "load_unsafe_callable",
+        lambda b: kr.load_model(b.tmp / "callable.keras"),
+        V,
+        ("callable.keras", "refused as unsafe", "'system'", "custom_objects"),
+    ),
+    Case(
+        "predict_corrupt_class_names",
+        lambda b: kr.predict(b.tmp / "named.keras", [b.tmp / "notes.txt"]),
+        V,
+        ("named.classes.json", "unreadable or corrupt", "not JSON", "JSON list of class names"),
+    ),
+    Case(
+        "predict_decompression_bomb",
+        lambda b: kr.predict(b.tmp / "m.keras", [b.tmp / "bomb.png"]),
+        V,
+        ("bomb.png", "20000x20000 pixels", "MAX_IMAGE_PIXELS"),
+    ),
+    Case(
+        "folder_decompression_bomb_strict",
+        lambda b: kr.data.load_dataset(b.tmp / "huge_folder", image_size=8, strict=True),
+        V,
+        ("bomb.png", "20000x20000 pixels", "strict=True"),
+    ),
+    Case(
+        "folder_truncated_jpeg_strict",
+        lambda b: kr.data.load_dataset(b.tmp / "truncated_folder", image_size=8, strict=True),
+        V,
+        ("cut.jpg", "truncated", "strict=True"),
+    ),
+    Case(
+        "images_with_nan_pixels",
+        lambda b: kr.data.load_dataset((np.where(b.x == b.x[3, 0, 0, 0], np.nan, b.x), b.y)),
+        V,
+        ("NaN or infinite pixels", "image 3"),
+    ),
+    Case(
+        "train_model_without_classifier",
+        lambda b: _train(
+            b,
+            kr.build_resnet(
+                8, stem="cifar", input_shape=(16, 16, 3), include_top=False, pooling="avg"
+            ),
+        ),
+        V,
+        ("GlobalAveragePooling2D", "not a classifier", "include_top=True"),
+    ),
+    Case(
+        "train_val_data_of_another_size",
+        lambda b: _train(b, val_data=kr.data.load_dataset((b.x[:, :8, :8], b.y), "test")),
+        V,
+        ("val_data has 8x8 images", "takes 16x16", "image_size=16"),
+    ),
+    Case(
+        "train_val_data_with_more_classes",
+        lambda b: _train(b, val_data=kr.data.load_dataset((b.x, np.arange(8) % 5), "test")),
+        V,
+        ("val_data has 5 classes", "3 outputs"),
+    ),
+    Case(
+        "train_over_user_files",
+        lambda b: _train(b, output_dir=b.tmp / "run_of_user"),
+        V,
+        ("output_dir=", "run_of_user", "history.csv", "did not write"),
+    ),
+    Case("train_overwrite", lambda b: _train(b, overwrite="yes"), V, ("overwrite='yes'",)),
     # The CLI: one line on stderr, exit code 2 for usage and input errors, 1 at runtime.
+    Case(
+        "cli_evaluate_data_with_more_classes",
+        lambda b: ["evaluate", str(b.tmp / "m.keras"), "--data", "digits"],
+        2,
+        ("--data digits has 10 classes", "3 outputs"),
+    ),
+    Case(
+        "cli_export_suffix_contradicts_format",
+        lambda b: ["export", str(b.tmp / "m.keras"), str(b.tmp / "y.tflite"), "--format", "onnx"],
+        2,
+        ("y.tflite", ".onnx"),
+    ),
+    Case(
+        "cli_export_unknown_suffix",
+        lambda b: ["export", str(b.tmp / "m.keras"), str(b.tmp / "y.h5")],
+        2,
+        ("y.h5", ".tflite or .onnx file, or a folder"),
+    ),
+    Case(
+        "cli_plot_curves_of_a_model_file",
+        lambda b: ["plot", "curves", str(b.tmp / "m.keras"), "--output", str(b.tmp / "c.png")],
+        2,
+        ("m.keras", "not a history.csv"),
+    ),
     Case("cli_unknown_model", lambda b: ["info", "resnet05"], 2, ("name='resnet05'", "resnet50")),
     Case("cli_no_match", lambda b: ["list", "nothing*"], 2, ("pattern='nothing*'",)),
     Case(
@@ -485,6 +634,18 @@ def test_bad_input_gets_one_clear_error(case, bad, capsys):
         message = str(info.value)
     for word in case.words:
         assert word in message, message
+
+
+def test_ctrl_c_in_the_cli_is_one_line_and_exit_code_130(bad, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(kr, "train", interrupted)
+    assert main(["train", "--output", str(bad.tmp / "interrupted")]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == "keras-resvit train: interrupted; run the same command again to resume"
+    with pytest.raises(KeyboardInterrupt):
+        main(["--debug", "train", "--output", str(bad.tmp / "interrupted")])
 
 
 def test_cli_runtime_failure_is_one_line_with_exit_code_1(bad, capsys, monkeypatch):

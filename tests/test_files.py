@@ -1,13 +1,18 @@
-"""Atomic writes: a save that fails or is killed half-way leaves the previous file intact."""
+"""Files the package writes: a save that fails or is killed half-way leaves the previous file
+intact and no temporary behind, a folder export replaces nothing but an earlier SavedModel,
+and every file gets the mode a plain `open()` would give."""
 
 import csv
+import importlib
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import keras
 import matplotlib.figure
@@ -15,11 +20,21 @@ import numpy as np
 import pytest
 
 import keras_resvit as kr
-from keras_resvit.files import save_model, write_json
+from keras_resvit import files as files_module
+from keras_resvit.cli import main
+from keras_resvit.files import (
+    _host,
+    _stem_and_suffix,
+    remove_stale_temporaries,
+    save_model,
+    write_json,
+)
 from keras_resvit.predict import write_class_names
 from keras_resvit.training.callbacks import HistoryCSV, ResumeCheckpoint
 from keras_resvit.viz import plot_history
 from tests.conftest import random_images
+
+export_module = importlib.import_module("keras_resvit.export")
 
 TINY = {"depth": 8, "stem": "cifar", "input_shape": (8, 8, 3), "num_classes": 2, "width": 0.25}
 
@@ -182,3 +197,281 @@ def test_process_killed_while_saving_leaves_a_loadable_checkpoint(tmp_path):
         rtol=1e-5,
         atol=1e-6,
     )
+
+
+# Temporaries a killed writer left behind, and their cleanup by the next write.
+
+
+def _dead_pid():
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def _temporary(path, pid, kind="tmp"):
+    stem, suffix = _stem_and_suffix(path)
+    return path.with_name(f".{stem}.{kind}-{_host()}-{pid}-0123abcd{suffix}")
+
+
+def test_next_write_removes_what_a_dead_writer_left_and_keeps_a_live_ones(tmp_path):
+    path = tmp_path / "last.keras"
+    dead = _temporary(path, _dead_pid())
+    dead.write_bytes(b"half a checkpoint")
+    dead_folder = _temporary(tmp_path / "model.tflite", _dead_pid())
+    dead_folder.mkdir()  # an export's scratch folder
+    (dead_folder / "model.keras").write_bytes(b"x" * 1000)
+    live = _temporary(path, os.getpid())  # another thread of this process may be writing
+    live.write_bytes(b"in progress")
+    other = (
+        tmp_path / ".last.tmp-otherhost-1-0123abcd.keras"
+    )  # another host's: its pid says nothing
+    other.write_bytes(b"x")
+    save_model(_tiny_model(), path)
+    write_json(tmp_path / "model.tflite", {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [live.name, other.name, "last.keras", "model.tflite"]
+    )
+
+
+# Export into folders: only an earlier SavedModel is ever replaced, in one atomic step.
+
+
+def _fake_converter(content):
+    """Stands in for the TensorFlow conversion: writes a SavedModel-shaped folder (or a file)
+    holding `content`, so the tests exercise the file handling alone."""
+
+    def convert(model, target, format, quantization, calibration, scratch):
+        target = Path(target)
+        if format == "saved_model":
+            (target / "variables").mkdir(parents=True)
+            (target / "saved_model.pb").write_bytes(content)
+            (target / "variables" / "variables.index").write_bytes(content)
+        else:
+            target.write_bytes(content)
+
+    return convert
+
+
+@pytest.fixture
+def fake_export(monkeypatch):
+    def use(content):
+        convert = _fake_converter(content)
+        monkeypatch.setattr(export_module, "_convert", convert)
+        monkeypatch.setattr(
+            export_module, "_convert_in_subprocess", lambda source, *args: convert(None, *args)
+        )
+
+    return use
+
+
+def _export(model, path, format="saved_model"):
+    return kr.export(model, path, format=format, check=False, verbose=False)
+
+
+def _snapshot(folder):
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def test_cli_export_into_a_folder_with_other_files_refuses_and_keeps_them(tmp_path, capsys):
+    # The reported case: `keras-resvit export d/m.keras d --format saved_model` deleted d.
+    folder = tmp_path / "d"
+    folder.mkdir()
+    _tiny_model().save(folder / "m.keras")
+    (folder / "notes.txt").write_text("keep")
+    before = _snapshot(tmp_path)
+    code = main(["export", str(folder / "m.keras"), str(folder), "--format", "saved_model"])
+    err = capsys.readouterr().err
+    assert code == 2 and "is not an earlier SavedModel" in err and "m.keras" in err, err
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("contents", ["user_files", "empty"])
+def test_export_into_the_current_folder_is_refused(tmp_path, monkeypatch, fake_export, contents):
+    fake_export(b"new")
+    if contents == "user_files":
+        (tmp_path / "train.py").write_text("print('mine')")
+        (tmp_path / "data").mkdir()
+        (tmp_path / "data" / "x.npy").write_bytes(b"mine")
+    monkeypatch.chdir(tmp_path)
+    before = _snapshot(tmp_path)
+    with pytest.raises(ValueError, match="path='.'"):
+        _export(_tiny_model(), ".")
+    assert _snapshot(tmp_path) == before and tmp_path.is_dir()
+
+
+def _failing(*args, **kwargs):
+    raise DiskFull("disk full")
+
+
+def _break_exchange(monkeypatch):
+    monkeypatch.setattr(files_module, "_exchange", _failing)
+
+
+def _fallback_second_rename_fails(monkeypatch):
+    monkeypatch.setattr(files_module, "_exchange", lambda a, b: False)
+    renames = []
+    real = os.rename
+
+    def rename(a, b):
+        renames.append((a, b))
+        if len(renames) == 2:  # the finished folder onto the target, after the old one moved
+            raise DiskFull("disk full")
+        real(a, b)
+
+    monkeypatch.setattr(files_module.os, "rename", rename)
+
+
+def _break_conversion(monkeypatch):
+    monkeypatch.setattr(export_module, "_convert", _failing)
+    monkeypatch.setattr(export_module, "_convert_in_subprocess", _failing)
+
+
+SWAP_FAULTS = {
+    "writer": _break_conversion,
+    "exchange": _break_exchange,
+    "fallback_rename": _fallback_second_rename_fails,
+}
+
+
+@pytest.mark.parametrize("fault", sorted(SWAP_FAULTS))
+def test_failure_while_replacing_a_saved_model_keeps_the_old_one(
+    tmp_path, monkeypatch, fake_export, fault
+):
+    fake_export(b"old")
+    target = tmp_path / "sm"
+    model = _tiny_model()
+    _export(model, target)
+    before = _snapshot(tmp_path)
+    fake_export(b"new")
+    SWAP_FAULTS[fault](monkeypatch)
+    with pytest.raises(DiskFull):
+        _export(model, target)
+    assert _snapshot(tmp_path) == before  # the old SavedModel, and no temporary left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sm"]
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two_renames"])
+def test_an_earlier_saved_model_is_replaced_whole(tmp_path, monkeypatch, fake_export, exchange):
+    if not exchange:
+        monkeypatch.setattr(files_module, "_exchange", lambda a, b: False)
+    fake_export(b"old")
+    target = tmp_path / "sm"
+    model = _tiny_model()
+    _export(model, target)
+    (target / "assets").mkdir()  # what Keras' exporter also writes
+    fake_export(b"new")
+    _export(model, target)
+    assert _snapshot(tmp_path) == {
+        "sm/saved_model.pb": b"new",
+        "sm/variables/variables.index": b"new",
+    }
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sm"]
+
+
+def test_a_kill_between_the_two_renames_is_undone_by_the_next_export(
+    tmp_path, monkeypatch, fake_export
+):
+    fake_export(b"old")
+    target = tmp_path / "sm"
+    model = _tiny_model()
+    _export(model, target)
+    before = _snapshot(tmp_path)
+    # What a writer killed after its first rename leaves: the old folder under its backup name.
+    os.rename(target, _temporary(target, _dead_pid(), kind="old"))
+    _break_conversion(monkeypatch)
+    with pytest.raises(DiskFull):
+        _export(model, target)
+    assert _snapshot(tmp_path) == before
+
+
+WRITE_TARGETS = {
+    "keras": lambda tmp: save_model(_tiny_model(), tmp / "m.keras"),
+    "json": lambda tmp: write_json(tmp / "config.json", {"a": 1}),
+    "class_names": lambda tmp: write_class_names(tmp / "m.keras", ["a", "b"]),
+    "csv": lambda tmp: _history_csv(tmp, None)[1](),
+    "png": lambda tmp: plot_history({"loss": [2.0, 1.0]}, tmp / "curves.png"),
+    "resume": lambda tmp: _resume_weights(tmp / "resume", None)[1](),
+    "tflite": lambda tmp: _export(_tiny_model(), tmp / "model.tflite", format="tflite"),
+    "saved_model": lambda tmp: _export(_tiny_model(), tmp / "sm"),
+    "folders": lambda tmp: write_json(tmp / "new" / "deeper" / "config.json", {}),
+}
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077], ids=["umask022", "umask077"])
+def test_written_files_get_the_modes_open_would_give(tmp_path, fake_export, umask):
+    fake_export(b"artifact")
+    previous = os.umask(umask)
+    try:
+        for name, write in WRITE_TARGETS.items():
+            (tmp_path / name).mkdir()
+            write(tmp_path / name)
+    finally:
+        os.umask(previous)
+    paths = [p for p in tmp_path.rglob("*") if p.parent != tmp_path]
+    assert len(paths) >= 12
+    for path in paths:
+        wanted = (0o777 if path.is_dir() else 0o666) & ~umask
+        assert stat.S_IMODE(path.stat().st_mode) == wanted, path
+
+
+EXPORT_AND_DIE = textwrap.dedent(
+    """
+    import sys
+    import keras_resvit as kr
+
+    model = kr.build_resnet(**{TINY!r})
+    print("exporting", flush=True)
+    kr.export(model, sys.argv[1])
+    """
+).replace("{TINY!r}", repr(TINY))
+
+
+def _children_converting(parent):
+    """Processes running the export conversion for `parent`, found through /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"keras_resvit.export" in command and command[-2].endswith(f", {parent}]".encode()):
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the child process through /proc")
+def test_killing_an_export_kills_its_conversion_and_leaves_nothing(tmp_path):
+    # The conversion subprocess exists on every backend but TensorFlow: run the exporting
+    # process under JAX whatever this suite's backend is.
+    pytest.importorskip("jax")
+    target = tmp_path / "model.tflite"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", EXPORT_AND_DIE, str(target)],
+        env={**os.environ, "KERAS_BACKEND": "jax"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert parent.stdout.readline().strip() == "exporting"
+        deadline = time.time() + 300
+        while not _children_converting(parent.pid) and time.time() < deadline:
+            assert parent.poll() is None, "the export ended before its conversion was seen"
+            time.sleep(0.05)
+        children = _children_converting(parent.pid)
+        assert children, "no conversion subprocess appeared"
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=60)
+    deadline = time.time() + 30
+    while any(Path(f"/proc/{pid}").exists() for pid in children) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in children), "the child outlived it"
+    assert not target.exists()
+    remove_stale_temporaries(target)  # what the next export to the same path does first
+    assert list(tmp_path.iterdir()) == []

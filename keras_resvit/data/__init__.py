@@ -1,6 +1,6 @@
 """Input pipelines: sources -> tf.data datasets of raw 0-255 pixels, for every backend."""
 
-from keras_resvit.data import augmentation, preprocessing
+from keras_resvit.data import augmentation, checks, image_files, preprocessing
 from keras_resvit.data.augmentation import PRESETS, Mixing, from_keras_cv, get_augmentation
 from keras_resvit.data.datasets import SOURCES, load_dataset, load_digits
 from keras_resvit.data.folders import list_image_folder
@@ -16,9 +16,11 @@ __all__ = [
     "SOURCES",
     "Mixing",
     "augmentation",
+    "checks",
     "evaluation_transform",
     "from_keras_cv",
     "get_augmentation",
+    "image_files",
     "list_image_folder",
     "load_dataset",
     "load_digits",

@@ -6,6 +6,7 @@ Pipeline: source -> decode -> (cache) -> shuffle -> augment (train) or evaluatio
 -> batch -> MixUp/CutMix (train, soft labels) -> prefetch.
 """
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +96,28 @@ def _arrays(source, split, image_size):
             f"(dtype {labels.dtype})."
         )
     labels = labels.astype("int32")
-    return images.astype("float32"), labels, [str(i) for i in range(int(labels.max()) + 1)]
+    images = images.astype("float32")
+    _check_pixels(images)
+    return images, labels, [str(i) for i in range(int(labels.max()) + 1)]
+
+
+def _check_pixels(images):
+    """NaN or infinite pixels fail here; values outside 0-255 get a warning (models take raw
+    pixels and normalize inside, so [0, 1] or standardized images train on the wrong scale)."""
+    finite = np.isfinite(images).reshape(len(images), -1).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise ValueError(
+            f"source images hold NaN or infinite pixels (image {bad[0]}, {len(bad)} in all); "
+            "models take finite raw pixels 0-255: fix or drop those images."
+        )
+    low, high = float(images.min()), float(images.max())
+    if low < 0.0 or high > 255.0 or 0.0 < high <= 1.0:
+        warnings.warn(
+            f"source images range from {low:g} to {high:g}; models take raw pixels 0-255 and "
+            "normalize inside (multiply [0, 1] images by 255; do not standardize them).",
+            stacklevel=4,
+        )
 
 
 def _tfds(name, split, data_dir, shuffle):
@@ -202,7 +224,9 @@ def load_dataset(
         validation_split: fraction of a folder without split sub-folders held out as its
             "validation" / "test" split.
         data_dir: tensorflow-datasets data folder.
-        strict: raise on a non-image file in a folder instead of skipping it with a warning.
+        strict: raise on a non-image, corrupt, oversized (`image_files.MAX_IMAGE_PIXELS`) or
+            truncated file in a folder instead of skipping it with a warning; finding
+            truncated files reads every file whole when the folder is listed.
         deterministic: reproducible augmentation for a given `seed`. The random layers keep
             their state in one variable, so parallel calls draw in a racy order; this runs
             them on one thread (slower).
@@ -212,7 +236,8 @@ def load_dataset(
 
     Raises:
         ValueError: for an unknown source, split or preset, a bad argument, or a folder that is
-            empty, has one class, or (strict) holds a non-image file.
+            empty, has one class, or (strict) holds an unusable image file; arrays with NaN or
+            infinite pixels.
         FileNotFoundError: for a folder path that does not exist.
 
     Example:

@@ -1,29 +1,27 @@
 """Image folders: one sub-folder per class of JPEG / PNG files, read into `tf.data`.
 
-Files are checked by their first bytes when the folder is listed, so that a non-image or
-corrupt file is reported by name (skipped with a warning, or an error with `strict=True`)
-instead of failing in the middle of an epoch.
+Files are checked by their bytes when the folder is listed, so that a non-image, corrupt,
+oversized (`image_files.MAX_IMAGE_PIXELS`) or, with `strict=True`, truncated file is reported
+by name (skipped with a warning, or an error with `strict=True`) instead of failing in the
+middle of an epoch.
 """
 
 import random
 import warnings
 from pathlib import Path
 
+from keras_resvit.data.image_files import image_problem
 from keras_resvit.lazy import tf
 
 EXTENSIONS = (".jpg", ".jpeg", ".png")
-# File signatures: JPEG starts FF D8 FF, PNG with its 8-byte magic number.
-SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
 FOLDER_SPLITS = ("train", "validation", "test")
 MAX_NAMED = 5  # skipped files named in one warning
 
 
-def _is_image(path):
+def _problem(path, strict):
     if path.suffix.lower() not in EXTENSIONS:
-        return False
-    with open(path, "rb") as f:
-        head = f.read(8)
-    return any(head.startswith(signature) for signature in SIGNATURES)
+        return "not a .jpg, .jpeg or .png file"
+    return image_problem(path, complete=strict)
 
 
 def _class_root(root, split, validation_split):
@@ -52,7 +50,8 @@ def list_image_folder(root, split="train", *, validation_split=None, seed=0, str
         split: "train", "validation" or "test".
         validation_split: fraction in (0, 1) held out from `root` when it has no split folders.
         seed: seed of the hold-out draw.
-        strict: raise on a non-image or corrupt file instead of skipping it with a warning.
+        strict: raise on a non-image, corrupt, oversized or truncated file instead of skipping
+            it with a warning; finding truncated files reads every file whole.
 
     Returns:
         `(paths, labels, class_names)`: lists of file paths and int labels, and the sorted
@@ -88,7 +87,11 @@ def list_image_folder(root, split="train", *, validation_split=None, seed=0, str
         files = sorted(p for p in class_dir.rglob("*") if p.is_file() and p.name[0] != ".")
         good = []
         for path in files:
-            (good if _is_image(path) else skipped).append(path)
+            problem = _problem(path, strict)
+            if problem:
+                skipped.append(f"{path} ({problem})")
+            else:
+                good.append(path)
         if not good:
             raise ValueError(
                 f"source={str(class_root)!r}: class folder {class_dir.name!r} has no JPEG or "
@@ -101,9 +104,9 @@ def list_image_folder(root, split="train", *, validation_split=None, seed=0, str
         paths += [str(p) for p in good]
         labels += [label] * len(good)
     if skipped:
-        names = ", ".join(str(p) for p in skipped[:MAX_NAMED])
+        names = ", ".join(skipped[:MAX_NAMED])
         more = f" and {len(skipped) - MAX_NAMED} more" if len(skipped) > MAX_NAMED else ""
-        message = f"{len(skipped)} file(s) that are not JPEG or PNG images: {names}{more}"
+        message = f"{len(skipped)} file(s) that are not usable images: {names}{more}"
         if strict:
             raise ValueError(f"source={str(class_root)!r} has {message} (strict=True).")
         warnings.warn(f"Skipping {message}.", stacklevel=3)
@@ -120,8 +123,9 @@ def decode_image(path):
 def folder_dataset(paths, labels, *, shuffle, seed, strict=False):
     """Shuffles the (cheap) file list, then decodes in parallel.
 
-    A file with a valid signature can still be truncated; unless `strict`, it is dropped with
-    TensorFlow's warning rather than stopping training.
+    A file that passed the listing's checks can still fail to decode (truncated, when not
+    `strict`, or corrupt inside); unless `strict`, it is dropped with TensorFlow's warning
+    rather than stopping training.
     """
     ds = tf.data.Dataset.from_tensor_slices((paths, tf.constant(labels, "int32")))
     if shuffle:

@@ -5,15 +5,28 @@ leaves the previous file intact.
 """
 
 import csv
-import json
 import math
+import re
 from pathlib import Path
 
 import keras
 
-from keras_resvit.files import atomic_path, save_model, write_json
+from keras_resvit.files import (
+    atomic_path,
+    read_json,
+    save_model,
+    write_json,
+)
 
 STATE_FILE = "state.json"
+# The only names a resume folder's state may point to: weights files the callback wrote.
+WEIGHTS_NAME = re.compile(r"step(\d+)\.weights\.h5")
+# What the callback writes into the resume folder: its state, weights files and the
+# temporaries of their atomic writes (see `keras_resvit.files.atomic_path`).
+WRITTEN_NAME = re.compile(
+    r"state\.json|step\d+\.weights\.h5"
+    r"|\.(state|step\d+)\.tmp-[A-Za-z0-9]+-\d+-[0-9a-f]{8}\.(json|weights\.h5)"
+)
 
 
 def weights_finite(model) -> bool:
@@ -27,13 +40,55 @@ def iterations(model) -> int:
     return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
 
 
+def _state_problem(state, directory: Path):
+    """What is wrong with a parsed state, or None: it must name a weights file of ours."""
+    if not isinstance(state, dict) or set(state) != {"step", "weights", "best"}:
+        return 'it is not {"step", "weights", "best"}'
+    step, weights, best = state["step"], state["weights"], state["best"]
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        return f"step={step!r} is not a step count"
+    # A bare file name of the callback's own pattern: nothing outside the folder, no "..".
+    if not isinstance(weights, str) or not WEIGHTS_NAME.fullmatch(weights):
+        return f"weights={weights!r} is not a weights file this package writes (stepN.weights.h5)"
+    if not (directory / weights).is_file():
+        return f"its weights file {weights!r} is missing"
+    if best is not None and (not isinstance(best, (int, float)) or not math.isfinite(best)):
+        return f"best={best!r} is not a finite number"
+    return None
+
+
 def read_resume_state(directory) -> dict | None:
-    """The last resumable state saved in `directory` ({"step", "weights", "best"}), or None."""
-    path = Path(directory) / STATE_FILE
-    if not path.is_file():
+    """The last resumable state saved in `directory` ({"step", "weights", "best"}), or None
+    when there is none.
+
+    Raises:
+        ValueError: the state file is unreadable, of another schema, or points anywhere but a
+            weights file of this package in `directory` (naming the file and the remedy).
+    """
+    directory = Path(directory)
+    path = directory / STATE_FILE
+    if not path.exists():
         return None
-    state = json.loads(path.read_text())
-    return state if (Path(directory) / state["weights"]).is_file() else None
+    return read_json(
+        path,
+        lambda state: _state_problem(state, directory),
+        "resume state",
+        "it is not a state this package wrote: start afresh with overwrite=True "
+        "(keras-resvit train --overwrite) or a new output_dir.",
+    )
+
+
+def clear_resume_state(directory) -> None:
+    """Deletes what `ResumeCheckpoint` wrote in `directory` (its state, weights files and
+    temporaries), then the folder if nothing else is left in it."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return
+    for path in directory.iterdir():
+        if WRITTEN_NAME.fullmatch(path.name) and path.is_file():
+            path.unlink()
+    if not any(directory.iterdir()):
+        directory.rmdir()
 
 
 class ResumeCheckpoint(keras.callbacks.Callback):
@@ -178,9 +233,28 @@ class HistoryCSV(keras.callbacks.Callback):
 
 
 def read_history(path) -> list[dict]:
-    """Rows of a `history.csv` as dicts of floats (empty if the file does not exist)."""
+    """Rows of a `history.csv` as dicts of floats (empty if the file does not exist).
+
+    Raises:
+        ValueError: the file is not a CSV of numbers with an "epoch" column (naming it).
+    """
     path = Path(path)
     if not path.is_file():
         return []
-    with open(path, newline="") as f:
-        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            rows = [{k: float(v) for k, v in row.items() if v != ""} for row in reader]
+            if rows and "epoch" not in rows[0]:
+                raise ValueError(f"its columns are {reader.fieldnames}")
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, csv.Error) as error:
+        raise ValueError(
+            f"history={str(path)!r} is not a history.csv of keras_resvit ({_first(error)}); "
+            "expected a CSV with a row of numbers per epoch (epoch, loss, accuracy, ...)."
+        ) from None
+    return rows
+
+
+def _first(error):
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__

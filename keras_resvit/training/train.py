@@ -1,12 +1,16 @@
 """`train()`: a paper's recipe, `model.fit` under the detected distribution, resumable."""
 
+import json
 import math
+import shutil
 import time
+from types import SimpleNamespace
 
 import keras
 import numpy as np
 
-from keras_resvit.files import check_output_path, save_model, write_json
+from keras_resvit.data.checks import check_batches, check_class_count, data_errors
+from keras_resvit.files import check_output_path, output_folder, read_json, save_model, write_json
 from keras_resvit.lazy import tf
 from keras_resvit.models.common import is_vit
 from keras_resvit.models.registry import create_model, get_spec
@@ -17,6 +21,7 @@ from keras_resvit.training.callbacks import (
     HistoryCSV,
     NanGuard,
     ResumeCheckpoint,
+    clear_resume_state,
     read_history,
     read_resume_state,
 )
@@ -29,6 +34,22 @@ from keras_resvit.viz.curves import plot_history
 # position embeddings (as in the ViT and DeiT recipes).
 NO_DECAY = ["gamma", "beta", "bias", "token", "embeddings"]
 RESUME_DIR = "resume"
+CONFIG_FILE = "config.json"
+# What a run writes into its folder (the CLI adds its TF Lite export): names that must be new,
+# or written there by an earlier run of keras_resvit.
+RUN_FILES = (
+    CONFIG_FILE,
+    "history.csv",
+    "curves.png",
+    "last.keras",
+    "best.keras",
+    "last.classes.json",
+    "best.classes.json",
+    "model.tflite",
+    "model.classes.json",
+    RESUME_DIR,
+    "tensorboard",
+)
 
 
 class TrainingDivergedError(RuntimeError):
@@ -249,6 +270,224 @@ def _fit_from(model, data, steps_per_epoch, epochs, start_step, **fit_kwargs):
     return histories
 
 
+def _check_classifier(model):
+    """`train()` scores class labels: the model must end in a classifier, not features."""
+    last, shape = model.layers[-1], model.output_shape
+    heads = (keras.layers.Dense, keras.layers.EinsumDense, keras.layers.Activation)
+    heads += (keras.layers.Softmax,)
+    if isinstance(shape, list) or len(shape) != 2 or not isinstance(last, heads):
+        raise ValueError(
+            f"model {model.name!r} ends in {type(last).__name__} {last.name!r} with output "
+            f"shape {shape}, not a classifier: train() needs one score per class. Build it with "
+            "include_top=True (e.g. kr.create_model(name, num_classes=10)), or end it with a "
+            "Dense classifier."
+        )
+
+
+def _check_val_data(val_data, model):
+    """Validation data the model cannot score fails before the first epoch, not after it."""
+    check_class_count("val_data", val_data, model.output_shape[-1])
+    wanted = tuple(model.input_shape[1:3])
+    images = val_data.element_spec[0].shape
+    given = tuple(images[1:3])
+    if None in given:
+        given = tuple(next(iter(val_data.take(1)))[0].shape[1:3])
+    if None not in wanted and given != wanted:
+        raise ValueError(
+            f"val_data has {given[0]}x{given[1]} images but the model takes "
+            f"{wanted[0]}x{wanted[1]}; load it with image_size={wanted[0]}."
+        )
+
+
+def _run_record(model, spec, recipe, epochs, batch_size, steps_per_epoch, **settings):
+    """The arguments that define a run, as JSON values: a run resumes only when they match."""
+    record = {
+        "model": model.name,
+        "parameters": int(model.count_params()),
+        "input_shape": list(model.input_shape[1:]),
+        "num_classes": int(model.output_shape[-1]),
+        "recipe": recipe if isinstance(recipe, str) else "custom",
+        "recipe_fields": dict(vars(spec)),
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "steps_per_epoch": steps_per_epoch,
+        **settings,
+    }
+    return json.loads(json.dumps(record))
+
+
+def _flat(record):
+    flat = {k: v for k, v in record.items() if k != "recipe_fields"}
+    flat.update({f"recipe.{k}": v for k, v in record.get("recipe_fields", {}).items()})
+    return flat
+
+
+def _previous_run(out, overwrite):
+    """The `config.json` of an earlier run in `out`, or None; refuses to replace a finished
+    run unless `overwrite`."""
+    path = out / CONFIG_FILE
+    if not path.exists():
+        return None
+    config = read_json(
+        path,
+        lambda value: None if isinstance(value, dict) and "result" in value else "no result",
+        "run config",
+        "it is not the config.json of a keras_resvit run: pass a new output_dir.",
+    )
+    if config["result"] is not None and not overwrite:
+        raise ValueError(
+            f"output_dir={str(out)!r} holds a finished run ({CONFIG_FILE}, last.keras); pass "
+            "overwrite=True (keras-resvit train --overwrite) to replace it, or a new output_dir."
+        )
+    return config
+
+
+def _resume_state(out, previous, run, overwrite):
+    """The resume state to continue from, or None for a fresh start; refuses to continue a
+    run with other arguments, and to replace it unless `overwrite`."""
+    state = read_resume_state(out / RESUME_DIR)
+    if state is None or overwrite:
+        return None
+    before, now = _flat(previous or {}), _flat(run)
+    changed = [key for key in now if before.get(key) != now[key]]
+    if not changed:
+        return state
+    shown = "; ".join(f"{key}: {before.get(key)!r} there, {now[key]!r} now" for key in changed[:4])
+    raise ValueError(
+        f"output_dir={str(out)!r} holds an interrupted run with other arguments ({shown}). Run "
+        "with the same arguments to resume it, pass overwrite=True (keras-resvit train "
+        "--overwrite) to start afresh there, or a new output_dir."
+    )
+
+
+def _clear_run(out):
+    """Removes an earlier run's outputs from `out` (the caller owns them: `output_folder`)."""
+    clear_resume_state(out / RESUME_DIR)
+    for name in RUN_FILES:
+        path = out / name
+        if name == "tensorboard" and path.is_dir():
+            shutil.rmtree(path)
+        elif path.is_file():
+            path.unlink()
+
+
+def _fit(model, spec, out, data, epochs, resume, *, ema, save_every, tensorboard, verbose):
+    """Compiles `model`, restores `resume` (a resume state or None) and fits the rest of
+    the run; every batch is checked in the pipeline (`check_batches`)."""
+    train_data, val_data, first_batch, steps_per_epoch, soft_labels = data
+    batch_size, total_steps = int(first_batch[0].shape[0]), epochs * steps_per_epoch
+    compile_model(model, spec, batch_size, total_steps, soft_labels=soft_labels, ema=ema)
+    # A categorical loss (soft labels or label smoothing) takes one-hot targets: integer
+    # labels of the training and validation data are encoded to match.
+    categorical = soft_labels or bool(spec.label_smoothing)
+    classes = model.output_shape[-1]
+    if categorical and first_batch[1].ndim == 1:
+        first_batch = (first_batch[0], np.eye(classes, dtype="float32")[first_batch[1]])
+    # Build the loss and metrics from a batch in hand: otherwise `fit` takes one from its
+    # own iterator to do so, and where that stream starts would depend on how far it skips.
+    model.test_on_batch(*first_batch)
+    start_step, best = 0, None
+    if resume is not None:
+        model.optimizer.build(model.trainable_variables)
+        weights = out / RESUME_DIR / resume["weights"]
+        try:
+            model.load_weights(weights)
+        except Exception as error:  # noqa: BLE001 - h5py and shape errors alike
+            raise ValueError(
+                f"resume weights {str(weights)!r} cannot be loaded ({_first_line(error)}); "
+                "start afresh with overwrite=True (keras-resvit train --overwrite) or a new "
+                "output_dir."
+            ) from None
+        start_step, best = resume["step"], resume["best"]
+    best_checkpoint = BestCheckpoint(out / "best.keras", best=best)
+    nan_guard = NanGuard()
+    # ResumeCheckpoint before BestCheckpoint: the resume state records a new best value
+    # before best.keras is replaced, so a restart never saves a worse best.keras.
+    callbacks = [
+        nan_guard,
+        ResumeCheckpoint(out / RESUME_DIR, save_every, best_checkpoint),
+        HistoryCSV(out / "history.csv", first_epoch=start_step // steps_per_epoch),
+    ]
+    if val_data is not None:
+        callbacks.append(best_checkpoint)
+        val_data = check_batches(val_data, classes, "val_data")
+    if tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(str(out / "tensorboard")))
+    train_data = check_batches(train_data, classes, "train_data")
+    if categorical:
+        train_data = _one_hot_labels(train_data, classes)
+        val_data = None if val_data is None else _one_hot_labels(val_data, classes)
+    started = time.perf_counter()
+    histories = []
+    if start_step < total_steps:  # else: killed after its last save, before it finished
+        with data_errors():
+            histories = _fit_from(
+                model,
+                train_data.repeat(),
+                steps_per_epoch,
+                epochs,
+                start_step,
+                validation_data=val_data,
+                callbacks=callbacks,
+                verbose=verbose,
+            )
+    return SimpleNamespace(
+        histories=histories,
+        seconds=time.perf_counter() - started,
+        steps=total_steps - start_step,
+        batch_size=batch_size,
+        epochs=epochs,
+        bad_step=nan_guard.bad_step,
+        best=best_checkpoint.best,
+    )
+
+
+def _first_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _diverged(out, bad_step):
+    state = read_resume_state(out / RESUME_DIR)
+    if state is None:
+        kept = "no checkpoint had been saved before it"
+    else:
+        kept = (
+            f"the last good checkpoint (step {state['step']}) is kept in {str(out / RESUME_DIR)!r}"
+        )
+    return TrainingDivergedError(
+        f"the loss became NaN/inf at step {bad_step}; training stopped and {kept}. Lower "
+        "learning_rate or use precision='float32', and start afresh with overwrite=True "
+        "(keras-resvit train --overwrite) or a new output_dir."
+    )
+
+
+def _finish(out, model, fitted, train_data, config):
+    """Writes the run's final files, then removes its resume state."""
+    save_model(model, out / "last.keras")
+    class_names = getattr(train_data, "class_names", None)
+    if class_names:
+        # Beside the checkpoints, so that `keras-resvit predict` names its classes.
+        for checkpoint in ("last.keras", "best.keras"):
+            if (out / checkpoint).exists():
+                write_class_names(out / checkpoint, [str(name) for name in class_names])
+    history = fitted.histories[-1] if fitted.histories else keras.callbacks.History()
+    rows = read_history(out / "history.csv")
+    history.history = {k: [r.get(k, math.nan) for r in rows] for k in rows[0] if k != "epoch"}
+    plot_history(history, out / "curves.png")
+    history.summary = {
+        "model": model.name,
+        "epochs": fitted.epochs,
+        "best_val_accuracy": None if fitted.best == -math.inf else fitted.best,
+        "seconds": round(fitted.seconds, 2),
+        "images_per_second": round(fitted.steps * fitted.batch_size / max(fitted.seconds, 1e-9), 1),
+        "output_dir": str(out),
+    }
+    write_json(out / CONFIG_FILE, {**config, "result": history.summary})
+    clear_resume_state(out / RESUME_DIR)
+    return history
+
+
 def train(
     model_or_name,
     train_data,
@@ -264,17 +503,23 @@ def train(
     save_every: int | None = None,
     tensorboard: bool = False,
     seed: int = 0,
+    overwrite: bool = False,
     verbose="auto",
 ) -> keras.callbacks.History:
     """Compiles a model with a paper's recipe and trains it with `model.fit`.
 
     Writes into `output_dir`: `last.keras`, `best.keras` (best validation accuracy),
-    `history.csv`, `curves.png`, `config.json` and, while running, `resume/` (weights and
-    optimizer state every `save_every` steps and every epoch). Running the same call again
-    after a crash continues from the last saved step, replaying the same batches.
+    `history.csv`, `curves.png`, `config.json` (the run's arguments, then its result) and,
+    while running, `resume/` (weights and optimizer state every `save_every` steps and every
+    epoch). Running the same call again after a crash continues from the last saved step,
+    replaying the same batches; a call with other arguments is refused rather than mixed
+    with the first run. The folder is locked while a run writes it, and files in it that
+    keras_resvit did not write are never overwritten or deleted. Every batch's labels and
+    pixels are checked in the input pipeline (`kr.data.checks`).
 
     Args:
-        model_or_name: a `keras.Model` or a registry name (built under the run's precision).
+        model_or_name: a `keras.Model` ending in a classifier, or a registry name (built under
+            the run's precision).
         train_data: a finite, batched `tf.data.Dataset` of (images, labels); labels are ints or
             one-hot/soft vectors (MixUp, CutMix). Its batch is the global batch.
         recipe: a name in `keras_resvit.training.RECIPES`, or a `Recipe` (e.g.
@@ -292,13 +537,18 @@ def train(
         save_every: also save the resume state every this many steps.
         tensorboard: write TensorBoard logs to `output_dir/tensorboard`.
         seed: seed of the weight initialization and of any randomness in training.
+        overwrite: replace a finished or interrupted run of keras_resvit in `output_dir`
+            (by default a finished run is kept and an interrupted one resumed).
         verbose: passed to `model.fit`.
 
     Returns:
         The `keras.callbacks.History`; `history.summary` holds the run's figures.
 
     Raises:
-        ValueError: an invalid argument, before any training starts.
+        ValueError: an invalid argument, model, data or output folder (one in use by another
+            run, holding files of the same names that keras_resvit did not write, a finished
+            run, or an interrupted run with other arguments), before any training starts; or
+            a bad batch met during training (a label the model cannot score, NaN pixels).
         TrainingDivergedError: the loss became NaN/inf (the last good checkpoint is kept).
 
     Example:
@@ -314,12 +564,13 @@ def train(
     _check_positive("epochs", epochs)
     if save_every is not None:
         _check_positive("save_every", save_every)
+    if not isinstance(overwrite, bool):
+        raise ValueError(f"overwrite={overwrite!r} must be True or False.")
     if isinstance(model_or_name, str):
         get_spec(model_or_name)
     if val_data is not None:
         _check_dataset("val_data", val_data)
     out = check_output_path("output_dir", output_dir, folder=True)
-    out.mkdir(parents=True, exist_ok=True)
     first_batch, steps_per_epoch, soft_labels = _dataset_info(train_data)
     batch_size = int(first_batch[0].shape[0])
     placement = place(distribution)
@@ -338,104 +589,39 @@ def train(
             )
 
     keras.utils.set_random_seed(seed)
-    total_steps = epochs * steps_per_epoch
-    resume = read_resume_state(out / RESUME_DIR)
-    with dtype_policy(policy), placement.scope():
-        model = _fit_resolution(_model(model_or_name, spec, placement), first_batch[0].shape)
-        _check_labels(model, train_data, first_batch[1], soft_labels)
-        compile_model(model, spec, batch_size, total_steps, soft_labels=soft_labels, ema=ema)
-        # A categorical loss (soft labels or label smoothing) takes one-hot targets: integer
-        # labels of the training and validation data are encoded to match.
-        categorical = soft_labels or bool(spec.label_smoothing)
-        classes = model.output_shape[-1]
-        if categorical and first_batch[1].ndim == 1:
-            first_batch = (first_batch[0], np.eye(classes, dtype="float32")[first_batch[1]])
-        # Build the loss and metrics from a batch in hand: otherwise `fit` takes one from its
-        # own iterator to do so, and where that stream starts would depend on how far it skips.
-        model.test_on_batch(*first_batch)
-        start_step, best = 0, None
-        if resume is not None:
-            model.optimizer.build(model.trainable_variables)
-            model.load_weights(out / RESUME_DIR / resume["weights"])
-            start_step, best = resume["step"], resume["best"]
-        if start_step >= total_steps:
-            raise ValueError(
-                f"output_dir={str(out)!r} holds a finished run of {start_step} steps; use a new "
-                "output_dir or more epochs."
+    with output_folder("output_dir", out, RUN_FILES):
+        previous = _previous_run(out, overwrite)
+        with dtype_policy(policy), placement.scope():
+            model = _fit_resolution(_model(model_or_name, spec, placement), first_batch[0].shape)
+            _check_classifier(model)
+            _check_labels(model, train_data, first_batch[1], soft_labels)
+            if val_data is not None:
+                _check_val_data(val_data, model)
+            settings = {"learning_rate": learning_rate, "precision": policy, "ema": ema}
+            run = _run_record(
+                model, spec, recipe, epochs, batch_size, steps_per_epoch, seed=seed, **settings
             )
-        best_checkpoint = BestCheckpoint(out / "best.keras", best=best)
-        nan_guard = NanGuard()
-        # ResumeCheckpoint before BestCheckpoint: the resume state records a new best value
-        # before best.keras is replaced, so a restart never saves a worse best.keras.
-        callbacks = [
-            nan_guard,
-            ResumeCheckpoint(out / RESUME_DIR, save_every, best_checkpoint),
-            HistoryCSV(out / "history.csv", first_epoch=start_step // steps_per_epoch),
-        ]
-        if val_data is not None:
-            callbacks.append(best_checkpoint)
-        if tensorboard:
-            callbacks.append(keras.callbacks.TensorBoard(str(out / "tensorboard")))
-        data, validation = train_data, val_data
-        if categorical:
-            data = _one_hot_labels(train_data, classes)
-            validation = None if val_data is None else _one_hot_labels(val_data, classes)
-        started = time.perf_counter()
-        histories = _fit_from(
-            model,
-            data.repeat(),
-            steps_per_epoch,
-            epochs,
-            start_step,
-            validation_data=validation,
-            callbacks=callbacks,
-            verbose=verbose,
-        )
-        seconds = time.perf_counter() - started
-    if nan_guard.bad_step is not None:
-        raise TrainingDivergedError(
-            f"the loss became NaN/inf at step {nan_guard.bad_step}; training stopped and the "
-            f"last good checkpoint is kept in {str(out / RESUME_DIR)!r}. Lower learning_rate "
-            "or use precision='float32'."
-        )
-
-    save_model(model, out / "last.keras")
-    class_names = getattr(train_data, "class_names", None)
-    if class_names:
-        # Beside the checkpoints, so that `keras-resvit predict` names its classes.
-        for checkpoint in ("last.keras", "best.keras"):
-            write_class_names(out / checkpoint, [str(name) for name in class_names])
-    history = histories[-1]
-    rows = read_history(out / "history.csv")
-    history.history = {k: [r.get(k, math.nan) for r in rows] for k in rows[0] if k != "epoch"}
-    plot_history(history, out / "curves.png")
-    steps_run = total_steps - start_step
-    history.summary = {
-        "model": model.name,
-        "epochs": epochs,
-        "best_val_accuracy": None if best_checkpoint.best == -math.inf else best_checkpoint.best,
-        "seconds": round(seconds, 2),
-        "images_per_second": round(steps_run * batch_size / max(seconds, 1e-9), 1),
-        "output_dir": str(out),
-    }
-    config = {
-        "model": model.name,
-        "recipe": recipe if isinstance(recipe, str) else "custom",
-        "recipe_fields": {k: v for k, v in vars(spec).items()},
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "steps_per_epoch": steps_per_epoch,
-        "learning_rate": learning_rate,
-        "distribution": placement.name,
-        "replicas": placement.num_replicas,
-        "precision": policy,
-        "ema": ema,
-        "seed": seed,
-        "backend": keras.backend.backend(),
-        "result": history.summary,
-    }
-    write_json(out / "config.json", config)
-    for path in (out / RESUME_DIR).glob("*"):
-        path.unlink()
-    (out / RESUME_DIR).rmdir()
-    return history
+            resume = _resume_state(out, previous, run, overwrite)
+            environment = {
+                "distribution": placement.name,
+                "replicas": placement.num_replicas,
+                "backend": keras.backend.backend(),
+            }
+            if resume is None:
+                _clear_run(out)
+                write_json(out / CONFIG_FILE, {**run, **environment, "result": None})
+            fitted = _fit(
+                model,
+                spec,
+                out,
+                (train_data, val_data, first_batch, steps_per_epoch, soft_labels),
+                epochs,
+                resume,
+                ema=ema,
+                save_every=save_every,
+                tensorboard=tensorboard,
+                verbose=verbose,
+            )
+        if fitted.bad_step is not None:
+            raise _diverged(out, fitted.bad_step)
+        return _finish(out, model, fitted, train_data, {**run, **environment})

@@ -1,0 +1,133 @@
+"""Every batch checked inside the input pipeline, so that no number is computed on bad data.
+
+A label the classifier cannot score trains silently on JAX (the loss takes whatever the
+one-hot of an out-of-range index gives) and fails on TensorFlow with a bare "Graph execution
+error" deep in `fit`; a NaN pixel turns the loss into NaN, which reads like a diverging
+learning rate. `check_batches` adds one cheap map to a `tf.data` pipeline (a few reductions per
+batch, on the pipeline's threads, no host round-trip per step) that fails on the first bad
+batch, and `data_errors` turns that failure into one `ValueError` naming the argument, the
+batch, the bad value and what is valid.
+"""
+
+import contextlib
+import re
+
+from keras_resvit.lazy import tf
+
+# Brackets the message inside TensorFlow's "assertion failed: [...]" text.
+_BEGIN, _END = "<<keras_resvit: ", " >>"
+
+
+def _assert(condition, message, *values):
+    """An assertion op whose failure carries `message` formatted with `values` ("{}")."""
+    text = tf.strings.format(_BEGIN + message + _END, values, summarize=4)
+    return tf.debugging.Assert(condition, [text])
+
+
+def check_batches(data, num_classes: int, argument: str):
+    """`data` with each batch of (images, labels) checked as it is produced.
+
+    Checks that every pixel is finite, that integer labels lie in [0, num_classes) (float
+    labels must also be whole numbers), and that soft labels are finite, non-negative and
+    have `num_classes` columns. Batches are numbered from 1 within an epoch.
+
+    Args:
+        data: a batched `tf.data.Dataset` of (images, labels).
+        num_classes: the classifier's number of outputs.
+        argument: the caller's name for `data`, for the message ("train_data").
+
+    Returns:
+        The checked dataset; iterate it inside `data_errors()` for a clear error.
+
+    Raises:
+        ValueError: soft labels whose width is not `num_classes` (known before any batch).
+
+    Example:
+    >>> import numpy as np
+    >>> import tensorflow as tf
+    >>> ds = tf.data.Dataset.from_tensor_slices((np.zeros((4, 8, 8, 3)), [0, 1, 2, 5]))
+    >>> with data_errors():
+    ...     list(check_batches(ds.batch(2), 3, "data"))  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    ValueError: data: batch 2 has label 5, but the model has 3 classes ...
+    """
+    label_spec = data.element_spec[1]
+    soft = len(label_spec.shape) == 2
+    if soft and label_spec.shape[-1] not in (None, num_classes):
+        raise ValueError(
+            f"{argument} has soft labels over {label_spec.shape[-1]} classes but the model's "
+            f"classifier has {num_classes} outputs; use kr.replace_head(model, "
+            f"{label_spec.shape[-1]})."
+        )
+    integral = label_spec.dtype.is_integer
+
+    def check(index, batch):
+        images, labels = batch
+        batch_number = index + 1
+        checks = []
+        if images.dtype.is_floating:
+            finite = tf.math.is_finite(images)
+            first = tf.argmin(tf.cast(tf.reduce_all(finite, axis=[1, 2, 3]), "int32"))
+            checks.append(
+                _assert(
+                    tf.reduce_all(finite),
+                    f"{argument}: batch {{}} has NaN or infinite pixels (image {{}} of the "
+                    "batch); models take finite raw pixels 0-255: fix or drop those images.",
+                    batch_number,
+                    first + 1,
+                )
+            )
+        if soft:
+            checks.append(
+                _assert(
+                    tf.reduce_all(tf.math.is_finite(labels) & (labels >= 0)),
+                    f"{argument}: batch {{}} has soft labels that are negative or not finite; "
+                    "soft labels are class probabilities.",
+                    batch_number,
+                )
+            )
+        else:
+            bad = (labels < 0) | (labels >= num_classes)
+            if not integral:
+                bad |= tf.math.floor(labels) != labels
+            value = tf.gather(labels, tf.argmax(tf.cast(bad, "int32")))
+            checks.append(
+                _assert(
+                    ~tf.reduce_any(bad),
+                    f"{argument}: batch {{}} has label {{}}, but the model has {num_classes} "
+                    f"classes (valid labels: the integers 0 to {num_classes - 1}); fix the "
+                    "labels, or give the model as many classes as the data has "
+                    "(kr.replace_head).",
+                    batch_number,
+                    value,
+                )
+            )
+        with tf.control_dependencies(checks):
+            return tf.identity(images), tf.identity(labels)
+
+    return data.enumerate().map(check, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def check_class_count(argument: str, data, num_classes: int) -> None:
+    """Refuses, before any batch is read, a dataset that declares more classes (its
+    `num_classes`, set by `kr.data.load_dataset`) than the classifier has outputs."""
+    declared = getattr(data, "num_classes", None)
+    if declared is not None and declared > num_classes:
+        raise ValueError(
+            f"{argument} has {declared} classes but the model's classifier has {num_classes} "
+            f"outputs (labels 0 to {num_classes - 1}); use data of the model's classes, or "
+            f"kr.replace_head(model, {declared}) and train it."
+        )
+
+
+@contextlib.contextmanager
+def data_errors():
+    """Turns a failed `check_batches` assertion, however the backend wraps it, into one
+    `ValueError` with the check's message."""
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as error:
+        found = re.search(re.escape(_BEGIN) + r"(.*?)" + re.escape(_END), str(error), re.S)
+        if found is None:
+            raise
+        raise ValueError(found[1]) from None

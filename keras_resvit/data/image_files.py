@@ -1,0 +1,123 @@
+"""Image files judged by their bytes before anything decodes them: kind, size, completeness.
+
+A 1 MB PNG can hold a 20000 x 20000 image that decodes to 1.2 GB of pixels (4.8 GB as
+float32), so every file is checked against a pixel limit read from its header before it is
+decoded; truncated files are found by their missing end marker.
+"""
+
+from pathlib import Path
+
+# Pillow's default decompression-bomb limit (`PIL.Image.MAX_IMAGE_PIXELS`, 1 GiB / 4 / 3):
+# about 9459 x 9459 pixels, 256 MiB decoded as 8-bit RGB. Assign a larger value here to
+# read larger images.
+MAX_IMAGE_PIXELS = 89_478_485
+# File signatures: JPEG starts FF D8 FF, PNG with its 8-byte magic number, GIF "GIF8", BMP "BM".
+SIGNATURES = {
+    "jpeg": b"\xff\xd8\xff",
+    "png": b"\x89PNG\r\n\x1a\n",
+    "gif": b"GIF8",
+    "bmp": b"BM",
+}
+# JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic): they hold the size.
+_JPEG_FRAMES = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+# JPEG markers without a length field: TEM and the restart markers RST0-RST7.
+_JPEG_STANDALONE = {0x01, *range(0xD0, 0xD8)}
+
+
+def image_kind(head: bytes):
+    """ "jpeg", "png", "gif" or "bmp" from a file's first 8 bytes, or None."""
+    return next((kind for kind, sig in SIGNATURES.items() if head.startswith(sig)), None)
+
+
+def _jpeg_size(f):
+    f.seek(2)
+    while True:
+        marker = f.read(2)
+        while len(marker) == 2 and marker[0] == 0xFF and marker[1] == 0xFF:  # fill bytes
+            marker = marker[1:] + f.read(1)
+        if len(marker) < 2 or marker[0] != 0xFF:
+            return None
+        if marker[1] in _JPEG_STANDALONE:
+            continue
+        length = int.from_bytes(f.read(2), "big")
+        if marker[1] in _JPEG_FRAMES:
+            frame = f.read(5)  # precision, height, width
+            if len(frame) < 5:
+                return None
+            return int.from_bytes(frame[3:5], "big"), int.from_bytes(frame[1:3], "big")
+        if marker[1] == 0xDA or length < 2:  # image data before any frame header: corrupt
+            return None
+        f.seek(length - 2, 1)
+
+
+def image_dimensions(path):
+    """(width, height) of a JPEG, PNG, GIF or BMP file read from its header, or None when the
+    header does not say (not such an image, or corrupt)."""
+    with open(path, "rb") as f:
+        head = f.read(30)
+        kind = image_kind(head)
+        if kind == "jpeg":
+            return _jpeg_size(f)
+        if kind == "png" and len(head) >= 24:
+            return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+        if kind == "gif" and len(head) >= 10:
+            return int.from_bytes(head[6:8], "little"), int.from_bytes(head[8:10], "little")
+        if kind == "bmp" and len(head) >= 26:
+            width = int.from_bytes(head[18:22], "little", signed=True)
+            height = int.from_bytes(head[22:26], "little", signed=True)
+            return abs(width), abs(height)  # a negative height means top-down rows
+    return None
+
+
+def _over_limit(size):
+    width, height = size
+    if width * height <= MAX_IMAGE_PIXELS:
+        return None
+    return (
+        f"{width}x{height} pixels, over the limit of {MAX_IMAGE_PIXELS:,} "
+        "(keras_resvit.data.image_files.MAX_IMAGE_PIXELS)"
+    )
+
+
+def oversized(path):
+    """ "WxH pixels, over the limit ..." when the header of `path` declares more pixels than
+    `MAX_IMAGE_PIXELS`, else None."""
+    size = image_dimensions(path)
+    return _over_limit(size) if size else None
+
+
+def _truncated(path, kind) -> bool:
+    """Whether a JPEG lacks its end-of-image marker after the image data, or a PNG its IEND
+    chunk: what a cut-off download or copy leaves. Reads the whole file."""
+    data = Path(path).read_bytes()
+    if kind == "jpeg":
+        scan = data.find(b"\xff\xda")
+        return scan < 0 or data.find(b"\xff\xd9", scan) < 0
+    if kind == "png":
+        return data.rfind(b"IEND") < 0
+    return False
+
+
+def image_problem(path, kinds=("jpeg", "png"), complete: bool = False):
+    """Why `path` cannot be used as an image, or None.
+
+    Args:
+        path: the file.
+        kinds: the image kinds accepted.
+        complete: also read the whole file to find truncation (JPEG, PNG).
+
+    Returns:
+        None, or a short reason: "not a JPEG or PNG image", "20000x20000 pixels, over the
+        limit of ...", "truncated".
+    """
+    with open(path, "rb") as f:
+        kind = image_kind(f.read(8))
+    if kind not in kinds:
+        return f"not a {' or '.join(k.upper() for k in kinds)} image"
+    size = image_dimensions(path)
+    if size is None:
+        return f"a corrupt {kind.upper()} header"
+    too_large = _over_limit(size)
+    if too_large is None and complete and _truncated(path, kind):
+        return "truncated"
+    return too_large

@@ -1,0 +1,267 @@
+"""`train()`'s output folder: owned, locked, resumed only with the same arguments, and never
+a place where a user's file is overwritten or deleted."""
+
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_resvit as kr
+from keras_resvit.files import MANIFEST, output_folder
+from keras_resvit.training.callbacks import ResumeCheckpoint, clear_resume_state
+from keras_resvit.training.train import RUN_FILES, TrainingDivergedError
+from tests.conftest import random_images
+
+train_module = importlib.import_module("keras_resvit.training.train")
+
+TINY = {"depth": 8, "stem": "cifar", "input_shape": (16, 16, 3), "num_classes": 3, "width": 0.25}
+
+
+def _model():
+    return kr.build_resnet(**TINY)
+
+
+def _data(batch_size=8, count=32, labels=None):
+    labels = np.arange(count) % 3 if labels is None else labels
+    return kr.data.load_dataset(
+        (random_images(count, 16, 16), labels), "train", batch_size=batch_size
+    )
+
+
+def _train(out, data=None, **kwargs):
+    kwargs = {"epochs": 2, "output_dir": out, "verbose": 0, **kwargs}
+    return kr.train(_model(), _data() if data is None else data, **kwargs)
+
+
+def _snapshot(folder):
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def _interrupted_run(out, monkeypatch, **kwargs):
+    """A run that saved its resume state after every epoch, then died before finishing."""
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(train_module, "_finish", killed)
+        with pytest.raises(KeyboardInterrupt):
+            _train(out, **kwargs)
+    assert (out / "resume" / "state.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "name, make",
+    [
+        ("config.json", lambda p: p.write_text('{"my": "settings"}')),
+        ("history.csv", lambda p: p.write_text("my,numbers\n1,2\n")),
+        ("resume", lambda p: (p.mkdir(), (p / "notes.txt").write_text("mine"))),
+    ],
+    ids=["config", "history", "resume_folder"],
+)
+def test_files_the_package_did_not_write_are_never_overwritten(tmp_path, name, make):
+    make(tmp_path / name)
+    (tmp_path / "data.npy").write_bytes(b"unrelated")
+    before = _snapshot(tmp_path)
+    with pytest.raises(ValueError) as info:
+        _train(tmp_path)
+    message = str(info.value)
+    assert f"output_dir={str(tmp_path)!r}" in message and name in message
+    assert "did not write" in message
+    assert _snapshot(tmp_path) == before
+    assert not (tmp_path / MANIFEST).exists()
+
+
+def test_resume_folder_cleanup_deletes_only_what_the_run_wrote(tmp_path):
+    resume = tmp_path / "resume"
+    resume.mkdir()
+    ours = ["state.json", "step8.weights.h5", ".step12.tmp-host-123-0123abcd.weights.h5"]
+    for name in ours:
+        (resume / name).write_bytes(b"x")
+    (resume / "notes.txt").write_text("the user's")
+    (resume / "step8.weights.h5.bak").write_text("the user's")
+    clear_resume_state(resume)
+    assert sorted(p.name for p in resume.iterdir()) == ["notes.txt", "step8.weights.h5.bak"]
+    (resume / "notes.txt").unlink()
+    (resume / "step8.weights.h5.bak").unlink()
+    (resume / "state.json").write_text("{}")
+    clear_resume_state(resume)
+    assert not resume.exists()
+
+
+def _owned_run_folder(out, state):
+    with output_folder("output_dir", out, RUN_FILES):
+        pass
+    (out / "config.json").write_text(json.dumps({"result": None}))
+    (out / "resume").mkdir()
+    (out / "resume" / "state.json").write_text(state)
+
+
+@pytest.mark.parametrize(
+    "state, words",
+    [
+        ('{"step": 4, "weights": "../victim.txt", "best": null}', ["'../victim.txt'"]),
+        ('{"step": 4, "weights": "VICTIM", "best": null}', ["is not a weights file"]),
+        ('{"step": 4, "weights": "step4.weights.h5", "best": null}', ["is missing"]),
+        ('{"step": "4", "weights": "step4.weights.h5", "best": null}', ["step='4'"]),
+        ('{"step": 4}', ["is not"]),
+        ("[1, 2", ["not JSON"]),
+    ],
+    ids=["parent_path", "absolute_path", "missing_weights", "step_type", "schema", "not_json"],
+)
+def test_a_corrupt_or_foreign_resume_state_is_refused_and_nothing_is_deleted(
+    tmp_path, state, words
+):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    out = tmp_path / "run"
+    _owned_run_folder(out, state.replace("VICTIM", str(victim)))
+    before = _snapshot(tmp_path)
+    with pytest.raises(ValueError) as info:
+        _train(out)
+    message = str(info.value)
+    assert "state.json" in message and "overwrite=True" in message, message
+    for word in words:
+        assert word in message, message
+    assert _snapshot(tmp_path) == before
+    # The checkpoint callback reads the same state before it deletes the previous weights.
+    model = _model()
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    model.optimizer.build(model.trainable_variables)
+    callback = ResumeCheckpoint(out / "resume")
+    callback.set_model(model)
+    with pytest.raises(ValueError, match="state.json"):
+        callback.save()
+    assert victim.read_text() == "keep me"
+
+
+def test_resume_weights_that_cannot_be_loaded(tmp_path, monkeypatch):
+    _interrupted_run(tmp_path, monkeypatch)
+    state = json.loads((tmp_path / "resume" / "state.json").read_text())
+    (tmp_path / "resume" / state["weights"]).write_bytes(b"\x89HDF\r\n\x1a\ngarbage")
+    with pytest.raises(ValueError, match=r"resume weights .*step\d+\.weights\.h5.*overwrite=True"):
+        _train(tmp_path)
+
+
+def test_a_run_resumes_only_with_its_own_arguments(tmp_path, monkeypatch):
+    _interrupted_run(tmp_path, monkeypatch)
+    before = _snapshot(tmp_path)
+    with pytest.raises(ValueError) as info:
+        _train(tmp_path, data=_data(batch_size=16))
+    message = str(info.value)
+    assert "interrupted run with other arguments" in message
+    assert "batch_size: 8 there, 16 now" in message and "steps_per_epoch: 4 there, 2 now" in message
+    with pytest.raises(ValueError, match="epochs: 2 there, 3 now"):
+        _train(tmp_path, epochs=3)
+    with pytest.raises(ValueError, match="recipe: 'resnet_cifar' there, 'resnet_imagenet' now"):
+        _train(tmp_path, recipe="resnet_imagenet")
+    assert _snapshot(tmp_path) == before
+    # The same arguments: it was killed after its last save, so it only finishes.
+    history = _train(tmp_path)
+    assert history.summary["epochs"] == 2 and len(history.history["loss"]) == 2
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["batch_size"] == 8 and config["result"]["epochs"] == 2
+    assert not (tmp_path / "resume").exists()
+
+
+def test_a_finished_run_is_kept_unless_overwrite(tmp_path):
+    _train(tmp_path, epochs=1, val_data=_data(count=8))
+    assert (tmp_path / "best.keras").is_file()
+    before = _snapshot(tmp_path)
+    with pytest.raises(ValueError, match="holds a finished run.*overwrite=True"):
+        _train(tmp_path, epochs=1)
+    assert _snapshot(tmp_path) == before
+    _train(tmp_path, epochs=1, data=_data(batch_size=16), overwrite=True)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["batch_size"] == 16 and config["result"] is not None
+    # The first run's best.keras does not survive into a run without validation.
+    assert not (tmp_path / "best.keras").exists()
+    assert (tmp_path / "last.keras").is_file()
+
+
+def test_divergence_before_any_checkpoint_names_no_missing_folder(tmp_path):
+    with pytest.raises(TrainingDivergedError) as info:
+        _train(tmp_path, epochs=1, learning_rate=1e30)
+    message = str(info.value)
+    assert "no checkpoint had been saved" in message and "overwrite=True" in message
+    assert "resume" not in message and not (tmp_path / "resume").exists()
+
+
+HOLD_LOCK = textwrap.dedent(
+    """
+    import sys, time
+    from keras_resvit.files import output_folder
+
+    with output_folder("output_dir", sys.argv[1], ["config.json"]):
+        print("locked", flush=True)
+        time.sleep(600)
+    """
+)
+
+
+def test_a_second_run_in_the_same_folder_is_refused_until_the_first_dies(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ValueError) as info:
+            _train(tmp_path)
+        message = str(info.value)
+        assert f"in use by another run (process {holder.pid})" in message
+        assert not (tmp_path / "config.json").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=60)
+    # The kernel released the killed holder's lock: the next run proceeds and cleans up.
+    _train(tmp_path, epochs=1)
+    assert (tmp_path / "last.keras").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [MANIFEST]
+
+
+@pytest.mark.parametrize(
+    "labels, data_kind, words",
+    [
+        ([0, 1, 2, 1] * 6 + [0, 1, 7, 2] + [0] * 4, "train", ["batch 4 has label 7", "3 classes"]),
+        ([0, 1, 2, 1] * 6 + [0, 1.5, 2, 2] + [0] * 4, "float", ["batch 4 has label 1.5"]),
+        ([0, 1, 2, 1] * 4 + [9] + [0] * 15, "val", ["val_data: batch 3 has label 9"]),
+        ([0, 1, 2, 1] * 8, "nan", ["batch 2 has NaN or infinite pixels (image 3"]),
+    ],
+    ids=["train_label", "fractional_label", "val_label", "nan_pixels"],
+)
+def test_every_batch_is_checked_not_only_the_first(tmp_path, labels, data_kind, words):
+    images = random_images(32, 16, 16)
+    good = tf.data.Dataset.from_tensor_slices((images, np.arange(32) % 3)).batch(8)
+    if data_kind == "nan":
+        images[10, 4, 4, 0] = np.nan
+    dtype = "float32" if data_kind == "float" else "int32"
+    bad = tf.data.Dataset.from_tensor_slices((images, np.array(labels, dtype))).batch(8)
+    train, val = (good, bad) if data_kind == "val" else (bad, None)
+    with pytest.raises(ValueError) as info:
+        _train(tmp_path, data=train, val_data=val, epochs=1)
+    for word in words:
+        assert word in str(info.value), str(info.value)
+    assert not (tmp_path / "best.keras").exists() and not (tmp_path / "last.keras").exists()
+
+
+def test_output_folder_records_what_it_wrote(tmp_path):
+    with output_folder("output_dir", tmp_path, ["a.txt"]) as folder:
+        (folder / "a.txt").write_text("ours")
+    assert json.loads((tmp_path / MANIFEST).read_text()) == ["a.txt"]
+    with output_folder("output_dir", tmp_path, ["a.txt", "b.txt"]):
+        pass
+    assert json.loads((tmp_path / MANIFEST).read_text()) == ["a.txt", "b.txt"]
+    (tmp_path / "c.txt").write_text("the user's")
+    refused = pytest.raises(ValueError, match="holds c.txt, which keras_resvit did not write")
+    with refused, output_folder("output_dir", tmp_path, ["c.txt"]):
+        pass
+    assert os.listdir(tmp_path) and (tmp_path / "c.txt").read_text() == "the user's"
