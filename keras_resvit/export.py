@@ -28,6 +28,7 @@ from keras_resvit.files import (
     check_output_path,
     check_replaceable_folder,
     load_model,
+    name_list_problem,
     scratch_folder,
 )
 from keras_resvit.lazy import tf
@@ -185,6 +186,11 @@ def representative_images(data, model, count: int = CALIBRATION_SAMPLES) -> np.n
             f"image with {channels} channels."
         )
     images = images[:count].astype("float32")
+    if not np.isfinite(images).all():
+        raise ValueError(
+            "representative_data holds NaN or infinite pixels; calibration needs finite raw "
+            "pixels 0-255."
+        )
     if images.shape[1:3] != (height, width):
         images = tf.image.resize(images, (height, width)).numpy()
     return images
@@ -397,6 +403,8 @@ def export(
     """
     path = Path(path)
     _validate(format, quantization, representative_data, path)
+    if class_names is not None and name_list_problem(class_names):
+        raise ValueError(f"class_names={class_names!r} must be a list of strings.")
     model = _load(model_or_path)
     _input_size(model)  # a fixed input size, checked before any conversion work
     calibration = None

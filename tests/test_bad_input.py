@@ -552,6 +552,37 @@ CASES = [
         ("output_dir=", "run_of_user", "history.csv", "did not write"),
     ),
     Case("train_overwrite", lambda b: _train(b, overwrite="yes"), V, ("overwrite='yes'",)),
+    Case(
+        "train_grey_images_for_an_rgb_model",
+        lambda b: _train(b, data=kr.data.load_dataset((b.x[..., :1], b.y), batch_size=4)),
+        V,
+        ("train_data has 1-channel images", "takes 3 channels"),
+    ),
+    Case(
+        "masked_patches_over_user_files",
+        lambda b: kr.pretrain_masked_patches(
+            tiny_vit(), (b.x, b.y), epochs=1, output_dir=b.tmp / "run_of_user"
+        ),
+        V,
+        ("output_dir=", "run_of_user", "history.csv", "did not write"),
+    ),
+    Case(
+        "export_class_names_not_strings",
+        lambda b: kr.export(b.model, b.tmp / "x.tflite", class_names=[0, 1, 2]),
+        V,
+        ("class_names=[0, 1, 2]", "list of strings"),
+    ),
+    Case(
+        "export_calibration_with_nan",
+        lambda b: kr.export(
+            b.model,
+            b.tmp / "x.tflite",
+            quantization="int8",
+            representative_data=np.full((2, 16, 16, 3), np.nan, "float32"),
+        ),
+        V,
+        ("representative_data", "NaN"),
+    ),
     # The CLI: one line on stderr, exit code 2 for usage and input errors, 1 at runtime.
     Case(
         "cli_evaluate_data_with_more_classes",

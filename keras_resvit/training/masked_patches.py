@@ -9,12 +9,10 @@ model is a `build_vit` model with pre-trained encoder weights, ready for
 `keras_resvit.replace_head` and fine-tuning.
 """
 
-from pathlib import Path
-
 import keras
 
 from keras_resvit.data.datasets import load_dataset
-from keras_resvit.files import save_model
+from keras_resvit.files import check_output_path, output_folder, save_model
 from keras_resvit.layers.masked_patches import MaskedPatchLoss, PatchColourClasses, PatchCorruption
 from keras_resvit.layers.vit_layers import PositionEmbedding
 from keras_resvit.lazy import tf
@@ -26,6 +24,7 @@ COLOUR_BITS = 3  # per channel: 2^(3 * 3) = 512 colour classes
 # Appendix B.1.2: Adam, base learning rate 2e-4, 10k warm-up steps, cosine decay.
 LEARNING_RATE = 2e-4
 WARMUP_STEPS = 10_000
+OUTPUTS = ("history.csv", "pretrained.keras")  # what `output_dir` receives
 
 
 def _check_vit(model_or_name):
@@ -147,7 +146,8 @@ def pretrain_masked_patches(
         The ViT (`model_or_name` itself when a model is given) with pre-trained weights.
 
     Raises:
-        ValueError: not a ViT, a bad argument or empty data.
+        ValueError: not a ViT, a bad argument or empty data; an `output_dir` in use by
+            another run or holding files of those names that keras_resvit did not write.
 
     Example:
     >>> import keras_resvit as kr
@@ -165,8 +165,8 @@ def pretrain_masked_patches(
         or not learning_rate > 0
     ):
         raise ValueError(f"learning_rate={learning_rate!r} must be a number > 0.")
-    if output_dir is not None and Path(output_dir).is_file():
-        raise ValueError(f"output_dir={str(output_dir)!r} is a file; expected a folder.")
+    if output_dir is not None:
+        check_output_path("output_dir", output_dir, folder=True)
     vit = _check_vit(model_or_name)
     images, steps = _images(data, vit, batch_size, seed)
     total = epochs * steps
@@ -179,12 +179,12 @@ def pretrain_masked_patches(
     )
     model = masked_patch_model(vit, seed=seed)
     model.compile(optimizer=keras.optimizers.Adam(schedule))
-    callbacks = []
-    if output_dir is not None:
-        out = Path(output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        callbacks.append(HistoryCSV(out / "history.csv"))
-    model.fit(images, epochs=epochs, callbacks=callbacks, shuffle=False, verbose=verbose)
-    if output_dir is not None:
+    if output_dir is None:
+        model.fit(images, epochs=epochs, shuffle=False, verbose=verbose)
+        return vit
+    # Locked, and refusing to overwrite files of these names that the package did not write.
+    with output_folder("output_dir", output_dir, OUTPUTS) as out:
+        history = HistoryCSV(out / "history.csv")
+        model.fit(images, epochs=epochs, callbacks=[history], shuffle=False, verbose=verbose)
         save_model(vit, out / "pretrained.keras")
     return vit

@@ -213,11 +213,22 @@ def _batches(iterator):
         yield images.numpy(), labels.numpy()
 
 
+def _check_channels(argument, model, batch_shape):
+    wanted, given = model.input_shape[-1], batch_shape[-1]
+    if wanted is not None and given is not None and wanted != given:
+        raise ValueError(
+            f"{argument} has {given}-channel images but the model takes {wanted} channels; "
+            "load RGB images (kr.data.load_dataset converts grey images to RGB) or build the "
+            f"model with input_shape=(height, width, {given})."
+        )
+
+
 def _fit_resolution(model, batch_shape):
     """A ViT meets data of another resolution through `resize_vit` (the paper's fine-tuning at
     higher resolution: position embeddings interpolated); other models must match."""
     wanted = tuple(model.input_shape[1:3])
     given = tuple(batch_shape[1:3])
+    _check_channels("train_data", model, batch_shape)
     if None in wanted or wanted == given:
         return model
     if is_vit(model):
@@ -288,10 +299,11 @@ def _check_val_data(val_data, model):
     """Validation data the model cannot score fails before the first epoch, not after it."""
     check_class_count("val_data", val_data, model.output_shape[-1])
     wanted = tuple(model.input_shape[1:3])
-    images = val_data.element_spec[0].shape
-    given = tuple(images[1:3])
-    if None in given:
-        given = tuple(next(iter(val_data.take(1)))[0].shape[1:3])
+    shape = tuple(val_data.element_spec[0].shape)
+    if None in shape[1:]:
+        shape = tuple(next(iter(val_data.take(1)))[0].shape)
+    _check_channels("val_data", model, shape)
+    given = shape[1:3]
     if None not in wanted and given != wanted:
         raise ValueError(
             f"val_data has {given[0]}x{given[1]} images but the model takes "
