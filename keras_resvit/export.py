@@ -22,17 +22,16 @@ import keras
 import numpy as np
 
 from keras_resvit.files import (
-    atomic_folder,
     atomic_path,
     check_keras_file,
     check_output_path,
-    check_replaceable_folder,
     load_model,
     name_list_problem,
     scratch_folder,
 )
 from keras_resvit.lazy import tf
 from keras_resvit.models.common import is_vit
+from keras_resvit.output_folders import atomic_folder, check_replaceable_folder
 from keras_resvit.predict import load_images, read_class_names, write_class_names
 
 FORMATS = ("tflite", "saved_model", "onnx")

@@ -1,43 +1,30 @@
-"""Files the package writes and reads: atomic writes, owned output folders, safe model loads.
+"""Files the package writes and reads: atomic writes, checked JSON, safe model loads.
 
-Three promises hold for every file the package writes:
+Two promises hold for every file the package writes:
 - a crash or kill mid-write never leaves a truncated file at the target path: each file is
-  written to a temporary sibling and renamed onto the target (`atomic_path`), and a folder
-  (a SavedModel) is swapped in whole (`atomic_folder`);
+  written to a temporary sibling and renamed onto the target (`atomic_path`);
 - written files and folders get the modes a plain `open()` / `mkdir()` gives under the user's
-  umask;
-- nothing the package did not create is deleted or overwritten: a folder export replaces only
-  an earlier export of the same kind, and a run folder (`output_folder`) refuses to overwrite
-  files that the package did not write there.
+  umask.
 
 Temporaries are named `.<name>.tmp-<host>-<pid>-<token><suffix>`. A process killed mid-write
 leaves one behind; the next write to the same target removes it (its process is gone), so
 stale temporaries never pile up. A `.keras` file is loaded in Keras' safe mode unless the
-caller explicitly opts out.
+caller explicitly opts out. Folders the package writes into are `output_folders`' concern.
 """
 
 import contextlib
-import ctypes
-import errno
 import json
 import os
 import re
 import secrets
 import shutil
 import socket
-import sys
 import zipfile
 from pathlib import Path
 
 import keras
 
 from keras_resvit.models.common import deep_graph
-
-# The record of what the package wrote into an output folder: a JSON list of names.
-MANIFEST = ".keras-resvit.json"
-LOCK = ".keras-resvit.lock"
-_RENAME_EXCHANGE = 2  # renameat2(2) flag: swap two paths atomically (Linux >= 3.15)
-_AT_FDCWD = -100
 
 
 def check_output_path(argument: str, path, *, folder: bool = False) -> Path:
@@ -86,7 +73,7 @@ def _stem_and_suffix(path: Path):
     return path.name[: len(path.name) - len(suffix)], suffix
 
 
-def _sibling(path: Path, kind: str) -> Path:
+def temporary_sibling(path: Path, kind: str) -> Path:
     """A new temporary (`kind` "tmp") or backup ("old") name beside `path`, tagged with this
     host and process so that a later write can tell a dead writer's leftovers."""
     stem, suffix = _stem_and_suffix(path)
@@ -106,7 +93,8 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def _remove(path: Path):
+def remove_path(path: Path):
+    """Deletes a file, a link or a folder tree."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
@@ -135,7 +123,7 @@ def remove_stale_temporaries(path) -> None:
         if match[1] == "old" and not path.exists():
             os.replace(entry, path)
         else:
-            _remove(entry)
+            remove_path(entry)
 
 
 @contextlib.contextmanager
@@ -157,114 +145,13 @@ def atomic_path(path):
     path = check_output_path("path", path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
-    tmp = _sibling(path, "tmp")
+    tmp = temporary_sibling(path, "tmp")
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         yield str(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def check_replaceable_folder(argument: str, path, kind: str, entries, required) -> Path:
-    """Checks that a folder written at `path` would replace nothing but an earlier `kind`.
-
-    Args:
-        argument: the caller's argument name, for the message.
-        path: the folder to write.
-        kind: what the folder is, for the message ("SavedModel").
-        entries: the names a `kind` folder may hold.
-        required: names an existing `kind` folder must hold.
-
-    Returns:
-        `path` as a `Path`.
-
-    Raises:
-        ValueError: `path` is the current folder (or holds it), or holds anything other than
-            an earlier `kind`.
-    """
-    path = check_output_path(argument, path, folder=True)
-    if not path.exists():
-        return path
-    names = sorted(entry.name for entry in path.iterdir())
-    if Path.cwd().resolve().is_relative_to(path.resolve()):
-        problem = "is the current folder or holds it"
-    elif not names:
-        return path
-    else:
-        others = [name for name in names if name not in entries]
-        missing = [name for name in required if name not in names]
-        if not others and not missing:
-            return path
-        shown = ", ".join(others[:5] or missing) + (" ..." if len(others) > 5 else "")
-        problem = (
-            f"exists and is not an earlier {kind} ({'it holds' if others else 'it lacks'} {shown})"
-        )
-    raise ValueError(
-        f"{argument}={str(path)!r} {problem}; writing a {kind} there would delete it. An export "
-        f"replaces only an earlier {kind}: choose a new or empty folder."
-    )
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swaps two paths in one atomic step (Linux renameat2); False where unsupported."""
-    if not sys.platform.startswith("linux"):
-        return False
-    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
-    if renameat2 is None:
-        return False
-    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
-        return True
-    code = ctypes.get_errno()
-    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-        return False  # e.g. a filesystem without RENAME_EXCHANGE
-    raise OSError(code, os.strerror(code), str(b))
-
-
-def _replace_folder(tmp: Path, path: Path):
-    """Puts the finished folder `tmp` at `path`; the old `path`, if any, ends up deleted."""
-    if not path.exists():
-        os.rename(tmp, path)
-        return
-    if _exchange(tmp, path):
-        shutil.rmtree(tmp)  # the previous folder, now at the temporary name
-        return
-    # Two renames; a kill between them leaves the old folder at `backup`, which the next
-    # write to `path` renames back (remove_stale_temporaries).
-    backup = _sibling(path, "old")
-    os.rename(path, backup)
-    try:
-        os.rename(tmp, path)
-    except BaseException:
-        os.rename(backup, path)
-        raise
-    shutil.rmtree(backup)
-
-
-@contextlib.contextmanager
-def atomic_folder(argument: str, path, kind: str, entries, required):
-    """Yields a temporary folder path beside `path` (not created: the writer makes it);
-    swaps it in for `path` when the block succeeds.
-
-    The folder at `path` may only be missing, empty or an earlier `kind` (see
-    `check_replaceable_folder`, checked before and again just before the swap). The swap is
-    one atomic `renameat2(RENAME_EXCHANGE)` on Linux, so a failure or kill at any point leaves
-    either the old folder or the new one at `path`, never a mix and never nothing.
-
-    Raises:
-        ValueError: `path` holds something other than an earlier `kind`.
-    """
-    path = check_replaceable_folder(argument, path, kind, entries, required)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path)
-    tmp = _sibling(path, "tmp")
-    try:
-        yield tmp
-        check_replaceable_folder(argument, path, kind, entries, required)
-        _replace_folder(tmp, path)
-    finally:
-        if tmp.exists():
-            _remove(tmp)
 
 
 @contextlib.contextmanager
@@ -276,12 +163,12 @@ def scratch_folder(path):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _sibling(path, "tmp")
+    tmp = temporary_sibling(path, "tmp")
     tmp.mkdir()
     try:
         yield tmp
     finally:
-        _remove(tmp)
+        remove_path(tmp)
 
 
 def read_json(path, check, what: str, remedy: str):
@@ -311,89 +198,6 @@ def name_list_problem(value):
     if isinstance(value, list) and all(isinstance(name, str) for name in value):
         return None
     return "not a JSON list of strings"
-
-
-def _manifest(folder: Path) -> list:
-    path = folder / MANIFEST
-    if not path.exists():
-        return []
-    return read_json(
-        path,
-        name_list_problem,
-        "the list of files keras_resvit wrote",
-        "delete it only if keras_resvit wrote nothing else in that folder.",
-    )
-
-
-def owned_outputs(folder) -> set:
-    """The names in `folder` that the package wrote there (its manifest)."""
-    return set(_manifest(Path(folder)))
-
-
-@contextlib.contextmanager
-def _lock(argument: str, folder: Path):
-    """An exclusive `flock` on `folder`; the kernel releases it when the holder dies."""
-    try:
-        import fcntl
-    except ImportError:  # no flock (Windows): runs are not guarded against each other
-        yield
-        return
-    path = folder / LOCK
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise ValueError(
-                f"{argument}={str(folder)!r} is in use by another run (process {holder}); "
-                f"wait for it to end, or pass another {argument}."
-            ) from None
-        # The previous holder may have unlinked the file after we opened it: lock the file
-        # that is at the path now.
-        if path.exists() and os.stat(path).st_ino == os.fstat(fd).st_ino:
-            break
-        os.close(fd)
-    try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        yield
-    finally:
-        path.unlink(missing_ok=True)
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def output_folder(argument: str, folder, names):
-    """Opens a run folder for writing `names` in it: locked, and owned by the package.
-
-    The folder is created if needed and locked against a second run (another process gets
-    one clear ValueError; a killed holder's lock is released by the kernel). Each of `names`
-    (files or sub-folders the run writes) must be missing or written there by the package
-    before, as its manifest (`.keras-resvit.json`) records; otherwise nothing is touched and
-    a ValueError names the user's files. `names` are added to the manifest.
-
-    Yields:
-        The folder as a `Path`.
-
-    Raises:
-        ValueError: the folder cannot be written, is in use, or holds files of the same names
-            that the package did not write.
-    """
-    folder = check_output_path(argument, folder, folder=True)
-    folder.mkdir(parents=True, exist_ok=True)
-    with _lock(argument, folder):
-        owned = _manifest(folder)
-        foreign = [name for name in names if (folder / name).exists() and name not in owned]
-        if foreign:
-            raise ValueError(
-                f"{argument}={str(folder)!r} holds {', '.join(foreign)}, which keras_resvit did "
-                "not write and this run would overwrite; pass a new or empty folder."
-            )
-        if any(name not in owned for name in names):
-            write_json(folder / MANIFEST, sorted(set(owned) | set(names)))
-        yield folder
 
 
 def save_model(model, path) -> Path:

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import keras_resvit as kr
-from keras_resvit import files as files_module
+from keras_resvit import output_folders as folders_module
 from keras_resvit.cli import main
 from keras_resvit.files import (
     _host,
@@ -309,11 +309,11 @@ def _failing(*args, **kwargs):
 
 
 def _break_exchange(monkeypatch):
-    monkeypatch.setattr(files_module, "_exchange", _failing)
+    monkeypatch.setattr(folders_module, "_exchange", _failing)
 
 
 def _fallback_second_rename_fails(monkeypatch):
-    monkeypatch.setattr(files_module, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(folders_module, "_exchange", lambda a, b: False)
     renames = []
     real = os.rename
 
@@ -323,7 +323,7 @@ def _fallback_second_rename_fails(monkeypatch):
             raise DiskFull("disk full")
         real(a, b)
 
-    monkeypatch.setattr(files_module.os, "rename", rename)
+    monkeypatch.setattr(folders_module.os, "rename", rename)
 
 
 def _break_conversion(monkeypatch):
@@ -358,7 +358,7 @@ def test_failure_while_replacing_a_saved_model_keeps_the_old_one(
 @pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two_renames"])
 def test_an_earlier_saved_model_is_replaced_whole(tmp_path, monkeypatch, fake_export, exchange):
     if not exchange:
-        monkeypatch.setattr(files_module, "_exchange", lambda a, b: False)
+        monkeypatch.setattr(folders_module, "_exchange", lambda a, b: False)
     fake_export(b"old")
     target = tmp_path / "sm"
     model = _tiny_model()

@@ -28,8 +28,9 @@ def check_batches(data, num_classes: int, argument: str):
     """`data` with each batch of (images, labels) checked as it is produced.
 
     Checks that every pixel is finite, that integer labels lie in [0, num_classes) (float
-    labels must also be whole numbers), and that soft labels are finite, non-negative and
-    have `num_classes` columns. Batches are numbered from 1 within an epoch.
+    labels must also be whole numbers), and that soft labels are finite and non-negative (their
+    width is the model's to check: it is the same in every batch). Batches are numbered from 1
+    within an epoch.
 
     Args:
         data: a batched `tf.data.Dataset` of (images, labels).
@@ -38,9 +39,6 @@ def check_batches(data, num_classes: int, argument: str):
 
     Returns:
         The checked dataset; iterate it inside `data_errors()` for a clear error.
-
-    Raises:
-        ValueError: soft labels whose width is not `num_classes` (known before any batch).
 
     Example:
     >>> import numpy as np
@@ -53,12 +51,6 @@ def check_batches(data, num_classes: int, argument: str):
     """
     label_spec = data.element_spec[1]
     soft = len(label_spec.shape) == 2
-    if soft and label_spec.shape[-1] not in (None, num_classes):
-        raise ValueError(
-            f"{argument} has soft labels over {label_spec.shape[-1]} classes but the model's "
-            f"classifier has {num_classes} outputs; use kr.replace_head(model, "
-            f"{label_spec.shape[-1]})."
-        )
     integral = label_spec.dtype.is_integer
 
     def check(index, batch):

@@ -6,27 +6,12 @@ leaves the previous file intact.
 
 import csv
 import math
-import re
 from pathlib import Path
 
 import keras
 
-from keras_resvit.files import (
-    atomic_path,
-    read_json,
-    save_model,
-    write_json,
-)
-
-STATE_FILE = "state.json"
-# The only names a resume folder's state may point to: weights files the callback wrote.
-WEIGHTS_NAME = re.compile(r"step(\d+)\.weights\.h5")
-# What the callback writes into the resume folder: its state, weights files and the
-# temporaries of their atomic writes (see `keras_resvit.files.atomic_path`).
-WRITTEN_NAME = re.compile(
-    r"state\.json|step\d+\.weights\.h5"
-    r"|\.(state|step\d+)\.tmp-[A-Za-z0-9]+-\d+-[0-9a-f]{8}\.(json|weights\.h5)"
-)
+from keras_resvit.files import atomic_path, save_model, write_json
+from keras_resvit.training.run_folder import STATE_FILE, read_resume_state
 
 
 def weights_finite(model) -> bool:
@@ -38,57 +23,6 @@ def weights_finite(model) -> bool:
 def iterations(model) -> int:
     """Optimizer steps taken so far (waits for the device: call it between epochs)."""
     return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
-
-
-def _state_problem(state, directory: Path):
-    """What is wrong with a parsed state, or None: it must name a weights file of ours."""
-    if not isinstance(state, dict) or set(state) != {"step", "weights", "best"}:
-        return 'it is not {"step", "weights", "best"}'
-    step, weights, best = state["step"], state["weights"], state["best"]
-    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
-        return f"step={step!r} is not a step count"
-    # A bare file name of the callback's own pattern: nothing outside the folder, no "..".
-    if not isinstance(weights, str) or not WEIGHTS_NAME.fullmatch(weights):
-        return f"weights={weights!r} is not a weights file this package writes (stepN.weights.h5)"
-    if not (directory / weights).is_file():
-        return f"its weights file {weights!r} is missing"
-    if best is not None and (not isinstance(best, (int, float)) or not math.isfinite(best)):
-        return f"best={best!r} is not a finite number"
-    return None
-
-
-def read_resume_state(directory) -> dict | None:
-    """The last resumable state saved in `directory` ({"step", "weights", "best"}), or None
-    when there is none.
-
-    Raises:
-        ValueError: the state file is unreadable, of another schema, or points anywhere but a
-            weights file of this package in `directory` (naming the file and the remedy).
-    """
-    directory = Path(directory)
-    path = directory / STATE_FILE
-    if not path.exists():
-        return None
-    return read_json(
-        path,
-        lambda state: _state_problem(state, directory),
-        "resume state",
-        "it is not a state this package wrote: start afresh with overwrite=True "
-        "(keras-resvit train --overwrite) or a new output_dir.",
-    )
-
-
-def clear_resume_state(directory) -> None:
-    """Deletes what `ResumeCheckpoint` wrote in `directory` (its state, weights files and
-    temporaries), then the folder if nothing else is left in it."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return
-    for path in directory.iterdir():
-        if WRITTEN_NAME.fullmatch(path.name) and path.is_file():
-            path.unlink()
-    if not any(directory.iterdir()):
-        directory.rmdir()
 
 
 class ResumeCheckpoint(keras.callbacks.Callback):

@@ -1,8 +1,6 @@
 """`train()`: a paper's recipe, `model.fit` under the detected distribution, resumable."""
 
-import json
 import math
-import shutil
 import time
 from types import SimpleNamespace
 
@@ -10,46 +8,39 @@ import keras
 import numpy as np
 
 from keras_resvit.data.checks import check_batches, check_class_count, data_errors
-from keras_resvit.files import check_output_path, output_folder, read_json, save_model, write_json
+from keras_resvit.files import check_output_path, save_model, write_json
 from keras_resvit.lazy import tf
 from keras_resvit.models.common import is_vit
 from keras_resvit.models.registry import create_model, get_spec
 from keras_resvit.models.vit import resize_vit
+from keras_resvit.output_folders import output_folder
 from keras_resvit.predict import write_class_names
 from keras_resvit.training.callbacks import (
     BestCheckpoint,
     HistoryCSV,
     NanGuard,
     ResumeCheckpoint,
-    clear_resume_state,
     read_history,
-    read_resume_state,
 )
 from keras_resvit.training.distribution import dtype_policy, place, resolve_precision
 from keras_resvit.training.recipes import Recipe, get_recipe
+from keras_resvit.training.run_folder import (
+    CONFIG_FILE,
+    RESUME_DIR,
+    RUN_FILES,
+    clear_resume_state,
+    clear_run,
+    previous_run,
+    read_resume_state,
+    resume_state,
+    run_record,
+)
 from keras_resvit.training.schedules import recipe_schedule
 from keras_resvit.viz.curves import plot_history
 
 # Variables weight decay leaves alone: norm scales and offsets, biases, the class token and
 # position embeddings (as in the ViT and DeiT recipes).
 NO_DECAY = ["gamma", "beta", "bias", "token", "embeddings"]
-RESUME_DIR = "resume"
-CONFIG_FILE = "config.json"
-# What a run writes into its folder (the CLI adds its TF Lite export): names that must be new,
-# or written there by an earlier run of keras_resvit.
-RUN_FILES = (
-    CONFIG_FILE,
-    "history.csv",
-    "curves.png",
-    "last.keras",
-    "best.keras",
-    "last.classes.json",
-    "best.classes.json",
-    "model.tflite",
-    "model.classes.json",
-    RESUME_DIR,
-    "tensorboard",
-)
 
 
 class TrainingDivergedError(RuntimeError):
@@ -297,7 +288,14 @@ def _check_classifier(model):
 
 def _check_val_data(val_data, model):
     """Validation data the model cannot score fails before the first epoch, not after it."""
-    check_class_count("val_data", val_data, model.output_shape[-1])
+    classes = model.output_shape[-1]
+    check_class_count("val_data", val_data, classes)
+    labels = val_data.element_spec[1].shape
+    if len(labels) == 2 and labels[-1] not in (None, classes):
+        raise ValueError(
+            f"val_data has soft labels over {labels[-1]} classes but the model's classifier "
+            f"has {classes} outputs."
+        )
     wanted = tuple(model.input_shape[1:3])
     shape = tuple(val_data.element_spec[0].shape)
     if None in shape[1:]:
@@ -309,78 +307,6 @@ def _check_val_data(val_data, model):
             f"val_data has {given[0]}x{given[1]} images but the model takes "
             f"{wanted[0]}x{wanted[1]}; load it with image_size={wanted[0]}."
         )
-
-
-def _run_record(model, spec, recipe, epochs, batch_size, steps_per_epoch, **settings):
-    """The arguments that define a run, as JSON values: a run resumes only when they match."""
-    record = {
-        "model": model.name,
-        "parameters": int(model.count_params()),
-        "input_shape": list(model.input_shape[1:]),
-        "num_classes": int(model.output_shape[-1]),
-        "recipe": recipe if isinstance(recipe, str) else "custom",
-        "recipe_fields": dict(vars(spec)),
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "steps_per_epoch": steps_per_epoch,
-        **settings,
-    }
-    return json.loads(json.dumps(record))
-
-
-def _flat(record):
-    flat = {k: v for k, v in record.items() if k != "recipe_fields"}
-    flat.update({f"recipe.{k}": v for k, v in record.get("recipe_fields", {}).items()})
-    return flat
-
-
-def _previous_run(out, overwrite):
-    """The `config.json` of an earlier run in `out`, or None; refuses to replace a finished
-    run unless `overwrite`."""
-    path = out / CONFIG_FILE
-    if not path.exists():
-        return None
-    config = read_json(
-        path,
-        lambda value: None if isinstance(value, dict) and "result" in value else "no result",
-        "run config",
-        "it is not the config.json of a keras_resvit run: pass a new output_dir.",
-    )
-    if config["result"] is not None and not overwrite:
-        raise ValueError(
-            f"output_dir={str(out)!r} holds a finished run ({CONFIG_FILE}, last.keras); pass "
-            "overwrite=True (keras-resvit train --overwrite) to replace it, or a new output_dir."
-        )
-    return config
-
-
-def _resume_state(out, previous, run, overwrite):
-    """The resume state to continue from, or None for a fresh start; refuses to continue a
-    run with other arguments, and to replace it unless `overwrite`."""
-    state = read_resume_state(out / RESUME_DIR)
-    if state is None or overwrite:
-        return None
-    before, now = _flat(previous or {}), _flat(run)
-    changed = [key for key in now if before.get(key) != now[key]]
-    if not changed:
-        return state
-    shown = "; ".join(f"{key}: {before.get(key)!r} there, {now[key]!r} now" for key in changed[:4])
-    raise ValueError(
-        f"output_dir={str(out)!r} holds an interrupted run with other arguments ({shown}). Run "
-        "with the same arguments to resume it, pass overwrite=True (keras-resvit train "
-        "--overwrite) to start afresh there, or a new output_dir."
-    )
-
-
-def _clear_run(out):
-    """Removes an earlier run's outputs from `out` (the caller owns them: `output_folder`)."""
-    clear_resume_state(out / RESUME_DIR)
-    for name in RUN_FILES:
-        path = out / name
-        if name == "tensorboard" and path.is_dir():
-            shutil.rmtree(path)
-        elif path.is_file():
-            path.unlink()
 
 
 def _fit(model, spec, out, data, epochs, resume, *, ema, save_every, tensorboard, verbose):
@@ -602,7 +528,7 @@ def train(
 
     keras.utils.set_random_seed(seed)
     with output_folder("output_dir", out, RUN_FILES):
-        previous = _previous_run(out, overwrite)
+        previous = previous_run(out, overwrite)
         with dtype_policy(policy), placement.scope():
             model = _fit_resolution(_model(model_or_name, spec, placement), first_batch[0].shape)
             _check_classifier(model)
@@ -610,17 +536,17 @@ def train(
             if val_data is not None:
                 _check_val_data(val_data, model)
             settings = {"learning_rate": learning_rate, "precision": policy, "ema": ema}
-            run = _run_record(
+            run = run_record(
                 model, spec, recipe, epochs, batch_size, steps_per_epoch, seed=seed, **settings
             )
-            resume = _resume_state(out, previous, run, overwrite)
+            resume = resume_state(out, previous, run, overwrite)
             environment = {
                 "distribution": placement.name,
                 "replicas": placement.num_replicas,
                 "backend": keras.backend.backend(),
             }
             if resume is None:
-                _clear_run(out)
+                clear_run(out)
                 write_json(out / CONFIG_FILE, {**run, **environment, "result": None})
             fitted = _fit(
                 model,

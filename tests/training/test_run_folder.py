@@ -14,9 +14,10 @@ import pytest
 import tensorflow as tf
 
 import keras_resvit as kr
-from keras_resvit.files import MANIFEST, output_folder
-from keras_resvit.training.callbacks import ResumeCheckpoint, clear_resume_state
-from keras_resvit.training.train import RUN_FILES, TrainingDivergedError
+from keras_resvit.output_folders import MANIFEST, output_folder
+from keras_resvit.training.callbacks import ResumeCheckpoint
+from keras_resvit.training.run_folder import RUN_FILES, clear_resume_state
+from keras_resvit.training.train import TrainingDivergedError
 from tests.conftest import random_images
 
 train_module = importlib.import_module("keras_resvit.training.train")
@@ -144,6 +145,19 @@ def test_a_corrupt_or_foreign_resume_state_is_refused_and_nothing_is_deleted(
     assert victim.read_text() == "keep me"
 
 
+def test_overwrite_starts_afresh_over_a_corrupt_state(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    out = tmp_path / "run"
+    _owned_run_folder(out, '{"step": 4, "weights": "../victim.txt", "best": null}')
+    (out / "config.json").write_text("not json")
+    (out / "resume" / "notes.txt").write_text("the user's")
+    _train(out, epochs=1, overwrite=True)
+    assert victim.read_text() == "keep me"
+    assert json.loads((out / "config.json").read_text())["result"]["epochs"] == 1
+    assert sorted(p.name for p in (out / "resume").iterdir()) == ["notes.txt"]
+
+
 def test_resume_weights_that_cannot_be_loaded(tmp_path, monkeypatch):
     _interrupted_run(tmp_path, monkeypatch)
     state = json.loads((tmp_path / "resume" / "state.json").read_text())
@@ -199,7 +213,7 @@ def test_divergence_before_any_checkpoint_names_no_missing_folder(tmp_path):
 HOLD_LOCK = textwrap.dedent(
     """
     import sys, time
-    from keras_resvit.files import output_folder
+    from keras_resvit.output_folders import output_folder
 
     with output_folder("output_dir", sys.argv[1], ["config.json"]):
         print("locked", flush=True)

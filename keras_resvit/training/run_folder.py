@@ -1,0 +1,177 @@
+"""What a training run's folder holds, and how a run starts, resumes or refuses to.
+
+`train()` writes `RUN_FILES` into its `output_dir`, records the arguments that define the run
+in `config.json` before training (its `result` is filled in at the end), and keeps its resume
+state in `resume/`. A call into a folder holding an interrupted run resumes it when the
+arguments match and refuses otherwise; a finished run is kept unless `overwrite`. Every name
+read back from the folder is validated: a resume state may only point at weights files of its
+own pattern inside `resume/`.
+"""
+
+import json
+import math
+import re
+import shutil
+from pathlib import Path
+
+from keras_resvit.files import read_json
+
+RESUME_DIR = "resume"
+CONFIG_FILE = "config.json"
+# What a run writes into its folder (the CLI adds its TF Lite export): names that must be new,
+# or written there by an earlier run of keras_resvit.
+RUN_FILES = (
+    CONFIG_FILE,
+    "history.csv",
+    "curves.png",
+    "last.keras",
+    "best.keras",
+    "last.classes.json",
+    "best.classes.json",
+    "model.tflite",
+    "model.classes.json",
+    RESUME_DIR,
+    "tensorboard",
+)
+STATE_FILE = "state.json"
+# The only names a resume folder's state may point to: weights files the callback wrote.
+WEIGHTS_NAME = re.compile(r"step(\d+)\.weights\.h5")
+# What the callback writes into the resume folder: its state, weights files and the
+# temporaries of their atomic writes (see `keras_resvit.files.atomic_path`).
+WRITTEN_NAME = re.compile(
+    r"state\.json|step\d+\.weights\.h5"
+    r"|\.(state|step\d+)\.tmp-[A-Za-z0-9]+-\d+-[0-9a-f]{8}\.(json|weights\.h5)"
+)
+
+
+def _state_problem(state, directory: Path):
+    """What is wrong with a parsed state, or None: it must name a weights file of ours."""
+    if not isinstance(state, dict) or set(state) != {"step", "weights", "best"}:
+        return 'it is not {"step", "weights", "best"}'
+    step, weights, best = state["step"], state["weights"], state["best"]
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        return f"step={step!r} is not a step count"
+    # A bare file name of the callback's own pattern: nothing outside the folder, no "..".
+    if not isinstance(weights, str) or not WEIGHTS_NAME.fullmatch(weights):
+        return f"weights={weights!r} is not a weights file this package writes (stepN.weights.h5)"
+    if not (directory / weights).is_file():
+        return f"its weights file {weights!r} is missing"
+    if best is not None and (not isinstance(best, (int, float)) or not math.isfinite(best)):
+        return f"best={best!r} is not a finite number"
+    return None
+
+
+def read_resume_state(directory) -> dict | None:
+    """The last resumable state saved in `directory` ({"step", "weights", "best"}), or None
+    when there is none.
+
+    Raises:
+        ValueError: the state file is unreadable, of another schema, or points anywhere but a
+            weights file of this package in `directory` (naming the file and the remedy).
+    """
+    directory = Path(directory)
+    path = directory / STATE_FILE
+    if not path.exists():
+        return None
+    return read_json(
+        path,
+        lambda state: _state_problem(state, directory),
+        "resume state",
+        "it is not a state this package wrote: start afresh with overwrite=True "
+        "(keras-resvit train --overwrite) or a new output_dir.",
+    )
+
+
+def clear_resume_state(directory) -> None:
+    """Deletes what `ResumeCheckpoint` wrote in `directory` (its state, weights files and
+    temporaries), then the folder if nothing else is left in it."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return
+    for path in directory.iterdir():
+        if WRITTEN_NAME.fullmatch(path.name) and path.is_file():
+            path.unlink()
+    if not any(directory.iterdir()):
+        directory.rmdir()
+
+
+def run_record(model, spec, recipe, epochs, batch_size, steps_per_epoch, **settings):
+    """The arguments that define a run, as JSON values: a run resumes only when they match."""
+    record = {
+        "model": model.name,
+        "parameters": int(model.count_params()),
+        "input_shape": list(model.input_shape[1:]),
+        "num_classes": int(model.output_shape[-1]),
+        "recipe": recipe if isinstance(recipe, str) else "custom",
+        "recipe_fields": dict(vars(spec)),
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "steps_per_epoch": steps_per_epoch,
+        **settings,
+    }
+    return json.loads(json.dumps(record))
+
+
+def _flat(record):
+    flat = {k: v for k, v in record.items() if k != "recipe_fields"}
+    flat.update({f"recipe.{k}": v for k, v in record.get("recipe_fields", {}).items()})
+    return flat
+
+
+def previous_run(out, overwrite):
+    """The `config.json` of an earlier run in `out`, or None (always None with `overwrite`:
+    that run is replaced); refuses to replace a finished run otherwise."""
+    path = out / CONFIG_FILE
+    if overwrite or not path.exists():
+        return None
+    config = read_json(
+        path,
+        lambda value: None if isinstance(value, dict) and "result" in value else "no result",
+        "run config",
+        "it is not the config.json of a keras_resvit run: pass a new output_dir.",
+    )
+    if config["result"] is not None:
+        raise ValueError(
+            f"output_dir={str(out)!r} holds a finished run ({CONFIG_FILE}, last.keras); pass "
+            "overwrite=True (keras-resvit train --overwrite) to replace it, or a new output_dir."
+        )
+    return config
+
+
+def resume_state(out, previous, run, overwrite):
+    """The resume state to continue from, or None for a fresh start; refuses to continue a
+    run with other arguments, and to replace it unless `overwrite`."""
+    if overwrite:
+        return None
+    state = read_resume_state(out / RESUME_DIR)
+    if state is None:
+        return None
+    remedy = (
+        "pass overwrite=True (keras-resvit train --overwrite) to start afresh there, or a new "
+        "output_dir."
+    )
+    if previous is None:
+        raise ValueError(
+            f"output_dir={str(out)!r} holds a resume state without the {CONFIG_FILE} of its "
+            f"run, so its arguments are unknown; {remedy}"
+        )
+    before, now = _flat(previous), _flat(run)
+    changed = [key for key in now if before.get(key) != now[key]]
+    if not changed:
+        return state
+    shown = "; ".join(f"{key}: {before.get(key)!r} there, {now[key]!r} now" for key in changed[:4])
+    raise ValueError(
+        f"output_dir={str(out)!r} holds an interrupted run with other arguments ({shown}). Run "
+        f"with the same arguments to resume it, or {remedy}"
+    )
+
+
+def clear_run(out):
+    """Removes an earlier run's outputs from `out` (the caller owns them: `output_folder`)."""
+    clear_resume_state(out / RESUME_DIR)
+    for name in RUN_FILES:
+        path = out / name
+        if name == "tensorboard" and path.is_dir():
+            shutil.rmtree(path)
+        elif path.is_file():
+            path.unlink()
