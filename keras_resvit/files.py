@@ -184,8 +184,7 @@ def read_json(path, check, what: str, remedy: str):
     try:
         value = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, ValueError) as error:
-        text = str(error).strip()
-        problem = f"not JSON: {text.splitlines()[0] if text else type(error).__name__}"
+        problem = f"not JSON: {first_line(error)}"
     else:
         problem = check(value)
         if problem is None:
@@ -240,10 +239,12 @@ def check_keras_file(argument: str, path) -> Path:
 _REFUSED = ("Could not locate", "Non-modeling APIs are disallowed", "not a KerasSaveable")
 
 
-def _innermost(error) -> str:
-    """The last "Exception encountered:" cause Keras nests into a deserialization error."""
+def first_line(error, after: str = "") -> str:
+    """The first line of an exception's message (of its last part after `after`, when given),
+    or its type's name when it has no message: one line for a one-line error."""
     text = str(error).strip()
-    text = text.rsplit("Exception encountered:", 1)[-1].strip()
+    if after:
+        text = text.rsplit(after, 1)[-1].strip()
     return text.splitlines()[0] if text else type(error).__name__
 
 
@@ -279,7 +280,8 @@ def load_model(path, *, safe_mode: bool = True, custom_objects: dict | None = No
         with deep_graph():
             return keras.saving.load_model(path, safe_mode=safe_mode, custom_objects=custom_objects)
     except Exception as error:  # noqa: BLE001 - zip, HDF5 and config errors alike
-        cause = _innermost(error)
+        # Keras nests each failing object's error into its parent's: keep the innermost.
+        cause = first_line(error, after="Exception encountered:")
         if safe_mode and "safe_mode" in str(error):
             raise ValueError(
                 f"path={str(path)!r} was refused as unsafe: it holds Python code (e.g. a Lambda "

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_resvit.data.image_files import oversized
-from keras_resvit.files import atomic_path, name_list_problem, read_json
+from keras_resvit.files import atomic_path, first_line, name_list_problem, read_json
 from keras_resvit.lazy import tf
 
 CLASS_NAMES_SUFFIX = ".classes.json"
@@ -88,7 +88,7 @@ def _scores(model_path, paths):
         except ValueError as error:
             raise ValueError(
                 f"model={str(model_path)!r} is not a readable TF Lite file (truncated or "
-                f"corrupt): {str(error).strip().splitlines()[0]}"
+                f"corrupt): {first_line(error)}"
             ) from None
         size = tuple(interpreter.get_input_details()[0]["shape"][1:3])
         return RUNNERS["tflite"](model_path, load_images(paths, size))

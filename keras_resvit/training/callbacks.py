@@ -10,7 +10,7 @@ from pathlib import Path
 
 import keras
 
-from keras_resvit.files import atomic_path, save_model, write_json
+from keras_resvit.files import atomic_path, first_line, save_model, write_json
 from keras_resvit.training.run_folder import STATE_FILE, read_resume_state
 
 
@@ -183,12 +183,8 @@ def read_history(path) -> list[dict]:
                 raise ValueError(f"its columns are {reader.fieldnames}")
     except (OSError, UnicodeDecodeError, ValueError, TypeError, csv.Error) as error:
         raise ValueError(
-            f"history={str(path)!r} is not a history.csv of keras_resvit ({_first(error)}); "
+            f"history={str(path)!r} is not a history.csv of keras_resvit "
+            f"({first_line(error)[:200]}); "
             "expected a CSV with a row of numbers per epoch (epoch, loss, accuracy, ...)."
         ) from None
     return rows
-
-
-def _first(error):
-    text = str(error).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__

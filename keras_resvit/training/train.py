@@ -8,7 +8,7 @@ import keras
 import numpy as np
 
 from keras_resvit.data.checks import check_batches, check_class_count, data_errors
-from keras_resvit.files import check_output_path, save_model, write_json
+from keras_resvit.files import check_output_path, first_line, save_model, write_json
 from keras_resvit.lazy import tf
 from keras_resvit.models.common import is_vit
 from keras_resvit.models.registry import create_model, get_spec
@@ -332,7 +332,7 @@ def _fit(model, spec, out, data, epochs, resume, *, ema, save_every, tensorboard
             model.load_weights(weights)
         except Exception as error:  # noqa: BLE001 - h5py and shape errors alike
             raise ValueError(
-                f"resume weights {str(weights)!r} cannot be loaded ({_first_line(error)}); "
+                f"resume weights {str(weights)!r} cannot be loaded ({first_line(error)}); "
                 "start afresh with overwrite=True (keras-resvit train --overwrite) or a new "
                 "output_dir."
             ) from None
@@ -378,11 +378,6 @@ def _fit(model, spec, out, data, epochs, resume, *, ema, save_every, tensorboard
         bad_step=nan_guard.bad_step,
         best=best_checkpoint.best,
     )
-
-
-def _first_line(error):
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _diverged(out, bad_step):
