@@ -39,6 +39,9 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=128, help="default: 128 (the paper)")
     parser.add_argument("--seed", type=int, default=0, help="weights and shuffling seed")
     parser.add_argument("--output", default="runs/cifar_table", help="output folder")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace finished runs in the output folder"
+    )
     return parser.parse_args(argv)
 
 
@@ -65,6 +68,7 @@ def main(argv=None):
             val_data=test,
             output_dir=Path(args.output) / model.name,
             seed=args.seed,
+            overwrite=args.overwrite,
             verbose=2,
         )
         rows.append(

@@ -34,6 +34,9 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=64, help="default: 64 (paper: 128)")
     parser.add_argument("--seed", type=int, default=0, help="weights and shuffling seed")
     parser.add_argument("--output", default="runs/degradation", help="output folder")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace finished runs in the output folder"
+    )
     return parser.parse_args(argv)
 
 
@@ -51,6 +54,7 @@ def train_curves(kr, depth, plain, train, test, args):
         val_data=test,
         output_dir=Path(args.output) / name,
         seed=args.seed,
+        overwrite=args.overwrite,
         verbose=2,
     ).history
     steps = int(train.cardinality())

@@ -55,6 +55,9 @@ def parse_args(argv=None):
     )
     parser.add_argument("--save-every", type=int, default=None, help="resume state every N steps")
     parser.add_argument("--output", default="runs/imagenet", help="output folder")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace finished runs in the output folder"
+    )
     return parser.parse_args(argv)
 
 
@@ -91,6 +94,7 @@ def main(argv=None):
         distribution=args.distribution,
         precision=args.precision,
         save_every=args.save_every,
+        overwrite=args.overwrite,
         verbose=2,
     )
     summary = history.summary

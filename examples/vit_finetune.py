@@ -39,6 +39,9 @@ def parse_args(argv=None):
     )
     parser.add_argument("--distribution", default="auto", help="auto, none, tpu, mirrored, ...")
     parser.add_argument("--output", default="runs/vit_finetune", help="output folder")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace finished runs in the output folder"
+    )
     return parser.parse_args(argv)
 
 
@@ -68,6 +71,7 @@ def main(argv=None):
         output_dir=args.output,
         learning_rate=args.learning_rate,
         distribution=args.distribution,
+        overwrite=args.overwrite,
         verbose=2,
     )
     accuracy = history.history["val_accuracy"][-1]
