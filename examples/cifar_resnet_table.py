@@ -16,7 +16,6 @@ the paper trained on 45k images and held 5k out, this trains on all 50k):
 """
 
 import argparse
-import csv
 from pathlib import Path
 
 # He et al. (2016), Table 6: CIFAR-10 test error (%) of the option-A ResNets.
@@ -49,7 +48,8 @@ def main(argv=None):
     args = parse_args(argv)
     # Imported after parsing, so that --help answers without loading TensorFlow.
     import keras_resvit as kr
-    from keras_resvit.files import atomic_path
+    from keras_resvit.files import write_csv
+    from keras_resvit.output_folders import output_folder
 
     # Flips and crops would change digits; CIFAR gets the paper's pad-crop-flip.
     augment = None if args.data == "digits" else "resnet_cifar"
@@ -57,34 +57,39 @@ def main(argv=None):
         args.data, "train", batch_size=args.batch_size, augment=augment, seed=args.seed
     )
     test = kr.data.load_dataset(args.data, "test", batch_size=args.batch_size)
-    rows = []
-    for depth in args.depths:
-        model = kr.build_resnet(depth, stem="cifar", num_classes=train.num_classes)
-        history = kr.train(
-            model,
-            train,
-            recipe="resnet_cifar",
-            epochs=args.epochs,
-            val_data=test,
-            output_dir=Path(args.output) / model.name,
-            seed=args.seed,
-            overwrite=args.overwrite,
-            verbose=2,
-        )
-        rows.append(
-            {
-                "depth": depth,
-                "params": kr.count_params(model),
-                "test_error": 100 * (1 - history.history["val_accuracy"][-1]),
-                "paper_test_error": PAPER_TEST_ERROR.get(depth),
-            }
-        )
-    path = Path(args.output) / "table.csv"
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    # Locked, and refusing a table.csv of the user's before any training.
+    with output_folder("--output", args.output, ["table.csv"]) as folder:
+        rows = [train_depth(kr, depth, train, test, args) for depth in args.depths]
+        folder.start_writing()
+        path = Path(args.output) / "table.csv"
+        write_csv(path, rows)
+    print_table(rows, args)
+    print(f"wrote {path}")
 
+
+def train_depth(kr, depth, train, test, args):
+    """One net of the table: trained with the paper's recipe, its test error."""
+    model = kr.build_resnet(depth, stem="cifar", num_classes=train.num_classes)
+    history = kr.train(
+        model,
+        train,
+        recipe="resnet_cifar",
+        epochs=args.epochs,
+        val_data=test,
+        output_dir=Path(args.output) / model.name,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        verbose=2,
+    )
+    return {
+        "depth": depth,
+        "params": kr.count_params(model),
+        "test_error": 100 * (1 - history.history["val_accuracy"][-1]),
+        "paper_test_error": PAPER_TEST_ERROR.get(depth),
+    }
+
+
+def print_table(rows, args):
     print(f"\n{args.data}, {args.epochs} epochs of batch {args.batch_size}:")
     print(f"{'net':<12} {'params':>10} {'test error %':>13} {'paper (CIFAR-10) %':>19}")
     for row in rows:
@@ -93,7 +98,6 @@ def main(argv=None):
         print(
             f"ResNet-{row['depth']:<5} {row['params']:>10,} {row['test_error']:>13.2f} {paper:>19}"
         )
-    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

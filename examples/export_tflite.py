@@ -20,6 +20,7 @@ import argparse
 from pathlib import Path
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
+SUFFIXES = (".tflite", ".classes.json")  # what each export writes
 
 
 def parse_args(argv=None):
@@ -46,8 +47,17 @@ def main(argv=None):
     args = parse_args(argv)
     # Imported after parsing, so that --help answers without loading TensorFlow.
     import keras_resvit as kr
+    from keras_resvit.output_folders import output_folder
 
     output = Path(args.output or Path(args.model).parent / "tflite")
+    names = [f"model_{name}{suffix}" for name in args.quantization for suffix in SUFFIXES]
+    # Locked, and refusing files of these names of the user's before any export.
+    with output_folder("--output", output, names) as folder:
+        folder.start_writing()
+        export_all(kr, args, output)
+
+
+def export_all(kr, args, output):
     print(f"{'file':<24} {'size KB':>9} {'max abs diff':>13} {'top-1 agreement':>16}")
     for name in args.quantization:
         path = output / f"model_{name}.tflite"

@@ -18,7 +18,6 @@ i.e. about 182 epochs of 45k images; needs an accelerator):
 """
 
 import argparse
-import csv
 from pathlib import Path
 
 
@@ -101,19 +100,12 @@ def plot(rows, path):
     plt.close(figure)
 
 
-def write_csv(rows, path):
-    from keras_resvit.files import atomic_path
-
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def main(argv=None):
     args = parse_args(argv)
     # Imported after parsing, so that --help answers without loading TensorFlow.
     import keras_resvit as kr
+    from keras_resvit.files import write_csv
+    from keras_resvit.output_folders import output_folder
 
     # Flips and crops would change digits; CIFAR gets the paper's pad-crop-flip.
     augment = None if args.data == "digits" else "resnet_cifar"
@@ -121,13 +113,16 @@ def main(argv=None):
         args.data, "train", batch_size=args.batch_size, augment=augment, seed=args.seed
     )
     test = kr.data.load_dataset(args.data, "test", batch_size=args.batch_size)
-    rows = []
-    for plain in (True, False):
-        for depth in args.depths:
-            rows += train_curves(kr, depth, plain, train, test, args)
     output = Path(args.output)
-    write_csv(rows, output / "degradation.csv")
-    plot(rows, output / "degradation.png")
+    # Locked, and refusing files of these names of the user's before any training.
+    with output_folder("--output", output, ["degradation.csv", "degradation.png"]) as folder:
+        rows = []
+        for plain in (True, False):
+            for depth in args.depths:
+                rows += train_curves(kr, depth, plain, train, test, args)
+        folder.start_writing()
+        write_csv(output / "degradation.csv", rows)
+        plot(rows, output / "degradation.png")
     print(f"\n{'net':<10} {'train error %':>14} {'test error %':>13}  (after {args.epochs} epochs)")
     for row in rows:
         if row["epoch"] == args.epochs:

@@ -19,10 +19,14 @@ def _list(args):
 
 def _info(args):
     import keras_resvit as kr
+    from keras_resvit.models.registry import get_spec
 
     overrides = {}
     if args.image_size:
-        overrides["input_shape"] = (args.image_size, args.image_size, 3)
+        size = args.image_size
+        overrides = {"input_shape": (size, size, 3)}
+        if get_spec(args.name).family in ("vit", "hybrid_vit"):  # ViTs are sized by image_size
+            overrides = {"image_size": size}
     model = kr.create_model(args.name, **overrides)
     size = model.input_shape[1:]
     print(f"model:          {args.name}")
@@ -93,18 +97,27 @@ def _train(args):
 
 
 def _evaluate(args):
+    import keras
+
     import keras_resvit as kr
-    from keras_resvit.data.checks import check_batches, check_class_count, data_errors
+    from keras_resvit.data import checks
+    from keras_resvit.models.common import check_classifier, outputs_logits
+    from keras_resvit.predict import read_class_names
 
     model = kr.load_model(args.model)
+    check_classifier(model, "evaluate scores class labels")
     size, classes = model.input_shape[1], model.output_shape[-1]
     data = kr.data.load_dataset(args.data, args.split, image_size=size, batch_size=args.batch_size)
-    check_class_count(f"--data {args.data}", data, classes)
+    argument = f"--data {args.data}"
+    checks.check_class_count(argument, data, classes)
+    model_names = read_class_names(args.model)
+    checks.check_class_names_match(argument, data.class_names, model_names, args.model)
     soft = len(data.element_spec[1].shape) == 2
-    loss = "categorical_crossentropy" if soft else "sparse_categorical_crossentropy"
-    model.compile(loss=loss, metrics=["accuracy"])
-    with data_errors():
-        loss, accuracy = model.evaluate(check_batches(data, classes, "--data"), verbose=0)
+    losses = keras.losses
+    loss = losses.CategoricalCrossentropy if soft else losses.SparseCategoricalCrossentropy
+    model.compile(loss=loss(from_logits=outputs_logits(model)), metrics=["accuracy"])
+    with checks.data_errors():
+        loss, accuracy = model.evaluate(checks.check_batches(data, classes, argument), verbose=0)
     print(f"{args.model} on {args.data} ({args.split}): accuracy {accuracy:.4f}, loss {loss:.4f}")
 
 
@@ -159,13 +172,15 @@ def _plot(args):
         viz.plot_history(args.history, args.output)
     else:
         from keras_resvit.files import load_model
-        from keras_resvit.predict import load_images, read_class_names
+        from keras_resvit.predict import check_class_names, load_images, read_class_names
 
         model = load_model(args.model)
+        names = read_class_names(args.model)
+        check_class_names(names, model.output_shape[-1], args.model)
         images = load_images(args.images, tuple(model.input_shape[1:3]))
         options = {key: getattr(args, key) for key in args.options}
         plot = getattr(viz, args.plot)
-        plot(model, images, args.output, class_names=read_class_names(args.model), **options)
+        plot(model, images, args.output, class_names=names, **options)
     print(f"wrote {args.output}")
 
 
@@ -311,6 +326,9 @@ def main(argv=None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exit:  # usage errors (2) and --help (0) return like any other command
         return exit.code or 0
+    if not args.debug:
+        # TensorFlow's C++ start-up and op logs would bury the one line an error prints.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         args.run(args)
     except KeyboardInterrupt:

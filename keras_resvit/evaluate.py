@@ -11,6 +11,7 @@ is solved in closed form in float64 on the smaller of its primal and dual sides.
 import keras
 import numpy as np
 
+from keras_resvit.data.checks import check_pixels
 from keras_resvit.data.datasets import load_dataset
 from keras_resvit.lazy import tf
 from keras_resvit.models.common import check_model
@@ -69,7 +70,9 @@ def _dataset(source, split, model, batch_size):
     )
 
 
-def extract_features(model: keras.Model, data, *, layer: str | None = None, batch_size=64):
+def extract_features(
+    model: keras.Model, data, *, layer: str | None = None, batch_size=64, split: str = "train"
+):
     """Frozen features and labels of a whole dataset (inference mode).
 
     Feature maps are averaged over space and token sequences over tokens, so every
@@ -81,12 +84,13 @@ def extract_features(model: keras.Model, data, *, layer: str | None = None, batc
             ("digits", "tfds:NAME", a folder, arrays), read in its "train" split, unshuffled.
         layer: see `feature_model`.
         batch_size: batch size when `data` is a source.
+        split: the split read from a source, and the name of `data` in messages.
 
     Returns:
         `(features, labels)`: float64 array (N, dim) and int array (N,).
 
     Raises:
-        ValueError: a bad model, layer or dataset.
+        ValueError: a bad model, layer or dataset, or images with NaN pixels.
 
     Example:
     >>> import keras_resvit as kr
@@ -96,7 +100,9 @@ def extract_features(model: keras.Model, data, *, layer: str | None = None, batc
     """
     extractor = feature_model(model, layer)
     features, labels, full = [], [], None
-    for images, batch_labels in _dataset(data, "train", model, batch_size).as_numpy_iterator():
+    batches = _dataset(data, split, model, batch_size).as_numpy_iterator()
+    for number, (images, batch_labels) in enumerate(batches, 1):
+        check_pixels(f"{split} batch {number} images", images)
         count = len(images)
         full = full or count
         if count < full:
@@ -231,9 +237,13 @@ def few_shot(
         raise ValueError(f"l2_regularization={l2_regularization!r} must be a number > 0.")
     feature_model(model, layer)
     x_pool, y_pool = extract_features(model, train, layer=layer, batch_size=batch_size)
-    if not isinstance(test, tf.data.Dataset):
-        test = _dataset(test, "test", model, batch_size)
-    x_test, y_test = extract_features(model, test, layer=layer, batch_size=batch_size)
+    x_test, y_test = extract_features(model, test, layer=layer, batch_size=batch_size, split="test")
+    unseen = np.setdiff1d(y_test, y_pool)
+    if len(unseen):
+        raise ValueError(
+            f"test has labels {unseen[:8].tolist()} that the training pool lacks; a few-shot "
+            "probe can only predict the pool's classes."
+        )
     results = {}
     for count in shots:
         chosen = few_shot_indices(y_pool, count, seed)

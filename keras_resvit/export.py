@@ -16,15 +16,18 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import keras
 import numpy as np
 
+from keras_resvit.data.checks import check_pixels
 from keras_resvit.files import (
     atomic_path,
     check_keras_file,
     check_output_path,
+    first_line,
     load_model,
     name_list_problem,
     scratch_folder,
@@ -32,7 +35,13 @@ from keras_resvit.files import (
 from keras_resvit.lazy import tf
 from keras_resvit.models.common import is_vit
 from keras_resvit.output_folders import atomic_folder, check_replaceable_folder
-from keras_resvit.predict import load_images, read_class_names, write_class_names
+from keras_resvit.predict import (
+    check_class_names,
+    class_names_path,
+    load_images,
+    read_class_names,
+    write_class_names,
+)
 
 FORMATS = ("tflite", "saved_model", "onnx")
 QUANTIZATIONS = (None, "float16", "dynamic", "int8")
@@ -158,6 +167,11 @@ def representative_images(data, model, count: int = CALIBRATION_SAMPLES) -> np.n
     from keras_resvit import data as kr_data
 
     height, width, channels = _input_size(model)
+    if isinstance(data, (str, Path)) and Path(data).is_file():
+        raise ValueError(
+            f"representative_data={str(data)!r} is a file; pass a folder of images, 'digits', "
+            "(images, labels) arrays, an image array or a tf.data.Dataset."
+        )
     if isinstance(data, np.ndarray):
         images = data
     elif isinstance(data, (str, Path)) and Path(data).is_dir():
@@ -185,11 +199,9 @@ def representative_images(data, model, count: int = CALIBRATION_SAMPLES) -> np.n
             f"image with {channels} channels."
         )
     images = images[:count].astype("float32")
-    if not np.isfinite(images).all():
-        raise ValueError(
-            "representative_data holds NaN or infinite pixels; calibration needs finite raw "
-            "pixels 0-255."
-        )
+    # Calibrating on [0, 1] images would quantize for the wrong range, and the check, which
+    # runs on these images, would not see it.
+    check_pixels("representative_data images", images, scaled_is_error=True)
     if images.shape[1:3] != (height, width):
         images = tf.image.resize(images, (height, width)).numpy()
     return images
@@ -277,16 +289,48 @@ def _erfc_as_one_minus_erf(ctx, node, name, args):
     )
 
 
+def _quantized(tensor):
+    """(scale, zero point) of an integer TF Lite tensor, or None for a float one."""
+    scale, zero = tensor["quantization"]
+    return (scale, zero) if np.issubdtype(tensor["dtype"], np.integer) and scale else None
+
+
+def tflite_interpreter(path):
+    """A TF Lite interpreter for `path`, without TensorFlow's notice that `tf.lite` moves to
+    another package (a user of this package has nothing to change).
+
+    Raises:
+        ValueError: `path` is not a readable TF Lite file.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+        try:
+            return tf.lite.Interpreter(model_path=str(path))
+        except ValueError as error:
+            raise ValueError(
+                f"model={str(path)!r} is not a readable TF Lite file (truncated or corrupt): "
+                f"{first_line(error)}"
+            ) from None
+
+
 def _run_tflite(path, images):
-    interpreter = tf.lite.Interpreter(model_path=str(path))
+    """Runs a TF Lite file image by image; integer inputs and outputs (a fully quantized
+    model from another tool) are quantized and dequantized with their tensors' scales."""
+    interpreter = tflite_interpreter(path)
     interpreter.allocate_tensors()
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    to_int, from_int = _quantized(inp), _quantized(out)
     outputs = []
     for image in images:
-        interpreter.set_tensor(inp["index"], image[None].astype(inp["dtype"]))
+        x = image[None]
+        if to_int:
+            limits = np.iinfo(inp["dtype"])
+            x = np.clip(np.round(x / to_int[0] + to_int[1]), limits.min, limits.max)
+        interpreter.set_tensor(inp["index"], x.astype(inp["dtype"]))
         interpreter.invoke()
-        outputs.append(interpreter.get_tensor(out["index"])[0])
-    return np.stack(outputs).astype("float32")
+        y = interpreter.get_tensor(out["index"])[0].astype("float32")
+        outputs.append((y - from_int[1]) * from_int[0] if from_int else y)
+    return np.stack(outputs)
 
 
 def _run_saved_model(path, images):
@@ -337,6 +381,21 @@ def _check(model, artifact, format, quantization, calibration):
             f"{len(images)} sample images."
         )
     return {**figures, "criterion": criterion}
+
+
+def _check_side_file(path, class_names):
+    """The class names already beside `path` must be this export's: `<name>.classes.json`
+    is shared by every artifact called `<name>`, so another model's names there (or stale
+    ones, where this model has none) would label this artifact's predictions wrongly."""
+    existing = read_class_names(path)
+    if existing is None or existing == class_names:
+        return
+    ours = "none" if class_names is None else class_names[:5]
+    raise ValueError(
+        f"{str(class_names_path(path))!r} lists the classes {existing[:5]} but the exported "
+        f"model has {ours}; it belongs to another model (e.g. {path.stem}.keras): export to "
+        "another path, pass class_names=, or delete that file if it is stale."
+    )
 
 
 @contextlib.contextmanager
@@ -409,8 +468,12 @@ def export(
     calibration = None
     if representative_data is not None:
         calibration = representative_images(representative_data, model)
+    side_file = None
     if class_names is None and not isinstance(model_or_path, keras.Model):
+        side_file = model_or_path
         class_names = read_class_names(model_or_path)
+    check_class_names(class_names, model.output_shape[-1], side_file)
+    _check_side_file(path, class_names)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Intermediate files go beside the target, not into the system temp folder: the next
     # export to `path` removes what a killed one left.

@@ -13,6 +13,7 @@ caller explicitly opts out. Folders the package writes into are `output_folders`
 """
 
 import contextlib
+import csv
 import json
 import os
 import re
@@ -210,6 +211,17 @@ def write_json(path, data) -> Path:
     """Writes `data` as indented JSON through a temporary file (see `atomic_path`)."""
     with atomic_path(path) as tmp, open(tmp, "w") as f:
         json.dump(data, f, indent=2)
+    return Path(path)
+
+
+def write_csv(path, rows) -> Path:
+    """Writes `rows` (dicts) as CSV through a temporary file (see `atomic_path`); the columns
+    are every key, in order of first appearance."""
+    fields = list(dict.fromkeys(key for row in rows for key in row))
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
     return Path(path)
 
 

@@ -179,6 +179,39 @@ def _lock(argument: str, folder: Path):
         os.close(fd)
 
 
+class OutputFolder:
+    """A locked folder that a run writes `names` into (see `output_folder`)."""
+
+    def __init__(self, path: Path, names, owned):
+        self.path = path
+        self.names = tuple(names)
+        self.owned = set(owned)
+        self.writing = False
+
+    def start_writing(self):
+        """Records `names` as the package's: call it once the run has passed its checks, just
+        before it writes any of them, so that what a killed run leaves stays its own."""
+        self.writing = True
+        self._record(self.owned | set(self.names))
+
+    def finish(self):
+        """Keeps in the record only what exists: a name the run did not write (or removed)
+        is the user's to use again."""
+        kept = {
+            name
+            for name in self.names
+            if (self.path / name).exists() and (self.writing or name in self.owned)
+        }
+        self._record((self.owned - set(self.names)) | kept)
+
+    def _record(self, names):
+        if not names:
+            (self.path / MANIFEST).unlink(missing_ok=True)
+        elif names != self.owned or not (self.path / MANIFEST).exists():
+            write_json(self.path / MANIFEST, sorted(names))
+        self.owned = set(names)
+
+
 @contextlib.contextmanager
 def output_folder(argument: str, folder, names):
     """Opens a run folder for writing `names` in it: locked, and owned by the package.
@@ -186,11 +219,12 @@ def output_folder(argument: str, folder, names):
     The folder is created if needed and locked against a second run (another process gets
     one clear ValueError; a killed holder's lock is released by the kernel). Each of `names`
     (files or sub-folders the run writes) must be missing or written there by the package
-    before, as its manifest (`.keras-resvit.json`) records; otherwise nothing is touched and
-    a ValueError names the user's files. `names` are added to the manifest.
+    before, as its record (`.keras-resvit.json`) says; otherwise nothing is touched and a
+    ValueError names the user's files. The run records `names` when it starts writing
+    (`OutputFolder.start_writing`); when it ends, the record keeps only the names that exist.
 
     Yields:
-        The folder as a `Path`.
+        An `OutputFolder`.
 
     Raises:
         ValueError: the folder cannot be written, is in use, or holds files of the same names
@@ -206,6 +240,8 @@ def output_folder(argument: str, folder, names):
                 f"{argument}={str(folder)!r} holds {', '.join(foreign)}, which keras_resvit did "
                 "not write and this run would overwrite; pass a new or empty folder."
             )
-        if any(name not in owned for name in names):
-            write_json(folder / MANIFEST, sorted(set(owned) | set(names)))
-        yield folder
+        output = OutputFolder(folder, names, owned)
+        try:
+            yield output
+        finally:
+            output.finish()

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_resvit.data.image_files import oversized
-from keras_resvit.files import atomic_path, first_line, name_list_problem, read_json
+from keras_resvit.files import atomic_path, name_list_problem, read_json
 from keras_resvit.lazy import tf
 
 CLASS_NAMES_SUFFIX = ".classes.json"
@@ -51,8 +51,25 @@ def read_class_names(model_path) -> list | None:
     )
 
 
-def load_images(paths, size) -> np.ndarray:
-    """Decodes image files (PNG, JPEG, BMP, GIF) to float32 RGB 0-255 at `size` (h, w).
+def check_class_names(names, outputs: int, model_path=None) -> list | None:
+    """`names` unless their count differs from the model's `outputs` (a side file left from
+    another model would label every prediction wrongly): then one ValueError naming the side
+    file of `model_path`, or the `class_names` argument when there is no path."""
+    if names is None or len(names) == outputs:
+        return names
+    if model_path is None:
+        what, remedy = "class_names", "pass one name per output"
+    else:
+        what = f"class names {str(class_names_path(model_path))!r}"
+        remedy = "it belongs to another model: fix or delete it"
+    raise ValueError(
+        f"{what} list {len(names)} classes but the model has {outputs} outputs; {remedy}."
+    )
+
+
+def load_images(paths, size, channels: int = 3) -> np.ndarray:
+    """Decodes image files (PNG, JPEG, BMP, GIF) to float32 0-255 pixels at `size` (h, w),
+    with `channels` channels (3: RGB, 1: grey; a model's input decides).
 
     Each file's size is read from its header first: an image over
     `image_files.MAX_IMAGE_PIXELS` is refused before it is decoded, and decoded pixels are
@@ -71,34 +88,39 @@ def load_images(paths, size) -> np.ndarray:
             raise ValueError(f"image {str(path)!r} has {too_large}; it is not decoded.")
         try:
             image = tf.io.decode_image(
-                tf.io.read_file(str(path)), channels=3, expand_animations=False
+                tf.io.read_file(str(path)), channels=channels, expand_animations=False
             )
         except tf.errors.InvalidArgumentError as error:
-            raise ValueError(f"image {str(path)!r} cannot be decoded: {error.message}") from None
+            # TensorFlow prefixes its message with the op that raised it: keep the reason.
+            reason = error.message.split("}}")[-1].strip()
+            raise ValueError(f"image {str(path)!r} cannot be decoded: {reason}") from None
         images.append(tf.image.resize(image, size).numpy())
     return np.stack(images)
 
 
 def _scores(model_path, paths):
     if model_path.suffix == ".tflite":
-        from keras_resvit.export import RUNNERS
+        from keras_resvit.export import RUNNERS, tflite_interpreter
 
-        try:
-            interpreter = tf.lite.Interpreter(model_path=str(model_path))
-        except ValueError as error:
+        interpreter = tflite_interpreter(model_path)
+        shape = interpreter.get_input_details()[0]["shape"]
+        if len(interpreter.get_output_details()[0]["shape"]) != 2:
             raise ValueError(
-                f"model={str(model_path)!r} is not a readable TF Lite file (truncated or "
-                f"corrupt): {first_line(error)}"
-            ) from None
-        size = tuple(interpreter.get_input_details()[0]["shape"][1:3])
-        return RUNNERS["tflite"](model_path, load_images(paths, size))
+                f"model={str(model_path)!r} does not output one score per class (its output "
+                f"shape is {list(interpreter.get_output_details()[0]['shape'])})."
+            )
+        images = load_images(paths, tuple(shape[1:3]), channels=int(shape[3]))
+        return RUNNERS["tflite"](model_path, images)
     if model_path.suffix == ".keras":
         import keras
 
         from keras_resvit.files import load_model
+        from keras_resvit.models.common import check_classifier
 
         model = load_model(model_path)
-        images = load_images(paths, tuple(model.input_shape[1:3]))
+        check_classifier(model, "predict ranks classes")
+        size, channels = tuple(model.input_shape[1:3]), model.input_shape[-1]
+        images = load_images(paths, size, channels=channels)
         return keras.ops.convert_to_numpy(model.predict(images, verbose=0))
     raise ValueError(f"model={str(model_path)!r} must be a .keras or .tflite file.")
 
@@ -118,7 +140,8 @@ def predict(model_path, image_paths, *, top_k: int = 5) -> list:
     Raises:
         FileNotFoundError: `model_path` or an image is not a file.
         ValueError: a bad `top_k` or `image_paths`, a model file that is not a readable
-            `.keras` / `.tflite`, or an image that cannot be decoded.
+            `.keras` / `.tflite`, an image that cannot be decoded, or class names whose count
+            is not the model's.
 
     Example:
     >>> predict("runs/digits/model.tflite", ["seven.png"], top_k=1)  # doctest: +SKIP
@@ -132,8 +155,10 @@ def predict(model_path, image_paths, *, top_k: int = 5) -> list:
     if not model_path.is_file():
         raise FileNotFoundError(f"model={str(model_path)!r} is not a file.")
     names = read_class_names(model_path)
+    all_scores = _scores(model_path, image_paths)
+    check_class_names(names, all_scores.shape[-1], model_path)
     results = []
-    for scores in _scores(model_path, image_paths):
+    for scores in all_scores:
         best = np.argsort(-scores, kind="stable")[:top_k]
         results.append(
             [

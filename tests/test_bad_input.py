@@ -95,7 +95,21 @@ def bad(tmp_path_factory):
     _huge_png(tmp / "bomb.png")
     model.save(tmp / "named.keras")
     (tmp / "named.classes.json").write_text('["cat", "dog"')
+    model.save(tmp / "other.keras")
+    model.save(tmp / "named3.keras")
+    (tmp / "named3.classes.json").write_text(json.dumps(["ant", "bee", "cow"]))
+    (tmp / "other.classes.json").write_text(json.dumps([str(i) for i in range(10)]))
     _unsafe_callable(tmp / "m.keras", tmp / "callable.keras")
+    for name in ("cat", "dog", "fox"):
+        _png(tmp / "split_folder" / "train" / name / "a.png")
+    for name in ("cat", "cow"):
+        _png(tmp / "split_folder" / "test" / name / "a.png")
+    for name in ("cat", "fox"):
+        _png(tmp / "cat_fox_folder" / name / "a.png")
+    features = kr.build_resnet(8, stem="cifar", input_shape=(16, 16, 3), include_top=False)
+    features.save(tmp / "features.keras")
+    (tmp / "junk.pth").write_bytes(b"\x80\x02junk")
+    (tmp / "empty.pth").write_bytes(b"")
     (tmp / "user_folder").mkdir()
     (tmp / "user_folder" / "notes.txt").write_text("mine")
     (tmp / "run_of_user").mkdir()
@@ -499,6 +513,18 @@ CASES = [
         ("named.classes.json", "unreadable or corrupt", "not JSON", "JSON list of class names"),
     ),
     Case(
+        "predict_class_names_of_another_model",
+        lambda b: kr.predict(b.tmp / "other.keras", [b.tmp / "one_class" / "cat" / "a.png"]),
+        V,
+        ("other.classes.json", "10 classes", "3 outputs"),
+    ),
+    Case(
+        "export_class_names_count",
+        lambda b: kr.export(b.model, b.tmp / "x.tflite", class_names=["cat", "dog"]),
+        V,
+        ("class_names list 2 classes", "3 outputs"),
+    ),
+    Case(
         "predict_decompression_bomb",
         lambda b: kr.predict(b.tmp / "m.keras", [b.tmp / "bomb.png"]),
         V,
@@ -553,6 +579,111 @@ CASES = [
     ),
     Case("train_overwrite", lambda b: _train(b, overwrite="yes"), V, ("overwrite='yes'",)),
     Case(
+        "train_tensorboard_not_installed",
+        lambda b: _train(b, tensorboard=True),
+        ImportError,
+        ("tensorboard=True", "pip install tensorboard"),
+    ),
+    Case(
+        "train_val_data_repeating_forever",
+        lambda b: _train(b, val_data=b.ds.repeat()),
+        V,
+        ("val_data repeats forever", "finite"),
+    ),
+    Case(
+        "train_val_data_of_other_classes",
+        lambda b: _train(
+            b,
+            kr.build_resnet(8, stem="cifar", input_shape=(16, 16, 3), num_classes=5),
+            data=kr.data.load_dataset(b.tmp / "split_folder", image_size=16, batch_size=2),
+            val_data=kr.data.load_dataset(b.tmp / "cat_fox_folder", "train", image_size=16),
+        ),
+        V,
+        ("val_data has classes ['cat', 'fox']", "['cat', 'dog', 'fox']", "label 1 means 'fox'"),
+    ),
+    Case(
+        "train_labels_of_shape_batch_1",
+        lambda b: _train(b, data=tf.data.Dataset.from_tensor_slices((b.x, b.y[:, None])).batch(4)),
+        V,
+        ("labels of dtype int64 and shape (None, 1)", "Squeeze"),
+    ),
+    Case(
+        "train_string_labels",
+        lambda b: _train(
+            b, data=tf.data.Dataset.from_tensor_slices((b.x, b.y.astype(str))).batch(4)
+        ),
+        V,
+        ("labels of dtype string", "class indices"),
+    ),
+    Case(
+        "train_integer_one_hot_labels",
+        lambda b: _train(
+            b, data=tf.data.Dataset.from_tensor_slices((b.x, np.eye(3, dtype=int)[b.y])).batch(4)
+        ),
+        V,
+        ("labels of dtype int64 and shape (None, 3)", "cast one-hot labels to float32"),
+    ),
+    Case(
+        "folder_split_with_a_class_train_lacks",
+        lambda b: kr.data.load_dataset(b.tmp / "split_folder", "test", image_size=8),
+        V,
+        ("['cow']", "train", "classes of the training split"),
+    ),
+    Case(
+        "predict_with_a_feature_model",
+        lambda b: kr.predict(b.tmp / "features.keras", [b.tmp / "one_class" / "cat" / "a.png"]),
+        V,
+        ("not a classifier", "predict ranks classes"),
+    ),
+    Case(
+        "export_calibration_in_zero_one",
+        lambda b: kr.export(
+            b.model, b.tmp / "x.tflite", quantization="int8", representative_data=b.x / 255.0
+        ),
+        V,
+        ("representative_data images range from", "multiply [0, 1] images by 255"),
+    ),
+    Case(
+        "export_calibration_is_a_file",
+        lambda b: kr.export(
+            b.model, b.tmp / "x.tflite", quantization="int8", representative_data=b.tmp / "bomb.png"
+        ),
+        V,
+        ("representative_data=", "bomb.png", "is a file"),
+    ),
+    Case(
+        "multi_crop_labels_out_of_range",
+        lambda b: kr.data.multi_crop_evaluate(b.model, (b.x[:2], np.array([0, 7])), scales=(16,)),
+        V,
+        ("labels [0 7]", "[0, 3)"),
+    ),
+    Case(
+        "few_shot_test_classes_the_pool_lacks",
+        lambda b: kr.evaluate.few_shot(b.model, (b.x, b.y % 2), (b.x[:4], b.y[:4]), shots=1),
+        V,
+        ("test has labels [2]", "pool lacks"),
+    ),
+    Case(
+        "few_shot_nan_pixels",
+        lambda b: kr.evaluate.few_shot(
+            b.model, (np.full_like(b.x, np.nan), b.y), (b.x, b.y), shots=1
+        ),
+        V,
+        ("NaN or infinite pixels",),
+    ),
+    Case(
+        "weights_junk_pth",
+        lambda b: kr.create_model("resnet18", weights=b.tmp / "junk.pth"),
+        V,
+        ("junk.pth", "not a readable state dict"),
+    ),
+    Case(
+        "weights_empty_pth",
+        lambda b: kr.create_model("resnet18", weights=b.tmp / "empty.pth"),
+        V,
+        ("empty.pth", "not a readable state dict"),
+    ),
+    Case(
         "train_grey_images_for_an_rgb_model",
         lambda b: _train(b, data=kr.data.load_dataset((b.x[..., :1], b.y), batch_size=4)),
         V,
@@ -601,6 +732,25 @@ CASES = [
         lambda b: ["export", str(b.tmp / "m.keras"), str(b.tmp / "y.h5")],
         2,
         ("y.h5", ".tflite or .onnx file, or a folder"),
+    ),
+    Case(
+        "cli_evaluate_a_feature_model",
+        lambda b: ["evaluate", str(b.tmp / "features.keras"), "--data", "digits"],
+        2,
+        ("not a classifier", "evaluate scores class labels"),
+    ),
+    Case(
+        "cli_evaluate_data_of_other_class_names",
+        lambda b: [
+            "evaluate",
+            str(b.tmp / "named3.keras"),
+            "--data",
+            str(b.tmp / "split_folder" / "train"),
+            "--split",
+            "train",
+        ],
+        2,
+        ("--data", "['cat', 'dog', 'fox']", "['ant', 'bee', 'cow']", "label 0 means"),
     ),
     Case(
         "cli_plot_curves_of_a_model_file",

@@ -1,8 +1,13 @@
 """The console script: one call into the API, one line on errors, exit codes 0/1/2."""
 
 import json
+import os
 import re
+import subprocess
+import sys
 
+import keras
+import numpy as np
 import pytest
 
 import keras_resvit as kr
@@ -33,6 +38,42 @@ def test_info_vit_b16(capsys):
 def test_info_resizes(capsys):
     assert main(["info", "resnet20", "--image-size", "64"]) == 0
     assert "64x64x3" in capsys.readouterr().out
+
+
+def test_info_resizes_a_vit(capsys):
+    assert main(["info", "vit_ti16", "--image-size", "32"]) == 0
+    assert "32x32x3" in capsys.readouterr().out
+
+
+def test_evaluate_reports_the_loss_of_a_logits_model(tmp_path, capsys):
+    model = kr.build_resnet(8, stem="cifar", num_classes=10, classifier_activation=None)
+    model.save(tmp_path / "logits.keras")
+    assert main(["evaluate", str(tmp_path / "logits.keras"), "--data", "digits"]) == 0
+    loss = float(re.search(r"loss ([0-9.]+)", capsys.readouterr().out).group(1))
+    test = kr.data.load_dataset("digits", "test", batch_size=64)
+    labels = np.concatenate([np.asarray(y) for _, y in test])
+    logits = model.predict(test, verbose=0)
+    expected = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(labels, logits)
+    assert loss == pytest.approx(float(expected), abs=2e-4)
+
+
+def test_errors_are_one_line_on_stderr_from_a_fresh_process(tmp_path):
+    # TensorFlow's C++ start-up logs would otherwise come before the one line. Under the
+    # JAX backend TensorFlow loads after the CLI starts, so the CLI can quiet them.
+    pytest.importorskip("jax")
+    model = kr.build_resnet(8, stem="cifar", input_shape=(16, 16, 3), num_classes=3)
+    model.save(tmp_path / "m.keras")
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_resvit.cli", "predict", str(tmp_path / "m.keras"), "no.png"],
+        env={**os.environ, "KERAS_BACKEND": "jax"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "keras-resvit predict: error: image 'no.png' is not a file."
+    ], result.stderr
 
 
 def test_debug_shows_the_exception():

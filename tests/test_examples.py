@@ -176,3 +176,11 @@ def test_train_imagenet_on_mock_tfds(tmp_path):
     assert model.input_shape == (None, 32, 32, 3)
     assert model.output_shape == (None, 1000)
     assert len(read_csv(output / "history.csv")) == 1
+
+
+def test_examples_never_overwrite_a_users_file_of_the_same_name(tmp_path):
+    (tmp_path / "table.csv").write_text("the user's table")
+    with pytest.raises(ValueError, match="holds table.csv, which keras_resvit did not write"):
+        run_example("cifar_resnet_table", "--depths", "8", "--epochs", "1", "--output", tmp_path)
+    assert (tmp_path / "table.csv").read_text() == "the user's table"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["table.csv"]

@@ -236,3 +236,62 @@ def test_cli_export_errors_are_one_line(tmp_path, capsys):
     assert "m.keras" in capsys.readouterr().err
     code = main(["export", str(tmp_path / "m.keras"), "m.tflite", "--quantization", "int8"])
     assert code == 2 and "representative_data" in capsys.readouterr().err
+
+
+def test_export_never_relabels_with_another_models_class_names(tmp_path):
+    # b.classes.json belongs to the user's b.keras; exporting a.keras to b.tflite would put
+    # a's names beside b.keras (and b's beside a's artifact).
+    model = kr.build_resnet(8, stem="cifar", input_shape=(16, 16, 3), num_classes=3)
+    model.save(tmp_path / "a.keras")
+    write_class_names(tmp_path / "a.keras", ["cat", "dog", "fox"])
+    model.save(tmp_path / "b.keras")
+    write_class_names(tmp_path / "b.keras", ["red", "green", "blue"])
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(ValueError, match=r"b.classes.json.*\['red', 'green', 'blue'\].*another"):
+        kr.export(tmp_path / "a.keras", tmp_path / "b.tflite")
+    with pytest.raises(ValueError, match=r"b.classes.json.*the exported model has none"):
+        kr.export(model, tmp_path / "b.tflite")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_predict_with_a_one_channel_model(tmp_path):
+    model = kr.build_resnet(
+        8, stem="cifar", input_shape=(16, 16, 1), num_classes=3, preprocessing=None
+    )
+    model.save(tmp_path / "grey.keras")
+    (image,) = _write_pngs(tmp_path / "images", 1, size=16)
+    (top,) = predict(tmp_path / "grey.keras", [image], top_k=3)
+    grey = tf.io.decode_png(tf.io.read_file(str(image)), channels=1).numpy()[None]
+    expected = keras.ops.convert_to_numpy(model(grey.astype("float32")))[0]
+    assert [c["index"] for c in top] == list(np.argsort(-expected, kind="stable"))
+    np.testing.assert_allclose([c["score"] for c in top], np.sort(expected)[::-1], rtol=1e-4)
+
+
+def test_an_undecodable_image_names_the_reason_not_the_op(tmp_path):
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    model = kr.build_resnet(8, stem="cifar", input_shape=(16, 16, 3), num_classes=3)
+    model.save(tmp_path / "m.keras")
+    with pytest.raises(ValueError, match="broken.png") as info:
+        predict(tmp_path / "m.keras", [tmp_path / "broken.png"])
+    assert "function_node" not in str(info.value) and "{{" not in str(info.value)
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="builds the int8 file with TF's converter"
+)
+def test_a_fully_integer_tflite_from_another_tool_is_run_on_its_scales(tmp_path):
+    # Another converter's int8-in/int8-out file: pixels are quantized with the input tensor's
+    # scale and the scores dequantized, else predictions are garbage.
+    model = _resnet20()
+    images = random_images(16, 32, 32, seed=5)
+    model.export(str(tmp_path / "sm"), format="tf_saved_model", verbose=False)
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(tmp_path / "sm"))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([image[None]] for image in images)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.int8
+    (tmp_path / "int8.tflite").write_bytes(converter.convert())
+    actual = _run_tflite(tmp_path / "int8.tflite", images)
+    expected = keras.ops.convert_to_numpy(model(images))
+    assert np.mean(actual.argmax(-1) == expected.argmax(-1)) >= 0.9
+    assert np.abs(actual - expected).max() < 0.1

@@ -11,6 +11,9 @@ batch, the bad value and what is valid.
 
 import contextlib
 import re
+import warnings
+
+import numpy as np
 
 from keras_resvit.lazy import tf
 
@@ -98,6 +101,61 @@ def check_batches(data, num_classes: int, argument: str):
             return tf.identity(images), tf.identity(labels)
 
     return data.enumerate().map(check, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def check_pixels(argument: str, images, *, scaled_is_error: bool = False) -> None:
+    """Checks a batch of images in hand (an array): NaN or infinite pixels raise; a range
+    other than raw 0-255 pixels (models normalize inside, so [0, 1] or standardized images
+    would train and predict on the wrong scale) warns, or raises with `scaled_is_error`
+    (beyond a pixel of resampling overshoot).
+
+    Example:
+    >>> check_pixels("images", np.full((1, 2, 2, 3), np.nan))  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    ValueError: images hold NaN or infinite pixels (image 0, 1 in all); ...
+    """
+    images = np.asarray(images)
+    if images.size == 0:
+        return
+    finite = np.isfinite(images).reshape(len(images), -1).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise ValueError(
+            f"{argument} hold NaN or infinite pixels (image {bad[0]}, {len(bad)} in all); "
+            "models take finite raw pixels 0-255: fix or drop those images."
+        )
+    low, high = float(images.min()), float(images.max())
+    if low >= 0.0 and high <= 255.0 and not 0.0 < high <= 1.0:
+        return
+    message = (
+        f"{argument} range from {low:g} to {high:g}; models take raw pixels 0-255 and "
+        "normalize inside (multiply [0, 1] images by 255; do not standardize them)."
+    )
+    if scaled_is_error and (high <= 1.0 or low < -1.0 or high > 256.0):
+        raise ValueError(message)
+    warnings.warn(message, stacklevel=3)
+
+
+def check_class_names_match(argument: str, names, reference, what: str) -> None:
+    """Label i must mean the same class in `names` (of `argument`) and in `reference` (of
+    `what`): a dataset whose folder lacks a class, or another dataset's classes, would
+    otherwise be scored against the wrong labels. Either list missing: nothing to compare.
+
+    Raises:
+        ValueError: the lists disagree at an index, or `names` has more classes.
+    """
+    if not names or not reference:
+        return
+    names, reference = [str(n) for n in names], [str(n) for n in reference]
+    for index, name in enumerate(names):
+        if index >= len(reference) or name != reference[index]:
+            other = repr(reference[index]) if index < len(reference) else "nothing"
+            raise ValueError(
+                f"{argument} has classes {names[:6]}{' ...' if len(names) > 6 else ''} but "
+                f"{what} has {reference[:6]}{' ...' if len(reference) > 6 else ''}: label "
+                f"{index} means {name!r} in one and {other} in the other. Use data of the "
+                "same classes, in the same order."
+            )
 
 
 def check_class_count(argument: str, data, num_classes: int) -> None:

@@ -6,12 +6,12 @@ Pipeline: source -> decode -> (cache) -> shuffle -> augment (train) or evaluatio
 -> batch -> MixUp/CutMix (train, soft labels) -> prefetch.
 """
 
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from keras_resvit.data.augmentation import Mixing, get_augmentation
+from keras_resvit.data.checks import check_pixels
 from keras_resvit.data.folders import folder_dataset, list_image_folder
 from keras_resvit.data.preprocessing import CROP_RATIO, evaluation_transform
 from keras_resvit.lazy import tf
@@ -97,27 +97,8 @@ def _arrays(source, split, image_size):
         )
     labels = labels.astype("int32")
     images = images.astype("float32")
-    _check_pixels(images)
+    check_pixels("source images", images)
     return images, labels, [str(i) for i in range(int(labels.max()) + 1)]
-
-
-def _check_pixels(images):
-    """NaN or infinite pixels fail here; values outside 0-255 get a warning (models take raw
-    pixels and normalize inside, so [0, 1] or standardized images train on the wrong scale)."""
-    finite = np.isfinite(images).reshape(len(images), -1).all(axis=1)
-    if not finite.all():
-        bad = np.flatnonzero(~finite)
-        raise ValueError(
-            f"source images hold NaN or infinite pixels (image {bad[0]}, {len(bad)} in all); "
-            "models take finite raw pixels 0-255: fix or drop those images."
-        )
-    low, high = float(images.min()), float(images.max())
-    if low < 0.0 or high > 255.0 or 0.0 < high <= 1.0:
-        warnings.warn(
-            f"source images range from {low:g} to {high:g}; models take raw pixels 0-255 and "
-            "normalize inside (multiply [0, 1] images by 255; do not standardize them).",
-            stacklevel=4,
-        )
 
 
 def _tfds(name, split, data_dir, shuffle):

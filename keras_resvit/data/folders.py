@@ -24,6 +24,10 @@ def _problem(path, strict):
     return image_problem(path, complete=strict)
 
 
+def _class_dirs(folder):
+    return sorted(d for d in folder.iterdir() if d.is_dir() and d.name[0] != ".")
+
+
 def _class_root(root, split, validation_split):
     """The folder whose sub-folders are the classes, and whether to hold out a share of it."""
     if (root / split).is_dir():
@@ -43,7 +47,9 @@ def list_image_folder(root, split="train", *, validation_split=None, seed=0, str
 
     The classes are the sub-folders of `root/split` when it exists, else of `root`; then
     `validation_split` holds out that share of every class (the same files for every seed-equal
-    call) as the "validation" / "test" split, the rest being "train".
+    call) as the "validation" / "test" split, the rest being "train". A "validation" or "test"
+    folder beside a "train" folder takes the training split's classes and labels, so it may
+    lack a class but not add one.
 
     Args:
         root: the folder.
@@ -60,7 +66,8 @@ def list_image_folder(root, split="train", *, validation_split=None, seed=0, str
     Raises:
         FileNotFoundError: when `root` does not exist.
         ValueError: for an empty folder, a single class, a class with no image, a bad file
-            with `strict=True`, or a bad `split` / `validation_split`.
+            with `strict=True`, a split with a class the training split lacks, or a bad
+            `split` / `validation_split`.
 
     Example:
     >>> paths, labels, names = list_image_folder("flowers/")  # doctest: +SKIP
@@ -75,15 +82,28 @@ def list_image_folder(root, split="train", *, validation_split=None, seed=0, str
     ):
         raise ValueError(f"validation_split={validation_split!r} must be a float in (0, 1).")
     class_root, hold_out = _class_root(root, split, validation_split)
-    class_dirs = sorted(d for d in class_root.iterdir() if d.is_dir() and d.name[0] != ".")
-    if len(class_dirs) < 2:
+    class_dirs = _class_dirs(class_root)
+    names = [d.name for d in class_dirs]
+    if class_root != root and split != "train" and (root / "train").is_dir():
+        # A split folder may lack a class: its labels are the training split's, so that
+        # label i means the same class in every split.
+        names = [d.name for d in _class_dirs(root / "train")]
+        unknown = [d.name for d in class_dirs if d.name not in names]
+        if unknown:
+            raise ValueError(
+                f"source={str(class_root)!r} has class folder(s) {unknown} that "
+                f"{str(root / 'train')!r} lacks; every split's classes must be classes of "
+                "the training split."
+            )
+    if len(names) < 2:
         raise ValueError(
             f"source={str(class_root)!r} has {len(class_dirs)} class sub-folder(s); an image "
             "folder needs one sub-folder per class and at least 2 classes."
         )
     paths, labels, skipped = [], [], []
     rng = random.Random(seed)
-    for label, class_dir in enumerate(class_dirs):
+    for class_dir in class_dirs:
+        label = names.index(class_dir.name)
         files = sorted(p for p in class_dir.rglob("*") if p.is_file() and p.name[0] != ".")
         good = []
         for path in files:
@@ -110,7 +130,7 @@ def list_image_folder(root, split="train", *, validation_split=None, seed=0, str
         if strict:
             raise ValueError(f"source={str(class_root)!r} has {message} (strict=True).")
         warnings.warn(f"Skipping {message}.", stacklevel=3)
-    return paths, labels, [d.name for d in class_dirs]
+    return paths, labels, names
 
 
 def decode_image(path):

@@ -7,6 +7,7 @@ their first layers and must not import `data`); they are re-exported here.
 import keras
 import numpy as np
 
+from keras_resvit.data.checks import check_pixels
 from keras_resvit.layers.crops import ResizeCenterCrop
 from keras_resvit.layers.preprocessing import (
     CAFFE_MEAN_BGR,
@@ -167,6 +168,9 @@ def multi_crop_evaluate(model, data, *, scales=(256,), crops="ten", top_k=(1, 5)
     Returns:
         `{"top1": ..., "top5": ...}` for the requested k.
 
+    Raises:
+        ValueError: a batch with NaN pixels, or without one valid label per image.
+
     Example:
     >>> import keras_resvit as kr, numpy as np
     >>> model = kr.create_model("resnet20")
@@ -177,9 +181,16 @@ def multi_crop_evaluate(model, data, *, scales=(256,), crops="ten", top_k=(1, 5)
     batches = [data] if isinstance(data, tuple) else data
     hits = {k: 0 for k in top_k}
     count = 0
-    for images, labels in batches:
-        scores = multi_crop_predict(model, np.asarray(images), scales=scales, crops=crops)
-        labels = np.asarray(labels).reshape(-1)
+    for number, (images, labels) in enumerate(batches, 1):
+        images, labels = np.asarray(images), np.asarray(labels).reshape(-1)
+        check_pixels(f"data batch {number} images", images)
+        classes = model.output_shape[-1]
+        if len(labels) != len(images) or not np.all((labels >= 0) & (labels < classes)):
+            raise ValueError(
+                f"data batch {number} has {len(images)} images and labels {labels[:8]}; "
+                f"expected one integer label in [0, {classes}) per image."
+            )
+        scores = multi_crop_predict(model, images, scales=scales, crops=crops)
         ranked = np.argsort(-scores, axis=-1)
         for k in top_k:
             hits[k] += int((ranked[:, :k] == labels[:, None]).any(axis=-1).sum())

@@ -137,6 +137,37 @@ def classifier_layer(model, needs):
     return model.get_layer("predictions")
 
 
+def check_classifier(model, needs: str):
+    """Refuses a model that does not end in a classifier (one score per class): features
+    (`include_top=False`) would be scored as if each dimension were a class.
+
+    Args:
+        model: the model.
+        needs: who requires the classifier, for the message ("train() needs ...").
+
+    Raises:
+        ValueError: a multi-output model, an output that is not (batch, classes), or a last
+            layer that is not a Dense / activation layer.
+    """
+    last, shape = model.layers[-1], model.output_shape
+    heads = (keras.layers.Dense, keras.layers.EinsumDense, keras.layers.Activation)
+    heads += (keras.layers.Softmax,)
+    if isinstance(shape, list) or len(shape) != 2 or not isinstance(last, heads):
+        raise ValueError(
+            f"model {model.name!r} ends in {type(last).__name__} {last.name!r} with output "
+            f"shape {shape}, not a classifier: {needs}. Build it with include_top=True (e.g. "
+            "kr.create_model(name, num_classes=10)), or end it with a Dense classifier."
+        )
+
+
+def outputs_logits(model) -> bool:
+    """Whether a classifier's outputs are logits rather than softmax probabilities."""
+    last = model.layers[-1]
+    if isinstance(last, keras.layers.Softmax):
+        return False
+    return getattr(getattr(last, "activation", None), "__name__", "") != "softmax"
+
+
 def replace_head(model: keras.Model, num_classes: int) -> keras.Model:
     """A copy of `model` with a fresh `num_classes`-way classifier and every other weight kept.
 

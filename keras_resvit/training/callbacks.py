@@ -10,7 +10,7 @@ from pathlib import Path
 
 import keras
 
-from keras_resvit.files import atomic_path, first_line, save_model, write_json
+from keras_resvit.files import atomic_path, first_line, save_model, write_csv, write_json
 from keras_resvit.training.run_folder import STATE_FILE, read_resume_state
 
 
@@ -152,18 +152,14 @@ class HistoryCSV(keras.callbacks.Callback):
     def __init__(self, path, first_epoch=0):
         super().__init__()
         self.path = Path(path)
-        self.rows = read_history(self.path)[:first_epoch]
+        self.rows = read_history(self.path)[:first_epoch] if first_epoch else []
 
     def on_epoch_end(self, epoch, logs=None):
         lr = self.model.optimizer.learning_rate
         row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
         row["learning_rate"] = float(keras.ops.convert_to_numpy(lr))
         self.rows = [r for r in self.rows if int(r["epoch"]) < epoch + 1] + [row]
-        fields = list(dict.fromkeys(k for r in self.rows for k in r))
-        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(self.rows)
+        write_csv(self.path, self.rows)
 
 
 def read_history(path) -> list[dict]:

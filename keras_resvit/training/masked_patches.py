@@ -184,8 +184,9 @@ def pretrain_masked_patches(
         model.fit(images, epochs=epochs, shuffle=False, verbose=verbose)
         return vit
     # Locked, and refusing to overwrite files of these names that the package did not write.
-    with output_folder("output_dir", output_dir, OUTPUTS) as out:
-        history = HistoryCSV(out / "history.csv")
+    with output_folder("output_dir", output_dir, OUTPUTS) as folder:
+        folder.start_writing()
+        history = HistoryCSV(folder.path / "history.csv")
         model.fit(images, epochs=epochs, callbacks=[history], shuffle=False, verbose=verbose)
-        save_model(vit, out / "pretrained.keras")
+        save_model(vit, folder.path / "pretrained.keras")
     return vit

@@ -1,5 +1,6 @@
 """`train()`: a paper's recipe, `model.fit` under the detected distribution, resumable."""
 
+import importlib.util
 import math
 import time
 from types import SimpleNamespace
@@ -7,10 +8,16 @@ from types import SimpleNamespace
 import keras
 import numpy as np
 
-from keras_resvit.data.checks import check_batches, check_class_count, data_errors
+from keras_resvit.data.checks import (
+    check_batches,
+    check_class_count,
+    check_class_names_match,
+    check_pixels,
+    data_errors,
+)
 from keras_resvit.files import check_output_path, first_line, save_model, write_json
 from keras_resvit.lazy import tf
-from keras_resvit.models.common import is_vit
+from keras_resvit.models.common import check_classifier, is_vit, outputs_logits
 from keras_resvit.models.registry import create_model, get_spec
 from keras_resvit.models.vit import resize_vit
 from keras_resvit.output_folders import output_folder
@@ -95,6 +102,17 @@ def _check_dataset(argument, data):
             f"{argument} yields {spec}; expected batches of (images (batch, height, width, "
             "channels), labels): batch the dataset, e.g. with .batch(32)."
         )
+    labels = spec[1]
+    rank, integer = len(labels.shape), labels.dtype.is_integer
+    valid = (rank == 1 and (integer or labels.dtype.is_floating)) or (
+        rank == 2 and labels.dtype.is_floating and labels.shape[-1] != 1
+    )
+    if not valid:
+        raise ValueError(
+            f"{argument} has labels of dtype {labels.dtype.name} and shape {labels.shape}; "
+            "expected class indices (batch,) or float class probabilities (batch, classes). "
+            "Squeeze (batch, 1) labels, cast one-hot labels to float32."
+        )
 
 
 def _dataset_info(train_data):
@@ -142,8 +160,7 @@ def _one_hot_labels(data, classes):
 
 
 def _loss(model, soft_labels, label_smoothing):
-    last = model.layers[-1]
-    from_logits = getattr(getattr(last, "activation", None), "__name__", "") != "softmax"
+    from_logits = outputs_logits(model)
     if soft_labels:
         # MixUp/CutMix pipelines (kr.data) already smooth the labels they mix.
         return keras.losses.CategoricalCrossentropy(from_logits=from_logits)
@@ -272,24 +289,21 @@ def _fit_from(model, data, steps_per_epoch, epochs, start_step, **fit_kwargs):
     return histories
 
 
-def _check_classifier(model):
-    """`train()` scores class labels: the model must end in a classifier, not features."""
-    last, shape = model.layers[-1], model.output_shape
-    heads = (keras.layers.Dense, keras.layers.EinsumDense, keras.layers.Activation)
-    heads += (keras.layers.Softmax,)
-    if isinstance(shape, list) or len(shape) != 2 or not isinstance(last, heads):
-        raise ValueError(
-            f"model {model.name!r} ends in {type(last).__name__} {last.name!r} with output "
-            f"shape {shape}, not a classifier: train() needs one score per class. Build it with "
-            "include_top=True (e.g. kr.create_model(name, num_classes=10)), or end it with a "
-            "Dense classifier."
-        )
-
-
-def _check_val_data(val_data, model):
+def _check_val_data(val_data, model, train_data):
     """Validation data the model cannot score fails before the first epoch, not after it."""
+    if int(val_data.cardinality()) == tf.data.INFINITE_CARDINALITY:
+        raise ValueError(
+            "val_data repeats forever; pass a finite dataset (do not .repeat() it): each "
+            "epoch validates on all of it."
+        )
     classes = model.output_shape[-1]
     check_class_count("val_data", val_data, classes)
+    check_class_names_match(
+        "val_data",
+        getattr(val_data, "class_names", None),
+        getattr(train_data, "class_names", None),
+        "train_data",
+    )
     labels = val_data.element_spec[1].shape
     if len(labels) == 2 and labels[-1] not in (None, classes):
         raise ValueError(
@@ -309,15 +323,18 @@ def _check_val_data(val_data, model):
         )
 
 
-def _fit(model, spec, out, data, epochs, resume, *, ema, save_every, tensorboard, verbose):
-    """Compiles `model`, restores `resume` (a resume state or None) and fits the rest of
-    the run; every batch is checked in the pipeline (`check_batches`)."""
+def _prepare(model, spec, out, data, epochs, resume, *, ema, save_every, tensorboard):
+    """Everything a run does before it writes: compiles `model`, restores `resume` (a resume
+    state or None), builds the callbacks and the checked pipelines (`check_batches`).
+    Anything that can fail on the arguments fails here, while the folder is untouched."""
     train_data, val_data, first_batch, steps_per_epoch, soft_labels = data
     batch_size, total_steps = int(first_batch[0].shape[0]), epochs * steps_per_epoch
-    compile_model(model, spec, batch_size, total_steps, soft_labels=soft_labels, ema=ema)
-    # A categorical loss (soft labels or label smoothing) takes one-hot targets: integer
-    # labels of the training and validation data are encoded to match.
-    categorical = soft_labels or bool(spec.label_smoothing)
+    # A categorical loss (soft labels on either side, or label smoothing) takes one-hot
+    # targets: integer labels of the training and validation data are encoded to match.
+    val_soft = val_data is not None and len(val_data.element_spec[1].shape) == 2
+    categorical = soft_labels or val_soft or bool(spec.label_smoothing)
+    loss_soft = soft_labels or (val_soft and not spec.label_smoothing)
+    compile_model(model, spec, batch_size, total_steps, soft_labels=loss_soft, ema=ema)
     classes = model.output_shape[-1]
     if categorical and first_batch[1].ndim == 1:
         first_batch = (first_batch[0], np.eye(classes, dtype="float32")[first_batch[1]])
@@ -355,28 +372,45 @@ def _fit(model, spec, out, data, epochs, resume, *, ema, save_every, tensorboard
     if categorical:
         train_data = _one_hot_labels(train_data, classes)
         val_data = None if val_data is None else _one_hot_labels(val_data, classes)
+    return SimpleNamespace(
+        model=model,
+        train_data=train_data,
+        val_data=val_data,
+        callbacks=callbacks,
+        steps_per_epoch=steps_per_epoch,
+        start_step=start_step,
+        steps=total_steps - start_step,
+        batch_size=batch_size,
+        epochs=epochs,
+        nan_guard=nan_guard,
+        best_checkpoint=best_checkpoint,
+    )
+
+
+def _fit(plan, verbose):
+    """Fits the rest of the run `plan` (from `_prepare`); returns its figures."""
     started = time.perf_counter()
     histories = []
-    if start_step < total_steps:  # else: killed after its last save, before it finished
+    if plan.steps > 0:  # else: killed after its last save, before it finished
         with data_errors():
             histories = _fit_from(
-                model,
-                train_data.repeat(),
-                steps_per_epoch,
-                epochs,
-                start_step,
-                validation_data=val_data,
-                callbacks=callbacks,
+                plan.model,
+                plan.train_data.repeat(),
+                plan.steps_per_epoch,
+                plan.epochs,
+                plan.start_step,
+                validation_data=plan.val_data,
+                callbacks=plan.callbacks,
                 verbose=verbose,
             )
     return SimpleNamespace(
         histories=histories,
         seconds=time.perf_counter() - started,
-        steps=total_steps - start_step,
-        batch_size=batch_size,
-        epochs=epochs,
-        bad_step=nan_guard.bad_step,
-        best=best_checkpoint.best,
+        steps=plan.steps,
+        batch_size=plan.batch_size,
+        epochs=plan.epochs,
+        bad_step=plan.nan_guard.bad_step,
+        best=plan.best_checkpoint.best,
     )
 
 
@@ -499,12 +533,18 @@ def train(
         _check_positive("save_every", save_every)
     if not isinstance(overwrite, bool):
         raise ValueError(f"overwrite={overwrite!r} must be True or False.")
+    if tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ImportError(
+            "tensorboard=True needs the `tensorboard` package, which is not installed: "
+            "`pip install tensorboard`."
+        )
     if isinstance(model_or_name, str):
         get_spec(model_or_name)
     if val_data is not None:
         _check_dataset("val_data", val_data)
     out = check_output_path("output_dir", output_dir, folder=True)
     first_batch, steps_per_epoch, soft_labels = _dataset_info(train_data)
+    check_pixels("train_data images", first_batch[0])
     batch_size = int(first_batch[0].shape[0])
     placement = place(distribution)
     if batch_size % placement.num_replicas:
@@ -522,14 +562,14 @@ def train(
             )
 
     keras.utils.set_random_seed(seed)
-    with output_folder("output_dir", out, RUN_FILES):
+    with output_folder("output_dir", out, RUN_FILES) as folder:
         previous = previous_run(out, overwrite)
         with dtype_policy(policy), placement.scope():
             model = _fit_resolution(_model(model_or_name, spec, placement), first_batch[0].shape)
-            _check_classifier(model)
+            check_classifier(model, "train() needs one score per class")
             _check_labels(model, train_data, first_batch[1], soft_labels)
             if val_data is not None:
-                _check_val_data(val_data, model)
+                _check_val_data(val_data, model, train_data)
             settings = {"learning_rate": learning_rate, "precision": policy, "ema": ema}
             run = run_record(
                 model, spec, recipe, epochs, batch_size, steps_per_epoch, seed=seed, **settings
@@ -540,10 +580,7 @@ def train(
                 "replicas": placement.num_replicas,
                 "backend": keras.backend.backend(),
             }
-            if resume is None:
-                clear_run(out)
-                write_json(out / CONFIG_FILE, {**run, **environment, "result": None})
-            fitted = _fit(
+            plan = _prepare(
                 model,
                 spec,
                 out,
@@ -553,8 +590,13 @@ def train(
                 ema=ema,
                 save_every=save_every,
                 tensorboard=tensorboard,
-                verbose=verbose,
             )
+            # Every check has passed: only now is anything in the folder written or removed.
+            folder.start_writing()
+            if resume is None:
+                clear_run(out)
+                write_json(out / CONFIG_FILE, {**run, **environment, "result": None})
+            fitted = _fit(plan, verbose)
         if fitted.bad_step is not None:
             raise _diverged(out, fitted.bad_step)
         return _finish(out, model, fitted, train_data, {**run, **environment})

@@ -14,12 +14,14 @@ Files are read without pickle: `.safetensors` (with the `safetensors` package), 
 
 import pickle
 import re
+import struct
 import zipfile
 from pathlib import Path
 
 import keras
 import numpy as np
 
+from keras_resvit.files import first_line
 from keras_resvit.layers.vit_layers import PositionEmbedding
 from keras_resvit.models.resnet import IMAGENET_DEPTHS, IMAGENET_FILTERS, build_resnet
 from keras_resvit.models.vit import VARIANTS, build_vit, resample_position_embeddings
@@ -108,8 +110,12 @@ def read_state_dict(path) -> dict:
             f"path={path.name!r} is not a readable state dict: it is corrupt or holds objects "
             "other than tensors, which are never unpickled."
         ) from error
-    except (OSError, ValueError, RuntimeError, zipfile.BadZipFile) as error:
-        raise ValueError(f"path={path.name!r} is not a readable state dict: {error}") from error
+    except (OSError, ValueError, RuntimeError, EOFError, struct.error, zipfile.BadZipFile) as error:
+        # A truncated or foreign file fails in the zip, pickle or tensor reader alike.
+        raise ValueError(
+            f"path={path.name!r} is not a readable state dict (truncated or corrupt): "
+            f"{first_line(error)}"
+        ) from error
 
 
 def state_dict_family(state_dict: dict) -> str | None:

@@ -137,6 +137,15 @@ def test_image_folder_with_split_folders(tmp_path):
     assert int(next(iter(test))[0].shape[0]) == 6
 
 
+def test_a_split_folder_lacking_a_class_keeps_the_training_labels(tmp_path):
+    # test/ has no "dog": "eel" must still be label 2, as in train/, not label 1.
+    _write_folder(tmp_path / "data" / "train")
+    _write_folder(tmp_path / "data" / "test", classes=("cat", "eel"), per_class=2)
+    test = kr.data.load_dataset(tmp_path / "data", "test", image_size=8, batch_size=32)
+    assert test.class_names == ["cat", "dog", "eel"] and test.num_classes == 3
+    assert sorted(np.asarray(next(iter(test))[1]).tolist()) == [0, 0, 2, 2]
+
+
 def test_corrupt_files_are_skipped_with_a_warning_or_raise_when_strict(tmp_path):
     root = _write_folder(tmp_path / "pets")
     (root / "dog" / "broken.jpg").write_bytes(b"not an image")

@@ -100,11 +100,12 @@ def test_resume_folder_cleanup_deletes_only_what_the_run_wrote(tmp_path):
 
 
 def _owned_run_folder(out, state):
-    with output_folder("output_dir", out, RUN_FILES):
-        pass
-    (out / "config.json").write_text(json.dumps({"result": None}))
-    (out / "resume").mkdir()
-    (out / "resume" / "state.json").write_text(state)
+    """A run folder of the package's whose resume state reads `state`."""
+    with output_folder("output_dir", out, RUN_FILES) as folder:
+        folder.start_writing()
+        (out / "config.json").write_text(json.dumps({"result": None}))
+        (out / "resume").mkdir()
+        (out / "resume" / "state.json").write_text(state)
 
 
 @pytest.mark.parametrize(
@@ -268,14 +269,70 @@ def test_every_batch_is_checked_not_only_the_first(tmp_path, labels, data_kind, 
 
 
 def test_output_folder_records_what_it_wrote(tmp_path):
-    with output_folder("output_dir", tmp_path, ["a.txt"]) as folder:
-        (folder / "a.txt").write_text("ours")
+    with output_folder("output_dir", tmp_path, ["a.txt", "b.txt"]) as folder:
+        folder.start_writing()
+        assert json.loads((tmp_path / MANIFEST).read_text()) == ["a.txt", "b.txt"]
+        (folder.path / "a.txt").write_text("ours")
+    # b.txt was never written: it is not recorded as the package's.
     assert json.loads((tmp_path / MANIFEST).read_text()) == ["a.txt"]
-    with output_folder("output_dir", tmp_path, ["a.txt", "b.txt"]):
-        pass
-    assert json.loads((tmp_path / MANIFEST).read_text()) == ["a.txt", "b.txt"]
+    with output_folder("output_dir", tmp_path, ["b.txt"]):
+        pass  # a run that never starts writing records nothing new
+    assert json.loads((tmp_path / MANIFEST).read_text()) == ["a.txt"]
     (tmp_path / "c.txt").write_text("the user's")
     refused = pytest.raises(ValueError, match="holds c.txt, which keras_resvit did not write")
     with refused, output_folder("output_dir", tmp_path, ["c.txt"]):
         pass
     assert os.listdir(tmp_path) and (tmp_path / "c.txt").read_text() == "the user's"
+
+
+def test_a_refused_run_claims_nothing_and_a_finished_run_only_what_it_wrote(tmp_path):
+    wrong = _data(labels=np.arange(32) % 5)  # labels 0-4 for a 3-class model: refused
+    with pytest.raises(ValueError, match="labels from 0 to 4"):
+        _train(tmp_path, data=wrong)
+    (tmp_path / "best.keras").write_bytes(b"the user's own model")
+    with pytest.raises(ValueError, match="holds best.keras, which keras_resvit did not write"):
+        _train(tmp_path)
+    assert (tmp_path / "best.keras").read_bytes() == b"the user's own model"
+    (tmp_path / "best.keras").unlink()
+    _train(tmp_path, epochs=1)  # no validation data: no best.keras, no tensorboard
+    record = json.loads((tmp_path / MANIFEST).read_text())
+    assert "best.keras" not in record and "tensorboard" not in record
+    assert {"config.json", "last.keras", "history.csv"} <= set(record)
+    (tmp_path / "tensorboard").mkdir()
+    (tmp_path / "tensorboard" / "events.mine").write_bytes(b"the user's")
+    before = _snapshot(tmp_path)
+    with pytest.raises(ValueError, match="holds tensorboard, which keras_resvit did not write"):
+        _train(tmp_path, epochs=1, overwrite=True)
+    assert _snapshot(tmp_path) == before
+
+
+def test_a_run_that_cannot_start_leaves_the_finished_run_intact(tmp_path, monkeypatch):
+    _train(tmp_path, epochs=1, val_data=_data(count=8))
+    before = _snapshot(tmp_path)
+    with pytest.raises(ImportError, match="tensorboard"):
+        _train(tmp_path, epochs=1, overwrite=True, tensorboard=True)
+
+    def broken(*args, **kwargs):
+        raise ValueError("a recipe the optimizer cannot build")
+
+    monkeypatch.setattr(train_module, "compile_model", broken)
+    with pytest.raises(ValueError, match="the optimizer cannot build"):
+        _train(tmp_path, epochs=1, overwrite=True)
+    assert _snapshot(tmp_path) == before
+
+
+def test_soft_validation_labels_with_integer_training_labels(tmp_path):
+    images = random_images(16, 16, 16)
+    labels = np.arange(16) % 3
+    soft = np.eye(3, dtype="float32")[labels]
+    val = tf.data.Dataset.from_tensor_slices((images, soft)).batch(8)
+    history = _train(tmp_path, epochs=1, val_data=val)
+    assert 0.0 <= history.history["val_accuracy"][0] <= 1.0
+    assert np.isfinite(history.history["val_loss"][0])
+
+
+def test_images_on_another_scale_warn(tmp_path):
+    scaled = random_images(16, 16, 16) / 255.0
+    data = tf.data.Dataset.from_tensor_slices((scaled, np.arange(16) % 3))
+    with pytest.warns(UserWarning, match=r"train_data images range from 0.*multiply \[0, 1\]"):
+        _train(tmp_path, data=data.batch(8), epochs=1)
