@@ -85,11 +85,16 @@ def _train(args):
     print(f"test accuracy {accuracy:.4f} (last), {summary['best_val_accuracy']:.4f} (best)")
     print(f"saved {args.output}/last.keras, best.keras, history.csv, curves.png, config.json")
     if args.tflite:
-        result = kr.export(
-            os.path.join(args.output, "last.keras"),
-            os.path.join(args.output, "model.tflite"),
-            format="tflite",
-        )
+        from keras_resvit.output_folders import output_folder
+
+        exported = ["model.tflite", "model.classes.json"]
+        with output_folder("--output", args.output, exported) as folder:
+            folder.start_writing()
+            result = kr.export(
+                os.path.join(args.output, "last.keras"),
+                os.path.join(args.output, "model.tflite"),
+                format="tflite",
+            )
         print(
             f"exported {result['path']} (max abs difference vs Keras "
             f"{result['max_abs_difference']:.1e})"

@@ -94,6 +94,12 @@ def test_default_train_learns_digits_saves_and_exports(tmp_path, capsys):
         assert (tmp_path / name).is_file()
     # The digits' class names travel with the model and its export.
     assert json.loads((tmp_path / "model.classes.json").read_text())[:3] == ["0", "1", "2"]
+    # The same command keeps the finished run; --overwrite replaces all of it, export included.
+    assert main(["train", "--epochs", "1", "--output", str(tmp_path)]) == 2
+    assert "holds a finished run" in capsys.readouterr().err
+    assert main(["train", "--epochs", "1", "--output", str(tmp_path), "--overwrite"]) == 0
+    assert json.loads((tmp_path / "config.json").read_text())["epochs"] == 1
+    assert (tmp_path / "model.tflite").is_file()
 
 
 def test_evaluate_a_saved_model(tmp_path, capsys):
