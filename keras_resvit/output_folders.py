@@ -11,7 +11,6 @@ import contextlib
 import ctypes
 import errno
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -93,7 +92,7 @@ def _replace_folder(tmp: Path, path: Path):
         os.rename(tmp, path)
         return
     if _exchange(tmp, path):
-        shutil.rmtree(tmp)  # the previous folder, now at the temporary name
+        remove_path(tmp)  # the previous folder (or a link to it), now at the temporary name
         return
     # Two renames; a kill between them leaves the old folder at `backup`, which the next
     # write to `path` renames back (remove_stale_temporaries).
@@ -104,7 +103,7 @@ def _replace_folder(tmp: Path, path: Path):
     except BaseException:
         os.rename(backup, path)
         raise
-    shutil.rmtree(backup)
+    remove_path(backup)
 
 
 @contextlib.contextmanager

@@ -20,11 +20,13 @@ import numpy as np
 import pytest
 
 import keras_resvit as kr
+from keras_resvit import files as files_module
 from keras_resvit import output_folders as folders_module
 from keras_resvit.cli import main
 from keras_resvit.files import (
     _host,
     _stem_and_suffix,
+    atomic_path,
     remove_stale_temporaries,
     save_model,
     write_json,
@@ -152,6 +154,38 @@ def test_failure_during_a_write_keeps_the_previous_file(writer, tmp_path, monkey
         write()
     after = {p.name: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     assert after == before  # byte-identical, and no temporary file left behind
+
+
+def _fail_creating(monkeypatch):
+    monkeypatch.setattr(files_module.os, "open", _failing)
+
+
+def _fail_renaming(monkeypatch):
+    monkeypatch.setattr(files_module.os, "replace", _failing)
+
+
+@pytest.mark.parametrize(
+    "step, break_step",
+    [("create", _fail_creating), ("write", None), ("rename", _fail_renaming)],
+    ids=["create", "write", "rename"],
+)
+def test_failure_at_each_step_of_an_atomic_write(tmp_path, monkeypatch, step, break_step):
+    path = tmp_path / "config.json"
+    write_json(path, {"epochs": 3})
+    before = _snapshot(tmp_path)
+
+    def write():
+        with atomic_path(path) as tmp, open(tmp, "w") as f:
+            f.write('{"half": ')
+            if step == "write":
+                raise DiskFull("disk full")
+            f.write("1}")
+
+    if break_step:
+        break_step(monkeypatch)
+    with pytest.raises(DiskFull):
+        write()
+    assert _snapshot(tmp_path) == before
 
 
 SAVE_FOREVER = textwrap.dedent(

@@ -132,6 +132,10 @@ def test_killed_run_resumes_where_it_stopped(tmp_path, backend):
     result = json.loads(out.strip().splitlines()[-1])["none"]
     rows = read_history(tmp_path / "killed" / "none" / "history.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3] and killed_at < 24
+    # Whatever temporaries the kill left, the resumed run removed them with its resume state.
+    folder = tmp_path / "killed" / "none"
+    assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == [".keras-resvit.json"]
+    assert not (folder / "resume").exists()
     if backend == "jax":  # deterministic on CPU: the same weights as the uninterrupted run
         for got, want in zip(result["weights"], expected["weights"], strict=True):
             np.testing.assert_allclose(got, want, atol=1e-5)
