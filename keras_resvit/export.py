@@ -144,6 +144,12 @@ def _load(model_or_path):
 
 
 def _input_size(model):
+    if isinstance(model.output_shape, list) or len(model.inputs) != 1:
+        raise ValueError(
+            f"model {model.name!r} has {len(model.inputs)} input(s) and "
+            f"{len(model.outputs)} output(s); export takes a model with one image input and "
+            "one output."
+        )
     shape = tuple(model.input_shape[1:])
     if any(d is None for d in shape):
         raise ValueError(f"model input_shape={shape} must be fixed to export; rebuild with sizes.")

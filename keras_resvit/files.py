@@ -14,12 +14,15 @@ caller explicitly opts out. Folders the package writes into are `output_folders`
 
 import contextlib
 import csv
+import functools
+import hashlib
 import json
 import os
 import re
 import secrets
 import shutil
 import socket
+import stat
 import zipfile
 from pathlib import Path
 
@@ -40,18 +43,25 @@ def check_output_path(argument: str, path, *, folder: bool = False) -> Path:
         `path` as a `Path`.
 
     Raises:
-        ValueError: `path` is a folder where a file is expected (or the reverse), a parent is
-            a file, or the nearest existing parent is not writable.
+        ValueError: `path` is a folder where a file is expected (or the reverse), a broken
+            link, a read-only file, a parent is a file, or the nearest existing parent is not
+            writable.
 
     Example:
     >>> check_output_path("path", "/tmp/model.tflite")
     PosixPath('/tmp/model.tflite')
     """
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise ValueError(
+            f"{argument}={str(path)!r} is a link to {os.readlink(path)!r}, which does not exist."
+        )
     if not folder and path.is_dir():
         raise ValueError(f"{argument}={str(path)!r} is a folder; expected a file path.")
     if folder and path.exists() and not path.is_dir():
         raise ValueError(f"{argument}={str(path)!r} exists and is not a folder.")
+    if not folder and path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"{argument}={str(path)!r} is read-only; it is not replaced.")
     parent = path.parent
     while not parent.exists():
         parent = parent.parent
@@ -64,8 +74,15 @@ def check_output_path(argument: str, path, *, folder: bool = False) -> Path:
     raise ValueError(f"{argument}={str(path)!r} cannot be written: {problem}.")
 
 
+@functools.cache
 def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:16] or "host"
+    """This host and process namespace as 8 hex digits: only a temporary tagged with them
+    has a process id that `_process_alive` can check (containers sharing a hostname do not
+    share process ids)."""
+    name = socket.gethostname()
+    with contextlib.suppress(OSError):
+        name += f":{os.stat('/proc/self/ns/pid').st_ino}"
+    return hashlib.sha1(name.encode()).hexdigest()[:8]
 
 
 def _stem_and_suffix(path: Path):
@@ -132,9 +149,10 @@ def atomic_path(path):
     """Yields a temporary path beside `path` (same suffix); renames it onto `path` on success.
 
     The temporary file lives in the same folder, so the final `os.replace` is an atomic rename
-    on the same filesystem. It is created with the mode `open()` would give (0666 less the
-    umask), which the rename keeps. On an exception `path` keeps its previous content and the
-    temporary file is removed; after a kill, the next write to `path` removes it.
+    on the same filesystem. It gets the mode `open()` would give: an existing file's own mode,
+    else 0666 less the umask; the rename keeps it. A link at `path` is written through, as
+    `open()` would. On an exception `path` keeps its previous content and the temporary file
+    is removed; after a kill, the next write to `path` removes it.
 
     Raises:
         ValueError: `path` cannot be written (see `check_output_path`).
@@ -144,10 +162,14 @@ def atomic_path(path):
     ...     model.save(tmp)  # doctest: +SKIP
     """
     path = check_output_path("path", path)
+    if path.is_symlink():
+        path = path.resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
     tmp = temporary_sibling(path, "tmp")
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    if path.exists():
+        os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
     try:
         yield str(tmp)
         os.replace(tmp, path)

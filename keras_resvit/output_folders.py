@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import errno
 import os
+import stat
 import sys
 from pathlib import Path
 
@@ -120,6 +121,8 @@ def atomic_folder(argument: str, path, kind: str, entries, required):
         ValueError: `path` holds something other than an earlier `kind`.
     """
     path = check_replaceable_folder(argument, path, kind, entries, required)
+    if path.is_symlink():  # swap at the link's target, which stays linked
+        path = path.resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
     tmp = temporary_sibling(path, "tmp")
@@ -154,7 +157,20 @@ def _lock(argument: str, folder: Path):
         return
     path = folder / LOCK
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            # Never through a link: the lock file is truncated and written.
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        except OSError as error:
+            if error.errno not in (errno.ELOOP, errno.EISDIR):
+                raise
+            fd = None
+        if fd is None or not stat.S_ISREG(os.fstat(fd).st_mode):
+            if fd is not None:
+                os.close(fd)
+            raise ValueError(
+                f"{argument}={str(folder)!r} holds {LOCK}, which is not a file keras_resvit "
+                "wrote (a link or a folder); remove it, or pass another folder."
+            )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -194,14 +210,16 @@ class OutputFolder:
         self._record(self.owned | set(self.names))
 
     def finish(self):
-        """Keeps in the record only what exists: a name the run did not write (or removed)
-        is the user's to use again."""
+        """Keeps in the record only names that exist in the folder: a name the run did not
+        write (or removed) is the user's to use again."""
         kept = {
             name
-            for name in self.names
-            if (self.path / name).exists() and (self.writing or name in self.owned)
+            for name in set(self.names) | self.owned
+            if Path(name).name == name
+            and (self.path / name).exists()
+            and (name in self.owned or self.writing)
         }
-        self._record((self.owned - set(self.names)) | kept)
+        self._record(kept)
 
     def _record(self, names):
         if not names:
@@ -238,6 +256,14 @@ def output_folder(argument: str, folder, names):
             raise ValueError(
                 f"{argument}={str(folder)!r} holds {', '.join(foreign)}, which keras_resvit did "
                 "not write and this run would overwrite; pass a new or empty folder."
+            )
+        # A run writes and deletes only real files and folders: never through a link.
+        links = [name for name in names if (folder / name).is_symlink()]
+        if links:
+            raise ValueError(
+                f"{argument}={str(folder)!r} holds {', '.join(links)} as link(s); keras_resvit "
+                "never writes or deletes through a link in a run folder. Replace the link by "
+                "its folder, or link the whole run folder instead."
             )
         output = OutputFolder(folder, names, owned)
         try:

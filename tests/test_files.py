@@ -6,6 +6,7 @@ import csv
 import importlib
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -511,4 +512,45 @@ def test_killing_an_export_kills_its_conversion_and_leaves_nothing(tmp_path):
     assert not any(Path(f"/proc/{pid}").exists() for pid in children), "the child outlived it"
     assert not target.exists()
     remove_stale_temporaries(target)  # what the next export to the same path does first
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_replacing_a_file_keeps_its_mode_and_writes_through_a_link(tmp_path):
+    private = tmp_path / "config.json"
+    private.write_text("{}")
+    private.chmod(0o600)
+    write_json(private, {"a": 1})
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    # Like open(): a link is written through, and stays a link.
+    target = tmp_path / "elsewhere" / "real.json"
+    target.parent.mkdir()
+    target.write_text("{}")
+    (tmp_path / "link.json").symlink_to(target)
+    write_json(tmp_path / "link.json", {"b": 2})
+    assert (tmp_path / "link.json").is_symlink() and json.loads(target.read_text()) == {"b": 2}
+    assert sorted(p.name for p in target.parent.iterdir()) == ["real.json"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write read-only files")
+def test_a_read_only_file_is_not_replaced(tmp_path):
+    locked = tmp_path / "config.json"
+    locked.write_text("{}")
+    locked.chmod(0o444)
+    with pytest.raises(ValueError, match="config.json' is read-only"):
+        write_json(locked, {"a": 1})
+    assert locked.read_text() == "{}"
+
+
+def test_temporaries_are_tagged_with_a_host_hash():
+    # A hash of the whole host name and process namespace: no two hosts' tags collide by
+    # sharing a prefix, as "trainingjobworker-0" and "-1" would when cut to 16 letters.
+    assert re.fullmatch(r"[0-9a-f]{8}", _host())
+
+
+def test_export_of_a_model_with_two_outputs_is_refused_before_converting(tmp_path):
+    images = keras.Input((8, 8, 3))
+    flat = keras.layers.Flatten()(images)
+    two = keras.Model(images, [keras.layers.Dense(2)(flat), keras.layers.Dense(3)(flat)])
+    with pytest.raises(ValueError, match="1 input.*2 output.*one image input and one output"):
+        kr.export(two, tmp_path / "x.tflite")
     assert list(tmp_path.iterdir()) == []

@@ -6,6 +6,7 @@ Pipeline: source -> decode -> (cache) -> shuffle -> augment (train) or evaluatio
 -> batch -> MixUp/CutMix (train, soft labels) -> prefetch.
 """
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +100,14 @@ def _arrays(source, split, image_size):
     images = images.astype("float32")
     check_pixels("source images", images)
     return images, labels, [str(i) for i in range(int(labels.max()) + 1)]
+
+
+def _digest(*arrays) -> str:
+    """A short hash of the arrays' bytes (read in place, not copied)."""
+    digest = hashlib.blake2b(digest_size=8)
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).data)
+    return digest.hexdigest()
 
 
 def _tfds(name, split, data_dir, shuffle):
@@ -214,6 +223,8 @@ def load_dataset(
 
     Returns:
         A `tf.data.Dataset` of (images, labels): int32 labels (N,), or soft labels (N, classes).
+        Its attributes `class_names`, `num_classes` and `provenance` (where the examples come
+        from and how they are read: `train()` resumes a run only on the same data) describe it.
 
     Raises:
         ValueError: for an unknown source, split or preset, a bad argument, or a folder that is
@@ -250,6 +261,7 @@ def load_dataset(
         ds = ds.shuffle(SHUFFLE_BUFFER, seed=seed) if shuffle else ds
         if class_names is None:
             class_names = []
+        origin = f"{source}[{split}], {int(ds.cardinality())} examples"
     elif isinstance(source, (str, Path)) and source != "digits":
         if (
             isinstance(source, str)
@@ -261,6 +273,8 @@ def load_dataset(
             source, split, validation_split=validation_split, seed=seed, strict=strict
         )
         photos, fixed = True, None
+        origin = f"folder {str(Path(source).expanduser().resolve())!r}[{split}], "
+        origin += f"{len(paths)} files, validation_split={validation_split}"
         cache = _folder_is_small(paths) if cache is None else cache
         ds = folder_dataset(paths, labels, shuffle=shuffle and not cache, seed=seed, strict=strict)
         if cache:
@@ -268,6 +282,9 @@ def load_dataset(
             ds = ds.shuffle(min(len(paths), SHUFFLE_BUFFER), seed=seed) if shuffle else ds
     else:
         images, labels, class_names = _arrays(source, split, image_size)
+        origin = (
+            f"{'digits' if source == 'digits' else 'arrays'}[{split}] {_digest(images, labels)}"
+        )
         fixed = images.shape[1:3]
         ds = tf.data.Dataset.from_tensor_slices((images, labels))
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True) if shuffle else ds
@@ -300,4 +317,7 @@ def load_dataset(
         ds = _mix_batches(ds, mixing, num_classes, seed, random_calls)
     ds = ds.prefetch(tf.data.AUTOTUNE)
     ds.class_names, ds.num_classes = list(class_names), num_classes
+    # What the examples are and how they are read: a run resumes only on the same data.
+    augmentation = augment if augment is None or isinstance(augment, str) else type(augment)
+    ds.provenance = f"{origin}, image_size={image_size}, augment={augmentation}, seed={seed}"
     return ds

@@ -3,6 +3,7 @@
 import importlib.util
 import math
 import time
+import warnings
 from types import SimpleNamespace
 
 import keras
@@ -311,9 +312,9 @@ def _check_val_data(val_data, model, train_data):
             f"has {classes} outputs."
         )
     wanted = tuple(model.input_shape[1:3])
-    shape = tuple(val_data.element_spec[0].shape)
-    if None in shape[1:]:
-        shape = tuple(next(iter(val_data.take(1)))[0].shape)
+    first = next(iter(val_data.take(1)))[0].numpy()
+    check_pixels("val_data images", first)
+    shape = first.shape
     _check_channels("val_data", model, shape)
     given = shape[1:3]
     if None not in wanted and given != wanted:
@@ -392,7 +393,11 @@ def _fit(plan, verbose):
     started = time.perf_counter()
     histories = []
     if plan.steps > 0:  # else: killed after its last save, before it finished
-        with data_errors():
+        with data_errors(), warnings.catch_warnings():
+            # Validation data of unknown size (an image folder) ends each epoch's validation
+            # by running out, which `fit` reports as if the training data had; the training
+            # stream repeats, so it never runs out.
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
             histories = _fit_from(
                 plan.model,
                 plan.train_data.repeat(),
@@ -570,7 +575,15 @@ def train(
             _check_labels(model, train_data, first_batch[1], soft_labels)
             if val_data is not None:
                 _check_val_data(val_data, model, train_data)
-            settings = {"learning_rate": learning_rate, "precision": policy, "ema": ema}
+            settings = {
+                "learning_rate": learning_rate,
+                "precision": policy,
+                "ema": ema,
+                # Where the examples come from (kr.data datasets say): a resumed run must
+                # continue on the same data.
+                "data": getattr(train_data, "provenance", None),
+                "class_names": getattr(train_data, "class_names", None),
+            }
             run = run_record(
                 model, spec, recipe, epochs, batch_size, steps_per_epoch, seed=seed, **settings
             )

@@ -4,6 +4,7 @@ a place where a user's file is overwritten or deleted."""
 import importlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 import keras_resvit as kr
-from keras_resvit.output_folders import MANIFEST, output_folder
+from keras_resvit.output_folders import LOCK, MANIFEST, output_folder
 from keras_resvit.training.callbacks import ResumeCheckpoint
 from keras_resvit.training.run_folder import RUN_FILES, clear_resume_state
 from keras_resvit.training.train import TrainingDivergedError
@@ -336,3 +337,45 @@ def test_images_on_another_scale_warn(tmp_path):
     data = tf.data.Dataset.from_tensor_slices((scaled, np.arange(16) % 3))
     with pytest.warns(UserWarning, match=r"train_data images range from 0.*multiply \[0, 1\]"):
         _train(tmp_path, data=data.batch(8), epochs=1)
+
+
+@pytest.mark.parametrize("name", [LOCK, "resume", "tensorboard", "config.json"])
+def test_links_in_a_run_folder_are_never_followed(tmp_path, name):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "state.json").write_text("the user's")
+    (elsewhere / "step5.weights.h5").write_bytes(b"the user's")
+    (elsewhere / "notes.txt").write_text("the user's")
+    out = tmp_path / "run"
+    out.mkdir()
+    target = elsewhere / "notes.txt" if name in (LOCK, "config.json") else elsewhere
+    (out / name).symlink_to(target)
+    if name != LOCK:  # a link at a name the package wrote before
+        (out / MANIFEST).write_text(json.dumps([name]))
+    before = _snapshot(elsewhere)
+    with pytest.raises(ValueError, match=f"holds {re.escape(name)}") as info:
+        _train(out, overwrite=True)
+    assert "link" in str(info.value)
+    assert _snapshot(elsewhere) == before and (out / name).is_symlink()
+
+
+def test_a_broken_link_as_output_dir(tmp_path):
+    (tmp_path / "run").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match=r"output_dir=.*run' is a link to .*nowhere'.*not exist"):
+        _train(tmp_path / "run")
+
+
+def test_a_run_resumes_only_on_the_same_data(tmp_path, monkeypatch):
+    _interrupted_run(tmp_path, monkeypatch)
+    other = kr.data.load_dataset(
+        (random_images(32, 16, 16, seed=9), np.arange(32) % 3), "train", batch_size=8
+    )
+    with pytest.raises(ValueError, match=r"other arguments \(data: 'arrays\[train\] "):
+        _train(tmp_path, data=other)
+
+
+def test_validation_images_on_another_scale_warn(tmp_path):
+    with pytest.warns(UserWarning, match="source images range"):
+        scaled = kr.data.load_dataset((random_images(8, 16, 16) / 255.0, np.arange(8) % 3))
+    with pytest.warns(UserWarning, match=r"val_data images range from 0"):
+        _train(tmp_path, epochs=1, val_data=scaled)
