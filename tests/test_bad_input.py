@@ -585,6 +585,12 @@ CASES = [
         ("tensorboard=True", "pip install tensorboard"),
     ),
     Case(
+        "train_val_data_empty",
+        lambda b: _train(b, val_data=b.ds.take(0)),
+        V,
+        ("val_data is empty",),
+    ),
+    Case(
         "train_val_data_repeating_forever",
         lambda b: _train(b, val_data=b.ds.repeat()),
         V,

@@ -312,7 +312,10 @@ def _check_val_data(val_data, model, train_data):
             f"has {classes} outputs."
         )
     wanted = tuple(model.input_shape[1:3])
-    first = next(iter(val_data.take(1)))[0].numpy()
+    first = next(iter(val_data.take(1)), None)
+    if first is None:
+        raise ValueError("val_data is empty; pass a dataset with at least one batch, or None.")
+    first = first[0].numpy()
     check_pixels("val_data images", first)
     shape = first.shape
     _check_channels("val_data", model, shape)
