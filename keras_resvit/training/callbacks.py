@@ -143,7 +143,9 @@ class NanGuard(keras.callbacks.Callback):
         if loss is not None and not math.isfinite(float(loss)):
             step = self.epoch_start + batch + 1
             self.bad_step = step if self.bad_step is None else min(self.bad_step, step)
-            self.model.stop_training = True
+            # Not `self.model`: on JAX that property syncs the training state into the
+            # model, which from this thread races the step that donates those buffers.
+            self._model.stop_training = True
 
 
 class HistoryCSV(keras.callbacks.Callback):
