@@ -50,6 +50,8 @@ SUFFIXES = {"tflite": ".tflite", "onnx": ".onnx"}
 # replaces a folder only when it holds nothing else, so a user's files are never deleted.
 SAVED_MODEL_ENTRIES = ("saved_model.pb", "variables", "assets", "fingerprint.pb")
 SAVED_MODEL_OPTIONAL = ("saved_model.pbtxt", "keras_metadata.pb")
+# `check_replaceable_folder` / `atomic_folder` arguments: kind, allowed names, required names.
+SAVED_MODEL = ("SavedModel", SAVED_MODEL_ENTRIES + SAVED_MODEL_OPTIONAL, ("saved_model.pb",))
 # Files a SavedModel path must not look like: the user meant a file format.
 FILE_SUFFIXES = (".tflite", ".onnx", ".keras", ".h5", ".pb", ".json")
 # Check criteria: max abs difference of outputs (probabilities) for float artifacts, top-1
@@ -97,7 +99,7 @@ def _validate(format, quantization, representative_data, path):
                 f"path={str(path)!r} names a {path.suffix} file, but format='saved_model' "
                 "writes a folder; pass a folder path, or the format of that file."
             )
-        _check_saved_model_path(path)
+        check_replaceable_folder("path", path, *SAVED_MODEL)
     else:
         check_output_path("path", path)
     if format == "onnx":
@@ -106,12 +108,6 @@ def _validate(format, quantization, representative_data, path):
             raise ImportError(
                 f"format='onnx' needs {missing}; install with `pip install keras-resvit[onnx]`."
             )
-
-
-def _check_saved_model_path(path):
-    return check_replaceable_folder(
-        "path", path, "SavedModel", SAVED_MODEL_ENTRIES + SAVED_MODEL_OPTIONAL, ("saved_model.pb",)
-    )
 
 
 def format_from_path(path) -> str:
@@ -412,8 +408,7 @@ def _staged(path, format):
         with atomic_path(path) as tmp:
             yield Path(tmp)
         return
-    entries = SAVED_MODEL_ENTRIES + SAVED_MODEL_OPTIONAL
-    with atomic_folder("path", path, "SavedModel", entries, ("saved_model.pb",)) as tmp:
+    with atomic_folder("path", path, *SAVED_MODEL) as tmp:
         yield tmp
 
 
