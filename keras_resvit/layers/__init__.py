@@ -1,5 +1,7 @@
-"""Custom layers used by the builders; every one is registered for `.keras` saving."""
+"""Custom layers used by the builders, every one registered for `.keras` saving, and
+`squeeze_excite`, a block of standard Keras layers for any functional model."""
 
+from keras_resvit.layers.classic_layers import LocalResponseNormalization
 from keras_resvit.layers.crops import (
     RandomPadCrop,
     RandomResizedCrop,
@@ -15,6 +17,7 @@ from keras_resvit.layers.resnet_layers import (
     StdConv2D,
     ZeroPadShortcut,
 )
+from keras_resvit.layers.squeeze_excite import squeeze_excite
 from keras_resvit.layers.vit_layers import (
     ClassToken,
     DropPath,
@@ -32,6 +35,7 @@ __all__ = [
     "Equalization",
     "FusedBatchNormalization",
     "FusedLayerNormalization",
+    "LocalResponseNormalization",
     "MultiHeadSelfAttention",
     "PointwiseConv2D",
     "PositionEmbedding",
@@ -47,4 +51,5 @@ __all__ = [
     "ZeroPadShortcut",
     "gelu",
     "preprocessing_layers",
+    "squeeze_excite",
 ]

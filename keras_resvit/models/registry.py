@@ -61,7 +61,10 @@ def _register_resnets():
                 "resnet", {"depth": depth, "version": "v2"}, f"pre-activation ResNet-{depth}"
             ),
         )
-    for depth, width in ((50, 1), (50, 3), (101, 1), (101, 3), (152, 2), (152, 4)):
+    # The six released BiT models (Kolesnikov et al. 2020), and R50x2, R152x1 and R200x3 of the
+    # ViT paper's scaling study (Dosovitskiy et al. 2021, Section 4.4), built the BiT way.
+    bits = ((50, 1), (50, 2), (50, 3), (101, 1), (101, 3), (152, 1), (152, 2), (152, 4), (200, 3))
+    for depth, width in bits:
         bit = {
             "depth": depth,
             "version": "v2",
@@ -132,6 +135,10 @@ def _register_classics():
     for depth in (16, 19):
         register(f"vgg{depth}", ModelSpec("vgg", {"depth": depth}, f"VGG-{depth}"))
     register("alexnet", ModelSpec("alexnet", {}, "AlexNet (torchvision single-tower layout)"))
+    register(
+        "alexnet_paper",
+        ModelSpec("alexnet", {"layout": "paper"}, "AlexNet as published (two towers, LRN, 227 px)"),
+    )
     for variant in ("s", "m", "l"):
         register(
             f"efficientnetv2_{variant}",

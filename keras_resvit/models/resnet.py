@@ -19,6 +19,7 @@ from keras_resvit.layers.resnet_layers import (
     StdConv2D,
     ZeroPadShortcut,
 )
+from keras_resvit.layers.squeeze_excite import squeeze_excite
 from keras_resvit.models.common import (
     check_bool,
     check_choice,
@@ -104,17 +105,6 @@ def _norm_relu(x, name, cfg, suffix=""):
     return keras.layers.ReLU(name=f"{name}_relu{suffix}")(x)
 
 
-def _squeeze_excite(x, ratio, name):
-    """Hu et al.: channel gates from pooled features, applied to the residual branch."""
-    channels = x.shape[-1]
-    s = keras.layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_se_pool")(x)
-    s = keras.layers.Conv2D(
-        max(1, int(channels * ratio)), 1, activation="relu", name=f"{name}_se_reduce"
-    )(s)
-    s = keras.layers.Conv2D(channels, 1, activation="sigmoid", name=f"{name}_se_expand")(s)
-    return keras.layers.Multiply(name=f"{name}_se_scale")([x, s])
-
-
 def _shortcut(x, preact, filters, stride, name, cfg):
     """The identity path of a block; `preact` is the pre-activated input (v2) or `x` (v1)."""
     changes_shape = stride != 1 or x.shape[-1] != filters
@@ -131,7 +121,8 @@ def _shortcut(x, preact, filters, stride, name, cfg):
 
 def _merge(x, residual, name, cfg):
     if cfg.se_ratio:
-        residual = _squeeze_excite(residual, cfg.se_ratio, name)
+        # Hu et al.: the gates rescale the residual branch before the addition.
+        residual = squeeze_excite(residual, cfg.se_ratio, name=name)
     if not cfg.plain:
         residual = keras.layers.Add(name=f"{name}_add")([x, residual])
     # Pre-activation blocks leave the sum un-activated; the next block's norm-ReLU follows.

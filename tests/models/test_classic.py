@@ -7,12 +7,23 @@ import pytest
 
 import keras_resvit as kr
 from keras_resvit.cli import main
-from tests.conftest import random_images
+from keras_resvit.layers import LocalResponseNormalization
+from tests.conftest import assert_save_load_identical, random_images
 
-# reference/papers.md (seed baselines): 1000 classes at 224.
-PARAMS = {"vgg16": 138_357_544, "vgg19": 143_667_240, "alexnet": 61_100_840}
-# torchvision's published GFLOPS (multiply-adds) at 224; EfficientNetV2-S at its 384.
-GMACS = {"vgg16": 15.47, "vgg19": 19.63, "alexnet": 0.71}
+# reference/papers.md (seed baselines): 1000 classes at 224. AlexNet as published
+# (Krizhevsky et al. 2012, Figure 2, at 227): conv1 34,944 + conv2 307,456 (two groups)
+# + conv3 885,120 + conv4 663,936 + conv5 442,624 (two groups) + fc 37,752,832 + 16,781,312
+# + 4,097,000 = 60,965,224 (the paper's "60 million parameters").
+PARAMS = {
+    "vgg16": 138_357_544,
+    "vgg19": 143_667_240,
+    "alexnet": 61_100_840,
+    "alexnet_paper": 60_965_224,
+}
+# torchvision's published GFLOPS (multiply-adds) at 224; EfficientNetV2-S at its 384. AlexNet
+# as published: 724M multiply-adds (Sze et al. 2017, "Efficient Processing of Deep Neural
+# Networks: A Tutorial and Survey", its summary of popular DNNs).
+GMACS = {"vgg16": 15.47, "vgg19": 19.63, "alexnet": 0.71, "alexnet_paper": 0.724}
 
 
 @pytest.mark.parametrize("name", sorted(PARAMS))
@@ -49,6 +60,28 @@ def test_forward_pass_on_raw_pixels(name, size, features):
     backbone = kr.create_model(name, input_shape=small, include_top=False, pooling="avg")
     assert backbone.output_shape == (None, features)
     assert np.isfinite(keras.ops.convert_to_numpy(backbone(x[:, : small[0], : small[1]]))).all()
+
+
+def test_alexnet_paper_layout_two_towers_and_response_normalization(tmp_path):
+    model = kr.create_model("alexnet_paper", include_top=False)
+    assert model.input_shape == (None, 227, 227, 3)
+    assert model.output_shape == (None, 6, 6, 256)
+    groups = {f"conv{i}": model.get_layer(f"conv{i}").groups for i in range(1, 6)}
+    # Two towers for conv2, conv4 and conv5; conv3 sees both, conv1 the whole image.
+    assert groups == {"conv1": 1, "conv2": 2, "conv3": 1, "conv4": 2, "conv5": 2}
+    norms = [layer for layer in model.layers if isinstance(layer, LocalResponseNormalization)]
+    assert [layer.name for layer in norms] == ["norm1", "norm2"]
+    assert (norms[0].size, norms[0].bias, norms[0].alpha, norms[0].beta) == (5, 2.0, 1e-4, 0.75)
+    # Small enough to run and save: 67 px leaves a 1x1 map after pool5.
+    small = kr.create_model("alexnet_paper", input_shape=(67, 67, 3), num_classes=10)
+    x = random_images(2, 67, 67)
+    assert softmax_outputs(small, x).shape == (2, 10)
+    restored = assert_save_load_identical(small, tmp_path, x)
+    assert isinstance(restored.get_layer("norm2"), LocalResponseNormalization)
+    backbone = kr.build_alexnet(
+        layout="paper", input_shape=(67, 67, 3), include_top=False, pooling="max"
+    )
+    assert backbone.output_shape == (None, 256)
 
 
 def test_efficientnetv2_on_raw_pixels_with_its_rescaling_or_a_preset():
@@ -106,6 +139,11 @@ def test_cli_lists_and_describes_the_baselines(capsys):
         (lambda: kr.build_efficientnetv2("xl"), ["variant='xl'", "'s'"]),
         (lambda: kr.build_efficientnetv2(preprocessing="nope"), ["preprocessing='nope'"]),
         (lambda: kr.build_alexnet(pooling="sum"), ["pooling='sum'"]),
+        (lambda: kr.build_alexnet(layout="caffe"), ["layout='caffe'", "'torchvision'", "'paper'"]),
+        (
+            lambda: kr.build_alexnet(layout="paper", input_shape=(64, 64, 3)),
+            ["input_shape=(64, 64, 3)", ">= 67"],
+        ),
     ],
 )
 def test_bad_arguments_raise_one_clear_error(build, words):

@@ -43,7 +43,30 @@ PAPER_MACS = [
     ("resnet20", {}, 41e6),
 ]
 # Too large to build twice per backend in the quick suite.
-HEAVY = {"resnet1202", "bit_r50x3", "bit_r101x3", "bit_r152x2", "bit_r152x4", "bit_r101x1"}
+HEAVY = {
+    "resnet1202",
+    "bit_r50x2",
+    "bit_r50x3",
+    "bit_r101x1",
+    "bit_r101x3",
+    "bit_r152x1",
+    "bit_r152x2",
+    "bit_r152x4",
+    "bit_r200x3",
+}
+# Blocks per stage: He et al. (2015), Table 1, and ResNet-200 of He et al. (2016), "Identity
+# Mappings in Deep Residual Networks".
+BIT_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3), 200: (3, 24, 36, 3)}
+# timm's published sizes of the BiT models it has, in millions with a 1000-way head (model
+# cards of resnetv2_{depth}x{width}_bit.goog_in21k_ft_in1k).
+TIMM_BIT_PARAMS_M = {
+    (50, 1): 25.5,
+    (50, 3): 217.3,
+    (101, 1): 44.5,
+    (101, 3): 387.9,
+    (152, 2): 236.3,
+    (152, 4): 936.5,
+}
 
 
 def resnet_names():
@@ -165,14 +188,57 @@ def test_width_multiplier_scales_filters():
 
 
 def test_se_adds_the_papers_extra_parameters():
-    # Hu et al.: (2/r) * sum_s N_s * C_s^2 weights, plus the two biases per block.
+    # Hu et al. (2018), Section 4: SE adds (2/r) * sum_s N_s * C_s^2 weights (N_s blocks of
+    # C_s output channels in stage s), a count without biases; ours have two bias vectors per
+    # block, of C_s / r and C_s entries.
     se = kr.create_model("se_resnet50")
     base = kr.create_model("resnet50")
     blocks, channels = (3, 4, 6, 3), (256, 512, 1024, 2048)
     weights = sum(2 * n * c * c // 16 for n, c in zip(blocks, channels, strict=True))
     biases = sum(n * (c + c // 16) for n, c in zip(blocks, channels, strict=True))
+    se_layers = [layer for layer in se.layers if "_se_" in layer.name and layer.weights]
+    assert sum(np.prod(layer.kernel.shape) for layer in se_layers) == weights == 2_514_944
+    assert sum(np.prod(layer.bias.shape) for layer in se_layers) == biases
     assert kr.count_params(se) - kr.count_params(base) == weights + biases
     assert kr.count_params(se) == 28_088_024  # the SE paper's 28.09M
+
+
+def bit_parameters(depth, width, classes=1000):
+    """A BiT ResNet's parameters counted by hand: the 7x7 stem (no bias), per pre-activation
+    bottleneck two GroupNorm vectors before each conv (1x1, 3x3, 1x1 expanding 4x), a 1x1
+    projection in each stage's first block, the final GroupNorm and the classifier."""
+    total, channels = 7 * 7 * 3 * 64 * width, 64 * width
+    for stage, blocks in enumerate(BIT_BLOCKS[depth]):
+        mid = 64 * 2**stage * width
+        for block in range(blocks):
+            total += 2 * channels + channels * mid + 2 * mid + 9 * mid * mid + 2 * mid
+            total += 4 * mid * mid + (channels * 4 * mid if block == 0 else 0)
+            channels = 4 * mid
+    return total + 2 * channels + channels * classes + classes
+
+
+@pytest.mark.parametrize("depth_width", sorted(TIMM_BIT_PARAMS_M))
+def test_bit_parameter_formula_matches_timm(depth_width):
+    assert round(bit_parameters(*depth_width) / 1e6, 1) == TIMM_BIT_PARAMS_M[depth_width]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "bit_r50x1",
+        "bit_r152x1",
+        pytest.param("bit_r50x2", marks=pytest.mark.slow),
+        pytest.param("bit_r200x3", marks=pytest.mark.slow),
+    ],
+)
+def test_vit_scaling_study_resnets_have_bit_parameter_counts(name):
+    # Dosovitskiy et al. (2021), Section 4.4: R50x1, R50x2, R101x1, R152x1, R152x2 and R200x3,
+    # BiT-style. timm has no R50x2, R152x1 or R200x3, so they are checked against the formula
+    # that gives timm's sizes above.
+    depth, width = (int(part) for part in name.removeprefix("bit_r").split("x"))
+    model = kr.create_model(name)
+    assert kr.count_params(model) == bit_parameters(depth, width)
+    assert model.get_layer("stem_conv").filters == 64 * width
 
 
 def test_cifar_bottleneck_depth_rule():
