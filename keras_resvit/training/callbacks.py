@@ -148,6 +148,26 @@ class NanGuard(keras.callbacks.Callback):
             self._model.stop_training = True
 
 
+class StopAtStep(keras.callbacks.Callback):
+    """Stops training after global step `total_steps`, inside an epoch if need be: recipes
+    that count iterations (64k for the CIFAR ResNets) end on the step, not on an epoch.
+
+    Args:
+        total_steps: the last step of the run.
+        start_step: the global step `fit` starts from (a resumed run's).
+    """
+
+    def __init__(self, total_steps, start_step=0):
+        super().__init__()
+        self.total_steps = total_steps
+        self.step = start_step
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.step >= self.total_steps:
+            self._model.stop_training = True
+
+
 class HistoryCSV(keras.callbacks.Callback):
     """Rewrites `history.csv` (one row per epoch, earlier runs' rows kept) after each epoch."""
 

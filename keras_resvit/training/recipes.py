@@ -1,8 +1,9 @@
 """The papers' training recipes as plain data.
 
-Learning rates are given at the recipe's reference batch size and scale linearly with the
-global batch size actually used (Goyal et al. 2017). Schedules are fractions of training, so a
-recipe keeps its shape when the number of epochs changes.
+Learning rates and step counts are given at the recipe's reference batch size and scale with
+the global batch size actually used (Goyal et al. 2017): the rate linearly, the number of
+steps inversely, so a run sees the same number of images. Schedules are fractions of
+training, so a recipe keeps its shape when the run's length changes.
 """
 
 import dataclasses
@@ -11,6 +12,10 @@ from dataclasses import dataclass
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("step", "cosine", "linear")
+DECAY_MODES = ("coupled", "decoupled")
+# Variables the ViT and DeiT recipes leave undecayed: norm scales and offsets, biases, the
+# class token and position embeddings (substrings of variable names).
+NO_DECAY = ("gamma", "beta", "bias", "token", "embeddings")
 
 
 @dataclass(frozen=True)
@@ -18,23 +23,33 @@ class Recipe:
     """Optimizer, schedule and regularization of a paper's recipe.
 
     Attributes:
-        optimizer: "sgd", "adam" or "adamw".
+        optimizer: "sgd", "adam" or "adamw" (both Adam names decay decoupled, as AdamW).
         learning_rate: peak learning rate at `batch_size`.
         batch_size: reference (global) batch size of the paper.
-        epochs: default number of epochs.
+        epochs: default number of epochs, when `steps` is None.
+        steps: default length in optimizer steps at `batch_size` (the papers that count
+            iterations: 64k for the CIFAR ResNets); overrides `epochs` when set.
         schedule: "step" (/10 at each `decay_at` fraction), "cosine" or "linear" decay.
         decay_at: fractions of training at which a "step" schedule divides by 10.
-        warmup: linear warm-up length: a fraction of training if < 1, else steps.
-        warmup_learning_rate: constant warm-up rate instead of a linear ramp (ResNet-110).
+        warmup: linear warm-up length: a fraction of training if < 1, else steps at
+            `batch_size`.
+        warmup_learning_rate: constant warm-up rate instead of a linear ramp (ResNet-110),
+            at `batch_size`.
         momentum: SGD momentum.
         beta_1, beta_2: Adam moments.
-        weight_decay: decay of kernels (norms, biases, class token and position embeddings are
-            excluded).
+        weight_decay: decay coefficient.
+        decay_mode: "coupled" (L2 added to the gradient, through momentum: the ResNet and
+            AlexNet papers) or "decoupled" (`w -= lr * wd * w`, AdamW: the ViT and DeiT
+            recipes); see `keras_resvit.training.optimizers`.
+        no_decay: substrings of variable names weight decay leaves alone.
         global_clipnorm: gradient clipping by global norm; None for none.
         label_smoothing: smoothing of one-hot targets.
         augment: name of the `keras_resvit.data` augmentation preset.
         mixup, cutmix: MixUp / CutMix alphas (0 for off).
         drop_path: stochastic depth for ViTs built by name.
+        dropout: dropout for ViTs built by name (the ViT paper's pre-training, Table 3).
+        pre_logits: give ViTs built by name the pre-training head (a hidden tanh layer of the
+            model's width before the classifier, the ViT paper's Section 3.1).
         image_size: training resolution the recipe expects (None: the model's own).
     """
 
@@ -50,42 +65,137 @@ class Recipe:
     beta_1: float = 0.9
     beta_2: float = 0.999
     weight_decay: float = 0.0
+    decay_mode: str = "decoupled"
+    no_decay: tuple[str, ...] = NO_DECAY
     global_clipnorm: float | None = None
     label_smoothing: float = 0.0
     augment: str | None = None
     mixup: float = 0.0
     cutmix: float = 0.0
     drop_path: float = 0.0
+    dropout: float = 0.0
+    pre_logits: bool = False
     image_size: int | None = None
+    steps: int | None = None
 
+    def __post_init__(self):
+        for field, valid in (
+            ("optimizer", OPTIMIZERS),
+            ("schedule", SCHEDULES),
+            ("decay_mode", DECAY_MODES),
+        ):
+            value = getattr(self, field)
+            if value not in valid:
+                raise ValueError(f"Recipe: {field}={value!r} is not valid; valid: {list(valid)}.")
+        if self.decay_mode == "coupled" and self.weight_decay and self.optimizer != "sgd":
+            raise ValueError(
+                f"Recipe: decay_mode='coupled' with optimizer={self.optimizer!r} is not "
+                "supported; Adam recipes decay decoupled (AdamW), SGD recipes either way."
+            )
+        if self.steps is not None and (
+            not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1
+        ):
+            raise ValueError(f"Recipe: steps={self.steps!r} must be a positive int or None.")
+        if isinstance(self.no_decay, str):
+            raise ValueError(
+                f"Recipe: no_decay={self.no_decay!r} must be a tuple of names, e.g. ('bias',)."
+            )
+
+
+# He et al. (2016), Section 4.2. The paper decays every parameter through the gradient (Caffe
+# / Torch weight decay), batch-norm scales and offsets included.
+_RESNET = {"decay_mode": "coupled", "no_decay": (), "weight_decay": 1e-4}
 
 RECIPES = {
-    # He et al. (2015), Sec. 4.2: SGD 0.9, lr 0.1 /10 at 32k and 48k, stop at 64k iterations of
-    # batch 128 (~182 epochs of 45k images), weight decay 1e-4, pad-crop-flip augmentation.
+    # He et al. (2016), Section 4.2: SGD 0.9, batch 128, lr 0.1 /10 at 32k and 48k, stop at
+    # 64k iterations (~182 epochs of the 45k training images), coupled weight decay 1e-4,
+    # pad-crop-flip augmentation.
     "resnet_cifar": Recipe(
-        "sgd", 0.1, 128, 182, "step", (0.5, 0.75), weight_decay=1e-4, augment="resnet_cifar"
+        "sgd", 0.1, 128, 182, "step", (0.5, 0.75), steps=64_000, augment="resnet_cifar", **_RESNET
+    ),
+    # The same for ResNet-110 and deeper: lr 0.01 until the training error falls below 80%
+    # ("about 400 iterations"), here for a fixed 400 iterations, then 0.1.
+    "resnet_cifar_warmup": Recipe(
+        "sgd",
+        0.1,
+        128,
+        182,
+        "step",
+        (0.5, 0.75),
+        steps=64_000,
+        warmup=400,
+        warmup_learning_rate=0.01,
+        augment="resnet_cifar",
+        **_RESNET,
     ),
     # Sec. 3.4: SGD 0.9, batch 256, lr 0.1 /10 when the error plateaus (fixed at epochs 30
-    # and 60 of 90, the common schedule), weight decay 1e-4, scale augmentation.
+    # and 60 of 90, the common schedule), coupled weight decay 1e-4, scale augmentation.
     "resnet_imagenet": Recipe(
-        "sgd", 0.1, 256, 90, "step", (1 / 3, 2 / 3), weight_decay=1e-4, augment="resnet_imagenet"
+        "sgd", 0.1, 256, 90, "step", (1 / 3, 2 / 3), augment="resnet_imagenet", **_RESNET
     ),
-    # Dosovitskiy et al. (2021), Sec. 4.1 / Table 3: Adam (0.9, 0.999), batch 4096, weight decay
-    # 0.1, 10k linear warm-up steps then linear decay, clipping at global norm 1.
+    # Dosovitskiy et al. (2021), Sec. 4.1 and Table 3, ImageNet row: Adam (0.9, 0.999), batch
+    # 4096, lr 3e-3, 300 epochs, 10k linear warm-up steps then cosine decay, weight decay 0.3,
+    # dropout 0.1, clipping at global norm 1, the hidden tanh pre-training head, Inception
+    # crop and flip.
     "vit_pretrain": Recipe(
+        "adamw",
+        3e-3,
+        4096,
+        300,
+        "cosine",
+        warmup=10_000,
+        weight_decay=0.3,
+        global_clipnorm=1.0,
+        dropout=0.1,
+        pre_logits=True,
+        augment="inception_crop",
+    ),
+    # Table 3, ImageNet-21k row (ViT-B; ViT-L trains 30 or 90 epochs): lr 1e-3, 90 epochs,
+    # linear decay, weight decay 0.03, dropout 0.1.
+    "vit_pretrain_in21k": Recipe(
+        "adamw",
+        1e-3,
+        4096,
+        90,
+        "linear",
+        warmup=10_000,
+        weight_decay=0.03,
+        global_clipnorm=1.0,
+        dropout=0.1,
+        pre_logits=True,
+        augment="inception_crop",
+    ),
+    # Table 3, JFT-300M row (ViT-B; L/32 6e-4, L/16 4e-4, H/14 3e-4 and 14 epochs): lr 8e-4,
+    # 7 epochs, linear decay, weight decay 0.1, no dropout.
+    "vit_pretrain_jft": Recipe(
         "adamw",
         8e-4,
         4096,
-        300,
+        7,
         "linear",
         warmup=10_000,
         weight_decay=0.1,
         global_clipnorm=1.0,
-        augment="vit",
+        pre_logits=True,
+        augment="inception_crop",
     ),
-    # Fine-tuning: SGD 0.9, batch 512, cosine decay, no weight decay, clipping at 1, usually
-    # at a higher resolution than pre-training (resize_vit to 384).
+    # Fine-tuning (Sec. 4.1, Appendix B.1.1): SGD 0.9, batch 512, cosine decay, no weight
+    # decay, clipping at 1, random crop and flip only, usually at a higher resolution than
+    # pre-training (resize_vit to 384).
     "vit_finetune": Recipe(
+        "sgd",
+        0.01,
+        512,
+        8,
+        "cosine",
+        warmup=500,
+        global_clipnorm=1.0,
+        augment="inception_crop",
+        image_size=384,
+    ),
+    # The same with AugReg's strong augmentation (Steiner et al. 2022: RandAugment(2, 15) and
+    # MixUp 0.5), a modern variant that helps long fine-tunes on small data.
+    "vit_finetune_strong": Recipe(
         "sgd",
         0.01,
         512,

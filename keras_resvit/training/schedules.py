@@ -65,8 +65,9 @@ class RecipeSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def recipe_schedule(recipe, global_batch_size: int, total_steps: int) -> RecipeSchedule:
-    """The recipe's schedule for a run: peak scaled by `global_batch_size / recipe.batch_size`,
-    fractions of training turned into steps.
+    """The recipe's schedule for a run: rates scaled by `global_batch_size / recipe.batch_size`,
+    a warm-up given in steps of the reference batch scaled inversely, fractions of training
+    turned into steps.
 
     Example:
     >>> from keras_resvit.training.recipes import RECIPES
@@ -74,13 +75,28 @@ def recipe_schedule(recipe, global_batch_size: int, total_steps: int) -> RecipeS
     >>> [round(float(s(k)), 4) for k in (0, 31_999, 32_000, 48_000)]
     [0.1, 0.1, 0.01, 0.001]
     """
-    peak = recipe.learning_rate * global_batch_size / recipe.batch_size
-    warmup = recipe.warmup if recipe.warmup >= 1 else recipe.warmup * total_steps
+    scale = global_batch_size / recipe.batch_size
+    # A warm-up of >= 1 counts steps of the reference batch; below 1, a fraction of training.
+    warmup = recipe.warmup / scale if recipe.warmup >= 1 else recipe.warmup * total_steps
+    warmup_rate = recipe.warmup_learning_rate
     return RecipeSchedule(
-        peak,
+        recipe.learning_rate * scale,
         total_steps,
         warmup_steps=round(warmup),
         decay=recipe.schedule,
         decay_at=[round(f * total_steps) for f in recipe.decay_at],
-        warmup_learning_rate=recipe.warmup_learning_rate,
+        warmup_learning_rate=None if warmup_rate is None else warmup_rate * scale,
     )
+
+
+def recipe_steps(recipe, global_batch_size: int) -> int | None:
+    """The recipe's own run length in steps of `global_batch_size` (None: it counts epochs).
+
+    Example:
+    >>> from keras_resvit.training.recipes import RECIPES
+    >>> recipe_steps(RECIPES["resnet_cifar"], 128), recipe_steps(RECIPES["resnet_cifar"], 256)
+    (64000, 32000)
+    """
+    if recipe.steps is None:
+        return None
+    return max(1, round(recipe.steps * recipe.batch_size / global_batch_size))

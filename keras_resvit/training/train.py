@@ -20,7 +20,7 @@ from keras_resvit.files import check_output_path, first_line, save_model, write_
 from keras_resvit.lazy import tf
 from keras_resvit.models.common import check_classifier, is_vit, outputs_logits
 from keras_resvit.models.registry import create_model, get_spec
-from keras_resvit.models.vit import resize_vit
+from keras_resvit.models.vit import decode_variant, resize_vit
 from keras_resvit.output_folders import output_folder
 from keras_resvit.predict import write_class_names
 from keras_resvit.training.callbacks import (
@@ -28,9 +28,11 @@ from keras_resvit.training.callbacks import (
     HistoryCSV,
     NanGuard,
     ResumeCheckpoint,
+    StopAtStep,
     read_history,
 )
 from keras_resvit.training.distribution import dtype_policy, place, resolve_precision
+from keras_resvit.training.optimizers import recipe_optimizer
 from keras_resvit.training.recipes import Recipe, get_recipe
 from keras_resvit.training.run_folder import (
     CONFIG_FILE,
@@ -43,12 +45,8 @@ from keras_resvit.training.run_folder import (
     resume_state,
     run_record,
 )
-from keras_resvit.training.schedules import recipe_schedule
+from keras_resvit.training.schedules import recipe_schedule, recipe_steps
 from keras_resvit.viz.curves import plot_history
-
-# Variables weight decay leaves alone: norm scales and offsets, biases, the class token and
-# position embeddings (as in the ViT and DeiT recipes).
-NO_DECAY = ["gamma", "beta", "bias", "token", "embeddings"]
 
 
 class TrainingDivergedError(RuntimeError):
@@ -56,25 +54,10 @@ class TrainingDivergedError(RuntimeError):
 
 
 def build_optimizer(recipe, global_batch_size, total_steps, ema=None):
-    """The recipe's optimizer with its schedule, clipping, weight decay exclusions and EMA."""
+    """The recipe's optimizer (its weight decay mode, clipping and exclusions) around its
+    schedule for a run of `total_steps` steps of `global_batch_size`, with an optional EMA."""
     schedule = recipe_schedule(recipe, global_batch_size, total_steps)
-    common = {
-        "learning_rate": schedule,
-        "weight_decay": recipe.weight_decay or None,
-        "global_clipnorm": recipe.global_clipnorm,
-        "use_ema": ema is not None,
-        "ema_momentum": ema or 0.99,
-    }
-    if recipe.optimizer == "sgd":
-        optimizer = keras.optimizers.SGD(momentum=recipe.momentum, **common)
-    else:
-        optimizer = keras.optimizers.AdamW(
-            beta_1=recipe.beta_1,
-            beta_2=recipe.beta_2,
-            **{**common, "weight_decay": recipe.weight_decay},
-        )
-    optimizer.exclude_from_weight_decay(var_names=NO_DECAY)
-    return optimizer
+    return recipe_optimizer(recipe, schedule, ema)
 
 
 def _check_positive(argument, value):
@@ -196,12 +179,22 @@ def compile_model(model, recipe, global_batch_size, total_steps, *, soft_labels=
     )
 
 
+def _recipe_model_options(name, recipe):
+    """What a recipe sets in a ViT built by name: stochastic depth, dropout, and the
+    pre-training head (a tanh layer of the model's width, the ViT paper's Section 3.1)."""
+    spec = get_spec(name)
+    if spec.family not in ("vit", "hybrid_vit"):
+        return {}
+    options = {"drop_path": recipe.drop_path, "dropout": recipe.dropout}
+    options = {key: value for key, value in options.items() if value}
+    if recipe.pre_logits:
+        options["representation_size"] = decode_variant(spec.kwargs["variant"])["hidden_size"]
+    return options
+
+
 def _model(model_or_name, recipe, placement):
     if isinstance(model_or_name, str):
-        overrides = {}
-        if recipe.drop_path and get_spec(model_or_name).family in ("vit", "hybrid_vit"):
-            overrides["drop_path"] = recipe.drop_path
-        return create_model(model_or_name, **overrides)
+        return create_model(model_or_name, **_recipe_model_options(model_or_name, recipe))
     if not isinstance(model_or_name, keras.Model):
         raise ValueError(
             f"model_or_name of type {type(model_or_name).__name__} is not valid; pass a "
@@ -290,6 +283,16 @@ def _fit_from(model, data, steps_per_epoch, epochs, start_step, **fit_kwargs):
     return histories
 
 
+def _run_length(recipe, epochs, steps, batch_size, steps_per_epoch):
+    """(epochs, total steps) of a run: `steps` or `epochs` as given, else the recipe's."""
+    if steps is None and epochs is None:
+        steps = recipe_steps(recipe, batch_size)
+    if steps is None:
+        epochs = recipe.epochs if epochs is None else epochs
+        return epochs, epochs * steps_per_epoch
+    return math.ceil(steps / steps_per_epoch), steps
+
+
 def _check_val_data(val_data, model, train_data):
     """Validation data the model cannot score fails before the first epoch, not after it."""
     if int(val_data.cardinality()) == tf.data.INFINITE_CARDINALITY:
@@ -327,12 +330,13 @@ def _check_val_data(val_data, model, train_data):
         )
 
 
-def _prepare(model, spec, out, data, epochs, resume, *, ema, save_every, tensorboard):
+def _prepare(model, spec, out, data, length, resume, *, ema, save_every, tensorboard):
     """Everything a run does before it writes: compiles `model`, restores `resume` (a resume
     state or None), builds the callbacks and the checked pipelines (`check_batches`).
     Anything that can fail on the arguments fails here, while the folder is untouched."""
     train_data, val_data, first_batch, steps_per_epoch, soft_labels = data
-    batch_size, total_steps = int(first_batch[0].shape[0]), epochs * steps_per_epoch
+    epochs, total_steps = length
+    batch_size = int(first_batch[0].shape[0])
     # A categorical loss (soft labels on either side, or label smoothing) takes one-hot
     # targets: integer labels of the training and validation data are encoded to match.
     val_soft = val_data is not None and len(val_data.element_spec[1].shape) == 2
@@ -372,6 +376,8 @@ def _prepare(model, spec, out, data, epochs, resume, *, ema, save_every, tensorb
         val_data = check_batches(val_data, classes, "val_data")
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(out / "tensorboard")))
+    if total_steps < epochs * steps_per_epoch:
+        callbacks.insert(0, StopAtStep(total_steps, start_step))
     train_data = check_batches(train_data, classes, "train_data")
     if categorical:
         train_data = _one_hot_labels(train_data, classes)
@@ -469,6 +475,7 @@ def train(
     *,
     recipe: str | Recipe = "resnet_cifar",
     epochs: int | None = None,
+    steps: int | None = None,
     val_data=None,
     output_dir,
     learning_rate: float | None = None,
@@ -499,7 +506,11 @@ def train(
             one-hot/soft vectors (MixUp, CutMix). Its batch is the global batch.
         recipe: a name in `keras_resvit.training.RECIPES`, or a `Recipe` (e.g.
             `get_recipe("vit_finetune", warmup=50)` for a short run).
-        epochs: number of epochs; default the recipe's.
+        epochs: number of epochs (passes over `train_data`).
+        steps: number of optimizer steps instead (the last epoch may end early). Default
+            (neither given): the recipe's own length, in steps where the paper counts
+            iterations (`resnet_cifar`: 64k steps of batch 128, scaled to the data's batch),
+            else in epochs.
         val_data: optional batched validation dataset.
         output_dir: folder for checkpoints and logs.
         learning_rate: peak learning rate at the recipe's reference batch size; default the
@@ -535,8 +546,14 @@ def train(
     _check_number("ema", ema, 0, 1)
     overrides = {} if learning_rate is None else {"learning_rate": learning_rate}
     spec = get_recipe(recipe, **overrides)
-    epochs = spec.epochs if epochs is None else epochs
-    _check_positive("epochs", epochs)
+    if epochs is not None:
+        _check_positive("epochs", epochs)
+    if steps is not None:
+        _check_positive("steps", steps)
+        if epochs is not None:
+            raise ValueError(
+                f"epochs={epochs!r} and steps={steps!r} both set the run's length; pass one."
+            )
     if save_every is not None:
         _check_positive("save_every", save_every)
     if not isinstance(overwrite, bool):
@@ -554,6 +571,7 @@ def train(
     first_batch, steps_per_epoch, soft_labels = _dataset_info(train_data)
     check_pixels("train_data images", first_batch[0])
     batch_size = int(first_batch[0].shape[0])
+    epochs, total_steps = _run_length(spec, epochs, steps, batch_size, steps_per_epoch)
     placement = place(distribution)
     if batch_size % placement.num_replicas:
         raise ValueError(
@@ -586,6 +604,7 @@ def train(
                 # continue on the same data.
                 "data": getattr(train_data, "provenance", None),
                 "class_names": getattr(train_data, "class_names", None),
+                "steps": total_steps,
             }
             run = run_record(
                 model, spec, recipe, epochs, batch_size, steps_per_epoch, seed=seed, **settings
@@ -601,7 +620,7 @@ def train(
                 spec,
                 out,
                 (train_data, val_data, first_batch, steps_per_epoch, soft_labels),
-                epochs,
+                (epochs, total_steps),
                 resume,
                 ema=ema,
                 save_every=save_every,

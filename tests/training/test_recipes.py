@@ -4,9 +4,10 @@ import keras
 import numpy as np
 import pytest
 
-from keras_resvit.training.recipes import RECIPES, get_recipe
-from keras_resvit.training.schedules import RecipeSchedule, recipe_schedule
-from keras_resvit.training.train import NO_DECAY, build_optimizer
+from keras_resvit.training.optimizers import CoupledDecaySGD
+from keras_resvit.training.recipes import NO_DECAY, RECIPES, get_recipe
+from keras_resvit.training.schedules import RecipeSchedule, recipe_schedule, recipe_steps
+from keras_resvit.training.train import build_optimizer
 from tests.conftest import tiny_vit
 
 
@@ -44,9 +45,29 @@ def test_vit_pretrain_warms_up_10k_steps_then_decays_linearly():
 
 
 def test_constant_warmup_of_resnet110():
-    recipe = get_recipe("resnet_cifar", warmup=400, warmup_learning_rate=0.01)
-    schedule = recipe_schedule(recipe, 128, 64_000)
-    np.testing.assert_allclose(rates(schedule, [0, 399, 400]), [0.01, 0.01, 0.1], rtol=1e-6)
+    recipe = RECIPES["resnet_cifar_warmup"]
+    schedule = recipe_schedule(recipe, 128, recipe_steps(recipe, 128))
+    np.testing.assert_allclose(
+        rates(schedule, [0, 399, 400, 31_999, 32_000, 48_000]),
+        [0.01, 0.01, 0.1, 0.1, 0.01, 0.001],
+        rtol=1e-6,
+    )
+    # At twice the batch: half the steps, twice the rates (the same images at each rate).
+    schedule = recipe_schedule(recipe, 256, recipe_steps(recipe, 256))
+    np.testing.assert_allclose(
+        rates(schedule, [0, 199, 200, 15_999, 16_000, 24_000]),
+        [0.02, 0.02, 0.2, 0.2, 0.02, 0.002],
+        rtol=1e-6,
+    )
+
+
+def test_cifar_recipes_count_the_papers_64k_iterations():
+    for name in ("resnet_cifar", "resnet_cifar_warmup"):
+        recipe = RECIPES[name]
+        assert (recipe.steps, recipe.batch_size, recipe.decay_at) == (64_000, 128, (0.5, 0.75))
+        assert recipe_steps(recipe, 128) == 64_000
+        assert recipe_steps(recipe, 512) == 16_000
+    assert recipe_steps(RECIPES["resnet_imagenet"], 256) is None  # it counts epochs
 
 
 def test_schedule_serializes():
@@ -61,6 +82,8 @@ def test_every_recipe_builds_its_optimizer(name):
     optimizer = build_optimizer(recipe, recipe.batch_size, 1000)
     kind = keras.optimizers.SGD if recipe.optimizer == "sgd" else keras.optimizers.AdamW
     assert isinstance(optimizer, kind)
+    coupled = recipe.decay_mode == "coupled" and recipe.weight_decay > 0
+    assert isinstance(optimizer, CoupledDecaySGD) == coupled
     assert optimizer.global_clipnorm == recipe.global_clipnorm
     if recipe.optimizer == "sgd":
         assert optimizer.momentum == recipe.momentum
@@ -89,3 +112,106 @@ def test_bad_recipe_names_and_fields():
         get_recipe("resnet_cifer")
     with pytest.raises(ValueError, match=r"\['lr'\] are not Recipe fields"):
         get_recipe("deit", lr=0.1)
+
+
+def sgd_step_by_hand(w, g, velocity, lr, momentum, wd, mode):
+    """One step of SGD with momentum as the papers (coupled) and AdamW (decoupled) define it."""
+    if mode == "coupled":
+        g = g + wd * w
+    velocity = momentum * velocity - lr * g
+    w = w + velocity
+    if mode == "decoupled":
+        w = w - lr * wd * (w - velocity)  # Keras decays the weight before the update
+    return w, velocity
+
+
+@pytest.mark.parametrize("mode", ["coupled", "decoupled"])
+def test_weight_decay_modes_match_a_hand_written_sgd_step(mode):
+    recipe = get_recipe("resnet_cifar", decay_mode=mode, weight_decay=0.05, steps=None)
+    optimizer = build_optimizer(recipe, 128, 100)
+    # A batch-norm scale: the papers decay it too, so both modes must touch it here.
+    w = keras.Variable(np.array([1.0, -2.0, 0.5], "float32"), name="gamma")
+    optimizer.build([w])
+    rng = np.random.default_rng(0)
+    expected, velocity = w.numpy().astype("float64"), np.zeros(3)
+    for _ in range(3):
+        g = rng.normal(size=3)
+        optimizer.apply([keras.ops.convert_to_tensor(g.astype("float32"))], [w])
+        expected, velocity = sgd_step_by_hand(expected, g, velocity, 0.1, 0.9, 0.05, mode)
+    np.testing.assert_allclose(w.numpy(), expected, rtol=1e-5)
+
+
+def test_coupled_decay_is_ten_times_the_decoupled_pull_at_momentum_0_9():
+    """With a zero loss gradient, the coupled decay's velocity builds up to 1 / (1 - 0.9)."""
+    pulls = {}
+    for mode in ("coupled", "decoupled"):
+        recipe = get_recipe("resnet_cifar", decay_mode=mode, steps=None, weight_decay=1e-3)
+        optimizer = build_optimizer(recipe, 128, 1000)
+        w = keras.Variable(np.ones(1, "float32"))
+        optimizer.build([w])
+        zero = keras.ops.zeros(1)
+        for _ in range(100):
+            before = float(w.numpy()[0])
+            optimizer.apply([zero], [w])
+        pulls[mode] = (before - float(w.numpy()[0])) / before
+    assert pulls["coupled"] / pulls["decoupled"] == pytest.approx(10.0, rel=0.01)
+
+
+def test_resnet_recipes_decay_every_variable_vit_recipes_spare_norms():
+    model = tiny_vit(num_layers=1)
+    variables = model.trainable_variables
+    for name in ("resnet_cifar", "resnet_imagenet"):
+        optimizer = build_optimizer(RECIPES[name], 128, 100)
+        optimizer.build(variables)
+        assert all(optimizer._use_weight_decay(v) for v in variables), name
+        assert optimizer.l2 == 1e-4 and not optimizer.weight_decay
+    for name in ("vit_pretrain", "deit"):
+        optimizer = build_optimizer(RECIPES[name], 512, 100)
+        optimizer.build(variables)
+        assert not any(optimizer._use_weight_decay(v) for v in variables if v.name == "gamma")
+
+
+def test_coupled_decay_optimizer_serializes_and_refuses_both_modes():
+    optimizer = CoupledDecaySGD(learning_rate=0.1, momentum=0.9, l2=1e-4, exclude=("bias",))
+    clone = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
+    assert isinstance(clone, CoupledDecaySGD)
+    assert (clone.l2, clone.exclude, clone.momentum) == (1e-4, ("bias",), 0.9)
+    with pytest.raises(ValueError, match="weight_decay=0.1: CoupledDecaySGD decays through"):
+        CoupledDecaySGD(l2=1e-4, weight_decay=0.1)
+    with pytest.raises(ValueError, match="l2=-1 must be a number >= 0"):
+        CoupledDecaySGD(l2=-1)
+
+
+def test_recipe_fields_are_checked():
+    with pytest.raises(ValueError, match="decay_mode='coupled' with optimizer='adamw'"):
+        get_recipe("deit", decay_mode="coupled")
+    with pytest.raises(ValueError, match="decay_mode='l1' is not valid"):
+        get_recipe("deit", decay_mode="l1")
+    with pytest.raises(ValueError, match="steps=0 must be a positive int"):
+        get_recipe("resnet_cifar", steps=0)
+
+
+def test_vit_recipes_are_the_papers():
+    """Dosovitskiy et al. (2021), Table 3 and Appendix B.1.1."""
+    rows = {
+        "vit_pretrain": (3e-3, 300, "cosine", 0.3, 0.1),
+        "vit_pretrain_in21k": (1e-3, 90, "linear", 0.03, 0.1),
+        "vit_pretrain_jft": (8e-4, 7, "linear", 0.1, 0.0),
+    }
+    for name, row in rows.items():
+        recipe = RECIPES[name]
+        assert (recipe.learning_rate, recipe.epochs, recipe.schedule) == row[:3]
+        assert (recipe.weight_decay, recipe.dropout) == row[3:]
+        assert (recipe.optimizer, recipe.beta_1, recipe.beta_2) == ("adamw", 0.9, 0.999)
+        assert (recipe.batch_size, recipe.warmup, recipe.global_clipnorm) == (4096, 10_000, 1.0)
+        assert recipe.pre_logits and recipe.decay_mode == "decoupled"
+    finetune = RECIPES["vit_finetune"]
+    assert (finetune.optimizer, finetune.momentum, finetune.batch_size) == ("sgd", 0.9, 512)
+    assert (finetune.schedule, finetune.global_clipnorm, finetune.weight_decay) == (
+        "cosine",
+        1.0,
+        0.0,
+    )
+    # Random crop and flip only; RandAugment and MixUp are the named strong variant.
+    assert finetune.augment == "inception_crop" and not finetune.mixup
+    assert RECIPES["vit_finetune_strong"].augment == "vit"

@@ -54,6 +54,23 @@ def test_train_learns_digits_and_writes_outputs(digits, tmp_path):
     assert accuracy == pytest.approx(max(history.history["val_accuracy"]), abs=1e-6)
 
 
+def test_a_recipe_that_counts_iterations_stops_on_its_step(digits, tmp_path):
+    # 10 steps of the recipe's batch 128 are 20 steps of 64: one full epoch of 12 steps, then
+    # 8 of the second; the rate drops at 50% and 75% of them (steps 10 and 15).
+    recipe = get_recipe("resnet_cifar", steps=10)
+    history = kr.train("resnet20", digits[0], recipe=recipe, output_dir=tmp_path, verbose=0)
+    assert int(keras.ops.convert_to_numpy(history.model.optimizer.iterations)) == 20
+    rows = read_history(tmp_path / "history.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    np.testing.assert_allclose([r["learning_rate"] for r in rows], [0.005, 0.0005])
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert (config["steps"], config["epochs"], config["steps_per_epoch"]) == (20, 2, 12)
+    with pytest.raises(ValueError, match="epochs=1 and steps=5 both set the run's length"):
+        kr.train("resnet20", digits[0], epochs=1, steps=5, output_dir=tmp_path / "both")
+    with pytest.raises(ValueError, match="steps=0 must be a positive int"):
+        kr.train("resnet20", digits[0], steps=0, output_dir=tmp_path / "zero")
+
+
 def test_bfloat16_run_on_cpu_trains_and_clears_the_policy(digits, tmp_path):
     history = kr.train(
         "resnet20", digits[0], epochs=2, output_dir=tmp_path, verbose=0, precision="mixed_bfloat16"

@@ -1,0 +1,104 @@
+"""The recipes' optimizers: SGD with the papers' coupled L2 decay, and Keras' own optimizers.
+
+Two kinds of weight decay:
+- "coupled" (He et al. 2016, Krizhevsky et al. 2012, Caffe and Torch): `wd * w` is added to the
+  gradient, so it passes through momentum. At momentum 0.9 its steady-state pull on a weight
+  is `lr * wd * w / (1 - 0.9)`: ten times the decoupled one at the same `wd`.
+- "decoupled" (Loshchilov & Hutter, AdamW; the ViT and DeiT recipes): `w -= lr * wd * w`
+  outside the moments, as Keras' `weight_decay` argument does.
+"""
+
+import keras
+
+
+@keras.saving.register_keras_serializable(package="keras_resvit")
+class CoupledDecaySGD(keras.optimizers.SGD):
+    """`keras.optimizers.SGD` with L2 decay added to the gradient, as the ResNet papers train.
+
+    Each step, for every variable `w` not excluded from weight decay, the gradient becomes
+    `g + l2 * w` before momentum and the update (PyTorch's `SGD(weight_decay=l2)`, Caffe's
+    `weight_decay`): the same as a `l2 / 2 * sum(w ** 2)` term in the loss, without touching
+    the model. Gradient clipping, when set, applies before the decay is added, as there.
+
+    Args:
+        l2: decay coefficient (the papers' 1e-4 for ResNets, 5e-4 for AlexNet).
+        exclude: substrings of variable names left undecayed (default none: the papers
+            decay every parameter, batch-norm scales and offsets and biases included).
+        **kwargs: arguments of `keras.optimizers.SGD` (its own decoupled `weight_decay`
+            is refused: pick one mode).
+
+    Example:
+    >>> import keras
+    >>> w = keras.Variable([1.0])
+    >>> opt = CoupledDecaySGD(learning_rate=0.1, momentum=0.9, l2=0.5)
+    >>> opt.apply([keras.ops.convert_to_tensor([0.0])], [w])
+    >>> round(float(w.numpy()[0]), 4)  # 1 - 0.1 * (0 + 0.5 * 1)
+    0.95
+    """
+
+    def __init__(self, *, l2=1e-4, exclude=(), **kwargs):
+        if kwargs.get("weight_decay"):
+            raise ValueError(
+                f"weight_decay={kwargs['weight_decay']!r}: CoupledDecaySGD decays through `l2`; "
+                "use keras.optimizers.SGD(weight_decay=...) for decoupled decay."
+            )
+        kwargs.pop("weight_decay", None)
+        super().__init__(**kwargs)
+        if not isinstance(l2, (int, float)) or isinstance(l2, bool) or not l2 >= 0:
+            raise ValueError(f"l2={l2!r} must be a number >= 0, e.g. 1e-4.")
+        self.l2 = float(l2)
+        self.exclude = tuple(exclude)
+        if self.exclude:
+            self.exclude_from_weight_decay(var_names=list(self.exclude))
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self.l2 and self._use_weight_decay(variable):
+            gradient = gradient + keras.ops.cast(self.l2, variable.dtype) * variable
+        super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("weight_decay", None)
+        return {**config, "l2": self.l2, "exclude": list(self.exclude)}
+
+
+def recipe_optimizer(recipe, learning_rate, ema=None):
+    """The recipe's optimizer around `learning_rate` (a float or schedule).
+
+    Args:
+        recipe: a `Recipe`: its optimizer, momentum/betas, clipping and weight decay (its
+            `weight_decay`, `decay_mode` and `no_decay`).
+        learning_rate: the learning rate or `LearningRateSchedule` to use.
+        ema: momentum of an exponential moving average of the weights, or None.
+
+    Returns:
+        A Keras optimizer.
+
+    Example:
+    >>> from keras_resvit.training.recipes import get_recipe
+    >>> type(recipe_optimizer(get_recipe("resnet_cifar"), 0.1)).__name__
+    'CoupledDecaySGD'
+    >>> type(recipe_optimizer(get_recipe("deit"), 5e-4)).__name__
+    'AdamW'
+    """
+    common = {
+        "learning_rate": learning_rate,
+        "global_clipnorm": recipe.global_clipnorm,
+        "use_ema": ema is not None,
+        "ema_momentum": ema or 0.99,
+    }
+    coupled = recipe.decay_mode == "coupled" and recipe.weight_decay
+    if recipe.optimizer == "sgd" and coupled:
+        return CoupledDecaySGD(
+            momentum=recipe.momentum, l2=recipe.weight_decay, exclude=recipe.no_decay, **common
+        )
+    decay = recipe.weight_decay or None
+    if recipe.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(momentum=recipe.momentum, weight_decay=decay, **common)
+    else:
+        optimizer = keras.optimizers.AdamW(
+            beta_1=recipe.beta_1, beta_2=recipe.beta_2, weight_decay=decay or 0.0, **common
+        )
+    if recipe.no_decay:
+        optimizer.exclude_from_weight_decay(var_names=list(recipe.no_decay))
+    return optimizer
