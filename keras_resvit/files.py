@@ -236,6 +236,13 @@ def write_json(path, data) -> Path:
     return Path(path)
 
 
+def write_text(path, text: str) -> Path:
+    """Writes `text` (UTF-8) through a temporary file (see `atomic_path`)."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    return Path(path)
+
+
 def write_csv(path, rows) -> Path:
     """Writes `rows` (dicts) as CSV through a temporary file (see `atomic_path`); the columns
     are every key, in order of first appearance."""

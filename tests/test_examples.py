@@ -86,14 +86,44 @@ def test_resnet_degradation_writes_curves(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_cifar_resnet_table_prints_paper_column(tmp_path, capsys):
-    run_example("cifar_resnet_table", "--depths", 8, "--epochs", 1, "--output", tmp_path)
-    (row,) = read_csv(tmp_path / "table.csv")
-    assert int(row["params"]) == kr.count_params(kr.build_resnet(8, stem="cifar"))
-    (epoch,) = read_csv(tmp_path / "resnet8" / "history.csv")
-    assert float(row["test_error"]) == pytest.approx(100 * (1 - float(epoch["val_accuracy"])))
-    assert row["paper_test_error"] == ""  # the paper has no ResNet-8
-    line = next(line for line in capsys.readouterr().out.splitlines() if "ResNet-8" in line)
-    assert line.split()[-1] == "-"
+    run_example(
+        "cifar_resnet_table",
+        *("--depths", 8, 20, "--plain-depths", 8, "--seeds", 0, 1, "--epochs", 1),
+        *("--output", tmp_path),
+    )
+    rows = {row["net"]: row for row in read_csv(tmp_path / "table.csv")}
+    assert list(rows) == ["resnet8", "resnet20", "plain8"]
+    assert int(rows["resnet8"]["params"]) == kr.count_params(kr.build_resnet(8, stem="cifar"))
+    # The mean and spread of the two seeds' final test errors (here the test split validates).
+    errors = []
+    for seed in (0, 1):
+        (epoch,) = read_csv(tmp_path / f"resnet8-seed{seed}" / "history.csv")
+        errors.append(100 * (1 - float(epoch["val_accuracy"])))
+    assert float(rows["resnet8"]["seeds"]) == 2
+    assert float(rows["resnet8"]["test_error"]) == pytest.approx(np.mean(errors), abs=0.01)
+    assert float(rows["resnet8"]["test_error_std"]) == pytest.approx(np.std(errors), abs=0.01)
+    # The paper's column: 8.75 for ResNet-20, none for ResNet-8 or any plain net.
+    assert rows["resnet20"]["paper_test_error"] == "8.75"
+    assert rows["resnet8"]["paper_test_error"] == rows["plain8"]["paper_test_error"] == ""
+    printed = capsys.readouterr().out
+    line = next(line for line in printed.splitlines() if line.startswith("| resnet8 "))
+    assert line.split("|")[-2].strip() == "-"
+    assert (tmp_path / "table.md").read_text() in printed
+
+
+def test_cifar_resnet_table_holds_out_the_papers_validation_split(tmp_path):
+    spec = importlib.util.spec_from_file_location("table", EXAMPLES / "cifar_resnet_table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    images = np.random.default_rng(0).uniform(0, 255, (60, 32, 32, 3)).astype("float32")
+    labels = np.arange(60) % 10
+    np.savez(tmp_path / "c.npz", x_train=images, y_train=labels, x_test=images[:20],
+             y_test=labels[:20])  # fmt: skip
+    args = table.parse_args(["--data", str(tmp_path / "c.npz"), "--batch-size", "4"])
+    train, validation, test = table.load_splits(kr, args, seed=0)
+    counts = [sum(int(x.shape[0]) for x, _ in ds) for ds in (train, validation, test)]
+    assert counts == [54, 6, 20]  # 90% trains, 10% validates: the paper's 45k/5k
+    assert table.parse_args(["--data", "tfds:cifar10"]).split == "paper"
 
 
 @pytest.mark.slow
