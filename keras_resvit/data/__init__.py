@@ -6,6 +6,7 @@ from keras_resvit.data.datasets import SOURCES, load_dataset, load_digits
 from keras_resvit.data.folders import list_image_folder
 from keras_resvit.data.preprocessing import (
     evaluation_transform,
+    fully_convolutional_predict,
     multi_crop_evaluate,
     multi_crop_predict,
     ten_crop,
@@ -19,6 +20,7 @@ __all__ = [
     "checks",
     "evaluation_transform",
     "from_keras_cv",
+    "fully_convolutional_predict",
     "get_augmentation",
     "image_files",
     "list_image_folder",

@@ -12,7 +12,13 @@ import importlib.util
 
 import keras
 
-from keras_resvit.layers.crops import RandomPadCrop, RandomResizedCrop, RandomScaleCrop
+from keras_resvit.layers.crops import (
+    RandomPadCrop,
+    RandomResizedCrop,
+    RandomScaleCrop,
+    ResizeCenterCrop,
+)
+from keras_resvit.layers.lighting import PCALighting
 from keras_resvit.layers.rand_augment import RandAugment
 
 PIXELS = (0, 255)
@@ -76,15 +82,34 @@ def resnet_cifar(image_size: int = 32, seed: int | None = None) -> keras.layers.
 
 
 def resnet_imagenet(image_size: int = 224, seed: int | None = None) -> keras.layers.Pipeline:
-    """He et al. (2016), Section 3.4: shorter side in [256, 480], random 224 crop, flip, colour.
+    """He et al. (2016), Section 3.4: shorter side in [256, 480], random 224 crop, flip, and
+    "the standard color augmentation in [21]": AlexNet's PCA lighting.
 
-    The scale range follows the output (x 256/224 .. 480/224). AlexNet's PCA lighting has no
-    Keras layer; brightness, contrast and saturation jitter stand in for it, as in
-    fb.resnet.torch.
+    The scale range follows the output (x 256/224 .. 480/224).
 
     Example:
     >>> import numpy as np
     >>> tuple(resnet_imagenet(224)(np.zeros((300, 400, 3), "float32")).shape)
+    (224, 224, 3)
+    """
+    scale_range = (image_size * 256 / 224, image_size * 480 / 224)
+    return keras.layers.Pipeline(
+        [
+            RandomScaleCrop(image_size, image_size, scale_range=scale_range, seed=seed),
+            _flip(seed),
+            PCALighting(alpha_std=0.1, value_range=PIXELS, seed=seed),
+        ],
+        name="resnet_imagenet",
+    )
+
+
+def resnet_imagenet_jitter(image_size: int = 224, seed: int | None = None) -> keras.layers.Pipeline:
+    """`resnet_imagenet` with fb.resnet.torch's colour jitter (brightness 0.1, contrast 0.4,
+    saturation 0.4) in place of PCA lighting, a common later form.
+
+    Example:
+    >>> import numpy as np
+    >>> tuple(resnet_imagenet_jitter(224)(np.zeros((300, 400, 3), "float32")).shape)
     (224, 224, 3)
     """
     scale_range = (image_size * 256 / 224, image_size * 480 / 224)
@@ -99,7 +124,31 @@ def resnet_imagenet(image_size: int = 224, seed: int | None = None) -> keras.lay
             # clips HSV saturation to `value_range`, not [0, 1], and gives negative pixels.
             keras.layers.RandomColorDegeneration(0.4, seed=seed),
         ],
-        name="resnet_imagenet",
+        name="resnet_imagenet_jitter",
+    )
+
+
+def alexnet(image_size: int = 224, seed: int | None = None) -> keras.layers.Pipeline:
+    """Krizhevsky et al. (2012), Sections 2 and 4.1: the shorter side resized to 256 and the
+    central 256x256 kept, then a random 224x224 patch, its horizontal reflection, and PCA
+    lighting (alpha_std 0.1). The 256 follows the output (x 256/224); the paper's layout
+    takes 227 pixels (`build_alexnet(layout="paper")`).
+
+    Example:
+    >>> import numpy as np
+    >>> tuple(alexnet(227)(np.zeros((300, 400, 3), "float32")).shape)
+    (227, 227, 3)
+    """
+    return keras.layers.Pipeline(
+        [
+            ResizeCenterCrop(
+                round(image_size * 256 / 224), round(image_size * 256 / 224), crop_ratio=1.0
+            ),
+            keras.layers.RandomCrop(image_size, image_size, seed=seed),
+            _flip(seed),
+            PCALighting(alpha_std=0.1, value_range=PIXELS, seed=seed),
+        ],
+        name="alexnet",
     )
 
 
@@ -161,6 +210,8 @@ def vit(image_size: int = 224, seed: int | None = None) -> keras.layers.Pipeline
 PRESETS = {
     "resnet_cifar": resnet_cifar,
     "resnet_imagenet": resnet_imagenet,
+    "resnet_imagenet_jitter": resnet_imagenet_jitter,
+    "alexnet": alexnet,
     "inception_crop": inception_crop,
     "deit": deit,
     "vit": vit,

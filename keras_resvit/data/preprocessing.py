@@ -1,4 +1,5 @@
-"""Normalization presets, the evaluation transform, and the ResNet paper's multi-crop testing.
+"""Normalization presets, the evaluation transform, and the ResNet paper's two tests: 10-crop
+(`multi_crop_predict`) and fully-convolutional multi-scale (`fully_convolutional_predict`).
 
 The normalization presets live in `keras_resvit.layers.preprocessing` (models build them as
 their first layers and must not import `data`); they are re-exported here.
@@ -18,6 +19,7 @@ from keras_resvit.layers.preprocessing import (
     PRESETS,
     preprocessing_layers,
 )
+from keras_resvit.models.common import check_bool, check_model, deep_graph, is_vit
 
 __all__ = [
     "CAFFE_MEAN_BGR",
@@ -26,7 +28,9 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "PRESETS",
+    "RESNET_SCALES",
     "evaluation_transform",
+    "fully_convolutional_predict",
     "multi_crop_evaluate",
     "multi_crop_predict",
     "preprocessing_layers",
@@ -35,7 +39,8 @@ __all__ = [
 ]
 
 CROP_RATIO = 0.875  # 224 / 256: the standard ImageNet evaluation crop.
-# He et al. (2016), Table 5 (multi-scale testing): shorter side in {224, 256, 384, 480, 640}.
+# He et al. (2016), Section 3.4, the multi-scale test of Table 4's best single-model results:
+# shorter side in {224, 256, 384, 480, 640}.
 RESNET_SCALES = (224, 256, 384, 480, 640)
 CROPS = ("center", "ten")
 
@@ -196,3 +201,127 @@ def multi_crop_evaluate(model, data, *, scales=(256,), crops="ten", top_k=(1, 5)
             hits[k] += int((ranked[:, :k] == labels[:, None]).any(axis=-1).sum())
         count += len(labels)
     return {f"top{k}": hits[k] / max(count, 1) for k in top_k}
+
+
+def _check_fully_convolutional(model, images, scales, flip, batch_size):
+    """The validated images (float32 array) and scales (tuple), or one clear ValueError."""
+    check_model("model", model)
+    if is_vit(model):
+        raise ValueError(
+            f"model={model.name!r} is a ViT: its position embeddings fix the number of tokens, "
+            "so it has no fully-convolutional form; use multi_crop_predict (crops at the "
+            "model's input size) instead."
+        )
+    if len(model.inputs) != 1 or len(model.input_shape) != 4:
+        raise ValueError(
+            f"model={model.name!r} takes inputs {model.input_shape}; valid: one image input "
+            "(batch, height, width, channels)."
+        )
+    channels = model.input_shape[-1]
+    try:
+        array = np.asarray(images, "float32")
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            f"images of type {type(images).__name__} are not valid; valid: an array "
+            f"(N, H, W, {channels}) of raw 0-255 pixels, all images of one size."
+        ) from error
+    if array.ndim != 4 or array.shape[-1] != channels or not len(array):
+        raise ValueError(
+            f"images of shape {array.shape} are not valid; valid: (N, H, W, {channels}) with "
+            "N >= 1, all images of one size."
+        )
+    check_pixels("images", array)
+    values = tuple(scales) if isinstance(scales, (tuple, list)) else (scales,)
+    integers = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values)
+    if not values or not integers or min(values) < 1:
+        raise ValueError(
+            f"scales={scales!r} is not valid; valid: a positive int or a sequence of them (the "
+            f"shorter side after resizing), e.g. RESNET_SCALES {RESNET_SCALES}."
+        )
+    check_bool("flip", flip)
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} is not valid; valid: a positive int.")
+    return array, tuple(int(v) for v in values)
+
+
+def _any_size(model):
+    """`model` on an input of any height and width, its weights kept, or ValueError.
+
+    A ResNet's convolutions and global average pooling fit any size, so cloning its layers onto
+    a (None, None, C) input gives the fully-convolutional form; a layer that needs the size
+    (Flatten before a Dense) fails to build or changes the output shape.
+    """
+    channels = model.input_shape[-1]
+    # The new input in the model's own input structure (a functional model's may be a list).
+    structure = model.inputs if isinstance(model, keras.Sequential) else model.input
+    inputs = keras.tree.map_structure(
+        lambda t: keras.Input((None, None, channels), dtype=t.dtype, name=t.name), structure
+    )
+    try:
+        with deep_graph():
+            sized = keras.models.clone_model(model, input_tensors=inputs)
+    except (ValueError, TypeError) as error:
+        sized, why = None, str(error).strip().splitlines()[0]
+    else:
+        why = f"on other sizes its output shape is {sized.output_shape}"
+    if sized is None or sized.output_shape != model.output_shape:
+        raise ValueError(
+            f"model={model.name!r} has no fully-convolutional form ({why}); valid: a "
+            "convolutional net ending in global pooling, such as a ResNet. Use "
+            "multi_crop_predict for a model of one input size."
+        )
+    sized.set_weights(model.get_weights())
+    return sized
+
+
+def fully_convolutional_predict(
+    model: keras.Model,
+    images,
+    *,
+    scales=RESNET_SCALES,
+    flip: bool = True,
+    batch_size: int = 32,
+) -> np.ndarray:
+    """Averages a convolutional net's scores over whole images at several scales.
+
+    He et al. (2016), Section 3.4: "for best results, we adopt the fully-convolutional form
+    [...] and average the scores at multiple scales (images are resized such that the shorter
+    side is in {224, 256, 384, 480, 640})" (Table 4). The model, built for one input size, is
+    cloned onto an input of any size with the same weights; each image is resized (shape kept)
+    so that its shorter side is each scale and scored whole, and with `flip` its left-right
+    mirror too, as in the fully-convolutional test of VGG that the paper follows. Every view
+    counts the same in the average. `multi_crop_predict` is the 10-crop test.
+
+    Args:
+        model: a convolutional `keras.Model` ending in global pooling and a classifier (every
+            ResNet here); a ViT is refused.
+        images: raw 0-255 pixels (N, H, W, C), all of one size.
+        scales: shorter-side sizes, an int or a sequence of positive ints.
+        flip: also score each resized image's horizontal flip.
+        batch_size: images per model call.
+
+    Returns:
+        NumPy array (N, num_classes) of averaged scores (softmax outputs for a softmax model).
+
+    Raises:
+        ValueError: for an invalid argument, or a model that needs a fixed input size.
+
+    Example:
+    >>> import keras_resvit as kr, numpy as np
+    >>> model = kr.create_model("resnet20")
+    >>> fully_convolutional_predict(model, np.zeros((2, 40, 48, 3)), scales=(32, 40)).shape
+    (2, 10)
+    """
+    images, scales = _check_fully_convolutional(model, images, scales, flip, batch_size)
+    sized = _any_size(model)
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        batch = keras.ops.convert_to_tensor(images[start : start + batch_size])
+        total = 0.0
+        for scale in scales:
+            resized = resize_shorter_side(batch, scale)
+            views = (resized, keras.ops.flip(resized, axis=2)) if flip else (resized,)
+            for view in views:
+                total += np.asarray(sized.predict_on_batch(view), "float64")
+        outputs.append(total / (len(scales) * len(views)))
+    return np.concatenate(outputs).astype("float32")

@@ -8,6 +8,7 @@ from keras_resvit.layers.crops import (
     RandomScaleCrop,
     ResizeCenterCrop,
 )
+from keras_resvit.layers.lighting import PCALighting
 from keras_resvit.layers.preprocessing import PRESETS, ReverseChannels, preprocessing_layers
 from keras_resvit.layers.rand_augment import Equalization, RandAugment
 from keras_resvit.layers.resnet_layers import (
@@ -37,6 +38,7 @@ __all__ = [
     "FusedLayerNormalization",
     "LocalResponseNormalization",
     "MultiHeadSelfAttention",
+    "PCALighting",
     "PointwiseConv2D",
     "PositionEmbedding",
     "RandAugment",

@@ -1,9 +1,11 @@
 """Hybrid ResNet + ViT (Dosovitskiy et al. 2021, Section 3.1): CNN features as patches.
 
 A BiT-style ResNet (GroupNorm + weight-standardized convolutions, post-activation bottlenecks
-as in the paper's code) with stage 4 removed and its blocks moved into stage 3 turns the image
-into a 16x-downsampled feature map; the ViT embeds that map with patch size 1 ("R50+ViT-B/16").
-The ResNet pieces are those of `keras_resvit.models.resnet`, so the layer names match
+as in the paper's code) turns the image into a feature map that the ViT embeds with patch
+size 1. The paper (Section 4.1, Model Variants) varies the sequence length in two ways: (i) take
+the output of stage 4 of a regular ResNet-50 (32x downsampling, backbone "r50_stage4"), or (ii)
+remove stage 4 and put its blocks into stage 3 (16x downsampling, 4x the sequence, backbone
+"r50"). The ResNet pieces are those of `keras_resvit.models.resnet`, so the layer names match
 (`stem_conv`, `stage3_block9_conv3`); the transformer's are those of `build_vit`.
 """
 
@@ -13,10 +15,9 @@ from keras_resvit.models.common import check_choice
 from keras_resvit.models.resnet import IMAGENET_FILTERS, BlockConfig, resnet_stages, resnet_stem
 from keras_resvit.models.vit import check_vit_head, vit_config, vit_model
 
-# Blocks per stage: ResNet-50's (3, 4, 6, 3) with stage 4's three blocks moved into stage 3.
-BACKBONES = {"r50": (3, 4, 9)}
-# The stem downsamples 4x and stages 2 and 3 each 2x.
-BACKBONE_STRIDE = 16
+# Blocks per stage. "r50": ResNet-50's (3, 4, 6, 3) with stage 4's three blocks moved into
+# stage 3, option (ii); "r50_stage4": the regular ResNet-50, its stage-4 output, option (i).
+BACKBONES = {"r50": (3, 4, 9), "r50_stage4": (3, 4, 6, 3)}
 # The reference hybrid uses post-activation bottlenecks (stride on the 3x3) with GroupNorm and
 # weight standardization, i.e. ResNet v1.5 with BiT's normalization.
 _BACKBONE_BLOCKS = BlockConfig(
@@ -29,8 +30,13 @@ _BACKBONE_BLOCKS = BlockConfig(
 )
 
 
+def backbone_stride(blocks_per_stage) -> int:
+    """Total downsampling of the backbone: 4x in the stem, 2x in every stage after the first."""
+    return 4 * 2 ** (len(blocks_per_stage) - 1)
+
+
 def resnet_features(x, blocks_per_stage):
-    """The hybrid's CNN: ResNet stem and three bottleneck stages, 16x downsampling."""
+    """The hybrid's CNN: ResNet stem and bottleneck stages (16x or 32x downsampling)."""
     filters = IMAGENET_FILTERS[: len(blocks_per_stage)]
     x = resnet_stem(x, "imagenet", filters[0], _BACKBONE_BLOCKS)
     return resnet_stages(x, "bottleneck", blocks_per_stage, filters, _BACKBONE_BLOCKS)
@@ -52,9 +58,12 @@ def build_hybrid_vit(
     """Builds a hybrid ResNet + Vision Transformer that takes raw 0-255 pixels.
 
     Args:
-        backbone: the CNN; "r50" (ResNet-50 with blocks (3, 4, 9), 16x downsampling).
+        backbone: the CNN; "r50" (ResNet-50 with stage 4's blocks moved into stage 3: blocks
+            (3, 4, 9), 16x downsampling) or "r50_stage4" (the regular ResNet-50 up to its
+            stage 4: blocks (3, 4, 6, 3), 32x downsampling, a 4x shorter sequence).
         variant: ViT size and overall patch size, e.g. "B/16"; the patch size counts input
-            pixels, so "/16" embeds the 16x-downsampled map with 1x1 patches.
+            pixels (the paper's hybrid naming: the total downsampling), so "/16" embeds the
+            16x-downsampled map of "r50" with 1x1 patches and "/32" that of "r50_stage4".
         image_size: input height and width, divisible by the patch size.
         num_classes: classifier size.
         include_top: add the classifier (see `build_vit`).
@@ -77,12 +86,13 @@ def build_hybrid_vit(
     >>> model = kr.build_hybrid_vit("r50", "Ti/16", image_size=32, num_classes=10)
     >>> model.output_shape
     (None, 10)
+    >>> kr.build_hybrid_vit("r50_stage4", "Ti/32", image_size=64).output_shape
+    (None, 1000)
     """
     check_choice("backbone", backbone, BACKBONES)
     check_vit_head(include_top, num_classes, pooling, classifier_activation, preprocessing)
-    cfg = vit_config(
-        variant, image_size=image_size, pooling=pooling, stride=BACKBONE_STRIDE, **vit_options
-    )
+    stride = backbone_stride(BACKBONES[backbone])
+    cfg = vit_config(variant, image_size=image_size, pooling=pooling, stride=stride, **vit_options)
     size = variant.split("/")[0].lower() if variant else f"d{cfg.hidden_size}"
     head = (include_top, num_classes, classifier_activation)
     return vit_model(

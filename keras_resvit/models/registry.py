@@ -125,6 +125,17 @@ def _register_vits():
             "R50+ViT-B/16 hybrid (BiT-style ResNet-50, stages 3,4,9)",
         ),
     )
+    # The paper's hybrid names give the backbone's total downsampling after the "/"
+    # (Dosovitskiy et al. 2021, Section 4.4), so R50+ViT-B/32 is option (i) of Section 4.1:
+    # the regular ResNet-50's stage-4 output, 7x7 tokens at 224 (timm's "r50_s32" layout).
+    register(
+        "r50_vit_b32",
+        ModelSpec(
+            "hybrid_vit",
+            {"backbone": "r50_stage4", "variant": "B/32"},
+            "R50+ViT-B/32 hybrid (BiT-style ResNet-50, stages 3,4,6,3: 32x, 49 tokens at 224)",
+        ),
+    )
 
 
 _register_vits()

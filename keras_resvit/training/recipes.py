@@ -11,7 +11,7 @@ import difflib
 from dataclasses import dataclass
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("step", "cosine", "linear")
+SCHEDULES = ("step", "cosine", "linear", "plateau")
 DECAY_MODES = ("coupled", "decoupled")
 # Variables the ViT and DeiT recipes leave undecayed: norm scales and offsets, biases, the
 # class token and position embeddings (substrings of variable names).
@@ -29,7 +29,11 @@ class Recipe:
         epochs: default number of epochs, when `steps` is None.
         steps: default length in optimizer steps at `batch_size` (the papers that count
             iterations: 64k for the CIFAR ResNets); overrides `epochs` when set.
-        schedule: "step" (/10 at each `decay_at` fraction), "cosine" or "linear" decay.
+        schedule: "step" (/10 at each `decay_at` fraction), "cosine" or "linear" decay, or
+            "plateau" (/10 when the validation accuracy, or without validation data the
+            training loss, has not improved for `patience` epochs: the ResNet and AlexNet
+            papers' ImageNet schedule).
+        patience: epochs without improvement before a "plateau" schedule divides by 10.
         decay_at: fractions of training at which a "step" schedule divides by 10.
         warmup: linear warm-up length: a fraction of training if < 1, else steps at
             `batch_size`.
@@ -59,6 +63,7 @@ class Recipe:
     epochs: int
     schedule: str = "step"
     decay_at: tuple[float, ...] = ()
+    patience: int = 5
     warmup: float = 0.0
     warmup_learning_rate: float | None = None
     momentum: float = 0.9
@@ -91,6 +96,11 @@ class Recipe:
             raise ValueError(
                 f"Recipe: decay_mode='coupled' with optimizer={self.optimizer!r} is not "
                 "supported; Adam recipes decay decoupled (AdamW), SGD recipes either way."
+            )
+        if self.schedule == "plateau" and self.warmup:
+            raise ValueError(
+                f"Recipe: schedule='plateau' has no warm-up (warmup={self.warmup!r}); use a "
+                "'step' schedule with a warm-up instead."
             )
         if self.steps is not None and (
             not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1
@@ -128,10 +138,38 @@ RECIPES = {
         augment="resnet_cifar",
         **_RESNET,
     ),
-    # Sec. 3.4: SGD 0.9, batch 256, lr 0.1 /10 when the error plateaus (fixed at epochs 30
-    # and 60 of 90, the common schedule), coupled weight decay 1e-4, scale augmentation.
+    # Sec. 3.4: SGD 0.9, batch 256, lr 0.1 /10 when the error plateaus, 60x10^4 iterations
+    # (120 epochs of ImageNet's 1.28M images), coupled weight decay 1e-4, scale augmentation
+    # and AlexNet's PCA lighting.
     "resnet_imagenet": Recipe(
-        "sgd", 0.1, 256, 90, "step", (1 / 3, 2 / 3), augment="resnet_imagenet", **_RESNET
+        "sgd", 0.1, 256, 120, "plateau", steps=600_000, augment="resnet_imagenet", **_RESNET
+    ),
+    # The common fixed form of that schedule (fb.resnet.torch, torchvision): /10 at epochs 30
+    # and 60 of 90; colour jitter instead of PCA lighting.
+    "resnet_imagenet_step": Recipe(
+        "sgd",
+        0.1,
+        256,
+        90,
+        "step",
+        (1 / 3, 2 / 3),
+        augment="resnet_imagenet_jitter",
+        **_RESNET,
+    ),
+    # Krizhevsky et al. (2012), Section 5: SGD 0.9, batch 128, weight decay 5e-4 inside the
+    # update (coupled) on the weights (its update rule has no bias term; Caffe's reference
+    # leaves biases undecayed), lr 0.01 /10 when the validation error stops improving (three
+    # times in ~90 epochs), random crops, flips and PCA lighting.
+    "alexnet": Recipe(
+        "sgd",
+        0.01,
+        128,
+        90,
+        "plateau",
+        decay_mode="coupled",
+        no_decay=("bias",),
+        weight_decay=5e-4,
+        augment="alexnet",
     ),
     # Dosovitskiy et al. (2021), Sec. 4.1 and Table 3, ImageNet row: Adam (0.9, 0.999), batch
     # 4096, lr 3e-3, 300 epochs, 10k linear warm-up steps then cosine decay, weight decay 0.3,

@@ -56,8 +56,20 @@ class TrainingDivergedError(RuntimeError):
 def build_optimizer(recipe, global_batch_size, total_steps, ema=None):
     """The recipe's optimizer (its weight decay mode, clipping and exclusions) around its
     schedule for a run of `total_steps` steps of `global_batch_size`, with an optional EMA."""
+    if recipe.schedule == "plateau":  # a rate that `plateau_callback` lowers
+        rate = recipe.learning_rate * global_batch_size / recipe.batch_size
+        return recipe_optimizer(recipe, rate, ema)
     schedule = recipe_schedule(recipe, global_batch_size, total_steps)
     return recipe_optimizer(recipe, schedule, ema)
+
+
+def plateau_callback(recipe, validates):
+    """A "plateau" recipe's schedule: /10 after `recipe.patience` epochs without a better
+    validation accuracy (the training loss without validation data)."""
+    monitor = ("val_accuracy", "max") if validates else ("loss", "min")
+    return keras.callbacks.ReduceLROnPlateau(
+        monitor=monitor[0], mode=monitor[1], factor=0.1, patience=recipe.patience, verbose=1
+    )
 
 
 def _check_positive(argument, value):
@@ -376,6 +388,8 @@ def _prepare(model, spec, out, data, length, resume, *, ema, save_every, tensorb
         val_data = check_batches(val_data, classes, "val_data")
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(out / "tensorboard")))
+    if spec.schedule == "plateau":  # first: the epoch's saves then hold the lowered rate
+        callbacks.insert(0, plateau_callback(spec, val_data is not None))
     if total_steps < epochs * steps_per_epoch:
         callbacks.insert(0, StopAtStep(total_steps, start_step))
     train_data = check_batches(train_data, classes, "train_data")

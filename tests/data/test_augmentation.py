@@ -12,6 +12,7 @@ import keras_resvit as kr
 from keras_resvit.data import augmentation
 from keras_resvit.layers import (
     Equalization,
+    PCALighting,
     RandAugment,
     RandomPadCrop,
     RandomResizedCrop,
@@ -37,6 +38,38 @@ def test_preset_runs_in_tf_data_with_shape_dtype_and_range(name):
     config = keras.saving.serialize_keras_object(layer)
     restored = keras.saving.deserialize_keras_object(config)
     assert [type(x) for x in restored.layers] == [type(x) for x in layer.layers]
+
+
+def test_pca_lighting_shifts_each_image_along_the_principal_components():
+    """AlexNet's lighting: pixel += V @ (alpha * lambda) * 255, alpha ~ N(0, 0.1) per image."""
+    from keras_resvit.layers.lighting import IMAGENET_EIGENVALUES, IMAGENET_EIGENVECTORS
+
+    layer = PCALighting(seed=3)
+    images = np.full((256, 3, 3, 3), 128.0, "float32")
+    out = _run_in_tf_data(layer, images)
+    shifts = out[:, 0, 0] - 128.0
+    assert np.all(out == out[:, :1, :1])  # one colour shift per image, every pixel alike
+    vectors, values = np.array(IMAGENET_EIGENVECTORS), np.array(IMAGENET_EIGENVALUES)
+    alphas = np.linalg.solve(vectors, shifts.T / 255.0).T / values
+    np.testing.assert_allclose(alphas.mean(0), 0.0, atol=0.03)
+    np.testing.assert_allclose(alphas.std(0), 0.1, rtol=0.2)
+    assert np.array_equal(np.asarray(layer(images[:2], training=False)), images[:2])
+    clipped = np.asarray(PCALighting(alpha_std=5.0, seed=0)(np.full((8, 2, 2, 3), 250.0)))
+    assert clipped.max() <= 255.0 and clipped.min() >= 0.0
+    restored = PCALighting.from_config(layer.get_config())
+    assert (restored.alpha_std, restored.eigenvalues) == (0.1, list(IMAGENET_EIGENVALUES))
+    with pytest.raises(ValueError, match="alpha_std=-1 must be a number >= 0"):
+        PCALighting(alpha_std=-1)
+    with pytest.raises(ValueError, match="eigenvalues must hold 3 numbers"):
+        PCALighting(eigenvalues=(1.0, 2.0))
+
+
+def test_the_papers_imagenet_augmentations_use_pca_lighting():
+    for name in ("resnet_imagenet", "alexnet"):
+        layer, _ = kr.data.get_augmentation(name, 64, seed=0)
+        assert isinstance(layer.layers[-1], PCALighting), name
+    jitter, _ = kr.data.get_augmentation("resnet_imagenet_jitter", 64, seed=0)
+    assert not any(isinstance(x, PCALighting) for x in jitter.layers)
 
 
 def _boxes(layer, height, width, draws):

@@ -1,4 +1,4 @@
-"""Hybrid R50+ViT: the paper's ResNet layout, parameter count, saving, resizing, new heads."""
+"""Hybrid R50+ViT: the paper's two ResNet layouts, parameter counts, saving, resizing, heads."""
 
 import keras
 import numpy as np
@@ -26,6 +26,14 @@ def tiny_hybrid(**overrides):
     return kr.build_hybrid_vit("r50", **{**TINY, **overrides})
 
 
+# Option (i) downsamples 32x: 64x64 images give the same 2x2 map, of 2048 channels.
+TINY_STAGE4 = {**TINY, "patch_size": 32, "image_size": 64}
+
+
+def tiny_stage4_hybrid(**overrides):
+    return kr.build_hybrid_vit("r50_stage4", **{**TINY_STAGE4, **overrides})
+
+
 def numpy_out(model, x):
     return keras.ops.convert_to_numpy(model(x, training=False))
 
@@ -51,6 +59,53 @@ def test_r50_vit_b16_parameter_count():
     vit_b16 = 86_567_656 - (16 * 16 * 3 * 768 + 768)
     expected = r50_backbone_params() + vit_b16 + (1024 * 768 + 768)
     assert kr.count_params(model) == expected == 98_659_112
+
+
+def test_r50_vit_b32_parameter_count():
+    with keras.StatelessScope():
+        model = kr.create_model("r50_vit_b32")
+    # Dosovitskiy et al. (2021), Section 4.1, option (i): the regular ResNet-50 (He et al. 2016,
+    # Table 1: blocks 3, 4, 6, 3) up to stage 4, here with GroupNorm + standardized convs.
+    backbone = r50_backbone_params((3, 4, 6, 3), (64, 128, 256, 512))
+    # torchvision's ResNet-50 count minus its 1000-way fc: BatchNorm and GroupNorm alike have
+    # a scale and an offset per channel.
+    assert backbone == 25_557_032 - (2048 * 1000 + 1000)
+    # ViT-B/16 (paper: 86,567,656) without its 16x16x3 patch embedding and with 7x7 + 1
+    # position embeddings instead of 14x14 + 1, then a 1x1 embedding of the 2048 channels.
+    transformer = 86_567_656 - (16 * 16 * 3 * 768 + 768) - (14 * 14 + 1) * 768
+    expected = backbone + transformer + (7 * 7 + 1) * 768 + (2048 * 768 + 768)
+    assert kr.count_params(model) == expected == 110_945_832
+
+
+def test_r50_vit_b32_takes_stage4_of_a_regular_resnet50():
+    with keras.StatelessScope():
+        model = kr.create_model("r50_vit_b32")
+    names = [layer.name for layer in model.layers]
+    assert BACKBONES["r50_stage4"] == (3, 4, 6, 3)
+    assert "stage3_block6_out" in names and "stage3_block7_out" not in names
+    assert isinstance(model.get_layer("stage4_block3_conv2"), StdConv2D)
+    assert isinstance(model.get_layer("stage4_block3_bn3"), keras.layers.GroupNormalization)
+    # 32x downsampling: 224 -> a 7x7 map of 2048 channels -> 49 tokens + the class token.
+    assert model.get_layer("stage4_block3_out").output.shape == (None, 7, 7, 2048)
+    assert model.get_layer("patch_embedding").kernel_size == (1, 1)
+    assert model.get_layer("patch_embedding").output.shape == (None, 7, 7, 768)
+    assert model.get_layer("position_embedding").output.shape == (None, 50, 768)
+    assert model.name == "r50_vit_b32" and model.output_shape == (None, 1000)
+
+
+def test_stage4_hybrid_runs_saves_and_loads_by_name(tmp_path):
+    model = tiny_stage4_hybrid()
+    model.get_layer("predictions").kernel.assign(np.ones((32, 5), "float32"))
+    x = random_images(2, 64, 64)
+    assert model.get_layer("position_embedding").weights[0].shape == (1, 5, 32)
+    restored = assert_save_load_identical(model, tmp_path, x)
+    assert [layer.name for layer in restored.layers] == [layer.name for layer in model.layers]
+    # The registry name takes the same weights back from a weights file.
+    path = tmp_path / "stage4.weights.h5"
+    model.save_weights(path)
+    small = {k: v for k, v in TINY_STAGE4.items() if k != "variant"}
+    loaded = kr.create_model("r50_vit_b32", weights=path, **small)
+    np.testing.assert_allclose(numpy_out(loaded, x), numpy_out(model, x), rtol=1e-5, atol=1e-6)
 
 
 def test_backbone_is_resnet50_with_stage4_moved_into_stage3():
@@ -90,12 +145,28 @@ def test_resize_and_replace_head(tmp_path):
     np.testing.assert_allclose(numpy_out(new, random_images(2, 48, 48)), 0.5)
 
 
+def test_resize_stage4_hybrid_keeps_the_32_pixel_patches():
+    model = tiny_stage4_hybrid()
+    resized = kr.resize_vit(model, 96)
+    # 96 / 32 = 3: a 3x3 map, 9 tokens + the class token.
+    assert resized.get_layer("position_embedding").weights[0].shape == (1, 10, 32)
+    assert resized.get_layer("stage4_block3_out").output.shape == (None, 3, 3, 2048)
+    np.testing.assert_array_equal(
+        resized.get_layer("stage4_block3_conv3").get_weights()[0],
+        model.get_layer("stage4_block3_conv3").get_weights()[0],
+    )
+    assert numpy_out(resized, random_images(1, 96, 96)).shape == (1, 5)
+    with pytest.raises(ValueError, match="image_size=80 is not divisible by .* patch size 32"):
+        kr.resize_vit(model, 80)
+
+
 @pytest.mark.parametrize(
     "kwargs, words",
     [
-        ({"backbone": "r101"}, ["backbone='r101'", "'r50'"]),
+        ({"backbone": "r101"}, ["backbone='r101'", "'r50'", "'r50_stage4'"]),
         ({"image_size": 40}, ["image_size=40", "patch_size=16"]),
         ({"patch_size": 8}, ["patch_size=8", "16"]),
+        ({"backbone": "r50_stage4"}, ["patch_size=16", "downsampling 32"]),
     ],
 )
 def test_bad_arguments_raise_one_clear_error(kwargs, words):

@@ -67,7 +67,7 @@ def test_cifar_recipes_count_the_papers_64k_iterations():
         assert (recipe.steps, recipe.batch_size, recipe.decay_at) == (64_000, 128, (0.5, 0.75))
         assert recipe_steps(recipe, 128) == 64_000
         assert recipe_steps(recipe, 512) == 16_000
-    assert recipe_steps(RECIPES["resnet_imagenet"], 256) is None  # it counts epochs
+    assert recipe_steps(RECIPES["deit"], 512) is None  # it counts epochs
 
 
 def test_schedule_serializes():
@@ -215,3 +215,27 @@ def test_vit_recipes_are_the_papers():
     # Random crop and flip only; RandAugment and MixUp are the named strong variant.
     assert finetune.augment == "inception_crop" and not finetune.mixup
     assert RECIPES["vit_finetune_strong"].augment == "vit"
+
+
+def test_imagenet_recipes_are_the_papers():
+    """He et al. (2016), Section 3.4; Krizhevsky et al. (2012), Section 5."""
+    resnet = RECIPES["resnet_imagenet"]
+    assert (resnet.optimizer, resnet.momentum, resnet.batch_size) == ("sgd", 0.9, 256)
+    assert (resnet.learning_rate, resnet.schedule, resnet.steps) == (0.1, "plateau", 600_000)
+    assert (resnet.weight_decay, resnet.decay_mode, resnet.no_decay) == (1e-4, "coupled", ())
+    assert resnet.augment == "resnet_imagenet"
+    fixed = RECIPES["resnet_imagenet_step"]
+    assert (fixed.schedule, fixed.decay_at, fixed.epochs) == ("step", (1 / 3, 2 / 3), 90)
+    alexnet = RECIPES["alexnet"]
+    assert (alexnet.learning_rate, alexnet.batch_size, alexnet.momentum) == (0.01, 128, 0.9)
+    assert (alexnet.weight_decay, alexnet.decay_mode, alexnet.schedule) == (
+        5e-4,
+        "coupled",
+        "plateau",
+    )
+    assert alexnet.augment == "alexnet"
+    # A plateau schedule is a rate the callback lowers, not a function of the step.
+    optimizer = build_optimizer(resnet, 512, 1000)
+    assert float(keras.ops.convert_to_numpy(optimizer.learning_rate)) == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="schedule='plateau' has no warm-up"):
+        get_recipe("resnet_imagenet", warmup=100)

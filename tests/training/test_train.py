@@ -231,3 +231,17 @@ def test_categorical_loss_takes_integer_train_and_val_labels(digits, tmp_path, m
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["recipe"] == ("custom" if mixing else "deit")
     assert config["recipe_fields"]["warmup"] == (1 if mixing else RECIPES["deit"].warmup)
+
+
+def test_plateau_schedule_divides_the_rate_when_the_loss_stalls(tmp_path):
+    # Random labels on a handful of images: the training loss stalls at once, so the rate
+    # drops by 10 after each `patience` epochs without improvement.
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (32, 32, 32, 3)).astype("float32")
+    data = kr.data.load_dataset((images, rng.integers(0, 10, 32)), "train", batch_size=16)
+    recipe = get_recipe("resnet_cifar", schedule="plateau", patience=1, learning_rate=1e-9)
+    kr.train("resnet20", data, recipe=recipe, epochs=4, output_dir=tmp_path, verbose=0)
+    rates = [r["learning_rate"] for r in read_history(tmp_path / "history.csv")]
+    # 1e-9 at batch 128 is 1.25e-10 at 16: every epoch after the first is no better.
+    assert rates[0] == pytest.approx(1.25e-10) and rates[-1] < rates[0] / 5
+    assert np.all(np.diff(rates) <= 0)
