@@ -9,6 +9,7 @@ import keras_resvit as kr
 from keras_resvit.data import preprocessing
 from keras_resvit.layers import ResizeCenterCrop
 from keras_resvit.layers import preprocessing as layer_presets
+from tests.conftest import tiny_vit
 
 
 def bilinear_resize(image, height, width):
@@ -138,3 +139,96 @@ def test_bad_center_crop_arguments(kwargs, words):
         ResizeCenterCrop(**{"height": 8, "width": 8, **kwargs})
     for word in words:
         assert word in str(info.value)
+
+
+def _resize(images, shorter):
+    """Antialiased bilinear resize of (N, H, W, C) to a shorter side of `shorter`."""
+    height, width = images.shape[1:3]
+    factor = shorter / min(height, width)
+    size = (round(height * factor), round(width * factor))
+    return keras.ops.convert_to_numpy(keras.ops.image.resize(images, size, antialias=True))
+
+
+def _any_size_from_config(model):
+    """The model rebuilt from its config on a (None, None, 3) input, weights copied."""
+    config = model.get_config()
+    for entry in config["layers"]:
+        entry.pop("build_config", None)
+        if entry["class_name"] == "InputLayer":
+            entry["config"]["batch_shape"] = [None, None, None, 3]
+    rebuilt = keras.Model.from_config(config)
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt
+
+
+def test_fully_convolutional_at_the_input_size_is_predict():
+    model = kr.create_model("resnet20")
+    images = np.random.default_rng(5).uniform(0, 255, (3, 48, 48, 3)).astype("float32")
+    scores = kr.data.fully_convolutional_predict(model, images, scales=32, flip=False)
+    expected = model.predict(_resize(images, 32), verbose=0)
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_fully_convolutional_averages_scales_and_flips():
+    # He et al. (2016), Section 3.4: whole images, shorter side at each scale, scores averaged;
+    # each resized image and its horizontal flip count once.
+    model = kr.create_model("resnet20")
+    images = np.random.default_rng(6).uniform(0, 255, (3, 40, 56, 3)).astype("float32")
+    scores = kr.data.fully_convolutional_predict(
+        model, images, scales=(32, 44), flip=True, batch_size=2
+    )
+    rebuilt = _any_size_from_config(model)
+    views = []
+    for scale in (32, 44):
+        resized = _resize(images, scale)
+        assert resized.shape[1:3] == {32: (32, 45), 44: (44, 62)}[scale]
+        views += [rebuilt.predict(view, verbose=0) for view in (resized, resized[:, :, ::-1])]
+    # The views score differently, so the average is observable.
+    assert np.abs(views[0] - views[3]).max() > 1e-4
+    np.testing.assert_allclose(scores, np.mean(views, axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(scores.sum(-1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "case, kwargs, words",
+    [
+        ("vit", {}, ["is a ViT", "multi_crop_predict"]),
+        ("flatten", {}, ["no fully-convolutional form", "(None, None)", "multi_crop_predict"]),
+        ("resnet", {"scales": (0, 32)}, ["scales=(0, 32)", "positive int"]),
+        ("resnet", {"scales": 32.5}, ["scales=32.5", "positive int"]),
+        ("resnet", {"scales": ()}, ["scales=()", "RESNET_SCALES"]),
+        ("resnet", {"flip": "yes"}, ["flip='yes'", "True or False"]),
+        ("resnet", {"batch_size": 0}, ["batch_size=0", "positive int"]),
+        ("resnet", {"images": np.zeros((40, 48, 3))}, ["images of shape (40, 48, 3)", "(N, H"]),
+    ],
+)
+def test_bad_fully_convolutional_arguments(case, kwargs, words):
+    models = {
+        "vit": lambda: tiny_vit(),
+        "flatten": lambda: _mean_colour_model(6),
+        "resnet": lambda: kr.create_model("resnet20"),
+    }
+    arguments = {"images": np.zeros((1, 40, 48, 3)), "scales": (32,), **kwargs}
+    with pytest.raises(ValueError) as info:
+        kr.data.fully_convolutional_predict(models[case](), **arguments)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_pixel_mean_subtracts_the_mean_image_and_is_saved(tmp_path):
+    images = np.random.default_rng(0).uniform(0, 255, (20, 8, 8, 3)).astype("float32")
+    layer = layer_presets.PixelMean()
+    layer.adapt(tf.data.Dataset.from_tensor_slices((images, np.zeros(20))).batch(6))
+    assert layer.adapted and float(layer.count.numpy()) == 20
+    np.testing.assert_allclose(layer.mean.numpy(), images.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(layer(images[:2]), images[:2] - images.mean(0), atol=1e-3)
+    model = kr.build_resnet(8, stem="cifar", input_shape=(8, 8, 3), preprocessing="pixel_mean")
+    assert not model.get_layer("preprocessing").adapted
+    model.get_layer("preprocessing").adapt(images)
+    model.save(tmp_path / "m.keras")
+    restored = kr.load_model(tmp_path / "m.keras").get_layer("preprocessing")
+    np.testing.assert_allclose(restored.mean.numpy(), images.mean(0), rtol=1e-5)
+    with pytest.raises(ValueError, match="preprocessing='pixel_mean' subtracts a mean image"):
+        kr.build_resnet(8, stem="cifar", input_shape=(None, None, 3), preprocessing="pixel_mean")
+    with pytest.raises(ValueError, match="images of shape \\(4, 4, 3\\) do not match"):
+        layer.adapt(images[:, :4, :4])
