@@ -224,7 +224,9 @@ def load_dataset(
     Returns:
         A `tf.data.Dataset` of (images, labels): int32 labels (N,), or soft labels (N, classes).
         Its attributes `class_names`, `num_classes` and `provenance` (where the examples come
-        from and how they are read: `train()` resumes a run only on the same data) describe it.
+        from and how they are read: `train()` resumes a run only on the same data) describe it;
+        `unaugmented` holds the same images without augmentation or mixing, batched (`train()`
+        computes a `PixelMean` from it).
 
     Raises:
         ValueError: for an unknown source, split or preset, a bad argument, or a folder that is
@@ -301,14 +303,17 @@ def load_dataset(
 
     layer, preset_mixing = get_augmentation(augment, image_size, seed=seed)
     random_calls = None if deterministic else tf.data.AUTOTUNE
-    if training and layer is not None:
-        ds = ds.map(lambda x, y: (layer(x), y), num_parallel_calls=random_calls)
-    elif fixed is None or tuple(fixed) != (image_size, image_size):
+    if fixed is None or tuple(fixed) != (image_size, image_size):
         ratio = crop_ratio or (CROP_RATIO if photos else 1.0)
         resize = evaluation_transform(image_size, ratio)
-        ds = ds.map(lambda x, y: (resize(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+        plain = ds.map(lambda x, y: (resize(x), y), num_parallel_calls=tf.data.AUTOTUNE)
     else:
-        ds = ds.map(lambda x, y: (tf.cast(x, "float32"), y))
+        plain = ds.map(lambda x, y: (tf.cast(x, "float32"), y))
+    unaugmented = plain.batch(batch_size)
+    if training and layer is not None:
+        ds = ds.map(lambda x, y: (layer(x), y), num_parallel_calls=random_calls)
+    else:
+        ds = plain
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     mixing = preset_mixing if mixing is True else (mixing or None)
     if training and mixing is not None and (mixing.mixup_alpha or mixing.cutmix_alpha):
@@ -317,6 +322,7 @@ def load_dataset(
         ds = _mix_batches(ds, mixing, num_classes, seed, random_calls)
     ds = ds.prefetch(tf.data.AUTOTUNE)
     ds.class_names, ds.num_classes = list(class_names), num_classes
+    ds.unaugmented = unaugmented  # the same images, evaluation-transformed (for statistics)
     # What the examples are and how they are read: a run resumes only on the same data.
     augmentation = augment if augment is None or isinstance(augment, str) else type(augment)
     ds.provenance = f"{origin}, image_size={image_size}, augment={augmentation}, seed={seed}"

@@ -248,6 +248,11 @@ def _check_input_shape(input_shape, min_size, preprocessing):
                 f"input_shape={tuple(input_shape)!r} is too small: the net downsamples "
                 f"{min_size}x, so height and width must be >= {min_size} (or None)."
             )
+    if preprocessing == "pixel_mean" and None in spatial:
+        raise ValueError(
+            f"input_shape={tuple(input_shape)!r}: preprocessing='pixel_mean' subtracts a mean "
+            "image, so height and width must be fixed ints."
+        )
     if preprocessing in RGB_PRESETS and channels != 3:
         raise ValueError(
             f"input_shape={tuple(input_shape)!r} has {channels} channels but "
@@ -292,7 +297,9 @@ def build_resnet(
         pooling: None, "avg" or "max"; with `include_top` the head's pooling ("avg" if None).
         classifier_activation: activation of the classifier; None returns logits.
         preprocessing: normalization preset inside the model ("imagenet", "inception",
-            "cifar", "caffe" or None); "auto" picks "imagenet" or "cifar" by stem.
+            "cifar", "caffe", "pixel_mean" or None); "auto" picks "imagenet" or "cifar" by
+            stem. "pixel_mean" is the paper's: the mean image of the training data subtracted
+            (`kr.train` computes it; see `layers.PixelMean`).
         stem: "imagenet" (7x7/2 conv + 3x3/2 max pool, 4 stages) or "cifar" (3x3 conv, 3
             stages of 16/32/64 filters).
         block: "basic" or "bottleneck"; default from the depth.

@@ -17,6 +17,7 @@ from keras_resvit.data.checks import (
     data_errors,
 )
 from keras_resvit.files import check_output_path, first_line, save_model, write_json
+from keras_resvit.layers.preprocessing import PixelMean
 from keras_resvit.lazy import tf
 from keras_resvit.models.common import check_classifier, is_vit, outputs_logits
 from keras_resvit.models.registry import create_model, get_spec
@@ -218,6 +219,25 @@ def _model(model_or_name, recipe, placement):
     clone = keras.models.clone_model(model_or_name)
     clone.set_weights(model_or_name.get_weights())
     return clone
+
+
+def _adapt_pixel_means(model, train_data):
+    """Sets the mean image of every un-adapted `PixelMean` from the training images before
+    augmentation (He et al.: "the per-pixel mean subtracted"), or refuses the model."""
+    layers = [layer for layer in model.layers if isinstance(layer, PixelMean) and not layer.adapted]
+    if not layers:
+        return
+    source = getattr(train_data, "unaugmented", None)
+    if source is None:
+        raise ValueError(
+            f"the model's PixelMean layer {layers[0].name!r} has no mean yet and train_data "
+            "does not carry its images without augmentation; load the data with "
+            "kr.data.load_dataset, or call model.get_layer"
+            f"({layers[0].name!r}).adapt(training_images) first."
+        )
+    for layer in layers:
+        layer.adapt(source)
+    print(f"train: per-pixel mean of {int(layers[0].count.numpy())} training images set")
 
 
 def _batches(iterator):
@@ -606,6 +626,7 @@ def train(
         previous = previous_run(out, overwrite)
         with dtype_policy(policy), placement.scope():
             model = _fit_resolution(_model(model_or_name, spec, placement), first_batch[0].shape)
+            _adapt_pixel_means(model, train_data)
             check_classifier(model, "train() needs one score per class")
             _check_labels(model, train_data, first_batch[1], soft_labels)
             if val_data is not None:

@@ -40,7 +40,14 @@ def reference_center_crop(image, size, crop_ratio):
 def test_normalization_presets_are_the_models_own():
     assert preprocessing.PRESETS is layer_presets.PRESETS
     assert preprocessing.preprocessing_layers is layer_presets.preprocessing_layers
-    assert set(preprocessing.PRESETS) == {"imagenet", "inception", "cifar", "caffe", None}
+    assert set(preprocessing.PRESETS) == {
+        "imagenet",
+        "inception",
+        "cifar",
+        "caffe",
+        "pixel_mean",
+        None,
+    }
 
 
 @pytest.mark.parametrize(

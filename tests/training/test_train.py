@@ -245,3 +245,19 @@ def test_plateau_schedule_divides_the_rate_when_the_loss_stalls(tmp_path):
     # 1e-9 at batch 128 is 1.25e-10 at 16: every epoch after the first is no better.
     assert rates[0] == pytest.approx(1.25e-10) and rates[-1] < rates[0] / 5
     assert np.all(np.diff(rates) <= 0)
+
+
+def test_train_sets_the_per_pixel_mean_from_the_unaugmented_images(tmp_path):
+    (x, y), _ = kr.data.load_digits()
+    data = kr.data.load_dataset((x[:64], y[:64]), "train", batch_size=32, augment="resnet_cifar")
+    model = kr.build_resnet(8, stem="cifar", preprocessing="pixel_mean")
+    kr.train(model, data, epochs=1, output_dir=tmp_path / "run", verbose=0)
+    mean = kr.load_model(tmp_path / "run" / "last.keras").get_layer("preprocessing").mean
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(mean), x[:64].mean(0), atol=1e-3)
+    # A dataset of the user's own carries no unaugmented images: no silent zero mean.
+    import tensorflow as tf
+
+    plain = tf.data.Dataset.from_tensor_slices((x[:64], y[:64])).batch(32)
+    fresh = kr.build_resnet(8, stem="cifar", preprocessing="pixel_mean")
+    with pytest.raises(ValueError, match="PixelMean layer 'preprocessing' has no mean yet"):
+        kr.train(fresh, plain, epochs=1, output_dir=tmp_path / "other", verbose=0)
