@@ -380,3 +380,15 @@ def test_override_replaces_a_registry_argument():
     assert model.name == "resnet20"
     assert kr.count_params(model) == kr.count_params(kr.build_resnet(depth=8, stem="cifar"))
     assert kr.count_params(model) < CIFAR_PARAMS["resnet20"]
+
+
+def test_v1_registry_names_are_the_papers_bottleneck():
+    """`resnet50v1`: the stride on the first 1x1 (the paper); `resnet50`: on the 3x3 (v1.5)."""
+    paper = kr.create_model("resnet50v1", input_shape=(64, 64, 3))
+    modern = kr.create_model("resnet50", input_shape=(64, 64, 3))
+    assert kr.count_params(paper) == kr.count_params(modern) == 25_557_032
+    assert paper.get_layer("stage2_block1_conv1").strides == (2, 2)
+    assert paper.get_layer("stage2_block1_conv2").strides == (1, 1)
+    assert modern.get_layer("stage2_block1_conv1").strides == (1, 1)
+    assert modern.get_layer("stage2_block1_conv2").strides == (2, 2)
+    assert {"resnet101v1", "resnet152v1"} <= set(kr.list_models("resnet*v1"))
