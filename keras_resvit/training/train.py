@@ -325,6 +325,21 @@ def _run_length(recipe, epochs, steps, batch_size, steps_per_epoch):
     return math.ceil(steps / steps_per_epoch), steps
 
 
+def _check_warmup(recipe, batch_size, total_steps):
+    """Warns when the recipe's warm-up (in images: steps of its reference batch) fills half
+    the run or more, which leaves the run mostly at low rates."""
+    if recipe.schedule == "plateau" or not recipe.warmup:
+        return
+    warmup = recipe_schedule(recipe, batch_size, total_steps).warmup_steps
+    if warmup * 2 >= total_steps:
+        warnings.warn(
+            f"the recipe's warm-up lasts {warmup} of this run's {total_steps} steps (batch "
+            f"{batch_size}); for a short run pass a shorter one, e.g. "
+            f"recipe=get_recipe(..., warmup={max(1, total_steps // 10)}).",
+            stacklevel=3,
+        )
+
+
 def _check_val_data(val_data, model, train_data):
     """Validation data the model cannot score fails before the first epoch, not after it."""
     if int(val_data.cardinality()) == tf.data.INFINITE_CARDINALITY:
@@ -375,6 +390,7 @@ def _prepare(model, spec, out, data, length, resume, *, ema, save_every, tensorb
     categorical = soft_labels or val_soft or bool(spec.label_smoothing)
     loss_soft = soft_labels or (val_soft and not spec.label_smoothing)
     compile_model(model, spec, batch_size, total_steps, soft_labels=loss_soft, ema=ema)
+    _check_warmup(spec, batch_size, total_steps)
     classes = model.output_shape[-1]
     if categorical and first_batch[1].ndim == 1:
         first_batch = (first_batch[0], np.eye(classes, dtype="float32")[first_batch[1]])
