@@ -1,8 +1,10 @@
 """Trains a ResNet or a ViT on ImageNet with a paper's recipe, on any backend and any devices.
 
-`--recipe resnet_imagenet` is He et al. (2016), Section 3.4: SGD 0.9, batch 256, lr 0.1
-divided by 10 at epochs 30 and 60 of 90, weight decay 1e-4, scale augmentation (shorter side
-in [256, 480], random 224 crop, flip). `--recipe deit` is Touvron et al.'s data-efficient ViT
+`--recipe resnet_imagenet` is He et al. (2016), Section 3.4: SGD 0.9, batch 256, lr 0.1 divided
+by 10 when the validation accuracy plateaus, 600k iterations (120 epochs; `--epochs` sets
+another length), coupled weight decay 1e-4, scale augmentation (shorter side in [256, 480],
+random 224 crop, flip) and PCA lighting; `--recipe resnet_imagenet_step` divides at epochs 30
+and 60 of 90 instead, with colour jitter. `--recipe deit` is Touvron et al.'s data-efficient ViT
 recipe: AdamW, lr 5e-4 per 512 images, cosine over 300 epochs, RandAugment, random erasing,
 MixUp/CutMix, label smoothing and stochastic depth. The learning rate scales with the global
 batch. `--distribution auto` picks TPUStrategy (TensorFlow on a TPU VM), MirroredStrategy
@@ -28,8 +30,12 @@ The papers' settings (ImageNet; a TPU VM or a multi-GPU machine):
 
 import argparse
 
-RECIPES = ("resnet_imagenet", "deit")
-DEFAULT_MODEL = {"resnet_imagenet": "resnet50", "deit": "vit_b16"}
+RECIPES = ("resnet_imagenet", "resnet_imagenet_step", "deit")
+DEFAULT_MODEL = {
+    "resnet_imagenet": "resnet50",
+    "resnet_imagenet_step": "resnet50",
+    "deit": "vit_b16",
+}
 
 
 def parse_args(argv=None):
