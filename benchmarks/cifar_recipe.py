@@ -147,12 +147,12 @@ def minimal_fit(model, train, test, epochs, seed, subtract_mean=True, l2_on_laye
 # ---- keras_resvit ------------------------------------------------------------------------
 
 
-def ours(folder, epochs, seed, recipe, model_name, scratch, **recipe_overrides):
+def ours(folder, epochs, seed, recipe, model_name, scratch, batch_size, **recipe_overrides):
     import keras_resvit as kr
     from keras_resvit.training.recipes import get_recipe
 
     train = kr.data.load_dataset(
-        folder, "train", image_size=32, batch_size=BATCH, augment="resnet_cifar", seed=seed
+        folder, "train", image_size=32, batch_size=batch_size, augment="resnet_cifar", seed=seed
     )
     test = kr.data.load_dataset(folder, "test", image_size=32, batch_size=500, crop_ratio=1.0)
     model = kr.create_model(model_name)
@@ -181,6 +181,12 @@ def main():
     parser.add_argument("--arms", nargs="+", default=["minimal", "ours"])
     parser.add_argument("--recipe", default="resnet_cifar")
     parser.add_argument("--model", default="resnet20")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=BATCH,
+        help="batch of the keras_resvit arms (the rate scales with it; default 128)",
+    )
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
 
@@ -219,12 +225,14 @@ def main():
                         args.recipe,
                         args.model,
                         Path(scratch) / arm,
+                        args.batch_size,
                         **overrides,
                     )
                 row = {
                     "arm": arm,
                     "seed": seed,
                     "backend": keras.backend.backend(),
+                    "batch_size": BATCH if arm in ("minimal", "ours_model") else args.batch_size,
                     "test_accuracy": round(float(accuracy), 4),
                     "train_accuracy": curve,
                     "seconds": round(time.perf_counter() - start, 1),

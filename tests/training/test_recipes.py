@@ -65,6 +65,9 @@ def test_cifar_recipes_count_the_papers_64k_iterations():
     for name in ("resnet_cifar", "resnet_cifar_warmup"):
         recipe = RECIPES[name]
         assert (recipe.steps, recipe.batch_size, recipe.decay_at) == (64_000, 128, (0.5, 0.75))
+        assert (recipe.optimizer, recipe.learning_rate, recipe.momentum) == ("sgd", 0.1, 0.9)
+        assert (recipe.weight_decay, recipe.decay_mode, recipe.no_decay) == (1e-4, "coupled", ())
+        assert recipe.augment == "resnet_cifar" and not (recipe.mixup or recipe.label_smoothing)
         assert recipe_steps(recipe, 128) == 64_000
         assert recipe_steps(recipe, 512) == 16_000
     assert recipe_steps(RECIPES["deit"], 512) is None  # it counts epochs
