@@ -13,6 +13,9 @@ images for the same number of epochs at batch 128, and are scored on the same te
   `load_dataset(FOLDER, "test")`.
 - `ours_decoupled`: `ours` with the decay the recipe had before it followed the paper: Keras'
   decoupled `weight_decay` (outside momentum), norms and biases exempt.
+- `ours_pixel_mean`: `ours` with the paper's per-pixel mean subtraction
+  (`preprocessing="pixel_mean"`) instead of the per-channel standardization of the "cifar"
+  preset.
 - `ours_model`: `kr.create_model("resnet20")` trained in the minimal arm's loop (its data,
   optimizer and regularization: `kernel_regularizer`s set on our layers), which separates the
   model from the recipe and pipeline.
@@ -147,7 +150,7 @@ def minimal_fit(model, train, test, epochs, seed, subtract_mean=True, l2_on_laye
 # ---- keras_resvit ------------------------------------------------------------------------
 
 
-def ours(folder, epochs, seed, recipe, model_name, scratch, batch_size, **recipe_overrides):
+def ours(folder, epochs, seed, recipe, model_name, scratch, batch_size, preprocessing, **overrides):
     import keras_resvit as kr
     from keras_resvit.training.recipes import get_recipe
 
@@ -155,11 +158,11 @@ def ours(folder, epochs, seed, recipe, model_name, scratch, batch_size, **recipe
         folder, "train", image_size=32, batch_size=batch_size, augment="resnet_cifar", seed=seed
     )
     test = kr.data.load_dataset(folder, "test", image_size=32, batch_size=500, crop_ratio=1.0)
-    model = kr.create_model(model_name)
+    model = kr.create_model(model_name, preprocessing=preprocessing)
     history = kr.train(
         model,
         train,
-        recipe=get_recipe(recipe, **recipe_overrides),
+        recipe=get_recipe(recipe, **overrides),
         epochs=epochs,
         output_dir=Path(scratch) / f"run-{seed}",
         seed=seed,
@@ -226,6 +229,7 @@ def main():
                         args.model,
                         Path(scratch) / arm,
                         args.batch_size,
+                        "pixel_mean" if arm == "ours_pixel_mean" else "auto",
                         **overrides,
                     )
                 row = {

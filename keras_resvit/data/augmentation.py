@@ -19,6 +19,7 @@ from keras_resvit.layers.crops import (
     ResizeCenterCrop,
 )
 from keras_resvit.layers.lighting import PCALighting
+from keras_resvit.layers.preprocessing import CIFAR_MEAN
 from keras_resvit.layers.rand_augment import RandAugment
 
 PIXELS = (0, 255)
@@ -62,9 +63,11 @@ def _flip(seed):
 
 
 def resnet_cifar(image_size: int = 32, seed: int | None = None) -> keras.layers.Pipeline:
-    """He et al. (2016), Section 4.2: 4-pixel zero padding, random 32x32 crop, horizontal flip.
+    """He et al. (2016), Section 4.2: 4-pixel padding, random 32x32 crop, horizontal flip.
 
-    The padding scales with the image (4 px at 32). Images of another size are resized first.
+    The paper pads mean-subtracted images with zeros: here raw pixels are padded with
+    CIFAR-10's mean colour, the same thing. The padding scales with the image (4 px at 32).
+    Images of another size are resized first.
 
     Example:
     >>> import numpy as np
@@ -74,7 +77,7 @@ def resnet_cifar(image_size: int = 32, seed: int | None = None) -> keras.layers.
     return keras.layers.Pipeline(
         [
             keras.layers.Resizing(image_size, image_size),
-            RandomPadCrop(max(1, round(4 * image_size / 32)), seed=seed),
+            RandomPadCrop(max(1, round(4 * image_size / 32)), fill_value=CIFAR_MEAN, seed=seed),
             _flip(seed),
         ],
         name="resnet_cifar",

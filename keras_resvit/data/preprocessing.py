@@ -143,20 +143,30 @@ def multi_crop_predict(model, images, *, scales=(256,), crops: str = "ten", batc
     crop_size = model.input_shape[1]
     scales = _check_multi_crop(scales, crops, crop_size)
     images = np.asarray(images, "float32")
+
+    def views(resized):
+        crops_of = ten_crop(resized, crop_size)
+        return crops_of if crops == "ten" else crops_of[4:5]
+
+    def score(view):
+        return keras.ops.convert_to_numpy(model(view, training=False))
+
+    return _average_scores(images, scales, views, score, batch_size)
+
+
+def _average_scores(images, scales, views, score, batch_size):
+    """The mean of `score(view)` over every view (`views(resized)`) of each batch of `images`
+    resized to each of `scales` (shorter side)."""
     outputs = []
     for start in range(0, len(images), batch_size):
         batch = keras.ops.convert_to_tensor(images[start : start + batch_size])
-        total = 0.0
-        for scale in scales:
-            resized = resize_shorter_side(batch, scale)
-            if crops == "ten":
-                views = ten_crop(resized, crop_size)
-            else:
-                views = ten_crop(resized, crop_size)[4:5]
-            for view in views:
-                total += keras.ops.convert_to_numpy(model(view, training=False))
-        outputs.append(total / (len(scales) * len(views)))
-    return np.concatenate(outputs)
+        scores = [
+            np.asarray(score(view), "float64")
+            for scale in scales
+            for view in views(resize_shorter_side(batch, scale))
+        ]
+        outputs.append(np.mean(scores, axis=0))
+    return np.concatenate(outputs).astype("float32")
 
 
 def multi_crop_evaluate(model, data, *, scales=(256,), crops="ten", top_k=(1, 5)) -> dict:
@@ -314,14 +324,8 @@ def fully_convolutional_predict(
     """
     images, scales = _check_fully_convolutional(model, images, scales, flip, batch_size)
     sized = _any_size(model)
-    outputs = []
-    for start in range(0, len(images), batch_size):
-        batch = keras.ops.convert_to_tensor(images[start : start + batch_size])
-        total = 0.0
-        for scale in scales:
-            resized = resize_shorter_side(batch, scale)
-            views = (resized, keras.ops.flip(resized, axis=2)) if flip else (resized,)
-            for view in views:
-                total += np.asarray(sized.predict_on_batch(view), "float64")
-        outputs.append(total / (len(scales) * len(views)))
-    return np.concatenate(outputs).astype("float32")
+
+    def views(resized):
+        return (resized, keras.ops.flip(resized, axis=2)) if flip else (resized,)
+
+    return _average_scores(images, scales, views, sized.predict_on_batch, batch_size)

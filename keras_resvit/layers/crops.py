@@ -217,13 +217,17 @@ class RandomScaleCrop(_CropAndResize):
 
 @keras.saving.register_keras_serializable(package="keras_resvit")
 class RandomPadCrop(keras.layers.RandomCrop):
-    """CIFAR augmentation: zero-pad each side by `padding`, then a random crop of the input size.
+    """CIFAR augmentation: pad each side by `padding`, then a random crop of the input size.
 
     He et al. (2016), Section 4.2: 4 pixels padded on each side and a random 32x32 crop, i.e. a
-    uniform integer shift in [-4, 4] along each axis. Identity at inference.
+    uniform integer shift in [-4, 4] along each axis. Identity at inference. The paper pads
+    images whose mean has been subtracted with zeros, i.e. with the mean colour; our pipelines
+    carry raw pixels (the model normalizes), so `fill_value` gives that colour.
 
     Args:
         padding: pixels added on each side.
+        fill_value: the padding's pixel value: a number, or one per channel (e.g. the
+            dataset's mean colour on the images' scale); 0 pads black.
         seed: random seed.
 
     Example:
@@ -232,13 +236,23 @@ class RandomPadCrop(keras.layers.RandomCrop):
     (32, 32, 3)
     """
 
-    def __init__(self, padding=4, seed=None, **kwargs):
+    def __init__(self, padding=4, fill_value=0.0, seed=None, **kwargs):
         if not isinstance(padding, int) or isinstance(padding, bool) or padding < 0:
             raise ValueError(f"RandomPadCrop: padding={padding!r} must be an int >= 0.")
+        values = fill_value if isinstance(fill_value, (tuple, list)) else [fill_value]
+        if not values or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            for v in values
+        ):
+            raise ValueError(
+                f"RandomPadCrop: fill_value={fill_value!r} must be a finite number or one per "
+                "channel, e.g. (125.3, 123.0, 113.9)."
+            )
         # The output size is the input size; RandomCrop's own height/width are unused.
         kwargs.pop("height", None), kwargs.pop("width", None)
         super().__init__(1, 1, seed=seed, **kwargs)
         self.padding = padding
+        self.fill_value = [float(v) for v in values] if len(values) > 1 else float(values[0])
 
     def get_random_transformation(self, data, training=True, seed=None):
         if not training:
@@ -254,7 +268,8 @@ class RandomPadCrop(keras.layers.RandomCrop):
         p = self.padding
         shape = self.backend.core.shape(images)
         pad = [(0, 0)] * (len(shape) - 3) + [(p, p), (p, p), (0, 0)]
-        padded = self.backend.numpy.pad(images, pad)
+        fill = self.backend.cast(self.backend.convert_to_tensor(self.fill_value), images.dtype)
+        padded = self.backend.numpy.pad(images - fill, pad) + fill
         top, left = transformation[0], transformation[1]
         return padded[..., top : top + shape[-3], left : left + shape[-2], :]
 
@@ -269,6 +284,7 @@ class RandomPadCrop(keras.layers.RandomCrop):
         for key in ("height", "width"):
             config.pop(key)
         config["padding"] = self.padding
+        config["fill_value"] = self.fill_value
         return config
 
 

@@ -116,27 +116,49 @@ class Recipe:
 # / Torch weight decay), batch-norm scales and offsets included.
 _RESNET = {"decay_mode": "coupled", "no_decay": (), "weight_decay": 1e-4}
 
+# He et al. (2016), Section 4.2: SGD 0.9, batch 128, lr 0.1 /10 at 32k and 48k, stop at 64k
+# iterations (~182 epochs of the 45k training images), coupled weight decay 1e-4,
+# pad-crop-flip augmentation.
+_RESNET_CIFAR = Recipe(
+    "sgd", 0.1, 128, 182, "step", (0.5, 0.75), steps=64_000, augment="resnet_cifar", **_RESNET
+)
+# Dosovitskiy et al. (2021), Sec. 4.1 and Table 3, ImageNet row: Adam (0.9, 0.999), batch 4096,
+# lr 3e-3, 300 epochs, 10k linear warm-up steps then cosine decay, weight decay 0.3, dropout
+# 0.1, clipping at global norm 1, the hidden tanh pre-training head, Inception crop and flip.
+_VIT_PRETRAIN = Recipe(
+    "adamw",
+    3e-3,
+    4096,
+    300,
+    "cosine",
+    warmup=10_000,
+    weight_decay=0.3,
+    global_clipnorm=1.0,
+    dropout=0.1,
+    pre_logits=True,
+    augment="inception_crop",
+)
+# Fine-tuning (Sec. 4.1, Appendix B.1.1): SGD 0.9, batch 512, cosine decay, no weight decay,
+# clipping at 1, random crop and flip only, usually at a higher resolution than pre-training
+# (resize_vit to 384).
+_VIT_FINETUNE = Recipe(
+    "sgd",
+    0.01,
+    512,
+    8,
+    "cosine",
+    warmup=500,
+    global_clipnorm=1.0,
+    augment="inception_crop",
+    image_size=384,
+)
+
 RECIPES = {
-    # He et al. (2016), Section 4.2: SGD 0.9, batch 128, lr 0.1 /10 at 32k and 48k, stop at
-    # 64k iterations (~182 epochs of the 45k training images), coupled weight decay 1e-4,
-    # pad-crop-flip augmentation.
-    "resnet_cifar": Recipe(
-        "sgd", 0.1, 128, 182, "step", (0.5, 0.75), steps=64_000, augment="resnet_cifar", **_RESNET
-    ),
+    "resnet_cifar": _RESNET_CIFAR,
     # The same for ResNet-110 and deeper: lr 0.01 until the training error falls below 80%
     # ("about 400 iterations"), here for a fixed 400 iterations, then 0.1.
-    "resnet_cifar_warmup": Recipe(
-        "sgd",
-        0.1,
-        128,
-        182,
-        "step",
-        (0.5, 0.75),
-        steps=64_000,
-        warmup=400,
-        warmup_learning_rate=0.01,
-        augment="resnet_cifar",
-        **_RESNET,
+    "resnet_cifar_warmup": dataclasses.replace(
+        _RESNET_CIFAR, warmup=400, warmup_learning_rate=0.01
     ),
     # Sec. 3.4: SGD 0.9, batch 256, lr 0.1 /10 when the error plateaus, 60x10^4 iterations
     # (120 epochs of ImageNet's 1.28M images), coupled weight decay 1e-4, scale augmentation
@@ -147,14 +169,7 @@ RECIPES = {
     # The common fixed form of that schedule (fb.resnet.torch, torchvision): /10 at epochs 30
     # and 60 of 90; colour jitter instead of PCA lighting.
     "resnet_imagenet_step": Recipe(
-        "sgd",
-        0.1,
-        256,
-        90,
-        "step",
-        (1 / 3, 2 / 3),
-        augment="resnet_imagenet_jitter",
-        **_RESNET,
+        "sgd", 0.1, 256, 90, "step", (1 / 3, 2 / 3), augment="resnet_imagenet_jitter", **_RESNET
     ),
     # Krizhevsky et al. (2012), Section 5: SGD 0.9, batch 128, weight decay 5e-4 inside the
     # update (coupled) on the weights (its update rule has no bias term; Caffe's reference
@@ -171,79 +186,26 @@ RECIPES = {
         weight_decay=5e-4,
         augment="alexnet",
     ),
-    # Dosovitskiy et al. (2021), Sec. 4.1 and Table 3, ImageNet row: Adam (0.9, 0.999), batch
-    # 4096, lr 3e-3, 300 epochs, 10k linear warm-up steps then cosine decay, weight decay 0.3,
-    # dropout 0.1, clipping at global norm 1, the hidden tanh pre-training head, Inception
-    # crop and flip.
-    "vit_pretrain": Recipe(
-        "adamw",
-        3e-3,
-        4096,
-        300,
-        "cosine",
-        warmup=10_000,
-        weight_decay=0.3,
-        global_clipnorm=1.0,
-        dropout=0.1,
-        pre_logits=True,
-        augment="inception_crop",
-    ),
+    "vit_pretrain": _VIT_PRETRAIN,
     # Table 3, ImageNet-21k row (ViT-B; ViT-L trains 30 or 90 epochs): lr 1e-3, 90 epochs,
     # linear decay, weight decay 0.03, dropout 0.1.
-    "vit_pretrain_in21k": Recipe(
-        "adamw",
-        1e-3,
-        4096,
-        90,
-        "linear",
-        warmup=10_000,
-        weight_decay=0.03,
-        global_clipnorm=1.0,
-        dropout=0.1,
-        pre_logits=True,
-        augment="inception_crop",
+    "vit_pretrain_in21k": dataclasses.replace(
+        _VIT_PRETRAIN, learning_rate=1e-3, epochs=90, schedule="linear", weight_decay=0.03
     ),
     # Table 3, JFT-300M row (ViT-B; L/32 6e-4, L/16 4e-4, H/14 3e-4 and 14 epochs): lr 8e-4,
     # 7 epochs, linear decay, weight decay 0.1, no dropout.
-    "vit_pretrain_jft": Recipe(
-        "adamw",
-        8e-4,
-        4096,
-        7,
-        "linear",
-        warmup=10_000,
+    "vit_pretrain_jft": dataclasses.replace(
+        _VIT_PRETRAIN,
+        learning_rate=8e-4,
+        epochs=7,
+        schedule="linear",
         weight_decay=0.1,
-        global_clipnorm=1.0,
-        pre_logits=True,
-        augment="inception_crop",
+        dropout=0.0,
     ),
-    # Fine-tuning (Sec. 4.1, Appendix B.1.1): SGD 0.9, batch 512, cosine decay, no weight
-    # decay, clipping at 1, random crop and flip only, usually at a higher resolution than
-    # pre-training (resize_vit to 384).
-    "vit_finetune": Recipe(
-        "sgd",
-        0.01,
-        512,
-        8,
-        "cosine",
-        warmup=500,
-        global_clipnorm=1.0,
-        augment="inception_crop",
-        image_size=384,
-    ),
+    "vit_finetune": _VIT_FINETUNE,
     # The same with AugReg's strong augmentation (Steiner et al. 2022: RandAugment(2, 15) and
     # MixUp 0.5), a modern variant that helps long fine-tunes on small data.
-    "vit_finetune_strong": Recipe(
-        "sgd",
-        0.01,
-        512,
-        8,
-        "cosine",
-        warmup=500,
-        global_clipnorm=1.0,
-        augment="vit",
-        image_size=384,
-    ),
+    "vit_finetune_strong": dataclasses.replace(_VIT_FINETUNE, augment="vit"),
     # Touvron et al. (DeiT): AdamW lr 5e-4 * batch/512, wd 0.05, cosine, 5 warm-up epochs of
     # 300, label smoothing 0.1, MixUp 0.8 / CutMix 1.0, drop path 0.1.
     "deit": Recipe(

@@ -334,8 +334,8 @@ def _check_warmup(recipe, batch_size, total_steps):
     if warmup * 2 >= total_steps:
         warnings.warn(
             f"the recipe's warm-up lasts {warmup} of this run's {total_steps} steps (batch "
-            f"{batch_size}); for a short run pass a shorter one, e.g. "
-            f"recipe=get_recipe(..., warmup={max(1, total_steps // 10)}).",
+            f"{batch_size}); for a short run pass a shorter one, e.g. a tenth of the run: "
+            "recipe=get_recipe(NAME, warmup=0.1).",
             stacklevel=3,
         )
 

@@ -125,6 +125,23 @@ def test_random_pad_crop_is_an_integer_shift_within_padding():
     np.testing.assert_array_equal(layer(image, training=False), image)
 
 
+def test_random_pad_crop_pads_with_the_fill_colour():
+    """The paper pads mean-subtracted images with zeros: raw pixels pad with the mean colour."""
+    image = np.full((8, 8, 3), 255.0, "float32")
+    fill = (125.3, 123.0, 113.9)
+    outs = _run_in_tf_data(RandomPadCrop(2, fill_value=fill, seed=1), np.stack([image] * 30))
+    padded = outs[..., 0] != 255.0
+    assert padded.any()
+    for channel, value in enumerate(fill):
+        np.testing.assert_allclose(outs[..., channel][padded], value, rtol=1e-6)
+    preset = kr.data.get_augmentation("resnet_cifar", 32)[0].layers[1]
+    assert preset.fill_value == pytest.approx([0.4914 * 255, 0.4822 * 255, 0.4465 * 255])
+    restored = RandomPadCrop.from_config(preset.get_config())
+    assert restored.fill_value == preset.fill_value and restored.padding == 4
+    with pytest.raises(ValueError, match="fill_value=nan must be a finite number"):
+        RandomPadCrop(2, fill_value=float("nan"))
+
+
 def test_crop_layers_serialize_and_center_at_inference():
     layer = RandomResizedCrop(12, 10, scale=(0.2, 0.9), ratio=(0.5, 2.0), seed=7)
     config = keras.saving.serialize_keras_object(layer)
