@@ -303,17 +303,23 @@ def load_dataset(
 
     layer, preset_mixing = get_augmentation(augment, image_size, seed=seed)
     random_calls = None if deterministic else tf.data.AUTOTUNE
-    if fixed is None or tuple(fixed) != (image_size, image_size):
-        ratio = crop_ratio or (CROP_RATIO if photos else 1.0)
+    resized = fixed is None or tuple(fixed) != (image_size, image_size)
+
+    def plain(ratio):
+        if not resized:
+            return ds.map(lambda x, y: (tf.cast(x, "float32"), y))
         resize = evaluation_transform(image_size, ratio)
-        plain = ds.map(lambda x, y: (resize(x), y), num_parallel_calls=tf.data.AUTOTUNE)
-    else:
-        plain = ds.map(lambda x, y: (tf.cast(x, "float32"), y))
-    unaugmented = plain.batch(batch_size)
+        return ds.map(lambda x, y: (resize(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+
+    evaluation = plain(crop_ratio or (CROP_RATIO if photos else 1.0))
     if training and layer is not None:
+        # Statistics of the training images (PixelMean) see them whole, as the augmentation
+        # presets do, not center-cropped.
+        unaugmented = plain(crop_ratio or 1.0).batch(batch_size)
         ds = ds.map(lambda x, y: (layer(x), y), num_parallel_calls=random_calls)
     else:
-        ds = plain
+        unaugmented = evaluation.batch(batch_size)
+        ds = evaluation
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     mixing = preset_mixing if mixing is True else (mixing or None)
     if training and mixing is not None and (mixing.mixup_alpha or mixing.cutmix_alpha):

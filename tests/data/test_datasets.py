@@ -119,6 +119,26 @@ def test_image_folder_classes_counts_and_training(tmp_path):
     _trains(ds)
 
 
+def test_unaugmented_images_are_whole_for_training_and_evaluated_otherwise(tmp_path):
+    """`ds.unaugmented` (PixelMean's source): a training split's images resized whole, as the
+    augmentation sees them; other splits as they are evaluated."""
+    root = tmp_path / "small"
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    for c, name in enumerate(("a", "b")):
+        (root / name).mkdir(parents=True)
+        (root / name / "0.png").write_bytes(tf.io.encode_png(pixels[c]).numpy())
+    train = kr.data.load_dataset(root, image_size=8, batch_size=2, augment="resnet_cifar")
+    images, labels = next(iter(train.unaugmented))
+    np.testing.assert_array_equal(images.numpy()[np.argsort(labels.numpy())], pixels)
+    validation = kr.data.load_dataset(
+        root, "validation", image_size=8, batch_size=2, validation_split=0.5
+    )
+    images, labels = next(iter(validation.unaugmented))
+    cropped = images.numpy()[np.argsort(labels.numpy())]
+    assert cropped.shape == pixels.shape  # the 0.875 center crop of a photo, resized
+    assert not np.allclose(cropped, pixels, atol=1.0)
+
+
 def test_image_folder_validation_split_is_disjoint(tmp_path):
     root = _write_folder(tmp_path / "pets", per_class=5)
     kwargs = {"validation_split": 0.4, "seed": 1}
