@@ -18,6 +18,10 @@ DECAY_MODES = ("coupled", "decoupled")
 NO_DECAY = ("gamma", "beta", "bias", "token", "embeddings")
 
 
+def _positive_int(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 @dataclass(frozen=True)
 class Recipe:
     """Optimizer, schedule and regularization of a paper's recipe.
@@ -102,10 +106,12 @@ class Recipe:
                 f"Recipe: schedule='plateau' has no warm-up (warmup={self.warmup!r}); use a "
                 "'step' schedule with a warm-up instead."
             )
-        if self.steps is not None and (
-            not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1
-        ):
+        if self.steps is not None and not _positive_int(self.steps):
             raise ValueError(f"Recipe: steps={self.steps!r} must be a positive int or None.")
+        if not _positive_int(self.patience):
+            raise ValueError(f"Recipe: patience={self.patience!r} must be a positive int (epochs).")
+        if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise ValueError(f"Recipe: dropout={self.dropout!r} must be a number in [0, 1).")
         if isinstance(self.no_decay, str):
             raise ValueError(
                 f"Recipe: no_decay={self.no_decay!r} must be a tuple of names, e.g. ('bias',)."

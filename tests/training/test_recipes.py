@@ -192,6 +192,12 @@ def test_recipe_fields_are_checked():
         get_recipe("deit", decay_mode="l1")
     with pytest.raises(ValueError, match="steps=0 must be a positive int"):
         get_recipe("resnet_cifar", steps=0)
+    with pytest.raises(ValueError, match="patience=0 must be a positive int"):
+        get_recipe("resnet_imagenet", patience=0)
+    with pytest.raises(ValueError, match=r"dropout=1.5 must be a number in \[0, 1\)"):
+        get_recipe("vit_pretrain", dropout=1.5)
+    with pytest.raises(ValueError, match="no_decay='bias' must be a tuple of names"):
+        get_recipe("deit", no_decay="bias")
 
 
 def test_vit_recipes_are_the_papers():
