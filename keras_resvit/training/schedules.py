@@ -28,6 +28,10 @@ class RecipeSchedule(keras.optimizers.schedules.LearningRateSchedule):
         decay_at=(),
         warmup_learning_rate=None,
     ):
+        if decay not in ("step", "cosine", "linear"):
+            raise ValueError(
+                f"RecipeSchedule: decay={decay!r} is not valid; valid: 'step', 'cosine', 'linear'."
+            )
         self.peak = float(peak)
         self.total_steps = int(total_steps)
         self.warmup_steps = int(warmup_steps)
@@ -75,6 +79,12 @@ def recipe_schedule(recipe, global_batch_size: int, total_steps: int) -> RecipeS
     >>> [round(float(s(k)), 4) for k in (0, 31_999, 32_000, 48_000)]
     [0.1, 0.1, 0.01, 0.001]
     """
+    if recipe.schedule == "plateau":
+        raise ValueError(
+            "a 'plateau' schedule is no function of the step: it follows the validation "
+            "accuracy; train() starts at the recipe's rate and lowers it with "
+            "train.plateau_callback (keras.callbacks.ReduceLROnPlateau)."
+        )
     scale = global_batch_size / recipe.batch_size
     # A warm-up of >= 1 counts steps of the reference batch; below 1, a fraction of training.
     warmup = recipe.warmup / scale if recipe.warmup >= 1 else recipe.warmup * total_steps

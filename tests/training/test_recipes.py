@@ -246,5 +246,9 @@ def test_imagenet_recipes_are_the_papers():
     # A plateau schedule is a rate the callback lowers, not a function of the step.
     optimizer = build_optimizer(resnet, 512, 1000)
     assert float(keras.ops.convert_to_numpy(optimizer.learning_rate)) == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="a 'plateau' schedule is no function of the step"):
+        recipe_schedule(resnet, 256, 1000)
+    with pytest.raises(ValueError, match="decay='plateau' is not valid"):
+        RecipeSchedule(0.1, 1000, decay="plateau")
     with pytest.raises(ValueError, match="schedule='plateau' has no warm-up"):
         get_recipe("resnet_imagenet", warmup=100)
