@@ -278,6 +278,12 @@ def load_dataset(
         origin = f"folder {str(Path(source).expanduser().resolve())!r}[{split}], "
         origin += f"{len(paths)} files, validation_split={validation_split}"
         cache = _folder_is_small(paths) if cache is None else cache
+        if shuffle and cache:
+            # The listing is sorted by class, and a cached dataset is shuffled in a buffer of
+            # at most SHUFFLE_BUFFER images: cache it in a random order, or a larger folder
+            # would give batches of one or two classes.
+            order = np.random.default_rng(seed).permutation(len(paths))
+            paths, labels = [paths[i] for i in order], [labels[i] for i in order]
         ds = folder_dataset(paths, labels, shuffle=shuffle and not cache, seed=seed, strict=strict)
         if cache:
             ds = ds.cache()

@@ -234,3 +234,19 @@ def test_bad_pipeline_arguments(kwargs, words):
         kr.data.load_dataset("digits", **kwargs)
     for word in words:
         assert word in str(info.value)
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_folder_batches_mix_classes_beyond_the_shuffle_buffer(tmp_path, monkeypatch, cache):
+    """A folder lists its files class by class; with more images than the shuffle buffer, the
+    first batches must still draw from every class (cached and streamed alike)."""
+    from keras_resvit.data import datasets
+
+    monkeypatch.setattr(datasets, "SHUFFLE_BUFFER", 6)
+    root = _write_folder(tmp_path / "f", classes=("a", "b", "c", "d"), per_class=12)
+    ds = kr.data.load_dataset(root, "train", image_size=8, batch_size=12, cache=cache, seed=1)
+    first = [np.asarray(y) for _, y in ds.take(2)]
+    # Sorted order would give [0]*12 then [1]*12; a uniform shuffle almost surely mixes 3+.
+    assert all(len(set(labels)) >= 3 for labels in first), first
+    epoch = np.concatenate([np.asarray(y) for _, y in ds])
+    assert np.bincount(epoch).tolist() == [12, 12, 12, 12]
