@@ -1,7 +1,7 @@
 """Augmentation presets and crop layers, inside tf.data under the current backend."""
 
-import importlib.util
 import math
+import sys
 
 import keras
 import numpy as np
@@ -19,8 +19,6 @@ from keras_resvit.layers import (
     RandomScaleCrop,
 )
 from tests.conftest import random_images
-
-HAS_KERAS_CV = importlib.util.find_spec("keras_cv") is not None
 
 
 def _run_in_tf_data(layer, images):
@@ -302,15 +300,36 @@ def test_bad_augmentation_arguments(call, words):
         assert word in str(info.value)
 
 
-@pytest.mark.skipif(HAS_KERAS_CV, reason="keras-cv is installed")
-def test_keras_cv_adapter_explains_the_missing_extra():
+def test_keras_cv_adapter_explains_the_missing_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "keras_cv", None)  # as if not installed
     with pytest.raises(ImportError, match="keras-resvit\\[cv\\]"):
         kr.data.from_keras_cv("RandomCutout", height_factor=0.2, width_factor=0.2)
 
 
-@pytest.mark.skipif(not HAS_KERAS_CV, reason="keras-cv is not installed")
+# keras-cv is the `cv` extra, installed by scripts/test.sh: these run on every backend.
 def test_keras_cv_layer_drops_into_a_pipeline():
-    cutout = kr.data.from_keras_cv("RandomCutout", height_factor=0.3, width_factor=0.3)
+    pytest.importorskip("keras_cv", reason="the cv extra (pip install keras-resvit[cv])")
+    cutout = kr.data.from_keras_cv("RandomCutout", height_factor=0.5, width_factor=0.5, seed=0)
+    assert isinstance(cutout, keras.layers.Pipeline) and cutout.name == "keras_cv_RandomCutout"
+    images = random_images(4, 32, 32) + 1.0  # no pixel is 0 before the cutout
     pipeline = keras.layers.Pipeline([RandomResizedCrop(24, 24, seed=0), cutout])
-    out = _run_in_tf_data(pipeline, random_images(4, 32, 32))
-    assert out.shape == (4, 24, 24, 3)
+    out = _run_in_tf_data(pipeline, images)
+    assert out.shape == (4, 24, 24, 3) and out.dtype == np.float32
+    # RandomCutout fills a rectangle of up to half the height and width with 0 in every image.
+    zeros = (out == 0).all(axis=-1).reshape(4, -1).sum(axis=1)
+    assert (zeros > 0).all() and (zeros <= 12 * 12).all(), zeros
+    uncut = _run_in_tf_data(keras.layers.Pipeline([RandomResizedCrop(24, 24, seed=0)]), images)
+    assert (uncut > 0).all()
+
+
+def test_keras_cv_instances_and_bad_layers():
+    keras_cv = pytest.importorskip("keras_cv", reason="the cv extra")
+    layer = keras_cv.layers.Grayscale(output_channels=3)
+    wrapped = kr.data.from_keras_cv(layer)
+    assert wrapped.layers == [layer]
+    out = _run_in_tf_data(wrapped, random_images(2, 8, 8))
+    np.testing.assert_allclose(out[..., 0], out[..., 2], atol=1e-4)
+    with pytest.raises(ValueError, match="layer='NoSuchLayer' is not a class in keras_cv"):
+        kr.data.from_keras_cv("NoSuchLayer")
+    with pytest.raises(ValueError, match="pass a keras_cv layer"):
+        kr.data.from_keras_cv(keras.layers.RandomFlip())

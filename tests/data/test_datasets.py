@@ -1,5 +1,11 @@
 """Every source as a tf.data pipeline: digits, arrays, tensorflow-datasets, image folders."""
 
+import functools
+import http.server
+import io
+import os
+import threading
+
 import keras
 import numpy as np
 import pytest
@@ -100,6 +106,72 @@ def test_tfds_source_with_mock_data():
         assert all(x.shape[1:] == (24, 24, 3) for x, _ in photos)
         assert sum(int(x.shape[0]) for x, _ in photos) == 20
         _trains(train)
+
+
+class KerasResvitTinyDownload(tfds.core.GeneratorBasedBuilder):
+    """A tensorflow-datasets builder whose data is downloaded from `URL` (set by the test)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    URL = None
+
+    def _info(self):
+        features = tfds.features.FeaturesDict(
+            {
+                "image": tfds.features.Image(shape=(8, 8, 3)),
+                "label": tfds.features.ClassLabel(names=["a", "b"]),
+            }
+        )
+        return tfds.core.DatasetInfo(
+            builder=self, features=features, supervised_keys=("image", "label")
+        )
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples(dl_manager.download(self.URL))}
+
+    def _generate_examples(self, path):
+        with tf.io.gfile.GFile(os.fspath(path), "rb") as f:
+            arrays = np.load(io.BytesIO(f.read()))
+        for i, image in enumerate(arrays["images"]):
+            yield i, {"image": image, "label": int(arrays["labels"][i])}
+
+
+@pytest.fixture
+def served_folder(tmp_path):
+    """(folder, base URL): an HTTP server on 127.0.0.1 serving the folder's files."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_tfds_source_downloads_and_prepares_a_dataset(tmp_path, served_folder, monkeypatch):
+    """A first `tfds:` load runs tensorflow-datasets' whole download-and-prepare path (download
+    manager, builder, writer; every module they import, importlib_resources among them) as for
+    "tfds:cifar10", with the download served from this machine."""
+    folder, url = served_folder
+    images = np.random.default_rng(0).integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
+    np.savez(folder / "tiny.npz", images=images, labels=np.arange(6) % 2)
+    monkeypatch.setattr(KerasResvitTinyDownload, "URL", f"{url}/tiny.npz")
+    data_dir = tmp_path / "tfds"
+    ds = kr.data.load_dataset(
+        "tfds:keras_resvit_tiny_download", "train", data_dir=str(data_dir), batch_size=6
+    )
+    assert ds.class_names == ["a", "b"] and ds.num_classes == 2
+    x, y = next(iter(ds))
+    # tensorflow-datasets shuffles the examples as it writes them: compare them as a set.
+    pairs = sorted(
+        (int(label), image.tolist()) for label, image in zip(y.numpy(), x.numpy(), strict=True)
+    )
+    assert pairs == sorted(
+        (i % 2, image.astype("float32").tolist()) for i, image in enumerate(images)
+    )
+    assert list(data_dir.glob("keras_resvit_tiny_download/1.0.0/*.tfrecord*"))
+    assert list((data_dir / "downloads").iterdir())
 
 
 def test_unknown_tfds_name_is_a_clear_error():
