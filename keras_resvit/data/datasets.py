@@ -13,8 +13,8 @@ import numpy as np
 
 from keras_resvit.data.augmentation import Mixing, get_augmentation
 from keras_resvit.data.checks import check_pixels
-from keras_resvit.data.folders import folder_dataset, list_image_folder
-from keras_resvit.data.preprocessing import CROP_RATIO, evaluation_transform
+from keras_resvit.data.folders import folder_dataset, list_image_folder, typical_shorter_side
+from keras_resvit.data.preprocessing import evaluation_crop_ratio, evaluation_transform
 from keras_resvit.lazy import tf
 
 SOURCES = ("digits", "tfds:<name>", "an image folder path", "(images, labels) arrays")
@@ -22,6 +22,10 @@ SPLITS = ("train", "test")
 SHUFFLE_BUFFER = 10_000  # elements held when shuffling decoded images
 CACHE_BYTES = 1 << 30  # auto-cache decoded images up to 1 GiB
 FOLDER_CACHE_BYTES = 100 << 20  # ... i.e. folders up to ~100 MB of compressed files
+SIZE_SAMPLE = 16  # images of a tfds dataset of varying size read to find their typical size
+# Augmentation presets whose training views are whole images (resized to the output, then
+# padded and cropped back): their evaluation resizes whole images too, whatever their size.
+WHOLE_IMAGE_PRESETS = ("resnet_cifar",)
 
 
 def load_digits(image_size: int = 32, test_fraction: float = 0.2, seed: int = 0):
@@ -140,6 +144,17 @@ def _tfds(name, split, data_dir, shuffle):
     return ds, names, fixed, small
 
 
+def _shorter_side(fixed, paths, tfds_dataset):
+    """The source images' typical shorter side: their fixed size, else the median over a
+    sample, read from a folder's file headers or from a tfds dataset's first images."""
+    if fixed is not None:
+        return min(fixed)
+    if paths is not None:
+        return typical_shorter_side(paths)
+    sides = tfds_dataset.take(SIZE_SAMPLE).map(lambda x, y: tf.reduce_min(tf.shape(x)[:2]))
+    return float(np.median(list(sides.as_numpy_iterator())))
+
+
 def _folder_is_small(paths):
     total = 0
     for path in paths:
@@ -147,6 +162,33 @@ def _folder_is_small(paths):
         if total > FOLDER_CACHE_BYTES:
             return False
     return True
+
+
+def _folder(source, split, validation_split, seed, strict, cache, shuffle):
+    """(dataset of (uint8 RGB, int32), listed paths, class_names, origin) of an image folder."""
+    if (
+        isinstance(source, str)
+        and not any(c in source for c in "/\\~")
+        and not Path(source).exists()
+    ):
+        raise ValueError(f"source={source!r} is not a known source; valid: {list(SOURCES)}.")
+    paths, labels, class_names = list_image_folder(
+        source, split, validation_split=validation_split, seed=seed, strict=strict
+    )
+    origin = f"folder {str(Path(source).expanduser().resolve())!r}[{split}], "
+    origin += f"{len(paths)} files, validation_split={validation_split}"
+    cache = _folder_is_small(paths) if cache is None else cache
+    if shuffle and cache:
+        # The listing is sorted by class, and a cached dataset is shuffled in a buffer of at
+        # most SHUFFLE_BUFFER images: cache it in a random order, or a larger folder would
+        # give batches of one or two classes.
+        order = np.random.default_rng(seed).permutation(len(paths))
+        paths, labels = [paths[i] for i in order], [labels[i] for i in order]
+    ds = folder_dataset(paths, labels, shuffle=shuffle and not cache, seed=seed, strict=strict)
+    if cache:
+        ds = ds.cache()
+        ds = ds.shuffle(min(len(paths), SHUFFLE_BUFFER), seed=seed) if shuffle else ds
+    return ds, paths, class_names, origin
 
 
 def _mix_batches(ds, mixing, num_classes, seed, parallel_calls):
@@ -188,9 +230,19 @@ def load_dataset(
 ) -> "tf.data.Dataset":
     """A batched, prefetched `tf.data.Dataset` of (float32 pixels in [0, 255], labels).
 
-    Training splits ("train..." names) are shuffled and augmented; other splits get the
-    evaluation transform (resize the shorter side, center crop). The dataset carries
-    `class_names` and `num_classes` attributes, to be saved with the model.
+    Training splits ("train..." names) are shuffled and augmented; other splits (and training
+    splits without `augment`) get the evaluation transform: the shorter side resized to
+    `image_size / crop_ratio`, then the central `image_size` square. Unless `crop_ratio` is
+    given, the crop ratio follows the images' size (`preprocessing.evaluation_crop_ratio`):
+    photos much larger than the output (typical shorter side >= `image_size / 0.875`, e.g.
+    >= 256 for 224) get the standard 0.875 center crop; images about the output size or
+    smaller (CIFAR's 32x32 at 32, or upsampled for fine-tuning) are resized whole (1.0), as
+    training saw them. With a whole-image training preset (`WHOLE_IMAGE_PRESETS`:
+    resnet_cifar) named in `augment`, evaluation resizes whole images whatever their size.
+    The typical size is the fixed size of arrays and tfds datasets, or the median shorter
+    side of a sample of a folder's files (from their headers) or of a tfds dataset's first
+    images. The dataset carries `class_names` and `num_classes` attributes, to be saved with
+    the model, and a known number of batches (a folder's listed files).
 
     Args:
         source: "digits" (embedded, no network); "tfds:<name>" (tensorflow-datasets, e.g.
@@ -202,21 +254,24 @@ def load_dataset(
             arrays and fixed-size tfds datasets; required for folders and other tfds datasets.
         batch_size: examples per batch.
         augment: None, a preset name in `augmentation.PRESETS` or a Keras layer mapping one
-            image to an `image_size` image; training splits only.
+            image to an `image_size` image; applied to training splits only. On another split
+            it names the training preset that the evaluation transform matches (see above).
         mixing: the preset's MixUp/CutMix (True), none (False), or a `Mixing`; training splits
             only. With mixing, labels are float32 (batch, num_classes) and sum to 1.
         shuffle: shuffle every epoch; default True for training splits.
         seed: seed of the shuffle, the augmentation and a folder's hold-out split.
         drop_remainder: drop the last partial batch (static batch shape, for TPUs).
         cache: keep decoded images in memory; default when they fit (~1 GiB).
-        crop_ratio: evaluation center-crop ratio; default 0.875 for photos (folders, tfds
-            datasets of varying size), 1.0 (resize only) otherwise.
+        crop_ratio: evaluation center-crop ratio in (0, 1]; 1.0 resizes whole images. Default:
+            from the training preset and the images' size (see above).
         validation_split: fraction of a folder without split sub-folders held out as its
             "validation" / "test" split.
         data_dir: tensorflow-datasets data folder.
         strict: raise on a non-image, corrupt, oversized (`image_files.MAX_IMAGE_PIXELS`) or
             truncated file in a folder instead of skipping it with a warning; finding
-            truncated files reads every file whole when the folder is listed.
+            truncated files reads every file whole when the folder is listed. Without it, a
+            listed file that fails to decode is replaced by another image of the folder, so
+            that an epoch keeps the listed count (`folders.folder_dataset`).
         deterministic: reproducible augmentation for a given `seed`. The random layers keep
             their state in one variable, so parallel calls draw in a racy order; this runs
             them on one thread (slower).
@@ -254,40 +309,19 @@ def load_dataset(
         raise ValueError(f"mixing={mixing!r} is not valid; pass True, False or a Mixing.")
     training = isinstance(split, str) and split.startswith("train")
     shuffle = training if shuffle is None else shuffle
-    photos = False
+    paths = raw = None
     if isinstance(source, str) and source.startswith("tfds:"):
         ds, class_names, fixed, small = _tfds(source[5:], split, data_dir, shuffle)
-        photos = fixed is None
+        raw = ds
         cache = small if cache is None else cache
         ds = ds.cache() if cache else ds
         ds = ds.shuffle(SHUFFLE_BUFFER, seed=seed) if shuffle else ds
-        if class_names is None:
-            class_names = []
         origin = f"{source}[{split}], {int(ds.cardinality())} examples"
     elif isinstance(source, (str, Path)) and source != "digits":
-        if (
-            isinstance(source, str)
-            and not any(c in source for c in "/\\~")
-            and not Path(source).exists()
-        ):
-            raise ValueError(f"source={source!r} is not a known source; valid: {list(SOURCES)}.")
-        paths, labels, class_names = list_image_folder(
-            source, split, validation_split=validation_split, seed=seed, strict=strict
+        ds, paths, class_names, origin = _folder(
+            source, split, validation_split, seed, strict, cache, shuffle
         )
-        photos, fixed = True, None
-        origin = f"folder {str(Path(source).expanduser().resolve())!r}[{split}], "
-        origin += f"{len(paths)} files, validation_split={validation_split}"
-        cache = _folder_is_small(paths) if cache is None else cache
-        if shuffle and cache:
-            # The listing is sorted by class, and a cached dataset is shuffled in a buffer of
-            # at most SHUFFLE_BUFFER images: cache it in a random order, or a larger folder
-            # would give batches of one or two classes.
-            order = np.random.default_rng(seed).permutation(len(paths))
-            paths, labels = [paths[i] for i in order], [labels[i] for i in order]
-        ds = folder_dataset(paths, labels, shuffle=shuffle and not cache, seed=seed, strict=strict)
-        if cache:
-            ds = ds.cache()
-            ds = ds.shuffle(min(len(paths), SHUFFLE_BUFFER), seed=seed) if shuffle else ds
+        fixed = None
     else:
         images, labels, class_names = _arrays(source, split, image_size)
         origin = (
@@ -317,15 +351,16 @@ def load_dataset(
         resize = evaluation_transform(image_size, ratio)
         return ds.map(lambda x, y: (resize(x), y), num_parallel_calls=tf.data.AUTOTUNE)
 
-    evaluation = plain(crop_ratio or (CROP_RATIO if photos else 1.0))
     if training and layer is not None:
         # Statistics of the training images (PixelMean) see them whole, as the augmentation
         # presets do, not center-cropped.
         unaugmented = plain(crop_ratio or 1.0).batch(batch_size)
         ds = ds.map(lambda x, y: (layer(x), y), num_parallel_calls=random_calls)
     else:
-        unaugmented = evaluation.batch(batch_size)
-        ds = evaluation
+        if crop_ratio is None and resized and augment not in WHOLE_IMAGE_PRESETS:
+            crop_ratio = evaluation_crop_ratio(_shorter_side(fixed, paths, raw), image_size)
+        ds = plain(crop_ratio or 1.0)
+        unaugmented = ds.batch(batch_size)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     mixing = preset_mixing if mixing is True else (mixing or None)
     if training and mixing is not None and (mixing.mixup_alpha or mixing.cutmix_alpha):
@@ -333,7 +368,7 @@ def load_dataset(
             raise ValueError(f"mixing needs class labels; source={source!r} has none.")
         ds = _mix_batches(ds, mixing, num_classes, seed, random_calls)
     ds = ds.prefetch(tf.data.AUTOTUNE)
-    ds.class_names, ds.num_classes = list(class_names), num_classes
+    ds.class_names, ds.num_classes = list(class_names or []), num_classes
     ds.unaugmented = unaugmented  # the same images, evaluation-transformed (for statistics)
     # What the examples are and how they are read: a run resumes only on the same data.
     augmentation = augment if augment is None or isinstance(augment, str) else type(augment)

@@ -7,15 +7,17 @@ middle of an epoch.
 """
 
 import random
+import statistics
 import warnings
 from pathlib import Path
 
-from keras_resvit.data.image_files import image_problem
+from keras_resvit.data.image_files import image_dimensions, image_problem
 from keras_resvit.lazy import tf
 
 EXTENSIONS = (".jpg", ".jpeg", ".png")
 FOLDER_SPLITS = ("train", "validation", "test")
 MAX_NAMED = 5  # skipped files named in one warning
+SIZE_SAMPLE = 64  # files whose headers give a folder's typical image size
 
 
 def _problem(path, strict):
@@ -140,17 +142,31 @@ def decode_image(path):
     return image
 
 
-def folder_dataset(paths, labels, *, shuffle, seed, strict=False):
-    """Shuffles the (cheap) file list, then decodes in parallel.
+def typical_shorter_side(paths, sample: int = SIZE_SAMPLE) -> float:
+    """The median shorter side, in pixels, of up to `sample` listed files spread over `paths`,
+    read from their headers (nothing is decoded)."""
+    step = max(1, len(paths) // sample)
+    return statistics.median(min(image_dimensions(path)) for path in paths[::step][:sample])
 
-    A file that passed the listing's checks can still fail to decode (truncated, when not
-    `strict`, or corrupt inside); unless `strict`, it is dropped with TensorFlow's warning
-    rather than stopping training.
+
+def folder_dataset(paths, labels, *, shuffle, seed, strict=False):
+    """Shuffles the (cheap) file list, then decodes in parallel; one example per listed file.
+
+    The dataset has exactly `len(paths)` examples and says so (a known cardinality: Keras knows
+    an epoch's length from the first epoch on). A file that passed the listing's checks can
+    still fail to decode (truncated, when not `strict`, or corrupt inside): unless `strict`,
+    it is dropped with TensorFlow's warning rather than stopping training, and its place is
+    taken by the first image of the next pass over the files (reshuffled), so that the count
+    stays exact. Only when more than half of the files fail does an epoch end early, with
+    TensorFlow's "expected to contain N elements" error.
     """
+    count = len(paths)
     ds = tf.data.Dataset.from_tensor_slices((paths, tf.constant(labels, "int32")))
     if shuffle:
-        ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(count, seed=seed, reshuffle_each_iteration=True)
     ds = ds.map(
         lambda path, label: (decode_image(path), label), num_parallel_calls=tf.data.AUTOTUNE
     )
-    return ds if strict else ds.ignore_errors(log_warning=True)
+    if not strict:
+        ds = ds.ignore_errors(log_warning=True).repeat(2).take(count)
+    return ds.apply(tf.data.experimental.assert_cardinality(count))

@@ -29,6 +29,7 @@ __all__ = [
     "IMAGENET_STD",
     "PRESETS",
     "RESNET_SCALES",
+    "evaluation_crop_ratio",
     "evaluation_transform",
     "fully_convolutional_predict",
     "multi_crop_evaluate",
@@ -63,6 +64,29 @@ def evaluation_transform(image_size: int, crop_ratio: float = CROP_RATIO) -> Res
     (224, 224, 3)
     """
     return ResizeCenterCrop(image_size, image_size, crop_ratio=crop_ratio)
+
+
+def evaluation_crop_ratio(shorter_side: float, image_size: int) -> float:
+    """The evaluation crop ratio for images whose shorter side is `shorter_side` pixels.
+
+    Photos much larger than the output (shorter side >= `image_size / CROP_RATIO`: 256 for
+    224, so ImageNet's 375x500 photos) get the standard 0.875 center crop, which matches the
+    zoom of scale and Inception-style training crops. Images about the output size or smaller
+    (CIFAR's 32x32 at 32, or upsampled to 224 for fine-tuning) are resized whole (1.0), as
+    training saw them: a 0.875 crop would zoom them 1.14x against training.
+
+    Args:
+        shorter_side: the images' typical shorter side, in pixels.
+        image_size: output height and width.
+
+    Returns:
+        `CROP_RATIO` (0.875) or 1.0, for `evaluation_transform`.
+
+    Example:
+    >>> evaluation_crop_ratio(375, 224), evaluation_crop_ratio(32, 32)
+    (0.875, 1.0)
+    """
+    return CROP_RATIO if shorter_side >= image_size / CROP_RATIO else 1.0
 
 
 def resize_shorter_side(images, size: int, antialias: bool = True):

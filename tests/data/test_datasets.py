@@ -5,6 +5,7 @@ import http.server
 import io
 import os
 import threading
+import warnings
 
 import keras
 import numpy as np
@@ -183,6 +184,7 @@ def test_image_folder_classes_counts_and_training(tmp_path):
     root = _write_folder(tmp_path / "pets")
     ds = kr.data.load_dataset(str(root), image_size=16, batch_size=5, augment="inception_crop")
     assert ds.class_names == ["cat", "dog", "eel"] and ds.num_classes == 3
+    assert int(ds.cardinality()) == 3 and int(ds.unaugmented.cardinality()) == 3
     batches = list(ds)
     assert sum(int(x.shape[0]) for x, _ in batches) == 12
     assert all(x.shape[1:] == (16, 16, 3) for x, _ in batches)
@@ -191,24 +193,78 @@ def test_image_folder_classes_counts_and_training(tmp_path):
     _trains(ds)
 
 
+def _write_images(root, images, classes=("a", "b")):
+    """One PNG per image in `root/<class>/`, classes in turn; returns the root."""
+    for i, image in enumerate(images):
+        folder = root / classes[i % len(classes)]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{i}.png").write_bytes(tf.io.encode_png(image).numpy())
+    return root
+
+
+def _by_label(ds):
+    """The images of a dataset's first batch, ordered by label, as float64."""
+    images, labels = next(iter(ds))
+    return images.numpy()[np.argsort(labels.numpy(), kind="stable")].astype("float64")
+
+
+def _gradients(count, height, width, seed=0):
+    """Smooth images (a bright ramp plus a little noise): crops and zooms change them."""
+    rng = np.random.default_rng(seed)
+    ramp = np.add.outer(np.linspace(0, 150, height), np.linspace(0, 90, width))[..., None]
+    noise = rng.integers(0, 16, (count, height, width, 3))
+    return (ramp + noise).clip(0, 255).astype("uint8")
+
+
 def test_unaugmented_images_are_whole_for_training_and_evaluated_otherwise(tmp_path):
     """`ds.unaugmented` (PixelMean's source): a training split's images resized whole, as the
-    augmentation sees them; other splits as they are evaluated."""
-    root = tmp_path / "small"
-    pixels = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
-    for c, name in enumerate(("a", "b")):
-        (root / name).mkdir(parents=True)
-        (root / name / "0.png").write_bytes(tf.io.encode_png(pixels[c]).numpy())
+    augmentation sees them; other splits as they are evaluated (10x10 images at 8 are larger
+    than 8 / 0.875 and get the 0.875 center crop)."""
+    pixels = _gradients(2, 10, 10)
+    root = _write_images(tmp_path / "small", pixels)
     train = kr.data.load_dataset(root, image_size=8, batch_size=2, augment="resnet_cifar")
-    images, labels = next(iter(train.unaugmented))
-    np.testing.assert_array_equal(images.numpy()[np.argsort(labels.numpy())], pixels)
+    whole = kr.data.evaluation_transform(8, 1.0)(pixels.astype("float32"))
+    np.testing.assert_allclose(_by_label(train.unaugmented), whole, atol=1e-3)
     validation = kr.data.load_dataset(
         root, "validation", image_size=8, batch_size=2, validation_split=0.5
     )
-    images, labels = next(iter(validation.unaugmented))
-    cropped = images.numpy()[np.argsort(labels.numpy())]
-    assert cropped.shape == pixels.shape  # the 0.875 center crop of a photo, resized
-    assert not np.allclose(cropped, pixels, atol=1.0)
+    cropped = kr.data.evaluation_transform(8)(pixels.astype("float32"))
+    np.testing.assert_allclose(_by_label(validation.unaugmented), cropped, atol=1e-3)
+    assert not np.allclose(cropped, whole, atol=1.0)
+
+
+def test_small_folder_images_are_evaluated_whole(tmp_path):
+    """CIFAR-sized images at their own size: no crop, no zoom against training (a 0.875 crop
+    zoomed 32x32 CIFAR images 1.14x and cost 1.9 points of accuracy)."""
+    pixels = _gradients(4, 32, 32)
+    root = _write_images(tmp_path / "cifar", pixels)
+    test = kr.data.load_dataset(root, "train", image_size=32, batch_size=4, shuffle=False)
+    np.testing.assert_array_equal(_by_label(test), pixels[[0, 2, 1, 3]])
+    # Upsampled for fine-tuning (32 -> 64): the whole image, resized.
+    large = kr.data.load_dataset(root, "train", image_size=64, batch_size=4, shuffle=False)
+    whole = kr.data.evaluation_transform(64, 1.0)(pixels[[0, 2, 1, 3]].astype("float32"))
+    np.testing.assert_allclose(_by_label(large), whole, atol=0.01)
+    # An explicit crop_ratio still decides.
+    cropped = kr.data.load_dataset(
+        root, "train", image_size=32, batch_size=4, shuffle=False, crop_ratio=0.875
+    )
+    assert not np.allclose(_by_label(cropped), pixels[[0, 2, 1, 3]], atol=1.0)
+
+
+def test_photos_are_center_cropped_unless_trained_on_whole_images(tmp_path):
+    pixels = _gradients(2, 300, 400)
+    root = _write_images(tmp_path / "photos", pixels)
+    kwargs = {"image_size": 224, "batch_size": 2, "shuffle": False}
+    photos = _by_label(kr.data.load_dataset(root, "train", **kwargs))
+    expected = kr.data.evaluation_transform(224, 0.875)(pixels.astype("float32"))
+    np.testing.assert_allclose(photos, expected, atol=0.01)
+    resized = kr.data.evaluation_transform(224, 1.0)(pixels.astype("float32"))
+    assert not np.allclose(photos, resized, atol=1.0)
+    # resnet_cifar resizes whole images for training: evaluation follows it.
+    whole = kr.data.load_dataset(
+        root, "validation", validation_split=0.5, augment="resnet_cifar", **kwargs
+    )
+    np.testing.assert_allclose(_by_label(whole), resized, atol=0.01)
 
 
 def test_image_folder_validation_split_is_disjoint(tmp_path):
@@ -236,6 +292,54 @@ def test_a_split_folder_lacking_a_class_keeps_the_training_labels(tmp_path):
     test = kr.data.load_dataset(tmp_path / "data", "test", image_size=8, batch_size=32)
     assert test.class_names == ["cat", "dog", "eel"] and test.num_classes == 3
     assert sorted(np.asarray(next(iter(test))[1]).tolist()) == [0, 0, 2, 2]
+
+
+def _fit_warnings(ds, epochs=2):
+    """The Python warnings of a `model.fit` and `model.evaluate` on `ds`."""
+    model = _tiny_model(ds.num_classes, "sparse_categorical_crossentropy")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = model.fit(ds, validation_data=ds, epochs=epochs, verbose=0)
+        model.evaluate(ds, verbose=0)
+    assert len(history.history["loss"]) == epochs
+    return [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_folder_datasets_know_their_length(tmp_path, cache):
+    """Keras knows an epoch's length from the first epoch: no "Unknown" progress bar and no
+    "ran out of data" warning."""
+    root = _write_folder(tmp_path / "pets")
+    for split in ("train", "test"):
+        ds = kr.data.load_dataset(
+            root, split, image_size=8, batch_size=5, cache=cache, validation_split=0.25
+        )
+        listed = 9 if split == "train" else 3
+        assert int(ds.cardinality()) == -(-listed // 5)
+        assert sum(int(x.shape[0]) for x, _ in ds) == listed
+    train = kr.data.load_dataset(root, image_size=8, batch_size=5, cache=cache)
+    messages = _fit_warnings(train)
+    assert not [m for m in messages if "ran out of data" in m], messages
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_a_file_that_fails_to_decode_keeps_the_epoch_length(tmp_path, split):
+    """A truncated PNG passes a non-strict listing (its header is whole) and fails to decode:
+    it is dropped and replaced by another image, so the asserted count still holds."""
+    root = _write_folder(tmp_path / "data" / "train")
+    _write_folder(tmp_path / "data" / "test", per_class=2)
+    whole = (root / "dog" / "1.png").read_bytes()
+    (tmp_path / "data" / split / "dog" / "cut.png").write_bytes(whole[: len(whole) // 2])
+    listed = {"train": 13, "test": 7}[split]
+    ds = kr.data.load_dataset(tmp_path / "data", split, image_size=8, batch_size=4)
+    assert int(ds.cardinality()) == -(-listed // 4)
+    for _ in range(2):  # every epoch, shuffled or not
+        labels = np.concatenate([np.asarray(y) for _, y in ds])
+        assert len(labels) == listed
+    messages = _fit_warnings(ds)
+    assert not [m for m in messages if "ran out of data" in m], messages
+    with pytest.raises(ValueError, match="cut.png.*truncated"):
+        kr.data.load_dataset(tmp_path / "data", split, image_size=8, strict=True)
 
 
 def test_corrupt_files_are_skipped_with_a_warning_or_raise_when_strict(tmp_path):

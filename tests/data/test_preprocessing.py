@@ -76,6 +76,22 @@ def test_evaluation_transform_default_is_256_to_224():
     assert restored.get_config() == layer.get_config()
 
 
+@pytest.mark.parametrize(
+    "shorter_side, image_size, ratio",
+    [
+        (375, 224, 0.875),  # an ImageNet photo: resized to 256, center 224
+        (256, 224, 0.875),  # 224 / 0.875: the crop no longer upsamples
+        (255, 224, 1.0),
+        (32, 32, 1.0),  # CIFAR at its own size
+        (32, 224, 1.0),  # CIFAR upsampled for fine-tuning
+        (36, 32, 1.0),  # under 32 / 0.875 = 36.57
+        (37, 32, 0.875),
+    ],
+)
+def test_evaluation_crop_ratio_follows_the_image_size(shorter_side, image_size, ratio):
+    assert preprocessing.evaluation_crop_ratio(shorter_side, image_size) == ratio
+
+
 def test_ten_crop_matches_numpy_slices():
     images = np.random.default_rng(2).uniform(0, 255, (2, 9, 12, 3)).astype("float32")
     crops = [keras.ops.convert_to_numpy(c) for c in kr.data.ten_crop(images, 5)]
