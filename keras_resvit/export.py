@@ -5,12 +5,15 @@ SavedModel's frozen serving function (Keras' `format="onnx"` keeps the Normaliza
 constants as extra graph inputs). Conversion needs the TensorFlow backend, so under another
 backend the model goes through a `.keras` file into a TensorFlow-backend subprocess and the
 user never switches backends by hand. The check runs in the calling process against the
-user's own model, so a JAX-trained model is compared with its JAX outputs.
+user's own model, so a JAX-trained model is compared with its JAX outputs. Class names go
+into TF Lite and ONNX files themselves (see `keras_resvit.files`) and into the side file
+beside every artifact.
 """
 
 import contextlib
 import importlib.util
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -24,12 +27,15 @@ import numpy as np
 
 from keras_resvit.data.checks import check_pixels
 from keras_resvit.files import (
+    CLASS_NAMES_KEY,
+    add_tflite_class_names,
     atomic_path,
     check_keras_file,
     check_output_path,
+    checked_class_names,
     first_line,
     load_model,
-    name_list_problem,
+    model_class_names,
     scratch_folder,
 )
 from keras_resvit.lazy import tf
@@ -40,6 +46,7 @@ from keras_resvit.predict import (
     class_names_path,
     load_images,
     read_class_names,
+    side_file_class_names,
     write_class_names,
 )
 
@@ -241,9 +248,9 @@ def _int8_with_float_ops(model, calibration, float_ops, scratch):
     return quantizer.get_nondebug_quantized_model()
 
 
-def _convert(model, target, format, quantization, calibration, scratch):
-    """Writes the artifact to `target` (TensorFlow backend only); intermediate files go to the
-    folder `scratch`."""
+def _convert(model, target, format, quantization, calibration, scratch, class_names):
+    """Writes the artifact to `target` (TensorFlow backend only), with `class_names` (a list
+    or None) inside a TF Lite or ONNX file; intermediate files go to the folder `scratch`."""
     if format == "tflite" and quantization == "int8" and is_vit(model):
         tflite = _int8_with_float_ops(model, calibration, VIT_INT8_FLOAT_OPS, scratch)
         Path(target).write_bytes(tflite)
@@ -253,30 +260,57 @@ def _convert(model, target, format, quantization, calibration, scratch):
     elif format == "saved_model":
         model.export(str(target), format="tf_saved_model", verbose=False)
     else:
-        _convert_onnx(model, target, scratch)
+        _convert_onnx(model, target, scratch, class_names)
+    if format == "tflite" and class_names is not None:
+        add_tflite_class_names(target, class_names)
 
 
-def _convert_onnx(model, target, scratch):
+class _DropDeprecationNotices(logging.Filter):
+    """Drops TensorFlow's notices that a TF1 function is deprecated (tf2onnx calls them;
+    a user of this package has nothing to change)."""
+
+    def filter(self, record):
+        return "is deprecated and will be removed" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_tf2onnx():
+    """Silences, for the conversion only, TensorFlow's TF1 deprecation notices and NumPy's
+    `np.object` FutureWarning from Keras' tf2onnx patch."""
+    logger, notices = logging.getLogger("tensorflow"), _DropDeprecationNotices()
+    logger.addFilter(notices)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "In the future `np.object`", FutureWarning)
+            yield
+    finally:
+        logger.removeFilter(notices)
+
+
+def _convert_onnx(model, target, scratch, class_names):
     import tf2onnx
     from keras.src.export.tf2onnx_lib import patch_tf2onnx
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2,
     )
 
-    patch_tf2onnx()  # tf2onnx still uses NumPy 1 aliases; Keras ships this patch.
     saved = str(Path(scratch) / "saved_model")
     model.export(saved, format="tf_saved_model", verbose=False)
     loaded = tf.saved_model.load(saved)
-    # Freezing inlines variables and captured constants, so the only input is the image.
-    frozen = convert_variables_to_constants_v2(loaded.signatures["serving_default"])
-    tf2onnx.convert.from_graph_def(
-        frozen.graph.as_graph_def(),
-        input_names=[t.name for t in frozen.inputs],
-        output_names=[t.name for t in frozen.outputs],
-        opset=ONNX_OPSET,
-        custom_op_handlers={"Erfc": (_erfc_as_one_minus_erf, [])},
-        output_path=str(target),
-    )
+    with _quiet_tf2onnx():
+        patch_tf2onnx()  # tf2onnx still uses NumPy 1 aliases; Keras ships this patch.
+        # Freezing inlines variables and captured constants, so the only input is the image.
+        frozen = convert_variables_to_constants_v2(loaded.signatures["serving_default"])
+        proto, _ = tf2onnx.convert.from_graph_def(
+            frozen.graph.as_graph_def(),
+            input_names=[t.name for t in frozen.inputs],
+            output_names=[t.name for t in frozen.outputs],
+            opset=ONNX_OPSET,
+            custom_op_handlers={"Erfc": (_erfc_as_one_minus_erf, [])},
+        )
+    if class_names is not None:
+        proto.metadata_props.add(key=CLASS_NAMES_KEY, value=json.dumps(class_names))
+    Path(target).write_bytes(proto.SerializeToString())
 
 
 def _erfc_as_one_minus_erf(ctx, node, name, args):
@@ -298,16 +332,21 @@ def _quantized(tensor):
 
 
 def tflite_interpreter(path):
-    """A TF Lite interpreter for `path`, without TensorFlow's notice that `tf.lite` moves to
-    another package (a user of this package has nothing to change).
+    """A TF Lite interpreter for `path`: LiteRT's (`ai_edge_litert`) where it is installed,
+    else TensorFlow's `tf.lite.Interpreter` without its notice that it moves to LiteRT (a user
+    of this package has nothing to change).
 
     Raises:
         ValueError: `path` is not a readable TF Lite file.
     """
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        Interpreter = None  # noqa: N806 - the class, when LiteRT is installed
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+        warnings.filterwarnings("ignore", r"\s*Warning: tf.lite.Interpreter is deprecated")
         try:
-            return tf.lite.Interpreter(model_path=str(path))
+            return (Interpreter or tf.lite.Interpreter)(model_path=str(path))
         except ValueError as error:
             raise ValueError(
                 f"model={str(path)!r} is not a readable TF Lite file (truncated or corrupt): "
@@ -389,7 +428,7 @@ def _check_side_file(path, class_names):
     """The class names already beside `path` must be this export's: `<name>.classes.json`
     is shared by every artifact called `<name>`, so another model's names there (or stale
     ones, where this model has none) would label this artifact's predictions wrongly."""
-    existing = read_class_names(path)
+    existing = side_file_class_names(path)
     if existing is None or existing == class_names:
         return
     ours = "none" if class_names is None else class_names[:5]
@@ -421,7 +460,7 @@ def export(
     representative_data=None,
     check: bool = True,
     class_names: list | None = None,
-    verbose: bool = True,
+    verbose: bool = False,
 ) -> dict:
     """Exports a model (or a `.keras` file) and checks the artifact against Keras.
 
@@ -443,12 +482,15 @@ def export(
         check: run the artifact (TF Lite interpreter, `tf.saved_model.load`, onnxruntime when
             installed) and compare with Keras: max abs difference of outputs < 1e-4 for
             float32, < 1e-2 for float16; top-1 agreement >= 95% for "dynamic" and "int8".
-        class_names: names of the classes, written beside the artifact
-            (`<name>.classes.json`); default the ones beside the source `.keras` file.
-        verbose: print the result.
+        class_names: names of the classes, written into a TF Lite or ONNX file (metadata
+            `"keras_resvit.class_names"`, see `keras_resvit.files`) and beside the artifact
+            (`<name>.classes.json`); default those of the source `.keras` file (its side
+            file, else the names inside it), or those a model in memory carries
+            (`kr.load_model` attaches a file's names).
+        verbose: print `export_summary(result)`, one line.
 
     Returns:
-        `{"path", "format", "quantization", "checked", ...figures}`.
+        `{"path", "format", "quantization", "class_names", "checked", ...figures}`.
 
     Raises:
         ValueError: an invalid argument or an unreadable `.keras` file.
@@ -462,15 +504,17 @@ def export(
     """
     path = Path(path)
     _validate(format, quantization, representative_data, path)
-    if class_names is not None and name_list_problem(class_names):
-        raise ValueError(f"class_names={class_names!r} must be a list of strings.")
+    if class_names is not None:
+        class_names = checked_class_names(class_names)
     model = _load(model_or_path)
     _input_size(model)  # a fixed input size, checked before any conversion work
     calibration = None
     if representative_data is not None:
         calibration = representative_images(representative_data, model)
     side_file = None
-    if class_names is None and not isinstance(model_or_path, keras.Model):
+    if class_names is None and isinstance(model_or_path, keras.Model):
+        class_names = model_class_names(model)
+    elif class_names is None:
         side_file = model_or_path
         class_names = read_class_names(model_or_path)
     check_class_names(class_names, model.output_shape[-1], side_file)
@@ -479,7 +523,7 @@ def export(
     # Intermediate files go beside the target, not into the system temp folder: the next
     # export to `path` removes what a killed one left.
     with _staged(path, format) as tmp, scratch_folder(path) as scratch:
-        job = (tmp, format, quantization, calibration, scratch)
+        job = (tmp, format, quantization, calibration, scratch, class_names)
         if keras.backend.backend() == "tensorflow":
             _convert(model, *job)
         else:
@@ -489,13 +533,42 @@ def export(
             figures = _check(model, tmp, format, quantization, calibration)
     if class_names is not None:
         write_class_names(path, class_names)
-    result = {"path": str(path), "format": format, "quantization": quantization, **figures}
+    result = {
+        "path": str(path),
+        "format": format,
+        "quantization": quantization,
+        "class_names": class_names,
+        **figures,
+    }
     if verbose:
-        print(json.dumps(result))
+        print(export_summary(result))
     return result
 
 
-def _convert_in_subprocess(model_or_path, target, format, quantization, calibration, scratch):
+def export_summary(result: dict) -> str:
+    """One line for people about what `export` returned.
+
+    Example:
+    >>> export_summary({"path": "m.tflite", "format": "tflite", "quantization": None,
+    ...                 "class_names": None, "checked": False})
+    'exported m.tflite (tflite, float32): not checked'
+    """
+    kind = f"{result['format']}, {result['quantization'] or 'float32'}"
+    if result.get("class_names"):
+        kind += f", {len(result['class_names'])} class names"
+    if not result["checked"]:
+        reason = f" ({result['reason']})" if result.get("reason") else ""
+        return f"exported {result['path']} ({kind}): not checked{reason}"
+    return (
+        f"exported {result['path']} ({kind}): checked on {result['samples']} images, max abs "
+        f"difference {result['max_abs_difference']:.1e}, top-1 agreement "
+        f"{result['top1_agreement']:.1%}"
+    )
+
+
+def _convert_in_subprocess(
+    model_or_path, target, format, quantization, calibration, scratch, class_names
+):
     """Converts in a TensorFlow-backend child process, which exits when this one dies."""
     source = model_or_path
     if isinstance(model_or_path, keras.Model):
@@ -505,7 +578,16 @@ def _convert_in_subprocess(model_or_path, target, format, quantization, calibrat
     if calibration is not None:
         images = str(Path(scratch) / "calibration.npy")
         np.save(images, calibration, allow_pickle=False)
-    job = [str(source), str(target), format, quantization, images, str(scratch), os.getpid()]
+    job = [
+        str(source),
+        str(target),
+        format,
+        quantization,
+        images,
+        str(scratch),
+        class_names,
+        os.getpid(),
+    ]
     env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
     command = [sys.executable, "-m", "keras_resvit.export", json.dumps(job)]
     # On an exception here (Ctrl-C included) `run` kills the child before re-raising.
@@ -528,7 +610,7 @@ def _exit_with_parent(parent: int, interval: float = 0.5):
 
 
 if __name__ == "__main__":
-    source, target, fmt, quant, images, scratch, parent = json.loads(sys.argv[1])
+    source, target, fmt, quant, images, scratch, names, parent = json.loads(sys.argv[1])
     _exit_with_parent(parent)
     calibration = np.load(images, allow_pickle=False) if images else None
-    _convert(load_model(source), Path(target), fmt, quant, calibration, scratch)
+    _convert(load_model(source), Path(target), fmt, quant, calibration, scratch, names)

@@ -10,6 +10,18 @@ Temporaries are named `.<name>.tmp-<host>-<pid>-<token><suffix>`. A process kill
 leaves one behind; the next write to the same target removes it (its process is gone), so
 stale temporaries never pile up. A `.keras` file is loaded in Keras' safe mode unless the
 caller explicitly opts out. Folders the package writes into are `output_folders`' concern.
+
+Class names travel inside the files as well as in the `<name>.classes.json` side file (see
+`keras_resvit.predict`), as a JSON list under one name, `CLASS_NAMES_KEY`:
+- a `.keras` file: a key of its `metadata.json`, which Keras writes and never reads back (an
+  extra zip entry would make Keras extract the whole archive on every load). Keras' own
+  `model.save` does not write it; `save_model` does.
+- a TF Lite file: a named entry of the flatbuffer's `metadata` list whose buffer holds the
+  JSON, as TensorFlow's converter stores its own `CONVERSION_METADATA`.
+- an ONNX file: an entry of the model's `metadata_props`.
+- a model in memory: `load_model` attaches its file's names (`model_class_names`), and
+  `save_model` and `kr.export` write a model's names into their files. A model built from
+  another (`kr.replace_head`, `kr.resize_vit`, `keras.models.clone_model`) starts without.
 """
 
 import contextlib
@@ -17,12 +29,14 @@ import csv
 import functools
 import hashlib
 import json
+import mmap
 import os
 import re
 import secrets
 import shutil
 import socket
 import stat
+import struct
 import zipfile
 from pathlib import Path
 
@@ -222,11 +236,49 @@ def name_list_problem(value):
     return "not a JSON list of strings"
 
 
-def save_model(model, path) -> Path:
-    """`model.save` through a temporary file, so an interrupted save keeps the old file."""
+def save_model(model, path, *, class_names: list | None = None) -> Path:
+    """`model.save` through a temporary file, so an interrupted save keeps the old file.
+
+    Args:
+        model: the model.
+        path: the `.keras` file.
+        class_names: names of the classes, written into the file (see the module docstring);
+            default the names the model carries (`model_class_names`), if any.
+
+    Raises:
+        ValueError: `class_names` is not a list of strings, one per output.
+
+    Example:
+    >>> save_model(model, "/tmp/model.keras", class_names=["cat", "dog"])  # doctest: +SKIP
+    """
+    names = model_class_names(model) if class_names is None else class_names
+    if names is not None:
+        names = checked_class_names(names, model)
     with atomic_path(path) as tmp:
-        model.save(tmp)
+        if names is None:
+            model.save(tmp)
+        else:
+            # Keras writes the archive; a copy of it with the names in its metadata becomes
+            # the file, every other entry streamed unchanged.
+            with scratch_folder(path) as scratch:
+                saved = scratch / "model.keras"
+                model.save(saved)
+                _copy_keras_archive(saved, tmp, {CLASS_NAMES_KEY: names})
     return Path(path)
+
+
+def _copy_keras_archive(source, target, metadata: dict):
+    """Copies a `.keras` zip archive, with `metadata` added to its `metadata.json`."""
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for entry in old.infolist():
+            info = zipfile.ZipInfo(entry.filename, entry.date_time)
+            info.compress_type, info.external_attr = entry.compress_type, entry.external_attr
+            if entry.filename == KERAS_METADATA:
+                new.writestr(info, json.dumps({**json.loads(old.read(entry)), **metadata}))
+                continue
+            large = entry.file_size >= zipfile.ZIP64_LIMIT
+            with old.open(entry) as src, new.open(info, "w", force_zip64=large) as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
 
 
 def write_json(path, data) -> Path:
@@ -304,13 +356,13 @@ def load_model(path, *, safe_mode: bool = True, custom_objects: dict | None = No
         custom_objects: `{name: function or class}` for custom objects the file names.
 
     Returns:
-        The `keras.Model`.
+        The `keras.Model`, carrying the class names inside the file (`model_class_names`).
 
     Raises:
         FileNotFoundError: `path` is not a file.
         ValueError: not a `.keras` zip archive, a file that needs unsafe deserialization (with
-            `safe_mode=True`), a file naming callables Keras refuses to import, or a file
-            Keras cannot rebuild.
+            `safe_mode=True`), a file naming callables Keras refuses to import, a file
+            Keras cannot rebuild, or corrupt class names inside it.
 
     Example:
     >>> import keras_resvit as kr
@@ -319,7 +371,9 @@ def load_model(path, *, safe_mode: bool = True, custom_objects: dict | None = No
     check_keras_file("path", path)
     try:
         with deep_graph():
-            return keras.saving.load_model(path, safe_mode=safe_mode, custom_objects=custom_objects)
+            model = keras.saving.load_model(
+                path, safe_mode=safe_mode, custom_objects=custom_objects
+            )
     except Exception as error:  # noqa: BLE001 - zip, HDF5 and config errors alike
         # Keras nests each failing object's error into its parent's: keep the innermost.
         cause = first_line(error, after="Exception encountered:")
@@ -343,3 +397,204 @@ def load_model(path, *, safe_mode: bool = True, custom_objects: dict | None = No
         raise ValueError(
             f"path={str(path)!r} cannot be loaded as a Keras model: {cause[:500]}"
         ) from error
+    names = embedded_class_names(path, "path")
+    try:
+        set_class_names(model, names)
+    except ValueError as error:
+        raise ValueError(
+            f"path={str(path)!r} holds class names that do not fit its model "
+            f"({first_line(error)}); save the model again with its own names."
+        ) from None
+    return model
+
+
+# Class names inside files and models (see the module docstring).
+CLASS_NAMES_KEY = "keras_resvit.class_names"
+KERAS_METADATA = "metadata.json"
+_MODEL_ATTRIBUTE = "_keras_resvit_class_names"
+# TF Lite's schema.fbs: the fields of the tables the metadata reader walks.
+_MODEL_BUFFERS, _MODEL_METADATA = 4, 6
+_METADATA_NAME, _METADATA_BUFFER = 0, 1
+_BUFFER_DATA, _BUFFER_OFFSET, _BUFFER_SIZE = 0, 1, 2
+# The converter's mark of a file whose weights lie after the flatbuffer (over 2 GB).
+_TFLITE_BUFFER_LOCATION = "buffer_location"
+
+
+def checked_class_names(names, model=None) -> list:
+    """`names` as a list, when it is a list of strings with one name per output of `model`.
+
+    Raises:
+        ValueError: not a list of strings, or another count than the model's outputs.
+    """
+    if isinstance(names, (str, bytes)) or name_list_problem(list(names)):
+        raise ValueError(f"class_names={names!r} must be a list of strings.")
+    names = list(names)
+    shape = None if model is None else model.output_shape
+    if isinstance(shape, tuple) and len(shape) == 2 and shape[-1] != len(names):
+        raise ValueError(
+            f"class_names list {len(names)} classes but the model has {shape[-1]} outputs; "
+            "pass one name per output."
+        )
+    return names
+
+
+def model_class_names(model) -> list | None:
+    """The class names a model carries in memory, or None (see `set_class_names`)."""
+    names = getattr(model, _MODEL_ATTRIBUTE, None)
+    return None if names is None else list(names)
+
+
+def set_class_names(model, class_names: list | None) -> None:
+    """Attaches class names to a model in memory (None removes them): `save_model` and
+    `kr.export` write them into their files.
+
+    Raises:
+        ValueError: not a list of strings, or not one name per output.
+
+    Example:
+    >>> set_class_names(model, ["cat", "dog"])  # doctest: +SKIP
+    """
+    names = None if class_names is None else tuple(checked_class_names(class_names, model))
+    # Past Keras' and TensorFlow's attribute tracking: names are no state of theirs, and
+    # must not become a tracked wrapper inside a SavedModel.
+    object.__setattr__(model, _MODEL_ATTRIBUTE, names)
+
+
+def embedded_class_names(path, argument: str = "model") -> list | None:
+    """The class names inside a `.keras` or `.tflite` file, or None when it has none.
+
+    Args:
+        path: the file.
+        argument: the caller's argument name, for messages.
+
+    Raises:
+        ValueError: the file is not a readable `.keras` / TF Lite file, or the names inside
+            are not a JSON list of strings.
+    """
+    path = Path(path)
+    if path.suffix == ".keras":
+        check_keras_file(argument, path)
+        with zipfile.ZipFile(path) as archive:
+            if KERAS_METADATA not in archive.namelist():
+                return None  # not a Keras archive: loading it says so
+            metadata = _json_or_none(archive.read(KERAS_METADATA))
+        # Keras never reads its metadata back: one that is no JSON object holds no names.
+        text = metadata.get(CLASS_NAMES_KEY) if isinstance(metadata, dict) else None
+        names = text
+    elif path.suffix == ".tflite":
+        text = tflite_metadata(path, argument).get(CLASS_NAMES_KEY)
+        names = None if text is None else _json_or_none(text)
+    else:
+        return None
+    if text is not None and name_list_problem(names):
+        raise ValueError(
+            f"the class names inside {argument}={str(path)!r} are corrupt (not a JSON list of "
+            "strings); save or export the model again."
+        )
+    return names
+
+
+def _json_or_none(text):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def tflite_metadata(path, argument: str = "model") -> dict:
+    """`{name: bytes}` of the named metadata entries of a TF Lite file.
+
+    A small reader of TF Lite's flatbuffer (schema.fbs) that needs neither TensorFlow nor
+    LiteRT: `Model.metadata` (field 6) lists `Metadata {name, buffer}` entries, each naming
+    an entry of `Model.buffers` (field 4), a `Buffer {data}` (in files over 2 GB,
+    `{offset, size}` of bytes after the flatbuffer). The file is mapped, not read whole.
+
+    Raises:
+        ValueError: `path` is not a readable TF Lite file (naming `argument`).
+    """
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return _read_tflite_metadata(data)
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"{argument}={str(path)!r} is not a readable TF Lite file (truncated or corrupt): "
+            f"{first_line(error)}"
+        ) from None
+
+
+def _read_tflite_metadata(data) -> dict:
+    def read(fmt, pos):
+        if not 0 <= pos <= len(data) - struct.calcsize(fmt):
+            raise ValueError(f"an offset ({pos}) points outside the file")
+        return struct.unpack_from(fmt, data, pos)[0]
+
+    def field(table, index):  # where a table's field is stored, or None when absent
+        vtable = table - read("<i", table)
+        if read("<H", vtable) <= 4 + 2 * index:
+            return None
+        offset = read("<H", vtable + 4 + 2 * index)
+        return table + offset if offset else None
+
+    def target(pos):  # an offset counts from where it is stored
+        return pos + read("<I", pos)
+
+    def vector(pos):  # (where the elements of the vector referenced at `pos` start, count)
+        start = target(pos)
+        return start + 4, read("<I", start)
+
+    def span(start, length):
+        if start + length > len(data):
+            raise ValueError("a vector or buffer runs past the end of the file")
+        return bytes(data[start : start + length])
+
+    if data[4:8] != b"TFL3":
+        raise ValueError("it lacks TF Lite's file identifier TFL3")
+    model = target(0)
+    entries, buffers = field(model, _MODEL_METADATA), field(model, _MODEL_BUFFERS)
+    if entries is None:
+        return {}
+    first, count = vector(entries)
+    first_buffer, buffer_count = vector(buffers) if buffers else (0, 0)
+    metadata = {}
+    for i in range(count):
+        entry = target(first + 4 * i)
+        name, index = field(entry, _METADATA_NAME), field(entry, _METADATA_BUFFER)
+        index = read("<I", index) if index else 0
+        if name is None or index >= buffer_count:
+            raise ValueError(f"metadata entry {i} has no name or names no buffer")
+        buffer = target(first_buffer + 4 * index)
+        data_field = field(buffer, _BUFFER_DATA)
+        if data_field is not None:
+            value = span(*vector(data_field))
+        else:  # the bytes lie after the flatbuffer
+            offset, size = field(buffer, _BUFFER_OFFSET), field(buffer, _BUFFER_SIZE)
+            value = span(read("<Q", offset), read("<Q", size)) if offset and size else b""
+        metadata[span(*vector(name)).decode()] = value
+    return metadata
+
+
+def add_tflite_class_names(path, class_names: list) -> bool:
+    """Writes `class_names` into a TF Lite file as the metadata entry `CLASS_NAMES_KEY` (the
+    JSON list), rewriting `path` in place: callers pass a temporary file.
+
+    The flatbuffer is unpacked and packed again with TensorFlow's schema, as TensorFlow's
+    converter adds its own metadata; like the converter, it leaves a file whose weights lie
+    after the flatbuffer (over 2 GB) as it is: its names live in the side file only.
+
+    Returns:
+        Whether the names were written.
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    if _TFLITE_BUFFER_LOCATION in tflite_metadata(path, "path"):
+        return False
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(Path(path).read_bytes()))
+    buffer = schema.BufferT()
+    buffer.data = json.dumps(list(class_names)).encode()
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = CLASS_NAMES_KEY, len(model.buffers) - 1
+    model.metadata = [*(model.metadata or []), entry]
+    Path(path).write_bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    return True

@@ -1,8 +1,9 @@
 """Top-k predictions of a `.keras` or `.tflite` model on image files, with class names.
 
-A model carries its class names in a small JSON list beside it: `model.keras` ->
-`model.classes.json` (`export` copies it next to the artifact). Plain JSON keeps it readable,
-safe to load and independent of the backend and the file format.
+A model file carries its class names inside itself (see `keras_resvit.files`) and in a small
+JSON list beside it: `model.keras` -> `model.classes.json` (`export` writes both). The side
+file, plain JSON, is readable and editable by hand and read first; the names inside the file
+are used where there is none (a file saved or exported from a model in memory, copied alone).
 """
 
 import json
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_resvit.data.image_files import oversized
-from keras_resvit.files import atomic_path, name_list_problem, read_json
+from keras_resvit.files import atomic_path, embedded_class_names, name_list_problem, read_json
 from keras_resvit.lazy import tf
 
 CLASS_NAMES_SUFFIX = ".classes.json"
@@ -35,7 +36,19 @@ def write_class_names(model_path, class_names) -> Path:
 
 
 def read_class_names(model_path) -> list | None:
-    """The class names beside `model_path`, or None when it has none.
+    """The class names of a model file: its side file `<name>.classes.json` when there is
+    one, else the names inside the `.keras` / `.tflite` file itself, else None.
+
+    Raises:
+        ValueError: the side file is unreadable, not JSON, or not a list of strings (naming
+            it), or the model file or the names inside it are corrupt.
+    """
+    names = side_file_class_names(model_path)
+    return embedded_class_names(model_path) if names is None else names
+
+
+def side_file_class_names(model_path) -> list | None:
+    """The class names in the side file beside `model_path`, or None when there is none.
 
     Raises:
         ValueError: the file is unreadable, not JSON, or not a list of strings (naming it).
@@ -54,14 +67,19 @@ def read_class_names(model_path) -> list | None:
 def check_class_names(names, outputs: int, model_path=None) -> list | None:
     """`names` unless their count differs from the model's `outputs` (a side file left from
     another model would label every prediction wrongly): then one ValueError naming the side
-    file of `model_path`, or the `class_names` argument when there is no path."""
+    file of `model_path` (or the file itself, when the names are inside it), or the
+    `class_names` argument when there is no path."""
     if names is None or len(names) == outputs:
         return names
+    side_file = None if model_path is None else class_names_path(model_path)
     if model_path is None:
         what, remedy = "class_names", "pass one name per output"
-    else:
-        what = f"class names {str(class_names_path(model_path))!r}"
+    elif side_file.exists():
+        what = f"class names {str(side_file)!r}"
         remedy = "it belongs to another model: fix or delete it"
+    else:
+        what = f"the class names inside {str(model_path)!r}"
+        remedy = "save or export the model again with its own names"
     raise ValueError(
         f"{what} list {len(names)} classes but the model has {outputs} outputs; {remedy}."
     )

@@ -10,6 +10,7 @@ import pytest
 import keras_resvit as kr
 from keras_resvit.cli import main
 from keras_resvit.evaluate import BIAS_CONSTANT, STD_EPSILON, few_shot_indices
+from keras_resvit.files import save_model
 
 SHOTS = (1, 5, 10, 25)
 
@@ -111,3 +112,19 @@ def test_bad_arguments_raise_one_clear_error(kwargs, words):
         kr.evaluate.few_shot(model, (x[:100], y[:100]), (x_test[:20], y_test[:20]), **kwargs)
     for word in words:
         assert word in str(error.value)
+
+
+def test_cli_evaluate_checks_the_data_against_the_class_names_inside_the_model(tmp_path, capsys):
+    # No side file: the names saved inside the .keras file are the model's.
+    for name in ("cat", "dog", "fox"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        keras.utils.save_img(tmp_path / "data" / name / "a.png", np.full((8, 8, 3), 128.0))
+    model = kr.build_resnet(8, stem="cifar", input_shape=(16, 16, 3), num_classes=3)
+    save_model(model, tmp_path / "ours.keras", class_names=["cat", "dog", "fox"])
+    save_model(model, tmp_path / "other.keras", class_names=["ant", "bee", "cow"])
+    argv = ["--data", str(tmp_path / "data"), "--split", "train", "--batch-size", "3"]
+    assert main(["evaluate", str(tmp_path / "other.keras"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert "['cat', 'dog', 'fox']" in err and "['ant', 'bee', 'cow']" in err
+    assert main(["evaluate", str(tmp_path / "ours.keras"), *argv]) == 0
+    assert "accuracy" in capsys.readouterr().out

@@ -2,6 +2,13 @@
 
 import importlib.util
 import json
+import logging
+import os
+import stat
+import subprocess
+import sys
+import types
+import warnings
 
 import keras
 import numpy as np
@@ -13,8 +20,19 @@ from keras_resvit.cli import main
 from keras_resvit.export import (
     TOLERANCES,
     VIT_INT8_FLOAT_OPS,
+    _quiet_tf2onnx,
     _run_tflite,
+    export_summary,
     representative_images,
+    tflite_interpreter,
+)
+from keras_resvit.files import (
+    CLASS_NAMES_KEY,
+    add_tflite_class_names,
+    embedded_class_names,
+    save_model,
+    set_class_names,
+    tflite_metadata,
 )
 from keras_resvit.predict import class_names_path, predict, write_class_names
 from tests.conftest import random_images, tiny_vit
@@ -101,7 +119,7 @@ def test_trained_model_exports_to_int8_tflite_with_digits(tmp_path):
         model, tmp_path / "int8.tflite", quantization="int8", representative_data="digits"
     )
     assert result["samples"] == 128 and result["top1_agreement"] >= 0.95  # every image
-    details = tf.lite.Interpreter(str(tmp_path / "int8.tflite")).get_tensor_details()
+    details = tflite_interpreter(tmp_path / "int8.tflite").get_tensor_details()
     assert any(d["dtype"] == np.int8 for d in details)  # integer tensors inside
     expected = keras.ops.convert_to_numpy(model(x[:8], training=False)).argmax(-1)
     assert (_run_tflite(tmp_path / "int8.tflite", x[:8]).argmax(-1) == expected).mean() >= 0.75
@@ -109,7 +127,7 @@ def test_trained_model_exports_to_int8_tflite_with_digits(tmp_path):
 
 def _input_dtypes_by_op(path):
     """{TF Lite op type: dtypes of its first input}; the interpreter lists ops only privately."""
-    interpreter = tf.lite.Interpreter(str(path))
+    interpreter = tflite_interpreter(path)
     tensors = interpreter.get_tensor_details()
     dtypes = {}
     for op in interpreter._get_ops_details():
@@ -220,7 +238,7 @@ def test_cli_export_and_predict_with_class_names(tmp_path, capsys):
     write_class_names(source, [f"digit {i}" for i in range(10)])
     target = tmp_path / "m.tflite"
     assert main(["export", str(source), str(target)]) == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["checked"] is True
+    assert '{"path"' not in capsys.readouterr().out  # no raw JSON dict
     images = [str(p) for p in _write_pngs(tmp_path / "images", 2, size=32)]
     for model_file in (source, target):
         assert main(["predict", str(model_file), *images, "--top-k", "2"]) == 0
@@ -295,3 +313,208 @@ def test_a_fully_integer_tflite_from_another_tool_is_run_on_its_scales(tmp_path)
     expected = keras.ops.convert_to_numpy(model(images))
     assert np.mean(actual.argmax(-1) == expected.argmax(-1)) >= 0.9
     assert np.abs(actual - expected).max() < 0.1
+
+
+# Class names inside the artifacts, the interpreter and quiet conversions.
+
+NAMES = ["cat", "dog", "fox"]
+
+
+def _small_model():
+    return kr.build_resnet(8, stem="cifar", input_shape=(16, 16, 3), num_classes=3)
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_a_model_in_memory_exports_its_class_names_into_the_tflite_file(tmp_path, capsys):
+    model = _small_model()
+    set_class_names(model, NAMES)
+    target = tmp_path / "m.tflite"
+    result = kr.export(model, target)
+    assert capsys.readouterr().out == ""  # quiet unless asked
+    assert result["class_names"] == NAMES and result["checked"]  # checked with the names in
+    assert embedded_class_names(target) == NAMES
+    assert json.loads(class_names_path(target).read_text()) == NAMES  # the side file too
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~_umask()
+    _only(tmp_path, "m.tflite", "m.classes.json")
+    class_names_path(target).unlink()  # the file alone, as copied to a phone
+    (image,) = _write_pngs(tmp_path / "images", 1, size=16)
+    (top,) = predict(target, [image], top_k=3)
+    assert [c["name"] for c in top] == [NAMES[c["index"]] for c in top]
+    assert sorted(c["name"] for c in top) == sorted(NAMES)
+
+
+def test_files_saved_or_exported_from_memory_predict_with_their_names(tmp_path, capsys):
+    model = _small_model()
+    source = save_model(model, tmp_path / "m.keras", class_names=NAMES)
+    loaded = kr.load_model(source)  # carries the names inside the file
+    kr.export(loaded, tmp_path / "m.tflite")
+    class_names_path(source).unlink()  # written by the export; neither file needs it
+    _only(tmp_path, "m.keras", "m.tflite")
+    images = [str(p) for p in _write_pngs(tmp_path / "images", 2, size=16)]
+    pixels = np.stack([tf.io.decode_png(tf.io.read_file(p)).numpy() for p in images])
+    best = keras.ops.convert_to_numpy(model(pixels.astype("float32"))).argmax(-1)
+    for model_file in (source, tmp_path / "m.tflite"):
+        assert main(["predict", str(model_file), *images, "--top-k", "1"]) == 0
+        lines = capsys.readouterr().out.strip().splitlines()
+        assert [line.split(": ")[1].split()[0] for line in lines] == [NAMES[i] for i in best]
+
+
+def test_class_names_inside_files_are_read_under_the_other_backend(tmp_path):
+    other = {"tensorflow": "jax", "jax": "tensorflow"}[keras.backend.backend()]
+    model = _small_model()
+    save_model(model, tmp_path / "m.keras", class_names=NAMES)
+    kr.export(model, tmp_path / "t.tflite", class_names=NAMES, check=False)
+    class_names_path(tmp_path / "t.tflite").unlink()
+    script = (
+        "import json, sys, keras, keras_resvit as kr\n"
+        "from keras_resvit.files import model_class_names\n"
+        "from keras_resvit.predict import read_class_names\n"
+        "model = kr.load_model(sys.argv[1])\n"
+        "print(json.dumps([keras.backend.backend(), model_class_names(model),\n"
+        "                  read_class_names(sys.argv[2])]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "m.keras"), str(tmp_path / "t.tflite")],
+        env={**os.environ, "KERAS_BACKEND": other},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [other, NAMES, NAMES]
+
+
+def test_tflite_metadata_reader_agrees_with_tensorflows_schema(tmp_path, capsys):
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    target = tmp_path / "m.tflite"
+    result = kr.export(_small_model(), target, class_names=NAMES, check=False, verbose=True)
+    assert capsys.readouterr().out == export_summary(result) + "\n"
+    data = bytearray(target.read_bytes())
+    model = schema.Model.GetRootAs(data, 0)
+    expected = {}
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        expected[entry.Name().decode()] = model.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
+    assert {"min_runtime_version", CLASS_NAMES_KEY} <= set(expected)  # the converter's kept
+    assert tflite_metadata(target) == expected
+    (tmp_path / "cut.tflite").write_bytes(data[:40])
+    with pytest.raises(ValueError, match=r"cut.tflite.*not a readable TF Lite file"):
+        embedded_class_names(tmp_path / "cut.tflite")
+
+
+def test_a_tflite_file_whose_weights_lie_after_the_flatbuffer_is_left_as_it_is(tmp_path):
+    # The converter marks a file over 2 GB, whose weights follow the flatbuffer at absolute
+    # offsets, with a "buffer_location" entry: repacking would move them under the offsets.
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = schema.ModelT()
+    model.version, model.buffers = 3, [schema.BufferT(), schema.BufferT()]
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = "buffer_location", 1
+    model.metadata = [entry]
+    path = tmp_path / "large.tflite"
+    path.write_bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    before = path.read_bytes()
+    assert tflite_metadata(path) == {"buffer_location": b""}
+    assert add_tflite_class_names(path, NAMES) is False
+    assert path.read_bytes() == before
+
+
+def test_export_summary_is_one_readable_line():
+    checked = {
+        "path": "m.tflite",
+        "format": "tflite",
+        "quantization": "float16",
+        "class_names": NAMES,
+        "checked": True,
+        "samples": 32,
+        "max_abs_difference": 0.00123,
+        "top1_agreement": 1.0,
+    }
+    assert export_summary(checked) == (
+        "exported m.tflite (tflite, float16, 3 class names): checked on 32 images, max abs "
+        "difference 1.2e-03, top-1 agreement 100.0%"
+    )
+    unchecked = {"path": "m.onnx", "format": "onnx", "quantization": None, "class_names": None}
+    unchecked = {**unchecked, "checked": False, "reason": "onnxruntime is not installed"}
+    assert export_summary(unchecked) == (
+        "exported m.onnx (onnx, float32): not checked (onnxruntime is not installed)"
+    )
+
+
+def test_tflite_interpreter_is_litert_where_installed_and_never_warns(tmp_path, monkeypatch):
+    target = tmp_path / "m.tflite"
+    kr.export(_small_model(), target, check=False)
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)  # not installed
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        interpreter = tflite_interpreter(target)
+    assert isinstance(interpreter, tf.lite.Interpreter)
+    assert [str(w.message) for w in caught if "deprecated" in str(w.message)] == []
+
+    class Interpreter:
+        def __init__(self, model_path):
+            self.model_path = model_path
+
+    litert = types.ModuleType("ai_edge_litert.interpreter")
+    litert.Interpreter = Interpreter
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", types.ModuleType("ai_edge_litert"))
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", litert)
+    interpreter = tflite_interpreter(target)
+    assert isinstance(interpreter, Interpreter) and interpreter.model_path == str(target)
+
+
+@NEEDS_ONNX
+def test_onnx_export_carries_class_names_and_prints_no_tf1_notices(tmp_path, monkeypatch):
+    import onnx
+    from tensorflow.python.util import deprecation
+
+    # As in a fresh process, every deprecated TensorFlow function would log its notice.
+    monkeypatch.setattr(deprecation, "_PRINTED_WARNING", {})
+    notice = "f (from m) is deprecated and will be removed in a future version."
+    caught = []
+
+    def log():
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
+            kr.export(_small_model(), tmp_path / "m.onnx", format="onnx", class_names=NAMES)
+        caught.extend(str(w.message) for w in warned)
+        logging.getLogger("tensorflow").warning(notice)
+
+    # Silenced around the conversion only: the notice logged after it gets through.
+    assert [m for m in _tf_log_records(log) if "deprecated" in m] == [notice]
+    assert [m for m in caught if "np.object" in m] == []
+    props = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
+    assert json.loads(props[CLASS_NAMES_KEY]) == NAMES
+
+
+def _tf_log_records(log):
+    """The warnings that reach a handler of TensorFlow's logger while `log()` runs (at its
+    default level: the CLI raises it)."""
+    records, logger = [], logging.getLogger("tensorflow")
+    handler, level = logging.Handler(), logger.level
+    handler.emit = records.append
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    try:
+        log()
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    return [record.getMessage() for record in records]
+
+
+def test_quiet_tf2onnx_drops_only_deprecation_notices():
+    def log():
+        with _quiet_tf2onnx():
+            logging.getLogger("tensorflow").warning("x (from y) is deprecated and will be removed")
+            logging.getLogger("tensorflow").warning("a real problem")
+
+    assert _tf_log_records(log) == ["a real problem"]

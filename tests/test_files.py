@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import zipfile
 from pathlib import Path
 
 import keras
@@ -25,11 +26,17 @@ from keras_resvit import files as files_module
 from keras_resvit import output_folders as folders_module
 from keras_resvit.cli import main
 from keras_resvit.files import (
+    CLASS_NAMES_KEY,
+    KERAS_METADATA,
+    _copy_keras_archive,
     _host,
     _stem_and_suffix,
     atomic_path,
+    embedded_class_names,
+    model_class_names,
     remove_stale_temporaries,
     save_model,
+    set_class_names,
     write_json,
 )
 from keras_resvit.predict import write_class_names
@@ -67,6 +74,21 @@ def _keras_file(tmp_path, monkeypatch):
         save_model(model, path)
 
     return path, write, lambda: monkeypatch.setattr(model, "save", _half_then_fail)
+
+
+def _named_keras_file(tmp_path, monkeypatch):
+    """A checkpoint with class names inside: Keras' archive is copied with the names added."""
+    model, path = _tiny_model(), tmp_path / "last.keras"
+
+    def fail(source, target, *args):
+        target.write(b"\x00partial")
+        raise DiskFull("disk full")
+
+    return (
+        path,
+        lambda: save_model(model, path, class_names=["cat", "dog"]),
+        lambda: monkeypatch.setattr(files_module.shutil, "copyfileobj", fail),
+    )
 
 
 def _json_file(tmp_path, monkeypatch):
@@ -136,6 +158,7 @@ def _resume_weights(tmp_path, monkeypatch):
 
 WRITERS = {
     "keras_checkpoint": _keras_file,
+    "keras_checkpoint_with_class_names": _named_keras_file,
     "config_json": _json_file,
     "class_names": _class_names,
     "history_csv": _history_csv,
@@ -278,7 +301,7 @@ def _fake_converter(content):
     """Stands in for the TensorFlow conversion: writes a SavedModel-shaped folder (or a file)
     holding `content`, so the tests exercise the file handling alone."""
 
-    def convert(model, target, format, quantization, calibration, scratch):
+    def convert(model, target, format, quantization, calibration, scratch, class_names):
         target = Path(target)
         if format == "saved_model":
             (target / "variables").mkdir(parents=True)
@@ -426,6 +449,9 @@ def test_a_kill_between_the_two_renames_is_undone_by_the_next_export(
 
 WRITE_TARGETS = {
     "keras": lambda tmp: save_model(_tiny_model(), tmp / "m.keras"),
+    "keras_with_class_names": lambda tmp: save_model(
+        _tiny_model(), tmp / "m.keras", class_names=["a", "b"]
+    ),
     "json": lambda tmp: write_json(tmp / "config.json", {"a": 1}),
     "class_names": lambda tmp: write_class_names(tmp / "m.keras", ["a", "b"]),
     "csv": lambda tmp: _history_csv(tmp, None)[1](),
@@ -554,3 +580,59 @@ def test_export_of_a_model_with_two_outputs_is_refused_before_converting(tmp_pat
     with pytest.raises(ValueError, match="1 input.*2 output.*one image input and one output"):
         kr.export(two, tmp_path / "x.tflite")
     assert list(tmp_path.iterdir()) == []
+
+
+# Class names inside .keras files and models in memory.
+
+
+def test_class_names_travel_inside_a_keras_file_and_keras_still_loads_it(tmp_path):
+    model = _tiny_model()
+    path = save_model(model, tmp_path / "m.keras", class_names=["cat", "dog"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras"]  # no side file needed
+    with zipfile.ZipFile(path) as archive:
+        # Keras' own three entries: a fourth would make Keras extract the archive on load.
+        assert archive.namelist() == [KERAS_METADATA, "config.json", "model.weights.h5"]
+        assert json.loads(archive.read(KERAS_METADATA))[CLASS_NAMES_KEY] == ["cat", "dog"]
+    images = random_images(2, 8, 8)
+    expected = keras.ops.convert_to_numpy(model(images))
+    plain = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(plain(images)), expected, atol=1e-6)
+    loaded = kr.load_model(path)
+    assert model_class_names(loaded) == ["cat", "dog"]
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(images)), expected, atol=1e-6)
+    # The names stay with the model through the next save, not with a new head.
+    assert embedded_class_names(save_model(loaded, tmp_path / "again.keras")) == ["cat", "dog"]
+    assert model_class_names(kr.replace_head(loaded, 2)) is None
+    assert embedded_class_names(save_model(model, tmp_path / "plain.keras")) is None
+
+
+def test_class_names_of_a_model_in_memory_are_checked_and_untracked(tmp_path):
+    model = _tiny_model()
+    with pytest.raises(ValueError, match=r"class_names list 3 classes but the model has 2"):
+        set_class_names(model, ["a", "b", "c"])
+    with pytest.raises(ValueError, match=r"class_names=\[1, 2\] must be a list of strings"):
+        save_model(model, tmp_path / "m.keras", class_names=[1, 2])
+    assert list(tmp_path.iterdir()) == []
+    set_class_names(model, ["a", "b"])
+    assert model_class_names(model) == ["a", "b"]
+    # Invisible to Keras: the same variables and the same file as without names.
+    assert len(model.variables) == len(_tiny_model().variables)
+    set_class_names(model, None)
+    assert model_class_names(model) is None
+
+
+@pytest.mark.parametrize(
+    "names, words",
+    [
+        (["only one"], ["m.keras", "do not fit", "1 classes", "2 outputs"]),
+        ("cat", ["m.keras", "corrupt", "JSON list of strings"]),
+    ],
+    ids=["count", "not_a_list"],
+)
+def test_a_keras_file_with_wrong_class_names_inside_is_one_error(tmp_path, names, words):
+    _tiny_model().save(tmp_path / "plain.keras")
+    _copy_keras_archive(tmp_path / "plain.keras", tmp_path / "m.keras", {CLASS_NAMES_KEY: names})
+    with pytest.raises(ValueError) as info:
+        kr.load_model(tmp_path / "m.keras")
+    for word in words:
+        assert word in str(info.value)
