@@ -3,14 +3,18 @@
 Each preset is a plain function `(image_size, seed=None) -> keras.layers.Pipeline` that maps one
 raw 0-255 image of any size to a float32 `image_size` x `image_size` image, for `dataset.map`.
 `keras.layers.Pipeline` (not `keras.Sequential`) keeps the layers on TensorFlow ops inside
-`tf.data` under every backend. Presets with batch-level MixUp/CutMix also name a `Mixing`,
-applied by `load_dataset` after batching (labels become soft).
+`tf.data` under every backend; a user's Sequential of preprocessing layers becomes one.
+Presets with batch-level MixUp/CutMix also name a `Mixing`, applied by `load_dataset` after
+batching (labels become soft).
 """
 
 import dataclasses
 import importlib.util
 
 import keras
+
+# Keras' base of the layers that run inside tf.data under any backend; it exports no public name.
+from keras.src.layers.preprocessing.data_layer import DataLayer
 
 from keras_resvit.layers.crops import (
     RandomPadCrop,
@@ -225,11 +229,36 @@ MIXING = {
 }
 
 
+def _as_pipeline(model: keras.Sequential) -> keras.layers.Pipeline:
+    """The `keras.layers.Pipeline` of a `keras.Sequential`'s preprocessing layers.
+
+    A Sequential is a model: it converts its inputs to the backend's tensors, which inside
+    `tf.data` under JAX or PyTorch fails; a Pipeline hands each layer the `tf.data` tensors
+    as they are, and Keras' preprocessing layers then run TensorFlow ops on every backend.
+    """
+    layers = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Sequential):
+            layer = _as_pipeline(layer)
+        elif not isinstance(layer, (DataLayer, keras.layers.Pipeline)):
+            raise ValueError(
+                f"augment={model!r} holds layer {layer.name!r} ({type(layer).__name__}), which "
+                "cannot run inside tf.data on every backend; build the augmentation from Keras "
+                "preprocessing layers (keras.layers.RandomFlip, RandomCrop, RandomRotation, "
+                "...), in a keras.Sequential or a keras.layers.Pipeline."
+            )
+        layers.append(layer)
+    return keras.layers.Pipeline(layers, name=model.name)
+
+
 def get_augmentation(augment, image_size: int, seed: int | None = None):
     """Resolves `augment` into `(per-image layer or None, Mixing or None)`.
 
     Args:
-        augment: None, a name in `PRESETS`, or a Keras layer (used as it is, no mixing).
+        augment: None, a name in `PRESETS`, a `keras.Sequential` of Keras preprocessing
+            layers (turned into the `keras.layers.Pipeline` of the same layers, which runs
+            inside `tf.data` under every backend), or another Keras layer (used as it is). No
+            mixing but a preset's.
         image_size: output size of the preset.
         seed: seed of the random layers.
 
@@ -237,15 +266,21 @@ def get_augmentation(augment, image_size: int, seed: int | None = None):
         `(layer, mixing)`.
 
     Raises:
-        ValueError: for an unknown name or an object that is not a Keras layer.
+        ValueError: for an unknown name, an object that is not a Keras layer, or a
+            `keras.Sequential` holding a layer that is not a preprocessing layer.
 
     Example:
     >>> layer, mixing = get_augmentation("deit", 32)
     >>> mixing.label_smoothing
     0.1
+    >>> flip = keras.Sequential([keras.layers.RandomFlip("horizontal")])
+    >>> type(get_augmentation(flip, 32)[0]).__name__
+    'Pipeline'
     """
     if augment is None:
         return None, None
+    if isinstance(augment, keras.Sequential):
+        return _as_pipeline(augment), None
     if isinstance(augment, keras.layers.Layer):
         return augment, None
     if isinstance(augment, str) and augment in PRESETS:

@@ -1,4 +1,5 @@
-"""Callbacks of `train()`: resumable checkpoints, best model, NaN guard, history CSV.
+"""Callbacks of `train()`: resumable checkpoints, best model, NaN guard, history CSV, and the
+list that carries them with the user's own through a run of several `fit` calls.
 
 Every file is written through a temporary file and a rename, so a run killed during a save
 leaves the previous file intact.
@@ -23,6 +24,70 @@ def weights_finite(model) -> bool:
 def iterations(model) -> int:
     """Optimizer steps taken so far (waits for the device: call it between epochs)."""
     return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+
+
+def _schedule(optimizer):
+    """The `LearningRateSchedule` `optimizer` follows, or None (a rate callbacks may set)."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)  # a LossScaleOptimizer's
+    # Keras keeps the schedule itself only here; `learning_rate` is its value at `iterations`.
+    schedule = inner._learning_rate
+    return (
+        schedule if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule) else None
+    )
+
+
+def follows_schedule(optimizer) -> bool:
+    """Whether `optimizer`'s learning rate is a schedule (which no callback can set)."""
+    return _schedule(optimizer) is not None
+
+
+def learning_rate_at(optimizer, step) -> float:
+    """The learning rate `optimizer` applies at (0-based) optimizer step `step`: its schedule's
+    value there, or its current rate when it follows no schedule (a constant, or a rate that
+    a callback such as `ReduceLROnPlateau` sets)."""
+    schedule = _schedule(optimizer)
+    rate = optimizer.learning_rate if schedule is None else schedule(step)
+    return float(keras.ops.convert_to_numpy(rate))
+
+
+class RunCallbacks(keras.callbacks.CallbackList):
+    """The callbacks of one training run, passed to each of the `fit` calls it takes (a run
+    resumed inside an epoch finishes that epoch in one call, then runs the rest in another).
+
+    Each callback sees the run as one `fit`: `on_train_begin` and `on_train_end` once, epochs
+    numbered over the whole run (the progress bar counts to the run's last epoch), one
+    `History` of every epoch of the run since it (re)started.
+
+    Args:
+        callbacks: the `keras.callbacks.Callback`s, in the order they are called.
+        model: the model trained.
+        epochs: the run's number of epochs.
+        steps: steps per epoch.
+        verbose: `fit`'s verbosity (0: no progress bar).
+    """
+
+    def __init__(self, callbacks, model, *, epochs, steps, verbose):
+        super().__init__(
+            callbacks,
+            add_history=True,
+            add_progbar=verbose != 0,
+            model=model,
+            epochs=epochs,
+            steps=steps,
+            verbose=verbose,
+        )
+        self.begun = False
+        self.more = False  # set while another `fit` call of the run follows this one
+
+    def on_train_begin(self, logs=None):
+        if not self.begun:
+            self.begun = True
+            super().on_train_begin(logs)
+
+    def on_train_end(self, logs=None):
+        # Not `self.model`: under JAX that property syncs the state, which `fit` just did.
+        if not self.more or self._model.stop_training:
+            super().on_train_end(logs)
 
 
 class ResumeCheckpoint(keras.callbacks.Callback):
@@ -169,17 +234,37 @@ class StopAtStep(keras.callbacks.Callback):
 
 
 class HistoryCSV(keras.callbacks.Callback):
-    """Rewrites `history.csv` (one row per epoch, earlier runs' rows kept) after each epoch."""
+    """Rewrites `history.csv` (one row per epoch, earlier runs' rows kept) after each epoch.
 
-    def __init__(self, path, first_epoch=0):
+    Its "learning_rate" is the rate the epoch trained with: the rate of the epoch's first
+    step (`learning_rate_at` step `epoch * steps_per_epoch`), also when a resumed run starts
+    inside the epoch; not the rate left at the epoch's end, which a step schedule may already
+    have divided. It is also put into the epoch's logs, for the callbacks called after it and
+    the `History`.
+
+    Args:
+        path: the CSV file.
+        steps_per_epoch: optimizer steps per epoch.
+        first_epoch: the epoch a resumed run starts in (0-based): rows of earlier epochs are
+            kept, later ones replaced.
+    """
+
+    def __init__(self, path, steps_per_epoch, first_epoch=0):
         super().__init__()
         self.path = Path(path)
-        self.rows = read_history(self.path)[:first_epoch] if first_epoch else []
+        self.steps_per_epoch = steps_per_epoch
+        rows = read_history(self.path) if first_epoch else []
+        self.rows = [r for r in rows if r["epoch"] <= first_epoch]
+        self.rate = math.nan
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.rate = learning_rate_at(self.model.optimizer, epoch * self.steps_per_epoch)
 
     def on_epoch_end(self, epoch, logs=None):
-        lr = self.model.optimizer.learning_rate
+        if logs is not None:
+            logs["learning_rate"] = self.rate
         row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
-        row["learning_rate"] = float(keras.ops.convert_to_numpy(lr))
+        row["learning_rate"] = self.rate
         self.rows = [r for r in self.rows if int(r["epoch"]) < epoch + 1] + [row]
         write_csv(self.path, self.rows)
 

@@ -1,6 +1,8 @@
 """`train()`: a paper's recipe, `model.fit` under the detected distribution, resumable."""
 
 import importlib.util
+import inspect
+import json
 import math
 import time
 import warnings
@@ -16,6 +18,7 @@ from keras_resvit.data.checks import (
     check_pixels,
     data_errors,
 )
+from keras_resvit.data.datasets import load_dataset
 from keras_resvit.files import check_output_path, first_line, save_model, write_json
 from keras_resvit.layers.preprocessing import PixelMean
 from keras_resvit.lazy import tf
@@ -29,7 +32,10 @@ from keras_resvit.training.callbacks import (
     HistoryCSV,
     NanGuard,
     ResumeCheckpoint,
+    RunCallbacks,
     StopAtStep,
+    follows_schedule,
+    iterations,
     read_history,
 )
 from keras_resvit.training.distribution import dtype_policy, place, resolve_precision
@@ -87,11 +93,117 @@ def _check_number(argument, value, low, high=math.inf):
         raise ValueError(f"{argument}={value!r} must be a number {interval}.")
 
 
+def _check_optimizer(optimizer, learning_rate, ema):
+    """`optimizer` (an instance or a Keras name) as a fresh optimizer instance, or None."""
+    if optimizer is None:
+        return None
+    given = optimizer
+    if isinstance(optimizer, str):
+        try:
+            optimizer = keras.optimizers.get(optimizer)
+        except ValueError:
+            optimizer = None
+    if not isinstance(optimizer, keras.optimizers.Optimizer):
+        raise ValueError(
+            f"optimizer={given!r} is not valid; pass a keras.optimizers.Optimizer instance "
+            "(e.g. keras.optimizers.AdamW(1e-3)), a Keras optimizer name ('adam', 'sgd', ...) "
+            "or None (the recipe's)."
+        )
+    if optimizer.built:
+        raise ValueError(
+            f"optimizer={type(optimizer).__name__} instance has already been used on a model; "
+            "pass a new instance."
+        )
+    for argument, value in (("learning_rate", learning_rate), ("ema", ema)):
+        if value is not None:
+            raise ValueError(
+                f"{argument}={value!r} applies to the recipe's optimizer, not to optimizer="
+                f"{type(optimizer).__name__}: set it on that optimizer (learning_rate=, "
+                "use_ema=True with ema_momentum=)."
+            )
+    return optimizer
+
+
+def _check_loss(loss):
+    valid = (
+        "pass a keras.losses.Loss instance (e.g. keras.losses.CategoricalFocalCrossentropy()), "
+        "a Keras loss name ('sparse_categorical_crossentropy', ...), a function "
+        "(y_true, y_pred) -> loss, or None (the recipe's)"
+    )
+    if isinstance(loss, str):
+        try:
+            keras.losses.get(loss)
+        except ValueError:
+            raise ValueError(f"loss={loss!r} is not a Keras loss name; {valid}.") from None
+    elif loss is not None and (isinstance(loss, type) or not callable(loss)):
+        raise ValueError(f"loss={loss!r} is not valid; {valid}.")
+
+
+def _check_loss_outputs(loss, model):
+    """A loss whose `from_logits` disagrees with the classifier's activation trains on wrong
+    numbers without an error: refuse it."""
+    resolved = keras.losses.get(loss) if isinstance(loss, str) else loss
+    if isinstance(resolved, keras.losses.Loss):
+        wanted = resolved.get_config().get("from_logits")
+    else:
+        parameter = inspect.signature(resolved).parameters.get("from_logits")
+        wanted = None if parameter is None else parameter.default
+    logits = outputs_logits(model)
+    if wanted is not None and wanted != logits:
+        name = loss if isinstance(loss, str) else getattr(loss, "__name__", type(loss).__name__)
+        outputs = "logits" if logits else "softmax probabilities"
+        raise ValueError(
+            f"loss={name!r} has from_logits={wanted} but the model outputs {outputs}; pass "
+            f"a loss with from_logits={logits}."
+        )
+
+
+def _check_callbacks(callbacks, schedule):
+    """The user's callbacks as a list; `schedule`: whether the optimizer follows a schedule."""
+    if callbacks is None:
+        return []
+    valid = (
+        "pass a list of keras.callbacks.Callback instances, e.g. "
+        "[keras.callbacks.EarlyStopping(patience=3)]"
+    )
+    if not isinstance(callbacks, (list, tuple)):
+        raise ValueError(f"callbacks={callbacks!r} is not valid; {valid}.")
+    setters = (keras.callbacks.LearningRateScheduler, keras.callbacks.ReduceLROnPlateau)
+    for index, callback in enumerate(callbacks):
+        if not isinstance(callback, keras.callbacks.Callback):
+            raise ValueError(f"callbacks[{index}]={callback!r} is not valid; {valid}.")
+        if isinstance(callback, keras.callbacks.BackupAndRestore):
+            raise ValueError(
+                f"callbacks[{index}]={callback!r} is not valid: train() saves and resumes its "
+                "runs itself (output_dir/resume, save_every=); leave BackupAndRestore out."
+            )
+        if schedule and isinstance(callback, setters):
+            raise ValueError(
+                f"callbacks[{index}]={callback!r} sets the learning rate, but the optimizer's "
+                "rate follows a schedule (the recipe's, or that of optimizer=); pass optimizer= "
+                "with a constant rate, e.g. keras.optimizers.SGD(0.1, momentum=0.9)."
+            )
+    return list(callbacks)
+
+
+def _described(obj):
+    """A user's optimizer or loss as JSON for the run's record (None: the recipe's): what a
+    resumed run must match."""
+    if obj is None or isinstance(obj, str):
+        return obj
+    if not isinstance(obj, (keras.optimizers.Optimizer, keras.losses.Loss)):
+        return f"{obj.__module__}.{obj.__qualname__}"  # a loss function
+    # Keras numbers the names of unnamed instances per process ("adam_1"): leave them out.
+    config = {key: value for key, value in obj.get_config().items() if key != "name"}
+    return json.loads(json.dumps({"class_name": type(obj).__name__, **config}, default=repr))
+
+
 def _check_dataset(argument, data):
     if not isinstance(data, tf.data.Dataset):
         raise ValueError(
             f"{argument} of type {type(data).__name__} is not valid; pass a batched "
-            "tf.data.Dataset of (images, labels), e.g. from kr.data.load_dataset."
+            "tf.data.Dataset of (images, labels), e.g. from kr.data.load_dataset, or an "
+            "(images, labels) tuple of arrays."
         )
     spec = data.element_spec
     if not isinstance(spec, tuple) or len(spec) != 2 or len(spec[0].shape) != 4:
@@ -110,6 +222,30 @@ def _check_dataset(argument, data):
             "expected class indices (batch,) or float class probabilities (batch, classes). "
             "Squeeze (batch, 1) labels, cast one-hot labels to float32."
         )
+
+
+def _as_dataset(argument, data, split, batch_size, seed):
+    """`data` as a dataset: an (images, labels) tuple of arrays goes through
+    `kr.data.load_dataset` (shuffled every epoch for training, never augmented), whose
+    `provenance` (a hash of the arrays) lets a run resume only on the same arrays."""
+    if not isinstance(data, tuple):
+        return data
+    try:
+        images, labels = (np.asarray(array) for array in data)
+    except ValueError:  # not two arrays, or ragged ones
+        images = labels = None
+    if images is None or images.ndim != 4 or labels.shape != images.shape[:1] or not len(images):
+        shapes = [getattr(np.asarray(a, dtype=object), "shape", None) for a in data]
+        raise ValueError(
+            f"{argument} holds {len(data)} arrays of shapes {shapes}; expected an (images, "
+            "labels) pair of arrays: images (N, height, width, channels) and N integer class "
+            "indices, N >= 1 (squeeze (N, 1) labels; one-hot labels: labels.argmax(-1); grey "
+            "images: add a channel axis, x[..., None])."
+        )
+    try:
+        return load_dataset((images, labels), split, batch_size=batch_size, seed=seed)
+    except ValueError as error:
+        raise ValueError(f"{argument}: {error}") from None
 
 
 def _dataset_info(train_data):
@@ -168,8 +304,19 @@ def _loss(model, soft_labels, label_smoothing):
     return keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
 
 
-def compile_model(model, recipe, global_batch_size, total_steps, *, soft_labels=False, ema=None):
-    """Compiles `model` as `train()` does: the recipe's optimizer, schedule and loss, accuracy.
+def compile_model(
+    model,
+    recipe,
+    global_batch_size,
+    total_steps,
+    *,
+    soft_labels=False,
+    ema=None,
+    optimizer=None,
+    loss=None,
+):
+    """Compiles `model` as `train()` does: the recipe's optimizer, schedule and loss (or the
+    `optimizer` and `loss` given instead), and accuracy.
 
     Args:
         model: a `keras.Model` (built under the distribution scope that will train it).
@@ -178,6 +325,8 @@ def compile_model(model, recipe, global_batch_size, total_steps, *, soft_labels=
         total_steps: optimizer steps of the whole run (the schedule's length).
         soft_labels: labels are one-hot or mixed probabilities rather than class indices.
         ema: momentum of a weight EMA, or None.
+        optimizer: a Keras optimizer used instead of the recipe's, or None.
+        loss: a Keras loss (or its name) used instead of the recipe's, or None.
 
     Example:
     >>> import keras_resvit as kr
@@ -185,9 +334,11 @@ def compile_model(model, recipe, global_batch_size, total_steps, *, soft_labels=
     >>> model = kr.create_model("resnet20")
     >>> compile_model(model, get_recipe("resnet_cifar"), 128, 1000)
     """
+    if optimizer is None:
+        optimizer = build_optimizer(recipe, global_batch_size, total_steps, ema)
     model.compile(
-        optimizer=build_optimizer(recipe, global_batch_size, total_steps, ema),
-        loss=_loss(model, soft_labels, recipe.label_smoothing),
+        optimizer=optimizer,
+        loss=_loss(model, soft_labels, recipe.label_smoothing) if loss is None else loss,
         metrics=["accuracy"],
     )
 
@@ -203,6 +354,14 @@ def _recipe_model_options(name, recipe):
     if recipe.pre_logits:
         options["representation_size"] = decode_variant(spec.kwargs["variant"])["hidden_size"]
     return options
+
+
+def _in_scope(optimizer, placement):
+    """The user's optimizer, rebuilt from its config inside the distribution's scope (as the
+    model is) when several replicas train: its variables must be the strategy's."""
+    if optimizer is None or placement.num_replicas == 1:
+        return optimizer
+    return type(optimizer).from_config(optimizer.get_config())
 
 
 def _model(model_or_name, recipe, placement):
@@ -275,44 +434,41 @@ def _fit_resolution(model, batch_shape):
     )
 
 
-def _fit_from(model, data, steps_per_epoch, epochs, start_step, **fit_kwargs):
+def _fit_from(model, data, steps_per_epoch, epochs, start_step, callbacks, **fit_kwargs):
     """Runs `fit` from global step `start_step` over `data` (which repeats, reshuffling each
-    pass). Skipping the steps already taken replays exactly the batches an uninterrupted run
-    sees; a resume inside an epoch finishes that epoch, then the rest, on one iterator."""
-    fit_kwargs["shuffle"] = False  # the dataset shuffles itself
+    pass) with `callbacks` (a `RunCallbacks`); returns the run's `History`. Skipping the steps
+    already taken replays exactly the batches an uninterrupted run sees; a resume inside an
+    epoch finishes that epoch, then the rest, on one iterator."""
+    fit_kwargs.update(shuffle=False, callbacks=callbacks)  # the dataset shuffles itself
     first_epoch, done = divmod(start_step, steps_per_epoch)
     stream = data.skip(start_step)
     if not done:
-        return [
-            model.fit(
-                stream,
-                initial_epoch=first_epoch,
-                epochs=epochs,
-                steps_per_epoch=steps_per_epoch,
-                **fit_kwargs,
-            )
-        ]
-    batches = _batches(iter(stream))
-    histories = [
-        model.fit(
-            batches,
+        return model.fit(
+            stream,
             initial_epoch=first_epoch,
-            epochs=first_epoch + 1,
-            steps_per_epoch=steps_per_epoch - done,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
             **fit_kwargs,
         )
-    ]
-    if first_epoch + 1 < epochs and not model.stop_training:
-        histories.append(
-            model.fit(
-                batches,
-                initial_epoch=first_epoch + 1,
-                epochs=epochs,
-                steps_per_epoch=steps_per_epoch,
-                **fit_kwargs,
-            )
+    batches = _batches(iter(stream))
+    callbacks.more = first_epoch + 1 < epochs
+    history = model.fit(
+        batches,
+        initial_epoch=first_epoch,
+        epochs=first_epoch + 1,
+        steps_per_epoch=steps_per_epoch - done,
+        **fit_kwargs,
+    )
+    if callbacks.more and not model.stop_training:
+        callbacks.more = False
+        history = model.fit(
+            batches,
+            initial_epoch=first_epoch + 1,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            **fit_kwargs,
         )
-    return histories
+    return history
 
 
 def _run_length(recipe, epochs, steps, batch_size, steps_per_epoch):
@@ -377,20 +533,46 @@ def _check_val_data(val_data, model, train_data):
         )
 
 
-def _prepare(model, spec, out, data, length, resume, *, ema, save_every, tensorboard):
-    """Everything a run does before it writes: compiles `model`, restores `resume` (a resume
-    state or None), builds the callbacks and the checked pipelines (`check_batches`).
+def _restore(model, out, resume):
+    """Loads the weights and optimizer state of `resume` into the compiled `model`."""
+    model.optimizer.build(model.trainable_variables)
+    weights = out / RESUME_DIR / resume["weights"]
+    try:
+        model.load_weights(weights)
+    except Exception as error:  # noqa: BLE001 - h5py and shape errors alike
+        raise ValueError(
+            f"resume weights {str(weights)!r} cannot be loaded ({first_line(error)}); "
+            "start afresh with overwrite=True (keras-resvit train --overwrite) or a new "
+            "output_dir."
+        ) from None
+
+
+def _prepare(model, spec, out, data, length, resume, user, *, ema, save_every, tensorboard):
+    """Everything a run does before it writes: compiles `model` (with `user.optimizer` and
+    `user.loss` where given), restores `resume` (a resume state or None), builds the callbacks
+    (`user.callbacks` first) and the checked pipelines (`check_batches`).
     Anything that can fail on the arguments fails here, while the folder is untouched."""
     train_data, val_data, first_batch, steps_per_epoch, soft_labels = data
     epochs, total_steps = length
     batch_size = int(first_batch[0].shape[0])
     # A categorical loss (soft labels on either side, or label smoothing) takes one-hot
-    # targets: integer labels of the training and validation data are encoded to match.
+    # targets: integer labels of the training and validation data are encoded to match. A
+    # user's loss replaces the recipe's label smoothing.
+    smoothing = spec.label_smoothing if user.loss is None else 0.0
     val_soft = val_data is not None and len(val_data.element_spec[1].shape) == 2
-    categorical = soft_labels or val_soft or bool(spec.label_smoothing)
-    loss_soft = soft_labels or (val_soft and not spec.label_smoothing)
-    compile_model(model, spec, batch_size, total_steps, soft_labels=loss_soft, ema=ema)
-    _check_warmup(spec, batch_size, total_steps)
+    categorical = soft_labels or val_soft or bool(smoothing)
+    compile_model(
+        model,
+        spec,
+        batch_size,
+        total_steps,
+        soft_labels=soft_labels or (val_soft and not smoothing),
+        ema=ema,
+        optimizer=user.optimizer,
+        loss=user.loss,
+    )
+    if user.optimizer is None:  # else the schedule, warm-up included, is the user's
+        _check_warmup(spec, batch_size, total_steps)
     classes = model.output_shape[-1]
     if categorical and first_batch[1].ndim == 1:
         first_batch = (first_batch[0], np.eye(classes, dtype="float32")[first_batch[1]])
@@ -399,33 +581,27 @@ def _prepare(model, spec, out, data, length, resume, *, ema, save_every, tensorb
     model.test_on_batch(*first_batch)
     start_step, best = 0, None
     if resume is not None:
-        model.optimizer.build(model.trainable_variables)
-        weights = out / RESUME_DIR / resume["weights"]
-        try:
-            model.load_weights(weights)
-        except Exception as error:  # noqa: BLE001 - h5py and shape errors alike
-            raise ValueError(
-                f"resume weights {str(weights)!r} cannot be loaded ({first_line(error)}); "
-                "start afresh with overwrite=True (keras-resvit train --overwrite) or a new "
-                "output_dir."
-            ) from None
+        _restore(model, out, resume)
         start_step, best = resume["step"], resume["best"]
     best_checkpoint = BestCheckpoint(out / "best.keras", best=best)
     nan_guard = NanGuard()
-    # ResumeCheckpoint before BestCheckpoint: the resume state records a new best value
-    # before best.keras is replaced, so a restart never saves a worse best.keras.
+    # The user's callbacks first: a rate one sets when an epoch begins is the rate
+    # history.csv records. ResumeCheckpoint before BestCheckpoint: the resume state records
+    # a new best value before best.keras is replaced, so a restart never saves a worse one.
     callbacks = [
+        *user.callbacks,
         nan_guard,
         ResumeCheckpoint(out / RESUME_DIR, save_every, best_checkpoint),
-        HistoryCSV(out / "history.csv", first_epoch=start_step // steps_per_epoch),
+        HistoryCSV(out / "history.csv", steps_per_epoch, first_epoch=start_step // steps_per_epoch),
     ]
     if val_data is not None:
         callbacks.append(best_checkpoint)
         val_data = check_batches(val_data, classes, "val_data")
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(out / "tensorboard")))
-    if spec.schedule == "plateau":  # first: the epoch's saves then hold the lowered rate
-        callbacks.insert(0, plateau_callback(spec, val_data is not None))
+    if spec.schedule == "plateau" and user.optimizer is None:
+        # Before the checkpoints: the epoch's saves then hold the lowered rate.
+        callbacks.insert(len(user.callbacks), plateau_callback(spec, val_data is not None))
     if total_steps < epochs * steps_per_epoch:
         callbacks.insert(0, StopAtStep(total_steps, start_step))
     train_data = check_batches(train_data, classes, "train_data")
@@ -439,7 +615,7 @@ def _prepare(model, spec, out, data, length, resume, *, ema, save_every, tensorb
         callbacks=callbacks,
         steps_per_epoch=steps_per_epoch,
         start_step=start_step,
-        steps=total_steps - start_step,
+        total_steps=total_steps,
         batch_size=batch_size,
         epochs=epochs,
         nan_guard=nan_guard,
@@ -449,30 +625,43 @@ def _prepare(model, spec, out, data, length, resume, *, ema, save_every, tensorb
 
 def _fit(plan, verbose):
     """Fits the rest of the run `plan` (from `_prepare`); returns its figures."""
+    start, total = plan.start_step, plan.total_steps
+    if start and verbose != 0:
+        epoch = min(start // plan.steps_per_epoch + 1, plan.epochs)
+        rest = f"{total - start} steps to go" if start < total else "no steps to go"
+        print(f"train: resuming from step {start} (epoch {epoch}): {rest}")
     started = time.perf_counter()
-    histories = []
-    if plan.steps > 0:  # else: killed after its last save, before it finished
+    history = None
+    if start < total:  # else: killed after its last save, before it finished
         with data_errors(), warnings.catch_warnings():
             # Validation data of unknown size (an image folder) ends each epoch's validation
             # by running out, which `fit` reports as if the training data had; the training
             # stream repeats, so it never runs out.
             warnings.filterwarnings("ignore", message="Your input ran out of data")
-            histories = _fit_from(
+            callbacks = RunCallbacks(
+                plan.callbacks,
+                plan.model,
+                epochs=plan.epochs,
+                steps=plan.steps_per_epoch,
+                verbose=verbose,
+            )
+            history = _fit_from(
                 plan.model,
                 plan.train_data.repeat(),
                 plan.steps_per_epoch,
                 plan.epochs,
-                plan.start_step,
+                start,
+                callbacks,
                 validation_data=plan.val_data,
-                callbacks=plan.callbacks,
                 verbose=verbose,
             )
     return SimpleNamespace(
-        histories=histories,
+        history=history,
         seconds=time.perf_counter() - started,
-        steps=plan.steps,
+        start_step=start,
+        end_step=iterations(plan.model),
+        steps_per_epoch=plan.steps_per_epoch,
         batch_size=plan.batch_size,
-        epochs=plan.epochs,
         bad_step=plan.nan_guard.bad_step,
         best=plan.best_checkpoint.best,
     )
@@ -502,16 +691,26 @@ def _finish(out, model, fitted, train_data, config):
         for checkpoint in ("last.keras", "best.keras"):
             if (out / checkpoint).exists():
                 write_class_names(out / checkpoint, [str(name) for name in class_names])
-    history = fitted.histories[-1] if fitted.histories else keras.callbacks.History()
+    history = fitted.history
+    if history is None:
+        history = keras.callbacks.History()
+        history.set_model(model)
+    # The whole run's epochs, those of the call it resumed included, as history.csv holds them.
     rows = read_history(out / "history.csv")
+    history.epoch = [int(row["epoch"]) - 1 for row in rows]
     history.history = {k: [r.get(k, math.nan) for r in rows] for k in rows[0] if k != "epoch"}
     plot_history(history, out / "curves.png")
+    steps = fitted.end_step - fitted.start_step
     history.summary = {
         "model": model.name,
-        "epochs": fitted.epochs,
+        # What the run trained, not what it was asked to: a callback may have stopped it.
+        "epochs": math.ceil(fitted.end_step / fitted.steps_per_epoch),
+        "steps": fitted.end_step,
+        "resumed_from_step": fitted.start_step or None,
         "best_val_accuracy": None if fitted.best == -math.inf else fitted.best,
+        # This call's: the steps of an earlier, interrupted call are not timed again.
         "seconds": round(fitted.seconds, 2),
-        "images_per_second": round(fitted.steps * fitted.batch_size / max(fitted.seconds, 1e-9), 1),
+        "images_per_second": round(steps * fitted.batch_size / max(fitted.seconds, 1e-9), 1),
         "output_dir": str(out),
     }
     write_json(out / CONFIG_FILE, {**config, "result": history.summary})
@@ -528,7 +727,11 @@ def train(
     steps: int | None = None,
     val_data=None,
     output_dir,
+    batch_size: int | None = None,
     learning_rate: float | None = None,
+    optimizer: keras.optimizers.Optimizer | str | None = None,
+    loss: keras.losses.Loss | str | None = None,
+    callbacks: list[keras.callbacks.Callback] | None = None,
     distribution: str = "auto",
     precision: str = "auto",
     ema: float | None = None,
@@ -544,16 +747,22 @@ def train(
     `history.csv`, `curves.png`, `config.json` (the run's arguments, then its result) and,
     while running, `resume/` (weights and optimizer state every `save_every` steps and every
     epoch). Running the same call again after a crash continues from the last saved step,
-    replaying the same batches; a call with other arguments is refused rather than mixed
-    with the first run. The folder is locked while a run writes it, and files in it that
-    keras_resvit did not write are never overwritten or deleted. Every batch's labels and
-    pixels are checked in the input pipeline (`kr.data.checks`).
+    replaying the same batches (it prints "resuming from step N (epoch E)" unless
+    `verbose=0`); a call with other arguments is refused rather than mixed with the first
+    run. The folder is locked while a run writes it, and files in it that keras_resvit did
+    not write are never overwritten or deleted. Every batch's labels and pixels are checked in
+    the input pipeline (`kr.data.checks`).
 
     Args:
         model_or_name: a `keras.Model` ending in a classifier, or a registry name (built under
             the run's precision).
         train_data: a finite, batched `tf.data.Dataset` of (images, labels); labels are ints or
-            one-hot/soft vectors (MixUp, CutMix). Its batch is the global batch.
+            one-hot/soft vectors (MixUp, CutMix). Its batch is the global batch. Or an
+            `(images, labels)` tuple of arrays: images (N, height, width, channels) of raw
+            0-255 pixels and N integer class indices, fed through
+            `kr.data.load_dataset((images, labels), "train", batch_size=batch_size, seed=seed)`
+            (shuffled every epoch, not augmented: for augmentation call `load_dataset` with
+            `augment=`). A run resumes only on the same arrays.
         recipe: a name in `keras_resvit.training.RECIPES`, or a `Recipe` (e.g.
             `get_recipe("vit_finetune", warmup=50)` for a short run).
         epochs: number of epochs (passes over `train_data`).
@@ -561,10 +770,36 @@ def train(
             (neither given): the recipe's own length, in steps where the paper counts
             iterations (`resnet_cifar`: 64k steps of batch 128, scaled to the data's batch),
             else in epochs.
-        val_data: optional batched validation dataset.
+        val_data: optional batched validation dataset, or an `(images, labels)` tuple of
+            arrays (batched by `batch_size`, neither shuffled nor augmented).
         output_dir: folder for checkpoints and logs.
+        batch_size: global batch size of arrays given as `train_data` (and `val_data`); default
+            the recipe's reference batch (128 for `resnet_cifar`), at which its learning rate
+            applies unscaled. A dataset sets its own batch: this is refused with one.
         learning_rate: peak learning rate at the recipe's reference batch size; default the
             recipe's. The rate used scales with `global batch / recipe batch`.
+        optimizer: a `keras.optimizers.Optimizer` (or a Keras name, "adam") trained with instead
+            of the recipe's. It replaces everything the recipe says about the optimizer: it
+            brings its own learning rate or schedule, used as given (not scaled with the
+            batch, no recipe warm-up or plateau division), its own weight decay (the recipe's
+            is not applied), clipping and EMA; so `learning_rate` and `ema` are refused beside
+            it. The recipe still sets the run's length and, unless `loss` is given, the loss.
+            Under a multi-replica distribution it is rebuilt from its config in the
+            distribution's scope (as the model is). Recorded in `config.json`: a resumed run
+            must pass the same.
+        loss: a `keras.losses.Loss`, a Keras loss name or a function `(y_true, y_pred)`, used
+            instead of the recipe's cross-entropy; the recipe's label smoothing is then not
+            applied. It receives the labels as the data holds them: class indices, or (when
+            either split has soft labels) one-hot / soft vectors for both. Its `from_logits`
+            must match the classifier's activation. Recorded in `config.json` like `optimizer`.
+        callbacks: a list of `keras.callbacks.Callback`s, run in `fit` before train()'s own
+            (NaN guard, resume and best checkpoints, history.csv, plateau schedule): they see
+            every epoch, may stop the run (`model.stop_training = True`: the run then ends
+            there and is finished), and see one `on_train_begin`/`on_train_end` even when a
+            resume takes two `fit` calls. Their state is not saved: a resumed run starts them
+            afresh. `BackupAndRestore` is refused (train() resumes itself), and so are
+            callbacks that set the rate (`LearningRateScheduler`, `ReduceLROnPlateau`) where
+            the rate follows a schedule.
         distribution: "auto", "none", "tpu", "mirrored" (TensorFlow) or "data_parallel" (JAX).
         precision: "auto" (bf16 on TPUs and on GPUs from Ampere on, fp16 on older GPUs,
             float32 on CPUs), "float32", "mixed_float16", "mixed_bfloat16" or "bfloat16".
@@ -572,13 +807,19 @@ def train(
             saved models hold the averaged weights.
         save_every: also save the resume state every this many steps.
         tensorboard: write TensorBoard logs to `output_dir/tensorboard`.
-        seed: seed of the weight initialization and of any randomness in training.
+        seed: seed of the weight initialization, of the shuffle of arrays and of any
+            randomness in training.
         overwrite: replace a finished or interrupted run of keras_resvit in `output_dir`
             (by default a finished run is kept and an interrupted one resumed).
         verbose: passed to `model.fit`.
 
     Returns:
-        The `keras.callbacks.History`; `history.summary` holds the run's figures.
+        The `keras.callbacks.History` of the whole run, epochs of an interrupted call that
+        this one resumed included (as `history.csv`); its "learning_rate" is the rate each
+        epoch trained with, that of its first step. `history.summary` holds the run's
+        figures: "epochs" and "steps" trained (fewer than asked when a callback stopped the
+        run), "resumed_from_step" (None for a fresh start), "best_val_accuracy", and this
+        call's "seconds" and "images_per_second".
 
     Raises:
         ValueError: an invalid argument, model, data or output folder (one in use by another
@@ -588,24 +829,38 @@ def train(
         TrainingDivergedError: the loss became NaN/inf (the last good checkpoint is kept).
 
     Example:
+    >>> import keras
     >>> import keras_resvit as kr
     >>> data = kr.data.load_dataset("digits", batch_size=64)
     >>> kr.train("resnet20", data, epochs=1, output_dir="/tmp/run")  # doctest: +SKIP
+    >>> (x, y), _ = kr.data.load_digits()
+    >>> kr.train(
+    ...     "resnet20",
+    ...     (x, y),
+    ...     epochs=2,
+    ...     batch_size=64,
+    ...     optimizer=keras.optimizers.Adam(1e-3),
+    ...     callbacks=[keras.callbacks.EarlyStopping("loss", patience=1)],
+    ...     output_dir="/tmp/run_arrays",
+    ... )  # doctest: +SKIP
     """
     _check_number("learning_rate", learning_rate, 0)
     _check_number("ema", ema, 0, 1)
     overrides = {} if learning_rate is None else {"learning_rate": learning_rate}
     spec = get_recipe(recipe, **overrides)
-    if epochs is not None:
-        _check_positive("epochs", epochs)
-    if steps is not None:
-        _check_positive("steps", steps)
-        if epochs is not None:
-            raise ValueError(
-                f"epochs={epochs!r} and steps={steps!r} both set the run's length; pass one."
-            )
-    if save_every is not None:
-        _check_positive("save_every", save_every)
+    optimizer = _check_optimizer(optimizer, learning_rate, ema)
+    _check_loss(loss)
+    schedule = spec.schedule != "plateau" if optimizer is None else follows_schedule(optimizer)
+    user = SimpleNamespace(
+        optimizer=optimizer, loss=loss, callbacks=_check_callbacks(callbacks, schedule)
+    )
+    for argument, value in (("epochs", epochs), ("steps", steps), ("save_every", save_every)):
+        if value is not None:
+            _check_positive(argument, value)
+    if epochs is not None and steps is not None:
+        raise ValueError(
+            f"epochs={epochs!r} and steps={steps!r} both set the run's length; pass one."
+        )
     if not isinstance(overwrite, bool):
         raise ValueError(f"overwrite={overwrite!r} must be True or False.")
     if tensorboard and importlib.util.find_spec("tensorboard") is None:
@@ -615,17 +870,28 @@ def train(
         )
     if isinstance(model_or_name, str):
         get_spec(model_or_name)
+    if batch_size is not None:
+        _check_positive("batch_size", batch_size)
+        if not isinstance(train_data, tuple):
+            raise ValueError(
+                f"batch_size={batch_size!r} applies to (images, labels) arrays only; "
+                f"train_data of type {type(train_data).__name__} sets its own batch (load it "
+                "with kr.data.load_dataset(..., batch_size=...))."
+            )
+    array_batch = batch_size or spec.batch_size
+    train_data = _as_dataset("train_data", train_data, "train", array_batch, seed)
     if val_data is not None:
+        val_data = _as_dataset("val_data", val_data, "test", array_batch, seed)
         _check_dataset("val_data", val_data)
     out = check_output_path("output_dir", output_dir, folder=True)
     first_batch, steps_per_epoch, soft_labels = _dataset_info(train_data)
     check_pixels("train_data images", first_batch[0])
-    batch_size = int(first_batch[0].shape[0])
-    epochs, total_steps = _run_length(spec, epochs, steps, batch_size, steps_per_epoch)
+    global_batch = int(first_batch[0].shape[0])
+    epochs, total_steps = _run_length(spec, epochs, steps, global_batch, steps_per_epoch)
     placement = place(distribution)
-    if batch_size % placement.num_replicas:
+    if global_batch % placement.num_replicas:
         raise ValueError(
-            f"batch size {batch_size} is not divisible by the {placement.num_replicas} replicas "
+            f"batch size {global_batch} is not divisible by the {placement.num_replicas} replicas "
             f"of distribution={placement.name!r}; use a multiple of {placement.num_replicas}."
         )
     policy = resolve_precision(precision, placement)
@@ -645,8 +911,11 @@ def train(
             _adapt_pixel_means(model, train_data)
             check_classifier(model, "train() needs one score per class")
             _check_labels(model, train_data, first_batch[1], soft_labels)
+            if loss is not None:
+                _check_loss_outputs(loss, model)
             if val_data is not None:
                 _check_val_data(val_data, model, train_data)
+            user.optimizer = _in_scope(optimizer, placement)
             settings = {
                 "learning_rate": learning_rate,
                 "precision": policy,
@@ -656,9 +925,11 @@ def train(
                 "data": getattr(train_data, "provenance", None),
                 "class_names": getattr(train_data, "class_names", None),
                 "steps": total_steps,
+                "optimizer": _described(optimizer),
+                "loss": _described(loss),
             }
             run = run_record(
-                model, spec, recipe, epochs, batch_size, steps_per_epoch, seed=seed, **settings
+                model, spec, recipe, epochs, global_batch, steps_per_epoch, seed=seed, **settings
             )
             resume = resume_state(out, previous, run, overwrite)
             environment = {
@@ -673,6 +944,7 @@ def train(
                 (train_data, val_data, first_batch, steps_per_epoch, soft_labels),
                 (epochs, total_steps),
                 resume,
+                user,
                 ema=ema,
                 save_every=save_every,
                 tensorboard=tensorboard,

@@ -281,6 +281,35 @@ def test_a_layer_passes_through_without_mixing():
     assert kr.data.get_augmentation(None, 32) == (None, None)
 
 
+def test_a_sequential_of_preprocessing_layers_runs_in_tf_data_as_a_pipeline():
+    # A keras.Sequential converts its inputs to the backend's tensors, which fails inside
+    # tf.data under JAX; the same layers in a Pipeline run there on every backend.
+    flip = keras.layers.RandomFlip("horizontal", seed=0)
+    inner = keras.Sequential([keras.layers.Rescaling(1.0)])
+    augment = keras.Sequential([keras.Input((16, 16, 3)), flip, inner], name="mine")
+    layer, mixing = kr.data.get_augmentation(augment, 16)
+    assert isinstance(layer, keras.layers.Pipeline) and mixing is None
+    assert layer.name == "mine" and layer.layers[0] is flip
+    assert isinstance(layer.layers[1], keras.layers.Pipeline)
+    images = random_images(32, 16, 16)
+    out = _run_in_tf_data(layer, images)
+    flipped = np.all(out == images[:, :, ::-1], axis=(1, 2, 3))
+    kept = np.all(out == images, axis=(1, 2, 3))
+    assert np.all(flipped | kept) and 0 < flipped.sum() < 32
+    ds = kr.data.load_dataset(
+        (images, np.arange(32) % 4), "train", batch_size=8, augment=augment, shuffle=False
+    )
+    assert next(iter(ds))[0].shape == (8, 16, 16, 3)
+
+
+def test_a_sequential_holding_another_layer_is_refused():
+    augment = keras.Sequential([keras.layers.RandomFlip(), keras.layers.Dense(3, name="head")])
+    with pytest.raises(
+        ValueError, match=r"augment=<Sequential name=.*> holds layer 'head' \(Dense\)"
+    ):
+        kr.data.get_augmentation(augment, 16)
+
+
 @pytest.mark.parametrize(
     "call, words",
     [

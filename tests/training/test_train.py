@@ -16,6 +16,7 @@ import pytest
 import keras_resvit as kr
 from keras_resvit.training.callbacks import read_history
 from keras_resvit.training.recipes import RECIPES, get_recipe
+from keras_resvit.training.schedules import recipe_schedule
 from keras_resvit.training.train import TrainingDivergedError
 from tests.conftest import tiny_vit
 
@@ -42,8 +43,10 @@ def test_train_learns_digits_and_writes_outputs(digits, tmp_path):
     rows = read_history(tmp_path / "history.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
     assert rows[-1]["loss"] == pytest.approx(losses[-1])
-    # 12 steps per epoch, 48 in all: lr 0.05 (0.1 * 64/128), /10 after 24 steps, /100 after 36.
-    np.testing.assert_allclose([r["learning_rate"] for r in rows], [0.05, 0.005, 0.0005, 0.0005])
+    # 12 steps per epoch, 48 in all: lr 0.05 (0.1 * 64/128), /10 after 24 steps, /100 after 36;
+    # each epoch logs the rate of its first step (steps 0, 12, 24, 36), what it trained with.
+    np.testing.assert_allclose([r["learning_rate"] for r in rows], [0.05, 0.05, 0.005, 0.0005])
+    np.testing.assert_allclose(history.history["learning_rate"], [0.05, 0.05, 0.005, 0.0005])
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["recipe"] == "resnet_cifar" and config["batch_size"] == 64
     assert config["backend"] == keras.backend.backend() and config["precision"] == "float32"
@@ -62,7 +65,12 @@ def test_a_recipe_that_counts_iterations_stops_on_its_step(digits, tmp_path):
     assert int(keras.ops.convert_to_numpy(history.model.optimizer.iterations)) == 20
     rows = read_history(tmp_path / "history.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2]
-    np.testing.assert_allclose([r["learning_rate"] for r in rows], [0.005, 0.0005])
+    # Each epoch logs the schedule's rate at its first step (0 and 12): 0.05 then 0.005, not
+    # the rates left at the epochs' ends (0.005 after step 12, 0.0005 after step 20).
+    schedule = recipe_schedule(recipe, 64, 20)
+    expected = [float(keras.ops.convert_to_numpy(schedule(step))) for step in (0, 12)]
+    np.testing.assert_allclose(expected, [0.05, 0.005])
+    np.testing.assert_allclose([r["learning_rate"] for r in rows], expected)
     config = json.loads((tmp_path / "config.json").read_text())
     assert (config["steps"], config["epochs"], config["steps_per_epoch"]) == (20, 2, 12)
     with pytest.raises(ValueError, match="epochs=1 and steps=5 both set the run's length"):
@@ -265,3 +273,252 @@ def test_train_sets_the_per_pixel_mean_from_the_unaugmented_images(tmp_path):
     fresh = kr.build_resnet(8, stem="cifar", preprocessing="pixel_mean")
     with pytest.raises(ValueError, match="PixelMean layer 'preprocessing' has no mean yet"):
         kr.train(fresh, plain, epochs=1, output_dir=tmp_path / "other", verbose=0)
+
+
+# Keras habits: callbacks, an optimizer or loss beside the recipe, arrays as data.
+
+
+@pytest.fixture(scope="module")
+def arrays():
+    (x, y), (xt, yt) = kr.data.load_digits()
+    return (x[:64], y[:64]), (xt[:32], yt[:32])
+
+
+def _small():
+    return kr.build_resnet(8, stem="cifar", width=0.5)
+
+
+class Recorder(keras.callbacks.Callback):
+    """Records the calls a user's callback sees."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def on_train_begin(self, logs=None):
+        self.calls.append("begin")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.calls.append(epoch)
+
+    def on_train_end(self, logs=None):
+        self.calls.append("end")
+
+
+class Interrupt(keras.callbacks.Callback):
+    """Kills the run, as Ctrl-C would, after global step `step` of a fresh run."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step, self.seen = step, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen += 1
+        if self.seen == self.step:
+            raise KeyboardInterrupt
+
+
+class StopAfter(keras.callbacks.Callback):
+    def __init__(self, epochs):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epochs:
+            self.model.stop_training = True
+
+
+def test_a_user_callback_sees_every_epoch_and_can_stop_the_run(arrays, tmp_path):
+    recorder = Recorder()
+    history = kr.train(
+        _small(),
+        arrays[0],
+        batch_size=16,
+        epochs=4,
+        callbacks=[recorder, StopAfter(2)],
+        output_dir=tmp_path,
+        verbose=0,
+    )
+    assert recorder.calls == ["begin", 0, 1, "end"]
+    # The run ends where the callback stopped it, and says so: 2 epochs of 4 steps, not 4.
+    assert [int(r["epoch"]) for r in read_history(tmp_path / "history.csv")] == [1, 2]
+    assert history.epoch == [0, 1] and len(history.history["loss"]) == 2
+    summary = json.loads((tmp_path / "config.json").read_text())["result"]
+    assert (summary["epochs"], summary["steps"], summary["resumed_from_step"]) == (2, 8, None)
+    assert history.summary == summary
+    assert (tmp_path / "last.keras").is_file() and not (tmp_path / "resume").exists()
+
+
+def test_a_run_resumed_inside_an_epoch_keeps_user_callbacks_and_logs_what_it_ran(
+    arrays, tmp_path, capsys
+):
+    # 4 steps per epoch, 12 in all, saved every 3 steps: killed at step 7, it resumes from
+    # the save at step 6, inside the second epoch.
+    run = {"batch_size": 16, "epochs": 3, "save_every": 3, "output_dir": tmp_path}
+    with pytest.raises(KeyboardInterrupt):
+        kr.train(_small(), arrays[0], callbacks=[Interrupt(7)], verbose=0, **run)
+    assert json.loads((tmp_path / "resume" / "state.json").read_text())["step"] == 6
+    capsys.readouterr()
+    recorder = Recorder()
+    history = kr.train(_small(), arrays[0], callbacks=[recorder], verbose=2, **run)
+    assert "train: resuming from step 6 (epoch 2): 6 steps to go" in capsys.readouterr().out
+    # One begin and one end although the resume takes two `fit` calls; epochs 2 and 3 only.
+    assert recorder.calls == ["begin", 1, 2, "end"]
+    assert history.epoch == [0, 1, 2] and len(history.history["loss"]) == 3
+    assert history.summary["resumed_from_step"] == 6
+    assert (history.summary["epochs"], history.summary["steps"]) == (3, 12)
+    # Rates of the epochs' first steps 0, 4, 8 (0.1 * 16/128, /10 from step 6): the resumed
+    # epoch logs its own first step's rate, not the rate at step 6 where the call began.
+    rows = read_history(tmp_path / "history.csv")
+    np.testing.assert_allclose([r["learning_rate"] for r in rows], [0.0125, 0.0125, 0.00125])
+    assert not (tmp_path / "resume").exists()
+
+
+def test_an_optimizer_and_a_loss_beside_the_recipe(arrays, tmp_path):
+    optimizer = keras.optimizers.Adam(1e-3)
+    loss = keras.losses.SparseCategoricalCrossentropy()
+    run = {"batch_size": 16, "epochs": 3, "output_dir": tmp_path, "verbose": 0}
+    history = kr.train(_small(), arrays[0], optimizer=optimizer, loss=loss, **run)
+    assert history.model.optimizer is optimizer and history.model.loss is loss
+    losses = history.history["loss"]
+    assert np.all(np.diff(losses) < 0) and losses[-1] < 0.9 * losses[0], losses
+    # The optimizer's own constant rate, not the recipe's 0.1 scaled and divided.
+    np.testing.assert_allclose(history.history["learning_rate"], [1e-3] * 3, rtol=1e-6)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["optimizer"]["class_name"] == "Adam"
+    assert config["optimizer"]["learning_rate"] == pytest.approx(1e-3)
+    assert config["loss"]["class_name"] == "SparseCategoricalCrossentropy"
+
+
+def test_a_string_loss_replaces_the_recipe_loss_and_its_label_smoothing(arrays, tmp_path):
+    # deit smooths labels, which takes one-hot targets; a sparse loss keeps class indices.
+    vit = tiny_vit(num_layers=1, num_classes=10)
+    history = kr.train(
+        vit,
+        arrays[0],
+        recipe=get_recipe("deit", warmup=0.1),
+        batch_size=16,
+        epochs=1,
+        loss="sparse_categorical_crossentropy",
+        val_data=arrays[1],
+        output_dir=tmp_path,
+        verbose=0,
+    )
+    assert history.model.loss == "sparse_categorical_crossentropy"
+    assert np.isfinite(history.history["loss"]).all()
+    assert 0.0 <= history.history["val_accuracy"][0] <= 1.0
+    assert json.loads((tmp_path / "config.json").read_text())["loss"] == (
+        "sparse_categorical_crossentropy"
+    )
+
+
+def test_a_resume_must_pass_the_same_optimizer(arrays, tmp_path):
+    run = {"batch_size": 16, "epochs": 2, "output_dir": tmp_path, "verbose": 0}
+    with pytest.raises(KeyboardInterrupt):
+        kr.train(
+            _small(),
+            arrays[0],
+            optimizer=keras.optimizers.Adam(1e-3),
+            callbacks=[Interrupt(5)],
+            **run,
+        )
+    state = (tmp_path / "resume" / "state.json").read_text()
+    with pytest.raises(ValueError, match="interrupted run with other arguments.*optimizer"):
+        kr.train(_small(), arrays[0], optimizer=keras.optimizers.Adam(1e-2), **run)
+    with pytest.raises(ValueError, match="optimizer: .*Adam.* there, None now"):
+        kr.train(_small(), arrays[0], **run)
+    assert (tmp_path / "resume" / "state.json").read_text() == state
+    optimizer = keras.optimizers.Adam(1e-3)
+    history = kr.train(_small(), arrays[0], optimizer=optimizer, **run)
+    assert history.summary["resumed_from_step"] == 4 and history.summary["steps"] == 8
+    assert int(keras.ops.convert_to_numpy(optimizer.iterations)) == 8
+
+
+def test_arrays_train_and_resume_only_on_the_same_arrays(arrays, tmp_path):
+    (x, y), val = arrays
+    # Without batch_size: the recipe's reference batch, 128 (64 images: one batch of 64).
+    run = {"epochs": 2, "val_data": val, "output_dir": tmp_path / "default", "verbose": 0}
+    history = kr.train(_small(), (x, y), **run)
+    config = json.loads((tmp_path / "default" / "config.json").read_text())
+    assert (config["batch_size"], config["steps_per_epoch"]) == (64, 1)
+    assert config["data"].startswith("arrays[train]") and len(history.history["val_accuracy"]) == 2
+
+    run = {"epochs": 2, "batch_size": 16, "output_dir": tmp_path / "run", "verbose": 0}
+    with pytest.raises(KeyboardInterrupt):
+        kr.train(_small(), (x, y), callbacks=[Interrupt(5)], **run)
+    other = (x[::-1].copy(), y[::-1].copy())
+    with pytest.raises(ValueError, match=r"other arguments \(data: 'arrays\[train\] "):
+        kr.train(_small(), other, **run)
+    history = kr.train(_small(), (x, y), **run)
+    assert history.summary["resumed_from_step"] == 4
+    assert [int(r["epoch"]) for r in read_history(tmp_path / "run" / "history.csv")] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (
+            {"callbacks": "early"},
+            r"callbacks='early' is not valid; pass a list of keras\.callbacks",
+        ),
+        (
+            {"callbacks": [keras.callbacks.EarlyStopping]},
+            r"callbacks\[0\]=<class .*EarlyStopping'> is not valid; pass a list of keras",
+        ),
+        (
+            {"callbacks": [keras.callbacks.BackupAndRestore("unused")]},
+            r"callbacks\[0\]=.*BackupAndRestore.*train\(\) saves and resumes its runs itself",
+        ),
+        (
+            {"callbacks": [keras.callbacks.ReduceLROnPlateau()]},
+            r"callbacks\[0\]=.*ReduceLROnPlateau.* sets the learning rate, but .*schedule",
+        ),
+        ({"optimizer": "nope"}, r"optimizer='nope' is not valid; pass a keras\.optimizers"),
+        (
+            {"optimizer": keras.optimizers.Adam(), "learning_rate": 0.1},
+            r"learning_rate=0\.1 applies to the recipe's optimizer, not to optimizer=Adam",
+        ),
+        (
+            {"optimizer": keras.optimizers.SGD(), "ema": 0.9},
+            r"ema=0\.9 applies to the recipe's optimizer",
+        ),
+        ({"loss": "nope"}, r"loss='nope' is not a Keras loss name; pass a keras\.losses\.Loss"),
+        (
+            {"loss": keras.losses.SparseCategoricalCrossentropy},
+            r"loss=<class .*SparseCategoricalCrossentropy'> is not valid",
+        ),
+        (
+            {"loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True)},
+            r"from_logits=True but the model outputs softmax probabilities; pass a loss with "
+            "from_logits=False",
+        ),
+        ({"batch_size": 0}, r"batch_size=0 must be a positive int"),
+        ({"data": "dataset", "batch_size": 16}, r"batch_size=16 applies to \(images, labels\)"),
+        (
+            {"data": "grey"},
+            r"train_data holds 2 arrays of shapes \[\(8, 32, 32\), \(8,\)\]; expected an "
+            r"\(images, labels\) pair",
+        ),
+        ({"data": "one_hot"}, r"train_data holds 2 arrays of shapes \[\(8, 32, 32, 3\), \(8, 10\)"),
+        ({"data": "short"}, r"train_data holds 2 arrays of shapes \[\(8, 32, 32, 3\), \(4,\)\]"),
+        ({"val_data": "single"}, r"val_data holds 1 arrays of shapes \[\(8, 32, 32, 3\)\]"),
+        ({"data": "negative"}, r"train_data: source labels must be class indices.*found -1"),
+        ({"val_data": [1, 2]}, r"val_data of type list is not valid.*\(images, labels\) tuple"),
+    ],
+)
+def test_bad_keras_style_arguments(arrays, digits, tmp_path, arguments, message):
+    x, y = arrays[0][0][:8], arrays[0][1][:8]
+    arguments = dict(arguments)
+    data = {
+        "dataset": digits[0],
+        "grey": (x[..., 0], y),
+        "one_hot": (x, np.eye(10)[y]),
+        "short": (x, y[:4]),
+        "negative": (x, np.full(8, -1)),
+        None: (x, y),
+    }[arguments.pop("data", None)]
+    if arguments.get("val_data") == "single":
+        arguments["val_data"] = (x,)
+    with pytest.raises(ValueError, match=message):
+        kr.train(_small(), data, epochs=1, output_dir=tmp_path / "run", verbose=0, **arguments)
+    assert not (tmp_path / "run" / "config.json").exists()
