@@ -70,3 +70,58 @@ def test_nan_guard_counts_steps_without_reading_the_device_each_step():
     assert callbacks.NanGuard.async_safe
     assert callbacks.ResumeCheckpoint("unused").async_safe
     assert not callbacks.ResumeCheckpoint("unused", every_steps=5).async_safe
+
+
+def test_learning_rate_at_reads_the_schedule_at_a_step_or_the_current_rate():
+    from keras_resvit.training.schedules import RecipeSchedule
+
+    schedule = RecipeSchedule(0.1, 100, decay_at=(50, 75))
+    model = _model()
+    model.compile(optimizer=keras.optimizers.SGD(schedule), loss="sparse_categorical_crossentropy")
+    model.optimizer.build(model.trainable_variables)
+    model.optimizer.iterations.assign(80)  # where training is does not matter
+    rates = [callbacks.learning_rate_at(model.optimizer, step) for step in (0, 49, 50, 75)]
+    np.testing.assert_allclose(rates, [0.1, 0.1, 0.01, 0.001], rtol=1e-6)
+    assert callbacks.follows_schedule(model.optimizer)
+    # Under loss scaling (mixed_float16) the schedule is the wrapped optimizer's.
+    scaled = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(schedule))
+    assert callbacks.learning_rate_at(scaled, 60) == pytest.approx(0.01)
+    constant = keras.optimizers.SGD(0.05)
+    assert not callbacks.follows_schedule(constant)
+    assert callbacks.learning_rate_at(constant, 60) == pytest.approx(0.05)
+
+
+class _Calls(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def on_train_begin(self, logs=None):
+        self.calls.append("begin")
+
+    def on_train_end(self, logs=None):
+        self.calls.append("end")
+
+
+def test_run_callbacks_begin_and_end_a_run_of_several_fits_once():
+    model = _model()
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    user = _Calls()
+    run = callbacks.RunCallbacks([user], model, epochs=3, steps=4, verbose=0)
+    assert run.params == {"epochs": 3, "steps": 4, "verbose": 0} and user.params == run.params
+    run.more = True  # the first fit of two
+    run.on_train_begin()
+    run.on_train_end()
+    assert user.calls == ["begin"]
+    run.more = False
+    run.on_train_begin()
+    run.on_train_end()
+    assert user.calls == ["begin", "end"]
+    # A first fit that a callback stopped ends the run: no second fit follows.
+    stopped = _Calls()
+    run = callbacks.RunCallbacks([stopped], model, epochs=3, steps=4, verbose=0)
+    run.more = True
+    run.on_train_begin()
+    model.stop_training = True
+    run.on_train_end()
+    assert stopped.calls == ["begin", "end"]
