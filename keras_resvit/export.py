@@ -244,8 +244,11 @@ def _int8_with_float_ops(model, calibration, float_ops, scratch):
     converter.representative_dataset = options["representative_dataset"]
     converter.target_spec.supported_ops = options["target_spec"]["supported_ops"]
     debug = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(float_ops))
-    quantizer = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_options=debug)
-    return quantizer.get_nondebug_quantized_model()
+    with _without_tf_lite_notice():  # the debugger runs a `tf.lite.Interpreter`
+        quantizer = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_options=debug
+        )
+        return quantizer.get_nondebug_quantized_model()
 
 
 def _convert(model, target, format, quantization, calibration, scratch, class_names):
@@ -265,26 +268,23 @@ def _convert(model, target, format, quantization, calibration, scratch, class_na
         add_tflite_class_names(target, class_names)
 
 
-class _DropDeprecationNotices(logging.Filter):
-    """Drops TensorFlow's notices that a TF1 function is deprecated (tf2onnx calls them;
-    a user of this package has nothing to change)."""
-
-    def filter(self, record):
-        return "is deprecated and will be removed" not in record.getMessage()
+def _not_a_deprecation_notice(record) -> bool:
+    return "is deprecated and will be removed" not in record.getMessage()
 
 
 @contextlib.contextmanager
 def _quiet_tf2onnx():
-    """Silences, for the conversion only, TensorFlow's TF1 deprecation notices and NumPy's
-    `np.object` FutureWarning from Keras' tf2onnx patch."""
-    logger, notices = logging.getLogger("tensorflow"), _DropDeprecationNotices()
-    logger.addFilter(notices)
+    """Silences, for the conversion only, TensorFlow's notices that the TF1 functions tf2onnx
+    calls are deprecated, and NumPy's `np.object` FutureWarning from Keras' tf2onnx patch: a
+    user of this package has nothing to change."""
+    logger = logging.getLogger("tensorflow")
+    logger.addFilter(_not_a_deprecation_notice)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "In the future `np.object`", FutureWarning)
             yield
     finally:
-        logger.removeFilter(notices)
+        logger.removeFilter(_not_a_deprecation_notice)
 
 
 def _convert_onnx(model, target, scratch, class_names):
@@ -331,10 +331,18 @@ def _quantized(tensor):
     return (scale, zero) if np.issubdtype(tensor["dtype"], np.integer) and scale else None
 
 
+@contextlib.contextmanager
+def _without_tf_lite_notice():
+    """Silences TensorFlow's notice, at each `tf.lite.Interpreter`, that the interpreter
+    moves to LiteRT: a user of this package has nothing to change."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"\s*Warning: tf.lite.Interpreter is deprecated")
+        yield
+
+
 def tflite_interpreter(path):
     """A TF Lite interpreter for `path`: LiteRT's (`ai_edge_litert`) where it is installed,
-    else TensorFlow's `tf.lite.Interpreter` without its notice that it moves to LiteRT (a user
-    of this package has nothing to change).
+    else TensorFlow's `tf.lite.Interpreter` without its notice that it moves to LiteRT.
 
     Raises:
         ValueError: `path` is not a readable TF Lite file.
@@ -343,8 +351,7 @@ def tflite_interpreter(path):
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
         Interpreter = None  # noqa: N806 - the class, when LiteRT is installed
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", r"\s*Warning: tf.lite.Interpreter is deprecated")
+    with _without_tf_lite_notice():
         try:
             return (Interpreter or tf.lite.Interpreter)(model_path=str(path))
         except ValueError as error:
