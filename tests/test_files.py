@@ -118,7 +118,7 @@ def _class_names(tmp_path, monkeypatch):
 
 def _history_csv(tmp_path, monkeypatch):
     path = tmp_path / "history.csv"
-    callback = HistoryCSV(path)
+    callback = HistoryCSV(path, steps_per_epoch=1)
     callback.set_model(_tiny_model())
 
     def fail(self, rows):
