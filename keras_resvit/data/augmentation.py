@@ -12,6 +12,7 @@ import dataclasses
 import importlib.util
 
 import keras
+import numpy as np
 
 # Keras' base of the layers that run inside tf.data under any backend; it exports no public name.
 from keras.src.layers.preprocessing.data_layer import DataLayer
@@ -62,6 +63,23 @@ class Mixing:
         return mixup, cutmix
 
 
+def layer_seeds(seed: int | None):
+    """Distinct seeds, one per random layer of a pipeline, all drawn from `seed`.
+
+    Keras layers given the same seed draw the same numbers: a preset passing its seed to both
+    its crop and its flip would flip exactly the images shifted one way. None stays None (each
+    layer picks its own).
+
+    Example:
+    >>> seeds = layer_seeds(0)
+    >>> next(seeds) != next(seeds)
+    True
+    """
+    rng = None if seed is None else np.random.default_rng(seed)
+    while True:
+        yield None if rng is None else int(rng.integers(2**31 - 1))
+
+
 def _flip(seed):
     return keras.layers.RandomFlip("horizontal", seed=seed)
 
@@ -78,11 +96,14 @@ def resnet_cifar(image_size: int = 32, seed: int | None = None) -> keras.layers.
     >>> tuple(resnet_cifar(32)(np.zeros((32, 32, 3), "float32")).shape)
     (32, 32, 3)
     """
+    seeds = layer_seeds(seed)
     return keras.layers.Pipeline(
         [
             keras.layers.Resizing(image_size, image_size),
-            RandomPadCrop(max(1, round(4 * image_size / 32)), fill_value=CIFAR_MEAN, seed=seed),
-            _flip(seed),
+            RandomPadCrop(
+                max(1, round(4 * image_size / 32)), fill_value=CIFAR_MEAN, seed=next(seeds)
+            ),
+            _flip(next(seeds)),
         ],
         name="resnet_cifar",
     )
@@ -99,12 +120,13 @@ def resnet_imagenet(image_size: int = 224, seed: int | None = None) -> keras.lay
     >>> tuple(resnet_imagenet(224)(np.zeros((300, 400, 3), "float32")).shape)
     (224, 224, 3)
     """
+    seeds = layer_seeds(seed)
     scale_range = (image_size * 256 / 224, image_size * 480 / 224)
     return keras.layers.Pipeline(
         [
-            RandomScaleCrop(image_size, image_size, scale_range=scale_range, seed=seed),
-            _flip(seed),
-            PCALighting(alpha_std=0.1, value_range=PIXELS, seed=seed),
+            RandomScaleCrop(image_size, image_size, scale_range=scale_range, seed=next(seeds)),
+            _flip(next(seeds)),
+            PCALighting(alpha_std=0.1, value_range=PIXELS, seed=next(seeds)),
         ],
         name="resnet_imagenet",
     )
@@ -119,17 +141,18 @@ def resnet_imagenet_jitter(image_size: int = 224, seed: int | None = None) -> ke
     >>> tuple(resnet_imagenet_jitter(224)(np.zeros((300, 400, 3), "float32")).shape)
     (224, 224, 3)
     """
+    seeds = layer_seeds(seed)
     scale_range = (image_size * 256 / 224, image_size * 480 / 224)
     return keras.layers.Pipeline(
         [
-            RandomScaleCrop(image_size, image_size, scale_range=scale_range, seed=seed),
-            _flip(seed),
+            RandomScaleCrop(image_size, image_size, scale_range=scale_range, seed=next(seeds)),
+            _flip(next(seeds)),
             keras.layers.RandomColorJitter(
-                value_range=PIXELS, brightness_factor=0.1, contrast_factor=0.4, seed=seed
+                value_range=PIXELS, brightness_factor=0.1, contrast_factor=0.4, seed=next(seeds)
             ),
             # Saturation as a blend towards grey: keras.layers.RandomSaturation (Keras 3.15)
             # clips HSV saturation to `value_range`, not [0, 1], and gives negative pixels.
-            keras.layers.RandomColorDegeneration(0.4, seed=seed),
+            keras.layers.RandomColorDegeneration(0.4, seed=next(seeds)),
         ],
         name="resnet_imagenet_jitter",
     )
@@ -146,14 +169,15 @@ def alexnet(image_size: int = 224, seed: int | None = None) -> keras.layers.Pipe
     >>> tuple(alexnet(227)(np.zeros((300, 400, 3), "float32")).shape)
     (227, 227, 3)
     """
+    seeds = layer_seeds(seed)
     return keras.layers.Pipeline(
         [
             ResizeCenterCrop(
                 round(image_size * 256 / 224), round(image_size * 256 / 224), crop_ratio=1.0
             ),
-            keras.layers.RandomCrop(image_size, image_size, seed=seed),
-            _flip(seed),
-            PCALighting(alpha_std=0.1, value_range=PIXELS, seed=seed),
+            keras.layers.RandomCrop(image_size, image_size, seed=next(seeds)),
+            _flip(next(seeds)),
+            PCALighting(alpha_std=0.1, value_range=PIXELS, seed=next(seeds)),
         ],
         name="alexnet",
     )
@@ -167,23 +191,27 @@ def inception_crop(image_size: int = 224, seed: int | None = None) -> keras.laye
     >>> tuple(inception_crop(64)(np.zeros((100, 80, 3), "float32")).shape)
     (64, 64, 3)
     """
+    seeds = layer_seeds(seed)
     return keras.layers.Pipeline(
-        [RandomResizedCrop(image_size, image_size, seed=seed), _flip(seed)],
+        [RandomResizedCrop(image_size, image_size, seed=next(seeds)), _flip(next(seeds))],
         name="inception_crop",
     )
 
 
 def _randaugment_pipeline(name, image_size, seed, factor, erasing):
+    seeds = layer_seeds(seed)
     layers = [
-        RandomResizedCrop(image_size, image_size, seed=seed),
-        _flip(seed),
+        RandomResizedCrop(image_size, image_size, seed=next(seeds)),
+        _flip(next(seeds)),
         # keras.layers.RandAugment, with an Equalization that traces fast under JAX.
-        RandAugment(value_range=PIXELS, num_ops=2, factor=factor, seed=seed),
+        RandAugment(value_range=PIXELS, num_ops=2, factor=factor, seed=next(seeds)),
     ]
     if erasing:
         # A fixed probability: a single float would draw it from [0, p] instead.
         layers.append(
-            keras.layers.RandomErasing(factor=(erasing, erasing), value_range=PIXELS, seed=seed)
+            keras.layers.RandomErasing(
+                factor=(erasing, erasing), value_range=PIXELS, seed=next(seeds)
+            )
         )
     return keras.layers.Pipeline(layers, name=name)
 

@@ -362,3 +362,21 @@ def test_keras_cv_instances_and_bad_layers():
         kr.data.from_keras_cv("NoSuchLayer")
     with pytest.raises(ValueError, match="pass a keras_cv layer"):
         kr.data.from_keras_cv(keras.layers.RandomFlip())
+
+
+def test_preset_layers_draw_independently():
+    """A preset's crop and flip draw from distinct seeds: with one shared seed, Keras' layers
+    draw the same numbers and exactly the images shifted up would be flipped."""
+    rows, cols = np.meshgrid(np.arange(32), np.arange(32), indexing="ij")
+    ramp = np.stack([rows * 4 + 100, cols * 4 + 100, np.full((32, 32), 50)], -1)
+    images = np.repeat(ramp[None].astype("uint8"), 512, 0)
+    ds = kr.data.load_dataset(
+        (images, np.zeros(512, "int32")), "train", batch_size=128, augment="resnet_cifar",
+        seed=3, deterministic=True, shuffle=False,
+    )  # fmt: skip
+    out = np.concatenate([np.asarray(x) for x, _ in ds])
+    shift = np.round((out[:, 16, 16, 0] - 100) / 4).astype(int) - 16  # row shift, -4 .. 4
+    flipped = out[:, 16, 20, 1] < out[:, 16, 12, 1]
+    assert set(shift) == set(range(-4, 5)) and 0.4 < flipped.mean() < 0.6
+    for side in (shift < 0, shift > 0):  # both ways of shifting are flipped about half the time
+        assert 0.3 < flipped[side].mean() < 0.7, (flipped[side].mean(), side.sum())
