@@ -273,8 +273,11 @@ def load_dataset(
             listed file that fails to decode is replaced by another image of the folder, so
             that an epoch keeps the listed count (`folders.folder_dataset`).
         deterministic: reproducible augmentation for a given `seed`. The random layers keep
-            their state in one variable, so parallel calls draw in a racy order; this runs
-            them on one thread (slower).
+            their state in one variable, so parallel calls draw in a racy order (two calls
+            reading the state at once draw the same transformation: a few percent of the images
+            on average, in bursts), and reading ahead draws for batches a partial iteration
+            drops; this runs them on one thread,
+            batch by batch as they are asked for (slower).
 
     Returns:
         A `tf.data.Dataset` of (images, labels): int32 labels (N,), or soft labels (N, classes).
@@ -367,7 +370,14 @@ def load_dataset(
         if num_classes is None:
             raise ValueError(f"mixing needs class labels; source={source!r} has none.")
         ds = _mix_batches(ds, mixing, num_classes, seed, random_calls)
-    ds = ds.prefetch(tf.data.AUTOTUNE)
+    if deterministic:
+        # Reading ahead would draw the random layers' numbers for batches that a partial
+        # iteration (a peek at the first batch) then drops, a racy count: none after them.
+        options = tf.data.Options()
+        options.experimental_optimization.inject_prefetch = False
+        ds = ds.with_options(options)
+    else:
+        ds = ds.prefetch(tf.data.AUTOTUNE)
     ds.class_names, ds.num_classes = list(class_names or []), num_classes
     ds.unaugmented = unaugmented  # the same images, evaluation-transformed (for statistics)
     # What the examples are and how they are read: a run resumes only on the same data.
