@@ -16,6 +16,7 @@ images for the same number of epochs at batch 128, and are scored on the same te
 - `ours_pixel_mean`: `ours` with the paper's per-pixel mean subtraction
   (`preprocessing="pixel_mean"`) instead of the per-channel standardization of the "cifar"
   preset.
+- `ours_arrays`: `ours` on the minimal arm's PIL-decoded arrays instead of the folder.
 - `ours_model`: `kr.create_model("resnet20")` trained in the minimal arm's loop (its data,
   optimizer and regularization: `kernel_regularizer`s set on our layers), which separates the
   model from the recipe and pipeline.
@@ -149,16 +150,16 @@ def minimal_fit(model, train, test, epochs, seed, subtract_mean=True, l2_on_laye
 
 
 def recalibrated(model, x_train, x_test, y_test, images=2000):
-    """Test accuracy with every batch norm's statistics measured on `images` unaugmented
-    training images (a random sample) at once, instead of its moving averages: tells evaluation-statistics
-    noise (short runs) from what the weights learned."""
-    layers = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
-    momenta = [l.momentum for l in layers]
+    """Test accuracy with every batch norm's statistics measured on a random sample of
+    `images` unaugmented training images at once, instead of its moving averages: tells
+    evaluation-statistics noise (short runs) from what the weights learned."""
+    layers = [x for x in model.layers if isinstance(x, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in layers]
     for layer in layers:
         layer.momentum = 0.0
     pick = np.random.default_rng(0).permutation(len(x_train))[:images]
     model(x_train[pick], training=True)
-    for layer, momentum in zip(layers, momenta):
+    for layer, momentum in zip(layers, momenta, strict=True):
         layer.momentum = momentum
     return model.evaluate(x_test, y_test, verbose=0)[1]
 
@@ -166,14 +167,19 @@ def recalibrated(model, x_train, x_test, y_test, images=2000):
 # ---- keras_resvit ------------------------------------------------------------------------
 
 
-def ours(folder, epochs, seed, recipe, model_name, scratch, batch_size, preprocessing, **overrides):
+def ours(
+    sources, epochs, seed, recipe, model_name, scratch, batch_size, preprocessing, **overrides
+):
+    """`sources`: the folder, or the (train, test) pairs of arrays the minimal arm reads."""
     import keras_resvit as kr
     from keras_resvit.training.recipes import get_recipe
 
+    train_source, test_source = sources if isinstance(sources, tuple) else (sources, sources)
     train = kr.data.load_dataset(
-        folder, "train", image_size=32, batch_size=batch_size, augment="resnet_cifar", seed=seed
-    )
-    test = kr.data.load_dataset(folder, "test", image_size=32, batch_size=500, crop_ratio=1.0)
+        train_source, "train", image_size=32, batch_size=batch_size, augment="resnet_cifar",
+        seed=seed,
+    )  # fmt: skip
+    test = kr.data.load_dataset(test_source, "test", image_size=32, batch_size=500, crop_ratio=1.0)
     model = kr.create_model(model_name, preprocessing=preprocessing)
     history = kr.train(
         model,
@@ -188,7 +194,7 @@ def ours(folder, epochs, seed, recipe, model_name, scratch, batch_size, preproce
     trained.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     accuracy = trained.evaluate(test, verbose=0)[1]
     x_train = np.concatenate([x for x, _ in train.unaugmented.take(16)])
-    x_test, y_test = (np.concatenate(t) for t in zip(*test.as_numpy_iterator()))
+    x_test, y_test = (np.concatenate(t) for t in zip(*test.as_numpy_iterator(), strict=True))
     curve = [round(a, 4) for a in history.history["accuracy"]]
     return accuracy, curve, recalibrated(trained, x_train, x_test, y_test)
 
@@ -241,7 +247,7 @@ def main():
                     if arm == "ours_decoupled":
                         overrides = {"decay_mode": "decoupled", "no_decay": NO_DECAY}
                     accuracy, curve, precise = ours(
-                        folder,
+                        (train, test) if arm == "ours_arrays" else folder,
                         args.epochs,
                         seed,
                         args.recipe,
