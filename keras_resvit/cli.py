@@ -41,12 +41,16 @@ def _list(args):
         print(f"{name:<16} {get_spec(name).description}")
 
 
+def _family(name):
+    from keras_resvit.models.registry import get_spec
+
+    return get_spec(name).family
+
+
 def _size_options(name, size):
     """`create_model` keywords for `size` x `size` images: ViTs take `image_size`, the other
     families `input_shape`."""
-    from keras_resvit.models.registry import get_spec
-
-    if get_spec(name).family in VIT_FAMILIES:
+    if _family(name) in VIT_FAMILIES:
         return {"image_size": size}
     return {"input_shape": (size, size, 3)}
 
@@ -96,8 +100,8 @@ def _validation_source(source):
 
 def _splits(args):
     """`load_dataset` arguments of the training and the validation data, and a note saying
-    what is held out (or None): a folder's validation/ or test/ sub-folder, else a share of
-    its images; another source's test split; --val-data wherever given."""
+    what is held out (or None): --val-data where given; a folder's validation/ or test/
+    sub-folder, else a share of its images; another source's test split."""
     fraction = args.validation_split
     if fraction is not None and args.val_data:
         raise ValueError(
@@ -113,43 +117,34 @@ def _splits(args):
         val = _validation_source(args.val_data or args.data)
         return {"source": args.data, "split": "train"}, val, None
     folder = _folder("--data", args.data)
+    train = {"source": folder, "split": "train"}
+    if args.val_data:
+        return train, _validation_source(args.val_data), None
     if (folder / "train").is_dir():
         held = [s for s in ("validation", "test") if (folder / s).is_dir()]
-        if args.val_data or (held and fraction is None):
-            val = _validation_source(args.val_data) if args.val_data else None
-            val = val or {"source": folder, "split": held[0]}
-            return {"source": folder, "split": "train"}, val, None
+        if held and fraction is None:
+            return train, {"source": folder, "split": held[0]}, None
         folder = folder / "train"  # a share of the training images is held out
-    if args.val_data:
-        return {"source": folder, "split": "train"}, _validation_source(args.val_data), None
     fraction = DEFAULT_VALIDATION_SPLIT if fraction is None else fraction
     note = f"holding out {fraction:.0%} of {folder} for validation (--validation-split)"
     held_out = {"source": folder, "validation_split": fraction}
     return {**held_out, "split": "train"}, {**held_out, "split": "validation"}, note
 
 
-def _image_size(args, recipe, spec):
-    """(size, why) chosen before the data is read, or (None, None) for the data's own size."""
-    if args.image_size:
-        return args.image_size, "--image-size"
-    # A recipe's resolution (vit_finetune: 384) applies to ViTs, which train at any size.
-    if recipe.image_size and spec.family in VIT_FAMILIES:
-        return recipe.image_size, f"the {args.recipe} recipe's"
-    return None, None
-
-
-def _load_training_data(kr, args, splits, size, augment):
-    """The training and validation datasets at `size`; `size` None: the data's own size, or
-    the model's default size for images of varying size (folders, some tfds datasets)."""
+def _load_training_data(kr, args, splits, recipe, augment):
+    """(training data, validation data, image size, why that size): --image-size; for a ViT
+    the recipe's resolution; the data's own size; the model's for images of varying size."""
     train_split, val_split, _ = splits
-    why = "--image-size" if args.image_size else None
     options = {"batch_size": args.batch_size}
-    train = None
-    if size is None and not _is_folder(args.data):
-        with contextlib.suppress(ValueError):  # images of varying size: the model's default
+    size, why, train = args.image_size, "--image-size", None
+    # A recipe's resolution (vit_finetune: 384) applies to ViTs, which train at any size.
+    if not size and recipe.image_size and _family(args.model) in VIT_FAMILIES:
+        size, why = recipe.image_size, f"the {args.recipe} recipe's"
+    if not size and not _is_folder(args.data):
+        with contextlib.suppress(ValueError):  # images of varying size: the model's own
             train = kr.data.load_dataset(**train_split, **options, augment=augment)
             size, why = int(train.element_spec[0].shape[1]), "from the data"
-    if size is None:
+    if not size:
         size = kr.create_model(args.model).input_shape[1]
         why = "the model's default; --image-size sets another"
     if train is None:
@@ -213,10 +208,10 @@ def _check_previous_run(output, overwrite):
 
 def _train(args):
     import keras_resvit as kr
-    from keras_resvit.models.registry import get_spec
     from keras_resvit.training.recipes import get_recipe
 
-    spec, recipe = get_spec(args.model), get_recipe(args.recipe)  # bad names fail first
+    _family(args.model)  # unknown names fail before anything is read
+    recipe = get_recipe(args.recipe)
     output = args.output or _default_output(args.data)
     _check_previous_run(output, args.overwrite)
     splits = _splits(args)
@@ -227,8 +222,7 @@ def _train(args):
         # The recipe's augmentation, except on digits, which flips and crops would change.
         augment = None if args.data == "digits" else recipe.augment
     augment = None if augment == "none" else augment
-    size, why = _image_size(args, recipe, spec)
-    train, val, size, why = _load_training_data(kr, args, splits, size, augment)
+    train, val, size, why = _load_training_data(kr, args, splits, recipe, augment)
     model = _model_for_data(kr, args, train, size, why)
     history = kr.train(
         model,

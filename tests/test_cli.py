@@ -330,3 +330,46 @@ def test_export_prints_a_summary_not_a_dict(tmp_path, capsys):
     assert len(out.splitlines()) == 1 and "{" not in out, out
     assert out.startswith(f"exported {tmp_path / 'm.tflite'} (tflite, float32")
     assert "checked on 32 images" in out
+
+
+@pytest.mark.parametrize(
+    ("folders", "flags", "expected"),
+    [
+        # A plain folder: a tenth of it held out, or the share --validation-split names.
+        ("data/a data/b", "", "data train 0.1 | data validation 0.1"),
+        ("data/a data/b", "--validation-split 0.3", "data train 0.3 | data validation 0.3"),
+        # Split sub-folders are used as they are: validation/ before test/.
+        ("data/train/a data/test/a", "", "data train - | data test -"),
+        ("data/train/a data/validation/a data/test/a", "", "data train - | data validation -"),
+        # train/ alone, or --validation-split beside test/: a share of train/ held out.
+        ("data/train/a", "", "data/train train 0.1 | data/train validation 0.1"),
+        (
+            "data/train/a data/test/a",
+            "--validation-split 0.2",
+            "data/train train 0.2 | data/train validation 0.2",
+        ),
+        # --val-data: its test/ sub-folder, all of a plain folder, another source's test split.
+        ("data/a other/test/a", "--val-data other", "data train - | other test -"),
+        ("data/a other/a", "--val-data other", "data train - | other train -"),
+        ("data/a", "--val-data digits", "data train - | digits test -"),
+    ],
+)
+def test_the_validation_data_of_each_folder_layout(folders, flags, expected, tmp_path, monkeypatch):
+    for folder in folders.split():
+        (tmp_path / folder).mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    args = cli._parser().parse_args(["train", "--data", "data", *flags.split()])
+    train, val, note = cli._splits(args)
+
+    def described(split):
+        source = split["source"]
+        source = source if source == "digits" else Path(source).as_posix()
+        return f"{source} {split['split']} {split.get('validation_split') or '-'}"
+
+    assert f"{described(train)} | {described(val)}" == expected
+    held_out = train.get("validation_split")
+    if held_out:
+        share = f"{held_out:.0%} of {Path(train['source']).as_posix()}"
+        assert note == f"holding out {share} for validation (--validation-split)"
+    else:
+        assert note is None
