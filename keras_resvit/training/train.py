@@ -146,7 +146,10 @@ def _check_loss_outputs(loss, model):
     if isinstance(resolved, keras.losses.Loss):
         wanted = resolved.get_config().get("from_logits")
     else:
-        parameter = inspect.signature(resolved).parameters.get("from_logits")
+        try:
+            parameter = inspect.signature(resolved).parameters.get("from_logits")
+        except (TypeError, ValueError):  # a callable Python cannot inspect: trust it
+            parameter = None
         wanted = None if parameter is None else parameter.default
     logits = outputs_logits(model)
     if wanted is not None and wanted != logits:
