@@ -186,7 +186,7 @@ def pretrain_masked_patches(
     # Locked, and refusing to overwrite files of these names that the package did not write.
     with output_folder("output_dir", output_dir, OUTPUTS) as folder:
         folder.start_writing()
-        history = HistoryCSV(folder.path / "history.csv")
+        history = HistoryCSV(folder.path / "history.csv", steps)
         model.fit(images, epochs=epochs, callbacks=[history], shuffle=False, verbose=verbose)
         save_model(vit, folder.path / "pretrained.keras")
     return vit
