@@ -371,10 +371,12 @@ def load_dataset(
             raise ValueError(f"mixing needs class labels; source={source!r} has none.")
         ds = _mix_batches(ds, mixing, num_classes, seed, random_calls)
     if deterministic:
-        # Reading ahead would draw the random layers' numbers for batches that a partial
-        # iteration (a peek at the first batch) then drops, a racy count: none after them.
+        # Reading ahead (a prefetch, or a map fused with its batch) would draw the random
+        # layers' numbers for batches that a partial iteration (a peek at the first batch)
+        # then drops, a racy count: batches are made only when asked for.
         options = tf.data.Options()
-        options.experimental_optimization.inject_prefetch = False
+        for name in ("inject_prefetch", "map_and_batch_fusion", "map_parallelization"):
+            setattr(options.experimental_optimization, name, False)
         ds = ds.with_options(options)
     else:
         ds = ds.prefetch(tf.data.AUTOTUNE)

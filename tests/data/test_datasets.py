@@ -5,6 +5,7 @@ import http.server
 import io
 import os
 import threading
+import time
 import warnings
 
 import keras
@@ -410,6 +411,23 @@ def test_bad_pipeline_arguments(kwargs, words):
         kr.data.load_dataset("digits", **kwargs)
     for word in words:
         assert word in str(info.value)
+
+
+def test_deterministic_augmentation_does_not_depend_on_a_peek():
+    """`kr.train` looks at the first batch before `fit`: with `deterministic=True`, batches
+    read ahead and dropped must not advance the random layers' state."""
+
+    def after_a_peek(wait):
+        ds = kr.data.load_dataset(
+            "digits", batch_size=16, augment="deit", seed=3, deterministic=True
+        )
+        next(iter(ds))
+        time.sleep(wait)  # time for any read-ahead
+        return [(x.numpy(), y.numpy()) for x, y in ds.take(3)]
+
+    for (x1, y1), (x2, y2) in zip(after_a_peek(0.0), after_a_peek(1.0), strict=True):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
 
 
 @pytest.mark.parametrize("cache", [True, False])
