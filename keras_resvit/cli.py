@@ -574,7 +574,8 @@ def _notices_dropped():
 def _quiet():
     """Quiets the libraries' logs before they load, unless the user set
     TF_CPP_MIN_LOG_LEVEL: TensorFlow's and XLA's C++ logs to fatal errors (level 3, inherited
-    by the export's subprocess), their Python loggers to errors."""
+    by the export's subprocess), their Python loggers to errors; returns the context that
+    drops the start-up notices no level governs (`_notices_dropped`)."""
     level = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
     # JAX sets "1" when it loads and finds the variable unset: not the user's choice.
     if level is not None and not (level == "1" and "jax" in sys.modules):
