@@ -774,7 +774,7 @@ def train(
             iterations (`resnet_cifar`: 64k steps of batch 128, scaled to the data's batch),
             else in epochs.
         val_data: optional batched validation dataset, or an `(images, labels)` tuple of
-            arrays (batched by `batch_size`, neither shuffled nor augmented).
+            arrays (batched as the training data, neither shuffled nor augmented).
         output_dir: folder for checkpoints and logs.
         batch_size: global batch size of arrays given as `train_data` (and `val_data`); default
             the recipe's reference batch (128 for `resnet_cifar`), at which its learning rate
@@ -881,15 +881,14 @@ def train(
                 f"train_data of type {type(train_data).__name__} sets its own batch (load it "
                 "with kr.data.load_dataset(..., batch_size=...))."
             )
-    array_batch = batch_size or spec.batch_size
-    train_data = _as_dataset("train_data", train_data, "train", array_batch, seed)
-    if val_data is not None:
-        val_data = _as_dataset("val_data", val_data, "test", array_batch, seed)
-        _check_dataset("val_data", val_data)
+    train_data = _as_dataset("train_data", train_data, "train", batch_size or spec.batch_size, seed)
     out = check_output_path("output_dir", output_dir, folder=True)
     first_batch, steps_per_epoch, soft_labels = _dataset_info(train_data)
     check_pixels("train_data images", first_batch[0])
     global_batch = int(first_batch[0].shape[0])
+    if val_data is not None:
+        val_data = _as_dataset("val_data", val_data, "test", global_batch, seed)
+        _check_dataset("val_data", val_data)
     epochs, total_steps = _run_length(spec, epochs, steps, global_batch, steps_per_epoch)
     placement = place(distribution)
     if global_batch % placement.num_replicas:
