@@ -126,9 +126,9 @@ def list_image_folder(root, split="train", *, validation_split=None, seed=0, str
         paths += [str(p) for p in good]
         labels += [label] * len(good)
     if skipped:
-        names = ", ".join(skipped[:MAX_NAMED])
+        named = ", ".join(skipped[:MAX_NAMED])
         more = f" and {len(skipped) - MAX_NAMED} more" if len(skipped) > MAX_NAMED else ""
-        message = f"{len(skipped)} file(s) that are not usable images: {names}{more}"
+        message = f"{len(skipped)} file(s) that are not usable images: {named}{more}"
         if strict:
             raise ValueError(f"source={str(class_root)!r} has {message} (strict=True).")
         warnings.warn(f"Skipping {message}.", stacklevel=3)

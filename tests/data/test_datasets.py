@@ -444,3 +444,11 @@ def test_folder_batches_mix_classes_beyond_the_shuffle_buffer(tmp_path, monkeypa
     assert all(len(set(labels)) >= 3 for labels in first), first
     epoch = np.concatenate([np.asarray(y) for _, y in ds])
     assert np.bincount(epoch).tolist() == [12, 12, 12, 12]
+
+
+def test_a_skipped_file_leaves_the_class_names_alone(tmp_path):
+    root = _write_folder(tmp_path / "f", classes=("ant", "bee", "cow"), per_class=3)
+    (root / "bee" / "notes.txt").write_text("not an image")
+    with pytest.warns(UserWarning, match="notes.txt"):
+        ds = kr.data.load_dataset(root, "train", image_size=8, batch_size=4)
+    assert ds.class_names == ["ant", "bee", "cow"] and ds.num_classes == 3
