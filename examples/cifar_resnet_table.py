@@ -114,8 +114,8 @@ def main(argv=None):
     args = parse_args(argv)
     # Imported after parsing, so that --help answers without loading TensorFlow.
     import keras_resvit as kr
-    from keras_resvit.files import write_csv, write_text
-    from keras_resvit.output_folders import output_folder
+    from keras_resvit.base.files import write_csv, write_text
+    from keras_resvit.base.output_folders import output_folder
 
     if args.epochs is None and args.steps is None and args.data == "digits":
         args.epochs = 3

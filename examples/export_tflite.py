@@ -47,7 +47,7 @@ def main(argv=None):
     args = parse_args(argv)
     # Imported after parsing, so that --help answers without loading TensorFlow.
     import keras_resvit as kr
-    from keras_resvit.output_folders import output_folder
+    from keras_resvit.base.output_folders import output_folder
 
     output = Path(args.output or Path(args.model).parent / "tflite")
     names = [f"model_{name}{suffix}" for name in args.quantization for suffix in SUFFIXES]

@@ -78,7 +78,7 @@ def plot(rows, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from keras_resvit.files import atomic_path
+    from keras_resvit.base.files import atomic_path
 
     figure, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, plain, title in ((axes[0], True, "plain"), (axes[1], False, "ResNet")):
@@ -104,8 +104,8 @@ def main(argv=None):
     args = parse_args(argv)
     # Imported after parsing, so that --help answers without loading TensorFlow.
     import keras_resvit as kr
-    from keras_resvit.files import write_csv
-    from keras_resvit.output_folders import output_folder
+    from keras_resvit.base.files import write_csv
+    from keras_resvit.base.output_folders import output_folder
 
     # Flips and crops would change digits; CIFAR gets the paper's pad-crop-flip.
     augment = None if args.data == "digits" else "resnet_cifar"

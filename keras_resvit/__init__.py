@@ -1,45 +1,73 @@
-"""keras_resvit: ResNets and Vision Transformers for Keras 3 on any backend."""
+"""keras_resvit: ResNets and Vision Transformers for Keras 3 on any backend.
 
-from keras_resvit import data, evaluate, viz, weights
-from keras_resvit.export import export
-from keras_resvit.files import load_model
-from keras_resvit.models.classic import build_alexnet, build_efficientnetv2, build_vgg
-from keras_resvit.models.common import replace_head
-from keras_resvit.models.complexity import count_macs, count_params
-from keras_resvit.models.hybrid import build_hybrid_vit
-from keras_resvit.models.registry import create_model, list_models
-from keras_resvit.models.resnet import build_resnet
-from keras_resvit.models.vit import build_vit, resize_vit
-from keras_resvit.predict import predict
-from keras_resvit.training import train
-from keras_resvit.training.distribution import configure_xla_cpu
-from keras_resvit.training.masked_patches import pretrain_masked_patches
+The public API below is imported on first use (PEP 562): `import keras_resvit` loads neither
+Keras nor a backend, so `keras-resvit --help` and `list` answer at once. On the JAX backend,
+importing sets XLA's CPU flags before JAX computes (`keras_resvit.base.backend.configure_xla_cpu`;
+`KERAS_RESVIT_XLA_CPU_FLAGS=0` turns that off).
+"""
 
-# Importing computes nothing, so XLA has not read its flags yet (see configure_xla_cpu).
-configure_xla_cpu()
+import importlib
+import sys
+import types
+
+from keras_resvit.base.backend import configure_xla_cpu
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "build_alexnet",
-    "build_efficientnetv2",
-    "build_hybrid_vit",
-    "build_resnet",
-    "build_vgg",
-    "build_vit",
-    "count_macs",
-    "count_params",
-    "create_model",
-    "data",
-    "evaluate",
-    "export",
-    "list_models",
-    "load_model",
-    "predict",
-    "pretrain_masked_patches",
-    "replace_head",
-    "resize_vit",
-    "train",
-    "viz",
-    "weights",
-]
+# Public name -> the module that defines it; the modules in `_MODULES` are themselves public.
+_MODULES = ("data", "evaluate", "files", "viz", "weights")
+_API = {
+    "build_alexnet": "keras_resvit.models.classic",
+    "build_efficientnetv2": "keras_resvit.models.classic",
+    "build_hybrid_vit": "keras_resvit.models.hybrid",
+    "build_resnet": "keras_resvit.models.resnet",
+    "build_vgg": "keras_resvit.models.classic",
+    "build_vit": "keras_resvit.models.vit",
+    "count_macs": "keras_resvit.models.complexity",
+    "count_params": "keras_resvit.models.complexity",
+    "create_model": "keras_resvit.factory",
+    "data": "keras_resvit.data",
+    "evaluate": "keras_resvit.evaluate",
+    "export": "keras_resvit.export",
+    "files": "keras_resvit.files",
+    "list_models": "keras_resvit.models.registry",
+    "load_model": "keras_resvit.base.model_files",
+    "predict": "keras_resvit.predict",
+    "pretrain_masked_patches": "keras_resvit.training.masked_patches",
+    "replace_head": "keras_resvit.models.common",
+    "resize_vit": "keras_resvit.models.vit",
+    "train": "keras_resvit.training.train",
+    "viz": "keras_resvit.viz",
+    "weights": "keras_resvit.weights",
+}
+__all__ = sorted(_API)
+
+
+def __getattr__(name):
+    if name not in _API:
+        raise AttributeError(f"module 'keras_resvit' has no attribute {name!r}")
+    module = importlib.import_module(_API[name])
+    value = module if name in _MODULES else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted({*globals(), *_API})
+
+
+class _Package(types.ModuleType):
+    """Keeps `kr.export` and `kr.predict` the functions when Python's import system sets the
+    package attribute of the modules that define them (`keras_resvit.export`, `.predict`)."""
+
+    def __setattr__(self, name, value):
+        if isinstance(value, types.ModuleType) and name in _API and name not in _MODULES:
+            self.__dict__.pop(name, None)  # resolved again, from `_API`, when next read
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+# Importing computes nothing, so XLA has not read its flags yet (see configure_xla_cpu).
+configure_xla_cpu()

@@ -159,7 +159,11 @@ def _model_for_data(kr, args, train, size, why):
     classes, classes_why = args.num_classes, "--num-classes"
     if classes is None and train.num_classes:
         classes, classes_why = train.num_classes, "from the data"
-    options = _size_options(args.model, size)
+    from keras_resvit.training.recipes import recipe_model_options
+
+    # What the recipe sets in a model it is the paper's recipe for (a ViT's dropout and stochastic
+    # depth, its pre-training head), as kr.train does for a model it builds by name.
+    options = {**recipe_model_options(args.model, args.recipe), **_size_options(args.model, size)}
     if classes is not None:
         options["num_classes"] = classes
     try:
@@ -238,6 +242,11 @@ def _train(args):
         overwrite=args.overwrite,
         verbose=1 if sys.stdout.isatty() else 2,
     )
+    from keras_resvit.base.output_folders import output_folder
+
+    with output_folder("--output", output, ["curves.png"]) as folder:
+        folder.start_writing()
+        kr.viz.plot_history(history, Path(output) / "curves.png")
     summary = history.summary
     ran = f"{summary['epochs']} epoch{'s' if summary['epochs'] > 1 else ''}"
     if summary["resumed_from_step"]:
@@ -255,7 +264,6 @@ def _train(args):
     print(f"saved {output}/last.keras, best.keras, history.csv, curves.png, config.json")
     if args.tflite:
         from keras_resvit.export import export_summary
-        from keras_resvit.output_folders import output_folder
 
         exported = ["model.tflite", "model.classes.json"]
         with output_folder("--output", output, exported) as folder:
@@ -272,9 +280,9 @@ def _evaluate(args):
     import keras
 
     import keras_resvit as kr
+    from keras_resvit.base.class_names import read_class_names
     from keras_resvit.data import checks
     from keras_resvit.models.common import check_classifier, outputs_logits
-    from keras_resvit.predict import read_class_names
 
     model = kr.load_model(args.model)
     check_classifier(model, "evaluate scores class labels")
@@ -344,8 +352,9 @@ def _plot(args):
     if args.plot is None:
         viz.plot_history(args.history, args.output)
     else:
-        from keras_resvit.files import load_model
-        from keras_resvit.predict import check_class_names, load_images, read_class_names
+        from keras_resvit.base.class_names import check_class_names, read_class_names
+        from keras_resvit.base.model_files import load_model
+        from keras_resvit.data.image_files import load_images
 
         model = load_model(args.model)
         names = read_class_names(args.model)

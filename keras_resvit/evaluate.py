@@ -11,10 +11,10 @@ is solved in closed form in float64 on the smaller of its primal and dual sides.
 import keras
 import numpy as np
 
+from keras_resvit.base.lazy import tf
+from keras_resvit.base.validation import check_model
 from keras_resvit.data.checks import check_pixels
 from keras_resvit.data.datasets import load_dataset
-from keras_resvit.lazy import tf
-from keras_resvit.models.common import check_model
 
 # big_vision's constant bias feature: large, so its weight is barely regularized.
 BIAS_CONSTANT = 100.0

@@ -6,7 +6,7 @@ constants as extra graph inputs). Conversion needs the TensorFlow backend, so un
 backend the model goes through a `.keras` file into a TensorFlow-backend subprocess and the
 user never switches backends by hand. The check runs in the calling process against the
 user's own model, so a JAX-trained model is compared with its JAX outputs. Class names go
-into TF Lite and ONNX files themselves (see `keras_resvit.files`) and into the side file
+into TF Lite and ONNX files themselves (see `keras_resvit.base.class_names`) and into the side file
 beside every artifact.
 """
 
@@ -25,30 +25,26 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_resvit.data.checks import check_pixels
-from keras_resvit.files import (
+from keras_resvit.artifacts import RUNNERS, without_tf_lite_notice
+from keras_resvit.base.backend import backend, patch_tf2onnx
+from keras_resvit.base.class_names import (
     CLASS_NAMES_KEY,
     add_tflite_class_names,
-    atomic_path,
-    check_keras_file,
-    check_output_path,
-    checked_class_names,
-    first_line,
-    load_model,
-    model_class_names,
-    scratch_folder,
-)
-from keras_resvit.lazy import tf
-from keras_resvit.models.common import is_vit
-from keras_resvit.output_folders import atomic_folder, check_replaceable_folder
-from keras_resvit.predict import (
     check_class_names,
+    checked_class_names,
     class_names_path,
-    load_images,
+    model_class_names,
     read_class_names,
     side_file_class_names,
     write_class_names,
 )
+from keras_resvit.base.files import atomic_path, check_output_path, scratch_folder
+from keras_resvit.base.lazy import tf
+from keras_resvit.base.model_files import check_keras_file, load_model
+from keras_resvit.base.output_folders import atomic_folder, check_replaceable_folder
+from keras_resvit.data.checks import check_pixels
+from keras_resvit.data.image_files import load_images
+from keras_resvit.models.common import is_vit
 
 FORMATS = ("tflite", "saved_model", "onnx")
 QUANTIZATIONS = (None, "float16", "dynamic", "int8")
@@ -244,7 +240,7 @@ def _int8_with_float_ops(model, calibration, float_ops, scratch):
     converter.representative_dataset = options["representative_dataset"]
     converter.target_spec.supported_ops = options["target_spec"]["supported_ops"]
     debug = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(float_ops))
-    with _without_tf_lite_notice():  # the debugger runs a `tf.lite.Interpreter`
+    with without_tf_lite_notice():  # the debugger runs a `tf.lite.Interpreter`
         quantizer = tf.lite.experimental.QuantizationDebugger(
             converter=converter, debug_options=debug
         )
@@ -289,7 +285,6 @@ def _quiet_tf2onnx():
 
 def _convert_onnx(model, target, scratch, class_names):
     import tf2onnx
-    from keras.src.export.tf2onnx_lib import patch_tf2onnx
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2,
     )
@@ -323,77 +318,6 @@ def _erfc_as_one_minus_erf(ctx, node, name, args):
     ctx.insert_new_node_on_output(
         "Sub", node.output[0], name=utils.make_name(name), inputs=[one.output[0], node.output[0]]
     )
-
-
-def _quantized(tensor):
-    """(scale, zero point) of an integer TF Lite tensor, or None for a float one."""
-    scale, zero = tensor["quantization"]
-    return (scale, zero) if np.issubdtype(tensor["dtype"], np.integer) and scale else None
-
-
-@contextlib.contextmanager
-def _without_tf_lite_notice():
-    """Silences TensorFlow's notice, at each `tf.lite.Interpreter`, that the interpreter
-    moves to LiteRT: a user of this package has nothing to change."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", r"\s*Warning: tf.lite.Interpreter is deprecated")
-        yield
-
-
-def tflite_interpreter(path):
-    """A TF Lite interpreter for `path`: LiteRT's (`ai_edge_litert`) where it is installed,
-    else TensorFlow's `tf.lite.Interpreter` without its notice that it moves to LiteRT.
-
-    Raises:
-        ValueError: `path` is not a readable TF Lite file.
-    """
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        Interpreter = None  # noqa: N806 - the class, when LiteRT is installed
-    with _without_tf_lite_notice():
-        try:
-            return (Interpreter or tf.lite.Interpreter)(model_path=str(path))
-        except ValueError as error:
-            raise ValueError(
-                f"model={str(path)!r} is not a readable TF Lite file (truncated or corrupt): "
-                f"{first_line(error)}"
-            ) from None
-
-
-def _run_tflite(path, images):
-    """Runs a TF Lite file image by image; integer inputs and outputs (a fully quantized
-    model from another tool) are quantized and dequantized with their tensors' scales."""
-    interpreter = tflite_interpreter(path)
-    interpreter.allocate_tensors()
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    to_int, from_int = _quantized(inp), _quantized(out)
-    outputs = []
-    for image in images:
-        x = image[None]
-        if to_int:
-            limits = np.iinfo(inp["dtype"])
-            x = np.clip(np.round(x / to_int[0] + to_int[1]), limits.min, limits.max)
-        interpreter.set_tensor(inp["index"], x.astype(inp["dtype"]))
-        interpreter.invoke()
-        y = interpreter.get_tensor(out["index"])[0].astype("float32")
-        outputs.append((y - from_int[1]) * from_int[0] if from_int else y)
-    return np.stack(outputs)
-
-
-def _run_saved_model(path, images):
-    loaded = tf.saved_model.load(str(path))  # keep a reference: its variables live in it
-    return np.asarray(loaded.serve(tf.constant(images)))
-
-
-def _run_onnx(path, images):
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: images})[0]
-
-
-RUNNERS = {"tflite": _run_tflite, "saved_model": _run_saved_model, "onnx": _run_onnx}
 
 
 def _check(model, artifact, format, quantization, calibration):
@@ -490,8 +414,8 @@ def export(
             installed) and compare with Keras: max abs difference of outputs < 1e-4 for
             float32, < 1e-2 for float16; top-1 agreement >= 95% for "dynamic" and "int8".
         class_names: names of the classes, written into a TF Lite or ONNX file (metadata
-            `"keras_resvit.class_names"`, see `keras_resvit.files`) and beside the artifact
-            (`<name>.classes.json`); default those of the source `.keras` file (its side
+            `"keras_resvit.class_names"`, see `keras_resvit.base.class_names`) and beside the
+            artifact (`<name>.classes.json`); default those of the source `.keras` file (its side
             file, else the names inside it), or those a model in memory carries
             (`kr.load_model` attaches a file's names).
         verbose: print `export_summary(result)`, one line.
@@ -531,7 +455,7 @@ def export(
     # export to `path` removes what a killed one left.
     with _staged(path, format) as tmp, scratch_folder(path) as scratch:
         job = (tmp, format, quantization, calibration, scratch, class_names)
-        if keras.backend.backend() == "tensorflow":
+        if backend() == "tensorflow":
             _convert(model, *job)
         else:
             _convert_in_subprocess(model_or_path, *job)

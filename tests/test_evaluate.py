@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import keras_resvit as kr
+from keras_resvit.base.model_files import save_model
 from keras_resvit.cli import main
 from keras_resvit.evaluate import BIAS_CONSTANT, STD_EPSILON, few_shot_indices
-from keras_resvit.files import save_model
 
 SHOTS = (1, 5, 10, 25)
 

@@ -16,25 +16,26 @@ import pytest
 import tensorflow as tf
 
 import keras_resvit as kr
+from keras_resvit.artifacts import run_tflite, tflite_interpreter
+from keras_resvit.base.class_names import (
+    CLASS_NAMES_KEY,
+    add_tflite_class_names,
+    class_names_path,
+    embedded_class_names,
+    set_class_names,
+    tflite_metadata,
+    write_class_names,
+)
+from keras_resvit.base.model_files import save_model
 from keras_resvit.cli import main
 from keras_resvit.export import (
     TOLERANCES,
     VIT_INT8_FLOAT_OPS,
     _quiet_tf2onnx,
-    _run_tflite,
     export_summary,
     representative_images,
-    tflite_interpreter,
 )
-from keras_resvit.files import (
-    CLASS_NAMES_KEY,
-    add_tflite_class_names,
-    embedded_class_names,
-    save_model,
-    set_class_names,
-    tflite_metadata,
-)
-from keras_resvit.predict import class_names_path, predict, write_class_names
+from keras_resvit.predict import predict
 from tests.conftest import random_images, tiny_vit
 
 HAS_ONNX = all(importlib.util.find_spec(m) for m in ("tf2onnx", "onnx", "onnxruntime"))
@@ -122,7 +123,7 @@ def test_trained_model_exports_to_int8_tflite_with_digits(tmp_path):
     details = tflite_interpreter(tmp_path / "int8.tflite").get_tensor_details()
     assert any(d["dtype"] == np.int8 for d in details)  # integer tensors inside
     expected = keras.ops.convert_to_numpy(model(x[:8], training=False)).argmax(-1)
-    assert (_run_tflite(tmp_path / "int8.tflite", x[:8]).argmax(-1) == expected).mean() >= 0.75
+    assert (run_tflite(tmp_path / "int8.tflite", x[:8]).argmax(-1) == expected).mean() >= 0.75
 
 
 def _input_dtypes_by_op(path):
@@ -159,7 +160,7 @@ def test_trained_vit_exports_to_int8_with_float_attention_and_to_dynamic(tmp_pat
     assert dtypes["CONV_2D"] == dtypes["FULLY_CONNECTED"] == dtypes["GELU"] == {"int8"}
     assert all(dtypes[op] == {"float32"} for op in VIT_INT8_FLOAT_OPS)
     expected = keras.ops.convert_to_numpy(model(x_test, training=False)).argmax(-1)
-    agreement = (_run_tflite(tmp_path / "int8.tflite", x_test).argmax(-1) == expected).mean()
+    agreement = (run_tflite(tmp_path / "int8.tflite", x_test).argmax(-1) == expected).mean()
     print(f"int8 ViT top-1 agreement on {len(x_test)} digits: {agreement:.3f}")
     assert agreement >= 0.95
 
@@ -315,7 +316,7 @@ def test_a_fully_integer_tflite_from_another_tool_is_run_on_its_scales(tmp_path)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = converter.inference_output_type = tf.int8
     (tmp_path / "int8.tflite").write_bytes(converter.convert())
-    actual = _run_tflite(tmp_path / "int8.tflite", images)
+    actual = run_tflite(tmp_path / "int8.tflite", images)
     expected = keras.ops.convert_to_numpy(model(images))
     assert np.mean(actual.argmax(-1) == expected.argmax(-1)) >= 0.9
     assert np.abs(actual - expected).max() < 0.1

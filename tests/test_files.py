@@ -22,24 +22,25 @@ import numpy as np
 import pytest
 
 import keras_resvit as kr
-from keras_resvit import files as files_module
-from keras_resvit import output_folders as folders_module
-from keras_resvit.cli import main
-from keras_resvit.files import (
+from keras_resvit.base import files as files_module
+from keras_resvit.base import output_folders as folders_module
+from keras_resvit.base.class_names import (
     CLASS_NAMES_KEY,
     KERAS_METADATA,
-    _copy_keras_archive,
+    embedded_class_names,
+    model_class_names,
+    set_class_names,
+    write_class_names,
+)
+from keras_resvit.base.files import (
     _host,
     _stem_and_suffix,
     atomic_path,
-    embedded_class_names,
-    model_class_names,
     remove_stale_temporaries,
-    save_model,
-    set_class_names,
     write_json,
 )
-from keras_resvit.predict import write_class_names
+from keras_resvit.base.model_files import _copy_keras_archive, save_model
+from keras_resvit.cli import main
 from keras_resvit.training.callbacks import HistoryCSV, ResumeCheckpoint
 from keras_resvit.viz import plot_history
 from tests.conftest import random_images

@@ -165,7 +165,7 @@ def test_train_learns_the_digits(digits_run):
 
 
 def test_tflite_export_from_a_torch_session(digits_run, tmp_path):
-    from keras_resvit.export import tflite_interpreter
+    from keras_resvit.artifacts import tflite_interpreter
 
     history, _, images = digits_run
     result = kr.export(history.model, tmp_path / "digits.tflite", representative_data=images)

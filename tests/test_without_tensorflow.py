@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from keras_resvit.lazy import LazyModule
+from keras_resvit.base.lazy import LazyModule
 
 # A finder ahead of all others makes every `import tensorflow...` raise ImportError, as on a
 # machine without it. (`sys.modules["tensorflow"] = None` would not do: Keras takes a

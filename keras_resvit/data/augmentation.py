@@ -14,9 +14,7 @@ import importlib.util
 import keras
 import numpy as np
 
-# Keras' base of the layers that run inside tf.data under any backend; it exports no public name.
-from keras.src.layers.preprocessing.data_layer import DataLayer
-
+from keras_resvit.base.backend import is_data_layer
 from keras_resvit.layers.crops import (
     RandomPadCrop,
     RandomResizedCrop,
@@ -268,7 +266,7 @@ def _as_pipeline(model: keras.Sequential) -> keras.layers.Pipeline:
     for layer in model.layers:
         if isinstance(layer, keras.Sequential):
             layer = _as_pipeline(layer)
-        elif not isinstance(layer, (DataLayer, keras.layers.Pipeline)):
+        elif not (is_data_layer(layer) or isinstance(layer, keras.layers.Pipeline)):
             raise ValueError(
                 f"augment={model!r} holds layer {layer.name!r} ({type(layer).__name__}), which "
                 "cannot run inside tf.data on every backend; build the augmentation from Keras "

@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 
-from keras_resvit.lazy import tf
+from keras_resvit.base.lazy import tf
 
 # Brackets the message inside TensorFlow's "assertion failed: [...]" text.
 _BEGIN, _END = "<<keras_resvit: ", " >>"

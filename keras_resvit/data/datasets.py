@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_resvit.base.lazy import tf
 from keras_resvit.data.augmentation import Mixing, get_augmentation
 from keras_resvit.data.checks import check_pixels
 from keras_resvit.data.folders import folder_dataset, list_image_folder, typical_shorter_side
 from keras_resvit.data.preprocessing import evaluation_crop_ratio, evaluation_transform
-from keras_resvit.lazy import tf
 
 SOURCES = ("digits", "tfds:<name>", "an image folder path", "(images, labels) arrays")
 SPLITS = ("train", "test")

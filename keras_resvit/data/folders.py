@@ -11,8 +11,8 @@ import statistics
 import warnings
 from pathlib import Path
 
+from keras_resvit.base.lazy import tf
 from keras_resvit.data.image_files import image_dimensions, image_problem
-from keras_resvit.lazy import tf
 
 EXTENSIONS = (".jpg", ".jpeg", ".png")
 FOLDER_SPLITS = ("train", "validation", "test")

@@ -2,10 +2,15 @@
 
 A 1 MB PNG can hold a 20000 x 20000 image that decodes to 1.2 GB of pixels (4.8 GB as
 float32), so every file is checked against a pixel limit read from its header before it is
-decoded; truncated files are found by their missing end marker.
+decoded; truncated files are found by their missing end marker. `load_images` decodes a list
+of files, checked so, into one array.
 """
 
 from pathlib import Path
+
+import numpy as np
+
+from keras_resvit.base.lazy import tf
 
 # Pillow's default decompression-bomb limit (`PIL.Image.MAX_IMAGE_PIXELS`, 1 GiB / 4 / 3):
 # about 9459 x 9459 pixels, 256 MiB decoded as 8-bit RGB. Assign a larger value here to
@@ -121,3 +126,34 @@ def image_problem(path, kinds=("jpeg", "png"), complete: bool = False):
     if too_large is None and complete and _truncated(path, kind):
         return "truncated"
     return too_large
+
+
+def load_images(paths, size, channels: int = 3) -> np.ndarray:
+    """Decodes image files (PNG, JPEG, BMP, GIF) to float32 0-255 pixels at `size` (h, w),
+    with `channels` channels (3: RGB, 1: grey; a model's input decides).
+
+    Each file's size is read from its header first: an image over
+    `image_files.MAX_IMAGE_PIXELS` is refused before it is decoded, and decoded pixels are
+    resized before they become float32.
+
+    Raises:
+        FileNotFoundError: a path is not a file.
+        ValueError: a file is not a decodable image, or too large.
+    """
+    images = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"image {str(path)!r} is not a file.")
+        too_large = oversized(path)
+        if too_large:
+            raise ValueError(f"image {str(path)!r} has {too_large}; it is not decoded.")
+        try:
+            image = tf.io.decode_image(
+                tf.io.read_file(str(path)), channels=channels, expand_animations=False
+            )
+        except tf.errors.InvalidArgumentError as error:
+            # TensorFlow prefixes its message with the op that raised it: keep the reason.
+            reason = error.message.split("}}")[-1].strip()
+            raise ValueError(f"image {str(path)!r} cannot be decoded: {reason}") from None
+        images.append(tf.image.resize(image, size).numpy())
+    return np.stack(images)

@@ -8,6 +8,8 @@ their first layers and must not import `data`); they are re-exported here.
 import keras
 import numpy as np
 
+from keras_resvit.base.model_files import deep_graph
+from keras_resvit.base.validation import check_bool, check_model
 from keras_resvit.data.checks import check_pixels
 from keras_resvit.layers.crops import ResizeCenterCrop
 from keras_resvit.layers.preprocessing import (
@@ -19,7 +21,7 @@ from keras_resvit.layers.preprocessing import (
     PRESETS,
     preprocessing_layers,
 )
-from keras_resvit.models.common import check_bool, check_model, deep_graph, is_vit
+from keras_resvit.models.common import is_vit
 
 __all__ = [
     "CAFFE_MEAN_BGR",

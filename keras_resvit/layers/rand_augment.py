@@ -17,7 +17,8 @@ every backend, under `jit` too.
 import functools
 
 import keras
-from keras.src.utils import backend_utils
+
+from keras_resvit.base.backend import fast_path, in_tf_graph
 
 
 @keras.saving.register_keras_serializable(package="keras_resvit")
@@ -35,7 +36,11 @@ class Equalization(keras.layers.Equalization):
     """
 
     def transform_images(self, images, transformation, training=True):
-        if not training or self.data_format == "channels_first":
+        if (
+            not training
+            or self.data_format == "channels_first"
+            or not fast_path("batched_equalization")
+        ):
             return super().transform_images(images, transformation, training=training)
         b = self.backend
         bins, channels = self.bins, images.shape[-1]
@@ -101,7 +106,7 @@ class RandAugment(keras.layers.RandAugment):
         # Inside `tf.data` (a TensorFlow graph whatever the backend) stateful random draws can
         # run inside `switch_case` branches; JAX's `switch` cannot update the seed state, and
         # boxes/masks (dict inputs) need every op's draw. Keras' layers test the same helper.
-        if training and backend_utils.in_tf_graph() and not isinstance(data, dict):
+        if training and in_tf_graph() and not isinstance(data, dict):
             indices = self.backend.random.randint(
                 (self.num_ops,),
                 0,

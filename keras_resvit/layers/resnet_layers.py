@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_resvit.base.backend import fast_path
+
 
 @keras.saving.register_keras_serializable(package="keras_resvit")
 class ZeroPadShortcut(keras.layers.Layer):
@@ -33,14 +35,6 @@ class ZeroPadShortcut(keras.layers.Layer):
         return {**super().get_config(), "filters": self.filters, "stride": self.stride}
 
 
-def _on_jax_cpu():
-    if keras.backend.backend() != "jax":
-        return False
-    import jax
-
-    return jax.default_backend() == "cpu"
-
-
 def _pointwise_as_matmul(layer):
     """Whether the Conv2D `layer` runs as a matmul: a 1x1 kernel without dilation or groups,
     channels last, on JAX's CPU backend. With XLA's default (YNNPACK) convolutions the 1x1
@@ -49,7 +43,9 @@ def _pointwise_as_matmul(layer):
     convolutions. TensorFlow's oneDNN convolutions need no such path."""
     if tuple(layer.kernel_size) != (1, 1) or tuple(layer.dilation_rate) != (1, 1):
         return False
-    return layer.groups == 1 and layer.data_format == "channels_last" and _on_jax_cpu()
+    return (
+        layer.groups == 1 and layer.data_format == "channels_last" and fast_path("pointwise_matmul")
+    )
 
 
 @keras.saving.register_keras_serializable(package="keras_resvit")
@@ -107,7 +103,7 @@ class SlicedMaxPooling2D(keras.layers.MaxPooling2D):
 
     def _sliced(self, inputs):
         return (
-            _on_jax_cpu()
+            fast_path("sliced_max_pool")
             and self.padding == "valid"
             and self.data_format == "channels_last"
             and len(inputs.shape) == 4
@@ -217,7 +213,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     """
 
     def _fused_data_format(self, inputs, mask):
-        if keras.backend.backend() != "tensorflow" or len(inputs.shape) != 4 or mask is not None:
+        if not fast_path("fused_batch_norm") or len(inputs.shape) != 4 or mask is not None:
             return None
         if self.renorm or getattr(self, "synchronized", False):
             return None

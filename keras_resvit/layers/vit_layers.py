@@ -5,7 +5,8 @@ import functools
 import keras
 import numpy as np
 from keras import ops
-from keras.src.backend.common.masking import get_keras_mask
+
+from keras_resvit.base.backend import fast_path, keras_mask
 
 POSITION_EMBEDDINGS = ("learned", "sincos2d")
 
@@ -202,7 +203,7 @@ class MultiHeadSelfAttention(keras.layers.MultiHeadAttention):
             value_mask,
             key_mask,
             attention_mask,
-            get_keras_mask(query),
+            keras_mask(query),
         )
         if (
             value is not query
@@ -230,7 +231,7 @@ class MultiHeadSelfAttention(keras.layers.MultiHeadAttention):
         """Whether this layer's configuration is the plain one the matmul path computes."""
         denses = (self._query_dense, self._key_dense, self._value_dense, self._output_dense)
         return (
-            keras.backend.backend() in ("tensorflow", "jax")
+            fast_path("matmul_attention")
             and len(query.shape) == 3
             and query.shape[1] is not None
             and self._use_bias
@@ -288,7 +289,7 @@ def gelu(x):
     >>> round(float(gelu(keras.ops.convert_to_tensor(1.0))), 4)
     0.8413
     """
-    if keras.backend.backend() != "tensorflow":
+    if not fast_path("exact_gelu"):
         return keras.activations.gelu(x, approximate=False)
     import tensorflow as tf
 
@@ -370,7 +371,7 @@ class FusedLayerNormalization(keras.layers.LayerNormalization):
         axis = self.axis if isinstance(self.axis, int) else tuple(self.axis)
         last = len(inputs.shape) - 1
         if (
-            keras.backend.backend() != "tensorflow"
+            not fast_path("fused_layer_norm")
             or axis not in (-1, last, (-1,), (last,))
             or self.rms_scaling
             or not (self.center and self.scale)

@@ -10,14 +10,11 @@ same arguments. Every model takes raw 0-255 pixels and normalizes inside.
 
 import keras
 
+from keras_resvit.base.validation import check_choice
 from keras_resvit.layers.classic_layers import LocalResponseNormalization
 from keras_resvit.layers.preprocessing import RGB_PRESETS, preprocessing_layers
 from keras_resvit.layers.resnet_layers import SlicedMaxPooling2D
-from keras_resvit.models.common import (
-    check_choice,
-    check_head_arguments,
-    predictions_layer,
-)
+from keras_resvit.models.common import check_head_arguments, predictions_layer
 
 # Simonyan & Zisserman, Table 1: convolutions per block (configurations A, B, D, E); the
 # blocks have 64, 128, 256, 512 and 512 filters, each followed by a 2x2 max-pool.

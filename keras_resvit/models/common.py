@@ -1,47 +1,11 @@
 """Pieces every builder shares: argument checks, the classifier head and head replacement."""
 
-import contextlib
-import sys
-
 import keras
 
+from keras_resvit.base.validation import check_bool, check_choice, check_model
 from keras_resvit.layers.vit_layers import PositionEmbedding
 
 POOLINGS = (None, "avg", "max")
-
-
-@contextlib.contextmanager
-def deep_graph(recursion_limit=20_000):
-    """Raises Python's recursion limit while Keras maps a very deep functional graph.
-
-    Keras walks the layer graph recursively when it builds or loads a functional model;
-    ResNet-1202 has ~3,600 layers, past Python's default limit of 1,000 frames.
-    """
-    previous = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(previous, recursion_limit))
-    try:
-        yield
-    finally:
-        sys.setrecursionlimit(previous)
-
-
-def check_choice(argument, value, valid):
-    if value not in valid:
-        raise ValueError(f"{argument}={value!r} is not valid; expected one of {list(valid)}.")
-
-
-def check_bool(argument, value):
-    # A string such as "no" is truthy: refuse it rather than build the other model.
-    if not isinstance(value, bool):
-        raise ValueError(f"{argument}={value!r} must be True or False.")
-
-
-def check_model(argument, value):
-    if not isinstance(value, keras.Model):
-        raise ValueError(
-            f"{argument} of type {type(value).__name__} is not valid; pass a keras.Model "
-            "(kr.create_model(name) builds one, kr.load_model(path) loads one)."
-        )
 
 
 def classifier_head(x, num_classes, pooling, classifier_activation):

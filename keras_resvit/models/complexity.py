@@ -4,7 +4,7 @@ import math
 
 import keras
 
-from keras_resvit.models.common import check_model
+from keras_resvit.base.validation import check_model
 
 
 def count_params(model: keras.Model, trainable_only: bool = True) -> int:

@@ -11,7 +11,7 @@ remove stage 4 and put its blocks into stage 3 (16x downsampling, 4x the sequenc
 
 import keras
 
-from keras_resvit.models.common import check_choice
+from keras_resvit.base.validation import check_choice
 from keras_resvit.models.resnet import IMAGENET_FILTERS, BlockConfig, resnet_stages, resnet_stem
 from keras_resvit.models.vit import check_vit_head, vit_config, vit_model
 

@@ -1,21 +1,16 @@
 """Registry: model names -> builder configs (data, not code).
 
 Each entry names a builder family and the keyword arguments that make the named model;
-`create_model(name, **overrides)` calls the builder with the entry's arguments updated by the
-overrides. Families register their builder in `BUILDERS`.
+`keras_resvit.factory.create_model(name, **overrides)` calls the builder with the entry's
+arguments updated by the overrides. Families name their builder in `BUILDERS`, imported when
+first used: listing and looking up names imports no backend.
 """
 
 import difflib
 import fnmatch
+import importlib
 import inspect
 from dataclasses import dataclass, field
-
-import keras
-
-from keras_resvit.models.classic import build_alexnet, build_efficientnetv2, build_vgg
-from keras_resvit.models.hybrid import build_hybrid_vit
-from keras_resvit.models.resnet import build_resnet
-from keras_resvit.models.vit import build_vit
 
 
 @dataclass(frozen=True)
@@ -27,13 +22,14 @@ class ModelSpec:
     description: str = ""
 
 
+# Family -> "module:function" of its builder.
 BUILDERS = {
-    "resnet": build_resnet,
-    "vit": build_vit,
-    "hybrid_vit": build_hybrid_vit,
-    "vgg": build_vgg,
-    "alexnet": build_alexnet,
-    "efficientnetv2": build_efficientnetv2,
+    "resnet": "keras_resvit.models.resnet:build_resnet",
+    "vit": "keras_resvit.models.vit:build_vit",
+    "hybrid_vit": "keras_resvit.models.hybrid:build_hybrid_vit",
+    "vgg": "keras_resvit.models.classic:build_vgg",
+    "alexnet": "keras_resvit.models.classic:build_alexnet",
+    "efficientnetv2": "keras_resvit.models.classic:build_efficientnetv2",
 }
 
 REGISTRY: dict[str, ModelSpec] = {}
@@ -200,10 +196,19 @@ def get_spec(name: str) -> ModelSpec:
     return REGISTRY[name]
 
 
-def _check_overrides(family, overrides):
+def builder(family: str):
+    """The builder function of a registered family, e.g. `build_resnet` for "resnet"."""
+    target = BUILDERS[family]
+    if callable(target):
+        return target
+    module, function = target.split(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def check_overrides(family: str, overrides: dict) -> None:
     """Unknown override names raise ValueError with close matches, not the builder's TypeError."""
-    builder = BUILDERS[family]
-    parameters = inspect.signature(builder).parameters
+    build = builder(family)
+    parameters = inspect.signature(build).parameters
     if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return  # the builder validates its own keyword arguments
     valid = [p for p in parameters if p != "name"]
@@ -212,42 +217,6 @@ def _check_overrides(family, overrides):
             close = difflib.get_close_matches(key, valid, n=2, cutoff=0.6)
             hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
             raise ValueError(
-                f"override {key}={overrides[key]!r} is not an argument of {builder.__name__}."
+                f"override {key}={overrides[key]!r} is not an argument of {build.__name__}."
                 f"{hint} Valid: {valid}."
             )
-
-
-def create_model(name: str, weights=None, **overrides) -> keras.Model:
-    """Builds a registered model; keyword overrides replace the entry's arguments.
-
-    Args:
-        name: a registry name, e.g. "resnet50", "resnet20", "bit_r50x1".
-        weights: None (fresh initialization) or a weights file, its converter picked from the
-            file: `.npz` (original ViT or timm), `.safetensors`/`.pth` (timm/torchvision),
-            keras.applications `.h5`, or our own `.keras`/`.weights.h5`. Build arguments the
-            file fixes (keras.applications' v1 layout, a checkpoint's number of classes)
-            apply unless overridden.
-        **overrides: builder arguments, e.g. `num_classes=10, input_shape=(64, 64, 3)`.
-
-    Returns:
-        A `keras.Model` named `name`.
-
-    Raises:
-        ValueError: unknown name (with the closest names), an invalid override, or weights
-            of another format or architecture (naming the layer and shapes).
-        FileNotFoundError: `weights` is not a file.
-
-    Example:
-    >>> import keras_resvit as kr
-    >>> kr.create_model("resnet20").count_params() > 0
-    True
-    """
-    spec = get_spec(name)
-    _check_overrides(spec.family, overrides)
-    defaults = {"name": name, **spec.kwargs}
-    if weights is None:
-        return BUILDERS[spec.family](**{**defaults, **overrides})
-    # Imported here: the converters import the model builders.
-    from keras_resvit.weights import build_with_weights
-
-    return build_with_weights(BUILDERS[spec.family], spec.family, defaults, overrides, weights)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import keras
 
+from keras_resvit.base.model_files import deep_graph
+from keras_resvit.base.validation import check_bool, check_choice
 from keras_resvit.layers.preprocessing import RGB_PRESETS, preprocessing_layers
 from keras_resvit.layers.resnet_layers import (
     FusedBatchNormalization,
@@ -20,13 +22,7 @@ from keras_resvit.layers.resnet_layers import (
     ZeroPadShortcut,
 )
 from keras_resvit.layers.squeeze_excite import squeeze_excite
-from keras_resvit.models.common import (
-    check_bool,
-    check_choice,
-    check_head_arguments,
-    classifier_head,
-    deep_graph,
-)
+from keras_resvit.models.common import check_head_arguments, classifier_head
 
 # He et al. (2015), Table 1: block type and blocks per stage of the ImageNet nets.
 IMAGENET_DEPTHS = {

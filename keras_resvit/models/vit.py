@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from keras_resvit.base.class_names import model_class_names, set_class_names
+from keras_resvit.base.validation import check_choice, check_model
 from keras_resvit.layers.preprocessing import preprocessing_layers
 from keras_resvit.layers.vit_layers import (
     POSITION_EMBEDDINGS,
@@ -28,9 +30,7 @@ from keras_resvit.layers.vit_layers import (
     gelu,
 )
 from keras_resvit.models.common import (
-    check_choice,
     check_head_arguments,
-    check_model,
     is_vit,
     layer_config,
     predictions_layer,
@@ -457,7 +457,7 @@ def resize_vit(model: keras.Model, image_size: int | tuple) -> keras.Model:
         image_size: new height and width (an int or a tuple), divisible by the patch size.
 
     Returns:
-        A new `keras.Model`; `model` is left unchanged.
+        A new `keras.Model`, carrying `model`'s class names; `model` is left unchanged.
 
     Raises:
         ValueError: `model` is not a ViT, or `image_size` does not fit its patch size.
@@ -486,4 +486,6 @@ def resize_vit(model: keras.Model, image_size: int | tuple) -> keras.Model:
     (images,) = (e["config"] for e in config["layers"] if e["class_name"] == "InputLayer")
     images["batch_shape"] = [batch, *size, channels]
     layer_config(config, layer.name)["grid_size"] = (size[0] // patch, size[1] // patch)
-    return rebuild_model(model, config, _resampled_weights)
+    resized = rebuild_model(model, config, _resampled_weights)
+    set_class_names(resized, model_class_names(model))  # the same classes
+    return resized

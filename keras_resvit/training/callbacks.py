@@ -11,7 +11,8 @@ from pathlib import Path
 
 import keras
 
-from keras_resvit.files import atomic_path, first_line, save_model, write_csv, write_json
+from keras_resvit.base.files import atomic_path, first_line, write_csv, write_json
+from keras_resvit.base.model_files import save_model
 from keras_resvit.training.run_folder import STATE_FILE, read_resume_state
 
 

@@ -3,16 +3,25 @@
 TensorFlow backend: `TPUStrategy` when a TPU resolves, `MirroredStrategy` over several GPUs,
 the default strategy otherwise. JAX backend: `keras.distribution.DataParallel` over every
 device (every host's, after `jax.distributed.initialize`). Models are built and compiled inside
-`Placement.scope()`. `gradient` is the backend's autodiff for code outside `fit` (Grad-CAM).
-This module and `export.py` are the only places that branch on backend.
+`Placement.scope()`. What the hardware can do (bfloat16 support, XLA flags) is
+`keras_resvit.base.backend`'s.
 """
 
 import contextlib
-import os
 import warnings
 from dataclasses import dataclass
 
 import keras
+
+from keras_resvit.base.backend import (
+    BF16_CPU_FLAGS,
+    BF16_GPU_CAPABILITY,
+    cpu_flags,
+    gpu_compute_capability,
+)
+from keras_resvit.base.backend import (
+    backend as current_backend,
+)
 
 STRATEGIES = ("auto", "none", "tpu", "mirrored", "data_parallel")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16", "bfloat16")
@@ -20,20 +29,6 @@ PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16", "bfloat16")
 # before compute capability 8.0 (Ampere) have no bfloat16 tensor cores and get float16, which
 # Keras trains with loss scaling; on Ampere and later bfloat16 runs as fast and needs none.
 AUTO_PRECISION = {"tpu": "mixed_bfloat16", "gpu": "mixed_float16", "cpu": "float32"}
-BF16_GPU_CAPABILITY = (8, 0)
-# CPU features (Linux /proc/cpuinfo) with native bfloat16 matmuls: x86 AVX512-BF16 and AMX
-# (Intel Cooper Lake, Sapphire Rapids and later; AMD Zen 4 and later), Arm BF16. Elsewhere
-# bfloat16 is emulated and trains slower than float32.
-BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
-# XLA's CPU backend (jax 0.10) hands convolutions to YNNPACK by default; at ResNet's shapes
-# its own convolutions are faster (3x3 at 56x56x64, forward and backward: 65 vs 183 ms; the
-# 7x7 stem: 179 vs 254 ms; the same results), so `configure_xla_cpu` takes that fusion out on
-# JAX: ResNet-50 trains 1.2x as fast, ViT-S/16 as fast as before.
-XLA_CPU_FLAGS = {"xla_cpu_experimental_ynn_fusion_type": "-individual_convolution"}
-# XLA aborts on a flag it does not know, and defaults change between releases: the jax
-# releases these flags were measured with.
-XLA_CPU_FLAGS_JAX = ("0.10.",)
-XLA_CPU_OPT_OUT = "KERAS_RESVIT_XLA_CPU_FLAGS"
 
 
 @dataclass
@@ -150,7 +145,7 @@ def place(distribution: str = "auto") -> Placement:
         raise ValueError(
             f"distribution={distribution!r} is not valid; expected one of {list(STRATEGIES)}."
         )
-    backend = keras.backend.backend()
+    backend = current_backend()
     if backend == "tensorflow":
         return _tensorflow_placement(distribution)
     if backend == "jax":
@@ -183,115 +178,3 @@ def resolve_precision(precision: str, placement: Placement) -> str:
                 stacklevel=2,
             )
     return policy
-
-
-def gpu_compute_capability():
-    """The first GPU's CUDA compute capability as `(major, minor)`, or None where there is no
-    GPU or the backend does not report one (ROCm GPUs, for instance)."""
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        gpus = [device for device in jax.devices() if device.platform == "gpu"]
-        capability = getattr(gpus[0], "compute_capability", None) if gpus else None
-        if not capability:
-            return None
-        return tuple(int(part) for part in str(capability).split(".")[:2])
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        gpus = tf.config.list_physical_devices("GPU")
-        details = tf.config.experimental.get_device_details(gpus[0]) if gpus else {}
-        capability = details.get("compute_capability")
-        return tuple(capability) if capability else None
-    if backend == "torch":
-        import torch
-
-        return tuple(torch.cuda.get_device_capability()) if torch.cuda.is_available() else None
-    return None
-
-
-def cpu_flags(path="/proc/cpuinfo"):
-    """The CPU's feature flags as a set, or None where the system does not list them."""
-    try:
-        with open(path) as file:
-            for line in file:
-                key, _, value = line.partition(":")
-                if key.strip() in ("flags", "Features"):
-                    return set(value.split())
-    except OSError:
-        return None
-    return None
-
-
-def configure_xla_cpu(environ=os.environ) -> list:
-    """Adds `XLA_CPU_FLAGS` to `XLA_FLAGS` on the JAX backend; called when the package loads.
-
-    XLA reads `XLA_FLAGS` when JAX first computes, so this takes effect when keras_resvit is
-    imported before any JAX computation, and affects every JAX CPU computation of the process.
-    Only with the jax releases in `XLA_CPU_FLAGS_JAX`. A flag the user already set in
-    `XLA_FLAGS` is left as it is; `KERAS_RESVIT_XLA_CPU_FLAGS=0` turns this off.
-
-    Returns:
-        The flags added, e.g. `["--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"]`.
-    """
-    if keras.backend.backend() != "jax" or environ.get(XLA_CPU_OPT_OUT, "1") == "0":
-        return []
-    import jax
-
-    if not jax.__version__.startswith(XLA_CPU_FLAGS_JAX):
-        return []
-    current = environ.get("XLA_FLAGS", "")
-    added = [f"--{name}={value}" for name, value in XLA_CPU_FLAGS.items() if name not in current]
-    if added:
-        environ["XLA_FLAGS"] = " ".join([current, *added]).strip()
-    return added
-
-
-@contextlib.contextmanager
-def dtype_policy(name: str):
-    """Sets the global Keras dtype policy for the block and restores the previous one."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
-def gradient(fn, x):
-    """The gradient of the scalar `fn(x)` with respect to the tensor `x`, by this backend's
-    autodiff (the one place outside export that needs it: Grad-CAM's class-score gradients).
-
-    Args:
-        fn: a function of one tensor returning a scalar tensor (built from `keras.ops`).
-        x: the point, an array or tensor.
-
-    Returns:
-        A tensor of `x`'s shape.
-
-    Example:
-    >>> import keras
-    >>> float(gradient(lambda v: keras.ops.sum(v * v), keras.ops.ones((2,)))[0])
-    2.0
-    """
-    backend = keras.backend.backend()
-    x = keras.ops.convert_to_tensor(x)
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = fn(x)
-        return tape.gradient(y, x)
-    if backend == "jax":
-        import jax
-
-        return jax.grad(fn)(x)
-    if backend == "torch":
-        import torch
-
-        x = x.detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad(fn(x), x)
-        return grad
-    raise ValueError(f"gradient() needs the tensorflow, jax or torch backend, not {backend!r}.")

@@ -11,14 +11,16 @@ model is a `build_vit` model with pre-trained encoder weights, ready for
 
 import keras
 
+from keras_resvit.base.files import check_output_path
+from keras_resvit.base.lazy import tf
+from keras_resvit.base.model_files import save_model
+from keras_resvit.base.output_folders import output_folder
 from keras_resvit.data.datasets import load_dataset
-from keras_resvit.files import check_output_path, save_model
+from keras_resvit.factory import create_model
 from keras_resvit.layers.masked_patches import MaskedPatchLoss, PatchColourClasses, PatchCorruption
 from keras_resvit.layers.vit_layers import PositionEmbedding
-from keras_resvit.lazy import tf
 from keras_resvit.models.common import is_vit
-from keras_resvit.models.registry import create_model, get_spec
-from keras_resvit.output_folders import output_folder
+from keras_resvit.models.registry import get_spec
 from keras_resvit.training.callbacks import HistoryCSV
 
 COLOUR_BITS = 3  # per channel: 2^(3 * 3) = 512 colour classes

@@ -260,3 +260,30 @@ def _replace(recipe, overrides):
             f"recipe overrides {unknown} are not Recipe fields; valid: {sorted(fields)}."
         )
     return dataclasses.replace(recipe, **overrides)
+
+
+def recipe_model_options(name: str, recipe: str | Recipe) -> dict:
+    """The `create_model` keywords a recipe sets in a ViT built by registry name: stochastic
+    depth, dropout, and the pre-training head (a tanh layer of the model's width, the ViT
+    paper's Section 3.1). Other families: none. `kr.train` and `keras-resvit train` apply
+    them to a model they build by name.
+
+    >>> recipe_model_options("vit_b16", "vit_pretrain_in21k")
+    {'dropout': 0.1, 'representation_size': 768}
+    >>> recipe_model_options("vit_s16", "deit")
+    {'drop_path': 0.1}
+    >>> recipe_model_options("resnet50", "resnet_imagenet")
+    {}
+    """
+    from keras_resvit.models.registry import get_spec
+    from keras_resvit.models.vit import decode_variant
+
+    recipe = get_recipe(recipe)
+    spec = get_spec(name)
+    if spec.family not in ("vit", "hybrid_vit"):
+        return {}
+    options = {"drop_path": recipe.drop_path, "dropout": recipe.dropout}
+    options = {key: value for key, value in options.items() if value}
+    if recipe.pre_logits:
+        options["representation_size"] = decode_variant(spec.kwargs["variant"])["hidden_size"]
+    return options

@@ -14,7 +14,7 @@ import re
 import shutil
 from pathlib import Path
 
-from keras_resvit.files import read_json
+from keras_resvit.base.files import read_json
 
 RESUME_DIR = "resume"
 CONFIG_FILE = "config.json"
@@ -37,7 +37,7 @@ STATE_FILE = "state.json"
 # The only names a resume folder's state may point to: weights files the callback wrote.
 WEIGHTS_NAME = re.compile(r"step(\d+)\.weights\.h5")
 # What the callback writes into the resume folder: its state, weights files and the
-# temporaries of their atomic writes (see `keras_resvit.files.atomic_path`).
+# temporaries of their atomic writes (see `keras_resvit.base.files.atomic_path`).
 WRITTEN_NAME = re.compile(
     r"state\.json|step\d+\.weights\.h5"
     r"|\.(state|step\d+)\.tmp-[A-Za-z0-9]+-\d+-[0-9a-f]{8}\.(json|weights\.h5)"

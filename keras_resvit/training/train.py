@@ -11,6 +11,12 @@ from types import SimpleNamespace
 import keras
 import numpy as np
 
+from keras_resvit.base.backend import backend, dtype_policy
+from keras_resvit.base.class_names import set_class_names, write_class_names
+from keras_resvit.base.files import check_output_path, first_line, write_json
+from keras_resvit.base.lazy import tf
+from keras_resvit.base.model_files import save_model
+from keras_resvit.base.output_folders import output_folder
 from keras_resvit.data.checks import (
     check_batches,
     check_class_count,
@@ -19,14 +25,11 @@ from keras_resvit.data.checks import (
     data_errors,
 )
 from keras_resvit.data.datasets import load_dataset
-from keras_resvit.files import check_output_path, first_line, save_model, write_json
+from keras_resvit.factory import create_model
 from keras_resvit.layers.preprocessing import PixelMean
-from keras_resvit.lazy import tf
 from keras_resvit.models.common import check_classifier, is_vit, outputs_logits
-from keras_resvit.models.registry import create_model, get_spec
-from keras_resvit.models.vit import decode_variant, resize_vit
-from keras_resvit.output_folders import output_folder
-from keras_resvit.predict import write_class_names
+from keras_resvit.models.registry import get_spec
+from keras_resvit.models.vit import resize_vit
 from keras_resvit.training.callbacks import (
     BestCheckpoint,
     HistoryCSV,
@@ -38,9 +41,9 @@ from keras_resvit.training.callbacks import (
     iterations,
     read_history,
 )
-from keras_resvit.training.distribution import dtype_policy, place, resolve_precision
+from keras_resvit.training.distribution import place, resolve_precision
 from keras_resvit.training.optimizers import recipe_optimizer
-from keras_resvit.training.recipes import Recipe, get_recipe
+from keras_resvit.training.recipes import Recipe, get_recipe, recipe_model_options
 from keras_resvit.training.run_folder import (
     CONFIG_FILE,
     RESUME_DIR,
@@ -53,7 +56,6 @@ from keras_resvit.training.run_folder import (
     run_record,
 )
 from keras_resvit.training.schedules import recipe_schedule, recipe_steps
-from keras_resvit.viz.curves import plot_history
 
 
 class TrainingDivergedError(RuntimeError):
@@ -346,17 +348,12 @@ def compile_model(
     )
 
 
-def _recipe_model_options(name, recipe):
-    """What a recipe sets in a ViT built by name: stochastic depth, dropout, and the
-    pre-training head (a tanh layer of the model's width, the ViT paper's Section 3.1)."""
-    spec = get_spec(name)
-    if spec.family not in ("vit", "hybrid_vit"):
-        return {}
-    options = {"drop_path": recipe.drop_path, "dropout": recipe.dropout}
-    options = {key: value for key, value in options.items() if value}
-    if recipe.pre_logits:
-        options["representation_size"] = decode_variant(spec.kwargs["variant"])["hidden_size"]
-    return options
+def _carry_class_names(model, train_data):
+    """Gives `model` the class names of `train_data` (one per output), so that the checkpoints
+    and the returned model carry them (`kr.files.save_model`)."""
+    names = getattr(train_data, "class_names", None)
+    if names and len(names) == model.output_shape[-1]:
+        set_class_names(model, [str(name) for name in names])
 
 
 def _in_scope(optimizer, placement):
@@ -369,7 +366,7 @@ def _in_scope(optimizer, placement):
 
 def _model(model_or_name, recipe, placement):
     if isinstance(model_or_name, str):
-        return create_model(model_or_name, **_recipe_model_options(model_or_name, recipe))
+        return create_model(model_or_name, **recipe_model_options(model_or_name, recipe))
     if not isinstance(model_or_name, keras.Model):
         raise ValueError(
             f"model_or_name of type {type(model_or_name).__name__} is not valid; pass a "
@@ -702,7 +699,6 @@ def _finish(out, model, fitted, train_data, config):
     rows = read_history(out / "history.csv")
     history.epoch = [int(row["epoch"]) - 1 for row in rows]
     history.history = {k: [r.get(k, math.nan) for r in rows] for k in rows[0] if k != "epoch"}
-    plot_history(history, out / "curves.png")
     steps = fitted.end_step - fitted.start_step
     history.summary = {
         "model": model.name,
@@ -747,7 +743,7 @@ def train(
     """Compiles a model with a paper's recipe and trains it with `model.fit`.
 
     Writes into `output_dir`: `last.keras`, `best.keras` (best validation accuracy),
-    `history.csv`, `curves.png`, `config.json` (the run's arguments, then its result) and,
+    `history.csv`, `config.json` (the run's arguments, then its result) and,
     while running, `resume/` (weights and optimizer state every `save_every` steps and every
     epoch). Running the same call again after a crash continues from the last saved step,
     replaying the same batches (it prints "resuming from step N (epoch E)" unless
@@ -913,6 +909,7 @@ def train(
             _adapt_pixel_means(model, train_data)
             check_classifier(model, "train() needs one score per class")
             _check_labels(model, train_data, first_batch[1], soft_labels)
+            _carry_class_names(model, train_data)
             if loss is not None:
                 _check_loss_outputs(loss, model)
             if val_data is not None:
@@ -937,7 +934,7 @@ def train(
             environment = {
                 "distribution": placement.name,
                 "replicas": placement.num_replicas,
-                "backend": keras.backend.backend(),
+                "backend": backend(),
             }
             plan = _prepare(
                 model,

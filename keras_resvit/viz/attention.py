@@ -12,8 +12,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_resvit.base.validation import check_choice
 from keras_resvit.layers.vit_layers import ClassToken, PositionEmbedding
-from keras_resvit.models.common import check_choice, is_vit
+from keras_resvit.models.common import is_vit
 from keras_resvit.viz.figures import (
     check_images,
     check_png_path,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_resvit.files import atomic_path, check_output_path
+from keras_resvit.base.files import atomic_path, check_output_path
 
 DPI = 100
 PANEL_INCHES = 2.0  # one image panel is PANEL_INCHES * DPI pixels square

@@ -12,8 +12,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_resvit.base.backend import gradient
 from keras_resvit.models.common import classifier_layer, is_vit
-from keras_resvit.training.distribution import gradient
 from keras_resvit.viz.figures import (
     check_images,
     check_png_path,

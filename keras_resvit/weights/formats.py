@@ -16,7 +16,7 @@ import h5py
 import keras
 import numpy as np
 
-from keras_resvit.files import check_keras_file
+from keras_resvit.base.model_files import check_keras_file
 from keras_resvit.weights.keras_applications import LAYOUTS, from_keras_applications
 from keras_resvit.weights.timm import (
     SUFFIXES,

@@ -21,7 +21,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_resvit.files import first_line
+from keras_resvit.base.files import first_line
 from keras_resvit.layers.vit_layers import PositionEmbedding
 from keras_resvit.models.resnet import IMAGENET_DEPTHS, IMAGENET_FILTERS, build_resnet
 from keras_resvit.models.vit import VARIANTS, build_vit, resample_position_embeddings

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import keras_resvit as kr
+from keras_resvit.files import model_class_names, save_model, set_class_names
 from keras_resvit.layers import DropPath, PositionEmbedding
 from keras_resvit.layers.vit_layers import sincos_2d
 from keras_resvit.models.complexity import layer_macs
@@ -358,6 +359,17 @@ def test_resize_a_loaded_model_and_reload_it(tmp_path):
     resized = kr.resize_vit(loaded, 48)
     assert resized.input_shape == (None, 48, 48, 3)
     assert_save_load_identical(resized, tmp_path, random_images(2, 48, 48))
+
+
+def test_resize_keeps_the_class_names_and_replace_head_drops_them(tmp_path):
+    model = tiny_vit()
+    names = [f"class{i}" for i in range(model.output_shape[-1])]
+    set_class_names(model, names)
+    resized = kr.resize_vit(model, 48)
+    assert model_class_names(resized) == names
+    save_model(resized, tmp_path / "resized.keras")
+    assert model_class_names(kr.load_model(tmp_path / "resized.keras")) == names
+    assert model_class_names(kr.replace_head(resized, 3)) is None  # other classes
 
 
 def test_resize_sincos_model_uses_the_new_grid():

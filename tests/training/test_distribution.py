@@ -11,14 +11,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_resvit.training.distribution import (
-    choose_strategy,
-    configure_xla_cpu,
-    dtype_policy,
-    gradient,
-    place,
-    resolve_precision,
-)
+from keras_resvit.base.backend import configure_xla_cpu, dtype_policy, gradient
+from keras_resvit.training.distribution import choose_strategy, place, resolve_precision
 
 SCRIPT = str(Path(__file__).with_name("run_training.py"))
 
@@ -65,7 +59,7 @@ def test_bfloat16_on_a_cpu_without_native_support_warns(monkeypatch, flags, warn
 
 
 def test_cpu_flags_reads_x86_and_arm_cpuinfo(tmp_path):
-    from keras_resvit.training.distribution import cpu_flags
+    from keras_resvit.base.backend import cpu_flags
 
     x86 = tmp_path / "x86"
     x86.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16\n")
@@ -211,7 +205,7 @@ def test_auto_precision_on_a_gpu_follows_its_compute_capability(monkeypatch, cap
 
 
 def test_compute_capability_is_none_without_a_gpu():
-    from keras_resvit.training.distribution import gpu_compute_capability
+    from keras_resvit.base.backend import gpu_compute_capability
 
     capability = gpu_compute_capability()
     if place("none").accelerator == "gpu":

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from keras_resvit.training.optimizers import CoupledDecaySGD
-from keras_resvit.training.recipes import NO_DECAY, RECIPES, get_recipe
+from keras_resvit.training.recipes import NO_DECAY, RECIPES, get_recipe, recipe_model_options
 from keras_resvit.training.schedules import RecipeSchedule, recipe_schedule, recipe_steps
 from keras_resvit.training.train import build_optimizer
 from tests.conftest import tiny_vit
@@ -252,3 +252,19 @@ def test_imagenet_recipes_are_the_papers():
         RecipeSchedule(0.1, 1000, decay="plateau")
     with pytest.raises(ValueError, match="schedule='plateau' has no warm-up"):
         get_recipe("resnet_imagenet", warmup=100)
+
+
+def test_recipes_set_their_vit_options_on_models_built_by_name():
+    # ViT paper, Section 3.1 / Table 3: pre-training with a tanh pre-logits layer of the
+    # model's width and dropout 0.1 (ImageNet-21k); DeiT: stochastic depth 0.1; fine-tuning
+    # and ResNet recipes set nothing.
+    assert recipe_model_options("vit_b16", "vit_pretrain_in21k") == {
+        "dropout": 0.1,
+        "representation_size": 768,
+    }
+    assert recipe_model_options("vit_s16", "deit") == {"drop_path": 0.1}
+    assert recipe_model_options("r50_vit_b16", "deit") == {"drop_path": 0.1}
+    assert recipe_model_options("vit_b16", "vit_finetune") == {}
+    assert recipe_model_options("resnet50", "deit") == {}
+    with pytest.raises(ValueError, match="not a registered model"):
+        recipe_model_options("vit_b17", "deit")

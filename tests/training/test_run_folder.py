@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 import keras_resvit as kr
-from keras_resvit.output_folders import LOCK, MANIFEST, output_folder
+from keras_resvit.base.output_folders import LOCK, MANIFEST, output_folder
 from keras_resvit.training.callbacks import ResumeCheckpoint
 from keras_resvit.training.run_folder import RUN_FILES, clear_resume_state
 from keras_resvit.training.train import TrainingDivergedError
@@ -215,7 +215,7 @@ def test_divergence_before_any_checkpoint_names_no_missing_folder(tmp_path):
 HOLD_LOCK = textwrap.dedent(
     """
     import sys, time
-    from keras_resvit.output_folders import output_folder
+    from keras_resvit.base.output_folders import output_folder
 
     with output_folder("output_dir", sys.argv[1], ["config.json"]):
         print("locked", flush=True)

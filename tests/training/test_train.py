@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import keras_resvit as kr
+from keras_resvit.files import model_class_names
 from keras_resvit.training.callbacks import read_history
 from keras_resvit.training.recipes import RECIPES, get_recipe
 from keras_resvit.training.schedules import recipe_schedule
@@ -37,8 +38,9 @@ def test_train_learns_digits_and_writes_outputs(digits, tmp_path):
     losses = history.history["loss"]
     assert losses[-1] < 0.6 * losses[0]
     assert history.history["accuracy"][-1] > 0.5
-    for name in ("last.keras", "best.keras", "history.csv", "config.json", "curves.png"):
+    for name in ("last.keras", "best.keras", "history.csv", "config.json"):
         assert (tmp_path / name).is_file()
+    assert not (tmp_path / "curves.png").exists()  # pictures are the caller's (kr.viz)
     assert not (tmp_path / "resume").exists()
     rows = read_history(tmp_path / "history.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
@@ -55,6 +57,11 @@ def test_train_learns_digits_and_writes_outputs(digits, tmp_path):
     labels = np.concatenate([np.asarray(y) for _, y in test])
     accuracy = np.mean(np.argmax(best.predict(test, verbose=0), -1) == labels)
     assert accuracy == pytest.approx(max(history.history["val_accuracy"]), abs=1e-6)
+    # The data's class names travel inside both checkpoints, not only beside them.
+    names = [str(i) for i in range(10)]
+    for checkpoint in ("best.keras", "last.keras"):
+        (tmp_path / checkpoint.replace(".keras", ".classes.json")).unlink()
+        assert model_class_names(kr.load_model(tmp_path / checkpoint)) == names
 
 
 def test_a_recipe_that_counts_iterations_stops_on_its_step(digits, tmp_path):
@@ -205,7 +212,9 @@ def test_vit_is_resized_to_the_data_resolution(tmp_path):
             vit, data, recipe="vit_finetune", epochs=1, output_dir=tmp_path, verbose=0
         )
     assert np.isfinite(history.history["loss"]).all()
-    assert kr.load_model(tmp_path / "last.keras").input_shape == (None, 48, 48, 3)
+    resized = kr.load_model(tmp_path / "last.keras")
+    assert resized.input_shape == (None, 48, 48, 3)
+    assert model_class_names(resized) == [str(i) for i in range(10)]
 
 
 def test_resnet_with_another_resolution_is_refused(digits, tmp_path):

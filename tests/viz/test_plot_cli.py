@@ -5,8 +5,8 @@ import pytest
 from matplotlib.image import imread
 
 import keras_resvit as kr
+from keras_resvit.base.class_names import write_class_names
 from keras_resvit.cli import main
-from keras_resvit.predict import write_class_names
 from tests.conftest import random_images, tiny_vit
 
 

@@ -1,4 +1,4 @@
-"""TensorFlow, imported on first use.
+"""TensorFlow (and Keras, for the base modules), imported on first use.
 
 `tf.data` pipelines, `train()` and the exporters need TensorFlow, but building, compiling and
 fitting a model on arrays does not: importing `keras_resvit` therefore works where only JAX (or
@@ -12,10 +12,11 @@ import importlib
 class LazyModule:
     """A module imported when one of its attributes is first read."""
 
-    def __init__(self, name, pip_name, needed_for):
+    def __init__(self, name, pip_name, needed_for, hint=""):
         self._name = name
         self._pip_name = pip_name
         self._needed_for = needed_for
+        self._hint = hint
         self._module = None
 
     def __getattr__(self, attribute):
@@ -25,8 +26,7 @@ class LazyModule:
             except ImportError as error:
                 raise ImportError(
                     f"{self._needed_for} needs the `{self._name}` package, which is not "
-                    f"installed: `pip install {self._pip_name}`. Building models and "
-                    "`model.fit` on arrays work without it."
+                    f"installed: `pip install {self._pip_name}`.{self._hint}"
                 ) from error
         return getattr(self._module, attribute)
 
@@ -35,4 +35,8 @@ tf = LazyModule(
     "tensorflow",
     "tensorflow",
     "keras_resvit's tf.data pipelines, train(), evaluation and export",
+    " Building models and `model.fit` on arrays work without it.",
 )
+# The base modules that `import keras_resvit` loads (the backend capabilities) must not load
+# Keras, which loads its backend: `keras-resvit --help` and `list` answer without it.
+keras = LazyModule("keras", "keras", "keras_resvit")

@@ -15,7 +15,7 @@ import stat
 import sys
 from pathlib import Path
 
-from keras_resvit.files import (
+from keras_resvit.base.files import (
     check_output_path,
     name_list_problem,
     read_json,

@@ -1,0 +1,44 @@
+"""`create_model(name, weights=...)`: a registered model, built fresh or from a weights file.
+
+The registry (`models.registry`) holds names and builder arguments; the converters
+(`weights`) read other formats into our models; this module puts the two together, as timm's
+`_factory` sits above its `_registry` and `_builder`.
+"""
+
+import keras
+
+from keras_resvit.models.registry import builder, check_overrides, get_spec
+from keras_resvit.weights import build_with_weights
+
+
+def create_model(name: str, weights=None, **overrides) -> keras.Model:
+    """Builds a registered model; keyword overrides replace the entry's arguments.
+
+    Args:
+        name: a registry name, e.g. "resnet50", "resnet20", "bit_r50x1".
+        weights: None (fresh initialization) or a weights file, its converter picked from the
+            file: `.npz` (original ViT or timm), `.safetensors`/`.pth` (timm/torchvision),
+            keras.applications `.h5`, or our own `.keras`/`.weights.h5`. Build arguments the
+            file fixes (keras.applications' v1 layout, a checkpoint's number of classes)
+            apply unless overridden.
+        **overrides: builder arguments, e.g. `num_classes=10, input_shape=(64, 64, 3)`.
+
+    Returns:
+        A `keras.Model` named `name`.
+
+    Raises:
+        ValueError: unknown name (with the closest names), an invalid override, or weights
+            of another format or architecture (naming the layer and shapes).
+        FileNotFoundError: `weights` is not a file.
+
+    Example:
+    >>> import keras_resvit as kr
+    >>> kr.create_model("resnet20").count_params() > 0
+    True
+    """
+    spec = get_spec(name)
+    check_overrides(spec.family, overrides)
+    defaults = {"name": name, **spec.kwargs}
+    if weights is None:
+        return builder(spec.family)(**{**defaults, **overrides})
+    return build_with_weights(builder(spec.family), spec.family, defaults, overrides, weights)
