@@ -1,21 +1,92 @@
 """Argument checks shared by every module: one clear `ValueError` naming the argument, the bad
-value and what would be valid."""
+value and what would be valid.
 
-import keras
+Each check returns nothing and raises `ValueError("<argument>=<value!r> must be ...")`; `None`
+passes where `none_ok=True` (an argument whose default is None). Booleans are refused where a
+number is asked for (`True` is an `int` to Python, never a size or a rate to a user).
+
+>>> check_int("epochs", 3)
+>>> check_int("epochs", 0)
+Traceback (most recent call last):
+ValueError: epochs=0 must be a positive int.
+>>> check_number("dropout", 0.1, low=0, high=1, include_low=True)
+>>> check_number("dropout", 1.0, low=0, high=1, include_low=True)
+Traceback (most recent call last):
+ValueError: dropout=1.0 must be a number in [0, 1).
+"""
+
+import math
+
+from keras_resvit.base.lazy import keras
 
 
-def check_choice(argument, value, valid):
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_int(argument: str, value, minimum: int = 1, *, none_ok: bool = False) -> None:
+    """`value` must be an int >= `minimum` (a "positive int" for the default 1)."""
+    if none_ok and value is None:
+        return
+    if not _is_int(value) or value < minimum:
+        what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise ValueError(f"{argument}={value!r} must be {what}.")
+
+
+def check_number(
+    argument: str,
+    value,
+    low: float = -math.inf,
+    high: float = math.inf,
+    *,
+    include_low: bool = False,
+    include_high: bool = False,
+    none_ok: bool = False,
+) -> None:
+    """`value` must be a finite real number between `low` and `high` (bounds excluded unless
+    `include_low` / `include_high`)."""
+    if none_ok and value is None:
+        return
+    above = _is_number(value) and (value >= low if include_low else value > low)
+    below = _is_number(value) and (value <= high if include_high else value < high)
+    if not (above and below):
+        raise ValueError(
+            f"{argument}={value!r} must be a number {_interval(low, high, include_low, include_high)}."
+        )
+
+
+def _interval(low, high, include_low, include_high):
+    if high == math.inf:
+        return f">= {low}" if include_low else f"> {low}"
+    if low == -math.inf:
+        return f"<= {high}" if include_high else f"< {high}"
+    return f"in {'[' if include_low else '('}{low}, {high}{']' if include_high else ')'}"
+
+
+def check_rate(argument: str, value, *, none_ok: bool = False) -> None:
+    """`value` must be a probability of dropping or mixing: a number in [0, 1)."""
+    check_number(argument, value, 0, 1, include_low=True, none_ok=none_ok)
+
+
+def check_choice(argument: str, value, valid) -> None:
+    """`value` must be one of `valid`."""
     if value not in valid:
         raise ValueError(f"{argument}={value!r} is not valid; expected one of {list(valid)}.")
 
 
-def check_bool(argument, value):
-    # A string such as "no" is truthy: refuse it rather than build the other model.
+def check_bool(argument: str, value) -> None:
+    """`value` must be True or False: a string such as "no" is truthy, so it is refused rather
+    than taken for True."""
     if not isinstance(value, bool):
         raise ValueError(f"{argument}={value!r} must be True or False.")
 
 
-def check_model(argument, value):
+def check_model(argument: str, value) -> None:
+    """`value` must be a `keras.Model`."""
     if not isinstance(value, keras.Model):
         raise ValueError(
             f"{argument} of type {type(value).__name__} is not valid; pass a keras.Model "
