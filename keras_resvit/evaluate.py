@@ -12,7 +12,7 @@ import keras
 import numpy as np
 
 from keras_resvit.base.lazy import tf
-from keras_resvit.base.validation import check_model
+from keras_resvit.base.validation import check_model, check_number
 from keras_resvit.data.checks import check_pixels
 from keras_resvit.data.datasets import load_dataset
 
@@ -229,12 +229,7 @@ def few_shot(
         raise ValueError("shots=() is empty; expected positive ints, e.g. (1, 5, 10, 25).")
     for count in shots:
         _check_shots(count)
-    if (
-        not isinstance(l2_regularization, (int, float))
-        or isinstance(l2_regularization, bool)
-        or not l2_regularization > 0
-    ):
-        raise ValueError(f"l2_regularization={l2_regularization!r} must be a number > 0.")
+    check_number("l2_regularization", l2_regularization, 0)
     feature_model(model, layer)
     x_pool, y_pool = extract_features(model, train, layer=layer, batch_size=batch_size)
     x_test, y_test = extract_features(model, test, layer=layer, batch_size=batch_size, split="test")

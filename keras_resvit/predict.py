@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_resvit.base.class_names import check_class_names, read_class_names
+from keras_resvit.base.validation import check_int
 from keras_resvit.data.image_files import load_images
 
 
@@ -62,8 +63,7 @@ def predict(model_path, image_paths, *, top_k: int = 5) -> list:
     >>> predict("runs/digits/model.tflite", ["seven.png"], top_k=1)  # doctest: +SKIP
     [[{'index': 7, 'name': '7', 'score': 0.98}]]
     """
-    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
-        raise ValueError(f"top_k={top_k!r} must be a positive int.")
+    check_int("top_k", top_k)
     if isinstance(image_paths, (str, Path)) or not image_paths:
         raise ValueError(f"image_paths={image_paths!r} must be a non-empty list of image files.")
     model_path = Path(model_path)

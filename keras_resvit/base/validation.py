@@ -54,9 +54,8 @@ def check_number(
     above = _is_number(value) and (value >= low if include_low else value > low)
     below = _is_number(value) and (value <= high if include_high else value < high)
     if not (above and below):
-        raise ValueError(
-            f"{argument}={value!r} must be a number {_interval(low, high, include_low, include_high)}."
-        )
+        interval = _interval(low, high, include_low, include_high)
+        raise ValueError(f"{argument}={value!r} must be a number {interval}.")
 
 
 def _interval(low, high, include_low, include_high):

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 
 from keras_resvit.base.backend import is_data_layer
+from keras_resvit.base.validation import check_number
 from keras_resvit.layers.crops import (
     RandomPadCrop,
     RandomResizedCrop,
@@ -47,8 +48,7 @@ class Mixing:
     def __post_init__(self):
         for name in ("mixup_alpha", "cutmix_alpha"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"Mixing: {name}={value!r} must be a number >= 0.")
+            check_number(f"Mixing: {name}", value, 0, include_low=True)
         for name in ("cutmix_prob", "label_smoothing"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0 <= value <= 1:

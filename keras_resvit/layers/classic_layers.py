@@ -3,9 +3,7 @@
 import keras
 from keras import ops
 
-
-def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+from keras_resvit.base.validation import check_number
 
 
 @keras.saving.register_keras_serializable(package="keras_resvit")
@@ -39,11 +37,9 @@ class LocalResponseNormalization(keras.layers.Layer):
     def __init__(self, size=5, bias=2.0, alpha=1e-4, beta=0.75, **kwargs):
         if not isinstance(size, int) or isinstance(size, bool) or size < 1 or size % 2 == 0:
             raise ValueError(f"size={size!r} must be a positive odd int (the paper's n = 5).")
-        for argument, value, low in (("bias", bias, None), ("alpha", alpha, 0), ("beta", beta, 0)):
-            valid = _is_number(value) and (value > 0 if low is None else value >= low)
-            if not valid:
-                bound = "> 0" if low is None else ">= 0"
-                raise ValueError(f"{argument}={value!r} must be a number {bound}.")
+        check_number("bias", bias, 0)
+        check_number("alpha", alpha, 0, include_low=True)
+        check_number("beta", beta, 0, include_low=True)
         super().__init__(**kwargs)
         self.size = size
         self.bias = float(bias)

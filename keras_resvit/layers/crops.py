@@ -11,13 +11,14 @@ import math
 
 import keras
 
+from keras_resvit.base.validation import check_int
+
 ATTEMPTS = 10  # torchvision / big_vision: draw 10 boxes, keep the first that fits.
 
 
 def _check_size(height, width, layer):
     for arg, value in (("height", height), ("width", width)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{layer}: {arg}={value!r} must be a positive int.")
+        check_int(f"{layer}: {arg}", value)
 
 
 def _check_range(name, value, low, layer):
@@ -237,8 +238,7 @@ class RandomPadCrop(keras.layers.RandomCrop):
     """
 
     def __init__(self, padding=4, fill_value=0.0, seed=None, **kwargs):
-        if not isinstance(padding, int) or isinstance(padding, bool) or padding < 0:
-            raise ValueError(f"RandomPadCrop: padding={padding!r} must be an int >= 0.")
+        check_int("RandomPadCrop: padding", padding, 0)
         values = fill_value if isinstance(fill_value, (tuple, list)) else [fill_value]
         if not values or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

@@ -2,6 +2,8 @@
 
 import keras
 
+from keras_resvit.base.validation import check_number
+
 # The principal components of ImageNet's RGB pixels on the [0, 1] scale, as fb.resnet.torch
 # publishes them (computed on a subset of the training images): eigenvalues and, per row,
 # the R, G and B entries of the three eigenvectors (one eigenvector per column).
@@ -50,12 +52,7 @@ class PCALighting(keras.layers.RandomBrightness):
     ):
         kwargs.pop("factor", None)
         super().__init__(factor=0.0, value_range=value_range, seed=seed, **kwargs)
-        if (
-            not isinstance(alpha_std, (int, float))
-            or isinstance(alpha_std, bool)
-            or not alpha_std >= 0
-        ):
-            raise ValueError(f"PCALighting: alpha_std={alpha_std!r} must be a number >= 0.")
+        check_number("PCALighting: alpha_std", alpha_std, 0, include_low=True)
         values = [float(v) for v in eigenvalues]
         vectors = [[float(v) for v in row] for row in eigenvectors]
         if len(values) != 3 or len(vectors) != 3 or any(len(row) != 3 for row in vectors):

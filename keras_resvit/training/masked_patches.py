@@ -15,6 +15,7 @@ from keras_resvit.base.files import check_output_path
 from keras_resvit.base.lazy import tf
 from keras_resvit.base.model_files import save_model
 from keras_resvit.base.output_folders import output_folder
+from keras_resvit.base.validation import check_int, check_number
 from keras_resvit.data.datasets import load_dataset
 from keras_resvit.factory import create_model
 from keras_resvit.layers.masked_patches import MaskedPatchLoss, PatchColourClasses, PatchCorruption
@@ -106,11 +107,6 @@ def _images(data, vit, batch_size, seed):
     return data, steps
 
 
-def _check_int(argument, value, minimum=1):
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{argument}={value!r} must be an int >= {minimum}.")
-
-
 def pretrain_masked_patches(
     model_or_name,
     data="digits",
@@ -158,16 +154,11 @@ def pretrain_masked_patches(
     >>> vit = kr.pretrain_masked_patches(vit, "digits", epochs=1)  # doctest: +SKIP
     >>> model = kr.replace_head(vit, 10)  # fine-tune this one  # doctest: +SKIP
     """
-    _check_int("epochs", epochs)
-    _check_int("batch_size", batch_size)
+    check_int("epochs", epochs)
+    check_int("batch_size", batch_size)
     if warmup_steps is not None:
-        _check_int("warmup_steps", warmup_steps, minimum=0)
-    if (
-        not isinstance(learning_rate, (int, float))
-        or isinstance(learning_rate, bool)
-        or not learning_rate > 0
-    ):
-        raise ValueError(f"learning_rate={learning_rate!r} must be a number > 0.")
+        check_int("warmup_steps", warmup_steps, minimum=0)
+    check_number("learning_rate", learning_rate, 0)
     if output_dir is not None:
         check_output_path("output_dir", output_dir, folder=True)
     vit = _check_vit(model_or_name)

@@ -10,6 +10,8 @@ Two kinds of weight decay:
 
 import keras
 
+from keras_resvit.base.validation import check_number
+
 
 @keras.saving.register_keras_serializable(package="keras_resvit")
 class CoupledDecaySGD(keras.optimizers.SGD):
@@ -44,8 +46,7 @@ class CoupledDecaySGD(keras.optimizers.SGD):
             )
         kwargs.pop("weight_decay", None)
         super().__init__(**kwargs)
-        if not isinstance(l2, (int, float)) or isinstance(l2, bool) or not l2 >= 0:
-            raise ValueError(f"l2={l2!r} must be a number >= 0, e.g. 1e-4.")
+        check_number("l2", l2, 0, include_low=True)
         self.l2 = float(l2)
         self.exclude = tuple(exclude)
         if self.exclude:

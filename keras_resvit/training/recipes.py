@@ -10,16 +10,14 @@ import dataclasses
 import difflib
 from dataclasses import dataclass
 
+from keras_resvit.base.validation import check_int, check_rate
+
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("step", "cosine", "linear", "plateau")
 DECAY_MODES = ("coupled", "decoupled")
 # Variables the ViT and DeiT recipes leave undecayed: norm scales and offsets, biases, the
 # class token and position embeddings (substrings of variable names).
 NO_DECAY = ("gamma", "beta", "bias", "token", "embeddings")
-
-
-def _positive_int(value):
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 @dataclass(frozen=True)
@@ -106,12 +104,9 @@ class Recipe:
                 f"Recipe: schedule='plateau' has no warm-up (warmup={self.warmup!r}); use a "
                 "'step' schedule with a warm-up instead."
             )
-        if self.steps is not None and not _positive_int(self.steps):
-            raise ValueError(f"Recipe: steps={self.steps!r} must be a positive int or None.")
-        if not _positive_int(self.patience):
-            raise ValueError(f"Recipe: patience={self.patience!r} must be a positive int (epochs).")
-        if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
-            raise ValueError(f"Recipe: dropout={self.dropout!r} must be a number in [0, 1).")
+        check_int("Recipe: steps", self.steps, none_ok=True)
+        check_int("Recipe: patience", self.patience)
+        check_rate("Recipe: dropout", self.dropout)
         if isinstance(self.no_decay, str):
             raise ValueError(
                 f"Recipe: no_decay={self.no_decay!r} must be a tuple of names, e.g. ('bias',)."

@@ -12,7 +12,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_resvit.base.validation import check_choice
+from keras_resvit.base.validation import check_choice, check_rate
 from keras_resvit.layers.vit_layers import ClassToken, PositionEmbedding
 from keras_resvit.models.common import is_vit
 from keras_resvit.viz.figures import (
@@ -48,12 +48,7 @@ def _check_arguments(model, images, discard_ratio, head_fusion):
             "keras_resvit.viz.grad_cam."
         )
     check_choice("head_fusion", head_fusion, HEAD_FUSIONS)
-    if (
-        not isinstance(discard_ratio, (int, float))
-        or isinstance(discard_ratio, bool)
-        or not 0 <= discard_ratio < 1
-    ):
-        raise ValueError(f"discard_ratio={discard_ratio!r} must be a number in [0, 1).")
+    check_rate("discard_ratio", discard_ratio)
     return check_images(model, images)
 
 

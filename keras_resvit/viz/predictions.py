@@ -5,6 +5,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_resvit.base.validation import check_int
 from keras_resvit.viz.figures import (
     check_images,
     check_png_path,
@@ -38,8 +39,7 @@ def plot_predictions(model: keras.Model, images, path, *, top_k: int = 3, class_
     >>> plot_predictions(kr.create_model("resnet20"), x[:8], "predictions.png")  # doctest: +SKIP
     """
     path = check_png_path(path)
-    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
-        raise ValueError(f"top_k={top_k!r} must be a positive int.")
+    check_int("top_k", top_k)
     images = check_images(model, images)
     scores = keras.ops.convert_to_numpy(model.predict(images, verbose=0))
     if scores.ndim != 2:
