@@ -12,9 +12,10 @@ import keras
 import numpy as np
 
 from keras_resvit.base.lazy import tf
-from keras_resvit.base.validation import check_model, check_number
+from keras_resvit.base.validation import check_number
 from keras_resvit.data.checks import check_pixels
 from keras_resvit.data.datasets import load_dataset
+from keras_resvit.models.features import representation_model as feature_model
 
 # big_vision's constant bias feature: large, so its weight is barely regularized.
 BIAS_CONSTANT = 100.0
@@ -22,37 +23,6 @@ BIAS_CONSTANT = 100.0
 L2_REGULARIZATION = 2.0**10
 # Added to the feature standard deviations (big_vision's whitening) against division by zero.
 STD_EPSILON = 1e-5
-
-
-def feature_model(model: keras.Model, layer: str | None = None) -> keras.Model:
-    """The frozen representation of a model: its classifier's input, or a named layer's output.
-
-    Args:
-        model: a functional model, e.g. from `kr.create_model` or `kr.load_model`.
-        layer: name of the layer whose output is the representation; default the input of the
-            "predictions" classifier (ResNet average pool, ViT class token or pre-logits, VGG
-            fc2), or the model's output when it has no classifier.
-
-    Returns:
-        A `keras.Model` sharing `model`'s layers.
-
-    Raises:
-        ValueError: `model` is not a Keras model or has no layer named `layer`.
-    """
-    check_model("model", model)
-    names = [entry.name for entry in model.layers]
-    if layer is not None:
-        if layer not in names:
-            raise ValueError(
-                f"layer={layer!r} is not a layer of model {model.name!r}; its last layers are "
-                f"{names[-4:]}."
-            )
-        output = model.get_layer(layer).output
-    elif "predictions" in names:
-        output = model.get_layer("predictions").input
-    else:
-        output = model.output
-    return keras.Model(model.inputs, output, name=f"{model.name}_features")
 
 
 def _dataset(source, split, model, batch_size):

@@ -6,7 +6,6 @@ layer; multiplying these matrices through all blocks traces the output tokens ba
 input patches. The class token's row (the mean patch row for `pooling="gap"`) is the map.
 """
 
-import re
 from pathlib import Path
 
 import keras
@@ -15,6 +14,7 @@ import numpy as np
 from keras_resvit.base.validation import check_choice, check_rate
 from keras_resvit.layers.vit_layers import ClassToken, PositionEmbedding
 from keras_resvit.models.common import is_vit
+from keras_resvit.models.features import attention_layers
 from keras_resvit.viz.figures import (
     check_images,
     check_png_path,
@@ -25,19 +25,6 @@ from keras_resvit.viz.figures import (
 )
 
 HEAD_FUSIONS = {"mean": np.mean, "max": np.max, "min": np.min}
-# Names given by keras_resvit.models.vit.encoder_block.
-ATTENTION = re.compile(r"encoder_block(\d+)_attention")
-
-
-def _attention_blocks(model):
-    """[(block's pre-attention LayerNorm, its MultiHeadAttention)], first block first."""
-    found = sorted(
-        (int(match.group(1)), layer)
-        for layer in model.layers
-        if isinstance(layer, keras.layers.MultiHeadAttention)
-        and (match := ATTENTION.fullmatch(layer.name))
-    )
-    return [(model.get_layer(f"encoder_block{i}_norm1"), layer) for i, layer in found]
 
 
 def _check_arguments(model, images, discard_ratio, head_fusion):
@@ -78,7 +65,7 @@ def rollout_matrices(
     (1, 5, 5)
     """
     images = _check_arguments(model, images, discard_ratio, head_fusion)
-    blocks = _attention_blocks(model)
+    blocks = attention_layers(model)
     # The attention layers run again on their blocks' normalised inputs, asking for the
     # scores; the model itself stays as built (no layer, node or weight changes).
     normalised = keras.Model(model.input, {norm.name: norm.output for norm, _ in blocks})

@@ -6,7 +6,6 @@ score is the classifier's logit (before softmax): a confident softmax saturates 
 gradient vanishes.
 """
 
-import re
 from pathlib import Path
 
 import keras
@@ -14,6 +13,7 @@ import numpy as np
 
 from keras_resvit.base.backend import gradient
 from keras_resvit.models.common import classifier_layer, is_vit
+from keras_resvit.models.features import stage_outputs
 from keras_resvit.viz.figures import (
     check_images,
     check_png_path,
@@ -22,10 +22,6 @@ from keras_resvit.viz.figures import (
     save_png,
     show_image,
 )
-
-# The last feature map of a ResNet: the final block's output (v1) or the closing
-# norm-ReLU of pre-activation nets (v2); see keras_resvit.models.resnet.
-BLOCK_OUTPUT = re.compile(r"stage\d+_block\d+_out|post_relu")
 
 
 def _classifier(model):
@@ -40,7 +36,7 @@ def _classifier(model):
 def _split(model, layer):
     """(model up to the feature map, head from it to the classifier's input, classifier)."""
     classifier = _classifier(model)
-    outputs = [x.name for x in model.layers if BLOCK_OUTPUT.fullmatch(x.name)]
+    outputs = list(stage_outputs(model).values())
     if layer is None:
         if not outputs:
             raise ValueError(
