@@ -60,8 +60,17 @@ def predict(model_path, image_paths, *, top_k: int = 5) -> list:
             is not the model's.
 
     Example:
-    >>> predict("runs/digits/model.tflite", ["seven.png"], top_k=1)  # doctest: +SKIP
-    [[{'index': 7, 'name': '7', 'score': 0.98}]]
+    >>> import numpy as np
+    >>> from PIL import Image
+    >>> import keras_resvit as kr
+    >>> (x, y), _ = kr.data.load_digits()
+    >>> Image.fromarray(x[y == 7][0].astype("uint8")).save("seven.png")
+    >>> model = kr.create_model("resnet20")  # or a trained one: "runs/digits/model.tflite"
+    >>> kr.files.save_model(model, "digits.keras", class_names=[str(i) for i in range(10)])
+    PosixPath('digits.keras')
+    >>> (top,) = predict("digits.keras", ["seven.png"], top_k=1)
+    >>> sorted(top[0]), top[0]["name"] == str(top[0]["index"])
+    (['index', 'name', 'score'], True)
     """
     check_int("top_k", top_k)
     if isinstance(image_paths, (str, Path)) or not image_paths:

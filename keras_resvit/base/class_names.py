@@ -78,7 +78,11 @@ def set_class_names(model, class_names: list | None) -> None:
         ValueError: not a list of strings, or not one name per output.
 
     Example:
-    >>> set_class_names(model, ["cat", "dog"])  # doctest: +SKIP
+    >>> import keras_resvit as kr
+    >>> model = kr.create_model("resnet20", num_classes=2)
+    >>> set_class_names(model, ["cat", "dog"])
+    >>> model_class_names(model)
+    ['cat', 'dog']
     """
     names = None if class_names is None else tuple(checked_class_names(class_names, model))
     # Past Keras' and TensorFlow's attribute tracking: names are no state of theirs, and

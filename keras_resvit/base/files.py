@@ -154,8 +154,10 @@ def atomic_path(path):
         ValueError: `path` cannot be written (see `check_output_path`).
 
     Example:
-    >>> with atomic_path("/tmp/model.keras") as tmp:
-    ...     model.save(tmp)  # doctest: +SKIP
+    >>> with atomic_path("notes.txt") as tmp:
+    ...     _ = Path(tmp).write_text("written whole, or not at all")
+    >>> Path("notes.txt").read_text()
+    'written whole, or not at all'
     """
     path = check_output_path("path", path)
     if path.is_symlink():

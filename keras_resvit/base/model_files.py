@@ -53,7 +53,12 @@ def save_model(model, path, *, class_names: list | None = None) -> Path:
         ValueError: `class_names` is not a list of strings, one per output.
 
     Example:
-    >>> save_model(model, "/tmp/model.keras", class_names=["cat", "dog"])  # doctest: +SKIP
+    >>> import keras_resvit as kr
+    >>> model = kr.create_model("resnet20", num_classes=2)
+    >>> save_model(model, "model.keras", class_names=["cat", "dog"])
+    PosixPath('model.keras')
+    >>> model_class_names(kr.load_model("model.keras"))
+    ['cat', 'dog']
     """
     names = model_class_names(model) if class_names is None else class_names
     if names is not None:
@@ -114,7 +119,9 @@ def load_model(path, *, safe_mode: bool = True, custom_objects: dict | None = No
 
     Example:
     >>> import keras_resvit as kr
-    >>> model = kr.load_model("runs/digits/last.keras")  # doctest: +SKIP
+    >>> kr.create_model("resnet20").save("resnet20.keras")
+    >>> load_model("resnet20.keras").count_params()  # or a run's: "runs/digits/last.keras"
+    271098
     """
     check_keras_file("path", path)
     try:

@@ -336,7 +336,10 @@ def from_keras_cv(layer, **kwargs) -> keras.layers.Pipeline:
         ValueError: for a name keras-cv does not have, or an object that is not a keras-cv layer.
 
     Example:
-    >>> layer = from_keras_cv("RandomCutout", height_factor=0.3, width_factor=0.3)  # doctest: +SKIP
+    >>> import numpy as np
+    >>> layer = from_keras_cv("RandomCutout", height_factor=0.3, width_factor=0.3)
+    >>> tuple(layer(np.ones((2, 32, 32, 3), "float32")).shape)
+    (2, 32, 32, 3)
     """
     if importlib.util.find_spec("keras_cv") is None:
         raise ImportError("from_keras_cv needs keras-cv: pip install keras-resvit[cv].")

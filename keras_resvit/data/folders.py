@@ -72,7 +72,13 @@ def list_image_folder(root, split="train", *, validation_split=None, seed=0, str
             `split` / `validation_split`.
 
     Example:
-    >>> paths, labels, names = list_image_folder("flowers/")  # doctest: +SKIP
+    >>> from PIL import Image
+    >>> for name in ("daisy", "rose"):
+    ...     Path("flowers", name).mkdir(parents=True)
+    ...     Image.new("RGB", (8, 8)).save(f"flowers/{name}/1.png")
+    >>> paths, labels, names = list_image_folder("flowers/")
+    >>> names, list(labels)
+    (['daisy', 'rose'], [0, 1])
     """
     root = Path(root).expanduser()
     if not root.is_dir():

@@ -148,7 +148,11 @@ def plot_attention(
         ValueError: as `rollout_matrices`, or `path` is not a `.png` file.
 
     Example:
-    >>> plot_attention(vit, images, "attention.png")  # doctest: +SKIP
+    >>> import keras_resvit as kr
+    >>> (images, _), _ = kr.data.load_digits()
+    >>> vit = kr.build_vit("Ti/16", image_size=32, num_classes=10)
+    >>> plot_attention(vit, images[:4], "attention.png")
+    PosixPath('attention.png')
     """
     path = check_png_path(path)
     maps = attention_rollout(model, images, discard_ratio, head_fusion)

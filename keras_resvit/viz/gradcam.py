@@ -164,7 +164,10 @@ def plot_grad_cam(
         ValueError: as `grad_cam`, or `path` is not a `.png` file.
 
     Example:
-    >>> plot_grad_cam(model, images, "gradcam.png")  # doctest: +SKIP
+    >>> import keras_resvit as kr
+    >>> (images, _), _ = kr.data.load_digits()
+    >>> plot_grad_cam(kr.create_model("resnet20"), images[:4], "gradcam.png")
+    PosixPath('gradcam.png')
     """
     path = check_png_path(path)
     heatmaps, classes = _grad_cam(model, images, class_index, layer)

@@ -36,7 +36,8 @@ def plot_predictions(model: keras.Model, images, path, *, top_k: int = 3, class_
     Example:
     >>> import keras_resvit as kr
     >>> (x, _), _ = kr.data.load_digits()
-    >>> plot_predictions(kr.create_model("resnet20"), x[:8], "predictions.png")  # doctest: +SKIP
+    >>> plot_predictions(kr.create_model("resnet20"), x[:8], "predictions.png")
+    PosixPath('predictions.png')
     """
     path = check_png_path(path)
     check_int("top_k", top_k)

@@ -37,8 +37,14 @@ def assign_weights(model: keras.Model, values: dict, source: str, optional=()) -
             lacks weights of the model, or it has weights the model lacks.
 
     Example:
-    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, name="d")])
+    >>> inputs = keras.Input((2,))
+    >>> model = keras.Model(inputs, keras.layers.Dense(1, name="d")(inputs))
     >>> _ = assign_weights(model, {"d/kernel": np.ones((2, 1)), "d/bias": np.zeros(1)}, "demo")
+    >>> keras.ops.convert_to_numpy(model(np.array([[1.0, 2.0]])))
+    array([[3.]], dtype=float32)
+    >>> assign_weights(model, {"d/kernel": np.ones((3, 1)), "d/bias": np.zeros(1)}, "demo")
+    Traceback (most recent call last):
+    ValueError: demo does not fit model 'functional': layer 'd' expects 'd/kernel'...
     """
     variables = {v.path: v for v in model.weights}
     # Shapes first: a layer whose shape differs says most about what does not fit.

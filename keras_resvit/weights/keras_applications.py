@@ -195,8 +195,13 @@ def from_keras_applications(
 
     Example:
     >>> import keras
+    >>> import numpy as np
     >>> source = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3))
-    >>> model = from_keras_applications(source)  # doctest: +SKIP
+    >>> model = from_keras_applications(source)
+    >>> x = np.random.default_rng(0).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
+    >>> caffe = keras.applications.resnet.preprocess_input(x.copy())
+    >>> bool(np.allclose(model(x), source(caffe), atol=1e-5))
+    True
     """
     # A weights file does not say its number of classes: take the target model's.
     heads = [

@@ -62,9 +62,16 @@ def from_keras_hub_vit(backbone, *, preprocessing: str | None = "inception") -> 
         ValueError: not a ViTBackbone, or a config option our ViT does not have.
 
     Example:
+    >>> import numpy as np
     >>> import keras_hub
-    >>> backbone = keras_hub.models.ViTBackbone.from_preset("vit_base_patch16_224_imagenet")
-    >>> model = from_keras_hub_vit(backbone)  # doctest: +SKIP
+    >>> backbone = keras_hub.models.ViTBackbone(  # or .from_preset("vit_base_patch16_224_imagenet")
+    ...     image_shape=(32, 32, 3), patch_size=8, num_layers=1, num_heads=2, hidden_dim=16,
+    ...     mlp_dim=32)
+    >>> model = from_keras_hub_vit(backbone)
+    >>> x = np.random.default_rng(0).uniform(0, 255, (1, 32, 32, 3)).astype("float32")
+    >>> ours, theirs = model(x), backbone(x / 127.5 - 1)
+    >>> bool(np.allclose(ours, theirs, atol=1e-4))
+    True
     """
     if type(backbone).__name__ != "ViTBackbone":
         raise ValueError(

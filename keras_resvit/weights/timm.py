@@ -308,6 +308,7 @@ def load_timm(source, *, model: keras.Model | None = None, **kwargs) -> keras.Mo
             the expected and found shapes).
 
     Example:
+    >>> # A state dict downloaded from the Hugging Face Hub (timm/resnet50.a1_in1k):
     >>> model = load_timm("resnet50.safetensors")  # doctest: +SKIP
     """
     name = "a state dict" if isinstance(source, dict) else f"state dict {Path(source).name!r}"

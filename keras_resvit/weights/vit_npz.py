@@ -159,6 +159,7 @@ def load_vit_npz(
             (naming the layer and the expected and found shapes).
 
     Example:
+    >>> # A checkpoint downloaded from the ViT authors' bucket (gs://vit_models/imagenet21k/):
     >>> model = load_vit_npz("ViT-B_16.npz", image_size=384)  # doctest: +SKIP
     """
     arrays = read_npz(path)

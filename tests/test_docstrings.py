@@ -1,0 +1,52 @@
+"""Every docstring example of the package runs, as keras-hub's doc tests do.
+
+Examples run in a temporary working folder (those that write files write there); examples
+that need the network or a file a user downloads are marked `+SKIP` in their docstring.
+"""
+
+import doctest
+import importlib
+import importlib.util
+import io
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(importlib.util.find_spec("keras_resvit").origin).parent
+
+
+def _module_name(path):
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+# `__main__` modules run when imported (a converter subprocess's entry point).
+MODULES = sorted(_module_name(path) for path in PACKAGE.rglob("*.py") if path.stem != "__main__")
+FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+
+
+def examples(module):
+    return [test for test in doctest.DocTestFinder().find(module) if test.examples]
+
+
+def test_the_package_documents_with_runnable_examples():
+    modules = [importlib.import_module(name) for name in MODULES]
+    runnable = [
+        example
+        for module in modules
+        for test in examples(module)
+        for example in test.examples
+        if not example.options.get(doctest.SKIP)
+    ]
+    assert len(runnable) > 150
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples_run(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    module = importlib.import_module(name)
+    runner = doctest.DocTestRunner(optionflags=FLAGS)
+    report = io.StringIO()
+    for test in examples(module):
+        runner.run(test, out=report.write)
+    assert runner.failures == 0, report.getvalue()
