@@ -148,9 +148,8 @@ BF16_GPU_CAPABILITY = (8, 0)
 BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
 
 # XLA's CPU backend (jax 0.10) hands convolutions to YNNPACK by default; at ResNet's shapes
-# its own convolutions are faster (3x3 at 56x56x64, forward and backward: 65 vs 183 ms; the
-# 7x7 stem: 179 vs 254 ms; the same results), so `configure_xla_cpu` takes that fusion out on
-# JAX: ResNet-50 trains 1.2x as fast, ViT-S/16 as fast as before.
+# its own convolutions are faster, with the same results, so `configure_xla_cpu` takes that
+# fusion out on JAX (figures in benchmarks/NOTES.md, "Fast paths").
 XLA_CPU_FLAGS = {"xla_cpu_experimental_ynn_fusion_type": "-individual_convolution"}
 
 # XLA aborts on a flag it does not know, and defaults change between releases: the jax

@@ -37,10 +37,9 @@ class ZeroPadShortcut(keras.layers.Layer):
 
 def _pointwise_as_matmul(layer):
     """Whether the Conv2D `layer` runs as a matmul: a 1x1 kernel without dilation or groups,
-    channels last, on JAX's CPU backend. With XLA's default (YNNPACK) convolutions the 1x1
-    ones took 1.5-2.6x the time of the same matmuls; with the flag `configure_xla_cpu` sets,
-    a ResNet-50 training step (batch 16) takes 2.8 s with matmuls against 4.5 s with
-    convolutions. TensorFlow's oneDNN convolutions need no such path."""
+    channels last, on JAX's CPU backend, where XLA's 1x1 convolutions are slower than the same
+    matmuls (figures in `benchmarks/NOTES.md`, "Fast paths"). TensorFlow's oneDNN convolutions
+    need no such path."""
     if tuple(layer.kernel_size) != (1, 1) or tuple(layer.dilation_rate) != (1, 1):
         return False
     return (
@@ -55,8 +54,8 @@ class PointwiseConv2D(keras.layers.Conv2D):
     Same arguments, weights, config and results as the Keras layer. A 1x1 kernel (a ResNet
     bottleneck's first and last convolutions, its projection shortcuts) is a matmul over the
     channels of every pixel, strided ones after subsampling; on JAX's CPU backend it is
-    computed that way (ResNet-50 trains 1.6x as fast there), elsewhere by the backend's
-    convolution.
+    computed that way (faster: `benchmarks/NOTES.md`, "Fast paths"), elsewhere by the
+    backend's convolution.
 
     Example:
     >>> import keras
@@ -199,9 +198,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     Same arguments, weights, config and results as the Keras layer (the batch variance is
     the biased one, as there). On the TensorFlow backend a 4-D input is normalized by one
     `FusedBatchNormV3` op (oneDNN on CPU, cuDNN on GPU) instead of a chain of element-wise
-    ops, so forward and backward each read the activations once: ResNet-50 trains 1.4x as
-    fast on CPU and predicts in 54 ms per image instead of 72 (`benchmarks/`). Other
-    backends, other ranks, masks, renormalization and synchronized statistics use the Keras
+    ops, so forward and backward each read the activations once (faster: figures in
+    `benchmarks/NOTES.md`, "Fast paths"). Other backends, other ranks, masks, renormalization and synchronized statistics use the Keras
     implementation.
 
     Example:

@@ -170,12 +170,10 @@ class MultiHeadSelfAttention(keras.layers.MultiHeadAttention):
     all tokens and attention is computed heads-first, `(batch, heads, tokens, head_dim)`.
     Keras' per-head einsums broadcast the kernel over the batch on TensorFlow, so their weight
     gradients are a batched matmul and a sum; on JAX's CPU backend its tokens-first attention
-    (`dot_product_attention` on `(batch, tokens, heads, head_dim)`) was measured slower than
-    heads-first. With it ViT-S/16 trains 1.08x (TensorFlow) and 1.17x (JAX) as fast as
-    keras-hub's, which runs the Keras layer (1.01x and 0.97x before). On an H200 GPU (JAX) it
-    also beat `dot_product_attention`, whose cuDNN kernel rejects 197 tokens when training:
-    ViT-B/16 in bfloat16 trained at 2596 img/s against 2464 with it and 2423 for keras-hub.
-    Every other call (masks, scores, cross-attention, other backends) is the Keras layer's.
+    (`dot_product_attention` on `(batch, tokens, heads, head_dim)`) is slower than
+    heads-first, and on a GPU `dot_product_attention`'s cuDNN kernel rejects ViT's 197 tokens
+    when training. ViTs train faster with it on both backends, CPU and GPU
+    (figures in `benchmarks/NOTES.md`, "Fast paths"). Every other call (masks, scores, cross-attention, other backends) is the Keras layer's.
 
     Example:
     >>> import keras
@@ -279,9 +277,8 @@ def gelu(x):
     op, which the TF Lite converter maps to its own, and the backward pass is one
     XLA-compiled element-wise kernel (`tf.function(jit_compile=True)`, in float32) in a
     custom gradient, where TensorFlow differentiates its GELU with about ten element-wise
-    ops over the hidden activations: a ViT-S/16 MLP at (32, 197, 384), forward and backward,
-    took 199 ms against Keras' 225 ms (ReLU's: 179 ms). Other backends compile the whole step
-    with XLA already and run Keras' GELU.
+    ops over the hidden activations (faster: figures in `benchmarks/NOTES.md`, "Fast paths").
+    Other backends compile the whole step with XLA already and run Keras' GELU.
 
     Example:
     >>> import keras
@@ -356,9 +353,9 @@ class FusedLayerNormalization(keras.layers.LayerNormalization):
     Same arguments, weights, config and results as the Keras layer. On TensorFlow, for the
     last axis with both `center` and `scale` (a Transformer's LayerNorm), the gradient is
     `rstd * (g - mean(g) - x_hat * mean(g * x_hat))` with `g = dy * gamma`, computed in float32,
-    instead of TensorFlow differentiating the moments op by op. Forward and backward at
-    ViT-S/16's shape (32, 197, 384) took 12.0 ms against Keras' 16.4 ms. Other backends (XLA
-    fuses the autodiff graph itself) and other configurations run Keras' call.
+    instead of TensorFlow differentiating the moments op by op (faster: figures in
+    `benchmarks/NOTES.md`, "Fast paths"). Other backends (XLA fuses the autodiff graph itself)
+    and other configurations run Keras' call.
 
     Example:
     >>> import keras
