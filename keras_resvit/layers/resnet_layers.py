@@ -199,7 +199,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     the biased one, as there). On the TensorFlow backend a 4-D input is normalized by one
     `FusedBatchNormV3` op (oneDNN on CPU, cuDNN on GPU) instead of a chain of element-wise
     ops, so forward and backward each read the activations once (faster: figures in
-    `benchmarks/NOTES.md`, "Fast paths"). Other backends, other ranks, masks, renormalization and synchronized statistics use the Keras
+    `benchmarks/NOTES.md`, "Fast paths"). Other backends, other ranks, masks,
+    renormalization and synchronized statistics use the Keras
     implementation.
 
     Example:

@@ -173,7 +173,8 @@ class MultiHeadSelfAttention(keras.layers.MultiHeadAttention):
     (`dot_product_attention` on `(batch, tokens, heads, head_dim)`) is slower than
     heads-first, and on a GPU `dot_product_attention`'s cuDNN kernel rejects ViT's 197 tokens
     when training. ViTs train faster with it on both backends, CPU and GPU
-    (figures in `benchmarks/NOTES.md`, "Fast paths"). Every other call (masks, scores, cross-attention, other backends) is the Keras layer's.
+    (figures in `benchmarks/NOTES.md`, "Fast paths"). Every other call (masks, scores,
+    cross-attention, other backends) is the Keras layer's.
 
     Example:
     >>> import keras
