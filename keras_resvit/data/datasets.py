@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_resvit.base.lazy import tf
+from keras_resvit.base.validation import check_choice, check_int, check_number
 from keras_resvit.data.augmentation import Mixing, get_augmentation
 from keras_resvit.data.checks import check_pixels
 from keras_resvit.data.folders import folder_dataset, list_image_folder, typical_shorter_side
@@ -64,19 +65,14 @@ def load_digits(image_size: int = 32, test_fraction: float = 0.2, seed: int = 0)
     return (x_train, y_train), (x_test, y_test)
 
 
-def _check_split(split, valid=SPLITS):
-    if split not in valid:
-        raise ValueError(f"split={split!r} is not valid; expected one of {list(valid)}.")
-
-
 def _arrays(source, split, image_size):
     """(images, labels, class_names) held in memory."""
     if isinstance(source, str):
-        _check_split(split)
+        check_choice("split", split, SPLITS)
         train, test = load_digits(image_size or 32)
         images, labels = train if split == "train" else test
         return images, labels, [str(i) for i in range(10)]
-    _check_split(split)
+    check_choice("split", split, SPLITS)
     if not isinstance(source, (tuple, list)) or len(source) != 2:
         raise ValueError(f"source of type {type(source).__name__} is not valid; valid: {SOURCES}.")
     images, labels = (np.asarray(a) for a in source)
@@ -297,17 +293,11 @@ def load_dataset(
     >>> tuple(next(iter(ds))[0].shape), ds.num_classes
     ((8, 32, 32, 3), 10)
     """
-    for name, value, low in (("batch_size", batch_size, 1), ("image_size", image_size, 1)):
-        if value is None and name == "image_size":
-            continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ValueError(f"{name}={value!r} must be a positive int.")
+    check_int("batch_size", batch_size)
+    check_int("image_size", image_size, none_ok=True)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ValueError(f"seed={seed!r} must be an int.")
-    if crop_ratio is not None and not (
-        isinstance(crop_ratio, (int, float)) and 0.0 < crop_ratio <= 1.0
-    ):
-        raise ValueError(f"crop_ratio={crop_ratio!r} must be a number in (0, 1].")
+    check_number("crop_ratio", crop_ratio, 0, 1, include_high=True, none_ok=True)
     if not isinstance(mixing, (bool, Mixing)):
         raise ValueError(f"mixing={mixing!r} is not valid; pass True, False or a Mixing.")
     training = isinstance(split, str) and split.startswith("train")
