@@ -17,7 +17,7 @@ import numpy as np
 from train_throughput import PAIRS, fit_rate
 
 import keras_resvit as kr
-from keras_resvit.data.augmentation import PRESETS
+from keras_resvit.data.augmentation import AUGMENTATION_PRESETS
 from keras_resvit.training.recipes import get_recipe
 from keras_resvit.training.train import compile_model
 
@@ -67,7 +67,7 @@ def main():
         model = MODELS[size]
         fed = training_throughput(model, args.train_steps)
         print(f"\n{size}x{size}: {model} trains at {fed:8.1f} images/s")
-        for preset in PRESETS:
+        for preset in AUGMENTATION_PRESETS:
             batch_size = args.batch_size or PAIRS[model][1]
             rate = pipeline_throughput(preset, size, args.images, batch_size)
             print(f"  {preset:16s} {rate:8.1f} images/s  ({rate / fed:5.1f}x the model)")

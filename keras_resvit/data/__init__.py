@@ -1,7 +1,13 @@
 """Input pipelines: sources -> tf.data datasets of raw 0-255 pixels, for every backend."""
 
+from keras_resvit.base.deprecation import deprecated_names
 from keras_resvit.data import augmentation, checks, image_files, preprocessing
-from keras_resvit.data.augmentation import PRESETS, Mixing, from_keras_cv, get_augmentation
+from keras_resvit.data.augmentation import (
+    AUGMENTATION_PRESETS,
+    Mixing,
+    from_keras_cv,
+    get_augmentation,
+)
 from keras_resvit.data.datasets import SOURCES, load_dataset, load_digits
 from keras_resvit.data.folders import list_image_folder
 from keras_resvit.data.preprocessing import (
@@ -13,7 +19,7 @@ from keras_resvit.data.preprocessing import (
 )
 
 __all__ = [
-    "PRESETS",
+    "AUGMENTATION_PRESETS",
     "SOURCES",
     "Mixing",
     "augmentation",
@@ -31,3 +37,7 @@ __all__ = [
     "preprocessing",
     "ten_crop",
 ]
+
+__getattr__ = deprecated_names(
+    __name__, {"PRESETS": ("AUGMENTATION_PRESETS", AUGMENTATION_PRESETS)}
+)

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 
 from keras_resvit.base.backend import is_data_layer
+from keras_resvit.base.deprecation import deprecated_names
 from keras_resvit.base.validation import check_number
 from keras_resvit.layers.crops import (
     RandomPadCrop,
@@ -240,7 +241,7 @@ def vit(image_size: int = 224, seed: int | None = None) -> keras.layers.Pipeline
     return _randaugment_pipeline("vit", image_size, seed, factor=1.0, erasing=0.0)
 
 
-PRESETS = {
+AUGMENTATION_PRESETS = {
     "resnet_cifar": resnet_cifar,
     "resnet_imagenet": resnet_imagenet,
     "resnet_imagenet_jitter": resnet_imagenet_jitter,
@@ -281,7 +282,7 @@ def get_augmentation(augment, image_size: int, seed: int | None = None):
     """Resolves `augment` into `(per-image layer or None, Mixing or None)`.
 
     Args:
-        augment: None, a name in `PRESETS`, a `keras.Sequential` of Keras preprocessing
+        augment: None, a name in `AUGMENTATION_PRESETS`, a `keras.Sequential` of Keras preprocessing
             layers (turned into the `keras.layers.Pipeline` of the same layers, which runs
             inside `tf.data` under every backend), or another Keras layer (used as it is). No
             mixing but a preset's.
@@ -309,11 +310,11 @@ def get_augmentation(augment, image_size: int, seed: int | None = None):
         return _as_pipeline(augment), None
     if isinstance(augment, keras.layers.Layer):
         return augment, None
-    if isinstance(augment, str) and augment in PRESETS:
-        return PRESETS[augment](image_size, seed=seed), MIXING.get(augment)
+    if isinstance(augment, str) and augment in AUGMENTATION_PRESETS:
+        return AUGMENTATION_PRESETS[augment](image_size, seed=seed), MIXING.get(augment)
     raise ValueError(
         f"augment={augment!r} is not valid; pass None, a keras.layers.Layer or one of "
-        f"{sorted(PRESETS)}."
+        f"{sorted(AUGMENTATION_PRESETS)}."
     )
 
 
@@ -356,3 +357,8 @@ def from_keras_cv(layer, **kwargs) -> keras.layers.Pipeline:
             f"layer={layer!r} is not valid; pass a keras_cv layer or a keras_cv.layers class name."
         )
     return keras.layers.Pipeline([layer], name=f"keras_cv_{name}")
+
+
+__getattr__ = deprecated_names(
+    __name__, {"PRESETS": ("AUGMENTATION_PRESETS", AUGMENTATION_PRESETS)}
+)

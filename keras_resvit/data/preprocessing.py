@@ -8,6 +8,7 @@ their first layers and must not import `data`); they are re-exported here.
 import keras
 import numpy as np
 
+from keras_resvit.base.deprecation import deprecated_names
 from keras_resvit.base.model_files import deep_graph
 from keras_resvit.base.validation import check_bool, check_model
 from keras_resvit.data.checks import check_pixels
@@ -18,7 +19,7 @@ from keras_resvit.layers.preprocessing import (
     CIFAR_STD,
     IMAGENET_MEAN,
     IMAGENET_STD,
-    PRESETS,
+    NORMALIZATION_PRESETS,
     preprocessing_layers,
 )
 from keras_resvit.models.common import is_vit
@@ -29,7 +30,7 @@ __all__ = [
     "CIFAR_STD",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
-    "PRESETS",
+    "NORMALIZATION_PRESETS",
     "RESNET_SCALES",
     "evaluation_crop_ratio",
     "evaluation_transform",
@@ -355,3 +356,8 @@ def fully_convolutional_predict(
         return (resized, keras.ops.flip(resized, axis=2)) if flip else (resized,)
 
     return _average_scores(images, scales, views, sized.predict_on_batch, batch_size)
+
+
+__getattr__ = deprecated_names(
+    __name__, {"PRESETS": ("NORMALIZATION_PRESETS", NORMALIZATION_PRESETS)}
+)

@@ -1,6 +1,7 @@
 """Custom layers used by the builders, every one registered for `.keras` saving, and
 `squeeze_excite`, a block of standard Keras layers for any functional model."""
 
+from keras_resvit.base.deprecation import deprecated_names
 from keras_resvit.layers.classic_layers import LocalResponseNormalization
 from keras_resvit.layers.crops import (
     RandomPadCrop,
@@ -9,7 +10,11 @@ from keras_resvit.layers.crops import (
     ResizeCenterCrop,
 )
 from keras_resvit.layers.lighting import PCALighting
-from keras_resvit.layers.preprocessing import PRESETS, ReverseChannels, preprocessing_layers
+from keras_resvit.layers.preprocessing import (
+    NORMALIZATION_PRESETS,
+    ReverseChannels,
+    preprocessing_layers,
+)
 from keras_resvit.layers.rand_augment import Equalization, RandAugment
 from keras_resvit.layers.resnet_layers import (
     FusedBatchNormalization,
@@ -30,7 +35,7 @@ from keras_resvit.layers.vit_layers import (
 )
 
 __all__ = [
-    "PRESETS",
+    "NORMALIZATION_PRESETS",
     "ClassToken",
     "DropPath",
     "Equalization",
@@ -55,3 +60,7 @@ __all__ = [
     "preprocessing_layers",
     "squeeze_excite",
 ]
+
+__getattr__ = deprecated_names(
+    __name__, {"PRESETS": ("NORMALIZATION_PRESETS", NORMALIZATION_PRESETS)}
+)

@@ -6,6 +6,8 @@ user feeds camera pixels, whatever preset the model was trained with.
 
 import keras
 
+from keras_resvit.base.deprecation import deprecated_names
+
 # Per-channel statistics on the 0-255 scale.
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
@@ -14,7 +16,7 @@ CIFAR_STD = (0.2470 * 255, 0.2435 * 255, 0.2616 * 255)
 # keras.applications ResNet ("caffe" mode): BGR order, mean subtracted, no scaling.
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
-PRESETS = {
+NORMALIZATION_PRESETS = {
     "imagenet": "mean/std of ImageNet, RGB",
     "inception": "scaled to [-1, 1]",
     "cifar": "mean/std of CIFAR-10, RGB",
@@ -112,7 +114,7 @@ def preprocessing_layers(preset, name="preprocessing"):
     """Returns the layers that map raw 0-255 RGB pixels to the preset's input range.
 
     Args:
-        preset: one of `PRESETS` ("imagenet", "inception", "cifar", "caffe" or None).
+        preset: one of `NORMALIZATION_PRESETS` ("imagenet", "inception", "cifar", "caffe" or None).
         name: name of the (last) layer.
 
     Returns:
@@ -136,5 +138,10 @@ def preprocessing_layers(preset, name="preprocessing"):
             ReverseChannels(name=f"{name}_bgr"),
             _standardize(CAFFE_MEAN_BGR, (1.0, 1.0, 1.0), name),
         ]
-    valid = ", ".join(repr(p) for p in PRESETS)
+    valid = ", ".join(repr(p) for p in NORMALIZATION_PRESETS)
     raise ValueError(f"preprocessing={preset!r} is not a known preset; valid: {valid}.")
+
+
+__getattr__ = deprecated_names(
+    __name__, {"PRESETS": ("NORMALIZATION_PRESETS", NORMALIZATION_PRESETS)}
+)

@@ -26,7 +26,7 @@ def _run_in_tf_data(layer, images):
     return np.stack(list(ds.as_numpy_iterator()))
 
 
-@pytest.mark.parametrize("name", sorted(augmentation.PRESETS))
+@pytest.mark.parametrize("name", sorted(augmentation.AUGMENTATION_PRESETS))
 def test_preset_runs_in_tf_data_with_shape_dtype_and_range(name):
     layer, _ = kr.data.get_augmentation(name, 24, seed=1)
     assert isinstance(layer, keras.layers.Pipeline)

@@ -38,9 +38,9 @@ def reference_center_crop(image, size, crop_ratio):
 
 
 def test_normalization_presets_are_the_models_own():
-    assert preprocessing.PRESETS is layer_presets.PRESETS
+    assert preprocessing.NORMALIZATION_PRESETS is layer_presets.NORMALIZATION_PRESETS
     assert preprocessing.preprocessing_layers is layer_presets.preprocessing_layers
-    assert set(preprocessing.PRESETS) == {
+    assert set(preprocessing.NORMALIZATION_PRESETS) == {
         "imagenet",
         "inception",
         "cifar",
@@ -255,3 +255,16 @@ def test_pixel_mean_subtracts_the_mean_image_and_is_saved(tmp_path):
         kr.build_resnet(8, stem="cifar", input_shape=(None, None, 3), preprocessing="pixel_mean")
     with pytest.raises(ValueError, match="images of shape \\(4, 4, 3\\) do not match"):
         layer.adapt(images[:, :4, :4])
+
+
+def test_the_old_presets_names_still_work_and_say_which_name_replaced_them():
+    cases = [
+        (kr.data, "AUGMENTATION_PRESETS"),
+        (kr.data.augmentation, "AUGMENTATION_PRESETS"),
+        (kr.data.preprocessing, "NORMALIZATION_PRESETS"),
+        (kr.layers, "NORMALIZATION_PRESETS"),
+    ]
+    for module, new in cases:
+        with pytest.warns(DeprecationWarning, match=f"PRESETS is deprecated; use .*{new}"):
+            assert module.PRESETS is getattr(module, new)
+    assert set(kr.data.AUGMENTATION_PRESETS).isdisjoint(kr.layers.NORMALIZATION_PRESETS)
