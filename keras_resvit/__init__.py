@@ -15,7 +15,7 @@ from keras_resvit.base.backend import configure_xla_cpu
 __version__ = "0.1.0"
 
 # Public name -> the module that defines it; the modules in `_MODULES` are themselves public.
-_MODULES = ("data", "evaluate", "files", "viz", "weights")
+_MODULES = ("data", "evaluate", "files", "layers", "models", "training", "viz", "weights")
 _API = {
     "build_alexnet": "keras_resvit.models.classic",
     "build_efficientnetv2": "keras_resvit.models.classic",
@@ -33,13 +33,16 @@ _API = {
     "feature_pyramid": "keras_resvit.models.features",
     "files": "keras_resvit.files",
     "intermediate_model": "keras_resvit.models.features",
+    "layers": "keras_resvit.layers",
     "list_models": "keras_resvit.models.registry",
     "load_model": "keras_resvit.base.model_files",
+    "models": "keras_resvit.models",
     "predict": "keras_resvit.predict",
     "pretrain_masked_patches": "keras_resvit.training.masked_patches",
     "replace_head": "keras_resvit.models.common",
     "resize_vit": "keras_resvit.models.vit",
     "train": "keras_resvit.training.train",
+    "training": "keras_resvit.training",
     "viz": "keras_resvit.viz",
     "weights": "keras_resvit.weights",
 }

@@ -2,6 +2,7 @@
 `squeeze_excite`, a block of standard Keras layers for any functional model."""
 
 from keras_resvit.base.deprecation import deprecated_names
+from keras_resvit.layers import vit_layers
 from keras_resvit.layers.classic_layers import LocalResponseNormalization
 from keras_resvit.layers.crops import (
     RandomPadCrop,
@@ -26,8 +27,8 @@ from keras_resvit.layers.resnet_layers import (
 from keras_resvit.layers.squeeze_excite import squeeze_excite
 from keras_resvit.layers.vit_layers import (
     ClassToken,
+    ClosedFormLayerNormalization,
     DropPath,
-    FusedLayerNormalization,
     MultiHeadSelfAttention,
     PositionEmbedding,
     TokenPooling,
@@ -40,7 +41,7 @@ __all__ = [
     "DropPath",
     "Equalization",
     "FusedBatchNormalization",
-    "FusedLayerNormalization",
+    "ClosedFormLayerNormalization",
     "LocalResponseNormalization",
     "MultiHeadSelfAttention",
     "PCALighting",
@@ -62,5 +63,12 @@ __all__ = [
 ]
 
 __getattr__ = deprecated_names(
-    __name__, {"PRESETS": ("NORMALIZATION_PRESETS", NORMALIZATION_PRESETS)}
+    __name__,
+    {
+        "PRESETS": ("NORMALIZATION_PRESETS", NORMALIZATION_PRESETS),
+        "FusedLayerNormalization": (
+            "ClosedFormLayerNormalization",
+            vit_layers.FusedLayerNormalization,
+        ),
+    },
 )

@@ -348,7 +348,7 @@ def _tf_layer_norm(x, gamma, beta, epsilon):
 
 
 @keras.saving.register_keras_serializable(package="keras_resvit")
-class FusedLayerNormalization(keras.layers.LayerNormalization):
+class ClosedFormLayerNormalization(keras.layers.LayerNormalization):
     """`keras.layers.LayerNormalization` whose TensorFlow backward pass is one closed-form step.
 
     Same arguments, weights, config and results as the Keras layer. On TensorFlow, for the
@@ -360,8 +360,8 @@ class FusedLayerNormalization(keras.layers.LayerNormalization):
 
     Example:
     >>> import keras
-    >>> from keras_resvit.layers import FusedLayerNormalization
-    >>> tuple(FusedLayerNormalization()(keras.ops.ones((2, 5, 8))).shape)
+    >>> from keras_resvit.layers import ClosedFormLayerNormalization
+    >>> tuple(ClosedFormLayerNormalization()(keras.ops.ones((2, 5, 8))).shape)
     (2, 5, 8)
     """
 
@@ -384,3 +384,10 @@ class FusedLayerNormalization(keras.layers.LayerNormalization):
             self.epsilon,
         )
         return ops.cast(outputs, self.compute_dtype)
+
+
+@keras.saving.register_keras_serializable(package="keras_resvit")
+class FusedLayerNormalization(ClosedFormLayerNormalization):
+    """The former name of `ClosedFormLayerNormalization` (it fuses nothing): `.keras` files
+    saved under it still load; new code uses the new name (`kr.layers.FusedLayerNormalization`
+    warns)."""

@@ -4,9 +4,10 @@ import keras
 import numpy as np
 import pytest
 
+import keras_resvit as kr
 from keras_resvit.layers import (
+    ClosedFormLayerNormalization,
     FusedBatchNormalization,
-    FusedLayerNormalization,
     MultiHeadSelfAttention,
     PointwiseConv2D,
     ReverseChannels,
@@ -80,7 +81,7 @@ def test_std_conv_standardizes_each_filter():
         FusedBatchNormalization(epsilon=1e-5, momentum=0.9, axis=1),
         PointwiseConv2D(8, 1, strides=2, use_bias=False),
         MultiHeadSelfAttention(3, 5, dropout=0.1, name="attention"),
-        FusedLayerNormalization(epsilon=1e-6, name="norm"),
+        ClosedFormLayerNormalization(epsilon=1e-6, name="norm"),
         SlicedMaxPooling2D(3, strides=2, name="pool"),
     ],
     ids=[
@@ -343,9 +344,9 @@ def test_self_attention_dropout_and_mixed_precision():
 
 
 def _layer_norm_pair(shape, **kwargs):
-    """A keras LayerNormalization and a FusedLayerNormalization with the same non-trivial
+    """A keras LayerNormalization and a ClosedFormLayerNormalization with the same non-trivial
     gamma and beta."""
-    layers = [keras.layers.LayerNormalization(**kwargs), FusedLayerNormalization(**kwargs)]
+    layers = [keras.layers.LayerNormalization(**kwargs), ClosedFormLayerNormalization(**kwargs)]
     for layer in layers:
         layer.build(shape)
         if layer.gamma is not None:
@@ -447,3 +448,22 @@ def test_gelu_keeps_bfloat16_and_serializes(backend):
     config = keras.layers.serialize(dense)
     assert config["config"]["activation"]["config"] == "keras_resvit>gelu"
     assert keras.layers.deserialize(config).activation is gelu
+
+
+def test_files_saved_with_the_former_layer_norm_name_still_load(tmp_path):
+    from keras_resvit.layers.vit_layers import FusedLayerNormalization
+
+    inputs = keras.Input((5, 8))
+    model = keras.Model(inputs, FusedLayerNormalization(name="norm")(inputs))
+    model.get_layer("norm").gamma.assign(np.linspace(0.5, 2.0, 8).astype("float32"))
+    model.save(tmp_path / "old.keras")
+    loaded = kr.load_model(tmp_path / "old.keras")
+    assert isinstance(loaded.get_layer("norm"), ClosedFormLayerNormalization)
+    x = np.random.default_rng(0).normal(size=(2, 5, 8)).astype("float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(loaded(x)), keras.ops.convert_to_numpy(model(x))
+    )
+    with pytest.warns(
+        DeprecationWarning, match="use keras_resvit.layers.ClosedFormLayerNormalization"
+    ):
+        assert kr.layers.FusedLayerNormalization is FusedLayerNormalization
