@@ -31,10 +31,10 @@ from keras_resvit.cli import main
 from keras_resvit.export import (
     TOLERANCES,
     VIT_INT8_FLOAT_OPS,
-    _quiet_tf2onnx,
     export_summary,
     representative_images,
 )
+from keras_resvit.export.converters import _quiet_tf2onnx
 from keras_resvit.predict import predict
 from tests.conftest import random_images, tiny_vit
 

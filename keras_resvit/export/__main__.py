@@ -1,0 +1,16 @@
+"""The conversion subprocess of `export` under a backend other than TensorFlow:
+`python -m keras_resvit.export JOB`, JOB the JSON list that `_convert_in_subprocess` writes."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from keras_resvit.base.model_files import load_model
+from keras_resvit.export import _convert, _exit_with_parent
+
+source, target, fmt, quant, images, scratch, names, parent = json.loads(sys.argv[1])
+_exit_with_parent(parent)
+calibration = np.load(images, allow_pickle=False) if images else None
+_convert(load_model(source), Path(target), fmt, quant, calibration, scratch, names)

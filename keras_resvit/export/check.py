@@ -1,0 +1,130 @@
+"""The images an export is calibrated and checked on, and the check itself: the artifact is
+run on them and compared with the Keras model's outputs.
+"""
+
+import importlib.util
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from keras_resvit.artifacts import RUNNERS
+from keras_resvit.base.lazy import tf
+from keras_resvit.data.checks import check_pixels
+from keras_resvit.data.image_files import load_images
+
+# Check criteria: max abs difference of outputs (probabilities) for float artifacts, top-1
+# agreement for integer weights, whose probabilities move by more than round-off.
+TOLERANCES = {None: 1e-4, "float16": 1e-2}
+MIN_TOP1_AGREEMENT = 0.95
+CALIBRATION_SAMPLES = 128
+# Random images for a check without representative data. With representative data the check
+# runs on all of it: on 32 images a 95% criterion passes one miss and fails two, so a model
+# whose true agreement is 97% would fail one check in four.
+CHECK_SAMPLES = 32
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+
+
+def input_size(model):
+    if isinstance(model.output_shape, list) or len(model.inputs) != 1:
+        raise ValueError(
+            f"model {model.name!r} has {len(model.inputs)} input(s) and "
+            f"{len(model.outputs)} output(s); export takes a model with one image input and "
+            "one output."
+        )
+    shape = tuple(model.input_shape[1:])
+    if any(d is None for d in shape):
+        raise ValueError(f"model input_shape={shape} must be fixed to export; rebuild with sizes.")
+    return shape
+
+
+def representative_images(data, model, count: int = CALIBRATION_SAMPLES) -> np.ndarray:
+    """Up to `count` float32 images at the model's input size from any data source.
+
+    Args:
+        data: a folder of image files (searched recursively), a `kr.data.load_dataset`
+            source ("digits", `(images, labels)` arrays; its "test" split, not augmented), a
+            `tf.data.Dataset` of images or `(images, labels)` (batched or not), or an array
+            of images.
+        model: the model whose input size the images are resized to.
+        count: how many images to take.
+
+    Returns:
+        An array `(n, height, width, channels)` of raw 0-255 pixels.
+    """
+    from keras_resvit import data as kr_data
+
+    height, width, channels = input_size(model)
+    if isinstance(data, (str, Path)) and Path(data).is_file():
+        raise ValueError(
+            f"representative_data={str(data)!r} is a file; pass a folder of images, 'digits', "
+            "(images, labels) arrays, an image array or a tf.data.Dataset."
+        )
+    if isinstance(data, np.ndarray):
+        images = data
+    elif isinstance(data, (str, Path)) and Path(data).is_dir():
+        files = sorted(p for p in Path(data).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise ValueError(f"representative_data={str(data)!r} holds no image files.")
+        # Evenly spaced files, so that every class folder contributes.
+        picks = np.linspace(0, len(files) - 1, min(count, len(files))).round().astype(int)
+        images = load_images([files[i] for i in sorted(set(picks))], (height, width))
+    else:
+        if not isinstance(data, tf.data.Dataset):
+            data = kr_data.load_dataset(data, "test", image_size=height, batch_size=32)
+        batches, total = [], 0
+        for element in data:
+            batch = np.asarray(element[0] if isinstance(element, (tuple, list)) else element)
+            batch = batch[None] if batch.ndim == 3 else batch
+            batches.append(batch)
+            total += len(batch)
+            if total >= count:
+                break
+        images = np.concatenate(batches) if batches else np.zeros((0, height, width, channels))
+    if images.ndim != 4 or len(images) == 0 or images.shape[-1] != channels:
+        raise ValueError(
+            f"representative_data gave images of shape {images.shape}; expected at least one "
+            f"image with {channels} channels."
+        )
+    images = images[:count].astype("float32")
+    # Calibrating on [0, 1] images would quantize for the wrong range, and the check, which
+    # runs on these images, would not see it.
+    check_pixels("representative_data images", images, scaled_is_error=True)
+    if images.shape[1:3] != (height, width):
+        images = tf.image.resize(images, (height, width)).numpy()
+    return images
+
+
+def check_artifact(model, artifact, format, quantization, calibration):
+    """Runs the artifact on sample images; returns the figures or raises RuntimeError."""
+    if format == "onnx" and importlib.util.find_spec("onnxruntime") is None:
+        return {"checked": False, "reason": "onnxruntime is not installed"}
+    if calibration is not None:
+        images = calibration
+    else:
+        shape = input_size(model)
+        images = np.random.default_rng(0).uniform(0, 255, (CHECK_SAMPLES, *shape))
+        images = images.astype("float32")
+    expected = keras.ops.convert_to_numpy(model(images, training=False))
+    actual = RUNNERS[format](artifact, images)
+    difference = float(np.abs(actual - expected).max())
+    agreement = float(np.mean(actual.argmax(-1) == expected.argmax(-1)))
+    figures = {
+        "checked": True,
+        "samples": len(images),
+        "max_abs_difference": difference,
+        "top1_agreement": agreement,
+    }
+    if quantization in TOLERANCES:
+        passed = difference < TOLERANCES[quantization]
+        criterion = f"max abs difference < {TOLERANCES[quantization]:.0e}"
+    else:
+        passed = agreement >= MIN_TOP1_AGREEMENT
+        criterion = f"top-1 agreement >= {MIN_TOP1_AGREEMENT:.0%}"
+    if not passed:
+        raise RuntimeError(
+            f"{format} export (quantization={quantization}) fails its check ({criterion}): max "
+            f"abs difference {difference:.2e}, top-1 agreement {agreement:.1%} on "
+            f"{len(images)} sample images."
+        )
+    return {**figures, "criterion": criterion}
