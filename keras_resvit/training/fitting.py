@@ -1,0 +1,182 @@
+"""A run's `model.fit`: its callbacks, its checked input pipelines, the restore of a resume
+state, and a `fit` that starts at any step and replays the batches of an uninterrupted run."""
+
+import time
+import warnings
+from types import SimpleNamespace
+
+import keras
+
+from keras_resvit.base.files import first_line
+from keras_resvit.base.lazy import tf
+from keras_resvit.data.checks import check_batches, data_errors
+from keras_resvit.training.callbacks import (
+    BestCheckpoint,
+    HistoryCSV,
+    NanGuard,
+    ResumeCheckpoint,
+    RunCallbacks,
+    StopAtStep,
+    iterations,
+)
+from keras_resvit.training.run_folder import RESUME_DIR
+
+
+def plateau_callback(recipe, validates):
+    """A "plateau" recipe's schedule: /10 after `recipe.patience` epochs without a better
+    validation accuracy (the training loss without validation data)."""
+    monitor = ("val_accuracy", "max") if validates else ("loss", "min")
+    return keras.callbacks.ReduceLROnPlateau(
+        monitor=monitor[0], mode=monitor[1], factor=0.1, patience=recipe.patience, verbose=1
+    )
+
+
+def restore(model, out, resume):
+    """Loads the weights and optimizer state of `resume` into the compiled `model`."""
+    model.optimizer.build(model.trainable_variables)
+    weights = out / RESUME_DIR / resume["weights"]
+    try:
+        model.load_weights(weights)
+    except Exception as error:  # noqa: BLE001 - h5py and shape errors alike
+        raise ValueError(
+            f"resume weights {str(weights)!r} cannot be loaded ({first_line(error)}); "
+            "start afresh with overwrite=True (keras-resvit train --overwrite) or a new "
+            "output_dir."
+        ) from None
+
+
+def run_callbacks(recipe, out, data, user, start, save_every, tensorboard):
+    """The run's callbacks (`user.callbacks` first, then train()'s own) for a `fit` from
+    `start`: (step, best validation accuracy so far), (0, None) for a fresh run. Returns a
+    namespace of them `all`, the `nan_guard` and the `best_checkpoint`."""
+    start_step, best = start
+    best_checkpoint = BestCheckpoint(out / "best.keras", best=best)
+    nan_guard = NanGuard()
+    # The user's callbacks first: a rate one sets when an epoch begins is the rate
+    # history.csv records. ResumeCheckpoint before BestCheckpoint: the resume state records
+    # a new best value before best.keras is replaced, so a restart never saves a worse one.
+    first_epoch = start_step // data.steps_per_epoch
+    callbacks = [
+        *user.callbacks,
+        nan_guard,
+        ResumeCheckpoint(out / RESUME_DIR, save_every, best_checkpoint),
+        HistoryCSV(out / "history.csv", data.steps_per_epoch, first_epoch=first_epoch),
+    ]
+    if data.val is not None:
+        callbacks.append(best_checkpoint)
+    if tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(str(out / "tensorboard")))
+    if recipe.schedule == "plateau" and user.optimizer is None:
+        # Before the checkpoints: the epoch's saves then hold the lowered rate.
+        callbacks.insert(len(user.callbacks), plateau_callback(recipe, data.val is not None))
+    if data.total_steps < data.epochs * data.steps_per_epoch:
+        callbacks.insert(0, StopAtStep(data.total_steps, start_step))
+    return SimpleNamespace(all=callbacks, nan_guard=nan_guard, best_checkpoint=best_checkpoint)
+
+
+def _one_hot_labels(data, classes):
+    """A dataset of (images, integer labels) with one-hot labels; soft labels pass through."""
+    if len(data.element_spec[1].shape) == 2:
+        return data
+    return data.map(lambda x, y: (x, tf.one_hot(tf.cast(y, "int32"), classes)))
+
+
+def checked_pipelines(data, classes, one_hot):
+    """(train, val) datasets whose every batch is checked (`check_batches`) for a classifier
+    of `classes` outputs, with one-hot labels where the loss is categorical (`one_hot`)."""
+    val_data = None if data.val is None else check_batches(data.val, classes, "val_data")
+    train_data = check_batches(data.train, classes, "train_data")
+    if one_hot:
+        train_data = _one_hot_labels(train_data, classes)
+        val_data = None if val_data is None else _one_hot_labels(val_data, classes)
+    return train_data, val_data
+
+
+def _batches(iterator):
+    """A generator over one live tf.data iterator, so that several `fit` calls continue the
+    same stream (a new iterator would draw new shuffle seeds)."""
+    for images, labels in iterator:
+        yield images.numpy(), labels.numpy()
+
+
+def _fit_from(model, data, steps_per_epoch, epochs, start_step, callbacks, **fit_kwargs):
+    """Runs `fit` from global step `start_step` over `data` (which repeats, reshuffling each
+    pass) with `callbacks` (a `RunCallbacks`); returns the run's `History`. Skipping the steps
+    already taken replays exactly the batches an uninterrupted run sees; a resume inside an
+    epoch finishes that epoch, then the rest, on one iterator."""
+    fit_kwargs.update(shuffle=False, callbacks=callbacks)  # the dataset shuffles itself
+    first_epoch, done = divmod(start_step, steps_per_epoch)
+    stream = data.skip(start_step)
+    if not done:
+        return model.fit(
+            stream,
+            initial_epoch=first_epoch,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            **fit_kwargs,
+        )
+    batches = _batches(iter(stream))
+    callbacks.more = first_epoch + 1 < epochs
+    history = model.fit(
+        batches,
+        initial_epoch=first_epoch,
+        epochs=first_epoch + 1,
+        steps_per_epoch=steps_per_epoch - done,
+        **fit_kwargs,
+    )
+    if callbacks.more and not model.stop_training:
+        callbacks.more = False
+        history = model.fit(
+            batches,
+            initial_epoch=first_epoch + 1,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            **fit_kwargs,
+        )
+    return history
+
+
+def fit_run(model, data, pipelines, callbacks, start_step, verbose):
+    """Fits the rest of the run from `start_step` over `pipelines` (from `checked_pipelines`)
+    with `callbacks` (from `run_callbacks`); returns its figures."""
+    start, total = start_step, data.total_steps
+    if start and verbose != 0:
+        epoch = min(start // data.steps_per_epoch + 1, data.epochs)
+        rest = f"{total - start} steps to go" if start < total else "no steps to go"
+        print(f"train: resuming from step {start} (epoch {epoch}): {rest}")
+    started = time.perf_counter()
+    history = None
+    if start < total:  # else: killed after its last save, before it finished
+        train_data, val_data = pipelines
+        with data_errors(), warnings.catch_warnings():
+            # Validation data of unknown size (an image folder) ends each epoch's validation
+            # by running out, which `fit` reports as if the training data had; the training
+            # stream repeats, so it never runs out.
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
+            run = RunCallbacks(
+                callbacks.all,
+                model,
+                epochs=data.epochs,
+                steps=data.steps_per_epoch,
+                verbose=verbose,
+            )
+            history = _fit_from(
+                model,
+                train_data.repeat(),
+                data.steps_per_epoch,
+                data.epochs,
+                start,
+                run,
+                validation_data=val_data,
+                verbose=verbose,
+            )
+    return SimpleNamespace(
+        history=history,
+        seconds=time.perf_counter() - started,
+        start_step=start,
+        end_step=iterations(model),
+        steps_per_epoch=data.steps_per_epoch,
+        batch_size=data.batch_size,
+        bad_step=callbacks.nan_guard.bad_step,
+        best=callbacks.best_checkpoint.best,
+    )

@@ -1,0 +1,156 @@
+"""The model a run trains: built (or rebuilt for its placement), fitted to the data, compiled
+with the recipe's optimizer, schedule and loss."""
+
+import keras
+
+from keras_resvit.base.class_names import set_class_names
+from keras_resvit.factory import create_model
+from keras_resvit.layers.preprocessing import PixelMean
+from keras_resvit.models.common import is_vit, outputs_logits
+from keras_resvit.models.vit import resize_vit
+from keras_resvit.training.optimizers import recipe_optimizer
+from keras_resvit.training.recipes import recipe_model_options
+from keras_resvit.training.schedules import recipe_schedule
+from keras_resvit.training.train_checks import check_channels
+
+
+def build_optimizer(recipe, global_batch_size, total_steps, ema=None):
+    """The recipe's optimizer (its weight decay mode, clipping and exclusions) around its
+    schedule for a run of `total_steps` steps of `global_batch_size`, with an optional EMA."""
+    if recipe.schedule == "plateau":  # a rate that `plateau_callback` lowers
+        rate = recipe.learning_rate * global_batch_size / recipe.batch_size
+        return recipe_optimizer(recipe, rate, ema)
+    schedule = recipe_schedule(recipe, global_batch_size, total_steps)
+    return recipe_optimizer(recipe, schedule, ema)
+
+
+def _loss(model, soft_labels, label_smoothing):
+    from_logits = outputs_logits(model)
+    if soft_labels:
+        # MixUp/CutMix pipelines (kr.data) already smooth the labels they mix.
+        return keras.losses.CategoricalCrossentropy(from_logits=from_logits)
+    if label_smoothing:
+        return keras.losses.CategoricalCrossentropy(
+            from_logits=from_logits, label_smoothing=label_smoothing
+        )
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+
+
+def compile_model(
+    model,
+    recipe,
+    global_batch_size,
+    total_steps,
+    *,
+    soft_labels=False,
+    ema=None,
+    optimizer=None,
+    loss=None,
+):
+    """Compiles `model` as `train()` does: the recipe's optimizer, schedule and loss (or the
+    `optimizer` and `loss` given instead), and accuracy.
+
+    Args:
+        model: a `keras.Model` (built under the distribution scope that will train it).
+        recipe: a `Recipe`.
+        global_batch_size: images per optimizer step over all replicas (scales the rate).
+        total_steps: optimizer steps of the whole run (the schedule's length).
+        soft_labels: labels are one-hot or mixed probabilities rather than class indices.
+        ema: momentum of a weight EMA, or None.
+        optimizer: a Keras optimizer used instead of the recipe's, or None.
+        loss: a Keras loss (or its name) used instead of the recipe's, or None.
+
+    Example:
+    >>> import keras_resvit as kr
+    >>> from keras_resvit.training.recipes import get_recipe
+    >>> model = kr.create_model("resnet20")
+    >>> compile_model(model, get_recipe("resnet_cifar"), 128, 1000)
+    """
+    if optimizer is None:
+        optimizer = build_optimizer(recipe, global_batch_size, total_steps, ema)
+    model.compile(
+        optimizer=optimizer,
+        loss=_loss(model, soft_labels, recipe.label_smoothing) if loss is None else loss,
+        metrics=["accuracy"],
+    )
+
+
+def label_encoding(recipe, loss, soft_labels, val_data):
+    """(one_hot, soft): whether the loss takes one-hot targets, and whether it is compiled for
+    soft labels. A categorical loss (soft labels on either side, or label smoothing) takes
+    one-hot targets: integer labels of the training and validation data are encoded to match.
+    A user's `loss` replaces the recipe's label smoothing."""
+    smoothing = recipe.label_smoothing if loss is None else 0.0
+    val_soft = val_data is not None and len(val_data.element_spec[1].shape) == 2
+    return soft_labels or val_soft or bool(smoothing), soft_labels or (val_soft and not smoothing)
+
+
+def carry_class_names(model, train_data):
+    """Gives `model` the class names of `train_data` (one per output), so that the checkpoints
+    and the returned model carry them (`kr.files.save_model`)."""
+    names = getattr(train_data, "class_names", None)
+    if names and len(names) == model.output_shape[-1]:
+        set_class_names(model, [str(name) for name in names])
+
+
+def in_scope(optimizer, placement):
+    """The user's optimizer, rebuilt from its config inside the distribution's scope (as the
+    model is) when several replicas train: its variables must be the strategy's."""
+    if optimizer is None or placement.num_replicas == 1:
+        return optimizer
+    return type(optimizer).from_config(optimizer.get_config())
+
+
+def model_for_run(model_or_name, recipe, placement):
+    """The model to train: built from its registry name with the recipe's options, or the one
+    given (cloned into the placement's scope when several replicas train)."""
+    if isinstance(model_or_name, str):
+        return create_model(model_or_name, **recipe_model_options(model_or_name, recipe))
+    if not isinstance(model_or_name, keras.Model):
+        raise ValueError(
+            f"model_or_name of type {type(model_or_name).__name__} is not valid; pass a "
+            "keras.Model or a registry name (kr.list_models())."
+        )
+    if placement.num_replicas == 1:
+        return model_or_name
+    # Variables must be created under the strategy: rebuild the model inside its scope.
+    clone = keras.models.clone_model(model_or_name)
+    clone.set_weights(model_or_name.get_weights())
+    return clone
+
+
+def adapt_pixel_means(model, train_data):
+    """Sets the mean image of every un-adapted `PixelMean` from the training images before
+    augmentation (He et al.: "the per-pixel mean subtracted"), or refuses the model."""
+    layers = [layer for layer in model.layers if isinstance(layer, PixelMean) and not layer.adapted]
+    if not layers:
+        return
+    source = getattr(train_data, "unaugmented", None)
+    if source is None:
+        raise ValueError(
+            f"the model's PixelMean layer {layers[0].name!r} has no mean yet and train_data "
+            "does not carry its images without augmentation; load the data with "
+            "kr.data.load_dataset, or call model.get_layer"
+            f"({layers[0].name!r}).adapt(training_images) first."
+        )
+    for layer in layers:
+        layer.adapt(source)
+    print(f"train: per-pixel mean of {int(layers[0].count.numpy())} training images set")
+
+
+def fit_resolution(model, batch_shape):
+    """A ViT meets data of another resolution through `resize_vit` (the paper's fine-tuning at
+    higher resolution: position embeddings interpolated); other models must match."""
+    wanted = tuple(model.input_shape[1:3])
+    given = tuple(batch_shape[1:3])
+    check_channels("train_data", model, batch_shape)
+    if None in wanted or wanted == given:
+        return model
+    if is_vit(model):
+        print(f"train: resizing {model.name} from {wanted} to the data's {given} (resize_vit)")
+        return resize_vit(model, given)
+    raise ValueError(
+        f"train_data has {given[0]}x{given[1]} images but the model takes "
+        f"{wanted[0]}x{wanted[1]}; load the data with image_size={wanted[0]} or build the "
+        "model for the data's size."
+    )

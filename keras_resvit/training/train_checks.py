@@ -1,0 +1,355 @@
+"""The checks of `train()`'s arguments, model and data: each fails with one clear ValueError
+before the run's output folder is touched."""
+
+import importlib.util
+import inspect
+import math
+import warnings
+from types import SimpleNamespace
+
+import keras
+import numpy as np
+
+from keras_resvit.base.files import check_output_path
+from keras_resvit.base.lazy import tf
+from keras_resvit.base.validation import check_bool, check_int, check_number
+from keras_resvit.data.checks import check_class_count, check_class_names_match, check_pixels
+from keras_resvit.data.datasets import load_dataset
+from keras_resvit.models.common import outputs_logits
+from keras_resvit.models.registry import get_spec
+from keras_resvit.training.callbacks import follows_schedule
+from keras_resvit.training.recipes import get_recipe
+from keras_resvit.training.schedules import recipe_schedule, recipe_steps
+
+
+def check_arguments(
+    model_or_name,
+    train_data,
+    recipe,
+    *,
+    epochs,
+    steps,
+    batch_size,
+    learning_rate,
+    optimizer,
+    loss,
+    callbacks,
+    ema,
+    save_every,
+    tensorboard,
+    overwrite,
+):
+    """The run's `Recipe` and the user's optimizer, loss and callbacks (a namespace), once the
+    arguments of `train()` that need no data are checked."""
+    check_number("learning_rate", learning_rate, 0, none_ok=True)
+    check_number("ema", ema, 0, 1, none_ok=True)
+    overrides = {} if learning_rate is None else {"learning_rate": learning_rate}
+    spec = get_recipe(recipe, **overrides)
+    optimizer = check_optimizer(optimizer, learning_rate, ema)
+    check_loss(loss)
+    schedule = spec.schedule != "plateau" if optimizer is None else follows_schedule(optimizer)
+    user = SimpleNamespace(
+        optimizer=optimizer, loss=loss, callbacks=check_callbacks(callbacks, schedule)
+    )
+    for argument, value in (("epochs", epochs), ("steps", steps), ("save_every", save_every)):
+        check_int(argument, value, none_ok=True)
+    if epochs is not None and steps is not None:
+        raise ValueError(
+            f"epochs={epochs!r} and steps={steps!r} both set the run's length; pass one."
+        )
+    check_bool("overwrite", overwrite)
+    if tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ImportError(
+            "tensorboard=True needs the `tensorboard` package, which is not installed: "
+            "`pip install tensorboard`."
+        )
+    if isinstance(model_or_name, str):
+        get_spec(model_or_name)
+    if batch_size is not None:
+        check_int("batch_size", batch_size)
+        if not isinstance(train_data, tuple):
+            raise ValueError(
+                f"batch_size={batch_size!r} applies to (images, labels) arrays only; "
+                f"train_data of type {type(train_data).__name__} sets its own batch (load it "
+                "with kr.data.load_dataset(..., batch_size=...))."
+            )
+    return spec, user
+
+
+def check_data(train_data, val_data, output_dir, spec, *, epochs, steps, batch_size, seed):
+    """(output folder path, the run's data): `train_data` and `val_data` as checked datasets
+    (arrays loaded), the first training batch, the batches per epoch and the run's length."""
+    train_data = _as_dataset("train_data", train_data, "train", batch_size or spec.batch_size, seed)
+    out = check_output_path("output_dir", output_dir, folder=True)
+    first_batch, steps_per_epoch, soft_labels = _dataset_info(train_data)
+    check_pixels("train_data images", first_batch[0])
+    global_batch = int(first_batch[0].shape[0])
+    if val_data is not None:
+        val_data = _as_dataset("val_data", val_data, "test", global_batch, seed)
+        check_dataset("val_data", val_data)
+    epochs, total_steps = _run_length(spec, epochs, steps, global_batch, steps_per_epoch)
+    return out, SimpleNamespace(
+        train=train_data,
+        val=val_data,
+        first_batch=first_batch,
+        batch_size=global_batch,
+        steps_per_epoch=steps_per_epoch,
+        soft_labels=soft_labels,
+        epochs=epochs,
+        total_steps=total_steps,
+    )
+
+
+def check_optimizer(optimizer, learning_rate, ema):
+    """`optimizer` (an instance or a Keras name) as a fresh optimizer instance, or None."""
+    if optimizer is None:
+        return None
+    given = optimizer
+    if isinstance(optimizer, str):
+        try:
+            optimizer = keras.optimizers.get(optimizer)
+        except ValueError:
+            optimizer = None
+    if not isinstance(optimizer, keras.optimizers.Optimizer):
+        raise ValueError(
+            f"optimizer={given!r} is not valid; pass a keras.optimizers.Optimizer instance "
+            "(e.g. keras.optimizers.AdamW(1e-3)), a Keras optimizer name ('adam', 'sgd', ...) "
+            "or None (the recipe's)."
+        )
+    if optimizer.built:
+        raise ValueError(
+            f"optimizer={type(optimizer).__name__} instance has already been used on a model; "
+            "pass a new instance."
+        )
+    for argument, value in (("learning_rate", learning_rate), ("ema", ema)):
+        if value is not None:
+            raise ValueError(
+                f"{argument}={value!r} applies to the recipe's optimizer, not to optimizer="
+                f"{type(optimizer).__name__}: set it on that optimizer (learning_rate=, "
+                "use_ema=True with ema_momentum=)."
+            )
+    return optimizer
+
+
+def check_loss(loss):
+    valid = (
+        "pass a keras.losses.Loss instance (e.g. keras.losses.CategoricalFocalCrossentropy()), "
+        "a Keras loss name ('sparse_categorical_crossentropy', ...), a function "
+        "(y_true, y_pred) -> loss, or None (the recipe's)"
+    )
+    if isinstance(loss, str):
+        try:
+            keras.losses.get(loss)
+        except ValueError:
+            raise ValueError(f"loss={loss!r} is not a Keras loss name; {valid}.") from None
+    elif loss is not None and (isinstance(loss, type) or not callable(loss)):
+        raise ValueError(f"loss={loss!r} is not valid; {valid}.")
+
+
+def check_loss_outputs(loss, model):
+    """A loss whose `from_logits` disagrees with the classifier's activation trains on wrong
+    numbers without an error: refuse it."""
+    resolved = keras.losses.get(loss) if isinstance(loss, str) else loss
+    if isinstance(resolved, keras.losses.Loss):
+        wanted = resolved.get_config().get("from_logits")
+    else:
+        try:
+            parameter = inspect.signature(resolved).parameters.get("from_logits")
+        except (TypeError, ValueError):  # a callable Python cannot inspect: trust it
+            parameter = None
+        wanted = None if parameter is None else parameter.default
+    logits = outputs_logits(model)
+    if wanted is not None and wanted != logits:
+        name = loss if isinstance(loss, str) else getattr(loss, "__name__", type(loss).__name__)
+        outputs = "logits" if logits else "softmax probabilities"
+        raise ValueError(
+            f"loss={name!r} has from_logits={wanted} but the model outputs {outputs}; pass "
+            f"a loss with from_logits={logits}."
+        )
+
+
+def check_callbacks(callbacks, schedule):
+    """The user's callbacks as a list; `schedule`: whether the optimizer follows a schedule."""
+    if callbacks is None:
+        return []
+    valid = (
+        "pass a list of keras.callbacks.Callback instances, e.g. "
+        "[keras.callbacks.EarlyStopping(patience=3)]"
+    )
+    if not isinstance(callbacks, (list, tuple)):
+        raise ValueError(f"callbacks={callbacks!r} is not valid; {valid}.")
+    setters = (keras.callbacks.LearningRateScheduler, keras.callbacks.ReduceLROnPlateau)
+    for index, callback in enumerate(callbacks):
+        if not isinstance(callback, keras.callbacks.Callback):
+            raise ValueError(f"callbacks[{index}]={callback!r} is not valid; {valid}.")
+        if isinstance(callback, keras.callbacks.BackupAndRestore):
+            raise ValueError(
+                f"callbacks[{index}]={callback!r} is not valid: train() saves and resumes its "
+                "runs itself (output_dir/resume, save_every=); leave BackupAndRestore out."
+            )
+        if schedule and isinstance(callback, setters):
+            raise ValueError(
+                f"callbacks[{index}]={callback!r} sets the learning rate, but the optimizer's "
+                "rate follows a schedule (the recipe's, or that of optimizer=); pass optimizer= "
+                "with a constant rate, e.g. keras.optimizers.SGD(0.1, momentum=0.9)."
+            )
+    return list(callbacks)
+
+
+def check_dataset(argument, data):
+    if not isinstance(data, tf.data.Dataset):
+        raise ValueError(
+            f"{argument} of type {type(data).__name__} is not valid; pass a batched "
+            "tf.data.Dataset of (images, labels), e.g. from kr.data.load_dataset, or an "
+            "(images, labels) tuple of arrays."
+        )
+    spec = data.element_spec
+    if not isinstance(spec, tuple) or len(spec) != 2 or len(spec[0].shape) != 4:
+        raise ValueError(
+            f"{argument} yields {spec}; expected batches of (images (batch, height, width, "
+            "channels), labels): batch the dataset, e.g. with .batch(32)."
+        )
+    labels = spec[1]
+    rank, integer = len(labels.shape), labels.dtype.is_integer
+    valid = (rank == 1 and (integer or labels.dtype.is_floating)) or (
+        rank == 2 and labels.dtype.is_floating and labels.shape[-1] != 1
+    )
+    if not valid:
+        raise ValueError(
+            f"{argument} has labels of dtype {labels.dtype.name} and shape {labels.shape}; "
+            "expected class indices (batch,) or float class probabilities (batch, classes). "
+            "Squeeze (batch, 1) labels, cast one-hot labels to float32."
+        )
+
+
+def _as_dataset(argument, data, split, batch_size, seed):
+    """`data` as a dataset: an (images, labels) tuple of arrays goes through
+    `kr.data.load_dataset` (shuffled every epoch for training, never augmented), whose
+    `provenance` (a hash of the arrays) lets a run resume only on the same arrays."""
+    if not isinstance(data, tuple):
+        return data
+    try:
+        images, labels = (np.asarray(array) for array in data)
+    except ValueError:  # not two arrays, or ragged ones
+        images = labels = None
+    if images is None or images.ndim != 4 or labels.shape != images.shape[:1] or not len(images):
+        shapes = [getattr(np.asarray(a, dtype=object), "shape", None) for a in data]
+        raise ValueError(
+            f"{argument} holds {len(data)} arrays of shapes {shapes}; expected an (images, "
+            "labels) pair of arrays: images (N, height, width, channels) and N integer class "
+            "indices, N >= 1 (squeeze (N, 1) labels; one-hot labels: labels.argmax(-1); grey "
+            "images: add a channel axis, x[..., None])."
+        )
+    try:
+        return load_dataset((images, labels), split, batch_size=batch_size, seed=seed)
+    except ValueError as error:
+        raise ValueError(f"{argument}: {error}") from None
+
+
+def _dataset_info(train_data):
+    check_dataset("train_data", train_data)
+    steps = int(train_data.cardinality())
+    if steps == tf.data.UNKNOWN_CARDINALITY:
+        # An image folder drops files it cannot decode (as does .filter()): count one pass.
+        steps = int(train_data.reduce(np.int64(0), lambda count, *_: count + 1))
+    if steps <= 0:
+        raise ValueError(
+            f"train_data has {steps} batches per epoch; it must be finite and non-empty "
+            "(do not .repeat() it: train() repeats it)."
+        )
+    first = tuple(t.numpy() for t in next(iter(train_data)))
+    return first, steps, len(train_data.element_spec[1].shape) == 2
+
+
+def _run_length(recipe, epochs, steps, batch_size, steps_per_epoch):
+    """(epochs, total steps) of a run: `steps` or `epochs` as given, else the recipe's."""
+    if steps is None and epochs is None:
+        steps = recipe_steps(recipe, batch_size)
+    if steps is None:
+        epochs = recipe.epochs if epochs is None else epochs
+        return epochs, epochs * steps_per_epoch
+    return math.ceil(steps / steps_per_epoch), steps
+
+
+def check_labels(model, train_data, labels, soft_labels):
+    """Labels the classifier cannot score fail here, not as a backend error (TensorFlow) or
+    a silently wrong loss (JAX) in the middle of `fit`."""
+    classes = model.output_shape[-1]
+    if soft_labels:
+        if labels.shape[-1] != classes:
+            raise ValueError(
+                f"train_data has soft labels over {labels.shape[-1]} classes but the model's "
+                f"classifier has {classes} outputs; use kr.replace_head(model, "
+                f"{labels.shape[-1]})."
+            )
+        return
+    declared = getattr(train_data, "num_classes", None) or 0
+    low, high = int(labels.min()), max(int(labels.max()), declared - 1)
+    if low < 0 or high >= classes:
+        raise ValueError(
+            f"train_data has labels from {low} to {high} but the model's classifier has "
+            f"{classes} outputs (valid labels 0 to {classes - 1}); use "
+            f"kr.replace_head(model, {high + 1}) or num_classes={high + 1}."
+        )
+
+
+def check_channels(argument, model, batch_shape):
+    wanted, given = model.input_shape[-1], batch_shape[-1]
+    if wanted is not None and given is not None and wanted != given:
+        raise ValueError(
+            f"{argument} has {given}-channel images but the model takes {wanted} channels; "
+            "load RGB images (kr.data.load_dataset converts grey images to RGB) or build the "
+            f"model with input_shape=(height, width, {given})."
+        )
+
+
+def check_val_data(val_data, model, train_data):
+    """Validation data the model cannot score fails before the first epoch, not after it."""
+    if int(val_data.cardinality()) == tf.data.INFINITE_CARDINALITY:
+        raise ValueError(
+            "val_data repeats forever; pass a finite dataset (do not .repeat() it): each "
+            "epoch validates on all of it."
+        )
+    classes = model.output_shape[-1]
+    check_class_count("val_data", val_data, classes)
+    check_class_names_match(
+        "val_data",
+        getattr(val_data, "class_names", None),
+        getattr(train_data, "class_names", None),
+        "train_data",
+    )
+    labels = val_data.element_spec[1].shape
+    if len(labels) == 2 and labels[-1] not in (None, classes):
+        raise ValueError(
+            f"val_data has soft labels over {labels[-1]} classes but the model's classifier "
+            f"has {classes} outputs."
+        )
+    wanted = tuple(model.input_shape[1:3])
+    first = next(iter(val_data.take(1)), None)
+    if first is None:
+        raise ValueError("val_data is empty; pass a dataset with at least one batch, or None.")
+    first = first[0].numpy()
+    check_pixels("val_data images", first)
+    shape = first.shape
+    check_channels("val_data", model, shape)
+    given = shape[1:3]
+    if None not in wanted and given != wanted:
+        raise ValueError(
+            f"val_data has {given[0]}x{given[1]} images but the model takes "
+            f"{wanted[0]}x{wanted[1]}; load it with image_size={wanted[0]}."
+        )
+
+
+def check_warmup(recipe, batch_size, total_steps):
+    """Warns when the recipe's warm-up (in images: steps of its reference batch) fills half
+    the run or more, which leaves the run mostly at low rates."""
+    if recipe.schedule == "plateau" or not recipe.warmup:
+        return
+    warmup = recipe_schedule(recipe, batch_size, total_steps).warmup_steps
+    if warmup * 2 >= total_steps:
+        warnings.warn(
+            f"the recipe's warm-up lasts {warmup} of this run's {total_steps} steps (batch "
+            f"{batch_size}); for a short run pass a shorter one, e.g. a tenth of the run: "
+            "recipe=get_recipe(NAME, warmup=0.1).",
+            stacklevel=3,
+        )
