@@ -108,6 +108,16 @@ def resnet_cifar(image_size: int = 32, seed: int | None = None) -> keras.layers.
     )
 
 
+def _scale_crop_flip(image_size, seeds):
+    """He et al.'s scale augmentation (shorter side in [256, 480] x size/224, a random square
+    crop) and a horizontal flip, each with its own seed from `seeds`."""
+    scale_range = (image_size * 256 / 224, image_size * 480 / 224)
+    return [
+        RandomScaleCrop(image_size, image_size, scale_range=scale_range, seed=next(seeds)),
+        _flip(next(seeds)),
+    ]
+
+
 def resnet_imagenet(image_size: int = 224, seed: int | None = None) -> keras.layers.Pipeline:
     """He et al. (2016), Section 3.4: shorter side in [256, 480], random 224 crop, flip, and
     "the standard color augmentation in [21]": AlexNet's PCA lighting.
@@ -120,11 +130,9 @@ def resnet_imagenet(image_size: int = 224, seed: int | None = None) -> keras.lay
     (224, 224, 3)
     """
     seeds = layer_seeds(seed)
-    scale_range = (image_size * 256 / 224, image_size * 480 / 224)
     return keras.layers.Pipeline(
         [
-            RandomScaleCrop(image_size, image_size, scale_range=scale_range, seed=next(seeds)),
-            _flip(next(seeds)),
+            *_scale_crop_flip(image_size, seeds),
             PCALighting(alpha_std=0.1, value_range=PIXELS, seed=next(seeds)),
         ],
         name="resnet_imagenet",
@@ -141,11 +149,9 @@ def resnet_imagenet_jitter(image_size: int = 224, seed: int | None = None) -> ke
     (224, 224, 3)
     """
     seeds = layer_seeds(seed)
-    scale_range = (image_size * 256 / 224, image_size * 480 / 224)
     return keras.layers.Pipeline(
         [
-            RandomScaleCrop(image_size, image_size, scale_range=scale_range, seed=next(seeds)),
-            _flip(next(seeds)),
+            *_scale_crop_flip(image_size, seeds),
             keras.layers.RandomColorJitter(
                 value_range=PIXELS, brightness_factor=0.1, contrast_factor=0.4, seed=next(seeds)
             ),
