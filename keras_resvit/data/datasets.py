@@ -2,11 +2,12 @@
 
 `tf.data` serves every backend: Keras' `fit` consumes it under TensorFlow, JAX and PyTorch, and
 the Keras augmentation layers run TensorFlow ops inside it whatever the backend.
-Pipeline: source -> decode -> (cache) -> shuffle -> augment (train) or evaluation transform
--> batch -> MixUp/CutMix (train, soft labels) -> prefetch.
+Pipeline: source (one reader per kind, `SOURCES`) -> decode -> (cache) -> shuffle -> augment
+(train) or evaluation transform -> batch -> MixUp/CutMix (train, soft labels) -> prefetch.
 """
 
-import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +15,10 @@ import numpy as np
 from keras_resvit.base.lazy import tf
 from keras_resvit.base.validation import check_choice, check_int, check_number
 from keras_resvit.data.augmentation import Mixing, get_augmentation
-from keras_resvit.data.checks import check_pixels
 from keras_resvit.data.folders import folder_dataset, list_image_folder, typical_shorter_side
+from keras_resvit.data.in_memory import checked_arrays, digest, load_digits
 from keras_resvit.data.preprocessing import evaluation_crop_ratio, evaluation_transform
 
-SOURCES = ("digits", "tfds:<name>", "an image folder path", "(images, labels) arrays")
 SPLITS = ("train", "test")
 SHUFFLE_BUFFER = 10_000  # elements held when shuffling decoded images
 CACHE_BYTES = 1 << 30  # auto-cache decoded images up to 1 GiB
@@ -29,94 +29,52 @@ SIZE_SAMPLE = 16  # images of a tfds dataset of varying size read to find their 
 WHOLE_IMAGE_PRESETS = ("resnet_cifar",)
 
 
-def load_digits(image_size: int = 32, test_fraction: float = 0.2, seed: int = 0):
-    """scikit-learn's bundled handwritten digits (1,797 real 8x8 images), needing no network.
+@dataclass
+class Source:
+    """A source read by its reader: the examples, decoded, cached and shuffled as asked."""
 
-    The 0-16 grey levels are scaled to 0-255, upsampled bilinearly to `image_size` and
-    repeated to three channels so that every model's RGB preprocessing applies.
-
-    Args:
-        image_size: output height and width (>= 8).
-        test_fraction: share of the images held out, stratified by class.
-        seed: seed of the train/test split.
-
-    Returns:
-        `((x_train, y_train), (x_test, y_test))`: float32 images (N, size, size, 3) in
-        [0, 255] and int32 labels 0-9.
-
-    Example:
-    >>> (x, y), _ = load_digits()
-    >>> x.shape[1:], int(y.max())
-    ((32, 32, 3), 9)
-    """
-    from sklearn.datasets import load_digits as sklearn_digits
-    from sklearn.model_selection import train_test_split
-
-    if not isinstance(image_size, int) or image_size < 8:
-        raise ValueError(f"image_size={image_size!r} must be an int >= 8 (digits are 8x8).")
-    digits = sklearn_digits()
-    images = digits.images.astype("float32")[..., None] * (255.0 / 16.0)
-    images = tf.image.resize(images, (image_size, image_size), method="bilinear").numpy()
-    images = np.clip(np.repeat(images, 3, axis=-1), 0.0, 255.0)
-    labels = digits.target.astype("int32")
-    x_train, x_test, y_train, y_test = train_test_split(
-        images, labels, test_size=test_fraction, stratify=labels, random_state=seed
-    )
-    return (x_train, y_train), (x_test, y_test)
+    ds: "tf.data.Dataset"  # of (RGB pixels, int32 label), unbatched
+    class_names: list | None
+    fixed: tuple | None  # the images' (height, width) when all share it
+    origin: str  # where the examples come from, for the dataset's `provenance`
+    shorter_side: Callable[[], float]  # the images' typical shorter side, read when asked
 
 
-def _arrays(source, split, image_size):
-    """(images, labels, class_names) held in memory."""
-    if isinstance(source, str):
-        check_choice("split", split, SPLITS)
-        train, test = load_digits(image_size or 32)
-        images, labels = train if split == "train" else test
-        return images, labels, [str(i) for i in range(10)]
+def _in_memory(name, split, images, labels, class_names, shuffle, seed):
+    """A `Source` over arrays held in memory."""
+    ds = tf.data.Dataset.from_tensor_slices((images, labels))
+    ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True) if shuffle else ds
+    origin = f"{name}[{split}] {digest(images, labels)}"
+    fixed = images.shape[1:3]
+    return Source(ds, class_names, fixed, origin, lambda: min(fixed))
+
+
+def _read_digits(source, split, *, image_size, shuffle, seed, **_):
+    check_choice("split", split, SPLITS)
+    train, test = load_digits(image_size or 32)
+    images, labels = train if split == "train" else test
+    return _in_memory("digits", split, images, labels, [str(i) for i in range(10)], shuffle, seed)
+
+
+def _read_arrays(source, split, *, shuffle, seed, **_):
     check_choice("split", split, SPLITS)
     if not isinstance(source, (tuple, list)) or len(source) != 2:
-        raise ValueError(f"source of type {type(source).__name__} is not valid; valid: {SOURCES}.")
-    images, labels = (np.asarray(a) for a in source)
-    if images.ndim != 4 or len(images) != len(labels) or labels.ndim != 1 or not len(images):
         raise ValueError(
-            f"source arrays have shapes {images.shape} and {labels.shape}; expected images "
-            "(N, height, width, channels) and N integer labels, N >= 1."
+            f"source of type {type(source).__name__} is not valid; valid: {tuple(SOURCES)}."
         )
-    if not np.issubdtype(images.dtype, np.number) or np.issubdtype(
-        images.dtype, np.complexfloating
-    ):
-        raise ValueError(
-            f"source images have dtype {images.dtype}; expected real pixel values (0-255)."
-        )
-    if np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating):
-        bad = labels[(labels < 0) | (np.mod(labels, 1) != 0)]
-    else:
-        bad = labels
-    if len(bad):
-        raise ValueError(
-            f"source labels must be class indices 0, 1, 2, ...; found {bad[0].item()!r} "
-            f"(dtype {labels.dtype})."
-        )
-    labels = labels.astype("int32")
-    images = images.astype("float32")
-    check_pixels("source images", images)
-    return images, labels, [str(i) for i in range(int(labels.max()) + 1)]
+    images, labels = checked_arrays(*source)
+    class_names = [str(i) for i in range(int(labels.max()) + 1)]
+    return _in_memory("arrays", split, images, labels, class_names, shuffle, seed)
 
 
-def _digest(*arrays) -> str:
-    """A short hash of the arrays' bytes (read in place, not copied)."""
-    digest = hashlib.blake2b(digest_size=8)
-    for array in arrays:
-        digest.update(np.ascontiguousarray(array).data)
-    return digest.hexdigest()
-
-
-def _tfds(name, split, data_dir, shuffle):
-    """(dataset of (uint8 RGB, int32), class_names, fixed (H, W) or None, cache-worthy)."""
+def _read_tfds(source, split, *, data_dir, shuffle, cache, seed, **_):
+    """A tensorflow-datasets dataset ("tfds:<name>") as (uint8 RGB, int32), cached when its
+    decoded images fit in `CACHE_BYTES`."""
     import tensorflow_datasets as tfds
 
     try:
         ds, info = tfds.load(
-            name,
+            source[5:],
             split=split,
             data_dir=data_dir,
             as_supervised=True,
@@ -125,29 +83,29 @@ def _tfds(name, split, data_dir, shuffle):
         )
     except tfds.core.registered.DatasetNotFoundError as error:
         raise ValueError(
-            f"source='tfds:{name}' is not a tensorflow-datasets name; see tfds.list_builders()."
+            f"source='{source}' is not a tensorflow-datasets name; see tfds.list_builders()."
         ) from error
     image_key, label_key = info.supervised_keys
     image_shape = info.features[image_key].shape
     label = info.features[label_key]
-    names = list(label.names) if hasattr(label, "names") else None
+    class_names = list(label.names) if hasattr(label, "names") else None
     if image_shape[-1] == 1:
         ds = ds.map(lambda x, y: (tf.image.grayscale_to_rgb(x), y))
-    ds = ds.map(lambda x, y: (x, tf.cast(y, "int32")))
+    raw = ds = ds.map(lambda x, y: (x, tf.cast(y, "int32")))
     fixed = tuple(image_shape[:2]) if None not in image_shape[:2] else None
     count = int(ds.cardinality())
     small = fixed is not None and count > 0 and count * fixed[0] * fixed[1] * 3 <= CACHE_BYTES
-    return ds, names, fixed, small
-
-
-def _shorter_side(fixed, paths, tfds_dataset):
-    """The source images' typical shorter side: their fixed size, else the median over a
-    sample, read from a folder's file headers or from a tfds dataset's first images."""
+    ds = ds.cache() if (small if cache is None else cache) else ds
+    ds = ds.shuffle(SHUFFLE_BUFFER, seed=seed) if shuffle else ds
+    origin = f"{source}[{split}], {int(ds.cardinality())} examples"
     if fixed is not None:
-        return min(fixed)
-    if paths is not None:
-        return typical_shorter_side(paths)
-    sides = tfds_dataset.take(SIZE_SAMPLE).map(lambda x, y: tf.reduce_min(tf.shape(x)[:2]))
+        return Source(ds, class_names, fixed, origin, lambda: min(fixed))
+    return Source(ds, class_names, None, origin, lambda: _sampled_shorter_side(raw))
+
+
+def _sampled_shorter_side(ds):
+    """The median shorter side of the first `SIZE_SAMPLE` images of `ds`."""
+    sides = ds.take(SIZE_SAMPLE).map(lambda x, y: tf.reduce_min(tf.shape(x)[:2]))
     return float(np.median(list(sides.as_numpy_iterator())))
 
 
@@ -160,8 +118,8 @@ def _folder_is_small(paths):
     return True
 
 
-def _folder(source, split, validation_split, seed, strict, cache, shuffle):
-    """(dataset of (uint8 RGB, int32), listed paths, class_names, origin) of an image folder."""
+def _read_folder(source, split, *, validation_split, seed, strict, cache, shuffle, **_):
+    """A folder of one sub-folder of images per class, cached when its files are small."""
     if (
         isinstance(source, str)
         and not any(c in source for c in "/\\~")
@@ -184,7 +142,63 @@ def _folder(source, split, validation_split, seed, strict, cache, shuffle):
     if cache:
         ds = ds.cache()
         ds = ds.shuffle(min(len(paths), SHUFFLE_BUFFER), seed=seed) if shuffle else ds
-    return ds, paths, class_names, origin
+    return Source(ds, class_names, None, origin, lambda: typical_shorter_side(paths))
+
+
+# Each kind of source (as users name it) and its reader: reader(source, split, **options)
+# -> `Source`, `options` being `load_dataset`'s arguments that concern reading.
+SOURCES = {
+    "digits": _read_digits,
+    "tfds:<name>": _read_tfds,
+    "an image folder path": _read_folder,
+    "(images, labels) arrays": _read_arrays,
+}
+
+
+def _kind(source):
+    """The `SOURCES` name of `source`."""
+    if isinstance(source, str) and source.startswith("tfds:"):
+        return "tfds:<name>"
+    if isinstance(source, (str, Path)) and source != "digits":
+        return "an image folder path"
+    return "digits" if isinstance(source, str) else "(images, labels) arrays"
+
+
+def _output_size(image_size, fixed, source, augment):
+    """`image_size`, or the source's own fixed size when it is None."""
+    if image_size is not None:
+        return image_size
+    if fixed is None:
+        raise ValueError(
+            f"image_size=None is not valid for source={source!r}, whose images vary in "
+            "size; pass a positive int."
+        )
+    if fixed[0] != fixed[1] and augment is not None:
+        raise ValueError(f"image_size=None: pass an int for non-square {fixed} images.")
+    return int(fixed[0])
+
+
+def _transformed(read, layer, image_size, augment, crop_ratio, parallel_calls):
+    """(images, unaugmented images): unbatched datasets of float32 `image_size` images,
+    augmented by `layer` (a training split), else evaluation-transformed (both the same)."""
+    resized = read.fixed is None or tuple(read.fixed) != (image_size, image_size)
+
+    def plain(ratio):
+        if not resized:
+            return read.ds.map(lambda x, y: (tf.cast(x, "float32"), y))
+        resize = evaluation_transform(image_size, ratio)
+        return read.ds.map(lambda x, y: (resize(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+
+    if layer is not None:
+        # Statistics of the training images (PixelMean) see them whole, as the augmentation
+        # presets do, not center-cropped.
+        unaugmented = plain(crop_ratio or 1.0)
+        augmented = read.ds.map(lambda x, y: (layer(x), y), num_parallel_calls=parallel_calls)
+        return augmented, unaugmented
+    if crop_ratio is None and resized and augment not in WHOLE_IMAGE_PRESETS:
+        crop_ratio = evaluation_crop_ratio(read.shorter_side(), image_size)
+    ds = plain(crop_ratio or 1.0)
+    return ds, ds
 
 
 def _mix_batches(ds, mixing, num_classes, seed, parallel_calls):
@@ -204,6 +218,18 @@ def _mix_batches(ds, mixing, num_classes, seed, parallel_calls):
         return out["images"], out["labels"]
 
     return ds.map(mix, num_parallel_calls=parallel_calls)
+
+
+def _read_ahead(ds, deterministic):
+    """`ds` prefetched; or, `deterministic`, made batch by batch as asked for: reading ahead
+    (a prefetch, or a map fused with its batch) would draw the random layers' numbers for
+    batches that a partial iteration (a peek at the first batch) then drops, a racy count."""
+    if not deterministic:
+        return ds.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    for name in ("inject_prefetch", "map_and_batch_fusion", "map_parallelization"):
+        setattr(options.experimental_optimization, name, False)
+    return ds.with_options(options)
 
 
 def load_dataset(
@@ -302,77 +328,35 @@ def load_dataset(
         raise ValueError(f"mixing={mixing!r} is not valid; pass True, False or a Mixing.")
     training = isinstance(split, str) and split.startswith("train")
     shuffle = training if shuffle is None else shuffle
-    paths = raw = None
-    if isinstance(source, str) and source.startswith("tfds:"):
-        ds, class_names, fixed, small = _tfds(source[5:], split, data_dir, shuffle)
-        raw = ds
-        cache = small if cache is None else cache
-        ds = ds.cache() if cache else ds
-        ds = ds.shuffle(SHUFFLE_BUFFER, seed=seed) if shuffle else ds
-        origin = f"{source}[{split}], {int(ds.cardinality())} examples"
-    elif isinstance(source, (str, Path)) and source != "digits":
-        ds, paths, class_names, origin = _folder(
-            source, split, validation_split, seed, strict, cache, shuffle
-        )
-        fixed = None
-    else:
-        images, labels, class_names = _arrays(source, split, image_size)
-        origin = (
-            f"{'digits' if source == 'digits' else 'arrays'}[{split}] {_digest(images, labels)}"
-        )
-        fixed = images.shape[1:3]
-        ds = tf.data.Dataset.from_tensor_slices((images, labels))
-        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True) if shuffle else ds
-    num_classes = len(class_names) if class_names else None
-    if image_size is None:
-        if fixed is None:
-            raise ValueError(
-                f"image_size=None is not valid for source={source!r}, whose images vary in "
-                "size; pass a positive int."
-            )
-        if fixed[0] != fixed[1] and augment is not None:
-            raise ValueError(f"image_size=None: pass an int for non-square {fixed} images.")
-        image_size = int(fixed[0])
-
+    read = SOURCES[_kind(source)](
+        source,
+        split,
+        image_size=image_size,
+        shuffle=shuffle,
+        seed=seed,
+        cache=cache,
+        validation_split=validation_split,
+        data_dir=data_dir,
+        strict=strict,
+    )
+    num_classes = len(read.class_names) if read.class_names else None
+    image_size = _output_size(image_size, read.fixed, source, augment)
     layer, preset_mixing = get_augmentation(augment, image_size, seed=seed)
     random_calls = None if deterministic else tf.data.AUTOTUNE
-    resized = fixed is None or tuple(fixed) != (image_size, image_size)
-
-    def plain(ratio):
-        if not resized:
-            return ds.map(lambda x, y: (tf.cast(x, "float32"), y))
-        resize = evaluation_transform(image_size, ratio)
-        return ds.map(lambda x, y: (resize(x), y), num_parallel_calls=tf.data.AUTOTUNE)
-
-    if training and layer is not None:
-        # Statistics of the training images (PixelMean) see them whole, as the augmentation
-        # presets do, not center-cropped.
-        unaugmented = plain(crop_ratio or 1.0).batch(batch_size)
-        ds = ds.map(lambda x, y: (layer(x), y), num_parallel_calls=random_calls)
-    else:
-        if crop_ratio is None and resized and augment not in WHOLE_IMAGE_PRESETS:
-            crop_ratio = evaluation_crop_ratio(_shorter_side(fixed, paths, raw), image_size)
-        ds = plain(crop_ratio or 1.0)
-        unaugmented = ds.batch(batch_size)
+    ds, unaugmented = _transformed(
+        read, layer if training else None, image_size, augment, crop_ratio, random_calls
+    )
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     mixing = preset_mixing if mixing is True else (mixing or None)
     if training and mixing is not None and (mixing.mixup_alpha or mixing.cutmix_alpha):
         if num_classes is None:
             raise ValueError(f"mixing needs class labels; source={source!r} has none.")
         ds = _mix_batches(ds, mixing, num_classes, seed, random_calls)
-    if deterministic:
-        # Reading ahead (a prefetch, or a map fused with its batch) would draw the random
-        # layers' numbers for batches that a partial iteration (a peek at the first batch)
-        # then drops, a racy count: batches are made only when asked for.
-        options = tf.data.Options()
-        for name in ("inject_prefetch", "map_and_batch_fusion", "map_parallelization"):
-            setattr(options.experimental_optimization, name, False)
-        ds = ds.with_options(options)
-    else:
-        ds = ds.prefetch(tf.data.AUTOTUNE)
-    ds.class_names, ds.num_classes = list(class_names or []), num_classes
-    ds.unaugmented = unaugmented  # the same images, evaluation-transformed (for statistics)
+    ds = _read_ahead(ds, deterministic)
+    ds.class_names, ds.num_classes = list(read.class_names or []), num_classes
+    # The same images, evaluation-transformed (for statistics).
+    ds.unaugmented = unaugmented.batch(batch_size)
     # What the examples are and how they are read: a run resumes only on the same data.
     augmentation = augment if augment is None or isinstance(augment, str) else type(augment)
-    ds.provenance = f"{origin}, image_size={image_size}, augment={augmentation}, seed={seed}"
+    ds.provenance = f"{read.origin}, image_size={image_size}, augment={augmentation}, seed={seed}"
     return ds

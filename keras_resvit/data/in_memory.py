@@ -1,0 +1,83 @@
+"""Sources held in memory: scikit-learn's bundled digits, and (images, labels) arrays checked
+as pixels and class indices."""
+
+import hashlib
+
+import numpy as np
+
+from keras_resvit.base.lazy import tf
+from keras_resvit.data.checks import check_pixels
+
+
+def load_digits(image_size: int = 32, test_fraction: float = 0.2, seed: int = 0):
+    """scikit-learn's bundled handwritten digits (1,797 real 8x8 images), needing no network.
+
+    The 0-16 grey levels are scaled to 0-255, upsampled bilinearly to `image_size` and
+    repeated to three channels so that every model's RGB preprocessing applies.
+
+    Args:
+        image_size: output height and width (>= 8).
+        test_fraction: share of the images held out, stratified by class.
+        seed: seed of the train/test split.
+
+    Returns:
+        `((x_train, y_train), (x_test, y_test))`: float32 images (N, size, size, 3) in
+        [0, 255] and int32 labels 0-9.
+
+    Example:
+    >>> (x, y), _ = load_digits()
+    >>> x.shape[1:], int(y.max())
+    ((32, 32, 3), 9)
+    """
+    from sklearn.datasets import load_digits as sklearn_digits
+    from sklearn.model_selection import train_test_split
+
+    if not isinstance(image_size, int) or image_size < 8:
+        raise ValueError(f"image_size={image_size!r} must be an int >= 8 (digits are 8x8).")
+    digits = sklearn_digits()
+    images = digits.images.astype("float32")[..., None] * (255.0 / 16.0)
+    images = tf.image.resize(images, (image_size, image_size), method="bilinear").numpy()
+    images = np.clip(np.repeat(images, 3, axis=-1), 0.0, 255.0)
+    labels = digits.target.astype("int32")
+    x_train, x_test, y_train, y_test = train_test_split(
+        images, labels, test_size=test_fraction, stratify=labels, random_state=seed
+    )
+    return (x_train, y_train), (x_test, y_test)
+
+
+def checked_arrays(images, labels):
+    """(float32 images, int32 labels) of a pair of arrays: images (N, height, width, channels)
+    of finite real pixels and N class indices 0, 1, 2, ..., N >= 1."""
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.ndim != 4 or len(images) != len(labels) or labels.ndim != 1 or not len(images):
+        raise ValueError(
+            f"source arrays have shapes {images.shape} and {labels.shape}; expected images "
+            "(N, height, width, channels) and N integer labels, N >= 1."
+        )
+    if not np.issubdtype(images.dtype, np.number) or np.issubdtype(
+        images.dtype, np.complexfloating
+    ):
+        raise ValueError(
+            f"source images have dtype {images.dtype}; expected real pixel values (0-255)."
+        )
+    if np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating):
+        bad = labels[(labels < 0) | (np.mod(labels, 1) != 0)]
+    else:
+        bad = labels
+    if len(bad):
+        raise ValueError(
+            f"source labels must be class indices 0, 1, 2, ...; found {bad[0].item()!r} "
+            f"(dtype {labels.dtype})."
+        )
+    labels = labels.astype("int32")
+    images = images.astype("float32")
+    check_pixels("source images", images)
+    return images, labels
+
+
+def digest(*arrays) -> str:
+    """A short hash of the arrays' bytes (read in place, not copied)."""
+    hashed = hashlib.blake2b(digest_size=8)
+    for array in arrays:
+        hashed.update(np.ascontiguousarray(array).data)
+    return hashed.hexdigest()
