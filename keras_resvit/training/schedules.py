@@ -83,7 +83,7 @@ def recipe_schedule(recipe, global_batch_size: int, total_steps: int) -> RecipeS
         raise ValueError(
             "a 'plateau' schedule is no function of the step: it follows the validation "
             "accuracy; train() starts at the recipe's rate and lowers it with "
-            "train.plateau_callback (keras.callbacks.ReduceLROnPlateau)."
+            "keras_resvit.training.fitting.plateau_callback (keras.callbacks.ReduceLROnPlateau)."
         )
     scale = global_batch_size / recipe.batch_size
     # A warm-up of >= 1 counts steps of the reference batch; below 1, a fraction of training.
