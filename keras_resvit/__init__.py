@@ -35,7 +35,7 @@ _API = {
     "intermediate_model": "keras_resvit.models.features",
     "layers": "keras_resvit.layers",
     "list_models": "keras_resvit.models.registry",
-    "load_model": "keras_resvit.base.model_files",
+    "load_model": "keras_resvit.files",
     "models": "keras_resvit.models",
     "predict": "keras_resvit.predict",
     "pretrain_masked_patches": "keras_resvit.training.masked_patches",
@@ -77,3 +77,8 @@ sys.modules[__name__].__class__ = _Package
 
 # Importing computes nothing, so XLA has not read its flags yet (see configure_xla_cpu).
 configure_xla_cpu()
+
+if "keras" in sys.modules:
+    # Keras is loaded already (a notebook's `import keras` first): registering the package's
+    # classes costs little, and `keras.saving.load_model` then reads the package's files.
+    importlib.import_module("keras_resvit.files")

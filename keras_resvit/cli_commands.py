@@ -355,8 +355,8 @@ def run_plot(args):
         viz.plot_history(args.history, args.output)
     else:
         from keras_resvit.base.class_names import check_class_names, read_class_names
-        from keras_resvit.base.model_files import load_model
         from keras_resvit.data.image_files import load_images
+        from keras_resvit.files import load_model
 
         model = load_model(args.model)
         names = read_class_names(args.model)

@@ -30,7 +30,7 @@ def _scores(model_path, paths):
     if model_path.suffix == ".keras":
         import keras
 
-        from keras_resvit.base.model_files import load_model
+        from keras_resvit.files import load_model
         from keras_resvit.models.common import check_classifier
 
         model = load_model(model_path)

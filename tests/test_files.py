@@ -637,3 +637,26 @@ def test_a_keras_file_with_wrong_class_names_inside_is_one_error(tmp_path, names
         kr.load_model(tmp_path / "m.keras")
     for word in words:
         assert word in str(info.value)
+
+
+def test_a_trained_run_loads_in_a_fresh_process(tmp_path):
+    # A fresh process imports nothing of the package but what it asks for: loading must
+    # register the package's layers, optimizer and schedule itself (the lazy public API).
+    (x, y), _ = kr.data.load_digits()
+    vit = kr.build_vit("Ti/16", image_size=32, num_classes=10, num_layers=1)
+    kr.train(vit, (x[:64], y[:64]), recipe="resnet_cifar", epochs=1, batch_size=32,
+             output_dir=tmp_path / "run", verbose=0)  # fmt: skip
+    path = tmp_path / "run" / "last.keras"
+    scripts = [
+        "import keras_resvit as kr\nmodel = kr.load_model(sys.argv[1])",
+        # Keras first, as notebooks do: its own loader then reads the package's files.
+        "import keras, keras_resvit\nmodel = keras.saving.load_model(sys.argv[1])",
+    ]
+    for script in scripts:
+        code = f"import sys\n{script}\nprint(type(model.optimizer).__name__, model.count_params())"
+        result = subprocess.run(
+            [sys.executable, "-c", code, str(path)], capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        # The recipe's coupled-decay SGD and its schedule, and the ViT's layers.
+        assert result.stdout.split()[-2:] == ["CoupledDecaySGD", str(vit.count_params())]

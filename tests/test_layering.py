@@ -12,14 +12,22 @@ PACKAGE = Path(importlib.util.find_spec("keras_resvit").origin).parent
 # Lowest first. A module belongs to the first layer that names it or a package above it; a new
 # top-level module must be placed here.
 LAYERS = [
-    ("base", ("keras_resvit.base", "keras_resvit.files")),
+    ("base", ("keras_resvit.base",)),
     ("layers", ("keras_resvit.layers",)),
     ("models", ("keras_resvit.models",)),
     ("weights", ("keras_resvit.weights",)),
     ("factory", ("keras_resvit.factory",)),
     ("data", ("keras_resvit.data",)),
     ("training and evaluation", ("keras_resvit.training", "keras_resvit.evaluate")),
-    ("artifacts", ("keras_resvit.artifacts", "keras_resvit.export", "keras_resvit.predict")),
+    (
+        "files and artifacts",
+        (
+            "keras_resvit.files",
+            "keras_resvit.artifacts",
+            "keras_resvit.export",
+            "keras_resvit.predict",
+        ),
+    ),
     ("viz", ("keras_resvit.viz",)),
     ("cli and the public API", ("keras_resvit.cli", "keras_resvit.cli_commands", "keras_resvit")),
 ]

@@ -39,7 +39,7 @@ from keras_resvit.base.class_names import (
     write_class_names,
 )
 from keras_resvit.base.files import atomic_path, check_output_path, scratch_folder
-from keras_resvit.base.model_files import check_keras_file, load_model
+from keras_resvit.base.model_files import check_keras_file
 from keras_resvit.base.output_folders import atomic_folder, check_replaceable_folder
 from keras_resvit.base.validation import check_choice
 from keras_resvit.export.check import (
@@ -54,6 +54,7 @@ from keras_resvit.export.converters import (
     int8_with_float_ops,
     tflite_options,
 )
+from keras_resvit.files import load_model
 from keras_resvit.models.common import is_vit
 
 __all__ = [

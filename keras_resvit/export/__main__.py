@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_resvit.base.model_files import load_model
 from keras_resvit.export import _convert, _exit_with_parent
+from keras_resvit.files import load_model
 
 source, target, fmt, quant, images, scratch, names, parent = json.loads(sys.argv[1])
 _exit_with_parent(parent)
