@@ -10,11 +10,16 @@ same arguments. Every model takes raw 0-255 pixels and normalizes inside.
 
 import keras
 
-from keras_resvit.base.validation import check_choice
+from keras_resvit.base.validation import check_choice, check_rate
 from keras_resvit.layers.classic_layers import LocalResponseNormalization
 from keras_resvit.layers.preprocessing import RGB_PRESETS, preprocessing_layers
 from keras_resvit.layers.resnet_layers import SlicedMaxPooling2D
-from keras_resvit.models.common import check_head_arguments, predictions_layer
+from keras_resvit.models.common import (
+    check_head_arguments,
+    image_inputs,
+    pooled_features,
+    predictions_layer,
+)
 
 # Simonyan & Zisserman, Table 1: convolutions per block (configurations A, B, D, E); the
 # blocks have 64, 128, 256, 512 and 512 filters, each followed by a 2x2 max-pool.
@@ -91,15 +96,6 @@ def _check_input_shape(input_shape, min_size, preprocessing, include_top):
         )
 
 
-def _inputs(input_shape, preprocessing):
-    """The raw-pixel input and its normalized tensor."""
-    inputs = keras.Input(shape=tuple(input_shape), name="images")
-    x = inputs
-    for layer in preprocessing_layers(preprocessing):
-        x = layer(x)
-    return inputs, x
-
-
 def _fully_connected_head(x, num_classes, classifier_activation, dropout):
     """Flatten, two ReLU layers of 4096 units with dropout, and the classifier."""
     x = keras.layers.Flatten(name="flatten")(x)
@@ -108,20 +104,6 @@ def _fully_connected_head(x, num_classes, classifier_activation, dropout):
         if dropout:
             x = keras.layers.Dropout(dropout, name=f"fc{i}_dropout")(x)
     return predictions_layer(num_classes, classifier_activation)(x)
-
-
-def _features_output(x, pooling):
-    """Without the classifier: the feature map, or its global average / max."""
-    if pooling == "avg":
-        return keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    if pooling == "max":
-        return keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
-    return x
-
-
-def _check_dropout(dropout):
-    if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout < 1:
-        raise ValueError(f"dropout={dropout!r} must be a number in [0, 1).")
 
 
 def build_vgg(
@@ -169,10 +151,10 @@ def build_vgg(
     check_choice("depth", depth, tuple(VGG_DEPTHS))
     check_head_arguments(include_top, num_classes, pooling, classifier_activation)
     preprocessing_layers(preprocessing)
-    _check_dropout(dropout)
+    check_rate("dropout", dropout)
     input_shape = (224, 224, 3) if input_shape is None else input_shape
     _check_input_shape(input_shape, 32, preprocessing, include_top)
-    inputs, x = _inputs(input_shape, preprocessing)
+    inputs, x = image_inputs(input_shape, preprocessing)
     for block, (convs, filters) in enumerate(
         zip(VGG_DEPTHS[depth], VGG_FILTERS, strict=True), start=1
     ):
@@ -184,7 +166,7 @@ def build_vgg(
     if include_top:
         x = _fully_connected_head(x, num_classes, classifier_activation, dropout)
     else:
-        x = _features_output(x, pooling)
+        x = pooled_features(x, pooling)
     return keras.Model(inputs, x, name=name or f"vgg{depth}")
 
 
@@ -293,7 +275,7 @@ def build_alexnet(
     check_choice("layout", layout, ALEXNET_LAYOUTS)
     check_head_arguments(include_top, num_classes, pooling, classifier_activation)
     preprocessing_layers(preprocessing)
-    _check_dropout(dropout)
+    check_rate("dropout", dropout)
     paper = layout == "paper"
     if input_shape is None:
         input_shape = (ALEXNET_PAPER_SIZE if paper else 224,) * 2 + (3,)
@@ -302,11 +284,11 @@ def build_alexnet(
     else:
         min_size = ALEXNET_MIN_SIZE_WITH_TOP if include_top else ALEXNET_MIN_SIZE
     _check_input_shape(input_shape, min_size, preprocessing, include_top)
-    inputs, x = _inputs(input_shape, preprocessing)
+    inputs, x = image_inputs(input_shape, preprocessing)
     features = _alexnet_paper if paper else _alexnet_torchvision
     x = features(x, include_top, num_classes, classifier_activation, dropout)
     if not include_top:
-        x = _features_output(x, pooling)
+        x = pooled_features(x, pooling)
     return keras.Model(inputs, x, name=name or ("alexnet_paper" if paper else "alexnet"))
 
 
@@ -359,7 +341,7 @@ def build_efficientnetv2(
     if input_shape is None:
         input_shape = (EFFICIENTNETV2_SIZES[variant],) * 2 + (3,)
     _check_input_shape(input_shape, 32, None if own else preprocessing, include_top=False)
-    inputs, x = _inputs(input_shape, None if own else preprocessing)
+    inputs, x = image_inputs(input_shape, None if own else preprocessing)
     model = EFFICIENTNETV2[variant](
         include_top=include_top,
         weights=None,

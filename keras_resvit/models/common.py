@@ -1,11 +1,30 @@
-"""Pieces every builder shares: argument checks, the classifier head and head replacement."""
+"""Pieces every builder shares: the raw-pixel input, argument checks, the classifier head and
+head replacement."""
 
 import keras
 
-from keras_resvit.base.validation import check_bool, check_choice, check_model
+from keras_resvit.base.validation import check_bool, check_choice, check_int, check_model
+from keras_resvit.layers.preprocessing import preprocessing_layers
 from keras_resvit.layers.vit_layers import PositionEmbedding
 
 POOLINGS = (None, "avg", "max")
+
+
+def image_inputs(input_shape, preprocessing):
+    """The model's input of raw 0-255 pixels, named "images", and the tensor the normalization
+    preset `preprocessing` (`keras_resvit.layers.preprocessing`) makes of it.
+
+    Returns:
+        `(inputs, x)`: the `keras.Input` and the normalized tensor (`inputs` itself for None).
+
+    Raises:
+        ValueError: an unknown preset.
+    """
+    inputs = keras.Input(shape=tuple(input_shape), name="images")
+    x = inputs
+    for layer in preprocessing_layers(preprocessing):
+        x = layer(x)
+    return inputs, x
 
 
 def classifier_head(x, num_classes, pooling, classifier_activation):
@@ -15,6 +34,16 @@ def classifier_head(x, num_classes, pooling, classifier_activation):
     pool = layers.GlobalMaxPooling2D if pooling == "max" else layers.GlobalAveragePooling2D
     x = pool(name=f"{pooling or 'avg'}_pool")(x)
     return predictions_layer(num_classes, classifier_activation)(x)
+
+
+def pooled_features(x, pooling):
+    """Without the classifier: the feature map, or its global average / max ("avg_pool",
+    "max_pool")."""
+    if pooling == "avg":
+        return keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if pooling == "max":
+        return keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+    return x
 
 
 def predictions_layer(num_classes, classifier_activation, kernel_initializer="glorot_uniform"):
@@ -36,10 +65,8 @@ def check_head_arguments(
     their own `poolings`."""
     check_choice("pooling", pooling, poolings)
     check_bool("include_top", include_top)
-    if include_top and (
-        not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1
-    ):
-        raise ValueError(f"num_classes={num_classes!r} must be a positive int.")
+    if include_top:
+        check_int("num_classes", num_classes)
     if classifier_activation is not None:
         try:
             keras.activations.get(classifier_activation)

@@ -13,7 +13,8 @@ import keras
 
 from keras_resvit.base.validation import check_choice
 from keras_resvit.models.resnet import IMAGENET_FILTERS, BlockConfig, resnet_stages, resnet_stem
-from keras_resvit.models.vit import check_vit_head, vit_config, vit_model
+from keras_resvit.models.vit import check_vit_head, vit_model
+from keras_resvit.models.vit_config import vit_config
 
 # Blocks per stage. "r50": ResNet-50's (3, 4, 6, 3) with stage 4's three blocks moved into
 # stage 3, option (ii); "r50_stage4": the regular ResNet-50, its stage-4 output, option (i).

@@ -13,7 +13,7 @@ import keras
 
 from keras_resvit.base.model_files import deep_graph
 from keras_resvit.base.validation import check_bool, check_choice
-from keras_resvit.layers.preprocessing import RGB_PRESETS, preprocessing_layers
+from keras_resvit.layers.preprocessing import RGB_PRESETS
 from keras_resvit.layers.resnet_layers import (
     FusedBatchNormalization,
     PointwiseConv2D,
@@ -22,7 +22,12 @@ from keras_resvit.layers.resnet_layers import (
     ZeroPadShortcut,
 )
 from keras_resvit.layers.squeeze_excite import squeeze_excite
-from keras_resvit.models.common import check_head_arguments, classifier_head
+from keras_resvit.models.common import (
+    check_head_arguments,
+    classifier_head,
+    image_inputs,
+    pooled_features,
+)
 
 # He et al. (2015), Table 1: block type and blocks per stage of the ImageNet nets.
 IMAGENET_DEPTHS = {
@@ -257,6 +262,36 @@ def _check_input_shape(input_shape, min_size, preprocessing):
         )
 
 
+def _check_options(plain, shortcut, width, se_ratio, weight_standardization, stem_bias):
+    """Validates `build_resnet`'s block options that are not choices from a list."""
+    for argument, flag in (
+        ("plain", plain),
+        ("weight_standardization", weight_standardization),
+        ("stem_bias", stem_bias),
+    ):
+        check_bool(argument, flag)
+    if plain and shortcut is not None:
+        raise ValueError(f"shortcut={shortcut!r} has no meaning with plain=True (no shortcuts).")
+    # Hand-written rather than `check_number`: the messages give the papers' values.
+    if not isinstance(width, (int, float)) or isinstance(width, bool) or not 0 < width < math.inf:
+        raise ValueError(f"width={width!r} must be a positive number (e.g. 1, 2, 3, 4).")
+    if se_ratio is not None and (
+        not isinstance(se_ratio, (int, float))
+        or isinstance(se_ratio, bool)
+        or not 0 < se_ratio <= 1
+    ):
+        raise ValueError(f"se_ratio={se_ratio!r} must be in (0, 1], e.g. 1/16, or None.")
+
+
+def _resnet_body(x, stem, block, blocks_per_stage, filters, cfg):
+    """Stem, stages and, for pre-activation nets, the final norm-ReLU."""
+    x = resnet_stem(x, stem, filters[0], cfg)
+    x = resnet_stages(x, block, blocks_per_stage, filters, cfg)
+    if cfg.version == "v2":
+        x = _norm_relu(x, "post", cfg)
+    return x
+
+
 def build_resnet(
     depth: int = 50,
     *,
@@ -335,22 +370,7 @@ def build_resnet(
     check_choice("norm", norm, NORMS)
     check_choice("downsample", downsample, DOWNSAMPLES)
     block, blocks_per_stage, base_filters = _stage_plan(depth, stem, block)
-    for argument, flag in (
-        ("plain", plain),
-        ("weight_standardization", weight_standardization),
-        ("stem_bias", stem_bias),
-    ):
-        check_bool(argument, flag)
-    if plain and shortcut is not None:
-        raise ValueError(f"shortcut={shortcut!r} has no meaning with plain=True (no shortcuts).")
-    if not isinstance(width, (int, float)) or isinstance(width, bool) or not 0 < width < math.inf:
-        raise ValueError(f"width={width!r} must be a positive number (e.g. 1, 2, 3, 4).")
-    if se_ratio is not None and (
-        not isinstance(se_ratio, (int, float))
-        or isinstance(se_ratio, bool)
-        or not 0 < se_ratio <= 1
-    ):
-        raise ValueError(f"se_ratio={se_ratio!r} must be in (0, 1], e.g. 1/16, or None.")
+    _check_options(plain, shortcut, width, se_ratio, weight_standardization, stem_bias)
     cifar = stem == "cifar"
     if input_shape is None:
         input_shape = (32, 32, 3) if cifar else (224, 224, 3)
@@ -361,8 +381,6 @@ def build_resnet(
         preprocessing = "cifar" if cifar else "imagenet"
     downsampling = 2 ** (len(base_filters) - 1) * (1 if cifar else 4)
     _check_input_shape(input_shape, downsampling, preprocessing)
-    normalize = preprocessing_layers(preprocessing)
-
     cfg = BlockConfig(
         version=version,
         shortcut=shortcut or ("A" if cifar else "B"),
@@ -373,21 +391,13 @@ def build_resnet(
         downsample=downsample,
         stem_bias=stem_bias,
     )
+    inputs, x = image_inputs(input_shape, preprocessing)
     filters = [max(1, round(f * width)) for f in base_filters]
-    inputs = keras.Input(shape=tuple(input_shape), name="images")
-    x = inputs
-    for layer in normalize:
-        x = layer(x)
-    x = resnet_stem(x, stem, filters[0], cfg)
-    x = resnet_stages(x, block, blocks_per_stage, filters, cfg)
-    if version == "v2":
-        x = _norm_relu(x, "post", cfg)
+    x = _resnet_body(x, stem, block, blocks_per_stage, filters, cfg)
     if include_top:
         x = classifier_head(x, num_classes, pooling, classifier_activation)
-    elif pooling == "avg":
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    elif pooling == "max":
-        x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+    else:
+        x = pooled_features(x, pooling)
     default_name = f"{'plain' if plain else 'resnet'}{depth}"
     with deep_graph(recursion_limit=30 * sum(blocks_per_stage)):
         return keras.Model(inputs, x, name=name or default_name)

@@ -1,0 +1,156 @@
+"""The configuration of a Vision Transformer: the papers' variants ("Ti" to "H"), a variant
+string such as "B/16" decoded once (`decode_variant`), and every architectural choice
+resolved and validated once into a `ViTConfig` (`vit_config`), which `keras_resvit.models.vit`
+builds.
+"""
+
+import difflib
+from dataclasses import dataclass
+
+from keras_resvit.base.validation import check_choice, check_int, check_rate
+from keras_resvit.layers.vit_layers import POSITION_EMBEDDINGS
+
+# Dosovitskiy et al., Table 1 (B, L, H) and Touvron et al. / Steiner et al. (Ti, S):
+# hidden size D, layers, heads, MLP size.
+VARIANTS = {
+    "Ti": {"hidden_size": 192, "num_layers": 12, "num_heads": 3, "mlp_dim": 768},
+    "S": {"hidden_size": 384, "num_layers": 12, "num_heads": 6, "mlp_dim": 1536},
+    "B": {"hidden_size": 768, "num_layers": 12, "num_heads": 12, "mlp_dim": 3072},
+    "L": {"hidden_size": 1024, "num_layers": 24, "num_heads": 16, "mlp_dim": 4096},
+    "H": {"hidden_size": 1280, "num_layers": 32, "num_heads": 16, "mlp_dim": 5120},
+}
+PATCH_SIZES = (8, 14, 16, 32)
+ARCHITECTURE = ("hidden_size", "num_layers", "num_heads", "mlp_dim", "patch_size")
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    """Every architectural choice of a ViT, resolved and validated once by `vit_config`."""
+
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    mlp_dim: int
+    patch_size: int
+    image_size: tuple
+    stride: int
+    pooling: str | None
+    position_embedding: str
+    representation_size: int | None
+    dropout: float
+    attention_dropout: float
+    drop_path: float
+
+    @property
+    def grid_size(self):
+        return (self.image_size[0] // self.patch_size, self.image_size[1] // self.patch_size)
+
+
+def decode_variant(variant: str | None) -> dict:
+    """Decodes "B/16" into `{"hidden_size": 768, ..., "patch_size": 16}`; "B" has no patch size.
+
+    Raises:
+        ValueError: for an unknown model size or a malformed patch size, with close matches.
+    """
+    if variant is None:
+        return {}
+    size, _, patch = str(variant).partition("/")
+    if size in VARIANTS and (not patch or (patch.isdigit() and int(patch) > 0)):
+        return {**VARIANTS[size], **({"patch_size": int(patch)} if patch else {})}
+    known = [f"{v}/{p}" for v in VARIANTS for p in PATCH_SIZES]
+    close = difflib.get_close_matches(str(variant), known, n=3, cutoff=0.5)
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    raise ValueError(
+        f"variant={variant!r} is not a ViT variant; expected a size from {list(VARIANTS)} and "
+        f"a patch size, e.g. 'B/16' (patch sizes {list(PATCH_SIZES)} are the usual ones).{hint}"
+    )
+
+
+def image_size_pair(image_size):
+    """An int or (height, width) as a (height, width) tuple, or ValueError."""
+    size = (image_size, image_size) if isinstance(image_size, int) else image_size
+    if not isinstance(size, (tuple, list)) or len(size) != 2:
+        raise ValueError(f"image_size={image_size!r} must be an int or (height, width).")
+    for side in size:
+        check_int("image_size", side)
+    return tuple(size)
+
+
+def vit_config(
+    variant,
+    *,
+    image_size=224,
+    pooling="token",
+    position_embedding="learned",
+    representation_size=None,
+    dropout=0.0,
+    attention_dropout=0.0,
+    drop_path=0.0,
+    hidden_size=None,
+    num_layers=None,
+    num_heads=None,
+    mlp_dim=None,
+    patch_size=None,
+    stride=1,
+) -> ViTConfig:
+    """Resolves a variant string plus explicit overrides into a validated `ViTConfig`.
+
+    `stride` is the downsampling of a CNN backbone before the patch embedding (hybrids); the
+    patch size always counts input pixels per token side.
+    """
+    given = (hidden_size, num_layers, num_heads, mlp_dim, patch_size)
+    overrides = {k: v for k, v in zip(ARCHITECTURE, given, strict=True) if v is not None}
+    arch = {**decode_variant(variant), **overrides}
+    missing = [k for k in ARCHITECTURE if k not in arch]
+    if missing:
+        raise ValueError(
+            f"variant={variant!r} leaves {missing} unset; pass a variant such as 'B/16' or "
+            "every one of hidden_size, num_layers, num_heads, mlp_dim and patch_size."
+        )
+    for argument in ARCHITECTURE:
+        check_int(argument, arch[argument])
+    if arch["hidden_size"] % arch["num_heads"]:
+        raise ValueError(
+            f"hidden_size={arch['hidden_size']} is not divisible by num_heads="
+            f"{arch['num_heads']}; each head needs hidden_size / num_heads channels."
+        )
+    patch = arch["patch_size"]
+    if patch % stride:
+        raise ValueError(
+            f"patch_size={patch} must be a multiple of the backbone's downsampling {stride}."
+        )
+    size = image_size_pair(image_size)
+    if size[0] % patch or size[1] % patch:
+        raise ValueError(
+            f"image_size={image_size!r} is not divisible by patch_size={patch}; use a multiple "
+            f"of {patch}, e.g. {patch * max(1, round(size[0] / patch))}."
+        )
+    check_choice("position_embedding", position_embedding, POSITION_EMBEDDINGS)
+    if position_embedding == "sincos2d" and arch["hidden_size"] % 4:
+        raise ValueError(
+            f"hidden_size={arch['hidden_size']} must be a multiple of 4 for "
+            'position_embedding="sincos2d" (sin and cos of x and y).'
+        )
+    check_int("representation_size", representation_size, none_ok=True)
+    if representation_size and pooling is None:
+        raise ValueError(
+            f"representation_size={representation_size} needs a pooled feature; "
+            'use pooling="token" or "gap".'
+        )
+    for argument, rate in (
+        ("dropout", dropout),
+        ("attention_dropout", attention_dropout),
+        ("drop_path", drop_path),
+    ):
+        check_rate(argument, rate)
+    return ViTConfig(
+        **arch,
+        image_size=size,
+        stride=stride,
+        pooling=pooling,
+        position_embedding=position_embedding,
+        representation_size=representation_size,
+        dropout=dropout,
+        attention_dropout=attention_dropout,
+        drop_path=drop_path,
+    )
