@@ -525,3 +525,20 @@ def test_quiet_tf2onnx_drops_only_deprecation_notices():
             logging.getLogger("tensorflow").warning("a real problem")
 
     assert _tf_log_records(log) == ["a real problem"]
+
+
+def test_a_failed_quantized_check_on_random_pixels_asks_for_real_images(monkeypatch):
+    from keras_resvit.export import check
+
+    model = kr.build_resnet(8, stem="cifar", input_shape=(16, 16, 3), num_classes=3)
+
+    def disagreeing(path, images):  # every top class moved by one
+        scores = keras.ops.convert_to_numpy(model(images, training=False))
+        return np.roll(scores, 1, axis=-1)
+
+    monkeypatch.setitem(check.RUNNERS, "tflite", disagreeing)
+    with pytest.raises(RuntimeError, match=r"random pixels: .*--calibration FOLDER"):
+        check.check_artifact(model, "m.tflite", "tflite", "dynamic", None)
+    real = random_images(8, 16, 16)
+    with pytest.raises(RuntimeError, match=r"on 8 sample images\.$"):
+        check.check_artifact(model, "m.tflite", "tflite", "dynamic", real)
