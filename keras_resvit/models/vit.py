@@ -2,7 +2,7 @@
 
 An image is cut into patches by a convolution with kernel = stride = patch size; a [class]
 token is prepended, position embeddings are added, and pre-LayerNorm Transformer blocks
-(`MultiHeadSelfAttention` and `FusedLayerNormalization`, faster versions of the Keras layers;
+(`MultiHeadSelfAttention` and `ClosedFormLayerNormalization`, faster versions of the Keras layers;
 GELU MLP; residuals) follow. Layer names are stable and hierarchical (`patch_embedding`,
 `encoder_block3_attention`, `encoder_block3_mlp_dense1`, `encoder_norm`, `pre_logits`,
 `predictions`) because weight converters and users address layers by name. `resize_vit` and
@@ -20,8 +20,8 @@ from keras_resvit.base.validation import check_model
 from keras_resvit.layers.preprocessing import preprocessing_layers
 from keras_resvit.layers.vit_layers import (
     ClassToken,
+    ClosedFormLayerNormalization,
     DropPath,
-    FusedLayerNormalization,
     MultiHeadSelfAttention,
     PositionEmbedding,
     TokenPooling,
@@ -66,7 +66,7 @@ def mlp_block(x, cfg, name):
 
 def encoder_block(x, cfg, drop_rate, name):
     """Pre-LayerNorm Transformer block: x + MHA(LN(x)), then x + MLP(LN(x))."""
-    y = FusedLayerNormalization(epsilon=LN_EPSILON, name=f"{name}_norm1")(x)
+    y = ClosedFormLayerNormalization(epsilon=LN_EPSILON, name=f"{name}_norm1")(x)
     y = MultiHeadSelfAttention(
         cfg.num_heads,
         cfg.hidden_size // cfg.num_heads,
@@ -75,7 +75,7 @@ def encoder_block(x, cfg, drop_rate, name):
     )(y, y)
     y = _dropout(y, cfg.dropout, f"{name}_attention_dropout")
     x = _residual(x, y, drop_rate, f"{name}_attention")
-    y = FusedLayerNormalization(epsilon=LN_EPSILON, name=f"{name}_norm2")(x)
+    y = ClosedFormLayerNormalization(epsilon=LN_EPSILON, name=f"{name}_norm2")(x)
     y = mlp_block(y, cfg, f"{name}_mlp")
     return _residual(x, y, drop_rate, f"{name}_mlp")
 
@@ -106,7 +106,7 @@ def encoder(x, cfg):
     """The stack of encoder blocks and the final LayerNorm."""
     for i, rate in enumerate(drop_path_rates(cfg.drop_path, cfg.num_layers), start=1):
         x = encoder_block(x, cfg, rate, f"encoder_block{i}")
-    return FusedLayerNormalization(epsilon=LN_EPSILON, name="encoder_norm")(x)
+    return ClosedFormLayerNormalization(epsilon=LN_EPSILON, name="encoder_norm")(x)
 
 
 def pool_and_classify(x, cfg, include_top, num_classes, classifier_activation):
