@@ -10,28 +10,16 @@ from keras_resvit.cli import main
 from keras_resvit.layers import LocalResponseNormalization
 from tests.conftest import assert_save_load_identical, random_images
 
-# reference/papers.md (seed baselines): 1000 classes at 224. AlexNet as published
-# (Krizhevsky et al. 2012, Figure 2, at 227): conv1 34,944 + conv2 307,456 (two groups)
-# + conv3 885,120 + conv4 663,936 + conv5 442,624 (two groups) + fc 37,752,832 + 16,781,312
-# + 4,097,000 = 60,965,224 (the paper's "60 million parameters").
-PARAMS = {
-    "vgg16": 138_357_544,
-    "vgg19": 143_667_240,
-    "alexnet": 61_100_840,
-    "alexnet_paper": 60_965_224,
-}
 # torchvision's published GFLOPS (multiply-adds) at 224; EfficientNetV2-S at its 384. AlexNet
 # as published: 724M multiply-adds (Sze et al. 2017, "Efficient Processing of Deep Neural
 # Networks: A Tutorial and Survey", its summary of popular DNNs).
 GMACS = {"vgg16": 15.47, "vgg19": 19.63, "alexnet": 0.71, "alexnet_paper": 0.724}
 
 
-@pytest.mark.parametrize("name", sorted(PARAMS))
-def test_parameter_counts_and_macs_match_references(name):
+# Their parameter counts: tests/test_registry_sweep.py.
+@pytest.mark.parametrize("name", sorted(GMACS))
+def test_multiply_adds_match_references(name):
     model = kr.create_model(name)
-    assert model.name == name
-    assert kr.count_params(model) == PARAMS[name]
-    assert model.output_shape == (None, 1000)
     assert kr.count_macs(model) / 1e9 == pytest.approx(GMACS[name], rel=0.01)
 
 
