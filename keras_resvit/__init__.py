@@ -15,19 +15,30 @@ from keras_resvit.base.backend import configure_xla_cpu
 __version__ = "0.1.0"
 
 # Public name -> the module that defines it; the modules in `_MODULES` are themselves public.
-_MODULES = ("data", "evaluate", "files", "layers", "models", "training", "viz", "weights")
+_MODULES = (
+    "data",
+    "evaluate",
+    "evaluation",
+    "files",
+    "layers",
+    "models",
+    "training",
+    "viz",
+    "weights",
+)
 _API = {
-    "build_alexnet": "keras_resvit.models.classic",
-    "build_efficientnetv2": "keras_resvit.models.classic",
+    "build_alexnet": "keras_resvit.models.baselines",
+    "build_efficientnetv2": "keras_resvit.models.baselines",
     "build_hybrid_vit": "keras_resvit.models.hybrid",
     "build_resnet": "keras_resvit.models.resnet",
-    "build_vgg": "keras_resvit.models.classic",
+    "build_vgg": "keras_resvit.models.baselines",
     "build_vit": "keras_resvit.models.vit",
     "count_macs": "keras_resvit.models.complexity",
     "count_params": "keras_resvit.models.complexity",
     "create_model": "keras_resvit.factory",
     "data": "keras_resvit.data",
     "evaluate": "keras_resvit.evaluate",
+    "evaluation": "keras_resvit.evaluation",
     "export": "keras_resvit.export",
     "feature_layers": "keras_resvit.models.features",
     "feature_pyramid": "keras_resvit.models.features",
@@ -38,7 +49,7 @@ _API = {
     "load_model": "keras_resvit.files",
     "models": "keras_resvit.models",
     "predict": "keras_resvit.predict",
-    "pretrain_masked_patches": "keras_resvit.training.masked_patches",
+    "pretrain_masked_patches": "keras_resvit.training.masked_pretraining",
     "replace_head": "keras_resvit.models.common",
     "resize_vit": "keras_resvit.models.vit",
     "train": "keras_resvit.training.train",
@@ -46,7 +57,7 @@ _API = {
     "viz": "keras_resvit.viz",
     "weights": "keras_resvit.weights",
 }
-__all__ = sorted(_API)
+__all__ = sorted(name for name in _API if name != "evaluate")  # `evaluate`: deprecated
 
 
 def __getattr__(name):

@@ -153,6 +153,22 @@ def _add_evaluate(commands):
     p.add_argument("--data", default="digits")
     p.add_argument("--split", default="test")
     p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument(
+        "--crops",
+        choices=("center", "ten"),
+        default=None,
+        help="the ResNet paper's multi-crop test: average the scores of the center crop or of "
+        "ten crops (corners, center and flips) at each of --scales; prints top-1 and top-5",
+    )
+    p.add_argument(
+        "--scales",
+        type=_positive_int,
+        nargs="+",
+        default=None,
+        metavar="SIDE",
+        help="with --crops: shorter sides the images are resized to, each >= the model's "
+        "input size (default: the input size / 0.875, e.g. 256 for 224)",
+    )
     p.set_defaults(run="run_evaluate")
 
 

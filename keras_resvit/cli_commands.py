@@ -279,28 +279,72 @@ def run_train(args):
 
 
 def run_evaluate(args):
-    import keras
-
     import keras_resvit as kr
     from keras_resvit.base.class_names import read_class_names
     from keras_resvit.data import checks
-    from keras_resvit.models.common import check_classifier, outputs_logits
+    from keras_resvit.models.common import check_classifier
 
     model = kr.load_model(args.model)
     check_classifier(model, "evaluate scores class labels")
     size, classes = model.input_shape[1], model.output_shape[-1]
-    data = kr.data.load_dataset(args.data, args.split, image_size=size, batch_size=args.batch_size)
+    scales = _evaluation_scales(args, size)
+    data = kr.data.load_dataset(
+        args.data,
+        args.split,
+        image_size=max(scales) if scales else size,
+        batch_size=args.batch_size,
+        crop_ratio=1.0 if scales else None,  # multi-crop resizes and crops the whole images
+    )
     argument = f"--data {args.data}"
     checks.check_class_count(argument, data, classes)
     model_names = read_class_names(args.model)
     checks.check_class_names_match(argument, data.class_names, model_names, args.model)
+    where = f"{args.model} on {args.data} ({args.split})"
+    if scales:
+        top_k = (1, 5) if classes > 5 else (1,)
+        with checks.data_errors():
+            result = kr.evaluation.multi_crop_evaluate(
+                model, data, scales=scales, crops=args.crops, top_k=top_k
+            )
+        views = f"{args.crops} crop{'s' if args.crops == 'ten' else ''} at shorter sides {scales}"
+        figures = ", ".join(f"top-{k} accuracy {result[f'top{k}']:.4f}" for k in top_k)
+        print(f"{where}, {views}: {figures}")
+        return
+    loss, accuracy = _plain_evaluate(model, data, classes, argument)
+    print(f"{where}: accuracy {accuracy:.4f}, loss {loss:.4f}")
+
+
+def _evaluation_scales(args, size):
+    """The multi-crop test's scales (a tuple), or None for a plain `model.evaluate`."""
+    if args.crops is None:
+        if args.scales is not None:
+            raise ValueError(
+                "--scales is only read by the multi-crop test; add --crops center|ten."
+            )
+        return None
+    from keras_resvit.data.transforms import CROP_RATIO
+
+    scales = tuple(args.scales or (round(size / CROP_RATIO),))
+    if min(scales) < size:
+        raise ValueError(
+            f"--scales {' '.join(map(str, scales))} is not valid; valid: shorter sides >= the "
+            f"model's input size {size}."
+        )
+    return scales
+
+
+def _plain_evaluate(model, data, classes, argument):
+    import keras
+
+    from keras_resvit.data import checks
+    from keras_resvit.models.common import outputs_logits
+
     soft = len(data.element_spec[1].shape) == 2
     losses = keras.losses
     loss = losses.CategoricalCrossentropy if soft else losses.SparseCategoricalCrossentropy
     model.compile(loss=loss(from_logits=outputs_logits(model)), metrics=["accuracy"])
     with checks.data_errors():
-        loss, accuracy = model.evaluate(checks.check_batches(data, classes, argument), verbose=0)
-    print(f"{args.model} on {args.data} ({args.split}): accuracy {accuracy:.4f}, loss {loss:.4f}")
+        return model.evaluate(checks.check_batches(data, classes, argument), verbose=0)
 
 
 def run_few_shot(args):
@@ -308,7 +352,7 @@ def run_few_shot(args):
 
     is_file = args.model.endswith(".keras")
     model = kr.load_model(args.model) if is_file else kr.create_model(args.model)
-    accuracies = kr.evaluate.few_shot(
+    accuracies = kr.evaluation.few_shot(
         model,
         args.data,
         args.data,

@@ -14,7 +14,7 @@ on first use).
 """
 
 import keras_resvit.layers
-import keras_resvit.layers.masked_patches
+import keras_resvit.layers.masked_patch_layers
 import keras_resvit.training.optimizers
 import keras_resvit.training.schedules
 from keras_resvit.base import model_files
@@ -31,7 +31,7 @@ from keras_resvit.base.model_files import save_model
 # The modules whose classes this package's `.keras` files name.
 SERIALIZABLE_MODULES = (
     keras_resvit.layers,
-    keras_resvit.layers.masked_patches,
+    keras_resvit.layers.masked_patch_layers,
     keras_resvit.training.optimizers,
     keras_resvit.training.schedules,
 )

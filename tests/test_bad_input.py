@@ -659,19 +659,21 @@ CASES = [
     ),
     Case(
         "multi_crop_labels_out_of_range",
-        lambda b: kr.data.multi_crop_evaluate(b.model, (b.x[:2], np.array([0, 7])), scales=(16,)),
+        lambda b: kr.evaluation.multi_crop_evaluate(
+            b.model, (b.x[:2], np.array([0, 7])), scales=(16,)
+        ),
         V,
         ("labels [0 7]", "[0, 3)"),
     ),
     Case(
         "few_shot_test_classes_the_pool_lacks",
-        lambda b: kr.evaluate.few_shot(b.model, (b.x, b.y % 2), (b.x[:4], b.y[:4]), shots=1),
+        lambda b: kr.evaluation.few_shot(b.model, (b.x, b.y % 2), (b.x[:4], b.y[:4]), shots=1),
         V,
         ("test has labels [2]", "pool lacks"),
     ),
     Case(
         "few_shot_nan_pixels",
-        lambda b: kr.evaluate.few_shot(
+        lambda b: kr.evaluation.few_shot(
             b.model, (np.full_like(b.x, np.nan), b.y), (b.x, b.y), shots=1
         ),
         V,

@@ -157,6 +157,30 @@ def test_evaluate_a_saved_model(tmp_path, capsys):
     assert 0.0 <= accuracy <= 0.3  # an untrained model is near chance (0.1)
 
 
+def test_evaluate_offers_the_multi_crop_test(tmp_path, capsys):
+    model = kr.build_resnet(8, stem="cifar", num_classes=10)
+    model.save(tmp_path / "m.keras")
+    path = str(tmp_path / "m.keras")
+    assert (
+        main(["evaluate", path, "--data", "digits", "--crops", "ten", "--scales", "32", "36"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "ten crops at shorter sides (32, 36)" in out
+    top1, top5 = (float(v) for v in re.findall(r"top-[15] accuracy ([0-9.]+)", out))
+    whole = kr.data.load_dataset("digits", "test", image_size=36, crop_ratio=1.0)
+    expected = kr.evaluation.multi_crop_evaluate(model, whole, scales=(32, 36), crops="ten")
+    assert (top1, top5) == pytest.approx((expected["top1"], expected["top5"]), abs=1e-4)
+    # Without --scales, one scale: the input size / 0.875 (32 -> 37).
+    assert main(["evaluate", path, "--data", "digits", "--crops", "center"]) == 0
+    assert "center crop at shorter sides (37,)" in capsys.readouterr().out
+    assert main(["evaluate", path, "--data", "digits", "--scales", "36"]) == 2
+    assert "--scales is only read by the multi-crop test" in capsys.readouterr().err
+    assert main(["evaluate", path, "--data", "digits", "--crops", "ten", "--scales", "24"]) == 2
+    assert "--scales 24 is not valid; valid: shorter sides >= the model's input size 32" in (
+        capsys.readouterr().err
+    )
+
+
 @pytest.mark.slow
 def test_a_vit_trains_at_32_px_and_ends_with_a_tflite_file(tmp_path):
     # A ViT at another size than its 224 used to train, then fail on the model it had not

@@ -10,7 +10,7 @@ import pytest
 import keras_resvit as kr
 from keras_resvit.base.model_files import save_model
 from keras_resvit.cli import main
-from keras_resvit.evaluate import BIAS_CONSTANT, STD_EPSILON, few_shot_indices
+from keras_resvit.evaluation.few_shot_probe import BIAS_CONSTANT, STD_EPSILON, few_shot_indices
 
 SHOTS = (1, 5, 10, 25)
 
@@ -26,7 +26,7 @@ def trained():
         optimizer=keras.optimizers.SGD(0.05, momentum=0.9), loss="sparse_categorical_crossentropy"
     )
     model.fit(x, y, batch_size=32, epochs=1, verbose=0)
-    accuracies = kr.evaluate.few_shot(model, (x, y), (x_test, y_test), shots=SHOTS)
+    accuracies = kr.evaluation.few_shot(model, (x, y), (x_test, y_test), shots=SHOTS)
     return model, (x, y), (x_test, y_test), accuracies
 
 
@@ -51,8 +51,8 @@ def test_few_shot_beats_chance_and_equals_numpy_reference(trained):
     # Ten classes: chance is 0.1.
     assert accuracies[10] > 0.6 and accuracies[25] > 0.6
     assert accuracies[25] > accuracies[1]
-    x_pool, y_pool = kr.evaluate.extract_features(model, train)
-    x_test, y_test = kr.evaluate.extract_features(model, test)
+    x_pool, y_pool = kr.evaluation.extract_features(model, train)
+    x_test, y_test = kr.evaluation.extract_features(model, test)
     assert x_pool.shape == (len(train[0]), 64) and x_pool.dtype == np.float64
     np.testing.assert_array_equal(y_pool, train[1])
     for shots in SHOTS:
@@ -90,7 +90,7 @@ def test_least_squares_primal_and_dual_agree():
     # 30 examples > 9 columns: primal; 6 examples < 9 columns: dual.
     for rows in (slice(None), slice(0, 6)):
         expected = reference_accuracy(x[rows], y[rows], x_test, y_test, 0.5)
-        actual = kr.evaluate.least_squares_accuracy(x[rows], y[rows], x_test, y_test, 0.5)
+        actual = kr.evaluation.least_squares_accuracy(x[rows], y[rows], x_test, y_test, 0.5)
         assert actual == pytest.approx(expected, abs=1e-12)
 
 
@@ -109,7 +109,7 @@ def test_bad_arguments_raise_one_clear_error(kwargs, words):
     (x, y), (x_test, y_test) = kr.data.load_digits()
     model = kr.build_resnet(8, stem="cifar")
     with pytest.raises(ValueError) as error:
-        kr.evaluate.few_shot(model, (x[:100], y[:100]), (x_test[:20], y_test[:20]), **kwargs)
+        kr.evaluation.few_shot(model, (x[:100], y[:100]), (x_test[:20], y_test[:20]), **kwargs)
     for word in words:
         assert word in str(error.value)
 

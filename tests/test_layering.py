@@ -18,7 +18,10 @@ LAYERS = [
     ("weights", ("keras_resvit.weights",)),
     ("factory", ("keras_resvit.factory",)),
     ("data", ("keras_resvit.data",)),
-    ("training and evaluation", ("keras_resvit.training", "keras_resvit.evaluate")),
+    (
+        "training and evaluation",
+        ("keras_resvit.training", "keras_resvit.evaluation", "keras_resvit.evaluate"),
+    ),
     (
         "files and artifacts",
         (

@@ -1,7 +1,13 @@
 """Input pipelines: sources -> tf.data datasets of raw 0-255 pixels, for every backend."""
 
 from keras_resvit.base.deprecation import deprecated_names
-from keras_resvit.data import augmentation, checks, image_files, preprocessing
+from keras_resvit.data import (
+    augmentation,
+    checks,
+    image_files,
+    preprocessing,  # noqa: F401  deprecated: each old name warns
+    transforms,
+)
 from keras_resvit.data.augmentation import (
     AUGMENTATION_PRESETS,
     Mixing,
@@ -10,13 +16,7 @@ from keras_resvit.data.augmentation import (
 )
 from keras_resvit.data.datasets import SOURCES, load_dataset, load_digits
 from keras_resvit.data.folders import list_image_folder
-from keras_resvit.data.preprocessing import (
-    evaluation_transform,
-    fully_convolutional_predict,
-    multi_crop_evaluate,
-    multi_crop_predict,
-    ten_crop,
-)
+from keras_resvit.data.transforms import evaluation_transform, ten_crop
 
 __all__ = [
     "AUGMENTATION_PRESETS",
@@ -26,18 +26,20 @@ __all__ = [
     "checks",
     "evaluation_transform",
     "from_keras_cv",
-    "fully_convolutional_predict",
     "get_augmentation",
     "image_files",
     "list_image_folder",
     "load_dataset",
     "load_digits",
-    "multi_crop_evaluate",
-    "multi_crop_predict",
-    "preprocessing",
+    "transforms",
     "ten_crop",
 ]
 
+_MULTI_CROP = ("fully_convolutional_predict", "multi_crop_evaluate", "multi_crop_predict")
 __getattr__ = deprecated_names(
-    __name__, {"PRESETS": ("AUGMENTATION_PRESETS", AUGMENTATION_PRESETS)}
+    __name__,
+    {
+        "PRESETS": ("AUGMENTATION_PRESETS", AUGMENTATION_PRESETS),
+        **{name: (f"keras_resvit.evaluation.{name}", None) for name in _MULTI_CROP},
+    },
 )

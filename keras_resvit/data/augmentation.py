@@ -24,7 +24,7 @@ from keras_resvit.layers.crops import (
     ResizeCenterCrop,
 )
 from keras_resvit.layers.lighting import PCALighting
-from keras_resvit.layers.preprocessing import CIFAR_MEAN
+from keras_resvit.layers.normalization import CIFAR_MEAN
 from keras_resvit.layers.rand_augment import RandAugment
 
 PIXELS = (0, 255)

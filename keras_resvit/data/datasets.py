@@ -17,7 +17,7 @@ from keras_resvit.base.validation import check_choice, check_int, check_number
 from keras_resvit.data.augmentation import Mixing, get_augmentation
 from keras_resvit.data.folders import folder_dataset, list_image_folder, typical_shorter_side
 from keras_resvit.data.in_memory import checked_arrays, digest, load_digits
-from keras_resvit.data.preprocessing import evaluation_crop_ratio, evaluation_transform
+from keras_resvit.data.transforms import evaluation_crop_ratio, evaluation_transform
 
 SPLITS = ("train", "test")
 SHUFFLE_BUFFER = 10_000  # elements held when shuffling decoded images

@@ -11,7 +11,7 @@ from keras_resvit.layers.crops import (
     ResizeCenterCrop,
 )
 from keras_resvit.layers.lighting import PCALighting
-from keras_resvit.layers.preprocessing import (
+from keras_resvit.layers.normalization import (
     NORMALIZATION_PRESETS,
     ReverseChannels,
     preprocessing_layers,

@@ -4,7 +4,7 @@ head replacement."""
 import keras
 
 from keras_resvit.base.validation import check_bool, check_choice, check_int, check_model
-from keras_resvit.layers.preprocessing import preprocessing_layers
+from keras_resvit.layers.normalization import preprocessing_layers
 from keras_resvit.layers.vit_layers import PositionEmbedding
 
 POOLINGS = (None, "avg", "max")
@@ -12,7 +12,7 @@ POOLINGS = (None, "avg", "max")
 
 def image_inputs(input_shape, preprocessing):
     """The model's input of raw 0-255 pixels, named "images", and the tensor the normalization
-    preset `preprocessing` (`keras_resvit.layers.preprocessing`) makes of it.
+    preset `preprocessing` (`keras_resvit.layers.normalization`) makes of it.
 
     Returns:
         `(inputs, x)`: the `keras.Input` and the normalized tensor (`inputs` itself for None).

@@ -27,9 +27,9 @@ BUILDERS = {
     "resnet": "keras_resvit.models.resnet:build_resnet",
     "vit": "keras_resvit.models.vit:build_vit",
     "hybrid_vit": "keras_resvit.models.hybrid:build_hybrid_vit",
-    "vgg": "keras_resvit.models.classic:build_vgg",
-    "alexnet": "keras_resvit.models.classic:build_alexnet",
-    "efficientnetv2": "keras_resvit.models.classic:build_efficientnetv2",
+    "vgg": "keras_resvit.models.baselines:build_vgg",
+    "alexnet": "keras_resvit.models.baselines:build_alexnet",
+    "efficientnetv2": "keras_resvit.models.baselines:build_efficientnetv2",
 }
 
 REGISTRY: dict[str, ModelSpec] = {}

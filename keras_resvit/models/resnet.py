@@ -13,7 +13,7 @@ import keras
 
 from keras_resvit.base.model_files import deep_graph
 from keras_resvit.base.validation import check_bool, check_choice
-from keras_resvit.layers.preprocessing import RGB_PRESETS
+from keras_resvit.layers.normalization import RGB_PRESETS
 from keras_resvit.layers.resnet_layers import (
     FusedBatchNormalization,
     PointwiseConv2D,

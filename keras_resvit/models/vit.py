@@ -17,7 +17,7 @@ import numpy as np
 
 from keras_resvit.base.class_names import model_class_names, set_class_names
 from keras_resvit.base.validation import check_model
-from keras_resvit.layers.preprocessing import preprocessing_layers
+from keras_resvit.layers.normalization import preprocessing_layers
 from keras_resvit.layers.vit_layers import (
     ClassToken,
     ClosedFormLayerNormalization,
@@ -131,7 +131,7 @@ def vit_model(cfg, features, head, preprocessing, name):
         features: None, or a function mapping the normalized images to a feature map whose
             downsampling is `cfg.stride` (the hybrid's ResNet).
         head: (include_top, num_classes, classifier_activation).
-        preprocessing: normalization preset of `keras_resvit.layers.preprocessing`.
+        preprocessing: normalization preset of `keras_resvit.layers.normalization`.
         name: model name.
     """
     inputs, x = image_inputs((*cfg.image_size, 3), preprocessing)

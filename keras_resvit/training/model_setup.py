@@ -5,7 +5,7 @@ import keras
 
 from keras_resvit.base.class_names import set_class_names
 from keras_resvit.factory import create_model
-from keras_resvit.layers.preprocessing import PixelMean
+from keras_resvit.layers.normalization import PixelMean
 from keras_resvit.models.common import is_vit, outputs_logits
 from keras_resvit.models.vit import resize_vit
 from keras_resvit.training.optimizers import recipe_optimizer

@@ -35,7 +35,7 @@ def test_presets_match_keras_applications_preprocess_input(preset, mode):
 
 
 def test_cifar_preset_standardizes_per_channel():
-    from keras_resvit.layers.preprocessing import CIFAR_MEAN, CIFAR_STD
+    from keras_resvit.layers.normalization import CIFAR_MEAN, CIFAR_STD
 
     x = random_images(2, 8, 8)
     expected = (x - np.array(CIFAR_MEAN)) / np.array(CIFAR_STD)

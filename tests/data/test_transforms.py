@@ -1,4 +1,7 @@
-"""Normalization re-exports, the evaluation transform and multi-crop testing vs NumPy."""
+"""The evaluation transform and multi-crop testing vs NumPy; the old module names still work."""
+
+import importlib
+import sys
 
 import keras
 import numpy as np
@@ -6,9 +9,8 @@ import pytest
 import tensorflow as tf
 
 import keras_resvit as kr
-from keras_resvit.data import preprocessing
-from keras_resvit.layers import ResizeCenterCrop
-from keras_resvit.layers import preprocessing as layer_presets
+from keras_resvit.data import transforms
+from keras_resvit.layers import ResizeCenterCrop, normalization
 from tests.conftest import tiny_vit
 
 
@@ -37,10 +39,23 @@ def reference_center_crop(image, size, crop_ratio):
     return resized[top : top + size, left : left + size]
 
 
-def test_normalization_presets_are_the_models_own():
-    assert preprocessing.NORMALIZATION_PRESETS is layer_presets.NORMALIZATION_PRESETS
-    assert preprocessing.preprocessing_layers is layer_presets.preprocessing_layers
-    assert set(preprocessing.NORMALIZATION_PRESETS) == {
+def test_the_old_data_preprocessing_names_warn_and_give_the_moved_objects():
+    old = importlib.import_module("keras_resvit.data.preprocessing")
+    moved = {
+        "NORMALIZATION_PRESETS": normalization.NORMALIZATION_PRESETS,
+        "preprocessing_layers": normalization.preprocessing_layers,
+        "evaluation_crop_ratio": transforms.evaluation_crop_ratio,
+        "ten_crop": transforms.ten_crop,
+        "multi_crop_predict": kr.evaluation.multi_crop_predict,
+        "fully_convolutional_predict": kr.evaluation.fully_convolutional_predict,
+    }
+    for name, value in moved.items():
+        with pytest.warns(DeprecationWarning, match=f"preprocessing.{name} is deprecated; use "):
+            assert getattr(old, name) is value
+    for name in ("multi_crop_predict", "multi_crop_evaluate", "fully_convolutional_predict"):
+        with pytest.warns(DeprecationWarning, match=f"data.{name} is deprecated; use "):
+            assert getattr(kr.data, name) is getattr(kr.evaluation, name)
+    assert set(normalization.NORMALIZATION_PRESETS) == {
         "imagenet",
         "inception",
         "cifar",
@@ -89,7 +104,7 @@ def test_evaluation_transform_default_is_256_to_224():
     ],
 )
 def test_evaluation_crop_ratio_follows_the_image_size(shorter_side, image_size, ratio):
-    assert preprocessing.evaluation_crop_ratio(shorter_side, image_size) == ratio
+    assert transforms.evaluation_crop_ratio(shorter_side, image_size) == ratio
 
 
 def test_ten_crop_matches_numpy_slices():
@@ -114,26 +129,26 @@ def _mean_colour_model(size):
 def test_multi_crop_predict_averages_crops_and_scales():
     model = _mean_colour_model(6)
     images = np.random.default_rng(3).uniform(0, 255, (3, 8, 10, 3)).astype("float32") / 50
-    scores = kr.data.multi_crop_predict(model, images, scales=(6, 8), crops="ten")
+    scores = kr.evaluation.multi_crop_predict(model, images, scales=(6, 8), crops="ten")
     views = []
     for scale in (6, 8):
-        resized = preprocessing.resize_shorter_side(keras.ops.convert_to_tensor(images), scale)
+        resized = transforms.resize_shorter_side(keras.ops.convert_to_tensor(images), scale)
         views += kr.data.ten_crop(resized, 6)
     expected = np.mean([keras.ops.convert_to_numpy(model(v)) for v in views], axis=0)
     np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(scores.sum(-1), 1.0, rtol=1e-5)
-    center = kr.data.multi_crop_predict(model, images, scales=8, crops="center")
+    center = kr.evaluation.multi_crop_predict(model, images, scales=8, crops="center")
     assert center.shape == (3, 2)
 
 
 def test_multi_crop_evaluate_reports_top_k():
     model = _mean_colour_model(6)
     images = np.random.default_rng(4).uniform(0, 255, (4, 8, 8, 3)).astype("float32") / 50
-    labels = np.argmax(kr.data.multi_crop_predict(model, images, scales=(8,)), -1)
-    result = kr.data.multi_crop_evaluate(model, (images, labels), scales=(8,), top_k=(1, 2))
+    labels = np.argmax(kr.evaluation.multi_crop_predict(model, images, scales=(8,)), -1)
+    result = kr.evaluation.multi_crop_evaluate(model, (images, labels), scales=(8,), top_k=(1, 2))
     assert result == {"top1": 1.0, "top2": 1.0}
     ds = tf.data.Dataset.from_tensor_slices((images, labels)).batch(3)
-    assert kr.data.multi_crop_evaluate(model, ds, scales=(8,), top_k=(1,)) == {"top1": 1.0}
+    assert kr.evaluation.multi_crop_evaluate(model, ds, scales=(8,), top_k=(1,)) == {"top1": 1.0}
 
 
 @pytest.mark.parametrize(
@@ -145,7 +160,7 @@ def test_multi_crop_evaluate_reports_top_k():
 )
 def test_bad_multi_crop_arguments(kwargs, words):
     with pytest.raises(ValueError) as info:
-        kr.data.multi_crop_predict(_mean_colour_model(6), np.zeros((1, 8, 8, 3)), **kwargs)
+        kr.evaluation.multi_crop_predict(_mean_colour_model(6), np.zeros((1, 8, 8, 3)), **kwargs)
     for word in words:
         assert word in str(info.value)
 
@@ -187,7 +202,7 @@ def _any_size_from_config(model):
 def test_fully_convolutional_at_the_input_size_is_predict():
     model = kr.create_model("resnet20")
     images = np.random.default_rng(5).uniform(0, 255, (3, 48, 48, 3)).astype("float32")
-    scores = kr.data.fully_convolutional_predict(model, images, scales=32, flip=False)
+    scores = kr.evaluation.fully_convolutional_predict(model, images, scales=32, flip=False)
     expected = model.predict(_resize(images, 32), verbose=0)
     np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
 
@@ -197,7 +212,7 @@ def test_fully_convolutional_averages_scales_and_flips():
     # each resized image and its horizontal flip count once.
     model = kr.create_model("resnet20")
     images = np.random.default_rng(6).uniform(0, 255, (3, 40, 56, 3)).astype("float32")
-    scores = kr.data.fully_convolutional_predict(
+    scores = kr.evaluation.fully_convolutional_predict(
         model, images, scales=(32, 44), flip=True, batch_size=2
     )
     rebuilt = _any_size_from_config(model)
@@ -233,14 +248,14 @@ def test_bad_fully_convolutional_arguments(case, kwargs, words):
     }
     arguments = {"images": np.zeros((1, 40, 48, 3)), "scales": (32,), **kwargs}
     with pytest.raises(ValueError) as info:
-        kr.data.fully_convolutional_predict(models[case](), **arguments)
+        kr.evaluation.fully_convolutional_predict(models[case](), **arguments)
     for word in words:
         assert word in str(info.value)
 
 
 def test_pixel_mean_subtracts_the_mean_image_and_is_saved(tmp_path):
     images = np.random.default_rng(0).uniform(0, 255, (20, 8, 8, 3)).astype("float32")
-    layer = layer_presets.PixelMean()
+    layer = normalization.PixelMean()
     layer.adapt(tf.data.Dataset.from_tensor_slices((images, np.zeros(20))).batch(6))
     assert layer.adapted and float(layer.count.numpy()) == 20
     np.testing.assert_allclose(layer.mean.numpy(), images.mean(0), rtol=1e-5)
@@ -268,3 +283,20 @@ def test_the_old_presets_names_still_work_and_say_which_name_replaced_them():
         with pytest.warns(DeprecationWarning, match=f"PRESETS is deprecated; use .*{new}"):
             assert module.PRESETS is getattr(module, new)
     assert set(kr.data.AUGMENTATION_PRESETS).isdisjoint(kr.layers.NORMALIZATION_PRESETS)
+
+
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        ("keras_resvit.layers.preprocessing", "keras_resvit.layers.normalization"),
+        ("keras_resvit.layers.masked_patches", "keras_resvit.layers.masked_patch_layers"),
+        ("keras_resvit.training.masked_patches", "keras_resvit.training.masked_pretraining"),
+        ("keras_resvit.models.classic", "keras_resvit.models.baselines"),
+        ("keras_resvit.evaluate", "keras_resvit.evaluation"),
+    ],
+)
+def test_a_renamed_module_imports_as_the_new_one_with_a_warning(old, new, monkeypatch):
+    monkeypatch.delitem(sys.modules, old, raising=False)
+    with pytest.warns(DeprecationWarning, match=f"{old} is deprecated; use {new}"):
+        module = importlib.import_module(old)
+    assert module is importlib.import_module(new)

@@ -1,0 +1,97 @@
+"""Image transforms of evaluation pipelines: the evaluation resize-and-center-crop, its crop
+ratio, shorter-side resizing and the ten crops of a multi-crop test.
+
+The multi-crop and multi-scale tests that use them are in `keras_resvit.evaluation`.
+"""
+
+import keras
+
+from keras_resvit.layers.crops import ResizeCenterCrop
+
+CROP_RATIO = 0.875  # 224 / 256: the standard ImageNet evaluation crop.
+
+
+def evaluation_transform(image_size: int, crop_ratio: float = CROP_RATIO) -> ResizeCenterCrop:
+    """Resize the shorter side to `image_size / crop_ratio`, then center crop `image_size`.
+
+    The layer runs inside `tf.data` under any backend, and eagerly on arrays.
+
+    Args:
+        image_size: output height and width.
+        crop_ratio: share of the resized shorter side kept, in (0, 1]; 1.0 keeps all of it.
+
+    Returns:
+        A `ResizeCenterCrop` layer.
+
+    Example:
+    >>> import numpy as np
+    >>> tuple(evaluation_transform(224)(np.zeros((375, 500, 3), "float32")).shape)
+    (224, 224, 3)
+    """
+    return ResizeCenterCrop(image_size, image_size, crop_ratio=crop_ratio)
+
+
+def evaluation_crop_ratio(shorter_side: float, image_size: int) -> float:
+    """The evaluation crop ratio for images whose shorter side is `shorter_side` pixels.
+
+    Photos much larger than the output (shorter side >= `image_size / CROP_RATIO`: 256 for
+    224, so ImageNet's 375x500 photos) get the standard 0.875 center crop, which matches the
+    zoom of scale and Inception-style training crops. Images about the output size or smaller
+    (CIFAR's 32x32 at 32, or upsampled to 224 for fine-tuning) are resized whole (1.0), as
+    training saw them: a 0.875 crop would zoom them 1.14x against training.
+
+    Args:
+        shorter_side: the images' typical shorter side, in pixels.
+        image_size: output height and width.
+
+    Returns:
+        `CROP_RATIO` (0.875) or 1.0, for `evaluation_transform`.
+
+    Example:
+    >>> evaluation_crop_ratio(375, 224), evaluation_crop_ratio(32, 32)
+    (0.875, 1.0)
+    """
+    return CROP_RATIO if shorter_side >= image_size / CROP_RATIO else 1.0
+
+
+def resize_shorter_side(images, size: int, antialias: bool = True):
+    """Bilinear resize of a batch (N, H, W, C) so that its shorter side is `size`."""
+    height, width = images.shape[1], images.shape[2]
+    factor = size / min(height, width)
+    new_size = (max(1, round(height * factor)), max(1, round(width * factor)))
+    return keras.ops.image.resize(images, new_size, antialias=antialias)
+
+
+def ten_crop(images, crop_size: int):
+    """The four corner crops, the center crop and their horizontal flips (Krizhevsky et al.).
+
+    Args:
+        images: a batch (N, H, W, C) with H, W >= `crop_size`.
+        crop_size: side of the square crops.
+
+    Returns:
+        A list of 10 tensors (N, crop_size, crop_size, C): top-left, top-right, bottom-left,
+        bottom-right, center, then the same five flipped left-right.
+
+    Example:
+    >>> import numpy as np
+    >>> crops = ten_crop(np.zeros((2, 256, 320, 3), "float32"), 224)
+    >>> len(crops), tuple(crops[0].shape)
+    (10, (2, 224, 224, 3))
+    """
+    images = keras.ops.convert_to_tensor(images)
+    height, width = images.shape[1], images.shape[2]
+    if min(height, width) < crop_size:
+        raise ValueError(
+            f"crop_size={crop_size} is larger than the images ({height}x{width}); valid: "
+            f"<= {min(height, width)}."
+        )
+    corners = [
+        (0, 0),
+        (0, width - crop_size),
+        (height - crop_size, 0),
+        (height - crop_size, width - crop_size),
+        ((height - crop_size) // 2, (width - crop_size) // 2),
+    ]
+    crops = [images[:, t : t + crop_size, s : s + crop_size, :] for t, s in corners]
+    return crops + [keras.ops.flip(crop, axis=2) for crop in crops]

@@ -1,0 +1,218 @@
+"""Few-shot linear evaluation of frozen features, as in the ViT paper (Dosovitskiy et al. 2021).
+
+Section 4.1: "few-shot accuracies are obtained by solving a regularized least-squares regression
+problem that maps the (frozen) representation of a subset of training images to {-1, 1}^K
+target vectors". As in big_vision's evaluator: features are whitened with the statistics of the
+few-shot subset, a large constant feature carries an almost unregularized bias, the subsets for
+every shot count are the first images of one seeded permutation per class, and the ridge system
+is solved in closed form in float64 on the smaller of its primal and dual sides.
+"""
+
+import keras
+import numpy as np
+
+from keras_resvit.base.lazy import tf
+from keras_resvit.base.validation import check_number
+from keras_resvit.data.checks import check_pixels
+from keras_resvit.data.datasets import load_dataset
+from keras_resvit.models.features import representation_model as feature_model
+
+# big_vision's constant bias feature: large, so its weight is barely regularized.
+BIAS_CONSTANT = 100.0
+# big_vision's default L2 regularization of the few-shot regression.
+L2_REGULARIZATION = 2.0**10
+# Added to the feature standard deviations (big_vision's whitening) against division by zero.
+STD_EPSILON = 1e-5
+
+
+def _dataset(source, split, model, batch_size):
+    if isinstance(source, tf.data.Dataset):
+        images, labels = source.element_spec
+        if len(images.shape) != 4 or len(labels.shape) != 1:
+            raise ValueError(
+                f"{split} dataset yields images {images.shape} and labels {labels.shape}; "
+                "expected batches of images (batch, height, width, channels) and int labels."
+            )
+        return source
+    size = model.input_shape[1]
+    return load_dataset(
+        source, split, image_size=size, batch_size=batch_size, shuffle=False, mixing=False
+    )
+
+
+def extract_features(
+    model: keras.Model, data, *, layer: str | None = None, batch_size=64, split: str = "train"
+):
+    """Frozen features and labels of a whole dataset (inference mode).
+
+    Feature maps are averaged over space and token sequences over tokens, so every
+    representation is one vector per image.
+
+    Args:
+        model: a Keras model taking raw 0-255 pixels.
+        data: a batched `tf.data.Dataset` of (images, int labels), or a `kr.data` source
+            ("digits", "tfds:NAME", a folder, arrays), read in its "train" split, unshuffled.
+        layer: see `feature_model`.
+        batch_size: batch size when `data` is a source.
+        split: the split read from a source, and the name of `data` in messages.
+
+    Returns:
+        `(features, labels)`: float64 array (N, dim) and int array (N,).
+
+    Raises:
+        ValueError: a bad model, layer or dataset, or images with NaN pixels.
+
+    Example:
+    >>> import keras_resvit as kr
+    >>> x, y = kr.evaluation.extract_features(kr.create_model("resnet20"), "digits")
+    >>> x.shape
+    (1437, 64)
+    """
+    extractor = feature_model(model, layer)
+    features, labels, full = [], [], None
+    batches = _dataset(data, split, model, batch_size).as_numpy_iterator()
+    for number, (images, batch_labels) in enumerate(batches, 1):
+        check_pixels(f"{split} batch {number} images", images)
+        count = len(images)
+        full = full or count
+        if count < full:
+            # Pad the last, smaller batch: a compiled predict function (JAX, XLA) is traced
+            # again for every new batch shape.
+            padding = np.zeros((full - count, *images.shape[1:]), images.dtype)
+            images = np.concatenate([images, padding])
+        output = np.asarray(extractor.predict_on_batch(images), "float64")[:count]
+        features.append(output.reshape(count, -1, output.shape[-1]).mean(axis=1))
+        labels.append(np.asarray(batch_labels))
+    return np.concatenate(features), np.concatenate(labels).astype("int64")
+
+
+def _check_shots(shots):
+    if not isinstance(shots, (int, np.integer)) or isinstance(shots, bool) or shots < 1:
+        raise ValueError(f"shots={shots!r} is not valid; expected positive ints, e.g. 1 5 10 25.")
+
+
+def few_shot_indices(labels, shots: int, seed: int = 0) -> np.ndarray:
+    """Indices of the first `shots` images of each class in one seeded permutation per class.
+
+    The subsets are nested: the 5-shot images include the 1-shot image (as in big_vision).
+
+    Raises:
+        ValueError: `shots` is not a positive int, or a class has fewer than `shots` images.
+
+    Example:
+    >>> few_shot_indices(np.array([0, 1, 0, 1, 1]), 2).shape
+    (4,)
+    """
+    _check_shots(shots)
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for cls in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == cls))
+        if len(members) < shots:
+            raise ValueError(
+                f"shots={shots} needs {shots} training images per class, but class {cls} has "
+                f"{len(members)}; use at most {len(members)} shots or a larger training set."
+            )
+        chosen.append(members[:shots])
+    return np.concatenate(chosen)
+
+
+def _with_bias(features, mean, std):
+    whitened = (features - mean) / std
+    return np.concatenate([whitened, np.full((len(whitened), 1), BIAS_CONSTANT)], axis=1)
+
+
+def least_squares_accuracy(x, y, x_test, y_test, l2_regularization=L2_REGULARIZATION) -> float:
+    """Accuracy of the ridge regression from features to {-1, 1} one-vs-all class targets.
+
+    Solves (X^T X + l2 I) W = X^T T when there are at least as many examples as features, else
+    W = X^T (X X^T + l2 I)^-1 T (the same solution), in float64; a test image gets the class of
+    its largest score.
+
+    Args:
+        x: training features (N, dim); y: their labels (N,).
+        x_test: test features (M, dim); y_test: their labels (M,).
+        l2_regularization: the ridge penalty, > 0.
+
+    Returns:
+        The test accuracy, a float in [0, 1].
+    """
+    x, x_test = np.asarray(x, "float64"), np.asarray(x_test, "float64")
+    classes = np.unique(y)
+    mean, std = x.mean(axis=0), x.std(axis=0) + STD_EPSILON
+    x = _with_bias(x, mean, std)
+    targets = np.where(np.asarray(y)[:, None] == classes[None], 1.0, -1.0)
+    num, dim = x.shape
+    if num >= dim:
+        weights = np.linalg.solve(x.T @ x + l2_regularization * np.eye(dim), x.T @ targets)
+    else:
+        weights = x.T @ np.linalg.solve(x @ x.T + l2_regularization * np.eye(num), targets)
+    predictions = classes[np.argmax(_with_bias(x_test, mean, std) @ weights, axis=1)]
+    return float(np.mean(predictions == np.asarray(y_test)))
+
+
+def few_shot(
+    model: keras.Model,
+    train,
+    test,
+    shots=(1, 5, 10, 25),
+    *,
+    l2_regularization: float = L2_REGULARIZATION,
+    seed: int = 0,
+    layer: str | None = None,
+    batch_size: int = 64,
+) -> dict:
+    """Few-shot linear-probe accuracy of a model's frozen features (ViT paper, Section 4.1).
+
+    Features of every training and test image are computed once; for each shot count the
+    regression is fitted on `shots` images per class (`few_shot_indices`) and scored on all
+    test images. The same seed gives the same subsets and accuracies.
+
+    Args:
+        model: a Keras model taking raw 0-255 pixels (classifier or feature model).
+        train: the pool the few-shot images are drawn from: a batched `tf.data.Dataset` of
+            (images, int labels) or a `kr.data` source, read in its "train" split.
+        test: the evaluation images: a dataset or a source, read in its "test" split.
+        shots: an int or a sequence of ints, images per class.
+        l2_regularization: ridge penalty (big_vision's default 1024).
+        seed: seed of the per-class permutations.
+        layer: the representation layer (see `feature_model`).
+        batch_size: batch size when `train`/`test` are sources.
+
+    Returns:
+        A dict {shots: test accuracy}.
+
+    Raises:
+        ValueError: invalid shots (not positive, or more than a class has), penalty, model,
+            layer or data.
+
+    Example:
+    >>> import keras_resvit as kr
+    >>> model = kr.create_model("resnet20")  # or kr.load_model("runs/digits/last.keras")
+    >>> accuracies = kr.evaluation.few_shot(model, "digits", "digits", (1, 10))
+    >>> sorted(accuracies), all(0 <= a <= 1 for a in accuracies.values())
+    ([1, 10], True)
+    """
+    shots = (shots,) if isinstance(shots, (int, np.integer)) else tuple(shots)
+    if not shots:
+        raise ValueError("shots=() is empty; expected positive ints, e.g. (1, 5, 10, 25).")
+    for count in shots:
+        _check_shots(count)
+    check_number("l2_regularization", l2_regularization, 0)
+    feature_model(model, layer)
+    x_pool, y_pool = extract_features(model, train, layer=layer, batch_size=batch_size)
+    x_test, y_test = extract_features(model, test, layer=layer, batch_size=batch_size, split="test")
+    unseen = np.setdiff1d(y_test, y_pool)
+    if len(unseen):
+        raise ValueError(
+            f"test has labels {unseen[:8].tolist()} that the training pool lacks; a few-shot "
+            "probe can only predict the pool's classes."
+        )
+    results = {}
+    for count in shots:
+        chosen = few_shot_indices(y_pool, count, seed)
+        results[int(count)] = least_squares_accuracy(
+            x_pool[chosen], y_pool[chosen], x_test, y_test, l2_regularization
+        )
+    return results

@@ -1,0 +1,191 @@
+"""Masked patch prediction: the ViT paper's self-supervised pre-training (Appendix B.1.2).
+
+The pre-training model shares every layer of a ViT up to its final LayerNorm: patch embedding
+(and a hybrid's ResNet), class token, position embeddings and encoder blocks. Between the patch
+embedding and the class token, `PatchCorruption` corrupts half of the patch embeddings; a dense
+head on the encoder's patch tokens predicts each corrupted patch's 3-bit mean colour, and
+`MaskedPatchLoss` scores only those. Training it trains the ViT in place, so the returned
+model is a `build_vit` model with pre-trained encoder weights, ready for
+`keras_resvit.replace_head` and fine-tuning.
+"""
+
+import keras
+
+from keras_resvit.base.files import check_output_path
+from keras_resvit.base.lazy import tf
+from keras_resvit.base.model_files import save_model
+from keras_resvit.base.output_folders import output_folder
+from keras_resvit.base.validation import check_int, check_number
+from keras_resvit.data.datasets import load_dataset
+from keras_resvit.factory import create_model
+from keras_resvit.layers.masked_patch_layers import (
+    MaskedPatchLoss,
+    PatchColourClasses,
+    PatchCorruption,
+)
+from keras_resvit.layers.vit_layers import PositionEmbedding
+from keras_resvit.models.common import is_vit
+from keras_resvit.models.registry import get_spec
+from keras_resvit.training.callbacks import HistoryCSV
+
+COLOUR_BITS = 3  # per channel: 2^(3 * 3) = 512 colour classes
+# Appendix B.1.2: Adam, base learning rate 2e-4, 10k warm-up steps, cosine decay.
+LEARNING_RATE = 2e-4
+WARMUP_STEPS = 10_000
+OUTPUTS = ("history.csv", "pretrained.keras")  # what `output_dir` receives
+
+
+def _check_vit(model_or_name):
+    if isinstance(model_or_name, str):
+        family = get_spec(model_or_name).family
+        if family not in ("vit", "hybrid_vit"):
+            raise ValueError(
+                f"model_or_name={model_or_name!r} is a {family} model; masked patch prediction "
+                "needs a ViT, e.g. 'vit_s16' or 'r50_vit_b16'."
+            )
+        return create_model(model_or_name)
+    if not isinstance(model_or_name, keras.Model) or not is_vit(model_or_name):
+        raise ValueError(
+            f"model_or_name={getattr(model_or_name, 'name', model_or_name)!r} is not a ViT; "
+            "pass a model built by build_vit / build_hybrid_vit or a ViT registry name."
+        )
+    return model_or_name
+
+
+def masked_patch_model(vit: keras.Model, seed: int | None = None) -> keras.Model:
+    """The masked-patch pre-training model around a ViT, sharing its layers (and weights).
+
+    Args:
+        vit: a model built by `build_vit` or `build_hybrid_vit` (any pooling and head).
+        seed: seed of the corruption.
+
+    Returns:
+        A `keras.Model` from raw images to colour logits `(batch, patches, 512)` that adds its
+        masked-patch loss itself: compile it without a loss and fit it on images alone.
+
+    Raises:
+        ValueError: `vit` is not a ViT.
+
+    Example:
+    >>> import keras_resvit as kr
+    >>> vit = kr.build_vit("Ti/16", image_size=32, num_classes=10)
+    >>> masked_patch_model(vit).output_shape
+    (None, 4, 512)
+    """
+    vit = _check_vit(vit)
+    position = next(layer for layer in vit.layers if isinstance(layer, PositionEmbedding))
+    patch_size = vit.input_shape[1] // position.grid_size[0]
+    flat = vit.get_layer("patch_embedding_flatten").output
+    embed = keras.Model(vit.inputs, flat, name="patch_embedder")
+    encode = keras.Model(flat, vit.get_layer("encoder_norm").output, name="encoder")
+    images = keras.Input(shape=vit.input_shape[1:], name="images")
+    tokens, picked = PatchCorruption(seed=seed, name="patch_corruption")(embed(images))
+    tokens = encode(tokens)
+    if position.num_prefix_tokens:
+        tokens = keras.layers.Cropping1D((position.num_prefix_tokens, 0), name="patch_tokens")(
+            tokens
+        )
+    logits = keras.layers.Dense(2 ** (3 * COLOUR_BITS), name="colour_logits")(tokens)
+    targets = PatchColourClasses(patch_size, COLOUR_BITS, name="colour_classes")(images)
+    logits = MaskedPatchLoss(name="masked_patch_loss")([logits, targets, picked])
+    return keras.Model(images, logits, name=f"{vit.name}_masked_patches")
+
+
+def _images(data, vit, batch_size, seed):
+    """A finite dataset of image batches and its number of batches."""
+    if not isinstance(data, tf.data.Dataset):
+        size = vit.input_shape[1]
+        data = load_dataset(data, "train", image_size=size, batch_size=batch_size, seed=seed)
+    if isinstance(data.element_spec, tuple):
+        data = data.map(lambda images, *labels: images)
+    if len(data.element_spec.shape) != 4:
+        raise ValueError(
+            f"data yields {data.element_spec.shape} tensors; expected batches of images "
+            "(batch, height, width, channels), alone or with labels."
+        )
+    steps = int(data.cardinality())
+    if steps == tf.data.UNKNOWN_CARDINALITY:
+        steps = sum(1 for _ in data)
+    if steps <= 0:
+        raise ValueError(f"data has {steps} batches; it must be finite and non-empty.")
+    return data, steps
+
+
+def pretrain_masked_patches(
+    model_or_name,
+    data="digits",
+    *,
+    epochs: int = 1,
+    batch_size: int = 64,
+    learning_rate: float = LEARNING_RATE,
+    warmup_steps: int | None = None,
+    seed: int = 0,
+    output_dir=None,
+    verbose="auto",
+) -> keras.Model:
+    """Pre-trains a ViT by masked patch prediction (ViT paper, Appendix B.1.2) and returns it.
+
+    Half of each image's patch embeddings are corrupted (80% learned [mask] embedding, 10%
+    another patch's embedding, 10% unchanged) and the encoder learns to predict the 3-bit mean
+    colour (512 classes) of every corrupted patch, with Adam, linear warm-up and cosine decay.
+    The ViT's own layers are trained, so the returned model has the pre-trained encoder and
+    its untouched classifier; `kr.replace_head(model, num_classes)` gives the fine-tuning model.
+
+    Args:
+        model_or_name: a ViT (`build_vit`, `build_hybrid_vit`), trained in place, or a ViT
+            registry name.
+        data: a batched `tf.data.Dataset` of images or (images, labels) (labels are ignored),
+            or a `kr.data` source read in its "train" split at the model's resolution.
+        epochs: passes over `data`.
+        batch_size: batch size when `data` is a source.
+        learning_rate: peak learning rate (the paper's 2e-4 at batch 4096).
+        warmup_steps: linear warm-up; default the paper's 10k steps, at most a tenth of the run.
+        seed: seed of the corruption and of the data order.
+        output_dir: optional folder for `pretrained.keras` (the ViT) and `history.csv` (the
+            masked-patch loss per epoch).
+        verbose: passed to `model.fit`.
+
+    Returns:
+        The ViT (`model_or_name` itself when a model is given) with pre-trained weights.
+
+    Raises:
+        ValueError: not a ViT, a bad argument or empty data; an `output_dir` in use by
+            another run or holding files of those names that keras_resvit did not write.
+
+    Example:
+    >>> import keras_resvit as kr
+    >>> vit = kr.build_vit("Ti/16", image_size=32, num_classes=10)
+    >>> vit = kr.pretrain_masked_patches(vit, "digits", epochs=1, verbose=0)
+    >>> model = kr.replace_head(vit, 10)  # fine-tune this one
+    >>> model.output_shape
+    (None, 10)
+    """
+    check_int("epochs", epochs)
+    check_int("batch_size", batch_size)
+    if warmup_steps is not None:
+        check_int("warmup_steps", warmup_steps, minimum=0)
+    check_number("learning_rate", learning_rate, 0)
+    if output_dir is not None:
+        check_output_path("output_dir", output_dir, folder=True)
+    vit = _check_vit(model_or_name)
+    images, steps = _images(data, vit, batch_size, seed)
+    total = epochs * steps
+    warmup = min(WARMUP_STEPS, total // 10) if warmup_steps is None else min(warmup_steps, total)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup else learning_rate,
+        decay_steps=max(total - warmup, 1),
+        warmup_target=learning_rate if warmup else None,
+        warmup_steps=warmup,
+    )
+    model = masked_patch_model(vit, seed=seed)
+    model.compile(optimizer=keras.optimizers.Adam(schedule))
+    if output_dir is None:
+        model.fit(images, epochs=epochs, shuffle=False, verbose=verbose)
+        return vit
+    # Locked, and refusing to overwrite files of these names that the package did not write.
+    with output_folder("output_dir", output_dir, OUTPUTS) as folder:
+        folder.start_writing()
+        history = HistoryCSV(folder.path / "history.csv", steps)
+        model.fit(images, epochs=epochs, callbacks=[history], shuffle=False, verbose=verbose)
+        save_model(vit, folder.path / "pretrained.keras")
+    return vit
