@@ -85,7 +85,7 @@ PARAMS = {
     "alexnet_paper": 60_965_224,
 }
 # keras.applications' published sizes count every weight, BatchNorm statistics included:
-# EfficientNetV2-S 21,612,360 (README; test_classic.py compares with keras.applications), -M
+# EfficientNetV2-S 21,612,360 (README; test_baselines.py compares with keras.applications), -M
 # 54.4M and -L 119.0M (the table of keras.io/api/applications).
 ALL_WEIGHTS = {"efficientnetv2_s": 21_612_360, "efficientnetv2_m": 54.4, "efficientnetv2_l": 119.0}
 # No published count to check: the plain ImageNet nets (the paper gives none, and the registry's
@@ -103,7 +103,7 @@ UNDOCUMENTED = {"plain18", "plain34", "resnet101v2", "resnet152v2", "se_resnet10
 # alexnet_paper in one tower. resnet1202 (1,202 layers) has its own slow forward and round-trip
 # test in tests/models/test_resnet.py. Checked here on no name: the hybrids (R50+ViT-B, 100M
 # weights; tests/models/test_hybrid.py builds small ones) and EfficientNetV2 (keras.applications'
-# model, 500-1,000 layers; tests/models/test_classic.py runs it on 32 px).
+# model, 500-1,000 layers; tests/models/test_baselines.py runs it on 32 px).
 COUNT_ONLY = {
     "alexnet",
     "bit_r50x2",

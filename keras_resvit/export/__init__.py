@@ -235,7 +235,12 @@ def export(
 
     Example:
     >>> import keras_resvit as kr
-    >>> kr.export(kr.create_model("resnet20"), "/tmp/resnet20.tflite")  # doctest: +SKIP
+    >>> result = kr.export(kr.create_model("resnet20"), "resnet20.tflite")
+    >>> result["format"], result["checked"]
+    ('tflite', True)
+    >>> import os
+    >>> os.path.getsize("resnet20.tflite") > 1_000_000  # 0.27 M float32 parameters
+    True
     """
     path = Path(path)
     _validate(format, quantization, representative_data, path)

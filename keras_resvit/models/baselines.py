@@ -12,10 +12,11 @@ import keras
 
 from keras_resvit.base.validation import check_choice, check_rate
 from keras_resvit.layers.classic_layers import LocalResponseNormalization
-from keras_resvit.layers.normalization import RGB_PRESETS, preprocessing_layers
+from keras_resvit.layers.normalization import preprocessing_layers
 from keras_resvit.layers.resnet_layers import SlicedMaxPooling2D
 from keras_resvit.models.common import (
     check_head_arguments,
+    check_input_shape,
     image_inputs,
     pooled_features,
     predictions_layer,
@@ -72,28 +73,9 @@ EFFICIENTNETV2_SIZES = {"s": 384, "m": 480, "l": 480}
 
 
 def _check_input_shape(input_shape, min_size, preprocessing, include_top):
-    if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3:
-        raise ValueError(
-            f"input_shape={input_shape!r} must be (height, width, channels), e.g. (224, 224, 3)."
-        )
-    *spatial, channels = input_shape
-    for size in spatial:
-        if size is None and include_top:
-            raise ValueError(
-                f"input_shape={tuple(input_shape)!r}: the classifier flattens the feature map, "
-                "so include_top=True needs a fixed height and width."
-            )
-        if size is not None and (not isinstance(size, int) or size < min_size):
-            raise ValueError(
-                f"input_shape={tuple(input_shape)!r} is too small: height and width must be "
-                f">= {min_size}."
-            )
-    if preprocessing in RGB_PRESETS and channels != 3:
-        raise ValueError(
-            f"input_shape={tuple(input_shape)!r} has {channels} channels but "
-            f"preprocessing={preprocessing!r} needs 3 (RGB); use preprocessing=None or "
-            '"inception" for other channel counts.'
-        )
+    flattens = "the classifier flattens the feature map (include_top=True)"
+    fixed_reason = flattens if include_top else ""
+    check_input_shape(input_shape, min_size, preprocessing, fixed_reason=fixed_reason)
 
 
 def _fully_connected_head(x, num_classes, classifier_activation, dropout):

@@ -4,7 +4,7 @@ head replacement."""
 import keras
 
 from keras_resvit.base.validation import check_bool, check_choice, check_int, check_model
-from keras_resvit.layers.normalization import preprocessing_layers
+from keras_resvit.layers.normalization import RGB_PRESETS, preprocessing_layers
 from keras_resvit.layers.vit_layers import PositionEmbedding
 
 POOLINGS = (None, "avg", "max")
@@ -25,6 +25,48 @@ def image_inputs(input_shape, preprocessing):
     for layer in preprocessing_layers(preprocessing):
         x = layer(x)
     return inputs, x
+
+
+def check_input_shape(input_shape, min_size, preprocessing, *, min_reason="", fixed_reason=""):
+    """Validates a builder's `input_shape` (height, width, channels), or one ValueError.
+
+    Args:
+        input_shape: the argument; None height and width are allowed unless `fixed_reason`.
+        min_size: the smallest height and width the net takes, and `min_reason` why.
+        preprocessing: the normalization preset (RGB presets need 3 channels, "pixel_mean"
+            a fixed size).
+        fixed_reason: why height and width must be ints ("" allows None).
+    """
+    if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3:
+        raise ValueError(
+            f"input_shape={input_shape!r} must be (height, width, channels), e.g. (224, 224, 3)."
+        )
+    shape = tuple(input_shape)
+    *spatial, channels = shape
+    if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
+        raise ValueError(
+            f"input_shape={shape!r} has channels={channels!r}; expected a positive int, e.g. 3 "
+            "for RGB."
+        )
+    if preprocessing == "pixel_mean":
+        fixed_reason = "preprocessing='pixel_mean' subtracts a mean image"
+    for size in spatial:
+        if size is None and fixed_reason:
+            raise ValueError(
+                f"input_shape={shape!r}: {fixed_reason}, so height and width must be fixed ints."
+            )
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool)):
+            raise ValueError(f"input_shape={shape!r} must hold int (or None) height and width.")
+        if size is not None and size < min_size:
+            raise ValueError(
+                f"input_shape={shape!r} is too small: {min_reason}height and width must be >= "
+                f"{min_size}{'' if fixed_reason else ' (or None)'}."
+            )
+    if preprocessing in RGB_PRESETS and channels != 3:
+        raise ValueError(
+            f"input_shape={shape!r} has {channels} channels but preprocessing={preprocessing!r} "
+            'needs 3 (RGB); use preprocessing=None or "inception" for other channel counts.'
+        )
 
 
 def classifier_head(x, num_classes, pooling, classifier_activation):

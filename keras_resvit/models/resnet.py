@@ -13,7 +13,6 @@ import keras
 
 from keras_resvit.base.model_files import deep_graph
 from keras_resvit.base.validation import check_bool, check_choice
-from keras_resvit.layers.normalization import RGB_PRESETS
 from keras_resvit.layers.resnet_layers import (
     FusedBatchNormalization,
     PointwiseConv2D,
@@ -24,6 +23,7 @@ from keras_resvit.layers.resnet_layers import (
 from keras_resvit.layers.squeeze_excite import squeeze_excite
 from keras_resvit.models.common import (
     check_head_arguments,
+    check_input_shape,
     classifier_head,
     image_inputs,
     pooled_features,
@@ -228,40 +228,6 @@ def _stage_plan(depth, stem, block):
     return block, (n, n, n), CIFAR_FILTERS
 
 
-def _check_input_shape(input_shape, min_size, preprocessing):
-    if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3:
-        raise ValueError(
-            f"input_shape={input_shape!r} must be (height, width, channels), e.g. (224, 224, 3)."
-        )
-    *spatial, channels = input_shape
-    if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
-        raise ValueError(
-            f"input_shape={tuple(input_shape)!r} has channels={channels!r}; expected a positive "
-            "int, e.g. 3 for RGB."
-        )
-    for size in spatial:
-        if size is not None and (not isinstance(size, int) or isinstance(size, bool)):
-            raise ValueError(
-                f"input_shape={tuple(input_shape)!r} must hold int (or None) height and width."
-            )
-        if size is not None and size < min_size:
-            raise ValueError(
-                f"input_shape={tuple(input_shape)!r} is too small: the net downsamples "
-                f"{min_size}x, so height and width must be >= {min_size} (or None)."
-            )
-    if preprocessing == "pixel_mean" and None in spatial:
-        raise ValueError(
-            f"input_shape={tuple(input_shape)!r}: preprocessing='pixel_mean' subtracts a mean "
-            "image, so height and width must be fixed ints."
-        )
-    if preprocessing in RGB_PRESETS and channels != 3:
-        raise ValueError(
-            f"input_shape={tuple(input_shape)!r} has {channels} channels but "
-            f"preprocessing={preprocessing!r} needs 3 (RGB); use preprocessing=None or "
-            '"inception" for other channel counts.'
-        )
-
-
 def _check_options(plain, shortcut, width, se_ratio, weight_standardization, stem_bias):
     """Validates `build_resnet`'s block options that are not choices from a list."""
     for argument, flag in (
@@ -380,7 +346,12 @@ def build_resnet(
     if preprocessing == "auto":
         preprocessing = "cifar" if cifar else "imagenet"
     downsampling = 2 ** (len(base_filters) - 1) * (1 if cifar else 4)
-    _check_input_shape(input_shape, downsampling, preprocessing)
+    check_input_shape(
+        input_shape,
+        downsampling,
+        preprocessing,
+        min_reason=f"the net downsamples {downsampling}x, so ",
+    )
     cfg = BlockConfig(
         version=version,
         shortcut=shortcut or ("A" if cifar else "B"),

@@ -173,18 +173,27 @@ def train(
     Example:
     >>> import keras
     >>> import keras_resvit as kr
-    >>> data = kr.data.load_dataset("digits", batch_size=64)
-    >>> kr.train("resnet20", data, epochs=1, output_dir="/tmp/run")  # doctest: +SKIP
     >>> (x, y), _ = kr.data.load_digits()
-    >>> kr.train(
+    >>> history = kr.train(
     ...     "resnet20",
-    ...     (x, y),
+    ...     (x[:256], y[:256]),
+    ...     val_data=(x[256:320], y[256:320]),  # best.keras: the best validation accuracy
     ...     epochs=2,
     ...     batch_size=64,
     ...     optimizer=keras.optimizers.Adam(1e-3),
     ...     callbacks=[keras.callbacks.EarlyStopping("loss", patience=1)],
-    ...     output_dir="/tmp/run_arrays",
-    ... )  # doctest: +SKIP
+    ...     output_dir="run",
+    ...     verbose=0,
+    ... )
+    >>> history.summary["epochs"], len(history.history["loss"])
+    (2, 2)
+    >>> import os
+    >>> sorted(name for name in os.listdir("run") if name.endswith(".keras"))
+    ['best.keras', 'last.keras']
+    >>> # A batched dataset (here 3 steps of digits' training split) trains the same way.
+    >>> data = kr.data.load_dataset("digits", batch_size=64)
+    >>> kr.train("resnet20", data, steps=3, output_dir="run2", verbose=0).summary["steps"]
+    3
     """
     spec, user = check_arguments(
         model_or_name,
