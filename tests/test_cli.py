@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 import keras_resvit as kr
-from keras_resvit import cli, cli_commands
+from keras_resvit import cli, cli_train
 from keras_resvit.cli import main
 
 # Lines of the libraries' logs that a quiet command must not print.
@@ -376,7 +376,7 @@ def test_the_validation_data_of_each_folder_layout(folders, flags, expected, tmp
         (tmp_path / folder).mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
     args = cli._parser().parse_args(["train", "--data", "data", *flags.split()])
-    train, val, note = cli_commands._splits(args)
+    train, val, note = cli_train._splits(args)
 
     def described(split):
         source = split["source"]

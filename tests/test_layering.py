@@ -32,7 +32,10 @@ LAYERS = [
         ),
     ),
     ("viz", ("keras_resvit.viz",)),
-    ("cli and the public API", ("keras_resvit.cli", "keras_resvit.cli_commands", "keras_resvit")),
+    (
+        "cli and the public API",
+        ("keras_resvit.cli", "keras_resvit.cli_commands", "keras_resvit.cli_train", "keras_resvit"),
+    ),
 ]
 ROOT = "keras_resvit"  # the package itself, not everything in it
 

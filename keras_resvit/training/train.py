@@ -171,8 +171,7 @@ def train(
         TrainingDivergedError: the loss became NaN/inf (the last good checkpoint is kept).
 
     Example:
-    >>> import keras
-    >>> import keras_resvit as kr
+    >>> import os, keras, keras_resvit as kr
     >>> (x, y), _ = kr.data.load_digits()
     >>> history = kr.train(
     ...     "resnet20",
@@ -181,17 +180,14 @@ def train(
     ...     epochs=2,
     ...     batch_size=64,
     ...     optimizer=keras.optimizers.Adam(1e-3),
-    ...     callbacks=[keras.callbacks.EarlyStopping("loss", patience=1)],
     ...     output_dir="run",
     ...     verbose=0,
     ... )
     >>> history.summary["epochs"], len(history.history["loss"])
     (2, 2)
-    >>> import os
     >>> sorted(name for name in os.listdir("run") if name.endswith(".keras"))
     ['best.keras', 'last.keras']
-    >>> # A batched dataset (here 3 steps of digits' training split) trains the same way.
-    >>> data = kr.data.load_dataset("digits", batch_size=64)
+    >>> data = kr.data.load_dataset("digits", batch_size=64)  # batches train the same way
     >>> kr.train("resnet20", data, steps=3, output_dir="run2", verbose=0).summary["steps"]
     3
     """

@@ -1,0 +1,252 @@
+"""`keras-resvit train`: the data, model and output folder a command line asks for, then
+`kr.train`, the curves, the results and the TF Lite export.
+
+Imported by `keras_resvit.cli_commands` only when a command runs; every function here imports
+the package when it runs.
+"""
+
+import contextlib
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+# Families whose builders take `image_size`; the others take `input_shape`.
+VIT_FAMILIES = ("vit", "hybrid_vit")
+# Share of a plain image folder (no train/ test/ sub-folders) held out for validation.
+DEFAULT_VALIDATION_SPLIT = 0.1
+
+
+def _family(name):
+    from keras_resvit.models.registry import get_spec
+
+    return get_spec(name).family
+
+
+def size_options(name, size):
+    """`create_model` keywords for `size` x `size` images: ViTs take `image_size`, the other
+    families `input_shape`."""
+    if _family(name) in VIT_FAMILIES:
+        return {"image_size": size}
+    return {"input_shape": (size, size, 3)}
+
+
+def _is_folder(source):
+    return source != "digits" and not source.startswith("tfds:")
+
+
+def _folder(flag, source):
+    folder = Path(source).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"{flag} {source!r} is not a folder; pass an image folder (one sub-folder of "
+            "images per class), digits, or tfds:NAME (e.g. tfds:cifar10)."
+        )
+    return folder
+
+
+def _validation_source(source):
+    """`load_dataset` arguments for --val-data: a folder's validation/ or test/ sub-folder,
+    else all of the folder; another source's test split."""
+    if not _is_folder(source):
+        return {"source": source, "split": "test"}
+    folder = _folder("--val-data", source)
+    for split in ("validation", "test"):
+        if (folder / split).is_dir():
+            return {"source": folder, "split": split}
+    # All of a plain folder: read as a training split, without augmentation or shuffling.
+    return {"source": folder, "split": "train", "shuffle": False}
+
+
+def _splits(args):
+    """`load_dataset` arguments of the training and the validation data, and a note saying
+    what is held out (or None): --val-data where given; a folder's validation/ or test/
+    sub-folder, else a share of its images; another source's test split."""
+    fraction = args.validation_split
+    if fraction is not None and args.val_data:
+        raise ValueError(
+            f"--validation-split {fraction} and --val-data {args.val_data} both choose the "
+            "validation data; pass one."
+        )
+    if not _is_folder(args.data):
+        if fraction is not None:
+            raise ValueError(
+                f"--validation-split {fraction} holds out part of an image folder; --data "
+                f"{args.data} has its own test split (--val-data validates on another source)."
+            )
+        val = _validation_source(args.val_data or args.data)
+        return {"source": args.data, "split": "train"}, val, None
+    folder = _folder("--data", args.data)
+    train = {"source": folder, "split": "train"}
+    if args.val_data:
+        return train, _validation_source(args.val_data), None
+    if (folder / "train").is_dir():
+        held = [s for s in ("validation", "test") if (folder / s).is_dir()]
+        if held and fraction is None:
+            return train, {"source": folder, "split": held[0]}, None
+        folder = folder / "train"  # a share of the training images is held out
+    fraction = DEFAULT_VALIDATION_SPLIT if fraction is None else fraction
+    note = f"holding out {fraction:.0%} of {folder} for validation (--validation-split)"
+    held_out = {"source": folder, "validation_split": fraction}
+    return {**held_out, "split": "train"}, {**held_out, "split": "validation"}, note
+
+
+def _load_training_data(kr, args, splits, recipe, augment):
+    """(training data, validation data, image size, why that size): --image-size; for a ViT
+    the recipe's resolution; the data's own size; the model's for images of varying size."""
+    train_split, val_split, _ = splits
+    options = {"batch_size": args.batch_size}
+    size, why, train = args.image_size, "--image-size", None
+    # A recipe's resolution (vit_finetune: 384) applies to ViTs, which train at any size.
+    if not size and recipe.image_size and _family(args.model) in VIT_FAMILIES:
+        size, why = recipe.image_size, f"the {args.recipe} recipe's"
+    if not size and not _is_folder(args.data):
+        with contextlib.suppress(ValueError):  # images of varying size: the model's own
+            train = kr.data.load_dataset(**train_split, **options, augment=augment)
+            size, why = int(train.element_spec[0].shape[1]), "from the data"
+    if not size:
+        size = kr.create_model(args.model).input_shape[1]
+        why = "the model's default; --image-size sets another"
+    if train is None:
+        train = kr.data.load_dataset(**train_split, **options, image_size=size, augment=augment)
+    val = kr.data.load_dataset(**val_split, **options, image_size=size)
+    return train, val, size, why
+
+
+def _model_for_data(kr, args, train, size, why):
+    """The registry model built for the data: its class count and image size unless
+    --num-classes / --image-size say otherwise; prints what was chosen."""
+    classes, classes_why = args.num_classes, "--num-classes"
+    if classes is None and train.num_classes:
+        classes, classes_why = train.num_classes, "from the data"
+    from keras_resvit.training.recipes import recipe_model_options
+
+    # What the recipe sets in a model it is the paper's recipe for (a ViT's dropout and stochastic
+    # depth, its pre-training head), as kr.train does for a model it builds by name.
+    options = {**recipe_model_options(args.model, args.recipe), **size_options(args.model, size)}
+    if classes is not None:
+        options["num_classes"] = classes
+    try:
+        model = kr.create_model(args.model, **options)
+    except ValueError as error:
+        raise ValueError(
+            f"--model {args.model} cannot be built at {size}x{size} ({why}): {error}"
+        ) from error
+    if classes is None:
+        classes, classes_why = model.output_shape[-1], "the model's default"
+    print(f"model: {args.model} for {classes} classes ({classes_why}) at {size}x{size} ({why})")
+    return model
+
+
+def _default_output(data):
+    """runs/<the data's name>: runs/digits, runs/flowers, runs/cifar10."""
+    name = data[5:] if data.startswith("tfds:") else Path(data).expanduser().resolve().name
+    return os.path.join("runs", re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "data")
+
+
+def _check_previous_run(output, overwrite):
+    """Refuses, before any data is read, to replace a finished run in --output without
+    --overwrite, and says when --overwrite replaces one. (`kr.train` says where an
+    interrupted run resumes.)"""
+    from keras_resvit.training.run_folder import CONFIG_FILE, RUN_FILES
+
+    folder = Path(output)
+    try:
+        config = json.loads((folder / CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        return  # no run there; anything else in the way, kr.train names
+    if not isinstance(config, dict) or "result" not in config:
+        return
+    finished = config["result"] is not None
+    if overwrite:
+        kind = "finished" if finished else "interrupted"
+        print(f"replacing the {kind} run in {output} (--overwrite)")
+    elif finished:
+        files = [name for name in RUN_FILES if (folder / name).is_file()]
+        files = ", ".join(files[:4]) + (", ..." if len(files) > 4 else "")
+        raise ValueError(
+            f"--output {output} holds a finished run ({files}); pass --overwrite to replace "
+            "it, or another --output."
+        )
+
+
+def _augmentation(args, recipe):
+    """The --augment preset: "auto" is the recipe's, except on digits, which flips and crops
+    would change; "none" is None."""
+    augment = args.augment
+    if augment == "auto":
+        augment = None if args.data == "digits" else recipe.augment
+    return None if augment == "none" else augment
+
+
+def _print_results(history, val_split, output):
+    summary = history.summary
+    ran = f"{summary['epochs']} epoch{'s' if summary['epochs'] > 1 else ''}"
+    if summary["resumed_from_step"]:
+        ran += f", resumed from step {summary['resumed_from_step']} of {summary['steps']},"
+    print(
+        f"\n{summary['model']}: {ran} in {summary['seconds']:.0f} s "
+        f"({summary['images_per_second']:.0f} images/s)"
+    )
+    # The last epoch's validation is the trained model's accuracy: no second evaluation,
+    # and no question of which model object `kr.train` trained (a ViT it resized, a clone
+    # under a distribution strategy).
+    name = "test" if val_split["split"] == "test" else "validation"
+    last = history.history["val_accuracy"][-1]
+    print(f"{name} accuracy {last:.4f} (last), {summary['best_val_accuracy']:.4f} (best)")
+    print(f"saved {output}/last.keras, best.keras, history.csv, curves.png, config.json")
+
+
+def _export_tflite(kr, output):
+    """Exports the run's last.keras to model.tflite beside it and prints the summary."""
+    from keras_resvit.base.output_folders import output_folder
+    from keras_resvit.export import export_summary
+
+    exported = ["model.tflite", "model.classes.json"]
+    with output_folder("--output", output, exported) as folder:
+        folder.start_writing()
+        result = kr.export(
+            os.path.join(output, "last.keras"),
+            os.path.join(output, "model.tflite"),
+            format="tflite",
+        )
+    print(export_summary(result))
+
+
+def run_train(args):
+    import keras_resvit as kr
+    from keras_resvit.training.recipes import get_recipe
+
+    _family(args.model)  # unknown names fail before anything is read
+    recipe = get_recipe(args.recipe)
+    output = args.output or _default_output(args.data)
+    _check_previous_run(output, args.overwrite)
+    splits = _splits(args)
+    if splits[2]:
+        print(splits[2])
+    augment = _augmentation(args, recipe)
+    train, val, size, why = _load_training_data(kr, args, splits, recipe, augment)
+    model = _model_for_data(kr, args, train, size, why)
+    history = kr.train(
+        model,
+        train,
+        recipe=args.recipe,
+        epochs=args.epochs,
+        val_data=val,
+        output_dir=output,
+        learning_rate=args.learning_rate,
+        distribution=args.distribution,
+        precision=args.precision,
+        save_every=args.save_every,
+        overwrite=args.overwrite,
+        verbose=1 if sys.stdout.isatty() else 2,
+    )
+    from keras_resvit.base.output_folders import output_folder
+
+    with output_folder("--output", output, ["curves.png"]) as folder:
+        folder.start_writing()
+        kr.viz.plot_history(history, Path(output) / "curves.png")
+    _print_results(history, splits[1], output)
+    if args.tflite:
+        _export_tflite(kr, output)
