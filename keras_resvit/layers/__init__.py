@@ -3,7 +3,7 @@
 
 from keras_resvit.base.deprecation import deprecated_names
 from keras_resvit.layers import vit_layers
-from keras_resvit.layers.classic_layers import LocalResponseNormalization
+from keras_resvit.layers.baseline_layers import LocalResponseNormalization
 from keras_resvit.layers.crops import (
     RandomPadCrop,
     RandomResizedCrop,

@@ -11,7 +11,7 @@ same arguments. Every model takes raw 0-255 pixels and normalizes inside.
 import keras
 
 from keras_resvit.base.validation import check_choice, check_rate
-from keras_resvit.layers.classic_layers import LocalResponseNormalization
+from keras_resvit.layers.baseline_layers import LocalResponseNormalization
 from keras_resvit.layers.normalization import preprocessing_layers
 from keras_resvit.layers.resnet_layers import SlicedMaxPooling2D
 from keras_resvit.models.common import (

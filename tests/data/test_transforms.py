@@ -170,6 +170,7 @@ def test_the_old_presets_names_still_work_and_say_which_name_replaced_them():
         ("keras_resvit.layers.masked_patches", "keras_resvit.layers.masked_patch_layers"),
         ("keras_resvit.training.masked_patches", "keras_resvit.training.masked_pretraining"),
         ("keras_resvit.models.classic", "keras_resvit.models.baselines"),
+        ("keras_resvit.layers.classic_layers", "keras_resvit.layers.baseline_layers"),
         ("keras_resvit.evaluate", "keras_resvit.evaluation"),
     ],
 )
