@@ -46,6 +46,7 @@ _API = {
     "intermediate_model": "keras_resvit.models.features",
     "layers": "keras_resvit.layers",
     "list_models": "keras_resvit.models.registry",
+    "list_weights": "keras_resvit.weights.catalog",
     "load_model": "keras_resvit.files",
     "models": "keras_resvit.models",
     "predict": "keras_resvit.predict",

@@ -54,6 +54,12 @@ def _fraction(text):
 def _add_list(commands):
     p = commands.add_parser("list", help="list registered model names")
     p.add_argument("pattern", nargs="?", default=None, help="glob filter, e.g. 'resnet*'")
+    p.add_argument(
+        "--weights",
+        action="store_true",
+        help="list each model's published weights: name, format, resolution, classes, top-1, "
+        "license (create_model(NAME, weights=...), predict NAME:WEIGHTS)",
+    )
     p.set_defaults(run="run_list")
 
 
@@ -203,7 +209,11 @@ def _add_export(commands):
 
 def _add_predict(commands):
     p = commands.add_parser("predict", help="top-k classes of images with a .keras or .tflite")
-    p.add_argument("model", help="a .keras or .tflite file")
+    p.add_argument(
+        "model",
+        help="a .keras or .tflite file, or NAME:WEIGHTS, e.g. resnet50:imagenet (downloaded "
+        "once; see list --weights)",
+    )
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, GIF)")
     p.add_argument("--top-k", type=_positive_int, default=5)
     p.set_defaults(run="run_predict")

@@ -26,8 +26,18 @@ def run_list(args):
     names = list_models(args.pattern)
     if not names:
         raise ValueError(f"pattern={args.pattern!r} matches no model; try 'resnet*' or 'vit_*'.")
+    if not args.weights:
+        for name in names:
+            print(f"{name:<16} {get_spec(name).description}")
+        return
+    from keras_resvit.weights.catalog import CATALOG, describe
+
     for name in names:
-        print(f"{name:<16} {get_spec(name).description}")
+        entries = [entry for entry in CATALOG if name in entry.models]
+        if entries:
+            print(name)
+            for entry in entries:
+                print(f"  {describe(entry)}")
 
 
 def run_info(args):

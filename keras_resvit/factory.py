@@ -7,8 +7,11 @@ The registry (`models.registry`) holds names and builder arguments; the converte
 
 import keras
 
+from keras_resvit.base.class_names import set_class_names
 from keras_resvit.models.registry import builder, check_overrides, get_spec
 from keras_resvit.weights import build_with_weights
+from keras_resvit.weights.catalog import class_names_of, named_weights
+from keras_resvit.weights.download import fetch
 
 
 def create_model(name: str, weights=None, **overrides) -> keras.Model:
@@ -16,11 +19,14 @@ def create_model(name: str, weights=None, **overrides) -> keras.Model:
 
     Args:
         name: a registry name, e.g. "resnet50", "resnet20", "bit_r50x1".
-        weights: None (fresh initialization) or a weights file, its converter picked from the
-            file: `.npz` (original ViT or timm), `.safetensors`/`.pth` (timm/torchvision),
-            keras.applications `.h5`, or our own `.keras`/`.weights.h5`. Build arguments the
-            file fixes (keras.applications' v1 layout, a checkpoint's number of classes)
-            apply unless overridden.
+        weights: None (fresh initialization); the name of published weights
+            (`kr.list_weights(name)`, e.g. "imagenet"), downloaded once, verified and cached
+            (`keras_resvit.weights.download`), with their class names; or a weights file, its
+            converter picked from the file: `.npz` (original ViT, BiT or timm),
+            `.safetensors`/`.pth` (timm/torchvision), keras.applications `.h5`, or our own
+            `.keras`/`.weights.h5`. Build arguments the weights fix (keras.applications' v1
+            layout, a checkpoint's number of classes, resolution and preprocessing) apply
+            unless overridden.
         **overrides: builder arguments, e.g. `num_classes=10, input_shape=(64, 64, 3)`.
 
     Returns:
@@ -29,7 +35,9 @@ def create_model(name: str, weights=None, **overrides) -> keras.Model:
     Raises:
         ValueError: unknown name (with the closest names), an invalid override, or weights
             of another format or architecture (naming the layer and shapes).
-        FileNotFoundError: `weights` is not a file.
+        FileNotFoundError: `weights` is neither a file nor a name of published weights.
+        WeightsDownloadError: published weights could not be downloaded, or the download
+            failed its hash check (the message says how to pass a local file instead).
 
     Example:
     >>> import keras_resvit as kr
@@ -41,4 +49,13 @@ def create_model(name: str, weights=None, **overrides) -> keras.Model:
     defaults = {"name": name, **spec.kwargs}
     if weights is None:
         return builder(spec.family)(**{**defaults, **overrides})
-    return build_with_weights(builder(spec.family), spec.family, defaults, overrides, weights)
+    named = named_weights(name, weights)
+    if named is None:
+        return build_with_weights(builder(spec.family), spec.family, defaults, overrides, weights)
+    defaults.update(named.build_arguments(spec.family))
+    path = fetch(named)
+    model = build_with_weights(builder(spec.family), spec.family, defaults, overrides, path)
+    names = class_names_of(named)
+    if names is not None and model.output_shape[-1] == len(names):
+        set_class_names(model, names)
+    return model

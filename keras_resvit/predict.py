@@ -1,4 +1,5 @@
-"""Top-k predictions of a `.keras` or `.tflite` model on image files, with class names.
+"""Top-k predictions of a model on image files, with class names: a `.keras` or `.tflite`
+file, a model in memory, or a registry name with published weights ("resnet50:imagenet").
 
 A model file carries its class names inside itself and in a small JSON list beside it (see
 `keras_resvit.base.class_names`): the side file is read first, the names inside the file where
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_resvit.base.class_names import check_class_names, read_class_names
+from keras_resvit.base.class_names import check_class_names, model_class_names, read_class_names
 from keras_resvit.base.validation import check_int
 from keras_resvit.data.image_files import load_images
 
@@ -28,24 +29,63 @@ def _scores(model_path, paths):
         images = load_images(paths, tuple(shape[1:3]), channels=int(shape[3]))
         return run_tflite(model_path, images)
     if model_path.suffix == ".keras":
-        import keras
-
         from keras_resvit.files import load_model
-        from keras_resvit.models.common import check_classifier
 
-        model = load_model(model_path)
-        check_classifier(model, "predict ranks classes")
-        size, channels = tuple(model.input_shape[1:3]), model.input_shape[-1]
-        images = load_images(paths, size, channels=channels)
-        return keras.ops.convert_to_numpy(model.predict(images, verbose=0))
-    raise ValueError(f"model={str(model_path)!r} must be a .keras or .tflite file.")
+        return _model_scores(load_model(model_path), paths)
+    raise ValueError(
+        f"model={str(model_path)!r} must be a .keras or .tflite file, or NAME:WEIGHTS (e.g. "
+        "resnet50:imagenet)."
+    )
 
 
-def predict(model_path, image_paths, *, top_k: int = 5) -> list:
+def _model_scores(model, paths):
+    import keras
+
+    from keras_resvit.models.common import check_classifier
+
+    check_classifier(model, "predict ranks classes")
+    size, channels = tuple(model.input_shape[1:3]), model.input_shape[-1]
+    images = load_images(paths, size, channels=channels)
+    return keras.ops.convert_to_numpy(model.predict(images, verbose=0))
+
+
+def _named_model(text):
+    """The model "NAME:WEIGHTS" names (a registry name and its published weights), or None."""
+    name, _, weights = text.partition(":")
+    from keras_resvit.models.registry import REGISTRY
+
+    if not weights or name not in REGISTRY:
+        return None
+    from keras_resvit.factory import create_model
+
+    return create_model(name, weights=weights)
+
+
+def _scores_and_names(model, paths):
+    """The scores of `model` (a file, a model or NAME:WEIGHTS), its class names and its file."""
+    import keras
+
+    if isinstance(model, keras.Model):
+        return _model_scores(model, paths), model_class_names(model), None
+    named = None if Path(model).is_file() else _named_model(str(model))
+    if named is not None:
+        return _model_scores(named, paths), model_class_names(named), None
+    model_path = Path(model)
+    if not model_path.is_file():
+        raise FileNotFoundError(
+            f"model={str(model)!r} is not a file, nor NAME:WEIGHTS of a registry name (e.g. "
+            "resnet50:imagenet; `keras-resvit list --weights` lists them)."
+        )
+    names = read_class_names(model_path)
+    return _scores(model_path, paths), names, model_path
+
+
+def predict(model, image_paths, *, top_k: int = 5) -> list:
     """The `top_k` classes of each image, with names when the model carries them.
 
     Args:
-        model_path: a `.keras` or `.tflite` file.
+        model: a `.keras` or `.tflite` file, a `keras.Model`, or "NAME:WEIGHTS": a registry
+            name and the name of its published weights (`kr.list_weights`), downloaded once.
         image_paths: image files; each is resized to the model's input size.
         top_k: classes per image.
 
@@ -54,7 +94,7 @@ def predict(model_path, image_paths, *, top_k: int = 5) -> list:
         without class names).
 
     Raises:
-        FileNotFoundError: `model_path` or an image is not a file.
+        FileNotFoundError: `model` or an image is not a file.
         ValueError: a bad `top_k` or `image_paths`, a model file that is not a readable
             `.keras` / `.tflite`, an image that cannot be decoded, or class names whose count
             is not the model's.
@@ -75,11 +115,7 @@ def predict(model_path, image_paths, *, top_k: int = 5) -> list:
     check_int("top_k", top_k)
     if isinstance(image_paths, (str, Path)) or not image_paths:
         raise ValueError(f"image_paths={image_paths!r} must be a non-empty list of image files.")
-    model_path = Path(model_path)
-    if not model_path.is_file():
-        raise FileNotFoundError(f"model={str(model_path)!r} is not a file.")
-    names = read_class_names(model_path)
-    all_scores = _scores(model_path, image_paths)
+    all_scores, names, model_path = _scores_and_names(model, image_paths)
     check_class_names(names, all_scores.shape[-1], model_path)
     results = []
     for scores in all_scores:

@@ -1,5 +1,6 @@
-"""Weight import: keras.applications ResNets, keras-hub ViTs, original ViT checkpoints and
-timm / torchvision state dicts.
+"""Weight import: published weights by name (`catalog`, `download`), and the converters of
+keras.applications ResNets, keras-hub ViTs, original ViT checkpoints and timm / torchvision
+state dicts.
 
 Every converter returns one of our models whose outputs match the source's (on raw 0-255
 pixels; normalization is inside our models) and raises ValueError naming the layer and shapes
@@ -10,6 +11,14 @@ from pathlib import Path
 
 import keras
 
+from keras_resvit.weights.catalog import (
+    CATALOG,
+    NamedWeights,
+    list_weights,
+    register_weights,
+    weights_info,
+)
+from keras_resvit.weights.download import WeightsDownloadError, cache_folder
 from keras_resvit.weights.formats import build_with_weights, weights_format
 from keras_resvit.weights.keras_applications import from_keras_applications
 from keras_resvit.weights.keras_hub import from_keras_hub_vit
@@ -48,12 +57,19 @@ def load_weights(path, **kwargs) -> keras.Model:
 
 
 __all__ = [
+    "CATALOG",
+    "NamedWeights",
+    "WeightsDownloadError",
     "build_with_weights",
+    "cache_folder",
     "from_keras_applications",
     "from_keras_hub_vit",
     "load_timm",
     "load_vit_npz",
+    "list_weights",
     "load_weights",
     "read_state_dict",
+    "register_weights",
     "weights_format",
+    "weights_info",
 ]

@@ -1,0 +1,156 @@
+"""Published weights by name: where each file is, what it holds, and where that is said.
+
+`create_model(name, weights=TAG)` looks the tag up here, downloads the file once
+(`keras_resvit.weights.download`) and converts it. Each entry records the file's URL and
+format, the hash its publisher lists (or None: the first download's SHA-256 is then recorded
+and checked after), the resolution and preprocessing it was trained with, its classes, its
+license, the published ImageNet-1k top-1 accuracy and the source of those facts. The table
+itself is `catalog_table.py`. Listing imports no backend.
+"""
+
+import difflib
+import json
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import PurePosixPath
+
+# Suffixes that mark a `weights=` string as a file path rather than a name.
+FILE_SUFFIXES = (".h5", ".keras", ".npz", ".safetensors", ".pth", ".pt", ".bin")
+IMAGENET_1K = "imagenet-1k"
+
+
+@dataclass(frozen=True)
+class NamedWeights:
+    """One published weights file, for one or more registry names (`models`)."""
+
+    models: tuple
+    tag: str
+    url: str
+    format: str  # "keras_applications", "vit_npz", "bit_npz", "timm" or "torchvision"
+    image_size: int
+    num_classes: int  # 0: no classifier (a feature extractor's weights)
+    preprocessing: str
+    top1: float | None  # published ImageNet-1k top-1, percent
+    license: str
+    source: str
+    hash: str | None = None
+    hash_algorithm: str | None = None  # "md5", "sha256" or "sha256_prefix" (torchvision)
+    top1_source: str | None = None
+    notes: str = ""
+    build: dict = field(default_factory=dict)  # further build arguments the weights need
+
+    @property
+    def model(self) -> str:
+        return self.models[0]
+
+    @property
+    def file_name(self) -> str:
+        """The cache's name for the file: `<model>.<tag><suffix>`."""
+        return f"{self.model}.{self.tag}{PurePosixPath(self.url).suffix}"
+
+    @property
+    def classes(self) -> str | None:
+        return IMAGENET_1K if self.num_classes == 1000 else None
+
+    def build_arguments(self, family: str) -> dict:
+        """Builder arguments that make the model these weights were trained as."""
+        arguments = {"preprocessing": self.preprocessing, **self.build}
+        if family in ("vit", "hybrid_vit"):
+            arguments["image_size"] = self.image_size
+        if self.num_classes:
+            arguments["num_classes"] = self.num_classes
+        return arguments
+
+
+def _read_catalog():
+    text = resources.files("keras_resvit.weights").joinpath("catalog.json").read_text("utf-8")
+    return [
+        NamedWeights(**{**entry, "models": tuple(entry["models"])}) for entry in json.loads(text)
+    ]
+
+
+# Every entry; `register_weights` adds to it.
+CATALOG = _read_catalog()
+
+
+def register_weights(entry: NamedWeights) -> None:
+    """Adds published weights (e.g. a team's own release on an internal server) by name.
+
+    Raises:
+        ValueError: one of its registry names already has weights of that tag.
+    """
+    for model in entry.models:
+        if any(model in other.models and other.tag == entry.tag for other in CATALOG):
+            raise ValueError(f"{model!r} already has weights named {entry.tag!r}.")
+    CATALOG.append(entry)
+
+
+def list_weights(name: str | None = None):
+    """The weights names of a registry name, or {name: [tags]} of every name that has some.
+
+    Example:
+    >>> "imagenet" in list_weights("resnet50")
+    True
+    >>> list_weights("resnet20")
+    []
+    """
+    if name is not None:
+        return [entry.tag for entry in CATALOG if name in entry.models]
+    table = {}
+    for entry in CATALOG:
+        for model in entry.models:
+            table.setdefault(model, []).append(entry.tag)
+    return dict(sorted(table.items()))
+
+
+def weights_info(name: str, tag: str) -> NamedWeights:
+    """The catalog entry of `name`'s weights `tag`, or ValueError naming the valid tags."""
+    for entry in CATALOG:
+        if name in entry.models and entry.tag == tag:
+            return entry
+    tags = list_weights(name)
+    close = difflib.get_close_matches(str(tag), tags, n=3)
+    hint = f" Did you mean {close}?" if close else ""
+    raise ValueError(
+        f"weights={tag!r} is neither a file nor a name of {name}'s published weights "
+        f"({tags or 'it has none'}).{hint} Pass a name, or the path of a weights file "
+        f"({', '.join(FILE_SUFFIXES)})."
+    )
+
+
+def named_weights(name: str, weights) -> NamedWeights | None:
+    """The catalog entry `weights` names, or None when `weights` is a file path.
+
+    A string is a path when it names an existing file, holds a folder separator or ends in a
+    weights file's suffix; any other string must be a name of `name`'s weights.
+
+    Raises:
+        ValueError: an unknown name (with the valid and the closest names).
+    """
+    if not isinstance(weights, str):
+        return None
+    is_path = (
+        os.path.exists(weights)
+        or os.sep in weights
+        or "/" in weights
+        or weights.lower().endswith(FILE_SUFFIXES)
+    )
+    return None if is_path else weights_info(name, weights)
+
+
+def class_names_of(entry: NamedWeights) -> list | None:
+    """The class names of the weights' classifier (ImageNet-1k's are bundled), or None."""
+    if entry.classes != IMAGENET_1K:
+        return None
+    text = resources.files("keras_resvit.weights").joinpath("imagenet1k_classes.txt")
+    return text.read_text(encoding="utf-8").splitlines()
+
+
+def describe(entry: NamedWeights) -> str:
+    """One line: tag, format, resolution, classes, top-1 and license."""
+    classes = {0: "no classifier", 1000: "ImageNet-1k", 21843: "ImageNet-21k"}.get(
+        entry.num_classes, f"{entry.num_classes} classes"
+    )
+    top1 = f"top-1 {entry.top1:.1f}%" if entry.top1 is not None else "no ImageNet-1k top-1"
+    return f"{entry.tag}: {entry.format}, {entry.image_size} px, {classes}, {top1}, {entry.license}"

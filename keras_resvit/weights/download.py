@@ -1,0 +1,132 @@
+"""Named weights' files: downloaded once with `keras.utils.get_file`, verified, cached.
+
+The cache is `$KERAS_RESVIT_HOME/models` when `KERAS_RESVIT_HOME` is set, else Keras' own
+`~/.keras/models` (or `$KERAS_HOME/models`), in a `keras_resvit` sub-folder; each file is named
+`<model>.<tag><suffix>`. A file is checked against the hash its publisher lists where there is
+one; otherwise the SHA-256 of its first download is recorded beside it (`<file>.sha256`) and
+checked on every later load. A cached file that fails its check (a partial or corrupt copy) is
+fetched again, never loaded; a download that fails its check is never cached.
+
+`KERAS_RESVIT_WEIGHTS_MIRROR` redirects every download to a mirror that keeps the sources'
+host and path: with `KERAS_RESVIT_WEIGHTS_MIRROR=http://mirror:8000`,
+`https://storage.googleapis.com/vit_models/x.npz` is fetched from
+`http://mirror:8000/storage.googleapis.com/vit_models/x.npz` (the layout `wget -x` writes).
+"""
+
+import hashlib
+import os
+import urllib.parse
+from pathlib import Path
+
+from keras_resvit.base.files import atomic_path, write_text
+
+HOME_VARIABLE = "KERAS_RESVIT_HOME"
+MIRROR_VARIABLE = "KERAS_RESVIT_WEIGHTS_MIRROR"
+HASH_SUFFIX = ".sha256"
+_CHUNK = 1 << 20
+
+
+class WeightsDownloadError(OSError):
+    """A named weights file could not be downloaded, or the download failed its hash check."""
+
+
+def cache_folder() -> Path:
+    """Where named weights are cached (see the module's docstring)."""
+    home = os.environ.get(HOME_VARIABLE) or os.environ.get("KERAS_HOME") or "~/.keras"
+    return Path(home).expanduser() / "models" / "keras_resvit"
+
+
+def source_url(url: str) -> str:
+    """`url`, or its copy on the mirror `KERAS_RESVIT_WEIGHTS_MIRROR` names.
+
+    Example:
+    >>> os.environ[MIRROR_VARIABLE] = "http://127.0.0.1:8000/"
+    >>> source_url("https://storage.googleapis.com/vit_models/imagenet21k/ViT-B_16.npz")
+    'http://127.0.0.1:8000/storage.googleapis.com/vit_models/imagenet21k/ViT-B_16.npz'
+    >>> del os.environ[MIRROR_VARIABLE]
+    """
+    mirror = os.environ.get(MIRROR_VARIABLE, "").strip()
+    if not mirror:
+        return url
+    parts = urllib.parse.urlsplit(url)
+    return f"{mirror.rstrip('/')}/{parts.netloc}{parts.path}"
+
+
+def file_digest(path, algorithm: str = "sha256") -> str:
+    """The hex digest of a file, read in chunks."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as file:
+        while chunk := file.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _matches(path, entry) -> tuple[bool, str]:
+    """Whether `path` holds `entry`'s file, and the digest that says so or not."""
+    if entry.hash_algorithm == "sha256_prefix":  # torchvision: the file name carries it
+        digest = file_digest(path)
+        return digest.startswith(entry.hash), digest
+    digest = file_digest(path, entry.hash_algorithm)
+    return digest == entry.hash, digest
+
+
+def _cached(path: Path, entry) -> bool:
+    """Whether the cache holds a verified copy; a copy that fails its check is reported."""
+    if not path.is_file():
+        return False
+    recorded = path.with_name(path.name + HASH_SUFFIX)
+    if entry.hash is not None:
+        good, _ = _matches(path, entry)
+    elif recorded.is_file():
+        good = recorded.read_text().split()[:1] == [file_digest(path)]
+    else:
+        good = False  # a download interrupted before its hash was recorded
+    if not good:
+        print(f"{path} is incomplete or corrupt (its hash differs); downloading it again.")
+    return good
+
+
+def _download_error(entry, url, path, why):
+    return WeightsDownloadError(
+        f"weights={entry.tag!r} of {entry.model!r}: could not download {url} ({why}); cache "
+        f"path {path}. Download the file elsewhere and pass its path, "
+        f"create_model({entry.model!r}, weights='/path/to/{Path(entry.url).name}'), or point "
+        f"{MIRROR_VARIABLE} at a mirror."
+    )
+
+
+def fetch(entry) -> Path:
+    """The local path of a named weights file (`catalog.NamedWeights`), downloading it once.
+
+    Raises:
+        WeightsDownloadError: the download failed (offline, server error, truncated) or its
+            hash differs from the published one; nothing is cached then.
+    """
+    import keras
+
+    path = cache_folder() / entry.file_name
+    if _cached(path, entry):
+        return path
+    url = source_url(entry.url)
+    recorded = path.with_name(path.name + HASH_SUFFIX)
+    with atomic_path(path) as tmp:
+        try:  # a fresh download into the temporary file, then verified, then renamed
+            keras.utils.get_file(
+                Path(tmp).name, url, cache_dir=str(path.parent), cache_subdir="",
+                force_download=True,
+            )  # fmt: skip
+        except Exception as error:  # noqa: BLE001 - get_file raises plain Exception
+            raise _download_error(entry, url, path, " ".join(str(error).split())) from None
+        if entry.hash is not None:
+            good, digest = _matches(tmp, entry)
+            if not good:
+                raise WeightsDownloadError(
+                    f"weights={entry.tag!r} of {entry.model!r}: the file downloaded from {url} "
+                    f"has {entry.hash_algorithm} {digest}, but its publisher lists "
+                    f"{entry.hash}; nothing was cached. The download is corrupt or the file "
+                    "changed at its source: try again, or pass a file you trust by its path."
+                )
+        # The recorded hash is written first: a kill before the rename leaves no file it
+        # could vouch for.
+        write_text(recorded, f"{file_digest(tmp)}  {path.name}\n")
+    return path
