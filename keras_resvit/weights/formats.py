@@ -33,7 +33,6 @@ VALID = (
     "torchvision state dict), .h5 (keras.applications ResNet weights), .keras or .weights.h5 "
     "(a keras_resvit model)"
 )
-_KERAS_APPLICATIONS_NAME = re.compile(r"resnet(50|101|152)(v2)?")
 # Build arguments a format's weights carry (the rest stays the registry entry's).
 _HEAD = ("pooling", "representation_size", "num_classes")
 
@@ -47,6 +46,25 @@ def _h5_layer_names(path):
             has_bias = file.get("layers/conv2d/vars/1") is not None
             return [] if has_bias else None
         return [n.decode() if isinstance(n, bytes) else n for n in group.attrs["layer_names"]]
+
+
+# Convolutions of keras.applications' ResNet50/101/152 (and their V2), by depth.
+_KERAS_APPLICATIONS_CONVS = {53: 50, 104: 101, 155: 152}
+
+
+def _keras3_architecture(path):
+    """The architecture ("ResNet50", "ResNet101V2"...) of keras.applications weights saved by
+    Keras 3 (`model.save_weights("x.weights.h5")`, layers named by class), else None.
+
+    The depth follows from the number of convolutions; V2 has fewer batch norms than convs
+    (3 per block and one after the last, none after its stem), v1 one per conv.
+    """
+    with h5py.File(path, "r") as file:
+        names = list(file["layers"].keys()) if "layers" in file else []
+    convs = sum(n == "conv2d" or n.startswith("conv2d_") for n in names)
+    norms = sum(n.startswith("batch_normalization") for n in names)
+    depth = _KERAS_APPLICATIONS_CONVS.get(convs)
+    return depth and f"ResNet{depth}{'' if norms == convs else 'V2'}"
 
 
 def weights_format(path) -> str:
@@ -86,20 +104,20 @@ def weights_format(path) -> str:
             raise ValueError(
                 f"weights={str(path)!r} is not a readable HDF5 file: {error}"
             ) from error
-        if names is None or (not names and not _KERAS_APPLICATIONS_NAME.search(path.name.lower())):
+        if names is None or (not names and not _keras3_architecture(path)):
             return "keras"
         return "keras_applications"
     raise ValueError(f"weights={str(path)!r} has suffix {suffix!r}; expected {VALID}.")
 
 
 def _keras_applications_architecture(path):
+    path = Path(path)
     names = _h5_layer_names(path)
     stages = [n for n in names if re.fullmatch(r"conv4_block\d+_1_conv", n)]
     if names:
         depth = {6: 50, 23: 101, 36: 152}.get(len(stages))
         return depth and f"ResNet{depth}{'V2' if 'post_bn' in names else ''}"
-    match = _KERAS_APPLICATIONS_NAME.search(path.name.lower())
-    return f"ResNet{match[1]}{'V2' if match[2] else ''}"
+    return _keras3_architecture(path)
 
 
 def _layout(fmt, path, family, arguments):

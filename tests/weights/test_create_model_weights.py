@@ -59,7 +59,7 @@ def test_own_files(tmp_path, suffix):
 def test_keras_applications_weights_get_its_layout(tmp_path):
     source = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3), classes=10)
     randomize(source)
-    path = tmp_path / "resnet50_custom.weights.h5"
+    path = tmp_path / "x.weights.h5"  # a name that says nothing: the content tells
     source.save_weights(path)
     model = kr.create_model("resnet50", weights=path, input_shape=(64, 64, 3), num_classes=10)
     x = random_images(2, 64, 64)
@@ -67,6 +67,19 @@ def test_keras_applications_weights_get_its_layout(tmp_path):
     assert_close(model(x), expected)
     with pytest.raises(ValueError, match="keras.applications ResNet50 weights.*version='v2'"):
         kr.create_model("resnet50v2", weights=path)
+
+
+def test_keras3_weights_of_a_keras_applications_v2_resnet(tmp_path):
+    # Keras 3 names saved layers by class ("conv2d_12"): the convolutions give the depth, the
+    # batch norms v1 or v2. This file used to be taken for one of ours ("Layer 'stem_conv'
+    # expected 1 variables, but received 2").
+    source = randomize(keras.applications.ResNet50V2(weights=None, input_shape=(32, 32, 3)))
+    source.save_weights(tmp_path / "mine.weights.h5")
+    path = str(tmp_path / "mine.weights.h5")
+    model = kr.create_model("resnet50v2", weights=path, input_shape=(32, 32, 3))
+    x = random_images(2, 32, 32)
+    expected = source(keras.applications.resnet_v2.preprocess_input(x.copy()))
+    assert_close(model(x), expected)
 
 
 def test_missing_and_unknown_files(tmp_path):

@@ -219,3 +219,35 @@ def test_the_catalog_states_its_facts():
     assert "augreg2_in21k_ft_in1k" in kr.list_weights("vit_b16")
     names = catalog.class_names_of(catalog.weights_info("resnet50", "imagenet"))
     assert len(names) == len(set(names)) == 1000 and names[0] == "tench"
+
+
+def test_the_cli_lists_weights_and_predicts_with_named_weights(served, tmp_path, capsys):
+    from PIL import Image
+
+    from keras_resvit.cli import main
+
+    assert main(["list", "resnet50", "--weights"]) == 0
+    out = capsys.readouterr().out
+    assert "a1_in1k: timm, 224 px, ImageNet-1k, top-1 80.4%, Apache-2.0" in out
+    # predict NAME:WEIGHTS: the registry model with its published weights and class names.
+    from safetensors.numpy import save_file
+
+    state = resnet_state_dict(randomize(kr.build_resnet(18)))
+    save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, tmp_path / "r.safetensors")
+    content = (tmp_path / "r.safetensors").read_bytes()
+    _publish(
+        served, content, tag="hub", models=("resnet18",), suffix=".safetensors", format="timm",
+        num_classes=1000, preprocessing="imagenet",
+    )  # fmt: skip
+    image = tmp_path / "x.png"
+    Image.fromarray(random_images(1, 40, 40)[0].astype("uint8")).save(image)
+    assert main(["predict", "resnet18:hub", str(image), "--top-k", "3"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    # The same model in memory ranks the same ImageNet-1k classes.
+    model = kr.create_model("resnet18", weights="hub")
+    top = kr.predict(model, [image], top_k=3)[0]
+    names = model_class_names(model)
+    assert [c["name"] for c in top] == [names[c["index"]] for c in top]
+    assert line == f"{image}: " + ", ".join(f"{c['name']} {c['score']:.3f}" for c in top)
+    assert main(["predict", "resnet18:nope", str(image)]) == 2
+    assert "weights='nope' is neither a file nor a name" in capsys.readouterr().err
