@@ -157,6 +157,39 @@ def test_vit_finetune_starts_from_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name", ["vit_ti16", "resnet18"])
+def test_finetune_starts_from_pretrained_weights_on_an_image_folder(tmp_path, name, capsys):
+    from tests.test_cli import write_image_folder
+    from tests.weights.torch_layout import resnet_state_dict, vit_state_dict
+
+    # Stand-in published weights: the registry model's own layout, in timm's format.
+    source = kr.create_model(name)
+    state = (vit_state_dict if name.startswith("vit") else resnet_state_dict)(source)
+    np.savez(tmp_path / "pretrained.npz", **state)
+    data = tmp_path / "photos"
+    write_image_folder(data / "train", per_class=8)
+    write_image_folder(data / "test", per_class=2, seed=1)
+    example = run_example(
+        "finetune", "--model", name, "--weights", tmp_path / "pretrained.npz", "--data", data,
+        "--image-size", 32, "--batch-size", 8, "--epochs", 1, "--output", tmp_path / "run",
+    )  # fmt: skip
+    recipe = "vit_finetune" if name.startswith("vit") else "bit_finetune"
+    assert f"({recipe})" in capsys.readouterr().out
+    # Before training: the pre-trained weights at 32 px, a zero-initialized 3-class head.
+    model = example.pretrained_model(kr, name, str(tmp_path / "pretrained.npz"), 32, 3)
+    assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 3)
+    layer = "encoder_block1_mlp_dense1" if name.startswith("vit") else "stage2_block1_conv1"
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(model.get_layer(layer).kernel),
+        keras.ops.convert_to_numpy(source.get_layer(layer).kernel),
+    )
+    trained = kr.load_model(tmp_path / "run" / "last.keras")
+    assert trained.output_shape == (None, 3)
+    (epoch,) = read_csv(tmp_path / "run" / "history.csv")
+    assert 0.0 <= float(epoch["val_accuracy"]) <= 1.0
+
+
+@pytest.mark.slow
 def test_export_tflite_writes_checked_files(tmp_path, capsys):
     model = kr.build_resnet(8, stem="cifar")
     model.save(tmp_path / "model.keras")

@@ -204,6 +204,23 @@ RECIPES = {
         dropout=0.0,
     ),
     "vit_finetune": _VIT_FINETUNE,
+    # Kolesnikov et al. (2020, BiT), Section 3.3, the BiT-HyperRule for fine-tuning a
+    # pre-trained ResNet: SGD 0.9, lr 0.003 at batch 512, no weight decay, /10 at 30%, 60% and
+    # 90% of training after a 500-step linear warm-up, MixUp 0.1; 10k steps for a medium
+    # dataset (20k-500k images; 500 steps below 20k, where MixUp is off, 20k above 500k:
+    # pass `steps=`), random crops and flips.
+    "bit_finetune": Recipe(
+        "sgd",
+        0.003,
+        512,
+        8,
+        "step",
+        (0.3, 0.6, 0.9),
+        steps=10_000,
+        warmup=500,
+        mixup=0.1,
+        augment="inception_crop",
+    ),
     # The same with AugReg's strong augmentation (Steiner et al. 2022: RandAugment(2, 15) and
     # MixUp 0.5), a modern variant that helps long fine-tunes on small data.
     "vit_finetune_strong": dataclasses.replace(_VIT_FINETUNE, augment="vit"),

@@ -44,6 +44,18 @@ def test_vit_pretrain_warms_up_10k_steps_then_decays_linearly():
     )
 
 
+def test_bit_hyperrule_warms_up_500_steps_then_divides_at_30_60_90_percent():
+    recipe = RECIPES["bit_finetune"]
+    assert (recipe.optimizer, recipe.momentum, recipe.weight_decay) == ("sgd", 0.9, 0.0)
+    assert (recipe.steps, recipe.batch_size, recipe.mixup) == (10_000, 512, 0.1)
+    schedule = recipe_schedule(recipe, 512, 10_000)
+    np.testing.assert_allclose(
+        rates(schedule, [249, 499, 2_999, 3_000, 5_999, 6_000, 9_000, 9_999]),
+        [0.0015, 0.003, 0.003, 3e-4, 3e-4, 3e-5, 3e-6, 3e-6],
+        rtol=1e-4,
+    )
+
+
 def test_constant_warmup_of_resnet110():
     recipe = RECIPES["resnet_cifar_warmup"]
     schedule = recipe_schedule(recipe, 128, recipe_steps(recipe, 128))
