@@ -1,21 +1,36 @@
-"""keras-hub's `ViTBackbone` into our ViT (without classifier, every token out).
+"""keras-hub backbones and preset folders, both ways: `ViTBackbone` and `ResNetBackbone`.
 
-keras-hub's ViT has the same pieces as ours under other names (`vit_encoder/
-transformer_block_1/mha/query/kernel` is our `encoder_block1_attention/query/kernel`), so the
-arrays are copied as they are; only the position embeddings gain a batch axis. keras-hub is
-not imported: the backbone is read through its config and variable paths.
+keras-hub's ViT and ResNet (v1.5, not pre-activation) have the same pieces as ours under other
+names (`vit_encoder/transformer_block_1/mha/query/kernel` is our
+`encoder_block1_attention/query/kernel`, `stack2_block0_1_conv/kernel` our
+`stage3_block1_conv1/kernel`), so the arrays are copied as they are; only the ViT's position
+embeddings gain or lose a batch axis. A keras-hub backbone takes normalized images; ours take
+raw 0-255 pixels and normalize inside, so `ours(x) == backbone(normalize(x))`.
+
+keras-hub is imported only to read or write a preset folder (the `hub` extra).
 """
 
+import json
 import re
+from pathlib import Path
 
 import keras
 
+from keras_resvit.base.output_folders import atomic_folder
+from keras_resvit.models.common import is_vit
 from keras_resvit.models.vit import LN_EPSILON, build_vit
 from keras_resvit.weights.common import assign_weights
 
+BACKBONES = ("ViTBackbone", "ResNetBackbone")
+# A preset folder as `Backbone.save_to_preset` writes it (larger weights come in shards).
+PRESET = (
+    "keras-hub preset",
+    ("config.json", "metadata.json", "model.weights.h5"),
+    ("config.json",),
+)
 _EMBEDDING = "vit_patching_and_embedding"
 _BLOCK = r"vit_encoder/transformer_block_(\d+)"
-_RENAMES = (
+_VIT_RENAMES = (
     (rf"{_EMBEDDING}/class_token$", "class_token/token"),
     (rf"{_EMBEDDING}/patch_embedding/(\w+)$", r"patch_embedding/\1"),
     (rf"{_EMBEDDING}/position_embedding/embeddings$", "position_embedding/embeddings"),
@@ -24,8 +39,8 @@ _RENAMES = (
     (rf"{_BLOCK}/mlp/dense_(\d)/(\w+)$", r"encoder_block\1_mlp_dense\2/\3"),
     (r"vit_encoder/ln/(\w+)$", r"encoder_norm/\1"),
 )
-# keras-hub options our ViT has no counterpart for, with the value ours implies.
-_FIXED = {
+# keras-hub ViT options our ViT has no counterpart for, with the value ours implies.
+_VIT_FIXED = {
     "use_class_token": True,
     "use_mha_bias": True,
     "use_mlp_bias": True,
@@ -33,13 +48,130 @@ _FIXED = {
     "layer_norm_epsilon": LN_EPSILON,
     "data_format": "channels_last",
 }
+_RESNET_FIXED = {"input_conv_filters": [64], "input_conv_kernel_sizes": [7]}
+# keras-hub's blocks per stage -> our depth, for its two block types.
+_RESNET_DEPTHS = {
+    ("basic_block", (2, 2, 2, 2)): 18,
+    ("basic_block", (3, 4, 6, 3)): 34,
+    ("bottleneck_block", (3, 4, 6, 3)): 50,
+    ("bottleneck_block", (3, 4, 23, 3)): 101,
+    ("bottleneck_block", (3, 8, 36, 3)): 152,
+}
+_RESNET_PATH = re.compile(r"stack(\d+)_block(\d+)_([0-3])_(conv|bn)/(\w+)$")
 
 
-def _our_path(path):
-    for pattern, replacement in _RENAMES:
+def _check_fixed(config, fixed, what):
+    for option, value in fixed.items():
+        if config.get(option, value) != value:
+            raise ValueError(
+                f"keras-hub {what} has {option}={config[option]!r}; ours supports only "
+                f"{option}={value!r}."
+            )
+
+
+def _vit_path(path):
+    for pattern, replacement in _VIT_RENAMES:
         if re.match(pattern, path):
             return re.sub(pattern, replacement, path)
     raise ValueError(f"keras-hub variable {path!r} has no counterpart in our ViT.")
+
+
+def _resnet_path(path):
+    """Our name of a keras-hub ResNet variable (`stack0_block0_0_bn/gamma` ->
+    `stage1_block1_shortcut_bn/gamma`)."""
+    stem = re.match(r"conv1_(conv|bn)/(\w+)$", path)
+    if stem:
+        return f"stem_{stem[1]}/{stem[2]}"
+    match = _RESNET_PATH.match(path)
+    if match is None:
+        raise ValueError(f"keras-hub variable {path!r} has no counterpart in our ResNet.")
+    stack, block, index, kind, variable = match.groups()
+    layer = f"shortcut_{kind}" if index == "0" else f"{kind}{index}"
+    return f"stage{int(stack) + 1}_block{int(block) + 1}_{layer}/{variable}"
+
+
+def backbone_arguments(class_name: str, config: dict) -> tuple:
+    """`(family, build arguments)` of our model with the architecture of a keras-hub backbone.
+
+    Raises:
+        ValueError: another backbone, or an option ours does not have.
+    """
+    if class_name == "ViTBackbone":
+        _check_fixed(config, _VIT_FIXED, "ViTBackbone")
+        patch = config["patch_size"]
+        return "vit", {
+            "image_size": tuple(config["image_shape"][:2]),
+            "patch_size": patch[0] if isinstance(patch, (tuple, list)) else patch,
+            "hidden_size": config["hidden_dim"],
+            "num_layers": config["num_layers"],
+            "num_heads": config["num_heads"],
+            "mlp_dim": config["mlp_dim"],
+        }
+    if class_name == "ResNetBackbone":
+        _check_fixed(config, {**_RESNET_FIXED, "use_pre_activation": False}, "ResNetBackbone")
+        key = (config["block_type"], tuple(config["stackwise_num_blocks"]))
+        if key not in _RESNET_DEPTHS or list(config["stackwise_num_filters"]) != [
+            64,
+            128,
+            256,
+            512,
+        ]:
+            raise ValueError(
+                f"keras-hub ResNetBackbone with {key[0]} blocks {list(key[1])} and filters "
+                f"{config['stackwise_num_filters']} is not a ResNet-18/34/50/101/152."
+            )
+        return "resnet", {"depth": _RESNET_DEPTHS[key], "version": "v1.5"}
+    raise ValueError(f"keras-hub {class_name} is not one of {list(BACKBONES)}.")
+
+
+def backbone_values(backbone) -> dict:
+    """`{our variable path: array}` of a keras-hub ViT or ResNet backbone's weights."""
+    vit = type(backbone).__name__ == "ViTBackbone"
+    values = {}
+    for variable in backbone.weights:
+        array = keras.ops.convert_to_numpy(variable)
+        path = (_vit_path if vit else _resnet_path)(variable.path)
+        values[path] = array[None] if path == "position_embedding/embeddings" else array
+    return values
+
+
+def _keras_hub():
+    try:
+        import keras_hub
+    except ImportError as error:
+        raise ImportError(
+            "keras-hub presets need the keras-hub package: pip install 'keras-resvit[hub]'."
+        ) from error
+    return keras_hub
+
+
+def preset_class_name(folder) -> str | None:
+    """The backbone class a keras-hub preset folder holds, or None for any other folder."""
+    config = Path(folder) / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        return json.loads(config.read_text()).get("class_name")
+    except (ValueError, AttributeError):
+        return None
+
+
+def load_preset(folder):
+    """`keras_hub.models.Backbone.from_preset(folder)`, refusing backbones ours cannot take."""
+    class_name = preset_class_name(folder)
+    if class_name not in BACKBONES:
+        raise ValueError(
+            f"weights={str(folder)!r} is a folder but not a keras-hub preset of one of "
+            f"{list(BACKBONES)} (its config.json names {class_name!r})."
+        )
+    return _keras_hub().models.Backbone.from_preset(str(folder))
+
+
+def fill_from_backbone(model, backbone) -> keras.Model:
+    """Copies a keras-hub backbone's weights into `model` (ours, of the same architecture);
+    a classifier of ours (`predictions`, `pre_logits`) keeps its own weights."""
+    source = f"keras-hub {type(backbone).__name__} {backbone.name!r}"
+    return assign_weights(model, backbone_values(backbone), source, ("predictions", "pre_logits"))
 
 
 def from_keras_hub_vit(backbone, *, preprocessing: str | None = "inception") -> keras.Model:
@@ -77,31 +209,106 @@ def from_keras_hub_vit(backbone, *, preprocessing: str | None = "inception") -> 
         raise ValueError(
             f"backbone of type {type(backbone).__name__} is not a keras_hub.models.ViTBackbone."
         )
-    config = backbone.get_config()
-    for option, value in _FIXED.items():
-        if config.get(option, value) != value:
-            raise ValueError(
-                f"backbone has {option}={config[option]!r}; our ViT supports only "
-                f"{option}={value!r}."
-            )
-    patch = config["patch_size"]
-    patch = patch[0] if isinstance(patch, (tuple, list)) else patch
+    _, arguments = backbone_arguments("ViTBackbone", backbone.get_config())
     model = build_vit(
         None,
-        image_size=tuple(config["image_shape"][:2]),
         include_top=False,
         pooling=None,
         preprocessing=preprocessing,
-        hidden_size=config["hidden_dim"],
-        num_layers=config["num_layers"],
-        num_heads=config["num_heads"],
-        mlp_dim=config["mlp_dim"],
-        patch_size=patch,
         name=f"vit_from_{backbone.name}",
+        **arguments,
     )
-    values = {}
+    return fill_from_backbone(model, backbone)
+
+
+def _hub_config(model) -> tuple:
+    """The keras-hub backbone class and config with `model`'s architecture, or ValueError."""
+    config = {layer.name: layer for layer in model.layers}
+    if is_vit(model):
+        attention = config["encoder_block1_attention"]
+        blocks = sum(name.endswith("_attention") for name in config)
+        kernel = config["patch_embedding"].kernel
+        return "ViTBackbone", {
+            "image_shape": tuple(model.input_shape[1:]),
+            "patch_size": int(kernel.shape[0]),
+            "num_layers": blocks,
+            "num_heads": attention.num_heads,
+            "hidden_dim": int(kernel.shape[-1]),
+            "mlp_dim": int(config["encoder_block1_mlp_dense1"].kernel.shape[-1]),
+        }
+    blocks = tuple(
+        sum(name.startswith(f"stage{stage}_block") and name.endswith("_conv1") for name in config)
+        for stage in (1, 2, 3, 4)
+    )
+    block_type = "bottleneck_block" if "stage1_block1_conv3" in config else "basic_block"
+    # v1.5: a bottleneck strides in its 3x3; no pre-activation (v2) or GroupNorm (BiT).
+    v15 = block_type == "basic_block" or config["stage2_block1_conv1"].strides == (1, 1)
+    if (block_type, blocks) in _RESNET_DEPTHS and v15 and "stem_bn" in config:
+        return "ResNetBackbone", {
+            **_RESNET_FIXED,
+            "stackwise_num_filters": [64, 128, 256, 512],
+            "stackwise_num_blocks": list(blocks),
+            "stackwise_num_strides": [1, 2, 2, 2],
+            "block_type": block_type,
+            "use_pre_activation": False,
+            "image_shape": tuple(model.input_shape[1:]),
+        }
+    raise ValueError(
+        f"model={model.name!r} is neither a ViT nor a ResNet-18/34/50/101/152 (v1.5) that "
+        "keras-hub's ViTBackbone or ResNetBackbone can hold."
+    )
+
+
+def to_keras_hub(model: keras.Model):
+    """A keras-hub `ViTBackbone` or `ResNetBackbone` holding `model`'s weights (its classifier
+    and normalization left out: the backbone takes normalized images, as keras-hub's do).
+
+    Raises:
+        ValueError: `model` has no keras-hub counterpart (see `backbone_arguments`).
+        ImportError: keras-hub is not installed.
+    """
+    class_name, config = _hub_config(model)
+    backbone = getattr(_keras_hub().models, class_name)(**config)
+    ours = {variable.path: variable for variable in model.weights}
+    rename = _vit_path if class_name == "ViTBackbone" else _resnet_path
+    paths = {variable.path: rename(variable.path) for variable in backbone.weights}
+    left_out = sorted(
+        path
+        for path in set(ours) - set(paths.values())
+        if not path.startswith(("predictions", "pre_logits", "preprocessing"))
+    )
+    if left_out:  # e.g. squeeze-and-excitation gates: keras-hub's backbone has none
+        raise ValueError(
+            f"model={model.name!r} has weights keras-hub's {class_name} has no place for: "
+            f"{left_out[:5]}{' ...' if len(left_out) > 5 else ''}."
+        )
     for variable in backbone.weights:
-        array = keras.ops.convert_to_numpy(variable)
-        path = _our_path(variable.path)
-        values[path] = array[None] if path == "position_embedding/embeddings" else array
-    return assign_weights(model, values, f"keras-hub backbone {backbone.name!r}")
+        path = paths[variable.path]
+        array = keras.ops.convert_to_numpy(ours[path])
+        variable.assign(array[0] if path == "position_embedding/embeddings" else array)
+    return backbone
+
+
+def save_keras_hub_preset(model: keras.Model, folder) -> Path:
+    """Writes `model` as a keras-hub preset folder that `keras_hub.models.Backbone.from_preset`
+    loads (see `to_keras_hub`); written whole or not at all, replacing only an earlier preset.
+
+    Returns:
+        The folder's path.
+
+    Raises:
+        ValueError: `model` has no keras-hub counterpart, or `folder` holds other files.
+        ImportError: keras-hub is not installed.
+
+    Example:
+    >>> import keras_resvit as kr
+    >>> model = kr.build_vit("Ti/16", image_size=32, patch_size=8)
+    >>> save_keras_hub_preset(model, "vit_preset")
+    PosixPath('vit_preset')
+    >>> preset_class_name("vit_preset")
+    'ViTBackbone'
+    """
+    backbone = to_keras_hub(model)
+    with atomic_folder("folder", folder, *PRESET) as tmp:
+        backbone.save_to_preset(str(tmp))
+    return Path(folder)
