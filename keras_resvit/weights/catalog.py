@@ -9,6 +9,7 @@ itself is `catalog_table.py`. Listing imports no backend.
 """
 
 import difflib
+import gzip
 import json
 import os
 from dataclasses import dataclass, field
@@ -18,6 +19,11 @@ from pathlib import PurePosixPath
 # Suffixes that mark a `weights=` string as a file path rather than a name.
 FILE_SUFFIXES = (".h5", ".keras", ".npz", ".safetensors", ".pth", ".pt", ".bin")
 IMAGENET_1K = "imagenet-1k"
+IMAGENET_21K = "imagenet-21k"
+# Bundled class names, in the heads' order: torchvision's ImageNet-1k names (BSD-3-Clause),
+# and the WordNet lemmas of Google's ImageNet-21k order (timm's imagenet21k_goog_synsets.txt
+# and imagenet_synset_to_lemma.txt, Apache-2.0; the synset id is added to a lemma that repeats).
+CLASS_FILES = {IMAGENET_1K: "imagenet1k_classes.txt", IMAGENET_21K: "imagenet21k_classes.txt.gz"}
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,7 @@ class NamedWeights:
 
     @property
     def classes(self) -> str | None:
-        return IMAGENET_1K if self.num_classes == 1000 else None
+        return {1000: IMAGENET_1K, 21843: IMAGENET_21K}.get(self.num_classes)
 
     def build_arguments(self, family: str) -> dict:
         """Builder arguments that make the model these weights were trained as."""
@@ -140,11 +146,14 @@ def named_weights(name: str, weights) -> NamedWeights | None:
 
 
 def class_names_of(entry: NamedWeights) -> list | None:
-    """The class names of the weights' classifier (ImageNet-1k's are bundled), or None."""
-    if entry.classes != IMAGENET_1K:
+    """The class names of the weights' classifier (ImageNet-1k's and -21k's are bundled), or
+    None for other heads."""
+    if entry.classes is None:
         return None
-    text = resources.files("keras_resvit.weights").joinpath("imagenet1k_classes.txt")
-    return text.read_text(encoding="utf-8").splitlines()
+    data = resources.files("keras_resvit.weights").joinpath(CLASS_FILES[entry.classes]).read_bytes()
+    if CLASS_FILES[entry.classes].endswith(".gz"):
+        data = gzip.decompress(data)
+    return data.decode("utf-8").splitlines()
 
 
 def describe(entry: NamedWeights) -> str:

@@ -192,7 +192,7 @@ def test_names_paths_and_unknown_names():
 
 def test_the_catalog_states_its_facts():
     assert len(catalog.CATALOG) > 60
-    formats = {"keras_applications", "vit_npz", "timm", "torchvision"}
+    formats = {"keras_applications", "vit_npz", "bit_npz", "timm", "torchvision"}
     for entry in catalog.CATALOG:
         assert set(entry.models) <= set(REGISTRY), entry
         assert entry.format in formats and entry.url.startswith("https://"), entry
@@ -219,6 +219,8 @@ def test_the_catalog_states_its_facts():
     assert "augreg2_in21k_ft_in1k" in kr.list_weights("vit_b16")
     names = catalog.class_names_of(catalog.weights_info("resnet50", "imagenet"))
     assert len(names) == len(set(names)) == 1000 and names[0] == "tench"
+    names = catalog.class_names_of(catalog.weights_info("vit_b16", "google_in21k"))
+    assert len(names) == len(set(names)) == 21843 and names[0] == "organism, being"
 
 
 def test_the_cli_lists_weights_and_predicts_with_named_weights(served, tmp_path, capsys):
