@@ -1,6 +1,6 @@
 """Weight import: published weights by name (`catalog`, `download`), and the converters of
-keras.applications ResNets, keras-hub ViTs, original ViT checkpoints and timm / torchvision
-state dicts.
+keras.applications ResNets, keras-hub ViTs, original ViT and BiT checkpoints and timm /
+torchvision state dicts.
 
 Every converter returns one of our models whose outputs match the source's (on raw 0-255
 pixels; normalization is inside our models) and raises ValueError naming the layer and shapes
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import keras
 
+from keras_resvit.weights.bit_npz import load_bit_npz
 from keras_resvit.weights.catalog import (
     CATALOG,
     NamedWeights,
@@ -29,10 +30,11 @@ from keras_resvit.weights.vit_npz import load_vit_npz
 def load_weights(path, **kwargs) -> keras.Model:
     """Builds our model from a weights file, picking the converter by its format.
 
-    `.npz`: an original ViT checkpoint (`load_vit_npz`) or a timm state dict;
-    `.safetensors`/`.pth`/`.pt`/`.bin`: a timm/torchvision state dict (`load_timm`); `.h5`:
-    keras.applications ResNet weights (`from_keras_applications`). Keyword arguments go to
-    the converter. To fill a registry model instead, use `create_model(name, weights=path)`.
+    `.npz`: an original ViT checkpoint (`load_vit_npz`), a BiT checkpoint (`load_bit_npz`) or a
+    timm state dict; `.safetensors`/`.pth`/`.pt`/`.bin`: a timm/torchvision state dict
+    (`load_timm`); `.h5`: keras.applications ResNet weights (`from_keras_applications`).
+    Keyword arguments go to the converter. To fill a registry model instead, use
+    `create_model(name, weights=path)`.
 
     Example:
     >>> import keras
@@ -45,13 +47,16 @@ def load_weights(path, **kwargs) -> keras.Model:
     """
     suffix = Path(path).suffix.lower()
     if suffix in SUFFIXES:
-        if weights_format(path) == "vit_npz":
+        fmt = weights_format(path)
+        if fmt == "vit_npz":
             return load_vit_npz(path, **kwargs)
+        if fmt == "bit_npz":
+            return load_bit_npz(path, **kwargs)
         return load_timm(path, **kwargs)
     if suffix == ".h5":
         return from_keras_applications(path, **kwargs)
     raise ValueError(
-        f"path={str(path)!r} has suffix {suffix!r}; expected .npz (original ViT or timm), "
+        f"path={str(path)!r} has suffix {suffix!r}; expected .npz (original ViT, BiT or timm), "
         ".safetensors/.pth/.pt/.bin (timm/torchvision) or .h5 (keras.applications ResNet)."
     )
 
@@ -64,6 +69,7 @@ __all__ = [
     "cache_folder",
     "from_keras_applications",
     "from_keras_hub_vit",
+    "load_bit_npz",
     "load_timm",
     "load_vit_npz",
     "list_weights",

@@ -1,13 +1,14 @@
 """Which converter reads a weights file, and registry models built around one.
 
-The format is read from the file (suffix, then content): `.npz` original ViT checkpoints or
-timm state dicts, `.safetensors`/`.pth`/`.pt`/`.bin` timm/torchvision state dicts,
+The format is read from the file (suffix, then content): `.npz` original ViT checkpoints, BiT
+checkpoints or timm state dicts, `.safetensors`/`.pth`/`.pt`/`.bin` timm/torchvision state dicts,
 keras.applications' published `.h5` files (the legacy HDF5 layout), and our own `.keras` and
 `.weights.h5` files. A format may fix build arguments the registry name leaves open (e.g.
 keras.applications' ResNet50 is v1 with caffe preprocessing), so `build_with_weights` builds
 with those before filling the model.
 """
 
+import json
 import re
 import zipfile
 from pathlib import Path
@@ -17,7 +18,21 @@ import keras
 import numpy as np
 
 from keras_resvit.base.model_files import check_keras_file
+from keras_resvit.weights.bit_npz import (
+    BIT_ARGUMENTS,
+    ROOT,
+    bit_architecture,
+    load_bit_npz,
+    read_bit_npz,
+)
 from keras_resvit.weights.keras_applications import LAYOUTS, from_keras_applications
+from keras_resvit.weights.keras_hub import (
+    BACKBONES,
+    backbone_arguments,
+    fill_from_backbone,
+    load_preset,
+    preset_class_name,
+)
 from keras_resvit.weights.timm import (
     SUFFIXES,
     load_timm,
@@ -29,9 +44,10 @@ from keras_resvit.weights.timm import (
 from keras_resvit.weights.vit_npz import load_vit_npz, npz_architecture, read_npz
 
 VALID = (
-    ".npz (original ViT checkpoint or timm state dict), .safetensors/.pth/.pt/.bin (timm or "
-    "torchvision state dict), .h5 (keras.applications ResNet weights), .keras or .weights.h5 "
-    "(a keras_resvit model)"
+    ".npz (original ViT or BiT checkpoint, or timm state dict), .safetensors/.pth/.pt/.bin "
+    "(timm or torchvision state dict), .h5 (keras.applications ResNet weights), .keras or "
+    ".weights.h5 (a keras_resvit model), or a keras-hub preset folder (ViTBackbone, "
+    "ResNetBackbone)"
 )
 # Build arguments a format's weights carry (the rest stays the registry entry's).
 _HEAD = ("pooling", "representation_size", "num_classes")
@@ -68,13 +84,20 @@ def _keras3_architecture(path):
 
 
 def weights_format(path) -> str:
-    """ "vit_npz", "timm", "keras_applications" or "keras" for a weights file.
+    """ "vit_npz", "bit_npz", "timm", "keras_applications" or "keras" for a weights file.
 
     Raises:
         FileNotFoundError: `path` is not a file.
         ValueError: no converter reads it.
     """
     path = Path(path)
+    if path.is_dir():
+        if preset_class_name(path) in BACKBONES:
+            return "keras_hub"
+        raise ValueError(
+            f"weights={str(path)!r} is a folder but not a keras-hub preset of one of "
+            f"{list(BACKBONES)} (a config.json naming it); expected {VALID}."
+        )
     if not path.is_file():
         raise FileNotFoundError(f"weights={str(path)!r} is not a file; expected {VALID}.")
     suffix = path.suffix.lower()
@@ -86,11 +109,14 @@ def weights_format(path) -> str:
             raise ValueError(f"weights={str(path)!r} is not a readable .npz: {error}") from error
         if "embedding/kernel" in keys:
             return "vit_npz"
+        if any(key.startswith("resnet/root_block/") for key in keys):
+            return "bit_npz"
         if state_dict_family(dict.fromkeys(keys)):
             return "timm"
         raise ValueError(
             f"weights={str(path)!r} holds neither an original ViT checkpoint ('embedding/kernel', "
-            f"...) nor a timm state dict; found keys {sorted(keys)[:5]}. Valid: {VALID}."
+            f"...), a BiT checkpoint ({ROOT!r}, ...) nor a timm state dict; found keys "
+            f"{sorted(keys)[:5]}. Valid: {VALID}."
         )
     if suffix in SUFFIXES:
         return "timm"
@@ -120,11 +146,30 @@ def _keras_applications_architecture(path):
     return _keras3_architecture(path)
 
 
+def _bit_layout(path, family, arguments):
+    """A BiT checkpoint fixes its head and [-1, 1] inputs; the model must be a BiT ResNet."""
+    found = bit_architecture(read_bit_npz(path))
+    if family == "resnet" and any(arguments.get(k) != v for k, v in BIT_ARGUMENTS.items()):
+        needs = ", ".join(f"{key}={value!r}" for key, value in BIT_ARGUMENTS.items())
+        raise ValueError(
+            f"weights={str(path)!r} holds a BiT ResNet-{found['depth']}x{found['width']}, "
+            f"which needs {needs}; use a bit_* registry name (e.g. "
+            f"'bit_r{found['depth']}x{found['width']}')."
+        )
+    layout = {"preprocessing": "inception"}
+    if found["include_top"]:
+        layout["num_classes"] = found["num_classes"]
+    return layout
+
+
 def _layout(fmt, path, family, arguments):
     """Build arguments the weights fix, or ValueError when they need another family."""
     if fmt == "keras":
         return {}
-    if fmt == "keras_applications":
+    if fmt == "keras_hub":
+        config = json.loads((path / "config.json").read_text())
+        needed, layout = backbone_arguments(config["class_name"], config["config"])
+    elif fmt == "keras_applications":
         architecture = _keras_applications_architecture(path)
         version = "v2" if architecture and architecture.endswith("V2") else "v1"
         requested = arguments.get("version", "v1.5")
@@ -134,6 +179,8 @@ def _layout(fmt, path, family, arguments):
                 f"do not fit version={requested!r}; use a registry name of the same version."
             )
         needed, layout = "resnet", {"version": version, **LAYOUTS[version]}
+    elif fmt == "bit_npz":
+        needed, layout = "resnet", _bit_layout(path, family, arguments)
     elif fmt == "vit_npz":
         needed, found = "vit", npz_architecture(read_npz(path))
         layout = {k: found[k] for k in _HEAD if found["include_top"] or k != "num_classes"}
@@ -153,6 +200,10 @@ def _layout(fmt, path, family, arguments):
 
 
 def _fill(fmt, model, path):
+    if fmt == "keras_hub":
+        return fill_from_backbone(model, load_preset(path))
+    if fmt == "bit_npz":
+        return load_bit_npz(path, model=model)
     if fmt == "vit_npz":
         return load_vit_npz(path, model=model)
     if fmt == "timm":
