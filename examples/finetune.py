@@ -1,7 +1,9 @@
 """Fine-tunes a pre-trained ResNet or ViT on your images, starting from published weights.
 
-`--weights` names published weights (`keras-resvit list --weights` lists them; downloaded once,
-verified and cached) or a weights file. The pre-trained classifier is replaced by a
+`--weights` names published weights of `--model` (`keras-resvit list --weights` lists them;
+downloaded once, verified and cached) or a weights file (without `--model`, the architecture is
+read from the file's array shapes: an original ViT `.npz`, a timm state dict, a
+keras.applications `.h5`). The pre-trained classifier is replaced by a
 zero-initialized one for the data's classes, then:
 - a ViT is resized to `--image-size` (`kr.resize_vit`: the patch size stays, the position
   embeddings are interpolated) and trained with the ViT paper's fine-tuning recipe
@@ -18,6 +20,12 @@ CPU-friendly run (the bundled digits, no download: a ViT-Ti/16 from random weigh
 it shows the mechanics only, since the recipes assume pre-trained weights):
     python examples/finetune.py --output runs/finetune
 
+The ViT paper's setting (ViT-B/16 pre-trained on ImageNet-21k, fine-tuned on CIFAR-10 at 384 px
+for 10k steps of batch 512):
+    python examples/finetune.py --model vit_b16 --weights google_in21k \
+        --data tfds:cifar10 --image-size 384 --batch-size 512 --epochs 103 \
+        --output runs/vit_b16_cifar10
+
 A ViT-B/16 (AugReg2: ImageNet-21k, then ImageNet-1k) fine-tuned at 384 px, and a ResNet-50
 ("ResNet strikes back" A1, 80.4% top-1) at 224 px, on a folder of photos (an accelerator):
     python examples/finetune.py --model vit_b16 --weights augreg2_in21k_ft_in1k \
@@ -33,7 +41,11 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", default="vit_ti16", help="registry name (default: vit_ti16)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="registry name (default: vit_ti16, or the architecture of a --weights file)",
+    )
     parser.add_argument(
         "--weights", default=None, help="published weights' name or a weights file (default: none)"
     )
@@ -44,6 +56,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--learning-rate", type=float, default=None, help="peak lr at the recipe's batch size"
     )
+    parser.add_argument("--distribution", default="auto", help="auto, none, tpu, mirrored, ...")
     parser.add_argument("--output", default="runs/finetune", help="output folder")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace a finished run in the output folder"
@@ -51,10 +64,23 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def is_vit(kr, name, weights):
+    if name is None:
+        return weights is None or kr.weights.weights_format(weights) == "vit_npz"
+    return kr.models.registry.get_spec(name).family in ("vit", "hybrid_vit")
+
+
 def pretrained_model(kr, name, weights, image_size, num_classes):
-    """The registry model with its pre-trained weights, at `image_size`, with a new head."""
-    if kr.models.registry.get_spec(name).family in ("vit", "hybrid_vit"):
-        model = kr.resize_vit(kr.create_model(name, weights=weights), image_size)
+    """The pre-trained model at `image_size`, with a new head: the registry model `name` with
+    `weights`, or (`name` None) the model a weights file describes."""
+    if is_vit(kr, name, weights):
+        if name is None and weights is not None:
+            model = kr.weights.load_weights(weights)
+        else:
+            model = kr.create_model(name or "vit_ti16", weights=weights)
+        model = kr.resize_vit(model, image_size)
+    elif name is None:
+        model = kr.weights.load_weights(weights, input_shape=(image_size, image_size, 3))
     else:
         shape = (image_size, image_size, 3)
         model = kr.create_model(name, weights=weights, input_shape=shape)
@@ -67,8 +93,7 @@ def main(argv=None):
     # Imported after parsing, so that --help answers without loading TensorFlow.
     import keras_resvit as kr
 
-    family = kr.models.registry.get_spec(args.model).family
-    recipe = "vit_finetune" if family in ("vit", "hybrid_vit") else "bit_finetune"
+    recipe = "vit_finetune" if is_vit(kr, args.model, args.weights) else "bit_finetune"
     # Flips and crops would change digits; photos get the recipe's augmentation.
     augment = None if args.data == "digits" else kr.training.RECIPES[recipe].augment
     size, batch = args.image_size, args.batch_size
@@ -85,6 +110,7 @@ def main(argv=None):
         val_data=test,
         output_dir=args.output,
         learning_rate=args.learning_rate,
+        distribution=args.distribution,
         overwrite=args.overwrite,
         verbose=2,
     )

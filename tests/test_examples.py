@@ -127,12 +127,12 @@ def test_cifar_resnet_table_holds_out_the_papers_validation_split(tmp_path):
 
 
 @pytest.mark.slow
-def test_vit_finetune_starts_from_checkpoint(tmp_path):
+def test_finetune_reads_the_architecture_from_a_checkpoint_file(tmp_path):
     arrays = make_checkpoint(np.random.default_rng(0))  # 16 px, patch 8, 5 classes
     np.savez(tmp_path / "vit.npz", **arrays)
     output = tmp_path / "run"
     run_example(
-        "vit_finetune",
+        "finetune",
         "--weights",
         tmp_path / "vit.npz",
         "--image-size",
