@@ -77,6 +77,7 @@ def _register_resnets():
             "width": width,
             "norm": "group",
             "weight_standardization": True,
+            "preprocessing": "inception",  # BiT's inputs are in [-1, 1]
         }
         register(
             f"bit_r{depth}x{width}",

@@ -12,15 +12,13 @@ from the shapes.
 """
 
 import re
-import zipfile
 from pathlib import Path
 
 import keras
-import numpy as np
 
 from keras_resvit.models.registry import get_spec
 from keras_resvit.models.resnet import IMAGENET_DEPTHS, build_resnet
-from keras_resvit.weights.common import assign_weights
+from keras_resvit.weights.common import assign_weights, read_npz_arrays
 
 ROOT = "resnet/root_block/standardized_conv2d/kernel"
 HEAD = "resnet/head/conv2d"
@@ -41,7 +39,7 @@ _UNIT_KEY = re.compile(r"resnet/block(\d+)/unit(\d+)/(.+)/(kernel|gamma|beta)$")
 BIT_ARGUMENTS = {
     key: value
     for key, value in get_spec("bit_r50x1").kwargs.items()
-    if key not in ("depth", "width")
+    if key not in ("depth", "width", "preprocessing")
 }
 _OTHER_LAYERS = {
     "resnet/root_block/standardized_conv2d": "stem_conv",
@@ -60,16 +58,11 @@ def read_bit_npz(path) -> dict:
         ValueError: it is not a readable `.npz`, or not a BiT checkpoint.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"path={str(path)!r} is not a file; expected a BiT .npz.")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {
-                re.sub(r"/standardized_conv2d_\d+/", "/standardized_conv2d/", key): archive[key]
-                for key in archive.files
-            }
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
-        raise ValueError(f"path={path.name!r} is not a readable .npz archive: {error}") from error
+    arrays = read_npz_arrays(
+        path,
+        "a BiT .npz",
+        lambda key: re.sub(r"/standardized_conv2d_\d+/", "/standardized_conv2d/", key),
+    )
     if ROOT not in arrays:
         raise ValueError(
             f"path={path.name!r} is not a BiT checkpoint: it lacks {ROOT!r} "

@@ -6,6 +6,9 @@ our models, e.g. `{"stage1_block1_conv1/kernel": ..., "stage1_block1_bn1/moving_
 so weights of another architecture fail loudly instead of loading half-way.
 """
 
+import zipfile
+from pathlib import Path
+
 import keras
 import numpy as np
 
@@ -79,3 +82,20 @@ def fold_into_batchnorm(prefix, moving_mean, shift, values):
     (or a bias carried along a residual stream) disappears without changing any output.
     """
     values[f"{prefix}/moving_mean"] = np.asarray(moving_mean) - np.asarray(shift)
+
+
+def read_npz_arrays(path, what: str, rename=lambda key: key) -> dict:
+    """`{rename(key): array}` of an `.npz` archive, read without pickle.
+
+    Raises:
+        FileNotFoundError: `path` is not a file (the message names `what` was expected).
+        ValueError: it is not a readable `.npz` archive.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"path={str(path)!r} is not a file; expected {what}.")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {rename(key): archive[key] for key in archive.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise ValueError(f"path={path.name!r} is not a readable .npz archive: {error}") from error

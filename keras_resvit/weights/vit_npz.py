@@ -10,15 +10,13 @@ target's is resampled as `resize_vit` does.
 
 import math
 import re
-import zipfile
 from pathlib import Path
 
 import keras
-import numpy as np
 
 from keras_resvit.layers.vit_layers import PositionEmbedding
 from keras_resvit.models.vit import build_vit, resample_position_embeddings
-from keras_resvit.weights.common import assign_weights
+from keras_resvit.weights.common import assign_weights, read_npz_arrays
 
 POSEMB = "Transformer/posembed_input/pos_embedding"
 _REQUIRED = ("embedding/kernel", POSEMB, "Transformer/encoder_norm/scale")
@@ -40,13 +38,7 @@ _PARAMETER = {"scale": "gamma", "bias": "beta"}
 def read_npz(path) -> dict:
     """The arrays of an original ViT `.npz` (no pickle), or ValueError for other files."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"path={str(path)!r} is not a file; expected a ViT .npz.")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
-        raise ValueError(f"path={path.name!r} is not a readable .npz archive: {error}") from error
+    arrays = read_npz_arrays(path, "a ViT .npz")
     missing = [key for key in _REQUIRED if key not in arrays]
     if missing:
         raise ValueError(
