@@ -7,6 +7,7 @@ import numpy as np
 from keras import ops
 
 from keras_resvit.base.backend import fast_path, keras_mask
+from keras_resvit.layers.lora_layers import ProjectionSettings
 
 POSITION_EMBEDDINGS = ("learned", "sincos2d")
 
@@ -161,7 +162,7 @@ class DropPath(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_resvit")
-class MultiHeadSelfAttention(keras.layers.MultiHeadAttention):
+class MultiHeadSelfAttention(ProjectionSettings, keras.layers.MultiHeadAttention):
     """`keras.layers.MultiHeadAttention` whose unmasked self-attention runs as plain matmuls.
 
     Same arguments, weights, config and results as the Keras layer, so weight converters and
@@ -174,7 +175,8 @@ class MultiHeadSelfAttention(keras.layers.MultiHeadAttention):
     heads-first, and on a GPU `dot_product_attention`'s cuDNN kernel rejects ViT's 197 tokens
     when training. ViTs train faster with it on both backends, CPU and GPU
     (figures in `benchmarks/NOTES.md`, "Fast paths"). Every other call (masks, scores,
-    cross-attention, other backends) is the Keras layer's.
+    cross-attention, other backends) is the Keras layer's. `enable_lora` and quantized
+    projections are saved and reloaded (`keras_resvit.layers.lora_layers`).
 
     Example:
     >>> import keras
