@@ -152,6 +152,15 @@ def rebuild_model(model, config, new_weights=None):
     return rebuilt
 
 
+def leaf_layers(model):
+    """Every layer of `model` that is not itself a model, nested models' layers included."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from leaf_layers(layer)
+        else:
+            yield layer
+
+
 def is_vit(model) -> bool:
     """Whether a model is a Vision Transformer (plain or hybrid): it has position embeddings."""
     return any(isinstance(layer, PositionEmbedding) for layer in model.layers)

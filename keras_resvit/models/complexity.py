@@ -5,6 +5,7 @@ import math
 import keras
 
 from keras_resvit.base.validation import check_model
+from keras_resvit.models.common import leaf_layers
 
 
 def count_params(model: keras.Model, trainable_only: bool = True) -> int:
@@ -12,14 +13,6 @@ def count_params(model: keras.Model, trainable_only: bool = True) -> int:
     check_model("model", model)
     weights = model.trainable_weights if trainable_only else model.weights
     return sum(math.prod(w.shape) for w in weights)
-
-
-def _layers(model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _layers(layer)
-        else:
-            yield layer
 
 
 def _shape(tensor):
@@ -77,4 +70,4 @@ def count_macs(model: keras.Model) -> int:
     1.8
     """
     check_model("model", model)
-    return sum(layer_macs(layer) for layer in _layers(model))
+    return sum(layer_macs(layer) for layer in leaf_layers(model))

@@ -21,7 +21,7 @@ import numpy as np
 from keras_resvit.base.class_names import model_class_names, set_class_names
 from keras_resvit.base.validation import check_bool, check_int, check_model, check_number
 from keras_resvit.layers.lora_layers import ProjectionSettings
-from keras_resvit.models.common import rebuild_model
+from keras_resvit.models.common import leaf_layers, rebuild_model
 
 TARGETS = ("attention", "mlp", "conv", "head")
 # The classifier of every builder (`models.common.predictions_layer`, keras.applications).
@@ -29,15 +29,6 @@ HEAD = "predictions"
 LORA_VARIABLES = ("lora_kernel_a", "lora_kernel_b")
 # The ViT's position-wise MLP: `encoder_block3_mlp_dense1`, `..._mlp_dense2`.
 _MLP_DENSE = re.compile(r"_mlp_dense\d+$")
-
-
-def _leaf_layers(model):
-    """Every layer of `model` that is not itself a model, nested models included."""
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _leaf_layers(layer)
-        else:
-            yield layer
 
 
 def _target(layer, targets):
@@ -106,7 +97,7 @@ def _attach(layer, rank, alpha):
 def _freeze(model, adapted, head):
     """Only the LoRA factors of `adapted` layers and, if given, the whole `head` train."""
     adapted = {id(layer) for layer in adapted}
-    for layer in _leaf_layers(model):
+    for layer in leaf_layers(model):
         # Setting `trainable` on a layer sets it on all its variables, so freeze afterwards.
         layer.trainable = id(layer) in adapted or layer is head
         if id(layer) in adapted:
@@ -159,7 +150,7 @@ def enable_lora(
     123
     """
     targets = _check_arguments(model, rank, targets, alpha, train_head)
-    adapted = [layer for layer in _leaf_layers(model) if _target(layer, targets)]
+    adapted = [layer for layer in leaf_layers(model) if _target(layer, targets)]
     if not adapted:
         raise ValueError(
             f"targets={targets!r} matches no layer of model {model.name!r}; valid targets are "
@@ -168,7 +159,7 @@ def enable_lora(
     for layer in adapted:
         _attach(layer, rank, alpha)
     keep_head = train_head if train_head is not None else "head" not in targets
-    head = next((x for x in _leaf_layers(model) if x.name == HEAD), None) if keep_head else None
+    head = next((x for x in leaf_layers(model) if x.name == HEAD), None) if keep_head else None
     if train_head and head is None:
         raise ValueError(
             f'train_head=True but model {model.name!r} has no classifier named "{HEAD}".'
@@ -215,7 +206,7 @@ def merge_lora(model: keras.Model) -> keras.Model:
     True
     """
     check_model("model", model)
-    if not any(getattr(x, "lora_enabled", False) for x in _leaf_layers(model)):
+    if not any(getattr(x, "lora_enabled", False) for x in leaf_layers(model)):
         raise ValueError(f"model={model.name!r} has no LoRA layer to merge; enable_lora adds them.")
     config = model.get_config()
     for entry in config["layers"]:
