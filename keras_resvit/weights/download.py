@@ -111,12 +111,15 @@ def fetch(entry) -> Path:
     recorded = path.with_name(path.name + HASH_SUFFIX)
     with atomic_path(path) as tmp:
         try:  # a fresh download into the temporary file, then verified, then renamed
-            keras.utils.get_file(
+            written = keras.utils.get_file(
                 Path(tmp).name, url, cache_dir=str(path.parent), cache_subdir="",
                 force_download=True,
             )  # fmt: skip
         except Exception as error:  # noqa: BLE001 - get_file raises plain Exception
             raise _download_error(entry, url, path, " ".join(str(error).split())) from None
+        # get_file falls back to /tmp/.keras for a folder it cannot write: not our file then.
+        if Path(written).resolve() != Path(tmp).resolve() or not os.path.getsize(tmp):
+            raise _download_error(entry, url, path, f"nothing was written to {tmp}")
         if entry.hash is not None:
             good, digest = _matches(tmp, entry)
             if not good:
