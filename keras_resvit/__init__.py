@@ -46,6 +46,7 @@ _API = {
     "files": "keras_resvit.files",
     "intermediate_model": "keras_resvit.models.features",
     "layers": "keras_resvit.layers",
+    "layout_map": "keras_resvit.training.sharding",
     "list_models": "keras_resvit.models.registry",
     "list_weights": "keras_resvit.weights.catalog",
     "load_model": "keras_resvit.files",
