@@ -1,5 +1,6 @@
-"""Without TensorFlow (a JAX-only GPU image): models build and train on arrays, and the features
-that need `tf.data` say so in one ImportError."""
+"""Without TensorFlow (a JAX-only GPU image): models build and train on arrays, on digits and
+on image folders (read by the PyDataset loader), and the features that need `tf.data` say so in
+one ImportError."""
 
 import json
 import os
@@ -16,7 +17,8 @@ from keras_resvit.base.lazy import LazyModule
 # "tensorflow" key in sys.modules as TensorFlow being in use.)
 SCRIPT = textwrap.dedent(
     """
-    import json, sys
+    import json, sys, tempfile
+    from pathlib import Path
 
     class NoTensorFlow:
         def find_spec(self, name, path=None, target=None):
@@ -24,10 +26,13 @@ SCRIPT = textwrap.dedent(
                 raise ImportError(f"No module named {name!r}")
 
     sys.meta_path.insert(0, NoTensorFlow())
+    import keras
     import numpy as np
+    from PIL import Image
     import keras_resvit as kr
 
     reply = {"tensorflow_imported": "tensorflow" in sys.modules}
+    keras.utils.set_random_seed(0)
     model = kr.build_resnet(
         depth=8, stem="cifar", input_shape=(8, 8, 3), num_classes=2, width=0.25
     )
@@ -36,10 +41,49 @@ SCRIPT = textwrap.dedent(
     y = np.arange(8) % 2
     history = model.fit(x, y, batch_size=4, epochs=2, verbose=0)
     reply["losses"] = history.history["loss"]
-    try:
-        kr.data.load_dataset("digits", "train")
-    except ImportError as error:
-        reply["error"] = str(error)
+
+    train = kr.data.load_dataset("digits", "train", batch_size=64)
+    test = kr.data.load_dataset("digits", "test", batch_size=64)
+    model = kr.build_resnet(
+        depth=8, stem="cifar", input_shape=(32, 32, 3), num_classes=10, width=0.25
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+        loss="sparse_categorical_crossentropy",
+    )
+    history = model.fit(train, epochs=3, validation_data=test, verbose=0)
+    reply["digits"] = {
+        "type": type(train).__name__,
+        "losses": history.history["loss"],
+        "val_losses": history.history["val_loss"],
+    }
+
+    root = Path(tempfile.mkdtemp())
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(("dark", "light")):
+        (root / name).mkdir()
+        for i in range(4):
+            pixels = 40 + 140 * c + rng.integers(0, 40, (20 + i, 18, 3))
+            Image.fromarray(pixels.astype("uint8")).save(root / name / f"{i}.png")
+    folder = kr.data.load_dataset(
+        root, "train", image_size=16, batch_size=4, augment="inception_crop"
+    )
+    model = kr.build_resnet(
+        depth=8, stem="cifar", input_shape=(16, 16, 3), num_classes=2, width=0.25
+    )
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    history = model.fit(folder, epochs=2, verbose=0)
+    reply["folder"] = {
+        "type": type(folder).__name__,
+        "class_names": folder.class_names,
+        "losses": history.history["loss"],
+    }
+    for name, kwargs in (("tfds", {"source": "tfds:cifar10"}), ("tf.data", {"loader": "tf.data"})):
+        try:
+            kr.data.load_dataset(**kwargs)
+        except ImportError as error:
+            reply[name] = str(error)
+    reply["tensorflow_imported_after"] = "tensorflow" in sys.modules
     print(json.dumps(reply))
     """
 )
@@ -52,14 +96,23 @@ def test_jax_trains_without_tensorflow():
         env={**os.environ, "KERAS_BACKEND": "jax"},
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     reply = json.loads(result.stdout.strip().splitlines()[-1])
-    assert not reply["tensorflow_imported"]
+    assert not reply["tensorflow_imported"] and not reply["tensorflow_imported_after"]
     assert len(reply["losses"]) == 2 and all(loss > 0 for loss in reply["losses"])
-    assert "needs the `tensorflow` package" in reply["error"]
-    assert "pip install tensorflow" in reply["error"]
+    digits = reply["digits"]
+    assert digits["type"] == "ImageLoader"
+    losses = digits["losses"]
+    assert all(0 < loss < 10 for loss in losses + digits["val_losses"])
+    assert losses[0] > losses[1] > losses[2]
+    folder = reply["folder"]
+    assert folder["type"] == "ImageLoader" and folder["class_names"] == ["dark", "light"]
+    assert len(folder["losses"]) == 2 and all(0 < loss < 10 for loss in folder["losses"])
+    assert "tfds:cifar10" in reply["tfds"] and "pip install tensorflow" in reply["tfds"]
+    assert "needs the `tensorflow` package" in reply["tf.data"]
+    assert "pip install tensorflow" in reply["tf.data"]
 
 
 def test_lazy_module_imports_on_first_use():

@@ -1,10 +1,12 @@
-"""Input pipelines: sources -> tf.data datasets of raw 0-255 pixels, for every backend."""
+"""Input pipelines: sources -> tf.data datasets of raw 0-255 pixels, for every backend, or
+(without TensorFlow) a `keras.utils.PyDataset` of the same batches."""
 
 from keras_resvit.base.deprecation import deprecated_names
 from keras_resvit.data import (
     augmentation,
     checks,
     image_files,
+    loaders,
     preprocessing,  # noqa: F401  deprecated: each old name warns
     transforms,
 )
@@ -16,11 +18,14 @@ from keras_resvit.data.augmentation import (
 )
 from keras_resvit.data.datasets import SOURCES, load_dataset, load_digits
 from keras_resvit.data.folders import list_image_folder
+from keras_resvit.data.loaders import LOADERS, ImageLoader
 from keras_resvit.data.transforms import evaluation_transform, ten_crop
 
 __all__ = [
     "AUGMENTATION_PRESETS",
+    "LOADERS",
     "SOURCES",
+    "ImageLoader",
     "Mixing",
     "augmentation",
     "checks",
@@ -30,6 +35,7 @@ __all__ = [
     "image_files",
     "list_image_folder",
     "load_dataset",
+    "loaders",
     "load_digits",
     "transforms",
     "ten_crop",

@@ -4,6 +4,8 @@
 the Keras augmentation layers run TensorFlow ops inside it whatever the backend.
 Pipeline: source (one reader per kind, `SOURCES`) -> decode -> (cache) -> shuffle -> augment
 (train) or evaluation transform -> batch -> MixUp/CutMix (train, soft labels) -> prefetch.
+Without TensorFlow, digits, arrays and image folders are read by `loaders.ImageLoader` (a
+`keras.utils.PyDataset`) into the same batches.
 """
 
 from collections.abc import Callable
@@ -17,6 +19,7 @@ from keras_resvit.base.validation import check_choice, check_int, check_number
 from keras_resvit.data.augmentation import Mixing, get_augmentation
 from keras_resvit.data.folders import folder_dataset, list_image_folder, typical_shorter_side
 from keras_resvit.data.in_memory import checked_arrays, digest, load_digits
+from keras_resvit.data.loaders import ImageLoader, choose_loader, load_digits_without_tf
 from keras_resvit.data.transforms import evaluation_crop_ratio, evaluation_transform
 
 SPLITS = ("train", "test")
@@ -40,11 +43,15 @@ class Source:
     shorter_side: Callable[[], float]  # the images' typical shorter side, read when asked
 
 
+def _arrays_origin(name, split, images, labels):
+    return f"{name}[{split}] {digest(images, labels)}"
+
+
 def _in_memory(name, split, images, labels, class_names, shuffle, seed):
     """A `Source` over arrays held in memory."""
     ds = tf.data.Dataset.from_tensor_slices((images, labels))
     ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True) if shuffle else ds
-    origin = f"{name}[{split}] {digest(images, labels)}"
+    origin = _arrays_origin(name, split, images, labels)
     fixed = images.shape[1:3]
     return Source(ds, class_names, fixed, origin, lambda: min(fixed))
 
@@ -56,13 +63,18 @@ def _read_digits(source, split, *, image_size, shuffle, seed, **_):
     return _in_memory("digits", split, images, labels, [str(i) for i in range(10)], shuffle, seed)
 
 
-def _read_arrays(source, split, *, shuffle, seed, **_):
+def _array_pair(source, split):
+    """`source`, checked to be an (images, labels) pair read with a valid split."""
     check_choice("split", split, SPLITS)
     if not isinstance(source, (tuple, list)) or len(source) != 2:
         raise ValueError(
             f"source of type {type(source).__name__} is not valid; valid: {tuple(SOURCES)}."
         )
-    images, labels = checked_arrays(*source)
+    return source
+
+
+def _read_arrays(source, split, *, shuffle, seed, **_):
+    images, labels = checked_arrays(*_array_pair(source, split))
     class_names = [str(i) for i in range(int(labels.max()) + 1)]
     return _in_memory("arrays", split, images, labels, class_names, shuffle, seed)
 
@@ -118,8 +130,8 @@ def _folder_is_small(paths):
     return True
 
 
-def _read_folder(source, split, *, validation_split, seed, strict, cache, shuffle, **_):
-    """A folder of one sub-folder of images per class, cached when its files are small."""
+def _list_folder(source, split, validation_split, seed, strict):
+    """(paths, labels, class names, origin) of a folder of one sub-folder of images per class."""
     if (
         isinstance(source, str)
         and not any(c in source for c in "/\\~")
@@ -131,6 +143,12 @@ def _read_folder(source, split, *, validation_split, seed, strict, cache, shuffl
     )
     origin = f"folder {str(Path(source).expanduser().resolve())!r}[{split}], "
     origin += f"{len(paths)} files, validation_split={validation_split}"
+    return paths, labels, class_names, origin
+
+
+def _read_folder(source, split, *, validation_split, seed, strict, cache, shuffle, **_):
+    """A folder of one sub-folder of images per class, cached when its files are small."""
+    paths, labels, class_names, origin = _list_folder(source, split, validation_split, seed, strict)
     cache = _folder_is_small(paths) if cache is None else cache
     if shuffle and cache:
         # The listing is sorted by class, and a cached dataset is shuffled in a buffer of at
@@ -178,26 +196,33 @@ def _output_size(image_size, fixed, source, augment):
     return int(fixed[0])
 
 
+def _evaluation_ratio(crop_ratio, augmented, resized, augment, shorter_side, image_size):
+    """The crop ratio of the evaluation transform: `crop_ratio` when given; 1.0 (whole images)
+    for the statistics of augmented training images, which the presets see whole, as
+    unaugmented ones, and for whole-image presets; else from the images' typical size."""
+    if crop_ratio is None and not augmented and resized and augment not in WHOLE_IMAGE_PRESETS:
+        return evaluation_crop_ratio(shorter_side(), image_size)
+    return crop_ratio or 1.0
+
+
 def _transformed(read, layer, image_size, augment, crop_ratio, parallel_calls):
     """(images, unaugmented images): unbatched datasets of float32 `image_size` images,
     augmented by `layer` (a training split), else evaluation-transformed (both the same)."""
     resized = read.fixed is None or tuple(read.fixed) != (image_size, image_size)
+    ratio = _evaluation_ratio(
+        crop_ratio, layer is not None, resized, augment, read.shorter_side, image_size
+    )
 
-    def plain(ratio):
+    def plain():
         if not resized:
             return read.ds.map(lambda x, y: (tf.cast(x, "float32"), y))
         resize = evaluation_transform(image_size, ratio)
         return read.ds.map(lambda x, y: (resize(x), y), num_parallel_calls=tf.data.AUTOTUNE)
 
     if layer is not None:
-        # Statistics of the training images (PixelMean) see them whole, as the augmentation
-        # presets do, not center-cropped.
-        unaugmented = plain(crop_ratio or 1.0)
         augmented = read.ds.map(lambda x, y: (layer(x), y), num_parallel_calls=parallel_calls)
-        return augmented, unaugmented
-    if crop_ratio is None and resized and augment not in WHOLE_IMAGE_PRESETS:
-        crop_ratio = evaluation_crop_ratio(read.shorter_side(), image_size)
-    ds = plain(crop_ratio or 1.0)
+        return augmented, plain()
+    ds = plain()
     return ds, ds
 
 
@@ -232,6 +257,55 @@ def _read_ahead(ds, deterministic):
     return ds.with_options(options)
 
 
+def _provenance(origin, image_size, augment, seed):
+    """What the examples are and how they are read: a run resumes only on the same data."""
+    augmentation = augment if augment is None or isinstance(augment, str) else type(augment)
+    return f"{origin}, image_size={image_size}, augment={augmentation}, seed={seed}"
+
+
+def _examples(source, split, image_size, validation_split, seed, strict):
+    """(`ImageLoader` data, origin, fixed size or None, typical shorter side function) of
+    digits, arrays or an image folder, read without TensorFlow."""
+    kind = _kind(source)
+    if kind == "an image folder path":
+        paths, labels, class_names, origin = _list_folder(
+            source, split, validation_split, seed, strict
+        )
+        data = {"paths": paths, "labels": labels, "class_names": class_names}
+        return data, origin, None, lambda: typical_shorter_side(paths)
+    if kind == "digits":
+        check_choice("split", split, SPLITS)
+        train, test = load_digits_without_tf(image_size or 32)
+        images, labels = train if split == "train" else test
+    else:
+        images, labels = checked_arrays(*_array_pair(source, split))
+    origin = _arrays_origin(kind if kind == "digits" else "arrays", split, images, labels)
+    fixed = images.shape[1:3]
+    return {"images": images, "labels": labels}, origin, fixed, lambda: min(fixed)
+
+
+def _py_dataset(source, split, training, *, image_size, augment, crop_ratio, **options):
+    """`load_dataset`'s batches by a `loaders.ImageLoader`; `options` are its arguments."""
+    seed, strict = options["seed"], options["strict"]
+    data, origin, fixed, shorter_side = _examples(
+        source, split, image_size, options.pop("validation_split"), seed, strict
+    )
+    image_size = _output_size(image_size, fixed, source, augment)
+    resized = fixed is None or tuple(fixed) != (image_size, image_size)
+    augmented = training and augment is not None
+    ratio = _evaluation_ratio(crop_ratio, augmented, resized, augment, shorter_side, image_size)
+    get_augmentation(augment, image_size)  # a bad `augment` fails on every split, as in tf.data
+    loader = ImageLoader(
+        **data,
+        image_size=image_size,
+        augment=augment if augmented else None,
+        crop_ratio=ratio,
+        **options,
+    )
+    loader.provenance = _provenance(origin, image_size, augment, seed)
+    return loader
+
+
 def load_dataset(
     source="digits",
     split: str = "train",
@@ -249,8 +323,11 @@ def load_dataset(
     data_dir: str | None = None,
     strict: bool = False,
     deterministic: bool = False,
-) -> "tf.data.Dataset":
-    """A batched, prefetched `tf.data.Dataset` of (float32 pixels in [0, 255], labels).
+    loader: str = "auto",
+    loader_options: dict | None = None,
+) -> "tf.data.Dataset | ImageLoader":
+    """A batched, prefetched `tf.data.Dataset` of (float32 pixels in [0, 255], labels), or,
+    without TensorFlow, a `keras.utils.PyDataset` of the same batches (`loader`).
 
     Training splits ("train..." names) are shuffled and augmented; other splits (and training
     splits without `augment`) get the evaluation transform: the shorter side resized to
@@ -265,6 +342,14 @@ def load_dataset(
     side of a sample of a folder's files (from their headers) or of a tfds dataset's first
     images. The dataset carries `class_names` and `num_classes` attributes, to be saved with
     the model, and a known number of batches (a folder's listed files).
+
+    `loader="py_dataset"` (the choice of "auto" where TensorFlow is not installed, as on a
+    JAX-only GPU image) reads digits, arrays and image folders with a `loaders.ImageLoader`:
+    the same examples and transforms (non-augmented batches equal tf.data's: exactly for
+    arrays and PNG files, within a few levels for JPEG files, whose decoders differ), files
+    decoded by Pillow in `workers` threads, augmentation layers run on the Keras backend one
+    image at a time, and a shard per process for multi-process data parallelism
+    (`loader_options`).
 
     Args:
         source: "digits" (embedded, no network); "tfds:<name>" (tensorflow-datasets, e.g.
@@ -299,20 +384,31 @@ def load_dataset(
             reading the state at once draw the same transformation: a few percent of the images
             on average, in bursts), and reading ahead draws for batches a partial iteration
             drops; this runs them on one thread,
-            batch by batch as they are asked for (slower).
+            batch by batch as they are asked for (slower). The py_dataset loader is
+            reproducible with one worker (its default), which this requires.
+        loader: "auto" (tf.data where TensorFlow is installed, else "py_dataset"), "tf.data",
+            or "py_dataset" (`loaders.ImageLoader`; no tfds sources; `cache` and `data_dir` do
+            not apply: arrays stay in memory, files are decoded every epoch).
+        loader_options: for "py_dataset", a dict of `ImageLoader` arguments among
+            `loaders.LOADER_OPTIONS`: `workers`, `use_multiprocessing` and `max_queue_size` (batches
+            made in parallel), `process_index` and `process_count` (this process's shard of
+            every epoch; `batch_size` is the batch across all processes).
 
     Returns:
-        A `tf.data.Dataset` of (images, labels): int32 labels (N,), or soft labels (N, classes).
-        Its attributes `class_names`, `num_classes` and `provenance` (where the examples come
-        from and how they are read: `train()` resumes a run only on the same data) describe it;
+        A `tf.data.Dataset`, or an `ImageLoader` (a `keras.utils.PyDataset`: `len` is the
+        batches per epoch, `loader[i]` the i-th batch as NumPy arrays), of (images, labels):
+        int32 labels (N,), or soft labels (N, classes). Its attributes `class_names`,
+        `num_classes` and `provenance` (where the examples come from and how they are read:
+        `train()` resumes a run only on the same data; the same for both loaders) describe it;
         `unaugmented` holds the same images without augmentation or mixing, batched (`train()`
         computes a `PixelMean` from it).
 
     Raises:
-        ValueError: for an unknown source, split or preset, a bad argument, or a folder that is
-            empty, has one class, or (strict) holds an unusable image file; arrays with NaN or
-            infinite pixels.
+        ValueError: for an unknown source, split, preset or loader, a bad argument, or a folder
+            that is empty, has one class, or (strict) holds an unusable image file; arrays with
+            NaN or infinite pixels; a tfds source with loader="py_dataset".
         FileNotFoundError: for a folder path that does not exist.
+        ImportError: without TensorFlow, for a tfds source or loader="tf.data".
 
     Example:
     >>> ds = load_dataset("digits", "test", batch_size=8)
@@ -328,6 +424,24 @@ def load_dataset(
         raise ValueError(f"mixing={mixing!r} is not valid; pass True, False or a Mixing.")
     training = isinstance(split, str) and split.startswith("train")
     shuffle = training if shuffle is None else shuffle
+    tfds = _kind(source) == "tfds:<name>"
+    if choose_loader(loader, source, tfds, loader_options, deterministic) == "py_dataset":
+        return _py_dataset(
+            source,
+            split,
+            training,
+            image_size=image_size,
+            augment=augment,
+            crop_ratio=crop_ratio,
+            validation_split=validation_split,
+            batch_size=batch_size,
+            mixing=mixing if training else False,
+            shuffle=shuffle,
+            seed=seed,
+            drop_remainder=drop_remainder,
+            strict=strict,
+            **(loader_options or {}),
+        )
     read = SOURCES[_kind(source)](
         source,
         split,
@@ -356,7 +470,5 @@ def load_dataset(
     ds.class_names, ds.num_classes = list(read.class_names or []), num_classes
     # The same images, evaluation-transformed (for statistics).
     ds.unaugmented = unaugmented.batch(batch_size)
-    # What the examples are and how they are read: a run resumes only on the same data.
-    augmentation = augment if augment is None or isinstance(augment, str) else type(augment)
-    ds.provenance = f"{read.origin}, image_size={image_size}, augment={augmentation}, seed={seed}"
+    ds.provenance = _provenance(read.origin, image_size, augment, seed)
     return ds
