@@ -111,6 +111,35 @@ def _add_train_data_arguments(p):
     )
 
 
+def _add_process_arguments(p):
+    """`train`'s process group (JAX; TensorFlow reads TF_CONFIG)."""
+    p.add_argument(
+        "--coordinator-address",
+        default=None,
+        metavar="HOST:PORT",
+        help="several processes (JAX): process 0's address, the same on every process "
+        "(default: KERAS_DISTRIBUTION_JOB_ADDRESSES)",
+    )
+    p.add_argument(
+        "--num-processes",
+        type=_positive_int,
+        default=None,
+        help="several processes (JAX): how many (default: KERAS_DISTRIBUTION_NUM_PROCESSES)",
+    )
+    p.add_argument(
+        "--process-id",
+        type=int,
+        default=None,
+        help="several processes (JAX): this one's index, 0 to N-1; 0 writes the output "
+        "(default: KERAS_DISTRIBUTION_PROCESS_ID)",
+    )
+    p.add_argument(
+        "--join-cluster",
+        action="store_true",
+        help="join the process group JAX detects itself (a Cloud TPU pod slice, SLURM)",
+    )
+
+
 def _add_train_run_arguments(p):
     """`train`'s recipe, its overrides and the output folder."""
     p.add_argument("--recipe", default="resnet_cifar", help="training recipe")
@@ -130,9 +159,12 @@ def _add_train_run_arguments(p):
         help="preset name, none, or auto (the recipe's; none on digits)",
     )
     p.add_argument(
-        "--distribution", default="auto", help="auto, none, tpu, mirrored, data_parallel"
+        "--distribution",
+        default="auto",
+        help="auto, none, tpu, mirrored, multi_worker (TensorFlow, TF_CONFIG), data_parallel",
     )
     p.add_argument("--precision", default="auto", help="auto, float32, mixed_float16, ...")
+    _add_process_arguments(p)
     p.add_argument(
         "--save-every", type=_positive_int, default=None, help="resume checkpoint every N steps"
     )

@@ -214,12 +214,25 @@ def _export_tflite(kr, output):
     print(export_summary(result))
 
 
+def _join_processes(kr, args):
+    """Joins the run's process group before anything computes (`kr.training.initialize`);
+    returns this process's index."""
+    given = (args.coordinator_address, args.num_processes, args.process_id)
+    if args.join_cluster or given != (None, None, None):
+        kr.training.initialize(*given)
+    index, count = kr.training.process_index(), kr.training.process_count()
+    if count > 1:
+        print(f"process {index} of {count}" + (": writes the output" if index == 0 else ""))
+    return index
+
+
 def run_train(args):
     import keras_resvit as kr
     from keras_resvit.training.recipes import get_recipe
 
     _family(args.model)  # unknown names fail before anything is read
     recipe = get_recipe(args.recipe)
+    process = _join_processes(kr, args)
     output = args.output or _default_output(args.data)
     _check_previous_run(output, args.overwrite)
     splits = _splits(args)
@@ -242,6 +255,8 @@ def run_train(args):
         overwrite=args.overwrite,
         verbose=1 if sys.stdout.isatty() else 2,
     )
+    if process != 0:  # process 0 writes and exports the run
+        return
     from keras_resvit.base.output_folders import output_folder
 
     with output_folder("--output", output, ["curves.png"]) as folder:

@@ -140,6 +140,56 @@ def patch_tf2onnx() -> None:
     patch()
 
 
+def patch_keras_multi_worker() -> None:
+    """Lets Keras' TensorFlow trainer `fit` under `MultiWorkerMirroredStrategy`.
+
+    Keras 3's trainer (keras-team/keras#20585) reduces the batch it builds the model from, and
+    each step's scalar logs, with `strategy.reduce("MEAN", value, axis=0)`, which
+    `MultiWorkerMirroredStrategy` cannot do on a batch's per-replica tensors or on scalars.
+    Under that strategy only, the model is built from this worker's first batch and the logs
+    (already aggregated across replicas by the metrics) are averaged whole. Other strategies
+    run Keras' code unchanged. Applied once; tested in tests/training/test_processes.py.
+    """
+    from keras.src.backend.tensorflow import trainer
+
+    if getattr(trainer, "_keras_resvit_multi_worker", False):
+        return
+    import tensorflow as tf
+
+    reduce_per_replica = trainer.reduce_per_replica
+    symbolic_build = trainer.TensorFlowTrainer._maybe_symbolic_build
+
+    def local(strategy, value):
+        if isinstance(value, tf.distribute.DistributedValues):
+            return strategy.experimental_local_results(value)[0]
+        return value
+
+    def reduce_logs(values, strategy, reduction="auto"):
+        if reduction in ("auto", "mean") and trainer._collective_all_reduce_multi_worker(strategy):
+            return tf.nest.map_structure(
+                lambda v: (
+                    strategy.reduce("MEAN", v, axis=None)
+                    if trainer._is_per_replica_instance(v)
+                    else v
+                ),
+                values,
+            )
+        return reduce_per_replica(values, strategy, reduction)
+
+    def build(self, iterator=None, data_batch=None):
+        strategy = self._distribute_strategy
+        if iterator is not None and trainer._collective_all_reduce_multi_worker(strategy):
+            for _, _, batches in iterator:
+                data_batch = tf.nest.map_structure(lambda v: local(strategy, v), next(batches))
+                break
+            iterator = None
+        return symbolic_build(self, iterator=iterator, data_batch=data_batch)
+
+    trainer.reduce_per_replica = reduce_logs
+    trainer.TensorFlowTrainer._maybe_symbolic_build = build
+    trainer._keras_resvit_multi_worker = True
+
+
 BF16_GPU_CAPABILITY = (8, 0)
 
 # CPU features (Linux /proc/cpuinfo) with native bfloat16 matmuls: x86 AVX512-BF16 and AMX

@@ -1,15 +1,17 @@
 """Where training runs: the distribution strategy and precision for this backend and machine.
 
-TensorFlow backend: `TPUStrategy` when a TPU resolves, `MirroredStrategy` over several GPUs,
-the default strategy otherwise. JAX backend: `keras.distribution.DataParallel` over every
-device (every host's, after `jax.distributed.initialize`). Models are built and compiled inside
-`Placement.scope()`. What the hardware can do (bfloat16 support, XLA flags) is
+TensorFlow backend: `TPUStrategy` when a TPU resolves, `MultiWorkerMirroredStrategy` when
+`TF_CONFIG` describes several workers, `MirroredStrategy` over several GPUs, the default
+strategy otherwise. JAX backend: `keras.distribution.DataParallel` over every device of every
+process (the process group joined by `keras_resvit.base.processes`). Models are built and
+compiled inside `Placement.scope()`. What the hardware can do (bfloat16 support, XLA flags) is
 `keras_resvit.base.backend`'s.
 """
 
 import contextlib
 import warnings
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import keras
 
@@ -22,8 +24,9 @@ from keras_resvit.base.backend import (
 from keras_resvit.base.backend import (
     backend as current_backend,
 )
+from keras_resvit.base.processes import multi_worker_strategy, process_count
 
-STRATEGIES = ("auto", "none", "tpu", "mirrored", "data_parallel")
+STRATEGIES = ("auto", "none", "tpu", "mirrored", "multi_worker", "data_parallel", "model_parallel")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16", "bfloat16")
 # Mixed precision where the hardware has fast low-precision matmuls; float32 on CPUs. GPUs
 # before compute capability 8.0 (Ampere) have no bfloat16 tensor cores and get float16, which
@@ -36,11 +39,13 @@ class Placement:
     """The devices a run uses and how to enter them.
 
     Attributes:
-        name: "default", "tpu", "mirrored" or "data_parallel".
+        name: "default", "tpu", "mirrored", "multi_worker" or "data_parallel".
         accelerator: "cpu", "gpu" or "tpu".
-        num_replicas: data-parallel replicas; the global batch must divide by it.
+        num_replicas: data-parallel replicas of all processes; the global batch must divide
+            by it.
         strategy: the `tf.distribute.Strategy` (TensorFlow backend) or None.
         distribution: the `keras.distribution.Distribution` (JAX backend) or None.
+        processes: the number of processes of the run.
     """
 
     name: str
@@ -48,6 +53,7 @@ class Placement:
     num_replicas: int = 1
     strategy: object = None
     distribution: object = None
+    processes: int = 1
 
     def scope(self):
         """Context for building, compiling and fitting the model."""
@@ -85,6 +91,22 @@ def _resolve_tpu():
 def _tensorflow_placement(name):
     import tensorflow as tf
 
+    workers = multi_worker_strategy()  # first: TensorFlow wants it before any operation
+    if name == "multi_worker" and workers is None:
+        raise ValueError(
+            'distribution="multi_worker" but TF_CONFIG describes no cluster of several '
+            "workers; set TF_CONFIG on every worker (see guides/"
+            "training_on_tpu_and_multiple_devices.md)."
+        )
+    if workers is not None and name in ("auto", "multi_worker"):
+        accelerator = "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
+        return Placement(
+            "multi_worker",
+            accelerator,
+            workers.num_replicas_in_sync,
+            strategy=workers,
+            processes=process_count(),
+        )
     gpus = tf.config.list_logical_devices("GPU")
     resolver = _resolve_tpu() if name in ("auto", "tpu") else None
     if name == "tpu" and resolver is None:
@@ -100,36 +122,87 @@ def _tensorflow_placement(name):
         strategy = tf.distribute.MirroredStrategy(devices)
         accelerator = "gpu" if gpus else "cpu"
         return Placement("mirrored", accelerator, len(devices), strategy=strategy)
-    if name == "data_parallel":
+    if name in ("data_parallel", "model_parallel"):
         raise ValueError(
-            'distribution="data_parallel" is the JAX backend\'s; under TensorFlow use "mirrored" '
+            f'distribution="{name}" is the JAX backend\'s; under TensorFlow use "mirrored" '
             'or "tpu" (or "auto").'
         )
     return Placement("default", "gpu" if gpus else "cpu", 1, strategy=tf.distribute.get_strategy())
 
 
 def _jax_placement(name):
+    processes = process_count()  # joins the process group the environment describes
     devices = keras.distribution.list_devices()
     kinds = {d.split(":")[0].lower() for d in devices}
     accelerator = "tpu" if "tpu" in kinds else "gpu" if kinds & {"gpu", "cuda"} else "cpu"
-    if name in ("tpu", "mirrored"):
+    if name in ("tpu", "mirrored", "multi_worker"):
         raise ValueError(
             f'distribution="{name}" is a TensorFlow strategy; under JAX use "data_parallel" '
             'or "auto".'
         )
     if name == "auto":
         name = choose_strategy("jax", False, 0, len(devices))
-    if name == "data_parallel":
+    if name == "model_parallel":
+        from keras_resvit.training.sharding import model_parallel_distribution
+
+        distribution, replicas = model_parallel_distribution(devices=devices)
+        return Placement(
+            "model_parallel",
+            accelerator,
+            replicas,
+            distribution=distribution,
+            processes=processes,
+        )
+    if name == "none" and processes > 1:
+        raise ValueError(
+            f'distribution="none" but this run has {processes} processes; use "auto" or '
+            '"data_parallel".'
+        )
+    if name == "data_parallel" or processes > 1:
         distribution = keras.distribution.DataParallel(devices=devices)
-        return Placement("data_parallel", accelerator, len(devices), distribution=distribution)
+        return Placement(
+            "data_parallel",
+            accelerator,
+            len(devices),
+            distribution=distribution,
+            processes=processes,
+        )
     return Placement("default", accelerator, 1)
+
+
+def local_input(data, placement: Placement):
+    """`data` (a run's data: `train` and `val` batched datasets of global batches) with the
+    datasets this process feeds `fit`.
+
+    With several JAX processes each feeds its own examples, and Keras assembles the global
+    batch from them: a dataset that `kr.data.load_dataset` already split by process (its
+    `process_count` attribute) passes unchanged; any other is split by Keras'
+    `distribution.distribute_dataset` (each process keeps its slice of every global batch).
+    TensorFlow's `MultiWorkerMirroredStrategy` splits the global batches itself in `fit`.
+    """
+    distribution = placement.distribution
+    if distribution is None or placement.processes == 1:
+        return data
+
+    def local(dataset):
+        if dataset is None or getattr(dataset, "process_count", 1) == placement.processes:
+            return dataset
+        distribution.auto_shard_dataset = True
+        return distribution.distribute_dataset(dataset)
+
+    split = SimpleNamespace(**{**vars(data), "train": local(data.train), "val": local(data.val)})
+    distribution.auto_shard_dataset = False  # every dataset `fit` gets is this process's
+    return split
 
 
 def place(distribution: str = "auto") -> Placement:
     """Detects (or takes) the strategy for this backend and machine.
 
     Args:
-        distribution: "auto", "none", "tpu", "mirrored" (TensorFlow) or "data_parallel" (JAX).
+        distribution: "auto", "none", "tpu", "mirrored", "multi_worker" (TensorFlow: the
+            cluster in `TF_CONFIG`), "data_parallel" (JAX: every device of every process) or
+            "model_parallel" (JAX: kernels split over a "model" mesh axis,
+            `keras_resvit.training.sharding`).
 
     Returns:
         A `Placement`.

@@ -8,13 +8,17 @@ read back from the folder is validated: a resume state may only point at weights
 own pattern inside `resume/`.
 """
 
+import contextlib
 import json
 import math
 import re
 import shutil
+import tempfile
 from pathlib import Path
 
 from keras_resvit.base.files import read_json
+from keras_resvit.base.output_folders import output_folder
+from keras_resvit.base.processes import is_chief
 
 RESUME_DIR = "resume"
 CONFIG_FILE = "config.json"
@@ -175,3 +179,24 @@ def clear_run(out):
             shutil.rmtree(path)
         elif path.is_file():
             path.unlink()
+
+
+@contextlib.contextmanager
+def process_folder(out: Path):
+    """The folder this process writes a run into (an `output_folder`): `out` on process 0;
+    on the run's other processes a private temporary folder, removed at the end.
+
+    Every process runs the same steps, saves included (under JAX a save reads variables that
+    span every process, so all of them must take part), but only process 0's files are kept.
+    The others read the run's earlier state (`config.json`, `resume/`) from `out`, which
+    must therefore be a folder every process sees (a shared file system or bucket)."""
+    if is_chief():
+        with output_folder("output_dir", out, RUN_FILES) as folder:
+            yield folder
+        return
+    private = Path(tempfile.mkdtemp(prefix="keras-resvit-process-"))
+    try:
+        with output_folder("output_dir", private, RUN_FILES) as folder:
+            yield folder
+    finally:
+        shutil.rmtree(private, ignore_errors=True)

@@ -15,10 +15,10 @@ from keras_resvit.base.backend import backend, dtype_policy
 from keras_resvit.base.class_names import write_class_names
 from keras_resvit.base.files import write_json
 from keras_resvit.base.model_files import save_model
-from keras_resvit.base.output_folders import output_folder
+from keras_resvit.base.processes import barrier
 from keras_resvit.models.common import check_classifier
 from keras_resvit.training.callbacks import read_history
-from keras_resvit.training.distribution import place, resolve_precision
+from keras_resvit.training.distribution import local_input, place, resolve_precision
 from keras_resvit.training.fitting import checked_pipelines, fit_run, restore, run_callbacks
 from keras_resvit.training.model_setup import (
     adapt_pixel_means,
@@ -34,10 +34,10 @@ from keras_resvit.training.recipes import Recipe
 from keras_resvit.training.run_folder import (
     CONFIG_FILE,
     RESUME_DIR,
-    RUN_FILES,
     clear_resume_state,
     clear_run,
     previous_run,
+    process_folder,
     read_resume_state,
     resume_state,
     run_record,
@@ -142,7 +142,13 @@ def train(
             afresh. `BackupAndRestore` is refused (train() resumes itself), and so are
             callbacks that set the rate (`LearningRateScheduler`, `ReduceLROnPlateau`) where
             the rate follows a schedule.
-        distribution: "auto", "none", "tpu", "mirrored" (TensorFlow) or "data_parallel" (JAX).
+        distribution: "auto", "none", "tpu", "mirrored", "multi_worker" (TensorFlow: the
+            workers of `TF_CONFIG`) or "data_parallel" (JAX: every device of every process).
+            Several processes (hosts) train one run when the environment describes them
+            (`KERAS_DISTRIBUTION_*` under JAX, `TF_CONFIG` under TensorFlow; see
+            `keras_resvit.training.initialize`): each feeds its share of every global batch,
+            and only process 0 writes `output_dir`, which the others read to resume, so it
+            must be shared by all of them.
         precision: "auto" (bf16 on TPUs and on GPUs from Ampere on, fp16 on older GPUs,
             float32 on CPUs), "float32", "mixed_float16", "mixed_bfloat16" or "bfloat16".
         ema: momentum of an exponential moving average of the weights (e.g. 0.9999); the
@@ -219,7 +225,8 @@ def train(
     )
     placement, policy = _placement(distribution, precision, model_or_name, data.batch_size)
     keras.utils.set_random_seed(seed)
-    with output_folder("output_dir", out, RUN_FILES) as folder:
+    with process_folder(out) as folder:
+        written = folder.path  # `out`, or another process's private folder
         previous = previous_run(out, overwrite)
         with dtype_policy(policy), placement.scope():
             model = _build(model_or_name, spec, placement, data, user.loss)
@@ -229,23 +236,29 @@ def train(
             resume = resume_state(out, previous, run, overwrite)
             one_hot, start_step, best = _compile(model, spec, out, data, resume, user, ema=ema)
             callbacks = run_callbacks(
-                spec, out, data, user, (start_step, best), save_every, tensorboard
+                spec, written, data, user, (start_step, best), save_every, tensorboard
             )
-            pipelines = checked_pipelines(data, model.output_shape[-1], one_hot)
+            pipelines = checked_pipelines(
+                local_input(data, placement), model.output_shape[-1], one_hot
+            )
             environment = {
                 "distribution": placement.name,
                 "replicas": placement.num_replicas,
+                "processes": placement.processes,
                 "backend": backend(),
             }
+            # Every process has read the folder before process 0 writes into it.
+            barrier("keras_resvit.train")
             # Every check has passed: only now is anything in the folder written or removed.
             folder.start_writing()
             if resume is None:
-                clear_run(out)
-                write_json(out / CONFIG_FILE, {**run, **environment, "result": None})
+                clear_run(written)
+                write_json(written / CONFIG_FILE, {**run, **environment, "result": None})
             fitted = fit_run(model, data, pipelines, callbacks, start_step, verbose)
         if fitted.bad_step is not None:
             raise _diverged(out, fitted.bad_step)
-        return _finish(out, model, fitted, data.train, {**run, **environment})
+        summary = {**run, **environment}
+        return _finish(written, model, fitted, data.train, summary, output_dir=out)
 
 
 def _placement(distribution, precision, model_or_name, global_batch):
@@ -368,8 +381,9 @@ def _diverged(out, bad_step):
     )
 
 
-def _finish(out, model, fitted, train_data, config):
-    """Writes the run's final files, then removes its resume state."""
+def _finish(out, model, fitted, train_data, config, output_dir=None):
+    """Writes the run's final files into `out`, then removes its resume state; `output_dir`:
+    the run's folder as the user named it (default `out`)."""
     save_model(model, out / "last.keras")
     class_names = getattr(train_data, "class_names", None)
     if class_names:
@@ -396,7 +410,7 @@ def _finish(out, model, fitted, train_data, config):
         # This call's: the steps of an earlier, interrupted call are not timed again.
         "seconds": round(fitted.seconds, 2),
         "images_per_second": round(steps * fitted.batch_size / max(fitted.seconds, 1e-9), 1),
-        "output_dir": str(out),
+        "output_dir": str(output_dir or out),
     }
     write_json(out / CONFIG_FILE, {**config, "result": history.summary})
     clear_resume_state(out / RESUME_DIR)

@@ -83,7 +83,9 @@ def check_data(train_data, val_data, output_dir, spec, *, epochs, steps, batch_s
     out = check_output_path("output_dir", output_dir, folder=True)
     first_batch, steps_per_epoch, soft_labels = _dataset_info(train_data)
     check_pixels("train_data images", first_batch[0])
-    global_batch = int(first_batch[0].shape[0])
+    # A dataset split by process (`load_dataset` with several processes) holds this
+    # process's part of each global batch.
+    global_batch = int(first_batch[0].shape[0]) * getattr(train_data, "process_count", 1)
     if val_data is not None:
         val_data = _as_dataset("val_data", val_data, "test", global_batch, seed)
         check_dataset("val_data", val_data)

@@ -1,0 +1,218 @@
+"""The processes of a multi-process run: joining them, which one this is, and barriers.
+
+One training run may span several processes (one per host of a GPU cluster or TPU pod slice,
+or several on one machine), on the engines Keras ships:
+
+- JAX: `keras.distribution.initialize`, with the coordinator address, the number of processes
+  and this process's id from `initialize`'s arguments or from the environment Keras reads
+  (`KERAS_DISTRIBUTION_JOB_ADDRESSES`, `KERAS_DISTRIBUTION_NUM_PROCESSES`,
+  `KERAS_DISTRIBUTION_PROCESS_ID`); on a Cloud TPU pod slice JAX finds them itself.
+- TensorFlow: `tf.distribute.MultiWorkerMirroredStrategy` over the cluster that `TF_CONFIG`
+  describes. TensorFlow needs it created before any other TensorFlow operation runs.
+
+Process 0 (under TensorFlow the "chief" task, or worker 0 where there is none) writes the run's
+files; the others compute the same steps. `process_count()` and `process_index()` join the
+process group the environment describes on first use, so a script that sets the variables
+needs no call of its own; a script that builds a model before reading any data calls
+`initialize()` first.
+"""
+
+import json
+import os
+
+from keras_resvit.base.backend import patch_keras_multi_worker
+from keras_resvit.base.lazy import keras, tf
+from keras_resvit.base.validation import check_int
+
+ENVIRONMENT = (
+    "KERAS_DISTRIBUTION_JOB_ADDRESSES",
+    "KERAS_DISTRIBUTION_NUM_PROCESSES",
+    "KERAS_DISTRIBUTION_PROCESS_ID",
+)
+_state = {"strategy": None}
+_TOO_LATE = (
+    "must be called before any computation: call keras_resvit.training.initialize() (or "
+    "keras.distribution.initialize()) at the top of the script, before building a model or "
+    "reading data"
+)
+
+
+def _jax_initialized() -> bool:
+    import jax
+
+    return jax.distributed.is_initialized()
+
+
+def _requested_processes(num_processes) -> int:
+    if num_processes is not None:
+        return num_processes
+    value = os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "")
+    try:
+        return int(value) if value else 1
+    except ValueError:
+        raise ValueError(
+            f"KERAS_DISTRIBUTION_NUM_PROCESSES={value!r} must be a positive int."
+        ) from None
+
+
+def _initialize_jax(job_addresses, num_processes, process_id, explicit):
+    """`explicit`: `initialize()` was called, so JAX may also detect a cluster itself (a Cloud
+    TPU pod slice, SLURM); otherwise only `KERAS_DISTRIBUTION_NUM_PROCESSES` > 1 joins one."""
+    if _jax_initialized():
+        return
+    count = _requested_processes(num_processes)
+    if count == 1 and (not explicit or num_processes == 1):
+        return
+    try:
+        keras.distribution.initialize(job_addresses, num_processes, process_id)
+    except RuntimeError as error:
+        if "before" in str(error):
+            raise RuntimeError(f"The process group {_TOO_LATE}.") from None
+        raise
+    except ValueError as error:
+        # Nothing given and no cluster that JAX detects: a single process.
+        if count == 1 and "coordinator_address" in str(error):
+            return
+        raise
+
+
+def cluster_tasks(environ=os.environ) -> dict:
+    """The tasks of the TensorFlow cluster in `TF_CONFIG` ({} without one): task type -> the
+    number of tasks of that type."""
+    text = environ.get("TF_CONFIG", "")
+    if not text:
+        return {}
+    try:
+        config = json.loads(text)
+        return {kind: len(addresses) for kind, addresses in config["cluster"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise ValueError(
+            f"TF_CONFIG={text!r} is not valid: expected JSON such as "
+            '{"cluster": {"worker": ["host1:port", "host2:port"]}, '
+            '"task": {"type": "worker", "index": 0}}.'
+        ) from None
+
+
+def _initialize_tensorflow():
+    if _state["strategy"] is not None:
+        return
+    tasks = cluster_tasks()
+    if tasks.get("chief", 0) + tasks.get("worker", 0) <= 1:
+        return
+    try:
+        _state["strategy"] = tf.distribute.MultiWorkerMirroredStrategy()
+    except RuntimeError as error:
+        if "startup" in str(error):
+            raise RuntimeError(f"MultiWorkerMirroredStrategy {_TOO_LATE}.") from None
+        raise
+    patch_keras_multi_worker()
+
+
+def initialize(job_addresses=None, num_processes=None, process_id=None) -> int:
+    """Joins this process to the run's process group (once; later calls do nothing).
+
+    Under JAX, calls `keras.distribution.initialize(job_addresses, num_processes,
+    process_id)`; arguments left None come from `KERAS_DISTRIBUTION_*` in the environment, or
+    on a Cloud TPU pod slice from JAX's own detection. Under TensorFlow, creates the
+    `MultiWorkerMirroredStrategy` of the cluster in `TF_CONFIG` (the arguments must be None).
+    Call it at the top of the script, before any model is built or data read.
+
+    Args:
+        job_addresses: the coordinator's "host:port" (process 0's), or every process's,
+            comma-separated.
+        num_processes: the number of processes.
+        process_id: this process's index, 0 to `num_processes - 1`.
+
+    Returns:
+        The number of processes.
+
+    Raises:
+        ValueError: a bad argument, or arguments under TensorFlow (which reads `TF_CONFIG`).
+        RuntimeError: called after the backend has already computed.
+
+    Example:
+    >>> initialize()  # one process: nothing to join
+    1
+    """
+    check_int("num_processes", num_processes, none_ok=True)
+    check_int("process_id", process_id, minimum=0, none_ok=True)
+    if num_processes is not None and process_id is not None and process_id >= num_processes:
+        raise ValueError(f"process_id={process_id} must be below num_processes={num_processes}.")
+    if job_addresses is not None and (
+        not isinstance(job_addresses, str) or ":" not in job_addresses
+    ):
+        raise ValueError(
+            f"job_addresses={job_addresses!r} must be a 'host:port' string (process 0's)."
+        )
+    name = keras.backend.backend()
+    given = (job_addresses, num_processes, process_id) != (None, None, None)
+    if name == "jax":
+        _initialize_jax(job_addresses, num_processes, process_id, explicit=True)
+    elif name == "tensorflow":
+        if given:
+            raise ValueError(
+                "Under TensorFlow the process group comes from TF_CONFIG; pass no "
+                "job_addresses, num_processes or process_id (or use KERAS_BACKEND=jax)."
+            )
+        _initialize_tensorflow()
+    elif given and (num_processes or 1) > 1:
+        raise ValueError(f"Several processes need the JAX or TensorFlow backend, not {name!r}.")
+    return process_count()
+
+
+def multi_worker_strategy():
+    """TensorFlow's `MultiWorkerMirroredStrategy` of this run, or None (one process, or JAX)."""
+    if keras.backend.backend() == "tensorflow":
+        _initialize_tensorflow()
+    return _state["strategy"]
+
+
+def process_count() -> int:
+    """The number of processes of the run (1 unless several were started)."""
+    name = keras.backend.backend()
+    if name == "jax":
+        _initialize_jax(None, None, None, explicit=False)
+        import jax
+
+        return jax.process_count()
+    strategy = multi_worker_strategy()
+    if strategy is None:
+        return 1
+    tasks = cluster_tasks()
+    return tasks.get("chief", 0) + tasks.get("worker", 0)
+
+
+def process_index() -> int:
+    """This process's index, 0 to `process_count() - 1`; 0 writes the run's files."""
+    name = keras.backend.backend()
+    if name == "jax":
+        _initialize_jax(None, None, None, explicit=False)
+        import jax
+
+        return jax.process_index()
+    strategy = multi_worker_strategy()
+    if strategy is None:
+        return 0
+    resolver = strategy.cluster_resolver
+    if resolver.task_type == "chief":
+        return 0
+    return resolver.task_id + cluster_tasks().get("chief", 0)
+
+
+def is_chief() -> bool:
+    """Whether this process writes the run's files (process 0)."""
+    return process_index() == 0
+
+
+def barrier(name: str) -> None:
+    """Waits until every process of the run reaches the barrier `name` (no-op alone)."""
+    if process_count() == 1:
+        return
+    if keras.backend.backend() == "jax":
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+        return
+    strategy = multi_worker_strategy()
+    ones = strategy.experimental_distribute_values_from_function(lambda _: tf.constant(1.0))
+    strategy.reduce("SUM", ones, axis=None)

@@ -1,0 +1,93 @@
+"""One process of a training run that tests start several of (tests/training/test_processes.py).
+
+The test sets the process group in the environment (`KERAS_DISTRIBUTION_*` for JAX, `TF_CONFIG`
+for TensorFlow) and the simulated devices (`XLA_FLAGS`); every process trains the same
+`kr.train` call into the same output folder. Prints one JSON line: this process's index and
+count, the run's per-epoch losses and the checksum of the saved `last.keras` (process 0).
+"""
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+
+class Die:
+    """A user callback that kills the process after step `step` (a machine lost mid-run)."""
+
+    def __new__(cls, step):
+        import keras
+
+        class _Die(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                if int(self.model.optimizer.iterations) >= step:
+                    os._exit(3)
+
+        return _Die()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--distribution", default="auto")
+    parser.add_argument("--model", default="resnet8", help="resnet8 or gn_resnet8")
+    parser.add_argument("--data", default="arrays", help="arrays, or dataset (a plain tf.data)")
+    parser.add_argument("--examples", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--save-every", type=int, default=None)
+    parser.add_argument("--die-after", type=int, default=None, help="kill after this step")
+    args = parser.parse_args()
+
+    import keras
+    import numpy as np
+
+    import keras_resvit as kr
+
+    index, count = kr.training.process_index(), kr.training.process_count()
+    (x, y), _ = kr.data.load_digits()
+    # Random pixels: well-conditioned enough for losses to agree across layouts to 1e-4.
+    x = np.random.default_rng(0).uniform(0, 255, x.shape).astype("float32")[: args.examples]
+    y = y[: args.examples]
+    if args.data == "arrays":
+        data = kr.data.load_dataset((x, y), "train", batch_size=args.batch_size, shuffle=False)
+    elif args.data == "presharded":
+        import tensorflow as tf
+
+        data = (
+            tf.data.Dataset.from_tensor_slices((x, y.astype("int32")))
+            .shard(count, index)
+            .batch(args.batch_size // count)
+        )
+        data.process_count = count
+    else:
+        import tensorflow as tf
+
+        data = tf.data.Dataset.from_tensor_slices((x, y.astype("int32"))).batch(args.batch_size)
+    keras.utils.set_random_seed(0)  # the same initial weights in every process and run
+    norm = "group" if args.model == "gn_resnet8" else "batch"
+    model = kr.build_resnet(8, stem="cifar", norm=norm, input_shape=(32, 32, 3), num_classes=10)
+    callbacks = [] if args.die_after is None else [Die(args.die_after)]
+    history = kr.train(
+        model,
+        data,
+        epochs=args.epochs,
+        output_dir=args.output,
+        distribution=args.distribution,
+        save_every=args.save_every,
+        learning_rate=0.01,
+        callbacks=callbacks,
+        verbose=0,
+    )
+    reply = {"index": index, "count": count, "loss": history.history["loss"]}
+    reply["resumed_from_step"] = history.summary["resumed_from_step"]
+    if index == 0:
+        final = kr.load_model(Path(args.output, "last.keras"))
+        weights = [keras.ops.convert_to_numpy(w) for w in final.weights]
+        reply["checksum"] = float(sum(np.abs(w).sum() for w in weights))
+        reply["config"] = json.loads(Path(args.output, "config.json").read_text())
+    print(json.dumps(reply))
+
+
+if __name__ == "__main__":
+    main()

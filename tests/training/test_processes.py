@@ -1,0 +1,171 @@
+"""Several processes train one run: the process group, its errors, and losses that equal a
+single process's over the same global devices (two processes on 127.0.0.1)."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from keras_resvit.base import processes
+from keras_resvit.training.distribution import place
+from keras_resvit.training.run_folder import RUN_FILES
+
+SCRIPT = str(Path(__file__).with_name("run_processes.py"))
+TIMEOUT = 300
+
+
+def test_one_process_joins_nothing():
+    assert processes.initialize() == 1
+    assert processes.process_count() == 1 and processes.process_index() == 0
+    assert processes.is_chief()
+    processes.barrier("alone")  # returns at once
+
+
+def test_bad_process_arguments_are_named():
+    with pytest.raises(ValueError, match="process_id=2 must be below num_processes=2"):
+        processes.initialize(num_processes=2, process_id=2)
+    with pytest.raises(ValueError, match="num_processes=0 must be a positive int"):
+        processes.initialize(num_processes=0)
+    with pytest.raises(ValueError, match="job_addresses=5 must be a 'host:port'"):
+        processes.initialize(job_addresses=5)
+
+
+def test_tf_config_is_read_and_checked():
+    config = {"cluster": {"chief": ["a:1"], "worker": ["b:1", "c:1"]}, "task": {}}
+    assert processes.cluster_tasks({"TF_CONFIG": json.dumps(config)}) == {
+        "chief": 1,
+        "worker": 2,
+    }
+    assert processes.cluster_tasks({}) == {}
+    with pytest.raises(ValueError, match="TF_CONFIG='not json' is not valid"):
+        processes.cluster_tasks({"TF_CONFIG": "not json"})
+
+
+def test_multi_worker_needs_a_cluster(backend):
+    if backend == "tensorflow":
+        with pytest.raises(ValueError, match='distribution="multi_worker" but TF_CONFIG'):
+            place("multi_worker")
+    else:
+        with pytest.raises(ValueError, match='distribution="multi_worker" is a TensorFlow'):
+            place("multi_worker")
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _reply(result):
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _run(args, env):
+    result = subprocess.run(
+        [sys.executable, SCRIPT, *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    return _reply(result)
+
+
+def _run_processes(args, envs):
+    """Starts one process per environment in `envs`; returns their replies by index."""
+    started = [
+        subprocess.Popen(
+            [sys.executable, SCRIPT, *args],
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for env in envs
+    ]
+    replies = []
+    try:
+        for process in started:
+            stdout, stderr = process.communicate(timeout=TIMEOUT)
+            replies.append(
+                _reply(
+                    subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+                )
+            )
+    finally:
+        for process in started:
+            process.kill()
+    return sorted(replies, key=lambda reply: reply["index"])
+
+
+def _jax_envs(devices_each, count=2):
+    port = _free_port()
+    return [
+        {
+            "KERAS_BACKEND": "jax",
+            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices_each}",
+            "KERAS_DISTRIBUTION_JOB_ADDRESSES": f"127.0.0.1:{port}",
+            "KERAS_DISTRIBUTION_NUM_PROCESSES": str(count),
+            "KERAS_DISTRIBUTION_PROCESS_ID": str(index),
+        }
+        for index in range(count)
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("data", ["arrays", "dataset", "presharded"])
+def test_two_jax_processes_match_one_over_the_same_devices(backend, data, tmp_path):
+    if backend != "jax":
+        pytest.skip("the JAX process group; the TensorFlow workers have their own test")
+    single = _run(
+        ["--output", str(tmp_path / "single"), "--distribution", "data_parallel", "--data", data],
+        {"KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+    )
+    out, private = tmp_path / "two", tmp_path / "tmp"
+    private.mkdir()
+    envs = [{**env, "TMPDIR": str(private)} for env in _jax_envs(2)]
+    chief, other = _run_processes(["--output", str(out), "--data", data], envs)
+    assert (chief["count"], other["count"]) == (2, 2)
+    assert chief["config"]["processes"] == 2 and chief["config"]["replicas"] == 4
+    np.testing.assert_allclose(chief["loss"], single["loss"], atol=1e-4)
+    np.testing.assert_allclose(other["loss"], single["loss"], atol=1e-4)
+    assert chief["checksum"] == pytest.approx(single["checksum"], rel=1e-5)
+    assert single["loss"][-1] < single["loss"][0]
+    # Only process 0 wrote: the run folder holds one run, the other's folder is gone.
+    assert chief["config"]["result"]["output_dir"] == str(out)
+    written = {p.name for p in out.iterdir() if not p.name.startswith(".")}
+    assert {"config.json", "history.csv", "last.keras"} <= written <= set(RUN_FILES)
+    assert not list(private.iterdir())
+
+
+@pytest.mark.slow
+def test_two_tensorflow_workers_match_one_process(backend, tmp_path):
+    if backend != "tensorflow":
+        pytest.skip("TensorFlow's MultiWorkerMirroredStrategy; JAX has its own test")
+    # GroupNorm: batch-norm statistics are per replica under tf.distribute.
+    args = ["--model", "gn_resnet8"]
+    single = _run(
+        ["--output", str(tmp_path / "single"), "--distribution", "none", *args],
+        {"KERAS_BACKEND": "tensorflow"},
+    )
+    ports = [_free_port(), _free_port()]
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    envs = [
+        {
+            "KERAS_BACKEND": "tensorflow",
+            "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}),
+        }
+        for i in range(2)
+    ]
+    chief, other = _run_processes(["--output", str(tmp_path / "two"), *args], envs)
+    assert chief["config"]["distribution"] == "multi_worker"
+    assert chief["config"]["replicas"] == 2 and chief["config"]["processes"] == 2
+    np.testing.assert_allclose(chief["loss"], single["loss"], atol=1e-4)
+    np.testing.assert_allclose(other["loss"], single["loss"], atol=1e-4)
+    assert chief["checksum"] == pytest.approx(single["checksum"], rel=1e-5)
