@@ -169,3 +169,36 @@ def test_two_tensorflow_workers_match_one_process(backend, tmp_path):
     np.testing.assert_allclose(chief["loss"], single["loss"], atol=1e-4)
     np.testing.assert_allclose(other["loss"], single["loss"], atol=1e-4)
     assert chief["checksum"] == pytest.approx(single["checksum"], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_two_jax_processes_resume_after_a_kill(backend, tmp_path):
+    if backend != "jax":
+        pytest.skip("the JAX process group; resuming on one process is tested everywhere")
+    args = ["--data", "dataset", "--save-every", "2"]
+    single = _run(
+        ["--output", str(tmp_path / "single"), "--distribution", "data_parallel", *args],
+        {"KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+    )
+    out = str(tmp_path / "two")
+    # Both processes die after step 3 of 8, after the resume state of step 2 was saved.
+    envs = _jax_envs(2)
+    dying = [
+        subprocess.Popen(
+            [sys.executable, SCRIPT, "--output", out, *args, "--die-after", "3"],
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for env in envs
+    ]
+    assert [process.wait(timeout=TIMEOUT) for process in dying] == [3, 3]
+    state = json.loads(Path(out, "resume", "state.json").read_text())
+    assert state["step"] == 2 and not Path(out, "last.keras").exists()
+    chief, other = _run_processes(["--output", out, *args], _jax_envs(2))
+    assert chief["resumed_from_step"] == other["resumed_from_step"] == 2
+    # The resumed run ends where the uninterrupted one does (the first epoch's logged loss
+    # covers only the steps after the resume).
+    np.testing.assert_allclose(chief["loss"][-1], single["loss"][-1], atol=1e-4)
+    assert chief["checksum"] == pytest.approx(single["checksum"], rel=1e-5)
+    assert not Path(out, "resume").exists()
