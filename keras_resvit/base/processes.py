@@ -43,6 +43,17 @@ def _jax_initialized() -> bool:
     return jax.distributed.is_initialized()
 
 
+def _jax_detects_cluster() -> bool:
+    """Whether JAX's own cluster detection (TPU pod slice, SLURM, Open MPI, Kubernetes) finds
+    an environment; True where that cannot be asked, so that JAX decides."""
+    try:
+        from jax._src import clusters
+
+        return any(kind.is_env_present() for kind in clusters.ClusterEnv._cluster_types)
+    except (ImportError, AttributeError):
+        return True
+
+
 def _requested_processes(num_processes) -> int:
     if num_processes is not None:
         return num_processes
@@ -63,6 +74,8 @@ def _initialize_jax(job_addresses, num_processes, process_id, explicit):
     count = _requested_processes(num_processes)
     if count == 1 and (not explicit or num_processes == 1):
         return
+    if count == 1 and job_addresses is None and not _jax_detects_cluster():
+        return  # nothing given, nothing to detect: one process, whenever it is called
     try:
         keras.distribution.initialize(job_addresses, num_processes, process_id)
     except RuntimeError as error:
