@@ -117,7 +117,7 @@ def _plain_evaluate(model, data, classes, argument):
     from keras_resvit.data import checks
     from keras_resvit.models.common import outputs_logits
 
-    soft = len(data.element_spec[1].shape) == 2
+    soft = checks.has_soft_labels(data)
     losses = keras.losses
     loss = losses.CategoricalCrossentropy if soft else losses.SparseCategoricalCrossentropy
     model.compile(loss=loss(from_logits=outputs_logits(model)), metrics=["accuracy"])

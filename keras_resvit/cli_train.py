@@ -104,7 +104,9 @@ def _load_training_data(kr, args, splits, recipe, augment):
     if not size and not _is_folder(args.data):
         with contextlib.suppress(ValueError):  # images of varying size: the model's own
             train = kr.data.load_dataset(**train_split, **options, augment=augment)
-            size, why = int(train.element_spec[0].shape[1]), "from the data"
+            size = getattr(train, "image_size", None)  # an ImageLoader (no TensorFlow)
+            size = size or int(train.element_spec[0].shape[1])
+            why = "from the data"
     if not size:
         size = kr.create_model(args.model).input_shape[1]
         why = "the model's default; --image-size sets another"
@@ -228,6 +230,7 @@ def _join_processes(kr, args):
 
 def run_train(args):
     import keras_resvit as kr
+    from keras_resvit.data.loaders import tensorflow_installed
     from keras_resvit.training.recipes import get_recipe
 
     _family(args.model)  # unknown names fail before anything is read
@@ -263,5 +266,7 @@ def run_train(args):
         folder.start_writing()
         kr.viz.plot_history(history, Path(output) / "curves.png")
     _print_results(history, splits[1], output)
-    if args.tflite:
+    if args.tflite and not tensorflow_installed():
+        print("no TF Lite export: it needs the `tensorflow` package (pip install tensorflow)")
+    elif args.tflite:
         _export_tflite(kr, output)

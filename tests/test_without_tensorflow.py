@@ -78,6 +78,30 @@ SCRIPT = textwrap.dedent(
         "class_names": folder.class_names,
         "losses": history.history["loss"],
     }
+    # kr.train on arrays (read by an ImageLoader here) and on the folder's loader.
+    x, y = kr.data.load_digits()[0]
+    keras.utils.set_random_seed(0)
+    small = kr.build_resnet(8, stem="cifar", width=0.5)
+    run = root / "run"
+    history = kr.train(
+        small, (x[:128], y[:128]), val_data=(x[128:160], y[128:160]), batch_size=32,
+        epochs=2, output_dir=run, verbose=0,
+    )
+    reply["train"] = {
+        "losses": history.history["loss"],
+        "val_accuracy": history.history["val_accuracy"],
+        "files": sorted(p.name for p in run.iterdir() if not p.name.startswith(".")),
+    }
+    model = kr.build_resnet(
+        depth=8, stem="cifar", input_shape=(16, 16, 3), num_classes=2, width=0.25
+    )
+    history = kr.train(model, folder, epochs=1, output_dir=root / "run2", verbose=0)
+    reply["train_folder"] = history.summary["steps"]
+    from keras_resvit.cli import main
+
+    main(["train", "--model", "resnet20", "--data", "digits", "--epochs", "1",
+          "--batch-size", "128", "--output", str(root / "cli")])
+    reply["cli_files"] = sorted(p.name for p in (root / "cli").iterdir())
     for name, kwargs in (("tfds", {"source": "tfds:cifar10"}), ("tf.data", {"loader": "tf.data"})):
         try:
             kr.data.load_dataset(**kwargs)
@@ -110,6 +134,13 @@ def test_jax_trains_without_tensorflow():
     folder = reply["folder"]
     assert folder["type"] == "ImageLoader" and folder["class_names"] == ["dark", "light"]
     assert len(folder["losses"]) == 2 and all(0 < loss < 10 for loss in folder["losses"])
+    train = reply["train"]
+    assert len(train["losses"]) == 2 and all(0 < loss < 10 for loss in train["losses"])
+    assert len(train["val_accuracy"]) == 2
+    assert {"best.keras", "last.keras", "config.json", "history.csv"} <= set(train["files"])
+    assert reply["train_folder"] == 2  # 8 images, batches of 4
+    assert {"last.keras", "curves.png"} <= set(reply["cli_files"])
+    assert "model.tflite" not in reply["cli_files"]
     assert "tfds:cifar10" in reply["tfds"] and "pip install tensorflow" in reply["tfds"]
     assert "needs the `tensorflow` package" in reply["tf.data"]
     assert "pip install tensorflow" in reply["tf.data"]

@@ -6,13 +6,16 @@ error" deep in `fit`; a NaN pixel turns the loss into NaN, which reads like a di
 learning rate. `check_batches` adds one cheap map to a `tf.data` pipeline (a few reductions per
 batch, on the pipeline's threads, no host round-trip per step) that fails on the first bad
 batch, and `data_errors` turns that failure into one `ValueError` naming the argument, the
-batch, the bad value and what is valid.
+batch, the bad value and what is valid. `CheckedBatches` does the same for a
+`keras.utils.PyDataset` (`kr.data.ImageLoader`), in NumPy, as each batch is made.
 """
 
 import contextlib
 import re
+import sys
 import warnings
 
+import keras
 import numpy as np
 
 from keras_resvit.base.lazy import tf
@@ -36,7 +39,8 @@ def check_batches(data, num_classes: int, argument: str):
     within an epoch.
 
     Args:
-        data: a batched `tf.data.Dataset` of (images, labels).
+        data: a batched `tf.data.Dataset` of (images, labels), or a `keras.utils.PyDataset`
+            (checked by `CheckedBatches`).
         num_classes: the classifier's number of outputs.
         argument: the caller's name for `data`, for the message ("train_data").
 
@@ -52,6 +56,8 @@ def check_batches(data, num_classes: int, argument: str):
     Traceback (most recent call last):
     ValueError: data: batch 2 has label 5, but the model has 3 classes ...
     """
+    if isinstance(data, keras.utils.PyDataset):
+        return CheckedBatches(data, num_classes, argument)
     label_spec = data.element_spec[1]
     soft = len(label_spec.shape) == 2
     integral = label_spec.dtype.is_integer
@@ -89,21 +95,118 @@ def check_batches(data, num_classes: int, argument: str):
             if not integral:
                 bad |= tf.math.floor(labels) != labels
             value = tf.gather(labels, tf.argmax(tf.cast(bad, "int32")))
-            checks.append(
-                _assert(
-                    ~tf.reduce_any(bad),
-                    f"{argument}: batch {{}} has label {{}}, but the model has {num_classes} "
-                    f"classes (valid labels: the integers 0 to {num_classes - 1}); fix the "
-                    "labels, or give the model as many classes as the data has "
-                    "(kr.replace_head).",
-                    batch_number,
-                    value,
-                )
-            )
+            message = _label_message(argument, "{}", "{}", num_classes)
+            checks.append(_assert(~tf.reduce_any(bad), message, batch_number, value))
         with tf.control_dependencies(checks):
             return tf.identity(images), tf.identity(labels)
 
     return data.enumerate().map(check, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+class BatchError(ValueError):
+    """A batch that fails `check_batch`: its message names the data, the batch and the value."""
+
+
+def has_soft_labels(data) -> bool:
+    """Whether the batches of `data` (a `tf.data.Dataset`, or a `keras.utils.PyDataset`: its
+    batch 0) hold soft labels (batch, classes) rather than class indices (batch,)."""
+    if isinstance(data, keras.utils.PyDataset):
+        return np.ndim(data[0][1]) == 2
+    return len(data.element_spec[1].shape) == 2
+
+
+def _label_message(argument, number, value, num_classes):
+    return (
+        f"{argument}: batch {number} has label {value}, but the model has {num_classes} "
+        f"classes (valid labels: the integers 0 to {num_classes - 1}); fix the labels, or give "
+        "the model as many classes as the data has (kr.replace_head)."
+    )
+
+
+def check_batch(argument: str, number: int, images, labels, num_classes: int) -> None:
+    """`check_batches`' checks of one batch in hand (NumPy arrays), batch `number` (from 1).
+
+    Example:
+    >>> check_batch("data", 2, np.zeros((2, 4, 4, 3)), np.array([0, 5]), 3)
+    ... # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    ValueError: data: batch 2 has label 5, but the model has 3 classes ...
+    """
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.dtype.kind == "f":
+        finite = np.isfinite(images.reshape(len(images), -1).sum(axis=1, dtype="float64"))
+        if not finite.all():
+            raise BatchError(
+                f"{argument}: batch {number} has NaN or infinite pixels (image "
+                f"{np.argmin(finite) + 1} of the batch); models take finite raw pixels 0-255: "
+                "fix or drop those images."
+            )
+    if labels.ndim == 2:
+        if not (np.isfinite(labels) & (labels >= 0)).all():
+            raise BatchError(
+                f"{argument}: batch {number} has soft labels that are negative or not finite; "
+                "soft labels are class probabilities."
+            )
+        return
+    bad = (labels < 0) | (labels >= num_classes)
+    if labels.dtype.kind == "f":
+        bad |= ~np.isfinite(labels) | (np.floor(labels) != labels)
+    if bad.any():
+        value = labels[np.argmax(bad)]
+        value = int(value) if float(value).is_integer() else float(value)
+        raise BatchError(_label_message(argument, number, value, num_classes))
+
+
+class CheckedBatches(keras.utils.PyDataset):
+    """The batches of a `keras.utils.PyDataset` of (images, labels), each checked by
+    `check_batch` as it is made (on the data's own workers), with one-hot labels where
+    `one_hot`.
+
+    Epochs are counted from `epoch`: a data with an `epoch` attribute (`kr.data.ImageLoader`)
+    reads that epoch's batches, so a run that starts at epoch 5 reads what epoch 5 of an
+    uninterrupted run read. The data's `on_epoch_end` runs after each epoch read, not when
+    `fit` starts (where Keras also calls it).
+
+    Args:
+        data: the `PyDataset` (e.g. `kr.data.ImageLoader`).
+        num_classes: the classifier's number of outputs.
+        argument: the caller's name for `data`, for the messages ("train_data").
+        one_hot: give integer labels as float32 one-hot rows.
+        epoch: the epoch read first.
+        start: the first batch read of that epoch (a resume inside an epoch); later epochs
+            start at batch 0.
+    """
+
+    def __init__(self, data, num_classes, argument, *, one_hot=False, epoch=0, start=0):
+        super().__init__(data.workers, data.use_multiprocessing, data.max_queue_size)
+        self.data, self.num_classes, self.argument = data, num_classes, argument
+        self.one_hot, self.epoch, self.start, self._reading = one_hot, epoch, start, False
+        if hasattr(data, "epoch"):
+            data.epoch = epoch
+
+    def __len__(self):
+        return len(self.data) - self.start
+
+    def __getitem__(self, index):
+        index += self.start
+        images, labels = self.data[index]
+        check_batch(self.argument, index + 1, images, labels, self.num_classes)
+        labels = np.asarray(labels)
+        if self.one_hot and labels.ndim == 1:
+            labels = np.eye(self.num_classes, dtype="float32")[labels.astype("int64")]
+        return images, labels
+
+    def on_epoch_begin(self):
+        self._reading = True
+        self.data.on_epoch_begin()
+
+    def on_epoch_end(self):
+        if not self._reading:  # `fit` starting: no epoch was read
+            return
+        self._reading, self.start, self.epoch = False, 0, self.epoch + 1
+        self.data.on_epoch_end()
+        if hasattr(self.data, "epoch"):
+            self.data.epoch = self.epoch
 
 
 def check_pixels(argument: str, images, *, scaled_is_error: bool = False) -> None:
@@ -176,12 +279,17 @@ def check_class_count(argument: str, data, num_classes: int) -> None:
 
 @contextlib.contextmanager
 def data_errors():
-    """Turns a failed `check_batches` assertion, however the backend wraps it, into one
-    `ValueError` with the check's message."""
+    """Turns a failed `check_batches` assertion or `CheckedBatches` check, however the backend
+    wraps it, into one `ValueError` with the check's message."""
     try:
         yield
-    except tf.errors.InvalidArgumentError as error:
+    except Exception as error:
+        # Only TensorFlow raises `check_batches`' failures (and it may be absent).
+        if "tensorflow" not in sys.modules or not isinstance(error, tf.errors.InvalidArgumentError):
+            raise
         found = re.search(re.escape(_BEGIN) + r"(.*?)" + re.escape(_END), str(error), re.S)
+        # A `CheckedBatches` batch failed inside the tf.data pipeline Keras made of it.
+        found = found or re.search(r"BatchError: (.*)", str(error))
         if found is None:
             raise
         raise ValueError(found[1]) from None

@@ -12,14 +12,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import keras
 import numpy as np
 
 from keras_resvit.base.lazy import tf
+from keras_resvit.base.processes import process_count, process_index
 from keras_resvit.base.validation import check_choice, check_int, check_number
 from keras_resvit.data.augmentation import Mixing, get_augmentation
 from keras_resvit.data.folders import folder_dataset, list_image_folder, typical_shorter_side
 from keras_resvit.data.in_memory import checked_arrays, digest, load_digits
-from keras_resvit.data.loaders import ImageLoader, choose_loader, load_digits_without_tf
+from keras_resvit.data.loaders import ImageLoader, choose_loader
 from keras_resvit.data.transforms import evaluation_crop_ratio, evaluation_transform
 
 SPLITS = ("train", "test")
@@ -275,7 +277,7 @@ def _examples(source, split, image_size, validation_split, seed, strict):
         return data, origin, None, lambda: typical_shorter_side(paths)
     if kind == "digits":
         check_choice("split", split, SPLITS)
-        train, test = load_digits_without_tf(image_size or 32)
+        train, test = load_digits(image_size or 32)
         images, labels = train if split == "train" else test
     else:
         images, labels = checked_arrays(*_array_pair(source, split))
@@ -295,6 +297,9 @@ def _py_dataset(source, split, training, *, image_size, augment, crop_ratio, **o
     augmented = training and augment is not None
     ratio = _evaluation_ratio(crop_ratio, augmented, resized, augment, shorter_side, image_size)
     get_augmentation(augment, image_size)  # a bad `augment` fails on every split, as in tf.data
+    if keras.backend.backend() == "jax" and not {"process_index", "process_count"} & set(options):
+        # One run over several JAX processes: each reads its own share of every batch.
+        options["process_index"], options["process_count"] = process_index(), process_count()
     loader = ImageLoader(
         **data,
         image_size=image_size,
@@ -392,7 +397,8 @@ def load_dataset(
         loader_options: for "py_dataset", a dict of `ImageLoader` arguments among
             `loaders.LOADER_OPTIONS`: `workers`, `use_multiprocessing` and `max_queue_size` (batches
             made in parallel), `process_index` and `process_count` (this process's shard of
-            every epoch; `batch_size` is the batch across all processes).
+            every epoch; `batch_size` is the batch across all processes; under JAX default
+            the run's processes, `kr.training.process_index()` and `process_count()`).
 
     Returns:
         A `tf.data.Dataset`, or an `ImageLoader` (a `keras.utils.PyDataset`: `len` is the

@@ -71,42 +71,6 @@ def read_image(path) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
-def load_digits_without_tf(image_size: int = 32):
-    """`in_memory.load_digits`, resized by the Keras backend instead of TensorFlow.
-
-    The bilinear upsampling of the backend (`keras.ops.image.resize`, no antialiasing) gives
-    TensorFlow's pixels: bit for bit on TensorFlow, and on JAX at the default 32 pixels (at
-    other sizes JAX rounds differently, by ~1e-4 of a level). Held-out share 0.2, split seed
-    0, as `load_dataset` reads them.
-
-    Args:
-        image_size: output height and width (>= 8).
-
-    Returns:
-        `((x_train, y_train), (x_test, y_test))`: float32 images in [0, 255], int32 labels.
-
-    Example:
-    >>> (x, y), _ = load_digits_without_tf(16)
-    >>> x.shape[1:], int(y.max())
-    ((16, 16, 3), 9)
-    """
-    from sklearn.datasets import load_digits as sklearn_digits
-    from sklearn.model_selection import train_test_split
-
-    check_int("image_size", image_size, 8)
-    digits = sklearn_digits()
-    images = digits.images.astype("float32")[..., None] * (255.0 / 16.0)
-    with keras.device("cpu"):
-        images = keras.ops.image.resize(images, (image_size, image_size), antialias=False)
-        images = keras.ops.convert_to_numpy(images)
-    images = np.clip(np.repeat(images, 3, axis=-1), 0.0, 255.0)
-    labels = digits.target.astype("int32")
-    x_train, x_test, y_train, y_test = train_test_split(
-        images, labels, test_size=0.2, stratify=labels, random_state=0
-    )
-    return (x_train, y_train), (x_test, y_test)
-
-
 def _check_source(images, labels, paths, image_size):
     """(images, labels, paths, image_size) checked: arrays as `checked_arrays`, image files
     with their labels, and the output size (an array's own size when None and square)."""

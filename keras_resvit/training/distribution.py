@@ -187,6 +187,13 @@ def local_input(data, placement: Placement):
     def local(dataset):
         if dataset is None or getattr(dataset, "process_count", 1) == placement.processes:
             return dataset
+        if isinstance(dataset, keras.utils.PyDataset):
+            raise ValueError(
+                f"a {type(dataset).__name__} read by {getattr(dataset, 'process_count', 1)} "
+                f"process(es) cannot feed a run of {placement.processes} processes; give each "
+                "process its share: kr.data.ImageLoader(..., process_index=kr.training."
+                "process_index(), process_count=kr.training.process_count())."
+            )
         distribution.auto_shard_dataset = True
         return distribution.distribute_dataset(dataset)
 

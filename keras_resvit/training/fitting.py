@@ -9,7 +9,7 @@ import keras
 
 from keras_resvit.base.files import first_line
 from keras_resvit.base.lazy import tf
-from keras_resvit.data.checks import check_batches, data_errors
+from keras_resvit.data.checks import CheckedBatches, check_batches, data_errors, has_soft_labels
 from keras_resvit.training.callbacks import (
     BestCheckpoint,
     HistoryCSV,
@@ -76,14 +76,27 @@ def run_callbacks(recipe, out, data, user, start, save_every, tensorboard):
 
 def _one_hot_labels(data, classes):
     """A dataset of (images, integer labels) with one-hot labels; soft labels pass through."""
-    if len(data.element_spec[1].shape) == 2:
+    if has_soft_labels(data):
         return data
     return data.map(lambda x, y: (x, tf.one_hot(tf.cast(y, "int32"), classes)))
 
 
 def checked_pipelines(data, classes, one_hot):
     """(train, val) datasets whose every batch is checked (`check_batches`) for a classifier
-    of `classes` outputs, with one-hot labels where the loss is categorical (`one_hot`)."""
+    of `classes` outputs, with one-hot labels where the loss is categorical (`one_hot`).
+    A `keras.utils.PyDataset` stays one: train is then a factory of `CheckedBatches`,
+    `(epoch, start) -> PyDataset` (from batch `start` of `epoch`), and val one of them."""
+    if isinstance(data.train, keras.utils.PyDataset):
+        val_data = data.val
+        if val_data is not None:
+            val_data = CheckedBatches(val_data, classes, "val_data", one_hot=one_hot)
+
+        def train_data(epoch, start):
+            return CheckedBatches(
+                data.train, classes, "train_data", one_hot=one_hot, epoch=epoch, start=start
+            )
+
+        return train_data, val_data
     val_data = None if data.val is None else check_batches(data.val, classes, "val_data")
     train_data = check_batches(data.train, classes, "train_data")
     if one_hot:
@@ -136,6 +149,27 @@ def _fit_from(model, data, steps_per_epoch, epochs, start_step, callbacks, **fit
     return history
 
 
+def _fit_py_dataset(model, batches, steps_per_epoch, epochs, start_step, callbacks, **fit_kwargs):
+    """`_fit_from` over a `keras.utils.PyDataset`: `batches(epoch, start)` gives the checked
+    batches (`CheckedBatches`) from batch `start` of `epoch` on, so a resumed run reads the
+    batches an uninterrupted one would (a data with an `epoch` attribute, as
+    `kr.data.ImageLoader`; its random augmentations are drawn anew)."""
+    fit_kwargs.update(shuffle=False, callbacks=callbacks)
+    first_epoch, done = divmod(start_step, steps_per_epoch)
+    if not done:
+        data = batches(first_epoch, 0)
+        return model.fit(data, initial_epoch=first_epoch, epochs=epochs, **fit_kwargs)
+    # The rest of the interrupted epoch, then the following epochs from their first batch.
+    callbacks.more = first_epoch + 1 < epochs
+    rest = batches(first_epoch, done)
+    history = model.fit(rest, initial_epoch=first_epoch, epochs=first_epoch + 1, **fit_kwargs)
+    if callbacks.more and not model.stop_training:
+        callbacks.more = False
+        data = batches(first_epoch + 1, 0)
+        history = model.fit(data, initial_epoch=first_epoch + 1, epochs=epochs, **fit_kwargs)
+    return history
+
+
 def fit_run(model, data, pipelines, callbacks, start_step, verbose):
     """Fits the rest of the run from `start_step` over `pipelines` (from `checked_pipelines`)
     with `callbacks` (from `run_callbacks`); returns its figures."""
@@ -160,9 +194,10 @@ def fit_run(model, data, pipelines, callbacks, start_step, verbose):
                 steps=data.steps_per_epoch,
                 verbose=verbose,
             )
-            history = _fit_from(
+            py_dataset = callable(train_data)
+            history = (_fit_py_dataset if py_dataset else _fit_from)(
                 model,
-                train_data.repeat(),
+                train_data if py_dataset else train_data.repeat(),
                 data.steps_per_epoch,
                 data.epochs,
                 start,

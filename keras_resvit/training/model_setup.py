@@ -4,6 +4,7 @@ with the recipe's optimizer, schedule and loss."""
 import keras
 
 from keras_resvit.base.class_names import set_class_names
+from keras_resvit.data.checks import has_soft_labels
 from keras_resvit.factory import create_model
 from keras_resvit.layers.normalization import PixelMean
 from keras_resvit.models.common import is_vit, outputs_logits
@@ -81,7 +82,7 @@ def label_encoding(recipe, loss, soft_labels, val_data):
     one-hot targets: integer labels of the training and validation data are encoded to match.
     A user's `loss` replaces the recipe's label smoothing."""
     smoothing = recipe.label_smoothing if loss is None else 0.0
-    val_soft = val_data is not None and len(val_data.element_spec[1].shape) == 2
+    val_soft = val_data is not None and has_soft_labels(val_data)
     return soft_labels or val_soft or bool(smoothing), soft_labels or (val_soft and not smoothing)
 
 

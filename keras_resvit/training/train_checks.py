@@ -4,6 +4,7 @@ before the run's output folder is touched."""
 import importlib.util
 import inspect
 import math
+import sys
 import warnings
 from types import SimpleNamespace
 
@@ -198,30 +199,75 @@ def check_callbacks(callbacks, schedule):
     return list(callbacks)
 
 
+def is_py_dataset(data) -> bool:
+    """Whether `data` is a `keras.utils.PyDataset` (e.g. `kr.data.ImageLoader`)."""
+    return isinstance(data, keras.utils.PyDataset)
+
+
+def _first_py_batch(argument, data):
+    """Batch 0 of a `PyDataset` as NumPy (images, labels), its length and structure checked."""
+    try:
+        steps = len(data)
+    except TypeError:
+        steps = None
+    if not isinstance(steps, int) or steps <= 0:
+        raise ValueError(
+            f"{argument} ({type(data).__name__}) has {steps} batches per epoch; a PyDataset "
+            "must have a finite, positive len()."
+        )
+    batch = data[0]
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        raise ValueError(
+            f"{argument}[0] is {type(batch).__name__}; expected a batch (images, labels)."
+        )
+    images, labels = (keras.ops.convert_to_numpy(x) for x in batch)
+    _check_structure(argument, images.shape, labels.shape, labels.dtype)
+    return images, labels
+
+
+def _check_structure(argument, image_shape, label_shape, label_dtype):
+    if len(image_shape) != 4:
+        raise ValueError(
+            f"{argument} yields images of shape {tuple(image_shape)}; expected batches of "
+            "(images (batch, height, width, channels), labels): batch the dataset, e.g. with "
+            ".batch(32)."
+        )
+    dtype = np.dtype(getattr(label_dtype, "as_numpy_dtype", label_dtype))
+    rank, integer = len(label_shape), dtype.kind in "iu"
+    valid = (rank == 1 and (integer or dtype.kind == "f")) or (
+        rank == 2 and dtype.kind == "f" and label_shape[-1] != 1
+    )
+    if not valid:
+        raise ValueError(
+            f"{argument} has labels of dtype {dtype.name} and shape {tuple(label_shape)}; "
+            "expected class indices (batch,) or float class probabilities (batch, classes). "
+            "Squeeze (batch, 1) labels, cast one-hot labels to float32."
+        )
+
+
 def check_dataset(argument, data):
-    if not isinstance(data, tf.data.Dataset):
+    if is_py_dataset(data):
+        _first_py_batch(argument, data)
+        return
+    if not _is_tf_dataset(data):
         raise ValueError(
             f"{argument} of type {type(data).__name__} is not valid; pass a batched "
-            "tf.data.Dataset of (images, labels), e.g. from kr.data.load_dataset, or an "
-            "(images, labels) tuple of arrays."
+            "tf.data.Dataset or a keras.utils.PyDataset of (images, labels) (e.g. from "
+            "kr.data.load_dataset), or an (images, labels) tuple of arrays."
         )
     spec = data.element_spec
-    if not isinstance(spec, tuple) or len(spec) != 2 or len(spec[0].shape) != 4:
+    if not isinstance(spec, tuple) or len(spec) != 2:
         raise ValueError(
             f"{argument} yields {spec}; expected batches of (images (batch, height, width, "
             "channels), labels): batch the dataset, e.g. with .batch(32)."
         )
     labels = spec[1]
-    rank, integer = len(labels.shape), labels.dtype.is_integer
-    valid = (rank == 1 and (integer or labels.dtype.is_floating)) or (
-        rank == 2 and labels.dtype.is_floating and labels.shape[-1] != 1
-    )
-    if not valid:
-        raise ValueError(
-            f"{argument} has labels of dtype {labels.dtype.name} and shape {labels.shape}; "
-            "expected class indices (batch,) or float class probabilities (batch, classes). "
-            "Squeeze (batch, 1) labels, cast one-hot labels to float32."
-        )
+    _check_structure(argument, spec[0].shape, labels.shape, labels.dtype)
+
+
+def _is_tf_dataset(data) -> bool:
+    # Without TensorFlow installed nothing is a tf.data.Dataset (and it is not imported).
+    return "tensorflow" in sys.modules and isinstance(data, tf.data.Dataset)
 
 
 def _as_dataset(argument, data, split, batch_size, seed):
@@ -249,6 +295,9 @@ def _as_dataset(argument, data, split, batch_size, seed):
 
 
 def _dataset_info(train_data):
+    if is_py_dataset(train_data):
+        first = _first_py_batch("train_data", train_data)
+        return first, len(train_data), first[1].ndim == 2
     check_dataset("train_data", train_data)
     steps = int(train_data.cardinality())
     if steps == tf.data.UNKNOWN_CARDINALITY:
@@ -307,7 +356,8 @@ def check_channels(argument, model, batch_shape):
 
 def check_val_data(val_data, model, train_data):
     """Validation data the model cannot score fails before the first epoch, not after it."""
-    if int(val_data.cardinality()) == tf.data.INFINITE_CARDINALITY:
+    py_dataset = is_py_dataset(val_data)
+    if not py_dataset and int(val_data.cardinality()) == tf.data.INFINITE_CARDINALITY:
         raise ValueError(
             "val_data repeats forever; pass a finite dataset (do not .repeat() it): each "
             "epoch validates on all of it."
@@ -320,17 +370,21 @@ def check_val_data(val_data, model, train_data):
         getattr(train_data, "class_names", None),
         "train_data",
     )
-    labels = val_data.element_spec[1].shape
+    if py_dataset:
+        first, labels = _first_py_batch("val_data", val_data)
+        labels = labels.shape
+    else:
+        labels = val_data.element_spec[1].shape
+        first = next(iter(val_data.take(1)), None)
+        if first is None:
+            raise ValueError("val_data is empty; pass a dataset with at least one batch, or None.")
+        first = first[0].numpy()
     if len(labels) == 2 and labels[-1] not in (None, classes):
         raise ValueError(
             f"val_data has soft labels over {labels[-1]} classes but the model's classifier "
             f"has {classes} outputs."
         )
     wanted = tuple(model.input_shape[1:3])
-    first = next(iter(val_data.take(1)), None)
-    if first is None:
-        raise ValueError("val_data is empty; pass a dataset with at least one batch, or None.")
-    first = first[0].numpy()
     check_pixels("val_data images", first)
     shape = first.shape
     check_channels("val_data", model, shape)

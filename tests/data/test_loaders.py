@@ -10,7 +10,7 @@ from PIL import Image
 
 import keras_resvit as kr
 from keras_resvit.data.in_memory import load_digits
-from keras_resvit.data.loaders import ImageLoader, load_digits_without_tf
+from keras_resvit.data.loaders import ImageLoader
 
 PY = {"loader": "py_dataset"}
 TF = {"loader": "tf.data"}
@@ -116,15 +116,27 @@ def test_two_processes_read_disjoint_shards_that_cover_the_epoch():
 # --- the same batches as the tf.data path -------------------------------------------------
 
 
-def test_digits_without_tensorflow_are_load_digits_pixels(backend):
-    """Bit for bit at the default 32 pixels (and at any size on TensorFlow); JAX's bilinear
-    upsampling to other sizes rounds differently (measured: 3e-5 of a level at 24)."""
+def test_digits_are_tensorflows_bilinear_upsampling_on_every_backend(backend):
+    """`load_digits` resizes with the backend (no TensorFlow needed): TensorFlow's bilinear
+    pixels bit for bit at the default 32 (at any size on TensorFlow); JAX's upsampling to
+    other sizes rounds differently (measured: 3e-5 of a level at 24)."""
+    import tensorflow as tf
+    from sklearn.datasets import load_digits as sklearn_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = sklearn_digits()
+    labels = digits.target
+    train, test = train_test_split(
+        np.arange(len(labels)), test_size=0.2, stratify=labels, random_state=0
+    )
     for size in (32, 24):
         atol = 0.0 if size == 32 or backend == "tensorflow" else 1e-4
-        ours, theirs = load_digits_without_tf(size), load_digits(size)
-        for (x, y), (expected_x, expected_y) in zip(ours, theirs, strict=True):
-            np.testing.assert_allclose(x, expected_x, atol=atol, rtol=0)
-            np.testing.assert_array_equal(y, expected_y)
+        grey = digits.images.astype("float32")[..., None] * (255.0 / 16.0)
+        expected = tf.image.resize(grey, (size, size), method="bilinear").numpy()
+        expected = np.clip(np.repeat(expected, 3, axis=-1), 0.0, 255.0)
+        for (x, y), rows in zip(load_digits(size), (train, test), strict=True):
+            np.testing.assert_allclose(x, expected[rows], atol=atol, rtol=0)
+            np.testing.assert_array_equal(y, labels[rows])
 
 
 @pytest.mark.parametrize("split", ["train", "test"])
