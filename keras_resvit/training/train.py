@@ -99,7 +99,9 @@ def train(
         model_or_name: a `keras.Model` ending in a classifier, or a registry name (built under
             the run's precision).
         train_data: a finite, batched `tf.data.Dataset` of (images, labels); labels are ints or
-            one-hot/soft vectors (MixUp, CutMix). Its batch is the global batch. Or an
+            one-hot/soft vectors (MixUp, CutMix). Its batch is the global batch. Or a
+            `keras.utils.PyDataset` of such batches (`kr.data.ImageLoader`, what `load_dataset`
+            returns without TensorFlow; under several processes, each process's share). Or an
             `(images, labels)` tuple of arrays: images (N, height, width, channels) of raw
             0-255 pixels and N integer class indices, fed through
             `kr.data.load_dataset((images, labels), "train", batch_size=batch_size, seed=seed)`
