@@ -34,23 +34,28 @@ from keras_resvit.layers.vit_layers import (
     TokenPooling,
     gelu,
 )
+from keras_resvit.layers.vit_option_layers import DropTokens, LayerScale, ProbeToken, RegisterTokens
 
 __all__ = [
     "NORMALIZATION_PRESETS",
     "ClassToken",
     "DropPath",
+    "DropTokens",
     "Equalization",
     "FusedBatchNormalization",
+    "LayerScale",
     "ClosedFormLayerNormalization",
     "LocalResponseNormalization",
     "MultiHeadSelfAttention",
     "PCALighting",
     "PointwiseConv2D",
     "PositionEmbedding",
+    "ProbeToken",
     "RandAugment",
     "RandomPadCrop",
     "RandomResizedCrop",
     "RandomScaleCrop",
+    "RegisterTokens",
     "ResizeCenterCrop",
     "ReverseChannels",
     "SlicedMaxPooling2D",

@@ -7,6 +7,12 @@ import numpy as np
 from keras import ops
 
 from keras_resvit.base.backend import fast_path, keras_mask
+
+# The LayerNorm of the ViTs lives in its own module; these names are read from here too.
+from keras_resvit.layers.layer_norm import (
+    ClosedFormLayerNormalization as ClosedFormLayerNormalization,
+)
+from keras_resvit.layers.layer_norm import FusedLayerNormalization as FusedLayerNormalization
 from keras_resvit.layers.lora_layers import ProjectionSettings
 
 POSITION_EMBEDDINGS = ("learned", "sincos2d")
@@ -178,6 +184,11 @@ class MultiHeadSelfAttention(ProjectionSettings, keras.layers.MultiHeadAttention
     cross-attention, other backends) is the Keras layer's. `enable_lora` and quantized
     projections are saved and reloaded (`keras_resvit.layers.lora_layers`).
 
+    `qk_norm=True` adds QK-norm (Dehghani et al. 2023, ViT-22B; timm's `qk_norm`): queries and
+    keys are layer-normalized over each head's channels (one learned scale and bias of size
+    `key_dim`, shared by the heads) before their dot product, which bounds the attention
+    logits and keeps large or long-trained ViTs stable. Both paths apply it.
+
     Example:
     >>> import keras
     >>> from keras_resvit.layers import MultiHeadSelfAttention
@@ -185,6 +196,36 @@ class MultiHeadSelfAttention(ProjectionSettings, keras.layers.MultiHeadAttention
     >>> tuple(MultiHeadSelfAttention(num_heads=4, key_dim=4)(x, x).shape)
     (2, 5, 16)
     """
+
+    def __init__(self, *args, qk_norm=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.qk_norm = qk_norm
+
+    def build(self, query_shape, value_shape, key_shape=None):
+        super().build(query_shape, value_shape, key_shape)
+        if self.qk_norm:
+            # The reference's LayerNorm epsilon, over the last axis of (..., heads, key_dim).
+            heads = (self._num_heads, self._key_dim)
+            self._query_norm = ClosedFormLayerNormalization(
+                epsilon=1e-6, dtype=self.dtype_policy, name="query_norm"
+            )
+            self._query_norm.build((*query_shape[:-1], *heads))
+            self._key_norm = ClosedFormLayerNormalization(
+                epsilon=1e-6, dtype=self.dtype_policy, name="key_norm"
+            )
+            self._key_norm.build((*(key_shape or value_shape)[:-1], *heads))
+
+    def get_config(self):
+        config = super().get_config()
+        if self.qk_norm:
+            config["qk_norm"] = True
+        return config
+
+    def _compute_attention(self, query, key, value, *args, **kwargs):
+        # The Keras path: `query` and `key` are projected, (batch, tokens, heads, key_dim).
+        if self.qk_norm:
+            query, key = self._query_norm(query), self._key_norm(key)
+        return super()._compute_attention(query, key, value, *args, **kwargs)
 
     def call(
         self,
@@ -257,8 +298,15 @@ class MultiHeadSelfAttention(ProjectionSettings, keras.layers.MultiHeadAttention
             y = ops.matmul(flat, kernel) + bias
             return ops.reshape(y, (-1, tokens, heads, y.shape[-1] // heads))
 
-        query = ops.transpose(project(self._query_dense, self._inverse_sqrt_key_dim), (0, 2, 1, 3))
-        key = ops.transpose(project(self._key_dense), (0, 2, 3, 1))
+        if self.qk_norm:
+            # The scale applies to the normalized queries, so it cannot go into the kernel.
+            query = self._query_norm(project(self._query_dense)) * self._inverse_sqrt_key_dim
+            key = self._key_norm(project(self._key_dense))
+        else:
+            query = project(self._query_dense, self._inverse_sqrt_key_dim)
+            key = project(self._key_dense)
+        query = ops.transpose(query, (0, 2, 1, 3))
+        key = ops.transpose(key, (0, 2, 3, 1))
         value = ops.transpose(project(self._value_dense), (0, 2, 1, 3))
         scores = ops.matmul(query, key)
         # Softmax in float32 under mixed precision, as Keras' dot_product_attention does.
@@ -319,77 +367,3 @@ def _tf_gelu_gradient():
 
 SQRT_HALF = 0.7071067811865476
 INV_SQRT_2PI = 0.3989422804014327
-
-
-def _tf_layer_norm(x, gamma, beta, epsilon):
-    """Layer normalization over the last axis with its gradient in closed form (TensorFlow)."""
-    import tensorflow as tf
-
-    @tf.custom_gradient
-    def normalize(x, gamma, beta):
-        channels = x.shape[-1]
-        flat = tf.reshape(x, [-1, channels])
-        mean, variance = tf.nn.moments(flat, axes=[-1], keepdims=True)
-        inverse = tf.math.rsqrt(variance + epsilon)
-        normalized = (flat - mean) * inverse
-
-        def grad(upstream):
-            upstream = tf.reshape(upstream, [-1, channels])
-            scaled = upstream * gamma
-            dx = inverse * (
-                scaled
-                - tf.reduce_mean(scaled, axis=-1, keepdims=True)
-                - normalized * tf.reduce_mean(scaled * normalized, axis=-1, keepdims=True)
-            )
-            dgamma = tf.reduce_sum(upstream * normalized, axis=0)
-            return tf.reshape(dx, tf.shape(x)), dgamma, tf.reduce_sum(upstream, axis=0)
-
-        return tf.reshape(normalized * gamma + beta, tf.shape(x)), grad
-
-    return normalize(x, gamma, beta)
-
-
-@keras.saving.register_keras_serializable(package="keras_resvit")
-class ClosedFormLayerNormalization(keras.layers.LayerNormalization):
-    """`keras.layers.LayerNormalization` whose TensorFlow backward pass is one closed-form step.
-
-    Same arguments, weights, config and results as the Keras layer. On TensorFlow, for the
-    last axis with both `center` and `scale` (a Transformer's LayerNorm), the gradient is
-    `rstd * (g - mean(g) - x_hat * mean(g * x_hat))` with `g = dy * gamma`, computed in float32,
-    instead of TensorFlow differentiating the moments op by op (faster: figures in
-    `benchmarks/NOTES.md`, "Fast paths"). Other backends (XLA fuses the autodiff graph itself)
-    and other configurations run Keras' call.
-
-    Example:
-    >>> import keras
-    >>> from keras_resvit.layers import ClosedFormLayerNormalization
-    >>> tuple(ClosedFormLayerNormalization()(keras.ops.ones((2, 5, 8))).shape)
-    (2, 5, 8)
-    """
-
-    def call(self, inputs):
-        axis = self.axis if isinstance(self.axis, int) else tuple(self.axis)
-        last = len(inputs.shape) - 1
-        if (
-            not fast_path("fused_layer_norm")
-            or axis not in (-1, last, (-1,), (last,))
-            or self.rms_scaling
-            or not (self.center and self.scale)
-        ):
-            return super().call(inputs)
-        import tensorflow as tf
-
-        outputs = _tf_layer_norm(
-            tf.cast(inputs, "float32"),
-            tf.cast(self.gamma, "float32"),
-            tf.cast(self.beta, "float32"),
-            self.epsilon,
-        )
-        return ops.cast(outputs, self.compute_dtype)
-
-
-@keras.saving.register_keras_serializable(package="keras_resvit")
-class FusedLayerNormalization(ClosedFormLayerNormalization):
-    """The former name of `ClosedFormLayerNormalization` (it fuses nothing): `.keras` files
-    saved under it still load; new code uses the new name (`kr.layers.FusedLayerNormalization`
-    warns)."""

@@ -68,13 +68,14 @@ def build_hybrid_vit(
         image_size: input height and width, divisible by the patch size.
         num_classes: classifier size.
         include_top: add the classifier (see `build_vit`).
-        pooling: "token", "gap" or None (see `build_vit`).
+        pooling: "token", "gap", "map" or None (see `build_vit`).
         classifier_activation: activation of the classifier; None returns logits.
         preprocessing: normalization preset inside the model ("inception": [-1, 1]).
         name: model name; default like "r50_vit_b16".
         **vit_options: any other `build_vit` argument: position_embedding,
             representation_size, dropout, attention_dropout, drop_path, hidden_size,
-            num_layers, num_heads, mlp_dim, patch_size.
+            num_layers, num_heads, mlp_dim, patch_size, num_registers, layer_scale_init,
+            qk_norm.
 
     Returns:
         A `keras.Model`.

@@ -5,11 +5,15 @@ token is prepended, position embeddings are added, and pre-LayerNorm Transformer
 (`MultiHeadSelfAttention` and `ClosedFormLayerNormalization`, faster versions of the Keras layers;
 GELU MLP; residuals) follow. Layer names are stable and hierarchical (`patch_embedding`,
 `encoder_block3_attention`, `encoder_block3_mlp_dense1`, `encoder_norm`, `pre_logits`,
-`predictions`) because weight converters and users address layers by name. `resize_vit` and
+`predictions`) because weight converters and users address layers by name. The refinements
+that came after the paper are options, off by default (so each paper model keeps its exact
+parameter count): register tokens, LayerScale, QK-norm and attention pooling (`build_vit`'s
+`num_registers`, `layer_scale_init`, `qk_norm`, `pooling="map"`). `resize_vit` and
 `resample_position_embeddings` sit next to the model they serve; the variants and the
 resolved configuration (`vit_config`) are in `keras_resvit.models.vit_config`.
 """
 
+import dataclasses
 import math
 
 import keras
@@ -27,6 +31,12 @@ from keras_resvit.layers.vit_layers import (
     TokenPooling,
     gelu,
 )
+from keras_resvit.layers.vit_option_layers import (
+    DropTokens,
+    LayerScale,
+    ProbeToken,
+    RegisterTokens,
+)
 from keras_resvit.models.common import (
     check_head_arguments,
     image_inputs,
@@ -41,7 +51,7 @@ from keras_resvit.models.vit_config import VARIANTS as VARIANTS
 from keras_resvit.models.vit_config import decode_variant as decode_variant
 from keras_resvit.models.vit_config import image_size_pair, vit_config
 
-POOLINGS = ("token", "gap", None)
+POOLINGS = ("token", "gap", "map", None)
 # The reference implementation's LayerNorm epsilon (Keras' default is 1e-3).
 LN_EPSILON = 1e-6
 
@@ -50,7 +60,9 @@ def _dropout(x, rate, name):
     return keras.layers.Dropout(rate, name=name)(x) if rate else x
 
 
-def _residual(x, branch, drop_rate, name):
+def _residual(x, branch, drop_rate, name, layer_scale_init=None):
+    if layer_scale_init is not None:
+        branch = LayerScale(layer_scale_init, name=f"{name}_layer_scale")(branch)
     if drop_rate:
         branch = DropPath(drop_rate, name=f"{name}_drop_path")(branch)
     return keras.layers.Add(name=f"{name}_add")([x, branch])
@@ -65,19 +77,21 @@ def mlp_block(x, cfg, name):
 
 
 def encoder_block(x, cfg, drop_rate, name):
-    """Pre-LayerNorm Transformer block: x + MHA(LN(x)), then x + MLP(LN(x))."""
+    """Pre-LayerNorm Transformer block: x + MHA(LN(x)), then x + MLP(LN(x)); with
+    `cfg.layer_scale_init` each branch is scaled per channel first (LayerScale)."""
     y = ClosedFormLayerNormalization(epsilon=LN_EPSILON, name=f"{name}_norm1")(x)
     y = MultiHeadSelfAttention(
         cfg.num_heads,
         cfg.hidden_size // cfg.num_heads,
         dropout=cfg.attention_dropout,
+        qk_norm=cfg.qk_norm,
         name=f"{name}_attention",
     )(y, y)
     y = _dropout(y, cfg.dropout, f"{name}_attention_dropout")
-    x = _residual(x, y, drop_rate, f"{name}_attention")
+    x = _residual(x, y, drop_rate, f"{name}_attention", cfg.layer_scale_init)
     y = ClosedFormLayerNormalization(epsilon=LN_EPSILON, name=f"{name}_norm2")(x)
     y = mlp_block(y, cfg, f"{name}_mlp")
-    return _residual(x, y, drop_rate, f"{name}_mlp")
+    return _residual(x, y, drop_rate, f"{name}_mlp", cfg.layer_scale_init)
 
 
 def drop_path_rates(drop_path, num_layers):
@@ -85,36 +99,63 @@ def drop_path_rates(drop_path, num_layers):
     return [drop_path * i / max(num_layers - 1, 1) for i in range(num_layers)]
 
 
+def num_class_tokens(cfg):
+    """1 when the model has a class token: "token" pooling and every token (None) returned;
+    "gap" averages the patch tokens and "map" pools with its own probe, as in big_vision."""
+    return 1 if cfg.pooling in ("token", None) else 0
+
+
 def embed_patches(x, cfg):
-    """Feature map -> patch tokens (+ class token) + position embeddings."""
+    """Feature map -> patch tokens (+ class token) + position embeddings (+ registers)."""
     patch = cfg.patch_size // cfg.stride
     x = keras.layers.Conv2D(
         cfg.hidden_size, patch, strides=patch, padding="valid", name="patch_embedding"
     )(x)
     x = keras.layers.Reshape((-1, cfg.hidden_size), name="patch_embedding_flatten")(x)
-    # "gap" pooling averages the patch tokens, so it needs no class token.
-    prefix = 0 if cfg.pooling == "gap" else 1
+    prefix = num_class_tokens(cfg)
     if prefix:
         x = ClassToken(name="class_token")(x)
     x = PositionEmbedding(
         cfg.grid_size, prefix, kind=cfg.position_embedding, name="position_embedding"
     )(x)
+    if cfg.num_registers:
+        x = RegisterTokens(cfg.num_registers, prefix, name="register_tokens")(x)
     return _dropout(x, cfg.dropout, "embedding_dropout")
 
 
 def encoder(x, cfg):
-    """The stack of encoder blocks and the final LayerNorm."""
+    """The stack of encoder blocks and the final LayerNorm; register tokens end here."""
     for i, rate in enumerate(drop_path_rates(cfg.drop_path, cfg.num_layers), start=1):
         x = encoder_block(x, cfg, rate, f"encoder_block{i}")
-    return ClosedFormLayerNormalization(epsilon=LN_EPSILON, name="encoder_norm")(x)
+    x = ClosedFormLayerNormalization(epsilon=LN_EPSILON, name="encoder_norm")(x)
+    if cfg.num_registers:
+        x = DropTokens(num_class_tokens(cfg), cfg.num_registers, name="register_drop")(x)
+    return x
+
+
+def map_head(x, cfg):
+    """Multihead attention pooling (Zhai et al. 2022, "Scaling Vision Transformers"; big_vision's
+    `MAPHead`, SigLIP's head): a learned probe token attends over the tokens with the model's
+    heads, then probe + MLP(LN(probe))."""
+    probe = ProbeToken(name="map_probe")(x)
+    y = keras.layers.MultiHeadAttention(
+        cfg.num_heads, cfg.hidden_size // cfg.num_heads, name="map_attention"
+    )(probe, x)
+    z = ClosedFormLayerNormalization(epsilon=LN_EPSILON, name="map_norm")(y)
+    # big_vision's MAPHead builds its MlpBlock without dropout.
+    z = mlp_block(z, dataclasses.replace(cfg, dropout=0.0), "map_mlp")
+    y = keras.layers.Add(name="map_add")([y, z])
+    return TokenPooling(name="map_pool")(y)
 
 
 def pool_and_classify(x, cfg, include_top, num_classes, classifier_activation):
-    """Token or mean pooling, optional pre-logits (dense + tanh) and the classifier."""
+    """Token, mean or attention pooling, optional pre-logits (dense + tanh), the classifier."""
     if cfg.pooling == "token":
         x = TokenPooling(name="token_pool")(x)
     elif cfg.pooling == "gap":
         x = keras.layers.GlobalAveragePooling1D(name="gap_pool")(x)
+    elif cfg.pooling == "map":
+        x = map_head(x, cfg)
     if cfg.representation_size:
         x = keras.layers.Dense(cfg.representation_size, activation="tanh", name="pre_logits")(x)
     if include_top:
@@ -147,8 +188,8 @@ def check_vit_head(include_top, num_classes, pooling, classifier_activation, pre
     check_head_arguments(include_top, num_classes, pooling, classifier_activation, POOLINGS)
     if include_top and pooling is None:
         raise ValueError(
-            'pooling=None returns every token, so it needs include_top=False; use "token" or '
-            '"gap" for a classifier.'
+            'pooling=None returns every token, so it needs include_top=False; use "token", '
+            '"gap" or "map" for a classifier.'
         )
     preprocessing_layers(preprocessing)
 
@@ -172,6 +213,9 @@ def build_vit(
     num_heads: int | None = None,
     mlp_dim: int | None = None,
     patch_size: int | None = None,
+    num_registers: int = 0,
+    layer_scale_init: float | None = None,
+    qk_norm: bool = False,
     name: str | None = None,
 ) -> keras.Model:
     """Builds a Vision Transformer that takes raw 0-255 pixels.
@@ -182,9 +226,13 @@ def build_vit(
         image_size: input height and width (an int or a tuple), divisible by the patch size.
         num_classes: classifier size.
         include_top: add the classifier. Without it the model returns the pooled feature, or
-            every token (class token first, unless "gap") when `pooling=None`.
+            every token (class token first; registers removed) when `pooling=None`.
         pooling: "token" (the class token, as in the paper), "gap" (mean of the patch tokens;
-            no class token) or None (all tokens; only with `include_top=False`).
+            no class token), "map" (multihead attention pooling: a learned probe token
+            attends over the patch tokens, then LayerNorm and an MLP with a residual, as
+            big_vision's MAPHead; Zhai et al. 2022, "Scaling Vision Transformers", and SigLIP,
+            Zhai et al. 2023; no class token) or None (all tokens; only with
+            `include_top=False`).
         position_embedding: "learned" (the paper) or "sincos2d" (fixed, no weights).
         representation_size: width of the pre-training pre-logits layer (dense + tanh); None
             for the fine-tuning layout (a single linear classifier).
@@ -198,6 +246,16 @@ def build_vit(
         num_heads: overrides the variant's attention heads.
         mlp_dim: overrides the variant's MLP size.
         patch_size: overrides the variant's patch size.
+        num_registers: register tokens ("Vision Transformers Need Registers", Darcet et al.
+            2024): learned tokens after the class token, without position embeddings
+            (timm's `reg_tokens` with `no_embed_class`), removed after the encoder. 0: none.
+        layer_scale_init: LayerScale (Touvron et al. 2021, "Going deeper with Image
+            Transformers" (CaiT); DeiT III): a learned per-channel scale on the attention and
+            MLP branch of every block, starting at this value (e.g. 1e-5, timm's
+            `init_values`); None: no scale.
+        qk_norm: QK-norm (Dehghani et al. 2023, "Scaling Vision Transformers to 22 Billion
+            Parameters"): LayerNorm over each head's channels on the queries and keys
+            (timm's `qk_norm`).
         name: model name; default like "vit_b16".
 
     Returns:
@@ -211,6 +269,9 @@ def build_vit(
     >>> model = kr.build_vit("Ti/16", image_size=32, num_classes=10)
     >>> model.output_shape
     (None, 10)
+    >>> kr.build_vit("Ti/16", image_size=32, pooling="map", num_registers=4,
+    ...              layer_scale_init=1e-5, qk_norm=True).output_shape
+    (None, 1000)
     """
     check_vit_head(include_top, num_classes, pooling, classifier_activation, preprocessing)
     cfg = vit_config(
@@ -227,6 +288,9 @@ def build_vit(
         num_heads=num_heads,
         mlp_dim=mlp_dim,
         patch_size=patch_size,
+        num_registers=num_registers,
+        layer_scale_init=layer_scale_init,
+        qk_norm=qk_norm,
     )
     size = variant.split("/")[0].lower() if variant else f"d{cfg.hidden_size}"
     head = (include_top, num_classes, classifier_activation)

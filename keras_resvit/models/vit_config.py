@@ -7,7 +7,13 @@ builds.
 import difflib
 from dataclasses import dataclass
 
-from keras_resvit.base.validation import check_choice, check_int, check_rate
+from keras_resvit.base.validation import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+    check_rate,
+)
 from keras_resvit.layers.vit_layers import POSITION_EMBEDDINGS
 
 # Dosovitskiy et al., Table 1 (B, L, H) and Touvron et al. / Steiner et al. (Ti, S):
@@ -40,6 +46,9 @@ class ViTConfig:
     dropout: float
     attention_dropout: float
     drop_path: float
+    num_registers: int = 0
+    layer_scale_init: float | None = None
+    qk_norm: bool = False
 
     @property
     def grid_size(self):
@@ -91,6 +100,9 @@ def vit_config(
     num_heads=None,
     mlp_dim=None,
     patch_size=None,
+    num_registers=0,
+    layer_scale_init=None,
+    qk_norm=False,
     stride=1,
 ) -> ViTConfig:
     """Resolves a variant string plus explicit overrides into a validated `ViTConfig`.
@@ -135,7 +147,7 @@ def vit_config(
     if representation_size and pooling is None:
         raise ValueError(
             f"representation_size={representation_size} needs a pooled feature; "
-            'use pooling="token" or "gap".'
+            'use pooling="token", "gap" or "map".'
         )
     for argument, rate in (
         ("dropout", dropout),
@@ -143,6 +155,9 @@ def vit_config(
         ("drop_path", drop_path),
     ):
         check_rate(argument, rate)
+    check_int("num_registers", num_registers, minimum=0)
+    check_number("layer_scale_init", layer_scale_init, 0, none_ok=True)
+    check_bool("qk_norm", qk_norm)
     return ViTConfig(
         **arch,
         image_size=size,
@@ -153,4 +168,7 @@ def vit_config(
         dropout=dropout,
         attention_dropout=attention_dropout,
         drop_path=drop_path,
+        num_registers=num_registers,
+        layer_scale_init=layer_scale_init,
+        qk_norm=qk_norm,
     )

@@ -3,7 +3,8 @@
 Each block's attention, averaged over heads, plus the identity for the residual connection
 and renormalised to rows of 1, says how much of every token each token carries into the next
 layer; multiplying these matrices through all blocks traces the output tokens back to the
-input patches. The class token's row (the mean patch row for `pooling="gap"`) is the map.
+input patches. The class token's row (the mean patch row for `pooling="gap"` or `"map"`) is
+the map; register tokens take part in the product but are left out of the map.
 """
 
 from pathlib import Path
@@ -114,10 +115,12 @@ def attention_rollout(
     """
     rollout = rollout_matrices(model, images, discard_ratio, head_fusion)
     grid = next(layer for layer in model.layers if isinstance(layer, PositionEmbedding)).grid_size
+    # Tokens before the patches: the class token and any register tokens.
+    prefix = rollout.shape[-1] - grid[0] * grid[1]
     if any(isinstance(layer, ClassToken) for layer in model.layers):
-        rows = rollout[:, 0, 1:]
+        rows = rollout[:, 0, prefix:]
     else:
-        rows = rollout.mean(axis=1)
+        rows = rollout[:, prefix:, prefix:].mean(axis=1)
     return rows.reshape(len(rows), *grid)
 
 

@@ -363,13 +363,13 @@ def _layer_norm_pair(shape, **kwargs):
     ids=["last_axis", "axis_1", "rms", "no_center"],
 )
 def test_fused_layer_norm_matches_keras_layer_norm(kwargs, backend, monkeypatch):
-    from keras_resvit.layers import vit_layers
+    from keras_resvit.layers import layer_norm
 
     x = np.random.default_rng(0).normal(1.0, 3.0, (3, 5, 8)).astype("float32")
     reference, layer = _layer_norm_pair(x.shape, **kwargs)
     calls = []
-    closed_form = vit_layers._tf_layer_norm
-    monkeypatch.setattr(vit_layers, "_tf_layer_norm", lambda *a: calls.append(1) or closed_form(*a))
+    closed_form = layer_norm._tf_layer_norm
+    monkeypatch.setattr(layer_norm, "_tf_layer_norm", lambda *a: calls.append(1) or closed_form(*a))
     got = keras.ops.convert_to_numpy(layer(x))
     np.testing.assert_allclose(got, keras.ops.convert_to_numpy(reference(x)), atol=1e-5)
     # TensorFlow runs the closed-form gradient for a Transformer's LayerNorm only.
