@@ -20,6 +20,7 @@ from tests.models.test_vit import (
     randomize,
     weights_of,
 )
+from tests.test_registry_sweep import weight_gradients
 
 # Every option at once, on the conftest's tiny ViT (width 32, 4 heads, 2 blocks, 4x4 patches).
 ALL_OPTIONS = {"num_registers": 2, "layer_scale_init": 0.1, "qk_norm": True}
@@ -221,7 +222,7 @@ def test_vit_with_options_matches_numpy(options):
 def test_qk_norm_attention_matches_numpy_on_both_paths():
     # A plain self-attention call runs the matmul path; asking for the scores runs Keras'.
     layer = MultiHeadSelfAttention(num_heads=4, key_dim=8, qk_norm=True)
-    x = np.random.default_rng(1).normal(size=(2, 7, 32)).astype("float32")
+    x = np.random.default_rng(1).normal(size=(2, 19, 32)).astype("float32")
     layer(x, x)
     randomize(layer, seed=2, scale=0.3)
     expected = np_attention(x.astype("float64"), x.astype("float64"), layer)
@@ -229,7 +230,20 @@ def test_qk_norm_attention_matches_numpy_on_both_paths():
     keras_path, scores = layer(x, x, return_attention_scores=True)
     np.testing.assert_allclose(fast, expected, atol=1e-4)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(keras_path), expected, atol=1e-4)
-    assert scores.shape == (2, 4, 7, 7)
+    assert scores.shape == (2, 4, 19, 19)
+
+
+def test_every_new_weight_gets_a_gradient():
+    # A registered ViT's name: the sweep's helper compiles a ViT's step as one JAX program.
+    model = tiny_vit(pooling="map", num_layers=1, name="vit_ti16", **ALL_OPTIONS)
+    model = randomize(model, scale=0.1)
+    grads = weight_gradients(model, random_images(4, 32, 32), np.arange(4))
+    assert all(np.isfinite(g).all() for g in grads.values())
+    assert not [path for path, g in grads.items() if not np.any(g)]
+    # Registers 1; LayerScale 2 per block; QK-norm 4 per block; the MAP head's probe 1,
+    # attention 8, LayerNorm 2 and MLP 4: 22 new weights in a one-block model, each trained.
+    new = ("register_tokens", "layer_scale", "query_norm", "key_norm", "map_")
+    assert sum(any(n in path for n in new) for path in grads) == 1 + 2 + 4 + 15
 
 
 def test_layer_scale_and_registers_match_numpy():
