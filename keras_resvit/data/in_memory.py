@@ -6,6 +6,7 @@ import hashlib
 import keras
 import numpy as np
 
+from keras_resvit.base.backend import host_cpu
 from keras_resvit.data.checks import check_pixels
 
 
@@ -39,7 +40,7 @@ def load_digits(image_size: int = 32, test_fraction: float = 0.2, seed: int = 0)
         raise ValueError(f"image_size={image_size!r} must be an int >= 8 (digits are 8x8).")
     digits = sklearn_digits()
     images = digits.images.astype("float32")[..., None] * (255.0 / 16.0)
-    with keras.device("cpu"):
+    with host_cpu():
         images = keras.ops.image.resize(images, (image_size, image_size), antialias=False)
         images = keras.ops.convert_to_numpy(images)
     images = np.clip(np.repeat(images, 3, axis=-1), 0.0, 255.0)

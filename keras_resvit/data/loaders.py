@@ -23,6 +23,7 @@ import keras
 import numpy as np
 from PIL import Image
 
+from keras_resvit.base.backend import host_cpu
 from keras_resvit.base.validation import check_bool, check_choice, check_int, check_number
 from keras_resvit.data.augmentation import Mixing, get_augmentation
 from keras_resvit.data.in_memory import checked_arrays
@@ -272,7 +273,7 @@ class ImageLoader(keras.utils.PyDataset):
         else:
             images = [self._read(row).astype("float32") for row in rows]
         labels = self.labels[rows]
-        with keras.device("cpu"):
+        with host_cpu():
             if self._layer is not None:
                 images = np.stack([_numpy(self._layer(image)) for image in images])
             elif not self._resize:

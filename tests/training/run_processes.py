@@ -34,7 +34,11 @@ def main():
     parser.add_argument("--output", required=True)
     parser.add_argument("--distribution", default="auto")
     parser.add_argument("--model", default="resnet8", help="resnet8 or gn_resnet8")
-    parser.add_argument("--data", default="arrays", help="arrays, or dataset (a plain tf.data)")
+    parser.add_argument(
+        "--data",
+        default="arrays",
+        help="arrays, loader (an ImageLoader), dataset (a plain tf.data) or presharded",
+    )
     parser.add_argument("--examples", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=2)
@@ -54,6 +58,11 @@ def main():
     y = y[: args.examples]
     if args.data == "arrays":
         data = kr.data.load_dataset((x, y), "train", batch_size=args.batch_size, shuffle=False)
+    elif args.data == "loader":  # an ImageLoader: under JAX each process reads its share
+        data = kr.data.load_dataset(
+            (x, y), "train", batch_size=args.batch_size, shuffle=False, loader="py_dataset"
+        )
+        assert (data.process_index, data.process_count) == (index, count)
     elif args.data == "presharded":
         import tensorflow as tf
 
