@@ -124,13 +124,14 @@ def _label_message(argument, number, value, num_classes):
 
 
 def check_batch(argument: str, number: int, images, labels, num_classes: int) -> None:
-    """`check_batches`' checks of one batch in hand (NumPy arrays), batch `number` (from 1).
+    """`check_batches`' checks of one batch in hand (NumPy arrays), batch `number` (from 1);
+    raises a `BatchError` (a `ValueError`).
 
     Example:
     >>> check_batch("data", 2, np.zeros((2, 4, 4, 3)), np.array([0, 5]), 3)
     ... # doctest: +IGNORE_EXCEPTION_DETAIL
     Traceback (most recent call last):
-    ValueError: data: batch 2 has label 5, but the model has 3 classes ...
+    BatchError: data: batch 2 has label 5, but the model has 3 classes ...
     """
     images, labels = np.asarray(images), np.asarray(labels)
     if images.dtype.kind == "f":
