@@ -32,6 +32,15 @@ PARAMS = {
     "resnet50v1": 25_557_032,
     "resnet101v1": 44_549_160,
     "resnet152v1": 60_192_808,
+    # ResNet-D (timm's resnet{depth}d): the ResNet's count and the deep stem's 19,232 more
+    # weights (three 3x3 convs of 3->32->32->64, 28,512, and two 32-channel BatchNorms, 128,
+    # for the 7x7 conv's 9,408); timm publishes 11.71, 21.82, 25.58, 44.57 and 60.21 million
+    # (results/results-imagenet.csv; tests/models/test_resnet_options.py compares).
+    "resnet18d": 11_708_744,
+    "resnet34d": 21_816_904,
+    "resnet50d": 25_576_264,
+    "resnet101d": 44_568_392,
+    "resnet152d": 60_212_040,
     # CIFAR-10, option A (Table 6 of the paper; reference/papers.md). Option A's shortcuts have
     # no parameters, so the plain twins count the same.
     "resnet20": 269_722,
@@ -97,7 +106,8 @@ UNDOCUMENTED = {"plain18", "plain34", "resnet101v2", "resnet152v2", "se_resnet10
 # cores (on JAX mostly compiling its gradient step), and the file is to stay within about three
 # minutes per backend. They are deeper or wider builds of checked names' code paths:
 # resnet34/plain34 and the 101/152-layer ResNets stack the blocks of resnet18/plain18,
-# resnet50/50v1/50v2 and se_resnet50; the BiT models deepen and widen bit_r50x1 (200M-940M
+# resnet50/50v1/50v2 and se_resnet50; the ResNet-D names beyond resnet18d stack its stem and
+# shortcuts on those blocks; the BiT models deepen and widen bit_r50x1 (200M-940M
 # weights from x3 on); vit_s16, ViT-B, ViT-L (300M) and ViT-H (632M) deepen and widen vit_ti16
 # and vit_s32; vgg19 deepens vgg16; alexnet (61M weights at the 224 px it needs) is
 # alexnet_paper in one tower. resnet1202 (1,202 layers) has its own slow forward and round-trip
@@ -121,12 +131,16 @@ COUNT_ONLY = {
     "r50_vit_b16",
     "r50_vit_b32",
     "resnet34",
+    "resnet34d",
+    "resnet50d",
     "resnet101",
+    "resnet101d",
     "resnet101v1",
     "resnet101v2",
     "resnet152",
     "resnet152v1",
     "resnet152v2",
+    "resnet152d",
     "resnet1202",
     "se_resnet101",
     "vgg19",

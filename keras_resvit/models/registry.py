@@ -55,6 +55,17 @@ def _register_resnets():
                 "resnet", {"depth": depth, "version": "v1"}, f"ResNet-{depth} as in the paper"
             ),
         )
+    # ResNet-D (He et al. 2019, "Bag of Tricks"): the deep 3x3 stem and average-pool
+    # downsampling in the projection shortcuts, timm's resnet{18,34,50,101,152}d.
+    for depth in (18, 34, 50, 101, 152):
+        register(
+            f"resnet{depth}d",
+            ModelSpec(
+                "resnet",
+                {"depth": depth, "stem": "deep", "shortcut": "D"},
+                f"ResNet-{depth}-D (deep stem, average-pool shortcuts)",
+            ),
+        )
     for depth in (18, 34):
         register(
             f"plain{depth}",

@@ -1,26 +1,19 @@
-"""The ResNet family: He et al. (2015) v1/v1.5, pre-activation v2, BiT and SE-ResNet.
+"""The ResNet family: He et al. (2015) v1/v1.5, pre-activation v2, BiT, SE-ResNet and the
+later options (ResNet-D, zero-initialized residual branches, stochastic depth).
 
-Blocks are small functions `(x, filters, stride, name, cfg) -> x` over standard Keras layers;
-`build_resnet` adds the stem, the stages and the head. Layer names are stable and
-hierarchical (`stage2_block1_conv1`, `stage2_block1_shortcut_conv`, `predictions`) because
-weight converters, Grad-CAM and users address layers by name.
+The blocks are small functions over standard Keras layers (`keras_resvit.models.resnet_blocks`);
+`build_resnet` validates its arguments once and adds the input, the stem, the stages and the
+head. Layer names are stable and hierarchical (`stage2_block1_conv1`,
+`stage2_block1_shortcut_conv`, `predictions`) because weight converters, Grad-CAM and users
+address layers by name.
 """
 
 import math
-from dataclasses import dataclass
 
 import keras
 
 from keras_resvit.base.model_files import deep_graph
-from keras_resvit.base.validation import check_bool, check_choice
-from keras_resvit.layers.resnet_layers import (
-    FusedBatchNormalization,
-    PointwiseConv2D,
-    SlicedMaxPooling2D,
-    StdConv2D,
-    ZeroPadShortcut,
-)
-from keras_resvit.layers.squeeze_excite import squeeze_excite
+from keras_resvit.base.validation import check_bool, check_choice, check_rate
 from keras_resvit.models.common import (
     check_head_arguments,
     check_input_shape,
@@ -28,6 +21,7 @@ from keras_resvit.models.common import (
     image_inputs,
     pooled_features,
 )
+from keras_resvit.models.resnet_blocks import BlockConfig, norm_relu, resnet_stages, resnet_stem
 
 # He et al. (2015), Table 1: block type and blocks per stage of the ImageNet nets.
 IMAGENET_DEPTHS = {
@@ -45,164 +39,19 @@ CIFAR_FILTERS = (16, 32, 64)
 LAYERS_PER_BLOCK = {"basic": 2, "bottleneck": 3}
 EXPANSION = {"basic": 1, "bottleneck": 4}
 
-STEMS = ("imagenet", "cifar")
+STEMS = ("imagenet", "cifar", "deep")
 BLOCKS = ("basic", "bottleneck")
 VERSIONS = ("v1.5", "v1", "v2")
-SHORTCUTS = ("A", "B", "C")
+SHORTCUTS = ("A", "B", "C", "D")
 NORMS = ("batch", "group")
 DOWNSAMPLES = ("first", "last")
-
-# torchvision's BatchNorm defaults (Keras' momentum 0.9 == PyTorch's 0.1).
-BN_EPSILON = 1e-5
-BN_MOMENTUM = 0.9
-GN_GROUPS = 32
-
-
-@dataclass(frozen=True)
-class BlockConfig:
-    """Options every block needs, resolved once by `build_resnet`."""
-
-    version: str
-    shortcut: str
-    plain: bool
-    se_ratio: float | None
-    norm: str
-    weight_standardization: bool
-    downsample: str = "first"
-    stem_bias: bool = False
-
-
-def _conv(x, filters, kernel, stride, name, cfg, use_bias=False):
-    # Strided convs pad explicitly and symmetrically (as PyTorch does) so that weights
-    # imported from torchvision/timm give the same outputs as there.
-    padding = "same"
-    if stride > 1 and kernel > 1:
-        x = keras.layers.ZeroPadding2D(kernel // 2, name=f"{name}_pad")(x)
-        padding = "valid"
-    if cfg.weight_standardization:
-        conv = StdConv2D
-    else:
-        conv = PointwiseConv2D if kernel == 1 else keras.layers.Conv2D
-    return conv(
-        filters,
-        kernel,
-        strides=stride,
-        padding=padding,
-        use_bias=use_bias,
-        kernel_initializer=keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal"),
-        name=name,
-    )(x)
-
-
-def _norm(x, name, cfg):
-    if cfg.norm == "group":
-        groups = math.gcd(GN_GROUPS, x.shape[-1])
-        return keras.layers.GroupNormalization(groups, epsilon=BN_EPSILON, name=name)(x)
-    return FusedBatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)(x)
-
-
-def _norm_relu(x, name, cfg, suffix=""):
-    x = _norm(x, f"{name}_bn{suffix}", cfg)
-    return keras.layers.ReLU(name=f"{name}_relu{suffix}")(x)
-
-
-def _shortcut(x, preact, filters, stride, name, cfg):
-    """The identity path of a block; `preact` is the pre-activated input (v2) or `x` (v1)."""
-    changes_shape = stride != 1 or x.shape[-1] != filters
-    if cfg.downsample == "last" and stride != 1 and x.shape[-1] == filters:
-        # keras.applications' ResNetV2 subsamples the identity (a 1x1 strided max-pool).
-        return SlicedMaxPooling2D(1, strides=stride, name=f"{name}_shortcut_pool")(x)
-    if cfg.shortcut == "A" and changes_shape:
-        return ZeroPadShortcut(filters, stride, name=f"{name}_shortcut_pad")(x)
-    if cfg.shortcut == "C" or (cfg.shortcut == "B" and changes_shape):
-        s = _conv(preact, filters, 1, stride, f"{name}_shortcut_conv", cfg)
-        return s if cfg.version == "v2" else _norm(s, f"{name}_shortcut_bn", cfg)
-    return x
-
-
-def _merge(x, residual, name, cfg):
-    if cfg.se_ratio:
-        # Hu et al.: the gates rescale the residual branch before the addition.
-        residual = squeeze_excite(residual, cfg.se_ratio, name=name)
-    if not cfg.plain:
-        residual = keras.layers.Add(name=f"{name}_add")([x, residual])
-    # Pre-activation blocks leave the sum un-activated; the next block's norm-ReLU follows.
-    if cfg.version == "v2":
-        return residual
-    return keras.layers.ReLU(name=f"{name}_out")(residual)
-
-
-def basic_block(x, filters, stride, name, cfg):
-    """Two 3x3 convs (ResNet-18/34 and the CIFAR nets)."""
-    preact = _norm_relu(x, name, cfg, "0") if cfg.version == "v2" else x
-    shortcut = None if cfg.plain else _shortcut(x, preact, filters, stride, name, cfg)
-    y = _conv(preact, filters, 3, stride, f"{name}_conv1", cfg)
-    y = _norm_relu(y, name, cfg, "1")
-    y = _conv(y, filters, 3, 1, f"{name}_conv2", cfg)
-    if cfg.version != "v2":
-        y = _norm(y, f"{name}_bn2", cfg)
-    return _merge(shortcut, y, name, cfg)
-
-
-def bottleneck_block(x, filters, stride, name, cfg):
-    """1x1 reduce, 3x3, 1x1 expand by 4 (ResNet-50/101/152).
-
-    v1 strides the first 1x1 (paper, keras.applications); v1.5 and v2 stride the 3x3.
-    """
-    preact = _norm_relu(x, name, cfg, "0") if cfg.version == "v2" else x
-    shortcut = None if cfg.plain else _shortcut(x, preact, filters * 4, stride, name, cfg)
-    stride_1x1 = stride if cfg.version == "v1" else 1
-    y = _conv(preact, filters, 1, stride_1x1, f"{name}_conv1", cfg)
-    y = _norm_relu(y, name, cfg, "1")
-    y = _conv(y, filters, 3, stride // stride_1x1, f"{name}_conv2", cfg)
-    y = _norm_relu(y, name, cfg, "2")
-    y = _conv(y, filters * 4, 1, 1, f"{name}_conv3", cfg)
-    if cfg.version != "v2":
-        y = _norm(y, f"{name}_bn3", cfg)
-    return _merge(shortcut, y, name, cfg)
-
-
-BLOCK_FUNCTIONS = {"basic": basic_block, "bottleneck": bottleneck_block}
-
-
-def resnet_stem(x, stem, filters, cfg):
-    """The ImageNet stem (7x7/2 conv + 3x3/2 max pool) or the CIFAR stem (one 3x3 conv);
-    pre-activation nets leave the norm-ReLU to their first block."""
-    if stem == "cifar":
-        x = _conv(x, filters, 3, 1, "stem_conv", cfg)
-    else:
-        x = _conv(x, filters, 7, 2, "stem_conv", cfg, use_bias=cfg.stem_bias)
-    if cfg.version != "v2":
-        x = _norm_relu(x, "stem", cfg)
-    if stem == "imagenet":
-        x = keras.layers.ZeroPadding2D(1, name="stem_pool_pad")(x)
-        x = SlicedMaxPooling2D(3, strides=2, name="stem_pool")(x)
-    return x
-
-
-def resnet_stages(x, block, blocks_per_stage, filters, cfg, first_stride=1):
-    """Stacks the stages; stage `s` starts with a stride-2 block except the first.
-
-    With `cfg.downsample == "last"` the stride-2 moves to the last block of the previous stage
-    instead (same total downsampling), as in keras.applications' ResNetV2.
-    """
-    block_fn = BLOCK_FUNCTIONS[block]
-    stages = len(blocks_per_stage)
-    for s, (num_blocks, f) in enumerate(zip(blocks_per_stage, filters, strict=True), start=1):
-        for b in range(1, num_blocks + 1):
-            if cfg.downsample == "last":
-                stride = 2 if b == num_blocks and s < stages else 1
-            else:
-                stride = (first_stride if s == 1 else 2) if b == 1 else 1
-            x = block_fn(x, f, stride, f"stage{s}_block{b}", cfg)
-    return x
 
 
 def _stage_plan(depth, stem, block):
     """Returns (block, blocks per stage, base filters) for a depth, or raises ValueError."""
     if not isinstance(depth, int) or isinstance(depth, bool):
         raise ValueError(f"depth={depth!r} must be an int.")
-    if stem == "imagenet":
+    if stem != "cifar":
         if depth not in IMAGENET_DEPTHS:
             hint = ' (a CIFAR net? pass stem="cifar")' if (depth - 2) % 6 == 0 else ""
             raise ValueError(
@@ -249,12 +98,32 @@ def _check_options(plain, shortcut, width, se_ratio, weight_standardization, ste
         raise ValueError(f"se_ratio={se_ratio!r} must be in (0, 1], e.g. 1/16, or None.")
 
 
-def _resnet_body(x, stem, block, blocks_per_stage, filters, cfg):
+def _check_residual_options(plain, version, weight_standardization, zero_init_residual, drop_path):
+    """Validates the options that act on the residual branches."""
+    check_bool("zero_init_residual", zero_init_residual)
+    check_rate("drop_path", drop_path)
+    if plain and (zero_init_residual or drop_path):
+        argument = "zero_init_residual=True" if zero_init_residual else f"drop_path={drop_path!r}"
+        raise ValueError(
+            f"{argument} has no meaning with plain=True: a plain net has no residual branch "
+            "(its blocks would output zeros or be dropped whole)."
+        )
+    if zero_init_residual and version == "v2" and weight_standardization:
+        # A pre-activation branch ends in its convolution, which zero_init_residual zeroes; a
+        # standardized kernel of zeros has no variance to standardize by.
+        raise ValueError(
+            "zero_init_residual=True with version='v2' and weight_standardization=True is not "
+            "valid: the branch ends in a weight-standardized conv, whose zero kernel cannot be "
+            "standardized; use version='v1.5' or weight_standardization=False."
+        )
+
+
+def _resnet_body(x, stem, block, blocks_per_stage, filters, cfg, drop_path):
     """Stem, stages and, for pre-activation nets, the final norm-ReLU."""
     x = resnet_stem(x, stem, filters[0], cfg)
-    x = resnet_stages(x, block, blocks_per_stage, filters, cfg)
+    x = resnet_stages(x, block, blocks_per_stage, filters, cfg, drop_path=drop_path)
     if cfg.version == "v2":
-        x = _norm_relu(x, "post", cfg)
+        x = norm_relu(x, "post", cfg)
     return x
 
 
@@ -278,6 +147,8 @@ def build_resnet(
     weight_standardization: bool = False,
     downsample: str = "first",
     stem_bias: bool = False,
+    zero_init_residual: bool = False,
+    drop_path: float = 0.0,
     name: str | None = None,
 ) -> keras.Model:
     """Builds a ResNet as a Keras functional model that takes raw 0-255 pixels.
@@ -297,13 +168,18 @@ def build_resnet(
             "cifar", "caffe", "pixel_mean" or None); "auto" picks "imagenet" or "cifar" by
             stem. "pixel_mean" is the paper's: the mean image of the training data subtracted
             (`kr.train` computes it; see `layers.PixelMean`).
-        stem: "imagenet" (7x7/2 conv + 3x3/2 max pool, 4 stages) or "cifar" (3x3 conv, 3
-            stages of 16/32/64 filters).
+        stem: "imagenet" (7x7/2 conv + 3x3/2 max pool, 4 stages), "deep" (three 3x3 convs,
+            the first of stride 2, of half, half and all the first stage's width, then the
+            max pool: ResNet-C of He et al. 2019, "Bag of Tricks", timm's `resnet50d` stem) or
+            "cifar" (3x3 conv, 3 stages of 16/32/64 filters).
         block: "basic" or "bottleneck"; default from the depth.
         version: "v1.5" (stride on the bottleneck's 3x3, torchvision/timm), "v1" (stride on
             its first 1x1: the paper and keras.applications) or "v2" (pre-activation).
         shortcut: "A" (zero-padding, parameter-free), "B" (projection when the shape
-            changes) or "C" (all projections); default "A" for CIFAR nets, "B" otherwise.
+            changes), "C" (all projections) or "D" (where the shape changes, a 2x2 average
+            pool of the block's stride, then a stride-1 projection: ResNet-D of He et al.
+            2019, timm's `avg_down`; the same parameters as "B"); default "A" for CIFAR nets,
+            "B" otherwise.
         plain: remove every shortcut (the paper's plain baselines).
         width: multiplier on every stage's filters (BiT's x1, x2, x3, x4).
         se_ratio: squeeze-and-excitation reduction as a fraction (1/16 in SE-ResNet); None
@@ -315,6 +191,15 @@ def build_resnet(
             subsampled: keras.applications' ResNetV2 layout, for its weights).
         stem_bias: give the stem conv a bias (keras.applications' ResNetV2 has one; it cannot
             be folded into a later BatchNorm because the max-pool's zero padding follows it).
+        zero_init_residual: start every residual branch at zero, so each block starts as its
+            shortcut (Goyal et al. 2017, "Accurate, Large Minibatch SGD", Section 5.1): the
+            scale (gamma) of the branch's last normalization starts at 0, as torchvision's
+            `zero_init_residual` and timm's `zero_init_last` do. A pre-activation (v2) branch
+            ends in its last convolution, whose kernel starts at 0 instead (timm's ResNetV2).
+        drop_path: stochastic depth (Huang et al. 2016): the largest rate at which a block's
+            residual branch is dropped per example in training, reached at the last block;
+            block `i` of `n` gets `drop_path * i / (n - 1)` (timm's linear rule). Inference
+            is unchanged.
         name: model name.
 
     Returns:
@@ -328,6 +213,10 @@ def build_resnet(
     >>> model = kr.build_resnet(20, stem="cifar")
     >>> model.output_shape
     (None, 10)
+    >>> model = kr.build_resnet(20, stem="cifar", shortcut="D", zero_init_residual=True,
+    ...                         drop_path=0.1)
+    >>> model.get_layer("stage3_block3_drop_path").rate
+    0.1
     """
     check_choice("stem", stem, STEMS)
     check_choice("block", block, (None, *BLOCKS))
@@ -337,6 +226,7 @@ def build_resnet(
     check_choice("downsample", downsample, DOWNSAMPLES)
     block, blocks_per_stage, base_filters = _stage_plan(depth, stem, block)
     _check_options(plain, shortcut, width, se_ratio, weight_standardization, stem_bias)
+    _check_residual_options(plain, version, weight_standardization, zero_init_residual, drop_path)
     cifar = stem == "cifar"
     if input_shape is None:
         input_shape = (32, 32, 3) if cifar else (224, 224, 3)
@@ -361,10 +251,11 @@ def build_resnet(
         weight_standardization=weight_standardization,
         downsample=downsample,
         stem_bias=stem_bias,
+        zero_init_residual=zero_init_residual,
     )
     inputs, x = image_inputs(input_shape, preprocessing)
     filters = [max(1, round(f * width)) for f in base_filters]
-    x = _resnet_body(x, stem, block, blocks_per_stage, filters, cfg)
+    x = _resnet_body(x, stem, block, blocks_per_stage, filters, cfg, drop_path)
     if include_top:
         x = classifier_head(x, num_classes, pooling, classifier_activation)
     else:

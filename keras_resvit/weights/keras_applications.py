@@ -15,7 +15,8 @@ from pathlib import Path
 
 import keras
 
-from keras_resvit.models.resnet import BN_EPSILON, IMAGENET_DEPTHS, build_resnet
+from keras_resvit.models.resnet import IMAGENET_DEPTHS, build_resnet
+from keras_resvit.models.resnet_blocks import BN_EPSILON
 from keras_resvit.weights.common import assign_weights, fold_into_batchnorm
 
 ARCHITECTURES = {

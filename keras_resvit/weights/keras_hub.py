@@ -241,9 +241,12 @@ def _hub_config(model) -> tuple:
         for stage in (1, 2, 3, 4)
     )
     block_type = "bottleneck_block" if "stage1_block1_conv3" in config else "basic_block"
-    # v1.5: a bottleneck strides in its 3x3; no pre-activation (v2) or GroupNorm (BiT).
+    # v1.5: a bottleneck strides in its 3x3; no pre-activation (v2) or GroupNorm (BiT); the
+    # 7x7 stem and strided projections (not ResNet-D's deep stem and average-pool shortcuts).
     v15 = block_type == "basic_block" or config["stage2_block1_conv1"].strides == (1, 1)
-    if (block_type, blocks) in _RESNET_DEPTHS and v15 and "stem_bn" in config:
+    resnet_d = any(name.endswith("_shortcut_avg_pool") for name in config)
+    plain_stem = "stem_bn" in config and "stem_conv" in config
+    if (block_type, blocks) in _RESNET_DEPTHS and v15 and plain_stem and not resnet_d:
         return "ResNetBackbone", {
             **_RESNET_FIXED,
             "stackwise_num_filters": [64, 128, 256, 512],
@@ -254,8 +257,8 @@ def _hub_config(model) -> tuple:
             "image_shape": tuple(model.input_shape[1:]),
         }
     raise ValueError(
-        f"model={model.name!r} is neither a ViT nor a ResNet-18/34/50/101/152 (v1.5) that "
-        "keras-hub's ViTBackbone or ResNetBackbone can hold."
+        f"model={model.name!r} is neither a ViT nor a ResNet-18/34/50/101/152 (v1.5, 7x7 stem, "
+        "strided projections) that keras-hub's ViTBackbone or ResNetBackbone can hold."
     )
 
 
