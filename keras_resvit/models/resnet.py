@@ -192,7 +192,7 @@ def build_resnet(
         stem_bias: give the stem conv a bias (keras.applications' ResNetV2 has one; it cannot
             be folded into a later BatchNorm because the max-pool's zero padding follows it).
         zero_init_residual: start every residual branch at zero, so each block starts as its
-            shortcut (Goyal et al. 2017, "Accurate, Large Minibatch SGD", Section 5.1): the
+            shortcut (Goyal et al. 2017, "Accurate, Large Minibatch SGD"): the
             scale (gamma) of the branch's last normalization starts at 0, as torchvision's
             `zero_init_residual` and timm's `zero_init_last` do. A pre-activation (v2) branch
             ends in its last convolution, whose kernel starts at 0 instead (timm's ResNetV2).

@@ -9,6 +9,7 @@ from keras_resvit.factory import create_model
 from keras_resvit.layers.normalization import PixelMean
 from keras_resvit.models.common import is_vit, outputs_logits
 from keras_resvit.models.vit import resize_vit
+from keras_resvit.training.losses import MultiLabelBinaryCrossentropy
 from keras_resvit.training.optimizers import recipe_optimizer
 from keras_resvit.training.recipes import recipe_model_options
 from keras_resvit.training.schedules import recipe_schedule
@@ -25,8 +26,21 @@ def build_optimizer(recipe, global_batch_size, total_steps, ema=None):
     return recipe_optimizer(recipe, schedule, ema)
 
 
-def _loss(model, soft_labels, label_smoothing):
+def _loss(model, soft_labels, recipe):
     from_logits = outputs_logits(model)
+    label_smoothing = recipe.label_smoothing
+    if recipe.loss == "binary_cross_entropy":
+        if not from_logits:
+            raise ValueError(
+                f"model {model.name!r} ends in a softmax, but the recipe trains with binary "
+                "cross-entropy, one sigmoid per class on the logits; build the model with "
+                "classifier_activation=None (a model built by name gets it from the recipe)."
+            )
+        # MixUp/CutMix pipelines (kr.data) already smooth the labels they mix.
+        return MultiLabelBinaryCrossentropy(
+            target_threshold=recipe.target_threshold,
+            label_smoothing=0.0 if soft_labels else label_smoothing,
+        )
     if soft_labels:
         # MixUp/CutMix pipelines (kr.data) already smooth the labels they mix.
         return keras.losses.CategoricalCrossentropy(from_logits=from_logits)
@@ -71,19 +85,22 @@ def compile_model(
         optimizer = build_optimizer(recipe, global_batch_size, total_steps, ema)
     model.compile(
         optimizer=optimizer,
-        loss=_loss(model, soft_labels, recipe.label_smoothing) if loss is None else loss,
+        loss=_loss(model, soft_labels, recipe) if loss is None else loss,
         metrics=["accuracy"],
     )
 
 
 def label_encoding(recipe, loss, soft_labels, val_data):
     """(one_hot, soft): whether the loss takes one-hot targets, and whether it is compiled for
-    soft labels. A categorical loss (soft labels on either side, or label smoothing) takes
-    one-hot targets: integer labels of the training and validation data are encoded to match.
-    A user's `loss` replaces the recipe's label smoothing."""
+    soft labels. A categorical loss (soft labels on either side, or label smoothing) and the
+    recipe's binary cross-entropy take one-hot targets: integer labels of the training and
+    validation data are encoded to match. A user's `loss` replaces the recipe's label smoothing
+    and loss."""
     smoothing = recipe.label_smoothing if loss is None else 0.0
+    binary = loss is None and recipe.loss == "binary_cross_entropy"
     val_soft = val_data is not None and has_soft_labels(val_data)
-    return soft_labels or val_soft or bool(smoothing), soft_labels or (val_soft and not smoothing)
+    one_hot = soft_labels or val_soft or bool(smoothing) or binary
+    return one_hot, soft_labels or (val_soft and not smoothing)
 
 
 def carry_class_names(model, train_data):

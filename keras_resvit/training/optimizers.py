@@ -1,9 +1,12 @@
-"""The recipes' optimizers: SGD with the papers' coupled L2 decay, and Keras' own optimizers.
+"""The recipes' optimizers: SGD with the papers' coupled L2 decay, LAMB as timm trains with
+it, and Keras' own optimizers.
 
 Two kinds of weight decay:
 - "coupled" (He et al. 2016, Krizhevsky et al. 2012, Caffe and Torch): `wd * w` is added to the
   gradient, so it passes through momentum. At momentum 0.9 its steady-state pull on a weight
-  is `lr * wd * w / (1 - 0.9)`: ten times the decoupled one at the same `wd`.
+  is `lr * wd * w / (1 - 0.9)`: ten times the decoupled one at the same `wd`. LAMB's own decay
+  (You et al. 2020) is coupled too, one step later: `wd * w` joins the Adam update before the
+  layer-wise trust ratio scales it (`CoupledDecayLamb`).
 - "decoupled" (Loshchilov & Hutter, AdamW; the ViT and DeiT recipes): `w -= lr * wd * w`
   outside the moments, as Keras' `weight_decay` argument does.
 """
@@ -63,6 +66,76 @@ class CoupledDecaySGD(keras.optimizers.SGD):
         return {**config, "l2": self.l2, "exclude": list(self.exclude)}
 
 
+@keras.saving.register_keras_serializable(package="keras_resvit")
+class CoupledDecayLamb(keras.optimizers.Lamb):
+    """LAMB (You et al. 2020, Algorithm 2) as timm's `Lamb`, which "ResNet strikes back" trains
+    with (Wightman et al. 2021).
+
+    Keras' `Lamb` decays outside its update (`weight_decay`, AdamW-style) and applies the
+    trust ratio to every variable. Here, as in the paper's algorithm and timm, each variable
+    `w` not excluded from weight decay takes the Adam direction `u = m_hat / (sqrt(v_hat) +
+    epsilon)` plus `l2 * w`, rescaled by the trust ratio `||w|| / ||u + l2 * w||` (1 where
+    either norm is 0); excluded variables (biases, normalization scales and offsets) take the
+    plain Adam step, without trust ratio (timm's `always_adapt=False`). timm's `Lamb` also
+    clips the global gradient norm at 1.0: pass `global_clipnorm=1.0` (the `rsb_*` recipes do).
+
+    Args:
+        l2: decay coefficient inside the update (the paper's "weight decay": 0.01 for RSB A1,
+            0.02 for A2 and A3).
+        exclude: substrings of variable names left undecayed and unadapted.
+        epsilon: timm's 1e-6 (Keras' default is 1e-7).
+        **kwargs: arguments of `keras.optimizers.Lamb` (its decoupled `weight_decay` is
+            refused: pick one mode).
+
+    Example:
+    >>> import keras
+    >>> w = keras.Variable([3.0, 4.0])
+    >>> opt = CoupledDecayLamb(learning_rate=0.1, l2=0.5)
+    >>> opt.apply([keras.ops.convert_to_tensor([1.0, -1.0])], [w])
+    >>> [round(float(v), 4) for v in w.numpy()]  # one step of length lr * ||w|| = 0.5
+    [2.5358, 3.8143]
+    """
+
+    def __init__(self, *, l2=0.01, exclude=(), epsilon=1e-6, **kwargs):
+        if kwargs.get("weight_decay"):
+            raise ValueError(
+                f"weight_decay={kwargs['weight_decay']!r}: CoupledDecayLamb decays through "
+                "`l2`; use keras.optimizers.Lamb(weight_decay=...) for decoupled decay."
+            )
+        kwargs.pop("weight_decay", None)
+        super().__init__(epsilon=epsilon, **kwargs)
+        check_number("l2", l2, 0, include_low=True)
+        self.l2 = float(l2)
+        self.exclude = tuple(exclude)
+        if self.exclude:
+            self.exclude_from_weight_decay(var_names=list(self.exclude))
+
+    def update_step(self, gradient, variable, learning_rate):
+        ops = keras.ops
+        dtype = variable.dtype
+        gradient = ops.cast(gradient, dtype)
+        step = ops.cast(self.iterations + 1, dtype)
+        m = self._momentums[self._get_variable_index(variable)]
+        v = self._velocities[self._get_variable_index(variable)]
+        self.assign_add(m, (gradient - m) * (1 - self.beta_1))
+        self.assign_add(v, (ops.square(gradient) - v) * (1 - self.beta_2))
+        m_hat = m / (1 - ops.power(ops.cast(self.beta_1, dtype), step))
+        v_hat = v / (1 - ops.power(ops.cast(self.beta_2, dtype), step))
+        update = m_hat / (ops.sqrt(v_hat) + self.epsilon)
+        if self.l2 and self._use_weight_decay(variable):
+            update = update + ops.cast(self.l2, dtype) * variable
+            w_norm = ops.sqrt(ops.sum(ops.square(variable)))
+            u_norm = ops.sqrt(ops.sum(ops.square(update)))
+            ratio = ops.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, 1.0)
+            update = update * ratio
+        self.assign_sub(variable, ops.cast(learning_rate, dtype) * update)
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("weight_decay", None)
+        return {**config, "l2": self.l2, "exclude": list(self.exclude)}
+
+
 def recipe_optimizer(recipe, learning_rate, ema=None):
     """The recipe's optimizer around `learning_rate` (a float or schedule).
 
@@ -81,6 +154,8 @@ def recipe_optimizer(recipe, learning_rate, ema=None):
     'CoupledDecaySGD'
     >>> type(recipe_optimizer(get_recipe("deit"), 5e-4)).__name__
     'AdamW'
+    >>> type(recipe_optimizer(get_recipe("rsb_a2"), 5e-3)).__name__
+    'CoupledDecayLamb'
     """
     common = {
         "learning_rate": learning_rate,
@@ -93,13 +168,16 @@ def recipe_optimizer(recipe, learning_rate, ema=None):
         return CoupledDecaySGD(
             momentum=recipe.momentum, l2=recipe.weight_decay, exclude=recipe.no_decay, **common
         )
+    betas = {"beta_1": recipe.beta_1, "beta_2": recipe.beta_2}
+    if recipe.optimizer == "lamb" and coupled:
+        return CoupledDecayLamb(l2=recipe.weight_decay, exclude=recipe.no_decay, **betas, **common)
     decay = recipe.weight_decay or None
     if recipe.optimizer == "sgd":
         optimizer = keras.optimizers.SGD(momentum=recipe.momentum, weight_decay=decay, **common)
+    elif recipe.optimizer == "lamb":
+        optimizer = keras.optimizers.Lamb(**betas, weight_decay=decay, **common)
     else:
-        optimizer = keras.optimizers.AdamW(
-            beta_1=recipe.beta_1, beta_2=recipe.beta_2, weight_decay=decay or 0.0, **common
-        )
+        optimizer = keras.optimizers.AdamW(**betas, weight_decay=decay or 0.0, **common)
     if recipe.no_decay:
         optimizer.exclude_from_weight_decay(var_names=list(recipe.no_decay))
     return optimizer

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from keras_resvit.base.validation import check_int, check_rate
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZERS = ("sgd", "adam", "adamw", "lamb")
+LOSSES = ("cross_entropy", "binary_cross_entropy")
 SCHEDULES = ("step", "cosine", "linear", "plateau")
 DECAY_MODES = ("coupled", "decoupled")
 # Variables the ViT and DeiT recipes leave undecayed: norm scales and offsets, biases, the
@@ -25,7 +26,9 @@ class Recipe:
     """Optimizer, schedule and regularization of a paper's recipe.
 
     Attributes:
-        optimizer: "sgd", "adam" or "adamw" (both Adam names decay decoupled, as AdamW).
+        optimizer: "sgd", "adam", "adamw" (both Adam names decay decoupled, as AdamW) or
+            "lamb" (You et al. 2020; coupled decay is LAMB's own, inside its update:
+            `keras_resvit.training.optimizers.CoupledDecayLamb`).
         learning_rate: peak learning rate at `batch_size`.
         batch_size: reference (global) batch size of the paper.
         epochs: default number of epochs, when `steps` is None.
@@ -45,14 +48,23 @@ class Recipe:
         beta_1, beta_2: Adam moments.
         weight_decay: decay coefficient.
         decay_mode: "coupled" (L2 added to the gradient, through momentum: the ResNet and
-            AlexNet papers) or "decoupled" (`w -= lr * wd * w`, AdamW: the ViT and DeiT
-            recipes); see `keras_resvit.training.optimizers`.
+            AlexNet papers; for LAMB, added to its update before the trust ratio) or
+            "decoupled" (`w -= lr * wd * w`, AdamW: the ViT and DeiT recipes); see
+            `keras_resvit.training.optimizers`.
         no_decay: substrings of variable names weight decay leaves alone.
         global_clipnorm: gradient clipping by global norm; None for none.
         label_smoothing: smoothing of one-hot targets.
+        loss: "cross_entropy" (softmax) or "binary_cross_entropy" (a sigmoid per class:
+            `keras_resvit.training.losses.MultiLabelBinaryCrossentropy`; models built by name
+            then output logits).
+        target_threshold: binary cross-entropy's threshold on the (mixed) targets, or None.
+        repeated_augmentation: how many differently augmented copies of each image an epoch
+            holds (Hoffer et al. 2020, Berman et al. 2019: timm's `aug_repeats`), the epoch
+            keeping its length. Recorded with the recipe; the input pipeline
+            (`kr.data.load_dataset`) does not repeat images: 1 is what it does.
         augment: name of the `keras_resvit.data` augmentation preset.
         mixup, cutmix: MixUp / CutMix alphas (0 for off).
-        drop_path: stochastic depth for ViTs built by name.
+        drop_path: stochastic depth for ViTs and ResNets built by name.
         dropout: dropout for ViTs built by name (the ViT paper's pre-training, Table 3).
         pre_logits: give ViTs built by name the pre-training head (a hidden tanh layer of the
             model's width before the classifier, the ViT paper's Section 3.1).
@@ -84,20 +96,31 @@ class Recipe:
     pre_logits: bool = False
     image_size: int | None = None
     steps: int | None = None
+    loss: str = "cross_entropy"
+    target_threshold: float | None = None
+    repeated_augmentation: int = 1
 
     def __post_init__(self):
         for field, valid in (
             ("optimizer", OPTIMIZERS),
             ("schedule", SCHEDULES),
             ("decay_mode", DECAY_MODES),
+            ("loss", LOSSES),
         ):
             value = getattr(self, field)
             if value not in valid:
                 raise ValueError(f"Recipe: {field}={value!r} is not valid; valid: {list(valid)}.")
-        if self.decay_mode == "coupled" and self.weight_decay and self.optimizer != "sgd":
+        coupled = self.decay_mode == "coupled" and self.weight_decay
+        if coupled and self.optimizer not in ("sgd", "lamb"):
             raise ValueError(
                 f"Recipe: decay_mode='coupled' with optimizer={self.optimizer!r} is not "
-                "supported; Adam recipes decay decoupled (AdamW), SGD recipes either way."
+                "supported; Adam recipes decay decoupled (AdamW), SGD and LAMB recipes either "
+                "way."
+            )
+        if self.target_threshold is not None and self.loss != "binary_cross_entropy":
+            raise ValueError(
+                f"Recipe: target_threshold={self.target_threshold!r} needs "
+                f"loss='binary_cross_entropy' (loss={self.loss!r})."
             )
         if self.schedule == "plateau" and self.warmup:
             raise ValueError(
@@ -106,6 +129,7 @@ class Recipe:
             )
         check_int("Recipe: steps", self.steps, none_ok=True)
         check_int("Recipe: patience", self.patience)
+        check_int("Recipe: repeated_augmentation", self.repeated_augmentation)
         check_rate("Recipe: dropout", self.dropout)
         if isinstance(self.no_decay, str):
             raise ValueError(
@@ -153,6 +177,63 @@ _VIT_FINETUNE = Recipe(
     augment="inception_crop",
     image_size=384,
 )
+
+# Wightman et al. (2021), "ResNet strikes back", Table 1 (ResNet-50, tested at 224): LAMB at
+# batch 2048, cosine decay after 5 warm-up epochs, binary cross-entropy, CutMix 1.0, no EMA,
+# erasing or colour jitter. A1: 600 epochs, lr 5e-3, weight decay 0.01, label smoothing 0.1,
+# stochastic depth 0.05, repeated augmentation, RandAugment 7/0.5, MixUp 0.2. A2: 300 epochs,
+# weight decay 0.02, no smoothing, MixUp 0.1. A3: 100 epochs at 160 px, lr 8e-3, weight decay
+# 0.02, RandAugment 6/0.5, MixUp 0.1, no stochastic depth or repeated augmentation.
+# From the timm they trained with: LAMB's decay inside its update, its global gradient-norm
+# clipping at 1.0, biases and normalization parameters neither decayed nor adapted, targets
+# thresholded at 0.2 (`--bce-target-thresh`), three repeats (`--aug-repeats 3`).
+_RSB = {
+    "optimizer": "lamb",
+    "batch_size": 2048,
+    "schedule": "cosine",
+    "decay_mode": "coupled",
+    "global_clipnorm": 1.0,
+    "loss": "binary_cross_entropy",
+    "target_threshold": 0.2,
+    "cutmix": 1.0,
+}
+_RSB_RECIPES = {
+    "rsb_a1": Recipe(
+        **_RSB,
+        learning_rate=5e-3,
+        epochs=600,
+        warmup=5 / 600,
+        weight_decay=0.01,
+        label_smoothing=0.1,
+        drop_path=0.05,
+        repeated_augmentation=3,
+        mixup=0.2,
+        augment="rsb_a1",
+        image_size=224,
+    ),
+    "rsb_a2": Recipe(
+        **_RSB,
+        learning_rate=5e-3,
+        epochs=300,
+        warmup=5 / 300,
+        weight_decay=0.02,
+        drop_path=0.05,
+        repeated_augmentation=3,
+        mixup=0.1,
+        augment="rsb_a2",
+        image_size=224,
+    ),
+    "rsb_a3": Recipe(
+        **_RSB,
+        learning_rate=8e-3,
+        epochs=100,
+        warmup=5 / 100,
+        weight_decay=0.02,
+        mixup=0.1,
+        augment="rsb_a3",
+        image_size=160,
+    ),
+}
 
 RECIPES = {
     "resnet_cifar": _RESNET_CIFAR,
@@ -240,6 +321,7 @@ RECIPES = {
         cutmix=1.0,
         drop_path=0.1,
     ),
+    **_RSB_RECIPES,
 }
 
 
@@ -275,10 +357,11 @@ def _replace(recipe, overrides):
 
 
 def recipe_model_options(name: str, recipe: str | Recipe) -> dict:
-    """The `create_model` keywords a recipe sets in a ViT built by registry name: stochastic
-    depth, dropout, and the pre-training head (a tanh layer of the model's width, the ViT
-    paper's Section 3.1). Other families: none. `kr.train` and `keras-resvit train` apply
-    them to a model they build by name.
+    """The `create_model` keywords a recipe sets in a model built by registry name: for ViTs,
+    stochastic depth, dropout and the pre-training head (a tanh layer of the model's width, the
+    ViT paper's Section 3.1); for ResNets, stochastic depth; for a binary cross-entropy recipe,
+    a classifier that outputs logits (the loss applies one sigmoid per class). Other families:
+    none. `kr.train` and `keras-resvit train` apply them to a model they build by name.
 
     >>> recipe_model_options("vit_b16", "vit_pretrain_in21k")
     {'dropout': 0.1, 'representation_size': 768}
@@ -286,16 +369,23 @@ def recipe_model_options(name: str, recipe: str | Recipe) -> dict:
     {'drop_path': 0.1}
     >>> recipe_model_options("resnet50", "resnet_imagenet")
     {}
+    >>> recipe_model_options("resnet50", "rsb_a2")
+    {'drop_path': 0.05, 'classifier_activation': None}
     """
     from keras_resvit.models.registry import get_spec
     from keras_resvit.models.vit import decode_variant
 
     recipe = get_recipe(recipe)
     spec = get_spec(name)
-    if spec.family not in ("vit", "hybrid_vit"):
-        return {}
-    options = {"drop_path": recipe.drop_path, "dropout": recipe.dropout}
+    vit = spec.family in ("vit", "hybrid_vit")
+    options = {}
+    if vit:
+        options = {"drop_path": recipe.drop_path, "dropout": recipe.dropout}
+    elif spec.family == "resnet":
+        options = {"drop_path": recipe.drop_path}
     options = {key: value for key, value in options.items() if value}
-    if recipe.pre_logits:
+    if recipe.pre_logits and vit:
         options["representation_size"] = decode_variant(spec.kwargs["variant"])["hidden_size"]
+    if recipe.loss == "binary_cross_entropy":  # every builder takes classifier_activation
+        options["classifier_activation"] = None
     return options

@@ -331,3 +331,12 @@ def test_all_options_export_to_tflite_and_pass_its_check(all_options_model, tmp_
     result = kr.export(all_options_model, tmp_path / "resnet_d.tflite")
     assert result["checked"] and result["top1_agreement"] == 1.0
     assert result["max_abs_difference"] < 1e-4
+
+
+def test_keras_hub_export_refuses_resnet_d():
+    # keras-hub's ResNetBackbone (v1.5) has the 7x7 stem and strided projections: weights of
+    # the same shapes would load into it and compute something else.
+    with keras.StatelessScope(initialize_variables=False):
+        model = kr.create_model("resnet18d", input_shape=(64, 64, 3))
+    with pytest.raises(ValueError, match="resnet18d.*7x7 stem, strided projections"):
+        kr.weights.to_keras_hub(model)

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_resvit.training.optimizers import CoupledDecaySGD
+from keras_resvit.training.optimizers import CoupledDecayLamb, CoupledDecaySGD
 from keras_resvit.training.recipes import NO_DECAY, RECIPES, get_recipe, recipe_model_options
 from keras_resvit.training.schedules import RecipeSchedule, recipe_schedule, recipe_steps
 from keras_resvit.training.train import build_optimizer
@@ -95,10 +95,10 @@ def test_schedule_serializes():
 def test_every_recipe_builds_its_optimizer(name):
     recipe = RECIPES[name]
     optimizer = build_optimizer(recipe, recipe.batch_size, 1000)
-    kind = keras.optimizers.SGD if recipe.optimizer == "sgd" else keras.optimizers.AdamW
-    assert isinstance(optimizer, kind)
+    kinds = {"sgd": keras.optimizers.SGD, "lamb": keras.optimizers.Lamb}
+    assert isinstance(optimizer, kinds.get(recipe.optimizer, keras.optimizers.AdamW))
     coupled = recipe.decay_mode == "coupled" and recipe.weight_decay > 0
-    assert isinstance(optimizer, CoupledDecaySGD) == coupled
+    assert isinstance(optimizer, (CoupledDecaySGD, CoupledDecayLamb)) == coupled
     assert optimizer.global_clipnorm == recipe.global_clipnorm
     if recipe.optimizer == "sgd":
         assert optimizer.momentum == recipe.momentum
@@ -277,6 +277,8 @@ def test_recipes_set_their_vit_options_on_models_built_by_name():
     assert recipe_model_options("vit_s16", "deit") == {"drop_path": 0.1}
     assert recipe_model_options("r50_vit_b16", "deit") == {"drop_path": 0.1}
     assert recipe_model_options("vit_b16", "vit_finetune") == {}
-    assert recipe_model_options("resnet50", "deit") == {}
+    # ResNets take a recipe's stochastic depth too (timm's --drop-path applies to both).
+    assert recipe_model_options("resnet50", "deit") == {"drop_path": 0.1}
+    assert recipe_model_options("resnet50", "resnet_imagenet") == {}
     with pytest.raises(ValueError, match="not a registered model"):
         recipe_model_options("vit_b17", "deit")
