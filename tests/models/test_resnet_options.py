@@ -194,12 +194,12 @@ def residual_branches(model):
     "options",
     [
         {},
-        {"depth": 11, "block": "bottleneck", "shortcut": "D"},
+        {"depth": 11, "block": "bottleneck", "shortcut": "D", "se_ratio": 0.25},
         {"version": "v2"},
-        {"depth": 11, "block": "bottleneck", "version": "v2", "se_ratio": 0.25},
+        {"depth": 11, "block": "bottleneck", "version": "v2"},
         {"norm": "group", "weight_standardization": True},
     ],
-    ids=["basic", "bottleneck_D", "basic_v2", "bottleneck_v2_se", "group_norm_ws"],
+    ids=["basic", "bottleneck_D_se", "basic_v2", "bottleneck_v2", "group_norm_ws"],
 )
 def test_zero_init_residual_makes_every_block_its_shortcut(options):
     model = tiny_cifar_net(**options, zero_init_residual=True)
