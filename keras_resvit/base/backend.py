@@ -109,20 +109,6 @@ def fast_path(name: str) -> bool:
     return on_jax_cpu() if name in _JAX_CPU_ONLY else True
 
 
-def host_cpu():
-    """A scope that computes on this process's own CPU (input pipelines): `keras.device("cpu")`,
-    except under JAX, whose "cpu" is the first CPU of the whole process group, another process's
-    when several run, where its arrays could not be read back."""
-    if backend() != "jax":
-        return keras.device("cpu")
-    import jax
-
-    from keras_resvit.base.processes import process_count
-
-    process_count()  # joins the process group the environment describes, before computing
-    return jax.default_device(jax.local_devices(backend="cpu")[0])
-
-
 def in_tf_graph() -> bool:
     """Whether the caller is being traced into a TensorFlow graph (a `tf.data` map under any
     backend), where a layer must compute with TensorFlow operations."""

@@ -212,6 +212,18 @@ def process_index() -> int:
     return resolver.task_id + cluster_tasks().get("chief", 0)
 
 
+def host_cpu():
+    """A scope that computes on this process's own CPU (input pipelines): `keras.device("cpu")`,
+    except under JAX, whose "cpu" is the first CPU of the whole process group, another process's
+    when several run, where its arrays could not be read back."""
+    if keras.backend.backend() != "jax":
+        return keras.device("cpu")
+    import jax
+
+    process_count()  # joins the process group the environment describes, before computing
+    return jax.default_device(jax.local_devices(backend="cpu")[0])
+
+
 def is_chief() -> bool:
     """Whether this process writes the run's files (process 0)."""
     return process_index() == 0

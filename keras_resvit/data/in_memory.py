@@ -6,7 +6,7 @@ import hashlib
 import keras
 import numpy as np
 
-from keras_resvit.base.backend import host_cpu
+from keras_resvit.base.processes import host_cpu
 from keras_resvit.data.checks import check_pixels
 
 

@@ -23,7 +23,7 @@ import keras
 import numpy as np
 from PIL import Image
 
-from keras_resvit.base.backend import host_cpu
+from keras_resvit.base.processes import host_cpu
 from keras_resvit.base.validation import check_bool, check_choice, check_int, check_number
 from keras_resvit.data.augmentation import Mixing, get_augmentation
 from keras_resvit.data.in_memory import checked_arrays
