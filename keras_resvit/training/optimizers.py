@@ -16,6 +16,25 @@ import keras
 from keras_resvit.base.validation import check_number
 
 
+def _without_decoupled_decay(optimizer, kwargs, keras_name):
+    """`kwargs` without `weight_decay`, which a coupled-decay optimizer refuses when set."""
+    if kwargs.get("weight_decay"):
+        raise ValueError(
+            f"weight_decay={kwargs['weight_decay']!r}: {type(optimizer).__name__} decays "
+            f"through `l2`; use keras.optimizers.{keras_name}(weight_decay=...) for decoupled "
+            "decay."
+        )
+    return {key: value for key, value in kwargs.items() if key != "weight_decay"}
+
+
+def _set_coupled_decay(optimizer, l2, exclude):
+    check_number("l2", l2, 0, include_low=True)
+    optimizer.l2 = float(l2)
+    optimizer.exclude = tuple(exclude)
+    if optimizer.exclude:
+        optimizer.exclude_from_weight_decay(var_names=list(optimizer.exclude))
+
+
 @keras.saving.register_keras_serializable(package="keras_resvit")
 class CoupledDecaySGD(keras.optimizers.SGD):
     """`keras.optimizers.SGD` with L2 decay added to the gradient, as the ResNet papers train.
@@ -42,18 +61,8 @@ class CoupledDecaySGD(keras.optimizers.SGD):
     """
 
     def __init__(self, *, l2=1e-4, exclude=(), **kwargs):
-        if kwargs.get("weight_decay"):
-            raise ValueError(
-                f"weight_decay={kwargs['weight_decay']!r}: CoupledDecaySGD decays through `l2`; "
-                "use keras.optimizers.SGD(weight_decay=...) for decoupled decay."
-            )
-        kwargs.pop("weight_decay", None)
-        super().__init__(**kwargs)
-        check_number("l2", l2, 0, include_low=True)
-        self.l2 = float(l2)
-        self.exclude = tuple(exclude)
-        if self.exclude:
-            self.exclude_from_weight_decay(var_names=list(self.exclude))
+        super().__init__(**_without_decoupled_decay(self, kwargs, "SGD"))
+        _set_coupled_decay(self, l2, exclude)
 
     def update_step(self, gradient, variable, learning_rate):
         if self.l2 and self._use_weight_decay(variable):
@@ -97,18 +106,8 @@ class CoupledDecayLamb(keras.optimizers.Lamb):
     """
 
     def __init__(self, *, l2=0.01, exclude=(), epsilon=1e-6, **kwargs):
-        if kwargs.get("weight_decay"):
-            raise ValueError(
-                f"weight_decay={kwargs['weight_decay']!r}: CoupledDecayLamb decays through "
-                "`l2`; use keras.optimizers.Lamb(weight_decay=...) for decoupled decay."
-            )
-        kwargs.pop("weight_decay", None)
-        super().__init__(epsilon=epsilon, **kwargs)
-        check_number("l2", l2, 0, include_low=True)
-        self.l2 = float(l2)
-        self.exclude = tuple(exclude)
-        if self.exclude:
-            self.exclude_from_weight_decay(var_names=list(self.exclude))
+        super().__init__(epsilon=epsilon, **_without_decoupled_decay(self, kwargs, "Lamb"))
+        _set_coupled_decay(self, l2, exclude)
 
     def update_step(self, gradient, variable, learning_rate):
         ops = keras.ops

@@ -12,6 +12,7 @@ import keras_resvit as kr
 from keras_resvit.data.checks import CheckedBatches
 from keras_resvit.training.callbacks import read_history
 from tests.conftest import random_images
+from tests.training.test_train import Interrupt
 
 
 @pytest.fixture(scope="module")
@@ -27,19 +28,6 @@ def _loader(arrays, **options):
 def _small(seed=0):
     keras.utils.set_random_seed(seed)  # the same initial weights every call
     return kr.build_resnet(8, stem="cifar", width=0.5)
-
-
-class Interrupt(keras.callbacks.Callback):
-    """Kills the run, as Ctrl-C would, after global step `step` of a fresh run."""
-
-    def __init__(self, step):
-        super().__init__()
-        self.step, self.seen = step, 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.seen += 1
-        if self.seen == self.step:
-            raise KeyboardInterrupt
 
 
 def _weights(model):
