@@ -239,7 +239,8 @@ def _check_structure(argument, image_shape, label_shape, label_dtype):
     )
     if not valid:
         raise ValueError(
-            f"{argument} has labels of dtype {dtype.name} and shape {tuple(label_shape)}; "
+            f"{argument} has labels of dtype {getattr(label_dtype, 'name', dtype.name)} and "
+            f"shape {tuple(label_shape)}; "
             "expected class indices (batch,) or float class probabilities (batch, classes). "
             "Squeeze (batch, 1) labels, cast one-hot labels to float32."
         )
