@@ -155,7 +155,9 @@ def pretrain_masked_patches(
     Example:
     >>> import keras_resvit as kr
     >>> vit = kr.build_vit("Ti/16", image_size=32, num_classes=10)
-    >>> vit = kr.pretrain_masked_patches(vit, "digits", epochs=1, verbose=0)
+    >>> (x, y), _ = kr.data.load_digits()
+    >>> data = kr.data.load_dataset((x[:128], y[:128]), batch_size=64)  # or a source: "digits"
+    >>> vit = kr.pretrain_masked_patches(vit, data, epochs=1, verbose=0)
     >>> model = kr.replace_head(vit, 10)  # fine-tune this one
     >>> model.output_shape
     (None, 10)
