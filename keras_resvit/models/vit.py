@@ -14,13 +14,9 @@ resolved configuration (`vit_config`) are in `keras_resvit.models.vit_config`.
 """
 
 import dataclasses
-import math
 
 import keras
-import numpy as np
 
-from keras_resvit.base.class_names import model_class_names, set_class_names
-from keras_resvit.base.validation import check_model
 from keras_resvit.layers.normalization import preprocessing_layers
 from keras_resvit.layers.vit_layers import (
     ClassToken,
@@ -40,16 +36,18 @@ from keras_resvit.layers.vit_option_layers import (
 from keras_resvit.models.common import (
     check_head_arguments,
     image_inputs,
-    is_vit,
-    layer_config,
     predictions_layer,
-    rebuild_model,
 )
 
 # The variants table and its decoder are read from here too (weight converters, recipes).
 from keras_resvit.models.vit_config import VARIANTS as VARIANTS
 from keras_resvit.models.vit_config import decode_variant as decode_variant
-from keras_resvit.models.vit_config import image_size_pair, vit_config
+from keras_resvit.models.vit_config import vit_config
+from keras_resvit.models.vit_resize import pi_resize_kernel as pi_resize_kernel
+from keras_resvit.models.vit_resize import (
+    resample_position_embeddings as resample_position_embeddings,
+)
+from keras_resvit.models.vit_resize import resize_vit as resize_vit
 
 POOLINGS = ("token", "gap", "map", None)
 # The reference implementation's LayerNorm epsilon (Keras' default is 1e-3).
@@ -295,105 +293,3 @@ def build_vit(
     size = variant.split("/")[0].lower() if variant else f"d{cfg.hidden_size}"
     head = (include_top, num_classes, classifier_activation)
     return vit_model(cfg, None, head, preprocessing, name or f"vit_{size}{cfg.patch_size}")
-
-
-def resample_position_embeddings(posemb, new_grid, *, old_grid=None, num_prefix_tokens=0):
-    """Bicubically resamples the grid part of position embeddings to another grid size.
-
-    The prefix tokens (the class token) keep their embeddings; the grid is interpolated by
-    location in the image, as in the paper's higher-resolution fine-tuning. Half-pixel
-    centers, Keys' cubic kernel (a = -0.5) and antialiasing when shrinking, identical on every
-    backend; a grid resampled to its own size is returned unchanged.
-
-    Args:
-        posemb: array `(1, num_prefix_tokens + grid_h * grid_w, dim)`.
-        new_grid: (height, width) of the new grid.
-        old_grid: (height, width) of `posemb`'s grid; default square.
-        num_prefix_tokens: tokens before the grid (1 with a class token).
-
-    Returns:
-        A NumPy array `(1, num_prefix_tokens + new_h * new_w, dim)`.
-
-    Example:
-    >>> import numpy as np
-    >>> resample_position_embeddings(np.zeros((1, 197, 768)), (24, 24), num_prefix_tokens=1).shape
-    (1, 577, 768)
-    """
-    posemb = np.asarray(posemb)
-    prefix, grid = posemb[:, :num_prefix_tokens], posemb[:, num_prefix_tokens:]
-    if old_grid is None:
-        side = math.isqrt(grid.shape[1])
-        if side * side != grid.shape[1]:
-            raise ValueError(
-                f"old_grid=None but the {grid.shape[1]} grid tokens are not a square; pass "
-                "old_grid=(height, width)."
-            )
-        old_grid = (side, side)
-    if tuple(old_grid) == tuple(new_grid):
-        return posemb
-    grid = grid.reshape(1, *old_grid, posemb.shape[-1])
-    grid = keras.ops.image.resize(
-        grid, tuple(new_grid), interpolation="bicubic", antialias=True, data_format="channels_last"
-    )
-    grid = keras.ops.convert_to_numpy(grid).reshape(1, -1, posemb.shape[-1])
-    return np.concatenate([prefix, grid.astype(posemb.dtype)], axis=1)
-
-
-def _resampled_weights(old, new):
-    if isinstance(new, PositionEmbedding):
-        (posemb,) = old.get_weights()
-        return [
-            resample_position_embeddings(
-                posemb,
-                new.grid_size,
-                old_grid=old.grid_size,
-                num_prefix_tokens=old.num_prefix_tokens,
-            )
-        ]
-    return old.get_weights()
-
-
-def resize_vit(model: keras.Model, image_size: int | tuple) -> keras.Model:
-    """The same ViT (plain or hybrid) at another input resolution, every weight kept.
-
-    The patch size stays, so the sequence grows or shrinks; learned position embeddings are
-    resampled bicubically (`resample_position_embeddings`), the class token's untouched.
-    Works on models loaded from `.keras` files: the new model comes from `model`'s config.
-
-    Args:
-        model: a model built by `build_vit` or `build_hybrid_vit` (or loaded from one).
-        image_size: new height and width (an int or a tuple), divisible by the patch size.
-
-    Returns:
-        A new `keras.Model`, carrying `model`'s class names; `model` is left unchanged.
-
-    Raises:
-        ValueError: `model` is not a ViT, or `image_size` does not fit its patch size.
-
-    Example:
-    >>> import keras_resvit as kr
-    >>> model = kr.build_vit("Ti/16", image_size=32, num_classes=10)
-    >>> kr.resize_vit(model, 48).input_shape
-    (None, 48, 48, 3)
-    """
-    check_model("model", model)
-    if not is_vit(model):
-        raise ValueError(
-            f"model={model.name!r} is not a ViT (it has no PositionEmbedding layer); resize_vit "
-            "needs a model built by build_vit or build_hybrid_vit."
-        )
-    layer = next(layer for layer in model.layers if isinstance(layer, PositionEmbedding))
-    batch, height, width, channels = model.input_shape
-    patch = height // layer.grid_size[0]
-    size = image_size_pair(image_size)
-    if size[0] % patch or size[1] % patch:
-        raise ValueError(
-            f"image_size={image_size!r} is not divisible by the model's patch size {patch}."
-        )
-    config = model.get_config()
-    (images,) = (e["config"] for e in config["layers"] if e["class_name"] == "InputLayer")
-    images["batch_shape"] = [batch, *size, channels]
-    layer_config(config, layer.name)["grid_size"] = (size[0] // patch, size[1] // patch)
-    resized = rebuild_model(model, config, _resampled_weights)
-    set_class_names(resized, model_class_names(model))  # the same classes
-    return resized

@@ -1,0 +1,183 @@
+"""A ViT at another resolution or patch size: position embeddings resampled to the new grid
+(the ViT paper's higher-resolution fine-tuning) and the patch embedding PI-resized (FlexiViT)."""
+
+import math
+
+import keras
+import numpy as np
+
+from keras_resvit.base.class_names import model_class_names, set_class_names
+from keras_resvit.base.validation import check_int, check_model
+from keras_resvit.layers.vit_layers import PositionEmbedding
+from keras_resvit.models.common import is_vit, layer_config, rebuild_model
+from keras_resvit.models.vit_config import image_size_pair
+
+
+def resample_position_embeddings(posemb, new_grid, *, old_grid=None, num_prefix_tokens=0):
+    """Bicubically resamples the grid part of position embeddings to another grid size.
+
+    The prefix tokens (the class token) keep their embeddings; the grid is interpolated by
+    location in the image, as in the paper's higher-resolution fine-tuning. Half-pixel
+    centers, Keys' cubic kernel (a = -0.5) and antialiasing when shrinking, identical on every
+    backend; a grid resampled to its own size is returned unchanged.
+
+    Args:
+        posemb: array `(1, num_prefix_tokens + grid_h * grid_w, dim)`.
+        new_grid: (height, width) of the new grid.
+        old_grid: (height, width) of `posemb`'s grid; default square.
+        num_prefix_tokens: tokens before the grid (1 with a class token).
+
+    Returns:
+        A NumPy array `(1, num_prefix_tokens + new_h * new_w, dim)`.
+
+    Example:
+    >>> import numpy as np
+    >>> resample_position_embeddings(np.zeros((1, 197, 768)), (24, 24), num_prefix_tokens=1).shape
+    (1, 577, 768)
+    """
+    posemb = np.asarray(posemb)
+    prefix, grid = posemb[:, :num_prefix_tokens], posemb[:, num_prefix_tokens:]
+    if old_grid is None:
+        side = math.isqrt(grid.shape[1])
+        if side * side != grid.shape[1]:
+            raise ValueError(
+                f"old_grid=None but the {grid.shape[1]} grid tokens are not a square; pass "
+                "old_grid=(height, width)."
+            )
+        old_grid = (side, side)
+    if tuple(old_grid) == tuple(new_grid):
+        return posemb
+    grid = grid.reshape(1, *old_grid, posemb.shape[-1])
+    grid = keras.ops.image.resize(
+        grid, tuple(new_grid), interpolation="bicubic", antialias=True, data_format="channels_last"
+    )
+    grid = keras.ops.convert_to_numpy(grid).reshape(1, -1, posemb.shape[-1])
+    return np.concatenate([prefix, grid.astype(posemb.dtype)], axis=1)
+
+
+def _resampled_weights(old, new):
+    if new.name == "patch_embedding" and tuple(new.kernel_size) != tuple(old.kernel_size):
+        kernel, bias = old.get_weights()
+        return [pi_resize_kernel(kernel, new.kernel_size), bias]
+    if isinstance(new, PositionEmbedding):
+        (posemb,) = old.get_weights()
+        return [
+            resample_position_embeddings(
+                posemb,
+                new.grid_size,
+                old_grid=old.grid_size,
+                num_prefix_tokens=old.num_prefix_tokens,
+            )
+        ]
+    return old.get_weights()
+
+
+def resize_vit(
+    model: keras.Model, image_size: int | tuple | None = None, *, patch_size: int | None = None
+) -> keras.Model:
+    """The same ViT (plain or hybrid) at another input resolution or patch size, every weight kept.
+
+    At another `image_size` the patch size stays, so the sequence grows or shrinks; learned
+    position embeddings are resampled bicubically (`resample_position_embeddings`), the class
+    token's untouched. With `patch_size` (FlexiViT, Beyer et al. 2023) the patch-embedding
+    kernel is PI-resized (`pi_resize_kernel`): a patch upsampled to the new size gives the
+    token the old kernel gave the original patch, so one checkpoint serves several patch sizes
+    (and sequence lengths); the position embeddings follow the new grid. Works on models
+    loaded from `.keras` files: the new model comes from `model`'s config.
+
+    Args:
+        model: a model built by `build_vit` or `build_hybrid_vit` (or loaded from one).
+        image_size: new height and width (an int or a tuple), divisible by the patch size;
+            default the model's.
+        patch_size: new patch size of a plain ViT (not a hybrid, whose "patches" are feature
+            map cells); default the model's. The image size must be divisible by it.
+
+    Returns:
+        A new `keras.Model`, carrying `model`'s class names; `model` is left unchanged.
+
+    Raises:
+        ValueError: `model` is not a ViT, `patch_size` with a hybrid, or a size that does not
+            divide.
+
+    Example:
+    >>> import keras_resvit as kr
+    >>> model = kr.build_vit("Ti/16", image_size=32, num_classes=10)
+    >>> kr.resize_vit(model, 48).input_shape
+    (None, 48, 48, 3)
+    >>> flexi = kr.resize_vit(model, patch_size=8)  # a 4x4 grid of 16x16 patches -> 8x8 grid
+    >>> flexi.get_layer("position_embedding").grid_size
+    (4, 4)
+    """
+    check_model("model", model)
+    if not is_vit(model):
+        raise ValueError(
+            f"model={model.name!r} is not a ViT (it has no PositionEmbedding layer); resize_vit "
+            "needs a model built by build_vit or build_hybrid_vit."
+        )
+    layer = next(layer for layer in model.layers if isinstance(layer, PositionEmbedding))
+    batch, height, width, channels = model.input_shape
+    patch = height // layer.grid_size[0]
+    size = (height, width) if image_size is None else image_size_pair(image_size)
+    config = model.get_config()
+    if patch_size is not None and patch_size != patch:
+        check_int("patch_size", patch_size)
+        embedding = layer_config(config, "patch_embedding")
+        if tuple(embedding["kernel_size"]) != (patch, patch):
+            raise ValueError(
+                f"patch_size={patch_size!r}: model={model.name!r} is a hybrid ViT, whose tokens "
+                "are cells of the ResNet's feature map; resize_vit changes the patch size of a "
+                "plain ViT (build_vit)."
+            )
+        embedding["kernel_size"] = embedding["strides"] = (patch_size, patch_size)
+        patch = patch_size
+    if size[0] % patch or size[1] % patch:
+        raise ValueError(
+            f"image_size={size[0] if size[0] == size[1] else size} is not divisible by the "
+            f"patch size {patch}; pass image_size and patch_size that divide."
+        )
+    (images,) = (e["config"] for e in config["layers"] if e["class_name"] == "InputLayer")
+    images["batch_shape"] = [batch, *size, channels]
+    layer_config(config, layer.name)["grid_size"] = (size[0] // patch, size[1] // patch)
+    resized = rebuild_model(model, config, _resampled_weights)
+    set_class_names(resized, model_class_names(model))  # the same classes
+    return resized
+
+
+def _bilinear_matrix(old: int, new: int) -> np.ndarray:
+    """(new, old): 1-D bilinear resampling with half-pixel centers and no antialiasing, the
+    resize of `keras.ops.image.resize` / `jax.image.resize` / `tf.image.resize` when growing."""
+    matrix = np.zeros((new, old))
+    for i in range(new):
+        source = min(max((i + 0.5) * old / new - 0.5, 0.0), old - 1.0)
+        low = int(np.floor(source))
+        high = min(low + 1, old - 1)
+        matrix[i, low] += 1.0 - (source - low)
+        matrix[i, high] += source - low
+    return matrix
+
+
+def pi_resize_kernel(kernel, new_size) -> np.ndarray:
+    """A patch-embedding kernel PI-resized to another patch size (FlexiViT, Beyer et al. 2023).
+
+    With B the bilinear resize of a patch to the new size, the new kernel is pinv(B^T) applied
+    to the old one: for a larger patch, `<resize(x), new> = <x, old>` for every patch `x`
+    (the token is unchanged); for a smaller one, the least-squares closest kernel.
+
+    Args:
+        kernel: array (p, p, channels, dim) (a Conv2D kernel).
+        new_size: the new patch size (int or (height, width)).
+
+    Returns:
+        A float32 NumPy array (q, q, channels, dim).
+
+    Example:
+    >>> import numpy as np
+    >>> pi_resize_kernel(np.ones((16, 16, 3, 8)), 8).shape
+    (8, 8, 3, 8)
+    """
+    kernel = np.asarray(kernel, "float64")
+    (old_h, old_w), (new_h, new_w) = kernel.shape[:2], image_size_pair(new_size)
+    resize = np.kron(_bilinear_matrix(old_h, new_h), _bilinear_matrix(old_w, new_w))
+    flat = kernel.reshape(old_h * old_w, -1)
+    resized = np.linalg.pinv(resize.T) @ flat
+    return resized.reshape(new_h, new_w, *kernel.shape[2:]).astype("float32")
