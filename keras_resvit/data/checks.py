@@ -179,7 +179,12 @@ class CheckedBatches(keras.utils.PyDataset):
     """
 
     def __init__(self, data, num_classes, argument, *, one_hot=False, epoch=0, start=0):
-        super().__init__(data.workers, data.use_multiprocessing, data.max_queue_size)
+        # The data's own parallelism (defaults where its __init__ skipped PyDataset's).
+        super().__init__(
+            getattr(data, "workers", 1),
+            getattr(data, "use_multiprocessing", False),
+            getattr(data, "max_queue_size", 10),
+        )
         self.data, self.num_classes, self.argument = data, num_classes, argument
         self.one_hot, self.epoch, self.start, self._reading = one_hot, epoch, start, False
         if hasattr(data, "epoch"):
