@@ -162,7 +162,7 @@ CASES = [
         ("1 channels", "preprocessing='imagenet'", "needs 3"),
     ),
     Case("resnet_version", lambda b: kr.build_resnet(version="v3"), V, ("version='v3'", "'v2'")),
-    Case("resnet_shortcut", lambda b: kr.build_resnet(shortcut="D"), V, ("shortcut='D'", "'C'")),
+    Case("resnet_shortcut", lambda b: kr.build_resnet(shortcut="E"), V, ("shortcut='E'", "'D'")),
     Case("resnet_norm", lambda b: kr.build_resnet(norm="layer"), V, ("norm='layer'", "'group'")),
     Case("resnet_width", lambda b: kr.build_resnet(width=0), V, ("width=0", "positive")),
     Case("resnet_se_ratio", lambda b: kr.build_resnet(se_ratio=2), V, ("se_ratio=2", "(0, 1]")),
