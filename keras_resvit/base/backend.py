@@ -117,6 +117,20 @@ def in_tf_graph() -> bool:
     return backend_utils.in_tf_graph()
 
 
+def resize_images(images, size, interpolation, antialias=False):
+    """`keras.ops.image.resize` (channels last), also where `size` holds tensors: a TensorFlow
+    graph of an input of unknown size, whose sizes Keras' front end refuses; there the op it
+    calls, `tf.image.resize`, with the same arguments."""
+    if all(isinstance(side, int) for side in size):
+        return keras.ops.image.resize(
+            images, size, interpolation=interpolation, antialias=antialias,
+            data_format="channels_last",
+        )  # fmt: skip
+    import tensorflow as tf
+
+    return tf.image.resize(images, tf.stack(size), method=interpolation, antialias=antialias)
+
+
 def keras_mask(x):
     """The Keras mask a tensor carries, or None."""
     from keras.src.backend.common.masking import get_keras_mask

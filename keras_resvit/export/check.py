@@ -34,7 +34,11 @@ def input_size(model):
         )
     shape = tuple(model.input_shape[1:])
     if any(d is None for d in shape):
-        raise ValueError(f"model input_shape={shape} must be fixed to export; rebuild with sizes.")
+        raise ValueError(
+            f"model input_shape={shape} must be fixed to export: export "
+            "kr.resize_vit(model, image_size) for a ViT of any input size, or rebuild the model "
+            "with input_shape=(height, width, channels)."
+        )
     return shape
 
 

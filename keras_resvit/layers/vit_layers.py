@@ -3,7 +3,6 @@
 import functools
 
 import keras
-import numpy as np
 from keras import ops
 
 from keras_resvit.base.backend import fast_path, keras_mask
@@ -15,7 +14,10 @@ from keras_resvit.layers.layer_norm import (
 from keras_resvit.layers.layer_norm import FusedLayerNormalization as FusedLayerNormalization
 from keras_resvit.layers.lora_layers import ProjectionSettings
 
-POSITION_EMBEDDINGS = ("learned", "sincos2d")
+# Position embeddings live in their own module; these names are read from here too.
+from keras_resvit.layers.position_embedding import POSITION_EMBEDDINGS as POSITION_EMBEDDINGS
+from keras_resvit.layers.position_embedding import PositionEmbedding as PositionEmbedding
+from keras_resvit.layers.position_embedding import sincos_2d as sincos_2d
 
 
 @keras.saving.register_keras_serializable(package="keras_resvit")
@@ -53,84 +55,6 @@ class TokenPooling(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], input_shape[2])
-
-
-def sincos_2d(grid_size, dim, temperature=10_000.0):
-    """Fixed 2-D sine-cosine position embeddings, `(grid_h * grid_w, dim)` float32.
-
-    A quarter of the channels each carry sin(x), cos(x), sin(y), cos(y) at geometrically spaced
-    frequencies, as in big_vision's `posemb_sincos_2d` (the "plain ViT" baselines).
-
-    Args:
-        grid_size: (height, width) of the patch grid.
-        dim: embedding size, a multiple of 4.
-        temperature: longest wavelength.
-
-    Returns:
-        A NumPy array of shape `(grid_h * grid_w, dim)`.
-    """
-    y, x = np.mgrid[: grid_size[0], : grid_size[1]]
-    quarter = dim // 4
-    omega = 1.0 / temperature ** (np.arange(quarter) / max(quarter - 1, 1))
-    x = np.outer(x.ravel(), omega)
-    y = np.outer(y.ravel(), omega)
-    return np.concatenate([np.sin(x), np.cos(x), np.sin(y), np.cos(y)], axis=1).astype("float32")
-
-
-@keras.saving.register_keras_serializable(package="keras_resvit")
-class PositionEmbedding(keras.layers.Layer):
-    """Adds position embeddings to `num_prefix_tokens` prefix tokens followed by a patch grid.
-
-    "learned" embeddings are one trainable `(1, prefix + grid_h * grid_w, dim)` weight (the
-    paper's 1-D learned embeddings); "sincos2d" embeddings are fixed, have no weights and give
-    the prefix tokens no position. The grid size is part of the config, so a model can be
-    rebuilt at another resolution (see `keras_resvit.resize_vit`).
-
-    Args:
-        grid_size: (height, width) of the patch grid.
-        num_prefix_tokens: tokens before the grid (1 for the class token, else 0).
-        kind: "learned" or "sincos2d".
-        initializer: initializer of the learned embeddings.
-    """
-
-    def __init__(self, grid_size, num_prefix_tokens=1, kind="learned", initializer=None, **kwargs):
-        super().__init__(**kwargs)
-        self.grid_size = tuple(grid_size)
-        self.num_prefix_tokens = num_prefix_tokens
-        self.kind = kind
-        # The reference ViT draws position embeddings from N(0, 0.02).
-        self.initializer = keras.initializers.get(
-            initializer or keras.initializers.RandomNormal(stddev=0.02)
-        )
-
-    @property
-    def num_tokens(self):
-        return self.num_prefix_tokens + self.grid_size[0] * self.grid_size[1]
-
-    def build(self, input_shape):
-        # Only the width comes from the input: the token count comes from the config, so a
-        # layer rebuilt from an edited config gets the new grid's shape.
-        dim = input_shape[-1]
-        if self.kind == "learned":
-            self.embeddings = self.add_weight(
-                shape=(1, self.num_tokens, dim), initializer=self.initializer, name="embeddings"
-            )
-        else:
-            grid = sincos_2d(self.grid_size, dim)
-            prefix = np.zeros((self.num_prefix_tokens, dim), "float32")
-            self.embeddings = np.concatenate([prefix, grid])[None]
-
-    def call(self, inputs):
-        return inputs + ops.cast(self.embeddings, inputs.dtype)
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "grid_size": self.grid_size,
-            "num_prefix_tokens": self.num_prefix_tokens,
-            "kind": self.kind,
-            "initializer": keras.initializers.serialize(self.initializer),
-        }
 
 
 @keras.saving.register_keras_serializable(package="keras_resvit")

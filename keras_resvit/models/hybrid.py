@@ -47,7 +47,7 @@ def build_hybrid_vit(
     backbone: str = "r50",
     variant: str | None = "B/16",
     *,
-    image_size: int | tuple = 224,
+    image_size: int | tuple | None = 224,
     num_classes: int = 1000,
     include_top: bool = True,
     pooling: str | None = "token",
@@ -65,7 +65,8 @@ def build_hybrid_vit(
         variant: ViT size and overall patch size, e.g. "B/16"; the patch size counts input
             pixels (the paper's hybrid naming: the total downsampling), so "/16" embeds the
             16x-downsampled map of "r50" with 1x1 patches and "/32" that of "r50_stage4".
-        image_size: input height and width, divisible by the patch size.
+        image_size: input height and width, divisible by the patch size; None: any such size
+            (see `build_vit`).
         num_classes: classifier size.
         include_top: add the classifier (see `build_vit`).
         pooling: "token", "gap", "map" or None (see `build_vit`).

@@ -109,13 +109,20 @@ def embed_patches(x, cfg):
     x = keras.layers.Conv2D(
         cfg.hidden_size, patch, strides=patch, padding="valid", name="patch_embedding"
     )(x)
+    patch_map = x
     x = keras.layers.Reshape((-1, cfg.hidden_size), name="patch_embedding_flatten")(x)
     prefix = num_class_tokens(cfg)
     if prefix:
         x = ClassToken(name="class_token")(x)
-    x = PositionEmbedding(
-        cfg.grid_size, prefix, kind=cfg.position_embedding, name="position_embedding"
-    )(x)
+    position = PositionEmbedding(
+        cfg.grid_size,
+        prefix,
+        kind=cfg.position_embedding,
+        dynamic_size=cfg.dynamic_size,
+        name="position_embedding",
+    )
+    # A model of any input size reads the grid of each input from the patch map.
+    x = position([x, patch_map]) if cfg.dynamic_size else position(x)
     if cfg.num_registers:
         x = RegisterTokens(cfg.num_registers, prefix, name="register_tokens")(x)
     return _dropout(x, cfg.dropout, "embedding_dropout")
@@ -173,7 +180,8 @@ def vit_model(cfg, features, head, preprocessing, name):
         preprocessing: normalization preset of `keras_resvit.layers.normalization`.
         name: model name.
     """
-    inputs, x = image_inputs((*cfg.image_size, 3), preprocessing)
+    size = (None, None) if cfg.dynamic_size else cfg.image_size
+    inputs, x = image_inputs((*size, 3), preprocessing)
     if features is not None:
         x = features(x)
     x = encoder(embed_patches(x, cfg), cfg)
@@ -195,7 +203,7 @@ def check_vit_head(include_top, num_classes, pooling, classifier_activation, pre
 def build_vit(
     variant: str | None = "B/16",
     *,
-    image_size: int | tuple = 224,
+    image_size: int | tuple | None = 224,
     num_classes: int = 1000,
     include_top: bool = True,
     pooling: str | None = "token",
@@ -221,7 +229,10 @@ def build_vit(
     Args:
         variant: "Ti", "S", "B", "L" or "H" with a patch size, e.g. "B/16"; None when every
             architecture argument below is given.
-        image_size: input height and width (an int or a tuple), divisible by the patch size.
+        image_size: input height and width (an int or a tuple), divisible by the patch size;
+            None: any size divisible by the patch size, each input's grid getting the
+            position embeddings resampled to it as `resize_vit` would (timm's
+            `dynamic_img_size`); the learned embeddings are stored for a 224-pixel image.
         num_classes: classifier size.
         include_top: add the classifier. Without it the model returns the pooled feature, or
             every token (class token first; registers removed) when `pooling=None`.

@@ -49,6 +49,7 @@ class ViTConfig:
     num_registers: int = 0
     layer_scale_init: float | None = None
     qk_norm: bool = False
+    dynamic_size: bool = False  # any input size; `image_size` is then the embeddings' grid's
 
     @property
     def grid_size(self):
@@ -75,11 +76,23 @@ def decode_variant(variant: str | None) -> dict:
     )
 
 
+# With image_size=None, the learned position embeddings are stored for the grid of a 224-pixel
+# image (the paper's pre-training resolution, timm's default `img_size`) and resampled to the
+# grid of each input.
+DYNAMIC_BASE = 224
+
+
 def image_size_pair(image_size):
     """An int or (height, width) as a (height, width) tuple, or ValueError."""
     size = (image_size, image_size) if isinstance(image_size, int) else image_size
     if not isinstance(size, (tuple, list)) or len(size) != 2:
         raise ValueError(f"image_size={image_size!r} must be an int or (height, width).")
+    positive = all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)
+    if size is image_size and not positive:  # a pair: its sides named together
+        raise ValueError(
+            f"image_size={tuple(image_size)!r} must be two positive ints (height, width); "
+            "a ViT of any input size takes image_size=None."
+        )
     for side in size:
         check_int("image_size", side)
     return tuple(size)
@@ -131,7 +144,9 @@ def vit_config(
         raise ValueError(
             f"patch_size={patch} must be a multiple of the backbone's downsampling {stride}."
         )
-    size = image_size_pair(image_size)
+    dynamic = image_size is None or (isinstance(image_size, (tuple, list)) and not any(image_size))
+    base = patch * max(1, DYNAMIC_BASE // patch)
+    size = (base, base) if dynamic else image_size_pair(image_size)
     if size[0] % patch or size[1] % patch:
         raise ValueError(
             f"image_size={image_size!r} is not divisible by patch_size={patch}; use a multiple "
@@ -171,4 +186,5 @@ def vit_config(
         num_registers=num_registers,
         layer_scale_init=layer_scale_init,
         qk_norm=qk_norm,
+        dynamic_size=dynamic,
     )

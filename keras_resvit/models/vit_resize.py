@@ -72,6 +72,52 @@ def _resampled_weights(old, new):
     return old.get_weights()
 
 
+def any_size(image_size) -> bool:
+    """Whether `image_size` is `(None, None)`: a ViT of any input size."""
+    return (
+        isinstance(image_size, (tuple, list))
+        and len(image_size) == 2
+        and all(side is None for side in image_size)
+    )
+
+
+def token_grid(model, height, width):
+    """The patch grid (rows, columns) of a ViT `model` for an input of height x width pixels
+    (what a model of any input size, `image_size=None`, makes of that input)."""
+    cells = keras.Model(model.inputs, model.get_layer("patch_embedding").output)
+    return tuple(cells.compute_output_shape((1, height, width, model.input_shape[-1]))[1:3])
+
+
+def _pixels_per_token(model, layer):
+    """Input pixels per token side: the patch size of a plain ViT, the total downsampling of a
+    hybrid's patch embedding."""
+    height = model.input_shape[1]
+    if height is not None:
+        return height // layer.grid_size[0]
+    probe = 4096  # a model of any input size: its grid at a probe size (exact up to patch 64)
+    return probe // token_grid(model, probe, probe)[0]
+
+
+def _follow_the_grid(config, name, dynamic):
+    """Makes the position embedding `name` read each input's grid from the patch map
+    (`dynamic`) or use its stored grid, in a functional model's config."""
+    (entry,) = (e for e in config["layers"] if e["name"] == name)
+    if entry["config"].get("dynamic_size", False) == dynamic:
+        return
+    node = entry["inbound_nodes"][0]
+    if dynamic:
+        tokens = node["args"][0]
+        patch_map = {
+            "class_name": "__keras_tensor__",
+            "config": {**tokens["config"], "keras_history": ["patch_embedding", 0, 0]},
+        }
+        node["args"] = [[tokens, patch_map], *node["args"][1:]]
+        entry["config"]["dynamic_size"] = True
+    else:
+        node["args"] = [node["args"][0][0], *node["args"][1:]]
+        entry["config"].pop("dynamic_size")
+
+
 def resize_vit(
     model: keras.Model, image_size: int | tuple | None = None, *, patch_size: int | None = None
 ) -> keras.Model:
@@ -85,10 +131,15 @@ def resize_vit(
     (and sequence lengths); the position embeddings follow the new grid. Works on models
     loaded from `.keras` files: the new model comes from `model`'s config.
 
+    `image_size=(None, None)` makes a model of any input size (as `build_vit(image_size=None)`):
+    the embeddings are kept for `model`'s grid and resampled to each input's grid when it
+    runs, so at every size it computes what `resize_vit(model, size)` computes. A fixed size
+    given to such a model bakes that size in again.
+
     Args:
         model: a model built by `build_vit` or `build_hybrid_vit` (or loaded from one).
         image_size: new height and width (an int or a tuple), divisible by the patch size;
-            default the model's.
+            `(None, None)`: any size; default the model's.
         patch_size: new patch size of a plain ViT (not a hybrid, whose "patches" are feature
             map cells); default the model's. The image size must be divisible by it.
 
@@ -107,6 +158,8 @@ def resize_vit(
     >>> flexi = kr.resize_vit(model, patch_size=8)  # a 4x4 grid of 16x16 patches -> 8x8 grid
     >>> flexi.get_layer("position_embedding").grid_size
     (4, 4)
+    >>> kr.resize_vit(model, (None, None)).input_shape  # any size, e.g. 32x48 or 64x64
+    (None, None, None, 3)
     """
     check_model("model", model)
     if not is_vit(model):
@@ -116,8 +169,14 @@ def resize_vit(
         )
     layer = next(layer for layer in model.layers if isinstance(layer, PositionEmbedding))
     batch, height, width, channels = model.input_shape
-    patch = height // layer.grid_size[0]
-    size = (height, width) if image_size is None else image_size_pair(image_size)
+    patch = _pixels_per_token(model, layer)
+    dynamic = any_size(image_size) or (image_size is None and layer.dynamic_size)
+    # The grid the embeddings are stored for covers these pixels.
+    if layer.dynamic_size:
+        stored = (layer.grid_size[0] * patch, layer.grid_size[1] * patch)
+    else:
+        stored = (height, width)
+    size = stored if dynamic or image_size is None else image_size_pair(image_size)
     config = model.get_config()
     if patch_size is not None and patch_size != patch:
         check_int("patch_size", patch_size)
@@ -131,13 +190,15 @@ def resize_vit(
         embedding["kernel_size"] = embedding["strides"] = (patch_size, patch_size)
         patch = patch_size
     if size[0] % patch or size[1] % patch:
+        what = "the embeddings' grid of " if dynamic else "image_size="
         raise ValueError(
-            f"image_size={size[0] if size[0] == size[1] else size} is not divisible by the "
+            f"{what}{size[0] if size[0] == size[1] else size} is not divisible by the "
             f"patch size {patch}; pass image_size and patch_size that divide."
         )
     (images,) = (e["config"] for e in config["layers"] if e["class_name"] == "InputLayer")
-    images["batch_shape"] = [batch, *size, channels]
+    images["batch_shape"] = [batch, *((None, None) if dynamic else size), channels]
     layer_config(config, layer.name)["grid_size"] = (size[0] // patch, size[1] // patch)
+    _follow_the_grid(config, layer.name, dynamic)
     resized = rebuild_model(model, config, _resampled_weights)
     set_class_names(resized, model_class_names(model))  # the same classes
     return resized

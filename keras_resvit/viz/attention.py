@@ -16,6 +16,7 @@ from keras_resvit.base.validation import check_choice, check_rate
 from keras_resvit.layers.vit_layers import ClassToken, PositionEmbedding
 from keras_resvit.models.common import is_vit
 from keras_resvit.models.features import attention_layers
+from keras_resvit.models.vit_resize import token_grid
 from keras_resvit.viz.figures import (
     check_images,
     check_png_path,
@@ -114,7 +115,8 @@ def attention_rollout(
     (2, 2, 2)
     """
     rollout = rollout_matrices(model, images, discard_ratio, head_fusion)
-    grid = next(layer for layer in model.layers if isinstance(layer, PositionEmbedding)).grid_size
+    layer = next(layer for layer in model.layers if isinstance(layer, PositionEmbedding))
+    grid = token_grid(model, *np.shape(images)[1:3]) if layer.dynamic_size else layer.grid_size
     # Tokens before the patches: the class token and any register tokens.
     prefix = rollout.shape[-1] - grid[0] * grid[1]
     if any(isinstance(layer, ClassToken) for layer in model.layers):

@@ -18,6 +18,7 @@ import keras
 import numpy as np
 
 from keras_resvit.base.model_files import check_keras_file
+from keras_resvit.models.vit_resize import any_size, resize_vit
 from keras_resvit.weights.bit_npz import (
     BIT_ARGUMENTS,
     ROOT,
@@ -236,11 +237,18 @@ def build_with_weights(builder, family, defaults, overrides, weights) -> keras.M
             layer and the expected and found shapes).
     """
     fmt = weights_format(weights)
+    # A ViT of any input size keeps the checkpoint's grid of position embeddings: built at the
+    # checkpoint's size, filled, then opened to any size.
+    opened = family in ("vit", "hybrid_vit") and "image_size" in overrides
+    opened = opened and (overrides["image_size"] is None or any_size(overrides["image_size"]))
+    if opened:
+        overrides = {k: v for k, v in overrides.items() if k != "image_size"}
     layout = _layout(fmt, Path(weights), family, {**defaults, **overrides})
     model = builder(**{**defaults, **layout, **overrides})
     try:
-        return _fill(fmt, model, weights)
+        model = _fill(fmt, model, weights)
     except ValueError as error:
         raise ValueError(
             f"weights={str(weights)!r} ({fmt}) does not fit model {model.name!r}: {error}"
         ) from error
+    return resize_vit(model, (None, None)) if opened else model

@@ -25,6 +25,7 @@ from keras_resvit.base.files import first_line
 from keras_resvit.layers.vit_layers import PositionEmbedding
 from keras_resvit.models.resnet import IMAGENET_DEPTHS, IMAGENET_FILTERS, build_resnet
 from keras_resvit.models.vit import VARIANTS, build_vit, resample_position_embeddings
+from keras_resvit.models.vit_resize import any_size, resize_vit
 from keras_resvit.weights.common import assign_weights
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
@@ -296,7 +297,8 @@ def load_timm(source, *, model: keras.Model | None = None, **kwargs) -> keras.Mo
         model: fill this model of ours instead of building one; its architecture must match
             (for a ViT, its number of heads is used).
         **kwargs: build arguments that replace those read from the state dict, e.g.
-            `image_size=384` (position embeddings are resampled) or `preprocessing=`
+            `image_size=384` (position embeddings are resampled; None: any input size, the
+            embeddings kept for the checkpoint's grid) or `preprocessing=`
             ("imagenet" for ResNets and "inception" for ViTs are the builders' defaults; use
             the normalization the checkpoint was trained with).
 
@@ -320,6 +322,11 @@ def load_timm(source, *, model: keras.Model | None = None, **kwargs) -> keras.Mo
             "'layer1.0.conv1.weight', ...) nor a timm ViT ('patch_embed.proj.weight', "
             f"'blocks.0.attn.qkv.weight', ...); found keys {sorted(state_dict)[:5]}."
         )
+    # A ViT of any input size keeps the checkpoint's grid: built at its size, opened after.
+    opened = family == "vit" and "image_size" in kwargs
+    opened = opened and (kwargs["image_size"] is None or any_size(kwargs["image_size"]))
+    if opened:
+        kwargs = {k: v for k, v in kwargs.items() if k != "image_size"}
     if model is None:
         arguments = resnet_arguments if family == "resnet" else vit_arguments
         builder = build_resnet if family == "resnet" else build_vit
@@ -335,4 +342,5 @@ def load_timm(source, *, model: keras.Model | None = None, **kwargs) -> keras.Mo
         # A feature extractor drops the checkpoint's classifier.
         values = {k: v for k, v in values.items() if not k.startswith("predictions/")}
     optional = () if "predictions/kernel" in values else ("predictions/",)
-    return assign_weights(model, values, f"timm {family} {name}", optional)
+    model = assign_weights(model, values, f"timm {family} {name}", optional)
+    return resize_vit(model, (None, None)) if opened else model

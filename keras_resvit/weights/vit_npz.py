@@ -16,6 +16,7 @@ import keras
 
 from keras_resvit.layers.vit_layers import PositionEmbedding
 from keras_resvit.models.vit import build_vit, resample_position_embeddings
+from keras_resvit.models.vit_resize import any_size, resize_vit
 from keras_resvit.weights.common import assign_weights, read_npz_arrays
 
 POSEMB = "Transformer/posembed_input/pos_embedding"
@@ -136,7 +137,8 @@ def load_vit_npz(
         path: a `.npz` with the google-research/vision_transformer key layout (ViT-Ti...H,
             token or GAP pooling, with or without pre-logits and head).
         image_size: resolution of the new model; default the checkpoint's. Position
-            embeddings are resampled bicubically when the grid differs.
+            embeddings are resampled bicubically when the grid differs. `(None, None)`: any
+            input size, the embeddings kept for the checkpoint's grid (see `resize_vit`).
         model: fill this ViT of ours instead of building one (its own resolution and head
             are kept; a checkpoint head of another size raises).
         classifier_activation: activation of the built model's classifier.
@@ -155,9 +157,10 @@ def load_vit_npz(
     >>> model = load_vit_npz("ViT-B_16.npz", image_size=384)  # doctest: +SKIP
     """
     arrays = read_npz(path)
+    opened = any_size(image_size)  # built at the checkpoint's size, opened after
     if model is None:
         kwargs = npz_architecture(arrays)
-        if image_size is not None:
+        if image_size is not None and not opened:
             kwargs["image_size"] = image_size
         model = build_vit(
             None,
@@ -167,4 +170,5 @@ def load_vit_npz(
         )
     optional = () if "head/kernel" in arrays else ("predictions/",)
     values = npz_values(arrays, model)
-    return assign_weights(model, values, f"ViT checkpoint {Path(path).name!r}", optional)
+    model = assign_weights(model, values, f"ViT checkpoint {Path(path).name!r}", optional)
+    return resize_vit(model, (None, None)) if opened else model

@@ -66,7 +66,10 @@ MODELS = {
     # ViT: matmul self-attention, layer norm, exact GELU.
     "vit": (lambda: kr.build_vit("Ti/16", image_size=32, **HEAD), 1e-4),
     # Hybrid: both families' layers in one graph.
-    "hybrid": (lambda: kr.create_model("r50_vit_b16", image_size=64, **HEAD), 2e-2),
+    "hybrid": (
+        lambda: kr.build_hybrid_vit("r50", "Ti/16", image_size=32, num_layers=2, **HEAD),
+        2e-2,
+    ),
 }
 
 
