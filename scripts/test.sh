@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 status=0
 for backend in tensorflow jax; do
   echo "== KERAS_BACKEND=$backend =="
-  KERAS_BACKEND=$backend .venv/bin/python -m pytest -n 2 -q -p no:cacheprovider --durations=25 "$@" || status=1
+  KERAS_BACKEND=$backend .venv/bin/python -m pytest -n 2 --dist loadgroup -q -p no:cacheprovider --durations=25 "$@" || status=1
 done
 echo "== KERAS_BACKEND=torch (smoke tests) =="
 KERAS_BACKEND=torch .venv/bin/python -m pytest -q -p no:cacheprovider "$@" \

@@ -14,6 +14,21 @@ import pytest
 os.environ.setdefault("TFDS_DATA_DIR", os.path.join(os.path.dirname(__file__), "_no_tfds"))
 
 
+def pytest_collection_modifyitems(config, items):
+    """`@pytest.mark.one_backend("jax", reason=...)`: the test runs in that backend's pass only
+    (the suite runs once per backend; see the marker's description in pyproject.toml)."""
+    backend = keras.backend.backend()
+    for item in items:
+        marker = item.get_closest_marker("one_backend")
+        if marker is None:
+            continue
+        (name,) = marker.args
+        if "reason" not in marker.kwargs:
+            raise pytest.UsageError(f"{item.nodeid}: one_backend needs reason=")
+        if backend != name:
+            item.add_marker(pytest.mark.skip(reason=f"{name} pass only: {marker.kwargs['reason']}"))
+
+
 @pytest.fixture(autouse=True)
 def _seeded():
     keras.utils.set_random_seed(0)

@@ -127,6 +127,11 @@ def test_debug_shows_the_exception():
         main(["--debug", "info", "resnet05"])
 
 
+@pytest.mark.one_backend(
+    "tensorflow",
+    reason="the default backend's end-to-end main job; under JAX the same command trains "
+    "digits in tests/test_without_tensorflow.py",
+)
 def test_default_train_learns_digits_saves_and_exports(tmp_path, capsys):
     # The main job, shortened from 10 to 4 epochs: measured 0.981 (TensorFlow) and 0.992 (JAX)
     # test accuracy after 4 epochs; the full 10-epoch run reaches about 0.99.
@@ -157,6 +162,11 @@ def test_evaluate_a_saved_model(tmp_path, capsys):
     assert 0.0 <= accuracy <= 0.3  # an untrained model is near chance (0.1)
 
 
+@pytest.mark.one_backend(
+    "tensorflow",
+    reason="the CLI's crop and scale options; the multi-crop computation itself is tested on "
+    "both backends in tests/evaluation/test_multi_crop.py",
+)
 def test_evaluate_offers_the_multi_crop_test(tmp_path, capsys):
     model = kr.build_resnet(8, stem="cifar", num_classes=10)
     model.save(tmp_path / "m.keras")
@@ -182,6 +192,11 @@ def test_evaluate_offers_the_multi_crop_test(tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.one_backend(
+    "tensorflow",
+    reason="the CLI's size and recipe handling and a TensorFlow conversion; ViTs train at "
+    "other sizes under JAX in tests/training and tests/models/test_vit.py",
+)
 def test_a_vit_trains_at_32_px_and_ends_with_a_tflite_file(tmp_path):
     # A ViT at another size than its 224 used to train, then fail on the model it had not
     # trained ("You must call compile()") before any export.
@@ -210,6 +225,11 @@ def test_a_vit_trains_at_32_px_and_ends_with_a_tflite_file(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.one_backend(
+    "tensorflow",
+    reason="the CLI's reading of a plain folder (held-out split, classes, size, output "
+    "folder); folders train under JAX in tests/data and tests/test_without_tensorflow.py",
+)
 def test_a_plain_folder_trains_for_its_classes_and_size_and_keeps_a_finished_run(tmp_path):
     write_image_folder(tmp_path / "flowers")
     command = ["train", "--model", "resnet18", "--data", "flowers", "--image-size", 32]

@@ -46,7 +46,19 @@ def test_the_package_documents_with_runnable_examples():
     assert len(runnable) > 150
 
 
-@pytest.mark.parametrize("name", MODULES)
+# Modules whose examples train for a while: run in the pass where they are fastest; their
+# modules' tests cover both backends.
+ONE_BACKEND = {"keras_resvit.training.masked_pretraining": "jax"}
+
+
+def _marked(name):
+    if name not in ONE_BACKEND:
+        return name
+    reason = "a training example; its module's tests run on both backends"
+    return pytest.param(name, marks=pytest.mark.one_backend(ONE_BACKEND[name], reason=reason))
+
+
+@pytest.mark.parametrize("name", [_marked(name) for name in MODULES])
 def test_docstring_examples_run(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     module = importlib.import_module(name)

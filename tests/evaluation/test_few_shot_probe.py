@@ -12,6 +12,9 @@ from keras_resvit.base.model_files import save_model
 from keras_resvit.cli import main
 from keras_resvit.evaluation.few_shot_probe import BIAS_CONSTANT, STD_EPSILON, few_shot_indices
 
+# One worker builds this module's fixtures once (pytest-xdist --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("few_shot_probe")
+
 SHOTS = (1, 5, 10, 25)
 
 

@@ -15,6 +15,9 @@ import pytest
 import keras_resvit as kr
 from tests.conftest import TINY_VIT
 
+# One worker builds this module's fixtures once (pytest-xdist --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("quantize")
+
 # The modes whose quantized layout `quantize(mode)` alone fixes (GPTQ and AWQ need calibration).
 MODES = ("int8", "float8", "int4")
 # int8 must keep the float model's top-1 on nearly every test image; the 4- and 8-bit floats

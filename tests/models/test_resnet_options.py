@@ -13,6 +13,9 @@ import keras_resvit as kr
 from keras_resvit.layers import DropPath
 from tests.conftest import assert_save_load_identical, random_images
 
+# One worker builds this module's fixtures once (pytest-xdist --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("resnet_options")
+
 # timm's published sizes of its ResNet-D models, in millions (huggingface/pytorch-image-models,
 # results/results-imagenet.csv, column param_count: resnet18d.ra2_in1k 11.71, resnet34d 21.82,
 # resnet50d.a1_in1k 25.58, resnet101d 44.57, resnet152d 60.21; the resnet50d model card:
