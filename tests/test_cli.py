@@ -267,6 +267,11 @@ def test_a_plain_folder_trains_for_its_classes_and_size_and_keeps_a_finished_run
 
 
 @pytest.mark.slow
+@pytest.mark.one_backend(
+    "tensorflow",
+    reason="what the CLI says and keeps when it resumes (four fresh processes, each a minute "
+    "of JAX compilation); resuming itself is tested on both backends in tests/training",
+)
 def test_an_interrupted_run_resumes_and_says_from_where(tmp_path):
     write_image_folder(tmp_path / "shapes")
     command = ["train", "--data", "shapes", "--epochs", 3, "--no-tflite", "--output", "run"]

@@ -210,20 +210,14 @@ STRUCTURE = "structure of a large model, the same on every backend"
             "bit_r50x2",
             marks=[
                 pytest.mark.slow,
-                pytest.mark.one_backend(
-                    "jax",
-                    reason=STRUCTURE,
-                ),
+                pytest.mark.one_backend("tensorflow", reason=STRUCTURE),
             ],
         ),
         pytest.param(
             "bit_r200x3",
             marks=[
                 pytest.mark.slow,
-                pytest.mark.one_backend(
-                    "jax",
-                    reason=STRUCTURE,
-                ),
+                pytest.mark.one_backend("tensorflow", reason=STRUCTURE),
             ],
         ),
     ],
@@ -280,10 +274,7 @@ def test_registry_names_left_to_the_sweeps_count_run_forward(name):
 # bit_r101x3 and bit_r152x4 (hundreds of millions of parameters) take the code paths of bit_r50x3
 # and bit_r152x2 with other registry numbers; building them would cost a minute of the suite.
 @pytest.mark.slow
-@pytest.mark.one_backend(
-    "jax",
-    reason=STRUCTURE,
-)
+@pytest.mark.one_backend("tensorflow", reason=STRUCTURE)
 @pytest.mark.parametrize("name", ["bit_r101x1", "bit_r50x3", "bit_r152x2"])
 def test_heavy_registry_names_run_forward(name):
     model = kr.create_model(name, input_shape=(32, 32, 3), num_classes=10)
