@@ -25,8 +25,9 @@ from keras_resvit.layers.crops import (
     ResizeCenterCrop,
 )
 from keras_resvit.layers.lighting import PCALighting
-from keras_resvit.layers.normalization import CIFAR_MEAN
+from keras_resvit.layers.normalization import CIFAR_MEAN, IMAGENET_MEAN
 from keras_resvit.layers.rand_augment import RandAugment
+from keras_resvit.layers.three_augment import ColorJitter, ThreeAugment
 
 PIXELS = (0, 255)
 
@@ -264,6 +265,62 @@ def rsb(
     return _randaugment_pipeline("rsb", image_size, seed, factor=magnitude / 10, erasing=0.0)
 
 
+def deit3(image_size: int = 224, seed: int | None = None) -> keras.layers.Pipeline:
+    """Touvron et al. (2022), DeiT III on ImageNet-1k: inception crop, flip, 3-Augment
+    (grayscale, solarization or blur; `keras_resvit.layers.ThreeAugment`) and colour jitter 0.3
+    (torchvision's; `keras_resvit.layers.ColorJitter`). MixUp 0.8 / CutMix 1.0 after batching
+    (`MIXING["deit3"]`), no RandAugment, erasing or label smoothing.
+
+    Example:
+    >>> import numpy as np
+    >>> tuple(deit3(32)(np.zeros((40, 48, 3), "float32")).shape)
+    (32, 32, 3)
+    """
+    seeds = layer_seeds(seed)
+    return keras.layers.Pipeline(
+        [
+            RandomResizedCrop(image_size, image_size, seed=next(seeds)),
+            _flip(next(seeds)),
+            *_three_augment(seeds),
+        ],
+        name="deit3",
+    )
+
+
+def deit3_src(image_size: int = 224, seed: int | None = None) -> keras.layers.Pipeline:
+    """DeiT III's Simple Random Crop (its ImageNet-21k pre-training): the shorter side resized
+    to the output size, a random square crop after 4-pixel padding (at 224; scaled with the
+    size), flip, 3-Augment and colour jitter 0.3. The reference pads by reflection; here with
+    ImageNet's mean colour. CutMix 1.0 and label smoothing 0.1 after batching
+    (`MIXING["deit3_src"]`).
+
+    Example:
+    >>> import numpy as np
+    >>> tuple(deit3_src(32)(np.zeros((40, 48, 3), "float32")).shape)
+    (32, 32, 3)
+    """
+    seeds = layer_seeds(seed)
+    side = (image_size, image_size)
+    return keras.layers.Pipeline(
+        [
+            RandomScaleCrop(image_size, image_size, scale_range=side, seed=next(seeds)),
+            RandomPadCrop(
+                max(1, round(4 * image_size / 224)), fill_value=IMAGENET_MEAN, seed=next(seeds)
+            ),
+            _flip(next(seeds)),
+            *_three_augment(seeds),
+        ],
+        name="deit3_src",
+    )
+
+
+def _three_augment(seeds):
+    return [
+        ThreeAugment(value_range=PIXELS, seed=next(seeds)),
+        ColorJitter(0.3, 0.3, 0.3, value_range=PIXELS, seed=next(seeds)),
+    ]
+
+
 AUGMENTATION_PRESETS = {
     "resnet_cifar": resnet_cifar,
     "resnet_imagenet": resnet_imagenet,
@@ -275,6 +332,8 @@ AUGMENTATION_PRESETS = {
     "rsb_a1": rsb,
     "rsb_a2": rsb,
     "rsb_a3": functools.partial(rsb, magnitude=6),
+    "deit3": deit3,
+    "deit3_src": deit3_src,
 }
 MIXING = {
     "deit": Mixing(mixup_alpha=0.8, cutmix_alpha=1.0, cutmix_prob=0.5, label_smoothing=0.1),
@@ -284,6 +343,10 @@ MIXING = {
     "rsb_a1": Mixing(mixup_alpha=0.2, cutmix_alpha=1.0, cutmix_prob=0.5, label_smoothing=0.1),
     "rsb_a2": Mixing(mixup_alpha=0.1, cutmix_alpha=1.0, cutmix_prob=0.5),
     "rsb_a3": Mixing(mixup_alpha=0.1, cutmix_alpha=1.0, cutmix_prob=0.5),
+    # DeiT III (the reference's commands): ImageNet-1k MixUp 0.8 / CutMix 1.0, no smoothing;
+    # ImageNet-21k CutMix 1.0 alone and smoothing 0.1.
+    "deit3": Mixing(mixup_alpha=0.8, cutmix_alpha=1.0, cutmix_prob=0.5),
+    "deit3_src": Mixing(cutmix_alpha=1.0, label_smoothing=0.1),
 }
 
 

@@ -25,6 +25,12 @@ from keras_resvit.layers.resnet_layers import (
     ZeroPadShortcut,
 )
 from keras_resvit.layers.squeeze_excite import squeeze_excite
+from keras_resvit.layers.three_augment import (
+    ColorJitter,
+    IsotropicGaussianBlur,
+    ThreeAugment,
+    ThresholdSolarization,
+)
 from keras_resvit.layers.vit_layers import (
     ClassToken,
     ClosedFormLayerNormalization,
@@ -48,6 +54,10 @@ __all__ = [
     "LocalResponseNormalization",
     "MultiHeadSelfAttention",
     "PCALighting",
+    "ColorJitter",
+    "IsotropicGaussianBlur",
+    "ThreeAugment",
+    "ThresholdSolarization",
     "PointwiseConv2D",
     "PositionEmbedding",
     "ProbeToken",

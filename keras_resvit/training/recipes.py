@@ -10,7 +10,7 @@ import dataclasses
 import difflib
 from dataclasses import dataclass
 
-from keras_resvit.base.validation import check_int, check_rate
+from keras_resvit.base.validation import check_int, check_number, check_rate
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "lamb")
 LOSSES = ("cross_entropy", "binary_cross_entropy")
@@ -23,7 +23,8 @@ NO_DECAY = ("gamma", "beta", "bias", "token", "embeddings")
 
 @dataclass(frozen=True)
 class Recipe:
-    """Optimizer, schedule and regularization of a paper's recipe.
+    """Optimizer, schedule and regularization of a paper's recipe (and the model options it
+    sets in a model built by name).
 
     Attributes:
         optimizer: "sgd", "adam", "adamw" (both Adam names decay decoupled, as AdamW) or
@@ -69,6 +70,8 @@ class Recipe:
         pre_logits: give ViTs built by name the pre-training head (a hidden tanh layer of the
             model's width before the classifier, the ViT paper's Section 3.1).
         image_size: training resolution the recipe expects (None: the model's own).
+        layer_scale_init: LayerScale for ViTs built by name (`build_vit(layer_scale_init=)`:
+            CaiT, DeiT III); None for none.
     """
 
     optimizer: str
@@ -99,6 +102,7 @@ class Recipe:
     loss: str = "cross_entropy"
     target_threshold: float | None = None
     repeated_augmentation: int = 1
+    layer_scale_init: float | None = None
 
     def __post_init__(self):
         for field, valid in (
@@ -131,6 +135,7 @@ class Recipe:
         check_int("Recipe: patience", self.patience)
         check_int("Recipe: repeated_augmentation", self.repeated_augmentation)
         check_rate("Recipe: dropout", self.dropout)
+        check_number("Recipe: layer_scale_init", self.layer_scale_init, 0, none_ok=True)
         if isinstance(self.no_decay, str):
             raise ValueError(
                 f"Recipe: no_decay={self.no_decay!r} must be a tuple of names, e.g. ('bias',)."
@@ -235,6 +240,50 @@ _RSB_RECIPES = {
     ),
 }
 
+# Touvron et al. (2022), "DeiT III: Revenge of the ViT", for ViT-B/16 as the reference's training
+# commands give it (README_revenge.md): LAMB with its own decay, lr 3e-3 at batch 2048 (not
+# scaled: --unscale-lr), cosine after a 5-epoch warm-up, no gradient clipping, stochastic depth
+# 0.2 (ViT-S 0.05, L 0.45, H 0.6), LayerScale from 1e-4 (models_v2's init_values).
+_DEIT3 = {
+    "optimizer": "lamb",
+    "batch_size": 2048,
+    "schedule": "cosine",
+    "decay_mode": "coupled",
+    "cutmix": 1.0,
+    "layer_scale_init": 1e-4,
+}
+_DEIT3_RECIPES = {
+    # ImageNet-1k, 800 epochs (the paper's tables also 400) at 192 px, then 224 for testing
+    # (a short fine-tune in the paper): binary cross-entropy on MixUp 0.8 / CutMix 1.0
+    # targets, 3-Augment and colour jitter 0.3 after an inception crop, repeated augmentation.
+    "deit3": Recipe(
+        **_DEIT3,
+        learning_rate=3e-3,
+        epochs=800,
+        warmup=5 / 800,
+        weight_decay=0.05,
+        drop_path=0.2,
+        loss="binary_cross_entropy",
+        repeated_augmentation=3,
+        mixup=0.8,
+        augment="deit3",
+        image_size=192,
+    ),
+    # ImageNet-21k pre-training, 240 epochs at 224 px: softmax cross-entropy with smoothing 0.1,
+    # CutMix alone, Simple Random Crop, lr 1e-3, weight decay 0.02, stochastic depth 0.1.
+    "deit3_21k": Recipe(
+        **_DEIT3,
+        learning_rate=1e-3,
+        epochs=240,
+        warmup=5 / 240,
+        weight_decay=0.02,
+        label_smoothing=0.1,
+        drop_path=0.1,
+        augment="deit3_src",
+        image_size=224,
+    ),
+}
+
 RECIPES = {
     "resnet_cifar": _RESNET_CIFAR,
     # The same for ResNet-110 and deeper: lr 0.01 until the training error falls below 80%
@@ -322,6 +371,7 @@ RECIPES = {
         drop_path=0.1,
     ),
     **_RSB_RECIPES,
+    **_DEIT3_RECIPES,
 }
 
 
@@ -371,6 +421,8 @@ def recipe_model_options(name: str, recipe: str | Recipe) -> dict:
     {}
     >>> recipe_model_options("resnet50", "rsb_a2")
     {'drop_path': 0.05, 'classifier_activation': None}
+    >>> recipe_model_options("vit_b16", "deit3")
+    {'drop_path': 0.2, 'layer_scale_init': 0.0001, 'classifier_activation': None}
     """
     from keras_resvit.models.registry import get_spec
     from keras_resvit.models.vit import decode_variant
@@ -380,7 +432,11 @@ def recipe_model_options(name: str, recipe: str | Recipe) -> dict:
     vit = spec.family in ("vit", "hybrid_vit")
     options = {}
     if vit:
-        options = {"drop_path": recipe.drop_path, "dropout": recipe.dropout}
+        options = {
+            "drop_path": recipe.drop_path,
+            "dropout": recipe.dropout,
+            "layer_scale_init": recipe.layer_scale_init,
+        }
     elif spec.family == "resnet":
         options = {"drop_path": recipe.drop_path}
     options = {key: value for key, value in options.items() if value}

@@ -1,0 +1,243 @@
+"""DeiT III's 3-Augment (Touvron et al. 2022, "DeiT III: Revenge of the ViT", Section 3.2) and
+the torchvision colour jitter that follows it.
+
+3-Augment gives each image exactly one of three of Keras' own layers, chosen uniformly: full
+grayscale (`keras.layers.RandomGrayscale`), solarization at mid-range
+(`keras.layers.Solarization` at a fixed threshold, PIL's `ImageOps.solarize(image, 128)`) or a
+Gaussian blur of
+standard deviation in [0.1, 2] (`keras.layers.RandomGaussianBlur`, with one standard deviation
+for both axes, as PIL's `GaussianBlur(radius)`). Only the chosen one is computed, as in this
+package's `RandAugment`, and the layers run inside `tf.data` whatever the backend.
+"""
+
+import keras
+
+from keras_resvit.base.validation import check_number
+from keras_resvit.layers.rand_augment import RandAugment
+
+# Kernel taps of the blur: +-3 standard deviations of the largest one (2.0).
+BLUR_KERNEL_SIZE = 13
+BLUR_SIGMA = (0.1, 2.0)
+
+
+@keras.saving.register_keras_serializable(package="keras_resvit")
+class IsotropicGaussianBlur(keras.layers.RandomGaussianBlur):
+    """`keras.layers.RandomGaussianBlur` with one standard deviation for both axes, and the
+    border reflected rather than zero.
+
+    Keras' layer draws the horizontal and vertical standard deviations independently and pads
+    with zeros (a dark frame as wide as half the kernel); the blurs of DINO and DeiT III
+    (PIL's `GaussianBlur(radius)`) are isotropic and extend the image at its edges.
+
+    Example:
+    >>> import numpy as np
+    >>> layer = IsotropicGaussianBlur(kernel_size=5, sigma=(0.1, 2.0), seed=0)
+    >>> tuple(layer(np.zeros((8, 8, 3), "float32")).shape)
+    (8, 8, 3)
+    """
+
+    def get_random_transformation(self, data, training=True, seed=None):
+        transformation = super().get_random_transformation(data, training=training, seed=seed)
+        if transformation is not None:
+            sigma = transformation["blur_factor"][:1]
+            transformation["blur_factor"] = self.backend.numpy.concatenate([sigma, sigma])
+        return transformation
+
+    def transform_images(self, images, transformation=None, training=True):
+        if not training or transformation is None:
+            return super().transform_images(images, transformation, training=training)
+        b, p = self.backend, self.kernel_size[0] // 2
+        q = self.kernel_size[1] // 2
+        first = self.data_format == "channels_first"
+        spatial = [[0, 0], [p, p], [q, q]] if first else [[p, p], [q, q], [0, 0]]
+        padding = ([[0, 0]] if len(images.shape) == 4 else []) + spatial
+        padded = b.numpy.pad(images, padding, mode="reflect")
+        blurred = super().transform_images(padded, transformation, training=training)
+        height, width = (2, 3) if self.data_format == "channels_first" else (1, 2)
+        if len(images.shape) == 3:
+            height, width = height - 1, width - 1
+        index = [slice(None)] * len(images.shape)
+        index[height] = slice(p, -p if p else None)
+        index[width] = slice(q, -q if q else None)
+        return blurred[tuple(index)]
+
+
+@keras.saving.register_keras_serializable(package="keras_resvit")
+class ThresholdSolarization(keras.layers.Solarization):
+    """`keras.layers.Solarization` at one fixed threshold: pixels above it are inverted.
+
+    PIL's `ImageOps.solarize(image, 128)`, DeiT III's solarization, at `threshold=127.5` on the
+    0-255 scale. Keras 3.15's layer draws its threshold from `[threshold_factor[0],
+    threshold_factor[1] * 255]`, so even an equal pair gives a random threshold.
+
+    Args:
+        threshold: the threshold on the 0-255 scale.
+        value_range, seed, data_format: as `keras.layers.Solarization`.
+
+    Example:
+    >>> import numpy as np
+    >>> layer = ThresholdSolarization()
+    >>> layer(np.array([[[100.0, 200.0, 128.0]]]), training=True).tolist()
+    [[[100.0, 55.0, 127.0]]]
+    """
+
+    def __init__(self, threshold=127.5, value_range=(0, 255), seed=None, **kwargs):
+        for key in ("addition_factor", "threshold_factor"):
+            kwargs.pop(key, None)
+        super().__init__(value_range=value_range, seed=seed, **kwargs)
+        check_number("ThresholdSolarization: threshold", threshold, 0, 255, include_low=True)
+        self.threshold = float(threshold)
+
+    def get_random_transformation(self, data, training=True, seed=None):
+        if not training:
+            return None
+        images = data["images"] if isinstance(data, dict) else data
+        shape = self.backend.shape(images)
+        factor_shape = (shape[0], 1, 1, 1) if len(shape) == 4 else (1, 1, 1)
+        return {
+            "additions": self.backend.numpy.zeros(factor_shape, self.compute_dtype),
+            "thresholds": self.backend.numpy.full(factor_shape, self.threshold, self.compute_dtype),
+        }
+
+    def get_config(self):
+        config = super().get_config()
+        for key in ("addition_factor", "threshold_factor"):
+            config.pop(key, None)
+        return {**config, "threshold": self.threshold}
+
+
+@keras.saving.register_keras_serializable(package="keras_resvit")
+class ThreeAugment(RandAugment):
+    """3-Augment: one of grayscale, solarization or Gaussian blur per image, uniformly.
+
+    Args:
+        value_range: the images' pixel range.
+        seed: seed of the random draws.
+        data_format: "channels_last" or "channels_first".
+
+    Example:
+    >>> import numpy as np
+    >>> layer = ThreeAugment(seed=0)
+    >>> tuple(layer(np.zeros((8, 8, 3), "float32")).shape)
+    (8, 8, 3)
+    """
+
+    _AUGMENT_LAYERS = ("random_grayscale", "solarization", "gaussian_blur")
+
+    def __init__(self, value_range=(0, 255), seed=None, data_format=None, **kwargs):
+        for key in ("num_ops", "factor", "interpolation"):  # fixed: one op, no magnitude
+            kwargs.pop(key, None)
+        super().__init__(
+            value_range=value_range, num_ops=1, factor=1.0, seed=seed, data_format=data_format,
+            **kwargs,
+        )  # fmt: skip
+        self.random_grayscale = keras.layers.RandomGrayscale(
+            factor=1.0, seed=seed, data_format=data_format
+        )
+        self.solarization = ThresholdSolarization(
+            value_range=value_range, seed=seed, data_format=data_format
+        )
+        self.gaussian_blur = IsotropicGaussianBlur(
+            factor=(1.0, 1.0), kernel_size=BLUR_KERNEL_SIZE, sigma=BLUR_SIGMA,
+            value_range=value_range, seed=seed, data_format=data_format,
+        )  # fmt: skip
+
+    def get_config(self):
+        config = super().get_config()
+        for key in ("num_ops", "factor", "interpolation"):
+            config.pop(key, None)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_resvit")
+class ColorJitter(keras.layers.RandomBrightness):
+    """torchvision's `ColorJitter(brightness, contrast, saturation)` (no hue), per image.
+
+    Brightness multiplies the pixels by a factor from [1 - b, 1 + b]; contrast blends each image
+    with the mean of its grayscale by a factor from [1 - c, 1 + c]; saturation blends it with its
+    grayscale by a factor from [1 - s, 1 + s]; each step clips to `value_range`. torchvision
+    applies the three in a random order; here always in that order. (Keras' `RandomBrightness`
+    adds to the pixels and its `RandomContrast` uses each channel's mean.)
+
+    Args:
+        brightness, contrast, saturation: the jitter strengths, >= 0 (DeiT III: 0.3 each).
+        value_range: the images' pixel range.
+        seed: seed of the random draws.
+
+    Example:
+    >>> import numpy as np
+    >>> layer = ColorJitter(0.3, 0.3, 0.3, seed=0)
+    >>> tuple(layer(np.full((2, 4, 4, 3), 128.0), training=True).shape)
+    (2, 4, 4, 3)
+    """
+
+    def __init__(
+        self,
+        brightness=0.0,
+        contrast=0.0,
+        saturation=0.0,
+        value_range=(0, 255),
+        seed=None,
+        **kwargs,
+    ):
+        kwargs.pop("factor", None)
+        super().__init__(factor=0.0, value_range=value_range, seed=seed, **kwargs)
+        for name, value in (
+            ("brightness", brightness),
+            ("contrast", contrast),
+            ("saturation", saturation),
+        ):
+            check_number(f"ColorJitter: {name}", value, 0, include_low=True)
+        self.brightness = float(brightness)
+        self.contrast = float(contrast)
+        self.saturation = float(saturation)
+
+    def get_random_transformation(self, data, training=True, seed=None):
+        images = data["images"] if isinstance(data, dict) else data
+        shape = self.backend.shape(images)
+        batch = 1 if len(shape) == 3 else shape[0]
+        if seed is None:
+            seed = self._get_seed_generator(self.backend._backend)
+        factors = {}
+        for name in ("brightness", "contrast", "saturation"):
+            strength = getattr(self, name) if training else 0.0
+            factors[name] = self.backend.random.uniform(
+                (batch, 1, 1, 1), 1.0 - strength, 1.0 + strength, seed=seed
+            )
+        return factors
+
+    def transform_images(self, images, transformation, training=True):
+        b = self.backend
+        images = b.cast(images, self.compute_dtype)
+        if not training:
+            return images
+        rank3 = len(images.shape) == 3
+        x = images[None] if rank3 else images
+        low, high = self.value_range
+        x = b.numpy.clip(x * transformation["brightness"], low, high)
+        mean = b.numpy.mean(_gray(b, x), axis=(1, 2, 3), keepdims=True)
+        x = _blend(b, x, mean, transformation["contrast"], low, high)
+        x = _blend(b, x, _gray(b, x), transformation["saturation"], low, high)
+        x = b.cast(x, self.compute_dtype)
+        return x[0] if rank3 else x
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("factor", None)
+        return {
+            **config,
+            "brightness": self.brightness,
+            "contrast": self.contrast,
+            "saturation": self.saturation,
+        }
+
+
+def _gray(b, x):
+    """ITU-R 601 luma, as torchvision's `rgb_to_grayscale`: (N, H, W, 1)."""
+    weights = b.convert_to_tensor([0.299, 0.587, 0.114], dtype=x.dtype)
+    return b.numpy.sum(x * weights, axis=-1, keepdims=True)
+
+
+def _blend(b, x, other, factor, low, high):
+    """torchvision's `_blend`: factor * x + (1 - factor) * other, clipped."""
+    return b.numpy.clip(factor * x + (1.0 - factor) * other, low, high)
