@@ -6,12 +6,16 @@ and (in, out), so every kernel is transposed; BatchNorm's running statistics and
 (1e-5), the symmetric padding of strided convolutions, the LayerNorm epsilon (1e-6) and the
 exact-erf GELU are the same on both sides, so outputs agree to float32 round-off. timm's fused
 `qkv` projection is split into the query, key and value kernels of Keras'
-`MultiHeadAttention`, `(hidden, heads, head_dim)`.
+`MultiHeadAttention`, `(hidden, heads, head_dim)`. ViT options are read from the keys:
+registers (`reg_token`), LayerScale (`blocks.N.ls1/ls2.gamma`: DeiT III, CaiT), QK-norm
+(`attn.q_norm/k_norm`) and a class token without a position embedding (`no_embed_class`,
+DeiT III: its embedding of ours is zero).
 
 Files are read without pickle: `.safetensors` (with the `safetensors` package), `.npz`, and
 `.pth`/`.pt`/`.bin` through `torch.load(weights_only=True)` when PyTorch is installed.
 """
 
+import math
 import pickle
 import re
 import struct
@@ -57,6 +61,13 @@ _VIT_BLOCK = {
     "mlp.fc2": "mlp_dense2",
 }
 _VIT_KEY = re.compile(r"blocks\.(\d+)\.(.+)\.(\w+)$")
+# LayerScale (timm's `init_values`: DeiT III, CaiT) and QK-norm: timm module -> our layer.
+_VIT_OPTIONS = {
+    "ls1": "{p}_attention_layer_scale",
+    "ls2": "{p}_mlp_layer_scale",
+    "attn.q_norm": "{p}_attention/query_norm",
+    "attn.k_norm": "{p}_attention/key_norm",
+}
 _IGNORED = ("num_batches_tracked",)
 
 
@@ -207,6 +218,16 @@ def resnet_arguments(state_dict: dict) -> dict:
     }
 
 
+def _position_prefix(state_dict) -> int:
+    """Tokens before the grid in timm's `pos_embed`: 1 with a class token that has a position
+    embedding, 0 without a class token or with `no_embed_class` (DeiT III), whose grid alone
+    fills it (a square)."""
+    if "cls_token" not in state_dict:
+        return 0
+    tokens = np.shape(state_dict["pos_embed"])[1]
+    return 0 if math.isqrt(tokens) ** 2 == tokens else 1
+
+
 def _num_heads(model):
     layer = next(
         layer for layer in model.layers if isinstance(layer, keras.layers.MultiHeadAttention)
@@ -233,10 +254,19 @@ def vit_values(state_dict: dict, model: keras.Model) -> dict:
             values["class_token/token"] = array
         elif key == "pos_embed":
             grid = next(layer for layer in model.layers if isinstance(layer, PositionEmbedding))
-            prefix = 1 if "cls_token" in state_dict else 0
-            values["position_embedding/embeddings"] = resample_position_embeddings(
-                array, grid.grid_size, num_prefix_tokens=prefix
+            prefix = _position_prefix(state_dict)
+            array = resample_position_embeddings(array, grid.grid_size, num_prefix_tokens=prefix)
+            # timm's no_embed_class: the class token has no position embedding, ours zero.
+            missing = grid.num_prefix_tokens - prefix
+            values["position_embedding/embeddings"] = np.concatenate(
+                [np.zeros((1, max(missing, 0), array.shape[-1]), array.dtype), array], axis=1
             )
+        elif key == "reg_token":
+            values["register_tokens/tokens"] = array
+        elif match and match[2] in _VIT_OPTIONS:
+            target = _VIT_OPTIONS[match[2]].format(p=f"encoder_block{int(match[1]) + 1}")
+            renames = {"gamma": "gamma", **_LAYERNORM}
+            values[f"{target}/{renames[parameter]}"] = array
         elif module == "patch_embed.proj":
             _put(values, "patch_embedding", parameter, array, _DENSE)
         elif module in ("norm", "head", "pre_logits.fc"):
@@ -261,8 +291,8 @@ def vit_values(state_dict: dict, model: keras.Model) -> dict:
     if unknown:
         raise ValueError(
             f"the state dict has keys that no layer of model {model.name!r} matches: "
-            f"{unknown[:5]}; it is not a timm ViT of this layout (class token, learned position "
-            "embeddings, no fc_norm)."
+            f"{unknown[:5]}; it is not a timm ViT of this layout (learned position embeddings, "
+            "class token or none, registers, LayerScale, QK-norm; no fc_norm)."
         )
     return values
 
@@ -272,9 +302,16 @@ def vit_arguments(state_dict: dict) -> dict:
     hidden, _, patch, _ = np.shape(state_dict["patch_embed.proj.weight"])
     layers = {int(m[1]) for m in filter(None, map(_VIT_KEY.match, state_dict))}
     heads = next((v["num_heads"] for v in VARIANTS.values() if v["hidden_size"] == hidden), None)
-    tokens = np.shape(state_dict["pos_embed"])[1] - ("cls_token" in state_dict)
+    tokens = np.shape(state_dict["pos_embed"])[1] - _position_prefix(state_dict)
     head, pre_logits = state_dict.get("head.weight"), state_dict.get("pre_logits.fc.weight")
+    options = {
+        "num_registers": int(np.shape(state_dict.get("reg_token", np.zeros((1, 0))))[1]),
+        # Any value builds the LayerScale weights; the state dict's replace them.
+        "layer_scale_init": 1e-5 if "blocks.0.ls1.gamma" in state_dict else None,
+        "qk_norm": "blocks.0.attn.q_norm.weight" in state_dict,
+    }
     return {
+        **options,
         "variant": None,
         "hidden_size": int(hidden),
         "num_layers": len(layers),

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
@@ -94,7 +95,8 @@ def _torch_resnet(state, x):
 
 
 def _torch_vit(state, x, heads):
-    """timm's VisionTransformer forward (class token, pre-norm blocks) on a state dict."""
+    """timm's VisionTransformer forward (class token, pre-norm blocks; registers, LayerScale,
+    QK-norm and `no_embed_class` when the state dict has them) on a state dict."""
     import torch
     import torch.nn.functional as F
 
@@ -108,18 +110,31 @@ def _torch_vit(state, x, heads):
     weight = state["patch_embed.proj.weight"]
     y = F.conv2d(y, weight, state["patch_embed.proj.bias"], stride=weight.shape[-1])
     y = y.flatten(2).transpose(1, 2)
-    y = torch.cat([state["cls_token"].expand(len(y), -1, -1), y], 1) + state["pos_embed"]
+    cls = state["cls_token"].expand(len(y), -1, -1)
+    if state["pos_embed"].shape[1] == y.shape[1]:  # no_embed_class: the grid only
+        y = torch.cat([cls, y + state["pos_embed"]], 1)
+    else:
+        y = torch.cat([cls, y], 1) + state["pos_embed"]
+    if "reg_token" in state:  # after the class token, without position embeddings
+        y = torch.cat([y[:, :1], state["reg_token"].expand(len(y), -1, -1), y[:, 1:]], 1)
+
+    def scale(y, name):
+        return y * state[name] if name in state else y
+
     for i in range(len({k.split(".")[1] for k in state if k.startswith("blocks.")})):
         block = f"blocks.{i}"
         batch, tokens, width = y.shape
         qkv = linear(norm(y, f"{block}.norm1"), f"{block}.attn.qkv")
         q, k, v = qkv.reshape(batch, tokens, 3, heads, -1).permute(2, 0, 3, 1, 4)
+        if f"{block}.attn.q_norm.weight" in state:
+            q, k = norm(q, f"{block}.attn.q_norm"), norm(k, f"{block}.attn.k_norm")
         attention = F.scaled_dot_product_attention(q, k, v)
-        y = y + linear(
+        attention = linear(
             attention.transpose(1, 2).reshape(batch, tokens, width), f"{block}.attn.proj"
         )
+        y = y + scale(attention, f"{block}.ls1.gamma")
         hidden = F.gelu(linear(norm(y, f"{block}.norm2"), f"{block}.mlp.fc1"))
-        y = y + linear(hidden, f"{block}.mlp.fc2")
+        y = y + scale(linear(hidden, f"{block}.mlp.fc2"), f"{block}.ls2.gamma")
     return torch.softmax(linear(norm(y, "norm")[:, 0], "head"), -1).numpy()
 
 
@@ -146,6 +161,27 @@ def test_pth_file_matches_a_torch_forward_pass(name, tmp_path):
         expected = _torch_resnet(tensors, x)
     assert model.name == name and model.output_shape == (None, expected.shape[-1])
     assert_close(model(x), expected, tolerance=1e-5)
+
+
+def test_deit3_registers_and_qk_norm_state_dicts_match_a_torch_forward_pass():
+    """timm's layouts of LayerScale (`ls1/ls2.gamma`: DeiT III, CaiT), registers (`reg_token`),
+    QK-norm (`attn.q_norm/k_norm`) and a class token without a position embedding
+    (`no_embed_class`: DeiT III) load into the builder's options, read from the state dict."""
+    torch = pytest.importorskip("torch")
+    source = _random_vit(num_registers=2, layer_scale_init=0.5, qk_norm=True)
+    embeddings = source.get_layer("position_embedding").embeddings
+    embeddings.assign(
+        keras.ops.concatenate([keras.ops.zeros_like(embeddings[:, :1]), embeddings[:, 1:]], 1)
+    )
+    state = vit_state_dict(source, no_embed_class=True)
+    assert state["pos_embed"].shape[1] == 4 and state["blocks.0.ls1.gamma"].shape == (32,)
+    model = load_timm(state, num_heads=4)
+    layer = model.get_layer("encoder_block1_attention")
+    assert layer.qk_norm and model.get_layer("register_tokens").num_registers == 2
+    x = random_images(2, 16, 16)
+    expected = _torch_vit({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()}, x, 4)
+    assert_close(model(x), expected, tolerance=1e-5)
+    assert_close(model(x), source(x), tolerance=1e-5)
 
 
 class _TouchOnLoad:

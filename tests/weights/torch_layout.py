@@ -50,14 +50,17 @@ def resnet_state_dict(model):
     return state
 
 
-def vit_state_dict(model):
-    """timm's `vit_*` state dict of one of our ViTs (class token, learned embeddings)."""
+def vit_state_dict(model, no_embed_class=False):
+    """timm's `vit_*` state dict of one of our ViTs (class token, learned embeddings; registers,
+    LayerScale and QK-norm when the model has them). `no_embed_class`: timm's layout without a
+    position embedding for the class token (DeiT III), whose row of ours is dropped."""
     w = {v.path: keras.ops.convert_to_numpy(v) for v in model.weights}
+    position = w["position_embedding/embeddings"]
     state = {
         "patch_embed.proj.weight": w["patch_embedding/kernel"].transpose(3, 2, 0, 1),
         "patch_embed.proj.bias": w["patch_embedding/bias"],
         "cls_token": w["class_token/token"],
-        "pos_embed": w["position_embedding/embeddings"],
+        "pos_embed": position[:, 1:] if no_embed_class else position,
         "norm.weight": w["encoder_norm/gamma"],
         "norm.bias": w["encoder_norm/beta"],
         "head.weight": w["predictions/kernel"].T,
@@ -86,5 +89,14 @@ def vit_state_dict(model):
         for index in (1, 2):
             state[f"{theirs}.mlp.fc{index}.weight"] = w[f"{ours}_mlp_dense{index}/kernel"].T
             state[f"{theirs}.mlp.fc{index}.bias"] = w[f"{ours}_mlp_dense{index}/bias"]
+        for index, branch in ((1, "attention"), (2, "mlp")):
+            if f"{ours}_{branch}_layer_scale/gamma" in w:
+                state[f"{theirs}.ls{index}.gamma"] = w[f"{ours}_{branch}_layer_scale/gamma"]
+        for name, ours_norm in (("q_norm", "query_norm"), ("k_norm", "key_norm")):
+            if f"{attention}/{ours_norm}/gamma" in w:
+                state[f"{theirs}.attn.{name}.weight"] = w[f"{attention}/{ours_norm}/gamma"]
+                state[f"{theirs}.attn.{name}.bias"] = w[f"{attention}/{ours_norm}/beta"]
         i += 1
+    if "register_tokens/tokens" in w:
+        state["reg_token"] = w["register_tokens/tokens"]
     return state
