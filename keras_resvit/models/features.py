@@ -11,8 +11,9 @@ segmentation, or features to probe:
   stage's last output by its stride, as keras-hub's `pyramid_outputs` ("P2": stride 4, ...
   "P5": stride 32 for ImageNet nets).
 - ViTs (and the hybrid's encoder): encoder block `i` (from 1) ends in
-  `encoder_block{i}_mlp_add`, all tokens (class token first), as timm's
-  `forward_intermediates`; `attention_layers` gives each block's LayerNorm and attention.
+  `encoder_block{i}_mlp_add`, all tokens: the class token (if any), the register tokens (if
+  any, `num_registers`), then the patch tokens row by row, as timm's `forward_intermediates`
+  with its prefix tokens; `attention_layers` gives each block's LayerNorm and attention.
 - Every classifier: `representation_model`, the classifier's input (pooled features).
 
 >>> import numpy as np
@@ -89,7 +90,8 @@ def intermediate_model(model: keras.Model, features: list | None = None) -> kera
 
     Returns:
         A `keras.Model` whose output is a dict: key -> (N, H, W, C) feature maps of residual
-        blocks, (N, tokens, width) token sequences of encoder blocks.
+        blocks, (N, tokens, width) token sequences of encoder blocks (class token, register
+        tokens, then the patches row by row; only the final output drops the registers).
 
     Raises:
         ValueError: a key that `model` does not have (the valid ones are named).

@@ -303,6 +303,15 @@ def test_replace_head_keeps_every_option():
     assert_same_weights(model, new, but="predictions")
 
 
+def test_intermediate_tokens_hold_the_registers_after_the_class_token():
+    model = tiny_vit(pooling="token", num_registers=2)
+    tokens = kr.intermediate_model(model, ["encoder_block1"])(random_images(1, 32, 32))
+    registers = model.get_layer("register_tokens").tokens
+    # Block 1's input holds them right after the class token: 1 + 2 + the 4x4 grid.
+    assert tuple(tokens["encoder_block1"].shape) == (1, 1 + 2 + 16, 32)
+    assert tuple(registers.shape) == (1, 2, 32)
+
+
 def test_attention_rollout_leaves_the_registers_out():
     model = tiny_vit(pooling="token", num_registers=2)
     rollout = kr.viz.attention_rollout(model, random_images(1, 32, 32))
