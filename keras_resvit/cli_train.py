@@ -96,7 +96,9 @@ def _load_training_data(kr, args, splits, recipe, augment):
     """(training data, validation data, image size, why that size): --image-size; for a ViT
     the recipe's resolution; the data's own size; the model's for images of varying size."""
     train_split, val_split, _ = splits
-    options = {"batch_size": args.batch_size}
+    # Repeated augmentation applies to training splits only; validation reads each image once.
+    repeats = recipe.repeated_augmentation
+    options = {"batch_size": args.batch_size, "repeated_augmentation": repeats}
     size, why, train = args.image_size, "--image-size", None
     # A recipe's resolution (vit_finetune: 384) applies to ViTs, which train at any size.
     if not size and recipe.image_size and _family(args.model) in VIT_FAMILIES:

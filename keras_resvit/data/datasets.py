@@ -2,12 +2,15 @@
 
 `tf.data` serves every backend: Keras' `fit` consumes it under TensorFlow, JAX and PyTorch, and
 the Keras augmentation layers run TensorFlow ops inside it whatever the backend.
-Pipeline: source (one reader per kind, `SOURCES`) -> decode -> (cache) -> shuffle -> augment
-(train) or evaluation transform -> batch -> MixUp/CutMix (train, soft labels) -> prefetch.
+Pipeline: source (one reader per kind, `SOURCES`) -> decode -> (cache) -> shuffle -> (repeated
+augmentation: each example several times) -> augment (train) or evaluation transform -> batch
+-> MixUp/CutMix (train, soft labels) -> prefetch.
 Without TensorFlow, digits, arrays and image folders are read by `loaders.ImageLoader` (a
 `keras.utils.PyDataset`) into the same batches.
 """
 
+import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,6 +231,19 @@ def _transformed(read, layer, image_size, augment, crop_ratio, parallel_calls):
     return ds, ds
 
 
+def _repeated(ds, repeats):
+    """Each epoch: the first ceil(N / repeats) examples of the (shuffled) epoch, each `repeats`
+    times in a row, N in all (timm's `RepeatAugSampler` on one process)."""
+    count = int(ds.cardinality())
+    if count < 0:  # tf.data.INFINITE_CARDINALITY or UNKNOWN_CARDINALITY
+        raise ValueError(
+            f"repeated_augmentation={repeats} needs a source of known size; this one's number "
+            "of examples is unknown."
+        )
+    copies = lambda x, y: tf.data.Dataset.from_tensors((x, y)).repeat(repeats)  # noqa: E731
+    return ds.take(math.ceil(count / repeats)).flat_map(copies).take(count)
+
+
 def _mix_batches(ds, mixing, num_classes, seed, parallel_calls):
     """Soft labels: smoothed one-hot, then MixUp or CutMix (one per batch, at random)."""
     mixup, cutmix = mixing.layers(seed)
@@ -259,10 +275,11 @@ def _read_ahead(ds, deterministic):
     return ds.with_options(options)
 
 
-def _provenance(origin, image_size, augment, seed):
+def _provenance(origin, image_size, augment, seed, repeats=1):
     """What the examples are and how they are read: a run resumes only on the same data."""
     augmentation = augment if augment is None or isinstance(augment, str) else type(augment)
-    return f"{origin}, image_size={image_size}, augment={augmentation}, seed={seed}"
+    read = f"{origin}, image_size={image_size}, augment={augmentation}, seed={seed}"
+    return read + (f", repeated_augmentation={repeats}" if repeats > 1 else "")
 
 
 def _examples(source, split, image_size, validation_split, seed, strict):
@@ -307,7 +324,9 @@ def _py_dataset(source, split, training, *, image_size, augment, crop_ratio, **o
         crop_ratio=ratio,
         **options,
     )
-    loader.provenance = _provenance(origin, image_size, augment, seed)
+    loader.provenance = _provenance(
+        origin, image_size, augment, seed, options.get("repeated_augmentation", 1)
+    )
     return loader
 
 
@@ -330,6 +349,7 @@ def load_dataset(
     deterministic: bool = False,
     loader: str = "auto",
     loader_options: dict | None = None,
+    repeated_augmentation: int = 1,
 ) -> "tf.data.Dataset | ImageLoader":
     """A batched, prefetched `tf.data.Dataset` of (float32 pixels in [0, 255], labels), or,
     without TensorFlow, a `keras.utils.PyDataset` of the same batches (`loader`).
@@ -399,6 +419,10 @@ def load_dataset(
             made in parallel), `process_index` and `process_count` (this process's shard of
             every epoch; `batch_size` is the batch across all processes; under JAX default
             the run's processes, `kr.training.process_index()` and `process_count()`).
+        repeated_augmentation: a training split's epoch reads ceil(N / r) of its N examples r
+            times each, augmented independently, and keeps N examples (repeated augmentation,
+            Hoffer et al. 2020 and Berman et al. 2019, as timm's `RepeatAugSampler`: the copies
+            follow each other); the recipes `rsb_a1`, `rsb_a2` and `deit3` use 3. 1: none.
 
     Returns:
         A `tf.data.Dataset`, or an `ImageLoader` (a `keras.utils.PyDataset`: `len` is the
@@ -423,6 +447,7 @@ def load_dataset(
     """
     check_int("batch_size", batch_size)
     check_int("image_size", image_size, none_ok=True)
+    check_int("repeated_augmentation", repeated_augmentation)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ValueError(f"seed={seed!r} must be an int.")
     check_number("crop_ratio", crop_ratio, 0, 1, include_high=True, none_ok=True)
@@ -446,6 +471,7 @@ def load_dataset(
             seed=seed,
             drop_remainder=drop_remainder,
             strict=strict,
+            repeated_augmentation=repeated_augmentation if training else 1,
             **(loader_options or {}),
         )
     read = SOURCES[_kind(source)](
@@ -463,6 +489,8 @@ def load_dataset(
     image_size = _output_size(image_size, read.fixed, source, augment)
     layer, preset_mixing = get_augmentation(augment, image_size, seed=seed)
     random_calls = None if deterministic else tf.data.AUTOTUNE
+    if training and repeated_augmentation > 1:
+        read = dataclasses.replace(read, ds=_repeated(read.ds, repeated_augmentation))
     ds, unaugmented = _transformed(
         read, layer if training else None, image_size, augment, crop_ratio, random_calls
     )
@@ -476,5 +504,6 @@ def load_dataset(
     ds.class_names, ds.num_classes = list(read.class_names or []), num_classes
     # The same images, evaluation-transformed (for statistics).
     ds.unaugmented = unaugmented.batch(batch_size)
-    ds.provenance = _provenance(read.origin, image_size, augment, seed)
+    repeats = repeated_augmentation if training else 1
+    ds.provenance = _provenance(read.origin, image_size, augment, seed, repeats)
     return ds

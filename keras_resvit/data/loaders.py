@@ -165,6 +165,9 @@ class ImageLoader(keras.utils.PyDataset):
         workers: threads (or processes) making batches in parallel, for `keras.utils.PyDataset`.
         use_multiprocessing: workers are processes rather than threads.
         max_queue_size: batches made ahead by the workers.
+        repeated_augmentation: each epoch reads ceil(N / r) examples r times each, differently
+            augmented, and keeps its N examples (Hoffer et al. 2020, Berman et al. 2019; timm's
+            `RepeatAugSampler`: consecutive copies, which several processes share out).
 
     Attributes:
         class_names, num_classes: the classes.
@@ -206,8 +209,11 @@ class ImageLoader(keras.utils.PyDataset):
         workers: int = 1,
         use_multiprocessing: bool = False,
         max_queue_size: int = 10,
+        repeated_augmentation: int = 1,
     ):
         flags = {"shuffle": shuffle, "drop_remainder": drop_remainder, "strict": strict}
+        check_int("repeated_augmentation", repeated_augmentation)
+        self.repeated_augmentation = repeated_augmentation
         _check_reading(batch_size, process_index, process_count, crop_ratio, seed, mixing, flags)
         check_bool("use_multiprocessing", use_multiprocessing)
         check_int("workers", workers)
@@ -255,6 +261,8 @@ class ImageLoader(keras.utils.PyDataset):
                 order = rng.permutation(count)
             else:
                 order = np.arange(count)
+            repeats = self.repeated_augmentation
+            order = np.repeat(order[: math.ceil(count / repeats)], repeats)[:count]
             order = order[: count - count % self.process_count]
             order = order[self.process_index :: self.process_count]
             self._order = (self.epoch, order)

@@ -61,8 +61,8 @@ class Recipe:
         target_threshold: binary cross-entropy's threshold on the (mixed) targets, or None.
         repeated_augmentation: how many differently augmented copies of each image an epoch
             holds (Hoffer et al. 2020, Berman et al. 2019: timm's `aug_repeats`), the epoch
-            keeping its length. Recorded with the recipe; the input pipeline
-            (`kr.data.load_dataset`) does not repeat images: 1 is what it does.
+            keeping its length: `kr.data.load_dataset(repeated_augmentation=)`, which
+            `keras-resvit train` passes from the recipe.
         augment: name of the `keras_resvit.data` augmentation preset.
         mixup, cutmix: MixUp / CutMix alphas (0 for off).
         drop_path: stochastic depth for ViTs and ResNets built by name.
