@@ -144,7 +144,8 @@ def vit_config(
         raise ValueError(
             f"patch_size={patch} must be a multiple of the backbone's downsampling {stride}."
         )
-    dynamic = image_size is None or (isinstance(image_size, (tuple, list)) and not any(image_size))
+    pair = isinstance(image_size, (tuple, list)) and len(image_size) == 2
+    dynamic = image_size is None or (pair and all(side is None for side in image_size))
     base = patch * max(1, DYNAMIC_BASE // patch)
     size = (base, base) if dynamic else image_size_pair(image_size)
     if size[0] % patch or size[1] % patch:

@@ -158,8 +158,10 @@ def test_export_names_the_fixed_size_way_and_a_resized_model_passes_its_check(tm
     [
         (lambda: kr.build_vit(**{**ANY, "image_size": (None, 32)}), "image_size=(None, 32)"),
         (lambda: kr.build_vit(**{**ANY, "image_size": 0}), "image_size=0"),
+        (lambda: kr.build_vit(**{**ANY, "image_size": (0, 0)}), "image_size=(0, 0)"),
+        (lambda: kr.build_vit(**{**ANY, "image_size": ()}), "image_size=()"),
     ],
-    ids=["half_none", "zero"],
+    ids=["half_none", "zero", "zero_pair", "empty"],
 )
 def test_bad_sizes_get_one_clear_error(call, words):
     with pytest.raises(ValueError, match=None) as info:
