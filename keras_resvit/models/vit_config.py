@@ -91,7 +91,7 @@ def image_size_pair(image_size):
     if size is image_size and not positive:  # a pair: its sides named together
         raise ValueError(
             f"image_size={tuple(image_size)!r} must be two positive ints (height, width); "
-            "a ViT of any input size takes image_size=None."
+            "a ViT of any input size takes image_size=None (build_vit) or (None, None)."
         )
     for side in size:
         check_int("image_size", side)
