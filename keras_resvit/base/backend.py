@@ -72,6 +72,49 @@ def fast_paths(enabled: bool):
         _fast_paths["enabled"] = previous
 
 
+_fused_attention = {"enabled": os.environ.get("KERAS_RESVIT_FUSED_ATTENTION", "0") == "1"}
+
+
+def fused_attention_enabled() -> bool:
+    """Whether ViT self-attention runs through `keras.ops.dot_product_attention` (see
+    `set_fused_attention`)."""
+    return _fused_attention["enabled"]
+
+
+def set_fused_attention(enabled: bool) -> None:
+    """Self-attention of the ViTs through `keras.ops.dot_product_attention` (cuDNN or flash
+    attention on a GPU, splash attention on a TPU, where the backend offers them for the
+    shapes) instead of the matmul path, for layers traced from then on. Off by default
+    (`KERAS_RESVIT_FUSED_ATTENTION=1` turns it on at import): measured slower for ViT-B/16
+    training on an H200 (2464 against 2596 images/s: cuDNN refuses 197 tokens and XLA computes
+    it; `benchmarks/NOTES.md`) and on the CPU. Both compute the same, forward and backward
+    (tests/layers/test_fused_attention.py). Attention dropout while training keeps the matmul
+    path.
+
+    Args:
+        enabled: True for `dot_product_attention`, False for the matmul path.
+
+    Example:
+    >>> set_fused_attention(True); fused_attention_enabled()
+    True
+    >>> set_fused_attention(False)
+    """
+    if not isinstance(enabled, bool):
+        raise ValueError(f"enabled={enabled!r} must be True or False.")
+    _fused_attention["enabled"] = enabled
+
+
+@contextlib.contextmanager
+def fused_attention(enabled: bool):
+    """`set_fused_attention(enabled)` for the block, restoring the previous setting after it."""
+    previous = fused_attention_enabled()
+    set_fused_attention(enabled)
+    try:
+        yield
+    finally:
+        _fused_attention["enabled"] = previous
+
+
 def backend() -> str:
     """The Keras backend's name: "tensorflow", "jax" or "torch"."""
     return keras.backend.backend()

@@ -5,7 +5,7 @@ import functools
 import keras
 from keras import ops
 
-from keras_resvit.base.backend import fast_path, keras_mask
+from keras_resvit.base.backend import fast_path, fused_attention_enabled, keras_mask
 
 # The LayerNorm of the ViTs lives in its own module; these names are read from here too.
 from keras_resvit.layers.layer_norm import (
@@ -105,7 +105,10 @@ class MultiHeadSelfAttention(ProjectionSettings, keras.layers.MultiHeadAttention
     heads-first, and on a GPU `dot_product_attention`'s cuDNN kernel rejects ViT's 197 tokens
     when training. ViTs train faster with it on both backends, CPU and GPU
     (figures in `benchmarks/NOTES.md`, "Fast paths"). Every other call (masks, scores,
-    cross-attention, other backends) is the Keras layer's. `enable_lora` and quantized
+    cross-attention, other backends) is the Keras layer's.
+    `keras_resvit.base.backend.set_fused_attention(True)` computes the attention itself with
+    `keras.ops.dot_product_attention` (cuDNN/flash or splash kernels where the backend has them
+    for the shapes; measured slower at ViT's 197 tokens). `enable_lora` and quantized
     projections are saved and reloaded (`keras_resvit.layers.lora_layers`).
 
     `qk_norm=True` adds QK-norm (Dehghani et al. 2023, ViT-22B; timm's `qk_norm`): queries and
@@ -229,16 +232,21 @@ class MultiHeadSelfAttention(ProjectionSettings, keras.layers.MultiHeadAttention
         else:
             query = project(self._query_dense, self._inverse_sqrt_key_dim)
             key = project(self._key_dense)
-        query = ops.transpose(query, (0, 2, 1, 3))
-        key = ops.transpose(key, (0, 2, 3, 1))
-        value = ops.transpose(project(self._value_dense), (0, 2, 1, 3))
-        scores = ops.matmul(query, key)
-        # Softmax in float32 under mixed precision, as Keras' dot_product_attention does.
-        probs = ops.cast(ops.softmax(ops.cast(scores, "float32"), axis=-1), value.dtype)
-        probs = self._dropout_layer(probs, training=training)
-        out = ops.reshape(
-            ops.transpose(ops.matmul(probs, value), (0, 2, 1, 3)), (-1, heads * value.shape[-1])
-        )
+        if fused_attention_enabled() and not (training and self._dropout):
+            # (batch, tokens, heads, head_dim), the queries already scaled.
+            value = project(self._value_dense)
+            out = ops.dot_product_attention(query, key, value, scale=1.0)
+            out = ops.reshape(out, (-1, heads * value.shape[-1]))
+        else:
+            query = ops.transpose(query, (0, 2, 1, 3))
+            key = ops.transpose(key, (0, 2, 3, 1))
+            value = ops.transpose(project(self._value_dense), (0, 2, 1, 3))
+            scores = ops.matmul(query, key)
+            # Softmax in float32 under mixed precision, as Keras' dot_product_attention does.
+            probs = ops.cast(ops.softmax(ops.cast(scores, "float32"), axis=-1), value.dtype)
+            probs = self._dropout_layer(probs, training=training)
+            out = ops.transpose(ops.matmul(probs, value), (0, 2, 1, 3))
+            out = ops.reshape(out, (-1, heads * value.shape[-1]))
         kernel = ops.reshape(self._output_dense.kernel, (out.shape[-1], -1))
         out = ops.matmul(out, kernel) + self._output_dense.bias
         return ops.reshape(out, (-1, tokens, out.shape[-1]))
