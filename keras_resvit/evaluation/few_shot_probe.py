@@ -11,7 +11,6 @@ is solved in closed form in float64 on the smaller of its primal and dual sides.
 import keras
 import numpy as np
 
-from keras_resvit.base.lazy import tf
 from keras_resvit.base.validation import check_number
 from keras_resvit.data.checks import check_pixels
 from keras_resvit.data.datasets import load_dataset
@@ -25,19 +24,35 @@ L2_REGULARIZATION = 2.0**10
 STD_EPSILON = 1e-5
 
 
-def _dataset(source, split, model, batch_size):
-    if isinstance(source, tf.data.Dataset):
+def _batches(source, split, model, batch_size):
+    """NumPy (images, labels) batches of a batched `tf.data.Dataset`, a `keras.utils.PyDataset`
+    (`kr.data.ImageLoader`: what `load_dataset` gives without TensorFlow) or a `kr.data`
+    source, read in `split`."""
+    if isinstance(source, keras.utils.PyDataset):
+        return _checked_shapes((source[i] for i in range(len(source))), split)
+    if hasattr(source, "element_spec"):  # a tf.data.Dataset
         images, labels = source.element_spec
-        if len(images.shape) != 4 or len(labels.shape) != 1:
-            raise ValueError(
-                f"{split} dataset yields images {images.shape} and labels {labels.shape}; "
-                "expected batches of images (batch, height, width, channels) and int labels."
-            )
-        return source
+        _check_shapes(images.shape, labels.shape, split)
+        return source.as_numpy_iterator()
     size = model.input_shape[1]
-    return load_dataset(
+    data = load_dataset(
         source, split, image_size=size, batch_size=batch_size, shuffle=False, mixing=False
     )
+    return _batches(data, split, model, batch_size)
+
+
+def _check_shapes(images, labels, split):
+    if len(images) != 4 or len(labels) != 1:
+        raise ValueError(
+            f"{split} dataset yields images {tuple(images)} and labels {tuple(labels)}; "
+            "expected batches of images (batch, height, width, channels) and int labels."
+        )
+
+
+def _checked_shapes(batches, split):
+    for images, labels in batches:
+        _check_shapes(np.shape(images), np.shape(labels), split)
+        yield images, labels
 
 
 def extract_features(
@@ -50,8 +65,9 @@ def extract_features(
 
     Args:
         model: a Keras model taking raw 0-255 pixels.
-        data: a batched `tf.data.Dataset` of (images, int labels), or a `kr.data` source
-            ("digits", "tfds:NAME", a folder, arrays), read in its "train" split, unshuffled.
+        data: a batched `tf.data.Dataset` or a `keras.utils.PyDataset` (`kr.data.ImageLoader`)
+            of (images, int labels), or a `kr.data` source ("digits", "tfds:NAME", a folder,
+            arrays), read in its "train" split, unshuffled (with or without TensorFlow).
         layer: see `feature_model`.
         batch_size: batch size when `data` is a source.
         split: the split read from a source, and the name of `data` in messages.
@@ -70,7 +86,7 @@ def extract_features(
     """
     extractor = feature_model(model, layer)
     features, labels, full = [], [], None
-    batches = _dataset(data, split, model, batch_size).as_numpy_iterator()
+    batches = _batches(data, split, model, batch_size)
     for number, (images, batch_labels) in enumerate(batches, 1):
         check_pixels(f"{split} batch {number} images", images)
         count = len(images)
@@ -171,8 +187,9 @@ def few_shot(
 
     Args:
         model: a Keras model taking raw 0-255 pixels (classifier or feature model).
-        train: the pool the few-shot images are drawn from: a batched `tf.data.Dataset` of
-            (images, int labels) or a `kr.data` source, read in its "train" split.
+        train: the pool the few-shot images are drawn from: a batched `tf.data.Dataset` or
+            `keras.utils.PyDataset` of (images, int labels), or a `kr.data` source, read in
+            its "train" split.
         test: the evaluation images: a dataset or a source, read in its "test" split.
         shots: an int or a sequence of ints, images per class.
         l2_regularization: ridge penalty (big_vision's default 1024).

@@ -65,6 +65,14 @@ def test_few_shot_beats_chance_and_equals_numpy_reference(trained):
         assert abs(accuracies[shots] - expected) <= 1e-6
 
 
+def test_a_py_dataset_gives_the_same_accuracies(trained):
+    # What load_dataset gives without TensorFlow: a keras.utils.PyDataset of the same batches.
+    model, train, test, accuracies = trained
+    loaders = [kr.data.ImageLoader(*split, batch_size=64) for split in (train, test)]
+    got = kr.evaluation.few_shot(model, *loaders, shots=SHOTS)
+    assert got == pytest.approx(accuracies, abs=1e-6)
+
+
 def test_cli_prints_the_same_accuracies(trained, tmp_path, capsys):
     model, _, _, accuracies = trained
     model.save(tmp_path / "m.keras")
