@@ -10,6 +10,7 @@ model is a `build_vit` model with pre-trained encoder weights, ready for
 """
 
 import keras
+import numpy as np
 
 from keras_resvit.base.files import check_output_path
 from keras_resvit.base.lazy import tf
@@ -91,11 +92,41 @@ def masked_patch_model(vit: keras.Model, seed: int | None = None) -> keras.Model
     return keras.Model(images, logits, name=f"{vit.name}_masked_patches")
 
 
+class _ImageBatches(keras.utils.PyDataset):
+    """The images of a `keras.utils.PyDataset`'s (images, labels) batches."""
+
+    def __init__(self, batches):
+        super().__init__()
+        self.batches = batches
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __getitem__(self, index):
+        batch = self.batches[index]
+        images = np.asarray(batch[0] if isinstance(batch, (tuple, list)) else batch)
+        if images.ndim != 4:
+            raise ValueError(
+                f"data batch {index} holds images of shape {images.shape}; expected batches of "
+                "images (batch, height, width, channels), alone or with labels."
+            )
+        return images
+
+    def on_epoch_end(self):
+        self.batches.on_epoch_end()
+
+
 def _images(data, vit, batch_size, seed):
-    """A finite dataset of image batches and its number of batches."""
-    if not isinstance(data, tf.data.Dataset):
+    """A finite dataset of image batches (a `tf.data.Dataset` or a `keras.utils.PyDataset`:
+    what `load_dataset` gives without TensorFlow) and its number of batches."""
+    if isinstance(data, keras.utils.PyDataset):
+        if not len(data):
+            raise ValueError("data has 0 batches; it must be finite and non-empty.")
+        return _ImageBatches(data), len(data)
+    if not hasattr(data, "element_spec"):  # a kr.data source
         size = vit.input_shape[1]
         data = load_dataset(data, "train", image_size=size, batch_size=batch_size, seed=seed)
+        return _images(data, vit, batch_size, seed)
     if isinstance(data.element_spec, tuple):
         data = data.map(lambda images, *labels: images)
     if len(data.element_spec.shape) != 4:
@@ -134,8 +165,9 @@ def pretrain_masked_patches(
     Args:
         model_or_name: a ViT (`build_vit`, `build_hybrid_vit`), trained in place, or a ViT
             registry name.
-        data: a batched `tf.data.Dataset` of images or (images, labels) (labels are ignored),
-            or a `kr.data` source read in its "train" split at the model's resolution.
+        data: a batched `tf.data.Dataset` or `keras.utils.PyDataset` (`kr.data.ImageLoader`)
+            of images or (images, labels) (labels are ignored), or a `kr.data` source read in
+            its "train" split at the model's resolution (with or without TensorFlow).
         epochs: passes over `data`.
         batch_size: batch size when `data` is a source.
         learning_rate: peak learning rate (the paper's 2e-4 at batch 4096).

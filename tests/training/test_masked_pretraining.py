@@ -99,6 +99,42 @@ def test_pretraining_lowers_loss_and_the_encoder_transfers_and_fine_tunes(tmp_pa
     assert last < first
 
 
+def test_a_py_dataset_pretrains_the_same_as_tf_data(tmp_path):
+    # What load_dataset gives without TensorFlow (kr.data.ImageLoader): the same batches in
+    # the same order, so the same losses as the arrays read through tf.data.
+    (x, y), _ = kr.data.load_digits()
+    losses = {}
+    for kind in ("arrays", "py_dataset"):
+        keras.utils.set_random_seed(0)
+        data = (x[:128], y[:128])
+        if kind == "py_dataset":
+            data = kr.data.ImageLoader(*data, batch_size=64)
+        else:
+            data = kr.data.load_dataset(data, batch_size=64, shuffle=False, loader="tf.data")
+        vit = tiny_vit(num_classes=10)
+        kr.pretrain_masked_patches(vit, data, epochs=2, output_dir=tmp_path / kind, verbose=0)
+        losses[kind] = [row["loss"] for row in read_history(tmp_path / kind / "history.csv")]
+    np.testing.assert_allclose(losses["py_dataset"], losses["arrays"], rtol=1e-4)
+    with pytest.raises(ValueError, match=r"data batch 0 holds images of shape \(64, 3072\)"):
+        flat = _Flat(kr.data.ImageLoader(x[:128], y[:128], batch_size=64))
+        kr.pretrain_masked_patches(tiny_vit(), flat, verbose=0)
+
+
+class _Flat(keras.utils.PyDataset):
+    """Batches of flattened images: not what a ViT reads."""
+
+    def __init__(self, loader):
+        super().__init__()
+        self.loader = loader
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __getitem__(self, index):
+        images, labels = self.loader[index]
+        return images.reshape(len(images), -1), labels
+
+
 def test_bad_arguments_raise_one_clear_error():
     with pytest.raises(ValueError, match="model_or_name='resnet20' is a resnet model"):
         kr.pretrain_masked_patches("resnet20", "digits")
