@@ -1,10 +1,16 @@
 """Shared fixtures and helpers: tiny inputs, the current backend, save/load checks."""
 
+import contextlib
 import gc
 import json
 import os
 import subprocess
 import sys
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 import keras
 import numpy as np
@@ -55,6 +61,27 @@ TINY_VIT = {
     "image_size": 32,
     "num_classes": 5,
 }
+
+
+@contextlib.contextmanager
+def shared_folder(tmp_path_factory, name):
+    """A folder shared by every pytest-xdist worker of the session, held under a lock while
+    the caller reads or fills it: expensive fixtures (models trained for a module) are made
+    once per session instead of once per worker. Without `fcntl` (Windows) each worker holds
+    its own folder."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER") and fcntl is not None:
+        root = root.parent  # the session's base folder, above the workers' own
+    folder = root / f"shared-{name}"
+    folder.mkdir(exist_ok=True)
+    with open(root / f"shared-{name}.lock", "w") as lock:
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield folder
+        finally:
+            if fcntl is not None:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def tiny_vit(**overrides):

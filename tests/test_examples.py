@@ -86,9 +86,9 @@ def test_resnet_degradation_writes_curves(tmp_path, capsys):
 
 @pytest.mark.slow
 @pytest.mark.one_backend(
-    "jax",
+    "tensorflow",
     reason="the example's table (seeds, means, the paper's column) from short runs; the "
-    "recipe trains on both backends in tests/training",
+    "recipe trains on both backends in tests/training (measured 81 s here, 141 s under JAX)",
 )
 def test_cifar_resnet_table_prints_paper_column(tmp_path, capsys):
     run_example(

@@ -77,7 +77,19 @@ def relative_difference(got, expected):
     return float(np.linalg.norm(got - expected) / np.linalg.norm(expected))
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize(
+    "name",
+    [
+        "resnet50",
+        "vit",
+        # JAX's fast paths are the ResNet's and the attention's, checked above; TensorFlow's
+        # fused norms and GELU meet in this one graph. Eager JAX takes a minute over it.
+        pytest.param(
+            "hybrid",
+            marks=pytest.mark.one_backend("tensorflow", reason="JAX's paths are checked above"),
+        ),
+    ],
+)
 def test_models_compute_the_same_with_fast_paths_off(name):
     build, gradient_tolerance = MODELS[name]
     model = build()

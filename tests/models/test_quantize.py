@@ -6,6 +6,7 @@ for: in Keras 3.15 convolutions, so a ResNet's convolutions stay float and only 
 is quantized. Our attention layer records its projections' mode in its config, so quantized
 ViTs reload from `.keras` files."""
 
+import json
 import warnings
 
 import keras
@@ -13,10 +14,7 @@ import numpy as np
 import pytest
 
 import keras_resvit as kr
-from tests.conftest import TINY_VIT
-
-# One worker builds this module's fixtures once (pytest-xdist --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("quantize")
+from tests.conftest import TINY_VIT, shared_folder
 
 # The modes whose quantized layout `quantize(mode)` alone fixes (GPTQ and AWQ need calibration).
 MODES = ("int8", "float8", "int4")
@@ -37,20 +35,24 @@ def digits():
 
 @pytest.fixture(scope="module")
 def trained(digits, tmp_path_factory):
-    """Each model trained a few epochs on digits, saved once: `{name: (path, accuracy)}`."""
+    """Each model trained a few epochs on digits, saved once for the whole session (whichever
+    pytest-xdist worker comes first): `{name: (path, accuracy)}`."""
     x_train, y_train, x_test, y_test = digits
-    folder = tmp_path_factory.mktemp("quantize")
-    models = {}
-    for name, build in BUILDERS.items():
-        keras.utils.set_random_seed(0)
-        model = build()
-        model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy")
-        model.fit(x_train, y_train, batch_size=64, epochs=5, verbose=0)
-        accuracy = float(np.mean(np.argmax(model.predict(x_test, verbose=0), -1) == y_test))
-        path = folder / f"{name}.keras"
-        model.save(path)
-        models[name] = (path, accuracy)
-    return models
+    with shared_folder(tmp_path_factory, "quantize") as folder:
+        done = folder / "accuracies.json"
+        if not done.exists():
+            accuracies = {}
+            for name, build in BUILDERS.items():
+                keras.utils.set_random_seed(0)
+                model = build()
+                model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy")
+                model.fit(x_train, y_train, batch_size=64, epochs=5, verbose=0)
+                predicted = np.argmax(model.predict(x_test, verbose=0), -1)
+                accuracies[name] = float(np.mean(predicted == y_test))
+                model.save(folder / f"{name}.keras")
+            done.write_text(json.dumps(accuracies))
+        accuracies = json.loads(done.read_text())
+    return {name: (folder / f"{name}.keras", accuracies[name]) for name in BUILDERS}
 
 
 def _quantized(path, mode):
