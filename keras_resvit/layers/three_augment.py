@@ -77,7 +77,7 @@ class ThresholdSolarization(keras.layers.Solarization):
     Example:
     >>> import numpy as np
     >>> layer = ThresholdSolarization()
-    >>> layer(np.array([[[100.0, 200.0, 128.0]]]), training=True).tolist()
+    >>> np.asarray(layer(np.array([[[100.0, 200.0, 128.0]]]), training=True)).tolist()
     [[[100.0, 55.0, 127.0]]]
     """
 
