@@ -24,7 +24,7 @@ from keras_resvit.base.validation import check_choice, check_int, check_number
 from keras_resvit.data.augmentation import Mixing, get_augmentation
 from keras_resvit.data.folders import folder_dataset, list_image_folder, typical_shorter_side
 from keras_resvit.data.in_memory import checked_arrays, digest, load_digits
-from keras_resvit.data.loaders import ImageLoader, choose_loader
+from keras_resvit.data.loaders import ImageLoader, check_repeats, choose_loader
 from keras_resvit.data.transforms import evaluation_crop_ratio, evaluation_transform
 
 SPLITS = ("train", "test")
@@ -455,6 +455,8 @@ def load_dataset(
         raise ValueError(f"mixing={mixing!r} is not valid; pass True, False or a Mixing.")
     training = isinstance(split, str) and split.startswith("train")
     shuffle = training if shuffle is None else shuffle
+    if training:
+        check_repeats(repeated_augmentation, shuffle)
     tfds = _kind(source) == "tfds:<name>"
     if choose_loader(loader, source, tfds, loader_options, deterministic) == "py_dataset":
         return _py_dataset(

@@ -130,6 +130,18 @@ def _check_reading(batch_size, process_index, process_count, crop_ratio, seed, m
         raise ValueError(f"mixing={mixing!r} is not valid; pass True, False or a Mixing.")
 
 
+def check_repeats(repeated_augmentation, shuffle):
+    """`repeated_augmentation` as a positive int, or ValueError; without shuffling every epoch
+    would read the same first 1/r of the examples."""
+    check_int("repeated_augmentation", repeated_augmentation)
+    if repeated_augmentation > 1 and not shuffle:
+        raise ValueError(
+            f"repeated_augmentation={repeated_augmentation} with shuffle=False reads the same "
+            f"first 1/{repeated_augmentation} of the examples every epoch; shuffle the "
+            "training data (the default for training splits) or pass repeated_augmentation=1."
+        )
+
+
 class ImageLoader(keras.utils.PyDataset):
     """Batches of (float32 pixels in [0, 255], labels) from arrays or image files, no TensorFlow.
 
@@ -212,7 +224,7 @@ class ImageLoader(keras.utils.PyDataset):
         repeated_augmentation: int = 1,
     ):
         flags = {"shuffle": shuffle, "drop_remainder": drop_remainder, "strict": strict}
-        check_int("repeated_augmentation", repeated_augmentation)
+        check_repeats(repeated_augmentation, shuffle)
         self.repeated_augmentation = repeated_augmentation
         _check_reading(batch_size, process_index, process_count, crop_ratio, seed, mixing, flags)
         check_bool("use_multiprocessing", use_multiprocessing)

@@ -110,3 +110,12 @@ def test_the_cli_passes_the_recipes_repeats():
 def test_bad_values_get_one_clear_error(value):
     with pytest.raises(ValueError, match=rf"repeated_augmentation={value!r}"):
         kr.data.load_dataset(_arrays(), "train", repeated_augmentation=value)
+
+
+def test_without_shuffling_it_is_refused():
+    # Every epoch would read the same first third of the examples.
+    words = r"repeated_augmentation=3 with shuffle=False reads the same first 1/3"
+    with pytest.raises(ValueError, match=words):
+        kr.data.load_dataset(_arrays(), "train", repeated_augmentation=3, shuffle=False)
+    with pytest.raises(ValueError, match=words):
+        ImageLoader(*_arrays(), repeated_augmentation=3)
