@@ -447,7 +447,6 @@ def load_dataset(
     """
     check_int("batch_size", batch_size)
     check_int("image_size", image_size, none_ok=True)
-    check_int("repeated_augmentation", repeated_augmentation)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ValueError(f"seed={seed!r} must be an int.")
     check_number("crop_ratio", crop_ratio, 0, 1, include_high=True, none_ok=True)
@@ -455,8 +454,9 @@ def load_dataset(
         raise ValueError(f"mixing={mixing!r} is not valid; pass True, False or a Mixing.")
     training = isinstance(split, str) and split.startswith("train")
     shuffle = training if shuffle is None else shuffle
-    if training:
-        check_repeats(repeated_augmentation, shuffle)
+    # Evaluation splits read each example once; any shuffle setting is then fine.
+    check_repeats(repeated_augmentation, shuffle or not training)
+    repeats = repeated_augmentation if training else 1
     tfds = _kind(source) == "tfds:<name>"
     if choose_loader(loader, source, tfds, loader_options, deterministic) == "py_dataset":
         return _py_dataset(
@@ -473,7 +473,7 @@ def load_dataset(
             seed=seed,
             drop_remainder=drop_remainder,
             strict=strict,
-            repeated_augmentation=repeated_augmentation if training else 1,
+            repeated_augmentation=repeats,
             **(loader_options or {}),
         )
     read = SOURCES[_kind(source)](
@@ -491,8 +491,8 @@ def load_dataset(
     image_size = _output_size(image_size, read.fixed, source, augment)
     layer, preset_mixing = get_augmentation(augment, image_size, seed=seed)
     random_calls = None if deterministic else tf.data.AUTOTUNE
-    if training and repeated_augmentation > 1:
-        read = dataclasses.replace(read, ds=_repeated(read.ds, repeated_augmentation))
+    if repeats > 1:
+        read = dataclasses.replace(read, ds=_repeated(read.ds, repeats))
     ds, unaugmented = _transformed(
         read, layer if training else None, image_size, augment, crop_ratio, random_calls
     )
@@ -506,6 +506,5 @@ def load_dataset(
     ds.class_names, ds.num_classes = list(read.class_names or []), num_classes
     # The same images, evaluation-transformed (for statistics).
     ds.unaugmented = unaugmented.batch(batch_size)
-    repeats = repeated_augmentation if training else 1
     ds.provenance = _provenance(read.origin, image_size, augment, seed, repeats)
     return ds

@@ -82,6 +82,20 @@ def decode_variant(variant: str | None) -> dict:
 DYNAMIC_BASE = 224
 
 
+def any_size(image_size) -> bool:
+    """Whether `image_size` is `(None, None)`: a ViT of any input size."""
+    return (
+        isinstance(image_size, (tuple, list))
+        and len(image_size) == 2
+        and all(side is None for side in image_size)
+    )
+
+
+def builds_any_size(image_size) -> bool:
+    """Whether a build argument `image_size` asks for any input size: None or `(None, None)`."""
+    return image_size is None or any_size(image_size)
+
+
 def image_size_pair(image_size):
     """An int or (height, width) as a (height, width) tuple, or ValueError."""
     size = (image_size, image_size) if isinstance(image_size, int) else image_size
@@ -144,8 +158,7 @@ def vit_config(
         raise ValueError(
             f"patch_size={patch} must be a multiple of the backbone's downsampling {stride}."
         )
-    pair = isinstance(image_size, (tuple, list)) and len(image_size) == 2
-    dynamic = image_size is None or (pair and all(side is None for side in image_size))
+    dynamic = builds_any_size(image_size)
     base = patch * max(1, DYNAMIC_BASE // patch)
     size = (base, base) if dynamic else image_size_pair(image_size)
     if size[0] % patch or size[1] % patch:

@@ -10,7 +10,7 @@ from keras_resvit.base.class_names import model_class_names, set_class_names
 from keras_resvit.base.validation import check_int, check_model
 from keras_resvit.layers.vit_layers import PositionEmbedding
 from keras_resvit.models.common import is_vit, layer_config, rebuild_model
-from keras_resvit.models.vit_config import image_size_pair
+from keras_resvit.models.vit_config import any_size, image_size_pair
 
 
 def resample_position_embeddings(posemb, new_grid, *, old_grid=None, num_prefix_tokens=0):
@@ -70,15 +70,6 @@ def _resampled_weights(old, new):
             )
         ]
     return old.get_weights()
-
-
-def any_size(image_size) -> bool:
-    """Whether `image_size` is `(None, None)`: a ViT of any input size."""
-    return (
-        isinstance(image_size, (tuple, list))
-        and len(image_size) == 2
-        and all(side is None for side in image_size)
-    )
 
 
 def token_grid(model, height, width):

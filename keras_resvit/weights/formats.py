@@ -18,7 +18,8 @@ import keras
 import numpy as np
 
 from keras_resvit.base.model_files import check_keras_file
-from keras_resvit.models.vit_resize import any_size, resize_vit
+from keras_resvit.models.vit_config import builds_any_size
+from keras_resvit.models.vit_resize import resize_vit
 from keras_resvit.weights.bit_npz import (
     BIT_ARGUMENTS,
     ROOT,
@@ -240,7 +241,7 @@ def build_with_weights(builder, family, defaults, overrides, weights) -> keras.M
     # A ViT of any input size keeps the checkpoint's grid of position embeddings: built at the
     # checkpoint's size, filled, then opened to any size.
     opened = family in ("vit", "hybrid_vit") and "image_size" in overrides
-    opened = opened and (overrides["image_size"] is None or any_size(overrides["image_size"]))
+    opened = opened and builds_any_size(overrides["image_size"])
     if opened:
         overrides = {k: v for k, v in overrides.items() if k != "image_size"}
     layout = _layout(fmt, Path(weights), family, {**defaults, **overrides})

@@ -29,7 +29,8 @@ from keras_resvit.base.files import first_line
 from keras_resvit.layers.vit_layers import PositionEmbedding
 from keras_resvit.models.resnet import IMAGENET_DEPTHS, IMAGENET_FILTERS, build_resnet
 from keras_resvit.models.vit import VARIANTS, build_vit, resample_position_embeddings
-from keras_resvit.models.vit_resize import any_size, resize_vit
+from keras_resvit.models.vit_config import builds_any_size
+from keras_resvit.models.vit_resize import resize_vit
 from keras_resvit.weights.common import assign_weights
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
@@ -360,8 +361,7 @@ def load_timm(source, *, model: keras.Model | None = None, **kwargs) -> keras.Mo
             f"'blocks.0.attn.qkv.weight', ...); found keys {sorted(state_dict)[:5]}."
         )
     # A ViT of any input size keeps the checkpoint's grid: built at its size, opened after.
-    opened = family == "vit" and "image_size" in kwargs
-    opened = opened and (kwargs["image_size"] is None or any_size(kwargs["image_size"]))
+    opened = family == "vit" and "image_size" in kwargs and builds_any_size(kwargs["image_size"])
     if opened:
         kwargs = {k: v for k, v in kwargs.items() if k != "image_size"}
     if model is None:

@@ -16,7 +16,8 @@ import keras
 
 from keras_resvit.layers.vit_layers import PositionEmbedding
 from keras_resvit.models.vit import build_vit, resample_position_embeddings
-from keras_resvit.models.vit_resize import any_size, resize_vit
+from keras_resvit.models.vit_config import any_size
+from keras_resvit.models.vit_resize import resize_vit
 from keras_resvit.weights.common import assign_weights, read_npz_arrays
 
 POSEMB = "Transformer/posembed_input/pos_embedding"
