@@ -16,9 +16,11 @@ from keras_resvit.data.augmentation import (
     from_keras_cv,
     get_augmentation,
 )
-from keras_resvit.data.datasets import SOURCES, load_dataset, load_digits
+from keras_resvit.data.datasets import load_dataset
 from keras_resvit.data.folders import list_image_folder
+from keras_resvit.data.in_memory import load_digits
 from keras_resvit.data.loaders import LOADERS, ImageLoader
+from keras_resvit.data.sources import SOURCES
 from keras_resvit.data.transforms import evaluation_transform, ten_crop
 
 __all__ = [

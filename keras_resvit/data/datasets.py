@@ -2,189 +2,29 @@
 
 `tf.data` serves every backend: Keras' `fit` consumes it under TensorFlow, JAX and PyTorch, and
 the Keras augmentation layers run TensorFlow ops inside it whatever the backend.
-Pipeline: source (one reader per kind, `SOURCES`) -> decode -> (cache) -> shuffle -> (repeated
-augmentation: each example several times) -> augment (train) or evaluation transform -> batch
--> MixUp/CutMix (train, soft labels) -> prefetch.
+Pipeline: source (one reader per kind, `SOURCES`) -> this process's share (several processes:
+file names, array rows or tfds sub-splits, before anything is decoded) -> decode -> (cache) ->
+shuffle -> (repeated augmentation: each example several times) -> augment (train) or
+evaluation transform -> batch -> MixUp/CutMix (train, soft labels) -> prefetch.
 Without TensorFlow, digits, arrays and image folders are read by `loaders.ImageLoader` (a
 `keras.utils.PyDataset`) into the same batches.
 """
 
-import dataclasses
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 import keras
-import numpy as np
 
 from keras_resvit.base.lazy import tf
 from keras_resvit.base.processes import process_count, process_index
-from keras_resvit.base.validation import check_choice, check_int, check_number
+from keras_resvit.base.validation import check_int, check_number
 from keras_resvit.data.augmentation import Mixing, get_augmentation
-from keras_resvit.data.folders import folder_dataset, list_image_folder, typical_shorter_side
-from keras_resvit.data.in_memory import checked_arrays, digest, load_digits
-from keras_resvit.data.loaders import ImageLoader, check_repeats, choose_loader
+from keras_resvit.data.loaders import ImageLoader, check_repeats, check_shard, choose_loader
+from keras_resvit.data.sources import SOURCES, loader_examples, source_kind
 from keras_resvit.data.transforms import evaluation_crop_ratio, evaluation_transform
 
-SPLITS = ("train", "test")
-SHUFFLE_BUFFER = 10_000  # elements held when shuffling decoded images
-CACHE_BYTES = 1 << 30  # auto-cache decoded images up to 1 GiB
-FOLDER_CACHE_BYTES = 100 << 20  # ... i.e. folders up to ~100 MB of compressed files
-SIZE_SAMPLE = 16  # images of a tfds dataset of varying size read to find their typical size
 # Augmentation presets whose training views are whole images (resized to the output, then
 # padded and cropped back): their evaluation resizes whole images too, whatever their size.
 WHOLE_IMAGE_PRESETS = ("resnet_cifar",)
-
-
-@dataclass
-class Source:
-    """A source read by its reader: the examples, decoded, cached and shuffled as asked."""
-
-    ds: "tf.data.Dataset"  # of (RGB pixels, int32 label), unbatched
-    class_names: list | None
-    fixed: tuple | None  # the images' (height, width) when all share it
-    origin: str  # where the examples come from, for the dataset's `provenance`
-    shorter_side: Callable[[], float]  # the images' typical shorter side, read when asked
-
-
-def _arrays_origin(name, split, images, labels):
-    return f"{name}[{split}] {digest(images, labels)}"
-
-
-def _in_memory(name, split, images, labels, class_names, shuffle, seed):
-    """A `Source` over arrays held in memory."""
-    ds = tf.data.Dataset.from_tensor_slices((images, labels))
-    ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True) if shuffle else ds
-    origin = _arrays_origin(name, split, images, labels)
-    fixed = images.shape[1:3]
-    return Source(ds, class_names, fixed, origin, lambda: min(fixed))
-
-
-def _read_digits(source, split, *, image_size, shuffle, seed, **_):
-    check_choice("split", split, SPLITS)
-    train, test = load_digits(image_size or 32)
-    images, labels = train if split == "train" else test
-    return _in_memory("digits", split, images, labels, [str(i) for i in range(10)], shuffle, seed)
-
-
-def _array_pair(source, split):
-    """`source`, checked to be an (images, labels) pair read with a valid split."""
-    check_choice("split", split, SPLITS)
-    if not isinstance(source, (tuple, list)) or len(source) != 2:
-        raise ValueError(
-            f"source of type {type(source).__name__} is not valid; valid: {tuple(SOURCES)}."
-        )
-    return source
-
-
-def _read_arrays(source, split, *, shuffle, seed, **_):
-    images, labels = checked_arrays(*_array_pair(source, split))
-    class_names = [str(i) for i in range(int(labels.max()) + 1)]
-    return _in_memory("arrays", split, images, labels, class_names, shuffle, seed)
-
-
-def _read_tfds(source, split, *, data_dir, shuffle, cache, seed, **_):
-    """A tensorflow-datasets dataset ("tfds:<name>") as (uint8 RGB, int32), cached when its
-    decoded images fit in `CACHE_BYTES`."""
-    import tensorflow_datasets as tfds
-
-    try:
-        ds, info = tfds.load(
-            source[5:],
-            split=split,
-            data_dir=data_dir,
-            as_supervised=True,
-            with_info=True,
-            shuffle_files=shuffle,
-        )
-    except tfds.core.registered.DatasetNotFoundError as error:
-        raise ValueError(
-            f"source='{source}' is not a tensorflow-datasets name; see tfds.list_builders()."
-        ) from error
-    image_key, label_key = info.supervised_keys
-    image_shape = info.features[image_key].shape
-    label = info.features[label_key]
-    class_names = list(label.names) if hasattr(label, "names") else None
-    if image_shape[-1] == 1:
-        ds = ds.map(lambda x, y: (tf.image.grayscale_to_rgb(x), y))
-    raw = ds = ds.map(lambda x, y: (x, tf.cast(y, "int32")))
-    fixed = tuple(image_shape[:2]) if None not in image_shape[:2] else None
-    count = int(ds.cardinality())
-    small = fixed is not None and count > 0 and count * fixed[0] * fixed[1] * 3 <= CACHE_BYTES
-    ds = ds.cache() if (small if cache is None else cache) else ds
-    ds = ds.shuffle(SHUFFLE_BUFFER, seed=seed) if shuffle else ds
-    origin = f"{source}[{split}], {int(ds.cardinality())} examples"
-    if fixed is not None:
-        return Source(ds, class_names, fixed, origin, lambda: min(fixed))
-    return Source(ds, class_names, None, origin, lambda: _sampled_shorter_side(raw))
-
-
-def _sampled_shorter_side(ds):
-    """The median shorter side of the first `SIZE_SAMPLE` images of `ds`."""
-    sides = ds.take(SIZE_SAMPLE).map(lambda x, y: tf.reduce_min(tf.shape(x)[:2]))
-    return float(np.median(list(sides.as_numpy_iterator())))
-
-
-def _folder_is_small(paths):
-    total = 0
-    for path in paths:
-        total += Path(path).stat().st_size
-        if total > FOLDER_CACHE_BYTES:
-            return False
-    return True
-
-
-def _list_folder(source, split, validation_split, seed, strict):
-    """(paths, labels, class names, origin) of a folder of one sub-folder of images per class."""
-    if (
-        isinstance(source, str)
-        and not any(c in source for c in "/\\~")
-        and not Path(source).exists()
-    ):
-        raise ValueError(f"source={source!r} is not a known source; valid: {list(SOURCES)}.")
-    paths, labels, class_names = list_image_folder(
-        source, split, validation_split=validation_split, seed=seed, strict=strict
-    )
-    origin = f"folder {str(Path(source).expanduser().resolve())!r}[{split}], "
-    origin += f"{len(paths)} files, validation_split={validation_split}"
-    return paths, labels, class_names, origin
-
-
-def _read_folder(source, split, *, validation_split, seed, strict, cache, shuffle, **_):
-    """A folder of one sub-folder of images per class, cached when its files are small."""
-    paths, labels, class_names, origin = _list_folder(source, split, validation_split, seed, strict)
-    cache = _folder_is_small(paths) if cache is None else cache
-    if shuffle and cache:
-        # The listing is sorted by class, and a cached dataset is shuffled in a buffer of at
-        # most SHUFFLE_BUFFER images: cache it in a random order, or a larger folder would
-        # give batches of one or two classes.
-        order = np.random.default_rng(seed).permutation(len(paths))
-        paths, labels = [paths[i] for i in order], [labels[i] for i in order]
-    ds = folder_dataset(paths, labels, shuffle=shuffle and not cache, seed=seed, strict=strict)
-    if cache:
-        ds = ds.cache()
-        ds = ds.shuffle(min(len(paths), SHUFFLE_BUFFER), seed=seed) if shuffle else ds
-    return Source(ds, class_names, None, origin, lambda: typical_shorter_side(paths))
-
-
-# Each kind of source (as users name it) and its reader: reader(source, split, **options)
-# -> `Source`, `options` being `load_dataset`'s arguments that concern reading.
-SOURCES = {
-    "digits": _read_digits,
-    "tfds:<name>": _read_tfds,
-    "an image folder path": _read_folder,
-    "(images, labels) arrays": _read_arrays,
-}
-
-
-def _kind(source):
-    """The `SOURCES` name of `source`."""
-    if isinstance(source, str) and source.startswith("tfds:"):
-        return "tfds:<name>"
-    if isinstance(source, (str, Path)) and source != "digits":
-        return "an image folder path"
-    return "digits" if isinstance(source, str) else "(images, labels) arrays"
 
 
 def _output_size(image_size, fixed, source, augment):
@@ -210,30 +50,35 @@ def _evaluation_ratio(crop_ratio, augmented, resized, augment, shorter_side, ima
     return crop_ratio or 1.0
 
 
-def _transformed(read, layer, image_size, augment, crop_ratio, parallel_calls):
+def _transformed(read, layer, image_size, augment, crop_ratio, parallel_calls, repeats=1):
     """(images, unaugmented images): unbatched datasets of float32 `image_size` images,
-    augmented by `layer` (a training split), else evaluation-transformed (both the same)."""
+    augmented by `layer` (a training split), else evaluation-transformed; repeated
+    (`_repeated`). The unaugmented images are all processes' examples, each once."""
     resized = read.fixed is None or tuple(read.fixed) != (image_size, image_size)
     ratio = _evaluation_ratio(
         crop_ratio, layer is not None, resized, augment, read.shorter_side, image_size
     )
 
-    def plain():
+    def plain(ds):
         if not resized:
-            return read.ds.map(lambda x, y: (tf.cast(x, "float32"), y))
+            return ds.map(lambda x, y: (tf.cast(x, "float32"), y))
         resize = evaluation_transform(image_size, ratio)
-        return read.ds.map(lambda x, y: (resize(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.map(lambda x, y: (resize(x), y), num_parallel_calls=tf.data.AUTOTUNE)
 
+    ds = _repeated(read.ds, repeats) if repeats > 1 else read.ds
     if layer is not None:
-        augmented = read.ds.map(lambda x, y: (layer(x), y), num_parallel_calls=parallel_calls)
-        return augmented, plain()
-    ds = plain()
-    return ds, ds
+        images = ds.map(lambda x, y: (layer(x), y), num_parallel_calls=parallel_calls)
+    else:
+        images = plain(ds)
+    if read.whole is not None:
+        return images, plain(read.whole())
+    return images, images if layer is None and repeats == 1 else plain(read.ds)
 
 
 def _repeated(ds, repeats):
     """Each epoch: the first ceil(N / repeats) examples of the (shuffled) epoch, each `repeats`
-    times in a row, N in all (timm's `RepeatAugSampler` on one process)."""
+    times in a row, N in all (timm's `RepeatAugSampler` on one process; several processes
+    repeat their own shares)."""
     count = int(ds.cardinality())
     if count < 0:  # tf.data.INFINITE_CARDINALITY or UNKNOWN_CARDINALITY
         raise ValueError(
@@ -282,31 +127,18 @@ def _provenance(origin, image_size, augment, seed, repeats=1):
     return read + (f", repeated_augmentation={repeats}" if repeats > 1 else "")
 
 
-def _examples(source, split, image_size, validation_split, seed, strict):
-    """(`ImageLoader` data, origin, fixed size or None, typical shorter side function) of
-    digits, arrays or an image folder, read without TensorFlow."""
-    kind = _kind(source)
-    if kind == "an image folder path":
-        paths, labels, class_names, origin = _list_folder(
-            source, split, validation_split, seed, strict
-        )
-        data = {"paths": paths, "labels": labels, "class_names": class_names}
-        return data, origin, None, lambda: typical_shorter_side(paths)
-    if kind == "digits":
-        check_choice("split", split, SPLITS)
-        train, test = load_digits(image_size or 32)
-        images, labels = train if split == "train" else test
-    else:
-        images, labels = checked_arrays(*_array_pair(source, split))
-    origin = _arrays_origin(kind if kind == "digits" else "arrays", split, images, labels)
-    fixed = images.shape[1:3]
-    return {"images": images, "labels": labels}, origin, fixed, lambda: min(fixed)
+def _part(options) -> tuple:
+    """(process_index, process_count): this process's share of the examples, from the loader
+    options, else, under JAX, the run's processes (each reads its share of every batch)."""
+    if keras.backend.backend() == "jax" and not {"process_index", "process_count"} & set(options):
+        return process_index(), process_count()
+    return options.get("process_index", 0), options.get("process_count", 1)
 
 
 def _py_dataset(source, split, training, *, image_size, augment, crop_ratio, **options):
     """`load_dataset`'s batches by a `loaders.ImageLoader`; `options` are its arguments."""
     seed, strict = options["seed"], options["strict"]
-    data, origin, fixed, shorter_side = _examples(
+    data, origin, fixed, shorter_side = loader_examples(
         source, split, image_size, options.pop("validation_split"), seed, strict
     )
     image_size = _output_size(image_size, fixed, source, augment)
@@ -314,9 +146,7 @@ def _py_dataset(source, split, training, *, image_size, augment, crop_ratio, **o
     augmented = training and augment is not None
     ratio = _evaluation_ratio(crop_ratio, augmented, resized, augment, shorter_side, image_size)
     get_augmentation(augment, image_size)  # a bad `augment` fails on every split, as in tf.data
-    if keras.backend.backend() == "jax" and not {"process_index", "process_count"} & set(options):
-        # One run over several JAX processes: each reads its own share of every batch.
-        options["process_index"], options["process_count"] = process_index(), process_count()
+    options["process_index"], options["process_count"] = _part(options)
     loader = ImageLoader(
         **data,
         image_size=image_size,
@@ -414,11 +244,16 @@ def load_dataset(
         loader: "auto" (tf.data where TensorFlow is installed, else "py_dataset"), "tf.data",
             or "py_dataset" (`loaders.ImageLoader`; no tfds sources; `cache` and `data_dir` do
             not apply: arrays stay in memory, files are decoded every epoch).
-        loader_options: for "py_dataset", a dict of `ImageLoader` arguments among
-            `loaders.LOADER_OPTIONS`: `workers`, `use_multiprocessing` and `max_queue_size` (batches
-            made in parallel), `process_index` and `process_count` (this process's shard of
-            every epoch; `batch_size` is the batch across all processes; under JAX default
-            the run's processes, `kr.training.process_index()` and `process_count()`).
+        loader_options: a dict of `ImageLoader` arguments among `loaders.LOADER_OPTIONS`:
+            for "py_dataset", `workers`, `use_multiprocessing` and `max_queue_size` (batches
+            made in parallel); for both loaders, `process_index` and `process_count`: this
+            process's share of the examples, which reads `batch_size // process_count` of every
+            batch of `batch_size` (under JAX, default: the run's processes,
+            `kr.training.process_index()` and `process_count()`). tf.data shares out the
+            listed files, array rows or tfds sub-splits (`tfds.even_splits`) before decoding,
+            the same ones every epoch (the py_dataset loader deals out each epoch's
+            permutation); the last N % process_count examples are read by none, so that every
+            process makes as many batches; repeated augmentation repeats within a share.
         repeated_augmentation: a training split's epoch reads ceil(N / r) of its N examples r
             times each, augmented independently, and keeps N examples (repeated augmentation,
             Hoffer et al. 2020 and Berman et al. 2019, as timm's `RepeatAugSampler`: the copies
@@ -429,9 +264,10 @@ def load_dataset(
         batches per epoch, `loader[i]` the i-th batch as NumPy arrays), of (images, labels):
         int32 labels (N,), or soft labels (N, classes). Its attributes `class_names`,
         `num_classes` and `provenance` (where the examples come from and how they are read:
-        `train()` resumes a run only on the same data; the same for both loaders) describe it;
-        `unaugmented` holds the same images without augmentation or mixing, batched (`train()`
-        computes a `PixelMean` from it).
+        `train()` resumes a run only on the same data; the same for both loaders) describe it,
+        `process_index` and `process_count` its share; `unaugmented` holds the images of all
+        processes, each once, without augmentation or mixing, batched (`train()` computes a
+        `PixelMean` from it).
 
     Raises:
         ValueError: for an unknown source, split, preset or loader, a bad argument, or a folder
@@ -457,7 +293,7 @@ def load_dataset(
     # Evaluation splits read each example once; any shuffle setting is then fine.
     check_repeats(repeated_augmentation, shuffle or not training)
     repeats = repeated_augmentation if training else 1
-    tfds = _kind(source) == "tfds:<name>"
+    tfds = source_kind(source) == "tfds:<name>"
     if choose_loader(loader, source, tfds, loader_options, deterministic) == "py_dataset":
         return _py_dataset(
             source,
@@ -476,7 +312,9 @@ def load_dataset(
             repeated_augmentation=repeats,
             **(loader_options or {}),
         )
-    read = SOURCES[_kind(source)](
+    part = _part(loader_options or {})
+    check_shard(batch_size, *part)
+    read = SOURCES[source_kind(source)](
         source,
         split,
         image_size=image_size,
@@ -486,24 +324,25 @@ def load_dataset(
         validation_split=validation_split,
         data_dir=data_dir,
         strict=strict,
+        part=part,
     )
     num_classes = len(read.class_names) if read.class_names else None
     image_size = _output_size(image_size, read.fixed, source, augment)
-    layer, preset_mixing = get_augmentation(augment, image_size, seed=seed)
+    # Each process draws its own augmentations (the same seed would repeat them across shares).
+    layer, preset_mixing = get_augmentation(augment, image_size, seed=seed + part[0])
     random_calls = None if deterministic else tf.data.AUTOTUNE
-    if repeats > 1:
-        read = dataclasses.replace(read, ds=_repeated(read.ds, repeats))
     ds, unaugmented = _transformed(
-        read, layer if training else None, image_size, augment, crop_ratio, random_calls
+        read, layer if training else None, image_size, augment, crop_ratio, random_calls, repeats
     )
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.batch(batch_size // part[1], drop_remainder=drop_remainder)
     mixing = preset_mixing if mixing is True else (mixing or None)
     if training and mixing is not None and (mixing.mixup_alpha or mixing.cutmix_alpha):
         if num_classes is None:
             raise ValueError(f"mixing needs class labels; source={source!r} has none.")
-        ds = _mix_batches(ds, mixing, num_classes, seed, random_calls)
+        ds = _mix_batches(ds, mixing, num_classes, seed + part[0], random_calls)
     ds = _read_ahead(ds, deterministic)
     ds.class_names, ds.num_classes = list(read.class_names or []), num_classes
+    ds.process_index, ds.process_count = part
     # The same images, evaluation-transformed (for statistics).
     ds.unaugmented = unaugmented.batch(batch_size)
     ds.provenance = _provenance(read.origin, image_size, augment, seed, repeats)

@@ -32,13 +32,8 @@ from keras_resvit.data.transforms import evaluation_transform
 # Readers of `load_dataset`'s batches: tf.data pipelines or an `ImageLoader`; "auto" takes
 # tf.data where TensorFlow is installed. `loader_options`: the ImageLoader arguments it passes.
 LOADERS = ("auto", "tf.data", "py_dataset")
-LOADER_OPTIONS = (
-    "workers",
-    "use_multiprocessing",
-    "max_queue_size",
-    "process_index",
-    "process_count",
-)
+SHARD_OPTIONS = ("process_index", "process_count")  # both loaders read a process's share
+LOADER_OPTIONS = ("workers", "use_multiprocessing", "max_queue_size", *SHARD_OPTIONS)
 # What Pillow raises for a file it cannot decode (a truncated or corrupt image among them).
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
@@ -105,9 +100,9 @@ def _check_source(images, labels, paths, image_size):
     return images, labels, None, image_size or images.shape[1]
 
 
-def _check_reading(batch_size, process_index, process_count, crop_ratio, seed, mixing, flags):
-    """Checks the batch, shard, crop, seed and mixing arguments and the bool `flags`
-    (name -> value)."""
+def check_shard(batch_size, process_index, process_count):
+    """Checks a process's share of the batches: `process_index` of `process_count`, each
+    reading `batch_size // process_count` examples of every batch of `batch_size`."""
     check_int("batch_size", batch_size)
     check_int("process_count", process_count)
     check_int("process_index", process_index, 0)
@@ -121,6 +116,12 @@ def _check_reading(batch_size, process_index, process_count, crop_ratio, seed, m
             "process reads batch_size // process_count examples of every batch; pass a "
             f"multiple of {process_count}."
         )
+
+
+def _check_reading(batch_size, process_index, process_count, crop_ratio, seed, mixing, flags):
+    """Checks the batch, shard, crop, seed and mixing arguments and the bool `flags`
+    (name -> value)."""
+    check_shard(batch_size, process_index, process_count)
     check_number("crop_ratio", crop_ratio, 0, 1, include_high=True)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ValueError(f"seed={seed!r} must be an int.")
@@ -385,8 +386,8 @@ def choose_loader(loader: str, source, tfds: bool, loader_options, deterministic
         "tf.data" or "py_dataset".
 
     Raises:
-        ValueError: for an unknown loader or option, options with tf.data, a tfds source with
-            "py_dataset", or several workers with `deterministic`.
+        ValueError: for an unknown loader or option, options other than `SHARD_OPTIONS` with
+            tf.data, a tfds source with "py_dataset", or several workers with `deterministic`.
         ImportError: for a tfds source without TensorFlow.
 
     Example:
@@ -413,10 +414,11 @@ def choose_loader(loader: str, source, tfds: bool, loader_options, deterministic
             "loader='py_dataset' reads 'digits', (images, labels) arrays and image folders; "
             f"source={source!r} needs loader='tf.data' (or 'auto')."
         )
-    if chosen == "tf.data" and options:
+    if chosen == "tf.data" and not set(options) <= set(SHARD_OPTIONS):
         raise ValueError(
-            f"loader_options={loader_options!r} apply to loader='py_dataset', but "
-            f"loader={loader!r} reads with tf.data here; pass loader='py_dataset'."
+            f"loader_options={loader_options!r}: tf.data takes only {list(SHARD_OPTIONS)}; the "
+            f"others apply to loader='py_dataset', but loader={loader!r} reads with tf.data "
+            "here; pass loader='py_dataset'."
         )
     if chosen == "py_dataset" and deterministic and options.get("workers", 1) != 1:
         raise ValueError(

@@ -76,7 +76,7 @@ class RandAugment(keras.layers.RandAugment):
     """`keras.layers.RandAugment` (Cubuk et al. 2020) that transforms with the chosen ops only.
 
     Same operations, magnitudes and random draws as Keras' layer (`num_ops` indices per call,
-    shared by a batch), and the `Equalization` above.
+    shared by a batch), and the `Equalization` above; the output is clipped to `value_range`.
 
     Args: those of `keras.layers.RandAugment`.
 
@@ -128,7 +128,8 @@ class RandAugment(keras.layers.RandAugment):
                 )
             else:
                 images = self.backend.core.switch(index, self._drawing_branches, images)
-        return images
+        # The range is the contract of every preset (a deit preset once gave 255.00002).
+        return self.backend.numpy.clip(images, *self.value_range)
 
     def _apply(self, name, images, transforms):
         # Every branch must return the input's dtype for `switch`.

@@ -178,9 +178,26 @@ def local_input(data, placement: Placement):
     batch from them: a dataset that `kr.data.load_dataset` already split by process (its
     `process_count` attribute) passes unchanged; any other is split by Keras'
     `distribution.distribute_dataset` (each process keeps its slice of every global batch).
-    TensorFlow's `MultiWorkerMirroredStrategy` splits the global batches itself in `fit`.
+    TensorFlow's `MultiWorkerMirroredStrategy` splits the global batches itself in `fit`, so
+    there a dataset must hold global batches. A share read for another number of processes
+    is refused: its batches would silently be another size than the run's.
     """
     distribution = placement.distribution
+    # TensorFlow's workers (and one process) take whole batches; JAX's processes take shares.
+    takes = placement.processes if distribution is not None else 1
+    for split, dataset in (("train_data", data.train), ("val_data", data.val)):
+        shares = getattr(dataset, "process_count", 1)
+        if shares not in (1, takes):
+            raise ValueError(
+                f"{split} is one process's share of {shares} (process_count={shares}), but "
+                f"this run ({placement.name}, {placement.processes} process(es)) "
+                + (
+                    "splits the global batches itself; load it without process_index / "
+                    "process_count."
+                    if takes == 1
+                    else f"has {takes} processes; read it with process_count={takes}."
+                )
+            )
     if distribution is None or placement.processes == 1:
         return data
 

@@ -434,9 +434,9 @@ def test_deterministic_augmentation_does_not_depend_on_a_peek():
 def test_folder_batches_mix_classes_beyond_the_shuffle_buffer(tmp_path, monkeypatch, cache):
     """A folder lists its files class by class; with more images than the shuffle buffer, the
     first batches must still draw from every class (cached and streamed alike)."""
-    from keras_resvit.data import datasets
+    from keras_resvit.data import sources
 
-    monkeypatch.setattr(datasets, "SHUFFLE_BUFFER", 6)
+    monkeypatch.setattr(sources, "SHUFFLE_BUFFER", 6)
     root = _write_folder(tmp_path / "f", classes=("a", "b", "c", "d"), per_class=12)
     ds = kr.data.load_dataset(root, "train", image_size=8, batch_size=12, cache=cache, seed=1)
     first = [np.asarray(y) for _, y in ds.take(2)]

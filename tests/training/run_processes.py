@@ -37,7 +37,7 @@ def main():
     parser.add_argument(
         "--data",
         default="arrays",
-        help="arrays, loader (an ImageLoader), dataset (a plain tf.data) or presharded",
+        help="arrays (load_dataset, tf.data), loader (an ImageLoader), dataset (a plain tf.data)",
     )
     parser.add_argument("--examples", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -56,22 +56,14 @@ def main():
     # Random pixels: well-conditioned enough for losses to agree across layouts to 1e-4.
     x = np.random.default_rng(0).uniform(0, 255, x.shape).astype("float32")[: args.examples]
     y = y[: args.examples]
-    if args.data == "arrays":
+    if args.data == "arrays":  # under JAX each process reads its share
         data = kr.data.load_dataset((x, y), "train", batch_size=args.batch_size, shuffle=False)
+        assert (data.process_index, data.process_count) == (index, count)
     elif args.data == "loader":  # an ImageLoader: under JAX each process reads its share
         data = kr.data.load_dataset(
             (x, y), "train", batch_size=args.batch_size, shuffle=False, loader="py_dataset"
         )
         assert (data.process_index, data.process_count) == (index, count)
-    elif args.data == "presharded":
-        import tensorflow as tf
-
-        data = (
-            tf.data.Dataset.from_tensor_slices((x, y.astype("int32")))
-            .shard(count, index)
-            .batch(args.batch_size // count)
-        )
-        data.process_count = count
     else:
         import tensorflow as tf
 

@@ -119,8 +119,9 @@ def _jax_envs(devices_each, count=2):
 
 
 @pytest.mark.slow
-# load_dataset's tf.data batches go through Keras' split as "dataset" does.
-@pytest.mark.parametrize("data", ["loader", "dataset", "presharded"])
+# "arrays" and "loader": load_dataset's tf.data shares and ImageLoader shares (each process
+# reads its own examples); "dataset": a plain tf.data split by Keras.
+@pytest.mark.parametrize("data", ["arrays", "loader", "dataset"])
 def test_two_jax_processes_match_one_over_the_same_devices(backend, data, tmp_path):
     if backend != "jax":
         pytest.skip("the JAX process group; the TensorFlow workers have their own test")

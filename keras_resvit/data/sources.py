@@ -1,0 +1,228 @@
+"""Dataset sources read into `tf.data`: one reader per kind of source (`SOURCES`), each giving
+this process's share of the examples as (uint8 RGB pixels, int32 label), decoded, cached and
+shuffled as asked (`load_dataset` transforms and batches them).
+
+Several processes of one run each read a share before anything is decoded: every N-th listed
+file or array row from the process's index, or an equal tfds sub-split.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from keras_resvit.base.lazy import tf
+from keras_resvit.base.validation import check_choice
+from keras_resvit.data.folders import folder_dataset, list_image_folder, typical_shorter_side
+from keras_resvit.data.in_memory import checked_arrays, digest, load_digits
+
+SPLITS = ("train", "test")
+SHUFFLE_BUFFER = 10_000  # elements held when shuffling decoded images
+CACHE_BYTES = 1 << 30  # auto-cache decoded images up to 1 GiB
+FOLDER_CACHE_BYTES = 100 << 20  # ... i.e. folders up to ~100 MB of compressed files
+SIZE_SAMPLE = 16  # images of a tfds dataset of varying size read to find their typical size
+
+
+@dataclass
+class Source:
+    """A source read by its reader: this process's share of the examples, decoded, cached
+    and shuffled as asked."""
+
+    ds: "tf.data.Dataset"  # of (RGB pixels, int32 label), unbatched
+    class_names: list | None
+    fixed: tuple | None  # the images' (height, width) when all share it
+    origin: str  # where the examples come from (all processes'), for the `provenance`
+    shorter_side: Callable[[], float]  # the images' typical shorter side, read when asked
+    whole: Callable[[], "tf.data.Dataset"] | None = None  # all processes' examples, when
+    # `ds` is a share: what statistics (`PixelMean`) read, the same in every process
+
+
+def _share(items, part):
+    """A process's share of a list or array, `part` = (index, count): every count-th item from
+    `index`, all shares of one length (the last len(items) % count items are in none)."""
+    index, count = part
+    return items[: len(items) - len(items) % count][index::count]
+
+
+def _arrays_origin(name, split, images, labels):
+    return f"{name}[{split}] {digest(images, labels)}"
+
+
+def _in_memory(name, split, images, labels, class_names, shuffle, seed, part):
+    """A `Source` over arrays held in memory, this process's share (`part`) of their rows."""
+    origin = _arrays_origin(name, split, images, labels)
+    whole = lambda: tf.data.Dataset.from_tensor_slices((images, labels))  # noqa: E731
+    shared = _share(images, part), _share(labels, part)
+    ds = tf.data.Dataset.from_tensor_slices(shared)
+    ds = ds.shuffle(len(shared[0]), seed=seed, reshuffle_each_iteration=True) if shuffle else ds
+    fixed = images.shape[1:3]
+    return Source(ds, class_names, fixed, origin, lambda: min(fixed), whole)
+
+
+def _read_digits(source, split, *, image_size, shuffle, seed, part, **_):
+    check_choice("split", split, SPLITS)
+    train, test = load_digits(image_size or 32)
+    images, labels = train if split == "train" else test
+    names = [str(i) for i in range(10)]
+    return _in_memory("digits", split, images, labels, names, shuffle, seed, part)
+
+
+def _array_pair(source, split):
+    """`source`, checked to be an (images, labels) pair read with a valid split."""
+    check_choice("split", split, SPLITS)
+    if not isinstance(source, (tuple, list)) or len(source) != 2:
+        raise ValueError(
+            f"source of type {type(source).__name__} is not valid; valid: {tuple(SOURCES)}."
+        )
+    return source
+
+
+def _read_arrays(source, split, *, shuffle, seed, part, **_):
+    images, labels = checked_arrays(*_array_pair(source, split))
+    class_names = [str(i) for i in range(int(labels.max()) + 1)]
+    return _in_memory("arrays", split, images, labels, class_names, shuffle, seed, part)
+
+
+def _load_tfds(source, split, data_dir, shuffle):
+    """(dataset of (uint8 RGB, int32), info) of a tensorflow-datasets split."""
+    import tensorflow_datasets as tfds
+
+    try:
+        ds, info = tfds.load(
+            source[5:],
+            split=split,
+            data_dir=data_dir,
+            as_supervised=True,
+            with_info=True,
+            shuffle_files=shuffle,
+        )
+    except tfds.core.registered.DatasetNotFoundError as error:
+        raise ValueError(
+            f"source='{source}' is not a tensorflow-datasets name; see tfds.list_builders()."
+        ) from error
+    if info.features[info.supervised_keys[0]].shape[-1] == 1:
+        ds = ds.map(lambda x, y: (tf.image.grayscale_to_rgb(x), y))
+    return ds.map(lambda x, y: (x, tf.cast(y, "int32"))), info
+
+
+def _read_tfds(source, split, *, data_dir, shuffle, cache, seed, part, **_):
+    """A tensorflow-datasets dataset ("tfds:<name>") as (uint8 RGB, int32), cached when its
+    decoded images fit in `CACHE_BYTES`; several processes read equal sub-splits of `split`."""
+    import tensorflow_datasets as tfds
+
+    raw, info = _load_tfds(source, split, data_dir, shuffle)
+    count = int(raw.cardinality())
+    origin = f"{source}[{split}], {count} examples"
+    whole = None
+    if part[1] > 1:
+        shares = tfds.even_splits(split, part[1], drop_remainder=True)
+        raw = _load_tfds(source, shares[part[0]], data_dir, shuffle)[0]
+        whole = lambda: _load_tfds(source, split, data_dir, False)[0]  # noqa: E731
+        count = int(raw.cardinality())
+    image_key, label_key = info.supervised_keys
+    image_shape = info.features[image_key].shape
+    label = info.features[label_key]
+    class_names = list(label.names) if hasattr(label, "names") else None
+    fixed = tuple(image_shape[:2]) if None not in image_shape[:2] else None
+    small = fixed is not None and count > 0 and count * fixed[0] * fixed[1] * 3 <= CACHE_BYTES
+    ds = raw.cache() if (small if cache is None else cache) else raw
+    ds = ds.shuffle(SHUFFLE_BUFFER, seed=seed) if shuffle else ds
+    if fixed is not None:
+        return Source(ds, class_names, fixed, origin, lambda: min(fixed), whole)
+    return Source(ds, class_names, None, origin, lambda: _sampled_shorter_side(raw), whole)
+
+
+def _sampled_shorter_side(ds):
+    """The median shorter side of the first `SIZE_SAMPLE` images of `ds`."""
+    sides = ds.take(SIZE_SAMPLE).map(lambda x, y: tf.reduce_min(tf.shape(x)[:2]))
+    return float(np.median(list(sides.as_numpy_iterator())))
+
+
+def _folder_is_small(paths):
+    total = 0
+    for path in paths:
+        total += Path(path).stat().st_size
+        if total > FOLDER_CACHE_BYTES:
+            return False
+    return True
+
+
+def _list_folder(source, split, validation_split, seed, strict):
+    """(paths, labels, class names, origin) of a folder of one sub-folder of images per class."""
+    if (
+        isinstance(source, str)
+        and not any(c in source for c in "/\\~")
+        and not Path(source).exists()
+    ):
+        raise ValueError(f"source={source!r} is not a known source; valid: {list(SOURCES)}.")
+    paths, labels, class_names = list_image_folder(
+        source, split, validation_split=validation_split, seed=seed, strict=strict
+    )
+    origin = f"folder {str(Path(source).expanduser().resolve())!r}[{split}], "
+    origin += f"{len(paths)} files, validation_split={validation_split}"
+    return paths, labels, class_names, origin
+
+
+def _read_folder(source, split, *, validation_split, seed, strict, cache, shuffle, part, **_):
+    """A folder of one sub-folder of images per class, cached when its files are small;
+    several processes decode only their share of the listed files."""
+    paths, labels, class_names, origin = _list_folder(source, split, validation_split, seed, strict)
+    whole = None
+    if part[1] > 1:
+        listed = paths, labels
+        whole = lambda: folder_dataset(*listed, shuffle=False, seed=seed, strict=strict)  # noqa: E731
+        paths, labels = _share(paths, part), _share(labels, part)
+    cache = _folder_is_small(paths) if cache is None else cache
+    if shuffle and cache:
+        # The listing is sorted by class, and a cached dataset is shuffled in a buffer of at
+        # most SHUFFLE_BUFFER images: cache it in a random order, or a larger folder would
+        # give batches of one or two classes.
+        order = np.random.default_rng(seed).permutation(len(paths))
+        paths, labels = [paths[i] for i in order], [labels[i] for i in order]
+    ds = folder_dataset(paths, labels, shuffle=shuffle and not cache, seed=seed, strict=strict)
+    if cache:
+        ds = ds.cache()
+        ds = ds.shuffle(min(len(paths), SHUFFLE_BUFFER), seed=seed) if shuffle else ds
+    return Source(ds, class_names, None, origin, lambda: typical_shorter_side(paths), whole)
+
+
+# Each kind of source (as users name it) and its reader: reader(source, split, **options)
+# -> `Source`, `options` being `load_dataset`'s arguments that concern reading.
+SOURCES = {
+    "digits": _read_digits,
+    "tfds:<name>": _read_tfds,
+    "an image folder path": _read_folder,
+    "(images, labels) arrays": _read_arrays,
+}
+
+
+def source_kind(source):
+    """The `SOURCES` name of `source`."""
+    if isinstance(source, str) and source.startswith("tfds:"):
+        return "tfds:<name>"
+    if isinstance(source, (str, Path)) and source != "digits":
+        return "an image folder path"
+    return "digits" if isinstance(source, str) else "(images, labels) arrays"
+
+
+def loader_examples(source, split, image_size, validation_split, seed, strict):
+    """(`ImageLoader` arguments, origin, fixed size or None, typical shorter side function) of
+    digits, arrays or an image folder, read without TensorFlow (`load_dataset`'s py_dataset
+    loader)."""
+    kind = source_kind(source)
+    if kind == "an image folder path":
+        paths, labels, class_names, origin = _list_folder(
+            source, split, validation_split, seed, strict
+        )
+        data = {"paths": paths, "labels": labels, "class_names": class_names}
+        return data, origin, None, lambda: typical_shorter_side(paths)
+    if kind == "digits":
+        check_choice("split", split, SPLITS)
+        train, test = load_digits(image_size or 32)
+        images, labels = train if split == "train" else test
+    else:
+        images, labels = checked_arrays(*_array_pair(source, split))
+    origin = _arrays_origin(kind if kind == "digits" else "arrays", split, images, labels)
+    fixed = images.shape[1:3]
+    return {"images": images, "labels": labels}, origin, fixed, lambda: min(fixed)
