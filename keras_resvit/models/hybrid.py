@@ -76,7 +76,7 @@ def build_hybrid_vit(
         **vit_options: any other `build_vit` argument: position_embedding,
             representation_size, dropout, attention_dropout, drop_path, hidden_size,
             num_layers, num_heads, mlp_dim, patch_size, num_registers, layer_scale_init,
-            qk_norm.
+            qk_norm, fc_norm.
 
     Returns:
         A `keras.Model`.

@@ -129,13 +129,28 @@ def embed_patches(x, cfg):
 
 
 def encoder(x, cfg):
-    """The stack of encoder blocks and the final LayerNorm; register tokens end here."""
+    """The stack of encoder blocks and the final LayerNorm (on the pooled feature instead
+    with `cfg.fc_norm`); register tokens end here."""
     for i, rate in enumerate(drop_path_rates(cfg.drop_path, cfg.num_layers), start=1):
         x = encoder_block(x, cfg, rate, f"encoder_block{i}")
-    x = ClosedFormLayerNormalization(epsilon=LN_EPSILON, name="encoder_norm")(x)
+    if not cfg.fc_norm:
+        x = ClosedFormLayerNormalization(epsilon=LN_EPSILON, name="encoder_norm")(x)
     if cfg.num_registers:
         x = DropTokens(num_class_tokens(cfg), cfg.num_registers, name="register_drop")(x)
     return x
+
+
+def encoder_tokens(model: keras.Model):
+    """The encoder's output tensor in a model built by `build_vit` / `build_hybrid_vit`: the
+    class token (if any), then the patch tokens, registers removed; normalized unless the
+    model normalizes the pooled feature (`fc_norm`)."""
+    names = {layer.name for layer in model.layers}
+    for name in ("register_drop", "encoder_norm"):
+        if name in names:
+            return model.get_layer(name).output
+    # fc_norm without registers: what the pooling reads.
+    pooling = next(n for n in ("token_pool", "gap_pool", "map_probe") if n in names)
+    return model.get_layer(pooling).input
 
 
 def map_head(x, cfg):
@@ -161,6 +176,8 @@ def pool_and_classify(x, cfg, include_top, num_classes, classifier_activation):
         x = keras.layers.GlobalAveragePooling1D(name="gap_pool")(x)
     elif cfg.pooling == "map":
         x = map_head(x, cfg)
+    if cfg.fc_norm:
+        x = ClosedFormLayerNormalization(epsilon=LN_EPSILON, name="fc_norm")(x)
     if cfg.representation_size:
         x = keras.layers.Dense(cfg.representation_size, activation="tanh", name="pre_logits")(x)
     if include_top:
@@ -222,6 +239,7 @@ def build_vit(
     num_registers: int = 0,
     layer_scale_init: float | None = None,
     qk_norm: bool = False,
+    fc_norm: bool = False,
     name: str | None = None,
 ) -> keras.Model:
     """Builds a Vision Transformer that takes raw 0-255 pixels.
@@ -265,6 +283,9 @@ def build_vit(
         qk_norm: QK-norm (Dehghani et al. 2023, "Scaling Vision Transformers to 22 Billion
             Parameters"): LayerNorm over each head's channels on the queries and keys
             (timm's `qk_norm`).
+        fc_norm: the final LayerNorm on the pooled feature instead of on every token (timm's
+            `fc_norm`, its default with average pooling: MAE and BEiT fine-tuning, He et al.
+            2022); the same parameters. Needs a pooling.
         name: model name; default like "vit_b16".
 
     Returns:
@@ -300,6 +321,7 @@ def build_vit(
         num_registers=num_registers,
         layer_scale_init=layer_scale_init,
         qk_norm=qk_norm,
+        fc_norm=fc_norm,
     )
     size = variant.split("/")[0].lower() if variant else f"d{cfg.hidden_size}"
     head = (include_top, num_classes, classifier_activation)

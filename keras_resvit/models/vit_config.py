@@ -49,6 +49,7 @@ class ViTConfig:
     num_registers: int = 0
     layer_scale_init: float | None = None
     qk_norm: bool = False
+    fc_norm: bool = False  # the final LayerNorm on the pooled feature instead of every token
     dynamic_size: bool = False  # any input size; `image_size` is then the embeddings' grid's
 
     @property
@@ -130,6 +131,7 @@ def vit_config(
     num_registers=0,
     layer_scale_init=None,
     qk_norm=False,
+    fc_norm=False,
     stride=1,
 ) -> ViTConfig:
     """Resolves a variant string plus explicit overrides into a validated `ViTConfig`.
@@ -187,6 +189,12 @@ def vit_config(
     check_int("num_registers", num_registers, minimum=0)
     check_number("layer_scale_init", layer_scale_init, 0, none_ok=True)
     check_bool("qk_norm", qk_norm)
+    check_bool("fc_norm", fc_norm)
+    if fc_norm and pooling is None:
+        raise ValueError(
+            "fc_norm=True normalizes the pooled feature, but pooling=None pools nothing; use "
+            'pooling="token", "gap" or "map", or fc_norm=False.'
+        )
     return ViTConfig(
         **arch,
         image_size=size,
@@ -200,5 +208,6 @@ def vit_config(
         num_registers=num_registers,
         layer_scale_init=layer_scale_init,
         qk_norm=qk_norm,
+        fc_norm=fc_norm,
         dynamic_size=dynamic,
     )

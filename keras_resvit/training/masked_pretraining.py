@@ -27,6 +27,7 @@ from keras_resvit.layers.masked_patch_layers import (
 from keras_resvit.layers.vit_layers import PositionEmbedding
 from keras_resvit.models.common import is_vit
 from keras_resvit.models.registry import get_spec
+from keras_resvit.models.vit import encoder_tokens
 from keras_resvit.training.callbacks import HistoryCSV
 
 COLOUR_BITS = 3  # per channel: 2^(3 * 3) = 512 colour classes
@@ -78,7 +79,7 @@ def masked_patch_model(vit: keras.Model, seed: int | None = None) -> keras.Model
     patch_size = vit.input_shape[1] // position.grid_size[0]
     flat = vit.get_layer("patch_embedding_flatten").output
     embed = keras.Model(vit.inputs, flat, name="patch_embedder")
-    encode = keras.Model(flat, vit.get_layer("encoder_norm").output, name="encoder")
+    encode = keras.Model(flat, encoder_tokens(vit), name="encoder")
     images = keras.Input(shape=vit.input_shape[1:], name="images")
     tokens, picked = PatchCorruption(seed=seed, name="patch_corruption")(embed(images))
     tokens = encode(tokens)

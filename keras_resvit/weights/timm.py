@@ -8,8 +8,10 @@ exact-erf GELU are the same on both sides, so outputs agree to float32 round-off
 `qkv` projection is split into the query, key and value kernels of Keras'
 `MultiHeadAttention`, `(hidden, heads, head_dim)`. ViT options are read from the keys:
 registers (`reg_token`), LayerScale (`blocks.N.ls1/ls2.gamma`: DeiT III, CaiT), QK-norm
-(`attn.q_norm/k_norm`) and a class token without a position embedding (`no_embed_class`,
-DeiT III: its embedding of ours is zero).
+(`attn.q_norm/k_norm`), a class token without a position embedding (`no_embed_class`,
+DeiT III: its embedding of ours is zero), no class token (average pooling, `global_pool="avg"`),
+the final norm after pooling (`fc_norm`) and the attention-pooling head (`attn_pool`, timm's
+`AttentionPoolLatent`: SigLIP; its fused `kv` is split as `qkv` is).
 
 Files are read without pickle: `.safetensors` (with the `safetensors` package), `.npz`, and
 `.pth`/`.pt`/`.bin` through `torch.load(weights_only=True)` when PyTorch is installed.
@@ -68,6 +70,13 @@ _VIT_OPTIONS = {
     "ls2": "{p}_mlp_layer_scale",
     "attn.q_norm": "{p}_attention/query_norm",
     "attn.k_norm": "{p}_attention/key_norm",
+}
+# timm's head modules (the attention pool's norm and MLP, fc_norm) -> our layers.
+_HEAD_LAYERS = {
+    "attn_pool.norm": ("map_norm", _LAYERNORM),
+    "attn_pool.mlp.fc1": ("map_mlp_dense1", _DENSE),
+    "attn_pool.mlp.fc2": ("map_mlp_dense2", _DENSE),
+    "fc_norm": ("fc_norm", _LAYERNORM),
 }
 _IGNORED = ("num_batches_tracked",)
 
@@ -236,6 +245,48 @@ def _num_heads(model):
     return layer.num_heads
 
 
+def _heads_split(array, parameter, heads, names, prefix):
+    """A fused PyTorch projection (`qkv`, `kv`) as the per-head kernels or biases of Keras'
+    `MultiHeadAttention` sublayers `names` under `prefix`."""
+    values = {}
+    for name, part in zip(names, np.split(array, len(names)), strict=True):
+        # Rows of a PyTorch linear are outputs, ordered head by head.
+        shaped = part.T if parameter == "weight" else part
+        values[f"{prefix}/{name}/{_DENSE[parameter]}"] = shaped.reshape(
+            *shaped.shape[:-1], heads, -1
+        )
+    return values
+
+
+def _output_kernel(array, heads):
+    """A PyTorch output projection (out, in) as `MultiHeadAttention`'s (heads, head_dim, out)."""
+    return array.T.reshape(heads, -1, array.shape[0])
+
+
+def _attention_pool(key, array, heads):
+    """Our head's `{variable path: array}` for one `attn_pool.*` or `fc_norm.*` key, or None."""
+    module, _, parameter = key.rpartition(".")
+    if key == "attn_pool.latent":
+        return {"map_probe/probe": array}
+    if module == "attn_pool.q":
+        return _heads_split(array, parameter, heads, ("query",), "map_attention")
+    if module == "attn_pool.kv":
+        return _heads_split(array, parameter, heads, ("key", "value"), "map_attention")
+    if module == "attn_pool.proj":
+        target = "map_attention/attention_output"
+        return (
+            {f"{target}/kernel": _output_kernel(array, heads)}
+            if parameter == "weight"
+            else {f"{target}/bias": array}
+        )
+    if module in _HEAD_LAYERS:
+        values = {}
+        target, renames = _HEAD_LAYERS[module]
+        _put(values, target, parameter, array, renames)
+        return values
+    return None
+
+
 def vit_values(state_dict: dict, model: keras.Model) -> dict:
     """Our `{variable path: array}` for `model` from a timm `vit_*` state dict.
 
@@ -275,14 +326,12 @@ def vit_values(state_dict: dict, model: keras.Model) -> dict:
             _put(values, target, parameter, array, _LAYERNORM if module == "norm" else _DENSE)
         elif match and match[2] == "attn.qkv":
             prefix = f"encoder_block{int(match[1]) + 1}_attention"
-            for name, part in zip(("query", "key", "value"), np.split(array, 3), strict=True):
-                # Rows of a PyTorch linear are outputs, ordered head by head.
-                shaped = part.T if parameter == "weight" else part
-                shaped = shaped.reshape(*shaped.shape[:-1], heads, -1)
-                values[f"{prefix}/{name}/{_DENSE[parameter]}"] = shaped
+            values.update(_heads_split(array, parameter, heads, ("query", "key", "value"), prefix))
         elif match and match[2] == "attn.proj" and parameter == "weight":
             target = f"encoder_block{int(match[1]) + 1}_attention/attention_output/kernel"
-            values[target] = array.T.reshape(heads, -1, array.shape[0])
+            values[target] = _output_kernel(array, heads)
+        elif (pooled := _attention_pool(key, array, heads)) is not None:
+            values.update(pooled)
         elif match and match[2] in _VIT_BLOCK:
             renames = _LAYERNORM if match[2].startswith("norm") else _DENSE
             target = f"encoder_block{int(match[1]) + 1}_{_VIT_BLOCK[match[2]]}"
@@ -293,7 +342,8 @@ def vit_values(state_dict: dict, model: keras.Model) -> dict:
         raise ValueError(
             f"the state dict has keys that no layer of model {model.name!r} matches: "
             f"{unknown[:5]}; it is not a timm ViT of this layout (learned position embeddings, "
-            "class token or none, registers, LayerScale, QK-norm; no fc_norm)."
+            "class token, average or attention pooling, registers, LayerScale, QK-norm, "
+            "fc_norm)."
         )
     return values
 
@@ -305,8 +355,24 @@ def vit_arguments(state_dict: dict) -> dict:
     heads = next((v["num_heads"] for v in VARIANTS.values() if v["hidden_size"] == hidden), None)
     tokens = np.shape(state_dict["pos_embed"])[1] - _position_prefix(state_dict)
     head, pre_logits = state_dict.get("head.weight"), state_dict.get("pre_logits.fc.weight")
+    pooling = (
+        "map"
+        if "attn_pool.latent" in state_dict
+        else "token"
+        if "cls_token" in state_dict
+        else "gap"
+    )
+    registers = int(np.shape(state_dict.get("reg_token", np.zeros((1, 0))))[1])
+    if pooling == "map" and (registers or "cls_token" in state_dict):
+        raise ValueError(
+            "the state dict's attention pool (attn_pool) reads its class or register tokens "
+            'too, as timm\'s does; our MAP head (pooling="map") reads the patch tokens only, so '
+            "this checkpoint has no equal model here."
+        )
     options = {
-        "num_registers": int(np.shape(state_dict.get("reg_token", np.zeros((1, 0))))[1]),
+        "pooling": pooling,
+        "fc_norm": "fc_norm.weight" in state_dict,
+        "num_registers": registers,
         # Any value builds the LayerScale weights; the state dict's replace them.
         "layer_scale_init": 1e-5 if "blocks.0.ls1.gamma" in state_dict else None,
         "qk_norm": "blocks.0.attn.q_norm.weight" in state_dict,
@@ -365,6 +431,13 @@ def load_timm(source, *, model: keras.Model | None = None, **kwargs) -> keras.Mo
     if opened:
         kwargs = {k: v for k, v in kwargs.items() if k != "image_size"}
     if model is None:
+        ambiguous = {"cls_token", "fc_norm.weight"} <= set(state_dict)
+        if family == "vit" and ambiguous and "pooling" not in kwargs:
+            raise ValueError(
+                f"{name} has a class token and fc_norm: timm pools such checkpoints by "
+                "averaging the patch tokens (MAE, BEiT fine-tuning), which our models do "
+                'without a class token; pass pooling="token" if it pools its class token.'
+            )
         arguments = resnet_arguments if family == "resnet" else vit_arguments
         builder = build_resnet if family == "resnet" else build_vit
         kwargs = {**arguments(state_dict), **kwargs}

@@ -115,6 +115,11 @@ def test_option_layers_and_weights():
         ({"qk_norm": "yes"}, ("qk_norm='yes'", "True or False")),
         ({"pooling": "attention"}, ("pooling='attention'", "'map'")),
         ({"pooling": None}, ("pooling=None", '"map"')),
+        ({"fc_norm": "yes"}, ("fc_norm='yes'", "True or False")),
+        (
+            {"fc_norm": True, "pooling": None, "include_top": False},
+            ("fc_norm=True", "pooling=None"),
+        ),
     ],
 )
 def test_bad_option_values_raise_one_clear_error(kwargs, words):
@@ -161,6 +166,7 @@ def np_mlp(x, model, name):
 def np_vit_with_options(x, model, pooling, num_registers, layer_scale):
     """The tiny ViT (patch 8, two blocks) with its options, step by step in float64."""
     w = lambda name: weights_of(model, name)  # noqa: E731
+    fc_norm = any(layer.name == "fc_norm" for layer in model.layers)
     batch, height, width, _ = x.shape
     grid = (height // 8, width // 8)
     x = x / 127.5 - 1.0
@@ -182,7 +188,8 @@ def np_vit_with_options(x, model, pooling, num_registers, layer_scale):
         tokens = tokens + (w(f"{name}_attention_layer_scale")[0] if layer_scale else 1) * y
         y = np_mlp(np_layer_norm(tokens, *w(f"{name}_norm2")), model, f"{name}_mlp")
         tokens = tokens + (w(f"{name}_mlp_layer_scale")[0] if layer_scale else 1) * y
-    tokens = np_layer_norm(tokens, *w("encoder_norm"))
+    if not fc_norm:
+        tokens = np_layer_norm(tokens, *w("encoder_norm"))
     tokens = np.concatenate([tokens[:, :prefix], tokens[:, prefix + num_registers :]], axis=1)
     if pooling == "token":
         features = tokens[:, 0]
@@ -193,6 +200,8 @@ def np_vit_with_options(x, model, pooling, num_registers, layer_scale):
         y = np_attention(probe, tokens, model.get_layer("map_attention"))
         y = y + np_mlp(np_layer_norm(y, *w("map_norm")), model, "map_mlp")
         features = y[:, 0]
+    if fc_norm:  # timm's fc_norm: the final LayerNorm on the pooled feature
+        features = np_layer_norm(features, *w("fc_norm"))
     kernel, bias = w("predictions")
     return np_softmax(features @ kernel + bias)
 
@@ -203,8 +212,10 @@ def np_vit_with_options(x, model, pooling, num_registers, layer_scale):
         {"pooling": "token", **ALL_OPTIONS},
         {"pooling": "gap", "num_registers": 3},
         {"pooling": "map", **ALL_OPTIONS},
+        {"pooling": "gap", "num_registers": 2, "fc_norm": True},
+        {"pooling": "token", "fc_norm": True},
     ],
-    ids=["token_all", "gap_registers", "map_all"],
+    ids=["token_all", "gap_registers", "map_all", "gap_fc_norm", "token_fc_norm"],
 )
 def test_vit_with_options_matches_numpy(options):
     model = randomize(tiny_vit(**options), scale=0.1)
@@ -316,6 +327,25 @@ def test_attention_rollout_leaves_the_registers_out():
     model = tiny_vit(pooling="token", num_registers=2)
     rollout = kr.viz.attention_rollout(model, random_images(1, 32, 32))
     assert rollout.shape == (1, 4, 4)
+
+
+def test_fc_norm_moves_the_final_norm_and_survives_save_resize_and_export(tmp_path):
+    """timm's fc_norm (MAE / BEiT fine-tuning): the same parameters, the final LayerNorm on
+    the pooled feature; `.keras`, resize_vit (any size) and TF Lite keep it."""
+    with keras.StatelessScope(initialize_variables=False):
+        plain = kr.count_params(kr.build_vit("B/16", pooling="gap"))
+        moved = kr.count_params(kr.build_vit("B/16", pooling="gap", fc_norm=True))
+    assert moved == plain == 86_566_120
+    model = randomize(tiny_vit(pooling="gap", fc_norm=True, num_registers=1), scale=0.1)
+    names = [layer.name for layer in model.layers]
+    assert "encoder_norm" not in names and names.index("fc_norm") > names.index("gap_pool")
+    x = random_images(2, 32, 32)
+    restored = assert_save_load_identical(model, tmp_path, x)
+    assert "fc_norm" in [layer.name for layer in restored.layers]
+    opened = kr.resize_vit(model, (None, None))
+    np.testing.assert_allclose(numpy_out(opened, x), numpy_out(model, x), atol=1e-5)
+    result = kr.export(model, tmp_path / "model.tflite")
+    assert result["checked"] and result["max_abs_difference"] < 1e-4
 
 
 def test_tflite_export_with_every_option_passes_its_check(tmp_path):

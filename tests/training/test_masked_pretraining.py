@@ -43,13 +43,27 @@ def test_colour_classes_equal_a_numpy_reference():
     assert actual.min() >= 0 and actual.max() < 512
 
 
-@pytest.mark.parametrize("pooling, tokens", [("token", 16), ("gap", 16)])
-def test_pretraining_model_shares_the_vit_layers(pooling, tokens):
-    vit = tiny_vit(pooling=pooling)
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"pooling": "token"},
+        {"pooling": "gap"},
+        # Registers are left out of the predicted tokens; fc_norm models have no final norm.
+        {"pooling": "token", "num_registers": 2},
+        {"pooling": "gap", "fc_norm": True},
+        {"pooling": "map", "fc_norm": True, "num_registers": 1},
+    ],
+    ids=["token", "gap", "token_registers", "gap_fc_norm", "map_fc_norm_registers"],
+)
+def test_pretraining_model_shares_the_vit_layers(options):
+    vit = tiny_vit(**options)
     model = masked_patch_model(vit, seed=0)
-    assert model.output_shape == (None, tokens, 512)
+    assert model.output_shape == (None, 16, 512)
+    images = random_images(2, 32, 32)
+    assert tuple(model(images).shape) == (2, 16, 512) and np.isfinite(float(sum(model.losses)))
     shared = {id(w) for w in model.weights}
-    encoder = [w for w in vit.weights if "predictions" not in w.path]
+    # Every weight up to the pooling; the head (MAP, fc_norm, classifier) is not pre-trained.
+    encoder = [w for w in vit.weights if not w.path.startswith(("predictions", "fc_norm", "map_"))]
     assert all(id(w) in shared for w in encoder)
 
 

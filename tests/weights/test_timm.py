@@ -95,8 +95,9 @@ def _torch_resnet(state, x):
 
 
 def _torch_vit(state, x, heads):
-    """timm's VisionTransformer forward (class token, pre-norm blocks; registers, LayerScale,
-    QK-norm and `no_embed_class` when the state dict has them) on a state dict."""
+    """timm's VisionTransformer forward (pre-norm blocks; the class token, registers,
+    LayerScale, QK-norm, `no_embed_class`, average pooling (no class token), fc_norm and the
+    attention pool when the state dict has them) on a state dict."""
     import torch
     import torch.nn.functional as F
 
@@ -110,13 +111,15 @@ def _torch_vit(state, x, heads):
     weight = state["patch_embed.proj.weight"]
     y = F.conv2d(y, weight, state["patch_embed.proj.bias"], stride=weight.shape[-1])
     y = y.flatten(2).transpose(1, 2)
-    cls = state["cls_token"].expand(len(y), -1, -1)
+    cls = [state["cls_token"].expand(len(y), -1, -1)] if "cls_token" in state else []
     if state["pos_embed"].shape[1] == y.shape[1]:  # no_embed_class: the grid only
-        y = torch.cat([cls, y + state["pos_embed"]], 1)
+        y = torch.cat([*cls, y + state["pos_embed"]], 1)
     else:
-        y = torch.cat([cls, y], 1) + state["pos_embed"]
-    if "reg_token" in state:  # after the class token, without position embeddings
-        y = torch.cat([y[:, :1], state["reg_token"].expand(len(y), -1, -1), y[:, 1:]], 1)
+        y = torch.cat([*cls, y], 1) + state["pos_embed"]
+    registers = [state["reg_token"].expand(len(y), -1, -1)] if "reg_token" in state else []
+    # Registers after the class token, without position embeddings.
+    y = torch.cat([y[:, : len(cls)], *registers, y[:, len(cls) :]], 1)
+    prefix = len(cls) + (registers[0].shape[1] if registers else 0)
 
     def scale(y, name):
         return y * state[name] if name in state else y
@@ -135,7 +138,23 @@ def _torch_vit(state, x, heads):
         y = y + scale(attention, f"{block}.ls1.gamma")
         hidden = F.gelu(linear(norm(y, f"{block}.norm2"), f"{block}.mlp.fc1"))
         y = y + scale(linear(hidden, f"{block}.mlp.fc2"), f"{block}.ls2.gamma")
-    return torch.softmax(linear(norm(y, "norm")[:, 0], "head"), -1).numpy()
+    if "norm.weight" in state:
+        y = norm(y, "norm")
+    if "attn_pool.latent" in state:  # timm's AttentionPoolLatent
+        q = linear(state["attn_pool.latent"].expand(len(y), -1, -1), "attn_pool.q")
+        k, v = linear(y, "attn_pool.kv").reshape(len(y), -1, 2, heads, width // heads).unbind(2)
+        q = q.reshape(len(y), 1, heads, -1).transpose(1, 2)
+        pooled = F.scaled_dot_product_attention(q, k.transpose(1, 2), v.transpose(1, 2))
+        pooled = linear(pooled.transpose(1, 2).reshape(len(y), 1, width), "attn_pool.proj")
+        hidden = F.gelu(linear(norm(pooled, "attn_pool.norm"), "attn_pool.mlp.fc1"))
+        y = (pooled + linear(hidden, "attn_pool.mlp.fc2"))[:, 0]
+    elif "cls_token" in state:
+        y = y[:, 0]
+    else:  # global_pool="avg": the patch tokens after the registers
+        y = y[:, prefix:].mean(1)
+    if "fc_norm.weight" in state:
+        y = norm(y, "fc_norm")
+    return torch.softmax(linear(y, "head"), -1).numpy()
 
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet50", "vit_ti16"])
@@ -182,6 +201,43 @@ def test_deit3_registers_and_qk_norm_state_dicts_match_a_torch_forward_pass():
     expected = _torch_vit({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()}, x, 4)
     assert_close(model(x), expected, tolerance=1e-5)
     assert_close(model(x), source(x), tolerance=1e-5)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"pooling": "gap", "num_registers": 2},  # timm's vit_*_reg4_gap_*: no class token
+        {"pooling": "gap", "fc_norm": True},  # global_pool="avg" with fc_norm
+        {"pooling": "map", "qk_norm": True},  # SigLIP's attention pool (AttentionPoolLatent)
+    ],
+    ids=["gap-registers", "gap-fc-norm", "map"],
+)
+def test_pooling_heads_state_dicts_match_a_torch_forward_pass(options):
+    """timm's average pooling (no class token), fc_norm and attention pool load into the
+    pooling the state dict implies, with the outputs of timm's forward pass."""
+    torch = pytest.importorskip("torch")
+    source = _random_vit(**options)
+    state = vit_state_dict(source)  # no class token: the embeddings are the grid's
+    model = load_timm(state, num_heads=4)
+    layers = {layer.name for layer in model.layers}
+    assert ("map_probe" in layers) == (options["pooling"] == "map")
+    assert ("fc_norm" in layers) == options.get("fc_norm", False)
+    assert "class_token" not in layers and model.count_params() == source.count_params()
+    x = random_images(2, 16, 16)
+    expected = _torch_vit({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()}, x, 4)
+    assert_close(model(x), expected, tolerance=1e-5)
+    assert_close(model(x), source(x), tolerance=1e-5)
+
+
+def test_ambiguous_or_unequal_pooling_heads_are_refused():
+    with_class_token = vit_state_dict(_random_vit(fc_norm=True))
+    with pytest.raises(ValueError, match='class token and fc_norm.*pooling="token"'):
+        load_timm(with_class_token, num_heads=4)
+    model = load_timm(with_class_token, num_heads=4, pooling="token")
+    assert model.get_layer("fc_norm") is not None
+    registers = vit_state_dict(_random_vit(pooling="map", num_registers=1))
+    with pytest.raises(ValueError, match="attn_pool.*patch tokens only"):
+        load_timm(registers, num_heads=4)
 
 
 class _TouchOnLoad:

@@ -50,22 +50,49 @@ def resnet_state_dict(model):
     return state
 
 
+def _map_head(w, hidden):
+    """timm's `attn_pool.*` (AttentionPoolLatent) of our MAP head."""
+    attention = "map_attention"
+    kernel = lambda name: w[f"{attention}/{name}/kernel"].reshape(hidden, hidden).T  # noqa: E731
+    bias = lambda name: w[f"{attention}/{name}/bias"].reshape(-1)  # noqa: E731
+    state = {
+        "attn_pool.latent": w["map_probe/probe"],
+        "attn_pool.q.weight": kernel("query"),
+        "attn_pool.q.bias": bias("query"),
+        "attn_pool.kv.weight": np.concatenate([kernel("key"), kernel("value")]),
+        "attn_pool.kv.bias": np.concatenate([bias("key"), bias("value")]),
+        "attn_pool.proj.weight": w[f"{attention}/attention_output/kernel"].reshape(-1, hidden).T,
+        "attn_pool.proj.bias": w[f"{attention}/attention_output/bias"],
+        "attn_pool.norm.weight": w["map_norm/gamma"],
+        "attn_pool.norm.bias": w["map_norm/beta"],
+    }
+    for index in (1, 2):
+        state[f"attn_pool.mlp.fc{index}.weight"] = w[f"map_mlp_dense{index}/kernel"].T
+        state[f"attn_pool.mlp.fc{index}.bias"] = w[f"map_mlp_dense{index}/bias"]
+    return state
+
+
 def vit_state_dict(model, no_embed_class=False):
-    """timm's `vit_*` state dict of one of our ViTs (class token, learned embeddings; registers,
-    LayerScale and QK-norm when the model has them). `no_embed_class`: timm's layout without a
-    position embedding for the class token (DeiT III), whose row of ours is dropped."""
+    """timm's `vit_*` state dict of one of our ViTs (learned embeddings; a class token,
+    registers, LayerScale, QK-norm, fc_norm and the MAP head when the model has them).
+    `no_embed_class`: timm's layout without a position embedding for the class token (DeiT
+    III), whose row of ours is dropped."""
     w = {v.path: keras.ops.convert_to_numpy(v) for v in model.weights}
     position = w["position_embedding/embeddings"]
+    norm = "fc_norm" if "fc_norm/gamma" in w else "norm"
     state = {
         "patch_embed.proj.weight": w["patch_embedding/kernel"].transpose(3, 2, 0, 1),
         "patch_embed.proj.bias": w["patch_embedding/bias"],
-        "cls_token": w["class_token/token"],
         "pos_embed": position[:, 1:] if no_embed_class else position,
-        "norm.weight": w["encoder_norm/gamma"],
-        "norm.bias": w["encoder_norm/beta"],
+        f"{norm}.weight": w[f"{'fc' if norm == 'fc_norm' else 'encoder'}_norm/gamma"],
+        f"{norm}.bias": w[f"{'fc' if norm == 'fc_norm' else 'encoder'}_norm/beta"],
         "head.weight": w["predictions/kernel"].T,
         "head.bias": w["predictions/bias"],
     }
+    if "class_token/token" in w:
+        state["cls_token"] = w["class_token/token"]
+    if "map_probe/probe" in w:
+        state.update(_map_head(w, position.shape[-1]))
     i = 1
     while f"encoder_block{i}_norm1/gamma" in w:
         ours, theirs = f"encoder_block{i}", f"blocks.{i - 1}"
