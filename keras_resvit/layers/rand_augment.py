@@ -78,6 +78,14 @@ class RandAugment(keras.layers.RandAugment):
     Same operations, magnitudes and random draws as Keras' layer (`num_ops` indices per call,
     shared by a batch), and the `Equalization` above; the output is clipped to `value_range`.
 
+    Keras' magnitudes are not the paper's (nor timm's, which the DeiT and RSB recipes used):
+    each op draws its strength uniformly from `[0, factor]` on its own Keras scale, mostly in
+    one direction. At `factor=0.9` (the `deit` preset) the drawn transformations span: rotation
+    2-323 degrees (paper / timm at magnitude 9: +-27), translation 0-90% of the image, one
+    direction (+-40.5%), shear +-0.9 (+-0.27), brightness +2 to +229 levels added (a factor
+    1 +- 0.81), contrast x1.0-1.9 (1 +- 0.81), colour and sharpness blends of 0-0.9 towards
+    grey / blur (1 +- 0.81). Training with it is stronger than the papers' recipes.
+
     Args: those of `keras.layers.RandAugment`.
 
     Example:
