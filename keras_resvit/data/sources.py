@@ -52,7 +52,9 @@ def _arrays_origin(name, split, images, labels):
 def _in_memory(name, split, images, labels, class_names, shuffle, seed, part):
     """A `Source` over arrays held in memory, this process's share (`part`) of their rows."""
     origin = _arrays_origin(name, split, images, labels)
-    whole = lambda: tf.data.Dataset.from_tensor_slices((images, labels))  # noqa: E731
+    whole = None
+    if part[1] > 1:  # statistics read every row (one process reads its `ds`: no second copy)
+        whole = lambda: tf.data.Dataset.from_tensor_slices((images, labels))  # noqa: E731
     shared = _share(images, part), _share(labels, part)
     ds = tf.data.Dataset.from_tensor_slices(shared)
     ds = ds.shuffle(len(shared[0]), seed=seed, reshuffle_each_iteration=True) if shuffle else ds
