@@ -60,6 +60,7 @@ def run_evaluate(args):
     import keras_resvit as kr
     from keras_resvit.base.class_names import read_class_names
     from keras_resvit.data import checks
+    from keras_resvit.data.loaders import ALL_EXAMPLES
     from keras_resvit.models.common import check_classifier
 
     model = kr.load_model(args.model)
@@ -72,6 +73,7 @@ def run_evaluate(args):
         image_size=max(scales) if scales else size,
         batch_size=args.batch_size,
         crop_ratio=1.0 if scales else None,  # multi-crop resizes and crops the whole images
+        loader_options=ALL_EXAMPLES,  # every process scores every example
     )
     argument = f"--data {args.data}"
     checks.check_class_count(argument, data, classes)

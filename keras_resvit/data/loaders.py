@@ -33,6 +33,8 @@ from keras_resvit.data.transforms import evaluation_transform
 # tf.data where TensorFlow is installed. `loader_options`: the ImageLoader arguments it passes.
 LOADERS = ("auto", "tf.data", "py_dataset")
 SHARD_OPTIONS = ("process_index", "process_count")  # both loaders read a process's share
+# Every example, in every process: what evaluations outside a distributed `fit` read.
+ALL_EXAMPLES = {"process_index": 0, "process_count": 1}
 LOADER_OPTIONS = ("workers", "use_multiprocessing", "max_queue_size", *SHARD_OPTIONS)
 # What Pillow raises for a file it cannot decode (a truncated or corrupt image among them).
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)

@@ -14,6 +14,7 @@ import numpy as np
 from keras_resvit.base.validation import check_number
 from keras_resvit.data.checks import check_pixels
 from keras_resvit.data.datasets import load_dataset
+from keras_resvit.data.loaders import ALL_EXAMPLES
 from keras_resvit.models.features import representation_model as feature_model
 
 # big_vision's constant bias feature: large, so its weight is barely regularized.
@@ -36,7 +37,13 @@ def _batches(source, split, model, batch_size):
         return source.as_numpy_iterator()
     size = model.input_shape[1]
     data = load_dataset(
-        source, split, image_size=size, batch_size=batch_size, shuffle=False, mixing=False
+        source,
+        split,
+        image_size=size,
+        batch_size=batch_size,
+        shuffle=False,
+        mixing=False,
+        loader_options=ALL_EXAMPLES,  # every process fits the same probe on every example
     )
     return _batches(data, split, model, batch_size)
 

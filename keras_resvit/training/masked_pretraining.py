@@ -18,6 +18,7 @@ from keras_resvit.base.model_files import save_model
 from keras_resvit.base.output_folders import output_folder
 from keras_resvit.base.validation import check_int, check_number
 from keras_resvit.data.datasets import load_dataset
+from keras_resvit.data.loaders import ALL_EXAMPLES
 from keras_resvit.factory import create_model
 from keras_resvit.layers.masked_patch_layers import (
     MaskedPatchLoss,
@@ -126,7 +127,14 @@ def _images(data, vit, batch_size, seed):
         return _ImageBatches(data), len(data)
     if not hasattr(data, "element_spec"):  # a kr.data source
         size = vit.input_shape[1]
-        data = load_dataset(data, "train", image_size=size, batch_size=batch_size, seed=seed)
+        data = load_dataset(
+            data,
+            "train",
+            image_size=size,
+            batch_size=batch_size,
+            seed=seed,
+            loader_options=ALL_EXAMPLES,  # not a distributed run: each process reads all
+        )
         return _images(data, vit, batch_size, seed)
     if isinstance(data.element_spec, tuple):
         data = data.map(lambda images, *labels: images)

@@ -186,3 +186,21 @@ def test_a_share_does_not_train_a_run_of_another_process_count(tmp_path):
     message = str(error.value)
     assert "train_data" in message and "process_count=2" in message, message
     assert not (tmp_path / "run" / "last.keras").exists()
+
+
+def test_evaluations_outside_a_distributed_fit_read_every_example(backend, monkeypatch):
+    """Under JAX, `load_dataset` defaults to this process's share of a multi-process run;
+    what evaluates outside `fit` (features for few-shot probes, the CLI's scores, export
+    checks, masked-patch pre-training) reads every example in every process instead."""
+    if backend != "jax":
+        pytest.skip("the JAX default share; TensorFlow's workers read global batches")
+    from keras_resvit.data import datasets
+    from keras_resvit.evaluation.few_shot_probe import extract_features
+
+    monkeypatch.setattr(datasets, "process_count", lambda: 2)
+    monkeypatch.setattr(datasets, "process_index", lambda: 1)
+    share = kr.data.load_dataset((IMAGES, LABELS), "train", batch_size=6, shuffle=False)
+    assert (share.process_index, share.process_count) == (1, 2) and len(_rows(share)) == 18
+    model = kr.build_resnet(8, stem="cifar", input_shape=(8, 8, 3), num_classes=3)
+    features, labels = extract_features(model, (IMAGES, LABELS), batch_size=6)
+    assert len(features) == len(labels) == 37
