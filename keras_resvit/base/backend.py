@@ -189,6 +189,14 @@ def is_data_layer(layer) -> bool:
     return isinstance(layer, DataLayer)
 
 
+def image_preprocessing_layer():
+    """Keras' base class of its image augmentation layers (no public name): subclasses run
+    inside `tf.data` with TensorFlow ops whatever the backend, images or batches."""
+    from keras.src.layers.preprocessing.image_preprocessing import base_image_preprocessing_layer
+
+    return base_image_preprocessing_layer.BaseImagePreprocessingLayer
+
+
 def patch_tf2onnx() -> None:
     """Applies Keras' patch for tf2onnx's NumPy 1 aliases (Keras ships it with its own ONNX
     export; this package converts with tf2onnx directly)."""

@@ -205,13 +205,12 @@ def inception_crop(image_size: int = 224, seed: int | None = None) -> keras.laye
     )
 
 
-def _randaugment_pipeline(name, image_size, seed, factor, erasing):
+def _randaugment_pipeline(name, image_size, seed, erasing, **rand_augment):
     seeds = layer_seeds(seed)
     layers = [
         RandomResizedCrop(image_size, image_size, seed=next(seeds)),
         _flip(next(seeds)),
-        # keras.layers.RandAugment, with an Equalization that traces fast under JAX.
-        RandAugment(value_range=PIXELS, num_ops=2, factor=factor, seed=next(seeds)),
+        RandAugment(num_ops=2, value_range=PIXELS, seed=next(seeds), **rand_augment),
     ]
     if erasing:
         # A fixed probability: a single float would draw it from [0, p] instead.
@@ -224,7 +223,9 @@ def _randaugment_pipeline(name, image_size, seed, factor, erasing):
 
 
 def deit(image_size: int = 224, seed: int | None = None) -> keras.layers.Pipeline:
-    """Touvron et al. (2021), DeiT: inception crop, flip, RandAugment(2, m9), erasing p=0.25.
+    """Touvron et al. (2021), DeiT: inception crop, flip, RandAugment as timm's
+    `rand-m9-mstd0.5-inc1` (2 operations, each with probability 0.5, magnitude 9 +- 0.5;
+    `keras_resvit.layers.RandAugment`), erasing p=0.25.
 
     Batch-level MixUp 0.8 / CutMix 1.0 and label smoothing 0.1 come with it (`MIXING["deit"]`).
 
@@ -233,36 +234,44 @@ def deit(image_size: int = 224, seed: int | None = None) -> keras.layers.Pipelin
     >>> tuple(deit(32)(np.zeros((40, 40, 3), "float32")).shape)
     (32, 32, 3)
     """
-    return _randaugment_pipeline("deit", image_size, seed, factor=0.9, erasing=0.25)
+    return _randaugment_pipeline("deit", image_size, seed, 0.25, magnitude=9, magnitude_std=0.5)
 
 
 def vit(image_size: int = 224, seed: int | None = None) -> keras.layers.Pipeline:
     """Steiner et al. (2022), "How to train your ViT" (AugReg "medium"): inception crop, flip,
-    RandAugment(2, 15 -> Keras' strongest factor 1.0); MixUp 0.5 after batching (`MIXING["vit"]`).
-    No erasing, CutMix or label smoothing in that recipe.
+    RandAugment(2, 15) as big_vision's `randaug` (Google's TPU definitions, `increasing=False`:
+    every chosen operation runs, at magnitude 15 on the 0-10 scale, unclipped, grey fill);
+    MixUp 0.5 after batching (`MIXING["vit"]`). No erasing, CutMix or label smoothing in that
+    recipe. big_vision's list also has Cutout (a grey square of side 0.54 of a 224 image at
+    magnitude 15), which is not among these operations.
 
     Example:
     >>> import numpy as np
     >>> tuple(vit(32)(np.zeros((40, 40, 3), "float32")).shape)
     (32, 32, 3)
     """
-    return _randaugment_pipeline("vit", image_size, seed, factor=1.0, erasing=0.0)
+    return _randaugment_pipeline(
+        "vit", image_size, seed, 0.0, magnitude=15, magnitude_std=0.0, magnitude_max=15,
+        prob=1.0, increasing=False, fill_value=128,
+    )  # fmt: skip
 
 
 def rsb(
     image_size: int = 224, seed: int | None = None, magnitude: int = 7
 ) -> keras.layers.Pipeline:
     """Wightman et al. (2021), "ResNet strikes back", Table 1: inception crop, flip and
-    RandAugment(2 operations, magnitude 7 of 10; 6 for A3), no erasing or colour jitter. timm's
-    `rand-m7-mstd0.5-inc1` also jitters the magnitude (std 0.5), which Keras' RandAugment has no
-    setting for. MixUp and CutMix come after batching (`MIXING["rsb_a1"]` ...).
+    RandAugment as timm's `rand-m7-mstd0.5-inc1` (2 operations, each with probability 0.5,
+    magnitude 7 +- 0.5; 6 for A3), no erasing or colour jitter. MixUp and CutMix come after
+    batching (`MIXING["rsb_a1"]` ...).
 
     Example:
     >>> import numpy as np
     >>> tuple(rsb(32)(np.zeros((40, 40, 3), "float32")).shape)
     (32, 32, 3)
     """
-    return _randaugment_pipeline("rsb", image_size, seed, factor=magnitude / 10, erasing=0.0)
+    return _randaugment_pipeline(
+        "rsb", image_size, seed, 0.0, magnitude=magnitude, magnitude_std=0.5
+    )
 
 
 def deit3(image_size: int = 224, seed: int | None = None) -> keras.layers.Pipeline:

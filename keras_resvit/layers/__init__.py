@@ -10,13 +10,14 @@ from keras_resvit.layers.crops import (
     RandomScaleCrop,
     ResizeCenterCrop,
 )
+from keras_resvit.layers.keras_rand_augment import Equalization, KerasRandAugment
 from keras_resvit.layers.lighting import PCALighting
 from keras_resvit.layers.normalization import (
     NORMALIZATION_PRESETS,
     ReverseChannels,
     preprocessing_layers,
 )
-from keras_resvit.layers.rand_augment import Equalization, RandAugment
+from keras_resvit.layers.rand_augment import RandAugment
 from keras_resvit.layers.resnet_layers import (
     FusedBatchNormalization,
     PointwiseConv2D,
@@ -56,6 +57,7 @@ __all__ = [
     "PCALighting",
     "ColorJitter",
     "IsotropicGaussianBlur",
+    "KerasRandAugment",
     "ThreeAugment",
     "ThresholdSolarization",
     "PointwiseConv2D",

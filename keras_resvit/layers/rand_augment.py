@@ -1,151 +1,399 @@
-"""`keras.layers.RandAugment` that runs only the chosen operations, with a fast equalization.
+"""RandAugment (Cubuk et al. 2020) with the operations and magnitudes the papers trained with.
 
-Keras 3.15's `RandAugment` computes all eleven operations for each of its `num_ops` steps and
-keeps one with `where`: 22 image transforms per call for 2 kept. Branching with the backend's
-`switch` (`tf.switch_case` inside `tf.data`, whatever the Keras backend) runs only the chosen
-one, which makes the `deit` and `vit` presets several times faster. Inside `tf.data` each chosen
-operation also draws its random settings inside its branch, instead of drawing them for all
-eleven operations at every step.
+DeiT (Touvron et al. 2021) and ResNet strikes back (Wightman et al. 2021) train with timm's
+`rand-m9-mstd0.5-inc1` / `rand-m7-mstd0.5-inc1`: each image gets `num_ops` operations drawn with
+replacement from fifteen, each applied with probability 0.5, each at a magnitude drawn from a
+normal distribution around `magnitude` (standard deviation 0.5, clipped to [0, 10]), with a
+random sign. With `f = magnitude / 10` the operations are (PIL's, on the 0-255 scale):
 
-Keras 3.15's `Equalization` picks its histogram code by the global backend, not by the backend
-the layer runs on: inside `tf.data` under JAX it builds a 256-step unrolled TensorFlow graph,
-which takes ~30 s to trace and makes RandAugment ~7x slower per image. The equalization below
-(one scatter-add histogram for all channels) has static shapes, so it traces quickly and runs on
-every backend, under `jit` too.
+| operation | increasing (inc1, default) | not increasing (Google's TPU code) |
+|---|---|---|
+| auto_contrast, equalize, invert | no magnitude | no magnitude |
+| rotate | +-30f degrees | +-30f degrees |
+| posterize | keep 4 - int(4f) bits | keep int(4f) bits |
+| solarize | invert pixels >= 256 - int(256f) | invert pixels >= int(256f) |
+| solarize_add | add int(110f) to pixels < 128 | same |
+| color, contrast, brightness, sharpness | blend factor max(0.1, 1 +- 0.9f) | 0.1 + 1.8f |
+| shear_x, shear_y | +-0.3f | same |
+| translate_x, translate_y | +-0.45f of the image side | same |
+
+Areas moved in from outside the image get the ImageNet mean colour, timm's fill. The blends are
+PIL's `ImageEnhance` towards greyscale (colour), the mean grey level (contrast), black
+(brightness) and PIL's 3x3 SMOOTH filter with the border kept (sharpness); equalize is PIL's
+`ImageOps.equalize`. Images are float: no operation rounds to whole levels as PIL's uint8
+images do (<= 1 level apart), and geometric operations interpolate bilinearly (timm draws
+bilinear or bicubic; Keras' affine transform has no bicubic).
 """
 
 import functools
+import math
 
 import keras
 
-from keras_resvit.base.backend import fast_path, in_tf_graph
+from keras_resvit.base.backend import image_preprocessing_layer
+from keras_resvit.base.validation import check_bool, check_choice, check_int, check_number
+
+# timm's `_RAND_INCREASING_TRANSFORMS` (and `_RAND_TRANSFORMS`), in its order.
+OPERATIONS = (
+    "auto_contrast", "equalize", "invert", "rotate", "posterize", "solarize", "solarize_add",
+    "color", "contrast", "brightness", "sharpness", "shear_x", "shear_y", "translate_x",
+    "translate_y",
+)  # fmt: skip
+LEVELS = 10.0  # timm's `_LEVEL_DENOM`: magnitude 10 is each operation's strongest
+IMAGENET_FILL = (124, 116, 104)  # round(255 * ImageNet mean): timm's `img_mean`
+GREY = (0.299, 0.587, 0.114)  # PIL's "L" conversion
+SMOOTH = 13.0  # PIL's ImageFilter.SMOOTH: [[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13
 
 
 @keras.saving.register_keras_serializable(package="keras_resvit")
-class Equalization(keras.layers.Equalization):
-    """`keras.layers.Equalization` computed for all channels at once (same output).
+class RandAugment(image_preprocessing_layer()):
+    """RandAugment with timm's operations and magnitudes (`rand-m{magnitude}-mstd{std}-inc1`).
 
-    Keras equalizes channel by channel with ~30 small ops each; here the channels share one
-    scatter-add histogram (static shapes, so it also runs under `jit`), one cumulative sum and
-    one table lookup. Like Keras', a batch shares one histogram per channel.
+    Each call draws `num_ops` operations (with replacement, from `OPERATIONS`), whether each
+    runs (`prob`), its magnitude (normal around `magnitude`, `magnitude_std`; uniform in
+    `[0, magnitude]` for an infinite std, timm's `mstd101`; clipped to `[0, magnitude_max]`)
+    and its sign. Only the chosen operations are computed (the backend's `switch`). A batch
+    shares one draw, as in Keras' layers; the package's pipelines apply it to each image.
 
-    Example:
-    >>> import numpy as np
-    >>> tuple(Equalization()(np.zeros((8, 8, 3), "float32")).shape)
-    (8, 8, 3)
-    """
-
-    def transform_images(self, images, transformation, training=True):
-        if (
-            not training
-            or self.data_format == "channels_first"
-            or not fast_path("batched_equalization")
-        ):
-            return super().transform_images(images, transformation, training=training)
-        b = self.backend
-        bins, channels = self.bins, images.shape[-1]
-        low, high = self.value_range
-        pixels = (b.cast(images, "float32") - low) * (255.0 / (high - low))
-        indices = b.numpy.clip(b.cast(pixels * ((bins - 1) / 255.0), "int32"), 0, bins - 1)
-        # Channel c counts in bins [c * bins, (c + 1) * bins) of one histogram.
-        keys = b.numpy.reshape(indices, [-1, channels]) + b.numpy.arange(channels) * bins
-        # A scatter-add has a static output shape (bincount's is data-dependent under JAX).
-        histogram = b.core.scatter(
-            b.numpy.reshape(keys, [-1, 1]),
-            b.numpy.ones_like(b.numpy.reshape(keys, [-1])),
-            (channels * bins,),
-        )
-        histogram = b.numpy.reshape(histogram, [channels, bins])
-        cdf = b.numpy.cumsum(histogram, axis=-1)
-        total = cdf[:, -1:]
-        cdf_min = b.numpy.min(b.numpy.where(cdf > 0, cdf, total), axis=-1, keepdims=True)
-        spread = b.numpy.maximum(total - cdf_min, 1)
-        table = b.cast(cdf - cdf_min, "float32") * 255.0 / b.cast(spread, "float32")
-        table = b.numpy.clip(b.numpy.round(table), 0, 255)
-        equalized = b.numpy.reshape(
-            b.numpy.take(b.numpy.reshape(table, [-1]), keys), b.core.shape(pixels)
-        )
-        # A channel with a single value is left as it is.
-        flat = b.numpy.count_nonzero(histogram, axis=-1) <= 1
-        out = b.numpy.where(flat, pixels, equalized) * ((high - low) / 255.0) + low
-        return b.cast(out, self.compute_dtype)
-
-
-@keras.saving.register_keras_serializable(package="keras_resvit")
-class RandAugment(keras.layers.RandAugment):
-    """`keras.layers.RandAugment` (Cubuk et al. 2020) that transforms with the chosen ops only.
-
-    Same operations, magnitudes and random draws as Keras' layer (`num_ops` indices per call,
-    shared by a batch), and the `Equalization` above; the output is clipped to `value_range`.
-
-    Keras' magnitudes are not the paper's (nor timm's, which the DeiT and RSB recipes used):
-    each op draws its strength uniformly from `[0, factor]` on its own Keras scale, mostly in
-    one direction. At `factor=0.9` (the `deit` preset) the drawn transformations span: rotation
-    2-323 degrees (paper / timm at magnitude 9: +-27), translation 0-90% of the image, one
-    direction (+-40.5%), shear +-0.9 (+-0.27), brightness +2 to +229 levels added (a factor
-    1 +- 0.81), contrast x1.0-1.9 (1 +- 0.81), colour and sharpness blends of 0-0.9 towards
-    grey / blur (1 +- 0.81). Training with it is stronger than the papers' recipes.
-
-    Args: those of `keras.layers.RandAugment`.
+    Args:
+        num_ops: operations per image (the papers: 2).
+        magnitude: 0-10 (DeiT: 9, ResNet strikes back A1/A2: 7, A3: 6).
+        magnitude_std: standard deviation of the magnitude (the papers: 0.5); 0 keeps it
+            fixed, `math.inf` draws it uniformly from `[0, magnitude]`.
+        magnitude_max: upper clip of the drawn magnitude (timm: 10).
+        prob: probability that each drawn operation runs (timm: 0.5).
+        increasing: timm's "inc1" set, whose every operation is stronger at a higher
+            magnitude; False gives Google's TPU definitions (see the module).
+        fill_value: colour of the areas moved in from outside, on `value_range` (default: the
+            ImageNet mean colour).
+        interpolation: "bilinear" or "nearest", for rotation, shear and translation.
+        value_range: the images' pixel range; the output is clipped to it.
+        seed: seed of the random draws.
+        data_format: "channels_last" or "channels_first".
 
     Example:
     >>> import numpy as np
-    >>> layer = RandAugment(value_range=(0, 255), num_ops=2, factor=0.9, seed=0)
+    >>> layer = RandAugment(num_ops=2, magnitude=9, magnitude_std=0.5, seed=0)
     >>> tuple(layer(np.zeros((8, 8, 3), "float32")).shape)
     (8, 8, 3)
     """
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.equalization = Equalization(value_range=self.value_range, data_format=self.data_format)
-        # One function per op, made once: JAX caches traced `switch` branches by function.
-        self._branches = tuple(
-            functools.partial(self._apply, name) for name in self._AUGMENT_LAYERS
-        )
-        self._drawing_branches = tuple(
-            functools.partial(self._draw_and_apply, name) for name in self._AUGMENT_LAYERS
+    _USE_BASE_FACTOR = False
+
+    def __init__(
+        self,
+        num_ops=2,
+        magnitude=9.0,
+        magnitude_std=0.5,
+        magnitude_max=LEVELS,
+        prob=0.5,
+        increasing=True,
+        fill_value=None,
+        interpolation="bilinear",
+        value_range=(0, 255),
+        seed=None,
+        data_format=None,
+        **kwargs,
+    ):
+        super().__init__(data_format=data_format, **kwargs)
+        check_int("RandAugment: num_ops", num_ops, 0)
+        check_number("RandAugment: magnitude", magnitude, 0, include_low=True)
+        if magnitude_std != math.inf:
+            check_number("RandAugment: magnitude_std", magnitude_std, 0, include_low=True)
+        check_number("RandAugment: magnitude_max", magnitude_max, 0)
+        check_number("RandAugment: prob", prob, 0, 1, include_low=True, include_high=True)
+        check_bool("RandAugment: increasing", increasing)
+        check_choice("RandAugment: interpolation", interpolation, ("bilinear", "nearest"))
+        self.value_range = _check_range(value_range)
+        low, high = self.value_range
+        if fill_value is None:
+            fill_value = [low + v * (high - low) / 255 for v in IMAGENET_FILL]
+        self.fill_value = _check_fill(fill_value, self.value_range)
+        self.num_ops = num_ops
+        self.magnitude = float(magnitude)
+        self.magnitude_std = float(magnitude_std)
+        self.magnitude_max = float(magnitude_max)
+        self.prob = float(prob)
+        self.increasing = increasing
+        self.interpolation = interpolation
+        self.seed = seed
+        self.generator = keras.random.SeedGenerator(seed)
+        # One function per operation, made once (JAX caches traced `switch` branches by
+        # function); the last one, for operations that do not run, returns the images.
+        self._branches = tuple(functools.partial(self._apply, op) for op in OPERATIONS) + (
+            self._identity,
         )
 
     def get_random_transformation(self, data, training=True, seed=None):
-        # Keras moves the operations to TensorFlow inside `tf.data` and never back, so an eager
-        # call under JAX after a pipeline was traced failed; they follow this layer instead.
-        for name in self._AUGMENT_LAYERS:
-            getattr(self, name).backend.set_backend(self.backend.name)
-        # Inside `tf.data` (a TensorFlow graph whatever the backend) stateful random draws can
-        # run inside `switch_case` branches; JAX's `switch` cannot update the seed state, and
-        # boxes/masks (dict inputs) need every op's draw. Keras' layers test the same helper.
-        if training and in_tf_graph() and not isinstance(data, dict):
-            indices = self.backend.random.randint(
-                (self.num_ops,),
-                0,
-                len(self._AUGMENT_LAYERS),
-                seed=self._get_seed_generator(self.backend._backend),
+        if not training or not self.num_ops:
+            return None
+        b = self.backend
+        seed = self._get_seed_generator(b._backend) if seed is None else seed
+        shape = (self.num_ops,)
+        operations = b.random.randint(shape, 0, len(OPERATIONS), seed=seed)
+        runs = b.random.uniform(shape, seed=seed) < self.prob
+        if self.magnitude_std == math.inf:
+            magnitudes = b.random.uniform(shape, 0.0, self.magnitude, seed=seed)
+        elif self.magnitude_std > 0:
+            magnitudes = b.random.normal(
+                shape, mean=self.magnitude, stddev=self.magnitude_std, seed=seed
             )
-            return {"layer_idxes": indices}
-        return super().get_random_transformation(data, training=training, seed=seed)
+        else:
+            magnitudes = b.numpy.full(shape, self.magnitude, "float32")
+        signs = b.numpy.where(b.random.uniform(shape, seed=seed) < 0.5, -1.0, 1.0)
+        return {
+            "operations": b.numpy.where(runs, operations, len(OPERATIONS)),
+            "magnitudes": b.numpy.clip(magnitudes, 0.0, self.magnitude_max),
+            "signs": signs,
+        }
 
     def transform_images(self, images, transformation, training=True):
         images = self.backend.cast(images, self.compute_dtype)
-        if not training:
+        if not training or transformation is None:
             return images
+        b = self.backend
+        x = self._to_levels(images)
         for step in range(self.num_ops):
-            index = transformation["layer_idxes"][step]
-            if "transforms" in transformation:
-                images = self.backend.core.switch(
-                    index, self._branches, images, transformation["transforms"]
-                )
-            else:
-                images = self.backend.core.switch(index, self._drawing_branches, images)
-        # The range is the contract of every preset (a deit preset once gave 255.00002).
-        return self.backend.numpy.clip(images, *self.value_range)
+            x = b.core.switch(
+                transformation["operations"][step], self._branches, x,
+                transformation["magnitudes"][step], transformation["signs"][step],
+            )  # fmt: skip
+        return self._from_levels(x)
 
-    def _apply(self, name, images, transforms):
-        # Every branch must return the input's dtype for `switch`.
-        out = getattr(self, name).transform_images(images, transforms[name])
-        return self.backend.cast(out, self.compute_dtype)
+    def apply_operation(self, images, operation, magnitude, negate=False):
+        """`images` (a batch, on `value_range`) after one operation at a fixed magnitude (0-10;
+        `negate` for the opposite direction), as the random draws would apply it."""
+        check_choice("RandAugment.apply_operation: operation", operation, OPERATIONS)
+        check_number("RandAugment.apply_operation: magnitude", magnitude, 0, include_low=True)
+        b = self.backend
+        images = b.cast(images, self.compute_dtype)
+        x = self._apply(
+            operation, self._to_levels(images), b.cast(magnitude, "float32"),
+            b.cast(-1.0 if negate else 1.0, "float32"),
+        )  # fmt: skip
+        return self._from_levels(x)
 
-    def _draw_and_apply(self, name, images):
-        layer = getattr(self, name)
-        seed = self._get_seed_generator(self.backend._backend)
-        transform = layer.get_random_transformation(images, training=True, seed=seed)
-        return self._apply(name, images, {name: transform})
+    def _to_levels(self, images):
+        # Channels-last float32 on PIL's 0-255 scale.
+        b = self.backend
+        if self.data_format == "channels_first":
+            images = b.numpy.transpose(images, (0, 2, 3, 1))
+        low, high = self.value_range
+        return (b.cast(images, "float32") - low) * (255.0 / (high - low))
+
+    def _from_levels(self, x):
+        b = self.backend
+        low, high = self.value_range
+        x = b.numpy.clip(x, 0.0, 255.0) * ((high - low) / 255.0) + low
+        x = b.numpy.clip(x, low, high)
+        if self.data_format == "channels_first":
+            x = b.numpy.transpose(x, (0, 3, 1, 2))
+        return b.cast(x, self.compute_dtype)
+
+    def _identity(self, x, magnitude, sign):
+        return x
+
+    def _apply(self, operation, x, magnitude, sign):
+        return getattr(self, f"_{operation}")(x, magnitude / LEVELS, sign)
+
+    # Operations: `x` channels-last float32 levels 0-255, `f` the magnitude / 10, `sign` +-1.
+
+    def _auto_contrast(self, x, f, sign):
+        b = self.backend
+        low = b.numpy.min(x, axis=(1, 2), keepdims=True)
+        high = b.numpy.max(x, axis=(1, 2), keepdims=True)
+        # A channel with one value is left as it is (PIL).
+        spread = b.numpy.where(high > low, high - low, 255.0)
+        low = b.numpy.where(high > low, low, 0.0)
+        return b.numpy.clip((x - low) * (255.0 / spread), 0.0, 255.0)
+
+    def _equalize(self, x, f, sign):
+        # PIL's ImageOps.equalize per image and channel: with `step` = (pixels - the count of
+        # the highest level present) // 255, level i -> (step // 2 + pixels below i) // step.
+        b = self.backend
+        shape = b.core.shape(x)
+        rows = shape[0] * shape[3]
+        levels = b.cast(b.numpy.clip(b.numpy.floor(x), 0.0, 255.0), "int32")
+        row = b.numpy.reshape(b.numpy.arange(rows, dtype="int32"), (-1, 1, 1, shape[3]))
+        keys = levels + row * 256
+        flat = b.numpy.reshape(keys, (-1,))
+        counts = b.core.scatter(
+            b.numpy.reshape(flat, (-1, 1)), b.numpy.ones_like(flat), (rows * 256,)
+        )
+        counts = b.numpy.reshape(counts, (-1, 256))
+        bins = b.numpy.arange(256, dtype="int32")
+        top = b.numpy.max(b.numpy.where(counts > 0, bins, -1), axis=-1, keepdims=True)
+        last = b.numpy.sum(b.numpy.where(bins == top, counts, 0), axis=-1, keepdims=True)
+        total = b.numpy.sum(counts, axis=-1, keepdims=True)
+        step = b.numpy.floor_divide(total - last, 255)
+        below = b.numpy.cumsum(counts, axis=-1) - counts
+        table = b.numpy.floor_divide(
+            b.numpy.floor_divide(step, 2) + below, b.numpy.maximum(step, 1)
+        )
+        flat_image = b.numpy.sum(b.cast(counts > 0, "int32"), axis=-1, keepdims=True) <= 1
+        table = b.numpy.where(flat_image | (step == 0), bins, b.numpy.minimum(table, 255))
+        return b.cast(b.numpy.take(b.numpy.reshape(table, (-1,)), keys), "float32")
+
+    def _invert(self, x, f, sign):
+        return 255.0 - x
+
+    def _posterize(self, x, f, sign):
+        b = self.backend
+        bits = b.numpy.floor(4.0 * f)
+        bits = 4.0 - bits if self.increasing else bits
+        width = b.numpy.power(2.0, 8.0 - bits)
+        return b.numpy.floor(b.numpy.floor(x) / width) * width
+
+    def _solarize(self, x, f, sign):
+        b = self.backend
+        threshold = b.numpy.floor(256.0 * f)
+        threshold = 256.0 - threshold if self.increasing else threshold
+        return b.numpy.where(x >= threshold, 255.0 - x, x)
+
+    def _solarize_add(self, x, f, sign):
+        b = self.backend
+        added = b.numpy.minimum(x + b.numpy.floor(110.0 * f), 255.0)
+        return b.numpy.where(x < 128.0, added, x)
+
+    def _enhance(self, degenerate, x, f, sign):
+        # PIL's ImageEnhance: blend from the degenerate image, factor 1 = unchanged.
+        b = self.backend
+        increasing = b.numpy.maximum(1.0 + sign * 0.9 * f, 0.1)
+        factor = increasing if self.increasing else 1.8 * f + 0.1
+        return b.numpy.clip(degenerate + factor * (x - degenerate), 0.0, 255.0)
+
+    def _grey(self, x):
+        b = self.backend
+        if x.shape[-1] != 3:
+            return b.numpy.mean(x, axis=-1, keepdims=True)
+        return b.numpy.sum(x * b.convert_to_tensor(GREY, "float32"), axis=-1, keepdims=True)
+
+    def _color(self, x, f, sign):
+        return self._enhance(self._grey(x), x, f, sign)
+
+    def _contrast(self, x, f, sign):
+        b = self.backend
+        mean = b.numpy.round(b.numpy.mean(self._grey(x), axis=(1, 2, 3), keepdims=True))
+        return self._enhance(mean, x, f, sign)
+
+    def _brightness(self, x, f, sign):
+        return self._enhance(0.0, x, f, sign)
+
+    def _sharpness(self, x, f, sign):
+        b = self.backend
+        shape = b.core.shape(x)
+        height, width = shape[1], shape[2]
+        padded = b.numpy.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+        total = 4.0 * x
+        for i in range(3):
+            for j in range(3):
+                total = total + padded[:, i : i + height, j : j + width, :]
+        smooth = b.numpy.round(total / SMOOTH)
+        rows = b.numpy.arange(height)
+        cols = b.numpy.arange(width)
+        inside = b.numpy.logical_and(
+            b.numpy.reshape((rows > 0) & (rows < height - 1), (1, -1, 1, 1)),
+            b.numpy.reshape((cols > 0) & (cols < width - 1), (1, 1, -1, 1)),
+        )
+        return self._enhance(b.numpy.where(inside, smooth, x), x, f, sign)
+
+    def _rotate(self, x, f, sign):
+        # PIL's `Image.rotate(degrees)`, counter-clockwise about the centre.
+        b = self.backend
+        radians = -sign * 30.0 * f * (math.pi / 180.0)
+        cos, sin = b.numpy.cos(radians), b.numpy.sin(radians)
+        height, width = self._size(x)
+        cx, cy = width / 2.0, height / 2.0
+        return self._affine(
+            x, cos, sin, cx - cos * cx - sin * cy, -sin, cos, cy + sin * cx - cos * cy
+        )
+
+    def _shear_x(self, x, f, sign):
+        return self._affine(x, 1.0, sign * 0.3 * f, 0.0, 0.0, 1.0, 0.0)
+
+    def _shear_y(self, x, f, sign):
+        return self._affine(x, 1.0, 0.0, 0.0, sign * 0.3 * f, 1.0, 0.0)
+
+    def _translate_x(self, x, f, sign):
+        width = self._size(x)[1]
+        return self._affine(x, 1.0, 0.0, sign * 0.45 * f * width, 0.0, 1.0, 0.0)
+
+    def _translate_y(self, x, f, sign):
+        height = self._size(x)[0]
+        return self._affine(x, 1.0, 0.0, 0.0, 0.0, 1.0, sign * 0.45 * f * height)
+
+    def _size(self, x):
+        shape = self.backend.core.shape(x)
+        return self.backend.cast(shape[1], "float32"), self.backend.cast(shape[2], "float32")
+
+    def _affine(self, x, a, b_, c, d, e, f):
+        """PIL's AFFINE transform data (output pixel centre (x + 0.5, y + 0.5) reads the input
+        at (a x + b y + c, d x + e y + f)) applied with Keras' `affine_transform`, whose pixel
+        centres are whole numbers; the fill colour is exact per channel."""
+        b = self.backend
+        values = [b.cast(v, "float32") for v in (a, b_, c, d, e, f)]
+        a, b_, c, d, e, f = values
+        zero = b.cast(0.0, "float32")
+        transform = b.numpy.stack(
+            [a, b_, c + 0.5 * (a + b_ - 1.0), d, e, f + 0.5 * (d + e - 1.0), zero, zero]
+        )
+        transform = b.numpy.tile(b.numpy.expand_dims(transform, 0), (b.core.shape(x)[0], 1))
+        fill = b.convert_to_tensor(self._fill_levels(), "float32")
+        moved = b.image.affine_transform(
+            x - fill, transform, interpolation=self.interpolation, fill_mode="constant",
+            fill_value=0, data_format="channels_last",
+        )  # fmt: skip
+        return moved + fill
+
+    def _fill_levels(self):
+        low, high = self.value_range
+        return [(v - low) * 255.0 / (high - low) for v in self.fill_value]
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("factor", None)
+        config.pop("bounding_box_format", None)
+        return {
+            **config,
+            "num_ops": self.num_ops,
+            "magnitude": self.magnitude,
+            "magnitude_std": self.magnitude_std,
+            "magnitude_max": self.magnitude_max,
+            "prob": self.prob,
+            "increasing": self.increasing,
+            "fill_value": self.fill_value,
+            "interpolation": self.interpolation,
+            "value_range": self.value_range,
+            "seed": self.seed,
+            "data_format": self.data_format,
+        }
+
+
+def _check_range(value_range):
+    if (
+        not isinstance(value_range, (tuple, list))
+        or len(value_range) != 2
+        or not all(isinstance(v, (int, float)) for v in value_range)
+        or not value_range[0] < value_range[1]
+    ):
+        raise ValueError(
+            f"RandAugment: value_range={value_range!r} must be two numbers (low, high) with "
+            "low < high, e.g. (0, 255)."
+        )
+    return tuple(float(v) for v in value_range)
+
+
+def _check_fill(fill_value, value_range):
+    values = fill_value if isinstance(fill_value, (tuple, list)) else [fill_value]
+    low, high = value_range
+    if len(values) not in (1, 3) or not all(
+        isinstance(v, (int, float)) and low <= v <= high for v in values
+    ):
+        raise ValueError(
+            f"RandAugment: fill_value={fill_value!r} must be one number or three (RGB) within "
+            f"value_range {value_range}, or None for the ImageNet mean colour."
+        )
+    return [float(v) for v in values]

@@ -7,13 +7,13 @@ grayscale (`keras.layers.RandomGrayscale`), solarization at mid-range
 Gaussian blur of
 standard deviation in [0.1, 2] (`keras.layers.RandomGaussianBlur`, with one standard deviation
 for both axes, as PIL's `GaussianBlur(radius)`). Only the chosen one is computed, as in this
-package's `RandAugment`, and the layers run inside `tf.data` whatever the backend.
+package's `KerasRandAugment`, and the layers run inside `tf.data` whatever the backend.
 """
 
 import keras
 
 from keras_resvit.base.validation import check_number
-from keras_resvit.layers.rand_augment import RandAugment
+from keras_resvit.layers.keras_rand_augment import KerasRandAugment
 
 # Kernel taps of the blur: +-3 standard deviations of the largest one (2.0).
 BLUR_KERNEL_SIZE = 13
@@ -107,7 +107,7 @@ class ThresholdSolarization(keras.layers.Solarization):
 
 
 @keras.saving.register_keras_serializable(package="keras_resvit")
-class ThreeAugment(RandAugment):
+class ThreeAugment(KerasRandAugment):
     """3-Augment: one of grayscale, solarization or Gaussian blur per image, uniformly.
 
     Args:

@@ -6,7 +6,7 @@ import pytest
 
 import keras_resvit as kr
 from keras_resvit.base import backend as capabilities
-from keras_resvit.layers.rand_augment import Equalization
+from keras_resvit.layers.keras_rand_augment import Equalization
 from tests.conftest import random_images
 
 

@@ -12,8 +12,8 @@ import keras_resvit as kr
 from keras_resvit.data import augmentation
 from keras_resvit.layers import (
     Equalization,
+    KerasRandAugment,
     PCALighting,
-    RandAugment,
     RandomPadCrop,
     RandomResizedCrop,
     RandomScaleCrop,
@@ -157,16 +157,16 @@ def test_crop_layers_serialize_and_center_at_inference():
 
 
 def _rand_augment(seed=5):
-    return RandAugment(value_range=(0, 255), num_ops=2, factor=0.9, seed=seed)
+    return KerasRandAugment(value_range=(0, 255), num_ops=2, factor=0.9, seed=seed)
 
 
-def test_rand_augment_in_tf_data_keeps_shape_dtype_and_range():
+def test_keras_rand_augment_in_tf_data_keeps_shape_dtype_and_range():
     out = _run_in_tf_data(_rand_augment(), random_images(12, 20, 20))
     assert out.shape == (12, 20, 20, 3) and out.dtype == np.float32
     assert out.min() >= 0.0 and out.max() <= 255.0
 
 
-def test_rand_augment_is_deterministic_with_a_seed():
+def test_keras_rand_augment_is_deterministic_with_a_seed():
     images = random_images(6, 16, 16)
 
     def outputs():
@@ -178,9 +178,9 @@ def test_rand_augment_is_deterministic_with_a_seed():
     assert np.abs(first - images).max() > 1.0
 
 
-@pytest.mark.parametrize("index", range(len(RandAugment._AUGMENT_LAYERS)))
-def test_rand_augment_applies_exactly_the_chosen_op(index):
-    name = RandAugment._AUGMENT_LAYERS[index]
+@pytest.mark.parametrize("index", range(len(KerasRandAugment._AUGMENT_LAYERS)))
+def test_keras_rand_augment_applies_exactly_the_chosen_op(index):
+    name = KerasRandAugment._AUGMENT_LAYERS[index]
     layer, images = _rand_augment(), random_images(2, 16, 16)
     transformation = layer.get_random_transformation(images)
     transformation["layer_idxes"] = keras.ops.convert_to_tensor([index, index], "int32")
@@ -194,7 +194,7 @@ def test_rand_augment_applies_exactly_the_chosen_op(index):
         assert not np.allclose(keras.ops.convert_to_numpy(actual), images, atol=1e-3)
 
 
-def test_rand_augment_matches_keras_for_the_same_draws():
+def test_keras_rand_augment_matches_keras_for_the_same_draws():
     ours, images = _rand_augment(), random_images(3, 16, 16)
     theirs = keras.layers.RandAugment(value_range=(0, 255), num_ops=2, factor=0.9)
     theirs.build(images.shape)
@@ -231,13 +231,13 @@ def test_equalization_matches_keras(value_range, images):
     assert not np.allclose(keras.ops.convert_to_numpy(ours), images)
 
 
-def test_rand_augment_runs_eagerly_after_tf_data_and_serializes():
+def test_keras_rand_augment_runs_eagerly_after_tf_data_and_serializes():
     layer, images = _rand_augment(), random_images(4, 16, 16)
     _run_in_tf_data(layer, images)
     out = keras.ops.convert_to_numpy(layer(images))
     assert out.shape == images.shape and out.min() >= 0.0 and out.max() <= 255.0
     config = keras.saving.serialize_keras_object(layer)
-    assert config["registered_name"] == "keras_resvit>RandAugment"
+    assert config["registered_name"] == "keras_resvit>KerasRandAugment"
     restored = keras.saving.deserialize_keras_object(config)
     assert restored.get_config() == layer.get_config()
     np.testing.assert_array_equal(

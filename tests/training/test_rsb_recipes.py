@@ -94,7 +94,9 @@ def test_augmentation_preset_is_the_papers(name):
     crop, flip, rand_augment = layer.layers
     assert isinstance(crop, RandomResizedCrop) and isinstance(flip, keras.layers.RandomFlip)
     assert isinstance(rand_augment, RandAugment) and rand_augment.num_ops == 2
-    assert rand_augment.factor == pytest.approx((0.0, paper["randaugment"] / 10))
+    # timm's rand-m{7,6}-mstd0.5-inc1: each op with probability 0.5, magnitude +- 0.5.
+    assert (rand_augment.magnitude, rand_augment.magnitude_std) == (paper["randaugment"], 0.5)
+    assert (rand_augment.prob, rand_augment.increasing) == (0.5, True)
     assert mixing is MIXING[recipe.augment]
     assert (mixing.mixup_alpha, mixing.cutmix_alpha) == (paper["mixup"], 1.0)
     assert mixing.cutmix_prob == 0.5 and mixing.label_smoothing == paper["smoothing"]
