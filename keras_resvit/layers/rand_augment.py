@@ -30,7 +30,7 @@ import math
 
 import keras
 
-from keras_resvit.base.backend import image_preprocessing_layer
+from keras_resvit.base.backend import count_values, image_preprocessing_layer, in_tf_graph
 from keras_resvit.base.validation import check_bool, check_choice, check_int, check_number
 
 # timm's `_RAND_INCREASING_TRANSFORMS` (and `_RAND_TRANSFORMS`), in its order.
@@ -162,16 +162,20 @@ class RandAugment(image_preprocessing_layer()):
 
     def apply_operation(self, images, operation, magnitude, negate=False):
         """`images` (a batch, on `value_range`) after one operation at a fixed magnitude (0-10;
-        `negate` for the opposite direction), as the random draws would apply it."""
+        `negate` for the opposite direction), as the random draws would apply it; inside
+        `tf.data` with TensorFlow ops, as the layer's call."""
         check_choice("RandAugment.apply_operation: operation", operation, OPERATIONS)
         check_number("RandAugment.apply_operation: magnitude", magnitude, 0, include_low=True)
-        b = self.backend
-        images = b.cast(images, self.compute_dtype)
-        x = self._apply(
-            operation, self._to_levels(images), b.cast(magnitude, "float32"),
-            b.cast(-1.0 if negate else 1.0, "float32"),
-        )  # fmt: skip
-        return self._from_levels(x)
+        if in_tf_graph():
+            self.backend.set_backend("tensorflow")
+        try:
+            b = self.backend
+            levels = self._to_levels(b.cast(images, self.compute_dtype))
+            sign = b.cast(-1.0 if negate else 1.0, "float32")
+            x = self._apply(operation, levels, b.cast(magnitude, "float32"), sign)
+            return self._from_levels(x)
+        finally:
+            self.backend.reset()
 
     def _to_levels(self, images):
         # Channels-last float32 on PIL's 0-255 scale.
@@ -217,10 +221,7 @@ class RandAugment(image_preprocessing_layer()):
         row = b.numpy.reshape(b.numpy.arange(rows, dtype="int32"), (-1, 1, 1, shape[3]))
         keys = levels + row * 256
         flat = b.numpy.reshape(keys, (-1,))
-        counts = b.core.scatter(
-            b.numpy.reshape(flat, (-1, 1)), b.numpy.ones_like(flat), (rows * 256,)
-        )
-        counts = b.numpy.reshape(counts, (-1, 256))
+        counts = b.numpy.reshape(count_values(b, flat, rows * 256), (-1, 256))
         bins = b.numpy.arange(256, dtype="int32")
         top = b.numpy.max(b.numpy.where(counts > 0, bins, -1), axis=-1, keepdims=True)
         last = b.numpy.sum(b.numpy.where(bins == top, counts, 0), axis=-1, keepdims=True)

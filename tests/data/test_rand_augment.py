@@ -144,6 +144,9 @@ def test_equalize_matches_pil_on_narrow_flat_and_uniform_channels():
     batch = np.stack([image, _smooth_image(20, 20)]).astype("float32")  # per image, not batch
     out = keras.ops.convert_to_numpy(layer.apply_operation(batch, "equalize", 0))
     np.testing.assert_array_equal(out[1], _pil(batch[1].astype("uint8"), "equalize", 0))
+    # Inside tf.data (TensorFlow's ops whatever the backend) the same.
+    ds = tf.data.Dataset.from_tensors(batch).map(lambda x: layer.apply_operation(x, "equalize", 0))
+    np.testing.assert_array_equal(next(iter(ds.as_numpy_iterator())), out)
 
 
 def test_draws_follow_timm():
