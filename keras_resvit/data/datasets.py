@@ -127,10 +127,12 @@ def _provenance(origin, image_size, augment, seed, repeats=1):
     return read + (f", repeated_augmentation={repeats}" if repeats > 1 else "")
 
 
-def _part(options) -> tuple:
+def _part(options, workers=False) -> tuple:
     """(process_index, process_count): this process's share of the examples, from the loader
-    options, else, under JAX, the run's processes (each reads its share of every batch)."""
-    if keras.backend.backend() == "jax" and not {"process_index", "process_count"} & set(options):
+    options, else the run's processes, each reading its share of every batch: JAX's, and for
+    tf.data (`workers`) TensorFlow's workers of `TF_CONFIG` too."""
+    explicit = {"process_index", "process_count"} & set(options)
+    if not explicit and (workers or keras.backend.backend() == "jax"):
         return process_index(), process_count()
     return options.get("process_index", 0), options.get("process_count", 1)
 
@@ -248,8 +250,9 @@ def load_dataset(
             for "py_dataset", `workers`, `use_multiprocessing` and `max_queue_size` (batches
             made in parallel); for both loaders, `process_index` and `process_count`: this
             process's share of the examples, which reads `batch_size // process_count` of every
-            batch of `batch_size` (under JAX, default: the run's processes,
-            `kr.training.process_index()` and `process_count()`). tf.data shares out the
+            batch of `batch_size` (default: under JAX the run's processes,
+            `kr.training.process_index()` and `process_count()`; for tf.data under TensorFlow
+            also the workers of `TF_CONFIG`'s cluster). tf.data shares out the
             listed files, array rows or tfds sub-splits (`tfds.even_splits`) before decoding,
             the same ones every epoch (the py_dataset loader deals out each epoch's
             permutation); the last N % process_count examples are read by none, so that every
@@ -312,7 +315,7 @@ def load_dataset(
             repeated_augmentation=repeats,
             **(loader_options or {}),
         )
-    part = _part(loader_options or {})
+    part = _part(loader_options or {}, workers=True)
     check_shard(batch_size, *part)
     read = SOURCES[source_kind(source)](
         source,

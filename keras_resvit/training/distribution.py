@@ -172,19 +172,22 @@ def _jax_placement(name):
 
 def local_input(data, placement: Placement):
     """`data` (a run's data: `train` and `val` batched datasets of global batches) with the
-    datasets this process feeds `fit`.
+    datasets this process feeds `fit`, and `feed_train` / `feed_val`: None, or what turns the
+    (checked, repeated) dataset into the one `fit` reads.
 
     With several JAX processes each feeds its own examples, and Keras assembles the global
     batch from them: a dataset that `kr.data.load_dataset` already split by process (its
     `process_count` attribute) passes unchanged; any other is split by Keras'
     `distribution.distribute_dataset` (each process keeps its slice of every global batch).
-    TensorFlow's `MultiWorkerMirroredStrategy` splits the global batches itself in `fit`, so
-    there a dataset must hold global batches. A share read for another number of processes
-    is refused: its batches would silently be another size than the run's.
+    Under TensorFlow's `MultiWorkerMirroredStrategy` a tf.data share feeds the worker's
+    replicas through `strategy.distribute_datasets_from_function` (rebatched to the replica
+    batch); a dataset of global batches is split by `fit` itself. A share read for another
+    number of processes is refused: its batches would silently be another size than the run's.
     """
     distribution = placement.distribution
-    # TensorFlow's workers (and one process) take whole batches; JAX's processes take shares.
-    takes = placement.processes if distribution is not None else 1
+    workers = placement.name == "multi_worker"
+    # One process takes whole batches; JAX's processes and TensorFlow's workers take shares.
+    takes = placement.processes if distribution is not None or workers else 1
     for split, dataset in (("train_data", data.train), ("val_data", data.val)):
         shares = getattr(dataset, "process_count", 1)
         if shares not in (1, takes):
@@ -198,8 +201,10 @@ def local_input(data, placement: Placement):
                     else f"has {takes} processes; read it with process_count={takes}."
                 )
             )
+    if workers:
+        return _worker_input(data, placement)
     if distribution is None or placement.processes == 1:
-        return data
+        return SimpleNamespace(**vars(data), feed_train=None, feed_val=None)
 
     def local(dataset):
         if dataset is None or getattr(dataset, "process_count", 1) == placement.processes:
@@ -214,9 +219,38 @@ def local_input(data, placement: Placement):
         distribution.auto_shard_dataset = True
         return distribution.distribute_dataset(dataset)
 
-    split = SimpleNamespace(**{**vars(data), "train": local(data.train), "val": local(data.val)})
+    split = SimpleNamespace(
+        **{**vars(data), "train": local(data.train), "val": local(data.val)},
+        feed_train=None,
+        feed_val=None,
+    )
     distribution.auto_shard_dataset = False  # every dataset `fit` gets is this process's
     return split
+
+
+def _worker_input(data, placement):
+    """`local_input` under `MultiWorkerMirroredStrategy`: each share feeds this worker's
+    replicas, `global batch / replicas` examples each (the strategy shards nothing)."""
+    strategy, global_batch = placement.strategy, data.batch_size
+
+    def feed(dataset):
+        def replica_batches(context):
+            return dataset.rebatch(context.get_per_replica_batch_size(global_batch))
+
+        return strategy.distribute_datasets_from_function(replica_batches)
+
+    feeds = {}
+    for split, dataset in (("train", data.train), ("val", data.val)):
+        shared = getattr(dataset, "process_count", 1) > 1
+        if shared and isinstance(dataset, keras.utils.PyDataset):
+            raise ValueError(
+                f"a {type(dataset).__name__} share (process_count="
+                f"{dataset.process_count}) cannot feed TensorFlow's MultiWorkerMirroredStrategy, "
+                "which splits the global batches of a PyDataset itself; read global batches "
+                "(loader_options={'process_count': 1}) or use the tf.data loader."
+            )
+        feeds[f"feed_{split}"] = feed if shared else None
+    return SimpleNamespace(**vars(data), **feeds)
 
 
 def place(distribution: str = "auto") -> Placement:

@@ -112,26 +112,30 @@ def _batches(iterator):
         yield images.numpy(), labels.numpy()
 
 
-def _fit_from(model, data, steps_per_epoch, epochs, start_step, callbacks, **fit_kwargs):
+def _fit_from(model, data, steps_per_epoch, epochs, start_step, callbacks, feed=None, **fit_kwargs):
     """Runs `fit` from global step `start_step` over `data` (which repeats, reshuffling each
     pass) with `callbacks` (a `RunCallbacks`); returns the run's `History`. Skipping the steps
     already taken replays exactly the batches an uninterrupted run sees; a resume inside an
-    epoch finishes that epoch, then the rest, on one iterator."""
+    epoch finishes that epoch, then the rest, on one iterator. `feed` (see `local_input`)
+    turns each dataset into the one `fit` reads; a resume inside an epoch then reads the
+    following epochs from a second pipeline, skipping to them."""
     fit_kwargs.update(shuffle=False, callbacks=callbacks)  # the dataset shuffles itself
+    fed = feed or (lambda dataset: dataset)
     first_epoch, done = divmod(start_step, steps_per_epoch)
     stream = data.skip(start_step)
     if not done:
         return model.fit(
-            stream,
+            fed(stream),
             initial_epoch=first_epoch,
             epochs=epochs,
             steps_per_epoch=steps_per_epoch,
             **fit_kwargs,
         )
-    batches = _batches(iter(stream))
+    # A distributed dataset is not an iterator that two `fit` calls can share.
+    batches = _batches(iter(stream)) if feed is None else None
     callbacks.more = first_epoch + 1 < epochs
     history = model.fit(
-        batches,
+        fed(stream) if feed else batches,
         initial_epoch=first_epoch,
         epochs=first_epoch + 1,
         steps_per_epoch=steps_per_epoch - done,
@@ -139,8 +143,9 @@ def _fit_from(model, data, steps_per_epoch, epochs, start_step, callbacks, **fit
     )
     if callbacks.more and not model.stop_training:
         callbacks.more = False
+        following = fed(data.skip((first_epoch + 1) * steps_per_epoch)) if feed else batches
         history = model.fit(
-            batches,
+            following,
             initial_epoch=first_epoch + 1,
             epochs=epochs,
             steps_per_epoch=steps_per_epoch,
@@ -170,9 +175,10 @@ def _fit_py_dataset(model, batches, steps_per_epoch, epochs, start_step, callbac
     return history
 
 
-def fit_run(model, data, pipelines, callbacks, start_step, verbose):
+def fit_run(model, data, pipelines, callbacks, start_step, verbose, feeds=(None, None)):
     """Fits the rest of the run from `start_step` over `pipelines` (from `checked_pipelines`)
-    with `callbacks` (from `run_callbacks`); returns its figures."""
+    with `callbacks` (from `run_callbacks`) and `feeds` (train, val; see `local_input`);
+    returns its figures."""
     start, total = start_step, data.total_steps
     if start and verbose != 0:
         epoch = min(start // data.steps_per_epoch + 1, data.epochs)
@@ -194,17 +200,19 @@ def fit_run(model, data, pipelines, callbacks, start_step, verbose):
                 steps=data.steps_per_epoch,
                 verbose=verbose,
             )
-            py_dataset = callable(train_data)
-            history = (_fit_py_dataset if py_dataset else _fit_from)(
-                model,
-                train_data if py_dataset else train_data.repeat(),
-                data.steps_per_epoch,
-                data.epochs,
-                start,
-                run,
-                validation_data=val_data,
-                verbose=verbose,
-            )
+            feed_train, feed_val = feeds
+            if feed_val is not None:
+                val_data = feed_val(val_data)
+            arguments = dict(validation_data=val_data, verbose=verbose)
+            if callable(train_data):  # a PyDataset factory
+                history = _fit_py_dataset(
+                    model, train_data, data.steps_per_epoch, data.epochs, start, run, **arguments
+                )
+            else:
+                history = _fit_from(
+                    model, train_data.repeat(), data.steps_per_epoch, data.epochs, start, run,
+                    feed=feed_train, **arguments,
+                )  # fmt: skip
     return SimpleNamespace(
         history=history,
         seconds=time.perf_counter() - started,

@@ -240,9 +240,8 @@ def train(
             callbacks = run_callbacks(
                 spec, written, data, user, (start_step, best), save_every, tensorboard
             )
-            pipelines = checked_pipelines(
-                local_input(data, placement), model.output_shape[-1], one_hot
-            )
+            local = local_input(data, placement)
+            pipelines = checked_pipelines(local, model.output_shape[-1], one_hot)
             environment = {
                 "distribution": placement.name,
                 "replicas": placement.num_replicas,
@@ -256,7 +255,8 @@ def train(
             if resume is None:
                 clear_run(written)
                 write_json(written / CONFIG_FILE, {**run, **environment, "result": None})
-            fitted = fit_run(model, data, pipelines, callbacks, start_step, verbose)
+            feeds = (local.feed_train, local.feed_val)
+            fitted = fit_run(model, data, pipelines, callbacks, start_step, verbose, feeds)
         if fitted.bad_step is not None:
             raise _diverged(out, fitted.bad_step)
         summary = {**run, **environment}

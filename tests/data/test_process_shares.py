@@ -188,12 +188,31 @@ def test_a_share_does_not_train_a_run_of_another_process_count(tmp_path):
     assert not (tmp_path / "run" / "last.keras").exists()
 
 
+def test_tensorflow_workers_take_tf_data_shares_but_not_a_loader_share():
+    from types import SimpleNamespace
+
+    from keras_resvit.training.distribution import Placement, local_input
+
+    workers = Placement("multi_worker", "cpu", num_replicas=2, processes=2)
+    loader = kr.data.load_dataset(
+        (IMAGES, LABELS), "train", batch_size=6, loader="py_dataset",
+        loader_options={"process_index": 0, "process_count": 2},
+    )  # fmt: skip
+    data = SimpleNamespace(train=loader, val=None, batch_size=6)
+    with pytest.raises(ValueError, match="cannot feed TensorFlow's MultiWorkerMirroredStrategy"):
+        local_input(data, workers)
+    data.train = _share(0, 2)
+    local = local_input(data, workers)
+    assert callable(local.feed_train) and local.feed_val is None
+    data.train = kr.data.load_dataset((IMAGES, LABELS), "train", batch_size=6)
+    assert local_input(data, workers).feed_train is None  # global batches: fit splits them
+
+
 def test_evaluations_outside_a_distributed_fit_read_every_example(backend, monkeypatch):
-    """Under JAX, `load_dataset` defaults to this process's share of a multi-process run;
+    """`load_dataset` defaults to this process's share of a multi-process run (JAX's
+    processes, TensorFlow's workers);
     what evaluates outside `fit` (features for few-shot probes, the CLI's scores, export
     checks, masked-patch pre-training) reads every example in every process instead."""
-    if backend != "jax":
-        pytest.skip("the JAX default share; TensorFlow's workers read global batches")
     from keras_resvit.data import datasets
     from keras_resvit.evaluation.few_shot_probe import extract_features
 

@@ -39,6 +39,7 @@ def main():
         default="arrays",
         help="arrays (load_dataset, tf.data), loader (an ImageLoader), dataset (a plain tf.data)",
     )
+    parser.add_argument("--validate", action="store_true", help="validation data of --data's kind")
     parser.add_argument("--examples", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=2)
@@ -54,21 +55,30 @@ def main():
     index, count = kr.training.process_index(), kr.training.process_count()
     (x, y), _ = kr.data.load_digits()
     # Random pixels: well-conditioned enough for losses to agree across layouts to 1e-4.
-    x = np.random.default_rng(0).uniform(0, 255, x.shape).astype("float32")[: args.examples]
-    y = y[: args.examples]
-    if args.data == "arrays":  # JAX: each process reads its share; TF: global batches
+    pixels = np.random.default_rng(0).uniform(0, 255, x.shape).astype("float32")
+    held_out = pixels[args.examples : args.examples + 64], y[args.examples : args.examples + 64]
+    x, y = pixels[: args.examples], y[: args.examples]
+    val = None
+    if args.data == "arrays":  # tf.data: each process (or TF worker) reads its share
         data = kr.data.load_dataset((x, y), "train", batch_size=args.batch_size, shuffle=False)
-        shares = (index, count) if keras.backend.backend() == "jax" else (0, 1)
-        assert (data.process_index, data.process_count) == shares
+        assert (data.process_index, data.process_count) == (index, count)
+        if args.validate:
+            val = kr.data.load_dataset(held_out, "test", batch_size=args.batch_size)
     elif args.data == "loader":  # an ImageLoader: under JAX each process reads its share
         data = kr.data.load_dataset(
             (x, y), "train", batch_size=args.batch_size, shuffle=False, loader="py_dataset"
         )
-        assert (data.process_index, data.process_count) == (index, count)
+        shares = (index, count) if keras.backend.backend() == "jax" else (0, 1)
+        assert (data.process_index, data.process_count) == shares
     else:
         import tensorflow as tf
 
-        data = tf.data.Dataset.from_tensor_slices((x, y.astype("int32"))).batch(args.batch_size)
+        def batches(images, labels):
+            return tf.data.Dataset.from_tensor_slices((images, labels.astype("int32")))
+
+        data = batches(x, y).batch(args.batch_size)
+        if args.validate:
+            val = batches(*held_out).batch(args.batch_size)
     keras.utils.set_random_seed(0)  # the same initial weights in every process and run
     norm = "group" if args.model == "gn_resnet8" else "batch"
     model = kr.build_resnet(8, stem="cifar", norm=norm, input_shape=(32, 32, 3), num_classes=10)
@@ -76,6 +86,7 @@ def main():
     history = kr.train(
         model,
         data,
+        val_data=val,
         epochs=args.epochs,
         output_dir=args.output,
         distribution=args.distribution,
@@ -85,6 +96,7 @@ def main():
         verbose=0,
     )
     reply = {"index": index, "count": count, "loss": history.history["loss"]}
+    reply["val_loss"] = history.history.get("val_loss")
     reply["resumed_from_step"] = history.summary["resumed_from_step"]
     if index == 0:
         final = kr.load_model(Path(args.output, "last.keras"))

@@ -118,6 +118,17 @@ def _jax_envs(devices_each, count=2):
     ]
 
 
+def _tf_envs(count=2):
+    cluster = {"worker": [f"127.0.0.1:{_free_port()}" for _ in range(count)]}
+    return [
+        {
+            "KERAS_BACKEND": "tensorflow",
+            "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}),
+        }
+        for i in range(count)
+    ]
+
+
 @pytest.mark.slow
 # "arrays" and "loader": load_dataset's tf.data shares and ImageLoader shares (each process
 # reads its own examples); "dataset": a plain tf.data split by Keras.
@@ -147,44 +158,44 @@ def test_two_jax_processes_match_one_over_the_same_devices(backend, data, tmp_pa
 
 
 @pytest.mark.slow
-def test_two_tensorflow_workers_match_one_process(backend, tmp_path):
+# "arrays": load_dataset's tf.data shares (each worker reads and decodes its own examples, fed
+# through distribute_datasets_from_function); "dataset": global batches that fit splits.
+@pytest.mark.parametrize("data", ["arrays", "dataset"])
+def test_two_tensorflow_workers_match_one_process(backend, data, tmp_path):
     if backend != "tensorflow":
         pytest.skip("TensorFlow's MultiWorkerMirroredStrategy; JAX has its own test")
-    # GroupNorm: batch-norm statistics are per replica under tf.distribute.
-    args = ["--model", "gn_resnet8"]
+    # GroupNorm: batch-norm statistics are per replica under tf.distribute. Validation data
+    # of the same kind: its loss is every worker's examples'.
+    args = ["--model", "gn_resnet8", "--data", data, "--validate"]
     single = _run(
         ["--output", str(tmp_path / "single"), "--distribution", "none", *args],
         {"KERAS_BACKEND": "tensorflow"},
     )
-    ports = [_free_port(), _free_port()]
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
-    envs = [
-        {
-            "KERAS_BACKEND": "tensorflow",
-            "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}),
-        }
-        for i in range(2)
-    ]
+    envs = _tf_envs(2)
     chief, other = _run_processes(["--output", str(tmp_path / "two"), *args], envs)
     assert chief["config"]["distribution"] == "multi_worker"
     assert chief["config"]["replicas"] == 2 and chief["config"]["processes"] == 2
     np.testing.assert_allclose(chief["loss"], single["loss"], atol=1e-4)
     np.testing.assert_allclose(other["loss"], single["loss"], atol=1e-4)
+    np.testing.assert_allclose(chief["val_loss"], single["val_loss"], atol=1e-4)
     assert chief["checksum"] == pytest.approx(single["checksum"], rel=1e-5)
 
 
 @pytest.mark.slow
-def test_two_jax_processes_resume_after_a_kill(backend, tmp_path):
-    if backend != "jax":
-        pytest.skip("the JAX process group; resuming on one process is tested everywhere")
-    args = ["--data", "dataset", "--save-every", "2"]
-    single = _run(
-        ["--output", str(tmp_path / "single"), "--distribution", "data_parallel", *args],
-        {"KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
-    )
+def test_two_processes_resume_after_a_kill(backend, tmp_path):
+    # JAX: a plain tf.data split by Keras; TensorFlow: the workers' tf.data shares, resumed
+    # inside an epoch (steps 2 of 4) from a second pipeline.
+    if backend == "jax":
+        args = ["--data", "dataset", "--save-every", "2"]
+        alone = ["--distribution", "data_parallel"]
+        env = {"KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+        envs = _jax_envs
+    else:
+        args = ["--model", "gn_resnet8", "--data", "arrays", "--save-every", "2"]
+        alone, env, envs = ["--distribution", "none"], {"KERAS_BACKEND": "tensorflow"}, _tf_envs
+    single = _run(["--output", str(tmp_path / "single"), *alone, *args], env)
     out = str(tmp_path / "two")
     # Both processes die after step 3 of 8, after the resume state of step 2 was saved.
-    envs = _jax_envs(2)
     dying = [
         subprocess.Popen(
             [sys.executable, SCRIPT, "--output", out, *args, "--die-after", "3"],
@@ -192,12 +203,12 @@ def test_two_jax_processes_resume_after_a_kill(backend, tmp_path):
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        for env in envs
+        for env in envs(2)
     ]
     assert [process.wait(timeout=TIMEOUT) for process in dying] == [3, 3]
     state = json.loads(Path(out, "resume", "state.json").read_text())
     assert state["step"] == 2 and not Path(out, "last.keras").exists()
-    chief, other = _run_processes(["--output", out, *args], _jax_envs(2))
+    chief, other = _run_processes(["--output", out, *args], envs(2))
     assert chief["resumed_from_step"] == other["resumed_from_step"] == 2
     # The resumed run ends where the uninterrupted one does (the first epoch's logged loss
     # covers only the steps after the resume).
