@@ -100,6 +100,18 @@ def random_images(batch, height, width, channels=3, seed=0):
     )
 
 
+def assert_layer_round_trip(layer, images, registered_name):
+    """`layer` serializes under `registered_name`, deserializes to the same config, and the
+    restored layer passes `images` through unchanged at inference."""
+    config = keras.saving.serialize_keras_object(layer)
+    assert config["registered_name"] == registered_name
+    restored = keras.saving.deserialize_keras_object(config)
+    assert restored.get_config() == layer.get_config()
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(restored(images, training=False)), images
+    )
+
+
 def assert_save_load_identical(model, tmp_path, inputs):
     """`.keras` round trip with safe_mode=True gives the same outputs."""
     path = tmp_path / f"{model.name}.keras"

@@ -18,7 +18,7 @@ from keras_resvit.layers import (
     RandomResizedCrop,
     RandomScaleCrop,
 )
-from tests.conftest import random_images
+from tests.conftest import assert_layer_round_trip, random_images
 
 
 def _run_in_tf_data(layer, images):
@@ -236,13 +236,7 @@ def test_keras_rand_augment_runs_eagerly_after_tf_data_and_serializes():
     _run_in_tf_data(layer, images)
     out = keras.ops.convert_to_numpy(layer(images))
     assert out.shape == images.shape and out.min() >= 0.0 and out.max() <= 255.0
-    config = keras.saving.serialize_keras_object(layer)
-    assert config["registered_name"] == "keras_resvit>KerasRandAugment"
-    restored = keras.saving.deserialize_keras_object(config)
-    assert restored.get_config() == layer.get_config()
-    np.testing.assert_array_equal(
-        keras.ops.convert_to_numpy(restored(images, training=False)), images
-    )
+    assert_layer_round_trip(layer, images, "keras_resvit>KerasRandAugment")
 
 
 def test_mixing_gives_soft_labels_that_sum_to_one():

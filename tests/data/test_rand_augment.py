@@ -11,7 +11,7 @@ from PIL import Image, ImageEnhance, ImageOps
 from keras_resvit.data import augmentation
 from keras_resvit.layers import RandAugment
 from keras_resvit.layers.rand_augment import IMAGENET_FILL, OPERATIONS
-from tests.conftest import random_images
+from tests.conftest import assert_layer_round_trip, random_images
 
 SIGNED = ("rotate", "color", "contrast", "brightness", "sharpness", "shear_x", "shear_y",
           "translate_x", "translate_y")  # fmt: skip
@@ -244,13 +244,7 @@ def test_presets_use_the_papers_settings():
 
 def test_serializes_and_passes_images_through_at_inference():
     layer, images = RandAugment(magnitude=7, seed=3), random_images(2, 12, 12)
-    config = keras.saving.serialize_keras_object(layer)
-    assert config["registered_name"] == "keras_resvit>RandAugment"
-    restored = keras.saving.deserialize_keras_object(config)
-    assert restored.get_config() == layer.get_config()
-    np.testing.assert_array_equal(
-        keras.ops.convert_to_numpy(restored(images, training=False)), images
-    )
+    assert_layer_round_trip(layer, images, "keras_resvit>RandAugment")
 
 
 @pytest.mark.parametrize(
