@@ -160,6 +160,9 @@ class RandAugment(image_preprocessing_layer()):
             )  # fmt: skip
         return self._from_levels(x)
 
+    def transform_labels(self, labels, transformation, training=True):
+        return labels  # no operation moves an image's class
+
     def apply_operation(self, images, operation, magnitude, negate=False):
         """`images` (a batch, on `value_range`) after one operation at a fixed magnitude (0-10;
         `negate` for the opposite direction), as the random draws would apply it; inside

@@ -245,6 +245,10 @@ def test_presets_use_the_papers_settings():
 def test_serializes_and_passes_images_through_at_inference():
     layer, images = RandAugment(magnitude=7, seed=3), random_images(2, 12, 12)
     assert_layer_round_trip(layer, images, "keras_resvit>RandAugment")
+    labels = np.array([3, 1])
+    out = layer({"images": images, "labels": labels})
+    assert np.array_equal(keras.ops.convert_to_numpy(out["labels"]), labels)
+    assert keras.ops.convert_to_numpy(out["images"]).shape == images.shape
 
 
 @pytest.mark.parametrize(
