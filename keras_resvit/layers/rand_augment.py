@@ -164,19 +164,23 @@ class RandAugment(image_preprocessing_layer()):
         return labels  # no operation moves an image's class
 
     def apply_operation(self, images, operation, magnitude, negate=False):
-        """`images` (a batch, on `value_range`) after one operation at a fixed magnitude (0-10;
-        `negate` for the opposite direction), as the random draws would apply it; inside
-        `tf.data` with TensorFlow ops, as the layer's call."""
+        """`images` (one image or a batch, on `value_range`) after one operation at a fixed
+        magnitude (0-10; `negate` for the opposite direction), as the random draws would apply
+        it; inside `tf.data` with TensorFlow ops, as the layer's call."""
         check_choice("RandAugment.apply_operation: operation", operation, OPERATIONS)
         check_number("RandAugment.apply_operation: magnitude", magnitude, 0, include_low=True)
         if in_tf_graph():
             self.backend.set_backend("tensorflow")
         try:
             b = self.backend
-            levels = self._to_levels(b.cast(images, self.compute_dtype))
+            images = b.cast(images, self.compute_dtype)
+            single = len(images.shape) == 3
+            levels = self._to_levels(b.numpy.expand_dims(images, 0) if single else images)
             sign = b.cast(-1.0 if negate else 1.0, "float32")
-            x = self._apply(operation, levels, b.cast(magnitude, "float32"), sign)
-            return self._from_levels(x)
+            x = self._from_levels(
+                self._apply(operation, levels, b.cast(magnitude, "float32"), sign)
+            )
+            return x[0] if single else x
         finally:
             self.backend.reset()
 

@@ -195,8 +195,8 @@ def local_input(data, placement: Placement):
                 f"{split} is one process's share of {shares} (process_count={shares}), but "
                 f"this run ({placement.name}, {placement.processes} process(es)) "
                 + (
-                    "splits the global batches itself; load it without process_index / "
-                    "process_count."
+                    "splits the global batches itself; read global batches: "
+                    "loader_options={'process_index': 0, 'process_count': 1}."
                     if takes == 1
                     else f"has {takes} processes; read it with process_count={takes}."
                 )

@@ -67,8 +67,8 @@ def _pil(image, operation, magnitude, sign=1.0, increasing=True, fill=IMAGENET_F
 
 
 def _ours(layer, image, operation, magnitude, sign=1.0):
-    out = layer.apply_operation(image[None].astype("float32"), operation, magnitude, sign < 0)
-    return keras.ops.convert_to_numpy(out)[0]
+    out = layer.apply_operation(image.astype("float32"), operation, magnitude, sign < 0)
+    return keras.ops.convert_to_numpy(out)
 
 
 def _inside(image, operation, magnitude, sign):
