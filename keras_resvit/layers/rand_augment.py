@@ -32,6 +32,7 @@ import keras
 
 from keras_resvit.base.backend import count_values, image_preprocessing_layer, in_tf_graph
 from keras_resvit.base.validation import check_bool, check_choice, check_int, check_number
+from keras_resvit.layers.three_augment import blend, luma
 
 # timm's `_RAND_INCREASING_TRANSFORMS` (and `_RAND_TRANSFORMS`), in its order.
 OPERATIONS = (
@@ -41,7 +42,6 @@ OPERATIONS = (
 )  # fmt: skip
 LEVELS = 10.0  # timm's `_LEVEL_DENOM`: magnitude 10 is each operation's strongest
 IMAGENET_FILL = (124, 116, 104)  # round(255 * ImageNet mean): timm's `img_mean`
-GREY = (0.299, 0.587, 0.114)  # PIL's "L" conversion
 SMOOTH = 13.0  # PIL's ImageFilter.SMOOTH: [[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13
 
 
@@ -266,15 +266,14 @@ class RandAugment(image_preprocessing_layer()):
     def _enhance(self, degenerate, x, f, sign):
         # PIL's ImageEnhance: blend from the degenerate image, factor 1 = unchanged.
         b = self.backend
-        increasing = b.numpy.maximum(1.0 + sign * 0.9 * f, 0.1)
-        factor = increasing if self.increasing else 1.8 * f + 0.1
-        return b.numpy.clip(degenerate + factor * (x - degenerate), 0.0, 255.0)
+        timm = self.increasing  # 1 +- 0.9f (at least 0.1); Google's: 0.1 + 1.8f
+        factor = b.numpy.maximum(1.0 + sign * 0.9 * f, 0.1) if timm else 1.8 * f + 0.1
+        return blend(b, x, degenerate, factor, 0.0, 255.0)
 
     def _grey(self, x):
-        b = self.backend
         if x.shape[-1] != 3:
-            return b.numpy.mean(x, axis=-1, keepdims=True)
-        return b.numpy.sum(x * b.convert_to_tensor(GREY, "float32"), axis=-1, keepdims=True)
+            return self.backend.numpy.mean(x, axis=-1, keepdims=True)
+        return luma(self.backend, x)
 
     def _color(self, x, f, sign):
         return self._enhance(self._grey(x), x, f, sign)

@@ -215,9 +215,9 @@ class ColorJitter(keras.layers.RandomBrightness):
         x = images[None] if rank3 else images
         low, high = self.value_range
         x = b.numpy.clip(x * transformation["brightness"], low, high)
-        mean = b.numpy.mean(_gray(b, x), axis=(1, 2, 3), keepdims=True)
-        x = _blend(b, x, mean, transformation["contrast"], low, high)
-        x = _blend(b, x, _gray(b, x), transformation["saturation"], low, high)
+        mean = b.numpy.mean(luma(b, x), axis=(1, 2, 3), keepdims=True)
+        x = blend(b, x, mean, transformation["contrast"], low, high)
+        x = blend(b, x, luma(b, x), transformation["saturation"], low, high)
         x = b.cast(x, self.compute_dtype)
         return x[0] if rank3 else x
 
@@ -232,12 +232,13 @@ class ColorJitter(keras.layers.RandomBrightness):
         }
 
 
-def _gray(b, x):
-    """ITU-R 601 luma, as torchvision's `rgb_to_grayscale`: (N, H, W, 1)."""
+def luma(b, x):
+    """ITU-R 601 luma, as torchvision's `rgb_to_grayscale` and PIL's "L": (N, H, W, 1)."""
     weights = b.convert_to_tensor([0.299, 0.587, 0.114], dtype=x.dtype)
     return b.numpy.sum(x * weights, axis=-1, keepdims=True)
 
 
-def _blend(b, x, other, factor, low, high):
-    """torchvision's `_blend`: factor * x + (1 - factor) * other, clipped."""
+def blend(b, x, other, factor, low, high):
+    """torchvision's `_blend` (PIL's `Image.blend` from `other`): factor * x +
+    (1 - factor) * other, clipped."""
     return b.numpy.clip(factor * x + (1.0 - factor) * other, low, high)
