@@ -5,6 +5,7 @@ Every file is written through a temporary file and a rename, so a run killed dur
 leaves the previous file intact.
 """
 
+import contextlib
 import csv
 import math
 from pathlib import Path
@@ -25,6 +26,29 @@ def weights_finite(model) -> bool:
 def iterations(model) -> int:
     """Optimizer steps taken so far (waits for the device: call it between epochs)."""
     return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+
+
+def averages_weights(optimizer) -> bool:
+    """Whether `optimizer` keeps a moving average of the weights (`use_ema`)."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)  # a LossScaleOptimizer's
+    return bool(getattr(inner, "use_ema", False))
+
+
+@contextlib.contextmanager
+def averaged_weights(model):
+    """Inside, `model`'s trainable weights are their moving average where its optimizer keeps
+    one (`averages_weights`); after it, the trained weights again. Call it between steps."""
+    if not averages_weights(model.optimizer):
+        yield
+        return
+    variables = model.trainable_variables
+    trained = [keras.ops.convert_to_numpy(v) for v in variables]
+    model.optimizer.finalize_variable_values(variables)
+    try:
+        yield
+    finally:
+        for variable, value in zip(variables, trained, strict=True):
+            variable.assign(value)
 
 
 def _schedule(optimizer):
@@ -159,7 +183,8 @@ class ResumeCheckpoint(keras.callbacks.Callback):
 
 
 class BestCheckpoint(keras.callbacks.Callback):
-    """Saves `best.keras` whenever the monitored validation metric beats the best so far.
+    """Saves `best.keras` whenever the monitored validation metric beats the best so far; an
+    optimizer's moving average of the weights (`use_ema`), what was validated, is saved.
 
     An epoch whose training loss or weights are not finite is never saved, however its
     validation metric looks (a diverged model can still score above chance).
@@ -184,7 +209,8 @@ class BestCheckpoint(keras.callbacks.Callback):
         value = self.candidate(logs)
         if value is not None:
             self.best = value
-            save_model(self.model, self.path)
+            with averaged_weights(self.model):
+                save_model(self.model, self.path)
 
 
 class NanGuard(keras.callbacks.Callback):

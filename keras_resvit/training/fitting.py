@@ -1,6 +1,8 @@
 """A run's `model.fit`: its callbacks, its checked input pipelines, the restore of a resume
 state, and a `fit` that starts at any step and replays the batches of an uninterrupted run."""
 
+import contextlib
+import itertools
 import time
 import warnings
 from types import SimpleNamespace
@@ -17,6 +19,7 @@ from keras_resvit.training.callbacks import (
     ResumeCheckpoint,
     RunCallbacks,
     StopAtStep,
+    averages_weights,
     iterations,
 )
 from keras_resvit.training.run_folder import RESUME_DIR
@@ -112,6 +115,24 @@ def _batches(iterator):
         yield images.numpy(), labels.numpy()
 
 
+def _take(batches, count):
+    """The next `count` of `batches`, as a generator that ends there: `fit` reads ahead of
+    its steps (TensorFlow prefetches), which must not consume the following call's."""
+    yield from itertools.islice(batches, count)
+
+
+@contextlib.contextmanager
+def _continued(model):
+    """For a `fit` call that another one of the run follows: its end must not replace the
+    trained weights by their moving average (`use_ema`), from which the next would go on."""
+    optimizer = model.optimizer
+    optimizer.finalize_variable_values = lambda var_list: None
+    try:
+        yield
+    finally:
+        del optimizer.finalize_variable_values
+
+
 def _fit_from(model, data, steps_per_epoch, epochs, start_step, callbacks, feed=None, **fit_kwargs):
     """Runs `fit` from global step `start_step` over `data` (which repeats, reshuffling each
     pass) with `callbacks` (a `RunCallbacks`); returns the run's `History`. Skipping the steps
@@ -134,13 +155,14 @@ def _fit_from(model, data, steps_per_epoch, epochs, start_step, callbacks, feed=
     # A distributed dataset is not an iterator that two `fit` calls can share.
     batches = _batches(iter(stream)) if feed is None else None
     callbacks.more = first_epoch + 1 < epochs
-    history = model.fit(
-        fed(stream) if feed else batches,
-        initial_epoch=first_epoch,
-        epochs=first_epoch + 1,
-        steps_per_epoch=steps_per_epoch - done,
-        **fit_kwargs,
-    )
+    with _continued(model) if callbacks.more else contextlib.nullcontext():
+        history = model.fit(
+            fed(stream) if feed else _take(batches, steps_per_epoch - done),
+            initial_epoch=first_epoch,
+            epochs=first_epoch + 1,
+            steps_per_epoch=steps_per_epoch - done,
+            **fit_kwargs,
+        )
     if callbacks.more and not model.stop_training:
         callbacks.more = False
         following = fed(data.skip((first_epoch + 1) * steps_per_epoch)) if feed else batches
@@ -167,7 +189,8 @@ def _fit_py_dataset(model, batches, steps_per_epoch, epochs, start_step, callbac
     # The rest of the interrupted epoch, then the following epochs from their first batch.
     callbacks.more = first_epoch + 1 < epochs
     rest = batches(first_epoch, done)
-    history = model.fit(rest, initial_epoch=first_epoch, epochs=first_epoch + 1, **fit_kwargs)
+    with _continued(model) if callbacks.more else contextlib.nullcontext():
+        history = model.fit(rest, initial_epoch=first_epoch, epochs=first_epoch + 1, **fit_kwargs)
     if callbacks.more and not model.stop_training:
         callbacks.more = False
         data = batches(first_epoch + 1, 0)
@@ -186,15 +209,20 @@ def fit_run(model, data, pipelines, callbacks, start_step, verbose, feeds=(None,
         print(f"train: resuming from step {start} (epoch {epoch}): {rest}")
     started = time.perf_counter()
     history = None
-    if start < total:  # else: killed after its last save, before it finished
+    if start >= total:  # killed after its last save, before it finished
+        # What the end of its last `fit` did: the weights become their moving average.
+        model.optimizer.finalize_variable_values(model.trainable_variables)
+    else:
         train_data, val_data = pipelines
         with data_errors(), warnings.catch_warnings():
             # Validation data of unknown size (an image folder) ends each epoch's validation
             # by running out, which `fit` reports as if the training data had; the training
             # stream repeats, so it never runs out.
             warnings.filterwarnings("ignore", message="Your input ran out of data")
+            # Validation scores the weights the run saves: their moving average, if kept.
+            swap = averages_weights(model.optimizer) and val_data is not None
             run = RunCallbacks(
-                callbacks.all,
+                [keras.callbacks.SwapEMAWeights()] * swap + callbacks.all,
                 model,
                 epochs=data.epochs,
                 steps=data.steps_per_epoch,
@@ -213,6 +241,11 @@ def fit_run(model, data, pipelines, callbacks, start_step, verbose, feeds=(None,
                     model, train_data.repeat(), data.steps_per_epoch, data.epochs, start, run,
                     feed=feed_train, **arguments,
                 )  # fmt: skip
+    if averages_weights(model.optimizer):
+        # The weights now share their average's arrays; copies of their own let the model
+        # train on (under JAX a `fit` would otherwise donate one array twice).
+        for variable in model.trainable_variables:
+            variable.assign(keras.ops.convert_to_numpy(variable))
     return SimpleNamespace(
         history=history,
         seconds=time.perf_counter() - started,

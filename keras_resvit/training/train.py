@@ -153,8 +153,10 @@ def train(
             must be shared by all of them.
         precision: "auto" (bf16 on TPUs and on GPUs from Ampere on, fp16 on older GPUs,
             float32 on CPUs), "float32", "mixed_float16", "mixed_bfloat16" or "bfloat16".
-        ema: momentum of an exponential moving average of the weights (e.g. 0.9999); the
-            saved models hold the averaged weights.
+        ema: momentum of an exponential moving average of the weights (e.g. 0.9999), kept by
+            the optimizer (`use_ema`): the validation figures, `best.keras`, `last.keras` and
+            the returned model are those of the averaged weights (as timm validates its EMA
+            model), while training and the resume state go on from the trained ones.
         save_every: also save the resume state every this many steps.
         tensorboard: write TensorBoard logs to `output_dir/tensorboard`.
         seed: seed of the weight initialization, of the shuffle of arrays and of any

@@ -1,0 +1,90 @@
+"""`kr.train(..., ema=...)`: the validation figures, `best.keras` and `last.keras` are those of
+the averaged weights, and a resumed run ends as the uninterrupted one does."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import keras_resvit as kr
+from tests.training.test_train import Interrupt, _small
+
+RUN = {"batch_size": 16, "epochs": 3, "save_every": 3, "ema": 0.8, "verbose": 0}
+
+
+class InterruptAtTheEnd(keras.callbacks.Callback):
+    """Kills the run, as Ctrl-C would, once its last epoch is saved."""
+
+    def on_train_end(self, logs=None):
+        raise KeyboardInterrupt
+
+
+def _model():
+    keras.utils.set_random_seed(0)  # the same initial weights in every run
+    return _small()
+
+
+def _weights(path):
+    return [np.asarray(w) for w in kr.load_model(path).get_weights()]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(arrays, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ema")
+    history = kr.train(_model(), arrays[0], val_data=arrays[1], output_dir=out, **RUN)
+    return out, history
+
+
+def test_validation_and_both_checkpoints_use_the_averaged_weights(arrays, uninterrupted):
+    out, history = uninterrupted
+    x, y = arrays[1]
+    # The averaged weights are not the trained ones: a model holding the trained weights
+    # (the resume state `fit` saved at the last step) scores otherwise.
+    last = kr.load_model(out / "last.keras")
+    loss, _ = last.evaluate(x, y, batch_size=16, verbose=0)
+    assert loss == pytest.approx(history.history["val_loss"][-1], rel=1e-5)
+    best_epoch = int(np.argmax(history.history["val_accuracy"]))
+    best = kr.load_model(out / "best.keras")
+    loss, accuracy = best.evaluate(x, y, batch_size=16, verbose=0)
+    assert accuracy == pytest.approx(history.summary["best_val_accuracy"], abs=1e-6)
+    assert loss == pytest.approx(history.history["val_loss"][best_epoch], rel=1e-5)
+    # The run's record says what was averaged.
+    assert json.loads((out / "config.json").read_text())["ema"] == RUN["ema"]
+
+
+def test_the_returned_model_trains_on(arrays, tmp_path):
+    history = kr.train(_model(), arrays[0], output_dir=tmp_path, **RUN)
+    x, y = arrays[0]
+    losses = history.model.fit(x, y, batch_size=16, epochs=2, verbose=0).history["loss"]
+    assert np.isfinite(losses).all()
+
+
+def test_averaged_weights_differ_from_the_trained_ones(arrays, tmp_path):
+    # The same run without averaging ends elsewhere: the test above compares different models.
+    plain = {**RUN, "ema": None}
+    kr.train(_model(), arrays[0], output_dir=tmp_path / "plain", **plain)
+    kr.train(_model(), arrays[0], output_dir=tmp_path / "ema", **RUN)
+    plain, averaged = (_weights(tmp_path / name / "last.keras") for name in ("plain", "ema"))
+    difference = max(float(np.max(np.abs(a - b))) for a, b in zip(plain, averaged, strict=True))
+    assert difference > 0.01
+
+
+@pytest.mark.parametrize("kill", [Interrupt(7), InterruptAtTheEnd()], ids=["inside", "after"])
+def test_a_resumed_run_ends_with_the_weights_of_the_uninterrupted_one(
+    arrays,
+    uninterrupted,
+    tmp_path,
+    kill,
+):
+    # Killed at step 7 (4 steps per epoch, saved every 3), it resumes from step 6 in two `fit`
+    # calls: the first must not hand its averaged weights to the second. Killed after the last
+    # save, it has no step left to run, and its model must still be the averaged one.
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        kr.train(_model(), arrays[0], val_data=arrays[1], output_dir=out, callbacks=[kill], **RUN)
+    assert not (out / "last.keras").exists()
+    kr.train(_model(), arrays[0], val_data=arrays[1], output_dir=out, **RUN)
+    expected = _weights(uninterrupted[0] / "last.keras")
+    for got, want in zip(_weights(out / "last.keras"), expected, strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5)
