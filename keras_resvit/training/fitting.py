@@ -139,7 +139,8 @@ def _fit_from(model, data, steps_per_epoch, epochs, start_step, callbacks, feed=
     already taken replays exactly the batches an uninterrupted run sees; a resume inside an
     epoch finishes that epoch, then the rest, on one iterator. `feed` (see `local_input`)
     turns each dataset into the one `fit` reads; a resume inside an epoch then reads the
-    following epochs from a second pipeline, skipping to them."""
+    following epochs from a second pipeline, skipping to them (a dataset that reshuffles
+    draws their orders anew there: its seed generator has moved on)."""
     fit_kwargs.update(shuffle=False, callbacks=callbacks)  # the dataset shuffles itself
     fed = feed or (lambda dataset: dataset)
     first_epoch, done = divmod(start_step, steps_per_epoch)
