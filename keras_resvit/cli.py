@@ -154,6 +154,14 @@ def _add_train_run_arguments(p):
     )
     p.add_argument("--learning-rate", type=float, default=None, help="override the recipe's")
     p.add_argument(
+        "--ema",
+        type=_fraction,
+        default=None,
+        metavar="MOMENTUM",
+        help="keep a moving average of the weights (e.g. 0.9999), which validation and the "
+        "saved models use",
+    )
+    p.add_argument(
         "--augment",
         default="auto",
         help="preset name, none, or auto (the recipe's; none on digits)",

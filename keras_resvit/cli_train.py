@@ -254,6 +254,7 @@ def run_train(args):
         val_data=val,
         output_dir=output,
         learning_rate=args.learning_rate,
+        ema=args.ema,
         distribution=args.distribution,
         precision=args.precision,
         save_every=args.save_every,

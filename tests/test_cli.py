@@ -153,6 +153,20 @@ def test_default_train_learns_digits_saves_and_exports(tmp_path, capsys):
     assert (tmp_path / "model.tflite").is_file()
 
 
+def test_train_keeps_a_moving_average_of_the_weights(tmp_path, capsys):
+    assert (
+        main(["train", "--epochs", "1", "--ema", "0.9", "--no-tflite", "--output", str(tmp_path)])
+        == 0
+    )
+    assert json.loads((tmp_path / "config.json").read_text())["ema"] == 0.9
+    # The printed test accuracy is the saved model's: that of the averaged weights.
+    out = capsys.readouterr().out
+    printed = float(re.search(r"test accuracy ([0-9.]+) \(last\)", out).group(1))
+    (x, y) = kr.data.load_digits()[1]
+    scores = kr.load_model(tmp_path / "last.keras").predict(x, verbose=0)
+    assert printed == pytest.approx(np.mean(np.argmax(scores, -1) == y), abs=1e-3)
+
+
 def test_evaluate_a_saved_model(tmp_path, capsys):
     model = kr.create_model("resnet20")
     model.save(tmp_path / "m.keras")
@@ -313,6 +327,7 @@ def test_an_interrupted_run_resumes_and_says_from_where(tmp_path):
         (["--validation-split", "0.2"], ["--validation-split 0.2", "--data digits", "test split"]),
         (["--data", "no_such_folder"], ["--data 'no_such_folder'", "not a folder", "tfds:NAME"]),
         (["--model", "resnet05"], ["name='resnet05'", "resnet50"]),
+        (["--ema", "1.5"], ["--ema", "'1.5'", "between 0 and 1"]),
     ],
 )
 def test_bad_training_arguments_are_one_line_naming_the_flag(argv, words, tmp_path, capsys):
