@@ -61,10 +61,12 @@ def test_train_on_an_image_loader_learns_validates_and_writes(digits, tmp_path):
     )
 
 
-def test_a_run_killed_inside_an_epoch_resumes_on_the_same_batches(digits, tmp_path):
+@pytest.mark.parametrize("ema", [None, 0.8])
+def test_a_run_killed_inside_an_epoch_resumes_on_the_same_batches(digits, tmp_path, ema):
     # 6 steps per epoch, 18 in all, saved every 4 steps: killed at step 9, it resumes from the
-    # save at step 8, inside the second epoch, and ends where the uninterrupted run ends.
-    run = {"epochs": 3, "save_every": 4, "verbose": 0, "seed": 3}
+    # save at step 8, inside the second epoch, and ends where the uninterrupted run ends (with
+    # a moving average of the weights too, which the first of its two `fit` calls keeps).
+    run = {"epochs": 3, "save_every": 4, "verbose": 0, "seed": 3, "ema": ema}
     reference = kr.train(
         _small(), _loader(digits[0], shuffle=True), output_dir=tmp_path / "a", **run
     )
