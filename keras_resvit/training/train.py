@@ -2,22 +2,19 @@
 
 `train()` reads as its steps: check the arguments and the data (`train_checks`), place the run
 (`place`: distribution and precision), build and compile the model under that placement
-(`model_setup`), then the callbacks and `fit` (`fitting`), then the run's outputs.
+(`model_setup`), then the callbacks and `fit` (`fitting`), then the run's final files
+(`run_outputs`).
 """
 
 import json
-import math
 
 import keras
 import numpy as np
 
 from keras_resvit.base.backend import backend, dtype_policy
-from keras_resvit.base.class_names import write_class_names
 from keras_resvit.base.files import write_json
-from keras_resvit.base.model_files import save_model
 from keras_resvit.base.processes import barrier
 from keras_resvit.models.common import check_classifier
-from keras_resvit.training.callbacks import read_history
 from keras_resvit.training.distribution import local_input, place, resolve_precision
 from keras_resvit.training.fitting import checked_pipelines, fit_run, restore, run_callbacks
 from keras_resvit.training.model_setup import (
@@ -33,15 +30,13 @@ from keras_resvit.training.model_setup import (
 from keras_resvit.training.recipes import Recipe
 from keras_resvit.training.run_folder import (
     CONFIG_FILE,
-    RESUME_DIR,
-    clear_resume_state,
     clear_run,
     previous_run,
     process_folder,
-    read_resume_state,
     resume_state,
     run_record,
 )
+from keras_resvit.training.run_outputs import TrainingDivergedError, diverged, finish_run
 from keras_resvit.training.train_checks import (
     check_arguments,
     check_data,
@@ -52,12 +47,8 @@ from keras_resvit.training.train_checks import (
 )
 
 # `build_optimizer` and `compile_model` compile a model as train() does, for benchmarks and
-# custom loops; tests replace `place`, `compile_model` and `_finish` here.
+# custom loops; tests replace `place`, `compile_model` and `finish_run` here.
 __all__ = ["TrainingDivergedError", "build_optimizer", "compile_model", "train"]
-
-
-class TrainingDivergedError(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
 def train(
@@ -260,9 +251,9 @@ def train(
             feeds = (local.feed_train, local.feed_val)
             fitted = fit_run(model, data, pipelines, callbacks, start_step, verbose, feeds)
         if fitted.bad_step is not None:
-            raise _diverged(out, fitted.bad_step)
+            raise diverged(out, fitted.bad_step)
         summary = {**run, **environment}
-        return _finish(written, model, fitted, data.train, summary, output_dir=out)
+        return finish_run(written, model, fitted, data.train, summary, output_dir=out)
 
 
 def _placement(distribution, precision, model_or_name, global_batch):
@@ -368,54 +359,3 @@ def _described(obj):
     # Keras numbers the names of unnamed instances per process ("adam_1"): leave them out.
     config = {key: value for key, value in obj.get_config().items() if key != "name"}
     return json.loads(json.dumps({"class_name": type(obj).__name__, **config}, default=repr))
-
-
-def _diverged(out, bad_step):
-    state = read_resume_state(out / RESUME_DIR)
-    if state is None:
-        kept = "no checkpoint had been saved before it"
-    else:
-        kept = (
-            f"the last good checkpoint (step {state['step']}) is kept in {str(out / RESUME_DIR)!r}"
-        )
-    return TrainingDivergedError(
-        f"the loss became NaN/inf at step {bad_step}; training stopped and {kept}. Lower "
-        "learning_rate or use precision='float32', and start afresh with overwrite=True "
-        "(keras-resvit train --overwrite) or a new output_dir."
-    )
-
-
-def _finish(out, model, fitted, train_data, config, output_dir=None):
-    """Writes the run's final files into `out`, then removes its resume state; `output_dir`:
-    the run's folder as the user named it (default `out`)."""
-    save_model(model, out / "last.keras")
-    class_names = getattr(train_data, "class_names", None)
-    if class_names:
-        # Beside the checkpoints, so that `keras-resvit predict` names its classes.
-        for checkpoint in ("last.keras", "best.keras"):
-            if (out / checkpoint).exists():
-                write_class_names(out / checkpoint, [str(name) for name in class_names])
-    history = fitted.history
-    if history is None:
-        history = keras.callbacks.History()
-        history.set_model(model)
-    # The whole run's epochs, those of the call it resumed included, as history.csv holds them.
-    rows = read_history(out / "history.csv")
-    history.epoch = [int(row["epoch"]) - 1 for row in rows]
-    history.history = {k: [r.get(k, math.nan) for r in rows] for k in rows[0] if k != "epoch"}
-    steps = fitted.end_step - fitted.start_step
-    history.summary = {
-        "model": model.name,
-        # What the run trained, not what it was asked to: a callback may have stopped it.
-        "epochs": math.ceil(fitted.end_step / fitted.steps_per_epoch),
-        "steps": fitted.end_step,
-        "resumed_from_step": fitted.start_step or None,
-        "best_val_accuracy": None if fitted.best == -math.inf else fitted.best,
-        # This call's: the steps of an earlier, interrupted call are not timed again.
-        "seconds": round(fitted.seconds, 2),
-        "images_per_second": round(steps * fitted.batch_size / max(fitted.seconds, 1e-9), 1),
-        "output_dir": str(output_dir or out),
-    }
-    write_json(out / CONFIG_FILE, {**config, "result": history.summary})
-    clear_resume_state(out / RESUME_DIR)
-    return history

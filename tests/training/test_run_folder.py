@@ -55,7 +55,7 @@ def _interrupted_run(out, monkeypatch, **kwargs):
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
-        patch.setattr(train_module, "_finish", killed)
+        patch.setattr(train_module, "finish_run", killed)
         with pytest.raises(KeyboardInterrupt):
             _train(out, **kwargs)
     assert (out / "resume" / "state.json").is_file()
