@@ -124,13 +124,16 @@ def _take(batches, count):
 @contextlib.contextmanager
 def _continued(model):
     """For a `fit` call that another one of the run follows: its end must not replace the
-    trained weights by their moving average (`use_ema`), from which the next would go on."""
+    trained weights by their moving average (`use_ema`), from which the next would go on;
+    unless a callback stopped the run, which then ends here."""
     optimizer = model.optimizer
     optimizer.finalize_variable_values = lambda var_list: None
     try:
         yield
     finally:
         del optimizer.finalize_variable_values
+    if model.stop_training:
+        optimizer.finalize_variable_values(model.trainable_variables)
 
 
 def _fit_from(model, data, steps_per_epoch, epochs, start_step, callbacks, feed=None, **fit_kwargs):
@@ -221,9 +224,11 @@ def fit_run(model, data, pipelines, callbacks, start_step, verbose, feeds=(None,
             # stream repeats, so it never runs out.
             warnings.filterwarnings("ignore", message="Your input ran out of data")
             # Validation scores the weights the run saves: their moving average, if kept.
-            swap = averages_weights(model.optimizer) and val_data is not None
+            swap = []
+            if averages_weights(model.optimizer) and val_data is not None:
+                swap.append(keras.callbacks.SwapEMAWeights())
             run = RunCallbacks(
-                [keras.callbacks.SwapEMAWeights()] * swap + callbacks.all,
+                swap + callbacks.all,
                 model,
                 epochs=data.epochs,
                 steps=data.steps_per_epoch,

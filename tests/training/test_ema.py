@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import keras_resvit as kr
-from tests.training.test_train import Interrupt, _small
+from tests.training.test_train import Interrupt, StopAfter, _small
 
 RUN = {"batch_size": 16, "epochs": 3, "save_every": 3, "ema": 0.8, "verbose": 0}
 
@@ -87,4 +87,17 @@ def test_a_resumed_run_ends_with_the_weights_of_the_uninterrupted_one(
     kr.train(_model(), arrays[0], val_data=arrays[1], output_dir=out, **RUN)
     expected = _weights(uninterrupted[0] / "last.keras")
     for got, want in zip(_weights(out / "last.keras"), expected, strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_a_resumed_run_that_a_callback_stops_ends_with_the_averaged_weights(arrays, tmp_path):
+    # Resumed at step 6 of 12, a callback stops it at the end of epoch 2: the first of the
+    # resume's two `fit` calls ends the run, as the uninterrupted run stopped there does.
+    data = {"val_data": arrays[1], **RUN}
+    kr.train(_model(), arrays[0], output_dir=tmp_path / "a", callbacks=[StopAfter(2)], **data)
+    with pytest.raises(KeyboardInterrupt):
+        kr.train(_model(), arrays[0], output_dir=tmp_path / "b", callbacks=[Interrupt(7)], **data)
+    kr.train(_model(), arrays[0], output_dir=tmp_path / "b", callbacks=[StopAfter(2)], **data)
+    expected = _weights(tmp_path / "a" / "last.keras")
+    for got, want in zip(_weights(tmp_path / "b" / "last.keras"), expected, strict=True):
         np.testing.assert_allclose(got, want, atol=1e-5)
