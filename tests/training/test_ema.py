@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import keras_resvit as kr
-from tests.training.test_train import Interrupt, StopAfter, _small
+from tests.training.test_train import Interrupt, StopAfter
+from tests.training.test_train_py_dataset import _small as _model  # same initial weights
 
 RUN = {"batch_size": 16, "epochs": 3, "save_every": 3, "ema": 0.8, "verbose": 0}
 
@@ -18,11 +19,6 @@ class InterruptAtTheEnd(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         raise KeyboardInterrupt
-
-
-def _model():
-    keras.utils.set_random_seed(0)  # the same initial weights in every run
-    return _small()
 
 
 def _weights(path):
