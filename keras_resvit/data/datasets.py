@@ -4,8 +4,9 @@
 the Keras augmentation layers run TensorFlow ops inside it whatever the backend.
 Pipeline: source (one reader per kind, `SOURCES`) -> this process's share (several processes:
 file names, array rows or tfds sub-splits, before anything is decoded) -> decode -> (cache) ->
-shuffle -> (repeated augmentation: each example several times) -> augment (train) or
-evaluation transform -> batch -> MixUp/CutMix (train, soft labels) -> prefetch.
+shuffle -> (repeated augmentation: each example several times) -> augment (train, each
+example from its own seed: `element_seeds`) or evaluation transform -> batch -> MixUp/CutMix
+(train, soft labels, each batch from its own seed) -> prefetch.
 Without TensorFlow, digits, arrays and image folders are read by `loaders.ImageLoader` (a
 `keras.utils.PyDataset`) into the same batches.
 """
@@ -18,6 +19,7 @@ from keras_resvit.base.lazy import tf
 from keras_resvit.base.processes import process_count, process_index
 from keras_resvit.base.validation import check_int, check_number
 from keras_resvit.data.augmentation import Mixing, get_augmentation
+from keras_resvit.data.element_seeds import next_seed, seeded_map
 from keras_resvit.data.loaders import ImageLoader, check_repeats, check_shard, choose_loader
 from keras_resvit.data.sources import SOURCES, loader_examples, source_kind
 from keras_resvit.data.transforms import evaluation_crop_ratio, evaluation_transform
@@ -50,10 +52,11 @@ def _evaluation_ratio(crop_ratio, augmented, resized, augment, shorter_side, ima
     return crop_ratio or 1.0
 
 
-def _transformed(read, layer, image_size, augment, crop_ratio, parallel_calls, repeats=1):
+def _transformed(read, layer, image_size, augment, crop_ratio, parallel_calls, repeats=1, seed=0):
     """(images, unaugmented images): unbatched datasets of float32 `image_size` images,
-    augmented by `layer` (a training split), else evaluation-transformed; repeated
-    (`_repeated`). The unaugmented images are all processes' examples, each once."""
+    augmented by `layer` (a training split; each example with its own seed, drawn from
+    `seed`), else evaluation-transformed; repeated (`_repeated`). The unaugmented images are
+    all processes' examples, each once."""
     resized = read.fixed is None or tuple(read.fixed) != (image_size, image_size)
     ratio = _evaluation_ratio(
         crop_ratio, layer is not None, resized, augment, read.shorter_side, image_size
@@ -67,7 +70,7 @@ def _transformed(read, layer, image_size, augment, crop_ratio, parallel_calls, r
 
     ds = _repeated(read.ds, repeats) if repeats > 1 else read.ds
     if layer is not None:
-        images = ds.map(lambda x, y: (layer(x), y), num_parallel_calls=parallel_calls)
+        images = seeded_map(ds, lambda x, y: (layer(x), y), seed, parallel_calls)
     else:
         images = plain(ds)
     if read.whole is not None:
@@ -100,18 +103,17 @@ def _mix_batches(ds, mixing, num_classes, seed, parallel_calls):
         if mixup is None or cutmix is None:
             out = (mixup or cutmix)(data)
             return out["images"], out["labels"]
-        # Only the chosen one runs: both layers draw from their own seed state in the branch.
-        use_cutmix = tf.random.uniform((), seed=seed) < mixing.cutmix_prob
+        # Only the chosen one runs.
+        use_cutmix = tf.random.stateless_uniform((), seed=next_seed()) < mixing.cutmix_prob
         out = tf.cond(use_cutmix, lambda: cutmix(dict(data)), lambda: mixup(dict(data)))
         return out["images"], out["labels"]
 
-    return ds.map(mix, num_parallel_calls=parallel_calls)
+    return seeded_map(ds, mix, seed, parallel_calls, stream=1)
 
 
 def _read_ahead(ds, deterministic):
-    """`ds` prefetched; or, `deterministic`, made batch by batch as asked for: reading ahead
-    (a prefetch, or a map fused with its batch) would draw the random layers' numbers for
-    batches that a partial iteration (a peek at the first batch) then drops, a racy count."""
+    """`ds` prefetched; or, `deterministic`, made batch by batch as asked for (no prefetch,
+    no map fused with its batch or run in parallel)."""
     if not deterministic:
         return ds.prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
@@ -236,12 +238,10 @@ def load_dataset(
             truncated files reads every file whole when the folder is listed. Without it, a
             listed file that fails to decode is replaced by another image of the folder, so
             that an epoch keeps the listed count (`folders.folder_dataset`).
-        deterministic: reproducible augmentation for a given `seed`. The random layers keep
-            their state in one variable, so parallel calls draw in a racy order (two calls
-            reading the state at once draw the same transformation: a few percent of the images
-            on average, in bursts), and reading ahead draws for batches a partial iteration
-            drops; this runs them on one thread,
-            batch by batch as they are asked for (slower). The py_dataset loader is
+        deterministic: make the batches one at a time on one thread, as they are asked for
+            (slower; for debugging). tf.data batches are reproducible for a given `seed`
+            either way: each example's random layers draw from a seed of its own
+            (`element_seeds`), whatever thread transforms it. The py_dataset loader is
             reproducible with one worker (its default), which this requires.
         loader: "auto" (tf.data where TensorFlow is installed, else "py_dataset"), "tf.data",
             or "py_dataset" (`loaders.ImageLoader`; no tfds sources; `cache` and `data_dir` do
@@ -334,8 +334,9 @@ def load_dataset(
     # Each process draws its own augmentations (the same seed would repeat them across shares).
     layer, preset_mixing = get_augmentation(augment, image_size, seed=seed + part[0])
     random_calls = None if deterministic else tf.data.AUTOTUNE
+    layer = layer if training else None
     ds, unaugmented = _transformed(
-        read, layer if training else None, image_size, augment, crop_ratio, random_calls, repeats
+        read, layer, image_size, augment, crop_ratio, random_calls, repeats, seed + part[0]
     )
     ds = ds.batch(batch_size // part[1], drop_remainder=drop_remainder)
     mixing = preset_mixing if mixing is True else (mixing or None)

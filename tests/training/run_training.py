@@ -19,6 +19,7 @@ def main():
         help="uniform random pixels instead of digits: well-conditioned enough "
         "for losses to agree across device layouts to 1e-4",
     )
+    parser.add_argument("--augment", default=None, help="an augmentation preset")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--save-every", type=int, default=None)
@@ -49,6 +50,7 @@ def main():
             (x[: args.examples], y[: args.examples]),
             "train",
             batch_size=args.batch_size,
+            augment=args.augment,
             # tf.distribute rewrites the pipeline, which reseeds a shuffle: compare in order.
             shuffle=not args.random_images,
         )

@@ -139,13 +139,16 @@ def _run(tmp_path, out, extra=()):
 
 @pytest.mark.slow
 def test_killed_run_resumes_where_it_stopped(tmp_path, backend):
-    reference = _run(tmp_path, tmp_path / "reference")
+    """Shuffled and augmented (parallel maps): the resumed run replays the same orders, crops
+    and flips."""
+    augment = ["--augment", "resnet_cifar"]
+    reference = _run(tmp_path, tmp_path / "reference", augment)
     out, err = reference.communicate(timeout=600)
     assert reference.returncode == 0, err[-2000:]
     expected = json.loads(out.strip().splitlines()[-1])["none"]
 
     state = tmp_path / "killed" / "none" / "resume" / "state.json"
-    victim = _run(tmp_path, tmp_path / "killed")
+    victim = _run(tmp_path, tmp_path / "killed", augment)
     deadline = time.time() + 600
     # 8 steps per epoch: wait for a mid-epoch save in the second epoch, then SIGKILL.
     while time.time() < deadline and victim.poll() is None:
@@ -158,7 +161,7 @@ def test_killed_run_resumes_where_it_stopped(tmp_path, backend):
     killed_at = json.loads(state.read_text())["step"]
     assert not (tmp_path / "killed" / "none" / "last.keras").exists()
 
-    resumed = _run(tmp_path, tmp_path / "killed")
+    resumed = _run(tmp_path, tmp_path / "killed", augment)
     out, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err[-2000:]
     result = json.loads(out.strip().splitlines()[-1])["none"]

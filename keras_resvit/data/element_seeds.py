@@ -1,0 +1,80 @@
+"""Random augmentation in `tf.data` with a seed of its own for every example.
+
+A Keras random layer keeps its seed in one variable that each call reads, then advances. In a
+parallel `map` two calls can read it at once and draw the same transformation, and the order
+of the calls (so which example gets which draw) depends on thread timing. Here each element
+of the dataset carries its own seed, drawn in order from `tf.data.Dataset.random` (a new
+sequence every pass over the dataset, the same sequences for a given seed), and every
+`keras.random.SeedGenerator` the layers use while that element is transformed hands out seeds
+derived from it. The draws then depend only on the example's place in the epoch: a parallel
+map gives the batches a serial one does, and a resumed run that skips to a step sees the
+transformations an uninterrupted one saw there.
+"""
+
+import contextlib
+import threading
+
+import keras
+
+from keras_resvit.base.lazy import tf
+
+_active = threading.local()  # the seed of the element being transformed on this thread
+_patched = threading.Lock()
+
+
+def next_seed():
+    """Inside `element_seed`: the next seed for a stateless random op (an int32 [2] tensor),
+    the element's seed folded with the count of draws so far, so each draw has its own."""
+    _active.draws += 1
+    return tf.random.experimental.stateless_fold_in(_active.seed, _active.draws)
+
+
+def _next(generator, ordered=True, *, _original=keras.random.SeedGenerator.next):
+    """`SeedGenerator.next`: inside `element_seed`, `next_seed()`; elsewhere the generator's
+    own."""
+    if getattr(_active, "seed", None) is None:
+        return _original(generator, ordered)
+    return next_seed()
+
+
+def _install():
+    with _patched:
+        if keras.random.SeedGenerator.next is not _next:
+            keras.random.SeedGenerator.next = _next
+
+
+@contextlib.contextmanager
+def element_seed(seed):
+    """Within: every `SeedGenerator` draw on this thread derives from `seed` (an int32 [2]
+    tensor), each a different derivation. Meant for tracing a `tf.data` map function."""
+    _install()
+    if getattr(_active, "seed", None) is not None:
+        raise RuntimeError("element_seed contexts do not nest.")
+    _active.seed, _active.draws = seed, 0
+    try:
+        yield
+    finally:
+        _active.seed = None
+
+
+def with_seeds(ds, seed: int, stream: int = 0):
+    """`ds` (of tuples) with each element's seed, an int32 [2] tensor, appended: one in order
+    from `tf.data.Dataset.random(seed)`, a new sequence on every pass (as a reshuffling
+    `shuffle` draws a new order), folded with `stream` (maps that share `seed` give different
+    streams different seeds)."""
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    fold = tf.random.experimental.stateless_fold_in
+    seeds = seeds.map(lambda pair: fold(tf.cast(pair % (2**31 - 1), "int32"), stream))
+    return tf.data.Dataset.zip(ds, seeds).map(lambda element, s: (*element, s))
+
+
+def seeded_map(ds, function, seed: int, parallel_calls, stream: int = 0):
+    """`ds.map(function)` where every random Keras layer `function` calls (and `next_seed`)
+    draws from the element's own seed (`with_seeds`), so the result does not depend on
+    `parallel_calls`."""
+
+    def call(*element):
+        with element_seed(element[-1]):
+            return function(*element[:-1])
+
+    return with_seeds(ds, seed, stream).map(call, num_parallel_calls=parallel_calls)
