@@ -141,9 +141,13 @@ def _fit_from(model, data, steps_per_epoch, epochs, start_step, callbacks, feed=
     pass) with `callbacks` (a `RunCallbacks`); returns the run's `History`. Skipping the steps
     already taken replays exactly the batches an uninterrupted run sees; a resume inside an
     epoch finishes that epoch, then the rest, on one iterator. `feed` (see `local_input`)
-    turns each dataset into the one `fit` reads; a resume inside an epoch then reads the
-    following epochs from a second pipeline, skipping to them (a dataset that reshuffles
-    draws their orders anew there: its seed generator has moved on)."""
+    turns each dataset into the one `fit` reads; a resume inside an epoch then reads the rest
+    of that epoch, and nothing beyond it, from one pipeline and the following epochs from a
+    second one over the same dataset. Its random orders and draws (`shuffle`,
+    `Dataset.random`) move on with each pass over it, whichever pipeline makes the pass: the
+    second pipeline's first pass is the run's next epoch, drawn as in an uninterrupted run
+    (test_fitting.py, one worker; two workers' shuffled shares still come out in other
+    orders, see guides/training_on_tpu_and_multiple_devices.md)."""
     fit_kwargs.update(shuffle=False, callbacks=callbacks)  # the dataset shuffles itself
     fed = feed or (lambda dataset: dataset)
     first_epoch, done = divmod(start_step, steps_per_epoch)
@@ -160,16 +164,17 @@ def _fit_from(model, data, steps_per_epoch, epochs, start_step, callbacks, feed=
     batches = _batches(iter(stream)) if feed is None else None
     callbacks.more = first_epoch + 1 < epochs
     with _continued(model) if callbacks.more else contextlib.nullcontext():
+        rest = steps_per_epoch - done
         history = model.fit(
-            fed(stream) if feed else _take(batches, steps_per_epoch - done),
+            fed(stream.take(rest)) if feed else _take(batches, rest),
             initial_epoch=first_epoch,
             epochs=first_epoch + 1,
-            steps_per_epoch=steps_per_epoch - done,
+            steps_per_epoch=rest,
             **fit_kwargs,
         )
     if callbacks.more and not model.stop_training:
         callbacks.more = False
-        following = fed(data.skip((first_epoch + 1) * steps_per_epoch)) if feed else batches
+        following = fed(data) if feed else batches
         history = model.fit(
             following,
             initial_epoch=first_epoch + 1,

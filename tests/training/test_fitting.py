@@ -1,0 +1,60 @@
+"""`fitting._fit_from` resumed inside an epoch with a `feed` (TensorFlow workers' shares fed
+through `distribute_datasets_from_function`): the rest of the epoch, then the following epochs
+from a second pipeline, are the batches an uninterrupted run trains on."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_resvit.training import fitting
+
+
+class _Callbacks(keras.callbacks.Callback):
+    """What `_fit_from` needs of a `RunCallbacks`; keeps the weights after step `at`."""
+
+    more = False
+
+    def __init__(self, at=None):
+        super().__init__()
+        self.at, self.steps, self.kept = at, 0, None
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+        if self.steps == self.at:
+            self.kept = [keras.ops.convert_to_numpy(w) for w in self.model.weights]
+
+
+def test_a_resumed_feed_replays_the_shuffled_epochs(backend):
+    if backend != "tensorflow":
+        pytest.skip("feeds are TensorFlow workers' (tf.distribute)")
+    import tensorflow as tf
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()  # one worker, no cluster
+
+    def feed(ds):
+        return strategy.distribute_datasets_from_function(lambda context: ds.rebatch(2))
+
+    def data():
+        ds = tf.data.Dataset.range(8).shuffle(8, seed=0, reshuffle_each_iteration=True)
+        features = lambda i: tf.cast(tf.stack([i, i * i % 5]), "float32")  # noqa: E731
+        ds = ds.map(lambda i: (features(i), tf.cast(i % 2, "int32"))).batch(2)
+        next(iter(ds))  # `kr.train` peeks at the first batch before it fits
+        return ds
+
+    def model(weights=None):
+        keras.utils.set_random_seed(1)
+        with strategy.scope():
+            net = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+            net.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+        if weights is not None:
+            net.set_weights(weights)
+        return net
+
+    uninterrupted, callbacks = model(), _Callbacks(at=6)
+    fitting._fit_from(uninterrupted, data().repeat(), 4, 3, 0, callbacks, feed, verbose=0)
+    # Resumed after step 6 of 12: the rest of epoch 2, then epoch 3 from a second pipeline.
+    resumed = model(callbacks.kept)
+    fitting._fit_from(resumed, data().repeat(), 4, 3, 6, _Callbacks(), feed, verbose=0)
+    for got, want in zip(resumed.weights, uninterrupted.weights, strict=True):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(got), want.numpy(), atol=1e-6)
+    assert not np.allclose(callbacks.kept[0], uninterrupted.weights[0].numpy())
