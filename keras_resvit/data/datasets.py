@@ -241,8 +241,9 @@ def load_dataset(
         deterministic: make the batches one at a time on one thread, as they are asked for
             (slower; for debugging). tf.data batches are reproducible for a given `seed`
             either way: each example's random layers draw from a seed of its own
-            (`element_seeds`), whatever thread transforms it. The py_dataset loader is
-            reproducible with one worker (its default), which this requires.
+            (`element_seeds`), whatever thread transforms it; so are the py_dataset
+            loader's, whose images draw from seeds of their batch's. With that loader this
+            requires one worker (its default).
         loader: "auto" (tf.data where TensorFlow is installed, else "py_dataset"), "tf.data",
             or "py_dataset" (`loaders.ImageLoader`; no tfds sources; `cache` and `data_dir` do
             not apply: arrays stay in memory, files are decoded every epoch).

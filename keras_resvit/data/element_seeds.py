@@ -8,33 +8,43 @@ sequence every pass over the dataset, the same sequences for a given seed), and 
 `keras.random.SeedGenerator` the layers use while that element is transformed hands out seeds
 derived from it. The draws then depend only on the example's place in the epoch: a parallel
 map gives the batches a serial one does, and a resumed run that skips to a step sees the
-transformations an uninterrupted one saw there.
+transformations an uninterrupted one saw there. `loaders.ImageLoader` seeds each image of a
+batch the same way, from the seed, the epoch and the batch's index.
 """
 
 import contextlib
 import threading
 
 import keras
+import numpy as np
 
 from keras_resvit.base.lazy import tf
+from keras_resvit.base.processes import host_cpu
 
 _active = threading.local()  # the seed of the element being transformed on this thread
 _patched = threading.Lock()
 
 
 def next_seed():
-    """Inside `element_seed`: the next seed for a stateless random op (an int32 [2] tensor),
-    the element's seed folded with the count of draws so far, so each draw has its own."""
+    """Inside `element_seed` with a tensor seed (in a `tf.data` map): the next seed for a
+    stateless random op (an int32 [2] tensor), the element's seed folded with the count of
+    draws so far, so each draw has its own."""
     _active.draws += 1
     return tf.random.experimental.stateless_fold_in(_active.seed, _active.draws)
 
 
 def _next(generator, ordered=True, *, _original=keras.random.SeedGenerator.next):
-    """`SeedGenerator.next`: inside `element_seed`, `next_seed()`; elsewhere the generator's
-    own."""
-    if getattr(_active, "seed", None) is None:
+    """`SeedGenerator.next`: inside `element_seed`, a seed derived from the element's (a
+    `tf.data` tensor: `next_seed()`; a pair of ints, eagerly on any backend: the pair with
+    the count of draws added); elsewhere the generator's own."""
+    seed = getattr(_active, "seed", None)
+    if seed is None:
         return _original(generator, ordered)
-    return next_seed()
+    if not isinstance(seed, tuple):
+        return next_seed()
+    _active.draws += 1
+    pair = np.array([seed[0], (seed[1] + _active.draws) % 2**31])
+    return generator.backend.convert_to_tensor(pair, dtype=generator.state.dtype)
 
 
 def _install():
@@ -45,8 +55,9 @@ def _install():
 
 @contextlib.contextmanager
 def element_seed(seed):
-    """Within: every `SeedGenerator` draw on this thread derives from `seed` (an int32 [2]
-    tensor), each a different derivation. Meant for tracing a `tf.data` map function."""
+    """Within: every `SeedGenerator` draw on this thread derives from `seed`, each a
+    different derivation. `seed`: an int32 [2] tensor, when tracing a `tf.data` map
+    function; or a pair of ints below 2**31, for eager calls on any backend."""
     _install()
     if getattr(_active, "seed", None) is not None:
         raise RuntimeError("element_seed contexts do not nest.")
@@ -55,6 +66,14 @@ def element_seed(seed):
         yield
     finally:
         _active.seed = None
+
+
+def build(layer, image_size: int):
+    """Builds `layer` (a random image layer) by a call outside any `element_seed`: an eager
+    first call also traces the layers symbolically, which draws, and a seeded first call would
+    count those draws (a `tf.data` trace does not)."""
+    with host_cpu():
+        layer(np.zeros((image_size, image_size, 3), "float32"))
 
 
 def with_seeds(ds, seed: int, stream: int = 0):

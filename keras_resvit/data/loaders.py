@@ -26,6 +26,7 @@ from PIL import Image
 from keras_resvit.base.processes import host_cpu
 from keras_resvit.base.validation import check_bool, check_choice, check_int, check_number
 from keras_resvit.data.augmentation import Mixing, get_augmentation
+from keras_resvit.data.element_seeds import build, element_seed
 from keras_resvit.data.in_memory import checked_arrays
 from keras_resvit.data.transforms import evaluation_transform
 
@@ -251,6 +252,8 @@ class ImageLoader(keras.utils.PyDataset):
         layer_seed = seed + process_index
         self._layer, preset_mixing = get_augmentation(augment, self.image_size, layer_seed)
         self._mixing = _mixing(preset_mixing if mixing is True else mixing or None, layer_seed)
+        if self._layer is not None:
+            build(self._layer, self.image_size)
         if not len(self):
             raise ValueError(
                 f"{self._shard_size()} examples per process make no batch of "
@@ -296,9 +299,14 @@ class ImageLoader(keras.utils.PyDataset):
         else:
             images = [self._read(row).astype("float32") for row in rows]
         labels = self.labels[rows]
+        # Each image draws from its own seed: the same batch whatever order (or thread)
+        # asks for it, as an uninterrupted run saw it.
+        key = [self.seed % 2**64, self.epoch, index, self.process_index]
         with host_cpu():
             if self._layer is not None:
-                images = np.stack([_numpy(self._layer(image)) for image in images])
+                seeds = np.random.default_rng([*key, 1]).integers(0, 2**31, (len(rows), 2))
+                pairs = zip(images, seeds, strict=True)
+                images = np.stack([self._augmented(x, seed) for x, seed in pairs])
             elif not self._resize:
                 images = np.asarray(images, "float32")
             elif self.images is not None:
@@ -307,8 +315,11 @@ class ImageLoader(keras.utils.PyDataset):
                 images = np.stack([_numpy(self._transform(image)) for image in images])
             if self._mixing is None:
                 return images, labels
-            rng = np.random.default_rng([self.seed % 2**64, self.epoch, index, self.process_index])
-            return self._mixing(images, labels, self.num_classes, rng)
+            return self._mixing(images, labels, self.num_classes, np.random.default_rng(key))
+
+    def _augmented(self, image, seed):
+        with element_seed((int(seed[0]), int(seed[1]))):
+            return _numpy(self._layer(image))
 
     def _read(self, row):
         """The pixels of file `row`; unless `strict`, a file that fails to decode is replaced

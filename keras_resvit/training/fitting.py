@@ -189,7 +189,7 @@ def _fit_py_dataset(model, batches, steps_per_epoch, epochs, start_step, callbac
     """`_fit_from` over a `keras.utils.PyDataset`: `batches(epoch, start)` gives the checked
     batches (`CheckedBatches`) from batch `start` of `epoch` on, so a resumed run reads the
     batches an uninterrupted one would (a data with an `epoch` attribute, as
-    `kr.data.ImageLoader`; its random augmentations are drawn anew)."""
+    `kr.data.ImageLoader`, whose augmentations draw from seeds of each batch's own)."""
     fit_kwargs.update(shuffle=False, callbacks=callbacks)
     first_epoch, done = divmod(start_step, steps_per_epoch)
     if not done:

@@ -89,3 +89,23 @@ def test_seeded_map_gives_streams_sharing_a_seed_different_draws():
     assert not np.allclose(a, b)
     fractions = a - np.arange(64)
     assert len(np.unique(fractions)) == 64 and 0.3 < fractions.mean() < 0.7
+
+
+def test_image_loader_batches_do_not_depend_on_the_order_they_are_asked_for(backend):
+    """`keras.utils.PyDataset` workers ask for batches from several threads, in any order; a
+    resumed run asks from its step on."""
+
+    def loader(**kwargs):
+        options = dict(batch_size=16, augment="resnet_cifar", seed=3, loader="py_dataset")
+        return kr.data.load_dataset((IMAGES, LABELS), "train", **(options | kwargs))
+
+    first = loader()
+    in_order = [first[i] for i in range(3)]
+    backwards = loader()
+    for i in (2, 1, 0):
+        x, y = backwards[i]
+        np.testing.assert_array_equal(x, in_order[i][0])
+        np.testing.assert_array_equal(y, in_order[i][1])
+    assert not np.array_equal(loader(seed=4)[0][0], in_order[0][0])
+    first.on_epoch_end()  # each epoch draws anew
+    assert not np.array_equal(first[0][0], in_order[0][0])

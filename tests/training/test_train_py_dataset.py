@@ -65,21 +65,30 @@ def test_train_on_an_image_loader_learns_validates_and_writes(digits, tmp_path):
 def test_a_run_killed_inside_an_epoch_resumes_on_the_same_batches(digits, tmp_path, ema):
     # 6 steps per epoch, 18 in all, saved every 4 steps: killed at step 9, it resumes from the
     # save at step 8, inside the second epoch, and ends where the uninterrupted run ends (with
-    # a moving average of the weights too, which the first of its two `fit` calls keeps).
+    # a moving average of the weights too, which the first of its two `fit` calls keeps), on
+    # the same crops and flips.
     run = {"epochs": 3, "save_every": 4, "verbose": 0, "seed": 3, "ema": ema}
     reference = kr.train(
-        _small(), _loader(digits[0], shuffle=True), output_dir=tmp_path / "a", **run
+        _small(),
+        _loader(digits[0], shuffle=True, augment="resnet_cifar"),
+        output_dir=tmp_path / "a",
+        **run,
     )
     with pytest.raises(KeyboardInterrupt):
         kr.train(
             _small(),
-            _loader(digits[0], shuffle=True),
+            _loader(digits[0], shuffle=True, augment="resnet_cifar"),
             output_dir=tmp_path / "b",
             callbacks=[Interrupt(9)],
             **run,
         )
     assert json.loads((tmp_path / "b" / "resume" / "state.json").read_text())["step"] == 8
-    resumed = kr.train(_small(), _loader(digits[0], shuffle=True), output_dir=tmp_path / "b", **run)
+    resumed = kr.train(
+        _small(),
+        _loader(digits[0], shuffle=True, augment="resnet_cifar"),
+        output_dir=tmp_path / "b",
+        **run,
+    )
     assert resumed.summary["resumed_from_step"] == 8
     assert [int(r["epoch"]) for r in read_history(tmp_path / "b" / "history.csv")] == [1, 2, 3]
     atol = 1e-5 if keras.backend.backend() == "jax" else 1e-4
