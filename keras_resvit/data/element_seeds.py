@@ -25,12 +25,17 @@ _active = threading.local()  # the seed of the element being transformed on this
 _patched = threading.Lock()
 
 
+def _draw() -> int:
+    """The count of draws inside the current `element_seed`, this one included."""
+    _active.draws += 1
+    return _active.draws
+
+
 def next_seed():
     """Inside `element_seed` with a tensor seed (in a `tf.data` map): the next seed for a
     stateless random op (an int32 [2] tensor), the element's seed folded with the count of
     draws so far, so each draw has its own."""
-    _active.draws += 1
-    return tf.random.experimental.stateless_fold_in(_active.seed, _active.draws)
+    return tf.random.experimental.stateless_fold_in(_active.seed, _draw())
 
 
 def _next(generator, ordered=True, *, _original=keras.random.SeedGenerator.next):
@@ -42,8 +47,7 @@ def _next(generator, ordered=True, *, _original=keras.random.SeedGenerator.next)
         return _original(generator, ordered)
     if not isinstance(seed, tuple):
         return next_seed()
-    _active.draws += 1
-    pair = np.array([seed[0], (seed[1] + _active.draws) % 2**31])
+    pair = np.array([seed[0], (seed[1] + _draw()) % 2**31])
     return generator.backend.convert_to_tensor(pair, dtype=generator.state.dtype)
 
 
