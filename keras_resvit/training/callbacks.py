@@ -12,7 +12,9 @@ from pathlib import Path
 
 import keras
 
+from keras_resvit.base.backend import backend
 from keras_resvit.base.files import atomic_path, first_line, write_csv, write_json
+from keras_resvit.base.lazy import tf
 from keras_resvit.base.model_files import save_model
 from keras_resvit.training.run_folder import STATE_FILE, read_resume_state
 
@@ -115,6 +117,74 @@ class RunCallbacks(keras.callbacks.CallbackList):
             super().on_train_end(logs)
 
 
+def _replica_statistics(model):
+    """The moving statistics of `model`'s BatchNormalization layers when each replica of a
+    TensorFlow strategy keeps its own (a `MirroredVariable` per statistic, whose replicas
+    each update theirs from their own part of the batch), with their strategy; else None."""
+    if backend() != "tensorflow":
+        return None  # JAX's data parallel computes the statistics of the global batch
+    norms = [
+        layer
+        for layer in model._flatten_layers(include_self=False)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    variables = [v for norm in norms for v in (norm.moving_mean, norm.moving_variance)]
+    if not variables or not isinstance(variables[0].value, tf.distribute.DistributedValues):
+        return None
+    strategy = variables[0].value.distribute_strategy
+    return (strategy, variables) if strategy.num_replicas_in_sync > 1 else None
+
+
+class ReplicaStatistics(keras.callbacks.Callback):
+    """Under a TensorFlow strategy of several replicas (`MirroredStrategy`, the workers of
+    `MultiWorkerMirroredStrategy`, `TPUStrategy`), each replica's BatchNormalization layers
+    update moving statistics of their own part of each batch, and validation on each replica
+    uses its own, while a saved model holds the first replica's: the validation figures
+    would not be the saved model's. Before each validation, at each epoch end and at the end
+    of training (call it first), and before a save (`average`), every replica's statistics
+    become their mean over the replicas (timm's `distribute_bn`, "reduce"). The update is
+    linear, so that mean does not depend on when it is taken: it is the moving average of
+    the replicas' mean batch statistics. Elsewhere it does nothing (a single replica; JAX's
+    data parallel normalizes with the global batch's statistics).
+
+    Every worker must call `average` at the same points: it is a collective operation.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._average = None  # the traced averaging of the model it was traced for
+
+    def average(self):
+        """Replaces every replica's moving statistics by their mean over the replicas."""
+        model = self._model  # not `self.model`: under JAX that property syncs the state
+        if self._average is None or self._average[0] is not model:
+            found = _replica_statistics(model)
+            self._average = (model, None if found is None else _averaging(*found))
+        if self._average[1] is not None:
+            self._average[1]()
+
+    def on_test_begin(self, logs=None):
+        self.average()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.average()
+
+    def on_train_end(self, logs=None):
+        self.average()
+
+
+def _averaging(strategy, variables):
+    """A function that replaces each of `variables`' replicas by their mean over replicas."""
+
+    def replica_step():
+        context = tf.distribute.get_replica_context()
+        means = context.all_reduce("MEAN", [tf.identity(v.value) for v in variables])
+        for variable, mean in zip(variables, means, strict=True):
+            variable.value.assign(mean)
+
+    return tf.function(lambda: strategy.run(replica_step))
+
+
 class ResumeCheckpoint(keras.callbacks.Callback):
     """Saves weights and optimizer state every `every_steps` steps and at each epoch end.
 
@@ -131,13 +201,15 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         directory: folder of the resume state.
         every_steps: save interval in optimizer steps; None saves at epoch ends only.
         best: the `BestCheckpoint` whose best value must survive a restart.
+        statistics: the run's `ReplicaStatistics`, averaged before each save.
     """
 
-    def __init__(self, directory, every_steps=None, best=None):
+    def __init__(self, directory, every_steps=None, best=None, statistics=None):
         super().__init__()
         self.directory = Path(directory)
         self.every_steps = every_steps
         self.best = best
+        self.statistics = statistics
         self.finite = True
         self.epoch_start = 0
         # Saving between steps must block the loop; without step saves the batch hook does
@@ -152,6 +224,8 @@ class ResumeCheckpoint(keras.callbacks.Callback):
 
     def save(self, best=None):
         """Saves weights and state; `best` overrides the value recorded from `self.best`."""
+        if self.statistics is not None:
+            self.statistics.average()  # on every worker, before any of them may return
         # The loss logged at a step predates that step's update: check the weights themselves.
         if not self.finite or not weights_finite(self.model):
             self.finite = False

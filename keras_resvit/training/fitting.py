@@ -16,6 +16,7 @@ from keras_resvit.training.callbacks import (
     BestCheckpoint,
     HistoryCSV,
     NanGuard,
+    ReplicaStatistics,
     ResumeCheckpoint,
     RunCallbacks,
     StopAtStep,
@@ -55,14 +56,18 @@ def run_callbacks(recipe, out, data, user, start, save_every, tensorboard):
     start_step, best = start
     best_checkpoint = BestCheckpoint(out / "best.keras", best=best)
     nan_guard = NanGuard()
-    # The user's callbacks first: a rate one sets when an epoch begins is the rate
-    # history.csv records. ResumeCheckpoint before BestCheckpoint: the resume state records
-    # a new best value before best.keras is replaced, so a restart never saves a worse one.
+    statistics = ReplicaStatistics()
+    # Replicas' BatchNorm statistics averaged first, so that every callback (the user's
+    # checkpoints too) sees the ones validation uses. Then the user's callbacks: a rate one
+    # sets when an epoch begins is the rate history.csv records. ResumeCheckpoint before
+    # BestCheckpoint: the resume state records a new best value before best.keras is
+    # replaced, so a restart never saves a worse one.
     first_epoch = start_step // data.steps_per_epoch
     callbacks = [
+        statistics,
         *user.callbacks,
         nan_guard,
-        ResumeCheckpoint(out / RESUME_DIR, save_every, best_checkpoint),
+        ResumeCheckpoint(out / RESUME_DIR, save_every, best_checkpoint, statistics),
         HistoryCSV(out / "history.csv", data.steps_per_epoch, first_epoch=first_epoch),
     ]
     if data.val is not None:
@@ -71,7 +76,7 @@ def run_callbacks(recipe, out, data, user, start, save_every, tensorboard):
         callbacks.append(keras.callbacks.TensorBoard(str(out / "tensorboard")))
     if recipe.schedule == "plateau" and user.optimizer is None:
         # Before the checkpoints: the epoch's saves then hold the lowered rate.
-        callbacks.insert(len(user.callbacks), plateau_callback(recipe, data.val is not None))
+        callbacks.insert(1 + len(user.callbacks), plateau_callback(recipe, data.val is not None))
     if data.total_steps < data.epochs * data.steps_per_epoch:
         callbacks.insert(0, StopAtStep(data.total_steps, start_step))
     return SimpleNamespace(all=callbacks, nan_guard=nan_guard, best_checkpoint=best_checkpoint)

@@ -19,6 +19,13 @@ def main():
         help="uniform random pixels instead of digits: well-conditioned enough "
         "for losses to agree across device layouts to 1e-4",
     )
+    parser.add_argument(
+        "--validation",
+        type=int,
+        default=0,
+        help="validate on this many examples after the training ones, and report the "
+        "saved model's loss on them",
+    )
     parser.add_argument("--augment", default=None, help="an augmentation preset")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=2)
@@ -71,6 +78,7 @@ def main():
             else args.model
         )
         out = os.path.join(args.output, distribution)
+        val = slice(args.examples, args.examples + args.validation)
         history = kr.train(
             model,
             data,
@@ -80,10 +88,17 @@ def main():
             distribution=distribution,
             save_every=args.save_every,
             learning_rate=args.learning_rate,
+            val_data=(x[val], y[val]) if args.validation else None,
         )
         final = kr.load_model(os.path.join(out, "last.keras"))
         results[distribution] = {
             "loss": history.history["loss"],
+            "val_loss": history.history.get("val_loss"),
+            "saved_val_loss": final.evaluate(x[val], y[val], batch_size=args.batch_size, verbose=0)[
+                0
+            ]
+            if args.validation
+            else None,
             "weights": [keras.ops.convert_to_numpy(w).tolist() for w in final.weights[:2]],
             "checksum": float(
                 sum(np.abs(keras.ops.convert_to_numpy(w)).sum() for w in final.weights)
