@@ -45,6 +45,14 @@ def _share(items, part):
     return items[: len(items) - len(items) % count][index::count]
 
 
+def _shuffle_seed(seed, part):
+    """The seed of a process's shuffle of its share: one of its own. Shares deal out every
+    count-th example, so with one order for all the k-th examples of the shares (neighbours
+    in the source: a folder lists its files class by class) would meet in the same global
+    batch every epoch. One process shuffles with `seed` itself."""
+    return seed + part[0]
+
+
 def _arrays_origin(name, split, images, labels):
     return f"{name}[{split}] {digest(images, labels)}"
 
@@ -57,7 +65,10 @@ def _in_memory(name, split, images, labels, class_names, shuffle, seed, part):
         whole = lambda: tf.data.Dataset.from_tensor_slices((images, labels))  # noqa: E731
     shared = _share(images, part), _share(labels, part)
     ds = tf.data.Dataset.from_tensor_slices(shared)
-    ds = ds.shuffle(len(shared[0]), seed=seed, reshuffle_each_iteration=True) if shuffle else ds
+    if shuffle:
+        ds = ds.shuffle(
+            len(shared[0]), seed=_shuffle_seed(seed, part), reshuffle_each_iteration=True
+        )
     fixed = images.shape[1:3]
     return Source(ds, class_names, fixed, origin, lambda: min(fixed), whole)
 
@@ -129,7 +140,7 @@ def _read_tfds(source, split, *, data_dir, shuffle, cache, seed, part, **_):
     fixed = tuple(image_shape[:2]) if None not in image_shape[:2] else None
     small = fixed is not None and count > 0 and count * fixed[0] * fixed[1] * 3 <= CACHE_BYTES
     ds = raw.cache() if (small if cache is None else cache) else raw
-    ds = ds.shuffle(SHUFFLE_BUFFER, seed=seed) if shuffle else ds
+    ds = ds.shuffle(SHUFFLE_BUFFER, seed=_shuffle_seed(seed, part)) if shuffle else ds
     if fixed is not None:
         return Source(ds, class_names, fixed, origin, lambda: min(fixed), whole)
     return Source(ds, class_names, None, origin, lambda: _sampled_shorter_side(raw), whole)
@@ -176,16 +187,19 @@ def _read_folder(source, split, *, validation_split, seed, strict, cache, shuffl
         whole = lambda: folder_dataset(*listed, shuffle=False, seed=seed, strict=strict)  # noqa: E731
         paths, labels = _share(paths, part), _share(labels, part)
     cache = _folder_is_small(paths) if cache is None else cache
+    shuffle_seed = _shuffle_seed(seed, part)
     if shuffle and cache:
         # The listing is sorted by class, and a cached dataset is shuffled in a buffer of at
         # most SHUFFLE_BUFFER images: cache it in a random order, or a larger folder would
         # give batches of one or two classes.
-        order = np.random.default_rng(seed).permutation(len(paths))
+        order = np.random.default_rng(shuffle_seed).permutation(len(paths))
         paths, labels = [paths[i] for i in order], [labels[i] for i in order]
-    ds = folder_dataset(paths, labels, shuffle=shuffle and not cache, seed=seed, strict=strict)
+    ds = folder_dataset(
+        paths, labels, shuffle=shuffle and not cache, seed=shuffle_seed, strict=strict
+    )
     if cache:
         ds = ds.cache()
-        ds = ds.shuffle(min(len(paths), SHUFFLE_BUFFER), seed=seed) if shuffle else ds
+        ds = ds.shuffle(min(len(paths), SHUFFLE_BUFFER), seed=shuffle_seed) if shuffle else ds
     return Source(ds, class_names, None, origin, lambda: typical_shorter_side(paths), whole)
 
 

@@ -151,8 +151,8 @@ def _fit_from(model, data, steps_per_epoch, epochs, start_step, callbacks, feed=
     second one over the same dataset. Its random orders and draws (`shuffle`,
     `Dataset.random`) move on with each pass over it, whichever pipeline makes the pass: the
     second pipeline's first pass is the run's next epoch, drawn as in an uninterrupted run
-    (test_fitting.py, one worker; two workers' shuffled shares still come out in other
-    orders, see guides/training_on_tpu_and_multiple_devices.md)."""
+    (test_fitting.py, one worker; several processes' shuffled shares still come out in
+    other orders, see guides/training_on_tpu_and_multiple_devices.md)."""
     fit_kwargs.update(shuffle=False, callbacks=callbacks)  # the dataset shuffles itself
     fed = feed or (lambda dataset: dataset)
     first_epoch, done = divmod(start_step, steps_per_epoch)

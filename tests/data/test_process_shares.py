@@ -45,6 +45,34 @@ def test_shares_are_disjoint_equal_and_keep_the_global_batch(loader):
         np.testing.assert_array_equal(read, IMAGES[:36])
 
 
+@pytest.mark.parametrize("source", ["arrays", "folder"])
+def test_shares_shuffle_in_orders_of_their_own(tmp_path, source):
+    # Shares deal out every other example: with one order for both, example 2k and its
+    # neighbour 2k+1 (of the same class in a folder) would meet in every global batch.
+    if source == "arrays":
+        images = np.arange(40, dtype="uint8")[:, None, None, None] * np.ones((8, 8, 3), "uint8")
+        read = dict(source=(images, np.zeros(40, "int64")))
+    else:  # 2 classes of 20 files; pixel value 10 * k + class
+        read = dict(source=str(_folder(tmp_path / "folder", per_class=20)), image_size=8)
+    first, second = (
+        _rows(
+            kr.data.load_dataset(
+                **read,
+                split="train",
+                batch_size=4,
+                loader_options={"process_index": i, "process_count": 2},
+            )
+        )[:, 0, 0, 0].astype(int)
+        for i in range(2)
+    )
+    assert len(set(first) | set(second)) == 40  # disjoint shares
+    if source == "arrays":
+        together = second - first == 1  # the same order: always
+    else:
+        together = second % 10 == first % 10  # the same order: always; independent: half
+    assert np.mean(together) < 0.8, (first, second)
+
+
 def test_statistics_read_every_example_once_in_every_process():
     for index in range(2):
         share = _share(index, 2, augment="resnet_cifar", repeated_augmentation=3, shuffle=True)

@@ -40,6 +40,7 @@ def main():
         help="arrays (load_dataset, tf.data), loader (an ImageLoader), dataset (a plain tf.data)",
     )
     parser.add_argument("--validate", action="store_true", help="validation data of --data's kind")
+    parser.add_argument("--shuffle", action="store_true", help="shuffle --data arrays every epoch")
     parser.add_argument("--examples", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=2)
@@ -60,7 +61,9 @@ def main():
     x, y = pixels[: args.examples], y[: args.examples]
     val = None
     if args.data == "arrays":  # tf.data: each process (or TF worker) reads its share
-        data = kr.data.load_dataset((x, y), "train", batch_size=args.batch_size, shuffle=False)
+        data = kr.data.load_dataset(
+            (x, y), "train", batch_size=args.batch_size, shuffle=args.shuffle
+        )
         assert (data.process_index, data.process_count) == (index, count)
         if args.validate:
             val = kr.data.load_dataset(held_out, "test", batch_size=args.batch_size)
