@@ -66,6 +66,19 @@ def _requested_processes(num_processes) -> int:
         ) from None
 
 
+def _fix_random_seed(seed=0):
+    """Sets the global random seed to `seed` unless one was set (`keras.utils.set_random_seed`).
+
+    Joining a JAX process group, Keras otherwise draws one at random (the same in every
+    process), and the TensorFlow part of it makes every tf.data shuffle and random draw of
+    `kr.data.load_dataset` change from run to run: a run would not be reproducible from its
+    `seed`, nor a resumed run the uninterrupted one."""
+    from keras.src.utils import rng_utils
+
+    if rng_utils.get_random_seed() is None:
+        keras.utils.set_random_seed(seed)
+
+
 def _initialize_jax(job_addresses, num_processes, process_id, explicit):
     """`explicit`: `initialize()` was called, so JAX may also detect a cluster itself (a Cloud
     TPU pod slice, SLURM); otherwise only `KERAS_DISTRIBUTION_NUM_PROCESSES` > 1 joins one."""
@@ -76,6 +89,7 @@ def _initialize_jax(job_addresses, num_processes, process_id, explicit):
         return
     if count == 1 and job_addresses is None and not _jax_detects_cluster():
         return  # nothing given, nothing to detect: one process, whenever it is called
+    _fix_random_seed()
     try:
         keras.distribution.initialize(job_addresses, num_processes, process_id)
     except RuntimeError as error:
@@ -126,7 +140,9 @@ def initialize(job_addresses=None, num_processes=None, process_id=None) -> int:
 
     Under JAX, calls `keras.distribution.initialize(job_addresses, num_processes,
     process_id)`; arguments left None come from `KERAS_DISTRIBUTION_*` in the environment, or
-    on a Cloud TPU pod slice from JAX's own detection. Under TensorFlow, creates the
+    on a Cloud TPU pod slice from JAX's own detection. The global random seed becomes 0
+    unless one was set (`keras.utils.set_random_seed`), where Keras would draw one at random:
+    tf.data shuffles and draws depend on it. Under TensorFlow, creates the
     `MultiWorkerMirroredStrategy` of the cluster in `TF_CONFIG` (the arguments must be None).
     Call it at the top of the script, before any model is built or data read.
 

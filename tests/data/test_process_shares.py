@@ -66,10 +66,8 @@ def test_shares_shuffle_in_orders_of_their_own(tmp_path, source):
         for i in range(2)
     )
     assert len(set(first) | set(second)) == 40  # disjoint shares
-    if source == "arrays":
-        together = second - first == 1  # the same order: always
-    else:
-        together = second % 10 == first % 10  # the same order: always; independent: half
+    # With one order: always neighbours (arrays), always of one class (folder; else half).
+    together = second - first == 1 if source == "arrays" else second % 10 == first % 10
     assert np.mean(together) < 0.8, (first, second)
 
 
