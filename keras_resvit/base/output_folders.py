@@ -194,6 +194,24 @@ def _lock(argument: str, folder: Path):
         os.close(fd)
 
 
+def abandoned(folder: Path) -> bool:
+    """Whether `folder` is a run folder that the package wrote (it holds the record) and no
+    living process holds: its writer was killed before it could remove it. False where
+    locks are not available (a folder in use could not be told from an abandoned one)."""
+    folder = Path(folder)
+    if folder.is_symlink() or not folder.is_dir() or not (folder / MANIFEST).is_file():
+        return False
+    try:
+        import fcntl  # noqa: F401 - only where `_lock` really locks
+    except ImportError:
+        return False
+    try:
+        with _lock("folder", folder):
+            return True
+    except (ValueError, OSError):
+        return False
+
+
 class OutputFolder:
     """A locked folder that a run writes `names` into (see `output_folder`)."""
 

@@ -11,13 +11,14 @@ own pattern inside `resume/`.
 import contextlib
 import json
 import math
+import os
 import re
 import shutil
 import tempfile
 from pathlib import Path
 
 from keras_resvit.base.files import read_json
-from keras_resvit.base.output_folders import output_folder
+from keras_resvit.base.output_folders import abandoned, output_folder
 from keras_resvit.base.processes import is_chief
 
 RESUME_DIR = "resume"
@@ -181,10 +182,27 @@ def clear_run(out):
             path.unlink()
 
 
+PROCESS_FOLDER_PREFIX = "keras-resvit-process-"
+
+
+def _remove_abandoned_process_folders():
+    """Removes the private folders that killed processes of this user's earlier runs left in
+    the temporary folder (each holds a copy of the run's resume state)."""
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    for folder in Path(tempfile.gettempdir()).glob(f"{PROCESS_FOLDER_PREFIX}*"):
+        try:
+            mine = uid is None or folder.lstat().st_uid == uid
+        except OSError:
+            continue
+        if mine and abandoned(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def process_folder(out: Path):
     """The folder this process writes a run into (an `output_folder`): `out` on process 0;
-    on the run's other processes a private temporary folder, removed at the end.
+    on the run's other processes a private temporary folder, removed at the end (or, when
+    the process is killed, by the next run's processes on this machine).
 
     Every process runs the same steps, saves included (under JAX a save reads variables that
     span every process, so all of them must take part), but only process 0's files are kept.
@@ -194,7 +212,8 @@ def process_folder(out: Path):
         with output_folder("output_dir", out, RUN_FILES) as folder:
             yield folder
         return
-    private = Path(tempfile.mkdtemp(prefix="keras-resvit-process-"))
+    _remove_abandoned_process_folders()
+    private = Path(tempfile.mkdtemp(prefix=PROCESS_FOLDER_PREFIX))
     try:
         with output_folder("output_dir", private, RUN_FILES) as folder:
             yield folder

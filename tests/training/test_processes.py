@@ -13,7 +13,7 @@ import pytest
 
 from keras_resvit.base import processes
 from keras_resvit.training.distribution import place
-from keras_resvit.training.run_folder import RUN_FILES
+from keras_resvit.training.run_folder import PROCESS_FOLDER_PREFIX, RUN_FILES
 
 SCRIPT = str(Path(__file__).with_name("run_processes.py"))
 TIMEOUT = 300
@@ -196,11 +196,14 @@ def test_two_processes_resume_after_a_kill(backend, tmp_path):
         alone, env, envs = ["--distribution", "none"], {"KERAS_BACKEND": "tensorflow"}, _tf_envs
         single = _run(["--output", str(tmp_path / "single"), *alone, *args], env)
     out = str(tmp_path / "two")
+    scratch = tmp_path / "tmp"  # the processes' temporary folder
+    scratch.mkdir()
+    private = lambda: list(scratch.glob(f"{PROCESS_FOLDER_PREFIX}*"))  # noqa: E731
     # Both processes die after step 3 of 8, after the resume state of step 2 was saved.
     dying = [
         subprocess.Popen(
             [sys.executable, SCRIPT, "--output", out, *args, "--die-after", "3"],
-            env={**os.environ, **env},
+            env={**os.environ, **env, "TMPDIR": str(scratch)},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -209,7 +212,10 @@ def test_two_processes_resume_after_a_kill(backend, tmp_path):
     assert [process.wait(timeout=TIMEOUT) for process in dying] == [3, 3]
     state = json.loads(Path(out, "resume", "state.json").read_text())
     assert state["step"] == 2 and not Path(out, "last.keras").exists()
-    chief, other = _run_processes(["--output", out, *args], envs(2))
+    assert len(private()) == 1  # the killed process 1's copy of the run
+    resumed = [{**env, "TMPDIR": str(scratch)} for env in envs(2)]
+    chief, other = _run_processes(["--output", out, *args], resumed)
+    assert not private()  # removed by the resumed process 1, with its own
     assert chief["resumed_from_step"] == other["resumed_from_step"] == 2
     # The resumed run ends where the uninterrupted one does (the first epoch's logged loss
     # covers only the steps after the resume).

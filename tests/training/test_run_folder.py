@@ -379,3 +379,33 @@ def test_validation_images_on_another_scale_warn(tmp_path):
         scaled = kr.data.load_dataset((random_images(8, 16, 16) / 255.0, np.arange(8) % 3))
     with pytest.warns(UserWarning, match=r"val_data images range from 0"):
         _train(tmp_path, epochs=1, val_data=scaled)
+
+
+def test_other_processes_remove_folders_that_killed_ones_left(tmp_path, monkeypatch):
+    from keras_resvit.training import run_folder
+
+    monkeypatch.setattr(run_folder.tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(run_folder, "is_chief", lambda: False)
+
+    def left(name, live=False):
+        folder = tmp_path / f"{run_folder.PROCESS_FOLDER_PREFIX}{name}"
+        folder.mkdir()
+        (folder / MANIFEST).write_text('["config.json"]')
+        (folder / LOCK).write_text("99999999\n")  # its holder was killed
+        (folder / "config.json").write_text("{}")
+        return folder
+
+    killed = left("killed")
+    unknown = tmp_path / f"{run_folder.PROCESS_FOLDER_PREFIX}not-ours"  # no record: not ours
+    unknown.mkdir()
+    (unknown / "data.txt").write_text("a user's")
+    with output_folder("output_dir", tmp_path / f"{run_folder.PROCESS_FOLDER_PREFIX}live", []):
+        live = tmp_path / f"{run_folder.PROCESS_FOLDER_PREFIX}live"
+        (live / MANIFEST).write_text("[]")
+        with run_folder.process_folder(tmp_path / "shared") as folder:
+            private = folder.path
+            assert private.parent == tmp_path and private.is_dir()
+            assert not killed.exists()
+            assert (unknown / "data.txt").read_text() == "a user's"
+            assert live.is_dir()  # held by a living process (here, this one)
+    assert not private.exists()
