@@ -76,7 +76,7 @@ def run_callbacks(recipe, out, data, user, start, save_every, tensorboard):
         callbacks.append(keras.callbacks.TensorBoard(str(out / "tensorboard")))
     if recipe.schedule == "plateau" and user.optimizer is None:
         # Before the checkpoints: the epoch's saves then hold the lowered rate.
-        callbacks.insert(1 + len(user.callbacks), plateau_callback(recipe, data.val is not None))
+        callbacks.insert(callbacks.index(nan_guard), plateau_callback(recipe, data.val is not None))
     if data.total_steps < data.epochs * data.steps_per_epoch:
         callbacks.insert(0, StopAtStep(data.total_steps, start_step))
     return SimpleNamespace(all=callbacks, nan_guard=nan_guard, best_checkpoint=best_checkpoint)

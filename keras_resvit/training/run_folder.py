@@ -183,6 +183,9 @@ def clear_run(out):
 
 
 PROCESS_FOLDER_PREFIX = "keras-resvit-process-"
+# Written into each private folder when it is made: a run folder a user happened to give a
+# name of that pattern (it holds no such file) is never taken for one.
+PROCESS_FOLDER_MARK = ".keras-resvit-process"
 
 
 def _remove_abandoned_process_folders():
@@ -192,9 +195,10 @@ def _remove_abandoned_process_folders():
     for folder in Path(tempfile.gettempdir()).glob(f"{PROCESS_FOLDER_PREFIX}*"):
         try:
             mine = uid is None or folder.lstat().st_uid == uid
+            marked = (folder / PROCESS_FOLDER_MARK).is_file()
         except OSError:
             continue
-        if mine and abandoned(folder):
+        if mine and marked and abandoned(folder):
             shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -215,6 +219,7 @@ def process_folder(out: Path):
     _remove_abandoned_process_folders()
     private = Path(tempfile.mkdtemp(prefix=PROCESS_FOLDER_PREFIX))
     try:
+        (private / PROCESS_FOLDER_MARK).touch()
         with output_folder("output_dir", private, RUN_FILES) as folder:
             yield folder
     finally:

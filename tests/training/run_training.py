@@ -91,14 +91,15 @@ def main():
             val_data=(x[val], y[val]) if args.validation else None,
         )
         final = kr.load_model(os.path.join(out, "last.keras"))
+        saved_val_loss = None
+        if args.validation:
+            saved_val_loss = final.evaluate(x[val], y[val], batch_size=args.batch_size, verbose=0)[
+                0
+            ]
         results[distribution] = {
             "loss": history.history["loss"],
             "val_loss": history.history.get("val_loss"),
-            "saved_val_loss": final.evaluate(x[val], y[val], batch_size=args.batch_size, verbose=0)[
-                0
-            ]
-            if args.validation
-            else None,
+            "saved_val_loss": saved_val_loss,
             "weights": [keras.ops.convert_to_numpy(w).tolist() for w in final.weights[:2]],
             "checksum": float(
                 sum(np.abs(keras.ops.convert_to_numpy(w)).sum() for w in final.weights)

@@ -387,15 +387,18 @@ def test_other_processes_remove_folders_that_killed_ones_left(tmp_path, monkeypa
     monkeypatch.setattr(run_folder.tempfile, "tempdir", str(tmp_path))
     monkeypatch.setattr(run_folder, "is_chief", lambda: False)
 
-    def left(name, live=False):
+    def left(name, mark=True):
         folder = tmp_path / f"{run_folder.PROCESS_FOLDER_PREFIX}{name}"
         folder.mkdir()
+        if mark:
+            (folder / run_folder.PROCESS_FOLDER_MARK).touch()
         (folder / MANIFEST).write_text('["config.json"]')
         (folder / LOCK).write_text("99999999\n")  # its holder was killed
         (folder / "config.json").write_text("{}")
         return folder
 
     killed = left("killed")
+    users_run = left("a-users-run", mark=False)  # a finished run folder a user named so
     unknown = tmp_path / f"{run_folder.PROCESS_FOLDER_PREFIX}not-ours"  # no record: not ours
     unknown.mkdir()
     (unknown / "data.txt").write_text("a user's")
@@ -407,5 +410,6 @@ def test_other_processes_remove_folders_that_killed_ones_left(tmp_path, monkeypa
             assert private.parent == tmp_path and private.is_dir()
             assert not killed.exists()
             assert (unknown / "data.txt").read_text() == "a user's"
+            assert (users_run / "config.json").is_file()
             assert live.is_dir()  # held by a living process (here, this one)
     assert not private.exists()
