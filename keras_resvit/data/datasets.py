@@ -6,7 +6,9 @@ Pipeline: source (one reader per kind, `SOURCES`) -> this process's share (sever
 file names, array rows or tfds sub-splits, before anything is decoded) -> decode -> (cache) ->
 shuffle -> (repeated augmentation: each example several times) -> augment (train, each
 example from its own seed: `element_seeds`) or evaluation transform -> batch -> MixUp/CutMix
-(train, soft labels, each batch from its own seed) -> prefetch.
+(train, soft labels, each batch from its own seed) -> prefetch. A training split of arrays or
+an image folder makes each epoch from a key instead (`epochs.Epochs`): the order of the share
+and every seed follow from the place in the run, read from any step at once.
 Without TensorFlow, digits, arrays and image folders are read by `loaders.ImageLoader` (a
 `keras.utils.PyDataset`) into the same batches.
 """
@@ -20,6 +22,7 @@ from keras_resvit.base.processes import process_count, process_index
 from keras_resvit.base.validation import check_int, check_number
 from keras_resvit.data.augmentation import Mixing, get_augmentation
 from keras_resvit.data.element_seeds import next_seed, seeded_map
+from keras_resvit.data.epochs import Epochs
 from keras_resvit.data.loaders import ImageLoader, check_repeats, check_shard, choose_loader
 from keras_resvit.data.sources import SOURCES, loader_examples, source_kind
 from keras_resvit.data.transforms import evaluation_crop_ratio, evaluation_transform
@@ -52,30 +55,20 @@ def _evaluation_ratio(crop_ratio, augmented, resized, augment, shorter_side, ima
     return crop_ratio or 1.0
 
 
-def _transformed(read, layer, image_size, augment, crop_ratio, parallel_calls, repeats=1, seed=0):
-    """(images, unaugmented images): unbatched datasets of float32 `image_size` images,
-    augmented by `layer` (a training split; each example with its own seed, drawn from
-    `seed`), else evaluation-transformed; repeated (`_repeated`). The unaugmented images are
-    all processes' examples, each once."""
+def _transforms(read, layer, image_size, augment, crop_ratio):
+    """(training transform, evaluation transform) of (pixels, label) to (float32 `image_size`
+    image, label): `layer` (None: the evaluation transform), and the evaluation transform
+    (`_evaluation_ratio`), also what statistics of the images read."""
     resized = read.fixed is None or tuple(read.fixed) != (image_size, image_size)
     ratio = _evaluation_ratio(
         crop_ratio, layer is not None, resized, augment, read.shorter_side, image_size
     )
+    resize = evaluation_transform(image_size, ratio) if resized else None
 
-    def plain(ds):
-        if not resized:
-            return ds.map(lambda x, y: (tf.cast(x, "float32"), y))
-        resize = evaluation_transform(image_size, ratio)
-        return ds.map(lambda x, y: (resize(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    def plain(x, y):
+        return (resize(x) if resized else tf.cast(x, "float32")), y
 
-    ds = _repeated(read.ds, repeats) if repeats > 1 else read.ds
-    if layer is not None:
-        images = seeded_map(ds, lambda x, y: (layer(x), y), seed, parallel_calls)
-    else:
-        images = plain(ds)
-    if read.whole is not None:
-        return images, plain(read.whole())
-    return images, images if layer is None and repeats == 1 else plain(read.ds)
+    return (plain if layer is None else lambda x, y: (layer(x), y)), plain
 
 
 def _repeated(ds, repeats):
@@ -92,8 +85,9 @@ def _repeated(ds, repeats):
     return ds.take(math.ceil(count / repeats)).flat_map(copies).take(count)
 
 
-def _mix_batches(ds, mixing, num_classes, seed, parallel_calls):
-    """Soft labels: smoothed one-hot, then MixUp or CutMix (one per batch, at random)."""
+def _mixer(mixing, num_classes, seed):
+    """A function of a batch: soft labels, smoothed one-hot, then MixUp or CutMix (one per
+    batch, at random), drawing from the batch's seed (`element_seeds`)."""
     mixup, cutmix = mixing.layers(seed)
     smoothing = mixing.label_smoothing
 
@@ -108,7 +102,7 @@ def _mix_batches(ds, mixing, num_classes, seed, parallel_calls):
         out = tf.cond(use_cutmix, lambda: cutmix(dict(data)), lambda: mixup(dict(data)))
         return out["images"], out["labels"]
 
-    return seeded_map(ds, mix, seed, parallel_calls, stream=1)
+    return mix
 
 
 def _read_ahead(ds, deterministic):
@@ -227,7 +221,9 @@ def load_dataset(
         shuffle: shuffle every epoch; default True for training splits.
         seed: seed of the shuffle, the augmentation and a folder's hold-out split.
         drop_remainder: drop the last partial batch (static batch shape, for TPUs).
-        cache: keep decoded images in memory; default when they fit (~1 GiB).
+        cache: keep decoded images in memory; default when they fit (~1 GiB). A training
+            split of a folder decodes its files every epoch instead: each epoch reads them
+            in an order of its own, from any step (`from_step`, below).
         crop_ratio: evaluation center-crop ratio in (0, 1]; 1.0 resizes whole images. Default:
             from the training preset and the images' size (see above).
         validation_split: fraction of a folder without split sub-folders held out as its
@@ -271,7 +267,11 @@ def load_dataset(
         `train()` resumes a run only on the same data; the same for both loaders) describe it,
         `process_index` and `process_count` its share; `unaugmented` holds the images of all
         processes, each once, without augmentation or mixing, batched (`train()` computes a
-        `PixelMean` from it).
+        `PixelMean` from it). A training split of arrays or a folder also has
+        `from_step(step)`: the endless run of epochs `train()` reads, from its `step`-th
+        batch on (epoch e's order and draws given by (seed, e) and the place in it), made at
+        once without reading what comes before; iterating the dataset itself gives one
+        epoch per pass, in an order of its own.
 
     Raises:
         ValueError: for an unknown source, split, preset or loader, a bad argument, or a folder
@@ -333,22 +333,40 @@ def load_dataset(
     num_classes = len(read.class_names) if read.class_names else None
     image_size = _output_size(image_size, read.fixed, source, augment)
     # Each process draws its own augmentations (the same seed would repeat them across shares).
-    layer, preset_mixing = get_augmentation(augment, image_size, seed=seed + part[0])
+    own_seed = seed + part[0]
+    layer, preset_mixing = get_augmentation(augment, image_size, seed=own_seed)
     random_calls = None if deterministic else tf.data.AUTOTUNE
-    layer = layer if training else None
-    ds, unaugmented = _transformed(
-        read, layer, image_size, augment, crop_ratio, random_calls, repeats, seed + part[0]
+    transform, plain = _transforms(
+        read, layer if training else None, image_size, augment, crop_ratio
     )
-    ds = ds.batch(batch_size // part[1], drop_remainder=drop_remainder)
     mixing = preset_mixing if mixing is True else (mixing or None)
+    mix = None
     if training and mixing is not None and (mixing.mixup_alpha or mixing.cutmix_alpha):
         if num_classes is None:
             raise ValueError(f"mixing needs class labels; source={source!r} has none.")
-        ds = _mix_batches(ds, mixing, num_classes, seed + part[0], random_calls)
-    ds = _read_ahead(ds, deterministic)
+        mix = _mixer(mixing, num_classes, own_seed)
+    per_process = batch_size // part[1]
+    if training and read.fetch is not None:
+        epochs = Epochs(
+            read, transform, per_process, own_seed, shuffle, repeats, mix, drop_remainder,
+            random_calls,
+        )  # fmt: skip
+        ds = _read_ahead(epochs.dataset(), deterministic)
+        ds.from_step = lambda step, each=None: _read_ahead(epochs.run(step, each), deterministic)
+    else:
+        examples = _repeated(read.ds, repeats) if repeats > 1 else read.ds
+        if training and layer is not None:
+            examples = seeded_map(examples, transform, own_seed, random_calls)
+        else:
+            examples = examples.map(plain, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = examples.batch(per_process, drop_remainder=drop_remainder)
+        if mix is not None:
+            ds = seeded_map(ds, mix, own_seed, random_calls, stream=1)
+        ds = _read_ahead(ds, deterministic)
     ds.class_names, ds.num_classes = list(read.class_names or []), num_classes
     ds.process_index, ds.process_count = part
-    # The same images, evaluation-transformed (for statistics).
-    ds.unaugmented = unaugmented.batch(batch_size)
+    # All processes' images, each once, evaluation-transformed (for statistics).
+    whole = read.whole() if read.whole is not None else read.ds
+    ds.unaugmented = whole.map(plain, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
     ds.provenance = _provenance(read.origin, image_size, augment, seed, repeats)
     return ds

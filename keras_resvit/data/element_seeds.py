@@ -91,13 +91,20 @@ def with_seeds(ds, seed: int, stream: int = 0):
     return tf.data.Dataset.zip(ds, seeds).map(lambda element, s: (*element, s))
 
 
-def seeded_map(ds, function, seed: int, parallel_calls, stream: int = 0):
-    """`ds.map(function)` where every random Keras layer `function` calls (and `next_seed`)
-    draws from the element's own seed (`with_seeds`), so the result does not depend on
-    `parallel_calls`."""
+def map_seeded(ds, function, parallel_calls):
+    """`ds` (of tuples whose last part is the element's seed, an int32 [2] tensor) mapped by
+    `function` of the other parts, every random Keras layer `function` calls (and
+    `next_seed`) drawing from that seed: the result does not depend on `parallel_calls`."""
 
     def call(*element):
         with element_seed(element[-1]):
             return function(*element[:-1])
 
-    return with_seeds(ds, seed, stream).map(call, num_parallel_calls=parallel_calls)
+    return ds.map(call, num_parallel_calls=parallel_calls)
+
+
+def seeded_map(ds, function, seed: int, parallel_calls, stream: int = 0):
+    """`ds.map(function)` where every random Keras layer `function` calls (and `next_seed`)
+    draws from the element's own seed (`with_seeds`), so the result does not depend on
+    `parallel_calls`."""
+    return map_seeded(with_seeds(ds, seed, stream), function, parallel_calls)

@@ -176,3 +176,21 @@ def folder_dataset(paths, labels, *, shuffle, seed, strict=False):
     if not strict:
         ds = ds.ignore_errors(log_warning=True).repeat(2).take(count)
     return ds.apply(tf.data.experimental.assert_cardinality(count))
+
+
+def fetch_files(paths, labels, places, *, strict=False):
+    """`places`, a dataset of (index into `paths`, seed), as one of (decoded image, label,
+    seed): the files read at any place and in any order (`epochs`). As in `folder_dataset`, a
+    file that fails to decode is dropped (unless `strict`) and the first elements of `places`
+    are read again after the last to keep their count; each keeps its seed."""
+    paths = tf.constant(paths)
+    labels = tf.constant(labels, "int32")
+
+    def read(index, seed):
+        return decode_image(tf.gather(paths, index)), tf.gather(labels, index), seed
+
+    if strict:
+        return places.map(read, num_parallel_calls=tf.data.AUTOTUNE)
+    count = places.cardinality()
+    ds = places.concatenate(places).map(read, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.ignore_errors(log_warning=True).take(count)

@@ -6,6 +6,7 @@ Several processes of one run each read a share before anything is decoded: every
 file or array row from the process's index, or an equal tfds sub-split.
 """
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,12 @@ import numpy as np
 
 from keras_resvit.base.lazy import tf
 from keras_resvit.base.validation import check_choice
-from keras_resvit.data.folders import folder_dataset, list_image_folder, typical_shorter_side
+from keras_resvit.data.folders import (
+    fetch_files,
+    folder_dataset,
+    list_image_folder,
+    typical_shorter_side,
+)
 from keras_resvit.data.in_memory import checked_arrays, digest, load_digits
 
 SPLITS = ("train", "test")
@@ -36,6 +42,10 @@ class Source:
     shorter_side: Callable[[], float]  # the images' typical shorter side, read when asked
     whole: Callable[[], "tf.data.Dataset"] | None = None  # all processes' examples, when
     # `ds` is a share: what statistics (`PixelMean`) read, the same in every process
+    count: int | None = None  # the examples of the share, when `fetch` reads any of them
+    fetch: Callable[["tf.data.Dataset"], "tf.data.Dataset"] | None = None  # a dataset of
+    # (index in the share, seed) -> one of (pixels, label, seed), the share's index-th
+    # examples: what `epochs` reads an epoch in any order from any place with
 
 
 def _share(items, part):
@@ -63,14 +73,18 @@ def _in_memory(name, split, images, labels, class_names, shuffle, seed, part):
     whole = None
     if part[1] > 1:  # statistics read every row (one process reads its `ds`: no second copy)
         whole = lambda: tf.data.Dataset.from_tensor_slices((images, labels))  # noqa: E731
-    shared = _share(images, part), _share(labels, part)
+    shared = tf.constant(_share(images, part)), tf.constant(_share(labels, part))
     ds = tf.data.Dataset.from_tensor_slices(shared)
+    count = len(shared[1])
     if shuffle:
-        ds = ds.shuffle(
-            len(shared[0]), seed=_shuffle_seed(seed, part), reshuffle_each_iteration=True
-        )
+        ds = ds.shuffle(count, seed=_shuffle_seed(seed, part), reshuffle_each_iteration=True)
+
+    def fetch(places):
+        read = lambda i, s: (tf.gather(shared[0], i), tf.gather(shared[1], i), s)  # noqa: E731
+        return places.map(read, num_parallel_calls=tf.data.AUTOTUNE)
+
     fixed = images.shape[1:3]
-    return Source(ds, class_names, fixed, origin, lambda: min(fixed), whole)
+    return Source(ds, class_names, fixed, origin, lambda: min(fixed), whole, count, fetch)
 
 
 def _read_digits(source, split, *, image_size, shuffle, seed, part, **_):
@@ -200,7 +214,9 @@ def _read_folder(source, split, *, validation_split, seed, strict, cache, shuffl
     if cache:
         ds = ds.cache()
         ds = ds.shuffle(min(len(paths), SHUFFLE_BUFFER), seed=shuffle_seed) if shuffle else ds
-    return Source(ds, class_names, None, origin, lambda: typical_shorter_side(paths), whole)
+    shorter_side = lambda: typical_shorter_side(paths)  # noqa: E731
+    fetch = functools.partial(fetch_files, paths, labels, strict=strict)
+    return Source(ds, class_names, None, origin, shorter_side, whole, len(paths), fetch)
 
 
 # Each kind of source (as users name it) and its reader: reader(source, split, **options)

@@ -1,5 +1,5 @@
 """A run's `model.fit`: its callbacks, its checked input pipelines, the restore of a resume
-state, and a `fit` that starts at any step and replays the batches of an uninterrupted run."""
+state, and a `fit` that starts at any step on the batches of an uninterrupted run."""
 
 import contextlib
 import itertools
@@ -106,10 +106,17 @@ def checked_pipelines(data, classes, one_hot):
 
         return train_data, val_data
     val_data = None if data.val is None else check_batches(data.val, classes, "val_data")
-    train_data = check_batches(data.train, classes, "train_data")
-    if one_hot:
-        train_data = _one_hot_labels(train_data, classes)
-        val_data = None if val_data is None else _one_hot_labels(val_data, classes)
+
+    def checked(batches):
+        batches = check_batches(batches, classes, "train_data")
+        return _one_hot_labels(batches, classes) if one_hot else batches
+
+    train_data = checked(data.train)
+    if one_hot and val_data is not None:
+        val_data = _one_hot_labels(val_data, classes)
+    from_step = getattr(data.train, "from_step", None)
+    if from_step is not None:  # the run's batches from any step, each epoch checked
+        train_data.from_step = lambda step: from_step(step, checked)
     return train_data, val_data
 
 
@@ -141,22 +148,35 @@ def _continued(model):
         optimizer.finalize_variable_values(model.trainable_variables)
 
 
-def _fit_from(model, data, steps_per_epoch, epochs, start_step, callbacks, feed=None, **fit_kwargs):
+def _fit_from(
+    model,
+    data,
+    steps_per_epoch,
+    epochs,
+    start_step,
+    callbacks,
+    feed=None,
+    stream=None,
+    **fit_kwargs,
+):
     """Runs `fit` from global step `start_step` over `data` (which repeats, reshuffling each
-    pass) with `callbacks` (a `RunCallbacks`); returns the run's `History`. Skipping the steps
-    already taken replays exactly the batches an uninterrupted run sees; a resume inside an
-    epoch finishes that epoch, then the rest, on one iterator. `feed` (see `local_input`)
-    turns each dataset into the one `fit` reads; a resume inside an epoch then reads the rest
-    of that epoch, and nothing beyond it, from one pipeline and the following epochs from a
-    second one over the same dataset. Its random orders and draws (`shuffle`,
-    `Dataset.random`) move on with each pass over it, whichever pipeline makes the pass: the
-    second pipeline's first pass is the run's next epoch, drawn as in an uninterrupted run
-    (test_fitting.py, one worker; several processes' shuffled shares still come out in
-    other orders, see guides/training_on_tpu_and_multiple_devices.md)."""
+    pass) with `callbacks` (a `RunCallbacks`); returns the run's `History`.
+
+    `stream(step)`, where given (`load_dataset`'s `from_step`: `epochs.Epochs.run`), makes
+    the run's batches from its step-th on at once, each from its place in the run. Otherwise
+    skipping the steps already taken replays exactly the batches an uninterrupted run sees
+    (making every one of them again). A resume inside an epoch finishes that epoch, then the
+    rest, on one iterator. `feed` (see `local_input`) turns each dataset into the one `fit`
+    reads; a resume inside an epoch then reads the rest of that epoch, and nothing beyond
+    it, from one pipeline and the following epochs from a second one: `stream` from the next
+    epoch, or a second pass over `data`, whose random orders and draws (`shuffle`,
+    `Dataset.random`) move on with each pass, whichever pipeline makes it (test_fitting.py).
+    """
     fit_kwargs.update(shuffle=False, callbacks=callbacks)  # the dataset shuffles itself
     fed = feed or (lambda dataset: dataset)
     first_epoch, done = divmod(start_step, steps_per_epoch)
-    stream = data.skip(start_step)
+    following = data if stream is None else stream((first_epoch + 1) * steps_per_epoch)
+    stream = data.skip(start_step) if stream is None else stream(start_step)
     if not done:
         return model.fit(
             fed(stream),
@@ -179,7 +199,7 @@ def _fit_from(model, data, steps_per_epoch, epochs, start_step, callbacks, feed=
         )
     if callbacks.more and not model.stop_training:
         callbacks.more = False
-        following = fed(data) if feed else batches
+        following = fed(following) if feed else batches
         history = model.fit(
             following,
             initial_epoch=first_epoch + 1,
@@ -255,7 +275,7 @@ def fit_run(model, data, pipelines, callbacks, start_step, verbose, feeds=(None,
             else:
                 history = _fit_from(
                     model, train_data.repeat(), data.steps_per_epoch, data.epochs, start, run,
-                    feed=feed_train, **arguments,
+                    feed=feed_train, stream=getattr(train_data, "from_step", None), **arguments,
                 )  # fmt: skip
     if averages_weights(model.optimizer):
         # The weights now share their average's arrays; copies of their own let the model

@@ -80,11 +80,12 @@ def train(
     `history.csv`, `config.json` (the run's arguments, then its result) and,
     while running, `resume/` (weights and optimizer state every `save_every` steps and every
     epoch). Running the same call again after a crash continues from the last saved step,
-    replaying the same batches (it prints "resuming from step N (epoch E)" unless
-    `verbose=0`); a call with other arguments is refused rather than mixed with the first
-    run. The folder is locked while a run writes it, and files in it that keras_resvit did
-    not write are never overwritten or deleted. Every batch's labels and pixels are checked in
-    the input pipeline (`kr.data.checks`).
+    on the batches an uninterrupted run trains on (made from that step at once for a
+    `load_dataset` training split of arrays or a folder: `from_step`); it prints "resuming
+    from step N (epoch E)" unless `verbose=0`. A call with other arguments is refused rather
+    than mixed with the first run. The folder is locked while a run writes it, and files in
+    it that keras_resvit did not write are never overwritten or deleted. Every batch's labels
+    and pixels are checked in the input pipeline (`kr.data.checks`).
 
     Args:
         model_or_name: a `keras.Model` ending in a classifier, or a registry name (built under

@@ -183,18 +183,17 @@ def test_two_tensorflow_workers_match_one_process(backend, data, tmp_path):
 
 @pytest.mark.slow
 def test_two_processes_resume_after_a_kill(backend, tmp_path):
-    # JAX: the processes' shuffled tf.data shares, against the same two processes
-    # uninterrupted (before the global seed was fixed at joining, Keras drew it at random
-    # and every run shuffled anew). TensorFlow: the workers' unshuffled tf.data shares,
-    # resumed inside an epoch (steps 2 of 4) from a second pipeline, against one process.
-    if backend == "jax":
-        args = ["--data", "arrays", "--shuffle", "--save-every", "2"]
-        single = _run_processes(["--output", str(tmp_path / "single"), *args], _jax_envs(2))[0]
-        envs = _jax_envs
-    else:
-        args = ["--model", "gn_resnet8", "--data", "arrays", "--save-every", "2"]
-        alone, env, envs = ["--distribution", "none"], {"KERAS_BACKEND": "tensorflow"}, _tf_envs
-        single = _run(["--output", str(tmp_path / "single"), *alone, *args], env)
+    # The processes' shuffled tf.data shares, against the same two processes uninterrupted:
+    # each epoch's order and draws come from (seed, epoch) (`epochs.Epochs`), so a run is
+    # reproducible, and the resumed one makes its batches from step 2 without replaying.
+    # (Before, JAX drew its global seed at random at joining, and TensorFlow workers'
+    # reshuffling pipelines did not reproduce a run either.) TensorFlow resumes inside an
+    # epoch (step 2 of 4) from a second pipeline.
+    args = ["--data", "arrays", "--shuffle", "--save-every", "2"]
+    envs = _jax_envs if backend == "jax" else _tf_envs
+    if backend != "jax":
+        args = ["--model", "gn_resnet8", *args]
+    single = _run_processes(["--output", str(tmp_path / "single"), *args], envs(2))[0]
     out = str(tmp_path / "two")
     scratch = tmp_path / "tmp"  # the processes' temporary folder
     scratch.mkdir()
