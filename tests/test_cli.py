@@ -133,13 +133,15 @@ def test_debug_shows_the_exception():
     "digits in tests/test_without_tensorflow.py",
 )
 def test_default_train_learns_digits_saves_and_exports(tmp_path, capsys):
-    # The main job, shortened from 10 to 4 epochs: measured 0.981 (TensorFlow) and 0.992 (JAX)
-    # test accuracy after 4 epochs; the full 10-epoch run reaches about 0.99.
+    # The main job, shortened from 10 to 4 epochs; the full 10-epoch run reaches about 0.99.
+    # After 4 epochs TensorFlow's test accuracy varies from run to run with the same seed
+    # (multithreaded CPU kernels): 0.942, 0.947, 0.975, 0.978 and 0.981 measured (JAX 0.992);
+    # chance is 0.1, and the first epoch ends near 0.3.
     code = main(["train", "--epochs", "4", "--output", str(tmp_path)])
     assert code == 0
     out = capsys.readouterr().out
     accuracy = float(re.search(r"test accuracy ([0-9.]+) \(last\)", out).group(1))
-    assert accuracy >= 0.95, out
+    assert accuracy >= 0.9, out
     assert "model.tflite" in out
     for name in ("last.keras", "best.keras", "model.tflite", "curves.png", "config.json"):
         assert (tmp_path / name).is_file()

@@ -1,0 +1,60 @@
+"""How long a resumed run waits for its first batch: `from_step` against `Dataset.skip`.
+
+A training split of arrays or an image folder makes the run's batches from any step at once
+(`kr.data.load_dataset(...).from_step(step)`); a `Dataset.skip` over the same pipeline makes
+every earlier batch again. Prints the seconds to the first batch of epoch 0 and of
+`--epoch` through `from_step`, the images/s of a whole epoch, and the wait a `skip` to
+`--epoch` implies: it makes the batches it passes over at the pipeline's rate (timed over
+`--skip-batches` batches).
+
+    python benchmarks/resume_start.py --source /data/cifar10 --image-size 32 --epoch 150
+"""
+
+import argparse
+import time
+
+import keras_resvit as kr
+
+
+def first_batch_seconds(ds):
+    start = time.perf_counter()
+    next(iter(ds))
+    return time.perf_counter() - start
+
+
+def images_per_second(batches):
+    start, count = time.perf_counter(), 0
+    for _, labels in batches:
+        count += int(labels.shape[0])
+    return count / (time.perf_counter() - start)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", default="digits", help="an image folder, or digits")
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--augment", default="resnet_cifar")
+    parser.add_argument("--epoch", type=int, default=150, help="the epoch a run resumes at")
+    parser.add_argument("--skip-batches", type=int, default=100)
+    args = parser.parse_args()
+    ds = kr.data.load_dataset(
+        args.source,
+        "train",
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        augment=args.augment,
+    )
+    per_epoch = int(ds.cardinality())
+    print(f"{args.source}: {per_epoch} batches of {args.batch_size} per epoch")
+    for epoch in (0, args.epoch):
+        seconds = first_batch_seconds(ds.from_step(epoch * per_epoch))
+        print(f"from_step: first batch of epoch {epoch} after {seconds:.2f} s")
+    print(f"a whole epoch: {images_per_second(ds):.0f} images/s")
+    skipped = images_per_second(ds.repeat().take(args.skip_batches))
+    wait = args.epoch * per_epoch * args.batch_size / skipped
+    print(f"skip: {skipped:.0f} images/s, so {wait / 60:.1f} min before epoch {args.epoch}")
+
+
+if __name__ == "__main__":
+    main()
