@@ -183,8 +183,8 @@ def fetch_files(paths, labels, places, *, strict=False):
     seed): the files read at any place and in any order (`epochs`). As in `folder_dataset`, a
     file that fails to decode is dropped (unless `strict`) and the first elements of `places`
     are read again after the last to keep their count; each keeps its seed."""
-    paths = tf.constant(paths)
-    labels = tf.constant(labels, "int32")
+    with tf.device("/CPU:0"):
+        paths, labels = tf.constant(paths), tf.constant(labels, "int32")
 
     def read(index, seed):
         return decode_image(tf.gather(paths, index)), tf.gather(labels, index), seed

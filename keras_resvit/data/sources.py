@@ -45,7 +45,7 @@ class Source:
     count: int | None = None  # the examples of the share, when `fetch` reads any of them
     fetch: Callable[["tf.data.Dataset"], "tf.data.Dataset"] | None = None  # a dataset of
     # (index in the share, seed) -> one of (pixels, label, seed), the share's index-th
-    # examples: what `epochs` reads an epoch in any order from any place with
+    # examples: what `epochs.Epochs` reads an epoch with, in any order from any place
 
 
 def _share(items, part):
@@ -73,7 +73,8 @@ def _in_memory(name, split, images, labels, class_names, shuffle, seed, part):
     whole = None
     if part[1] > 1:  # statistics read every row (one process reads its `ds`: no second copy)
         whole = lambda: tf.data.Dataset.from_tensor_slices((images, labels))  # noqa: E731
-    shared = tf.constant(_share(images, part)), tf.constant(_share(labels, part))
+    with tf.device("/CPU:0"):  # an input pipeline's tensors, not an accelerator's
+        shared = tf.constant(_share(images, part)), tf.constant(_share(labels, part))
     ds = tf.data.Dataset.from_tensor_slices(shared)
     count = len(shared[1])
     if shuffle:
