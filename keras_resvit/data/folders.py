@@ -173,9 +173,16 @@ def folder_dataset(paths, labels, *, shuffle, seed, strict=False):
     ds = ds.map(
         lambda path, label: (decode_image(path), label), num_parallel_calls=tf.data.AUTOTUNE
     )
-    if not strict:
-        ds = ds.ignore_errors(log_warning=True).repeat(2).take(count)
-    return ds.apply(tf.data.experimental.assert_cardinality(count))
+    return _keeping_count(ds, count, strict).apply(tf.data.experimental.assert_cardinality(count))
+
+
+def _keeping_count(decoded, count, strict):
+    """`decoded` (a dataset that decodes files), or, unless `strict`, the same with the files
+    that fail dropped with TensorFlow's warning, and their places taken by the first examples
+    of another pass over it: `count` examples in all."""
+    if strict:
+        return decoded
+    return decoded.ignore_errors(log_warning=True).repeat(2).take(count)
 
 
 def fetch_files(paths, labels, places, *, strict=False):
@@ -189,8 +196,5 @@ def fetch_files(paths, labels, places, *, strict=False):
     def read(index, seed):
         return decode_image(tf.gather(paths, index)), tf.gather(labels, index), seed
 
-    if strict:
-        return places.map(read, num_parallel_calls=tf.data.AUTOTUNE)
-    count = places.cardinality()
-    ds = places.concatenate(places).map(read, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.ignore_errors(log_warning=True).take(count)
+    decoded = places.map(read, num_parallel_calls=tf.data.AUTOTUNE)
+    return _keeping_count(decoded, places.cardinality(), strict)

@@ -175,23 +175,26 @@ def _fit_from(
     fit_kwargs.update(shuffle=False, callbacks=callbacks)  # the dataset shuffles itself
     fed = feed or (lambda dataset: dataset)
     first_epoch, done = divmod(start_step, steps_per_epoch)
-    following = data if stream is None else stream((first_epoch + 1) * steps_per_epoch)
-    stream = data.skip(start_step) if stream is None else stream(start_step)
+
+    def following():  # the epochs after the first, from a second pipeline
+        return data if stream is None else stream((first_epoch + 1) * steps_per_epoch)
+
+    first = data.skip(start_step) if stream is None else stream(start_step)
     if not done:
         return model.fit(
-            fed(stream),
+            fed(first),
             initial_epoch=first_epoch,
             epochs=epochs,
             steps_per_epoch=steps_per_epoch,
             **fit_kwargs,
         )
     # A distributed dataset is not an iterator that two `fit` calls can share.
-    batches = _batches(iter(stream)) if feed is None else None
+    batches = _batches(iter(first)) if feed is None else None
     callbacks.more = first_epoch + 1 < epochs
     with _continued(model) if callbacks.more else contextlib.nullcontext():
         rest = steps_per_epoch - done
         history = model.fit(
-            fed(stream.take(rest)) if feed else _take(batches, rest),
+            fed(first.take(rest)) if feed else _take(batches, rest),
             initial_epoch=first_epoch,
             epochs=first_epoch + 1,
             steps_per_epoch=rest,
@@ -199,9 +202,8 @@ def _fit_from(
         )
     if callbacks.more and not model.stop_training:
         callbacks.more = False
-        following = fed(following) if feed else batches
         history = model.fit(
-            following,
+            fed(following()) if feed else batches,
             initial_epoch=first_epoch + 1,
             epochs=epochs,
             steps_per_epoch=steps_per_epoch,

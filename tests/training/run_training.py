@@ -93,9 +93,8 @@ def main():
         final = kr.load_model(os.path.join(out, "last.keras"))
         saved_val_loss = None
         if args.validation:
-            saved_val_loss = final.evaluate(x[val], y[val], batch_size=args.batch_size, verbose=0)[
-                0
-            ]
+            scores = final.evaluate(x[val], y[val], batch_size=args.batch_size, verbose=0)
+            saved_val_loss = scores[0]
         results[distribution] = {
             "loss": history.history["loss"],
             "val_loss": history.history.get("val_loss"),
