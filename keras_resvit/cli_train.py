@@ -232,7 +232,7 @@ def _join_processes(kr, args):
 
 def run_train(args):
     import keras_resvit as kr
-    from keras_resvit.data.loaders import tensorflow_installed
+    from keras_resvit.data.loader_choice import tensorflow_installed
     from keras_resvit.training.recipes import get_recipe
 
     _family(args.model)  # unknown names fail before anything is read

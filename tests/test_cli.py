@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 import keras_resvit as kr
-from keras_resvit import cli, cli_train
+from keras_resvit import cli, cli_parser, cli_train
 from keras_resvit.cli import main
 
 # Lines of the libraries' logs that a quiet command must not print.
@@ -417,7 +417,7 @@ def test_the_validation_data_of_each_folder_layout(folders, flags, expected, tmp
     for folder in folders.split():
         (tmp_path / folder).mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
-    args = cli._parser().parse_args(["train", "--data", "data", *flags.split()])
+    args = cli_parser.build_parser().parse_args(["train", "--data", "data", *flags.split()])
     train, val, note = cli_train._splits(args)
 
     def described(split):

@@ -34,7 +34,13 @@ LAYERS = [
     ("viz", ("keras_resvit.viz",)),
     (
         "cli and the public API",
-        ("keras_resvit.cli", "keras_resvit.cli_commands", "keras_resvit.cli_train", "keras_resvit"),
+        (
+            "keras_resvit.cli",
+            "keras_resvit.cli_commands",
+            "keras_resvit.cli_parser",
+            "keras_resvit.cli_train",
+            "keras_resvit",
+        ),
     ),
 ]
 ROOT = "keras_resvit"  # the package itself, not everything in it

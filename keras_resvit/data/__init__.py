@@ -10,16 +10,13 @@ from keras_resvit.data import (
     preprocessing,  # noqa: F401  deprecated: each old name warns
     transforms,
 )
-from keras_resvit.data.augmentation import (
-    AUGMENTATION_PRESETS,
-    Mixing,
-    from_keras_cv,
-    get_augmentation,
-)
+from keras_resvit.data.augmentation import AUGMENTATION_PRESETS, Mixing, get_augmentation
 from keras_resvit.data.datasets import load_dataset
 from keras_resvit.data.folders import list_image_folder
 from keras_resvit.data.in_memory import load_digits
-from keras_resvit.data.loaders import LOADERS, ImageLoader
+from keras_resvit.data.loader_choice import LOADERS
+from keras_resvit.data.loaders import ImageLoader
+from keras_resvit.data.pipelines import from_keras_cv
 from keras_resvit.data.sources import SOURCES
 from keras_resvit.data.transforms import evaluation_transform, ten_crop
 

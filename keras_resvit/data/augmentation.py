@@ -10,14 +10,13 @@ batching (labels become soft).
 
 import dataclasses
 import functools
-import importlib.util
 
 import keras
 import numpy as np
 
-from keras_resvit.base.backend import is_data_layer
 from keras_resvit.base.deprecation import deprecated_names
 from keras_resvit.base.validation import check_number
+from keras_resvit.data.pipelines import as_pipeline
 from keras_resvit.layers.crops import (
     RandomPadCrop,
     RandomResizedCrop,
@@ -359,28 +358,6 @@ MIXING = {
 }
 
 
-def _as_pipeline(model: keras.Sequential) -> keras.layers.Pipeline:
-    """The `keras.layers.Pipeline` of a `keras.Sequential`'s preprocessing layers.
-
-    A Sequential is a model: it converts its inputs to the backend's tensors, which inside
-    `tf.data` under JAX or PyTorch fails; a Pipeline hands each layer the `tf.data` tensors
-    as they are, and Keras' preprocessing layers then run TensorFlow ops on every backend.
-    """
-    layers = []
-    for layer in model.layers:
-        if isinstance(layer, keras.Sequential):
-            layer = _as_pipeline(layer)
-        elif not (is_data_layer(layer) or isinstance(layer, keras.layers.Pipeline)):
-            raise ValueError(
-                f"augment={model!r} holds layer {layer.name!r} ({type(layer).__name__}), which "
-                "cannot run inside tf.data on every backend; build the augmentation from Keras "
-                "preprocessing layers (keras.layers.RandomFlip, RandomCrop, RandomRotation, "
-                "...), in a keras.Sequential or a keras.layers.Pipeline."
-            )
-        layers.append(layer)
-    return keras.layers.Pipeline(layers, name=model.name)
-
-
 def get_augmentation(augment, image_size: int, seed: int | None = None):
     """Resolves `augment` into `(per-image layer or None, Mixing or None)`.
 
@@ -410,7 +387,7 @@ def get_augmentation(augment, image_size: int, seed: int | None = None):
     if augment is None:
         return None, None
     if isinstance(augment, keras.Sequential):
-        return _as_pipeline(augment), None
+        return as_pipeline(augment), None
     if isinstance(augment, keras.layers.Layer):
         return augment, None
     if isinstance(augment, str) and augment in AUGMENTATION_PRESETS:
@@ -419,47 +396,6 @@ def get_augmentation(augment, image_size: int, seed: int | None = None):
         f"augment={augment!r} is not valid; pass None, a keras.layers.Layer or one of "
         f"{sorted(AUGMENTATION_PRESETS)}."
     )
-
-
-def from_keras_cv(layer, **kwargs) -> keras.layers.Pipeline:
-    """Wraps a keras-cv augmentation layer so that it drops into a preset or `dataset.map`.
-
-    keras-cv is optional (`pip install keras-resvit[cv]`). keras-cv layers run TensorFlow ops;
-    inside a `keras.layers.Pipeline` they receive the `tf.data` tensors as they are, whatever
-    the Keras backend.
-
-    Args:
-        layer: a keras-cv layer instance, or the name of a class in `keras_cv.layers`.
-        **kwargs: constructor arguments when `layer` is a name.
-
-    Returns:
-        A `keras.layers.Pipeline` holding the layer.
-
-    Raises:
-        ImportError: when keras-cv is not installed.
-        ValueError: for a name keras-cv does not have, or an object that is not a keras-cv layer.
-
-    Example:
-    >>> import numpy as np
-    >>> layer = from_keras_cv("RandomCutout", height_factor=0.3, width_factor=0.3)
-    >>> tuple(layer(np.ones((2, 32, 32, 3), "float32")).shape)
-    (2, 32, 32, 3)
-    """
-    if importlib.util.find_spec("keras_cv") is None:
-        raise ImportError("from_keras_cv needs keras-cv: pip install keras-resvit[cv].")
-    import keras_cv
-
-    if isinstance(layer, str):
-        if not hasattr(keras_cv.layers, layer):
-            raise ValueError(f"layer={layer!r} is not a class in keras_cv.layers.")
-        name, layer = layer, getattr(keras_cv.layers, layer)(**kwargs)
-    elif isinstance(layer, keras.layers.Layer) and type(layer).__module__.startswith("keras_cv"):
-        name = layer.name
-    else:
-        raise ValueError(
-            f"layer={layer!r} is not valid; pass a keras_cv layer or a keras_cv.layers class name."
-        )
-    return keras.layers.Pipeline([layer], name=f"keras_cv_{name}")
 
 
 __getattr__ = deprecated_names(

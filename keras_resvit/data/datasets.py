@@ -23,7 +23,8 @@ from keras_resvit.base.validation import check_int, check_number
 from keras_resvit.data.augmentation import Mixing, get_augmentation
 from keras_resvit.data.element_seeds import next_seed, seeded_map
 from keras_resvit.data.epochs import Epochs
-from keras_resvit.data.loaders import ImageLoader, check_repeats, check_shard, choose_loader
+from keras_resvit.data.loader_choice import check_repeats, check_shard, choose_loader
+from keras_resvit.data.loaders import ImageLoader
 from keras_resvit.data.sources import SOURCES, loader_examples, source_kind
 from keras_resvit.data.transforms import evaluation_crop_ratio, evaluation_transform
 
@@ -243,7 +244,7 @@ def load_dataset(
         loader: "auto" (tf.data where TensorFlow is installed, else "py_dataset"), "tf.data",
             or "py_dataset" (`loaders.ImageLoader`; no tfds sources; `cache` and `data_dir` do
             not apply: arrays stay in memory, files are decoded every epoch).
-        loader_options: a dict of `ImageLoader` arguments among `loaders.LOADER_OPTIONS`:
+        loader_options: a dict of `ImageLoader` arguments among `loader_choice.LOADER_OPTIONS`:
             for "py_dataset", `workers`, `use_multiprocessing` and `max_queue_size` (batches
             made in parallel); for both loaders, `process_index` and `process_count`: this
             process's share of the examples, which reads `batch_size // process_count` of every

@@ -14,7 +14,7 @@ import numpy as np
 from keras_resvit.base.validation import check_number
 from keras_resvit.data.checks import check_pixels
 from keras_resvit.data.datasets import load_dataset
-from keras_resvit.data.loaders import ALL_EXAMPLES
+from keras_resvit.data.loader_choice import ALL_EXAMPLES
 from keras_resvit.models.features import representation_model as feature_model
 
 # big_vision's constant bias feature: large, so its weight is barely regularized.

@@ -57,7 +57,7 @@ def representative_images(data, model, count: int = CALIBRATION_SAMPLES) -> np.n
         An array `(n, height, width, channels)` of raw 0-255 pixels.
     """
     from keras_resvit import data as kr_data
-    from keras_resvit.data.loaders import ALL_EXAMPLES
+    from keras_resvit.data.loader_choice import ALL_EXAMPLES
 
     height, width, channels = input_size(model)
     if isinstance(data, (str, Path)) and Path(data).is_file():

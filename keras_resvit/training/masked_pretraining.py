@@ -18,7 +18,7 @@ from keras_resvit.base.model_files import save_model
 from keras_resvit.base.output_folders import output_folder
 from keras_resvit.base.validation import check_int, check_number
 from keras_resvit.data.datasets import load_dataset
-from keras_resvit.data.loaders import ALL_EXAMPLES
+from keras_resvit.data.loader_choice import ALL_EXAMPLES
 from keras_resvit.factory import create_model
 from keras_resvit.layers.masked_patch_layers import (
     MaskedPatchLoss,

@@ -9,11 +9,11 @@ from keras_resvit.factory import create_model
 from keras_resvit.layers.normalization import PixelMean
 from keras_resvit.models.common import is_vit, outputs_logits
 from keras_resvit.models.vit import resize_vit
+from keras_resvit.training.data_checks import check_channels
 from keras_resvit.training.losses import MultiLabelBinaryCrossentropy
 from keras_resvit.training.optimizers import recipe_optimizer
 from keras_resvit.training.recipes import recipe_model_options
 from keras_resvit.training.schedules import recipe_schedule
-from keras_resvit.training.train_checks import check_channels
 
 
 def build_optimizer(recipe, global_batch_size, total_steps, ema=None):

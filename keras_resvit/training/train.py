@@ -1,9 +1,9 @@
 """`train()`: a paper's recipe, `model.fit` under the detected distribution, resumable.
 
-`train()` reads as its steps: check the arguments and the data (`train_checks`), place the run
-(`place`: distribution and precision), build and compile the model under that placement
-(`model_setup`), then the callbacks and `fit` (`fitting`), then the run's final files
-(`run_outputs`).
+`train()` reads as its steps: check the arguments and the data (`train_checks`,
+`data_checks`), place the run (`place`: distribution and precision), build and compile the
+model under that placement (`model_setup`), then the callbacks and `fit` (`fitting`), then
+the run's final files (`run_outputs`).
 """
 
 import json
@@ -15,6 +15,7 @@ from keras_resvit.base.backend import backend, dtype_policy
 from keras_resvit.base.files import write_json
 from keras_resvit.base.processes import barrier
 from keras_resvit.models.common import check_classifier
+from keras_resvit.training.data_checks import check_data, check_labels, check_val_data
 from keras_resvit.training.distribution import local_input, place, resolve_precision
 from keras_resvit.training.fitting import checked_pipelines, fit_run, restore, run_callbacks
 from keras_resvit.training.model_setup import (
@@ -37,14 +38,7 @@ from keras_resvit.training.run_folder import (
     run_record,
 )
 from keras_resvit.training.run_outputs import TrainingDivergedError, diverged, finish_run
-from keras_resvit.training.train_checks import (
-    check_arguments,
-    check_data,
-    check_labels,
-    check_loss_outputs,
-    check_val_data,
-    check_warmup,
-)
+from keras_resvit.training.train_checks import check_arguments, check_loss_outputs, check_warmup
 
 # `build_optimizer` and `compile_model` compile a model as train() does, for benchmarks and
 # custom loops; tests replace `place`, `compile_model` and `finish_run` here.

@@ -1,26 +1,20 @@
-"""The checks of `train()`'s arguments, model and data: each fails with one clear ValueError
-before the run's output folder is touched."""
+"""The checks of `train()`'s arguments that need no data (recipe, run length, optimizer, loss,
+callbacks) and of the model's outputs: each fails with one clear ValueError before the run's
+output folder is touched. The data's checks are in `data_checks`."""
 
 import importlib.util
 import inspect
-import math
-import sys
 import warnings
 from types import SimpleNamespace
 
 import keras
-import numpy as np
 
-from keras_resvit.base.files import check_output_path
-from keras_resvit.base.lazy import tf
 from keras_resvit.base.validation import check_bool, check_int, check_number
-from keras_resvit.data.checks import check_class_count, check_class_names_match, check_pixels
-from keras_resvit.data.datasets import load_dataset
 from keras_resvit.models.common import outputs_logits
 from keras_resvit.models.registry import get_spec
 from keras_resvit.training.callbacks import follows_schedule
 from keras_resvit.training.recipes import get_recipe
-from keras_resvit.training.schedules import recipe_schedule, recipe_steps
+from keras_resvit.training.schedules import recipe_schedule
 
 
 def check_arguments(
@@ -75,32 +69,6 @@ def check_arguments(
                 "with kr.data.load_dataset(..., batch_size=...))."
             )
     return spec, user
-
-
-def check_data(train_data, val_data, output_dir, spec, *, epochs, steps, batch_size, seed):
-    """(output folder path, the run's data): `train_data` and `val_data` as checked datasets
-    (arrays loaded), the first training batch, the batches per epoch and the run's length."""
-    train_data = _as_dataset("train_data", train_data, "train", batch_size or spec.batch_size, seed)
-    out = check_output_path("output_dir", output_dir, folder=True)
-    first_batch, steps_per_epoch, soft_labels = _dataset_info(train_data)
-    check_pixels("train_data images", first_batch[0])
-    # A dataset split by process (`load_dataset` with several processes) holds this
-    # process's part of each global batch.
-    global_batch = int(first_batch[0].shape[0]) * getattr(train_data, "process_count", 1)
-    if val_data is not None:
-        val_data = _as_dataset("val_data", val_data, "test", global_batch, seed)
-        check_dataset("val_data", val_data)
-    epochs, total_steps = _run_length(spec, epochs, steps, global_batch, steps_per_epoch)
-    return out, SimpleNamespace(
-        train=train_data,
-        val=val_data,
-        first_batch=first_batch,
-        batch_size=global_batch,
-        steps_per_epoch=steps_per_epoch,
-        soft_labels=soft_labels,
-        epochs=epochs,
-        total_steps=total_steps,
-    )
 
 
 def check_optimizer(optimizer, learning_rate, ema):
@@ -197,204 +165,6 @@ def check_callbacks(callbacks, schedule):
                 "with a constant rate, e.g. keras.optimizers.SGD(0.1, momentum=0.9)."
             )
     return list(callbacks)
-
-
-def is_py_dataset(data) -> bool:
-    """Whether `data` is a `keras.utils.PyDataset` (e.g. `kr.data.ImageLoader`)."""
-    return isinstance(data, keras.utils.PyDataset)
-
-
-def _first_py_batch(argument, data):
-    """Batch 0 of a `PyDataset` as NumPy (images, labels), its length and structure checked."""
-    try:
-        steps = len(data)
-    except TypeError:
-        steps = None
-    if not isinstance(steps, int) or steps <= 0:
-        raise ValueError(
-            f"{argument} ({type(data).__name__}) has {steps} batches per epoch; a PyDataset "
-            "must have a finite, positive len()."
-        )
-    batch = data[0]
-    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-        raise ValueError(
-            f"{argument}[0] is {type(batch).__name__}; expected a batch (images, labels)."
-        )
-    images, labels = (keras.ops.convert_to_numpy(x) for x in batch)
-    _check_structure(argument, images.shape, labels.shape, labels.dtype)
-    return images, labels
-
-
-def _check_structure(argument, image_shape, label_shape, label_dtype):
-    if len(image_shape) != 4:
-        raise ValueError(
-            f"{argument} yields images of shape {tuple(image_shape)}; expected batches of "
-            "(images (batch, height, width, channels), labels): batch the dataset, e.g. with "
-            ".batch(32)."
-        )
-    dtype = np.dtype(getattr(label_dtype, "as_numpy_dtype", label_dtype))
-    rank, integer = len(label_shape), dtype.kind in "iu"
-    valid = (rank == 1 and (integer or dtype.kind == "f")) or (
-        rank == 2 and dtype.kind == "f" and label_shape[-1] != 1
-    )
-    if not valid:
-        raise ValueError(
-            f"{argument} has labels of dtype {getattr(label_dtype, 'name', dtype.name)} and "
-            f"shape {tuple(label_shape)}; "
-            "expected class indices (batch,) or float class probabilities (batch, classes). "
-            "Squeeze (batch, 1) labels, cast one-hot labels to float32."
-        )
-
-
-def check_dataset(argument, data):
-    if is_py_dataset(data):
-        _first_py_batch(argument, data)
-        return
-    if not _is_tf_dataset(data):
-        raise ValueError(
-            f"{argument} of type {type(data).__name__} is not valid; pass a batched "
-            "tf.data.Dataset or a keras.utils.PyDataset of (images, labels) (e.g. from "
-            "kr.data.load_dataset), or an (images, labels) tuple of arrays."
-        )
-    spec = data.element_spec
-    if not isinstance(spec, tuple) or len(spec) != 2:
-        raise ValueError(
-            f"{argument} yields {spec}; expected batches of (images (batch, height, width, "
-            "channels), labels): batch the dataset, e.g. with .batch(32)."
-        )
-    labels = spec[1]
-    _check_structure(argument, spec[0].shape, labels.shape, labels.dtype)
-
-
-def _is_tf_dataset(data) -> bool:
-    # Without TensorFlow installed nothing is a tf.data.Dataset (and it is not imported).
-    return "tensorflow" in sys.modules and isinstance(data, tf.data.Dataset)
-
-
-def _as_dataset(argument, data, split, batch_size, seed):
-    """`data` as a dataset: an (images, labels) tuple of arrays goes through
-    `kr.data.load_dataset` (shuffled every epoch for training, never augmented), whose
-    `provenance` (a hash of the arrays) lets a run resume only on the same arrays."""
-    if not isinstance(data, tuple):
-        return data
-    try:
-        images, labels = (np.asarray(array) for array in data)
-    except ValueError:  # not two arrays, or ragged ones
-        images = labels = None
-    if images is None or images.ndim != 4 or labels.shape != images.shape[:1] or not len(images):
-        shapes = [getattr(np.asarray(a, dtype=object), "shape", None) for a in data]
-        raise ValueError(
-            f"{argument} holds {len(data)} arrays of shapes {shapes}; expected an (images, "
-            "labels) pair of arrays: images (N, height, width, channels) and N integer class "
-            "indices, N >= 1 (squeeze (N, 1) labels; one-hot labels: labels.argmax(-1); grey "
-            "images: add a channel axis, x[..., None])."
-        )
-    try:
-        return load_dataset((images, labels), split, batch_size=batch_size, seed=seed)
-    except ValueError as error:
-        raise ValueError(f"{argument}: {error}") from None
-
-
-def _dataset_info(train_data):
-    if is_py_dataset(train_data):
-        first = _first_py_batch("train_data", train_data)
-        return first, len(train_data), first[1].ndim == 2
-    check_dataset("train_data", train_data)
-    steps = int(train_data.cardinality())
-    if steps == tf.data.UNKNOWN_CARDINALITY:
-        # An image folder drops files it cannot decode (as does .filter()): count one pass.
-        steps = int(train_data.reduce(np.int64(0), lambda count, *_: count + 1))
-    if steps <= 0:
-        raise ValueError(
-            f"train_data has {steps} batches per epoch; it must be finite and non-empty "
-            "(do not .repeat() it: train() repeats it)."
-        )
-    first = tuple(t.numpy() for t in next(iter(train_data)))
-    return first, steps, len(train_data.element_spec[1].shape) == 2
-
-
-def _run_length(recipe, epochs, steps, batch_size, steps_per_epoch):
-    """(epochs, total steps) of a run: `steps` or `epochs` as given, else the recipe's."""
-    if steps is None and epochs is None:
-        steps = recipe_steps(recipe, batch_size)
-    if steps is None:
-        epochs = recipe.epochs if epochs is None else epochs
-        return epochs, epochs * steps_per_epoch
-    return math.ceil(steps / steps_per_epoch), steps
-
-
-def check_labels(model, train_data, labels, soft_labels):
-    """Labels the classifier cannot score fail here, not as a backend error (TensorFlow) or
-    a silently wrong loss (JAX) in the middle of `fit`."""
-    classes = model.output_shape[-1]
-    if soft_labels:
-        if labels.shape[-1] != classes:
-            raise ValueError(
-                f"train_data has soft labels over {labels.shape[-1]} classes but the model's "
-                f"classifier has {classes} outputs; use kr.replace_head(model, "
-                f"{labels.shape[-1]})."
-            )
-        return
-    declared = getattr(train_data, "num_classes", None) or 0
-    low, high = int(labels.min()), max(int(labels.max()), declared - 1)
-    if low < 0 or high >= classes:
-        raise ValueError(
-            f"train_data has labels from {low} to {high} but the model's classifier has "
-            f"{classes} outputs (valid labels 0 to {classes - 1}); use "
-            f"kr.replace_head(model, {high + 1}) or num_classes={high + 1}."
-        )
-
-
-def check_channels(argument, model, batch_shape):
-    wanted, given = model.input_shape[-1], batch_shape[-1]
-    if wanted is not None and given is not None and wanted != given:
-        raise ValueError(
-            f"{argument} has {given}-channel images but the model takes {wanted} channels; "
-            "load RGB images (kr.data.load_dataset converts grey images to RGB) or build the "
-            f"model with input_shape=(height, width, {given})."
-        )
-
-
-def check_val_data(val_data, model, train_data):
-    """Validation data the model cannot score fails before the first epoch, not after it."""
-    py_dataset = is_py_dataset(val_data)
-    if not py_dataset and int(val_data.cardinality()) == tf.data.INFINITE_CARDINALITY:
-        raise ValueError(
-            "val_data repeats forever; pass a finite dataset (do not .repeat() it): each "
-            "epoch validates on all of it."
-        )
-    classes = model.output_shape[-1]
-    check_class_count("val_data", val_data, classes)
-    check_class_names_match(
-        "val_data",
-        getattr(val_data, "class_names", None),
-        getattr(train_data, "class_names", None),
-        "train_data",
-    )
-    if py_dataset:
-        first, labels = _first_py_batch("val_data", val_data)
-        labels = labels.shape
-    else:
-        labels = val_data.element_spec[1].shape
-        first = next(iter(val_data.take(1)), None)
-        if first is None:
-            raise ValueError("val_data is empty; pass a dataset with at least one batch, or None.")
-        first = first[0].numpy()
-    if len(labels) == 2 and labels[-1] not in (None, classes):
-        raise ValueError(
-            f"val_data has soft labels over {labels[-1]} classes but the model's classifier "
-            f"has {classes} outputs."
-        )
-    wanted = tuple(model.input_shape[1:3])
-    check_pixels("val_data images", first)
-    shape = first.shape
-    check_channels("val_data", model, shape)
-    given = shape[1:3]
-    if None not in wanted and given != wanted:
-        raise ValueError(
-            f"val_data has {given[0]}x{given[1]} images but the model takes "
-            f"{wanted[0]}x{wanted[1]}; load it with image_size={wanted[0]}."
-        )
 
 
 def check_warmup(recipe, batch_size, total_steps):

@@ -23,7 +23,8 @@ from keras_resvit.weights.download import WeightsDownloadError, cache_folder
 from keras_resvit.weights.formats import build_with_weights, weights_format
 from keras_resvit.weights.keras_applications import from_keras_applications
 from keras_resvit.weights.keras_hub import from_keras_hub_vit, save_keras_hub_preset, to_keras_hub
-from keras_resvit.weights.timm import SUFFIXES, load_timm, read_state_dict
+from keras_resvit.weights.state_dicts import SUFFIXES, read_state_dict
+from keras_resvit.weights.timm import load_timm
 from keras_resvit.weights.vit_npz import load_vit_npz
 
 

@@ -35,10 +35,9 @@ from keras_resvit.weights.keras_hub import (
     load_preset,
     preset_class_name,
 )
+from keras_resvit.weights.state_dicts import SUFFIXES, read_state_dict
 from keras_resvit.weights.timm import (
-    SUFFIXES,
     load_timm,
-    read_state_dict,
     resnet_arguments,
     state_dict_family,
     vit_arguments,

@@ -13,30 +13,24 @@ DeiT III: its embedding of ours is zero), no class token (average pooling, `glob
 the final norm after pooling (`fc_norm`) and the attention-pooling head (`attn_pool`, timm's
 `AttentionPoolLatent`: SigLIP; its fused `kv` is split as `qkv` is).
 
-Files are read without pickle: `.safetensors` (with the `safetensors` package), `.npz`, and
-`.pth`/`.pt`/`.bin` through `torch.load(weights_only=True)` when PyTorch is installed.
+Files are read by `state_dicts.read_state_dict`, never through pickle.
 """
 
 import math
-import pickle
 import re
-import struct
-import zipfile
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from keras_resvit.base.files import first_line
 from keras_resvit.layers.vit_layers import PositionEmbedding
 from keras_resvit.models.resnet import IMAGENET_DEPTHS, IMAGENET_FILTERS, build_resnet
 from keras_resvit.models.vit import VARIANTS, build_vit, resample_position_embeddings
 from keras_resvit.models.vit_config import builds_any_size
 from keras_resvit.models.vit_resize import resize_vit
 from keras_resvit.weights.common import assign_weights
+from keras_resvit.weights.state_dicts import read_state_dict
 
-TORCH_SUFFIXES = (".pth", ".pt", ".bin")
-SUFFIXES = (".safetensors", ".npz", *TORCH_SUFFIXES)
 # PyTorch parameter -> Keras variable, per layer kind.
 _BATCHNORM = {
     "weight": "gamma",
@@ -79,65 +73,6 @@ _HEAD_LAYERS = {
     "fc_norm": ("fc_norm", _LAYERNORM),
 }
 _IGNORED = ("num_batches_tracked",)
-
-
-def read_state_dict(path) -> dict:
-    """The arrays of a state-dict file as `{name: numpy array}`, never through pickle.
-
-    Args:
-        path: `.safetensors` (needs the `safetensors` package), `.npz`, or a PyTorch
-            `.pth`/`.pt`/`.bin` (needs PyTorch; read with `torch.load(weights_only=True)`).
-
-    Raises:
-        FileNotFoundError: `path` is not a file.
-        ValueError: another suffix, an unreadable file, or a missing optional package.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"path={str(path)!r} is not a file; expected a state dict.")
-    suffix = path.suffix.lower()
-    if suffix not in SUFFIXES:
-        raise ValueError(f"path={path.name!r} has suffix {suffix!r}; expected one of {SUFFIXES}.")
-    try:
-        if suffix == ".npz":
-            with np.load(path, allow_pickle=False) as archive:
-                return {key: archive[key] for key in archive.files}
-        if suffix == ".safetensors":
-            from safetensors.numpy import load_file
-
-            return load_file(str(path))
-        import torch
-
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        others = (
-            sorted(k for k, v in state.items() if not isinstance(v, torch.Tensor))
-            if isinstance(state, dict)
-            else [type(state).__name__]
-        )
-        if others:
-            raise ValueError(
-                f"found {others[:5]} where a flat {{name: tensor}} dict was expected (as "
-                "`torch.save(model.state_dict(), path)` writes)"
-            )
-        return {key: value.float().numpy() for key, value in state.items()}
-    except ImportError as error:
-        package = "safetensors" if suffix == ".safetensors" else "torch"
-        raise ValueError(
-            f"path={path.name!r} needs the {package!r} package to be read; install it, or "
-            "convert the state dict to .npz."
-        ) from error
-    except pickle.UnpicklingError as error:
-        # torch.load(weights_only=True) refuses anything but tensors and plain containers.
-        raise ValueError(
-            f"path={path.name!r} is not a readable state dict: it is corrupt or holds objects "
-            "other than tensors, which are never unpickled."
-        ) from error
-    except (OSError, ValueError, RuntimeError, EOFError, struct.error, zipfile.BadZipFile) as error:
-        # A truncated or foreign file fails in the zip, pickle or tensor reader alike.
-        raise ValueError(
-            f"path={path.name!r} is not a readable state dict (truncated or corrupt): "
-            f"{first_line(error)}"
-        ) from error
 
 
 def state_dict_family(state_dict: dict) -> str | None:

@@ -1,0 +1,136 @@
+"""`Recipe`: the fields of a paper's training recipe (optimizer, schedule, regularization, the
+model options it sets), each checked when a recipe is made. The papers' recipes are in
+`recipes`."""
+
+from dataclasses import dataclass
+
+from keras_resvit.base.validation import check_int, check_number, check_rate
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "lamb")
+LOSSES = ("cross_entropy", "binary_cross_entropy")
+SCHEDULES = ("step", "cosine", "linear", "plateau")
+DECAY_MODES = ("coupled", "decoupled")
+# Variables the ViT and DeiT recipes leave undecayed: norm scales and offsets, biases, the
+# class token and position embeddings (substrings of variable names).
+NO_DECAY = ("gamma", "beta", "bias", "token", "embeddings")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Optimizer, schedule and regularization of a paper's recipe (and the model options it
+    sets in a model built by name).
+
+    Attributes:
+        optimizer: "sgd", "adam", "adamw" (both Adam names decay decoupled, as AdamW) or
+            "lamb" (You et al. 2020; coupled decay is LAMB's own, inside its update:
+            `keras_resvit.training.optimizers.CoupledDecayLamb`).
+        learning_rate: peak learning rate at `batch_size`.
+        batch_size: reference (global) batch size of the paper.
+        epochs: default number of epochs, when `steps` is None.
+        steps: default length in optimizer steps at `batch_size` (the papers that count
+            iterations: 64k for the CIFAR ResNets); overrides `epochs` when set.
+        schedule: "step" (/10 at each `decay_at` fraction), "cosine" or "linear" decay, or
+            "plateau" (/10 when the validation accuracy, or without validation data the
+            training loss, has not improved for `patience` epochs: the ResNet and AlexNet
+            papers' ImageNet schedule).
+        patience: epochs without improvement before a "plateau" schedule divides by 10.
+        decay_at: fractions of training at which a "step" schedule divides by 10.
+        warmup: linear warm-up length: a fraction of training if < 1, else steps at
+            `batch_size`.
+        warmup_learning_rate: constant warm-up rate instead of a linear ramp (ResNet-110),
+            at `batch_size`.
+        momentum: SGD momentum.
+        beta_1, beta_2: Adam moments.
+        weight_decay: decay coefficient.
+        decay_mode: "coupled" (L2 added to the gradient, through momentum: the ResNet and
+            AlexNet papers; for LAMB, added to its update before the trust ratio) or
+            "decoupled" (`w -= lr * wd * w`, AdamW: the ViT and DeiT recipes); see
+            `keras_resvit.training.optimizers`.
+        no_decay: substrings of variable names weight decay leaves alone.
+        global_clipnorm: gradient clipping by global norm; None for none.
+        label_smoothing: smoothing of one-hot targets.
+        loss: "cross_entropy" (softmax) or "binary_cross_entropy" (a sigmoid per class:
+            `keras_resvit.training.losses.MultiLabelBinaryCrossentropy`; models built by name
+            then output logits).
+        target_threshold: binary cross-entropy's threshold on the (mixed) targets, or None.
+        repeated_augmentation: how many differently augmented copies of each image an epoch
+            holds (Hoffer et al. 2020, Berman et al. 2019: timm's `aug_repeats`), the epoch
+            keeping its length: `kr.data.load_dataset(repeated_augmentation=)`, which
+            `keras-resvit train` passes from the recipe.
+        augment: name of the `keras_resvit.data` augmentation preset.
+        mixup, cutmix: MixUp / CutMix alphas (0 for off).
+        drop_path: stochastic depth for ViTs and ResNets built by name.
+        dropout: dropout for ViTs built by name (the ViT paper's pre-training, Table 3).
+        pre_logits: give ViTs built by name the pre-training head (a hidden tanh layer of the
+            model's width before the classifier, the ViT paper's Section 3.1).
+        image_size: training resolution the recipe expects (None: the model's own).
+        layer_scale_init: LayerScale for ViTs built by name (`build_vit(layer_scale_init=)`:
+            CaiT, DeiT III); None for none.
+    """
+
+    optimizer: str
+    learning_rate: float
+    batch_size: int
+    epochs: int
+    schedule: str = "step"
+    decay_at: tuple[float, ...] = ()
+    patience: int = 5
+    warmup: float = 0.0
+    warmup_learning_rate: float | None = None
+    momentum: float = 0.9
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    weight_decay: float = 0.0
+    decay_mode: str = "decoupled"
+    no_decay: tuple[str, ...] = NO_DECAY
+    global_clipnorm: float | None = None
+    label_smoothing: float = 0.0
+    augment: str | None = None
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    drop_path: float = 0.0
+    dropout: float = 0.0
+    pre_logits: bool = False
+    image_size: int | None = None
+    steps: int | None = None
+    loss: str = "cross_entropy"
+    target_threshold: float | None = None
+    repeated_augmentation: int = 1
+    layer_scale_init: float | None = None
+
+    def __post_init__(self):
+        for field, valid in (
+            ("optimizer", OPTIMIZERS),
+            ("schedule", SCHEDULES),
+            ("decay_mode", DECAY_MODES),
+            ("loss", LOSSES),
+        ):
+            value = getattr(self, field)
+            if value not in valid:
+                raise ValueError(f"Recipe: {field}={value!r} is not valid; valid: {list(valid)}.")
+        coupled = self.decay_mode == "coupled" and self.weight_decay
+        if coupled and self.optimizer not in ("sgd", "lamb"):
+            raise ValueError(
+                f"Recipe: decay_mode='coupled' with optimizer={self.optimizer!r} is not "
+                "supported; Adam recipes decay decoupled (AdamW), SGD and LAMB recipes either "
+                "way."
+            )
+        if self.target_threshold is not None and self.loss != "binary_cross_entropy":
+            raise ValueError(
+                f"Recipe: target_threshold={self.target_threshold!r} needs "
+                f"loss='binary_cross_entropy' (loss={self.loss!r})."
+            )
+        if self.schedule == "plateau" and self.warmup:
+            raise ValueError(
+                f"Recipe: schedule='plateau' has no warm-up (warmup={self.warmup!r}); use a "
+                "'step' schedule with a warm-up instead."
+            )
+        check_int("Recipe: steps", self.steps, none_ok=True)
+        check_int("Recipe: patience", self.patience)
+        check_int("Recipe: repeated_augmentation", self.repeated_augmentation)
+        check_rate("Recipe: dropout", self.dropout)
+        check_number("Recipe: layer_scale_init", self.layer_scale_init, 0, none_ok=True)
+        if isinstance(self.no_decay, str):
+            raise ValueError(
+                f"Recipe: no_decay={self.no_decay!r} must be a tuple of names, e.g. ('bias',)."
+            )
