@@ -1,13 +1,16 @@
 """How long a resumed run waits for its first batch: `from_step` against `Dataset.skip`.
 
-A training split of arrays or an image folder makes the run's batches from any step at once
-(`kr.data.load_dataset(...).from_step(step)`); a `Dataset.skip` over the same pipeline makes
-every earlier batch again. Prints the seconds to the first batch of epoch 0 and of
-`--epoch` through `from_step`, the images/s of a whole epoch, and the wait a `skip` to
-`--epoch` implies: it makes the batches it passes over at the pipeline's rate (timed over
-`--skip-batches` batches).
+A training split of arrays, an image folder or a tfds dataset read into memory makes the run's
+batches from any step at once (`kr.data.load_dataset(...).from_step(step)`); a `Dataset.skip`
+over the same pipeline makes every earlier batch again. Prints the seconds `load_dataset`
+takes (a tfds dataset read into memory is read then), the seconds to the first batch of epoch
+0 and of `--epoch` through `from_step`, the images/s of a whole epoch, and the wait a `skip`
+to `--epoch` implies: it makes the batches it passes over at the pipeline's rate (timed over
+`--skip-batches` batches). `--cache false` streams a tfds dataset from its files (no
+`from_step`: only the skip is timed).
 
     python benchmarks/resume_start.py --source /data/cifar10 --image-size 32 --epoch 150
+    python benchmarks/resume_start.py --source tfds:cifar10 --data-dir ~/tensorflow_datasets
 """
 
 import argparse
@@ -31,23 +34,29 @@ def images_per_second(batches):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", default="digits", help="an image folder, or digits")
+    parser.add_argument("--source", default="digits", help="an image folder, tfds:NAME, digits")
+    parser.add_argument("--data-dir", default=None, help="tensorflow-datasets data folder")
+    parser.add_argument("--cache", choices=("auto", "false"), default="auto")
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--augment", default="resnet_cifar")
     parser.add_argument("--epoch", type=int, default=150, help="the epoch a run resumes at")
     parser.add_argument("--skip-batches", type=int, default=100)
     args = parser.parse_args()
+    start = time.perf_counter()
     ds = kr.data.load_dataset(
         args.source,
         "train",
         image_size=args.image_size,
         batch_size=args.batch_size,
         augment=args.augment,
+        data_dir=args.data_dir,
+        cache=None if args.cache == "auto" else False,
     )
     per_epoch = int(ds.cardinality())
     print(f"{args.source}: {per_epoch} batches of {args.batch_size} per epoch")
-    for epoch in (0, args.epoch):
+    print(f"load_dataset: {time.perf_counter() - start:.1f} s")
+    for epoch in (0, args.epoch) if hasattr(ds, "from_step") else ():
         seconds = first_batch_seconds(ds.from_step(epoch * per_epoch))
         print(f"from_step: first batch of epoch {epoch} after {seconds:.2f} s")
     print(f"a whole epoch: {images_per_second(ds):.0f} images/s")

@@ -6,9 +6,10 @@ Pipeline: source (one reader per kind, `SOURCES`) -> this process's share (sever
 file names, array rows or tfds sub-splits, before anything is decoded) -> decode -> (cache) ->
 shuffle -> (repeated augmentation: each example several times) -> augment (train, each
 example from its own seed: `element_seeds`) or evaluation transform -> batch -> MixUp/CutMix
-(train, soft labels, each batch from its own seed) -> prefetch. A training split of arrays or
-an image folder makes each epoch from a key instead (`epochs.Epochs`): the order of the share
-and every seed follow from the place in the run, read from any step at once.
+(train, soft labels, each batch from its own seed) -> prefetch. A training split of arrays, an
+image folder or a tfds dataset read into memory makes each epoch from a key instead
+(`epochs.Epochs`): the order of the share and every seed follow from the place in the run,
+read from any step at once.
 Without TensorFlow, digits, arrays and image folders are read by `loaders.ImageLoader` (a
 `keras.utils.PyDataset`) into the same batches.
 """
@@ -224,7 +225,9 @@ def load_dataset(
         drop_remainder: drop the last partial batch (static batch shape, for TPUs).
         cache: keep decoded images in memory; default when they fit (~1 GiB). A training
             split of a folder decodes its files every epoch instead: each epoch reads them
-            in an order of its own, from any step (`from_step`, below).
+            in an order of its own, from any step (`from_step`, below). A tfds dataset of
+            fixed-size images that fits is read into memory at once, as arrays are (and so
+            has `from_step`); `cache=False` streams it from its files.
         crop_ratio: evaluation center-crop ratio in (0, 1]; 1.0 resizes whole images. Default:
             from the training preset and the images' size (see above).
         validation_split: fraction of a folder without split sub-folders held out as its
@@ -268,11 +271,11 @@ def load_dataset(
         `train()` resumes a run only on the same data; the same for both loaders) describe it,
         `process_index` and `process_count` its share; `unaugmented` holds the images of all
         processes, each once, without augmentation or mixing, batched (`train()` computes a
-        `PixelMean` from it). A training split of arrays or a folder also has
-        `from_step(step)`: the endless run of epochs `train()` reads, from its `step`-th
-        batch on (epoch e's order and draws given by (seed, e) and the place in it), made at
-        once without reading what comes before; iterating the dataset itself gives one
-        epoch per pass, in an order of its own.
+        `PixelMean` from it). A training split of arrays, a folder or a tfds dataset read
+        into memory also has `from_step(step)`: the endless run of epochs `train()` reads,
+        from its `step`-th batch on (epoch e's order and draws given by (seed, e) and the
+        place in it), made at once without reading what comes before; iterating the dataset
+        itself gives one epoch per pass, in an order of its own.
 
     Raises:
         ValueError: for an unknown source, split, preset or loader, a bad argument, or a folder

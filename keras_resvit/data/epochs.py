@@ -1,9 +1,10 @@
 """Training epochs made from their place in the run, so that a resumed run starts at once.
 
-An epoch of a training split read from arrays or an image folder (a `sources.Source` that can
-`fetch` any of its examples) follows from a key alone: its order, a permutation of the share
-drawn by `tf.random.experimental.index_shuffle`, and the seed of every example's augmentation
-and of every batch's MixUp/CutMix, each folded from the key and the place in the epoch.
+An epoch of a training split read from arrays, an image folder or a tfds dataset read into
+memory (a `sources.Source` that can `fetch` any of its examples) follows from a key alone: its
+order, a permutation of the share drawn by `tf.random.experimental.index_shuffle`, and the
+seed of every example's augmentation and of every batch's MixUp/CutMix, each folded from the
+key and the place in the epoch.
 `train()` keys epoch e of a run by (seed, e) (`Epochs.run`): a run resumed at step s makes
 batch s first, the batches before it neither read, decoded nor augmented (a `Dataset.skip`
 over a reshuffling pipeline makes them all), and gets the batches an uninterrupted run got

@@ -67,9 +67,10 @@ def _arrays_origin(name, split, images, labels):
     return f"{name}[{split}] {digest(images, labels)}"
 
 
-def _in_memory(name, split, images, labels, class_names, shuffle, seed, part):
-    """A `Source` over arrays held in memory, this process's share (`part`) of their rows."""
-    origin = _arrays_origin(name, split, images, labels)
+def _in_memory(name, split, images, labels, class_names, shuffle, seed, part, origin=None):
+    """A `Source` over arrays held in memory, this process's share (`part`) of their rows;
+    `origin` by default names them by their contents' digest."""
+    origin = origin or _arrays_origin(name, split, images, labels)
     whole = None
     if part[1] > 1:  # statistics read every row (one process reads its `ds`: no second copy)
         whole = lambda: tf.data.Dataset.from_tensor_slices((images, labels))  # noqa: E731
@@ -142,23 +143,38 @@ def _read_tfds(source, split, *, data_dir, shuffle, cache, seed, part, **_):
     raw, info = _load_tfds(source, split, data_dir, shuffle)
     count = int(raw.cardinality())
     origin = f"{source}[{split}], {count} examples"
-    whole = None
-    if part[1] > 1:
-        shares = tfds.even_splits(split, part[1], drop_remainder=True)
-        raw = _load_tfds(source, shares[part[0]], data_dir, shuffle)[0]
-        whole = lambda: _load_tfds(source, split, data_dir, False)[0]  # noqa: E731
-        count = int(raw.cardinality())
     image_key, label_key = info.supervised_keys
     image_shape = info.features[image_key].shape
     label = info.features[label_key]
     class_names = list(label.names) if hasattr(label, "names") else None
     fixed = tuple(image_shape[:2]) if None not in image_shape[:2] else None
     small = fixed is not None and count > 0 and count * fixed[0] * fixed[1] * 3 <= CACHE_BYTES
-    ds = raw.cache() if (small if cache is None else cache) else raw
+    if small and cache is not False:
+        # Read once into memory, in the split's order: then, as arrays, each training epoch
+        # is made from its key (`epochs.Epochs`) and a resumed run starts at its step.
+        images, labels = _read_all(_load_tfds(source, split, data_dir, False)[0], fixed)
+        return _in_memory(source, split, images, labels, class_names, shuffle, seed, part, origin)
+    whole = None
+    if part[1] > 1:
+        shares = tfds.even_splits(split, part[1], drop_remainder=True)
+        raw = _load_tfds(source, shares[part[0]], data_dir, shuffle)[0]
+        whole = lambda: _load_tfds(source, split, data_dir, False)[0]  # noqa: E731
+    ds = raw.cache() if cache else raw
     ds = ds.shuffle(SHUFFLE_BUFFER, seed=_shuffle_seed(seed, part)) if shuffle else ds
     if fixed is not None:
         return Source(ds, class_names, fixed, origin, lambda: min(fixed), whole)
     return Source(ds, class_names, None, origin, lambda: _sampled_shorter_side(raw), whole)
+
+
+def _read_all(ds, fixed):
+    """Every (image, label) of `ds` as two NumPy arrays: (N, *fixed, 3) uint8 and (N,) int32."""
+    images = np.empty((0, *fixed, 3), "uint8")
+    labels = np.empty((0,), "int32")
+    parts = [(x, y) for x, y in ds.batch(1024).as_numpy_iterator()]
+    if parts:
+        images = np.concatenate([x for x, _ in parts])
+        labels = np.concatenate([y for _, y in parts])
+    return images, labels
 
 
 def _sampled_shorter_side(ds):

@@ -1,6 +1,7 @@
-"""A training split of arrays or an image folder makes its run's batches from any step at once
-(`epochs.Epochs`): the batches an uninterrupted run makes there, with the same order, crops,
-flips and mixes, and without reading anything before the step."""
+"""A training split of arrays, an image folder or a tfds dataset read into memory makes its
+run's batches from any step at once (`epochs.Epochs`): the batches an uninterrupted run makes
+there, with the same order, crops, flips and mixes, and without reading anything before the
+step."""
 
 import numpy as np
 import pytest
@@ -74,3 +75,24 @@ def test_a_run_from_a_step_reads_no_file_before_it(tmp_path):
         _batches(ds.from_step(0), 1)
     with pytest.raises(tf.errors.InvalidArgumentError):
         _batches(ds.repeat().skip(1), 1)
+
+
+def test_a_small_tfds_split_is_read_into_memory_and_made_from_any_step():
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=24):
+        options = dict(batch_size=8, seed=3, augment="resnet_cifar")
+        ds = kr.data.load_dataset("tfds:cifar10", "train", **options)
+        assert int(ds.cardinality()) == 3
+        run = _batches(ds.from_step(0), 9)
+        for step in (1, 3, 7):
+            _assert_same(run[step : step + 2], _batches(ds.from_step(step), 2))
+        # Every example once per epoch: the split's labels, in orders of the epochs' own.
+        plain = kr.data.load_dataset("tfds:cifar10", "train", batch_size=8, shuffle=False)
+        labels = np.sort(np.concatenate([y for _, y in _batches(plain, 3)]))
+        orders = [np.concatenate([y for _, y in run[e * 3 : e * 3 + 3]]) for e in range(3)]
+        for order in orders:
+            np.testing.assert_array_equal(np.sort(order), labels)
+        # cache=False streams the split as tensorflow-datasets reads it: a resume skips.
+        streamed = kr.data.load_dataset("tfds:cifar10", "train", cache=False, **options)
+        assert not hasattr(streamed, "from_step")
+        assert int(streamed.cardinality()) == 3

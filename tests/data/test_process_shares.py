@@ -170,7 +170,10 @@ class KerasResvitTinyShares(tfds.core.GeneratorBasedBuilder):
             yield k, {"image": np.full((8, 8, 3), k, "uint8"), "label": k % 2}
 
 
-def test_tfds_shares_are_even_sub_splits(tmp_path):
+# Read into memory (rows dealt out as arrays' are), or streamed from its files (cache=False:
+# tensorflow-datasets' even sub-splits).
+@pytest.mark.parametrize("cache", [None, False], ids=["in_memory", "streamed"])
+def test_tfds_shares_are_even_and_disjoint(cache, tmp_path):
     KerasResvitTinyShares(data_dir=str(tmp_path)).download_and_prepare()
     shares = [
         kr.data.load_dataset(
@@ -178,6 +181,7 @@ def test_tfds_shares_are_even_sub_splits(tmp_path):
             "train",
             data_dir=str(tmp_path),
             batch_size=6,
+            cache=cache,
             loader_options={"process_index": i, "process_count": 3},
         )
         for i in range(3)
