@@ -19,6 +19,7 @@ import tensorflow as tf
 
 import keras_resvit as kr
 from keras_resvit.cli import main
+from keras_resvit.training.recipes import get_recipe
 from tests.conftest import random_images, tiny_vit
 
 
@@ -806,6 +807,70 @@ CASES = [
         ("corrupt.tflite", "TF Lite"),
     ),
 ]
+
+
+# True/False arguments across the API refuse what only looks like a flag ("no" is truthy):
+# (id, call with the bad value, the argument's name as the message gives it).
+FLAGS = [
+    ("data_shuffle", lambda b, v: kr.data.load_dataset("digits", shuffle=v), "shuffle"),
+    ("data_drop", lambda b, v: kr.data.load_dataset("digits", drop_remainder=v), "drop_remainder"),
+    ("data_strict", lambda b, v: kr.data.load_dataset("digits", strict=v), "strict"),
+    (
+        "data_deterministic",
+        lambda b, v: kr.data.load_dataset("digits", deterministic=v),
+        "deterministic",
+    ),
+    ("data_cache", lambda b, v: kr.data.load_dataset("digits", cache=v), "cache"),
+    (
+        "list_strict",
+        lambda b, v: kr.data.list_image_folder(b.tmp / "cat_fox_folder", strict=v),
+        "strict",
+    ),
+    ("count_params", lambda b, v: kr.count_params(b.model, trainable_only=v), "trainable_only"),
+    ("load_safe_mode", lambda b, v: kr.load_model(b.tmp / "m.keras", safe_mode=v), "safe_mode"),
+    ("export_check", lambda b, v: kr.export(b.model, b.tmp / "flag.tflite", check=v), "check"),
+    (
+        "export_verbose",
+        lambda b, v: kr.export(b.model, b.tmp / "flag.tflite", verbose=v),
+        "verbose",
+    ),
+    ("train_tensorboard", lambda b, v: _train(b, tensorboard=v), "tensorboard"),
+    (
+        "recipe_pre_logits",
+        lambda b, v: get_recipe("deit", pre_logits=v),
+        "Recipe: pre_logits",
+    ),
+    (
+        "attention_qk_norm",
+        lambda b, v: kr.layers.MultiHeadSelfAttention(2, 8, qk_norm=v),
+        "qk_norm",
+    ),
+    (
+        "position_dynamic",
+        lambda b, v: kr.layers.PositionEmbedding((2, 2), dynamic_size=v),
+        "dynamic_size",
+    ),
+    (
+        "center_crop_antialias",
+        lambda b, v: kr.layers.ResizeCenterCrop(8, 8, antialias=v),
+        "antialias",
+    ),
+    (
+        "resized_crop_antialias",
+        lambda b, v: kr.layers.RandomResizedCrop(8, 8, antialias=v),
+        "antialias",
+    ),
+]
+
+
+@pytest.mark.parametrize("value", ["no", 1])
+@pytest.mark.parametrize("call, name", [f[1:] for f in FLAGS], ids=[f[0] for f in FLAGS])
+def test_a_flag_that_is_not_true_or_false_is_named(call, name, value, bad):
+    with pytest.raises(ValueError) as error:
+        call(bad, value)
+    message = str(error.value)
+    assert f"{name}={value!r} must be True" in message, message
+    assert not (bad.tmp / "flag.tflite").exists()
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])

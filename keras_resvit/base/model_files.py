@@ -23,6 +23,7 @@ from keras_resvit.base.class_names import (
     set_class_names,
 )
 from keras_resvit.base.files import atomic_path, check_keras_file, first_line, scratch_folder
+from keras_resvit.base.validation import check_bool
 
 
 @contextlib.contextmanager
@@ -124,6 +125,7 @@ def load_model(path, *, safe_mode: bool = True, custom_objects: dict | None = No
     271098
     """
     check_keras_file("path", path)
+    check_bool("safe_mode", safe_mode)
     try:
         with deep_graph():
             model = keras.saving.load_model(

@@ -77,11 +77,14 @@ def check_choice(argument: str, value, valid) -> None:
         raise ValueError(f"{argument}={value!r} is not valid; expected one of {list(valid)}.")
 
 
-def check_bool(argument: str, value) -> None:
-    """`value` must be True or False: a string such as "no" is truthy, so it is refused rather
-    than taken for True."""
+def check_bool(argument: str, value, *, none_ok: bool = False) -> None:
+    """`value` must be True or False (or None, with `none_ok`: "decide for me"): a string such
+    as "no" is truthy, so it is refused rather than taken for True."""
+    if none_ok and value is None:
+        return
     if not isinstance(value, bool):
-        raise ValueError(f"{argument}={value!r} must be True or False.")
+        choices = "True, False or None" if none_ok else "True or False"
+        raise ValueError(f"{argument}={value!r} must be {choices}.")
 
 
 def check_model(argument: str, value) -> None:

@@ -15,12 +15,13 @@ Without TensorFlow, digits, arrays and image folders are read by `loaders.ImageL
 """
 
 import math
+import os
 
 import keras
 
 from keras_resvit.base.lazy import tf
 from keras_resvit.base.processes import process_count, process_index
-from keras_resvit.base.validation import check_int, check_number
+from keras_resvit.base.validation import check_bool, check_int, check_number
 from keras_resvit.data.augmentation import Mixing, get_augmentation
 from keras_resvit.data.element_seeds import next_seed, seeded_map
 from keras_resvit.data.epochs import Epochs
@@ -294,6 +295,17 @@ def load_dataset(
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ValueError(f"seed={seed!r} must be an int.")
     check_number("crop_ratio", crop_ratio, 0, 1, include_high=True, none_ok=True)
+    check_number("validation_split", validation_split, 0, 1, none_ok=True)
+    flags = {"drop_remainder": drop_remainder, "strict": strict, "deterministic": deterministic}
+    for name, value in flags.items():
+        check_bool(name, value)
+    for name, value in (("shuffle", shuffle), ("cache", cache)):
+        check_bool(name, value, none_ok=True)
+    if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
+        raise ValueError(
+            f"data_dir={data_dir!r} is not valid; pass a folder path (str or pathlib.Path) "
+            "or None (tensorflow-datasets' default folder)."
+        )
     if not isinstance(mixing, (bool, Mixing)):
         raise ValueError(f"mixing={mixing!r} is not valid; pass True, False or a Mixing.")
     training = isinstance(split, str) and split.startswith("train")

@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 from keras_resvit.base.lazy import tf
+from keras_resvit.base.validation import check_bool
 from keras_resvit.data.image_files import image_dimensions, image_problem
 
 EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -85,6 +86,7 @@ def list_image_folder(root, split="train", *, validation_split=None, seed=0, str
         raise FileNotFoundError(f"source={str(root)!r}: no such folder.")
     if split not in FOLDER_SPLITS:
         raise ValueError(f"split={split!r} is not valid for a folder; valid: {FOLDER_SPLITS}.")
+    check_bool("strict", strict)
     if validation_split is not None and not (
         isinstance(validation_split, float) and 0.0 < validation_split < 1.0
     ):

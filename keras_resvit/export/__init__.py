@@ -41,7 +41,7 @@ from keras_resvit.base.class_names import (
 from keras_resvit.base.files import atomic_path, check_output_path, scratch_folder
 from keras_resvit.base.model_files import check_keras_file
 from keras_resvit.base.output_folders import atomic_folder, check_replaceable_folder
-from keras_resvit.base.validation import check_choice
+from keras_resvit.base.validation import check_bool, check_choice
 from keras_resvit.export.check import (
     TOLERANCES,
     check_artifact,
@@ -244,6 +244,8 @@ def export(
     """
     path = Path(path)
     _validate(format, quantization, representative_data, path)
+    check_bool("check", check)
+    check_bool("verbose", verbose)
     if class_names is not None:
         class_names = checked_class_names(class_names)
     model = _load(model_or_path)

@@ -11,7 +11,7 @@ import math
 
 import keras
 
-from keras_resvit.base.validation import check_int
+from keras_resvit.base.validation import check_bool, check_int
 
 ATTEMPTS = 10  # torchvision / big_vision: draw 10 boxes, keep the first that fits.
 
@@ -48,6 +48,7 @@ class _CropAndResize(keras.layers.RandomCrop):
         **kwargs,
     ):
         _check_size(height, width, type(self).__name__)
+        check_bool(f"{type(self).__name__}: antialias", antialias)
         data_format = data_format or keras.config.image_data_format()
         if data_format != "channels_last":
             raise ValueError(
@@ -314,6 +315,7 @@ class ResizeCenterCrop(keras.layers.CenterCrop):
         _check_size(height, width, "ResizeCenterCrop")
         if not isinstance(crop_ratio, (int, float)) or not 0.0 < crop_ratio <= 1.0:
             raise ValueError(f"ResizeCenterCrop: crop_ratio={crop_ratio!r} must lie in (0, 1].")
+        check_bool("ResizeCenterCrop: antialias", antialias)
         super().__init__(height, width, **kwargs)
         self.crop_ratio = float(crop_ratio)
         self.interpolation = interpolation

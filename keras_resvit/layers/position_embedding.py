@@ -6,6 +6,7 @@ import numpy as np
 from keras import ops
 
 from keras_resvit.base.backend import resize_images
+from keras_resvit.base.validation import check_bool
 
 POSITION_EMBEDDINGS = ("learned", "sincos2d")
 
@@ -79,6 +80,7 @@ class PositionEmbedding(keras.layers.Layer):
         dynamic_size=False,
         **kwargs,
     ):
+        check_bool("PositionEmbedding: dynamic_size", dynamic_size)
         super().__init__(**kwargs)
         self.grid_size = tuple(grid_size)
         self.num_prefix_tokens = num_prefix_tokens

@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from keras_resvit.base.backend import fast_path, fused_attention_enabled, keras_mask
+from keras_resvit.base.validation import check_bool
 
 # The LayerNorm of the ViTs lives in its own module; these names are read from here too.
 from keras_resvit.layers.layer_norm import (
@@ -125,6 +126,7 @@ class MultiHeadSelfAttention(ProjectionSettings, keras.layers.MultiHeadAttention
     """
 
     def __init__(self, *args, qk_norm=False, **kwargs):
+        check_bool(f"{type(self).__name__}: qk_norm", qk_norm)
         super().__init__(*args, **kwargs)
         self.qk_norm = qk_norm
 

@@ -4,13 +4,14 @@ import math
 
 import keras
 
-from keras_resvit.base.validation import check_model
+from keras_resvit.base.validation import check_bool, check_model
 from keras_resvit.models.common import leaf_layers
 
 
 def count_params(model: keras.Model, trainable_only: bool = True) -> int:
     """Number of (trainable) parameters; BatchNorm moving statistics are not parameters."""
     check_model("model", model)
+    check_bool("trainable_only", trainable_only)
     weights = model.trainable_weights if trainable_only else model.weights
     return sum(math.prod(w.shape) for w in weights)
 

@@ -4,7 +4,7 @@ model options it sets), each checked when a recipe is made. The papers' recipes 
 
 from dataclasses import dataclass
 
-from keras_resvit.base.validation import check_int, check_number, check_rate
+from keras_resvit.base.validation import check_bool, check_int, check_number, check_rate
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "lamb")
 LOSSES = ("cross_entropy", "binary_cross_entropy")
@@ -129,6 +129,7 @@ class Recipe:
         check_int("Recipe: patience", self.patience)
         check_int("Recipe: repeated_augmentation", self.repeated_augmentation)
         check_rate("Recipe: dropout", self.dropout)
+        check_bool("Recipe: pre_logits", self.pre_logits)
         check_number("Recipe: layer_scale_init", self.layer_scale_init, 0, none_ok=True)
         if isinstance(self.no_decay, str):
             raise ValueError(

@@ -53,6 +53,7 @@ def check_arguments(
             f"epochs={epochs!r} and steps={steps!r} both set the run's length; pass one."
         )
     check_bool("overwrite", overwrite)
+    check_bool("tensorboard", tensorboard)
     if tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ImportError(
             "tensorboard=True needs the `tensorboard` package, which is not installed: "
