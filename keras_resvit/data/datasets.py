@@ -66,10 +66,11 @@ def _transforms(read, layer, image_size, augment, crop_ratio):
     ratio = _evaluation_ratio(
         crop_ratio, layer is not None, resized, augment, read.shorter_side, image_size
     )
-    resize = evaluation_transform(image_size, ratio) if resized else None
+    # Images of the output size pass as they are, unless a crop was asked for.
+    resize = evaluation_transform(image_size, ratio) if resized or ratio != 1.0 else None
 
     def plain(x, y):
-        return (resize(x) if resized else tf.cast(x, "float32")), y
+        return (tf.cast(x, "float32") if resize is None else resize(x)), y
 
     return (plain if layer is None else lambda x, y: (layer(x), y)), plain
 
@@ -224,11 +225,13 @@ def load_dataset(
         shuffle: shuffle every epoch; default True for training splits.
         seed: seed of the shuffle, the augmentation and a folder's hold-out split.
         drop_remainder: drop the last partial batch (static batch shape, for TPUs).
-        cache: keep decoded images in memory; default when they fit (~1 GiB). A training
-            split of a folder decodes its files every epoch instead: each epoch reads them
-            in an order of its own, from any step (`from_step`, below). A tfds dataset of
-            fixed-size images that fits is read into memory at once, as arrays are (and so
-            has `from_step`); `cache=False` streams it from its files.
+        cache: keep decoded images in memory; default when they fit (~1 GiB of pixels; for
+            a folder, ~100 MB of files). A folder of images all of one size and a tfds
+            dataset of fixed-size images are then decoded into memory at once and read as
+            arrays are; a training split of another folder decodes its files every epoch
+            (each epoch reads them in an order of its own, from any step: `from_step`,
+            below). `cache=False` decodes every epoch, and streams a tfds dataset from its
+            files.
         crop_ratio: evaluation center-crop ratio in (0, 1]; 1.0 resizes whole images. Default:
             from the training preset and the images' size (see above).
         validation_split: fraction of a folder without split sub-folders held out as its

@@ -209,7 +209,12 @@ class ImageLoader(keras.utils.PyDataset):
         self.process_index, self.process_count = process_index, process_count
         self.epoch, self.provenance, self._order = 0, None, (None, None)
         self._failed = set()
-        self._resize = paths is not None or self.images.shape[1:3] != (self.image_size,) * 2
+        # Images of the output size pass as they are, unless a crop was asked for.
+        self._resize = (
+            paths is not None
+            or self.images.shape[1:3] != (self.image_size,) * 2
+            or crop_ratio != 1.0
+        )
         self._transform = evaluation_transform(self.image_size, crop_ratio)
         # Each process draws its own augmentations: its images are not the others'.
         layer_seed = seed + process_index

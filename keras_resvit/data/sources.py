@@ -21,6 +21,7 @@ from keras_resvit.data.folders import (
     list_image_folder,
     typical_shorter_side,
 )
+from keras_resvit.data.image_files import image_dimensions
 from keras_resvit.data.in_memory import checked_arrays, digest, load_digits
 
 SPLITS = ("train", "test")
@@ -74,8 +75,15 @@ def _in_memory(name, split, images, labels, class_names, shuffle, seed, part, or
     whole = None
     if part[1] > 1:  # statistics read every row (one process reads its `ds`: no second copy)
         whole = lambda: tf.data.Dataset.from_tensor_slices((images, labels))  # noqa: E731
+    share = _share(images, part), _share(labels, part)
+    return _share_in_memory(*share, class_names, shuffle, seed, part, origin, whole)
+
+
+def _share_in_memory(images, labels, class_names, shuffle, seed, part, origin, whole):
+    """A `Source` over a process's share (`part`) of the examples, held in memory as
+    `images` and `labels`; `whole` reads all processes' examples."""
     with tf.device("/CPU:0"):  # an input pipeline's tensors, not an accelerator's
-        shared = tf.constant(_share(images, part)), tf.constant(_share(labels, part))
+        shared = tf.constant(images), tf.constant(labels)
     ds = tf.data.Dataset.from_tensor_slices(shared)
     count = len(shared[1])
     if shuffle:
@@ -183,6 +191,20 @@ def _sampled_shorter_side(ds):
     return float(np.median(list(sides.as_numpy_iterator())))
 
 
+def _one_size(paths):
+    """The (height, width) of every file of `paths` when they share it (read from their
+    headers) and their decoded pixels fit in `CACHE_BYTES`; else None."""
+    size = None
+    for path in paths:
+        dimensions = image_dimensions(path)
+        if dimensions is None or size not in (None, dimensions):
+            return None
+        size = dimensions
+    if size is None or len(paths) * size[0] * size[1] * 3 > CACHE_BYTES:
+        return None
+    return size[1], size[0]
+
+
 def _folder_is_small(paths):
     total = 0
     for path in paths:
@@ -209,8 +231,9 @@ def _list_folder(source, split, validation_split, seed, strict):
 
 
 def _read_folder(source, split, *, validation_split, seed, strict, cache, shuffle, part, **_):
-    """A folder of one sub-folder of images per class, cached when its files are small;
-    several processes decode only their share of the listed files."""
+    """A folder of one sub-folder of images per class, cached when its files are small (and
+    then, when they are all of one size, decoded into memory at once); several processes
+    decode only their share of the listed files."""
     paths, labels, class_names, origin = _list_folder(source, split, validation_split, seed, strict)
     whole = None
     if part[1] > 1:
@@ -218,6 +241,13 @@ def _read_folder(source, split, *, validation_split, seed, strict, cache, shuffl
         whole = lambda: folder_dataset(*listed, shuffle=False, seed=seed, strict=strict)  # noqa: E731
         paths, labels = _share(paths, part), _share(labels, part)
     cache = _folder_is_small(paths) if cache is None else cache
+    fixed = _one_size(paths) if cache else None
+    if fixed is not None:
+        # Files of one size whose pixels fit: decoded once into memory, then read as arrays
+        # are (each training epoch made from its key, `epochs.Epochs`), not decoded anew.
+        decoded = folder_dataset(paths, labels, shuffle=False, seed=seed, strict=strict)
+        images, labels = _read_all(decoded, fixed)
+        return _share_in_memory(images, labels, class_names, shuffle, seed, part, origin, whole)
     shuffle_seed = _shuffle_seed(seed, part)
     if shuffle and cache:
         # The listing is sorted by class, and a cached dataset is shuffled in a buffer of at

@@ -250,6 +250,14 @@ def test_small_folder_images_are_evaluated_whole(tmp_path):
         root, "train", image_size=32, batch_size=4, shuffle=False, crop_ratio=0.875
     )
     assert not np.allclose(_by_label(cropped), pixels[[0, 2, 1, 3]], atol=1.0)
+    # The same for arrays of the output size, with either loader.
+    expected = kr.data.evaluation_transform(32, 0.875)(pixels.astype("float32"))
+    for loader in ("tf.data", "py_dataset"):
+        arrays = kr.data.load_dataset(
+            (pixels, np.arange(4)), "test", batch_size=4, crop_ratio=0.875, loader=loader
+        )
+        images = arrays[0][0] if loader == "py_dataset" else next(iter(arrays))[0]
+        np.testing.assert_allclose(np.asarray(images), expected, atol=0.01)
 
 
 def test_photos_are_center_cropped_unless_trained_on_whole_images(tmp_path):

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 import keras_resvit as kr
+from keras_resvit.data import folders
 from tests.conftest import random_images
 from tests.data.test_datasets import _write_folder
 
@@ -96,3 +97,30 @@ def test_a_small_tfds_split_is_read_into_memory_and_made_from_any_step():
         streamed = kr.data.load_dataset("tfds:cifar10", "train", cache=False, **options)
         assert not hasattr(streamed, "from_step")
         assert int(streamed.cardinality()) == 3
+
+
+def test_a_folder_of_one_size_is_decoded_into_memory_once(tmp_path, monkeypatch):
+    root, rng = tmp_path / "folder", np.random.default_rng(0)
+    for name in ("cat", "dog"):
+        (root / name).mkdir(parents=True)
+        for i in range(6):
+            pixels = rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)
+            (root / name / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    decoded = []
+
+    def counting_decode(path):
+        record = lambda p: decoded.append(p.numpy().decode()) or p  # noqa: E731
+        path = tf.py_function(record, [path], tf.string)
+        return tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+
+    monkeypatch.setattr(folders, "decode_image", counting_decode)
+    options = dict(image_size=12, batch_size=4, seed=2, augment="resnet_cifar")
+    ds = kr.data.load_dataset(str(root), "train", **options)
+    assert sorted(decoded) == sorted(str(p) for p in root.rglob("*.png"))
+    run = _batches(ds.from_step(0), 9)  # three epochs: nothing is decoded again
+    assert len(decoded) == 12
+    # The same batches as decoding the files every epoch (cache=False), from any step.
+    streamed = kr.data.load_dataset(str(root), "train", cache=False, **options)
+    for step in (0, 4):
+        _assert_same(run[step : step + 3], _batches(streamed.from_step(step), 3))
+    assert len(decoded) > 12
