@@ -195,10 +195,11 @@ def load_dataset(
     smaller (CIFAR's 32x32 at 32, or upsampled for fine-tuning) are resized whole (1.0), as
     training saw them. With a whole-image training preset (`WHOLE_IMAGE_PRESETS`:
     resnet_cifar) named in `augment`, evaluation resizes whole images whatever their size.
-    The typical size is the fixed size of arrays and tfds datasets, or the median shorter
-    side of a sample of a folder's files (from their headers) or of a tfds dataset's first
-    images. The dataset carries `class_names` and `num_classes` attributes, to be saved with
-    the model, and a known number of batches (a folder's listed files).
+    The typical size is the fixed size of arrays, tfds datasets and folders of images of one
+    size, or the median shorter side of a sample of a folder's files (from their headers) or
+    of a tfds dataset's first images. The dataset carries `class_names` and `num_classes`
+    attributes, to be saved with the model, and a known number of batches (a folder's listed
+    files).
 
     `loader="py_dataset"` (the choice of "auto" where TensorFlow is not installed, as on a
     JAX-only GPU image) reads digits, arrays and image folders with a `loaders.ImageLoader`:
@@ -215,7 +216,8 @@ def load_dataset(
         split: "train" or "test" for digits and arrays; "train", "validation" or "test" for a
             folder; any tensorflow-datasets split ("train[:90%]") for tfds.
         image_size: output height and width. Default: 32 for digits, the source's own size for
-            arrays and fixed-size tfds datasets; required for folders and other tfds datasets.
+            arrays, fixed-size tfds datasets and folders decoded into memory (below, `cache`);
+            required for other folders and tfds datasets.
         batch_size: examples per batch.
         augment: None, a preset name in `augmentation.PRESETS` or a Keras layer mapping one
             image to an `image_size` image; applied to training splits only. On another split

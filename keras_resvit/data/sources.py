@@ -160,7 +160,7 @@ def _read_tfds(source, split, *, data_dir, shuffle, cache, seed, part, **_):
     if small and cache is not False:
         # Read once into memory, in the split's order: then, as arrays, each training epoch
         # is made from its key (`epochs.Epochs`) and a resumed run starts at its step.
-        images, labels = _read_all(_load_tfds(source, split, data_dir, False)[0], fixed)
+        images, labels = _read_all(_load_tfds(source, split, data_dir, False)[0], fixed, count)
         return _in_memory(source, split, images, labels, class_names, shuffle, seed, part, origin)
     whole = None
     if part[1] > 1:
@@ -174,15 +174,15 @@ def _read_tfds(source, split, *, data_dir, shuffle, cache, seed, part, **_):
     return Source(ds, class_names, None, origin, lambda: _sampled_shorter_side(raw), whole)
 
 
-def _read_all(ds, fixed):
-    """Every (image, label) of `ds` as two NumPy arrays: (N, *fixed, 3) uint8 and (N,) int32."""
-    images = np.empty((0, *fixed, 3), "uint8")
-    labels = np.empty((0,), "int32")
-    parts = [(x, y) for x, y in ds.batch(1024).as_numpy_iterator()]
-    if parts:
-        images = np.concatenate([x for x, _ in parts])
-        labels = np.concatenate([y for _, y in parts])
-    return images, labels
+def _read_all(ds, fixed, count):
+    """The (image, label) pairs of `ds` (at most `count`) as two NumPy arrays, filled in place:
+    (N, *fixed, 3) uint8 and (N,) int32."""
+    images, labels = np.empty((count, *fixed, 3), "uint8"), np.empty((count,), "int32")
+    filled = 0
+    for x, y in ds.take(count).batch(1024).as_numpy_iterator():
+        images[filled : filled + len(y)], labels[filled : filled + len(y)] = x, y
+        filled += len(y)
+    return images[:filled], labels[:filled]
 
 
 def _sampled_shorter_side(ds):
@@ -246,7 +246,7 @@ def _read_folder(source, split, *, validation_split, seed, strict, cache, shuffl
         # Files of one size whose pixels fit: decoded once into memory, then read as arrays
         # are (each training epoch made from its key, `epochs.Epochs`), not decoded anew.
         decoded = folder_dataset(paths, labels, shuffle=False, seed=seed, strict=strict)
-        images, labels = _read_all(decoded, fixed)
+        images, labels = _read_all(decoded, fixed, len(paths))
         return _share_in_memory(images, labels, class_names, shuffle, seed, part, origin, whole)
     shuffle_seed = _shuffle_seed(seed, part)
     if shuffle and cache:
