@@ -41,7 +41,7 @@ import keras
 import numpy as np
 from PIL import Image
 
-from keras_resvit.training.recipe_spec import NO_DECAY
+from keras_resvit.training.recipes import NO_DECAY
 
 BATCH = 128
 L2 = 1e-4  # the paper's weight decay: gradient += L2 * w

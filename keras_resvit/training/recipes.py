@@ -9,7 +9,16 @@ training, so a recipe keeps its shape when the run's length changes.
 import dataclasses
 import difflib
 
-from keras_resvit.training.recipe_spec import Recipe
+# The `Recipe` fields' valid values, named here too (e.g. `recipes.NO_DECAY`, the variables
+# the ViT and DeiT recipes leave undecayed).
+from keras_resvit.training.recipe_spec import (  # noqa: F401
+    DECAY_MODES,
+    LOSSES,
+    NO_DECAY,
+    OPTIMIZERS,
+    SCHEDULES,
+    Recipe,
+)
 
 # He et al. (2016), Section 4.2. The paper decays every parameter through the gradient (Caffe
 # / Torch weight decay), batch-norm scales and offsets included.

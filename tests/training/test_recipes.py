@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 from keras_resvit.training.optimizers import CoupledDecayLamb, CoupledDecaySGD
-from keras_resvit.training.recipe_spec import NO_DECAY
-from keras_resvit.training.recipes import RECIPES, get_recipe, recipe_model_options
+from keras_resvit.training.recipes import NO_DECAY, RECIPES, get_recipe, recipe_model_options
 from keras_resvit.training.schedules import RecipeSchedule, recipe_schedule, recipe_steps
 from keras_resvit.training.train import build_optimizer
 from tests.conftest import tiny_vit
