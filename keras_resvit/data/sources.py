@@ -144,11 +144,13 @@ def _load_tfds(source, split, data_dir, shuffle):
 
 
 def _read_tfds(source, split, *, data_dir, shuffle, cache, seed, part, **_):
-    """A tensorflow-datasets dataset ("tfds:<name>") as (uint8 RGB, int32), cached when its
-    decoded images fit in `CACHE_BYTES`; several processes read equal sub-splits of `split`."""
+    """A tensorflow-datasets dataset ("tfds:<name>") as (uint8 RGB, int32): read into memory
+    when its images are of one size and fit in `CACHE_BYTES` (several processes then take
+    every P-th row, as of arrays), else streamed from its files (several processes read
+    equal sub-splits of `split`)."""
     import tensorflow_datasets as tfds
 
-    raw, info = _load_tfds(source, split, data_dir, shuffle)
+    raw, info = _load_tfds(source, split, data_dir, False)  # in the split's order
     count = int(raw.cardinality())
     origin = f"{source}[{split}], {count} examples"
     image_key, label_key = info.supervised_keys
@@ -160,13 +162,15 @@ def _read_tfds(source, split, *, data_dir, shuffle, cache, seed, part, **_):
     if small and cache is not False:
         # Read once into memory, in the split's order: then, as arrays, each training epoch
         # is made from its key (`epochs.Epochs`) and a resumed run starts at its step.
-        images, labels = _read_all(_load_tfds(source, split, data_dir, False)[0], fixed, count)
+        images, labels = _read_all(raw, fixed, count)
         return _in_memory(source, split, images, labels, class_names, shuffle, seed, part, origin)
     whole = None
     if part[1] > 1:
         shares = tfds.even_splits(split, part[1], drop_remainder=True)
         raw = _load_tfds(source, shares[part[0]], data_dir, shuffle)[0]
         whole = lambda: _load_tfds(source, split, data_dir, False)[0]  # noqa: E731
+    elif shuffle:  # its files in an order of each pass's own
+        raw = _load_tfds(source, split, data_dir, True)[0]
     ds = raw.cache() if cache else raw
     ds = ds.shuffle(SHUFFLE_BUFFER, seed=_shuffle_seed(seed, part)) if shuffle else ds
     if fixed is not None:
