@@ -7,10 +7,12 @@ takes (a tfds dataset read into memory is read then), the seconds to the first b
 0 and of `--epoch` through `from_step`, the images/s of a whole epoch, and the wait a `skip`
 to `--epoch` implies: it makes the batches it passes over at the pipeline's rate (timed over
 `--skip-batches` batches). `--cache false` streams a tfds dataset from its files (no
-`from_step`: only the skip is timed).
+`from_step`: only the skip is timed). `--loader py_dataset` times the TensorFlow-free loader
+(`loaders.ImageLoader`), whose batches any epoch and index gives at once: no skip.
 
     python benchmarks/resume_start.py --source /data/cifar10 --image-size 32 --epoch 150
     python benchmarks/resume_start.py --source tfds:cifar10 --data-dir ~/tensorflow_datasets
+    python benchmarks/resume_start.py --source /data/cifar10 --loader py_dataset
 """
 
 import argparse
@@ -32,12 +34,28 @@ def images_per_second(batches):
     return count / (time.perf_counter() - start)
 
 
+def time_loader(loader, args, load_seconds):
+    """The py_dataset loader's figures: its batch `index` of epoch `e` is `loader[index]`
+    after `loader.epoch = e`."""
+    print(f"{args.source}: {len(loader)} batches of {args.batch_size} per epoch")
+    print(f"load_dataset: {load_seconds:.1f} s")
+    for epoch in (0, args.epoch):
+        loader.epoch = epoch
+        start = time.perf_counter()
+        loader[0]
+        print(f"first batch of epoch {epoch} after {time.perf_counter() - start:.2f} s")
+    loader.epoch = 0
+    rate = images_per_second(loader[i] for i in range(len(loader)))
+    print(f"a whole epoch: {rate:.0f} images/s")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", default="digits", help="an image folder, tfds:NAME, digits")
     parser.add_argument("--data-dir", default=None, help="tensorflow-datasets data folder")
     parser.add_argument("--cache", choices=("auto", "false"), default="auto")
-    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--loader", choices=("tf.data", "py_dataset"), default="tf.data")
+    parser.add_argument("--image-size", type=int, default=None, help="default: the source's")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--augment", default="resnet_cifar")
     parser.add_argument("--epoch", type=int, default=150, help="the epoch a run resumes at")
@@ -52,7 +70,10 @@ def main():
         augment=args.augment,
         data_dir=args.data_dir,
         cache=None if args.cache == "auto" else False,
+        loader=args.loader,
     )
+    if args.loader == "py_dataset":
+        return time_loader(ds, args, time.perf_counter() - start)
     per_epoch = int(ds.cardinality())
     print(f"{args.source}: {per_epoch} batches of {args.batch_size} per epoch")
     print(f"load_dataset: {time.perf_counter() - start:.1f} s")

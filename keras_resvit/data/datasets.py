@@ -141,7 +141,13 @@ def _py_dataset(source, split, training, *, image_size, augment, crop_ratio, **o
     """`load_dataset`'s batches by a `loaders.ImageLoader`; `options` are its arguments."""
     seed, strict = options["seed"], options["strict"]
     data, origin, fixed, shorter_side = loader_examples(
-        source, split, image_size, options.pop("validation_split"), seed, strict
+        source,
+        split,
+        image_size,
+        options.pop("validation_split"),
+        seed,
+        strict,
+        options.pop("cache"),
     )
     image_size = _output_size(image_size, fixed, source, augment)
     resized = fixed is None or tuple(fixed) != (image_size, image_size)
@@ -251,8 +257,9 @@ def load_dataset(
             loader's, whose images draw from seeds of their batch's. With that loader this
             requires one worker (its default).
         loader: "auto" (tf.data where TensorFlow is installed, else "py_dataset"), "tf.data",
-            or "py_dataset" (`loaders.ImageLoader`; no tfds sources; `cache` and `data_dir` do
-            not apply: arrays stay in memory, files are decoded every epoch).
+            or "py_dataset" (`loaders.ImageLoader`; no tfds sources; `data_dir` does not
+            apply; `cache` decodes a folder of one-size images into memory as above, and
+            the files of any other folder are decoded every epoch).
         loader_options: a dict of `ImageLoader` arguments among `loader_choice.LOADER_OPTIONS`:
             for "py_dataset", `workers`, `use_multiprocessing` and `max_queue_size` (batches
             made in parallel); for both loaders, `process_index` and `process_count`: this
@@ -328,6 +335,7 @@ def load_dataset(
             augment=augment,
             crop_ratio=crop_ratio,
             validation_split=validation_split,
+            cache=cache,
             batch_size=batch_size,
             mixing=mixing if training else False,
             shuffle=shuffle,

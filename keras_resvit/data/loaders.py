@@ -63,6 +63,27 @@ def read_image(path) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
+def read_listed(paths, row, strict, failed):
+    """The pixels of file `paths[row]`; unless `strict`, a file that fails to decode is
+    replaced by the next listed file that decodes, warned of once (`failed`: the paths warned
+    of so far, updated)."""
+    for offset in range(len(paths)):
+        path = paths[(row + offset) % len(paths)]
+        try:
+            return read_image(path)
+        except DECODE_ERRORS as error:
+            if strict:
+                raise ValueError(f"image {path!r} cannot be decoded: {error}") from None
+            if path not in failed:
+                failed.add(path)
+                warnings.warn(
+                    f"Image {path!r} cannot be decoded ({error}); reading the next listed "
+                    "file in its place.",
+                    stacklevel=3,
+                )
+    raise ValueError(f"none of the {len(paths)} listed image files can be decoded.")
+
+
 def _check_source(images, labels, paths, image_size):
     """(images, labels, paths, image_size) checked: arrays as `checked_arrays`, image files
     with their labels, and the output size (an array's own size when None and square)."""
@@ -290,23 +311,7 @@ class ImageLoader(keras.utils.PyDataset):
             return _numpy(self._layer(image))
 
     def _read(self, row):
-        """The pixels of file `row`; unless `strict`, a file that fails to decode is replaced
-        by the next listed file that decodes (warned once per file)."""
-        for offset in range(len(self.paths)):
-            path = self.paths[(row + offset) % len(self.paths)]
-            try:
-                return read_image(path)
-            except DECODE_ERRORS as error:
-                if self.strict:
-                    raise ValueError(f"image {path!r} cannot be decoded: {error}") from None
-                if path not in self._failed:
-                    self._failed.add(path)
-                    warnings.warn(
-                        f"Image {path!r} cannot be decoded ({error}); reading the next listed "
-                        "file in its place.",
-                        stacklevel=2,
-                    )
-        raise ValueError(f"none of the {len(self.paths)} listed image files can be decoded.")
+        return read_listed(self.paths, row, self.strict, self._failed)
 
     @property
     def unaugmented(self) -> "ImageLoader":

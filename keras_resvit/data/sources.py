@@ -23,6 +23,7 @@ from keras_resvit.data.folders import (
 )
 from keras_resvit.data.image_files import image_dimensions
 from keras_resvit.data.in_memory import checked_arrays, digest, load_digits
+from keras_resvit.data.loaders import read_listed
 
 SPLITS = ("train", "test")
 SHUFFLE_BUFFER = 10_000  # elements held when shuffling decoded images
@@ -289,15 +290,24 @@ def source_kind(source):
     return "digits" if isinstance(source, str) else "(images, labels) arrays"
 
 
-def loader_examples(source, split, image_size, validation_split, seed, strict):
+def loader_examples(source, split, image_size, validation_split, seed, strict, cache):
     """(`ImageLoader` arguments, origin, fixed size or None, typical shorter side function) of
     digits, arrays or an image folder, read without TensorFlow (`load_dataset`'s py_dataset
-    loader)."""
+    loader). A folder's files are decoded into memory at once as in `_read_folder`: when
+    `cache` (default: they are small) and they are all of one size whose pixels fit."""
     kind = source_kind(source)
     if kind == "an image folder path":
         paths, labels, class_names, origin = _list_folder(
             source, split, validation_split, seed, strict
         )
+        cache = _folder_is_small(paths) if cache is None else cache
+        fixed = _one_size(paths) if cache else None
+        if fixed is not None:
+            images, failed = np.empty((len(paths), *fixed, 3), "uint8"), set()
+            for row in range(len(paths)):
+                images[row] = read_listed(paths, row, strict, failed)
+            data = {"images": images, "labels": labels, "class_names": class_names}
+            return data, origin, fixed, lambda: min(fixed)
         data = {"paths": paths, "labels": labels, "class_names": class_names}
         return data, origin, None, lambda: typical_shorter_side(paths)
     if kind == "digits":

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 import keras_resvit as kr
+from keras_resvit.data import loaders
 from keras_resvit.data.in_memory import load_digits
 from keras_resvit.data.loaders import ImageLoader
 
@@ -174,6 +175,47 @@ def test_folder_batches_equal_the_tf_data_path_within_the_decoders_tolerance(tmp
     png = np.arange(12) % 4 % 2 == 0  # files 0.png, 1.jpg, 2.png, 3.jpg in every class
     assert difference[png].max() <= 1e-3  # PNG: the same pixels, the same resize
     assert difference[~png].max() <= JPEG_MAX and difference[~png].mean() <= JPEG_MEAN
+
+
+def test_a_folder_of_one_size_is_decoded_once_and_needs_no_image_size(tmp_path, monkeypatch):
+    root, rng = tmp_path / "pets", np.random.default_rng(0)
+    for name in ("cat", "dog"):
+        (root / name).mkdir(parents=True)
+        for i in range(5):
+            pixels = rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    read, read_image = [], loaders.read_image
+    counting = lambda path: read.append(path) or read_image(path)  # noqa: E731
+    monkeypatch.setattr(loaders, "read_image", counting)
+    options = {"batch_size": 4, "seed": 1, "augment": "resnet_cifar", **PY}
+    train = kr.data.load_dataset(root, "train", **options)
+    assert sorted(read) == sorted(str(p) for p in root.rglob("*.png")) and train.paths is None
+    run = [train[i] for i in range(len(train))]
+    train.on_epoch_end()
+    run += [train[i] for i in range(len(train))]
+    assert len(read) == 10 and run[0][0].shape == (4, 12, 12, 3)  # nothing read again
+    # The same batches as decoding the files every epoch (cache=False).
+    streamed = kr.data.load_dataset(root, "train", cache=False, image_size=12, **options)
+    assert streamed.paths is not None and streamed.provenance == train.provenance
+    again = [streamed[i] for i in range(len(streamed))]
+    streamed.on_epoch_end()
+    again += [streamed[i] for i in range(len(streamed))]
+    for (images, labels), (expected, expected_labels) in zip(run, again, strict=True):
+        np.testing.assert_array_equal(labels, expected_labels)
+        np.testing.assert_allclose(images, expected, atol=1e-4)
+    # Evaluation: the PNG pixels, as the tf.data path reads them.
+    test = kr.data.load_dataset(root, "test", validation_split=0.4, batch_size=4, **PY)
+    tf_test = kr.data.load_dataset(root, "test", validation_split=0.4, batch_size=4, **TF)
+    assert test.paths is None and test.provenance == tf_test.provenance
+    np.testing.assert_array_equal(_first(test)[0], _first(tf_test)[0])
+    # A file that fails to decode is replaced by the next one, as the files are read.
+    broken = root / "dog" / "1.png"
+    broken.write_bytes(broken.read_bytes()[:60])  # the header survives, the pixels do not
+    with pytest.warns(UserWarning, match="1.png.*cannot be decoded"):
+        kept = kr.data.load_dataset(root, "train", **options)
+    assert kept.paths is None and len(kept.labels) == 10
+    with pytest.raises(ValueError, match="1.png.*truncated.*strict=True"):
+        kr.data.load_dataset(root, "train", strict=True, **options)
 
 
 def test_unaugmented_images_have_the_tf_data_mean(tmp_path):
