@@ -70,6 +70,7 @@ def run_evaluate(args):
     data = kr.data.load_dataset(
         args.data,
         args.split,
+        validation_split=args.validation_split,
         image_size=max(scales) if scales else size,
         batch_size=args.batch_size,
         crop_ratio=1.0 if scales else None,  # multi-crop resizes and crops the whole images

@@ -177,6 +177,14 @@ def _add_evaluate(commands):
     p.add_argument("model", help="a .keras file")
     p.add_argument("--data", default="digits")
     p.add_argument("--split", default="test")
+    p.add_argument(
+        "--validation-split",
+        type=_fraction,
+        default=None,
+        metavar="FRACTION",
+        help="with --split validation: the share of an image folder that `train "
+        "--validation-split` held out (the same files)",
+    )
     p.add_argument("--batch-size", type=_positive_int, default=64)
     p.add_argument(
         "--crops",

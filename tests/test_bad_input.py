@@ -806,6 +806,93 @@ CASES = [
         2,
         ("corrupt.tflite", "TF Lite"),
     ),
+    # Values that used to pass silently or fail deep inside NumPy, TensorFlow or pathlib.
+    Case(
+        "labels_beyond_int32",
+        lambda b: kr.data.load_dataset((b.x[:3], np.array([0, 2**32 + 1, 1]))),
+        V,
+        ("labels", "below 2**31", "4294967297"),
+    ),
+    Case(
+        "data_seed_negative",
+        lambda b: kr.data.load_dataset("digits", seed=-1),
+        V,
+        ("seed=-1", "[0, 2**32)"),
+    ),
+    Case("train_seed_negative", lambda b: _train(b, seed=-1), V, ("seed=-1", "[0, 2**32)")),
+    Case(
+        "folder_seed_not_an_int",
+        lambda b: kr.data.list_image_folder(b.tmp / "cat_fox_folder", seed=[1]),
+        V,
+        ("seed=[1]", "[0, 2**32)"),
+    ),
+    Case(
+        "data_crop_ratio_tiny",
+        lambda b: kr.data.load_dataset("digits", "test", crop_ratio=1e-6),
+        V,
+        ("crop_ratio=1e-06", "[0.25, 1]"),
+    ),
+    Case(
+        "data_tfds_no_name", lambda b: kr.data.load_dataset("tfds:"), V, ("'tfds:'", "tfds:<name>")
+    ),
+    Case(
+        "numpy_int_num_classes",
+        lambda b: kr.build_resnet(8, stem="cifar", num_classes=np.int64(10)),
+        V,
+        ("num_classes=np.int64(10)", "positive int", "pass .item()"),
+    ),
+    Case(
+        "recipe_learning_rate_negative",
+        lambda b: _train(b, recipe=get_recipe("resnet_cifar", learning_rate=-0.1)),
+        V,
+        ("Recipe: learning_rate=-0.1", "> 0"),
+    ),
+    Case(
+        "train_output_dir_none",
+        lambda b: _train(b, output_dir=None),
+        V,
+        ("output_dir=None", "str or pathlib.Path"),
+    ),
+    Case("export_path_none", lambda b: kr.export(b.model, None), V, ("path=None", "not a path")),
+    Case("load_model_none", lambda b: kr.load_model(5), V, ("path=5", "not a path")),
+    Case(
+        "digits_test_fraction",
+        lambda b: kr.data.load_digits(test_fraction=1.5),
+        V,
+        ("test_fraction=1.5", "[0.006, 0.994]"),
+    ),
+    Case("digits_seed", lambda b: kr.data.load_digits(seed="a"), V, ("seed='a'", "int")),
+    Case(
+        "model_name_not_a_str",
+        lambda b: kr.create_model(["resnet20"]),
+        V,
+        ("name=['resnet20']", "a registry name (a str)"),
+    ),
+    Case(
+        "mixing_smoothing_bool",
+        lambda b: kr.data.Mixing(label_smoothing=True),
+        V,
+        ("Mixing: label_smoothing=True", "[0, 1]"),
+    ),
+    Case(
+        "cli_export_misspelt_suffix",
+        lambda b: ["export", str(b.tmp / "m.keras"), str(b.tmp / "out.onx")],
+        2,
+        ("out.onx", "did you mean '.onnx'"),
+    ),
+    Case(
+        "cli_evaluate_a_held_out_split_without_its_share",
+        lambda b: [
+            "evaluate",
+            str(b.tmp / "m.keras"),
+            "--data",
+            str(b.tmp / "cat_fox_folder"),
+            "--split",
+            "validation",
+        ],
+        2,
+        ("split='validation'", "--validation-split"),
+    ),
 ]
 
 

@@ -568,6 +568,25 @@ def test_a_read_only_file_is_not_replaced(tmp_path):
     assert locked.read_text() == "{}"
 
 
+def test_a_home_relative_path_is_written_and_read_in_the_home_folder(
+    tmp_path, monkeypatch, fake_export
+):
+    # "~/..." means the home folder, for outputs as for inputs: never a folder named "~".
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "home").mkdir()
+    fake_export(b"TFL3")
+    model = kr.build_resnet(8, stem="cifar", input_shape=(16, 16, 3), num_classes=3)
+    kr.export(model, "~/m.tflite", check=False)
+    model.save(tmp_path / "home" / "m.keras")
+    assert kr.load_model("~/m.keras").count_params() == model.count_params()
+    x, y = random_images(4, 16, 16), np.arange(4) % 3
+    kr.train(model, (x, y), epochs=1, batch_size=4, output_dir="~/run", verbose=0)
+    assert (tmp_path / "home" / "m.tflite").is_file()
+    assert (tmp_path / "home" / "run" / "last.keras").is_file()
+    assert not (tmp_path / "~").exists()
+
+
 def test_temporaries_are_tagged_with_a_host_hash():
     # A hash of the whole host name and process namespace: no two hosts' tags collide by
     # sharing a prefix, as "trainingjobworker-0" and "-1" would when cut to 16 letters.

@@ -27,27 +27,42 @@ import zipfile
 from pathlib import Path
 
 
+def as_path(argument: str, path) -> Path:
+    """`path` (a str or `os.PathLike`) as a `Path`, a leading "~" expanded as a shell would.
+
+    Raises:
+        ValueError: `path` is neither.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise ValueError(
+            f"{argument}={path!r} is not a path; pass a str or pathlib.Path "
+            f"(got {type(path).__name__})."
+        )
+    return Path(path).expanduser()
+
+
 def check_output_path(argument: str, path, *, folder: bool = False) -> Path:
     """Checks, before any work, that a file (or a `folder`) can be written at `path`.
 
     Args:
         argument: the caller's argument name, for the message.
-        path: the file or folder to write; missing parent folders are fine.
+        path: the file or folder to write (str or `os.PathLike`; "~" is expanded); missing
+            parent folders are fine.
         folder: whether `path` is a folder (a SavedModel, a training run) rather than a file.
 
     Returns:
-        `path` as a `Path`.
+        `path` as a `Path`, "~" expanded: the path to write.
 
     Raises:
-        ValueError: `path` is a folder where a file is expected (or the reverse), a broken
-            link, a read-only file, a parent is a file, or the nearest existing parent is not
-            writable.
+        ValueError: `path` is not a str or path; a folder where a file is expected (or the
+            reverse), a broken link, a read-only file, a parent is a file, or the nearest
+            existing parent is not writable.
 
     Example:
     >>> check_output_path("path", "/tmp/model.tflite")
     PosixPath('/tmp/model.tflite')
     """
-    path = Path(path)
+    path = as_path(argument, path)
     if path.is_symlink() and not path.exists():
         raise ValueError(
             f"{argument}={str(path)!r} is a link to {os.readlink(path)!r}, which does not exist."
@@ -259,9 +274,9 @@ def check_keras_file(argument: str, path) -> Path:
 
     Raises:
         FileNotFoundError: `path` is not a file.
-        ValueError: another suffix, or not a zip archive (truncated or corrupt).
+        ValueError: not a path, another suffix, or not a zip archive (truncated or corrupt).
     """
-    path = Path(path)
+    path = as_path(argument, path)
     if not path.is_file():
         raise FileNotFoundError(f"{argument}={str(path)!r} is not a file; expected a .keras file.")
     if path.suffix != ".keras":

@@ -124,7 +124,7 @@ def load_model(path, *, safe_mode: bool = True, custom_objects: dict | None = No
     >>> load_model("resnet20.keras").count_params()  # or a run's: "runs/digits/last.keras"
     271098
     """
-    check_keras_file("path", path)
+    path = check_keras_file("path", path)
     check_bool("safe_mode", safe_mode)
     try:
         with deep_graph():

@@ -28,13 +28,20 @@ def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _numpy_hint(value) -> str:
+    """For a NumPy scalar, which a model's config could not save: how to pass it."""
+    if type(value).__module__ != "numpy" or isinstance(value, (int, float)):
+        return ""  # np.float64 is a float
+    return f" (a Python {'int' if 'int' in type(value).__name__ else 'float'}: pass .item())"
+
+
 def check_int(argument: str, value, minimum: int = 1, *, none_ok: bool = False) -> None:
     """`value` must be an int >= `minimum` (a "positive int" for the default 1)."""
     if none_ok and value is None:
         return
     if not _is_int(value) or value < minimum:
         what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
-        raise ValueError(f"{argument}={value!r} must be {what}.")
+        raise ValueError(f"{argument}={value!r} must be {what}{_numpy_hint(value)}.")
 
 
 def check_number(
@@ -55,7 +62,7 @@ def check_number(
     below = _is_number(value) and (value <= high if include_high else value < high)
     if not (above and below):
         interval = _interval(low, high, include_low, include_high)
-        raise ValueError(f"{argument}={value!r} must be a number {interval}.")
+        raise ValueError(f"{argument}={value!r} must be a number {interval}{_numpy_hint(value)}.")
 
 
 def _interval(low, high, include_low, include_high):
@@ -64,6 +71,12 @@ def _interval(low, high, include_low, include_high):
     if low == -math.inf:
         return f"<= {high}" if include_high else f"< {high}"
     return f"in {'[' if include_low else '('}{low}, {high}{']' if include_high else ')'}"
+
+
+def check_seed(value) -> None:
+    """`value` must be a random seed: an int in [0, 2**32), as NumPy and Keras take."""
+    if not _is_int(value) or not 0 <= value < 2**32:
+        raise ValueError(f"seed={value!r} must be an int in [0, 2**32).")
 
 
 def check_rate(argument: str, value, *, none_ok: bool = False) -> None:

@@ -53,8 +53,7 @@ class Mixing:
             check_number(f"Mixing: {name}", value, 0, include_low=True)
         for name in ("cutmix_prob", "label_smoothing"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0 <= value <= 1:
-                raise ValueError(f"Mixing: {name}={value!r} must lie in [0, 1].")
+            check_number(f"Mixing: {name}", value, 0, 1, include_low=True, include_high=True)
 
     def layers(self, seed=None):
         """The Keras layers: `(mixup or None, cutmix or None)`, for {"images", "labels"} dicts."""

@@ -21,14 +21,18 @@ import keras
 
 from keras_resvit.base.lazy import tf
 from keras_resvit.base.processes import process_count, process_index
-from keras_resvit.base.validation import check_bool, check_int, check_number
+from keras_resvit.base.validation import check_bool, check_int, check_number, check_seed
 from keras_resvit.data.augmentation import Mixing, get_augmentation
 from keras_resvit.data.element_seeds import next_seed, seeded_map
 from keras_resvit.data.epochs import Epochs
 from keras_resvit.data.loader_choice import check_repeats, check_shard, choose_loader
 from keras_resvit.data.loaders import ImageLoader
 from keras_resvit.data.sources import SOURCES, loader_examples, source_kind
-from keras_resvit.data.transforms import evaluation_crop_ratio, evaluation_transform
+from keras_resvit.data.transforms import (
+    MIN_CROP_RATIO,
+    evaluation_crop_ratio,
+    evaluation_transform,
+)
 
 # Augmentation presets whose training views are whole images (resized to the output, then
 # padded and cropped back): their evaluation resizes whole images too, whatever their size.
@@ -240,10 +244,10 @@ def load_dataset(
             (each epoch reads them in an order of its own, from any step: `from_step`,
             below). `cache=False` decodes every epoch, and streams a tfds dataset from its
             files.
-        crop_ratio: evaluation center-crop ratio in (0, 1]; 1.0 resizes whole images. Default:
+        crop_ratio: evaluation center-crop ratio in [0.25, 1]; 1.0 resizes whole images. Default:
             from the training preset and the images' size (see above).
-        validation_split: fraction of a folder without split sub-folders held out as its
-            "validation" / "test" split.
+        validation_split: fraction of a folder's training images (`train/`, or the folder
+            itself) held out as its "validation" / "test" split where it has no such folder.
         data_dir: tensorflow-datasets data folder.
         strict: raise on a non-image, corrupt, oversized (`image_files.MAX_IMAGE_PIXELS`) or
             truncated file in a folder instead of skipping it with a warning; finding
@@ -304,9 +308,16 @@ def load_dataset(
     """
     check_int("batch_size", batch_size)
     check_int("image_size", image_size, none_ok=True)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ValueError(f"seed={seed!r} must be an int.")
-    check_number("crop_ratio", crop_ratio, 0, 1, include_high=True, none_ok=True)
+    check_seed(seed)
+    check_number(
+        "crop_ratio",
+        crop_ratio,
+        MIN_CROP_RATIO,
+        1,
+        include_low=True,
+        include_high=True,
+        none_ok=True,
+    )
     check_number("validation_split", validation_split, 0, 1, none_ok=True)
     flags = {"drop_remainder": drop_remainder, "strict": strict, "deterministic": deterministic}
     for name, value in flags.items():

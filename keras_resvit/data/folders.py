@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 
 from keras_resvit.base.lazy import tf
-from keras_resvit.base.validation import check_bool
+from keras_resvit.base.validation import check_bool, check_seed
 from keras_resvit.data.image_files import image_dimensions, image_problem
 
 EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -32,32 +32,36 @@ def _class_dirs(folder):
 
 
 def _class_root(root, split, validation_split):
-    """The folder whose sub-folders are the classes, and whether to hold out a share of it."""
-    if (root / split).is_dir():
+    """The folder whose sub-folders are the classes, and whether to hold out a share of it: a
+    split's own folder, else the training images (`root/train`, or `root` without one)."""
+    if split != "train" and (root / split).is_dir():
         return root / split, False
-    if split == "train":
-        return root, validation_split is not None
-    if validation_split is None:
-        raise ValueError(
-            f"split={split!r}: folder {str(root)!r} has no {split!r} sub-folder; pass "
-            "validation_split=<fraction> to hold out part of it, or use split='train'."
-        )
-    return root, True
+    base = root / "train" if (root / "train").is_dir() else root
+    if split == "train" or validation_split is not None:
+        return base, validation_split is not None
+    raise ValueError(
+        f"split={split!r}: folder {str(root)!r} has no {split!r} sub-folder; hold out part of "
+        f"{str(base)!r} with validation_split=<fraction> (the CLI's --validation-split), or "
+        "read split='train'."
+    )
 
 
 def list_image_folder(root, split="train", *, validation_split=None, seed=0, strict=False):
     """Lists the images of a class-per-sub-folder tree and their labels.
 
-    The classes are the sub-folders of `root/split` when it exists, else of `root`; then
-    `validation_split` holds out that share of every class (the same files for every seed-equal
-    call) as the "validation" / "test" split, the rest being "train". A "validation" or "test"
-    folder beside a "train" folder takes the training split's classes and labels, so it may
-    lack a class but not add one.
+    The classes are the sub-folders of `root/split` when it exists, else of the training
+    images: `root/train`, or `root` when it has no split folders. Of those, `validation_split`
+    holds out that share of every class (the same files for every seed-equal call, at least
+    one image on either side; a class of one image stays in training, with a warning) as the
+    "validation" / "test" split, the rest being "train". A "validation" or "test" folder beside
+    a "train" folder takes the training split's classes and labels, so it may lack a class but
+    not add one.
 
     Args:
         root: the folder.
         split: "train", "validation" or "test".
-        validation_split: fraction in (0, 1) held out from `root` when it has no split folders.
+        validation_split: fraction in (0, 1) of the training images held out as the splits
+            that have no folder of their own.
         seed: seed of the hold-out draw.
         strict: raise on a non-image, corrupt, oversized or truncated file instead of skipping
             it with a warning; finding truncated files reads every file whole.
@@ -87,6 +91,7 @@ def list_image_folder(root, split="train", *, validation_split=None, seed=0, str
     if split not in FOLDER_SPLITS:
         raise ValueError(f"split={split!r} is not valid for a folder; valid: {FOLDER_SPLITS}.")
     check_bool("strict", strict)
+    check_seed(seed)
     if validation_split is not None and not (
         isinstance(validation_split, float) and 0.0 < validation_split < 1.0
     ):
@@ -110,7 +115,7 @@ def list_image_folder(root, split="train", *, validation_split=None, seed=0, str
             f"source={str(class_root)!r} has {len(class_dirs)} class sub-folder(s); an image "
             "folder needs one sub-folder per class and at least 2 classes."
         )
-    paths, labels, skipped = [], [], []
+    paths, labels, skipped, alone = [], [], [], []
     rng = random.Random(seed)
     for class_dir in class_dirs:
         label = names.index(class_dir.name)
@@ -127,8 +132,13 @@ def list_image_folder(root, split="train", *, validation_split=None, seed=0, str
                 f"source={str(class_root)!r}: class folder {class_dir.name!r} has no JPEG or "
                 "PNG image."
             )
-        if hold_out:
-            held = set(rng.sample(range(len(good)), max(1, round(validation_split * len(good)))))
+        if hold_out and len(good) == 1:
+            alone.append(class_dir.name)
+            good = good if split == "train" else []
+        elif hold_out:
+            # At least one image of each class on either side.
+            count = min(max(1, round(validation_split * len(good))), len(good) - 1)
+            held = set(rng.sample(range(len(good)), count))
             want_held = split != "train"
             good = [p for i, p in enumerate(good) if (i in held) == want_held]
         paths += [str(p) for p in good]
@@ -140,6 +150,19 @@ def list_image_folder(root, split="train", *, validation_split=None, seed=0, str
         if strict:
             raise ValueError(f"source={str(class_root)!r} has {message} (strict=True).")
         warnings.warn(f"Skipping {message}.", stacklevel=3)
+    if not paths:
+        raise ValueError(
+            f"split={split!r} of {str(class_root)!r} with validation_split={validation_split} "
+            "has no image: every class holds one image, kept for training; pass a folder with "
+            "more images per class, or a validation/ or test/ folder."
+        )
+    if alone:
+        warnings.warn(
+            f"validation_split={validation_split}: class folder(s) {alone[:MAX_NAMED]} of "
+            f"{str(class_root)!r} hold one image each, kept for training; the held-out split "
+            "has none of them.",
+            stacklevel=3,
+        )
     return paths, labels, names
 
 

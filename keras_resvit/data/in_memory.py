@@ -7,6 +7,7 @@ import keras
 import numpy as np
 
 from keras_resvit.base.processes import host_cpu
+from keras_resvit.base.validation import check_seed
 from keras_resvit.data.checks import check_pixels
 
 
@@ -38,6 +39,13 @@ def load_digits(image_size: int = 32, test_fraction: float = 0.2, seed: int = 0)
 
     if not isinstance(image_size, int) or image_size < 8:
         raise ValueError(f"image_size={image_size!r} must be an int >= 8 (digits are 8x8).")
+    # Each split holds every one of the 10 classes: 10 of the 1,797 images at least.
+    if not isinstance(test_fraction, float) or not 0.006 <= test_fraction <= 0.994:
+        raise ValueError(
+            f"test_fraction={test_fraction!r} must be a float in [0.006, 0.994]: each split "
+            "holds at least one of the 1,797 images per class."
+        )
+    check_seed(seed)
     digits = sklearn_digits()
     images = digits.images.astype("float32")[..., None] * (255.0 / 16.0)
     with host_cpu():
@@ -67,13 +75,14 @@ def checked_arrays(images, labels):
             f"source images have dtype {images.dtype}; expected real pixel values (0-255)."
         )
     if np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating):
-        bad = labels[(labels < 0) | (np.mod(labels, 1) != 0)]
+        # Beyond int32 a label would wrap around into another class.
+        bad = labels[(labels < 0) | (labels > np.iinfo("int32").max) | (np.mod(labels, 1) != 0)]
     else:
         bad = labels
     if len(bad):
         raise ValueError(
-            f"source labels must be class indices 0, 1, 2, ...; found {bad[0].item()!r} "
-            f"(dtype {labels.dtype})."
+            f"source labels must be class indices 0, 1, 2, ... (below 2**31); found "
+            f"{bad[0].item()!r} (dtype {labels.dtype})."
         )
     labels = labels.astype("int32")
     images = images.astype("float32")

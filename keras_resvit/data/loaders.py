@@ -23,12 +23,12 @@ import numpy as np
 from PIL import Image
 
 from keras_resvit.base.processes import host_cpu
-from keras_resvit.base.validation import check_bool, check_int, check_number
+from keras_resvit.base.validation import check_bool, check_int, check_number, check_seed
 from keras_resvit.data.augmentation import Mixing, get_augmentation
 from keras_resvit.data.element_seeds import build, element_seed
 from keras_resvit.data.in_memory import checked_arrays
 from keras_resvit.data.loader_choice import check_repeats, check_shard
-from keras_resvit.data.transforms import evaluation_transform
+from keras_resvit.data.transforms import MIN_CROP_RATIO, evaluation_transform
 
 # What Pillow raises for a file it cannot decode (a truncated or corrupt image among them).
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
@@ -121,9 +121,8 @@ def _check_reading(batch_size, process_index, process_count, crop_ratio, seed, m
     """Checks the batch, shard, crop, seed and mixing arguments and the bool `flags`
     (name -> value)."""
     check_shard(batch_size, process_index, process_count)
-    check_number("crop_ratio", crop_ratio, 0, 1, include_high=True)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ValueError(f"seed={seed!r} must be an int.")
+    check_number("crop_ratio", crop_ratio, MIN_CROP_RATIO, 1, include_low=True, include_high=True)
+    check_seed(seed)
     for name, value in flags.items():
         check_bool(name, value)
     if not isinstance(mixing, (bool, Mixing)):
@@ -151,7 +150,7 @@ class ImageLoader(keras.utils.PyDataset):
             an `image_size` image.
         mixing: the preset's MixUp/CutMix (True), none (False), or a `Mixing`; labels become
             float32 (batch, num_classes) and sum to 1.
-        crop_ratio: the evaluation transform's share of the resized shorter side, in (0, 1]
+        crop_ratio: the evaluation transform's share of the resized shorter side, in [0.25, 1]
             (`load_dataset` chooses it from the images' size).
         shuffle: read a new permutation of the examples every epoch.
         seed: seed of the permutations, the augmentation and the mixing.

@@ -139,6 +139,13 @@ def _load_tfds(source, split, data_dir, shuffle):
         raise ValueError(
             f"source='{source}' is not a tensorflow-datasets name; see tfds.list_builders()."
         ) from error
+    except ValueError as error:
+        if "builder name" not in str(error):
+            raise
+        raise ValueError(
+            f"source={source!r} does not name a tensorflow-datasets dataset; valid: "
+            "'tfds:<name>' or 'tfds:<name>/<config>:<version>', e.g. 'tfds:cifar10'."
+        ) from None
     if info.features[info.supervised_keys[0]].shape[-1] == 1:
         ds = ds.map(lambda x, y: (tf.image.grayscale_to_rgb(x), y))
     return ds.map(lambda x, y: (x, tf.cast(y, "int32"))), info

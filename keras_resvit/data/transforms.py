@@ -9,6 +9,9 @@ import keras
 from keras_resvit.layers.crops import ResizeCenterCrop
 
 CROP_RATIO = 0.875  # 224 / 256: the standard ImageNet evaluation crop.
+# The smallest crop ratio a loader takes: below it, the resize before the crop
+# (`image_size / crop_ratio`) grows without bound (1e-6 asks for terapixel images).
+MIN_CROP_RATIO = 0.25
 
 
 def evaluation_transform(image_size: int, crop_ratio: float = CROP_RATIO) -> ResizeCenterCrop:

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 
 from keras_resvit.base.model_files import deep_graph
-from keras_resvit.base.validation import check_bool, check_model
+from keras_resvit.base.validation import check_bool, check_choice, check_int, check_model
 from keras_resvit.data.checks import check_pixels
 from keras_resvit.data.transforms import resize_shorter_side, ten_crop
 from keras_resvit.models.common import is_vit
@@ -16,13 +16,74 @@ RESNET_SCALES = (224, 256, 384, 480, 640)
 CROPS = ("center", "ten")
 
 
-def _check_multi_crop(scales, crops, crop_size):
-    if crops not in CROPS:
-        raise ValueError(f"crops={crops!r} is not valid; valid: {list(CROPS)}.")
-    scales = (scales,) if isinstance(scales, int) else tuple(scales)
-    if not scales or not all(isinstance(s, int) and s >= crop_size for s in scales):
-        raise ValueError(f"scales={scales!r} is not valid; pass ints >= the crop size {crop_size}.")
-    return scales
+def _int_tuple(value):
+    """`value` (an int or a sequence of ints) as a tuple of ints, or None when it is neither."""
+    many = isinstance(value, (tuple, list, range)) or np.ndim(value) == 1
+    values = tuple(value) if many else (value,)
+    if values and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
+        return tuple(int(v) for v in values)
+    return None
+
+
+def _check_scales(scales, minimum: int, what: str):
+    """`scales` as a tuple of ints >= `minimum`, or one clear ValueError."""
+    values = _int_tuple(scales)
+    if values is None or min(values) < minimum:
+        raise ValueError(
+            f"scales={scales!r} is not valid; valid: {what} or a non-empty sequence of them "
+            f"(the shorter side after resizing), e.g. RESNET_SCALES {RESNET_SCALES}."
+        )
+    return values
+
+
+def _check_model(model):
+    """`model` must be a `keras.Model` with one image input and one output."""
+    check_model("model", model)
+    if len(model.inputs) != 1 or len(model.input_shape) != 4 or len(model.outputs) != 1:
+        raise ValueError(
+            f"model={model.name!r} takes inputs {model.input_shape} and gives outputs "
+            f"{model.output_shape}; valid: one image input (batch, height, width, channels) "
+            "and one output."
+        )
+
+
+def _check_images(argument: str, images, channels: int):
+    """`images` as a float32 array (N, H, W, `channels`) of finite pixels, or ValueError."""
+    try:
+        array = np.asarray(images, "float32")
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            f"{argument} of type {type(images).__name__} are not valid; valid: an array "
+            f"(N, H, W, {channels}) of raw 0-255 pixels, all images of one size."
+        ) from error
+    if array.ndim == 4 and array.shape[-1] != channels:
+        raise ValueError(
+            f"{argument} of shape {array.shape} have {array.shape[-1]} channels, but the model "
+            f"takes {channels}; valid: (N, H, W, {channels})."
+        )
+    if array.ndim != 4 or 0 in array.shape:
+        raise ValueError(
+            f"{argument} of shape {array.shape} are not valid; valid: a 4-D batch "
+            f"(N, H, W, {channels}) with N, H, W >= 1, all images of one size (one image x "
+            "is the batch x[None])."
+        )
+    check_pixels(argument, array)
+    return array
+
+
+def _check_multi_crop(model, scales, crops, batch_size):
+    """The crop size and scales (a tuple) of the 10-crop test, or one clear ValueError."""
+    _check_model(model)
+    shape = model.input_shape
+    if shape[1] is None or shape[1] != shape[2]:
+        raise ValueError(
+            f"model={model.name!r} takes inputs {shape}; valid: a fixed square input size (the "
+            "crop size). fully_convolutional_predict scores a model of any input size."
+        )
+    check_choice("crops", crops, CROPS)
+    scales = _check_scales(scales, shape[1], f"an int >= the crop size {shape[1]}")
+    check_int("batch_size", batch_size)
+    return shape[1], scales
 
 
 def multi_crop_predict(model, images, *, scales=(256,), crops: str = "ten", batch_size=32):
@@ -33,14 +94,18 @@ def multi_crop_predict(model, images, *, scales=(256,), crops: str = "ten", batc
     scores (softmax outputs) are averaged.
 
     Args:
-        model: a `keras.Model` with a fixed square input size.
-        images: raw 0-255 pixels (N, H, W, C), all of one size.
-        scales: shorter-side sizes, each >= the model's input size; e.g. `RESNET_SCALES`.
+        model: a `keras.Model` with a fixed square input size (the crop size) and one output.
+        images: raw 0-255 pixels (N, H, W, C), N >= 1, all of one size, C the model's channels.
+        scales: shorter-side sizes, an int or a sequence of ints, each >= the model's input
+            size; e.g. `RESNET_SCALES`.
         crops: "ten" or "center".
-        batch_size: images per model call.
+        batch_size: images per model call, a positive int.
 
     Returns:
         NumPy array (N, num_classes) of averaged scores.
+
+    Raises:
+        ValueError: for an invalid argument, or NaN or infinite pixels.
 
     Example:
     >>> import keras_resvit as kr, numpy as np
@@ -48,9 +113,13 @@ def multi_crop_predict(model, images, *, scales=(256,), crops: str = "ten", batc
     >>> multi_crop_predict(model, np.zeros((2, 40, 40, 3)), scales=(36, 40)).shape
     (2, 10)
     """
-    crop_size = model.input_shape[1]
-    scales = _check_multi_crop(scales, crops, crop_size)
-    images = np.asarray(images, "float32")
+    crop_size, scales = _check_multi_crop(model, scales, crops, batch_size)
+    images = _check_images("images", images, model.input_shape[-1])
+    return _crop_scores(model, images, crop_size, scales, crops, batch_size)
+
+
+def _crop_scores(model, images, crop_size, scales, crops, batch_size):
+    """`multi_crop_predict` on checked arguments."""
 
     def views(resized):
         crops_of = ten_crop(resized, crop_size)
@@ -77,22 +146,80 @@ def _average_scores(images, scales, views, score, batch_size):
     return np.concatenate(outputs).astype("float32")
 
 
-def multi_crop_evaluate(model, data, *, scales=(256,), crops="ten", top_k=(1, 5)) -> dict:
+def _is_batch(item) -> bool:
+    """Whether `item` is an (images, labels) pair rather than a batch of images."""
+    if not isinstance(item, (tuple, list)) or len(item) != 2:
+        return False
+    try:
+        return np.ndim(item[0]) == 4
+    except ValueError:  # a ragged pair of arrays
+        return False
+
+
+def _batches(data):
+    """`data` as an iterator of batches: one (images, labels) pair (a tuple or a list of
+    two), or an iterable of such pairs."""
+    if isinstance(data, (tuple, list)) and len(data) == 2 and not _is_batch(data[0]):
+        return iter([data])
+    if not isinstance(data, (str, bytes, np.ndarray, dict)):
+        try:
+            return iter(data)
+        except TypeError:
+            pass
+    raise ValueError(
+        f"data of type {type(data).__name__} is not valid; valid: (images, labels) arrays, or "
+        "an iterable of such batches (a tf.data.Dataset)."
+    )
+
+
+def _check_labels(number, labels, count, classes):
+    """A batch's labels as an int64 array (count,) in [0, classes), or one clear ValueError."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1 or len(labels) != count:
+        raise ValueError(
+            f"data batch {number} has {count} images and labels of shape {labels.shape}; "
+            f"expected one integer label in [0, {classes}) per image, shape ({count},) (for "
+            "one-hot labels, pass labels.argmax(-1))."
+        )
+    kind = labels.dtype.kind
+    finite = kind == "f" and np.isfinite(labels).all()
+    if not (kind in "iu" or (finite and (labels == np.round(labels)).all())):
+        raise ValueError(
+            f"data batch {number} has labels {labels[:8]} of dtype {labels.dtype}; expected "
+            f"integer class indices in [0, {classes})."
+        )
+    bad = np.flatnonzero((labels < 0) | (labels >= classes))
+    if len(bad):
+        raise ValueError(
+            f"data batch {number} has {count} images and labels {labels[:8]}; label "
+            f"{labels[bad[0]]} (image {bad[0]}) is out of range: expected one integer label in "
+            f"[0, {classes}) per image."
+        )
+    return labels.astype("int64")
+
+
+def multi_crop_evaluate(model, data, *, scales=(256,), crops="ten", top_k=None) -> dict:
     """Top-k accuracies of `multi_crop_predict` over a dataset or `(images, labels)` arrays.
 
     Args:
-        model: a `keras.Model` with a fixed square input size.
-        data: `(images, labels)` arrays, or an iterable of such batches (a `tf.data.Dataset`
-            of raw, uncropped images with integer labels).
+        model: a `keras.Model` with a fixed square input size and one output
+            (batch, num_classes).
+        data: `(images, labels)` arrays (a tuple or a list of two), or an iterable of such
+            batches (a `tf.data.Dataset` of raw, uncropped images with integer labels), at
+            least one image in all.
         scales: shorter-side sizes (see `multi_crop_predict`).
         crops: "ten" or "center".
-        top_k: the k of each reported accuracy.
+        top_k: the k of each reported accuracy, an int or a sequence of ints in
+            [1, num_classes]; None: (1, 5), or (1,) for a model of 5 classes or fewer.
 
     Returns:
-        `{"top1": ..., "top5": ...}` for the requested k.
+        `{"top1": ..., "top5": ...}`, one accuracy per k.
 
     Raises:
-        ValueError: a batch with NaN pixels, or without one valid label per image.
+        ValueError: for an invalid argument, no images, a batch with NaN pixels, or a batch
+            without one integer label in [0, num_classes) per image.
 
     Example:
     >>> import keras_resvit as kr, numpy as np
@@ -101,65 +228,56 @@ def multi_crop_evaluate(model, data, *, scales=(256,), crops="ten", top_k=(1, 5)
     >>> sorted(multi_crop_evaluate(model, data, scales=(32,), crops="center"))
     ['top1', 'top5']
     """
-    batches = [data] if isinstance(data, tuple) else data
-    hits = {k: 0 for k in top_k}
+    crop_size, scales = _check_multi_crop(model, scales, crops, 32)
+    classes = model.output_shape[-1]
+    if len(model.output_shape) != 2 or not isinstance(classes, int):
+        raise ValueError(
+            f"model={model.name!r} gives outputs {model.output_shape}; valid: a classifier's "
+            "scores (batch, num_classes)."
+        )
+    ks = _int_tuple(top_k) if top_k is not None else tuple(k for k in (1, 5) if k <= classes)
+    if ks is None or not 1 <= min(ks) <= max(ks) <= classes:
+        raise ValueError(
+            f"top_k={top_k!r} is not valid; valid: an int or a non-empty sequence of ints in "
+            f"[1, {classes}] (the model has {classes} classes)."
+        )
+    hits = dict.fromkeys(ks, 0)
     count = 0
-    for number, (images, labels) in enumerate(batches, 1):
-        images, labels = np.asarray(images), np.asarray(labels).reshape(-1)
-        check_pixels(f"data batch {number} images", images)
-        classes = model.output_shape[-1]
-        if len(labels) != len(images) or not np.all((labels >= 0) & (labels < classes)):
+    for number, batch in enumerate(_batches(data), 1):
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
             raise ValueError(
-                f"data batch {number} has {len(images)} images and labels {labels[:8]}; "
-                f"expected one integer label in [0, {classes}) per image."
+                f"data batch {number} of type {type(batch).__name__} is not valid; valid: an "
+                "(images, labels) pair."
             )
-        scores = multi_crop_predict(model, images, scales=scales, crops=crops)
+        images = _check_images(f"data batch {number} images", batch[0], model.input_shape[-1])
+        labels = _check_labels(number, batch[1], len(images), classes)
+        scores = _crop_scores(model, images, crop_size, scales, crops, 32)
         ranked = np.argsort(-scores, axis=-1)
-        for k in top_k:
+        for k in hits:
             hits[k] += int((ranked[:, :k] == labels[:, None]).any(axis=-1).sum())
         count += len(labels)
-    return {f"top{k}": hits[k] / max(count, 1) for k in top_k}
+    if not count:
+        raise ValueError(
+            f"data of type {type(data).__name__} holds no batches; valid: (images, labels) "
+            "arrays or an iterable of such batches, with at least one image."
+        )
+    return {f"top{k}": hits[k] / count for k in hits}
 
 
 def _check_fully_convolutional(model, images, scales, flip, batch_size):
     """The validated images (float32 array) and scales (tuple), or one clear ValueError."""
-    check_model("model", model)
+    _check_model(model)
     if is_vit(model):
         raise ValueError(
             f"model={model.name!r} is a ViT: its position embeddings fix the number of tokens, "
             "so it has no fully-convolutional form; use multi_crop_predict (crops at the "
             "model's input size) instead."
         )
-    if len(model.inputs) != 1 or len(model.input_shape) != 4:
-        raise ValueError(
-            f"model={model.name!r} takes inputs {model.input_shape}; valid: one image input "
-            "(batch, height, width, channels)."
-        )
-    channels = model.input_shape[-1]
-    try:
-        array = np.asarray(images, "float32")
-    except (ValueError, TypeError) as error:
-        raise ValueError(
-            f"images of type {type(images).__name__} are not valid; valid: an array "
-            f"(N, H, W, {channels}) of raw 0-255 pixels, all images of one size."
-        ) from error
-    if array.ndim != 4 or array.shape[-1] != channels or not len(array):
-        raise ValueError(
-            f"images of shape {array.shape} are not valid; valid: (N, H, W, {channels}) with "
-            "N >= 1, all images of one size."
-        )
-    check_pixels("images", array)
-    values = tuple(scales) if isinstance(scales, (tuple, list)) else (scales,)
-    integers = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values)
-    if not values or not integers or min(values) < 1:
-        raise ValueError(
-            f"scales={scales!r} is not valid; valid: a positive int or a sequence of them (the "
-            f"shorter side after resizing), e.g. RESNET_SCALES {RESNET_SCALES}."
-        )
+    array = _check_images("images", images, model.input_shape[-1])
+    scales = _check_scales(scales, 1, "a positive int")
     check_bool("flip", flip)
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r} is not valid; valid: a positive int.")
-    return array, tuple(int(v) for v in values)
+    check_int("batch_size", batch_size)
+    return array, scales
 
 
 def _any_size(model):

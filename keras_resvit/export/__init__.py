@@ -15,6 +15,7 @@ Keras; `python -m keras_resvit.export` is the conversion subprocess (`__main__.p
 """
 
 import contextlib
+import difflib
 import importlib.util
 import json
 import os
@@ -38,7 +39,7 @@ from keras_resvit.base.class_names import (
     side_file_class_names,
     write_class_names,
 )
-from keras_resvit.base.files import atomic_path, check_output_path, scratch_folder
+from keras_resvit.base.files import as_path, atomic_path, check_output_path, scratch_folder
 from keras_resvit.base.model_files import check_keras_file
 from keras_resvit.base.output_folders import atomic_folder, check_replaceable_folder
 from keras_resvit.base.validation import check_bool, check_choice
@@ -94,7 +95,7 @@ def _validate(format, quantization, representative_data, path):
             "(images, labels) arrays or a tf.data dataset) to calibrate activation ranges."
         )
     suffix = SUFFIXES.get(format)
-    if suffix and path.suffix != suffix:
+    if suffix and path.suffix.lower() != suffix:
         raise ValueError(f"path={str(path)!r} must end with {suffix!r} for format={format!r}.")
     if format == "saved_model":
         if path.suffix.lower() in FILE_SUFFIXES:
@@ -117,12 +118,19 @@ def format_from_path(path) -> str:
     """The export format a path names: ".tflite", ".onnx", or a folder (SavedModel).
 
     Raises:
-        ValueError: any other suffix.
+        ValueError: another file's suffix (".keras", ...) or a near miss of a valid one
+            (".tflit").
     """
     suffix = Path(path).suffix.lower()
     formats = {value: key for key, value in SUFFIXES.items()}
     if suffix in formats:
         return formats[suffix]
+    near = difflib.get_close_matches(suffix, formats, n=1, cutoff=0.6)
+    if near:  # a misspelt file suffix, not a folder name with a dot in it
+        raise ValueError(
+            f"path={str(path)!r} ends with {suffix!r}; did you mean {near[0]!r}? Valid: a "
+            ".tflite or .onnx file, or a folder for a SavedModel."
+        )
     if suffix in FILE_SUFFIXES:
         raise ValueError(
             f"path={str(path)!r}: cannot export to a {suffix} file; valid: a .tflite or .onnx "
@@ -242,7 +250,7 @@ def export(
     >>> os.path.getsize("resnet20.tflite") > 1_000_000  # 0.27 M float32 parameters
     True
     """
-    path = Path(path)
+    path = as_path("path", path)
     _validate(format, quantization, representative_data, path)
     check_bool("check", check)
     check_bool("verbose", verbose)

@@ -198,6 +198,11 @@ def list_models(pattern: str | None = None) -> list[str]:
 
 def get_spec(name: str) -> ModelSpec:
     """The registry entry for `name`; an unknown name raises ValueError with close matches."""
+    if not isinstance(name, str):
+        raise ValueError(
+            f"name={name!r} is not valid; pass a registry name (a str), e.g. 'resnet50'; see "
+            "keras_resvit.list_models()."
+        )
     if name not in REGISTRY:
         close = difflib.get_close_matches(str(name), REGISTRY, n=3, cutoff=0.5)
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""

@@ -11,6 +11,7 @@ import numpy as np
 
 from keras_resvit.base.files import check_output_path
 from keras_resvit.base.lazy import tf
+from keras_resvit.base.validation import check_seed
 from keras_resvit.data.checks import check_class_count, check_class_names_match, check_pixels
 from keras_resvit.data.datasets import load_dataset
 from keras_resvit.training.schedules import recipe_steps
@@ -20,6 +21,7 @@ def check_data(train_data, val_data, output_dir, spec, *, epochs, steps, batch_s
     """(output folder path, the run's data): `train_data` and `val_data` as checked datasets
     (arrays loaded), the first training batch, the batches per epoch and the run's length."""
     train_data = _as_dataset("train_data", train_data, "train", batch_size or spec.batch_size, seed)
+    check_seed(seed)
     out = check_output_path("output_dir", output_dir, folder=True)
     first_batch, steps_per_epoch, soft_labels = _dataset_info(train_data)
     check_pixels("train_data images", first_batch[0])

@@ -209,7 +209,7 @@ def pretrain_masked_patches(
         check_int("warmup_steps", warmup_steps, minimum=0)
     check_number("learning_rate", learning_rate, 0)
     if output_dir is not None:
-        check_output_path("output_dir", output_dir, folder=True)
+        output_dir = check_output_path("output_dir", output_dir, folder=True)
     vit = _check_vit(model_or_name)
     images, steps = _images(data, vit, batch_size, seed)
     total = epochs * steps

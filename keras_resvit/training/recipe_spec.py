@@ -5,6 +5,7 @@ model options it sets), each checked when a recipe is made. The papers' recipes 
 from dataclasses import dataclass
 
 from keras_resvit.base.validation import check_bool, check_int, check_number, check_rate
+from keras_resvit.data.augmentation import AUGMENTATION_PRESETS
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "lamb")
 LOSSES = ("cross_entropy", "binary_cross_entropy")
@@ -125,6 +126,7 @@ class Recipe:
                 f"Recipe: schedule='plateau' has no warm-up (warmup={self.warmup!r}); use a "
                 "'step' schedule with a warm-up instead."
             )
+        self._check_numbers()
         check_int("Recipe: steps", self.steps, none_ok=True)
         check_int("Recipe: patience", self.patience)
         check_int("Recipe: repeated_augmentation", self.repeated_augmentation)
@@ -134,4 +136,32 @@ class Recipe:
         if isinstance(self.no_decay, str):
             raise ValueError(
                 f"Recipe: no_decay={self.no_decay!r} must be a tuple of names, e.g. ('bias',)."
+            )
+
+    def _check_numbers(self):
+        """The sizes, rates and coefficients: each a number in its range."""
+        check_number("Recipe: learning_rate", self.learning_rate, 0)
+        check_number("Recipe: warmup_learning_rate", self.warmup_learning_rate, 0, none_ok=True)
+        for name in ("batch_size", "epochs"):
+            check_int(f"Recipe: {name}", getattr(self, name))
+        check_int("Recipe: image_size", self.image_size, none_ok=True)
+        for name in ("momentum", "beta_1", "beta_2", "label_smoothing", "drop_path"):
+            check_rate(f"Recipe: {name}", getattr(self, name))
+        for name in ("warmup", "weight_decay", "mixup", "cutmix"):
+            check_number(f"Recipe: {name}", getattr(self, name), 0, include_low=True)
+        check_number("Recipe: global_clipnorm", self.global_clipnorm, 0, none_ok=True)
+        check_number("Recipe: target_threshold", self.target_threshold, 0, 1, none_ok=True)
+        fractions = self.decay_at
+        if not isinstance(fractions, (tuple, list)) or any(
+            not isinstance(f, (int, float)) or isinstance(f, bool) or not 0 < f < 1
+            for f in fractions
+        ):
+            raise ValueError(
+                f"Recipe: decay_at={fractions!r} must be a tuple of fractions of training in "
+                "(0, 1), e.g. (0.5, 0.75)."
+            )
+        if self.augment is not None and self.augment not in AUGMENTATION_PRESETS:
+            raise ValueError(
+                f"Recipe: augment={self.augment!r} is not valid; valid: None or a preset of "
+                f"`keras_resvit.data.AUGMENTATION_PRESETS`: {sorted(AUGMENTATION_PRESETS)}."
             )

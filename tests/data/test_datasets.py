@@ -222,13 +222,12 @@ def test_unaugmented_images_are_whole_for_training_and_evaluated_otherwise(tmp_p
     augmentation sees them; other splits as they are evaluated (10x10 images at 8 are larger
     than 8 / 0.875 and get the 0.875 center crop)."""
     pixels = _gradients(2, 10, 10)
-    root = _write_images(tmp_path / "small", pixels)
+    root = _write_images(tmp_path / "small" / "train", pixels).parent
+    _write_images(root / "validation", pixels)
     train = kr.data.load_dataset(root, image_size=8, batch_size=2, augment="resnet_cifar")
     whole = kr.data.evaluation_transform(8, 1.0)(pixels.astype("float32"))
     np.testing.assert_allclose(_by_label(train.unaugmented), whole, atol=1e-3)
-    validation = kr.data.load_dataset(
-        root, "validation", image_size=8, batch_size=2, validation_split=0.5
-    )
+    validation = kr.data.load_dataset(root, "validation", image_size=8, batch_size=2)
     cropped = kr.data.evaluation_transform(8)(pixels.astype("float32"))
     np.testing.assert_allclose(_by_label(validation.unaugmented), cropped, atol=1e-3)
     assert not np.allclose(cropped, whole, atol=1.0)
@@ -262,7 +261,8 @@ def test_small_folder_images_are_evaluated_whole(tmp_path):
 
 def test_photos_are_center_cropped_unless_trained_on_whole_images(tmp_path):
     pixels = _gradients(2, 300, 400)
-    root = _write_images(tmp_path / "photos", pixels)
+    root = _write_images(tmp_path / "photos" / "train", pixels).parent
+    _write_images(root / "validation", pixels)
     kwargs = {"image_size": 224, "batch_size": 2, "shuffle": False}
     photos = _by_label(kr.data.load_dataset(root, "train", **kwargs))
     expected = kr.data.evaluation_transform(224, 0.875)(pixels.astype("float32"))
@@ -270,9 +270,7 @@ def test_photos_are_center_cropped_unless_trained_on_whole_images(tmp_path):
     resized = kr.data.evaluation_transform(224, 1.0)(pixels.astype("float32"))
     assert not np.allclose(photos, resized, atol=1.0)
     # resnet_cifar resizes whole images for training: evaluation follows it.
-    whole = kr.data.load_dataset(
-        root, "validation", validation_split=0.5, augment="resnet_cifar", **kwargs
-    )
+    whole = kr.data.load_dataset(root, "validation", augment="resnet_cifar", **kwargs)
     np.testing.assert_allclose(_by_label(whole), resized, atol=0.01)
 
 
@@ -292,6 +290,43 @@ def test_image_folder_with_split_folders(tmp_path):
     test = kr.data.load_dataset(tmp_path / "data", "test", image_size=8, batch_size=32)
     assert test.class_names == ["cat", "dog", "eel"]
     assert int(next(iter(test))[0].shape[0]) == 6
+
+
+def test_a_held_out_split_beside_split_folders_comes_from_the_training_folder(tmp_path):
+    # train/ and test/ but no validation/: validation is a share of train/, never the split
+    # folders read as classes; and the training split leaves that share out.
+    _write_folder(tmp_path / "data" / "train", per_class=5)
+    _write_folder(tmp_path / "data" / "test", per_class=2)
+    kwargs = {"validation_split": 0.4, "seed": 1}
+    val, val_labels, names = kr.data.list_image_folder(tmp_path / "data", "validation", **kwargs)
+    train, _, _ = kr.data.list_image_folder(tmp_path / "data", "train", **kwargs)
+    assert names == ["cat", "dog", "eel"] and sorted(set(val_labels)) == [0, 1, 2]
+    assert len(val) == 6 and len(train) == 9 and not set(train) & set(val)
+    assert all("/train/" in path for path in train + val)
+    # The files `keras-resvit train --data <folder>` holds out (from <folder>/train).
+    assert kr.data.list_image_folder(tmp_path / "data" / "train", "validation", **kwargs)[0] == val
+    test, _, _ = kr.data.list_image_folder(tmp_path / "data", "test", **kwargs)
+    assert len(test) == 6 and all("/test/" in path for path in test)
+
+
+def test_a_class_of_one_image_stays_in_training_with_a_warning(tmp_path):
+    root = _write_folder(tmp_path / "pets", per_class=2)
+    for extra in (root / "dog" / "1.png", root / "eel" / "1.png"):
+        extra.unlink()
+    with pytest.warns(UserWarning, match=r"\['dog', 'eel'\].*one image each"):
+        train, labels, _ = kr.data.list_image_folder(root, "train", validation_split=0.5)
+    assert sorted(labels) == [0, 1, 2] and len(train) == 3  # cat: one of two held out
+    with pytest.warns(UserWarning, match="one image each"):
+        _, held, _ = kr.data.list_image_folder(root, "validation", validation_split=0.5)
+    assert held == [0]
+    for name in ("cat",):
+        (root / name / "1.png").unlink()
+    with pytest.raises(ValueError, match="split='validation'.*has no image.*one image"):
+        kr.data.list_image_folder(root, "validation", validation_split=0.5)
+    # A share that would take every image of a class leaves one in training.
+    root = _write_folder(tmp_path / "more", per_class=2)
+    _, labels, _ = kr.data.list_image_folder(root, "train", validation_split=0.9)
+    assert sorted(labels) == [0, 1, 2]
 
 
 def test_a_split_folder_lacking_a_class_keeps_the_training_labels(tmp_path):
@@ -410,7 +445,7 @@ def test_drop_remainder_gives_static_batches():
         ({"image_size": 0}, ["image_size=0", "positive int"]),
         ({"image_size": "32"}, ["image_size='32'", "positive int"]),
         ({"augment": "autoaugment"}, ["augment='autoaugment'", "resnet_cifar"]),
-        ({"crop_ratio": 1.5}, ["crop_ratio=1.5", "(0, 1]"]),
+        ({"crop_ratio": 1.5}, ["crop_ratio=1.5", "[0.25, 1]"]),
         ({"mixing": "yes"}, ["mixing='yes'", "Mixing"]),
     ],
 )

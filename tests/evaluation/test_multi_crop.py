@@ -1,5 +1,7 @@
 """The ResNet paper's multi-crop and fully-convolutional tests against NumPy references."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -10,10 +12,11 @@ from keras_resvit.data import transforms
 from tests.conftest import tiny_vit
 
 
-def _mean_colour_model(size):
+def _mean_colour_model(size, classes=2):
     # Scores depend on where the crop sits, so averaging over crops is observable.
     inputs = keras.Input((size, size, 3))
-    x = keras.layers.Conv2D(2, size, use_bias=False, kernel_initializer="glorot_uniform")(inputs)
+    conv = keras.layers.Conv2D(classes, size, use_bias=False, kernel_initializer="glorot_uniform")
+    x = conv(inputs)
     outputs = keras.layers.Softmax()(keras.layers.Flatten()(x))
     return keras.Model(inputs, outputs)
 
@@ -55,6 +58,139 @@ def test_bad_multi_crop_arguments(kwargs, words):
         kr.evaluation.multi_crop_predict(_mean_colour_model(6), np.zeros((1, 8, 8, 3)), **kwargs)
     for word in words:
         assert word in str(info.value)
+
+
+def _words(*words):
+    """A `match` pattern: each of `words`, literally, in this order."""
+    return ".*".join(re.escape(word) for word in words)
+
+
+def _any_size_model():
+    inputs = keras.Input((None, None, 3))
+    return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(inputs))
+
+
+def _map_model():
+    inputs = keras.Input((6, 6, 3))
+    return keras.Model(inputs, keras.layers.Conv2D(2, 1)(inputs))
+
+
+NAN = np.full((2, 8, 8, 3), 100.0)
+NAN[1, 2, 3, 0] = np.nan
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"batch_size": 0}, ["batch_size=0", "positive int"]),
+        ({"batch_size": -1}, ["batch_size=-1", "positive int"]),
+        ({"batch_size": 2.5}, ["batch_size=2.5", "positive int"]),
+        ({"batch_size": True}, ["batch_size=True", "positive int"]),
+        ({"scales": 8.0}, ["scales=8.0", "an int >= the crop size 6", "sequence"]),
+        ({"scales": ()}, ["scales=()", ">= the crop size 6"]),
+        ({"scales": "8"}, ["scales='8'", ">= the crop size 6"]),
+        ({"scales": (8, None)}, ["scales=(8, None)", ">= the crop size 6"]),
+        ({"crops": None}, ["crops=None", "'center', 'ten'"]),
+        ({"model": "model.keras"}, ["model of type str", "keras.Model"]),
+        ({"model": _any_size_model}, ["(None, None, None, 3)", "fixed square input size"]),
+        ({"images": np.zeros((0, 8, 8, 3))}, ["images of shape (0, 8, 8, 3)", "N, H, W >= 1"]),
+        ({"images": np.zeros((8, 8, 3))}, ["images of shape (8, 8, 3)", "4-D batch (N, H, W, 3)"]),
+        ({"images": np.zeros((2, 8, 8, 1))}, ["(2, 8, 8, 1) have 1 channels", "model takes 3"]),
+        ({"images": "photo.png"}, ["images of type str", "(N, H, W, 3)"]),
+        ({"images": [np.zeros((8, 8, 3)), np.zeros((9, 9, 3))]}, ["images of type list"]),
+        ({"images": NAN}, ["images hold NaN or infinite pixels (image 1"]),
+        ({"images": np.full((1, 8, 8, 3), np.inf)}, ["images hold NaN or infinite pixels"]),
+    ],
+)
+def test_bad_multi_crop_predict_arguments(kwargs, words):
+    arguments = {"model": _mean_colour_model(6), "images": np.zeros((2, 8, 8, 3)), "scales": 8}
+    arguments.update(kwargs)
+    if not isinstance(arguments["model"], (keras.Model, str)):
+        arguments["model"] = arguments["model"]()  # built in the test, under its backend
+    with pytest.raises(ValueError, match=_words(*words)):
+        kr.evaluation.multi_crop_predict(**arguments)
+
+
+X = np.random.default_rng(7).uniform(0, 255, (4, 8, 8, 3)).astype("float32")
+Y = np.array([0, 1, 1, 0])
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"top_k": (0,)}, ["top_k=(0,)", "ints in [1, 2]"]),
+        ({"top_k": (1, 3)}, ["top_k=(1, 3)", "[1, 2] (the model has 2 classes)"]),
+        ({"top_k": ()}, ["top_k=()", "non-empty sequence"]),
+        ({"top_k": 1.5}, ["top_k=1.5", "an int"]),
+        ({"top_k": "1"}, ["top_k='1'", "an int"]),
+        ({"scales": 4}, ["scales=4", ">= the crop size 6"]),
+        ({"crops": "five"}, ["crops='five'", "'ten'"]),
+        ({"model": "model.keras"}, ["model of type str", "keras.Model"]),
+        ({"model": _map_model}, ["outputs (None, 6, 6, 2)", "(batch, num_classes)"]),
+        ({"data": []}, ["data of type list holds no batches", "at least one image"]),
+        ({"data": iter(())}, ["data of type tuple_iterator holds no batches"]),
+        ({"data": "images/"}, ["data of type str is not valid", "(images, labels)"]),
+        ({"data": X}, ["data of type ndarray is not valid", "(images, labels)"]),
+        ({"data": 3}, ["data of type int is not valid"]),
+        ({"data": [(X, Y, Y)]}, ["data batch 1 of type tuple", "(images, labels) pair"]),
+        ({"data": (X, Y + 0.5)}, ["labels [0.5 1.5 1.5 0.5] of dtype float64", "[0, 2)"]),
+        ({"data": (X, Y * np.nan)}, ["labels [nan nan nan nan]", "integer class indices"]),
+        ({"data": (X, np.array(list("abba")))}, ["labels ['a' 'b' 'b' 'a'] of dtype <U1"]),
+        ({"data": (X, Y + 1)}, ["labels [1 2 2 1]; label 2 (image 1)", "[0, 2) per image"]),
+        ({"data": (X, Y - 1)}, ["labels [-1  0  0 -1]; label -1 (image 0)", "[0, 2)"]),
+        ({"data": (X, Y[:3])}, ["4 images and labels of shape (3,)", "shape (4,)"]),
+        ({"data": (X, np.eye(2)[Y])}, ["labels of shape (4, 2)", "labels.argmax(-1)"]),
+        ({"data": [(X, Y), (X, Y + 2)]}, ["data batch 2 has 4 images and labels [2 3 3 2]"]),
+        ({"data": (X[:0], Y[:0])}, ["data batch 1 images of shape (0, 8, 8, 3)"]),
+        ({"data": (X[0], Y[:1])}, ["data batch 1 images of shape (8, 8, 3)", "4-D batch"]),
+        ({"data": (X[..., :1], Y)}, ["data batch 1 images", "have 1 channels", "takes 3"]),
+        ({"data": (NAN, Y[:2])}, ["data batch 1 images hold NaN or infinite pixels"]),
+    ],
+)
+def test_bad_multi_crop_evaluate_arguments(kwargs, words):
+    arguments = {"model": _mean_colour_model(6), "data": (X, Y), "scales": 8, "top_k": 1}
+    arguments.update(kwargs)
+    if not isinstance(arguments["model"], (keras.Model, str)):
+        arguments["model"] = arguments["model"]()  # built in the test, under its backend
+    with pytest.raises(ValueError, match=_words(*words)):
+        kr.evaluation.multi_crop_evaluate(**arguments)
+
+
+def test_multi_crop_accepts_every_valid_spelling_alike():
+    model = _mean_colour_model(6)
+    images = np.random.default_rng(8).uniform(0, 255, (4, 8, 10, 3)).astype("float32")
+    scores = kr.evaluation.multi_crop_predict(model, images, scales=(6, 8))
+    for scales in ([6, 8], np.array([6, 8]), (np.int64(6), 8)):
+        same = kr.evaluation.multi_crop_predict(model, images, scales=scales)
+        np.testing.assert_array_equal(same, scores)
+    for batch_size in (1, 3):
+        same = kr.evaluation.multi_crop_predict(model, images, scales=(6, 8), batch_size=batch_size)
+        np.testing.assert_allclose(same, scores, rtol=1e-6, atol=1e-7)
+    one = kr.evaluation.multi_crop_predict(model, images[:1], scales=(6, 8))
+    np.testing.assert_allclose(one, scores[:1], rtol=1e-6, atol=1e-7)
+
+    # One label wrong: top-1 3 of 4, top-2 (both classes) all.
+    labels = np.argmax(kr.evaluation.multi_crop_predict(model, images, scales=8), -1)
+    labels[0] = 1 - labels[0]
+    expected = {"top1": 0.75, "top2": 1.0}
+    evaluate = kr.evaluation.multi_crop_evaluate
+    assert evaluate(model, (images, labels), scales=8, top_k=(1, 2)) == expected
+    spellings = [
+        [images, labels],
+        (images, labels.astype("float32")),
+        (images, labels[:, None]),
+        (list(images), list(labels)),
+        [(images[:3], labels[:3]), (images[3:], labels[3:])],
+        iter([(images[:1], labels[:1]), (images[1:], labels[1:])]),
+        tf.data.Dataset.from_tensor_slices((images, labels)).batch(3),
+    ]
+    for data in spellings:
+        assert evaluate(model, data, scales=8, top_k=[1, 2]) == expected
+    assert evaluate(model, (images, labels), scales=8, top_k=1) == {"top1": 0.75}
+    # top_k=None: (1, 5), or (1,) where the model has 5 classes or fewer.
+    assert evaluate(model, (images, labels), scales=8) == {"top1": 0.75}
+    ten = _mean_colour_model(6, classes=10)
+    assert sorted(evaluate(ten, (images, labels), scales=8)) == ["top1", "top5"]
 
 
 def _resize(images, shorter):

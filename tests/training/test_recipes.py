@@ -212,6 +212,37 @@ def test_recipe_fields_are_checked():
         get_recipe("deit", no_decay="bias")
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("learning_rate", -0.1, "must be a number > 0"),  # would train by gradient ascent
+        ("learning_rate", "0.1", "must be a number > 0"),
+        ("warmup_learning_rate", -1.0, "must be a number > 0"),
+        ("batch_size", 0, "must be a positive int"),
+        ("batch_size", 12.5, "must be a positive int"),
+        ("epochs", 0, "must be a positive int"),
+        ("image_size", 0, "must be a positive int"),
+        ("momentum", -1.0, r"in \[0, 1\)"),
+        ("beta_2", 1.5, r"in \[0, 1\)"),
+        ("label_smoothing", 5.0, r"in \[0, 1\)"),
+        ("drop_path", 2.0, r"in \[0, 1\)"),
+        ("warmup", -5, ">= 0"),
+        ("weight_decay", float("nan"), ">= 0"),
+        ("mixup", -1.0, ">= 0"),
+        ("cutmix", float("inf"), ">= 0"),
+        ("global_clipnorm", -1.0, "> 0"),
+        ("target_threshold", 5.0, r"in \(0, 1\)"),
+        ("decay_at", 0.5, "must be a tuple of fractions"),
+        ("decay_at", (1.5,), "must be a tuple of fractions"),
+        ("augment", "resnet-cifar", "'resnet_cifar'"),
+    ],
+)
+def test_a_recipe_number_out_of_its_range_is_named(field, value, words):
+    recipe = "rsb_a1" if field == "target_threshold" else "resnet_cifar"
+    with pytest.raises(ValueError, match=f"Recipe: {field}=.*{words}"):
+        get_recipe(recipe, **{field: value})
+
+
 def test_vit_recipes_are_the_papers():
     """Dosovitskiy et al. (2021), Table 3 and Appendix B.1.1."""
     rows = {
