@@ -6,6 +6,8 @@ A model file carries its class names inside itself and in a small JSON list besi
 there is none.
 """
 
+import os
+import reprlib
 from pathlib import Path
 
 import numpy as np
@@ -113,8 +115,16 @@ def predict(model, image_paths, *, top_k: int = 5) -> list:
     (['index', 'name', 'score'], True)
     """
     check_int("top_k", top_k)
-    if isinstance(image_paths, (str, Path)) or not image_paths:
-        raise ValueError(f"image_paths={image_paths!r} must be a non-empty list of image files.")
+    paths = None
+    if not isinstance(image_paths, (str, os.PathLike)) and hasattr(image_paths, "__iter__"):
+        paths = list(image_paths)
+    if not paths or not all(isinstance(p, (str, os.PathLike)) for p in paths):
+        shown = reprlib.repr(image_paths)
+        raise ValueError(
+            f"image_paths={shown} must be a non-empty list of image files (str or "
+            "pathlib.Path); for arrays of pixels, call model.predict(images)."
+        )
+    image_paths = paths
     all_scores, names, model_path = _scores_and_names(model, image_paths)
     check_class_names(names, all_scores.shape[-1], model_path)
     results = []

@@ -856,6 +856,12 @@ CASES = [
     Case("export_path_none", lambda b: kr.export(b.model, None), V, ("path=None", "not a path")),
     Case("load_model_none", lambda b: kr.load_model(5), V, ("path=5", "not a path")),
     Case(
+        "predict_pixels_for_paths",
+        lambda b: kr.predict(b.tmp / "m.keras", b.x[:2]),
+        V,
+        ("image_paths=", "list of image files", "model.predict(images)"),
+    ),
+    Case(
         "digits_test_fraction",
         lambda b: kr.data.load_digits(test_fraction=1.5),
         V,

@@ -587,6 +587,19 @@ def test_a_home_relative_path_is_written_and_read_in_the_home_folder(
     assert not (tmp_path / "~").exists()
 
 
+def test_a_run_that_fails_before_writing_leaves_no_folder_of_its_making(tmp_path):
+    model = kr.build_resnet(8, stem="cifar", input_shape=(16, 16, 3), num_classes=3)
+    x, y = random_images(4, 16, 16), np.arange(4) % 3
+    # 'mse' cannot compare class indices with class scores: refused before fit, named.
+    with pytest.raises(ValueError, match="loss='mse' cannot compare .* class indices"):
+        kr.train(model, (x, y), epochs=1, output_dir=tmp_path / "new" / "run", loss="mse")
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "mine").mkdir()  # a user's empty folder stays
+    with pytest.raises(ValueError, match="loss='mse'"):
+        kr.train(model, (x, y), epochs=1, output_dir=tmp_path / "mine", loss="mse")
+    assert (tmp_path / "mine").is_dir()
+
+
 def test_temporaries_are_tagged_with_a_host_hash():
     # A hash of the whole host name and process namespace: no two hosts' tags collide by
     # sharing a prefix, as "trainingjobworker-0" and "-1" would when cut to 16 letters.

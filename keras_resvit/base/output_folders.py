@@ -257,6 +257,8 @@ def output_folder(argument: str, folder, names):
     before, as its record (`.keras-resvit.json`) says; otherwise nothing is touched and a
     ValueError names the user's files. The run records `names` when it starts writing
     (`OutputFolder.start_writing`); when it ends, the record keeps only the names that exist.
+    The folders this call created are removed again if the run leaves them empty (it failed
+    before writing); a folder that existed before is kept, empty or not.
 
     Yields:
         An `OutputFolder`.
@@ -266,7 +268,22 @@ def output_folder(argument: str, folder, names):
             that the package did not write.
     """
     folder = check_output_path(argument, folder, folder=True)
+    created = [folder, *folder.parents]
+    created = created[: next(i for i, path in enumerate(created) if path.exists())]
     folder.mkdir(parents=True, exist_ok=True)
+    try:
+        with _opened(argument, folder, names) as output:
+            yield output
+    finally:
+        # A run that failed before writing leaves no empty folder of its own making.
+        for path in created:
+            with contextlib.suppress(OSError):  # not empty (or gone): kept
+                path.rmdir()
+
+
+@contextlib.contextmanager
+def _opened(argument, folder, names):
+    """`output_folder` in an existing `folder`."""
     with _lock(argument, folder):
         owned = _manifest(folder)
         foreign = [name for name in names if (folder / name).exists() and name not in owned]

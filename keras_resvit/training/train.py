@@ -281,7 +281,7 @@ def _build(model_or_name, spec, placement, data, loss):
     check_labels(model, data.train, data.first_batch[1], data.soft_labels)
     carry_class_names(model, data.train)
     if loss is not None:
-        check_loss_outputs(loss, model)
+        check_loss_outputs(loss, model, data.first_batch[1])
     if data.val is not None:
         check_val_data(data.val, model, data.train)
     return model

@@ -8,6 +8,7 @@ import warnings
 from types import SimpleNamespace
 
 import keras
+import numpy as np
 
 from keras_resvit.base.validation import check_bool, check_int, check_number
 from keras_resvit.models.common import outputs_logits
@@ -118,10 +119,13 @@ def check_loss(loss):
         raise ValueError(f"loss={loss!r} is not valid; {valid}.")
 
 
-def check_loss_outputs(loss, model):
+def check_loss_outputs(loss, model, labels):
     """A loss whose `from_logits` disagrees with the classifier's activation trains on wrong
-    numbers without an error: refuse it."""
+    numbers without an error: refuse it. A Keras loss that cannot take the run's `labels` (a
+    batch) against the model's scores (as 'mse' with class indices) is refused before fit."""
     resolved = keras.losses.get(loss) if isinstance(loss, str) else loss
+    if isinstance(loss, (str, keras.losses.Loss)):
+        _probe_loss(loss, resolved, model, np.asarray(labels))
     if isinstance(resolved, keras.losses.Loss):
         wanted = resolved.get_config().get("from_logits")
     else:
@@ -138,6 +142,26 @@ def check_loss_outputs(loss, model):
             f"loss={name!r} has from_logits={wanted} but the model outputs {outputs}; pass "
             f"a loss with from_logits={logits}."
         )
+
+
+def _probe_loss(loss, resolved, model, labels):
+    """Calls the loss once on `labels` and uniform scores, with one more row than classes (a
+    batch as long as the class count would broadcast where fit fails)."""
+    classes = model.output_shape[-1]
+    rows = np.resize(labels, (classes + 1, *labels.shape[1:]))
+    scores = np.full((classes + 1, classes), 1.0 / classes, "float32")
+    try:
+        keras.ops.convert_to_numpy(resolved(rows, scores))
+    except Exception:  # noqa: BLE001 - any backend's shape or dtype error
+        name = loss if isinstance(loss, str) else type(loss).__name__
+        kind = "soft labels" if labels.ndim == 2 else "class indices"
+        shape = "(batch,)" if labels.ndim == 1 else f"(batch, {labels.shape[1]})"
+        raise ValueError(
+            f"loss={name!r} cannot compare this run's labels ({kind} of shape {shape}, dtype "
+            f"{labels.dtype}) with the model's scores (batch, {classes}); pass a "
+            "classification loss that takes them, e.g. 'sparse_categorical_crossentropy' for "
+            "class indices, 'categorical_crossentropy' for soft labels."
+        ) from None
 
 
 def check_callbacks(callbacks, schedule):
