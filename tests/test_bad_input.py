@@ -110,6 +110,7 @@ def bad(tmp_path_factory):
     features = kr.build_resnet(8, stem="cifar", input_shape=(16, 16, 3), include_top=False)
     features.save(tmp / "features.keras")
     (tmp / "junk.pth").write_bytes(b"\x80\x02junk")
+    (tmp / "garbage.safetensors").write_bytes(b"\xff" * 100)
     (tmp / "empty.pth").write_bytes(b"")
     (tmp / "user_folder").mkdir()
     (tmp / "user_folder" / "notes.txt").write_text("mine")
@@ -879,6 +880,100 @@ CASES = [
         lambda b: kr.data.Mixing(label_smoothing=True),
         V,
         ("Mixing: label_smoothing=True", "[0, 1]"),
+    ),
+    # Layers: values that trained on NaN or dropped the wrong tokens without a word.
+    Case("layer_drop_path_one", lambda b: kr.layers.DropPath(1.0), V, ("rate=1.0", "[0, 1)")),
+    Case(
+        "layer_drop_tokens_negative",
+        lambda b: kr.layers.DropTokens(-1, 1),
+        V,
+        ("DropTokens: start=-1", ">= 0"),
+    ),
+    Case(
+        "layer_drop_tokens_beyond_the_tokens",
+        lambda b: kr.layers.DropTokens(4, 3)(keras.ops.ones((2, 5, 8))),
+        V,
+        ("DropTokens", "(2, 5, 8)", "start + num_tokens=7"),
+    ),
+    Case(
+        "layer_register_tokens_zero",
+        lambda b: kr.layers.RegisterTokens(0),
+        V,
+        ("num_registers=0", "positive int"),
+    ),
+    Case(
+        "layer_scale_nan",
+        lambda b: kr.layers.LayerScale(float("nan")),
+        V,
+        ("LayerScale: init_value=nan", "number"),
+    ),
+    Case(
+        "layer_zero_pad_fewer_filters",
+        lambda b: kr.layers.ZeroPadShortcut(2)(keras.ops.ones((1, 4, 4, 4))),
+        V,
+        ("filters=2", "(1, 4, 4, 4)", "at most 2 channels"),
+    ),
+    Case(
+        "layer_position_kind",
+        lambda b: kr.layers.PositionEmbedding((2, 2), kind="bogus"),
+        V,
+        ("kind='bogus'", "'learned'", "'sincos2d'"),
+    ),
+    Case(
+        "layer_position_grid_mismatch",
+        lambda b: kr.layers.PositionEmbedding((3, 3))(keras.ops.ones((2, 5, 8))),
+        V,
+        ("(2, 5, 8)", "grid_size=(3, 3)", "(batch, 10, dim)"),
+    ),
+    Case(
+        "layer_std_conv_epsilon",
+        lambda b: kr.layers.StdConv2D(4, 3, epsilon=-1.0),
+        V,
+        ("StdConv2D: epsilon=-1.0", "> 0"),
+    ),
+    Case(
+        "pixel_mean_one_image",
+        lambda b: kr.layers.preprocessing_layers("pixel_mean")[-1].adapt(b.x[0]),
+        V,
+        ("PixelMean.adapt", "(16, 16, 3)", "x[None]"),
+    ),
+    # Weights and evaluation helpers.
+    Case("list_weights_unknown", lambda b: kr.list_weights("resnet5O"), V, ("'resnet5O'",)),
+    Case(
+        "weights_not_a_name_or_path",
+        lambda b: kr.create_model("resnet20", weights=5),
+        V,
+        ("weights=5", "weights file path"),
+    ),
+    Case(
+        "weights_unreadable_safetensors",
+        lambda b: kr.create_model("resnet20", weights=b.tmp / "garbage.safetensors"),
+        V,
+        ("garbage.safetensors", "not a readable state dict"),
+    ),
+    Case(
+        "least_squares_penalty",
+        lambda b: kr.evaluation.least_squares_accuracy(
+            np.ones((4, 3)), [0, 1, 0, 1], np.ones((2, 3)), [0, 1], l2_regularization=0
+        ),
+        V,
+        ("l2_regularization=0", "> 0"),
+    ),
+    Case(
+        "least_squares_widths",
+        lambda b: kr.evaluation.least_squares_accuracy(
+            np.ones((4, 3)), [0, 1, 0, 1], np.ones((2, 5)), [0, 1]
+        ),
+        V,
+        ("x has 3 features", "x_test 5"),
+    ),
+    Case(
+        "masked_pretraining_any_size_vit",
+        lambda b: kr.pretrain_masked_patches(
+            kr.build_vit("Ti/16", image_size=None, patch_size=4, num_classes=3), "digits"
+        ),
+        V,
+        ("takes images of any size", "kr.resize_vit"),
     ),
     Case(
         "cli_export_misspelt_suffix",

@@ -160,8 +160,27 @@ def least_squares_accuracy(x, y, x_test, y_test, l2_regularization=L2_REGULARIZA
 
     Returns:
         The test accuracy, a float in [0, 1].
+
+    Raises:
+        ValueError: a penalty that is not > 0, features that are not (N, dim) finite numbers
+            with one label each, or train and test features of different widths.
     """
+    check_number("l2_regularization", l2_regularization, 0)
     x, x_test = np.asarray(x, "float64"), np.asarray(x_test, "float64")
+    y, y_test = np.asarray(y), np.asarray(y_test)
+    for name, features, labels in (("x", x, y), ("x_test", x_test, y_test)):
+        if features.ndim != 2 or not len(features) or labels.shape != (len(features),):
+            raise ValueError(
+                f"{name} of shape {features.shape} with labels of shape {labels.shape} is not "
+                "valid; expected features (N, dim), N >= 1, and N labels."
+            )
+        if not np.isfinite(features).all():
+            raise ValueError(f"{name} holds NaN or infinite features.")
+    if x.shape[1] != x_test.shape[1]:
+        raise ValueError(
+            f"x has {x.shape[1]} features per example and x_test {x_test.shape[1]}; expected "
+            "the same features for both."
+        )
     classes = np.unique(y)
     mean, std = x.mean(axis=0), x.std(axis=0) + STD_EPSILON
     x = _with_bias(x, mean, std)

@@ -86,6 +86,12 @@ class PixelMean(keras.layers.Layer):
         for batch in data:
             images = batch[0] if isinstance(batch, (tuple, list)) else batch
             images = np.asarray(images, "float64")
+            if images.ndim != 4:
+                raise ValueError(
+                    f"PixelMean.adapt: data of shape {images.shape} is not valid; expected "
+                    "images (N, height, width, channels) or batches of them (one image x is "
+                    "the batch x[None])."
+                )
             total = total + images.sum(axis=0)
             count += len(images)
         if not count:

@@ -6,7 +6,7 @@ import numpy as np
 from keras import ops
 
 from keras_resvit.base.backend import resize_images
-from keras_resvit.base.validation import check_bool
+from keras_resvit.base.validation import check_bool, check_choice, check_int
 
 POSITION_EMBEDDINGS = ("learned", "sincos2d")
 
@@ -81,6 +81,17 @@ class PositionEmbedding(keras.layers.Layer):
         **kwargs,
     ):
         check_bool("PositionEmbedding: dynamic_size", dynamic_size)
+        check_choice("PositionEmbedding: kind", kind, POSITION_EMBEDDINGS)
+        check_int("PositionEmbedding: num_prefix_tokens", num_prefix_tokens, minimum=0)
+        if not (
+            isinstance(grid_size, (tuple, list))
+            and len(grid_size) == 2
+            and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in grid_size)
+        ):
+            raise ValueError(
+                f"PositionEmbedding: grid_size={grid_size!r} is not valid; expected (rows, "
+                "columns) of the patch grid, two positive ints."
+            )
         super().__init__(**kwargs)
         self.grid_size = tuple(grid_size)
         self.num_prefix_tokens = num_prefix_tokens
@@ -98,7 +109,20 @@ class PositionEmbedding(keras.layers.Layer):
     def build(self, input_shape):
         # Only the width comes from the input: the token count comes from the config, so a
         # layer rebuilt from an edited config gets the new grid's shape.
-        dim = (input_shape[0] if self.dynamic_size else input_shape)[-1]
+        shape = tuple(input_shape[0] if self.dynamic_size else input_shape)
+        dim = shape[-1]
+        tokens = shape[1] if len(shape) == 3 else -1
+        if tokens not in (None, self.num_tokens) and not self.dynamic_size or len(shape) != 3:
+            raise ValueError(
+                f"PositionEmbedding: inputs of shape {shape} do not match grid_size="
+                f"{self.grid_size} and num_prefix_tokens={self.num_prefix_tokens}; expected "
+                f"tokens (batch, {self.num_tokens}, dim)."
+            )
+        if self.kind == "sincos2d" and dim % 4:
+            raise ValueError(
+                f"PositionEmbedding: kind='sincos2d' needs a width divisible by 4; the inputs "
+                f"have {dim}."
+            )
         if self.kind == "learned":
             self.embeddings = self.add_weight(
                 shape=(1, self.num_tokens, dim), initializer=self.initializer, name="embeddings"

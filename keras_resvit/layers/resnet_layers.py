@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_resvit.base.backend import fast_path
+from keras_resvit.base.validation import check_int, check_number
 
 
 @keras.saving.register_keras_serializable(package="keras_resvit")
@@ -20,9 +21,19 @@ class ZeroPadShortcut(keras.layers.Layer):
     """
 
     def __init__(self, filters, stride=1, **kwargs):
+        check_int("ZeroPadShortcut: filters", filters)
+        check_int("ZeroPadShortcut: stride", stride)
         super().__init__(**kwargs)
         self.filters = filters
         self.stride = stride
+
+    def build(self, input_shape):
+        if len(input_shape) != 4 or input_shape[-1] > self.filters:
+            raise ValueError(
+                f"ZeroPadShortcut: filters={self.filters} is not valid for inputs of shape "
+                f"{tuple(input_shape)}; expected images (batch, height, width, channels) with "
+                f"at most {self.filters} channels (it pads, never drops, channels)."
+            )
 
     def call(self, inputs):
         x = inputs
@@ -178,6 +189,7 @@ class StdConv2D(PointwiseConv2D):
     """
 
     def __init__(self, *args, epsilon=1e-8, **kwargs):
+        check_number("StdConv2D: epsilon", epsilon, 0)
         super().__init__(*args, **kwargs)
         self.epsilon = epsilon
 

@@ -6,7 +6,7 @@ import keras
 from keras import ops
 
 from keras_resvit.base.backend import fast_path, fused_attention_enabled, keras_mask
-from keras_resvit.base.validation import check_bool
+from keras_resvit.base.validation import check_bool, check_rate
 
 # The LayerNorm of the ViTs lives in its own module; these names are read from here too.
 from keras_resvit.layers.layer_norm import (
@@ -71,6 +71,7 @@ class DropPath(keras.layers.Layer):
     """
 
     def __init__(self, rate, seed=None, **kwargs):
+        check_rate("DropPath: rate", rate)
         super().__init__(**kwargs)
         self.rate = rate
         self.seed = seed

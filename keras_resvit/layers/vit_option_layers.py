@@ -6,6 +6,18 @@ backend and in TF Lite (concatenation, slicing and products only)."""
 import keras
 from keras import ops
 
+from keras_resvit.base.validation import check_int, check_number
+
+
+def _check_tokens(layer, input_shape, needed, what):
+    """`input_shape` must be (batch, tokens, dim) with at least `needed` tokens."""
+    tokens = input_shape[1] if len(input_shape) == 3 else -1
+    if len(input_shape) != 3 or (tokens is not None and tokens < needed):
+        raise ValueError(
+            f"{type(layer).__name__}: inputs of shape {tuple(input_shape)} are not valid; "
+            f"expected tokens (batch, tokens, dim) with at least {what}={needed} tokens."
+        )
+
 
 @keras.saving.register_keras_serializable(package="keras_resvit")
 class RegisterTokens(keras.layers.Layer):
@@ -34,6 +46,8 @@ class RegisterTokens(keras.layers.Layer):
     """
 
     def __init__(self, num_registers, num_prefix_tokens=0, initializer=None, **kwargs):
+        check_int("RegisterTokens: num_registers", num_registers)
+        check_int("RegisterTokens: num_prefix_tokens", num_prefix_tokens, minimum=0)
         super().__init__(**kwargs)
         self.num_registers = num_registers
         self.num_prefix_tokens = num_prefix_tokens
@@ -42,6 +56,7 @@ class RegisterTokens(keras.layers.Layer):
         )
 
     def build(self, input_shape):
+        _check_tokens(self, input_shape, self.num_prefix_tokens, "num_prefix_tokens")
         self.tokens = self.add_weight(
             shape=(1, self.num_registers, input_shape[-1]),
             initializer=self.initializer,
@@ -83,9 +98,14 @@ class DropTokens(keras.layers.Layer):
     """
 
     def __init__(self, start, num_tokens, **kwargs):
+        check_int("DropTokens: start", start, minimum=0)
+        check_int("DropTokens: num_tokens", num_tokens)
         super().__init__(**kwargs)
         self.start = start
         self.num_tokens = num_tokens
+
+    def build(self, input_shape):
+        _check_tokens(self, input_shape, self.start + self.num_tokens, "start + num_tokens")
 
     def call(self, inputs):
         end = self.start + self.num_tokens
@@ -121,6 +141,7 @@ class LayerScale(keras.layers.Layer):
     """
 
     def __init__(self, init_value, **kwargs):
+        check_number("LayerScale: init_value", init_value)
         super().__init__(**kwargs)
         self.init_value = init_value
 

@@ -204,7 +204,7 @@ def get_spec(name: str) -> ModelSpec:
             "keras_resvit.list_models()."
         )
     if name not in REGISTRY:
-        close = difflib.get_close_matches(str(name), REGISTRY, n=3, cutoff=0.5)
+        close = difflib.get_close_matches(name.lower(), REGISTRY, n=3, cutoff=0.5)
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         raise ValueError(
             f"name={name!r} is not a registered model.{hint} "

@@ -52,6 +52,12 @@ def _check_vit(model_or_name):
             f"model_or_name={getattr(model_or_name, 'name', model_or_name)!r} is not a ViT; "
             "pass a model built by build_vit / build_hybrid_vit or a ViT registry name."
         )
+    if None in model_or_name.input_shape[1:3]:
+        raise ValueError(
+            f"model_or_name={model_or_name.name!r} takes images of any size "
+            f"{model_or_name.input_shape}; masked patch prediction needs a fixed size: "
+            "kr.resize_vit(model, image_size) gives one."
+        )
     return model_or_name
 
 

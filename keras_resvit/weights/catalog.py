@@ -102,6 +102,9 @@ def list_weights(name: str | None = None):
     []
     """
     if name is not None:
+        from keras_resvit.models.registry import get_spec
+
+        get_spec(name)  # an unknown name is an error, not a model without weights
         return [entry.tag for entry in CATALOG if name in entry.models]
     table = {}
     for entry in CATALOG:
@@ -132,10 +135,16 @@ def named_weights(name: str, weights) -> NamedWeights | None:
     weights file's suffix; any other string must be a name of `name`'s weights.
 
     Raises:
-        ValueError: an unknown name (with the valid and the closest names).
+        ValueError: an unknown name (with the valid and the closest names), or `weights`
+            neither a str nor a path.
     """
-    if not isinstance(weights, str):
+    if isinstance(weights, os.PathLike):
         return None
+    if not isinstance(weights, str):
+        raise ValueError(
+            f"weights={weights!r} is not valid; pass None, a name of {name!r}'s weights "
+            f"({list_weights(name) or 'it has none'}), or a weights file path."
+        )
     is_path = (
         os.path.exists(weights)
         or os.sep in weights

@@ -37,6 +37,7 @@ from keras_resvit.weights.keras_hub import (
 )
 from keras_resvit.weights.state_dicts import SUFFIXES, read_state_dict
 from keras_resvit.weights.timm import (
+    known_family,
     load_timm,
     resnet_arguments,
     state_dict_family,
@@ -187,7 +188,7 @@ def _layout(fmt, path, family, arguments):
         layout = {k: found[k] for k in _HEAD if found["include_top"] or k != "num_classes"}
     else:
         state_dict = read_state_dict(path)
-        needed = state_dict_family(state_dict)
+        needed = known_family(state_dict, f"weights={str(path)!r}")
         found = (resnet_arguments if needed == "resnet" else vit_arguments)(state_dict)
         layout = {k: found[k] for k in _HEAD if k in found}
         if not found["include_top"]:

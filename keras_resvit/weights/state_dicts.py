@@ -40,7 +40,10 @@ def read_state_dict(path) -> dict:
         if suffix == ".safetensors":
             from safetensors.numpy import load_file
 
-            return load_file(str(path))
+            try:
+                return load_file(str(path))
+            except Exception as error:  # noqa: BLE001 - safetensors' own error is no OSError
+                raise ValueError(first_line(error)) from error
         import torch
 
         state = torch.load(path, map_location="cpu", weights_only=True)

@@ -84,6 +84,18 @@ def state_dict_family(state_dict: dict) -> str | None:
     return None
 
 
+def known_family(state_dict: dict, name: str) -> str:
+    """`state_dict_family`, or a ValueError naming `name` (the file, for the message)."""
+    family = state_dict_family(state_dict)
+    if family is None:
+        raise ValueError(
+            f"{name} is neither a torchvision/timm ResNet (keys 'conv1.weight', "
+            "'layer1.0.conv1.weight', ...) nor a timm ViT ('patch_embed.proj.weight', "
+            f"'blocks.0.attn.qkv.weight', ...); found keys {sorted(state_dict)[:5]}."
+        )
+    return family
+
+
 def _conv_kernel(weight):
     return np.transpose(weight, (2, 3, 1, 0))  # OIHW -> HWIO
 
@@ -354,13 +366,7 @@ def load_timm(source, *, model: keras.Model | None = None, **kwargs) -> keras.Mo
     """
     name = "a state dict" if isinstance(source, dict) else f"state dict {Path(source).name!r}"
     state_dict = source if isinstance(source, dict) else read_state_dict(source)
-    family = state_dict_family(state_dict)
-    if family is None:
-        raise ValueError(
-            f"{name} is neither a torchvision/timm ResNet (keys 'conv1.weight', "
-            "'layer1.0.conv1.weight', ...) nor a timm ViT ('patch_embed.proj.weight', "
-            f"'blocks.0.attn.qkv.weight', ...); found keys {sorted(state_dict)[:5]}."
-        )
+    family = known_family(state_dict, name)
     # A ViT of any input size keeps the checkpoint's grid: built at its size, opened after.
     opened = family == "vit" and "image_size" in kwargs and builds_any_size(kwargs["image_size"])
     if opened:
