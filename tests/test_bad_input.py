@@ -976,6 +976,26 @@ CASES = [
         ("takes images of any size", "kr.resize_vit"),
     ),
     Case(
+        "curves_of_text",
+        lambda b: kr.viz.plot_history({"loss": "abc"}, b.tmp / "curves.png"),
+        V,
+        ("history['loss']='abc'", "list of numbers"),
+    ),
+    Case(
+        "curves_not_a_history",
+        lambda b: kr.viz.plot_history([1, 2, 3], b.tmp / "curves.png"),
+        V,
+        ("history=[1, 2, 3]", "History"),
+    ),
+    Case(
+        "curves_of_unequal_lengths",
+        lambda b: kr.viz.plot_history(
+            {"loss": [1.0, 0.5], "val_loss": [0.9]}, b.tmp / "curves.png"
+        ),
+        V,
+        ("history['val_loss']=[0.9]", "2, as many as its train curve"),
+    ),
+    Case(
         "cli_export_misspelt_suffix",
         lambda b: ["export", str(b.tmp / "m.keras"), str(b.tmp / "out.onx")],
         2,

@@ -1,6 +1,10 @@
 """Training curves: loss, accuracy and learning rate per epoch."""
 
+import reprlib
+from collections.abc import Mapping
 from pathlib import Path
+
+import numpy as np
 
 from keras_resvit.viz.figures import DPI, check_png_path, save_png
 
@@ -18,7 +22,29 @@ def _columns(history):
         if not rows:
             raise ValueError(f"history={str(history)!r} has no rows; expected a history.csv.")
         return {k: [r.get(k) for r in rows] for k in rows[0]}
-    return dict(getattr(history, "history", history))
+    columns = getattr(history, "history", history)
+    if not isinstance(columns, Mapping):
+        raise ValueError(
+            f"history={reprlib.repr(history)} is not valid; expected a keras History, its "
+            "`.history` dict ({'loss': [...], ...}) or a history.csv path."
+        )
+    return dict(columns)
+
+
+def _series(columns, key, length=None):
+    """`columns[key]` as float64 numbers, one per epoch (None and NaN as gaps)."""
+    values = columns[key]
+    try:
+        series = np.asarray([np.nan if v is None else v for v in values], "float64")
+    except (TypeError, ValueError):
+        series = None
+    if series is None or series.ndim != 1 or length not in (None, len(series)):
+        epochs = "one per epoch" if length is None else f"{length}, as many as its train curve"
+        raise ValueError(
+            f"history[{key!r}]={reprlib.repr(values)} is not valid; expected a list of "
+            f"numbers, {epochs}."
+        )
+    return series
 
 
 def plot_history(history, path) -> Path:
@@ -33,8 +59,9 @@ def plot_history(history, path) -> Path:
 
     Raises:
         FileNotFoundError: `history` is a path but not a file.
-        ValueError: `history` has none of the columns loss, accuracy, learning_rate, or
-            `path` is not a writable `.png` file.
+        ValueError: `history` is not a History, dict or path; it has none of the columns
+            loss, accuracy, learning_rate, or one that is not a list of numbers (a
+            validation curve of another length); or `path` is not a writable `.png` file.
 
     Example:
     >>> plot_history({"loss": [2.3, 1.1, 0.7], "accuracy": [0.2, 0.6, 0.8]}, "curves.png")
@@ -51,14 +78,19 @@ def plot_history(history, path) -> Path:
             f"history has columns {sorted(columns)}; expected at least one of "
             f"{[key for key, _ in PANELS]}."
         )
+    curves = {}
+    for key, _ in panels:
+        curves[key] = _series(columns, key)
+        if f"val_{key}" in columns:
+            curves[f"val_{key}"] = _series(columns, f"val_{key}", len(curves[key]))
     width, height = PANEL_SIZE
     figure = Figure(figsize=(width * len(panels), height), dpi=DPI, layout="tight")
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
     for ax, (key, title) in zip(axes, panels, strict=True):
-        epochs = range(1, len(columns[key]) + 1)
-        ax.plot(epochs, columns[key], label="train")
-        if f"val_{key}" in columns:
-            ax.plot(epochs, columns[f"val_{key}"], label="validation")
+        epochs = range(1, len(curves[key]) + 1)
+        ax.plot(epochs, curves[key], label="train")
+        if f"val_{key}" in curves:
+            ax.plot(epochs, curves[f"val_{key}"], label="validation")
             ax.legend()
         ax.set_title(title)
         ax.set_xlabel("epoch")
