@@ -996,6 +996,12 @@ CASES = [
         ("history['val_loss']=[0.9]", "2, as many as its train curve"),
     ),
     Case(
+        "few_shot_one_hot_labels",
+        lambda b: kr.evaluation.few_shot_indices(np.eye(2, 10), 1),
+        V,
+        ("labels of shape (2, 10)", "argmax(-1)"),
+    ),
+    Case(
         "cli_export_misspelt_suffix",
         lambda b: ["export", str(b.tmp / "m.keras"), str(b.tmp / "out.onx")],
         2,

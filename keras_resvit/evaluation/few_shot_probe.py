@@ -120,7 +120,8 @@ def few_shot_indices(labels, shots: int, seed: int = 0) -> np.ndarray:
     The subsets are nested: the 5-shot images include the 1-shot image (as in big_vision).
 
     Raises:
-        ValueError: `shots` is not a positive int, or a class has fewer than `shots` images.
+        ValueError: `shots` is not a positive int, `labels` are not (N,) class indices, or a
+            class has fewer than `shots` images.
 
     Example:
     >>> few_shot_indices(np.array([0, 1, 0, 1, 1]), 2).shape
@@ -128,6 +129,11 @@ def few_shot_indices(labels, shots: int, seed: int = 0) -> np.ndarray:
     """
     _check_shots(shots)
     labels = np.asarray(labels)
+    if labels.ndim != 1 or not len(labels):
+        raise ValueError(
+            f"labels of shape {labels.shape} are not valid; expected class indices (N,), "
+            "N >= 1 (for one-hot labels, pass labels.argmax(-1))."
+        )
     rng = np.random.default_rng(seed)
     chosen = []
     for cls in np.unique(labels):
