@@ -896,6 +896,26 @@ CASES = [
         ("DropTokens", "(2, 5, 8)", "start + num_tokens=7"),
     ),
     Case(
+        "layer_class_token_rank",
+        lambda b: kr.layers.ClassToken()(keras.ops.ones((2, 8))),
+        V,
+        ("ClassToken", "(2, 8)", "(batch, tokens, dim)"),
+    ),
+    Case(
+        "layer_token_pooling_rank",
+        lambda b: kr.layers.TokenPooling()(keras.ops.ones((2, 8))),
+        V,
+        ("TokenPooling", "(2, 8)", "(batch, tokens, dim)"),
+    ),
+    Case(
+        "layer_attention_rank",
+        lambda b: kr.layers.MultiHeadSelfAttention(2, 4)(
+            keras.ops.ones((2, 8)), keras.ops.ones((2, 8))
+        ),
+        V,
+        ("MultiHeadSelfAttention", "(2, 8)", "(batch, tokens, dim)"),
+    ),
+    Case(
         "layer_register_tokens_zero",
         lambda b: kr.layers.RegisterTokens(0),
         V,

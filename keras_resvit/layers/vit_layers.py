@@ -19,6 +19,7 @@ from keras_resvit.layers.lora_layers import ProjectionSettings
 from keras_resvit.layers.position_embedding import POSITION_EMBEDDINGS as POSITION_EMBEDDINGS
 from keras_resvit.layers.position_embedding import PositionEmbedding as PositionEmbedding
 from keras_resvit.layers.position_embedding import sincos_2d as sincos_2d
+from keras_resvit.layers.vit_option_layers import check_tokens
 
 
 @keras.saving.register_keras_serializable(package="keras_resvit")
@@ -30,6 +31,7 @@ class ClassToken(keras.layers.Layer):
     """
 
     def build(self, input_shape):
+        check_tokens(self, input_shape, needed=0)
         self.token = self.add_weight(
             shape=(1, 1, input_shape[-1]), initializer="zeros", name="token"
         )
@@ -50,6 +52,9 @@ class TokenPooling(keras.layers.Layer):
 
     Input `(batch, tokens, dim)`, output `(batch, dim)`.
     """
+
+    def build(self, input_shape):
+        check_tokens(self, input_shape)
 
     def call(self, inputs):
         return inputs[:, 0]
@@ -132,6 +137,7 @@ class MultiHeadSelfAttention(ProjectionSettings, keras.layers.MultiHeadAttention
         self.qk_norm = qk_norm
 
     def build(self, query_shape, value_shape, key_shape=None):
+        check_tokens(self, query_shape)
         super().build(query_shape, value_shape, key_shape)
         if self.qk_norm:
             # The reference's LayerNorm epsilon, over the last axis of (..., heads, key_dim).

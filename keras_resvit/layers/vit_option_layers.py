@@ -9,13 +9,15 @@ from keras import ops
 from keras_resvit.base.validation import check_int, check_number
 
 
-def _check_tokens(layer, input_shape, needed, what):
-    """`input_shape` must be (batch, tokens, dim) with at least `needed` tokens."""
+def check_tokens(layer, input_shape, needed=1, what=None):
+    """`input_shape` must be tokens (batch, tokens, dim), with at least `needed` tokens
+    (`what`: the argument that needs them, for the message)."""
     tokens = input_shape[1] if len(input_shape) == 3 else -1
     if len(input_shape) != 3 or (tokens is not None and tokens < needed):
+        least = f" with at least {what}={needed} tokens" if what else ""
         raise ValueError(
             f"{type(layer).__name__}: inputs of shape {tuple(input_shape)} are not valid; "
-            f"expected tokens (batch, tokens, dim) with at least {what}={needed} tokens."
+            f"expected tokens (batch, tokens, dim){least}."
         )
 
 
@@ -56,7 +58,7 @@ class RegisterTokens(keras.layers.Layer):
         )
 
     def build(self, input_shape):
-        _check_tokens(self, input_shape, self.num_prefix_tokens, "num_prefix_tokens")
+        check_tokens(self, input_shape, self.num_prefix_tokens, "num_prefix_tokens")
         self.tokens = self.add_weight(
             shape=(1, self.num_registers, input_shape[-1]),
             initializer=self.initializer,
@@ -105,7 +107,7 @@ class DropTokens(keras.layers.Layer):
         self.num_tokens = num_tokens
 
     def build(self, input_shape):
-        _check_tokens(self, input_shape, self.start + self.num_tokens, "start + num_tokens")
+        check_tokens(self, input_shape, self.start + self.num_tokens, "start + num_tokens")
 
     def call(self, inputs):
         end = self.start + self.num_tokens
