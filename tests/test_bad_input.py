@@ -916,6 +916,24 @@ CASES = [
         ("MultiHeadSelfAttention", "(2, 8)", "(batch, tokens, dim)"),
     ),
     Case(
+        "augment_reversed_value_range",
+        lambda b: kr.layers.ColorJitter(0.1, value_range=(255, 0)),
+        V,
+        ("ColorJitter: value_range=(255, 0)", "low < high"),
+    ),
+    Case(
+        "augment_equalization_bins",
+        lambda b: kr.layers.Equalization(bins=0),
+        V,
+        ("Equalization: bins=0", ">= 2"),
+    ),
+    Case(
+        "augment_negative_op_count",
+        lambda b: kr.layers.KerasRandAugment(num_ops=-1),
+        V,
+        ("KerasRandAugment: num_ops=-1", ">= 0"),
+    ),
+    Case(
         "layer_register_tokens_zero",
         lambda b: kr.layers.RegisterTokens(0),
         V,

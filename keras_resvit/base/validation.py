@@ -79,6 +79,22 @@ def check_seed(value) -> None:
         raise ValueError(f"seed={value!r} must be an int in [0, 2**32).")
 
 
+def check_value_range(layer: str, value_range) -> tuple:
+    """`value_range` must be (low, high), two finite numbers with low < high: the pixel range
+    of an image layer's inputs. Returns it as floats."""
+    if not (
+        isinstance(value_range, (tuple, list))
+        and len(value_range) == 2
+        and all(_is_number(v) for v in value_range)
+        and value_range[0] < value_range[1]
+    ):
+        raise ValueError(
+            f"{layer}: value_range={value_range!r} must be two numbers (low, high) with "
+            "low < high, e.g. (0, 255)."
+        )
+    return tuple(float(v) for v in value_range)
+
+
 def check_rate(argument: str, value, *, none_ok: bool = False) -> None:
     """`value` must be a probability of dropping or mixing: a number in [0, 1)."""
     check_number(argument, value, 0, 1, include_low=True, none_ok=none_ok)

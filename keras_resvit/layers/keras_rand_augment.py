@@ -22,6 +22,7 @@ import functools
 import keras
 
 from keras_resvit.base.backend import fast_path, in_tf_graph
+from keras_resvit.base.validation import check_int, check_value_range
 
 
 @keras.saving.register_keras_serializable(package="keras_resvit")
@@ -37,6 +38,11 @@ class Equalization(keras.layers.Equalization):
     >>> tuple(Equalization()(np.zeros((8, 8, 3), "float32")).shape)
     (8, 8, 3)
     """
+
+    def __init__(self, value_range=(0, 255), bins=256, **kwargs):
+        check_value_range("Equalization", value_range)
+        check_int("Equalization: bins", bins, minimum=2)
+        super().__init__(value_range=value_range, bins=bins, **kwargs)
 
     def transform_images(self, images, transformation, training=True):
         if (
@@ -101,6 +107,8 @@ class KerasRandAugment(keras.layers.RandAugment):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        check_value_range(type(self).__name__, self.value_range)
+        check_int(f"{type(self).__name__}: num_ops", self.num_ops, minimum=0)
         self.equalization = Equalization(value_range=self.value_range, data_format=self.data_format)
         # One function per op, made once: JAX caches traced `switch` branches by function.
         self._branches = tuple(

@@ -31,7 +31,13 @@ import math
 import keras
 
 from keras_resvit.base.backend import count_values, image_preprocessing_layer, in_tf_graph
-from keras_resvit.base.validation import check_bool, check_choice, check_int, check_number
+from keras_resvit.base.validation import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+    check_value_range,
+)
 from keras_resvit.layers.three_augment import blend, luma
 
 # timm's `_RAND_INCREASING_TRANSFORMS` (and `_RAND_TRANSFORMS`), in its order.
@@ -380,17 +386,7 @@ class RandAugment(image_preprocessing_layer()):
 
 
 def _check_range(value_range):
-    if (
-        not isinstance(value_range, (tuple, list))
-        or len(value_range) != 2
-        or not all(isinstance(v, (int, float)) for v in value_range)
-        or not value_range[0] < value_range[1]
-    ):
-        raise ValueError(
-            f"RandAugment: value_range={value_range!r} must be two numbers (low, high) with "
-            "low < high, e.g. (0, 255)."
-        )
-    return tuple(float(v) for v in value_range)
+    return check_value_range("RandAugment", value_range)
 
 
 def _check_fill(fill_value, value_range):

@@ -12,7 +12,7 @@ package's `KerasRandAugment`, and the layers run inside `tf.data` whatever the b
 
 import keras
 
-from keras_resvit.base.validation import check_number
+from keras_resvit.base.validation import check_number, check_value_range
 from keras_resvit.layers.keras_rand_augment import KerasRandAugment
 
 # Kernel taps of the blur: +-3 standard deviations of the largest one (2.0).
@@ -84,6 +84,7 @@ class ThresholdSolarization(keras.layers.Solarization):
     def __init__(self, threshold=127.5, value_range=(0, 255), seed=None, **kwargs):
         for key in ("addition_factor", "threshold_factor"):
             kwargs.pop(key, None)
+        check_value_range("ThresholdSolarization", value_range)
         super().__init__(value_range=value_range, seed=seed, **kwargs)
         check_number("ThresholdSolarization: threshold", threshold, 0, 255, include_low=True)
         self.threshold = float(threshold)
@@ -181,6 +182,7 @@ class ColorJitter(keras.layers.RandomBrightness):
         **kwargs,
     ):
         kwargs.pop("factor", None)
+        check_value_range("ColorJitter", value_range)
         super().__init__(factor=0.0, value_range=value_range, seed=seed, **kwargs)
         for name, value in (
             ("brightness", brightness),
