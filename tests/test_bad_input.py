@@ -934,6 +934,12 @@ CASES = [
         ("KerasRandAugment: num_ops=-1", ">= 0"),
     ),
     Case(
+        "crop_interpolation",
+        lambda b: kr.layers.RandomResizedCrop(4, 4, interpolation="bogus"),
+        V,
+        ("RandomResizedCrop: interpolation='bogus'", "'bilinear'"),
+    ),
+    Case(
         "layer_register_tokens_zero",
         lambda b: kr.layers.RegisterTokens(0),
         V,

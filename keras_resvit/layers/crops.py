@@ -11,9 +11,11 @@ import math
 
 import keras
 
-from keras_resvit.base.validation import check_bool, check_int
+from keras_resvit.base.validation import check_bool, check_choice, check_int
 
 ATTEMPTS = 10  # torchvision / big_vision: draw 10 boxes, keep the first that fits.
+# The interpolations keras.ops.image.resize takes on every backend (torch lacks lanczos).
+INTERPOLATIONS = ("bilinear", "nearest", "bicubic")
 
 
 def _check_size(height, width, layer):
@@ -49,6 +51,7 @@ class _CropAndResize(keras.layers.RandomCrop):
     ):
         _check_size(height, width, type(self).__name__)
         check_bool(f"{type(self).__name__}: antialias", antialias)
+        check_choice(f"{type(self).__name__}: interpolation", interpolation, INTERPOLATIONS)
         data_format = data_format or keras.config.image_data_format()
         if data_format != "channels_last":
             raise ValueError(
@@ -316,6 +319,7 @@ class ResizeCenterCrop(keras.layers.CenterCrop):
         if not isinstance(crop_ratio, (int, float)) or not 0.0 < crop_ratio <= 1.0:
             raise ValueError(f"ResizeCenterCrop: crop_ratio={crop_ratio!r} must lie in (0, 1].")
         check_bool("ResizeCenterCrop: antialias", antialias)
+        check_choice("ResizeCenterCrop: interpolation", interpolation, INTERPOLATIONS)
         super().__init__(height, width, **kwargs)
         self.crop_ratio = float(crop_ratio)
         self.interpolation = interpolation
