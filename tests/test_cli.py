@@ -178,6 +178,27 @@ def test_evaluate_a_saved_model(tmp_path, capsys):
     assert 0.0 <= accuracy <= 0.3  # an untrained model is near chance (0.1)
 
 
+def test_evaluate_scores_the_share_train_held_out(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    for name in ("cat", "dog"):
+        (tmp_path / "pets" / name).mkdir(parents=True)
+        for i in range(5):
+            pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "pets" / name / f"{i}.png")
+    model = kr.build_resnet(8, stem="cifar", input_shape=(16, 16, 3), num_classes=2)
+    model.save(tmp_path / "m.keras")
+    folder = str(tmp_path / "pets")
+    argv = ["evaluate", str(tmp_path / "m.keras"), "--data", folder, "--split", "validation"]
+    assert main([*argv, "--validation-split", "0.4"]) == 0
+    printed = float(re.search(r"accuracy ([0-9.]+)", capsys.readouterr().out).group(1))
+    # The files `train --validation-split 0.4` holds out, scored by the model itself.
+    paths, labels, _ = kr.data.list_image_folder(folder, "validation", validation_split=0.4)
+    images = np.stack([np.asarray(Image.open(path), "float32") for path in paths])
+    scores = model.predict(images, verbose=0)
+    assert len(paths) == 4
+    assert printed == pytest.approx(np.mean(np.argmax(scores, -1) == labels), abs=1e-4)
+
+
 @pytest.mark.one_backend(
     "tensorflow",
     reason="the CLI's crop and scale options; the multi-crop computation itself is tested on "
