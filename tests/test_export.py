@@ -32,6 +32,7 @@ from keras_resvit.export import (
     TOLERANCES,
     VIT_INT8_FLOAT_OPS,
     export_summary,
+    format_from_path,
     representative_images,
 )
 from keras_resvit.export.converters import _quiet_tf2onnx
@@ -542,3 +543,25 @@ def test_a_failed_quantized_check_on_random_pixels_asks_for_real_images(monkeypa
     real = random_images(8, 16, 16)
     with pytest.raises(RuntimeError, match=r"on 8 sample images\.$"):
         check.check_artifact(model, "m.tflite", "tflite", "dynamic", real)
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("m.tflite", "tflite"),
+        ("m.TFLITE", "tflite"),
+        ("m.onnx", "onnx"),
+        ("exported", "saved_model"),
+        ("m.tf", "saved_model"),  # a folder name with a dot: not a misspelt file suffix
+        ("resnet.v2", "saved_model"),
+        ("m.tflit", "did you mean '.tflite'"),
+        ("m.onx", "did you mean '.onnx'"),
+        ("m.keras", "cannot export to a .keras file"),
+    ],
+)
+def test_the_export_format_is_read_from_the_path(path, expected):
+    if " " not in expected:
+        assert format_from_path(path) == expected
+        return
+    with pytest.raises(ValueError, match=expected):
+        format_from_path(path)

@@ -125,7 +125,7 @@ def format_from_path(path) -> str:
     formats = {value: key for key, value in SUFFIXES.items()}
     if suffix in formats:
         return formats[suffix]
-    near = difflib.get_close_matches(suffix, formats, n=1, cutoff=0.6)
+    near = difflib.get_close_matches(suffix, formats, n=1, cutoff=0.8)
     if near:  # a misspelt file suffix, not a folder name with a dot in it
         raise ValueError(
             f"path={str(path)!r} ends with {suffix!r}; did you mean {near[0]!r}? Valid: a "
