@@ -226,6 +226,14 @@ def _folder_is_small(paths):
     return True
 
 
+def _folder_cache(paths, cache):
+    """(whether a folder's images are kept in memory: `cache`, by default when its files are
+    small; their one (height, width) when they are then decoded into memory at once, else
+    None): the same choice for both loaders."""
+    cache = _folder_is_small(paths) if cache is None else cache
+    return cache, _one_size(paths) if cache else None
+
+
 def _list_folder(source, split, validation_split, seed, strict):
     """(paths, labels, class names, origin) of a folder of one sub-folder of images per class."""
     if (
@@ -252,8 +260,7 @@ def _read_folder(source, split, *, validation_split, seed, strict, cache, shuffl
         listed = paths, labels
         whole = lambda: folder_dataset(*listed, shuffle=False, seed=seed, strict=strict)  # noqa: E731
         paths, labels = _share(paths, part), _share(labels, part)
-    cache = _folder_is_small(paths) if cache is None else cache
-    fixed = _one_size(paths) if cache else None
+    cache, fixed = _folder_cache(paths, cache)
     if fixed is not None:
         # Files of one size whose pixels fit: decoded once into memory, then read as arrays
         # are (each training epoch made from its key, `epochs.Epochs`), not decoded anew.
@@ -307,8 +314,7 @@ def loader_examples(source, split, image_size, validation_split, seed, strict, c
         paths, labels, class_names, origin = _list_folder(
             source, split, validation_split, seed, strict
         )
-        cache = _folder_is_small(paths) if cache is None else cache
-        fixed = _one_size(paths) if cache else None
+        fixed = _folder_cache(paths, cache)[1]
         if fixed is not None:
             images, failed = np.empty((len(paths), *fixed, 3), "uint8"), set()
             for row in range(len(paths)):
