@@ -82,13 +82,12 @@ def run_evaluate(args):
     checks.check_class_names_match(argument, data.class_names, model_names, args.model)
     where = f"{args.model} on {args.data} ({args.split})"
     if scales:
-        top_k = (1, 5) if classes > 5 else (1,)
         with checks.data_errors():
             result = kr.evaluation.multi_crop_evaluate(
-                model, data, scales=scales, crops=args.crops, top_k=top_k
+                model, data, scales=scales, crops=args.crops, batch_size=args.batch_size
             )
         views = f"{args.crops} crop{'s' if args.crops == 'ten' else ''} at shorter sides {scales}"
-        figures = ", ".join(f"top-{k} accuracy {result[f'top{k}']:.4f}" for k in top_k)
+        figures = ", ".join(f"top-{key[3:]} accuracy {value:.4f}" for key, value in result.items())
         print(f"{where}, {views}: {figures}")
         return
     loss, accuracy = _plain_evaluate(model, data, classes, argument)

@@ -200,7 +200,9 @@ def _check_labels(number, labels, count, classes):
     return labels.astype("int64")
 
 
-def multi_crop_evaluate(model, data, *, scales=(256,), crops="ten", top_k=None) -> dict:
+def multi_crop_evaluate(
+    model, data, *, scales=(256,), crops="ten", top_k=None, batch_size=32
+) -> dict:
     """Top-k accuracies of `multi_crop_predict` over a dataset or `(images, labels)` arrays.
 
     Args:
@@ -213,6 +215,8 @@ def multi_crop_evaluate(model, data, *, scales=(256,), crops="ten", top_k=None) 
         crops: "ten" or "center".
         top_k: the k of each reported accuracy, an int or a sequence of ints in
             [1, num_classes]; None: (1, 5), or (1,) for a model of 5 classes or fewer.
+        batch_size: images per model call, a positive int (a dataset's batches are split
+            into calls of at most this many images).
 
     Returns:
         `{"top1": ..., "top5": ...}`, one accuracy per k.
@@ -228,7 +232,7 @@ def multi_crop_evaluate(model, data, *, scales=(256,), crops="ten", top_k=None) 
     >>> sorted(multi_crop_evaluate(model, data, scales=(32,), crops="center"))
     ['top1', 'top5']
     """
-    crop_size, scales = _check_multi_crop(model, scales, crops, 32)
+    crop_size, scales = _check_multi_crop(model, scales, crops, batch_size)
     classes = model.output_shape[-1]
     if len(model.output_shape) != 2 or not isinstance(classes, int):
         raise ValueError(
@@ -251,7 +255,7 @@ def multi_crop_evaluate(model, data, *, scales=(256,), crops="ten", top_k=None) 
             )
         images = _check_images(f"data batch {number} images", batch[0], model.input_shape[-1])
         labels = _check_labels(number, batch[1], len(images), classes)
-        scores = _crop_scores(model, images, crop_size, scales, crops, 32)
+        scores = _crop_scores(model, images, crop_size, scales, crops, batch_size)
         ranked = np.argsort(-scores, axis=-1)
         for k in hits:
             hits[k] += int((ranked[:, :k] == labels[:, None]).any(axis=-1).sum())

@@ -132,6 +132,7 @@ Y = np.array([0, 1, 1, 0])
         ({"data": "images/"}, ["data of type str is not valid", "(images, labels)"]),
         ({"data": X}, ["data of type ndarray is not valid", "(images, labels)"]),
         ({"data": 3}, ["data of type int is not valid"]),
+        ({"batch_size": 0}, ["batch_size=0", "positive int"]),
         ({"data": [(X, Y, Y)]}, ["data batch 1 of type tuple", "(images, labels) pair"]),
         ({"data": (X, Y + 0.5)}, ["labels [0.5 1.5 1.5 0.5] of dtype float64", "[0, 2)"]),
         ({"data": (X, Y * np.nan)}, ["labels [nan nan nan nan]", "integer class indices"]),
@@ -186,6 +187,10 @@ def test_multi_crop_accepts_every_valid_spelling_alike():
     ]
     for data in spellings:
         assert evaluate(model, data, scales=8, top_k=[1, 2]) == expected
+    for batch_size in (1, 3):
+        assert evaluate(model, spellings[0], scales=8, top_k=(1, 2), batch_size=batch_size) == (
+            expected
+        )
     assert evaluate(model, (images, labels), scales=8, top_k=1) == {"top1": 0.75}
     # top_k=None: (1, 5), or (1,) where the model has 5 classes or fewer.
     assert evaluate(model, (images, labels), scales=8) == {"top1": 0.75}
