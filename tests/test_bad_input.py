@@ -940,6 +940,30 @@ CASES = [
         ("RandomResizedCrop: interpolation='bogus'", "'bilinear'"),
     ),
     Case(
+        "crop_rank_two",
+        lambda b: kr.layers.RandomResizedCrop(4, 4)(keras.ops.ones((8, 8))),
+        V,
+        ("RandomResizedCrop: images of shape (8, 8)", "(height, width, channels)"),
+    ),
+    Case(
+        "blur_negative_kernel",
+        lambda b: kr.layers.IsotropicGaussianBlur(kernel_size=-3),
+        V,
+        ("IsotropicGaussianBlur: kernel_size=-3", "positive odd int"),
+    ),
+    Case(
+        "blur_nan_sigma",
+        lambda b: kr.layers.IsotropicGaussianBlur(sigma=float("nan")),
+        V,
+        ("IsotropicGaussianBlur: sigma=nan", "0 <= min <= max"),
+    ),
+    Case(
+        "blur_reversed_sigma",
+        lambda b: kr.layers.IsotropicGaussianBlur(sigma=(2.0, 0.1)),
+        V,
+        ("IsotropicGaussianBlur: sigma=(2.0, 0.1)", "0 <= min <= max"),
+    ),
+    Case(
         "layer_register_tokens_zero",
         lambda b: kr.layers.RegisterTokens(0),
         V,

@@ -76,6 +76,12 @@ class _CropAndResize(keras.layers.RandomCrop):
     def get_random_transformation(self, data, training=True, seed=None):
         images = data["images"] if isinstance(data, dict) else data
         shape = self.backend.core.shape(images)
+        if len(shape) not in (3, 4):  # checked by RandomCrop.call only after this draw
+            raise ValueError(
+                f"{type(self).__name__}: images of shape {tuple(images.shape)} are not valid; "
+                "valid: one image (height, width, channels) or a batch (batch, height, width, "
+                "channels)."
+            )
         height, width = shape[-3], shape[-2]
         if training:
             seed = self._get_seed_generator(self.backend._backend) if seed is None else seed

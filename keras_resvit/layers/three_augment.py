@@ -29,12 +29,47 @@ class IsotropicGaussianBlur(keras.layers.RandomGaussianBlur):
     with zeros (a dark frame as wide as half the kernel); the blurs of DINO and DeiT III
     (PIL's `GaussianBlur(radius)`) are isotropic and extend the image at its edges.
 
+    Args:
+        factor: as `keras.layers.RandomGaussianBlur`: the probability of blurring an image.
+        kernel_size: the kernel's taps, a positive odd int (or a pair of them).
+        sigma: the standard deviation, drawn uniformly from a pair (min, max) with
+            0 <= min <= max, or from [0, sigma] for one number (Keras' rule); unlike Keras'
+            layer, values above 1 are taken (DeiT III draws from [0.1, 2]).
+        value_range, data_format, seed: as `keras.layers.RandomGaussianBlur`.
+
     Example:
     >>> import numpy as np
     >>> layer = IsotropicGaussianBlur(kernel_size=5, sigma=(0.1, 2.0), seed=0)
     >>> tuple(layer(np.zeros((8, 8, 3), "float32")).shape)
     (8, 8, 3)
     """
+
+    def __init__(self, factor=1.0, kernel_size=3, sigma=1.0, **kwargs):
+        sizes = tuple(kernel_size) if isinstance(kernel_size, (tuple, list)) else (kernel_size,)
+        if not (
+            len(sizes) in (1, 2)
+            and all(isinstance(k, int) and not isinstance(k, bool) and k > 0 for k in sizes)
+            and all(k % 2 for k in sizes)
+        ):
+            raise ValueError(
+                f"IsotropicGaussianBlur: kernel_size={kernel_size!r} must be a positive odd "
+                f"int (or a pair of them), e.g. {BLUR_KERNEL_SIZE}."
+            )
+        sigmas = tuple(sigma) if isinstance(sigma, (tuple, list)) else (0, sigma)
+        message = (
+            f"IsotropicGaussianBlur: sigma={sigma!r} must be a number >= 0 or a pair (min, max) "
+            f"with 0 <= min <= max, e.g. {BLUR_SIGMA}."
+        )
+        try:
+            for value in sigmas:
+                check_number("sigma", value, 0, include_low=True)
+        except ValueError:
+            raise ValueError(message) from None
+        if len(sigmas) != 2 or sigmas[0] > sigmas[1]:
+            raise ValueError(message)
+        # Keras' layer takes standard deviations only within [0, 1]; the range is set after.
+        super().__init__(factor=factor, kernel_size=kernel_size, sigma=1.0, **kwargs)
+        self.sigma = tuple(float(v) for v in sigmas)
 
     def get_random_transformation(self, data, training=True, seed=None):
         transformation = super().get_random_transformation(data, training=training, seed=seed)

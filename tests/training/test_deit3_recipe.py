@@ -63,6 +63,12 @@ def test_the_blur_is_isotropic_and_reflects_the_border():
     flat = np.full((1, 16, 16, 3), 200.0, "float32")  # a flat image stays flat to its corners
     out = keras.ops.convert_to_numpy(layer(flat, training=True))
     np.testing.assert_allclose(out, flat, atol=1e-3)
+    # Standard deviations above Keras' [0, 1] are drawn from the range given, and reload.
+    wide = IsotropicGaussianBlur.from_config(IsotropicGaussianBlur(sigma=(1.5, 3.0)).get_config())
+    assert wide.sigma == (1.5, 3.0)
+    for seed in range(3):
+        transform = wide.get_random_transformation(np.zeros((1, 8, 8, 3)), seed=seed)
+        assert 1.5 <= float(keras.ops.convert_to_numpy(transform["blur_factor"])[0]) <= 3.0 + 1e-5
 
 
 def test_each_op_is_chosen_a_third_of_the_time_inside_tf_data():
