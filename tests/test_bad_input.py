@@ -389,6 +389,13 @@ CASES = [
     Case("train_epochs_negative", lambda b: _train(b, epochs=-3), V, ("epochs=-3", "positive")),
     Case("train_save_every", lambda b: _train(b, save_every=-1), V, ("save_every=-1",)),
     Case("train_recipe", lambda b: _train(b, recipe="sgd"), V, ("recipe='sgd'", "resnet_cifar")),
+    Case("train_verbose", lambda b: _train(b, verbose="loud"), V, ("verbose='loud'", "'auto'")),
+    Case(
+        "masked_patches_verbose",
+        lambda b: kr.pretrain_masked_patches(tiny_vit(), (b.x, b.y), epochs=1, verbose=5),
+        V,
+        ("verbose=5", "'auto', 0, 1, 2"),
+    ),
     Case(
         "train_learning_rate",
         lambda b: _train(b, learning_rate=-0.1),

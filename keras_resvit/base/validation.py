@@ -106,6 +106,12 @@ def check_choice(argument: str, value, valid) -> None:
         raise ValueError(f"{argument}={value!r} is not valid; expected one of {list(valid)}.")
 
 
+def check_verbose(value) -> None:
+    """`value` must be one of `model.fit`'s verbosities: "auto", 0 (silent), 1 (progress bar)
+    or 2 (one line per epoch)."""
+    check_choice("verbose", value, ("auto", 0, 1, 2))
+
+
 def check_bool(argument: str, value, *, none_ok: bool = False) -> None:
     """`value` must be True or False (or None, with `none_ok`: "decide for me"): a string such
     as "no" is truthy, so it is refused rather than taken for True."""

@@ -16,7 +16,7 @@ from keras_resvit.base.files import check_output_path
 from keras_resvit.base.lazy import tf
 from keras_resvit.base.model_files import save_model
 from keras_resvit.base.output_folders import output_folder
-from keras_resvit.base.validation import check_int, check_number
+from keras_resvit.base.validation import check_int, check_number, check_verbose
 from keras_resvit.data.datasets import load_dataset
 from keras_resvit.data.loader_choice import ALL_EXAMPLES
 from keras_resvit.factory import create_model
@@ -190,7 +190,8 @@ def pretrain_masked_patches(
         seed: seed of the corruption and of the data order.
         output_dir: optional folder for `pretrained.keras` (the ViT) and `history.csv` (the
             masked-patch loss per epoch).
-        verbose: passed to `model.fit`.
+        verbose: passed to `model.fit`: "auto", 0 (silent), 1 (progress bar) or 2 (one line
+            per epoch).
 
     Returns:
         The ViT (`model_or_name` itself when a model is given) with pre-trained weights.
@@ -211,6 +212,7 @@ def pretrain_masked_patches(
     """
     check_int("epochs", epochs)
     check_int("batch_size", batch_size)
+    check_verbose(verbose)
     if warmup_steps is not None:
         check_int("warmup_steps", warmup_steps, minimum=0)
     check_number("learning_rate", learning_rate, 0)

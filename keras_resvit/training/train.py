@@ -149,7 +149,8 @@ def train(
             randomness in training.
         overwrite: replace a finished or interrupted run of keras_resvit in `output_dir`
             (by default a finished run is kept and an interrupted one resumed).
-        verbose: passed to `model.fit`.
+        verbose: passed to `model.fit`: "auto", 0 (silent), 1 (progress bar) or 2 (one line
+            per epoch).
 
     Returns:
         The `keras.callbacks.History` of the whole run, epochs of an interrupted call that
@@ -202,6 +203,7 @@ def train(
         save_every=save_every,
         tensorboard=tensorboard,
         overwrite=overwrite,
+        verbose=verbose,
     )
     out, data = check_data(
         train_data,

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import keras
 import numpy as np
 
-from keras_resvit.base.validation import check_bool, check_int, check_number
+from keras_resvit.base.validation import check_bool, check_int, check_number, check_verbose
 from keras_resvit.models.common import outputs_logits
 from keras_resvit.models.registry import get_spec
 from keras_resvit.training.callbacks import follows_schedule
@@ -34,6 +34,7 @@ def check_arguments(
     save_every,
     tensorboard,
     overwrite,
+    verbose,
 ):
     """The run's `Recipe` and the user's optimizer, loss and callbacks (a namespace), once the
     arguments of `train()` that need no data are checked."""
@@ -55,6 +56,7 @@ def check_arguments(
         )
     check_bool("overwrite", overwrite)
     check_bool("tensorboard", tensorboard)
+    check_verbose(verbose)
     if tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ImportError(
             "tensorboard=True needs the `tensorboard` package, which is not installed: "
