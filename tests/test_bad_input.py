@@ -365,6 +365,12 @@ CASES = [
         ("(3, 16, 16)", "(N, height, width, channels)"),
     ),
     Case(
+        "images_of_different_sizes",
+        lambda b: kr.data.load_dataset(([b.x[0], b.x[1, :8, :8]], b.y[:2])),
+        V,
+        ("source images are arrays of different shapes", "image_size="),
+    ),
+    Case(
         "images_of_strings",
         lambda b: kr.data.load_dataset((np.full((2, 4, 4, 3), "x"), np.array([0, 1]))),
         V,

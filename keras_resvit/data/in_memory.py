@@ -59,10 +59,31 @@ def load_digits(image_size: int = 32, test_fraction: float = 0.2, seed: int = 0)
     return (x_train, y_train), (x_test, y_test)
 
 
+def as_arrays(images, labels, argument="source"):
+    """`images` and `labels` (of `argument`) as NumPy arrays, or one clear ValueError where
+    either is a sequence of arrays of different shapes (which NumPy cannot stack)."""
+    try:
+        images = np.asarray(images)
+    except ValueError as error:
+        raise ValueError(
+            f"{argument} images are arrays of different shapes, which make no (N, height, "
+            "width, channels) array; resize them to one size, or write them to an image folder and "
+            "load it with image_size=... (each image is resized when read)."
+        ) from error
+    try:
+        labels = np.asarray(labels)
+    except ValueError as error:
+        raise ValueError(
+            f"{argument} labels are sequences of different lengths; expected N integer class "
+            "indices, one per image."
+        ) from error
+    return images, labels
+
+
 def checked_arrays(images, labels):
     """(float32 images, int32 labels) of a pair of arrays: images (N, height, width, channels)
     of finite real pixels and N class indices 0, 1, 2, ..., N >= 1."""
-    images, labels = np.asarray(images), np.asarray(labels)
+    images, labels = as_arrays(images, labels)
     if images.ndim != 4 or len(images) != len(labels) or labels.ndim != 1 or not len(images):
         raise ValueError(
             f"source arrays have shapes {images.shape} and {labels.shape}; expected images "

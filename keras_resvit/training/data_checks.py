@@ -14,6 +14,7 @@ from keras_resvit.base.lazy import tf
 from keras_resvit.base.validation import check_seed
 from keras_resvit.data.checks import check_class_count, check_class_names_match, check_pixels
 from keras_resvit.data.datasets import load_dataset
+from keras_resvit.data.in_memory import as_arrays
 from keras_resvit.training.schedules import recipe_steps
 
 
@@ -122,10 +123,9 @@ def _as_dataset(argument, data, split, batch_size, seed):
     `provenance` (a hash of the arrays) lets a run resume only on the same arrays."""
     if not isinstance(data, tuple):
         return data
-    try:
-        images, labels = (np.asarray(array) for array in data)
-    except ValueError:  # not two arrays, or ragged ones
-        images = labels = None
+    images = labels = None
+    if len(data) == 2:
+        images, labels = as_arrays(*data, argument=argument)
     if images is None or images.ndim != 4 or labels.shape != images.shape[:1] or not len(images):
         shapes = [getattr(np.asarray(a, dtype=object), "shape", None) for a in data]
         raise ValueError(

@@ -507,6 +507,8 @@ def test_arrays_train_and_resume_only_on_the_same_arrays(arrays, tmp_path):
         ({"data": "short"}, r"train_data holds 2 arrays of shapes \[\(8, 32, 32, 3\), \(4,\)\]"),
         ({"val_data": "single"}, r"val_data holds 1 arrays of shapes \[\(8, 32, 32, 3\)\]"),
         ({"data": "negative"}, r"train_data: source labels must be class indices.*found -1"),
+        ({"data": "ragged"}, r"train_data images are arrays of different shapes.*image_size="),
+        ({"data": "ragged_labels"}, r"train_data labels are sequences of different lengths"),
         ({"val_data": [1, 2]}, r"val_data of type list is not valid.*\(images, labels\) tuple"),
     ],
 )
@@ -519,6 +521,8 @@ def test_bad_keras_style_arguments(arrays, digits, tmp_path, arguments, message)
         "one_hot": (x, np.eye(10)[y]),
         "short": (x, y[:4]),
         "negative": (x, np.full(8, -1)),
+        "ragged": ([*x[:7], x[7, :16]], y),
+        "ragged_labels": (x, [[label] for label in y[:7]] + [[0, 1]]),
         None: (x, y),
     }[arguments.pop("data", None)]
     if arguments.get("val_data") == "single":
