@@ -182,13 +182,14 @@ class StdConv2D(PointwiseConv2D):
     BatchNorm's batch-size dependence (Kolesnikov et al., BiT).
 
     Args:
-        epsilon: added to the variance for numerical stability.
+        epsilon: added to the variance for numerical stability; 1e-10 as in BiT's released
+            code (`big_transfer`), which its checkpoints were trained with.
         **kwargs: arguments of `keras.layers.Conv2D`.
 
     A 1x1 kernel is computed as `PointwiseConv2D` does.
     """
 
-    def __init__(self, *args, epsilon=1e-8, **kwargs):
+    def __init__(self, *args, epsilon=1e-10, **kwargs):
         check_number("StdConv2D: epsilon", epsilon, 0)
         super().__init__(*args, **kwargs)
         self.epsilon = epsilon

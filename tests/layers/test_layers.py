@@ -62,7 +62,7 @@ def test_std_conv_standardizes_each_filter():
     out = keras.ops.convert_to_numpy(layer(x))
     kernel = keras.ops.convert_to_numpy(layer.kernel)
     mean = kernel.mean(axis=(0, 1, 2), keepdims=True)
-    std = np.sqrt(kernel.var(axis=(0, 1, 2), keepdims=True) + 1e-8)
+    std = np.sqrt(kernel.var(axis=(0, 1, 2), keepdims=True) + 1e-10)  # BiT's epsilon
     plain = keras.layers.Conv2D(4, 3, padding="same", use_bias=False)
     plain.build(x.shape)
     plain.kernel.assign((kernel - mean) / std)
