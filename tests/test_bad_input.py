@@ -140,6 +140,37 @@ CASES = [
     Case("resnet_depth", lambda b: kr.build_resnet(21), V, ("depth=21", "[18, 34, 50")),
     Case("resnet_cifar_depth", lambda b: kr.build_resnet(21, stem="cifar"), V, ("6n+2",)),
     Case(
+        "hybrid_backbone_a_list",
+        lambda b: kr.build_hybrid_vit(["r50"]),
+        V,
+        ("backbone=['r50'] is not valid", "'r50_stage4'"),
+    ),
+    Case(
+        "hybrid_unknown_keyword",
+        lambda b: kr.build_hybrid_vit("r50", "Ti/16", image_size=32, stride=2),
+        TypeError,
+        ("build_hybrid_vit() got an unexpected keyword argument 'stride'", "'num_registers'"),
+    ),
+    Case(
+        "vit_variant_superscript_patch",
+        lambda b: kr.build_vit("B/\u00b2", image_size=32),
+        V,
+        ("variant='B/\u00b2' is not a ViT variant",),
+    ),
+    Case("vgg_depth_float", lambda b: kr.build_vgg(16.0), V, ("depth=16.0 is not valid", "16")),
+    Case(
+        "vgg_pooling_with_its_classifier",
+        lambda b: kr.build_vgg(11, input_shape=(32, 32, 3), num_classes=3, pooling="max"),
+        V,
+        ("pooling='max' applies only with include_top=False",),
+    ),
+    Case(
+        "efficientnet_pooling_with_its_classifier",
+        lambda b: kr.build_efficientnetv2("s", num_classes=3, pooling="avg"),
+        V,
+        ("pooling='avg' applies only with include_top=False",),
+    ),
+    Case(
         "resnet_input_too_small",
         lambda b: kr.build_resnet(18, input_shape=(16, 16, 3)),
         V,

@@ -20,6 +20,7 @@ there is none (a file saved or exported from a model in memory, copied alone).
 
 import json
 import mmap
+import reprlib
 import struct
 import zipfile
 from pathlib import Path
@@ -46,22 +47,30 @@ _TFLITE_BUFFER_LOCATION = "buffer_location"
 CLASS_NAMES_SUFFIX = ".classes.json"
 
 
-def checked_class_names(names, model=None) -> list:
-    """`names` as a list, when it is a list of strings with one name per output of `model`.
+def checked_class_names(names, model=None, classes=None) -> list:
+    """`names` as a list of str, when it is a sequence of strings (a list, a tuple or a 1-D
+    NumPy array) with one name per class: `classes`, or else each of the outputs of `model`
+    where it gives (batch, classes).
 
     Raises:
-        ValueError: not a list of strings, or another count than the model's outputs.
+        ValueError: not a non-empty sequence of strings, or another count than the classes.
     """
-    if isinstance(names, (str, bytes)) or name_list_problem(list(names)):
-        raise ValueError(f"class_names={names!r} must be a list of strings.")
-    names = list(names)
-    shape = None if model is None else model.output_shape
-    if isinstance(shape, tuple) and len(shape) == 2 and shape[-1] != len(names):
+    sequence = isinstance(names, (list, tuple)) or getattr(names, "ndim", None) == 1
+    listed = [str(name) if isinstance(name, str) else name for name in names] if sequence else []
+    if not listed or name_list_problem(listed):
         raise ValueError(
-            f"class_names list {len(names)} classes but the model has {shape[-1]} outputs; "
+            f"class_names={reprlib.repr(names)} must be a list of strings, one name per class "
+            "(e.g. ['cat', 'dog'])."
+        )
+    shape = None if model is None else model.output_shape
+    if classes is None and isinstance(shape, tuple) and len(shape) == 2:
+        classes = shape[-1]
+    if classes is not None and classes != len(listed):
+        raise ValueError(
+            f"class_names list {len(listed)} classes but the model has {classes} outputs; "
             "pass one name per output."
         )
-    return names
+    return listed
 
 
 def model_class_names(model) -> list | None:

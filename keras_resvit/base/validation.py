@@ -101,8 +101,18 @@ def check_rate(argument: str, value, *, none_ok: bool = False) -> None:
 
 
 def check_choice(argument: str, value, valid) -> None:
-    """`value` must be one of `valid`."""
-    if value not in valid:
+    """`value` must be one of `valid`, and of its type: 16.0 is not the choice 16, nor True
+    the choice 1."""
+
+    def same(choice):
+        kind = type(value) is type(choice) or isinstance(value, str) and isinstance(choice, str)
+        return kind and value == choice
+
+    try:
+        found = any(same(choice) for choice in valid)
+    except (TypeError, ValueError):  # an array, whose == gives no one truth value
+        found = False
+    if not found:
         raise ValueError(f"{argument}={value!r} is not valid; expected one of {list(valid)}.")
 
 

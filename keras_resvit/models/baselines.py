@@ -131,7 +131,7 @@ def build_vgg(
     138357544
     """
     check_choice("depth", depth, tuple(VGG_DEPTHS))
-    check_head_arguments(include_top, num_classes, pooling, classifier_activation)
+    check_head_arguments(include_top, num_classes, pooling, classifier_activation, top_pools=False)
     preprocessing_layers(preprocessing)
     check_rate("dropout", dropout)
     input_shape = (224, 224, 3) if input_shape is None else input_shape
@@ -255,7 +255,7 @@ def build_alexnet(
     60965224
     """
     check_choice("layout", layout, ALEXNET_LAYOUTS)
-    check_head_arguments(include_top, num_classes, pooling, classifier_activation)
+    check_head_arguments(include_top, num_classes, pooling, classifier_activation, top_pools=False)
     preprocessing_layers(preprocessing)
     check_rate("dropout", dropout)
     paper = layout == "paper"
@@ -316,7 +316,7 @@ def build_efficientnetv2(
     (None, 10)
     """
     check_choice("variant", variant, tuple(EFFICIENTNETV2))
-    check_head_arguments(include_top, num_classes, pooling, classifier_activation)
+    check_head_arguments(include_top, num_classes, pooling, classifier_activation, top_pools=False)
     own = preprocessing == "auto"
     if not own:
         preprocessing_layers(preprocessing)

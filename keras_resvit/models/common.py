@@ -101,12 +101,19 @@ def predictions_layer(num_classes, classifier_activation, kernel_initializer="gl
 
 
 def check_head_arguments(
-    include_top, num_classes, pooling, classifier_activation, poolings=POOLINGS
+    include_top, num_classes, pooling, classifier_activation, poolings=POOLINGS, *, top_pools=True
 ):
     """Validates the keras.applications-style head arguments shared by every builder; ViTs pass
-    their own `poolings`."""
+    their own `poolings`. A builder whose classifier ignores `pooling` (one that flattens the
+    feature map) passes `top_pools=False`, so a `pooling` given with the top is refused rather
+    than ignored."""
     check_choice("pooling", pooling, poolings)
     check_bool("include_top", include_top)
+    if include_top and not top_pools and pooling is not None:
+        raise ValueError(
+            f"pooling={pooling!r} applies only with include_top=False: this model's classifier "
+            "has its own fixed head; pass pooling=None, or include_top=False for pooled features."
+        )
     if include_top:
         check_int("num_classes", num_classes)
     if classifier_activation is not None:

@@ -5,13 +5,21 @@ import math
 import keras
 
 from keras_resvit.base.validation import check_bool, check_model
-from keras_resvit.models.common import leaf_layers
 
 
 def count_params(model: keras.Model, trainable_only: bool = True) -> int:
-    """Number of (trainable) parameters; BatchNorm moving statistics are not parameters."""
+    """Number of (trainable) parameters; BatchNorm moving statistics are not parameters.
+
+    Raises:
+        ValueError: for a model not built yet (it has no weights to count).
+    """
     check_model("model", model)
     check_bool("trainable_only", trainable_only)
+    if not model.built:
+        raise ValueError(
+            f"model={model.name!r} is not built, so it has no weights to count yet; build it "
+            "on an input first (keras.Input in its layers, or model.build(input_shape))."
+        )
     weights = model.trainable_weights if trainable_only else model.weights
     return sum(math.prod(w.shape) for w in weights)
 
@@ -25,45 +33,117 @@ def _shape(tensor):
     return shape
 
 
-def _attention_macs(layer):
+def _attention_macs(layer, inputs, output):
     """q/k/v/output projections plus the two attention matmuls (QK^T and AV)."""
-    query, value = layer.input[:2] if isinstance(layer.input, (list, tuple)) else 2 * [layer.input]
+    query, value = (inputs * 2)[:2]
     query, value = _shape(query), _shape(value)
     n_q, n_kv = math.prod(query[1:-1]), math.prod(value[1:-1])
     heads, key_dim, value_dim = layer.num_heads, layer.key_dim, layer.value_dim
     projections = (
         n_q * query[-1] * heads * key_dim
         + n_kv * value[-1] * heads * (key_dim + value_dim)
-        + n_q * heads * value_dim * _shape(layer.output)[-1]
+        + n_q * heads * value_dim * _shape(output)[-1]
     )
     return projections + heads * n_q * n_kv * (key_dim + value_dim)
 
 
+def _einsum_macs(layer, output):
+    """The output's size times the kernel's contracted axes (those not in the output)."""
+    operands, result = layer.equation.split("->")
+    axes = operands.split(",")[1]
+    if len(axes) != len(layer.kernel.shape):  # an ellipsis among the kernel's axes
+        raise ValueError(
+            f"layer {layer.name!r} (EinsumDense {layer.equation!r}): count_macs counts "
+            "equations whose kernel axes are all named."
+        )
+    sizes = zip(axes, layer.kernel.shape, strict=True)
+    return math.prod(_shape(output)[1:]) * math.prod(n for axis, n in sizes if axis not in result)
+
+
+CONVOLUTIONS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
+TRANSPOSED = (
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose,
+)
+
+
+def _call_macs(layer, inputs, output) -> int:
+    """Multiply-adds of one call of `layer` on `inputs` (tensors) giving `output`."""
+    if isinstance(layer, keras.layers.MultiHeadAttention):
+        return _attention_macs(layer, inputs, output)
+    if isinstance(layer, keras.layers.EinsumDense):
+        return _einsum_macs(layer, output)
+    if isinstance(layer, (*CONVOLUTIONS, *DEPTHWISE, *SEPARABLE, *TRANSPOSED, keras.layers.Dense)):
+        channels_in, out = _shape(inputs[0])[-1], _shape(output)
+        positions = math.prod(out[1:-1])  # output positions (Dense: all but the last axis)
+        if isinstance(layer, keras.layers.Dense):
+            return positions * channels_in * layer.units
+        taps = math.prod(layer.kernel_size)
+        if isinstance(layer, DEPTHWISE):
+            return positions * taps * out[-1]
+        if isinstance(layer, SEPARABLE):
+            depthwise = channels_in * layer.depth_multiplier
+            return positions * depthwise * (taps + layer.filters)
+        if isinstance(layer, TRANSPOSED):  # each input position scatters a kernel
+            return math.prod(_shape(inputs[0])[1:-1]) * taps * channels_in * layer.filters
+        return positions * taps * (channels_in // layer.groups) * layer.filters
+    kernels = [w.path for w in getattr(layer, "weights", ()) if w.path.endswith("kernel")]
+    if kernels:
+        raise ValueError(
+            f"layer {layer.name!r} ({type(layer).__name__}) has a kernel ({kernels[0]}) whose "
+            "multiply-adds count_macs does not know; it counts Conv1D/2D/3D (plain, depthwise, "
+            "separable, transposed), Dense, EinsumDense and MultiHeadAttention."
+        )
+    return 0
+
+
 def layer_macs(layer) -> int:
-    """Multiply-adds of one forward pass of a layer for one example (convs, dense, attention).
+    """Multiply-adds of the first call of a layer for one example (convs, dense, attention).
 
     Normalization, activations, softmax and pooling are left out, as in the papers' FLOP
     counts.
     """
-    if isinstance(layer, keras.layers.MultiHeadAttention):
-        return _attention_macs(layer)
-    if isinstance(layer, keras.layers.Conv2D):
-        out = _shape(layer.output)
-        kh, kw = layer.kernel_size
-        cin = _shape(layer.input)[-1] // layer.groups
-        return out[1] * out[2] * kh * kw * cin * layer.filters
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        out = _shape(layer.output)
-        kh, kw = layer.kernel_size
-        return out[1] * out[2] * kh * kw * out[3]
-    if isinstance(layer, keras.layers.Dense):
-        out = _shape(layer.output)
-        return math.prod(out[1:-1]) * _shape(layer.input)[-1] * layer.units
-    return 0
+    node = layer._inbound_nodes[0]
+    return _call_macs(layer, list(node.input_tensors), node.output_tensors[0])
+
+
+def _nodes(model):
+    """The calls (nodes) of `model`'s layer graph, inputs first, or one clear ValueError."""
+    graph = getattr(model, "_functional", None) if isinstance(model, keras.Sequential) else model
+    by_depth = getattr(graph, "_nodes_by_depth", None)
+    if not by_depth:
+        raise ValueError(
+            f"model={model.name!r} ({type(model).__name__}) has no graph of layer calls: "
+            "count_macs needs a functional or Sequential model built on a keras.Input (a "
+            "subclassed model's calls are not recorded)."
+        )
+    return [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]]
+
+
+def _graph_macs(model) -> int:
+    total = 0
+    for node in _nodes(model):
+        layer = node.operation
+        if isinstance(layer, keras.Model):
+            total += _graph_macs(layer)  # a nested model, counted at each call
+        elif node.output_tensors and not isinstance(layer, keras.layers.InputLayer):
+            total += _call_macs(layer, list(node.input_tensors), node.output_tensors[0])
+    return total
 
 
 def count_macs(model: keras.Model) -> int:
     """Multiply-adds of one forward pass for one image (the papers' "FLOPs").
+
+    Every call of a layer counts (a layer applied twice, twice). Convolutions, dense and
+    attention layers count; normalization, activations, softmax and pooling are left out, as
+    in the papers' FLOP counts.
+
+    Raises:
+        ValueError: for a model that is not a functional or Sequential model built on an
+            input of fixed size, or that holds a layer with a kernel of a kind not counted.
 
     Example:
     >>> import keras_resvit as kr
@@ -71,4 +151,4 @@ def count_macs(model: keras.Model) -> int:
     1.8
     """
     check_model("model", model)
-    return sum(layer_macs(layer) for layer in leaf_layers(model))
+    return _graph_macs(model)

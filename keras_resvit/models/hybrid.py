@@ -19,6 +19,23 @@ from keras_resvit.models.vit_config import vit_config
 # Blocks per stage. "r50": ResNet-50's (3, 4, 6, 3) with stage 4's three blocks moved into
 # stage 3, option (ii); "r50_stage4": the regular ResNet-50, its stage-4 output, option (i).
 BACKBONES = {"r50": (3, 4, 9), "r50_stage4": (3, 4, 6, 3)}
+# The `build_vit` arguments a hybrid passes on (`**vit_options`).
+VIT_OPTIONS = (
+    "position_embedding",
+    "representation_size",
+    "dropout",
+    "attention_dropout",
+    "drop_path",
+    "hidden_size",
+    "num_layers",
+    "num_heads",
+    "mlp_dim",
+    "patch_size",
+    "num_registers",
+    "layer_scale_init",
+    "qk_norm",
+    "fc_norm",
+)
 # The reference hybrid uses post-activation bottlenecks (stride on the 3x3) with GroupNorm and
 # weight standardization, i.e. ResNet v1.5 with BiT's normalization.
 _BACKBONE_BLOCKS = BlockConfig(
@@ -73,7 +90,7 @@ def build_hybrid_vit(
         classifier_activation: activation of the classifier; None returns logits.
         preprocessing: normalization preset inside the model ("inception": [-1, 1]).
         name: model name; default like "r50_vit_b16".
-        **vit_options: any other `build_vit` argument: position_embedding,
+        **vit_options: any other `build_vit` argument (`VIT_OPTIONS`): position_embedding,
             representation_size, dropout, attention_dropout, drop_path, hidden_size,
             num_layers, num_heads, mlp_dim, patch_size, num_registers, layer_scale_init,
             qk_norm, fc_norm.
@@ -92,6 +109,12 @@ def build_hybrid_vit(
     >>> kr.build_hybrid_vit("r50_stage4", "Ti/32", image_size=64).output_shape
     (None, 1000)
     """
+    unknown = sorted(set(vit_options) - set(VIT_OPTIONS))
+    if unknown:
+        raise TypeError(
+            f"build_hybrid_vit() got an unexpected keyword argument {unknown[0]!r}; its "
+            f"other build_vit arguments are {list(VIT_OPTIONS)}."
+        )
     check_choice("backbone", backbone, BACKBONES)
     check_vit_head(include_top, num_classes, pooling, classifier_activation, preprocessing)
     stride = backbone_stride(BACKBONES[backbone])

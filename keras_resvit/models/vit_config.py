@@ -66,7 +66,7 @@ def decode_variant(variant: str | None) -> dict:
     if variant is None:
         return {}
     size, _, patch = str(variant).partition("/")
-    if size in VARIANTS and (not patch or (patch.isdigit() and int(patch) > 0)):
+    if size in VARIANTS and (not patch or (patch.isascii() and patch.isdigit() and int(patch) > 0)):
         return {**VARIANTS[size], **({"patch_size": int(patch)} if patch else {})}
     known = [f"{v}/{p}" for v in VARIANTS for p in PATCH_SIZES]
     close = difflib.get_close_matches(str(variant), known, n=3, cutoff=0.5)

@@ -18,7 +18,9 @@ from keras_resvit.models.common import is_vit
 from keras_resvit.models.features import attention_layers
 from keras_resvit.models.vit_resize import token_grid
 from keras_resvit.viz.figures import (
+    check_class_names,
     check_images,
+    check_plot_model,
     check_png_path,
     image_grid,
     label,
@@ -30,6 +32,7 @@ HEAD_FUSIONS = {"mean": np.mean, "max": np.max, "min": np.min}
 
 
 def _check_arguments(model, images, discard_ratio, head_fusion):
+    check_plot_model(model)
     if not is_vit(model):
         raise ValueError(
             f"model={model.name!r} is not a ViT (it has no PositionEmbedding layer); attention "
@@ -57,8 +60,8 @@ def rollout_matrices(
         float64 (N, T, T) row-stochastic matrices over the T tokens (class token first).
 
     Raises:
-        ValueError: a model that is not a ViT, images of the wrong shape, or a bad
-            `discard_ratio` or `head_fusion`.
+        ValueError: a model that is not a ViT (or not a `keras.Model`), images of the wrong
+            shape or with NaN pixels, or a bad `discard_ratio` or `head_fusion`.
 
     Example:
     >>> import keras_resvit as kr
@@ -144,13 +147,15 @@ def plot_attention(
         path: the `.png` file to write (atomically).
         discard_ratio: see `rollout_matrices`.
         head_fusion: see `rollout_matrices`.
-        class_names: names for the class indices in the titles.
+        class_names: names for the class indices in the titles: a list of strings, one per
+            class of the model's classifier.
 
     Returns:
         The path written.
 
     Raises:
-        ValueError: as `rollout_matrices`, or `path` is not a `.png` file.
+        ValueError: as `rollout_matrices`, `path` is not a `.png` file, or `class_names` is
+            not one string per class.
 
     Example:
     >>> import keras_resvit as kr
@@ -160,12 +165,14 @@ def plot_attention(
     PosixPath('attention.png')
     """
     path = check_png_path(path)
+    images = _check_arguments(model, images, discard_ratio, head_fusion)
+    classifier = "predictions" in [layer.name for layer in model.layers]
+    names = check_class_names(class_names, model.output_shape[-1] if classifier else None)
     maps = attention_rollout(model, images, discard_ratio, head_fusion)
-    images = check_images(model, images)
     titles = [None] * len(images)
-    if "predictions" in [layer.name for layer in model.layers]:
+    if classifier:
         scores = keras.ops.convert_to_numpy(model(images, training=False))
-        titles = [label(index, class_names) for index in np.argmax(scores, axis=-1)]
+        titles = [label(index, names) for index in np.argmax(scores, axis=-1)]
     # Each map scaled to peak at 1, so the colours compare patches within an image.
     maps = maps / np.maximum(maps.max(axis=(1, 2), keepdims=True), 1e-12)
     figure, axes = image_grid(len(images))

@@ -1,11 +1,13 @@
 """Training curves: loss, accuracy and learning rate per epoch."""
 
+import os
 import reprlib
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
+from keras_resvit.base.files import as_path
 from keras_resvit.viz.figures import DPI, check_png_path, save_png
 
 PANELS = (("loss", "loss"), ("accuracy", "accuracy"), ("learning_rate", "learning rate"))
@@ -13,10 +15,11 @@ PANEL_SIZE = (4.5, 3.5)  # inches per curve panel
 
 
 def _columns(history):
-    if isinstance(history, (str, Path)):
+    if isinstance(history, (str, os.PathLike)):
         from keras_resvit.training.callbacks import read_history
 
-        if not Path(history).is_file():
+        history = as_path("history", history)
+        if not history.is_file():
             raise FileNotFoundError(f"history={str(history)!r} is not a file; expected a CSV.")
         rows = read_history(history)
         if not rows:
@@ -38,7 +41,7 @@ def _series(columns, key, length=None):
         series = np.asarray([np.nan if v is None else v for v in values], "float64")
     except (TypeError, ValueError):
         series = None
-    if series is None or series.ndim != 1 or length not in (None, len(series)):
+    if series is None or series.ndim != 1 or len(series) == 0 or length not in (None, len(series)):
         epochs = "one per epoch" if length is None else f"{length}, as many as its train curve"
         raise ValueError(
             f"history[{key!r}]={reprlib.repr(values)} is not valid; expected a list of "

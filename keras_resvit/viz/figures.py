@@ -9,7 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_resvit.base.files import atomic_path, check_output_path
+from keras_resvit.base.class_names import checked_class_names
+from keras_resvit.base.files import as_path, atomic_path, check_output_path
+from keras_resvit.base.validation import check_model
+from keras_resvit.data.checks import check_pixels
 
 DPI = 100
 PANEL_INCHES = 2.0  # one image panel is PANEL_INCHES * DPI pixels square
@@ -19,14 +22,35 @@ MAX_COLUMNS = 8
 
 
 def check_png_path(path) -> Path:
-    """`path` as a Path, or ValueError unless it names a writable `.png` file."""
-    if Path(path).suffix.lower() != ".png":
+    """`path` as a Path ("~" expanded), or ValueError unless it names a writable `.png` file."""
+    path = as_path("path", path)
+    if path.suffix.lower() != ".png":
         raise ValueError(f"path={str(path)!r} must be a .png file.")
     return check_output_path("path", path)
 
 
+def check_plot_model(model) -> None:
+    """ValueError unless `model` is a `keras.Model` with a defined input shape, which every
+    plot reads (an unbuilt Sequential or a subclassed model has none)."""
+    check_model("model", model)
+    if not hasattr(model, "input_shape"):
+        raise ValueError(
+            f"model={model.name!r} has no defined input shape (an unbuilt Sequential or a "
+            "subclassed model); pass a functional model (e.g. kr.create_model(name)) or a "
+            "Sequential that starts with a keras.Input."
+        )
+
+
+def check_class_names(class_names, classes) -> list | None:
+    """`class_names` as a list of str (None passes), or ValueError unless it is a sequence of
+    strings with one name for each of `classes` (any number when `classes` is None: a model
+    without class scores)."""
+    return None if class_names is None else checked_class_names(class_names, classes=classes)
+
+
 def check_images(model, images) -> np.ndarray:
-    """`images` as float32 (N, H, W, C), or ValueError naming its shape and the model's input."""
+    """`images` as float32 (N, H, W, C), or ValueError naming its shape and the model's input,
+    or NaN or infinite pixels (which would plot as blank maps)."""
     try:
         array = np.asarray(images, dtype="float32")
     except (TypeError, ValueError):
@@ -44,13 +68,13 @@ def check_images(model, images) -> np.ndarray:
             f"images has shape {array.shape}; model {model.name!r} needs a batch (N, {wanted}) "
             "of raw 0-255 pixels (for one image pass images[None])."
         )
+    check_pixels("images", array)
     return array
 
 
 def label(index, class_names=None) -> str:
-    """A class's name when `class_names` has it, else its index."""
-    index = int(index)
-    return str(class_names[index]) if class_names and index < len(class_names) else str(index)
+    """A class's name from `check_class_names`' list, else its index."""
+    return class_names[int(index)] if class_names else str(int(index))
 
 
 def image_grid(count, title_lines=1):

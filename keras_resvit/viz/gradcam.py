@@ -15,7 +15,9 @@ from keras_resvit.base.backend import gradient
 from keras_resvit.models.common import classifier_layer, is_vit
 from keras_resvit.models.features import stage_outputs
 from keras_resvit.viz.figures import (
+    check_class_names,
     check_images,
+    check_plot_model,
     check_png_path,
     image_grid,
     label,
@@ -25,6 +27,7 @@ from keras_resvit.viz.figures import (
 
 
 def _classifier(model):
+    check_plot_model(model)
     if is_vit(model):
         raise ValueError(
             f"model={model.name!r} is a ViT, which has no convolutional feature map for Grad-CAM; "
@@ -126,8 +129,9 @@ def grad_cam(model: keras.Model, images, class_index=None, layer: str | None = N
         location raises the score).
 
     Raises:
-        ValueError: a ViT or a model without a "predictions" classifier, an unknown layer or
-            one inside a residual block, images of the wrong shape, or a bad `class_index`.
+        ValueError: not a `keras.Model`, a ViT or a model without a "predictions" classifier,
+            an unknown layer or one inside a residual block, images of the wrong shape or with
+            NaN pixels, or a bad `class_index`.
 
     Example:
     >>> import keras_resvit as kr
@@ -155,13 +159,15 @@ def plot_grad_cam(
         path: the `.png` file to write (atomically).
         class_index: see `grad_cam`.
         layer: see `grad_cam`.
-        class_names: names for the class indices in the titles.
+        class_names: names for the class indices in the titles: a list of strings, one per
+            class of the classifier.
 
     Returns:
         The path written.
 
     Raises:
-        ValueError: as `grad_cam`, or `path` is not a `.png` file.
+        ValueError: as `grad_cam`, `path` is not a `.png` file, or `class_names` is not one
+            string per class.
 
     Example:
     >>> import keras_resvit as kr
@@ -170,9 +176,10 @@ def plot_grad_cam(
     PosixPath('gradcam.png')
     """
     path = check_png_path(path)
+    names = check_class_names(class_names, _classifier(model).units)
     heatmaps, classes = _grad_cam(model, images, class_index, layer)
     images = np.asarray(images)
     figure, axes = image_grid(len(images))
     for ax, image, heatmap, index in zip(axes, images, heatmaps, classes, strict=True):
-        show_image(ax, image, heatmap, label(index, class_names))
+        show_image(ax, image, heatmap, label(index, names))
     return save_png(figure, path)

@@ -6,8 +6,11 @@ import keras
 import numpy as np
 
 from keras_resvit.base.validation import check_int
+from keras_resvit.models.common import check_classifier
 from keras_resvit.viz.figures import (
+    check_class_names,
     check_images,
+    check_plot_model,
     check_png_path,
     image_grid,
     label,
@@ -24,14 +27,16 @@ def plot_predictions(model: keras.Model, images, path, *, top_k: int = 3, class_
         images: raw 0-255 pixels, (N, H, W, C) at the model's input size.
         path: the `.png` file to write (atomically).
         top_k: classes listed per image, best first.
-        class_names: names for the class indices (e.g. from the model's `.classes.json`).
+        class_names: names for the class indices (e.g. from the model's `.classes.json`): a
+            list of strings, one per class.
 
     Returns:
         The path written.
 
     Raises:
-        ValueError: `top_k` is not a positive int, images of the wrong shape, or `path` is not
-            a `.png` file.
+        ValueError: `model` is not a classifier (one score per class), `top_k` is not a
+            positive int, images of the wrong shape or with NaN pixels, `path` is not a `.png`
+            file, or `class_names` is not one string per class.
 
     Example:
     >>> import keras_resvit as kr
@@ -39,18 +44,16 @@ def plot_predictions(model: keras.Model, images, path, *, top_k: int = 3, class_
     >>> plot_predictions(kr.create_model("resnet20"), x[:8], "predictions.png")
     PosixPath('predictions.png')
     """
+    check_plot_model(model)
+    check_classifier(model, "plot_predictions ranks one score per class")
     path = check_png_path(path)
     check_int("top_k", top_k)
+    names = check_class_names(class_names, model.output_shape[-1])
     images = check_images(model, images)
     scores = keras.ops.convert_to_numpy(model.predict(images, verbose=0))
-    if scores.ndim != 2:
-        raise ValueError(
-            f"model={model.name!r} outputs shape {scores.shape}; plot_predictions needs a "
-            "classifier with (N, classes) outputs."
-        )
     figure, axes = image_grid(len(images), title_lines=min(top_k, scores.shape[-1]))
     for ax, image, row in zip(axes, images, scores, strict=True):
         best = np.argsort(-row, kind="stable")[:top_k]
-        lines = [f"{label(i, class_names)}: {row[i]:.3f}" for i in best]
+        lines = [f"{label(i, names)}: {row[i]:.3f}" for i in best]
         show_image(ax, image, title="\n".join(lines))
     return save_png(figure, path)

@@ -38,14 +38,21 @@ def test_curves_from_history_csv_and_dict(tmp_path):
         ("predictions", {"top_k": 0}, ValueError, ["top_k=0"]),
         ("predictions", {"path": "p.jpg"}, ValueError, ["p.jpg", ".png"]),
         ("predictions", {"images": np.zeros((1, 8, 8, 3))}, ValueError, ["(1, 8, 8, 3)"]),
+        # Features, not class scores: their top dimensions would be plotted as classes.
+        ("predictions", {"model": "features"}, ValueError, ["'avg_pool'", "not a classifier"]),
         ("history", {"history": "missing.csv"}, FileNotFoundError, ["missing.csv"]),
         ("history", {"history": {"epoch": [0]}}, ValueError, ["['epoch']", "loss"]),
+        ("history", {"history": {"loss": []}}, ValueError, ["history['loss']=[]", "per epoch"]),
     ],
 )
 def test_bad_input_raises_one_clear_error(tmp_path, plot, arguments, error, words):
     if plot == "predictions":
         call = kr.viz.plot_predictions
         arguments = {"model": tiny_vit(), "images": random_images(1, 32, 32), **arguments}
+        if arguments["model"] == "features":
+            arguments["model"] = kr.build_resnet(
+                8, stem="cifar", include_top=False, pooling="avg", input_shape=(32, 32, 3)
+            )
     else:
         call = kr.viz.plot_history
     path = tmp_path / arguments.pop("path", "out.png")
@@ -54,3 +61,10 @@ def test_bad_input_raises_one_clear_error(tmp_path, plot, arguments, error, word
     for word in words:
         assert word in str(raised.value)
     assert not path.exists()
+
+
+def test_paths_expand_the_home_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "history.csv").write_text("epoch,loss\n0,1.5\n1,0.7\n")
+    assert kr.viz.plot_history("~/history.csv", "~/curves.png") == tmp_path / "curves.png"
+    assert imread(tmp_path / "curves.png").shape[:2] == (350, 450)
