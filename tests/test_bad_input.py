@@ -133,6 +133,12 @@ def _train(bad, model=None, data=None, **kwargs):
     )
 
 
+def _dense_after_the_classifier():
+    inputs = keras.Input((4,))
+    scores = keras.layers.Dense(3, name="predictions")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(2, name="after")(scores))
+
+
 V = ValueError
 F = FileNotFoundError
 CASES = [
@@ -156,6 +162,40 @@ CASES = [
         lambda b: kr.build_vit("B/\u00b2", image_size=32),
         V,
         ("variant='B/\u00b2' is not a ViT variant",),
+    ),
+    Case(
+        "replace_head_output_after_the_classifier",
+        lambda b: kr.replace_head(_dense_after_the_classifier(), 5),
+        V,
+        ("gives its output from layer(s) ['after']", "one output is the 'predictions'"),
+    ),
+    Case(
+        "resize_vit_patch_of_a_lora_patch_embedding",
+        lambda b: kr.resize_vit(kr.enable_lora(tiny_vit(), 2, ("conv",)), patch_size=4),
+        V,
+        ("patch_size=4", "has LoRA factors", "kr.merge_lora(model)"),
+    ),
+    Case(
+        "position_embeddings_prefix_negative",
+        lambda b: kr.models.vit.resample_position_embeddings(
+            np.zeros((1, 17, 8)), (2, 2), num_prefix_tokens=-1
+        ),
+        V,
+        ("num_prefix_tokens=-1", ">= 0"),
+    ),
+    Case(
+        "position_embeddings_old_grid_mismatch",
+        lambda b: kr.models.vit.resample_position_embeddings(
+            np.zeros((1, 17, 8)), (2, 2), old_grid=(3, 3), num_prefix_tokens=1
+        ),
+        V,
+        ("old_grid=(3, 3) holds 9 tokens", "has 16"),
+    ),
+    Case(
+        "pi_resize_kernel_size_zero",
+        lambda b: kr.models.vit.pi_resize_kernel(np.ones((4, 4, 3, 8)), 0),
+        V,
+        ("new_size=0", "positive int"),
     ),
     Case("vgg_depth_float", lambda b: kr.build_vgg(16.0), V, ("depth=16.0 is not valid", "16")),
     Case(

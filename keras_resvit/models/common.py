@@ -132,6 +132,33 @@ def layer_config(config, name):
     return next(entry["config"] for entry in config["layers"] if entry["name"] == name)
 
 
+def functional_model(model, needs: str):
+    """`model` as a functional model, whose config rebuilds it: `model` itself, or for a
+    Sequential built on an input the functional model of its layers; one ValueError for a
+    model without a graph of layers (subclassed, or a Sequential never built). `needs` says
+    who requires it ("replace_head")."""
+    check_model("model", model)
+    if isinstance(model, keras.Sequential):
+        try:
+            (inputs,), (outputs,) = model.inputs, model.outputs  # a Sequential's one of each
+            return keras.Model(inputs, outputs, name=model.name)
+        except (AttributeError, ValueError):
+            pass
+    else:
+        try:
+            config = model.get_config()
+        except (NotImplementedError, TypeError, ValueError, AttributeError):
+            config = None
+        if isinstance(config, dict) and "input_layers" in config:
+            return model
+    raise ValueError(
+        f"model={model.name!r} ({type(model).__name__}) is not a functional model: {needs} "
+        "rebuilds a model from its graph of layers; pass a functional model (e.g. from "
+        "kr.create_model, or keras.Model(inputs, outputs)) or a Sequential built on a "
+        "keras.Input."
+    )
+
+
 def rebuild_model(model, config, new_weights=None):
     """A new functional model from an edited `model.get_config()`, weights copied by layer name.
 
@@ -234,7 +261,8 @@ def replace_head(model: keras.Model, num_classes: int) -> keras.Model:
         A new `keras.Model`; `model` is left unchanged.
 
     Raises:
-        ValueError: `num_classes` is not a positive int, or `model` has no "predictions" Dense.
+        ValueError: `num_classes` is not a positive int, or `model` is not a functional (or
+            Sequential) model whose output is a Dense layer named "predictions".
 
     Example:
     >>> import keras_resvit as kr
@@ -242,10 +270,18 @@ def replace_head(model: keras.Model, num_classes: int) -> keras.Model:
     >>> model.output_shape
     (None, 100)
     """
-    check_model("model", model)
+    model = functional_model(model, "replace_head")
     classifier_layer(model, "replace_head needs a classifier model")
     check_head_arguments(True, num_classes, None, None)
     config = model.get_config()
+    outputs = config["output_layers"]  # ["name", 0, 0] for one output, else a list of them
+    outputs = [outputs[0]] if isinstance(outputs[0], str) else [entry[0] for entry in outputs]
+    if outputs != ["predictions"]:
+        raise ValueError(
+            f"model={model.name!r} gives its output from layer(s) {outputs}, not from its "
+            "classifier 'predictions'; replace_head needs a model whose one output is the "
+            "'predictions' Dense layer."
+        )
     head = layer_config(config, "predictions")
     head["units"] = num_classes
     if is_vit(model):

@@ -9,7 +9,8 @@ segmentation, or features to probe:
   (pre-activation nets, whose blocks end in the addition); the last feature map of a
   pre-activation net is its closing norm-ReLU, `post_relu`. `feature_pyramid` gives each
   stage's last output by its stride, as keras-hub's `pyramid_outputs` ("P2": stride 4, ...
-  "P5": stride 32 for ImageNet nets).
+  "P5": stride 32 for ImageNet nets); the strides are the layers' (`stem_*` and each block's
+  strided conv or pool), so they hold for any input size.
 - ViTs (and the hybrid's encoder): encoder block `i` (from 1) ends in
   `encoder_block{i}_mlp_add`, all tokens: the class token (if any), the register tokens (if
   any, `num_registers`), then the patch tokens row by row, as timm's `forward_intermediates`
@@ -27,14 +28,15 @@ segmentation, or features to probe:
 {'encoder_block6': (2, 5, 192), 'encoder_block12': (2, 5, 192)}
 """
 
-import math
 import re
+from collections.abc import Iterable
 
 import keras
 
 from keras_resvit.base.validation import check_model
 
 RESNET_BLOCK = re.compile(r"stage(\d+)_block(\d+)_(out|add)")
+BLOCK_LAYER = re.compile(r"(stage\d+_block\d+)_")
 VIT_BLOCK = re.compile(r"encoder_block(\d+)_mlp_add")
 ATTENTION = re.compile(r"encoder_block(\d+)_attention")
 PRE_ACTIVATION_OUTPUT = "post_relu"
@@ -86,7 +88,8 @@ def intermediate_model(model: keras.Model, features: list | None = None) -> kera
     Args:
         model: a ResNet, ViT or hybrid of this package (built or loaded).
         features: keys of `feature_layers(model)`, e.g. `["stage4_block3"]` or
-            `["encoder_block6", "encoder_block12"]`; default all of them.
+            `["encoder_block6", "encoder_block12"]` (a list, or any other iterable of names);
+            default all of them.
 
     Returns:
         A `keras.Model` whose output is a dict: key -> (N, H, W, C) feature maps of residual
@@ -94,12 +97,11 @@ def intermediate_model(model: keras.Model, features: list | None = None) -> kera
         tokens, then the patches row by row; only the final output drops the registers).
 
     Raises:
-        ValueError: a key that `model` does not have (the valid ones are named).
+        ValueError: `features` is not a non-empty iterable of names (a single name is not: pass
+            `[name]`), or names a key that `model` does not have (the valid ones are named).
     """
     layers = feature_layers(model)
-    features = list(layers) if features is None else features
-    if isinstance(features, str) or not features:
-        raise ValueError(f"features={features!r} must be a non-empty list of names.")
+    features = list(layers) if features is None else _names(features, layers)
     unknown = [key for key in features if key not in layers]
     if unknown:
         raise ValueError(
@@ -108,6 +110,20 @@ def intermediate_model(model: keras.Model, features: list | None = None) -> kera
         )
     outputs = {key: model.get_layer(layers[key]).output for key in features}
     return keras.Model(model.input, outputs, name=f"{model.name}_intermediates")
+
+
+def _names(features, layers):
+    """`features` as a list, read once (a generator can be read only once), or a ValueError."""
+    names = None
+    if isinstance(features, Iterable) and not isinstance(features, str):
+        names = list(features)
+    if not names or not all(isinstance(name, str) for name in names):
+        example = [features] if isinstance(features, str) else list(layers)[-1:]
+        raise ValueError(
+            f"features={features if names is None else names!r} must be a non-empty list of "
+            f"feature names, e.g. {example!r}; valid: {_abbreviated(list(layers))}."
+        )
+    return names
 
 
 def _abbreviated(names):
@@ -126,31 +142,59 @@ def stage_outputs(model: keras.Model) -> dict:
     return stages
 
 
+def _block_strides(model):
+    """{"stage{s}_block{b}": its output's stride}: the product of the stem's strides (its layers
+    run one after the other) and of each block's largest so far (a strided shortcut runs beside
+    the block's strided conv, not after it)."""
+    stride, largest = 1, {}
+    for layer in model.layers:
+        strides = getattr(layer, "strides", None)  # convolutions and poolings
+        layer_stride = strides[0] if strides else 1
+        if layer.name.startswith("stem_"):
+            stride *= layer_stride
+        elif match := BLOCK_LAYER.match(layer.name):
+            largest[match.group(1)] = max(largest.get(match.group(1), 1), layer_stride)
+    strides = {}
+    for key in _resnet_blocks(model):
+        stride *= largest[key]
+        strides[key] = stride
+    return strides
+
+
 def feature_pyramid(model: keras.Model) -> keras.Model:
     """A ResNet's stage outputs keyed by their stride, as keras-hub's `pyramid_outputs`: "P{k}"
     is the feature map of stride 2**k ("P2" ... "P5" for an ImageNet ResNet, "P0" ... "P2" for
     a CIFAR one), for detection and segmentation heads.
 
+    The strides are the layers' (not ratios of map sizes, which an odd input size rounds: a
+    40x40 ResNet-18 has 10, 5, 3 and 2 pixel maps), so every input size, fixed or not, gives
+    each stage its level. Each level is the last residual block at its stride, as FPN's C_k
+    (Lin et al. 2017, Section 3: "the output of the last layer of each stage"): a stage's
+    output, or, in nets whose stride-2 block ends a stage (`downsample="last"`,
+    keras.applications' ResNetV2), the block before it.
+
     Raises:
-        ValueError: `model` has no ResNet stages, or an input of undefined size.
+        ValueError: `model` is not a Keras model or has no ResNet stages.
+
+    Example:
+    >>> import keras_resvit as kr
+    >>> model = kr.build_resnet(18, input_shape=(40, 40, 3), num_classes=3)
+    >>> {key: x.shape[1] for key, x in feature_pyramid(model).output.items()}
+    {'P2': 10, 'P3': 5, 'P4': 3, 'P5': 2}
     """
     check_model("model", model)
-    stages = stage_outputs(model)
-    if not stages:
+    blocks = _resnet_blocks(model)
+    if not blocks:
         raise ValueError(
             f"model={model.name!r} has no ResNet stages; feature_pyramid needs a ResNet (or a "
             "hybrid's backbone). For ViT tokens use intermediate_model."
         )
-    height = model.input_shape[1]
-    if height is None:
-        raise ValueError(
-            f"model={model.name!r} takes images of any size; build it with a fixed input_shape "
-            "to name its pyramid levels by stride."
-        )
-    outputs = {}
-    for name in stages.values():
-        output = model.get_layer(name).output
-        outputs[f"P{round(math.log2(height / output.shape[1]))}"] = output
+    levels = {}
+    for key, stride in _block_strides(model).items():
+        levels[f"P{int(stride).bit_length() - 1}"] = blocks[key]  # the last block at a stride wins
+    if PRE_ACTIVATION_OUTPUT in [layer.name for layer in model.layers]:
+        levels[list(levels)[-1]] = PRE_ACTIVATION_OUTPUT
+    outputs = {key: model.get_layer(name).output for key, name in levels.items()}
     return keras.Model(model.input, outputs, name=f"{model.name}_pyramid")
 
 
@@ -190,7 +234,7 @@ def representation_model(model: keras.Model, layer: str | None = None) -> keras.
     check_model("model", model)
     names = [entry.name for entry in model.layers]
     if layer is not None:
-        if layer not in names:
+        if not isinstance(layer, str) or layer not in names:
             raise ValueError(
                 f"layer={layer!r} is not a layer of model {model.name!r}; its last layers are "
                 f"{names[-4:]}."

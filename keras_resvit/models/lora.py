@@ -21,7 +21,7 @@ import numpy as np
 from keras_resvit.base.class_names import model_class_names, set_class_names
 from keras_resvit.base.validation import check_bool, check_int, check_model, check_number
 from keras_resvit.layers.lora_layers import ProjectionSettings
-from keras_resvit.models.common import leaf_layers, rebuild_model
+from keras_resvit.models.common import functional_model, leaf_layers, rebuild_model
 
 TARGETS = ("attention", "mlp", "conv", "head")
 # The classifier of every builder (`models.common.predictions_layer`, keras.applications).
@@ -53,7 +53,7 @@ def _lora_leaves(layer):
 
 def _check_arguments(model, rank, targets, alpha, train_head):
     """Validates `enable_lora`'s arguments; returns the targets as a tuple."""
-    check_model("model", model)
+    functional_model(model, "merge_lora, which follows enable_lora,")
     check_int("rank", rank)
     check_number("alpha", alpha, 0, none_ok=True)
     if train_head is not None:
@@ -169,10 +169,12 @@ def enable_lora(
 
 
 def _merged_weights(old, new):
-    """`old`'s weights without its LoRA factors, each kernel with its update folded in."""
+    """`old`'s weights (a layer's, or a nested model's) without LoRA factors, each kernel with
+    its update folded in."""
     merged = {}
-    if getattr(old, "lora_enabled", False):
-        for leaf in _lora_leaves(old):
+    layers = leaf_layers(old) if isinstance(old, keras.Model) else [old]
+    for layer in (x for x in layers if getattr(x, "lora_enabled", False)):
+        for leaf in _lora_leaves(layer):
             kernel = next(v for v in leaf.weights if v.name == "kernel")
             merged[id(kernel)] = keras.ops.convert_to_numpy(leaf.kernel)
     return [
@@ -195,7 +197,7 @@ def merge_lora(model: keras.Model) -> keras.Model:
         A new `keras.Model` carrying `model`'s class names; `model` is left unchanged.
 
     Raises:
-        ValueError: `model` has no LoRA layer.
+        ValueError: `model` has no LoRA layer, or is not a functional (or Sequential) model.
 
     Example:
     >>> import keras_resvit as kr
@@ -208,11 +210,20 @@ def merge_lora(model: keras.Model) -> keras.Model:
     check_model("model", model)
     if not any(getattr(x, "lora_enabled", False) for x in leaf_layers(model)):
         raise ValueError(f"model={model.name!r} has no LoRA layer to merge; enable_lora adds them.")
+    names = model_class_names(model)
+    model = functional_model(model, "merge_lora")
     config = model.get_config()
-    for entry in config["layers"]:
+    _without_lora(config["layers"])
+    merged = rebuild_model(model, config, _merged_weights)
+    set_class_names(merged, names)
+    return merged
+
+
+def _without_lora(layers):
+    """Removes LoRA from the layer configs `layers` (nested models' layers included) and
+    makes every layer trainable."""
+    for entry in layers:
         entry["config"].pop("lora_rank", None)
         entry["config"].pop("lora_alpha", None)
         entry["config"]["trainable"] = True
-    merged = rebuild_model(model, config, _merged_weights)
-    set_class_names(merged, model_class_names(model))
-    return merged
+        _without_lora(entry["config"].get("layers", []))

@@ -97,19 +97,23 @@ def builds_any_size(image_size) -> bool:
     return image_size is None or any_size(image_size)
 
 
-def image_size_pair(image_size):
-    """An int or (height, width) as a (height, width) tuple, or ValueError."""
+def image_size_pair(image_size, argument: str = "image_size"):
+    """An int or (height, width) as a (height, width) tuple, or ValueError naming `argument`."""
     size = (image_size, image_size) if isinstance(image_size, int) else image_size
     if not isinstance(size, (tuple, list)) or len(size) != 2:
-        raise ValueError(f"image_size={image_size!r} must be an int or (height, width).")
+        raise ValueError(f"{argument}={image_size!r} must be an int or (height, width).")
     positive = all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)
     if size is image_size and not positive:  # a pair: its sides named together
+        hint = (
+            "; a ViT of any input size takes image_size=None (build_vit) or (None, None)"
+            if argument == "image_size"
+            else ""
+        )
         raise ValueError(
-            f"image_size={tuple(image_size)!r} must be two positive ints (height, width); "
-            "a ViT of any input size takes image_size=None (build_vit) or (None, None)."
+            f"{argument}={tuple(image_size)!r} must be two positive ints (height, width){hint}."
         )
     for side in size:
-        check_int("image_size", side)
+        check_int(argument, side)
     return tuple(size)
 
 

@@ -23,7 +23,7 @@ def resample_position_embeddings(posemb, new_grid, *, old_grid=None, num_prefix_
 
     Args:
         posemb: array `(1, num_prefix_tokens + grid_h * grid_w, dim)`.
-        new_grid: (height, width) of the new grid.
+        new_grid: (height, width) of the new grid, or an int for a square one.
         old_grid: (height, width) of `posemb`'s grid; default square.
         num_prefix_tokens: tokens before the grid (1 with a class token).
 
@@ -36,6 +36,19 @@ def resample_position_embeddings(posemb, new_grid, *, old_grid=None, num_prefix_
     (1, 577, 768)
     """
     posemb = np.asarray(posemb)
+    if posemb.ndim != 3 or posemb.shape[0] != 1:
+        raise ValueError(
+            f"posemb of shape {posemb.shape} is not valid; expected position embeddings "
+            "(1, tokens, dim)."
+        )
+    tokens = posemb.shape[1]
+    check_int("num_prefix_tokens", num_prefix_tokens, minimum=0)
+    if num_prefix_tokens >= tokens:
+        raise ValueError(
+            f"num_prefix_tokens={num_prefix_tokens} leaves no grid of posemb's {tokens} tokens; "
+            "expected the tokens before the grid (1 with a class token)."
+        )
+    new_grid = image_size_pair(new_grid, "new_grid")
     prefix, grid = posemb[:, :num_prefix_tokens], posemb[:, num_prefix_tokens:]
     if old_grid is None:
         side = math.isqrt(grid.shape[1])
@@ -45,7 +58,13 @@ def resample_position_embeddings(posemb, new_grid, *, old_grid=None, num_prefix_
                 "old_grid=(height, width)."
             )
         old_grid = (side, side)
-    if tuple(old_grid) == tuple(new_grid):
+    old_grid = image_size_pair(old_grid, "old_grid")
+    if old_grid[0] * old_grid[1] != grid.shape[1]:
+        raise ValueError(
+            f"old_grid={old_grid} holds {old_grid[0] * old_grid[1]} tokens, but posemb has "
+            f"{grid.shape[1]} after its {num_prefix_tokens} prefix token(s)."
+        )
+    if old_grid == new_grid:
         return posemb
     grid = grid.reshape(1, *old_grid, posemb.shape[-1])
     grid = keras.ops.image.resize(
@@ -171,6 +190,12 @@ def resize_vit(
     config = model.get_config()
     if patch_size is not None and patch_size != patch:
         check_int("patch_size", patch_size)
+        if getattr(model.get_layer("patch_embedding"), "lora_enabled", False):
+            raise ValueError(
+                f"patch_size={patch_size!r}: the patch embedding of model={model.name!r} has "
+                "LoRA factors, which are shaped for its patch size; merge them first "
+                "(kr.merge_lora(model)), then resize, then enable_lora again."
+            )
         embedding = layer_config(config, "patch_embedding")
         if tuple(embedding["kernel_size"]) != (patch, patch):
             raise ValueError(
@@ -228,7 +253,12 @@ def pi_resize_kernel(kernel, new_size) -> np.ndarray:
     (8, 8, 3, 8)
     """
     kernel = np.asarray(kernel, "float64")
-    (old_h, old_w), (new_h, new_w) = kernel.shape[:2], image_size_pair(new_size)
+    if kernel.ndim != 4:
+        raise ValueError(
+            f"kernel of shape {kernel.shape} is not valid; expected a Conv2D kernel (patch "
+            "height, patch width, channels, dim)."
+        )
+    (old_h, old_w), (new_h, new_w) = kernel.shape[:2], image_size_pair(new_size, "new_size")
     resize = np.kron(_bilinear_matrix(old_h, new_h), _bilinear_matrix(old_w, new_w))
     flat = kernel.reshape(old_h * old_w, -1)
     resized = np.linalg.pinv(resize.T) @ flat

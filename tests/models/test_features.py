@@ -5,7 +5,12 @@ import numpy as np
 import pytest
 
 import keras_resvit as kr
-from keras_resvit.models.features import attention_layers, last_feature_map, stage_outputs
+from keras_resvit.models.features import (
+    attention_layers,
+    last_feature_map,
+    representation_model,
+    stage_outputs,
+)
 from tests.conftest import random_images
 
 
@@ -30,6 +35,61 @@ def test_feature_pyramid_names_stages_by_stride(name, overrides, levels):
     for key, (height, channels) in levels.items():
         assert pyramid[key].shape[1:3] == (height, height)
         assert channels == 0 or pyramid[key].shape[-1] == channels
+
+
+@pytest.mark.parametrize(
+    "overrides, sizes",
+    [
+        ({"input_shape": (40, 40, 3)}, (10, 5, 3, 2)),  # 40/3 and 40/2 both round to 2**4
+        ({"input_shape": (33, 33, 3)}, (9, 5, 3, 2)),  # 33/5 and 33/3 both round to 2**3
+        ({"input_shape": (None, None, 3)}, (10, 5, 3, 2)),  # any size, fed 40x40
+        ({"input_shape": (None, 40, 3)}, (10, 5, 3, 2)),
+        ({"input_shape": (40, 40, 3), "stem": "deep"}, (10, 5, 3, 2)),
+    ],
+)
+def test_every_input_size_gives_every_stage_its_level(overrides, sizes):
+    # He et al. (2016), Table 1: the stem downsamples 4x, stages 2-4 2x each: strides 4 ... 32.
+    model = kr.build_resnet(18, num_classes=3, **overrides)
+    pyramid = kr.feature_pyramid(model)
+    stages = stage_outputs(model)
+    assert list(pyramid.output) == ["P2", "P3", "P4", "P5"]
+    for key, stage in zip(pyramid.output, stages, strict=True):
+        assert pyramid.get_layer(stages[stage]).output is pyramid.output[key]
+    size = overrides["input_shape"][0] or 40
+    maps = pyramid(random_images(1, size, size))
+    assert [maps[key].shape[1] for key in maps] == list(sizes)
+    assert [maps[key].shape[2] for key in maps] == list(sizes)
+
+
+@pytest.mark.parametrize("size, sizes", [(32, (32, 16, 8)), (33, (33, 17, 9)), (None, (33, 17, 9))])
+def test_a_cifar_stem_keeps_the_input_resolution(size, sizes):
+    # He et al. (2016), Section 4.2: the CIFAR net's 3x3 stem keeps the resolution, and its
+    # three stages have strides 1, 2 and 4.
+    model = kr.build_resnet(20, stem="cifar", input_shape=(size, size, 3), num_classes=3)
+    pyramid = kr.feature_pyramid(model)
+    assert list(pyramid.output) == ["P0", "P1", "P2"]
+    maps = pyramid(random_images(1, 33 if size is None else size, 33 if size is None else size))
+    assert tuple(maps[key].shape[1] for key in maps) == sizes
+
+
+def test_stride_two_at_a_stages_end_takes_the_block_before_it():
+    # keras.applications' ResNetV2 downsamples in a stage's last block, so stage 3 ends at
+    # stride 32 as stage 4 does; each level is the last block at its stride (FPN's C_k).
+    model = kr.build_resnet(
+        50, version="v2", downsample="last", input_shape=(64, 64, 3), num_classes=3
+    )
+    pyramid = kr.feature_pyramid(model)
+    expected = {
+        "P2": "stage1_block2_add",
+        "P3": "stage2_block3_add",
+        "P4": "stage3_block5_add",
+        "P5": "post_relu",
+    }
+    assert list(pyramid.output) == list(expected)
+    for key, name in expected.items():
+        assert pyramid.get_layer(name).output is pyramid.output[key]
+    maps = pyramid(random_images(1, 64, 64))
+    assert [maps[key].shape[1] for key in expected] == [16, 8, 4, 2]
 
 
 @pytest.mark.parametrize("name", ["resnet20", "resnet50v2", "se_resnet50"])
@@ -76,6 +136,65 @@ def test_the_hybrid_has_both_kinds_of_features():
     assert list(kr.feature_pyramid(hybrid).output) == ["P2", "P3", "P4"]
 
 
+def tiny_vit():
+    return kr.build_vit(
+        None,
+        image_size=16,
+        patch_size=8,
+        hidden_size=8,
+        num_layers=1,
+        num_heads=2,
+        mlp_dim=16,
+        num_classes=3,
+    )
+
+
+@pytest.mark.parametrize(
+    "features",
+    [["encoder_block1"], ("encoder_block1",), {"encoder_block1"}, iter(["encoder_block1"])],
+    ids=["list", "tuple", "set", "iterator"],
+)
+def test_any_iterable_of_names_is_read_once(features):
+    if not isinstance(features, list | tuple | set):
+        features = (name for name in ["encoder_block1"])  # a generator can be read only once
+    tokens = kr.intermediate_model(tiny_vit(), features)
+    assert list(tokens.output) == ["encoder_block1"]
+
+
+@pytest.mark.parametrize(
+    "features, match",
+    [
+        (5, r"features=5 must be a non-empty list of feature names"),
+        ([["encoder_block1"]], r"features=\[\['encoder_block1'\]\] must be a non-empty list"),
+        ([], r"features=\[\] must be a non-empty list"),
+        ((f for f in []), r"features=\[\] must be a non-empty list"),
+        ("encoder_block1", r"features='encoder_block1' must .* e\.g\. \['encoder_block1'\]"),
+        (b"encoder_block1", r"features=\[101, .*\] must be a non-empty list"),
+        (["encoder_block1", None], r"features=\['encoder_block1', None\] must be"),
+        (["encoder_block9"], r"features=\['encoder_block9'\] are not features"),
+    ],
+    ids=["int", "nested", "empty", "empty_generator", "str", "bytes", "none_inside", "unknown"],
+)
+def test_bad_features_are_named_with_the_valid_ones(features, match):
+    with pytest.raises(ValueError, match=match) as info:
+        kr.intermediate_model(tiny_vit(), features)
+    assert "valid: ['encoder_block1']" in str(info.value)
+
+
+@pytest.mark.parametrize("layer", [5, ["predictions"], np.array(["predictions"])])
+def test_a_representation_layer_must_be_a_name(layer):
+    with pytest.raises(ValueError, match=r"layer=.* is not a layer of model 'vit"):
+        representation_model(tiny_vit(), layer)
+
+
+@pytest.mark.parametrize(
+    "function", [kr.feature_layers, kr.feature_pyramid, kr.intermediate_model, representation_model]
+)
+def test_a_model_must_be_a_keras_model(function):
+    with pytest.raises(ValueError, match="model of type str is not valid; pass a keras.Model"):
+        function("resnet20")
+
+
 def test_bad_feature_requests():
     model = kr.create_model("resnet20")
     with pytest.raises(ValueError, match=r"features=\['stage9_block1'\] are not features"):
@@ -88,3 +207,5 @@ def test_bad_feature_requests():
     vgg = kr.build_vgg(11, input_shape=(32, 32, 3), num_classes=5, include_top=False)
     with pytest.raises(ValueError, match="has no ResNet or ViT blocks"):
         kr.feature_layers(vgg)
+    with pytest.raises(ValueError, match="has no ResNet stages"):
+        kr.feature_pyramid(vgg)

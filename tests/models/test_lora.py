@@ -198,3 +198,35 @@ def test_targets_without_layers_and_merging_without_lora_raise():
     model = enable_lora(tiny_vit(), RANK)
     with pytest.raises(ValueError, match="rank=3"):
         enable_lora(model, 3)
+
+
+def test_a_sequential_and_a_nested_model_merge_to_the_same_outputs():
+    x = random_images(2, 32, 32, seed=4)
+    for model in (
+        keras.Sequential([keras.Input((32, 32, 3)), tiny_vit()]),  # a ViT inside a Sequential
+        keras.Model(*(lambda i: (i, tiny_vit()(i)))(keras.Input((32, 32, 3)))),  # nested
+    ):
+        enable_lora(model, RANK, ("mlp",))
+        for variable in model.trainable_weights:  # updates that are not zero
+            if variable.path.endswith("lora_kernel_b"):
+                variable.assign(np.full(variable.shape, 0.05, "float32"))
+        merged = merge_lora(model)
+        np.testing.assert_allclose(_numpy(merged(x)), _numpy(model(x)), atol=1e-5)
+        assert not any("lora" in w.path for w in merged.weights)
+
+
+def test_a_model_without_a_graph_of_layers_is_named():
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.predictions = keras.layers.Dense(3, name="predictions")
+
+        def call(self, x):
+            return self.predictions(x)
+
+    model = Subclassed()
+    model(np.ones((1, 4), "float32"))
+    with pytest.raises(ValueError, match=r"model='\w+' \(Subclassed\) is not a functional model"):
+        enable_lora(model, RANK, ("head",))
+    with pytest.raises(ValueError, match=r"\(Subclassed\) is not a functional model: replace_head"):
+        kr.replace_head(model, 5)
