@@ -23,6 +23,36 @@ from keras_resvit.layers.vit_option_layers import check_tokens
 
 
 @keras.saving.register_keras_serializable(package="keras_resvit")
+class PatchEmbedding(keras.layers.Conv2D):
+    """`keras.layers.Conv2D` over non-overlapping patches (kernel size = strides = the patch
+    size, "valid" padding) that refuses an input whose height or width is not a multiple of
+    the patch size, where a convolution would drop the last rows or columns silently.
+
+    A ViT of a fixed size checks its size when it is built; this check serves a ViT of any
+    input size (`image_size=None`), at each size it is called with (a size unknown while a
+    TensorFlow graph is traced is not checked). The weights and config are Conv2D's.
+
+    Example:
+    >>> import numpy as np
+    >>> layer = PatchEmbedding(8, 4, strides=4)
+    >>> tuple(layer(np.zeros((1, 8, 12, 3), "float32")).shape)
+    (1, 2, 3, 8)
+    """
+
+    def call(self, inputs):
+        height, width = inputs.shape[1:3]
+        rows, columns = self.strides
+        if (height is not None and height % rows) or (width is not None and width % columns):
+            raise ValueError(
+                f"{self.name}: images of {height}x{width} pixels do not divide into "
+                f"{rows}x{columns} patches, and the last rows or columns would be dropped; "
+                f"valid: a height that is a multiple of {rows} and a width a multiple of "
+                f"{columns} (resize or crop the images first)."
+            )
+        return super().call(inputs)
+
+
+@keras.saving.register_keras_serializable(package="keras_resvit")
 class ClassToken(keras.layers.Layer):
     """Prepends a learnable [class] token to a sequence of patch tokens (Dosovitskiy et al.).
 

@@ -23,6 +23,7 @@ from keras_resvit.layers.vit_layers import (
     ClosedFormLayerNormalization,
     DropPath,
     MultiHeadSelfAttention,
+    PatchEmbedding,
     PositionEmbedding,
     TokenPooling,
     gelu,
@@ -106,7 +107,7 @@ def num_class_tokens(cfg):
 def embed_patches(x, cfg):
     """Feature map -> patch tokens (+ class token) + position embeddings (+ registers)."""
     patch = cfg.patch_size // cfg.stride
-    x = keras.layers.Conv2D(
+    x = PatchEmbedding(
         cfg.hidden_size, patch, strides=patch, padding="valid", name="patch_embedding"
     )(x)
     patch_map = x
