@@ -199,6 +199,11 @@ def vit_model(cfg, features, head, preprocessing, name):
         name: model name.
     """
     size = (None, None) if cfg.dynamic_size else cfg.image_size
+    if cfg.dynamic_size and preprocessing == "pixel_mean":
+        raise ValueError(
+            "image_size=None: preprocessing='pixel_mean' subtracts a mean image of one size; "
+            "pass a fixed image_size, or another preprocessing (e.g. 'inception')."
+        )
     inputs, x = image_inputs((*size, 3), preprocessing)
     if features is not None:
         x = features(x)

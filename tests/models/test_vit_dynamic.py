@@ -167,11 +167,23 @@ def test_a_model_of_any_size_exports_at_a_fixed_size_and_passes_the_check(tmp_pa
         (lambda: kr.build_vit(**{**ANY, "image_size": 0}), "image_size=0"),
         (lambda: kr.build_vit(**{**ANY, "image_size": (0, 0)}), "image_size=(0, 0)"),
         (lambda: kr.build_vit(**{**ANY, "image_size": ()}), "image_size=()"),
+        (
+            lambda: kr.build_vit(**{**ANY, "preprocessing": "pixel_mean"}),
+            "image_size=None: preprocessing='pixel_mean' subtracts a mean image",
+        ),
         # At call time, a size the patches do not divide (a Conv2D would crop it silently).
         (lambda: kr.build_vit(**ANY)(random_images(1, 36, 32)), "images of 36x32 pixels"),
         (lambda: kr.build_vit(**ANY)(random_images(1, 32, 20)), "a width a multiple of 8"),
     ],
-    ids=["half_none", "zero", "zero_pair", "empty", "height_not_divided", "width_not_divided"],
+    ids=[
+        "half_none",
+        "zero",
+        "zero_pair",
+        "empty",
+        "pixel_mean",
+        "height_not_divided",
+        "width_not_divided",
+    ],
 )
 def test_bad_sizes_get_one_clear_error(call, words):
     with pytest.raises(ValueError, match=None) as info:
