@@ -11,7 +11,7 @@ from keras_resvit.models.features import (
     representation_model,
     stage_outputs,
 )
-from tests.conftest import random_images
+from tests.conftest import random_images, tiny_vit
 
 
 def numpy(x):
@@ -136,17 +136,8 @@ def test_the_hybrid_has_both_kinds_of_features():
     assert list(kr.feature_pyramid(hybrid).output) == ["P2", "P3", "P4"]
 
 
-def tiny_vit():
-    return kr.build_vit(
-        None,
-        image_size=16,
-        patch_size=8,
-        hidden_size=8,
-        num_layers=1,
-        num_heads=2,
-        mlp_dim=16,
-        num_classes=3,
-    )
+def one_block_vit():
+    return tiny_vit(num_layers=1)
 
 
 @pytest.mark.parametrize(
@@ -157,7 +148,7 @@ def tiny_vit():
 def test_any_iterable_of_names_is_read_once(features):
     if not isinstance(features, list | tuple | set):
         features = (name for name in ["encoder_block1"])  # a generator can be read only once
-    tokens = kr.intermediate_model(tiny_vit(), features)
+    tokens = kr.intermediate_model(one_block_vit(), features)
     assert list(tokens.output) == ["encoder_block1"]
 
 
@@ -177,14 +168,14 @@ def test_any_iterable_of_names_is_read_once(features):
 )
 def test_bad_features_are_named_with_the_valid_ones(features, match):
     with pytest.raises(ValueError, match=match) as info:
-        kr.intermediate_model(tiny_vit(), features)
+        kr.intermediate_model(one_block_vit(), features)
     assert "valid: ['encoder_block1']" in str(info.value)
 
 
 @pytest.mark.parametrize("layer", [5, ["predictions"], np.array(["predictions"])])
 def test_a_representation_layer_must_be_a_name(layer):
     with pytest.raises(ValueError, match=r"layer=.* is not a layer of model 'vit"):
-        representation_model(tiny_vit(), layer)
+        representation_model(one_block_vit(), layer)
 
 
 @pytest.mark.parametrize(
