@@ -64,13 +64,15 @@ def read_image(path) -> np.ndarray:
 
 
 def read_listed(paths, row, strict, failed):
-    """The pixels of file `paths[row]`; unless `strict`, a file that fails to decode is
-    replaced by the next listed file that decodes, warned of once (`failed`: the paths warned
-    of so far, updated)."""
+    """(pixels, row read): the pixels of file `paths[row]`; unless `strict`, a file that fails
+    to decode is replaced by the next listed file that decodes, whose row is returned so that
+    its own label goes with it; warned of once (`failed`: the paths warned of so far,
+    updated)."""
     for offset in range(len(paths)):
-        path = paths[(row + offset) % len(paths)]
+        read = (row + offset) % len(paths)
+        path = paths[read]
         try:
-            return read_image(path)
+            return read_image(path), read
         except DECODE_ERRORS as error:
             if strict:
                 raise ValueError(f"image {path!r} cannot be decoded: {error}") from None
@@ -282,10 +284,11 @@ class ImageLoader(keras.utils.PyDataset):
             raise IndexError(f"batch index {index} is out of range: {len(self)} batches.")
         per_process = self.batch_size // self.process_count
         rows = self.positions()[index * per_process : (index + 1) * per_process]
-        if self.images is not None:
-            images = self.images[rows]
+        if self.images is None:  # a file that fails to decode brings its stand-in's label
+            images, rows = zip(*(self._read(row) for row in rows), strict=True)
+            images, rows = [image.astype("float32") for image in images], np.array(rows)
         else:
-            images = [self._read(row).astype("float32") for row in rows]
+            images = self.images[rows]
         labels = self.labels[rows]
         # Each image draws from its own seed: the same batch whatever order (or thread)
         # asks for it, as an uninterrupted run saw it.

@@ -317,8 +317,10 @@ def loader_examples(source, split, image_size, validation_split, seed, strict, c
         fixed = _folder_cache(paths, cache)[1]
         if fixed is not None:
             images, failed = np.empty((len(paths), *fixed, 3), "uint8"), set()
-            for row in range(len(paths)):
-                images[row] = read_listed(paths, row, strict, failed)
+            labels = np.array(labels)
+            for row in range(len(paths)):  # a file that fails to decode: its stand-in's label
+                images[row], read = read_listed(paths, row, strict, failed)
+                labels[row] = labels[read]
             data = {"images": images, "labels": labels, "class_names": class_names}
             return data, origin, fixed, lambda: min(fixed)
         data = {"paths": paths, "labels": labels, "class_names": class_names}

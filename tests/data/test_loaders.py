@@ -309,6 +309,28 @@ def test_a_file_that_fails_to_decode_is_replaced_with_a_warning(tmp_path):
         ImageLoader(paths=[broken], labels=[0], image_size=16, batch_size=1, strict=True)[0]
 
 
+@pytest.mark.filterwarnings("ignore:Image .* cannot be decoded:UserWarning")
+@pytest.mark.parametrize("one_size", [False, True], ids=["read_per_batch", "decoded_once"])
+def test_a_stand_in_for_a_file_that_fails_to_decode_brings_its_own_label(tmp_path, one_size):
+    root = tmp_path / "pets"
+    rng = np.random.default_rng(0)
+    for name, channel in (("cat", 0), ("dog", 2)):  # red cats, blue dogs, noisy (incompressible)
+        (root / name).mkdir(parents=True)
+        size = (16, 16) if one_size or name == "cat" else (20, 24)
+        pixels = rng.integers(0, 40, (*size, 3))
+        pixels[..., channel] += 200
+        Image.fromarray(pixels.astype("uint8")).save(root / name / "0.png")
+    cat = root / "cat" / "0.png"
+    cat.write_bytes(cat.read_bytes()[:60])  # the header survives, the pixels do not
+    paths = [root / "cat" / "0.png", root / "dog" / "0.png"]
+    images, labels = ImageLoader(paths=paths, labels=[0, 1], image_size=8, batch_size=2)[0]
+    assert labels.tolist() == [1, 1]
+    np.testing.assert_allclose(images[0], images[1])
+    assert images[0, ..., 2].mean() > 200 > 40 > images[0, ..., 0].mean()  # dog's blue
+    loader = kr.data.load_dataset(root, "train", image_size=8, batch_size=2, shuffle=False, **PY)
+    assert sorted(loader[0][1].tolist()) == [1, 1]
+
+
 # --- errors -------------------------------------------------------------------------------
 
 
