@@ -27,6 +27,12 @@ def _problem(path, strict):
     return image_problem(path, complete=strict)
 
 
+def _hidden(path, class_dir) -> bool:
+    """Whether `path` or a folder between it and `class_dir` is hidden (its name starts with
+    "."), as a notebook's `.ipynb_checkpoints` copies or a `.git` folder."""
+    return any(part[0] == "." for part in path.relative_to(class_dir).parts)
+
+
 def _class_dirs(folder):
     return sorted(d for d in folder.iterdir() if d.is_dir() and d.name[0] != ".")
 
@@ -119,7 +125,7 @@ def list_image_folder(root, split="train", *, validation_split=None, seed=0, str
     rng = random.Random(seed)
     for class_dir in class_dirs:
         label = names.index(class_dir.name)
-        files = sorted(p for p in class_dir.rglob("*") if p.is_file() and p.name[0] != ".")
+        files = sorted(p for p in class_dir.rglob("*") if p.is_file() and not _hidden(p, class_dir))
         good = []
         for path in files:
             problem = _problem(path, strict)

@@ -7,6 +7,7 @@ import os
 import threading
 import time
 import warnings
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -282,6 +283,24 @@ def test_image_folder_validation_split_is_disjoint(tmp_path):
     assert not set(train) & set(val) and len(train) + len(val) == 15 and len(val) == 6
     ds = kr.data.load_dataset(root, "validation", image_size=8, batch_size=16, **kwargs)
     assert int(next(iter(ds))[0].shape[0]) == 6
+
+
+def test_hidden_files_and_folders_inside_a_class_are_not_read(tmp_path):
+    root = _write_folder(tmp_path / "pets", per_class=2)
+    nested = root / "cat" / "indoor"
+    nested.mkdir()
+    (nested / "0.jpg").write_bytes((root / "cat" / "0.jpg").read_bytes())  # a visible sub-folder
+    for hidden in (root / "dog" / ".ipynb_checkpoints", root / "eel" / "deep" / ".git"):
+        hidden.mkdir(parents=True)
+        (hidden / "1-checkpoint.png").write_bytes((root / "dog" / "1.png").read_bytes())
+    (root / "eel" / ".0.jpg").write_bytes((root / "eel" / "0.jpg").read_bytes())
+    paths, labels, names = kr.data.list_image_folder(root)
+    listed = sorted(str(Path(p).relative_to(root)) for p in paths)
+    assert listed == [
+        "cat/0.jpg", "cat/1.png", "cat/indoor/0.jpg", "dog/0.jpg", "dog/1.png", "eel/0.jpg",
+        "eel/1.png",
+    ]  # fmt: skip
+    assert names == ["cat", "dog", "eel"] and sorted(labels) == [0, 0, 0, 1, 1, 2, 2]
 
 
 def test_image_folder_with_split_folders(tmp_path):
