@@ -568,6 +568,25 @@ def test_a_read_only_file_is_not_replaced(tmp_path):
     assert locked.read_text() == "{}"
 
 
+def test_save_model_writes_only_keras_files_and_replaces_only_keras_files(tmp_path):
+    model = kr.build_resnet(8, stem="cifar", num_classes=3, input_shape=(16, 16, 3))
+    notes = tmp_path / "notes.keras"
+    notes.write_text("a user's notes, not a model")
+    with pytest.raises(ValueError, match=r"notes.keras' exists and is not a .keras file"):
+        kr.files.save_model(model, notes, class_names=["a", "b", "c"])
+    assert notes.read_text() == "a user's notes, not a model"
+    for name in ("m.h5", "m.txt", "model"):
+        with pytest.raises(ValueError, match=rf"{name}' has suffix '[.a-z0-9]*'; save_model writes"):
+            kr.files.save_model(model, tmp_path / name, class_names=["a", "b", "c"])
+    with pytest.raises(ValueError, match="model of type str"):
+        kr.files.save_model("resnet20", tmp_path / "m.keras")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.keras"]
+    saved = tmp_path / "m.keras"
+    kr.files.save_model(model, saved)
+    kr.files.save_model(model, saved, class_names=["a", "b", "c"])  # its own file: replaced
+    assert kr.files.read_class_names(saved) == ["a", "b", "c"]
+
+
 def test_a_home_relative_path_is_written_and_read_in_the_home_folder(
     tmp_path, monkeypatch, fake_export
 ):

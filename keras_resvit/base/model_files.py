@@ -22,8 +22,14 @@ from keras_resvit.base.class_names import (
     model_class_names,
     set_class_names,
 )
-from keras_resvit.base.files import atomic_path, check_keras_file, first_line, scratch_folder
-from keras_resvit.base.validation import check_bool
+from keras_resvit.base.files import (
+    atomic_path,
+    check_keras_file,
+    check_output_path,
+    first_line,
+    scratch_folder,
+)
+from keras_resvit.base.validation import check_bool, check_model
 
 
 @contextlib.contextmanager
@@ -51,7 +57,9 @@ def save_model(model, path, *, class_names: list | None = None) -> Path:
             default the names the model carries (`model_class_names`), if any.
 
     Raises:
-        ValueError: `class_names` is not a list of strings, one per output.
+        ValueError: `model` is not a `keras.Model`, `path` does not end in `.keras` or is an
+            existing file that is not a `.keras` archive (it is kept), or `class_names` is not
+            a list of strings, one per output.
 
     Example:
     >>> import keras_resvit as kr
@@ -61,6 +69,18 @@ def save_model(model, path, *, class_names: list | None = None) -> Path:
     >>> model_class_names(kr.load_model("model.keras"))
     ['cat', 'dog']
     """
+    check_model("model", model)
+    path = check_output_path("path", path)
+    if path.suffix != ".keras":
+        raise ValueError(
+            f"path={str(path)!r} has suffix {path.suffix!r}; save_model writes a .keras file "
+            "(model.save_weights writes .weights.h5, kr.export TF Lite, ONNX and SavedModels)."
+        )
+    if path.is_file() and not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"path={str(path)!r} exists and is not a .keras file (a zip archive); save_model "
+            "replaces only a .keras file: move that file, or choose another path."
+        )
     names = model_class_names(model) if class_names is None else class_names
     if names is not None:
         names = checked_class_names(names, model)
