@@ -166,14 +166,18 @@ def test_trained_vit_exports_to_int8_with_float_attention_and_to_dynamic(tmp_pat
     assert agreement >= 0.95
 
 
+# The head of a TF Lite flatbuffer (its schema's name at bytes 4-8), as an earlier export left.
+OLD_TFLITE = b"\x1c\x00\x00\x00TFL3 old"
+
+
 def test_export_from_keras_file_replaces_target_and_carries_class_names(tmp_path):
     source = tmp_path / "m.keras"
     kr.create_model("resnet20").save(source)
     write_class_names(source, [f"digit {i}" for i in range(10)])
     target = tmp_path / "m.tflite"
-    target.write_bytes(b"old")
+    target.write_bytes(OLD_TFLITE)  # an earlier export
     kr.export(source, target)
-    assert target.read_bytes() != b"old"
+    assert target.read_bytes() != OLD_TFLITE
     _only(tmp_path, "m.keras", "m.tflite", "m.classes.json")
     assert json.loads(class_names_path(target).read_text())[3] == "digit 3"
 
@@ -181,10 +185,10 @@ def test_export_from_keras_file_replaces_target_and_carries_class_names(tmp_path
 def test_failed_check_raises_with_figures_and_leaves_no_file(tmp_path, monkeypatch):
     monkeypatch.setitem(TOLERANCES, None, 0.0)
     target = tmp_path / "model.tflite"
-    target.write_bytes(b"old")
+    target.write_bytes(OLD_TFLITE)
     with pytest.raises(RuntimeError, match=r"max abs difference \d.*top-1 agreement 100\.0%"):
         kr.export(_resnet20(), target)
-    assert target.read_bytes() == b"old"
+    assert target.read_bytes() == OLD_TFLITE
     _only(tmp_path, "model.tflite")
 
 

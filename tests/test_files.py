@@ -576,7 +576,9 @@ def test_save_model_writes_only_keras_files_and_replaces_only_keras_files(tmp_pa
         kr.files.save_model(model, notes, class_names=["a", "b", "c"])
     assert notes.read_text() == "a user's notes, not a model"
     for name in ("m.h5", "m.txt", "model"):
-        with pytest.raises(ValueError, match=rf"{name}' has suffix '[.a-z0-9]*'; save_model writes"):
+        with pytest.raises(
+            ValueError, match=rf"{name}' has suffix '[.a-z0-9]*'; save_model writes"
+        ):
             kr.files.save_model(model, tmp_path / name, class_names=["a", "b", "c"])
     with pytest.raises(ValueError, match="model of type str"):
         kr.files.save_model("resnet20", tmp_path / "m.keras")
@@ -585,6 +587,24 @@ def test_save_model_writes_only_keras_files_and_replaces_only_keras_files(tmp_pa
     kr.files.save_model(model, saved)
     kr.files.save_model(model, saved, class_names=["a", "b", "c"])  # its own file: replaced
     assert kr.files.read_class_names(saved) == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize(
+    "format, written", [("tflite", b"\x1c\x00\x00\x00TFL3 model"), ("onnx", b"\x08\x07 model")]
+)
+def test_export_replaces_only_a_file_of_its_format(tmp_path, fake_export, format, written):
+    fake_export(written)
+    model = _tiny_model()
+    notes = tmp_path / f"notes.{format}"
+    notes.write_text("a user's notes, not a model")
+    with pytest.raises(ValueError, match=rf"notes.{format}' exists and is not a .{format} file"):
+        _export(model, notes, format)
+    assert notes.read_text() == "a user's notes, not a model"
+    exported = tmp_path / f"m.{format}"
+    exported.touch()  # an empty file holds nothing to lose
+    for _ in range(2):  # the second export replaces the first
+        _export(model, exported, format)
+        assert exported.read_bytes() == written
 
 
 def test_a_home_relative_path_is_written_and_read_in_the_home_folder(

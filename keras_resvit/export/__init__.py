@@ -106,12 +106,33 @@ def _validate(format, quantization, representative_data, path):
         check_replaceable_folder("path", path, *SAVED_MODEL)
     else:
         check_output_path("path", path)
+        _check_replaceable_file(path, format)
     if format == "onnx":
         missing = [m for m in ("tf2onnx", "onnx") if importlib.util.find_spec(m) is None]
         if missing:
             raise ImportError(
                 f"format='onnx' needs {missing}; install with `pip install keras-resvit[onnx]`."
             )
+
+
+# The first bytes of what `export` writes: a TF Lite flatbuffer names its schema at bytes 4-8;
+# an ONNX model (a protobuf) opens with its field 1, `ir_version`, a varint (tag 0x08).
+_MAGIC = {"tflite": (4, b"TFL3"), "onnx": (0, b"\x08")}
+
+
+def _check_replaceable_file(path, format):
+    """ValueError when `path` holds a non-empty file that is not of `format`: a file `export`
+    did not write, which it does not replace."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    offset, magic = _MAGIC[format]
+    with open(path, "rb") as f:
+        head = f.read(offset + len(magic))
+    if head[offset:] != magic:
+        raise ValueError(
+            f"path={str(path)!r} exists and is not a {SUFFIXES[format]} file; export replaces "
+            "only a file of the format it writes: move that file, or choose another path."
+        )
 
 
 def format_from_path(path) -> str:
