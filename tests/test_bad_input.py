@@ -197,6 +197,30 @@ CASES = [
         V,
         ("new_size=0", "positive int"),
     ),
+    Case(
+        "ten_crop_size_zero",
+        lambda b: kr.data.ten_crop(b.x, 0),
+        V,
+        ("crop_size=0", "positive int"),
+    ),
+    Case(
+        "ten_crop_one_image",
+        lambda b: kr.data.ten_crop(b.x[0], 8),
+        V,
+        ("images of shape (16, 16, 3) are not a batch", "x[None]"),
+    ),
+    Case(
+        "resize_shorter_side_zero",
+        lambda b: kr.data.transforms.resize_shorter_side(b.x, 0),
+        V,
+        ("size=0", "positive int"),
+    ),
+    Case(
+        "augmentation_seed_negative",
+        lambda b: kr.data.get_augmentation("deit", 32, seed=-1),
+        V,
+        ("seed=-1", "[0, 2**32)"),
+    ),
     Case("vgg_depth_float", lambda b: kr.build_vgg(16.0), V, ("depth=16.0 is not valid", "16")),
     Case(
         "vgg_pooling_with_its_classifier",

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 from keras_resvit.base.deprecation import deprecated_names
-from keras_resvit.base.validation import check_number
+from keras_resvit.base.validation import check_number, check_seed
 from keras_resvit.data.pipelines import as_pipeline
 from keras_resvit.layers.crops import (
     RandomPadCrop,
@@ -390,6 +390,8 @@ def get_augmentation(augment, image_size: int, seed: int | None = None):
     if isinstance(augment, keras.layers.Layer):
         return augment, None
     if isinstance(augment, str) and augment in AUGMENTATION_PRESETS:
+        if seed is not None:
+            check_seed(seed)
         return AUGMENTATION_PRESETS[augment](image_size, seed=seed), MIXING.get(augment)
     raise ValueError(
         f"augment={augment!r} is not valid; pass None, a keras.layers.Layer or one of "

@@ -6,6 +6,7 @@ The multi-crop and multi-scale tests that use them are in `keras_resvit.evaluati
 
 import keras
 
+from keras_resvit.base.validation import check_int, check_number
 from keras_resvit.layers.crops import ResizeCenterCrop
 
 CROP_RATIO = 0.875  # 224 / 256: the standard ImageNet evaluation crop.
@@ -54,11 +55,26 @@ def evaluation_crop_ratio(shorter_side: float, image_size: int) -> float:
     >>> evaluation_crop_ratio(375, 224), evaluation_crop_ratio(32, 32)
     (0.875, 1.0)
     """
+    check_number("shorter_side", shorter_side, 0)
+    check_int("image_size", image_size)
     return CROP_RATIO if shorter_side >= image_size / CROP_RATIO else 1.0
+
+
+def _batch(argument, images):
+    """`images` as a tensor, or one ValueError unless it is a batch (N, H, W, C)."""
+    images = keras.ops.convert_to_tensor(images)
+    if len(images.shape) != 4:
+        raise ValueError(
+            f"{argument} of shape {tuple(images.shape)} are not a batch; expected (N, height, "
+            "width, channels) (one image x is the batch x[None])."
+        )
+    return images
 
 
 def resize_shorter_side(images, size: int, antialias: bool = True):
     """Bilinear resize of a batch (N, H, W, C) so that its shorter side is `size`."""
+    images = _batch("images", images)
+    check_int("size", size)
     height, width = images.shape[1], images.shape[2]
     factor = size / min(height, width)
     new_size = (max(1, round(height * factor)), max(1, round(width * factor)))
@@ -82,7 +98,8 @@ def ten_crop(images, crop_size: int):
     >>> len(crops), tuple(crops[0].shape)
     (10, (2, 224, 224, 3))
     """
-    images = keras.ops.convert_to_tensor(images)
+    images = _batch("images", images)
+    check_int("crop_size", crop_size)
     height, width = images.shape[1], images.shape[2]
     if min(height, width) < crop_size:
         raise ValueError(
