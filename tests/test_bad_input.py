@@ -221,6 +221,24 @@ CASES = [
         V,
         ("seed=-1", "[0, 2**32)"),
     ),
+    Case(
+        "write_class_names_a_string",
+        lambda b: kr.files.write_class_names(b.tmp / "m.keras", "cat"),
+        V,
+        ("class_names='cat' must be a list of strings",),
+    ),
+    Case(
+        "write_class_names_no_file_name",
+        lambda b: kr.files.write_class_names("", ["a", "b"]),
+        V,
+        ("model_path=''", "names no file"),
+    ),
+    Case(
+        "set_class_names_without_a_model",
+        lambda b: kr.files.set_class_names(None, ["a"]),
+        V,
+        ("model of type NoneType", "keras.Model"),
+    ),
     Case("vgg_depth_float", lambda b: kr.build_vgg(16.0), V, ("depth=16.0 is not valid", "16")),
     Case(
         "vgg_pooling_with_its_classifier",

@@ -26,12 +26,14 @@ import zipfile
 from pathlib import Path
 
 from keras_resvit.base.files import (
+    as_path,
     atomic_path,
     check_keras_file,
     first_line,
     name_list_problem,
     read_json,
 )
+from keras_resvit.base.validation import check_model
 
 # Class names inside files and models (see the module docstring).
 CLASS_NAMES_KEY = "keras_resvit.class_names"
@@ -93,6 +95,7 @@ def set_class_names(model, class_names: list | None) -> None:
     >>> model_class_names(model)
     ['cat', 'dog']
     """
+    check_model("model", model)
     names = None if class_names is None else tuple(checked_class_names(class_names, model))
     # Past Keras' and TensorFlow's attribute tracking: names are no state of theirs, and
     # must not become a tracked wrapper inside a SavedModel.
@@ -110,7 +113,7 @@ def embedded_class_names(path, argument: str = "model") -> list | None:
         ValueError: the file is not a readable `.keras` / TF Lite file, or the names inside
             are not a JSON list of strings.
     """
-    path = Path(path)
+    path = as_path(argument, path)
     if path.suffix == ".keras":
         check_keras_file(argument, path)
         with zipfile.ZipFile(path) as archive:
@@ -239,18 +242,24 @@ def add_tflite_class_names(path, class_names: list) -> bool:
     return True
 
 
+def _model_path(model_path) -> Path:
+    """`model_path` as a Path ("~" expanded), or ValueError unless it names a file."""
+    path = as_path("model_path", model_path)
+    if not path.name:
+        raise ValueError(f"model_path={str(model_path)!r} names no file; pass a model file.")
+    return path
+
+
 def class_names_path(model_path) -> Path:
     """Where the class names of `model_path` live: `model.keras` -> `model.classes.json`."""
-    path = Path(model_path)
+    path = _model_path(model_path)
     return path.with_name(path.stem + CLASS_NAMES_SUFFIX)
 
 
 def write_class_names(model_path, class_names) -> Path:
     """Writes `class_names` (a list of strings) beside `model_path`; returns the JSON path."""
-    names = list(class_names)
-    if not all(isinstance(name, str) for name in names):
-        raise ValueError(f"class_names={names!r} must be a list of strings.")
-    target = class_names_path(model_path)
+    names = checked_class_names(class_names)
+    target = class_names_path(_model_path(model_path))
     with atomic_path(target) as tmp:
         Path(tmp).write_text(json.dumps(names, indent=1))
     return target

@@ -7,10 +7,9 @@ pixels; normalization is inside our models) and raises ValueError naming the lay
 when the weights belong to another architecture.
 """
 
-from pathlib import Path
-
 import keras
 
+from keras_resvit.base.files import as_path
 from keras_resvit.weights.bit_npz import load_bit_npz
 from keras_resvit.weights.catalog import (
     CATALOG,
@@ -46,7 +45,8 @@ def load_weights(path, **kwargs) -> keras.Model:
     >>> # An original ViT checkpoint, downloaded from the ViT authors' bucket:
     >>> model = load_weights("ViT-B_16.npz", image_size=384)  # doctest: +SKIP
     """
-    suffix = Path(path).suffix.lower()
+    path = as_path("path", path)
+    suffix = path.suffix.lower()
     if suffix in SUFFIXES:
         fmt = weights_format(path)
         if fmt == "vit_npz":

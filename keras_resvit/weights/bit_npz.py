@@ -18,7 +18,12 @@ import keras
 
 from keras_resvit.models.registry import get_spec
 from keras_resvit.models.resnet import IMAGENET_DEPTHS, build_resnet
-from keras_resvit.weights.common import assign_weights, read_npz_arrays
+from keras_resvit.weights.common import (
+    assign_weights,
+    check_target,
+    read_npz_arrays,
+    refuse_build_arguments,
+)
 
 ROOT = "resnet/root_block/standardized_conv2d/kernel"
 HEAD = "resnet/head/conv2d"
@@ -161,7 +166,8 @@ def load_bit_npz(
         input_shape: the built model's (height, width, channels); default (224, 224, 3).
             ResNets take any size: the ImageNet fine-tunes were trained at 480 px.
         model: fill this model of ours instead of building one (its own head is kept; a
-            checkpoint head of another size raises).
+            checkpoint head of another size raises). The build arguments below cannot be
+            combined with it.
         classifier_activation: activation of the built model's classifier.
         preprocessing: normalization inside the built model; BiT expects [-1, 1] inputs
             ("inception").
@@ -172,13 +178,24 @@ def load_bit_npz(
         returns BiT's pre-logits (the average of the last GroupNorm-ReLU map).
 
     Raises:
-        ValueError: the file is not a BiT checkpoint, or it does not fit `model` (naming the
-            key, our layer and both shapes).
+        ValueError: the file is not a BiT checkpoint, `model` is not a ResNet of ours or
+            comes with build arguments, or the checkpoint does not fit `model` (naming the key,
+            our layer and both shapes).
 
     Example:
     >>> # A checkpoint downloaded from BiT's bucket (storage.googleapis.com/bit_models/):
     >>> model = load_bit_npz("BiT-M-R50x1.npz", input_shape=(480, 480, 3))  # doctest: +SKIP
     """
+    if model is not None:
+        check_target(model, False, "a BiT checkpoint")
+        refuse_build_arguments(
+            {
+                "input_shape": input_shape,
+                "classifier_activation": classifier_activation,
+                "preprocessing": preprocessing,
+            },
+            {"input_shape": None, "classifier_activation": "softmax", "preprocessing": "inception"},
+        )
     arrays = read_bit_npz(path)
     if model is None:
         found = bit_architecture(arrays)

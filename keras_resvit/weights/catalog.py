@@ -8,8 +8,10 @@ license, the published ImageNet-1k top-1 accuracy and the source of those facts.
 itself is `catalog_table.py`. Listing imports no backend.
 """
 
+import dataclasses
 import difflib
 import gzip
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -18,6 +20,15 @@ from pathlib import PurePosixPath
 
 # Suffixes that mark a `weights=` string as a file path rather than a name.
 FILE_SUFFIXES = (".h5", ".keras", ".npz", ".safetensors", ".pth", ".pt", ".bin")
+# Keras 3 reads a `.h5` file as its own weights only when it ends so.
+KERAS_WEIGHTS_SUFFIX = ".weights.h5"
+FORMATS = ("keras_applications", "vit_npz", "bit_npz", "timm", "torchvision", "keras")
+# Digests the cache checks: hashlib's (not shake_*, whose digests need a length) and
+# torchvision's, a SHA-256 prefix in the file name.
+HASH_ALGORITHMS = (
+    "sha256_prefix",
+    *sorted(name for name in hashlib.algorithms_guaranteed if not name.startswith("shake")),
+)
 IMAGENET_1K = "imagenet-1k"
 IMAGENET_21K = "imagenet-21k"
 # Bundled class names, in the heads' order: torchvision's ImageNet-1k names (BSD-3-Clause),
@@ -33,7 +44,7 @@ class NamedWeights:
     models: tuple
     tag: str
     url: str
-    format: str  # "keras_applications", "vit_npz", "bit_npz", "timm" or "torchvision"
+    format: str  # one of FORMATS ("keras": a keras_resvit `.weights.h5` or `.keras` file)
     image_size: int
     num_classes: int  # 0: no classifier (a feature extractor's weights)
     preprocessing: str
@@ -52,8 +63,8 @@ class NamedWeights:
 
     @property
     def file_name(self) -> str:
-        """The cache's name for the file: `<model>.<tag><suffix>`."""
-        return f"{self.model}.{self.tag}{PurePosixPath(self.url).suffix}"
+        """The cache's name for the file: `<model>.<tag><suffix>` (`.weights.h5` kept whole)."""
+        return f"{self.model}.{self.tag}{url_suffix(self.url)}"
 
     @property
     def classes(self) -> str | None:
@@ -69,6 +80,14 @@ class NamedWeights:
         return arguments
 
 
+def url_suffix(url: str) -> str:
+    """The suffix a weights file at `url` keeps: its last one, or `.weights.h5` whole."""
+    name = PurePosixPath(url).name
+    if name.lower().endswith(KERAS_WEIGHTS_SUFFIX):
+        return name[-len(KERAS_WEIGHTS_SUFFIX) :]
+    return PurePosixPath(name).suffix
+
+
 def _read_catalog():
     text = resources.files("keras_resvit.weights").joinpath("catalog.json").read_text("utf-8")
     return [
@@ -80,12 +99,70 @@ def _read_catalog():
 CATALOG = _read_catalog()
 
 
+def _entry_problem(entry: NamedWeights):
+    """The first invalid field of `entry` as (field, problem), or None."""
+    from keras_resvit.models.registry import REGISTRY
+
+    models = entry.models
+    if not isinstance(models, (tuple, list)) or not models:
+        return "models", "must be a non-empty tuple of registry names"
+    unknown = [name for name in models if not isinstance(name, str) or name not in REGISTRY]
+    if unknown:
+        return "models", f"holds {unknown}, which are not registry names (kr.list_models())"
+    tag = entry.tag
+    if not isinstance(tag, str) or not tag.strip():
+        return "tag", "must be a non-empty str"
+    if "/" in tag or os.sep in tag or tag.lower().endswith(FILE_SUFFIXES):
+        return "tag", f"looks like a file path (a '/' or a suffix of {FILE_SUFFIXES}); use a name"
+    if not isinstance(entry.url, str) or not url_suffix(entry.url).lower().endswith(FILE_SUFFIXES):
+        return "url", f"must be a str naming a file that ends in one of {FILE_SUFFIXES}"
+    if entry.format not in FORMATS:
+        return "format", f"is not one of {list(FORMATS)}"
+    for name, minimum in (("image_size", 1), ("num_classes", 0)):
+        value = getattr(entry, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            return name, f"must be an int >= {minimum}"
+    if not isinstance(entry.preprocessing, str):
+        return "preprocessing", "must be a str (e.g. 'imagenet', 'inception', 'caffe')"
+    if entry.hash_algorithm is not None and entry.hash_algorithm not in HASH_ALGORITHMS:
+        return "hash_algorithm", f"is not None nor one of {list(HASH_ALGORITHMS)}"
+    if entry.hash is not None and (not isinstance(entry.hash, str) or not entry.hash):
+        return "hash", "must be a hex digest (a str) or None"
+    if entry.hash is not None and entry.hash_algorithm is None:
+        return "hash_algorithm", "must name the algorithm of hash (e.g. 'sha256')"
+    if not isinstance(entry.build, dict):
+        return "build", "must be a dict of build arguments"
+    return None
+
+
 def register_weights(entry: NamedWeights) -> None:
     """Adds published weights (e.g. a team's own release on an internal server) by name.
 
+    `entry.models` may be one registry name (a str) or a tuple of them.
+
     Raises:
-        ValueError: one of its registry names already has weights of that tag.
+        ValueError: `entry` is not a `NamedWeights`, one of its fields is invalid (named with
+            the value given and what is valid), or one of its registry names already has
+            weights of that tag.
+
+    Example:
+    >>> register_weights(NamedWeights(models="resnet20", tag="mine",
+    ...     url="https://example.org/resnet20.weights.h5", format="keras", image_size=32,
+    ...     num_classes=10, preprocessing="cifar", top1=None, license="MIT",
+    ...     source="our release"))  # doctest: +SKIP
     """
+    if not isinstance(entry, NamedWeights):
+        raise ValueError(
+            f"entry={entry!r} is not valid; pass a keras_resvit.weights.NamedWeights (got "
+            f"{type(entry).__name__})."
+        )
+    if isinstance(entry.models, str):  # one registry name, not its characters
+        entry = dataclasses.replace(entry, models=(entry.models,))
+    problem = _entry_problem(entry)
+    if problem is not None:
+        name, what = problem
+        raise ValueError(f"entry.{name}={getattr(entry, name)!r} is not valid: it {what}.")
+    entry = dataclasses.replace(entry, models=tuple(entry.models))
     for model in entry.models:
         if any(model in other.models and other.tag == entry.tag for other in CATALOG):
             raise ValueError(f"{model!r} already has weights named {entry.tag!r}.")

@@ -7,10 +7,13 @@ so weights of another architecture fail loudly instead of loading half-way.
 """
 
 import zipfile
-from pathlib import Path
 
 import keras
 import numpy as np
+
+from keras_resvit.base.files import as_path
+from keras_resvit.base.validation import check_model
+from keras_resvit.models.common import is_vit
 
 
 def _mismatch(model, path, expected, found, source):
@@ -75,6 +78,30 @@ def assign_weights(model: keras.Model, values: dict, source: str, optional=()) -
     return model
 
 
+def check_target(model, vit: bool, source: str) -> None:
+    """`model=` must be one of our models of the kind the weights fill: a ViT (plain or
+    hybrid: it has position embeddings) when `vit`, else a ResNet."""
+    check_model("model", model)
+    if is_vit(model) != vit:
+        kind, other = ("a ViT", "a ResNet") if vit else ("a ResNet", "a ViT")
+        raise ValueError(
+            f"model={model.name!r} is {other}, but {source} holds {kind}'s weights; pass "
+            f"{kind} of ours (e.g. kr.create_model({'vit_b16' if vit else 'resnet50'!r}))."
+        )
+
+
+def refuse_build_arguments(given: dict, defaults: dict) -> None:
+    """Build arguments `given` away from their `defaults` together with `model=`, which they
+    could not change: a ValueError naming them, never silently ignored."""
+    given = {k: v for k, v in given.items() if k not in defaults or v != defaults[k]}
+    if given:
+        names = ", ".join(f"{key}={value!r}" for key, value in given.items())
+        raise ValueError(
+            f"{names} cannot be combined with model=: build arguments shape the model the "
+            "converter builds, and `model` is already built. Drop them, or drop model=."
+        )
+
+
 def fold_into_batchnorm(prefix, moving_mean, shift, values):
     """Adds `{prefix}/moving_mean` to `values` with a constant `shift` folded in exactly.
 
@@ -89,13 +116,14 @@ def read_npz_arrays(path, what: str, rename=lambda key: key) -> dict:
 
     Raises:
         FileNotFoundError: `path` is not a file (the message names `what` was expected).
-        ValueError: it is not a readable `.npz` archive.
+        ValueError: `path` is not a str or path, or not a readable `.npz` archive.
     """
-    path = Path(path)
+    path = as_path("path", path)
     if not path.is_file():
         raise FileNotFoundError(f"path={str(path)!r} is not a file; expected {what}.")
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {rename(key): archive[key] for key in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        # An empty file is NumPy's EOFError ("No data left in file").
         raise ValueError(f"path={path.name!r} is not a readable .npz archive: {error}") from error

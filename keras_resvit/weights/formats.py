@@ -9,7 +9,10 @@ with those before filling the model.
 """
 
 import json
+import os
 import re
+import shutil
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -17,6 +20,7 @@ import h5py
 import keras
 import numpy as np
 
+from keras_resvit.base.files import as_path
 from keras_resvit.base.model_files import check_keras_file
 from keras_resvit.models.vit_config import builds_any_size
 from keras_resvit.models.vit_resize import resize_vit
@@ -90,9 +94,9 @@ def weights_format(path) -> str:
 
     Raises:
         FileNotFoundError: `path` is not a file.
-        ValueError: no converter reads it.
+        ValueError: `path` is not a str or path, or no converter reads it.
     """
-    path = Path(path)
+    path = as_path("weights", path)
     if path.is_dir():
         if preset_class_name(path) in BACKBONES:
             return "keras_hub"
@@ -107,7 +111,8 @@ def weights_format(path) -> str:
         try:
             with np.load(path, allow_pickle=False) as archive:
                 keys = set(archive.files)
-        except (OSError, ValueError, zipfile.BadZipFile) as error:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+            # An empty file is NumPy's EOFError ("No data left in file").
             raise ValueError(f"weights={str(path)!r} is not a readable .npz: {error}") from error
         if "embedding/kernel" in keys:
             return "vit_npz"
@@ -218,12 +223,27 @@ def _fill(fmt, model, path):
             model=model,
         )
     try:
-        model.load_weights(path)
+        _load_keras_weights(model, Path(path))
     except ValueError as error:
         # Keras lists every object; its first sentences name the layer and the shapes.
         summary = str(error).split("Target variable")[0].split("List of objects")[0].strip()
         raise ValueError(summary) from error
     return model
+
+
+def _load_keras_weights(model, path):
+    """`model.load_weights(path)`; a Keras 3 weights file whose name lacks `.weights.h5`
+    (Keras would read it with its legacy HDF5 loader) is read through a link so named."""
+    if path.suffix != ".h5" or path.name.endswith(".weights.h5"):  # as Keras checks
+        model.load_weights(path)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        link = Path(folder) / "model.weights.h5"
+        try:
+            os.symlink(path.resolve(), link)
+        except OSError:  # no links on this filesystem: a copy reads the same
+            shutil.copyfile(path, link)
+        model.load_weights(link)
 
 
 def build_with_weights(builder, family, defaults, overrides, weights) -> keras.Model:
@@ -237,6 +257,7 @@ def build_with_weights(builder, family, defaults, overrides, weights) -> keras.M
         ValueError: no converter reads it, or the weights do not fit the model (naming the
             layer and the expected and found shapes).
     """
+    weights = as_path("weights", weights)
     fmt = weights_format(weights)
     # A ViT of any input size keeps the checkpoint's grid of position embeddings: built at the
     # checkpoint's size, filled, then opened to any size.
@@ -244,7 +265,7 @@ def build_with_weights(builder, family, defaults, overrides, weights) -> keras.M
     opened = opened and builds_any_size(overrides["image_size"])
     if opened:
         overrides = {k: v for k, v in overrides.items() if k != "image_size"}
-    layout = _layout(fmt, Path(weights), family, {**defaults, **overrides})
+    layout = _layout(fmt, weights, family, {**defaults, **overrides})
     model = builder(**{**defaults, **layout, **overrides})
     try:
         model = _fill(fmt, model, weights)

@@ -6,11 +6,10 @@ installed."""
 import pickle
 import struct
 import zipfile
-from pathlib import Path
 
 import numpy as np
 
-from keras_resvit.base.files import first_line
+from keras_resvit.base.files import as_path, first_line
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 SUFFIXES = (".safetensors", ".npz", *TORCH_SUFFIXES)
@@ -25,9 +24,10 @@ def read_state_dict(path) -> dict:
 
     Raises:
         FileNotFoundError: `path` is not a file.
-        ValueError: another suffix, an unreadable file, or a missing optional package.
+        ValueError: not a str or path, another suffix, an unreadable file, or a missing
+            optional package.
     """
-    path = Path(path)
+    path = as_path("path", path)
     if not path.is_file():
         raise FileNotFoundError(f"path={str(path)!r} is not a file; expected a state dict.")
     suffix = path.suffix.lower()

@@ -17,18 +17,19 @@ Files are read by `state_dicts.read_state_dict`, never through pickle.
 """
 
 import math
+import os
 import re
-from pathlib import Path
 
 import keras
 import numpy as np
 
+from keras_resvit.base.files import as_path
 from keras_resvit.layers.vit_layers import PositionEmbedding
 from keras_resvit.models.resnet import IMAGENET_DEPTHS, IMAGENET_FILTERS, build_resnet
 from keras_resvit.models.vit import VARIANTS, build_vit, resample_position_embeddings
 from keras_resvit.models.vit_config import builds_any_size
 from keras_resvit.models.vit_resize import resize_vit
-from keras_resvit.weights.common import assign_weights
+from keras_resvit.weights.common import assign_weights, check_target, refuse_build_arguments
 from keras_resvit.weights.state_dicts import read_state_dict
 
 # PyTorch parameter -> Keras variable, per layer kind.
@@ -339,6 +340,25 @@ def vit_arguments(state_dict: dict) -> dict:
     }
 
 
+def _check_vit_state_dict(state_dict, name):
+    """The arrays `vit_arguments` reads must be there, of their PyTorch rank."""
+    ranks = {"patch_embed.proj.weight": 4, "pos_embed": 3, "blocks.0.mlp.fc1.weight": 2}
+    missing = [key for key in ranks if key not in state_dict]
+    if missing:
+        raise ValueError(f"{name} is not a complete timm ViT state dict: it lacks {missing}.")
+    shapes = {
+        "patch_embed.proj.weight": "(hidden, channels, patch, patch)",
+        "pos_embed": "(1, tokens, hidden)",
+        "blocks.0.mlp.fc1.weight": "(mlp_dim, hidden)",
+    }
+    for key, rank in ranks.items():
+        if np.ndim(state_dict[key]) != rank:
+            raise ValueError(
+                f"{name}: {key!r} has shape {np.shape(state_dict[key])}; a timm ViT's is "
+                f"{shapes[key]}."
+            )
+
+
 def load_timm(source, *, model: keras.Model | None = None, **kwargs) -> keras.Model:
     """Loads a timm / torchvision ResNet (v1.5) or timm ViT state dict into our model.
 
@@ -346,7 +366,8 @@ def load_timm(source, *, model: keras.Model | None = None, **kwargs) -> keras.Mo
         source: a mapping `{name: array}` in PyTorch's layout, or a file that
             `read_state_dict` reads (`.safetensors`, `.npz`, `.pth`).
         model: fill this model of ours instead of building one; its architecture must match
-            (for a ViT, its number of heads is used).
+            (for a ViT, its number of heads is used). Build arguments (`**kwargs`) cannot be
+            combined with it.
         **kwargs: build arguments that replace those read from the state dict, e.g.
             `image_size=384` (position embeddings are resampled; None: any input size, the
             embeddings kept for the checkpoint's grid) or `preprocessing=`
@@ -357,16 +378,30 @@ def load_timm(source, *, model: keras.Model | None = None, **kwargs) -> keras.Mo
         A `keras.Model` taking raw 0-255 pixels.
 
     Raises:
-        ValueError: neither layout, or the weights do not fit `model` (naming the layer and
-            the expected and found shapes).
+        ValueError: `source` is neither a dict nor a path, neither layout, an incomplete
+            state dict, `model` of the other family or with build arguments, or the weights
+            do not fit `model` (naming the layer and the expected and found shapes).
 
     Example:
     >>> # A state dict downloaded from the Hugging Face Hub (timm/resnet50.a1_in1k):
     >>> model = load_timm("resnet50.safetensors")  # doctest: +SKIP
     """
-    name = "a state dict" if isinstance(source, dict) else f"state dict {Path(source).name!r}"
-    state_dict = source if isinstance(source, dict) else read_state_dict(source)
+    if isinstance(source, dict):
+        name, state_dict = "a state dict", source
+    else:
+        if not isinstance(source, (str, os.PathLike)):
+            raise ValueError(
+                f"source={source!r} is not valid; pass a state dict ({{name: array}}) or the "
+                f"path of one (a str or pathlib.Path; got {type(source).__name__})."
+            )
+        source = as_path("source", source)
+        name, state_dict = f"state dict {source.name!r}", read_state_dict(source)
     family = known_family(state_dict, name)
+    if model is not None:
+        check_target(model, family == "vit", f"{name} (timm {family})")
+        refuse_build_arguments(kwargs, {})
+    elif family == "vit":
+        _check_vit_state_dict(state_dict, name)
     # A ViT of any input size keeps the checkpoint's grid: built at its size, opened after.
     opened = family == "vit" and "image_size" in kwargs and builds_any_size(kwargs["image_size"])
     if opened:

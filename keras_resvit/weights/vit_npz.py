@@ -18,7 +18,12 @@ from keras_resvit.layers.vit_layers import PositionEmbedding
 from keras_resvit.models.vit import build_vit, resample_position_embeddings
 from keras_resvit.models.vit_config import any_size
 from keras_resvit.models.vit_resize import resize_vit
-from keras_resvit.weights.common import assign_weights, read_npz_arrays
+from keras_resvit.weights.common import (
+    assign_weights,
+    check_target,
+    read_npz_arrays,
+    refuse_build_arguments,
+)
 
 POSEMB = "Transformer/posembed_input/pos_embedding"
 _REQUIRED = ("embedding/kernel", POSEMB, "Transformer/encoder_norm/scale")
@@ -39,15 +44,39 @@ _PARAMETER = {"scale": "gamma", "bias": "beta"}
 
 def read_npz(path) -> dict:
     """The arrays of an original ViT `.npz` (no pickle), or ValueError for other files."""
-    path = Path(path)
     arrays = read_npz_arrays(path, "a ViT .npz")
+    name = Path(path).name
     missing = [key for key in _REQUIRED if key not in arrays]
     if missing:
         raise ValueError(
-            f"path={path.name!r} is not an original ViT checkpoint: it lacks {missing} "
+            f"path={name!r} is not an original ViT checkpoint: it lacks {missing} "
             "(google-research/vision_transformer key layout)."
         )
+    missing = sorted(_expected_keys(arrays) - set(arrays))
+    if missing:
+        raise ValueError(
+            f"path={name!r} is not a complete original ViT checkpoint: it lacks "
+            f"{missing[:5]}{' ...' if len(missing) > 5 else ''} (truncated or edited)."
+        )
     return arrays
+
+
+def _expected_keys(arrays) -> set:
+    """The keys a checkpoint with `arrays`' blocks, pre-logits and head must have: every
+    parameter of blocks 0 to the last one found."""
+    keys = {"embedding/kernel", "embedding/bias", POSEMB}
+    keys |= {"Transformer/encoder_norm/scale", "Transformer/encoder_norm/bias"}
+    blocks = [
+        int(m[1]) for m in map(re.compile(r"Transformer/encoderblock_(\d+)/").match, arrays) if m
+    ]
+    for block in range(max(blocks, default=0) + 1):
+        for module in _BLOCK_MODULES.values():
+            names = ("scale", "bias") if module.startswith("LayerNorm") else ("kernel", "bias")
+            keys |= {f"Transformer/encoderblock_{block}/{module}/{name}" for name in names}
+    for flax in ("pre_logits", "head"):
+        if f"{flax}/kernel" in arrays or f"{flax}/bias" in arrays:
+            keys |= {f"{flax}/kernel", f"{flax}/bias"}
+    return keys
 
 
 def npz_architecture(arrays: dict) -> dict:
@@ -141,7 +170,8 @@ def load_vit_npz(
             embeddings are resampled bicubically when the grid differs. `(None, None)`: any
             input size, the embeddings kept for the checkpoint's grid (see `resize_vit`).
         model: fill this ViT of ours instead of building one (its own resolution and head
-            are kept; a checkpoint head of another size raises).
+            are kept; a checkpoint head of another size raises). The build arguments below
+            cannot be combined with it.
         classifier_activation: activation of the built model's classifier.
         preprocessing: normalization inside the built model; the checkpoints expect [-1, 1]
             inputs ("inception").
@@ -150,13 +180,24 @@ def load_vit_npz(
         A `keras.Model` taking raw 0-255 pixels.
 
     Raises:
-        ValueError: the file is not an original ViT checkpoint, or it does not fit `model`
-            (naming the layer and the expected and found shapes).
+        ValueError: the file is not an original ViT checkpoint (or lacks arrays), `model` is
+            not a ViT of ours or comes with build arguments, or the checkpoint does not fit
+            `model` (naming the layer and the expected and found shapes).
 
     Example:
     >>> # A checkpoint downloaded from the ViT authors' bucket (gs://vit_models/imagenet21k/):
     >>> model = load_vit_npz("ViT-B_16.npz", image_size=384)  # doctest: +SKIP
     """
+    if model is not None:
+        check_target(model, True, "an original ViT checkpoint")
+        refuse_build_arguments(
+            {
+                "image_size": image_size,
+                "classifier_activation": classifier_activation,
+                "preprocessing": preprocessing,
+            },
+            {"image_size": None, "classifier_activation": "softmax", "preprocessing": "inception"},
+        )
     arrays = read_npz(path)
     opened = any_size(image_size)  # built at the checkpoint's size, opened after
     if model is None:

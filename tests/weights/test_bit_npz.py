@@ -237,3 +237,26 @@ def test_the_catalog_lists_bit_m_and_its_fine_tunes():
         assert (in21k.num_classes, in1k.num_classes) == (21843, 1000)
         assert in21k.url.endswith(f"/BiT-M-R{name[5:]}.npz")
         assert in1k.url.endswith(f"/BiT-M-R{name[5:]}-ILSVRC2012.npz")
+
+
+@pytest.mark.parametrize(
+    "model, arguments, message",
+    [
+        ("x", {}, "model of type str is not valid; pass a keras.Model"),
+        ("vit", {}, r"model='.*' is a ViT, but a BiT checkpoint holds a ResNet's weights"),
+        ("resnet", {"input_shape": (64, 64, 3)}, r"input_shape=\(64, 64, 3\) cannot be combined"),
+        ("resnet", {"preprocessing": "imagenet"}, "preprocessing='imagenet' cannot be combined"),
+    ],
+    ids=["str", "vit", "input_shape", "preprocessing"],
+)
+def test_a_wrong_model_or_ignored_build_arguments_are_refused(
+    checkpoint, model, arguments, message
+):
+    models = {
+        "vit": lambda: kr.build_vit(None, image_size=16, patch_size=8, hidden_size=32,
+                                    num_layers=1, num_heads=2, mlp_dim=32),
+        "resnet": lambda: kr.create_model("resnet20"),
+    }  # fmt: skip
+    model = models[model]() if model in models else model
+    with pytest.raises(ValueError, match=message):
+        load_bit_npz(checkpoint[1], model=model, **arguments)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import keras_resvit as kr
+from keras_resvit.weights import load_weights, read_state_dict, weights_format
 from tests.conftest import random_images
 from tests.weights.helpers import assert_close, randomize
 from tests.weights.test_vit_npz import (
@@ -104,3 +105,36 @@ def test_weights_of_another_architecture(tmp_path):
         kr.create_model("resnet34", weights=path, input_shape=SHAPE)
     with pytest.raises(ValueError, match="holds resnet weights.*do not fit a vit model"):
         kr.create_model("vit_ti16", weights=path)
+
+
+def test_keras_3_weights_named_plain_h5_load_as_keras_3_weights(tmp_path):
+    source = randomize(kr.create_model("resnet20"))
+    source.save_weights(tmp_path / "resnet20.weights.h5")
+    (tmp_path / "resnet20.weights.h5").rename(tmp_path / "resnet20.h5")
+    model = kr.create_model("resnet20", weights=tmp_path / "resnet20.h5")
+    x = random_images(2, *SHAPE)
+    assert_close(model(x), source(x), tolerance=1e-6)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: weights_format("empty.npz"), r"weights='empty\.npz' is not a readable \.npz"),
+        (lambda: load_weights("empty.npz"), r"weights='empty\.npz' is not a readable \.npz"),
+        (
+            lambda: kr.create_model("resnet20", weights="empty.npz"),
+            r"weights='empty\.npz' is not a readable \.npz: No data left in file",
+        ),
+        (lambda: weights_format(None), r"weights=None is not a path; pass a str or pathlib"),
+        (lambda: load_weights(None), r"path=None is not a path; pass a str or pathlib"),
+        (lambda: read_state_dict(None), r"path=None is not a path; pass a str or pathlib"),
+        (lambda: read_state_dict(["w.npz"]), r"path=\['w\.npz'\] is not a path"),
+    ],
+    ids=["format_empty", "load_empty", "create_empty", "format_none", "load_none", "read_none",
+         "read_list"],
+)  # fmt: skip
+def test_empty_files_and_non_paths_are_named(tmp_path, monkeypatch, call, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty.npz").write_bytes(b"")
+    with pytest.raises(ValueError, match=message):
+        call()

@@ -253,3 +253,85 @@ def test_the_cli_lists_weights_and_predicts_with_named_weights(served, tmp_path,
     assert line == f"{image}: " + ", ".join(f"{c['name']} {c['score']:.3f}" for c in top)
     assert main(["predict", "resnet18:nope", str(image)]) == 2
     assert "weights='nope' is neither a file nor a name" in capsys.readouterr().err
+
+
+def test_a_keras_weights_h5_entry_keeps_its_suffix_and_loads(served, tmp_path):
+    source = randomize(kr.create_model("resnet20"))
+    source.save_weights(tmp_path / "source.weights.h5")
+    content = (tmp_path / "source.weights.h5").read_bytes()
+    entry = _publish(
+        served,
+        content,
+        models=("resnet20",),
+        suffix=".weights.h5",
+        format="keras",
+        image_size=32,
+        num_classes=10,
+        preprocessing="cifar",  # what "auto" picks for its CIFAR stem
+    )
+    assert entry.file_name == "resnet20.test.weights.h5"
+    model = kr.create_model("resnet20", weights="test")
+    x = random_images(2, 32, 32)
+    assert_close(model(x), source(x), tolerance=1e-6)
+    assert _cache_listing() == [
+        "resnet20.test.weights.h5",
+        "resnet20.test.weights.h5" + HASH_SUFFIX,
+    ]
+    assert kr.list_weights("resnet20") == ["test"]
+
+
+def test_models_given_as_a_str_is_one_registry_name(monkeypatch):
+    monkeypatch.setattr(catalog, "CATALOG", list(catalog.CATALOG))
+    catalog.register_weights(NamedWeights(**{**_ENTRY, "models": "resnet20"}))
+    assert catalog.weights_info("resnet20", "mine").models == ("resnet20",)
+
+
+def test_every_catalog_entry_passes_the_registration_checks():
+    assert [entry.tag for entry in catalog.CATALOG if catalog._entry_problem(entry)] == []
+
+
+_ENTRY = {
+    "models": ("resnet20",),
+    "tag": "mine",
+    "url": "https://weights.example.org/resnet20/mine.weights.h5",
+    "format": "keras",
+    "image_size": 32,
+    "num_classes": 10,
+    "preprocessing": "imagenet",
+    "top1": None,
+    "license": "MIT",
+    "source": "the test",
+}
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        (dict(_ENTRY), r"entry=\{.*\} is not valid; pass a keras_resvit.weights.NamedWeights"),
+        (None, r"entry=None is not valid; pass a keras_resvit.weights.NamedWeights"),
+        ({"models": ()}, r"entry.models=\(\) is not valid: it must be a non-empty tuple"),
+        ({"models": ("resnet20", "resnet_9")}, r"entry.models=.*\['resnet_9'\], which are not"),
+        ({"models": "resnt20"}, r"entry.models=\('resnt20',\) is not valid.*\['resnt20'\]"),
+        ({"tag": ""}, "entry.tag='' is not valid: it must be a non-empty str"),
+        ({"tag": "a/b"}, "entry.tag='a/b' is not valid: it looks like a file path"),
+        ({"tag": "x.npz"}, "entry.tag='x.npz' is not valid: it looks like a file path"),
+        ({"url": "https://x.org/w.zip"}, r"entry.url='https://x.org/w.zip' is not valid"),
+        ({"format": "onnx"}, r"entry.format='onnx' is not valid: it is not one of \['keras_app"),
+        ({"image_size": 0}, "entry.image_size=0 is not valid: it must be an int >= 1"),
+        (
+            {"hash": "ab", "hash_algorithm": "sha999"},
+            r"entry.hash_algorithm='sha999' is not valid: it is not None nor one of \['sha256_p",
+        ),
+        ({"hash": "ab"}, "entry.hash_algorithm=None is not valid: it must name the algorithm"),
+    ],
+    ids=["dict", "none", "no_models", "unknown_model", "str_model_unknown", "empty_tag",
+         "path_tag", "suffix_tag", "url_suffix", "format", "image_size", "hash_algorithm",
+         "hash_without_algorithm"],
+)  # fmt: skip
+def test_register_weights_refuses_invalid_entries(monkeypatch, entry, message):
+    monkeypatch.setattr(catalog, "CATALOG", list(catalog.CATALOG))
+    if isinstance(entry, dict) and "source" not in entry:
+        entry = NamedWeights(**{**_ENTRY, **entry})
+    with pytest.raises(ValueError, match=message):
+        catalog.register_weights(entry)
+    assert not any(other.tag == "mine" for other in catalog.CATALOG)

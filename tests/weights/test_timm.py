@@ -274,3 +274,51 @@ def test_readers_refuse_other_files(tmp_path):
     state["layer1.0.extra.weight"] = np.zeros(2)
     with pytest.raises(ValueError, match="layer1.0.extra.weight"):
         load_timm(state)
+
+
+def _vit_state(edit=lambda state: state):
+    return edit(dict(vit_state_dict(_random_vit())))
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        (None, r"source=None is not valid; pass a state dict .*got NoneType"),
+        ([1, 2], r"source=\[1, 2\] is not valid; pass a state dict .*got list"),
+        (
+            lambda: _vit_state(lambda s: {k: v for k, v in s.items() if k != "pos_embed"}),
+            r"a state dict is not a complete timm ViT state dict: it lacks \['pos_embed'\]",
+        ),
+        (
+            lambda: _vit_state(
+                lambda s: {**s, "patch_embed.proj.weight": s["patch_embed.proj.weight"][0]}
+            ),
+            r"'patch_embed\.proj\.weight' has shape \(3, 8, 8\); a timm ViT's is \(hidden, "
+            r"channels, patch, patch\)",
+        ),
+    ],
+    ids=["none", "list", "no_pos_embed", "3d_patch_kernel"],
+)
+def test_bad_sources_are_named(source, message):
+    with pytest.raises(ValueError, match=message):
+        load_timm(source() if callable(source) else source)
+
+
+@pytest.mark.parametrize(
+    "family, model, arguments, message",
+    [
+        ("vit", "resnet", {}, r"model='resnet20' is a ResNet, but a state dict \(timm vit\)"),
+        ("resnet", "vit", {}, r"model='.*' is a ViT, but a state dict \(timm resnet\)"),
+        ("vit", "x", {}, "model of type str is not valid"),
+        ("vit", "vit", {"image_size": 64}, "image_size=64 cannot be combined with model="),
+        ("resnet", "resnet", {"num_classes": 3}, "num_classes=3 cannot be combined with model="),
+        ("vit", "vit", {"image_size": None}, "image_size=None cannot be combined with model="),
+    ],
+    ids=["vit_into_resnet", "resnet_into_vit", "str", "image_size", "num_classes", "any_size"],
+)
+def test_a_wrong_model_or_ignored_build_arguments_are_refused(family, model, arguments, message):
+    resnet = kr.build_resnet(18, input_shape=(32, 32, 3))
+    state = _vit_state() if family == "vit" else resnet_state_dict(resnet)
+    models = {"resnet": kr.create_model("resnet20"), "vit": _random_vit()}
+    with pytest.raises(ValueError, match=message):
+        load_timm(state, model=models.get(model, model), **arguments)

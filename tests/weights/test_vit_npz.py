@@ -163,3 +163,70 @@ def test_files_that_are_not_vit_checkpoints(tmp_path, content, words):
         load_vit_npz(path)
     for word in words:
         assert word in str(info.value)
+
+
+def _without(*keys):
+    return lambda arrays: {k: v for k, v in arrays.items() if k not in keys}
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            _without("Transformer/encoderblock_1/MlpBlock_3/Dense_0/kernel"),
+            r"'ViT-custom\.npz' is not a complete.*lacks \['Transformer/encoderblock_1/MlpBl",
+        ),
+        (_without("embedding/bias"), r"not a complete.*lacks \['embedding/bias'\]"),
+        (_without("head/bias"), r"not a complete.*lacks \['head/bias'\]"),
+        (
+            _without(*[f"Transformer/encoderblock_0/LayerNorm_0/{p}" for p in ("scale", "bias")]),
+            r"not a complete.*encoderblock_0/LayerNorm_0/bias",
+        ),
+    ],
+    ids=["block_kernel", "embedding_bias", "head_bias", "block0_norm"],
+)
+def test_an_incomplete_checkpoint_names_the_missing_arrays(tmp_path, edit, message):
+    path = _save(tmp_path, edit(make_checkpoint(np.random.default_rng(4))))
+    with pytest.raises(ValueError, match=message):
+        load_vit_npz(path)
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        ({"model": "x"}, "model of type str is not valid; pass a keras.Model"),
+        ({"model": "resnet"}, r"model='resnet20' is a ResNet, but an original ViT checkpoint"),
+        ({"model": "vit", "image_size": 64}, "image_size=64 cannot be combined with model="),
+        (
+            {"model": "vit", "classifier_activation": None, "preprocessing": "imagenet"},
+            "classifier_activation=None, preprocessing='imagenet' cannot be combined with model=",
+        ),
+    ],
+    ids=["str", "resnet", "image_size", "head_and_preprocessing"],
+)
+def test_a_wrong_model_or_ignored_build_arguments_are_refused(tmp_path, arguments, message):
+    path = _save(tmp_path, make_checkpoint(np.random.default_rng(5)))
+    models = {
+        "resnet": lambda: kr.create_model("resnet20"),
+        "vit": lambda: kr.build_vit("Ti/8", image_size=GRID * PATCH, num_classes=CLASSES),
+    }
+    model = arguments["model"]
+    arguments = {**arguments, "model": models[model]() if model in models else model}
+    with pytest.raises(ValueError, match=message):
+        load_vit_npz(path, **arguments)
+
+
+@pytest.mark.parametrize(
+    "path, message",
+    [
+        (None, r"path=None is not a path; pass a str or pathlib\.Path \(got NoneType\)"),
+        (3, r"path=3 is not a path"),
+        ("empty.npz", r"path='empty\.npz' is not a readable \.npz archive: No data left"),
+    ],
+    ids=["none", "int", "empty"],
+)
+def test_bad_paths_are_named(tmp_path, monkeypatch, path, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty.npz").write_bytes(b"")
+    with pytest.raises(ValueError, match=message):
+        load_vit_npz(path)
