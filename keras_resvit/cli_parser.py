@@ -18,6 +18,12 @@ def _positive_int(text):
     return int(text)
 
 
+def _seed(text):
+    if not text.lstrip("+").isdigit() or not 0 <= int(text) < 2**32:
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid; expected an int in [0, 2**32)")
+    return int(text)
+
+
 def _fraction(text):
     try:
         value = float(text)
@@ -213,7 +219,7 @@ def _add_few_shot(commands):
     p.add_argument("--data", default="digits", help="source of the train and test splits")
     p.add_argument("--shots", type=int, nargs="+", default=[1, 5, 10, 25])
     p.add_argument("--l2", type=float, default=1024.0, help="ridge penalty (default: 1024)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--batch-size", type=int, default=64)
     p.set_defaults(run="run_few_shot")
 

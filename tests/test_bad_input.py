@@ -239,6 +239,18 @@ CASES = [
         V,
         ("model of type NoneType", "keras.Model"),
     ),
+    Case(
+        "image_loader_fewer_class_names_than_labels",
+        lambda b: kr.data.ImageLoader(images=b.x, labels=b.y, class_names=["a"], batch_size=2),
+        V,
+        ("class_names lists 1 classes", "labels go up to"),
+    ),
+    Case(
+        "cli_few_shot_negative_seed",
+        lambda b: ["few-shot", "resnet20", "--seed", "-1"],
+        2,
+        ("--seed", "'-1' is not valid", "[0, 2**32)"),
+    ),
     Case("vgg_depth_float", lambda b: kr.build_vgg(16.0), V, ("depth=16.0 is not valid", "16")),
     Case(
         "vgg_pooling_with_its_classifier",

@@ -22,6 +22,7 @@ import keras
 import numpy as np
 from PIL import Image
 
+from keras_resvit.base.class_names import checked_class_names
 from keras_resvit.base.processes import host_cpu
 from keras_resvit.base.validation import check_bool, check_int, check_number, check_seed
 from keras_resvit.data.augmentation import Mixing, get_augmentation
@@ -224,7 +225,14 @@ class ImageLoader(keras.utils.PyDataset):
             images, labels, paths, image_size
         )
         count = int(self.labels.max()) + 1
-        self.class_names = list(class_names or [str(i) for i in range(count)])
+        if class_names is not None:
+            class_names = checked_class_names(class_names)
+            if len(class_names) < count:
+                raise ValueError(
+                    f"class_names lists {len(class_names)} classes, but the labels go up to "
+                    f"{count - 1}; pass one name per class, at least {count}."
+                )
+        self.class_names = class_names or [str(i) for i in range(count)]
         self.num_classes = len(self.class_names)
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.drop_remainder, self.strict, self.crop_ratio = drop_remainder, strict, crop_ratio
