@@ -100,6 +100,9 @@ class Recipe:
     layer_scale_init: float | None = None
 
     def __post_init__(self):
+        for field in ("decay_at", "no_decay"):  # a list given: kept as a tuple (hashable)
+            if isinstance(getattr(self, field), list):
+                object.__setattr__(self, field, tuple(getattr(self, field)))
         for field, valid in (
             ("optimizer", OPTIMIZERS),
             ("schedule", SCHEDULES),
@@ -133,9 +136,11 @@ class Recipe:
         check_rate("Recipe: dropout", self.dropout)
         check_bool("Recipe: pre_logits", self.pre_logits)
         check_number("Recipe: layer_scale_init", self.layer_scale_init, 0, none_ok=True)
-        if isinstance(self.no_decay, str):
+        names = self.no_decay
+        if not isinstance(names, tuple) or not all(isinstance(n, str) and n for n in names):
             raise ValueError(
-                f"Recipe: no_decay={self.no_decay!r} must be a tuple of names, e.g. ('bias',)."
+                f"Recipe: no_decay={names!r} must be a tuple of names (substrings of variable "
+                "names), e.g. ('bias',), or () for none."
             )
 
     def _check_numbers(self):
@@ -152,13 +157,17 @@ class Recipe:
         check_number("Recipe: global_clipnorm", self.global_clipnorm, 0, none_ok=True)
         check_number("Recipe: target_threshold", self.target_threshold, 0, 1, none_ok=True)
         fractions = self.decay_at
-        if not isinstance(fractions, (tuple, list)) or any(
-            not isinstance(f, (int, float)) or isinstance(f, bool) or not 0 < f < 1
-            for f in fractions
+        if (
+            not isinstance(fractions, (tuple, list))
+            or any(
+                not isinstance(f, (int, float)) or isinstance(f, bool) or not 0 < f < 1
+                for f in fractions
+            )
+            or list(fractions) != sorted(set(fractions))
         ):
             raise ValueError(
-                f"Recipe: decay_at={fractions!r} must be a tuple of fractions of training in "
-                "(0, 1), e.g. (0.5, 0.75)."
+                f"Recipe: decay_at={fractions!r} must be a tuple of increasing fractions of "
+                "training in (0, 1), e.g. (0.5, 0.75)."
             )
         if self.augment is not None and self.augment not in AUGMENTATION_PRESETS:
             raise ValueError(

@@ -210,6 +210,10 @@ def test_recipe_fields_are_checked():
         get_recipe("vit_pretrain", dropout=1.5)
     with pytest.raises(ValueError, match="no_decay='bias' must be a tuple of names"):
         get_recipe("deit", no_decay="bias")
+    # Lists are kept as tuples: a recipe stays hashable.
+    listed = get_recipe("deit", no_decay=["bias", "norm"], decay_at=[0.3, 0.6])
+    assert listed.no_decay == ("bias", "norm") and listed.decay_at == (0.3, 0.6)
+    assert hash(listed) == hash(get_recipe("deit", no_decay=("bias", "norm"), decay_at=(0.3, 0.6)))
 
 
 @pytest.mark.parametrize(
@@ -232,8 +236,12 @@ def test_recipe_fields_are_checked():
         ("cutmix", float("inf"), ">= 0"),
         ("global_clipnorm", -1.0, "> 0"),
         ("target_threshold", 5.0, r"in \(0, 1\)"),
-        ("decay_at", 0.5, "must be a tuple of fractions"),
-        ("decay_at", (1.5,), "must be a tuple of fractions"),
+        ("decay_at", 0.5, "must be a tuple of increasing fractions"),
+        ("decay_at", (1.5,), "must be a tuple of increasing fractions"),
+        ("decay_at", (0.75, 0.5), "must be a tuple of increasing fractions"),
+        ("decay_at", (0.5, 0.5), "must be a tuple of increasing fractions"),
+        ("no_decay", None, "must be a tuple of names"),
+        ("no_decay", ("bias", 3), "must be a tuple of names"),
         ("augment", "resnet-cifar", "'resnet_cifar'"),
     ],
 )
