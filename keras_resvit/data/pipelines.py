@@ -59,10 +59,16 @@ def from_keras_cv(layer, **kwargs) -> keras.layers.Pipeline:
     import keras_cv
 
     if isinstance(layer, str):
-        if not hasattr(keras_cv.layers, layer):
-            raise ValueError(f"layer={layer!r} is not a class in keras_cv.layers.")
-        name, layer = layer, getattr(keras_cv.layers, layer)(**kwargs)
+        found = getattr(keras_cv.layers, layer, None) if layer.isidentifier() else None
+        if not (isinstance(found, type) and issubclass(found, keras.layers.Layer)):
+            raise ValueError(f"layer={layer!r} is not a layer class in keras_cv.layers.")
+        name, layer = layer, found(**kwargs)
     elif isinstance(layer, keras.layers.Layer) and type(layer).__module__.startswith("keras_cv"):
+        if kwargs:
+            raise ValueError(
+                f"{sorted(kwargs)} are constructor arguments, read only with a class name; "
+                f"layer={layer.name!r} is built already: pass its arguments when you build it."
+            )
         name = layer.name
     else:
         raise ValueError(

@@ -352,8 +352,11 @@ def test_keras_cv_instances_and_bad_layers():
     assert wrapped.layers == [layer]
     out = _run_in_tf_data(wrapped, random_images(2, 8, 8))
     np.testing.assert_allclose(out[..., 0], out[..., 2], atol=1e-4)
-    with pytest.raises(ValueError, match="layer='NoSuchLayer' is not a class in keras_cv"):
-        kr.data.from_keras_cv("NoSuchLayer")
+    for name in ("NoSuchLayer", "__name__", "layers.Grayscale"):
+        with pytest.raises(ValueError, match=f"layer='{name}' is not a layer class in keras_cv"):
+            kr.data.from_keras_cv(name)
+    with pytest.raises(ValueError, match=r"\['output_channels'\] are constructor arguments"):
+        kr.data.from_keras_cv(layer, output_channels=1)  # would be ignored
     with pytest.raises(ValueError, match="pass a keras_cv layer"):
         kr.data.from_keras_cv(keras.layers.RandomFlip())
 
