@@ -561,6 +561,8 @@ def test_a_failed_quantized_check_on_random_pixels_asks_for_real_images(monkeypa
         ("m.tflit", "did you mean '.tflite'"),
         ("m.onx", "did you mean '.onnx'"),
         ("m.keras", "cannot export to a .keras file"),
+        ("out.txt", "cannot export to a .txt file"),  # would be a SavedModel folder so named
+        ("model.zip", "cannot export to a .zip file"),
     ],
 )
 def test_the_export_format_is_read_from_the_path(path, expected):

@@ -79,7 +79,10 @@ SAVED_MODEL_OPTIONAL = ("saved_model.pbtxt", "keras_metadata.pb")
 # `check_replaceable_folder` / `atomic_folder` arguments: kind, allowed names, required names.
 SAVED_MODEL = ("SavedModel", SAVED_MODEL_ENTRIES + SAVED_MODEL_OPTIONAL, ("saved_model.pb",))
 # Files a SavedModel path must not look like: the user meant a file format.
-FILE_SUFFIXES = (".tflite", ".onnx", ".keras", ".h5", ".pb", ".json")
+FILE_SUFFIXES = (
+    ".tflite", ".onnx", ".keras", ".h5", ".pb", ".json", ".txt", ".csv", ".zip", ".tar",
+    ".gz", ".npz", ".npy", ".pt", ".pth", ".bin", ".safetensors", ".png", ".jpg", ".jpeg",
+)  # fmt: skip
 
 
 def _validate(format, quantization, representative_data, path):
