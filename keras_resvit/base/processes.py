@@ -21,6 +21,7 @@ import json
 import os
 
 from keras_resvit.base.backend import patch_keras_multi_worker
+from keras_resvit.base.files import first_line
 from keras_resvit.base.lazy import keras, tf
 from keras_resvit.base.validation import check_int
 
@@ -59,11 +60,12 @@ def _requested_processes(num_processes) -> int:
         return num_processes
     value = os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "")
     try:
-        return int(value) if value else 1
+        count = int(value) if value else 1
     except ValueError:
-        raise ValueError(
-            f"KERAS_DISTRIBUTION_NUM_PROCESSES={value!r} must be a positive int."
-        ) from None
+        count = 0
+    if count < 1:
+        raise ValueError(f"KERAS_DISTRIBUTION_NUM_PROCESSES={value!r} must be a positive int.")
+    return count
 
 
 def _fix_random_seed(seed=0):
@@ -100,7 +102,12 @@ def _initialize_jax(job_addresses, num_processes, process_id, explicit):
         # Nothing given and no cluster that JAX detects: a single process.
         if count == 1 and "coordinator_address" in str(error):
             return
-        raise
+        raise ValueError(
+            f"joining a group of {count} processes failed ({first_line(error)}); each "
+            "process needs the coordinator's address, job_addresses='host:port' (process 0's), "
+            "the number of processes and its own process_id, as arguments or as "
+            "KERAS_DISTRIBUTION_JOB_ADDRESSES, _NUM_PROCESSES and _PROCESS_ID."
+        ) from None
 
 
 def cluster_tasks(environ=os.environ) -> dict:
@@ -165,8 +172,14 @@ def initialize(job_addresses=None, num_processes=None, process_id=None) -> int:
     """
     check_int("num_processes", num_processes, none_ok=True)
     check_int("process_id", process_id, minimum=0, none_ok=True)
-    if num_processes is not None and process_id is not None and process_id >= num_processes:
-        raise ValueError(f"process_id={process_id} must be below num_processes={num_processes}.")
+    count = _requested_processes(num_processes)
+    if process_id is not None and process_id >= count:
+        what = (
+            f"num_processes={num_processes}"
+            if num_processes is not None
+            else f"the {count} of KERAS_DISTRIBUTION_NUM_PROCESSES (unset: 1)"
+        )
+        raise ValueError(f"process_id={process_id} must be below {what}.")
     if job_addresses is not None and (
         not isinstance(job_addresses, str) or ":" not in job_addresses
     ):

@@ -33,6 +33,15 @@ def test_bad_process_arguments_are_named():
         processes.initialize(num_processes=0)
     with pytest.raises(ValueError, match="job_addresses=5 must be a 'host:port'"):
         processes.initialize(job_addresses=5)
+    with pytest.raises(ValueError, match="process_id=3 must be below the 1 of KERAS_DISTRIB"):
+        processes.initialize(process_id=3)  # one process: no id but 0
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two"])
+def test_a_bad_process_count_in_the_environment_is_named(monkeypatch, value):
+    monkeypatch.setenv("KERAS_DISTRIBUTION_NUM_PROCESSES", value)
+    with pytest.raises(ValueError, match=f"KERAS_DISTRIBUTION_NUM_PROCESSES='{value}' must be"):
+        processes.initialize()
 
 
 def test_tf_config_is_read_and_checked():
