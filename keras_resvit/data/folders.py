@@ -8,6 +8,7 @@ middle of an epoch.
 
 import random
 import statistics
+import sys
 import warnings
 from pathlib import Path
 
@@ -198,13 +199,22 @@ def folder_dataset(paths, labels, *, shuffle, seed, strict=False):
     TensorFlow's "expected to contain N elements" error.
     """
     count = len(paths)
-    ds = tf.data.Dataset.from_tensor_slices((paths, tf.constant(labels, "int32")))
+    ds = tf.data.Dataset.from_tensor_slices((_path_tensor(paths), tf.constant(labels, "int32")))
     if shuffle:
         ds = ds.shuffle(count, seed=seed, reshuffle_each_iteration=True)
     ds = ds.map(
         lambda path, label: (decode_image(path), label), num_parallel_calls=tf.data.AUTOTUNE
     )
     return _keeping_count(ds, count, strict).apply(tf.data.experimental.assert_cardinality(count))
+
+
+def _path_tensor(paths):
+    """`paths` as a tensor of the file system's bytes: a name that is not UTF-8 (which Python
+    holds with surrogate escapes) reaches the file, where a str tensor could not hold it."""
+    # `os.fsencode`, spelt out: inside a traced tf.data function AutoGraph would try to
+    # convert the library function (and warn that it cannot read its source).
+    encoding, errors = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+    return tf.constant([str(path).encode(encoding, errors) for path in paths], tf.string)
 
 
 def _keeping_count(decoded, count, strict):
@@ -222,7 +232,7 @@ def fetch_files(paths, labels, places, *, strict=False):
     file that fails to decode is dropped (unless `strict`) and the first elements of `places`
     are read again after the last to keep their count; each keeps its seed."""
     with tf.device("/CPU:0"):
-        paths, labels = tf.constant(paths), tf.constant(labels, "int32")
+        paths, labels = _path_tensor(paths), tf.constant(labels, "int32")
 
     def read(index, seed):
         return decode_image(tf.gather(paths, index)), tf.gather(labels, index), seed

@@ -303,6 +303,20 @@ def test_hidden_files_and_folders_inside_a_class_are_not_read(tmp_path):
     assert names == ["cat", "dog", "eel"] and sorted(labels) == [0, 0, 0, 1, 1, 2, 2]
 
 
+@pytest.mark.parametrize("cache", [False, True])
+def test_file_and_class_names_that_are_not_utf8_are_read(tmp_path, cache):
+    root = _write_folder(tmp_path / "pets", classes=("cat", "dog"), per_class=2)
+    odd = os.fsdecode(b"d\xffg")  # a Latin-1 name on a UTF-8 file system
+    try:
+        (root / "dog").rename(root / odd)
+        (root / odd / "0.jpg").rename(root / odd / os.fsdecode(b"\xfe0.jpg"))
+    except (OSError, UnicodeError):
+        pytest.skip("this file system takes only UTF-8 names")
+    ds = kr.data.load_dataset(root, image_size=8, batch_size=4, shuffle=False, cache=cache)
+    labels = np.concatenate([y for _, y in ds.as_numpy_iterator()])
+    assert ds.class_names == ["cat", odd] and sorted(labels.tolist()) == [0, 0, 1, 1]
+
+
 def test_image_folder_with_split_folders(tmp_path):
     _write_folder(tmp_path / "data" / "train")
     _write_folder(tmp_path / "data" / "test", per_class=2)
