@@ -118,8 +118,9 @@ def check_choice(argument: str, value, valid) -> None:
 
 def check_verbose(value) -> None:
     """`value` must be one of `model.fit`'s verbosities: "auto", 0 (silent), 1 (progress bar)
-    or 2 (one line per epoch)."""
-    check_choice("verbose", value, ("auto", 0, 1, 2))
+    or 2 (one line per epoch); False and True, which `fit` takes as 0 and 1, pass too."""
+    if not isinstance(value, bool):
+        check_choice("verbose", value, ("auto", 0, 1, 2))
 
 
 def check_bool(argument: str, value, *, none_ok: bool = False) -> None:
