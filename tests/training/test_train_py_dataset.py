@@ -109,10 +109,9 @@ def test_every_batch_of_a_py_dataset_is_checked(tmp_path, labels, bad, words):
     good = kr.data.ImageLoader(images.copy(), np.arange(32) % 3, batch_size=8)
     if bad == "nan":
         images[10, 4, 4, 0] = np.nan
-    if bad == "nan":  # a user's PyDataset: ImageLoader refuses NaN pixels when it is made
-        wrong = Batches([(images[i : i + 8], np.array(labels[i : i + 8])) for i in range(0, 32, 8)])
-    else:  # it says it has 3 classes; a bad label shows only in its batch
-        wrong = kr.data.ImageLoader(images, np.array(labels), batch_size=8, class_names=list("012"))
+    # A user's PyDataset: ImageLoader refuses NaN pixels, and labels beyond its class_names,
+    # when it is made; here a bad label or pixel shows only in its batch.
+    wrong = Batches([(images[i : i + 8], np.array(labels[i : i + 8])) for i in range(0, 32, 8)])
     train, val = (good, wrong) if bad == "val" else (wrong, None)
     model = kr.build_resnet(8, stem="cifar", input_shape=(16, 16, 3), num_classes=3, width=0.25)
     with pytest.raises(ValueError) as info:
