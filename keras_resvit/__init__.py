@@ -3,7 +3,9 @@
 The public API below is imported on first use (PEP 562): `import keras_resvit` loads neither
 Keras nor a backend, so `keras-resvit --help` and `list` answer at once. On the JAX backend,
 importing sets XLA's CPU flags before JAX computes (`keras_resvit.base.backend.configure_xla_cpu`;
-`KERAS_RESVIT_XLA_CPU_FLAGS=0` turns that off).
+`KERAS_RESVIT_XLA_CPU_FLAGS=0` turns that off). Once Keras is loaded, the package applies its
+corrections to Keras (`keras_resvit.base.keras_fixes`: a model keeps its weights and stays
+usable when `fit`, `evaluate` or `predict` raises).
 """
 
 import importlib
@@ -68,9 +70,17 @@ def __getattr__(name):
     if name not in _API:
         raise AttributeError(f"module 'keras_resvit' has no attribute {name!r}")
     module = importlib.import_module(_API[name])
+    _correct_keras()
     value = module if name in _MODULES else getattr(module, name)
     globals()[name] = value
     return value
+
+
+def _correct_keras():
+    """Applies the package's corrections to Keras (`keras_resvit.base.keras_fixes`) once Keras
+    is loaded; importing the package alone loads nothing."""
+    if "keras" in sys.modules:
+        importlib.import_module("keras_resvit.base.keras_fixes").recover_from_errors_in_fit()
 
 
 def __dir__():
@@ -97,3 +107,4 @@ if "keras" in sys.modules:
     # Keras is loaded already (a notebook's `import keras` first): registering the package's
     # classes costs little, and `keras.saving.load_model` then reads the package's files.
     importlib.import_module("keras_resvit.files")
+    _correct_keras()

@@ -1,7 +1,8 @@
 """What this backend and machine can do, and the one switch for every fast path.
 
 Everything in the package that depends on which backend runs asks this module; no other module
-branches on `keras.backend.backend()` or imports Keras' private `keras.src` modules.
+branches on `keras.backend.backend()` or imports Keras' private `keras.src` modules, except
+`keras_fixes`, which holds the package's corrections to Keras itself.
 
 Fast paths compute what the plain Keras layers compute, faster on one backend: TensorFlow's
 fused batch norm, layer norm and exact GELU, a matmul self-attention (TensorFlow, JAX), a sliced
@@ -160,6 +161,35 @@ def in_tf_graph() -> bool:
     return backend_utils.in_tf_graph()
 
 
+def jit_compiles_any_size() -> bool:
+    """Whether a layer that resamples to its input's size can be XLA-compiled at any size.
+    Not on TensorFlow, whose graphs for sizes unknown until they run keep the resize op XLA has
+    no kernel for; there such a layer sets `supports_jit = False`, and Keras'
+    `jit_compile="auto"` then runs the model as a plain graph."""
+    return backend() != "tensorflow"
+
+
+def check_grid_at_run_time(images, rows, columns, message, name):
+    """`images` (batch, height, width, channels) behind a check that their height and width
+    are multiples of `rows` and `columns`, for a size unknown while a TensorFlow graph is
+    traced (Keras' TensorFlow trainer traces one graph for the sizes it has seen). The graph
+    then fails with `InvalidArgumentError`: its message is `message` followed by the height and
+    width, or under XLA, which compiles assertions away, the failing node is `name` (a reshape
+    that only such sizes pass). JAX and PyTorch know every size when a layer is called, where
+    callers check it themselves: `images` come back unchanged."""
+    if backend() != "tensorflow":
+        return images
+    import tensorflow as tf
+
+    shape = tf.shape(images)
+    whole = tf.logical_and(shape[1] % rows == 0, shape[2] % columns == 0)
+    check = tf.debugging.Assert(whole, [message, "height, width:", shape[1], shape[2]])
+    with tf.control_dependencies([check]):
+        images = tf.identity(images)  # TensorFlow's graph optimizer takes out the reshapes
+    grid = [shape[0], shape[1] // rows, rows, shape[2] // columns, columns, shape[3]]
+    return tf.reshape(tf.reshape(images, grid, name=name), shape)
+
+
 def resize_images(images, size, interpolation, antialias=False):
     """`keras.ops.image.resize` (channels last), also where `size` holds tensors: a TensorFlow
     graph of an input of unknown size, whose sizes Keras' front end refuses; there the op it
@@ -205,64 +235,6 @@ def image_preprocessing_layer():
     from keras.src.layers.preprocessing.image_preprocessing import base_image_preprocessing_layer
 
     return base_image_preprocessing_layer.BaseImagePreprocessingLayer
-
-
-def patch_tf2onnx() -> None:
-    """Applies Keras' patch for tf2onnx's NumPy 1 aliases (Keras ships it with its own ONNX
-    export; this package converts with tf2onnx directly)."""
-    from keras.src.export.tf2onnx_lib import patch_tf2onnx as patch
-
-    patch()
-
-
-def patch_keras_multi_worker() -> None:
-    """Lets Keras' TensorFlow trainer `fit` under `MultiWorkerMirroredStrategy`.
-
-    Keras 3's trainer (keras-team/keras#20585) reduces the batch it builds the model from, and
-    each step's scalar logs, with `strategy.reduce("MEAN", value, axis=0)`, which
-    `MultiWorkerMirroredStrategy` cannot do on a batch's per-replica tensors or on scalars.
-    Under that strategy only, the model is built from this worker's first batch and the logs
-    (already aggregated across replicas by the metrics) are averaged whole. Other strategies
-    run Keras' code unchanged. Applied once; tested in tests/training/test_processes.py.
-    """
-    from keras.src.backend.tensorflow import trainer
-
-    if getattr(trainer, "_keras_resvit_multi_worker", False):
-        return
-    import tensorflow as tf
-
-    reduce_per_replica = trainer.reduce_per_replica
-    symbolic_build = trainer.TensorFlowTrainer._maybe_symbolic_build
-
-    def local(strategy, value):
-        if isinstance(value, tf.distribute.DistributedValues):
-            return strategy.experimental_local_results(value)[0]
-        return value
-
-    def reduce_logs(values, strategy, reduction="auto"):
-        if reduction in ("auto", "mean") and trainer._collective_all_reduce_multi_worker(strategy):
-            return tf.nest.map_structure(
-                lambda v: (
-                    strategy.reduce("MEAN", v, axis=None)
-                    if trainer._is_per_replica_instance(v)
-                    else v
-                ),
-                values,
-            )
-        return reduce_per_replica(values, strategy, reduction)
-
-    def build(self, iterator=None, data_batch=None):
-        strategy = self._distribute_strategy
-        if iterator is not None and trainer._collective_all_reduce_multi_worker(strategy):
-            for _, _, batches in iterator:
-                data_batch = tf.nest.map_structure(lambda v: local(strategy, v), next(batches))
-                break
-            iterator = None
-        return symbolic_build(self, iterator=iterator, data_batch=data_batch)
-
-    trainer.reduce_per_replica = reduce_logs
-    trainer.TensorFlowTrainer._maybe_symbolic_build = build
-    trainer._keras_resvit_multi_worker = True
 
 
 BF16_GPU_CAPABILITY = (8, 0)

@@ -20,8 +20,8 @@ needs no call of its own; a script that builds a model before reading any data c
 import json
 import os
 
-from keras_resvit.base.backend import patch_keras_multi_worker
 from keras_resvit.base.files import first_line
+from keras_resvit.base.keras_fixes import patch_keras_multi_worker
 from keras_resvit.base.lazy import keras, tf
 from keras_resvit.base.validation import check_int
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from keras_resvit.artifacts import without_tf_lite_notice
-from keras_resvit.base.backend import patch_tf2onnx
 from keras_resvit.base.class_names import CLASS_NAMES_KEY
+from keras_resvit.base.keras_fixes import patch_tf2onnx
 from keras_resvit.base.lazy import tf
 
 # A ViT's full-integer export keeps its attention core in float32: the two matmuls between

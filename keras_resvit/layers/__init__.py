@@ -2,6 +2,7 @@
 `squeeze_excite`, a block of standard Keras layers for any functional model."""
 
 from keras_resvit.base.deprecation import deprecated_names
+from keras_resvit.base.keras_fixes import recover_from_errors_in_fit
 from keras_resvit.layers import vit_layers
 from keras_resvit.layers.baseline_layers import LocalResponseNormalization
 from keras_resvit.layers.crops import (
@@ -91,3 +92,7 @@ __getattr__ = deprecated_names(
         ),
     },
 )
+
+# Every model of the package is built from these layers: importing them (which loads Keras)
+# applies the package's correction to Keras' JAX trainer, whichever module a user imports.
+recover_from_errors_in_fit()

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_resvit.base.backend import resize_images
+from keras_resvit.base.backend import jit_compiles_any_size, resize_images
 from keras_resvit.base.validation import check_bool, check_choice, check_int
 
 POSITION_EMBEDDINGS = ("learned", "sincos2d")
@@ -97,6 +97,8 @@ class PositionEmbedding(keras.layers.Layer):
         self.num_prefix_tokens = num_prefix_tokens
         self.kind = kind
         self.dynamic_size = dynamic_size
+        if dynamic_size and not jit_compiles_any_size():
+            self.supports_jit = False  # see `jit_compiles_any_size`
         # The reference ViT draws position embeddings from N(0, 0.02).
         self.initializer = keras.initializers.get(
             initializer or keras.initializers.RandomNormal(stddev=0.02)

@@ -5,7 +5,12 @@ import functools
 import keras
 from keras import ops
 
-from keras_resvit.base.backend import fast_path, fused_attention_enabled, keras_mask
+from keras_resvit.base.backend import (
+    check_grid_at_run_time,
+    fast_path,
+    fused_attention_enabled,
+    keras_mask,
+)
 from keras_resvit.base.validation import check_bool, check_rate
 
 # The LayerNorm of the ViTs lives in its own module; these names are read from here too.
@@ -29,8 +34,11 @@ class PatchEmbedding(keras.layers.Conv2D):
     the patch size, where a convolution would drop the last rows or columns silently.
 
     A ViT of a fixed size checks its size when it is built; this check serves a ViT of any
-    input size (`image_size=None`), at each size it is called with (a size unknown while a
-    TensorFlow graph is traced is not checked). The weights and config are Conv2D's.
+    input size (`image_size=None`), at each size it is called with. Where a TensorFlow graph is
+    traced for sizes unknown until it runs, the graph checks them and fails with
+    `InvalidArgumentError` (under XLA, at the node named
+    `height_and_width_must_be_multiples_of_the_patch_size`). The weights and config are
+    Conv2D's.
 
     Example:
     >>> import numpy as np
@@ -43,13 +51,23 @@ class PatchEmbedding(keras.layers.Conv2D):
         height, width = inputs.shape[1:3]
         rows, columns = self.strides
         if (height is not None and height % rows) or (width is not None and width % columns):
-            raise ValueError(
-                f"{self.name}: images of {height}x{width} pixels do not divide into "
-                f"{rows}x{columns} patches, and the last rows or columns would be dropped; "
-                f"valid: a height that is a multiple of {rows} and a width a multiple of "
-                f"{columns} (resize or crop the images first)."
-            )
+            raise ValueError(self._refusal(height, width))
+        if height is None or width is None:  # a TensorFlow graph for the sizes it has seen
+            inputs = check_grid_at_run_time(
+                inputs, rows, columns, self._refusal(),
+                name="height_and_width_must_be_multiples_of_the_patch_size",
+            )  # fmt: skip
         return super().call(inputs)
+
+    def _refusal(self, height=None, width=None):
+        rows, columns = self.strides
+        size = "these images" if height is None else f"images of {height}x{width} pixels"
+        return (
+            f"{self.name}: {size} do not divide into "
+            f"{rows}x{columns} patches, and the last rows or columns would be dropped; "
+            f"valid: a height that is a multiple of {rows} and a width a multiple of "
+            f"{columns} (resize or crop the images first)."
+        )
 
 
 @keras.saving.register_keras_serializable(package="keras_resvit")

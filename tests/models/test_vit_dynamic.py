@@ -189,3 +189,29 @@ def test_bad_sizes_get_one_clear_error(call, words):
     with pytest.raises(ValueError, match=None) as info:
         call()
     assert words in str(info.value)
+
+
+def test_a_bad_size_is_refused_after_the_model_has_run_at_other_sizes(backend):
+    """Keras' TensorFlow trainer traces one graph for the sizes it has seen (32 and 48 here),
+    in which the sizes are unknown: the graph checks them when it runs."""
+    model = kr.build_vit(**ANY)
+    model.compile()  # jit_compile="auto": XLA where Keras would choose it (not for TensorFlow)
+    assert model.get_layer("position_embedding").supports_jit == (backend != "tensorflow")
+    for side in (32, 48, 32, 48):
+        assert model.predict(random_images(2, side, side), verbose=0).shape == (2, 5)
+    with pytest.raises(Exception, match="images of 36x32 pixels|these images do not divide"):
+        model.predict(random_images(2, 36, 32), verbose=0)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+def test_the_patch_embedding_refuses_a_size_unknown_until_the_graph_runs(jit_compile):
+    """XLA compiles assertions away: there the failing node names the rule."""
+    inputs = keras.Input((None, None, 3))
+    x = kr.layers.PatchEmbedding(8, 4, strides=4)(inputs)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+    model.compile(jit_compile=jit_compile)
+    for side in (8, 12, 8, 12):
+        assert model.predict(random_images(2, side, side), verbose=0).shape == (2, 8)
+    words = "do not divide into 4x4 patches|height_and_width_must_be_multiples_of_the_patch_size"
+    with pytest.raises(Exception, match=words):
+        model.predict(random_images(2, 10, 8), verbose=0)

@@ -1,0 +1,184 @@
+"""The package's corrections to Keras itself, each applied once and only where it is needed.
+
+- `recover_from_errors_in_fit`: a model stays usable after `fit`, `evaluate` or `predict`
+  raises (applied by `keras_resvit` as soon as it loads Keras).
+- `patch_keras_multi_worker`: `fit` under TensorFlow's `MultiWorkerMirroredStrategy`.
+- `patch_tf2onnx`: Keras' own fix of tf2onnx's NumPy 1 aliases, for the ONNX export.
+
+Each touches Keras' private `keras.src` modules, pinned in requirements/constraints.txt, and
+is tested against the failure it corrects.
+"""
+
+import functools
+
+from keras_resvit.base.lazy import keras
+
+METHODS = ("fit", "evaluate", "predict")
+
+# Per model (by id), the stack of its running `fit`/`evaluate`/`predict` calls, each a dict of
+# the variables Keras' JAX trainer detached during that call: id -> (variable, value).
+_detached = {}
+
+
+def recover_from_errors_in_fit() -> None:
+    """Keeps a model usable, with its weights, when `fit`, `evaluate` or `predict` raises: a
+    layer refusing an input (as this package's layers refuse a bad image size), a bad batch,
+    Ctrl-C in a notebook. The error propagates unchanged; runs that do not raise are untouched.
+
+    JAX: Keras' trainer (3.15) detaches every variable's value from the model while its
+    compiled steps run, and attaches the last step's values when the loop ends. When a step
+    raised before the first one finished, nothing was attached back: the trained weights were
+    gone and the next call failed with "'NoneType' object is not callable" (`evaluate` and
+    `predict` also left a later step's values detached). Now an error first attaches the
+    values of the steps that finished, then gives every variable still without a value the
+    one it had before it was detached.
+
+    TensorFlow: when the first trace of `fit`'s step raised, the next `fit` failed with
+    "Creating variables on a non-first call to a function decorated with tf.function" (the
+    optimizer builds its variables in that first trace). Now an error drops the compiled
+    functions, and the next call traces them anew.
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        from keras.src.backend.jax import trainer
+
+        _keep_jax_variables(trainer.JAXTrainer)
+    elif backend == "tensorflow":
+        from keras.src.backend.tensorflow import trainer
+
+        _retrace_after_errors(trainer.TensorFlowTrainer)
+
+
+def _retrace_after_errors(cls):
+    if getattr(cls, "_keras_resvit_retraces", False):
+        return
+
+    def wrap(method):
+        @functools.wraps(method)
+        def run(self, *args, **kwargs):
+            try:
+                return method(self, *args, **kwargs)
+            except BaseException:
+                self.train_function = self.test_function = self.predict_function = None
+                raise
+
+        return run
+
+    for name in METHODS:
+        setattr(cls, name, wrap(getattr(cls, name)))
+    cls._keras_resvit_retraces = True
+
+
+def _keep_jax_variables(cls):
+    if getattr(cls, "_keras_resvit_keeps_variables", False):
+        return
+    detach = cls._purge_model_variables
+
+    @functools.wraps(detach)
+    def detach_and_record(self, *args, **kwargs):
+        calls = _detached.get(id(self))
+        if calls:
+            for variable in _all_variables(self):
+                if variable._value is not None:  # the latest value, as a callback may sync
+                    calls[-1][id(variable)] = (variable, variable._value)
+        return detach(self, *args, **kwargs)
+
+    cls._purge_model_variables = detach_and_record
+    for name in METHODS:
+        setattr(cls, name, _keeping_variables(getattr(cls, name)))
+    cls._keras_resvit_keeps_variables = True
+
+
+def _all_variables(model):
+    variables = [*model.trainable_variables, *model.non_trainable_variables]
+    variables += model.metrics_variables
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None:
+        variables += optimizer.variables
+    return variables
+
+
+def _keeping_variables(method):
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        calls = _detached.setdefault(id(self), [])
+        calls.append({})
+        try:
+            return method(self, *args, **kwargs)
+        except BaseException:
+            _attach(self, calls[-1])
+            raise
+        finally:
+            calls.pop()
+            if not calls:
+                del _detached[id(self)]
+
+    return run
+
+
+def _attach(model, kept):
+    if getattr(model, "_jax_state", None) and not model._jax_state_synced:
+        model.jax_state_sync()  # the values of the steps that finished
+    model._jax_state = None
+    model._jax_state_synced = True
+    for variable, value in kept.values():
+        if variable._value is None and not value.is_deleted():
+            variable._value = value
+
+
+def patch_tf2onnx() -> None:
+    """Applies Keras' patch for tf2onnx's NumPy 1 aliases (Keras ships it with its own ONNX
+    export; this package converts with tf2onnx directly)."""
+    from keras.src.export.tf2onnx_lib import patch_tf2onnx as patch
+
+    patch()
+
+
+def patch_keras_multi_worker() -> None:
+    """Lets Keras' TensorFlow trainer `fit` under `MultiWorkerMirroredStrategy`.
+
+    Keras 3's trainer (keras-team/keras#20585) reduces the batch it builds the model from, and
+    each step's scalar logs, with `strategy.reduce("MEAN", value, axis=0)`, which
+    `MultiWorkerMirroredStrategy` cannot do on a batch's per-replica tensors or on scalars.
+    Under that strategy only, the model is built from this worker's first batch and the logs
+    (already aggregated across replicas by the metrics) are averaged whole. Other strategies
+    run Keras' code unchanged. Applied once; tested in tests/training/test_processes.py.
+    """
+    from keras.src.backend.tensorflow import trainer
+
+    if getattr(trainer, "_keras_resvit_multi_worker", False):
+        return
+    import tensorflow as tf
+
+    reduce_per_replica = trainer.reduce_per_replica
+    symbolic_build = trainer.TensorFlowTrainer._maybe_symbolic_build
+
+    def local(strategy, value):
+        if isinstance(value, tf.distribute.DistributedValues):
+            return strategy.experimental_local_results(value)[0]
+        return value
+
+    def reduce_logs(values, strategy, reduction="auto"):
+        if reduction in ("auto", "mean") and trainer._collective_all_reduce_multi_worker(strategy):
+            return tf.nest.map_structure(
+                lambda v: (
+                    strategy.reduce("MEAN", v, axis=None)
+                    if trainer._is_per_replica_instance(v)
+                    else v
+                ),
+                values,
+            )
+        return reduce_per_replica(values, strategy, reduction)
+
+    def build(self, iterator=None, data_batch=None):
+        strategy = self._distribute_strategy
+        if iterator is not None and trainer._collective_all_reduce_multi_worker(strategy):
+            for _, _, batches in iterator:
+                data_batch = tf.nest.map_structure(lambda v: local(strategy, v), next(batches))
+                break
+            iterator = None
+        return symbolic_build(self, iterator=iterator, data_batch=data_batch)
+
+    trainer.reduce_per_replica = reduce_logs
+    trainer.TensorFlowTrainer._maybe_symbolic_build = build
+    trainer._keras_resvit_multi_worker = True
