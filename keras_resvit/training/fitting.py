@@ -89,15 +89,24 @@ def _one_hot_labels(data, classes):
     return data.map(lambda x, y: (x, tf.one_hot(tf.cast(y, "int32"), classes)))
 
 
+def _checked_val(val_data, classes, one_hot):
+    """The validation batches checked, whichever kind the training batches are."""
+    if val_data is None:
+        return None
+    if isinstance(val_data, keras.utils.PyDataset):
+        return CheckedBatches(val_data, classes, "val_data", one_hot=one_hot)
+    val_data = check_batches(val_data, classes, "val_data")
+    return _one_hot_labels(val_data, classes) if one_hot else val_data
+
+
 def checked_pipelines(data, classes, one_hot):
     """(train, val) datasets whose every batch is checked (`check_batches`) for a classifier
     of `classes` outputs, with one-hot labels where the loss is categorical (`one_hot`).
     A `keras.utils.PyDataset` stays one: train is then a factory of `CheckedBatches`,
-    `(epoch, start) -> PyDataset` (from batch `start` of `epoch`), and val one of them."""
+    `(epoch, start) -> PyDataset` (from batch `start` of `epoch`); val is checked as what it
+    is (a `PyDataset` or a `tf.data` dataset), whatever train is."""
+    val_data = _checked_val(data.val, classes, one_hot)
     if isinstance(data.train, keras.utils.PyDataset):
-        val_data = data.val
-        if val_data is not None:
-            val_data = CheckedBatches(val_data, classes, "val_data", one_hot=one_hot)
 
         def train_data(epoch, start):
             return CheckedBatches(
@@ -105,15 +114,12 @@ def checked_pipelines(data, classes, one_hot):
             )
 
         return train_data, val_data
-    val_data = None if data.val is None else check_batches(data.val, classes, "val_data")
 
     def checked(batches):
         batches = check_batches(batches, classes, "train_data")
         return _one_hot_labels(batches, classes) if one_hot else batches
 
     train_data = checked(data.train)
-    if one_hot and val_data is not None:
-        val_data = _one_hot_labels(val_data, classes)
     from_step = getattr(data.train, "from_step", None)
     if from_step is not None:  # the run's batches from any step, each epoch checked
         train_data.from_step = lambda step: from_step(step, checked)

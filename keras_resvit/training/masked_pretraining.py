@@ -16,7 +16,8 @@ from keras_resvit.base.files import check_output_path
 from keras_resvit.base.lazy import tf
 from keras_resvit.base.model_files import save_model
 from keras_resvit.base.output_folders import output_folder
-from keras_resvit.base.validation import check_int, check_number, check_verbose
+from keras_resvit.base.validation import check_int, check_number, check_seed, check_verbose
+from keras_resvit.data.checks import check_batches, check_pixels, data_errors
 from keras_resvit.data.datasets import load_dataset
 from keras_resvit.data.loader_choice import ALL_EXAMPLES
 from keras_resvit.factory import create_model
@@ -29,12 +30,14 @@ from keras_resvit.layers.vit_layers import PositionEmbedding
 from keras_resvit.models.common import is_vit
 from keras_resvit.models.registry import get_spec
 from keras_resvit.models.vit import encoder_tokens
-from keras_resvit.training.callbacks import HistoryCSV
+from keras_resvit.training.callbacks import HistoryCSV, NanGuard
+from keras_resvit.training.run_outputs import TrainingDivergedError
 
 COLOUR_BITS = 3  # per channel: 2^(3 * 3) = 512 colour classes
 # Appendix B.1.2: Adam, base learning rate 2e-4, 10k warm-up steps, cosine decay.
 LEARNING_RATE = 2e-4
 WARMUP_STEPS = 10_000
+BATCH_SIZE = 64  # for a kr.data source
 OUTPUTS = ("history.csv", "pretrained.keras")  # what `output_dir` receives
 
 
@@ -101,11 +104,13 @@ def masked_patch_model(vit: keras.Model, seed: int | None = None) -> keras.Model
 
 
 class _ImageBatches(keras.utils.PyDataset):
-    """The images of a `keras.utils.PyDataset`'s (images, labels) batches."""
+    """The images of a `keras.utils.PyDataset`'s (images, labels) batches, each checked: of
+    `shape` (height, width, channels), with finite pixels."""
 
-    def __init__(self, batches):
+    def __init__(self, batches, shape):
         super().__init__()
         self.batches = batches
+        self.shape = shape
 
     def __len__(self):
         return len(self.batches)
@@ -118,7 +123,23 @@ class _ImageBatches(keras.utils.PyDataset):
                 f"data batch {index} holds images of shape {images.shape}; expected batches of "
                 "images (batch, height, width, channels), alone or with labels."
             )
+        _check_image_shape(f"data batch {index}", images.shape[1:], self.shape)
+        check_pixels(f"data batch {index} images", images)
         return images
+
+
+def _check_image_shape(argument, shape, expected):
+    if any(n is not None and n != m for n, m in zip(shape, expected, strict=True)):
+        raise ValueError(
+            f"{argument} holds images of shape {tuple(shape)}; the ViT takes "
+            f"{tuple(expected)} (resize the images, or kr.resize_vit the model)."
+        )
+
+
+def _checked_images(data):
+    """A dataset of image batches whose every pixel is checked to be finite."""
+    labelled = data.map(lambda images: (images, tf.zeros(tf.shape(images)[:1], "int32")))
+    return check_batches(labelled, 1, "data").map(lambda images, labels: images)
 
     def on_epoch_end(self):
         self.batches.on_epoch_end()
@@ -127,21 +148,21 @@ class _ImageBatches(keras.utils.PyDataset):
 def _images(data, vit, batch_size, seed):
     """A finite dataset of image batches (a `tf.data.Dataset` or a `keras.utils.PyDataset`:
     what `load_dataset` gives without TensorFlow) and its number of batches."""
+    shape = tuple(vit.input_shape[1:])
     if isinstance(data, keras.utils.PyDataset):
         if not len(data):
             raise ValueError("data has 0 batches; it must be finite and non-empty.")
-        return _ImageBatches(data), len(data)
+        return _ImageBatches(data, shape), len(data)
     if not hasattr(data, "element_spec"):  # a kr.data source
-        size = vit.input_shape[1]
         data = load_dataset(
             data,
             "train",
-            image_size=size,
-            batch_size=batch_size,
+            image_size=shape[0],
+            batch_size=batch_size or BATCH_SIZE,
             seed=seed,
             loader_options=ALL_EXAMPLES,  # not a distributed run: each process reads all
         )
-        return _images(data, vit, batch_size, seed)
+        return _images(data, vit, None, seed)
     if isinstance(data.element_spec, tuple):
         data = data.map(lambda images, *labels: images)
     if len(data.element_spec.shape) != 4:
@@ -149,12 +170,20 @@ def _images(data, vit, batch_size, seed):
             f"data yields {data.element_spec.shape} tensors; expected batches of images "
             "(batch, height, width, channels), alone or with labels."
         )
+    if batch_size is not None:
+        raise ValueError(
+            f"batch_size={batch_size!r} applies to a kr.data source only; a dataset of "
+            "batches sets its own batch."
+        )
+    _check_image_shape("data", data.element_spec.shape[1:], shape)
     steps = int(data.cardinality())
     if steps == tf.data.UNKNOWN_CARDINALITY:
         steps = sum(1 for _ in data)
     if steps <= 0:
         raise ValueError(f"data has {steps} batches; it must be finite and non-empty.")
-    return data, steps
+    for images in data.take(1):  # a scale other than raw 0-255 pixels warns
+        check_pixels("data images", images.numpy())
+    return _checked_images(data), steps
 
 
 def pretrain_masked_patches(
@@ -162,7 +191,7 @@ def pretrain_masked_patches(
     data="digits",
     *,
     epochs: int = 1,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     learning_rate: float = LEARNING_RATE,
     warmup_steps: int | None = None,
     seed: int = 0,
@@ -184,7 +213,8 @@ def pretrain_masked_patches(
             of images or (images, labels) (labels are ignored), or a `kr.data` source read in
             its "train" split at the model's resolution (with or without TensorFlow).
         epochs: passes over `data`.
-        batch_size: batch size when `data` is a source.
+        batch_size: batch size when `data` is a source (default 64); a dataset of batches
+            sets its own.
         learning_rate: peak learning rate (the paper's 2e-4 at batch 4096).
         warmup_steps: linear warm-up; default the paper's 10k steps, at most a tenth of the run.
         seed: seed of the corruption and of the data order.
@@ -197,8 +227,10 @@ def pretrain_masked_patches(
         The ViT (`model_or_name` itself when a model is given) with pre-trained weights.
 
     Raises:
-        ValueError: not a ViT, a bad argument or empty data; an `output_dir` in use by
-            another run or holding files of those names that keras_resvit did not write.
+        ValueError: not a ViT, a bad argument, empty data, images of another size than
+            the ViT's or with NaN/inf pixels; an `output_dir` in use by another run or
+            holding files of those names that keras_resvit did not write.
+        TrainingDivergedError: the loss became NaN/inf (`pretrained.keras` is not written).
 
     Example:
     >>> import keras_resvit as kr
@@ -211,7 +243,8 @@ def pretrain_masked_patches(
     (None, 10)
     """
     check_int("epochs", epochs)
-    check_int("batch_size", batch_size)
+    check_int("batch_size", batch_size, none_ok=True)
+    check_seed(seed)
     check_verbose(verbose)
     if warmup_steps is not None:
         check_int("warmup_steps", warmup_steps, minimum=0)
@@ -230,13 +263,25 @@ def pretrain_masked_patches(
     )
     model = masked_patch_model(vit, seed=seed)
     model.compile(optimizer=keras.optimizers.Adam(schedule))
+
+    def fit(callbacks):
+        guard = NanGuard()
+        with data_errors():
+            model.fit(images, epochs=epochs, callbacks=[guard, *callbacks], shuffle=False,
+                      verbose=verbose)  # fmt: skip
+        if guard.bad_step is not None:
+            raise TrainingDivergedError(
+                f"the masked-patch loss became NaN/inf at step {guard.bad_step}, and the "
+                f"ViT's weights with it. Lower learning_rate (now {learning_rate:g}) and "
+                "start again from the model as it was before."
+            )
+
     if output_dir is None:
-        model.fit(images, epochs=epochs, shuffle=False, verbose=verbose)
+        fit([])
         return vit
     # Locked, and refusing to overwrite files of these names that the package did not write.
     with output_folder("output_dir", output_dir, OUTPUTS) as folder:
         folder.start_writing()
-        history = HistoryCSV(folder.path / "history.csv", steps)
-        model.fit(images, epochs=epochs, callbacks=[history], shuffle=False, verbose=verbose)
+        fit([HistoryCSV(folder.path / "history.csv", steps)])
         save_model(vit, folder.path / "pretrained.keras")
     return vit

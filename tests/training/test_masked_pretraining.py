@@ -9,6 +9,7 @@ import keras_resvit as kr
 from keras_resvit.layers.masked_patch_layers import PatchColourClasses, PatchCorruption
 from keras_resvit.training.callbacks import read_history
 from keras_resvit.training.masked_pretraining import masked_patch_model
+from keras_resvit.training.train import TrainingDivergedError
 from tests.conftest import TINY_VIT, random_images, tiny_vit, train_steps_lower_loss
 
 
@@ -158,3 +159,33 @@ def test_bad_arguments_raise_one_clear_error():
         kr.pretrain_masked_patches(tiny_vit(), "digits", epochs=0)
     with pytest.raises(ValueError, match="learning_rate=-1"):
         kr.pretrain_masked_patches(tiny_vit(), "digits", learning_rate=-1)
+    with pytest.raises(ValueError, match="seed=-1"):
+        kr.pretrain_masked_patches(tiny_vit(), "digits", seed=-1)
+    images = random_images(8, 32, 32)
+    dataset = kr.data.load_dataset((images, np.zeros(8, "int32")), batch_size=4)
+    with pytest.raises(ValueError, match="batch_size=3 applies to a kr.data source only"):
+        kr.pretrain_masked_patches(tiny_vit(), dataset, batch_size=3)
+
+
+@pytest.mark.parametrize("kind", ["tf_data", "py_dataset"])
+def test_bad_images_are_named_and_a_diverged_run_writes_no_model(tmp_path, kind):
+    import tensorflow as tf
+
+    def data(images):
+        if kind == "py_dataset":
+            return kr.data.ImageLoader(images, np.zeros(len(images), "int32"), batch_size=4)
+        return tf.data.Dataset.from_tensor_slices(images).batch(4)
+
+    small = random_images(8, 16, 16)
+    with pytest.raises(ValueError, match=r"holds images of shape \(16, 16, 3\); the ViT takes"):
+        kr.pretrain_masked_patches(tiny_vit(), data(small), verbose=0)
+    nan = random_images(8, 32, 32)
+    nan[6, 3, 3, 0] = np.nan  # in the second batch: read while training
+    with pytest.raises(ValueError, match="NaN or infinite pixels"):
+        kr.pretrain_masked_patches(tiny_vit(), data(nan), verbose=0)
+    with pytest.raises(TrainingDivergedError, match="loss became NaN/inf at step"):
+        kr.pretrain_masked_patches(
+            tiny_vit(), data(random_images(8, 32, 32)), learning_rate=1e30,
+            output_dir=tmp_path, verbose=0,
+        )  # fmt: skip
+    assert not (tmp_path / "pretrained.keras").exists()

@@ -166,3 +166,16 @@ def test_checked_batches_one_hot_and_resume_offset():
     batches.on_epoch_begin()
     batches.on_epoch_end()
     assert (loader.epoch, len(batches)) == (3, 3)
+
+
+@pytest.mark.parametrize("kind", ["arrays", "tf_data"])
+def test_a_py_dataset_validates_on_arrays_or_a_tf_data_dataset(digits, tmp_path, kind):
+    import tensorflow as tf
+
+    (x, y), (xt, yt) = digits
+    val = (xt, yt) if kind == "arrays" else tf.data.Dataset.from_tensor_slices((xt, yt)).batch(8)
+    history = kr.train(_small(), _loader((x, y)), val_data=val, epochs=1, output_dir=tmp_path)
+    assert 0 <= history.history["val_accuracy"][-1] <= 1
+    bad = tf.data.Dataset.from_tensor_slices((xt, yt + 10)).batch(8)
+    with pytest.raises(ValueError, match="val_data"):
+        kr.train(_small(), _loader((x, y)), val_data=bad, epochs=1, output_dir=tmp_path / "b")
