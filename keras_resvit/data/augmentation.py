@@ -334,6 +334,7 @@ AUGMENTATION_PRESETS = {
     "resnet_imagenet_jitter": resnet_imagenet_jitter,
     "alexnet": alexnet,
     "inception_crop": inception_crop,
+    "bit": inception_crop,  # with MixUp 0.1 (MIXING)
     "deit": deit,
     "vit": vit,
     "rsb_a1": rsb,
@@ -345,6 +346,8 @@ AUGMENTATION_PRESETS = {
 MIXING = {
     "deit": Mixing(mixup_alpha=0.8, cutmix_alpha=1.0, cutmix_prob=0.5, label_smoothing=0.1),
     "vit": Mixing(mixup_alpha=0.5),
+    # BiT-HyperRule (Kolesnikov et al. 2020): MixUp 0.1 for datasets of 20k images or more.
+    "bit": Mixing(mixup_alpha=0.1),
     # "ResNet strikes back" (Table 1): MixUp 0.2 (A1) or 0.1, CutMix 1.0, one of them per batch
     # (timm's switch probability 0.5); A1 also smooths by 0.1.
     "rsb_a1": Mixing(mixup_alpha=0.2, cutmix_alpha=1.0, cutmix_prob=0.5, label_smoothing=0.1),

@@ -4,8 +4,14 @@ model options it sets), each checked when a recipe is made. The papers' recipes 
 
 from dataclasses import dataclass
 
-from keras_resvit.base.validation import check_bool, check_int, check_number, check_rate
-from keras_resvit.data.augmentation import AUGMENTATION_PRESETS
+from keras_resvit.base.validation import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+    check_rate,
+)
+from keras_resvit.data.augmentation import AUGMENTATION_PRESETS, MIXING
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "lamb")
 LOSSES = ("cross_entropy", "binary_cross_entropy")
@@ -58,8 +64,11 @@ class Recipe:
             holds (Hoffer et al. 2020, Berman et al. 2019: timm's `aug_repeats`), the epoch
             keeping its length: `kr.data.load_dataset(repeated_augmentation=)`, which
             `keras-resvit train` passes from the recipe.
-        augment: name of the `keras_resvit.data` augmentation preset.
-        mixup, cutmix: MixUp / CutMix alphas (0 for off).
+        augment: name of the `keras_resvit.data` augmentation preset of the paper's input
+            pipeline: `keras-resvit train` loads its data with it; with `kr.train`, pass it to
+            `kr.data.load_dataset(augment=recipe.augment)`.
+        mixup, cutmix: the MixUp / CutMix alphas of `augment`'s batch mixing (0 for off),
+            recorded for reading: a recipe whose values differ from its preset's is refused.
         drop_path: stochastic depth for ViTs and ResNets built by name.
         dropout: dropout for ViTs built by name (the ViT paper's pre-training, Table 3).
         pre_logits: give ViTs built by name the pre-training head (a hidden tanh layer of the
@@ -169,8 +178,24 @@ class Recipe:
                 f"Recipe: decay_at={fractions!r} must be a tuple of increasing fractions of "
                 "training in (0, 1), e.g. (0.5, 0.75)."
             )
-        if self.augment is not None and self.augment not in AUGMENTATION_PRESETS:
+        if self.augment is not None:
+            check_choice("Recipe: augment", self.augment, AUGMENTATION_PRESETS)
+        mixing = MIXING.get(self.augment)
+        alphas = (mixing.mixup_alpha, mixing.cutmix_alpha) if mixing else (0.0, 0.0)
+        if (self.mixup, self.cutmix) != alphas:
             raise ValueError(
-                f"Recipe: augment={self.augment!r} is not valid; valid: None or a preset of "
-                f"`keras_resvit.data.AUGMENTATION_PRESETS`: {sorted(AUGMENTATION_PRESETS)}."
+                f"Recipe: mixup={self.mixup!r}, cutmix={self.cutmix!r} are not those of "
+                f"augment={self.augment!r} ({alphas[0]}, {alphas[1]}): the augmentation preset "
+                "mixes the batches, and these fields record its alphas; choose a preset that "
+                "mixes as wanted (`keras_resvit.data.augmentation.MIXING`)."
+            )
+        if self.warmup_learning_rate is not None and not self.warmup:
+            raise ValueError(
+                f"Recipe: warmup_learning_rate={self.warmup_learning_rate!r} needs a warm-up "
+                "(warmup > 0) to apply to."
+            )
+        if self.decay_at and self.schedule != "step":
+            raise ValueError(
+                f"Recipe: decay_at={self.decay_at!r} applies to schedule='step' only, not "
+                f"{self.schedule!r}; pass decay_at=() with it."
             )

@@ -227,11 +227,11 @@ RECIPES = {
         steps=10_000,
         warmup=500,
         mixup=0.1,
-        augment="inception_crop",
+        augment="bit",
     ),
     # The same with AugReg's strong augmentation (Steiner et al. 2022: RandAugment(2, 15) and
     # MixUp 0.5), a modern variant that helps long fine-tunes on small data.
-    "vit_finetune_strong": dataclasses.replace(_VIT_FINETUNE, augment="vit"),
+    "vit_finetune_strong": dataclasses.replace(_VIT_FINETUNE, augment="vit", mixup=0.5),
     # Touvron et al. (DeiT): AdamW lr 5e-4 * batch/512, wd 0.05, cosine, 5 warm-up epochs of
     # 300, label smoothing 0.1, MixUp 0.8 / CutMix 1.0, drop path 0.1.
     "deit": Recipe(

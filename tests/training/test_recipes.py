@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_resvit.data.augmentation import MIXING
 from keras_resvit.training.optimizers import CoupledDecayLamb, CoupledDecaySGD
 from keras_resvit.training.recipes import NO_DECAY, RECIPES, get_recipe, recipe_model_options
 from keras_resvit.training.schedules import RecipeSchedule, recipe_schedule, recipe_steps
@@ -211,9 +212,11 @@ def test_recipe_fields_are_checked():
     with pytest.raises(ValueError, match="no_decay='bias' must be a tuple of names"):
         get_recipe("deit", no_decay="bias")
     # Lists are kept as tuples: a recipe stays hashable.
-    listed = get_recipe("deit", no_decay=["bias", "norm"], decay_at=[0.3, 0.6])
+    listed = get_recipe("resnet_cifar", no_decay=["bias", "norm"], decay_at=[0.3, 0.6])
     assert listed.no_decay == ("bias", "norm") and listed.decay_at == (0.3, 0.6)
-    assert hash(listed) == hash(get_recipe("deit", no_decay=("bias", "norm"), decay_at=(0.3, 0.6)))
+    assert hash(listed) == hash(
+        get_recipe("resnet_cifar", no_decay=("bias", "norm"), decay_at=(0.3, 0.6))
+    )
 
 
 @pytest.mark.parametrize(
@@ -243,12 +246,25 @@ def test_recipe_fields_are_checked():
         ("no_decay", None, "must be a tuple of names"),
         ("no_decay", ("bias", 3), "must be a tuple of names"),
         ("augment", "resnet-cifar", "'resnet_cifar'"),
+        ("augment", ["resnet_cifar"], "expected one of"),
+        ("mixup", 0.8, "are not those of augment='resnet_cifar'"),
+        ("warmup_learning_rate", 0.01, "needs a warm-up"),
+        ("schedule", "cosine", "applies to schedule='step' only"),
     ],
 )
 def test_a_recipe_number_out_of_its_range_is_named(field, value, words):
     recipe = "rsb_a1" if field == "target_threshold" else "resnet_cifar"
-    with pytest.raises(ValueError, match=f"Recipe: {field}=.*{words}"):
+    named = "decay_at" if field == "schedule" else field  # the field it makes ignored
+    with pytest.raises(ValueError, match=f"Recipe: {named}=.*{words}"):
         get_recipe(recipe, **{field: value})
+
+
+def test_a_recipes_mixing_fields_are_its_augmentation_presets():
+    for name, recipe in RECIPES.items():
+        mixing = MIXING.get(recipe.augment)
+        expected = (mixing.mixup_alpha, mixing.cutmix_alpha) if mixing else (0.0, 0.0)
+        assert (recipe.mixup, recipe.cutmix) == expected, name
+    assert RECIPES["bit_finetune"].augment == "bit" and MIXING["bit"].mixup_alpha == 0.1
 
 
 def test_vit_recipes_are_the_papers():
@@ -274,7 +290,10 @@ def test_vit_recipes_are_the_papers():
     )
     # Random crop and flip only; RandAugment and MixUp are the named strong variant.
     assert finetune.augment == "inception_crop" and not finetune.mixup
-    assert RECIPES["vit_finetune_strong"].augment == "vit"
+    assert (RECIPES["vit_finetune_strong"].augment, RECIPES["vit_finetune_strong"].mixup) == (
+        "vit",
+        0.5,
+    )
 
 
 def test_imagenet_recipes_are_the_papers():

@@ -261,7 +261,9 @@ def test_plateau_schedule_divides_the_rate_when_the_loss_stalls(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (32, 32, 32, 3)).astype("float32")
     data = kr.data.load_dataset((images, rng.integers(0, 10, 32)), "train", batch_size=16)
-    recipe = get_recipe("resnet_cifar", schedule="plateau", patience=1, learning_rate=1e-9)
+    recipe = get_recipe(
+        "resnet_cifar", schedule="plateau", decay_at=(), patience=1, learning_rate=1e-9
+    )
     kr.train("resnet20", data, recipe=recipe, epochs=4, output_dir=tmp_path, verbose=0)
     rates = [r["learning_rate"] for r in read_history(tmp_path / "history.csv")]
     # 1e-9 at batch 128 is 1.25e-10 at 16: every epoch after the first is no better.
