@@ -123,9 +123,13 @@ def _label_message(argument, number, value, num_classes):
     )
 
 
-def check_batch(argument: str, number: int, images, labels, num_classes: int) -> None:
-    """`check_batches`' checks of one batch in hand (NumPy arrays), batch `number` (from 1);
-    raises a `BatchError` (a `ValueError`).
+def check_batch(
+    argument: str, number: int, images, labels, num_classes: int, image_shape=None
+) -> None:
+    """`check_batches`' checks of one batch in hand (NumPy arrays), batch `number` (from 1),
+    and that it is not empty, has a label per image and, where `image_shape` is given (the
+    model's `(height, width, channels)`, None for any), images of that shape; raises a
+    `BatchError` (a `ValueError`).
 
     Example:
     >>> check_batch("data", 2, np.zeros((2, 4, 4, 3)), np.array([0, 5]), 3)
@@ -134,6 +138,20 @@ def check_batch(argument: str, number: int, images, labels, num_classes: int) ->
     BatchError: data: batch 2 has label 5, but the model has 3 classes ...
     """
     images, labels = np.asarray(images), np.asarray(labels)
+    if images.ndim == 0 or len(images) == 0 or labels.ndim == 0 or len(labels) != len(images):
+        raise BatchError(
+            f"{argument}: batch {number} holds images of shape {images.shape} and labels of "
+            f"shape {labels.shape}; every batch holds one or more images and a label each (a "
+            "PyDataset's len() counts only batches it can make)."
+        )
+    if image_shape is not None and (
+        len(image_shape) != images.ndim - 1
+        or any(n is not None and n != m for n, m in zip(image_shape, images.shape[1:], strict=True))
+    ):
+        raise BatchError(
+            f"{argument}: batch {number} holds images of shape {images.shape[1:]}, but the "
+            f"model takes {tuple(image_shape)}; every batch must have the model's size."
+        )
     if images.dtype.kind == "f":
         finite = np.isfinite(images.reshape(len(images), -1).sum(axis=1, dtype="float64"))
         if not finite.all():
@@ -173,12 +191,16 @@ class CheckedBatches(keras.utils.PyDataset):
         num_classes: the classifier's number of outputs.
         argument: the caller's name for `data`, for the messages ("train_data").
         one_hot: give integer labels as float32 one-hot rows.
+        image_shape: the model's `(height, width, channels)` (None for any), which every
+            batch's images must have.
         epoch: the epoch read first.
         start: the first batch read of that epoch (a resume inside an epoch); later epochs
             start at batch 0.
     """
 
-    def __init__(self, data, num_classes, argument, *, one_hot=False, epoch=0, start=0):
+    def __init__(
+        self, data, num_classes, argument, *, one_hot=False, image_shape=None, epoch=0, start=0
+    ):
         # The data's own parallelism (defaults where its __init__ skipped PyDataset's).
         super().__init__(
             getattr(data, "workers", 1),
@@ -187,6 +209,7 @@ class CheckedBatches(keras.utils.PyDataset):
         )
         self.data, self.num_classes, self.argument = data, num_classes, argument
         self.one_hot, self.epoch, self.start, self._reading = one_hot, epoch, start, False
+        self.image_shape = image_shape
         if hasattr(data, "epoch"):
             data.epoch = epoch
 
@@ -196,7 +219,7 @@ class CheckedBatches(keras.utils.PyDataset):
     def __getitem__(self, index):
         index += self.start
         images, labels = self.data[index]
-        check_batch(self.argument, index + 1, images, labels, self.num_classes)
+        check_batch(self.argument, index + 1, images, labels, self.num_classes, self.image_shape)
         labels = np.asarray(labels)
         if self.one_hot and labels.ndim == 1:
             labels = np.eye(self.num_classes, dtype="float32")[labels.astype("int64")]

@@ -231,7 +231,9 @@ def train(
                 spec, written, data, user, (start_step, best), save_every, tensorboard
             )
             local = local_input(data, placement)
-            pipelines = checked_pipelines(local, model.output_shape[-1], one_hot)
+            pipelines = checked_pipelines(
+                local, model.output_shape[-1], one_hot, model.input_shape[1:]
+            )
             environment = {
                 "distribution": placement.name,
                 "replicas": placement.num_replicas,

@@ -179,3 +179,23 @@ def test_a_py_dataset_validates_on_arrays_or_a_tf_data_dataset(digits, tmp_path,
     bad = tf.data.Dataset.from_tensor_slices((xt, yt + 10)).batch(8)
     with pytest.raises(ValueError, match="val_data"):
         kr.train(_small(), _loader((x, y)), val_data=bad, epochs=1, output_dir=tmp_path / "b")
+
+
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        ("size", "train_data: batch 3 holds images of shape (8, 8, 3), but the model takes"),
+        ("empty", "train_data: batch 5 holds images of shape (0, 16, 16, 3)"),
+    ],
+)
+def test_a_later_py_dataset_batch_of_another_size_or_empty_is_named(tmp_path, bad, words):
+    images, labels = random_images(32, 16, 16), np.arange(32) % 3
+    batches = [(images[i : i + 8], labels[i : i + 8]) for i in range(0, 32, 8)]
+    if bad == "size":  # a model with a fixed input size would train on it with a warning
+        batches[2] = (random_images(8, 8, 8), labels[:8])
+    else:  # a len() that counts one batch too many
+        batches.append((images[:0], labels[:0]))
+    model = kr.build_resnet(8, stem="cifar", input_shape=(16, 16, 3), num_classes=3, width=0.25)
+    with pytest.raises(ValueError) as info:
+        kr.train(model, Batches(batches), epochs=1, output_dir=tmp_path, verbose=0)
+    assert words in str(info.value), str(info.value)
