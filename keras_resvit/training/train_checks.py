@@ -126,8 +126,7 @@ def check_loss_outputs(loss, model, labels):
     numbers without an error: refuse it. A Keras loss that cannot take the run's `labels` (a
     batch) against the model's scores (as 'mse' with class indices) is refused before fit."""
     resolved = keras.losses.get(loss) if isinstance(loss, str) else loss
-    if isinstance(loss, (str, keras.losses.Loss)):
-        _probe_loss(loss, resolved, model, np.asarray(labels))
+    _probe_loss(loss, resolved, model, np.asarray(labels))
     if isinstance(resolved, keras.losses.Loss):
         wanted = resolved.get_config().get("from_logits")
     else:
@@ -148,19 +147,22 @@ def check_loss_outputs(loss, model, labels):
 
 def _probe_loss(loss, resolved, model, labels):
     """Calls the loss once on `labels` and uniform scores, with one more row than classes (a
-    batch as long as the class count would broadcast where fit fails)."""
+    batch as long as the class count would broadcast where fit fails): a Keras loss that
+    cannot take them, or a function of another signature, is named before fit."""
     classes = model.output_shape[-1]
     rows = np.resize(labels, (classes + 1, *labels.shape[1:]))
     scores = np.full((classes + 1, classes), 1.0 / classes, "float32")
     try:
         keras.ops.convert_to_numpy(resolved(rows, scores))
-    except Exception:  # noqa: BLE001 - any backend's shape or dtype error
-        name = loss if isinstance(loss, str) else type(loss).__name__
+    except Exception as error:  # noqa: BLE001 - any backend's shape or dtype error
+        name = loss if isinstance(loss, str) else getattr(loss, "__name__", type(loss).__name__)
         kind = "soft labels" if labels.ndim == 2 else "class indices"
         shape = "(batch,)" if labels.ndim == 1 else f"(batch, {labels.shape[1]})"
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
         raise ValueError(
             f"loss={name!r} cannot compare this run's labels ({kind} of shape {shape}, dtype "
-            f"{labels.dtype}) with the model's scores (batch, {classes}); pass a "
+            f"{labels.dtype}) with the model's scores (batch, {classes}) as "
+            f"loss(y_true, y_pred) ({type(error).__name__}: {reason}); pass a "
             "classification loss that takes them, e.g. 'sparse_categorical_crossentropy' for "
             "class indices, 'categorical_crossentropy' for soft labels."
         ) from None

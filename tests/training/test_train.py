@@ -498,6 +498,10 @@ def test_arrays_train_and_resume_only_on_the_same_arrays(arrays, tmp_path):
             r"from_logits=True but the model outputs softmax probabilities; pass a loss with "
             "from_logits=False",
         ),
+        (
+            {"loss": lambda y: y},
+            r"loss='<lambda>' cannot compare .* as loss\(y_true, y_pred\) \(TypeError: ",
+        ),
         ({"batch_size": 0}, r"batch_size=0 must be a positive int"),
         ({"data": "dataset", "batch_size": 16}, r"batch_size=16 applies to \(images, labels\)"),
         (
