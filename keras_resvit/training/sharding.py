@@ -63,6 +63,10 @@ def _check_axis_names(model_axis, batch_axis):
         raise ValueError(f"model_axis={model_axis!r} must differ from batch_axis={batch_axis!r}.")
 
 
+# A device as Keras names it (`keras.distribution.list_devices()`): its type and index.
+DEVICE_NAME = re.compile(r"[A-Za-z_]+:\d+")
+
+
 def _check_model_parallelism(argument, value, count):
     check_int(argument, value)
     if count % value:
@@ -94,7 +98,8 @@ def device_mesh(
         A mesh of shape `(len(devices) // model_parallelism, model_parallelism)`.
 
     Raises:
-        ValueError: no devices, or a `model_parallelism` that does not divide them.
+        ValueError: no devices, names that are not 'type:index' or repeat, or a
+            `model_parallelism` that does not divide them.
 
     Example:
     >>> mesh = device_mesh(4, devices=[f"cpu:{i}" for i in range(8)])
@@ -104,9 +109,15 @@ def device_mesh(
     _check_axis_names(model_axis, batch_axis)
     if devices is None:
         devices = keras.distribution.list_devices()
-    if not isinstance(devices, (list, tuple)) or not devices:
+    names = devices if isinstance(devices, (list, tuple)) else ()
+    if (
+        not names
+        or not all(isinstance(name, str) and DEVICE_NAME.fullmatch(name) for name in names)
+        or len(set(names)) != len(names)
+    ):
         raise ValueError(
-            f"devices={devices!r} must be a non-empty list of device names, such as "
+            f"devices={devices!r} must be a non-empty list of distinct device names "
+            "'type:index' ('cpu:0', 'gpu:1', 'tpu:3'), such as "
             "keras.distribution.list_devices() returns."
         )
     count = len(devices)

@@ -3,6 +3,7 @@ single-device training on a 2×4 mesh of simulated devices."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -149,8 +150,9 @@ def test_bad_arguments_name_the_argument_and_the_valid_values():
         device_mesh(16, EIGHT)
     with pytest.raises(ValueError, match="model_parallelism=0 must be a positive int"):
         device_mesh(0, EIGHT)
-    with pytest.raises(ValueError, match=r"devices=\[\] must be a non-empty list"):
-        device_mesh(devices=[])
+    for devices in ([], ["banana"], [0], ["cpu:0", "cpu:0"], "cpu:0"):
+        with pytest.raises(ValueError, match=re.escape(f"devices={devices!r} must be a non-empty")):
+            device_mesh(devices=devices)
     with pytest.raises(ValueError, match="model_axis='batch' must differ from batch_axis"):
         device_mesh(devices=EIGHT, model_axis="batch")
     with pytest.raises(ValueError, match="mesh='2x4' is not valid; expected a keras.distri"):
