@@ -571,6 +571,12 @@ CASES = [
         ("output_dir=", "notes.txt", "not a folder"),
     ),
     Case(
+        "train_output_dir_empty",
+        lambda b: _train(b, output_dir=""),
+        V,
+        ("output_dir=''", "is empty", "current folder"),
+    ),
+    Case(
         "train_output_dir_under_a_file",
         lambda b: _train(b, output_dir=b.tmp / "notes.txt" / "run"),
         V,

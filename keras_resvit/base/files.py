@@ -31,12 +31,16 @@ def as_path(argument: str, path) -> Path:
     """`path` (a str or `os.PathLike`) as a `Path`, a leading "~" expanded as a shell would.
 
     Raises:
-        ValueError: `path` is neither.
+        ValueError: `path` is neither, or an empty str (which would name the current folder).
     """
     if not isinstance(path, (str, os.PathLike)):
         raise ValueError(
             f"{argument}={path!r} is not a path; pass a str or pathlib.Path "
             f"(got {type(path).__name__})."
+        )
+    if isinstance(path, str) and not path.strip():
+        raise ValueError(
+            f"{argument}={path!r} is empty; pass a path (\".\" for the current folder)."
         )
     return Path(path).expanduser()
 
