@@ -39,9 +39,7 @@ def as_path(argument: str, path) -> Path:
             f"(got {type(path).__name__})."
         )
     if isinstance(path, str) and not path.strip():
-        raise ValueError(
-            f"{argument}={path!r} is empty; pass a path (\".\" for the current folder)."
-        )
+        raise ValueError(f'{argument}={path!r} is empty; pass a path ("." for the current folder).')
     return Path(path).expanduser()
 
 

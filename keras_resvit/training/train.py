@@ -38,7 +38,12 @@ from keras_resvit.training.run_folder import (
     run_record,
 )
 from keras_resvit.training.run_outputs import TrainingDivergedError, diverged, finish_run
-from keras_resvit.training.train_checks import check_arguments, check_loss_outputs, check_warmup
+from keras_resvit.training.train_checks import (
+    check_arguments,
+    check_class_probabilities,
+    check_loss_outputs,
+    check_warmup,
+)
 
 # `build_optimizer` and `compile_model` compile a model as train() does, for benchmarks and
 # custom loops; tests replace `place`, `compile_model` and `finish_run` here.
@@ -334,6 +339,8 @@ def _compile(model, spec, out, data, resume, user, *, ema):
     if user.optimizer is None:  # else the schedule, warm-up included, is the user's
         check_warmup(spec, data.batch_size, data.total_steps)
     first_batch = data.first_batch
+    if first_batch[1].ndim == 2 and user.loss is None and spec.loss == "cross_entropy":
+        check_class_probabilities("train_data", first_batch[1])
     if one_hot and first_batch[1].ndim == 1:
         first_batch = (
             first_batch[0],

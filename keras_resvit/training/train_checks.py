@@ -209,3 +209,18 @@ def check_warmup(recipe, batch_size, total_steps):
             "recipe=get_recipe(NAME, warmup=0.1).",
             stacklevel=3,
         )
+
+
+def check_class_probabilities(argument, labels):
+    """Soft labels for a softmax cross-entropy are class probabilities: each row sums to 1
+    (MixUp, CutMix and label smoothing keep that). Rows of another sum (multi-hot labels, or
+    one-hot rows scaled) would train on a loss scaled by that sum, without an error."""
+    sums = np.asarray(labels, "float64").sum(axis=-1)
+    bad = np.flatnonzero(np.abs(sums - 1.0) > 1e-3)
+    if bad.size:
+        raise ValueError(
+            f"{argument}: batch 1 has soft labels whose rows sum to {sums[bad[0]]:g} (row "
+            f"{bad[0]}); the recipe's softmax cross-entropy takes class probabilities that sum "
+            "to 1. Normalize the labels, or train multi-hot labels with a binary cross-entropy "
+            "recipe (e.g. 'rsb_a3') or loss='binary_crossentropy'."
+        )

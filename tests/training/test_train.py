@@ -12,6 +12,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_resvit as kr
 from keras_resvit.files import model_class_names
@@ -510,6 +511,10 @@ def test_arrays_train_and_resume_only_on_the_same_arrays(arrays, tmp_path):
             r"\(images, labels\) pair",
         ),
         ({"data": "one_hot"}, r"train_data holds 2 arrays of shapes \[\(8, 32, 32, 3\), \(8, 10\)"),
+        (
+            {"data": "scaled_soft"},
+            r"train_data: batch 1 has soft labels whose rows sum to 5 \(row 0\)",
+        ),
         ({"data": "short"}, r"train_data holds 2 arrays of shapes \[\(8, 32, 32, 3\), \(4,\)\]"),
         ({"val_data": "single"}, r"val_data holds 1 arrays of shapes \[\(8, 32, 32, 3\)\]"),
         ({"data": "negative"}, r"train_data: source labels must be class indices.*found -1"),
@@ -525,6 +530,7 @@ def test_bad_keras_style_arguments(arrays, digits, tmp_path, arguments, message)
         "dataset": digits[0],
         "grey": (x[..., 0], y),
         "one_hot": (x, np.eye(10)[y]),
+        "scaled_soft": tf.data.Dataset.from_tensor_slices((x, 5 * np.eye(10)[y])).batch(4),
         "short": (x, y[:4]),
         "negative": (x, np.full(8, -1)),
         "ragged": ([*x[:7], x[7, :16]], y),
