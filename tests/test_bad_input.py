@@ -231,7 +231,13 @@ CASES = [
         "write_class_names_no_file_name",
         lambda b: kr.files.write_class_names("", ["a", "b"]),
         V,
-        ("model_path=''", "names no file"),
+        ("model_path=''", "is empty"),
+    ),
+    Case(
+        "read_class_names_of_a_missing_file",
+        lambda b: kr.files.read_class_names(b.tmp / "missing.h5"),
+        F,
+        ("model_path=", "missing.h5", "does not exist"),
     ),
     Case(
         "set_class_names_without_a_model",

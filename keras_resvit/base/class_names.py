@@ -270,11 +270,15 @@ def read_class_names(model_path) -> list | None:
     one, else the names inside the `.keras` / `.tflite` file itself, else None.
 
     Raises:
+        FileNotFoundError: no model file (nor folder) at `model_path`.
         ValueError: the side file is unreadable, not JSON, or not a list of strings (naming
             it), or the model file or the names inside it are corrupt.
     """
-    names = side_file_class_names(model_path)
-    return embedded_class_names(model_path) if names is None else names
+    path = as_path("model_path", model_path)
+    if not path.exists():
+        raise FileNotFoundError(f"model_path={str(path)!r} does not exist; pass a model file.")
+    names = side_file_class_names(path)
+    return embedded_class_names(path) if names is None else names
 
 
 def side_file_class_names(model_path) -> list | None:

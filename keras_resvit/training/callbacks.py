@@ -8,14 +8,22 @@ leaves the previous file intact.
 import contextlib
 import csv
 import math
+import numbers
 from pathlib import Path
 
 import keras
 
 from keras_resvit.base.backend import backend
-from keras_resvit.base.files import atomic_path, first_line, write_csv, write_json
+from keras_resvit.base.files import (
+    atomic_path,
+    check_output_path,
+    first_line,
+    write_csv,
+    write_json,
+)
 from keras_resvit.base.lazy import tf
 from keras_resvit.base.model_files import save_model
+from keras_resvit.base.validation import check_int
 from keras_resvit.training.run_folder import STATE_FILE, read_resume_state
 
 
@@ -199,14 +207,25 @@ class ResumeCheckpoint(keras.callbacks.Callback):
 
     Args:
         directory: folder of the resume state.
-        every_steps: save interval in optimizer steps; None saves at epoch ends only.
-        best: the `BestCheckpoint` whose best value must survive a restart.
-        statistics: the run's `ReplicaStatistics`, averaged before each save.
+        every_steps: save interval in optimizer steps (a positive int); None saves at epoch
+            ends only.
+        best: the `BestCheckpoint` whose best value must survive a restart, or None.
+        statistics: the run's `ReplicaStatistics`, averaged before each save, or None.
     """
 
     def __init__(self, directory, every_steps=None, best=None, statistics=None):
         super().__init__()
-        self.directory = Path(directory)
+        check_int("ResumeCheckpoint: every_steps", every_steps, none_ok=True)
+        for argument, value, kind in (
+            ("best", best, BestCheckpoint),
+            ("statistics", statistics, ReplicaStatistics),
+        ):
+            if value is not None and not isinstance(value, kind):
+                raise ValueError(
+                    f"ResumeCheckpoint: {argument}={value!r} is not valid; expected a "
+                    f"{kind.__name__} or None."
+                )
+        self.directory = check_output_path("ResumeCheckpoint: directory", directory, folder=True)
         self.every_steps = every_steps
         self.best = best
         self.statistics = statistics
@@ -262,12 +281,38 @@ class BestCheckpoint(keras.callbacks.Callback):
 
     An epoch whose training loss or weights are not finite is never saved, however its
     validation metric looks (a diverged model can still score above chance).
+
+    Args:
+        path: the `.keras` file.
+        monitor: the key of the epoch's logs to maximize (validation data must be given to
+            `fit` for "val_accuracy").
+        best: the value a model must beat to be saved (a resumed run's best), or None.
+
+    Raises:
+        ValueError: an argument of another type; at an epoch's end, `monitor` missing from
+            the epoch's logs (the callback could never save), naming the keys there are.
     """
 
     def __init__(self, path, monitor="val_accuracy", best=None):
         super().__init__()
-        self.path, self.monitor = Path(path), monitor
-        self.best = -math.inf if best is None else best
+        path = check_output_path("BestCheckpoint: path", path)
+        if path.suffix != ".keras":
+            raise ValueError(
+                f"BestCheckpoint: path={str(path)!r} has suffix {path.suffix!r}; expected a "
+                ".keras file."
+            )
+        if not isinstance(monitor, str) or not monitor:
+            raise ValueError(
+                f"BestCheckpoint: monitor={monitor!r} is not valid; expected the name of a "
+                "logged metric, e.g. 'val_accuracy'."
+            )
+        finite = isinstance(best, numbers.Real) and not isinstance(best, bool)
+        if best is not None and not (finite and math.isfinite(best)):
+            raise ValueError(
+                f"BestCheckpoint: best={best!r} is not valid; expected a finite number or None."
+            )
+        self.path, self.monitor = path, monitor
+        self.best = -math.inf if best is None else float(best)
 
     def candidate(self, logs):
         """The value this epoch's `logs` would be saved with, or None if it saves nothing."""
@@ -280,6 +325,13 @@ class BestCheckpoint(keras.callbacks.Callback):
         return float(value)
 
     def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.monitor not in logs:
+            raise ValueError(
+                f"BestCheckpoint: monitor={self.monitor!r} is not in the epoch's logs, whose "
+                f"keys are {sorted(logs)}; it would never save. Monitor one of them (a "
+                "'val_' metric needs validation data)."
+            )
         value = self.candidate(logs)
         if value is not None:
             self.best = value
@@ -319,12 +371,14 @@ class StopAtStep(keras.callbacks.Callback):
     that count iterations (64k for the CIFAR ResNets) end on the step, not on an epoch.
 
     Args:
-        total_steps: the last step of the run.
-        start_step: the global step `fit` starts from (a resumed run's).
+        total_steps: the last step of the run (a positive int).
+        start_step: the global step `fit` starts from (a resumed run's; an int >= 0).
     """
 
     def __init__(self, total_steps, start_step=0):
         super().__init__()
+        check_int("StopAtStep: total_steps", total_steps)
+        check_int("StopAtStep: start_step", start_step, 0)
         self.total_steps = total_steps
         self.step = start_step
 
@@ -343,18 +397,33 @@ class HistoryCSV(keras.callbacks.Callback):
     have divided. It is also put into the epoch's logs, for the callbacks called after it and
     the `History`.
 
+    Only a history CSV of this package is replaced: a file of another kind at `path` is
+    refused before training, and left as it is.
+
     Args:
         path: the CSV file.
-        steps_per_epoch: optimizer steps per epoch.
-        first_epoch: the epoch a resumed run starts in (0-based): rows of earlier epochs are
-            kept, later ones replaced.
+        steps_per_epoch: optimizer steps per epoch (a positive int).
+        first_epoch: the epoch a resumed run starts in (0-based, an int >= 0): rows of
+            earlier epochs are kept, later ones replaced.
+
+    Raises:
+        ValueError: an argument of another type, or `path` holds a file that is not a
+            history CSV of keras_resvit (naming it).
     """
 
     def __init__(self, path, steps_per_epoch, first_epoch=0):
         super().__init__()
-        self.path = Path(path)
+        self.path = check_output_path("HistoryCSV: path", path)
+        check_int("HistoryCSV: steps_per_epoch", steps_per_epoch)
+        check_int("HistoryCSV: first_epoch", first_epoch, 0)
         self.steps_per_epoch = steps_per_epoch
-        rows = read_history(self.path) if first_epoch else []
+        rows, problem = _history_rows(self.path)
+        if problem is not None:
+            raise ValueError(
+                f"HistoryCSV: path={str(self.path)!r} holds a file that is not a history CSV "
+                f"of keras_resvit ({problem}); it is not replaced: pass another path, or move "
+                "that file away."
+            )
         self.rows = [r for r in rows if r["epoch"] <= first_epoch]
         self.rate = math.nan
 
@@ -370,6 +439,24 @@ class HistoryCSV(keras.callbacks.Callback):
         write_csv(self.path, self.rows)
 
 
+def _history_rows(path):
+    """(rows, None) for the history.csv at `path` (no rows where there is no file), else
+    (None, what is wrong with the file)."""
+    if not path.is_file():
+        return [], None
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if "epoch" not in (reader.fieldnames or ()):
+                return None, f"its columns are {reader.fieldnames}"
+            rows = [{k: float(v) for k, v in row.items() if v != ""} for row in reader]
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, csv.Error) as error:
+        return None, first_line(error)[:200]
+    if any("epoch" not in row for row in rows):
+        return None, "a row has no epoch"
+    return rows, None
+
+
 def read_history(path) -> list[dict]:
     """Rows of a `history.csv` as dicts of floats (empty if the file does not exist).
 
@@ -377,18 +464,10 @@ def read_history(path) -> list[dict]:
         ValueError: the file is not a CSV of numbers with an "epoch" column (naming it).
     """
     path = Path(path)
-    if not path.is_file():
-        return []
-    try:
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            rows = [{k: float(v) for k, v in row.items() if v != ""} for row in reader]
-            if rows and "epoch" not in rows[0]:
-                raise ValueError(f"its columns are {reader.fieldnames}")
-    except (OSError, UnicodeDecodeError, ValueError, TypeError, csv.Error) as error:
+    rows, problem = _history_rows(path)
+    if problem is not None:
         raise ValueError(
-            f"history={str(path)!r} is not a history.csv of keras_resvit "
-            f"({first_line(error)[:200]}); "
+            f"history={str(path)!r} is not a history.csv of keras_resvit ({problem}); "
             "expected a CSV with a row of numbers per epoch (epoch, loss, accuracy, ...)."
-        ) from None
+        )
     return rows

@@ -4,6 +4,7 @@ with the recipe's optimizer, schedule and loss."""
 import keras
 
 from keras_resvit.base.class_names import set_class_names
+from keras_resvit.base.validation import check_int
 from keras_resvit.data.checks import has_soft_labels
 from keras_resvit.factory import create_model
 from keras_resvit.layers.normalization import PixelMean
@@ -12,13 +13,17 @@ from keras_resvit.models.vit import resize_vit
 from keras_resvit.training.data_checks import check_channels
 from keras_resvit.training.losses import MultiLabelBinaryCrossentropy
 from keras_resvit.training.optimizers import recipe_optimizer
-from keras_resvit.training.recipes import recipe_model_options
+from keras_resvit.training.recipes import get_recipe, recipe_model_options
 from keras_resvit.training.schedules import recipe_schedule
 
 
 def build_optimizer(recipe, global_batch_size, total_steps, ema=None):
     """The recipe's optimizer (its weight decay mode, clipping and exclusions) around its
-    schedule for a run of `total_steps` steps of `global_batch_size`, with an optional EMA."""
+    schedule for a run of `total_steps` steps of `global_batch_size`, with an optional EMA.
+    `recipe`: a `Recipe` or a recipe's name."""
+    recipe = get_recipe(recipe)
+    check_int("global_batch_size", global_batch_size)
+    check_int("total_steps", total_steps)
     if recipe.schedule == "plateau":  # a rate that `plateau_callback` lowers
         rate = recipe.learning_rate * global_batch_size / recipe.batch_size
         return recipe_optimizer(recipe, rate, ema)

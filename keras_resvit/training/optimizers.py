@@ -11,9 +11,12 @@ Two kinds of weight decay:
   outside the moments, as Keras' `weight_decay` argument does.
 """
 
+import numbers
+
 import keras
 
 from keras_resvit.base.validation import check_number
+from keras_resvit.training.recipes import get_recipe
 
 
 def _without_decoupled_decay(optimizer, kwargs, keras_name):
@@ -27,10 +30,23 @@ def _without_decoupled_decay(optimizer, kwargs, keras_name):
     return {key: value for key, value in kwargs.items() if key != "weight_decay"}
 
 
+def _names(optimizer, exclude):
+    """`exclude` as a tuple of names: one str is one name, not its characters."""
+    if exclude is None:
+        return ()
+    names = (exclude,) if isinstance(exclude, str) else exclude
+    if not isinstance(names, (tuple, list)) or not all(isinstance(n, str) and n for n in names):
+        raise ValueError(
+            f"{type(optimizer).__name__}: exclude={exclude!r} is not valid; expected a name or "
+            "a list of names (substrings of variable names), e.g. ['bias'], or () for none."
+        )
+    return tuple(names)
+
+
 def _set_coupled_decay(optimizer, l2, exclude):
     check_number("l2", l2, 0, include_low=True)
     optimizer.l2 = float(l2)
-    optimizer.exclude = tuple(exclude)
+    optimizer.exclude = _names(optimizer, exclude)
     if optimizer.exclude:
         optimizer.exclude_from_weight_decay(var_names=list(optimizer.exclude))
 
@@ -46,8 +62,9 @@ class CoupledDecaySGD(keras.optimizers.SGD):
 
     Args:
         l2: decay coefficient (the papers' 1e-4 for ResNets, 5e-4 for AlexNet).
-        exclude: substrings of variable names left undecayed (default none: the papers
-            decay every parameter, batch-norm scales and offsets and biases included).
+        exclude: substrings of variable names left undecayed, a list or one name (default
+            none: the papers decay every parameter, batch-norm scales and offsets and biases
+            included).
         **kwargs: arguments of `keras.optimizers.SGD` (its own decoupled `weight_decay`
             is refused: pick one mode).
 
@@ -91,7 +108,8 @@ class CoupledDecayLamb(keras.optimizers.Lamb):
     Args:
         l2: decay coefficient inside the update (the paper's "weight decay": 0.01 for RSB A1,
             0.02 for A2 and A3).
-        exclude: substrings of variable names left undecayed and unadapted.
+        exclude: substrings of variable names left undecayed and unadapted, a list or one
+            name.
         epsilon: timm's 1e-6 (Keras' default is 1e-7).
         **kwargs: arguments of `keras.optimizers.Lamb` (its decoupled `weight_decay` is
             refused: pick one mode).
@@ -139,13 +157,18 @@ def recipe_optimizer(recipe, learning_rate, ema=None):
     """The recipe's optimizer around `learning_rate` (a float or schedule).
 
     Args:
-        recipe: a `Recipe`: its optimizer, momentum/betas, clipping and weight decay (its
-            `weight_decay`, `decay_mode` and `no_decay`).
-        learning_rate: the learning rate or `LearningRateSchedule` to use.
-        ema: momentum of an exponential moving average of the weights, or None.
+        recipe: a `Recipe` or a recipe's name: its optimizer, momentum/betas, clipping and
+            weight decay (its `weight_decay`, `decay_mode` and `no_decay`).
+        learning_rate: the learning rate (a number > 0) or `LearningRateSchedule` to use.
+        ema: momentum of an exponential moving average of the weights, a number in (0, 1)
+            (e.g. 0.9999); None keeps no average.
 
     Returns:
         A Keras optimizer.
+
+    Raises:
+        ValueError: an unknown recipe, a learning rate <= 0 or not finite, or `ema` outside
+            (0, 1) (0 is refused rather than taken for "no average": pass None).
 
     Example:
     >>> from keras_resvit.training.recipes import get_recipe
@@ -153,14 +176,20 @@ def recipe_optimizer(recipe, learning_rate, ema=None):
     'CoupledDecaySGD'
     >>> type(recipe_optimizer(get_recipe("deit"), 5e-4)).__name__
     'AdamW'
-    >>> type(recipe_optimizer(get_recipe("rsb_a2"), 5e-3)).__name__
+    >>> type(recipe_optimizer("rsb_a2", 5e-3)).__name__  # a recipe's name
     'CoupledDecayLamb'
     """
+    recipe = get_recipe(recipe)
+    if isinstance(learning_rate, numbers.Real) and not isinstance(learning_rate, bool):
+        learning_rate = float(learning_rate)  # a NumPy scalar too
+    if learning_rate is None or isinstance(learning_rate, (bool, float, str)):
+        check_number("learning_rate", learning_rate, 0)
+    check_number("ema", ema, 0, 1, none_ok=True)
     common = {
         "learning_rate": learning_rate,
         "global_clipnorm": recipe.global_clipnorm,
         "use_ema": ema is not None,
-        "ema_momentum": ema or 0.99,
+        "ema_momentum": 0.99 if ema is None else ema,
     }
     coupled = recipe.decay_mode == "coupled" and recipe.weight_decay
     if recipe.optimizer == "sgd" and coupled:

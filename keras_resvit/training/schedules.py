@@ -5,18 +5,26 @@ import math
 import keras
 from keras import ops
 
+from keras_resvit.base.validation import check_choice, check_int, check_number
+from keras_resvit.training.recipes import get_recipe
+
 
 @keras.saving.register_keras_serializable(package="keras_resvit")
 class RecipeSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """Linear (or constant) warm-up to `peak`, then step, cosine or linear decay to the end.
 
     Args:
-        peak: learning rate after warm-up.
-        total_steps: length of training in optimizer steps.
-        warmup_steps: warm-up length.
+        peak: learning rate after warm-up (a number > 0).
+        total_steps: length of training in optimizer steps (a positive int).
+        warmup_steps: warm-up length in steps (an int >= 0).
         decay: "step", "cosine" or "linear".
-        decay_at: step boundaries of a "step" schedule (each divides by 10).
-        warmup_learning_rate: hold this rate during warm-up instead of ramping linearly.
+        decay_at: step boundaries of a "step" schedule (each divides by 10): a list of ints
+            >= 0 in non-decreasing order (a boundary given twice divides by 100 there).
+        warmup_learning_rate: hold this rate (a number > 0) during warm-up instead of
+            ramping linearly.
+
+    Raises:
+        ValueError: an argument of another type or out of its range.
     """
 
     def __init__(
@@ -28,16 +36,28 @@ class RecipeSchedule(keras.optimizers.schedules.LearningRateSchedule):
         decay_at=(),
         warmup_learning_rate=None,
     ):
-        if decay not in ("step", "cosine", "linear"):
+        check_choice("RecipeSchedule: decay", decay, ("step", "cosine", "linear"))
+        check_number("RecipeSchedule: peak", peak, 0)
+        check_int("RecipeSchedule: total_steps", total_steps)
+        check_int("RecipeSchedule: warmup_steps", warmup_steps, 0)
+        check_number("RecipeSchedule: warmup_learning_rate", warmup_learning_rate, 0, none_ok=True)
+        if (
+            not isinstance(decay_at, (tuple, list))
+            or any(not isinstance(b, int) or isinstance(b, bool) or b < 0 for b in decay_at)
+            or list(decay_at) != sorted(decay_at)
+        ):
             raise ValueError(
-                f"RecipeSchedule: decay={decay!r} is not valid; valid: 'step', 'cosine', 'linear'."
+                f"RecipeSchedule: decay_at={decay_at!r} is not valid; expected a list of step "
+                "boundaries, sorted ints >= 0, e.g. [32000, 48000], or () for none."
             )
         self.peak = float(peak)
-        self.total_steps = int(total_steps)
-        self.warmup_steps = int(warmup_steps)
+        self.total_steps = total_steps
+        self.warmup_steps = warmup_steps
         self.decay = decay
-        self.decay_at = tuple(int(b) for b in decay_at)
-        self.warmup_learning_rate = warmup_learning_rate
+        self.decay_at = tuple(decay_at)
+        self.warmup_learning_rate = (
+            None if warmup_learning_rate is None else float(warmup_learning_rate)
+        )
 
     def __call__(self, step):
         step = ops.cast(step, "float32")
@@ -73,12 +93,24 @@ def recipe_schedule(recipe, global_batch_size: int, total_steps: int) -> RecipeS
     a warm-up given in steps of the reference batch scaled inversely, fractions of training
     turned into steps.
 
+    Args:
+        recipe: a `Recipe` or a recipe's name.
+        global_batch_size: images per optimizer step over all replicas (a positive int).
+        total_steps: optimizer steps of the whole run (a positive int).
+
+    Raises:
+        ValueError: an unknown recipe, a "plateau" recipe, or a size that is not a positive
+            int.
+
     Example:
     >>> from keras_resvit.training.recipes import RECIPES
     >>> s = recipe_schedule(RECIPES["resnet_cifar"], 128, 64_000)
     >>> [round(float(s(k)), 4) for k in (0, 31_999, 32_000, 48_000)]
     [0.1, 0.1, 0.01, 0.001]
     """
+    recipe = get_recipe(recipe)
+    check_int("global_batch_size", global_batch_size)
+    check_int("total_steps", total_steps)
     if recipe.schedule == "plateau":
         raise ValueError(
             "a 'plateau' schedule is no function of the step: it follows the validation "
@@ -107,6 +139,8 @@ def recipe_steps(recipe, global_batch_size: int) -> int | None:
     >>> recipe_steps(RECIPES["resnet_cifar"], 128), recipe_steps(RECIPES["resnet_cifar"], 256)
     (64000, 32000)
     """
+    recipe = get_recipe(recipe)
+    check_int("global_batch_size", global_batch_size)
     if recipe.steps is None:
         return None
     return max(1, round(recipe.steps * recipe.batch_size / global_batch_size))
