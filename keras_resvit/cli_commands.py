@@ -5,6 +5,8 @@ parses them): one call into the public API, then printing.
 the package when it runs: `--help` loads none of it.
 """
 
+from pathlib import Path
+
 from keras_resvit.cli_train import run_train, size_options
 
 # The commands, as `keras_resvit.cli` names them (`args.run`); `train` has its own module.
@@ -67,6 +69,12 @@ def run_evaluate(args):
     check_classifier(model, "evaluate scores class labels")
     size, classes = model.input_shape[1], model.output_shape[-1]
     scales = _evaluation_scales(args, size)
+    own_folder = Path(args.data).expanduser() / args.split
+    if args.validation_split is not None and args.split != "train" and own_folder.is_dir():
+        raise ValueError(
+            f"--validation-split {args.validation_split} would have no effect: --data "
+            f"{args.data} has its own {args.split}/ folder, which is read whole; drop it."
+        )
     data = kr.data.load_dataset(
         args.data,
         args.split,
@@ -74,6 +82,7 @@ def run_evaluate(args):
         image_size=max(scales) if scales else size,
         batch_size=args.batch_size,
         crop_ratio=1.0 if scales else None,  # multi-crop resizes and crops the whole images
+        shuffle=False,  # an evaluation read, even of the training split
         loader_options=ALL_EXAMPLES,  # every process scores every example
     )
     argument = f"--data {args.data}"

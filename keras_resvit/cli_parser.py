@@ -12,6 +12,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _text(text):
+    """A source or path: an empty one would name the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid; expected a source or path")
+    return text
+
+
 def _positive_int(text):
     if not text.lstrip("+").isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not valid; expected a positive int")
@@ -69,6 +76,7 @@ def _add_train_data_arguments(p):
     p.add_argument("--model", default="resnet20", help="registry name (default: resnet20)")
     p.add_argument(
         "--data",
+        type=_text,
         default="digits",
         help="digits (default, offline), tfds:NAME, or an image folder: one sub-folder per "
         "class, or train/ and validation/ or test/ sub-folders of those",
@@ -83,6 +91,7 @@ def _add_train_data_arguments(p):
     )
     p.add_argument(
         "--val-data",
+        type=_text,
         default=None,
         metavar="SOURCE",
         help="validation data from another source: a folder (its validation/ or test/ "
@@ -162,7 +171,10 @@ def _add_train_run_arguments(p):
         "--save-every", type=_positive_int, default=None, help="resume checkpoint every N steps"
     )
     p.add_argument(
-        "--output", default=None, help="output folder (default: runs/<data name>, e.g. runs/digits)"
+        "--output",
+        type=_text,
+        default=None,
+        help="output folder (default: runs/<data name>, e.g. runs/digits)",
     )
     p.add_argument(
         "--overwrite",
@@ -181,7 +193,7 @@ def _add_train_run_arguments(p):
 def _add_evaluate(commands):
     p = commands.add_parser("evaluate", help="accuracy of a saved model on a dataset")
     p.add_argument("model", help="a .keras file")
-    p.add_argument("--data", default="digits")
+    p.add_argument("--data", type=_text, default="digits")
     p.add_argument("--split", default="test")
     p.add_argument(
         "--validation-split",
@@ -216,7 +228,9 @@ def _add_few_shot(commands):
         "few-shot", help="few-shot linear-probe accuracy of frozen features (ViT paper)"
     )
     p.add_argument("model", help="a .keras file or a registry name")
-    p.add_argument("--data", default="digits", help="source of the train and test splits")
+    p.add_argument(
+        "--data", type=_text, default="digits", help="source of the train and test splits"
+    )
     p.add_argument("--shots", type=int, nargs="+", default=[1, 5, 10, 25])
     p.add_argument("--l2", type=float, default=1024.0, help="ridge penalty (default: 1024)")
     p.add_argument("--seed", type=_seed, default=0)
@@ -278,7 +292,7 @@ def _plot_parser(kinds, kind, plot, options, help):
     if plot:
         p.add_argument("model", help="a .keras file")
         p.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, GIF)")
-    p.add_argument("--output", required=True, help="the .png file to write")
+    p.add_argument("--output", type=_text, required=True, help="the .png file to write")
     p.set_defaults(run="run_plot", plot=plot, options=options)
     return p
 

@@ -245,9 +245,8 @@ def run_train(args):
         print(splits[2])
     augment = _augmentation(args, recipe)
     train, val, size, why = _load_training_data(kr, args, splits, recipe, augment)
-    model = _model_for_data(kr, args, train, size, why)
     history = kr.train(
-        model,
+        lambda: _model_for_data(kr, args, train, size, why),  # built in the run's precision
         train,
         recipe=args.recipe,
         epochs=args.epochs,

@@ -257,6 +257,18 @@ CASES = [
         2,
         ("--seed", "'-1' is not valid", "[0, 2**32)"),
     ),
+    Case(
+        "cli_train_empty_data",
+        lambda b: ["train", "--data", "", "--output", str(b.tmp / "run")],
+        2,
+        ("--data", "'' is not valid", "source or path"),
+    ),
+    Case(
+        "cli_plot_empty_output",
+        lambda b: ["plot", "curves", str(b.tmp / "history.csv"), "--output", " "],
+        2,
+        ("--output", "' ' is not valid"),
+    ),
     Case("vgg_depth_float", lambda b: kr.build_vgg(16.0), V, ("depth=16.0 is not valid", "16")),
     Case(
         "vgg_pooling_with_its_classifier",
@@ -555,7 +567,7 @@ CASES = [
             b, kr.build_resnet(8, stem="cifar", input_shape=(16, 16, 3), num_classes=2)
         ),
         V,
-        ("labels from 0 to 2", "2 outputs", "replace_head"),
+        ("labels up to 2", "2 outputs", "replace_head"),
     ),
     Case(
         "train_unbatched_data",
@@ -880,6 +892,27 @@ CASES = [
         lambda b: ["evaluate", str(b.tmp / "m.keras"), "--data", "digits"],
         2,
         ("--data digits has 10 classes", "3 outputs"),
+    ),
+    Case(
+        "cli_evaluate_validation_split_of_a_split_folder",
+        lambda b: [
+            "evaluate",
+            str(b.tmp / "m.keras"),
+            "--data",
+            str(b.tmp / "split_folder"),
+            "--split",
+            "test",
+            "--validation-split",
+            "0.2",
+        ],  # fmt: skip
+        2,
+        ("--validation-split 0.2 would have no effect", "own test/ folder"),
+    ),
+    Case(
+        "load_dataset_validation_split_of_digits",
+        lambda b: kr.data.load_dataset("digits", "test", validation_split=0.2),
+        V,
+        ("validation_split=0.2", "source='digits' has its own splits"),
     ),
     Case(
         "cli_export_suffix_contradicts_format",

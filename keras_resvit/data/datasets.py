@@ -27,7 +27,13 @@ from keras_resvit.data.element_seeds import next_seed, seeded_map
 from keras_resvit.data.epochs import Epochs
 from keras_resvit.data.loader_choice import check_repeats, check_shard, choose_loader
 from keras_resvit.data.loaders import ImageLoader
-from keras_resvit.data.sources import SOURCES, loader_examples, source_kind
+from keras_resvit.data.sources import (
+    SOURCES,
+    evaluation_read,
+    is_training_split,
+    loader_examples,
+    source_kind,
+)
 from keras_resvit.data.transforms import (
     MIN_CROP_RATIO,
     evaluation_crop_ratio,
@@ -152,6 +158,7 @@ def _py_dataset(source, split, training, *, image_size, augment, crop_ratio, **o
         seed,
         strict,
         options.pop("cache"),
+        options["shuffle"],
     )
     image_size = _output_size(image_size, fixed, source, augment)
     resized = fixed is None or tuple(fixed) != (image_size, image_size)
@@ -159,6 +166,7 @@ def _py_dataset(source, split, training, *, image_size, augment, crop_ratio, **o
     ratio = _evaluation_ratio(crop_ratio, augmented, resized, augment, shorter_side, image_size)
     get_augmentation(augment, image_size)  # a bad `augment` fails on every split, as in tf.data
     options["process_index"], options["process_count"] = _part(options)
+    options["strict"] = strict or evaluation_read(split, options["shuffle"])
     loader = ImageLoader(
         **data,
         image_size=image_size,
@@ -247,7 +255,8 @@ def load_dataset(
         crop_ratio: evaluation center-crop ratio in [0.25, 1]; 1.0 resizes whole images. Default:
             from the training preset and the images' size (see above).
         validation_split: fraction of a folder's training images (`train/`, or the folder
-            itself) held out as its "validation" / "test" split where it has no such folder.
+            itself) held out as its "validation" / "test" split where it has no such folder;
+            other sources have their own splits and refuse it.
         data_dir: tensorflow-datasets data folder.
         strict: raise on a non-image, corrupt, oversized (`image_files.MAX_IMAGE_PIXELS`) or
             truncated file in a folder instead of skipping it with a warning; finding
@@ -319,6 +328,12 @@ def load_dataset(
         none_ok=True,
     )
     check_number("validation_split", validation_split, 0, 1, none_ok=True)
+    if validation_split is not None and source_kind(source) != "an image folder path":
+        raise ValueError(
+            f"validation_split={validation_split!r} holds out part of an image folder; "
+            f"source={source!r} has its own splits (read its 'test' split), so it would have "
+            "no effect."
+        )
     flags = {"drop_remainder": drop_remainder, "strict": strict, "deterministic": deterministic}
     for name, value in flags.items():
         check_bool(name, value)
@@ -331,7 +346,7 @@ def load_dataset(
         )
     if not isinstance(mixing, (bool, Mixing)):
         raise ValueError(f"mixing={mixing!r} is not valid; pass True, False or a Mixing.")
-    training = isinstance(split, str) and split.startswith("train")
+    training = is_training_split(split)
     shuffle = training if shuffle is None else shuffle
     # Evaluation splits read each example once; any shuffle setting is then fine.
     check_repeats(repeated_augmentation, shuffle or not training)

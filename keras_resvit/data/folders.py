@@ -53,7 +53,9 @@ def _class_root(root, split, validation_split):
     )
 
 
-def list_image_folder(root, split="train", *, validation_split=None, seed=0, strict=False):
+def list_image_folder(
+    root, split="train", *, validation_split=None, seed=0, strict=False, complete=None
+):
     """Lists the images of a class-per-sub-folder tree and their labels.
 
     The classes are the sub-folders of `root/split` when it exists, else of the training
@@ -72,6 +74,9 @@ def list_image_folder(root, split="train", *, validation_split=None, seed=0, str
         seed: seed of the hold-out draw.
         strict: raise on a non-image, corrupt, oversized or truncated file instead of skipping
             it with a warning; finding truncated files reads every file whole.
+        complete: read each listed file whole to skip (with the warning) a truncated one;
+            default `strict`. An evaluation split should: a truncated file would otherwise
+            fail to decode while the split is read.
 
     Returns:
         `(paths, labels, class_names)`: lists of file paths and int labels, and the sorted
@@ -98,6 +103,7 @@ def list_image_folder(root, split="train", *, validation_split=None, seed=0, str
     if split not in FOLDER_SPLITS:
         raise ValueError(f"split={split!r} is not valid for a folder; valid: {FOLDER_SPLITS}.")
     check_bool("strict", strict)
+    check_bool("complete", complete, none_ok=True)
     check_seed(seed)
     if validation_split is not None and not (
         isinstance(validation_split, float) and 0.0 < validation_split < 1.0
@@ -148,6 +154,10 @@ def list_image_folder(root, split="train", *, validation_split=None, seed=0, str
             held = set(rng.sample(range(len(good)), count))
             want_held = split != "train"
             good = [p for i, p in enumerate(good) if (i in held) == want_held]
+        if complete and not strict:  # only the files kept: strict read every file whole
+            truncated = [p for p in good if _problem(p, True)]
+            skipped += [f"{p} (truncated)" for p in truncated]
+            good = [p for p in good if p not in truncated]
         paths += [str(p) for p in good]
         labels += [label] * len(good)
     if skipped:

@@ -234,7 +234,20 @@ def _folder_cache(paths, cache):
     return cache, _one_size(paths) if cache else None
 
 
-def _list_folder(source, split, validation_split, seed, strict):
+def is_training_split(split) -> bool:
+    """Whether `split` names training data ("train", "train[:90%]", ...)."""
+    return isinstance(split, str) and split.startswith("train")
+
+
+def evaluation_read(split, shuffle) -> bool:
+    """Whether a read is an evaluation's, not a shuffled training split's: a file that fails
+    to decode then stops it (a stand-in image, what training reads in its place, would be
+    scored twice and the figure be wrong without a word), and a truncated file is skipped,
+    with a warning, when the files are listed (each is read whole)."""
+    return not (is_training_split(split) and shuffle)
+
+
+def _list_folder(source, split, validation_split, seed, strict, complete):
     """(paths, labels, class names, origin) of a folder of one sub-folder of images per class."""
     if (
         isinstance(source, str)
@@ -243,8 +256,9 @@ def _list_folder(source, split, validation_split, seed, strict):
     ):
         raise ValueError(f"source={source!r} is not a known source; valid: {list(SOURCES)}.")
     paths, labels, class_names = list_image_folder(
-        source, split, validation_split=validation_split, seed=seed, strict=strict
-    )
+        source, split, validation_split=validation_split, seed=seed, strict=strict,
+        complete=complete,
+    )  # fmt: skip
     origin = f"folder {str(Path(source).expanduser().resolve())!r}[{split}], "
     origin += f"{len(paths)} files, validation_split={validation_split}"
     return paths, labels, class_names, origin
@@ -254,7 +268,11 @@ def _read_folder(source, split, *, validation_split, seed, strict, cache, shuffl
     """A folder of one sub-folder of images per class, cached when its files are small (and
     then, when they are all of one size, decoded into memory at once); several processes
     decode only their share of the listed files."""
-    paths, labels, class_names, origin = _list_folder(source, split, validation_split, seed, strict)
+    complete = strict or evaluation_read(split, shuffle)  # see `evaluation_read`
+    paths, labels, class_names, origin = _list_folder(
+        source, split, validation_split, seed, strict, complete
+    )
+    strict = complete
     whole = None
     if part[1] > 1:
         listed = paths, labels
@@ -304,16 +322,18 @@ def source_kind(source):
     return "digits" if isinstance(source, str) else "(images, labels) arrays"
 
 
-def loader_examples(source, split, image_size, validation_split, seed, strict, cache):
+def loader_examples(source, split, image_size, validation_split, seed, strict, cache, shuffle):
     """(`ImageLoader` arguments, origin, fixed size or None, typical shorter side function) of
     digits, arrays or an image folder, read without TensorFlow (`load_dataset`'s py_dataset
     loader). A folder's files are decoded into memory at once as in `_read_folder`: when
     `cache` (default: they are small) and they are all of one size whose pixels fit."""
     kind = source_kind(source)
     if kind == "an image folder path":
+        complete = strict or evaluation_read(split, shuffle)  # see `evaluation_read`
         paths, labels, class_names, origin = _list_folder(
-            source, split, validation_split, seed, strict
+            source, split, validation_split, seed, strict, complete
         )
+        strict = complete
         fixed = _folder_cache(paths, cache)[1]
         if fixed is not None:
             images, failed = np.empty((len(paths), *fixed, 3), "uint8"), set()

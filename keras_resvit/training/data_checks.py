@@ -183,8 +183,9 @@ def check_labels(model, train_data, labels, soft_labels):
     declared = getattr(train_data, "num_classes", None) or 0
     low, high = int(labels.min()), max(int(labels.max()), declared - 1)
     if low < 0 or high >= classes:
+        labelled = f"from {low} to {high}" if low < 0 else f"up to {high}"
         raise ValueError(
-            f"train_data has labels from {low} to {high} but the model's classifier has "
+            f"train_data has labels {labelled} but the model's classifier has "
             f"{classes} outputs (valid labels 0 to {classes - 1}); use "
             f"kr.replace_head(model, {high + 1}) or num_classes={high + 1}."
         )

@@ -125,14 +125,24 @@ def in_scope(optimizer, placement):
 
 
 def model_for_run(model_or_name, recipe, placement):
-    """The model to train: built from its registry name with the recipe's options, or the one
-    given (cloned into the placement's scope when several replicas train)."""
+    """The model to train: built from its registry name with the recipe's options, or by the
+    function given (in the caller's precision and scope), or the one given (cloned into the
+    placement's scope when several replicas train)."""
     if isinstance(model_or_name, str):
         return create_model(model_or_name, **recipe_model_options(model_or_name, recipe))
+    if callable(model_or_name) and not isinstance(model_or_name, keras.Model):
+        model = model_or_name()
+        if not isinstance(model, keras.Model):
+            raise ValueError(
+                f"model_or_name={model_or_name!r} returned a {type(model).__name__}; a "
+                "function given as the model must build and return a keras.Model."
+            )
+        return model
     if not isinstance(model_or_name, keras.Model):
         raise ValueError(
             f"model_or_name of type {type(model_or_name).__name__} is not valid; pass a "
-            "keras.Model or a registry name (kr.list_models())."
+            "keras.Model, a registry name (kr.list_models()) or a function that builds the "
+            "model."
         )
     if placement.num_replicas == 1:
         return model_or_name

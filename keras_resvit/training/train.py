@@ -87,8 +87,10 @@ def train(
     and pixels are checked in the input pipeline (`kr.data.checks`).
 
     Args:
-        model_or_name: a `keras.Model` ending in a classifier, or a registry name (built under
-            the run's precision).
+        model_or_name: a `keras.Model` ending in a classifier, a registry name (built under
+            the run's precision), or a function of no arguments that builds the model: it is
+            called under the run's precision and distribution scope, so a model of one's own
+            gets mixed precision where `precision` asks for it.
         train_data: a finite, batched `tf.data.Dataset` of (images, labels); labels are ints or
             one-hot/soft vectors (MixUp, CutMix). Its batch is the global batch. Or a
             `keras.utils.PyDataset` of such batches (`kr.data.ImageLoader`, what `load_dataset`
@@ -270,12 +272,13 @@ def _placement(distribution, precision, model_or_name, global_batch):
             f"of distribution={placement.name!r}; use a multiple of {placement.num_replicas}."
         )
     policy = resolve_precision(precision, placement)
-    if not isinstance(model_or_name, str) and precision != "auto":
+    if isinstance(model_or_name, keras.Model) and precision != "auto":
         current = model_or_name.dtype_policy.name
         if current != policy:
             raise ValueError(
                 f"precision={precision!r} but the model was built with {current!r}; pass the "
-                "model's registry name, or build it under keras.config.set_dtype_policy."
+                "model's registry name or a function that builds it (called under the run's "
+                "precision), or build it under keras.config.set_dtype_policy."
             )
     return placement, policy
 
@@ -304,6 +307,8 @@ def _record(model, spec, recipe, data, user, *, seed, **settings):
         # Where the examples come from (kr.data datasets say): a resumed run must continue on
         # the same data.
         "data": getattr(data.train, "provenance", None),
+        # The best model so far was judged on it: a resumed run must validate on it too.
+        "val_data": None if data.val is None else getattr(data.val, "provenance", "given"),
         "class_names": getattr(data.train, "class_names", None),
         "steps": data.total_steps,
         "optimizer": _described(user.optimizer),

@@ -144,7 +144,8 @@ def plot_attention(
     Args:
         model: a ViT (see `attention_rollout`).
         images: raw 0-255 pixels, (N, H, W, C).
-        path: the `.png` file to write (atomically).
+        path: the `.png` file to write (atomically); an existing file is replaced only if it
+            is a figure keras_resvit wrote.
         discard_ratio: see `rollout_matrices`.
         head_fusion: see `rollout_matrices`.
         class_names: names for the class indices in the titles: a list of strings, one per

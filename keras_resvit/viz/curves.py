@@ -55,7 +55,8 @@ def plot_history(history, path) -> Path:
 
     Args:
         history: a `keras.callbacks.History`, its `.history` dict, or a `history.csv` path.
-        path: PNG file to write (atomically).
+        path: PNG file to write (atomically); an existing file is replaced only if it is a
+            figure keras_resvit wrote.
 
     Returns:
         The path written.

@@ -19,14 +19,43 @@ PANEL_INCHES = 2.0  # one image panel is PANEL_INCHES * DPI pixels square
 LINE_INCHES = 0.2  # one line of title text above a panel
 PAD_INCHES = 0.05  # blank margin around each image
 MAX_COLUMNS = 8
+SOFTWARE = "keras_resvit"  # the "Software" text of every figure's PNG
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def check_png_path(path) -> Path:
-    """`path` as a Path ("~" expanded), or ValueError unless it names a writable `.png` file."""
+    """`path` as a Path ("~" expanded), or ValueError unless it names a writable `.png` file
+    that is new, empty or a figure of this package (`save_png` marks its PNGs): a user's
+    image (a plot's own input, say) is never replaced."""
     path = as_path("path", path)
     if path.suffix.lower() != ".png":
         raise ValueError(f"path={str(path)!r} must be a .png file.")
-    return check_output_path("path", path)
+    path = check_output_path("path", path)
+    if path.is_file() and path.stat().st_size and png_text(path).get("Software") != SOFTWARE:
+        raise ValueError(
+            f"path={str(path)!r} exists and is not a figure keras_resvit wrote; it is not "
+            "replaced: pass another path, or move that file away."
+        )
+    return path
+
+
+def png_text(path, limit: int = 1 << 16) -> dict:
+    """The text chunks (`tEXt`: keyword -> text) of the PNG at `path` that come before its
+    pixels, read from its first `limit` bytes; {} for a file that is not a PNG."""
+    with open(path, "rb") as f:
+        data = f.read(limit)
+    if not data.startswith(PNG_SIGNATURE):
+        return {}
+    text, at = {}, len(PNG_SIGNATURE)
+    while at + 8 <= len(data):
+        length, kind = int.from_bytes(data[at : at + 4], "big"), data[at + 4 : at + 8]
+        if kind in (b"IDAT", b"IEND"):
+            break
+        if kind == b"tEXt":
+            keyword, _, value = data[at + 8 : at + 8 + length].partition(b"\0")
+            text[keyword.decode("latin-1")] = value.decode("latin-1")
+        at += 12 + length
+    return text
 
 
 def check_plot_model(model) -> None:
@@ -124,10 +153,11 @@ def show_image(ax, image, heatmap=None, title=None):
 
 
 def save_png(figure, path) -> Path:
-    """Renders `figure` with the Agg canvas into `path` atomically; returns the path."""
+    """Renders `figure` with the Agg canvas into `path` atomically, marked as this package's
+    (`SOFTWARE`); returns the path."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(figure)
     with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=DPI)
+        figure.savefig(tmp, format="png", dpi=DPI, metadata={"Software": SOFTWARE})
     return Path(path)

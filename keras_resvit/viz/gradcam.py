@@ -156,7 +156,8 @@ def plot_grad_cam(
     Args:
         model: a convolutional classifier (see `grad_cam`).
         images: raw 0-255 pixels, (N, H, W, C).
-        path: the `.png` file to write (atomically).
+        path: the `.png` file to write (atomically); an existing file is replaced only if it
+            is a figure keras_resvit wrote.
         class_index: see `grad_cam`.
         layer: see `grad_cam`.
         class_names: names for the class indices in the titles: a list of strings, one per

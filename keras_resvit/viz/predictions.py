@@ -25,7 +25,8 @@ def plot_predictions(model: keras.Model, images, path, *, top_k: int = 3, class_
     Args:
         model: a classifier (any model here with `include_top=True`, or loaded from one).
         images: raw 0-255 pixels, (N, H, W, C) at the model's input size.
-        path: the `.png` file to write (atomically).
+        path: the `.png` file to write (atomically); an existing file is replaced only if it
+            is a figure keras_resvit wrote.
         top_k: classes listed per image, best first.
         class_names: names for the class indices (e.g. from the model's `.classes.json`): a
             list of strings, one per class.

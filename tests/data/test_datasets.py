@@ -399,24 +399,51 @@ def test_folder_datasets_know_their_length(tmp_path, cache):
     assert not [m for m in messages if "ran out of data" in m], messages
 
 
-@pytest.mark.parametrize("split", ["train", "test"])
-def test_a_file_that_fails_to_decode_keeps_the_epoch_length(tmp_path, split):
-    """A truncated PNG passes a non-strict listing (its header is whole) and fails to decode:
-    it is dropped and replaced by another image, so the asserted count still holds."""
+def test_a_training_file_that_fails_to_decode_keeps_the_epoch_length(tmp_path):
+    """A truncated PNG passes a non-strict training listing (its header is whole) and fails to
+    decode: it is dropped and replaced by another image, so the asserted count still holds."""
     root = _write_folder(tmp_path / "data" / "train")
-    _write_folder(tmp_path / "data" / "test", per_class=2)
     whole = (root / "dog" / "1.png").read_bytes()
-    (tmp_path / "data" / split / "dog" / "cut.png").write_bytes(whole[: len(whole) // 2])
-    listed = {"train": 13, "test": 7}[split]
-    ds = kr.data.load_dataset(tmp_path / "data", split, image_size=8, batch_size=4)
-    assert int(ds.cardinality()) == -(-listed // 4)
-    for _ in range(2):  # every epoch, shuffled or not
+    (root / "dog" / "cut.png").write_bytes(whole[: len(whole) // 2])
+    ds = kr.data.load_dataset(tmp_path / "data", "train", image_size=8, batch_size=4)
+    assert int(ds.cardinality()) == -(-13 // 4)
+    for _ in range(2):  # every epoch, shuffled
         labels = np.concatenate([np.asarray(y) for _, y in ds])
-        assert len(labels) == listed
+        assert len(labels) == 13
     messages = _fit_warnings(ds)
     assert not [m for m in messages if "ran out of data" in m], messages
     with pytest.raises(ValueError, match="cut.png.*truncated"):
-        kr.data.load_dataset(tmp_path / "data", split, image_size=8, strict=True)
+        kr.data.load_dataset(tmp_path / "data", "train", image_size=8, strict=True)
+
+
+def _corrupt_inside(png):
+    """The PNG with its pixel data scrambled: whole to its end marker, undecodable."""
+    start = png.index(b"IDAT") + 4
+    return png[:start] + bytes(b ^ 0xFF for b in png[start : start + 8]) + png[start + 8 :]
+
+
+@pytest.mark.parametrize("split", ["test", "train"], ids=["test", "train_unshuffled"])
+@pytest.mark.parametrize("loader", ["tf.data", "py_dataset"])
+def test_an_evaluation_read_never_scores_a_stand_in_image(tmp_path, loader, split):
+    """A stand-in for a file that fails to decode would be scored twice: an evaluation read
+    (any split but a shuffled training one) skips a truncated file when it is listed, with a
+    warning, and a file that is whole but fails to decode stops the read."""
+    (tmp_path / "data").mkdir()
+    folders = {name: tmp_path / "data" / name for name in ("train", "test")}
+    _write_folder(folders["train"], per_class=2, seed=1)
+    _write_folder(folders["test"], per_class=2)
+    whole = (folders[split] / "dog" / "1.png").read_bytes()
+    (folders[split] / "dog" / "cut.png").write_bytes(whole[: len(whole) // 2])
+    options = {"image_size": 8, "batch_size": 4, "loader": loader, "shuffle": False}
+    with pytest.warns(UserWarning, match=r"Skipping 1 file.*cut.png \(truncated\)"):
+        ds = kr.data.load_dataset(tmp_path / "data", split, **options)
+    images = np.concatenate([np.asarray(x) for x, _ in ds])
+    assert len(images) == 6 and len(np.unique(images.reshape(6, -1), axis=0)) == 6
+    (folders[split] / "dog" / "cut.png").write_bytes(_corrupt_inside(whole))
+    with pytest.raises(Exception, match="cut.png|PNG|png|decode"):
+        ds = kr.data.load_dataset(tmp_path / "data", split, **options)
+        for _ in ds:
+            pass
 
 
 def test_corrupt_files_are_skipped_with_a_warning_or_raise_when_strict(tmp_path):

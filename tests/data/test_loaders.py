@@ -327,7 +327,7 @@ def test_a_stand_in_for_a_file_that_fails_to_decode_brings_its_own_label(tmp_pat
     assert labels.tolist() == [1, 1]
     np.testing.assert_allclose(images[0], images[1])
     assert images[0, ..., 2].mean() > 200 > 40 > images[0, ..., 0].mean()  # dog's blue
-    loader = kr.data.load_dataset(root, "train", image_size=8, batch_size=2, shuffle=False, **PY)
+    loader = kr.data.load_dataset(root, "train", image_size=8, batch_size=2, **PY)  # training
     assert sorted(loader[0][1].tolist()) == [1, 1]
 
 

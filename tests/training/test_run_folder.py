@@ -180,6 +180,9 @@ def test_a_run_resumes_only_with_its_own_arguments(tmp_path, monkeypatch):
         _train(tmp_path, epochs=3)
     with pytest.raises(ValueError, match="recipe: 'resnet_cifar' there, 'resnet_imagenet' now"):
         _train(tmp_path, recipe="resnet_imagenet")
+    # Its best model was judged without validation data: none may come in now.
+    with pytest.raises(ValueError, match="val_data: None there, .* now"):
+        _train(tmp_path, val_data=(random_images(8, 16, 16), np.arange(8) % 3))
     assert _snapshot(tmp_path) == before
     # The same arguments: it was killed after its last save, so it only finishes.
     history = _train(tmp_path)
@@ -288,7 +291,7 @@ def test_output_folder_records_what_it_wrote(tmp_path):
 
 def test_a_refused_run_claims_nothing_and_a_finished_run_only_what_it_wrote(tmp_path):
     wrong = _data(labels=np.arange(32) % 5)  # labels 0-4 for a 3-class model: refused
-    with pytest.raises(ValueError, match="labels from 0 to 4"):
+    with pytest.raises(ValueError, match="labels up to 4"):
         _train(tmp_path, data=wrong)
     (tmp_path / "best.keras").write_bytes(b"the user's own model")
     with pytest.raises(ValueError, match="holds best.keras, which keras_resvit did not write"):

@@ -542,3 +542,21 @@ def test_bad_keras_style_arguments(arrays, digits, tmp_path, arguments, message)
     with pytest.raises(ValueError, match=message):
         kr.train(_small(), data, epochs=1, output_dir=tmp_path / "run", verbose=0, **arguments)
     assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_a_function_builds_the_model_in_the_runs_precision(arrays, tmp_path):
+    built = []
+
+    def build():
+        built.append(keras.config.dtype_policy().name)
+        return _small()
+
+    history = kr.train(
+        build, arrays[0], epochs=1, precision="mixed_float16", output_dir=tmp_path, verbose=0
+    )
+    assert built == ["mixed_float16"]
+    assert history.model.dtype_policy.name == "mixed_float16"
+    assert json.loads((tmp_path / "config.json").read_text())["precision"] == "mixed_float16"
+    assert keras.config.dtype_policy().name == "float32"  # restored after the run
+    with pytest.raises(ValueError, match="returned a str; a function given as the model must"):
+        kr.train(lambda: "resnet8", arrays[0], epochs=1, output_dir=tmp_path / "b", verbose=0)

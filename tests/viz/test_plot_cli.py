@@ -1,5 +1,7 @@
 """`keras-resvit plot`: each kind writes a PNG and exits 0; bad input exits 2 with one line."""
 
+from pathlib import Path
+
 import keras
 import pytest
 from matplotlib.image import imread
@@ -72,3 +74,19 @@ def test_bad_input_exits_2_with_one_line(files, tmp_path, capsys, argv, words):
     for word in words:
         assert word in err
     assert not output.exists()
+
+
+def test_a_plot_replaces_only_its_own_figure(files, tmp_path, capsys):
+    """A user's image at --output (here the plot's own input) is left as it is; a figure the
+    package wrote is replaced."""
+    folder, images = files
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(Path(images[0]).read_bytes())
+    before = photo.read_bytes()
+    argv = ["plot", "gradcam", str(folder / "resnet.keras"), str(photo), "--output", str(photo)]
+    assert main(argv) == 2
+    assert "is not a figure keras_resvit wrote" in capsys.readouterr().err
+    assert photo.read_bytes() == before
+    curves = ["plot", "curves", str(folder / "history.csv"), "--output", str(tmp_path / "c.png")]
+    assert main(curves) == 0 and main(curves) == 0  # its own figure, replaced
+    assert imread(tmp_path / "c.png").shape[:2] == (350, 2 * 450)
