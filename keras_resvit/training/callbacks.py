@@ -452,8 +452,10 @@ def _history_rows(path):
             rows = [{k: float(v) for k, v in row.items() if v != ""} for row in reader]
     except (OSError, UnicodeDecodeError, ValueError, TypeError, csv.Error) as error:
         return None, first_line(error)[:200]
-    if any("epoch" not in row for row in rows):
-        return None, "a row has no epoch"
+    if any("epoch" not in row or not row["epoch"].is_integer() for row in rows):
+        return None, "a row has no whole epoch number"
+    for row in rows:  # written back as it was read: "3", not "3.0"
+        row["epoch"] = int(row["epoch"])
     return rows, None
 
 

@@ -190,6 +190,9 @@ def test_a_run_resumes_only_with_its_own_arguments(tmp_path, monkeypatch):
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["batch_size"] == 8 and config["result"]["epochs"] == 2
     assert not (tmp_path / "resume").exists()
+    # The rows read back at the resume are written as they were: epoch "1", not "1.0".
+    lines = (tmp_path / "history.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in lines] == ["epoch", "1", "2"]
 
 
 def test_a_finished_run_is_kept_unless_overwrite(tmp_path):
