@@ -34,12 +34,19 @@ def run_list(args):
         return
     from keras_resvit.weights.catalog import CATALOG, describe
 
+    listed = False
     for name in names:
         entries = [entry for entry in CATALOG if name in entry.models]
         if entries:
+            listed = True
             print(name)
             for entry in entries:
                 print(f"  {describe(entry)}")
+    if not listed:
+        raise ValueError(
+            f"no model matching {args.pattern!r} has published weights; `keras-resvit list "
+            "--weights` lists those that have."
+        )
 
 
 def run_info(args):

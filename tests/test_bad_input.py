@@ -258,6 +258,12 @@ CASES = [
         ("--seed", "'-1' is not valid", "[0, 2**32)"),
     ),
     Case(
+        "cli_list_weights_of_models_without_any",
+        lambda b: ["list", "--weights", "plain*"],
+        2,
+        ("no model matching 'plain*' has published weights",),
+    ),
+    Case(
         "cli_train_empty_data",
         lambda b: ["train", "--data", "", "--output", str(b.tmp / "run")],
         2,
