@@ -178,7 +178,14 @@ def _check_previous_run(output, overwrite):
 def _augmentation(args, recipe):
     """The --augment preset: "auto" is the recipe's, except on digits, which flips and crops
     would change; "none" is None."""
+    from keras_resvit.data.augmentation import AUGMENTATION_PRESETS
+
     augment = args.augment
+    if augment not in ("auto", "none", *AUGMENTATION_PRESETS):
+        raise ValueError(
+            f"--augment {augment!r} is not valid; valid: auto (the recipe's), none, or a preset: "
+            f"{', '.join(AUGMENTATION_PRESETS)}."
+        )
     if augment == "auto":
         augment = None if args.data == "digits" else recipe.augment
     return None if augment == "none" else augment

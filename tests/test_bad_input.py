@@ -264,6 +264,12 @@ CASES = [
         ("no model matching 'plain*' has published weights",),
     ),
     Case(
+        "cli_train_augment_none_capitalized",
+        lambda b: ["train", "--augment", "None", "--output", str(b.tmp / "run")],
+        2,
+        ("--augment 'None' is not valid", "auto (the recipe's), none, or a preset"),
+    ),
+    Case(
         "cli_train_empty_data",
         lambda b: ["train", "--data", "", "--output", str(b.tmp / "run")],
         2,

@@ -208,7 +208,7 @@ def get_spec(name: str) -> ModelSpec:
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         raise ValueError(
             f"name={name!r} is not a registered model.{hint} "
-            "See keras_resvit.list_models() for all names."
+            "See keras_resvit.list_models() (keras-resvit list) for all names."
         )
     return REGISTRY[name]
 
