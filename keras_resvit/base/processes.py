@@ -116,15 +116,36 @@ def cluster_tasks(environ=os.environ) -> dict:
     text = environ.get("TF_CONFIG", "")
     if not text:
         return {}
+    expected = (
+        'expected JSON such as {"cluster": {"worker": ["host1:port", "host2:port"]}, '
+        '"task": {"type": "worker", "index": 0}}'
+    )
     try:
         config = json.loads(text)
-        return {kind: len(addresses) for kind, addresses in config["cluster"].items()}
+        tasks = {kind: len(addresses) for kind, addresses in config["cluster"].items()}
+        if not all(isinstance(a, list) for a in config["cluster"].values()):
+            raise TypeError
     except (ValueError, KeyError, TypeError, AttributeError):
+        raise ValueError(f"TF_CONFIG={text!r} is not valid: {expected}.") from None
+    task = config.get("task")
+    kind = task.get("type") if isinstance(task, dict) else None
+    index = task.get("index") if isinstance(task, dict) else None
+    if (
+        sum(tasks.values()) > 1
+        and kind != "evaluator"
+        and not (  # TF's evaluator is outside
+            kind in tasks
+            and isinstance(index, int)
+            and not isinstance(index, bool)
+            and 0 <= index < tasks[kind]
+        )
+    ):
         raise ValueError(
-            f"TF_CONFIG={text!r} is not valid: expected JSON such as "
-            '{"cluster": {"worker": ["host1:port", "host2:port"]}, '
-            '"task": {"type": "worker", "index": 0}}.'
-        ) from None
+            f"TF_CONFIG={text!r} does not say which task of its cluster this process is: its "
+            f'"task" must name a type of the cluster {sorted(tasks)} and an index within it; '
+            f"{expected}."
+        )
+    return tasks
 
 
 def _initialize_tensorflow():

@@ -45,14 +45,20 @@ def test_a_bad_process_count_in_the_environment_is_named(monkeypatch, value):
 
 
 def test_tf_config_is_read_and_checked():
-    config = {"cluster": {"chief": ["a:1"], "worker": ["b:1", "c:1"]}, "task": {}}
+    cluster = {"chief": ["a:1"], "worker": ["b:1", "c:1"]}
+    config = {"cluster": cluster, "task": {"type": "worker", "index": 1}}
     assert processes.cluster_tasks({"TF_CONFIG": json.dumps(config)}) == {
         "chief": 1,
         "worker": 2,
     }
     assert processes.cluster_tasks({}) == {}
-    with pytest.raises(ValueError, match="TF_CONFIG='not json' is not valid"):
-        processes.cluster_tasks({"TF_CONFIG": "not json"})
+    for text in ("not json", '{"cluster": "a:1"}', '{"cluster": {"worker": "a:1"}}'):
+        with pytest.raises(ValueError, match=f"TF_CONFIG='{text}' is not valid"):
+            processes.cluster_tasks({"TF_CONFIG": text})
+    for task in ({}, {"type": "ps", "index": 0}, {"type": "worker", "index": 2}, None):
+        text = json.dumps({"cluster": cluster, "task": task})
+        with pytest.raises(ValueError, match="does not say which task of its cluster"):
+            processes.cluster_tasks({"TF_CONFIG": text})
 
 
 def test_multi_worker_needs_a_cluster(backend):
