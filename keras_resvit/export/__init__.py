@@ -202,7 +202,7 @@ def _check_side_file(path, class_names):
     raise ValueError(
         f"{str(class_names_path(path))!r} lists the classes {existing[:5]} but the exported "
         f"model has {ours}; it belongs to another model (e.g. {path.stem}.keras): export to "
-        "another path, pass class_names=, or delete that file if it is stale."
+        "another path, pass class_names= (the API), or delete that file if it is stale."
     )
 
 

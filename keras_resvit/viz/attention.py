@@ -37,7 +37,7 @@ def _check_arguments(model, images, discard_ratio, head_fusion):
         raise ValueError(
             f"model={model.name!r} is not a ViT (it has no PositionEmbedding layer); attention "
             "rollout needs a model built by build_vit or build_hybrid_vit. For a ResNet use "
-            "keras_resvit.viz.grad_cam."
+            "keras_resvit.viz.grad_cam (keras-resvit plot gradcam)."
         )
     check_choice("head_fusion", head_fusion, HEAD_FUSIONS)
     check_rate("discard_ratio", discard_ratio)

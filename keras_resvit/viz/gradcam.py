@@ -31,7 +31,7 @@ def _classifier(model):
     if is_vit(model):
         raise ValueError(
             f"model={model.name!r} is a ViT, which has no convolutional feature map for Grad-CAM; "
-            "use keras_resvit.viz.attention_rollout."
+            "use keras_resvit.viz.attention_rollout (keras-resvit plot attention)."
         )
     return classifier_layer(model, "Grad-CAM needs a classifier")
 
