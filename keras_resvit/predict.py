@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_resvit.base.class_names import check_class_names, model_class_names, read_class_names
-from keras_resvit.base.validation import check_int
+from keras_resvit.base.validation import check_finite_scores, check_int
 from keras_resvit.data.image_files import load_images
 
 
@@ -126,6 +126,7 @@ def predict(model, image_paths, *, top_k: int = 5) -> list:
         )
     image_paths = paths
     all_scores, names, model_path = _scores_and_names(model, image_paths)
+    check_finite_scores(str(model_path or getattr(model, "name", model)), all_scores)
     check_class_names(names, all_scores.shape[-1], model_path)
     results = []
     for scores in all_scores:

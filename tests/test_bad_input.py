@@ -133,6 +133,32 @@ def _train(bad, model=None, data=None, **kwargs):
     )
 
 
+def _nan_classifier():
+    """A classifier whose weights went NaN: every score it gives is NaN."""
+    model = kr.build_resnet(8, stem="cifar", input_shape=(16, 16, 3), num_classes=3)
+    kernel = model.get_layer("predictions").kernel
+    kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+    return model
+
+
+def _quantized_classifier():
+    model = kr.build_resnet(8, stem="cifar", input_shape=(16, 16, 3), num_classes=3)
+    model.quantize("int8")
+    return model
+
+
+def _cat_dog_fox_classifier():
+    model = kr.build_resnet(8, stem="cifar", input_shape=(16, 16, 3), num_classes=3)
+    kr.files.set_class_names(model, ["cat", "dog", "fox"])
+    return model
+
+
+def _named_dataset(names):
+    data = kr.data.load_dataset((random_images(4, 16, 16), np.arange(4) % 2), batch_size=2)
+    data.class_names = names
+    return data
+
+
 def _dense_after_the_classifier():
     inputs = keras.Input((4,))
     scores = keras.layers.Dense(3, name="predictions")(inputs)
@@ -256,6 +282,45 @@ CASES = [
         lambda b: ["few-shot", "resnet20", "--seed", "-1"],
         2,
         ("--seed", "'-1' is not valid", "[0, 2**32)"),
+    ),
+    Case(
+        "multi_crop_evaluate_nan_scores",
+        lambda b: kr.evaluation.multi_crop_evaluate(
+            _nan_classifier(), (random_images(2, 16, 16), np.arange(2)), scales=(16,)
+        ),
+        V,
+        ("model 'resnet8' gives NaN or infinite scores", "row 0"),
+    ),
+    Case(
+        "predict_nan_scores",
+        lambda b: kr.predict(_nan_classifier(), [b.tmp / "one_class" / "cat" / "a.png"]),
+        V,
+        ("model 'resnet8' gives NaN or infinite scores",),
+    ),
+    Case(
+        "multi_crop_evaluate_other_classes",
+        lambda b: kr.evaluation.multi_crop_evaluate(
+            _cat_dog_fox_classifier(), _named_dataset(["cat", "fox"]), scales=(16,)
+        ),
+        V,
+        ("data has classes ['cat', 'fox']", "label 1 means 'fox' in one and 'dog'"),
+    ),
+    Case(
+        "few_shot_test_of_other_classes",
+        lambda b: kr.evaluation.few_shot(
+            kr.build_resnet(8, stem="cifar", input_shape=(16, 16, 3), num_classes=3),
+            _named_dataset(["cat", "dog", "fox"]),
+            _named_dataset(["cat", "fox"]),
+            shots=1,
+        ),
+        V,
+        ("test has classes ['cat', 'fox']", "label 1 means 'fox'"),
+    ),
+    Case(
+        "grad_cam_of_a_quantized_classifier",
+        lambda b: kr.viz.grad_cam(_quantized_classifier(), random_images(1, 16, 16)),
+        V,
+        ("quantized classifier (int8)", "before model.quantize"),
     ),
     Case(
         "cli_list_weights_of_models_without_any",

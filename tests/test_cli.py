@@ -91,15 +91,19 @@ def test_info_resizes_a_vit(capsys):
     assert "32x32x3" in capsys.readouterr().out
 
 
-def test_evaluate_reports_the_loss_of_a_logits_model(tmp_path, capsys):
-    model = kr.build_resnet(8, stem="cifar", num_classes=10, classifier_activation=None)
-    model.save(tmp_path / "logits.keras")
-    assert main(["evaluate", str(tmp_path / "logits.keras"), "--data", "digits"]) == 0
+@pytest.mark.parametrize("activation", [None, "sigmoid"])
+def test_evaluate_reports_the_loss_of_a_logits_or_sigmoid_model(tmp_path, capsys, activation):
+    """Logits go through the softmax; sigmoid scores are probabilities, never taken for
+    logits (the loss normalizes them)."""
+    model = kr.build_resnet(8, stem="cifar", num_classes=10, classifier_activation=activation)
+    model.save(tmp_path / "model.keras")
+    assert main(["evaluate", str(tmp_path / "model.keras"), "--data", "digits"]) == 0
     loss = float(re.search(r"loss ([0-9.]+)", capsys.readouterr().out).group(1))
     test = kr.data.load_dataset("digits", "test", batch_size=64)
     labels = np.concatenate([np.asarray(y) for _, y in test])
-    logits = model.predict(test, verbose=0)
-    expected = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(labels, logits)
+    scores = model.predict(test, verbose=0)
+    from_logits = activation is None
+    expected = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)(labels, scores)
     assert loss == pytest.approx(float(expected), abs=2e-4)
 
 

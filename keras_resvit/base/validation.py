@@ -140,3 +140,23 @@ def check_model(argument: str, value) -> None:
             f"{argument} of type {type(value).__name__} is not valid; pass a keras.Model "
             "(kr.create_model(name) builds one, kr.load_model(path) loads one)."
         )
+
+
+def check_finite_scores(model_name: str, scores, what: str = "images") -> None:
+    """A model's scores must be finite: NaN or infinite scores would rank the classes, and
+    count as hits or misses, by accident.
+
+    Raises:
+        ValueError: naming the model and the first row (image) whose scores are not finite.
+    """
+    import numpy as np
+
+    scores = np.asarray(scores)
+    finite = np.isfinite(scores.reshape(len(scores), -1)).all(axis=-1)
+    if not finite.all():
+        row = int(np.argmin(finite))
+        raise ValueError(
+            f"model {model_name!r} gives NaN or infinite scores for {what} (row {row}, "
+            f"{int((~finite).sum())} in all): its weights are not finite, or its computation "
+            "overflows (try float32); no class ranking can be read from them."
+        )

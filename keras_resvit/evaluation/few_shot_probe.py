@@ -12,7 +12,7 @@ import keras
 import numpy as np
 
 from keras_resvit.base.validation import check_number
-from keras_resvit.data.checks import check_pixels
+from keras_resvit.data.checks import check_class_names_match, check_pixels
 from keras_resvit.data.datasets import load_dataset
 from keras_resvit.data.loader_choice import ALL_EXAMPLES
 from keras_resvit.models.features import representation_model as feature_model
@@ -250,6 +250,9 @@ def few_shot(
         _check_shots(count)
     check_number("l2_regularization", l2_regularization, 0)
     feature_model(model, layer)
+    # Label i must mean one class in both (datasets say which; sources of one folder agree).
+    names = (getattr(data, "class_names", None) for data in (test, train))
+    check_class_names_match("test", *names, "train")
     x_pool, y_pool = extract_features(model, train, layer=layer, batch_size=batch_size)
     x_test, y_test = extract_features(model, test, layer=layer, batch_size=batch_size, split="test")
     unseen = np.setdiff1d(y_test, y_pool)

@@ -4,9 +4,16 @@
 import keras
 import numpy as np
 
+from keras_resvit.base.class_names import model_class_names
 from keras_resvit.base.model_files import deep_graph
-from keras_resvit.base.validation import check_bool, check_choice, check_int, check_model
-from keras_resvit.data.checks import check_pixels
+from keras_resvit.base.validation import (
+    check_bool,
+    check_choice,
+    check_finite_scores,
+    check_int,
+    check_model,
+)
+from keras_resvit.data.checks import check_class_names_match, check_pixels
 from keras_resvit.data.transforms import resize_shorter_side, ten_crop
 from keras_resvit.models.common import is_vit
 
@@ -128,7 +135,8 @@ def _crop_scores(model, images, crop_size, scales, crops, batch_size):
     def score(view):
         return keras.ops.convert_to_numpy(model(view, training=False))
 
-    return _average_scores(images, scales, views, score, batch_size)
+    scores = _average_scores(images, scales, views, score, batch_size)
+    return _checked_scores(model, scores, "images")
 
 
 def _average_scores(images, scales, views, score, batch_size):
@@ -144,6 +152,11 @@ def _average_scores(images, scales, views, score, batch_size):
         ]
         outputs.append(np.mean(scores, axis=0))
     return np.concatenate(outputs).astype("float32")
+
+
+def _checked_scores(model, scores, what):
+    check_finite_scores(model.name, scores, what)
+    return scores
 
 
 def _is_batch(item) -> bool:
@@ -245,6 +258,9 @@ def multi_crop_evaluate(
             f"top_k={top_k!r} is not valid; valid: an int or a non-empty sequence of ints in "
             f"[1, {classes}] (the model has {classes} classes)."
         )
+    # A dataset of other classes (or of a folder that lacks one) would be scored silently.
+    model_names = model_class_names(model)
+    check_class_names_match("data", getattr(data, "class_names", None), model_names, "the model")
     hits = dict.fromkeys(ks, 0)
     count = 0
     for number, batch in enumerate(_batches(data), 1):
@@ -358,4 +374,5 @@ def fully_convolutional_predict(
     def views(resized):
         return (resized, keras.ops.flip(resized, axis=2)) if flip else (resized,)
 
-    return _average_scores(images, scales, views, sized.predict_on_batch, batch_size)
+    scores = _average_scores(images, scales, views, sized.predict_on_batch, batch_size)
+    return _checked_scores(model, scores, "images")

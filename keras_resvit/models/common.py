@@ -237,11 +237,14 @@ def check_classifier(model, needs: str):
 
 
 def outputs_logits(model) -> bool:
-    """Whether a classifier's outputs are logits rather than softmax probabilities."""
+    """Whether a classifier's outputs are logits (no activation) rather than probabilities
+    (softmax, or another activation such as a sigmoid, whose outputs a loss must not take for
+    logits)."""
     last = model.layers[-1]
     if isinstance(last, keras.layers.Softmax):
         return False
-    return getattr(getattr(last, "activation", None), "__name__", "") != "softmax"
+    activation = getattr(getattr(last, "activation", None), "__name__", "linear")
+    return activation == "linear"
 
 
 def replace_head(model: keras.Model, num_classes: int) -> keras.Model:

@@ -37,7 +37,7 @@ def _loss(model, soft_labels, recipe):
     if recipe.loss == "binary_cross_entropy":
         if not from_logits:
             raise ValueError(
-                f"model {model.name!r} ends in a softmax, but the recipe trains with binary "
+                f"model {model.name!r} ends in an activation, but the recipe trains with binary "
                 "cross-entropy, one sigmoid per class on the logits; build the model with "
                 "classifier_activation=None (a model built by name gets it from the recipe)."
             )

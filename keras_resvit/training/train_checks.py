@@ -138,7 +138,8 @@ def check_loss_outputs(loss, model, labels):
     logits = outputs_logits(model)
     if wanted is not None and wanted != logits:
         name = loss if isinstance(loss, str) else getattr(loss, "__name__", type(loss).__name__)
-        outputs = "logits" if logits else "softmax probabilities"
+        activation = getattr(getattr(model.layers[-1], "activation", None), "__name__", "")
+        outputs = "logits" if logits else f"{activation or 'softmax'} probabilities"
         raise ValueError(
             f"loss={name!r} has from_logits={wanted} but the model outputs {outputs}; pass "
             f"a loss with from_logits={logits}."

@@ -88,6 +88,13 @@ def _check_class_index(class_index, count, num_classes):
 def _grad_cam(model, images, class_index, layer):
     """(heatmaps, the class each explains); see `grad_cam`."""
     features_model, head, classifier = _split(model, layer)
+    if getattr(classifier.dtype_policy, "quantization_mode", None):
+        raise ValueError(
+            f"model={model.name!r} has a quantized classifier "
+            f"({classifier.dtype_policy.quantization_mode}), whose kernel holds integers "
+            "without their scales: Grad-CAM's class scores would be wrong. Explain the model "
+            "before model.quantize(...)."
+        )
     images = check_images(model, images)
     classes = _check_class_index(class_index, len(images), classifier.units)
     features = features_model(images, training=False)
