@@ -98,6 +98,8 @@ def run_evaluate(args):
     checks.check_class_names_match(argument, data.class_names, model_names, args.model)
     where = f"{args.model} on {args.data} ({args.split})"
     if scales:
+        if own_folder.parent.is_dir() and args.data != "digits":  # an image folder
+            data = _whole_images(args)  # its images at their own size and aspect
         with checks.data_errors():
             result = kr.evaluation.multi_crop_evaluate(
                 model, data, scales=scales, crops=args.crops, batch_size=args.batch_size
@@ -108,6 +110,26 @@ def run_evaluate(args):
         return
     loss, accuracy = _plain_evaluate(model, data, classes, argument)
     print(f"{where}: accuracy {accuracy:.4f}, loss {loss:.4f}")
+
+
+def _whole_images(args):
+    """A folder's images one at a time, at their own size and aspect, with their labels: the
+    multi-crop test resizes each image's shorter side to each scale and crops the crops from
+    the whole of it (He et al.), where a dataset of one size would have cut it square."""
+    import numpy as np
+
+    from keras_resvit.data.folders import list_image_folder
+    from keras_resvit.data.loaders import read_image
+
+    paths, labels, _ = list_image_folder(
+        args.data, args.split, validation_split=args.validation_split, complete=True
+    )
+    for path, label in zip(paths, labels, strict=True):
+        try:
+            pixels = read_image(path)
+        except OSError as error:
+            raise ValueError(f"image {path!r} cannot be decoded: {error}") from None
+        yield pixels[None].astype("float32"), np.array([label])
 
 
 def _evaluation_scales(args, size):

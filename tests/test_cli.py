@@ -232,6 +232,27 @@ def test_evaluate_offers_the_multi_crop_test(tmp_path, capsys):
     )
 
 
+def test_the_multi_crop_test_of_a_folder_crops_whole_wide_images(tmp_path, capsys):
+    """Each image keeps its aspect: its shorter side is resized to each scale and the ten crops
+    come from the whole of it, as `multi_crop_evaluate` does with the images themselves."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (6, 16, 40, 3)).astype("uint8")
+    labels = np.arange(6) % 3
+    for i, (pixels, label) in enumerate(zip(images, labels, strict=True)):
+        folder = tmp_path / "data" / "test" / "abc"[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        keras.utils.save_img(folder / f"{i}.png", pixels)
+    model = kr.build_resnet(8, stem="cifar", input_shape=(16, 16, 3), num_classes=3)
+    model.save(tmp_path / "m.keras")
+    argv = ["evaluate", str(tmp_path / "m.keras"), "--data", str(tmp_path / "data")]
+    assert main([*argv, "--split", "test", "--crops", "ten", "--scales", "16", "20"]) == 0
+    top1 = float(re.search(r"top-1 accuracy ([0-9.]+)", capsys.readouterr().out).group(1))
+    order = np.argsort([f"{'abc'[y]}/{i}" for i, y in enumerate(labels)])  # the listing's order
+    arrays = (images[order].astype("float32"), labels[order])
+    expected = kr.evaluation.multi_crop_evaluate(model, arrays, scales=(16, 20), crops="ten")
+    assert top1 == pytest.approx(expected["top1"], abs=1e-4)
+
+
 @pytest.mark.slow
 @pytest.mark.one_backend(
     "tensorflow",

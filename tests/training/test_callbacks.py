@@ -6,6 +6,7 @@ import json
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_resvit as kr
 from keras_resvit.training import callbacks
@@ -29,8 +30,10 @@ def test_resumed_run_never_replaces_best_with_a_worse_model(tmp_path, monkeypatc
     x_val = random_images(16, 16, 16, seed=1)
     predicted = np.argmax(keras.ops.convert_to_numpy(_model()(x_val)), -1)
     # Accuracy 1.0 on the first validation set, 0.0 on the second (every label off by one).
-    perfect = kr.data.load_dataset((x_val, predicted), "test", batch_size=16)
-    wrong = kr.data.load_dataset((x_val, (predicted + 1) % 10), "test", batch_size=16)
+    # Plain tf.data datasets, which carry no provenance: a resumed run must validate on the
+    # same data, and datasets of kr.data say which data they hold.
+    perfect = tf.data.Dataset.from_tensor_slices((x_val, predicted)).batch(16)
+    wrong = tf.data.Dataset.from_tensor_slices((x_val, (predicted + 1) % 10)).batch(16)
     run = {"epochs": 2, "output_dir": tmp_path, "learning_rate": 1e-9, "verbose": 0}
     save_model = callbacks.save_model
 
