@@ -261,8 +261,11 @@ def load_dataset(
         strict: raise on a non-image, corrupt, oversized (`image_files.MAX_IMAGE_PIXELS`) or
             truncated file in a folder instead of skipping it with a warning; finding
             truncated files reads every file whole when the folder is listed. Without it, a
-            listed file that fails to decode is replaced by another image of the folder, so
-            that an epoch keeps the listed count (`folders.folder_dataset`).
+            listed file of a shuffled training split that fails to decode is replaced by
+            another image of the folder, so that an epoch keeps the listed count
+            (`folders.folder_dataset`); any other read (an evaluation's) skips truncated
+            files, with the warning, and stops at a file that fails to decode, where a
+            stand-in would be scored twice.
         deterministic: make the batches one at a time on one thread, as they are asked for
             (slower; for debugging). tf.data batches are reproducible for a given `seed`
             either way: each example's random layers draw from a seed of its own
