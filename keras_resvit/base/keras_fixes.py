@@ -122,7 +122,8 @@ def _attach(model, kept):
     model._jax_state = None
     model._jax_state_synced = True
     for variable, value in kept.values():
-        if variable._value is None and not value.is_deleted():
+        deleted = getattr(value, "is_deleted", None)  # a buffer a finished step donated
+        if variable._value is None and not (deleted and deleted()):
             variable._value = value
 
 
