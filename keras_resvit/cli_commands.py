@@ -160,7 +160,22 @@ def _plain_evaluate(model, data, classes, argument):
     soft = checks.has_soft_labels(data)
     losses = keras.losses
     loss = losses.CategoricalCrossentropy if soft else losses.SparseCategoricalCrossentropy
-    model.compile(loss=loss(from_logits=outputs_logits(model)), metrics=["accuracy"])
+    loss = loss(from_logits=outputs_logits(model))
+    last = model.layers[-1]
+    softmax = isinstance(last, keras.layers.Softmax) or (
+        getattr(getattr(last, "activation", None), "__name__", "") == "softmax"
+    )
+    if not outputs_logits(model) and not softmax:  # a sigmoid's scores, say
+        unreduced = losses.categorical_crossentropy
+        if not soft:
+            unreduced = losses.sparse_categorical_crossentropy
+
+        def loss(labels, scores):
+            # The cross-entropy of the scores normalized to sum to 1, on every backend
+            # (TensorFlow's loss would read a sigmoid's logits off its output instead).
+            return unreduced(labels, scores / keras.ops.sum(scores, axis=-1, keepdims=True))
+
+    model.compile(loss=loss, metrics=["accuracy"])
     with checks.data_errors():
         return model.evaluate(checks.check_batches(data, classes, argument), verbose=0)
 
