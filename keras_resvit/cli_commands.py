@@ -155,17 +155,13 @@ def _plain_evaluate(model, data, classes, argument):
     import keras
 
     from keras_resvit.data import checks
-    from keras_resvit.models.common import outputs_logits
+    from keras_resvit.models.common import classifier_activation, outputs_logits
 
     soft = checks.has_soft_labels(data)
     losses = keras.losses
     loss = losses.CategoricalCrossentropy if soft else losses.SparseCategoricalCrossentropy
     loss = loss(from_logits=outputs_logits(model))
-    last = model.layers[-1]
-    softmax = isinstance(last, keras.layers.Softmax) or (
-        getattr(getattr(last, "activation", None), "__name__", "") == "softmax"
-    )
-    if not outputs_logits(model) and not softmax:  # a sigmoid's scores, say
+    if classifier_activation(model) not in ("softmax", "linear"):  # a sigmoid's, say
         unreduced = losses.categorical_crossentropy
         if not soft:
             unreduced = losses.sparse_categorical_crossentropy

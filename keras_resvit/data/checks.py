@@ -144,10 +144,7 @@ def check_batch(
             f"shape {labels.shape}; every batch holds one or more images and a label each (a "
             "PyDataset's len() counts only batches it can make)."
         )
-    if image_shape is not None and (
-        len(image_shape) != images.ndim - 1
-        or any(n is not None and n != m for n, m in zip(image_shape, images.shape[1:], strict=True))
-    ):
+    if image_shape is not None and not image_shape_fits(images.shape[1:], image_shape):
         raise BatchError(
             f"{argument}: batch {number} holds images of shape {images.shape[1:]}, but the "
             f"model takes {tuple(image_shape)}; every batch must have the model's size."
@@ -174,6 +171,14 @@ def check_batch(
         value = labels[np.argmax(bad)]
         value = int(value) if float(value).is_integer() else float(value)
         raise BatchError(_label_message(argument, number, value, num_classes))
+
+
+def image_shape_fits(shape, expected) -> bool:
+    """Whether images of `shape` (height, width, channels) are of the `expected` one, whose
+    None sizes take any."""
+    return len(shape) == len(expected) and all(
+        n is None or n == m for n, m in zip(expected, shape, strict=True)
+    )
 
 
 class CheckedBatches(keras.utils.PyDataset):

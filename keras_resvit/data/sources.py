@@ -247,8 +247,10 @@ def evaluation_read(split, shuffle) -> bool:
     return not (is_training_split(split) and shuffle)
 
 
-def _list_folder(source, split, validation_split, seed, strict, complete):
-    """(paths, labels, class names, origin) of a folder of one sub-folder of images per class."""
+def _list_folder(source, split, validation_split, seed, strict, shuffle):
+    """(paths, labels, class names, origin, whether a file that fails to decode stops the
+    read) of a folder of one sub-folder of images per class (see `evaluation_read`)."""
+    complete = strict or evaluation_read(split, shuffle)
     if (
         isinstance(source, str)
         and not any(c in source for c in "/\\~")
@@ -261,18 +263,16 @@ def _list_folder(source, split, validation_split, seed, strict, complete):
     )  # fmt: skip
     origin = f"folder {str(Path(source).expanduser().resolve())!r}[{split}], "
     origin += f"{len(paths)} files, validation_split={validation_split}"
-    return paths, labels, class_names, origin
+    return paths, labels, class_names, origin, complete
 
 
 def _read_folder(source, split, *, validation_split, seed, strict, cache, shuffle, part, **_):
     """A folder of one sub-folder of images per class, cached when its files are small (and
     then, when they are all of one size, decoded into memory at once); several processes
     decode only their share of the listed files."""
-    complete = strict or evaluation_read(split, shuffle)  # see `evaluation_read`
-    paths, labels, class_names, origin = _list_folder(
-        source, split, validation_split, seed, strict, complete
+    paths, labels, class_names, origin, strict = _list_folder(
+        source, split, validation_split, seed, strict, shuffle
     )
-    strict = complete
     whole = None
     if part[1] > 1:
         listed = paths, labels
@@ -329,11 +329,9 @@ def loader_examples(source, split, image_size, validation_split, seed, strict, c
     `cache` (default: they are small) and they are all of one size whose pixels fit."""
     kind = source_kind(source)
     if kind == "an image folder path":
-        complete = strict or evaluation_read(split, shuffle)  # see `evaluation_read`
-        paths, labels, class_names, origin = _list_folder(
-            source, split, validation_split, seed, strict, complete
+        paths, labels, class_names, origin, strict = _list_folder(
+            source, split, validation_split, seed, strict, shuffle
         )
-        strict = complete
         fixed = _folder_cache(paths, cache)[1]
         if fixed is not None:
             images, failed = np.empty((len(paths), *fixed, 3), "uint8"), set()

@@ -236,15 +236,20 @@ def check_classifier(model, needs: str):
         )
 
 
+def classifier_activation(model) -> str:
+    """The name of the activation a model's outputs come out of: "softmax" (a `Softmax`
+    layer too), "linear" (logits), "sigmoid", ..."""
+    last = model.layers[-1]
+    if isinstance(last, keras.layers.Softmax):
+        return "softmax"
+    return getattr(getattr(last, "activation", None), "__name__", "linear")
+
+
 def outputs_logits(model) -> bool:
     """Whether a classifier's outputs are logits (no activation) rather than probabilities
     (softmax, or another activation such as a sigmoid, whose outputs a loss must not take for
     logits)."""
-    last = model.layers[-1]
-    if isinstance(last, keras.layers.Softmax):
-        return False
-    activation = getattr(getattr(last, "activation", None), "__name__", "linear")
-    return activation == "linear"
+    return classifier_activation(model) == "linear"
 
 
 def replace_head(model: keras.Model, num_classes: int) -> keras.Model:

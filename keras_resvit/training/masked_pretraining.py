@@ -17,7 +17,7 @@ from keras_resvit.base.lazy import tf
 from keras_resvit.base.model_files import save_model
 from keras_resvit.base.output_folders import output_folder
 from keras_resvit.base.validation import check_int, check_number, check_seed, check_verbose
-from keras_resvit.data.checks import check_batches, check_pixels, data_errors
+from keras_resvit.data.checks import check_batches, check_pixels, data_errors, image_shape_fits
 from keras_resvit.data.datasets import load_dataset
 from keras_resvit.data.loader_choice import ALL_EXAMPLES
 from keras_resvit.factory import create_model
@@ -129,7 +129,7 @@ class _ImageBatches(keras.utils.PyDataset):
 
 
 def _check_image_shape(argument, shape, expected):
-    if any(n is not None and n != m for n, m in zip(shape, expected, strict=True)):
+    if not image_shape_fits(tuple(expected), tuple(shape)):  # sizes a dataset leaves unknown pass
         raise ValueError(
             f"{argument} holds images of shape {tuple(shape)}; the ViT takes "
             f"{tuple(expected)} (resize the images, or kr.resize_vit the model)."

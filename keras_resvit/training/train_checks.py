@@ -11,7 +11,7 @@ import keras
 import numpy as np
 
 from keras_resvit.base.validation import check_bool, check_int, check_number, check_verbose
-from keras_resvit.models.common import outputs_logits
+from keras_resvit.models.common import classifier_activation, outputs_logits
 from keras_resvit.models.registry import get_spec
 from keras_resvit.training.callbacks import follows_schedule
 from keras_resvit.training.recipes import get_recipe
@@ -138,8 +138,7 @@ def check_loss_outputs(loss, model, labels):
     logits = outputs_logits(model)
     if wanted is not None and wanted != logits:
         name = loss if isinstance(loss, str) else getattr(loss, "__name__", type(loss).__name__)
-        activation = getattr(getattr(model.layers[-1], "activation", None), "__name__", "")
-        outputs = "logits" if logits else f"{activation or 'softmax'} probabilities"
+        outputs = "logits" if logits else f"{classifier_activation(model)} probabilities"
         raise ValueError(
             f"loss={name!r} has from_logits={wanted} but the model outputs {outputs}; pass "
             f"a loss with from_logits={logits}."
