@@ -107,6 +107,8 @@ def bad(tmp_path_factory):
         _png(tmp / "split_folder" / "test" / name / "a.png")
     for name in ("cat", "fox"):
         _png(tmp / "cat_fox_folder" / name / "a.png")
+        for split in ("train", "test"):
+            _png(tmp / "cat_fox_split" / split / name / "a.png")
     features = kr.build_resnet(8, stem="cifar", input_shape=(16, 16, 3), include_top=False)
     features.save(tmp / "features.keras")
     (tmp / "junk.pth").write_bytes(b"\x80\x02junk")
@@ -315,6 +317,17 @@ CASES = [
         ),
         V,
         ("test has classes ['cat', 'fox']", "label 1 means 'fox'"),
+    ),
+    Case(
+        "few_shot_folders_of_other_classes",
+        lambda b: kr.evaluation.few_shot(
+            kr.build_resnet(8, stem="cifar", input_shape=(16, 16, 3), num_classes=3),
+            b.tmp / "split_folder",
+            b.tmp / "cat_fox_split",
+            shots=1,
+        ),
+        V,
+        ("test has classes ['cat', 'fox']", "['cat', 'dog', 'fox']", "label 1 means 'fox'"),
     ),
     Case(
         "grad_cam_of_a_quantized_classifier",
@@ -909,6 +922,17 @@ CASES = [
     Case(
         "few_shot_test_classes_the_pool_lacks",
         lambda b: kr.evaluation.few_shot(b.model, (b.x, b.y % 2), (b.x[:4], b.y[:4]), shots=1),
+        V,
+        ("test has classes ['0', '1', '2'] but train has ['0', '1']", "label 2 means '2'"),
+    ),
+    Case(
+        "few_shot_unnamed_test_classes_the_pool_lacks",
+        lambda b: kr.evaluation.few_shot(
+            b.model,
+            tf.data.Dataset.from_tensor_slices((b.x, b.y % 2)).batch(8),
+            tf.data.Dataset.from_tensor_slices((b.x[:4], b.y[:4])).batch(4),
+            shots=1,
+        ),
         V,
         ("test has labels [2]", "pool lacks"),
     ),

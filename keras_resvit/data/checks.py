@@ -24,8 +24,9 @@ from keras_resvit.base.lazy import tf
 _BEGIN, _END = "<<keras_resvit: ", " >>"
 
 
-def _assert(condition, message, *values):
-    """An assertion op whose failure carries `message` formatted with `values` ("{}")."""
+def assertion(condition, message, *values):
+    """An assertion op whose failure carries `message` formatted with `values` ("{}"), which
+    `data_errors` turns into a `ValueError` with that message."""
     text = tf.strings.format(_BEGIN + message + _END, values, summarize=4)
     return tf.debugging.Assert(condition, [text])
 
@@ -73,7 +74,7 @@ def check_batches(data, num_classes: int, argument: str):
             finite = tf.math.is_finite(sums)
             first = tf.argmin(tf.cast(finite, "int32"))
             checks.append(
-                _assert(
+                assertion(
                     tf.reduce_all(finite),
                     f"{argument}: batch {{}} has NaN or infinite pixels (image {{}} of the "
                     "batch); models take finite raw pixels 0-255: fix or drop those images.",
@@ -83,7 +84,7 @@ def check_batches(data, num_classes: int, argument: str):
             )
         if soft:
             checks.append(
-                _assert(
+                assertion(
                     tf.reduce_all(tf.math.is_finite(labels) & (labels >= 0)),
                     f"{argument}: batch {{}} has soft labels that are negative or not finite; "
                     "soft labels are class probabilities.",
@@ -96,7 +97,7 @@ def check_batches(data, num_classes: int, argument: str):
                 bad |= tf.math.floor(labels) != labels
             value = tf.gather(labels, tf.argmax(tf.cast(bad, "int32")))
             message = _label_message(argument, "{}", "{}", num_classes)
-            checks.append(_assert(~tf.reduce_any(bad), message, batch_number, value))
+            checks.append(assertion(~tf.reduce_any(bad), message, batch_number, value))
         with tf.control_dependencies(checks):
             return tf.identity(images), tf.identity(labels)
 
@@ -326,4 +327,13 @@ def data_errors():
         found = found or re.search(r"BatchError: (.*)", str(error))
         if found is None:
             raise
-        raise ValueError(found[1]) from None
+        raise ValueError(_unescaped(found[1])) from None
+
+
+def _unescaped(text):
+    """`text` as it was before TensorFlow's error message escaped it (C escapes: a file name's
+    quotes and bytes)."""
+    if "\\" not in text:
+        return text
+    raw = text.encode("utf-8").decode("unicode_escape").encode("latin-1")
+    return raw.decode("utf-8", "replace")

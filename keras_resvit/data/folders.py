@@ -14,6 +14,7 @@ from pathlib import Path
 
 from keras_resvit.base.lazy import tf
 from keras_resvit.base.validation import check_bool, check_seed
+from keras_resvit.data.checks import assertion
 from keras_resvit.data.image_files import image_dimensions, image_problem
 
 EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -206,16 +207,55 @@ def folder_dataset(paths, labels, *, shuffle, seed, strict=False):
     it is dropped with TensorFlow's warning rather than stopping training, and its place is
     taken by the first image of the next pass over the files (reshuffled), so that the count
     stays exact. Only when more than half of the files fail does an epoch end early, with
-    TensorFlow's "expected to contain N elements" error.
+    TensorFlow's "expected to contain N elements" error. With `strict`, the read stops at
+    such a file with an error that names it (`_decoded`).
     """
     count = len(paths)
     ds = tf.data.Dataset.from_tensor_slices((_path_tensor(paths), tf.constant(labels, "int32")))
     if shuffle:
         ds = ds.shuffle(count, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(
-        lambda path, label: (decode_image(path), label), num_parallel_calls=tf.data.AUTOTUNE
-    )
+    ds = _decoded(ds, lambda path, label: path, strict)
+    ds = ds.map(lambda image, path, label: (image, label))
     return _keeping_count(ds, count, strict).apply(tf.data.experimental.assert_cardinality(count))
+
+
+def _decoded(items, path_of, strict):
+    """`items`, a dataset of tuples naming a file each (`path_of(*item)`), as one of
+    (decoded image, *item), decoded in parallel, in order.
+
+    Unless `strict`, a file that fails to decode is dropped with TensorFlow's warning. With
+    `strict`, the first one stops the read with an error naming the file (a `ValueError` inside
+    `checks.data_errors`), where TensorFlow's own ("Invalid PNG data") names none: each item
+    goes with its position and its predecessor's file, and an end marker follows the last one;
+    once the failed items are dropped, the item after a gap names the file before it.
+    """
+    decode = lambda *item: (decode_image(path_of(*item)), *item)  # noqa: E731
+    if not strict:
+        ds = items.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.ignore_errors(log_warning=True)
+    marked = items.map(lambda *item: (False, item))
+    marked = marked.concatenate(items.take(1).map(lambda *item: (True, item)))
+
+    def number(state, element):
+        position, previous = state
+        return (position + 1, path_of(*element[1])), (position, previous, *element)
+
+    def read(position, previous, end, item):
+        empty = lambda: tf.zeros((0, 0, 3), "uint8")  # noqa: E731
+        image = tf.cond(end, empty, lambda: decode_image(path_of(*item)))
+        return image, position, previous, end, item
+
+    def check(expected, element):
+        _, position, previous, *_ = element
+        message = "image {} cannot be decoded: its bytes are damaged; remove or replace it."
+        with tf.control_dependencies([assertion(position == expected, message, previous)]):
+            return tf.identity(position + 1), element
+
+    start = (tf.constant(0, "int64"), tf.constant(b""))
+    ds = marked.scan(start, number).map(read, tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.ignore_errors().scan(tf.constant(0, "int64"), check)
+    ds = ds.filter(lambda image, position, previous, end, item: tf.logical_not(end))
+    return ds.map(lambda image, position, previous, end, item: (image, *item))
 
 
 def _path_tensor(paths):
@@ -228,12 +268,12 @@ def _path_tensor(paths):
 
 
 def _keeping_count(decoded, count, strict):
-    """`decoded` (a dataset that decodes files), or, unless `strict`, the same with the files
-    that fail dropped with TensorFlow's warning, and their places taken by the first examples
-    of another pass over it: `count` examples in all."""
+    """`decoded` (a dataset of decoded files, those that fail dropped unless `strict`), with,
+    unless `strict`, the places of the dropped ones taken by the first examples of another
+    pass over it: `count` examples in all."""
     if strict:
         return decoded
-    return decoded.ignore_errors(log_warning=True).repeat(2).take(count)
+    return decoded.repeat(2).take(count)
 
 
 def fetch_files(paths, labels, places, *, strict=False):
@@ -244,8 +284,6 @@ def fetch_files(paths, labels, places, *, strict=False):
     with tf.device("/CPU:0"):
         paths, labels = _path_tensor(paths), tf.constant(labels, "int32")
 
-    def read(index, seed):
-        return decode_image(tf.gather(paths, index)), tf.gather(labels, index), seed
-
-    decoded = places.map(read, num_parallel_calls=tf.data.AUTOTUNE)
+    decoded = _decoded(places, lambda index, seed: tf.gather(paths, index), strict)
+    decoded = decoded.map(lambda image, index, seed: (image, tf.gather(labels, index), seed))
     return _keeping_count(decoded, places.cardinality(), strict)

@@ -15,6 +15,7 @@ import numpy as np
 
 from keras_resvit.base.lazy import tf
 from keras_resvit.base.validation import check_choice
+from keras_resvit.data.checks import data_errors
 from keras_resvit.data.folders import (
     fetch_files,
     folder_dataset,
@@ -191,9 +192,10 @@ def _read_all(ds, fixed, count):
     (N, *fixed, 3) uint8 and (N,) int32."""
     images, labels = np.empty((count, *fixed, 3), "uint8"), np.empty((count,), "int32")
     filled = 0
-    for x, y in ds.take(count).batch(1024).as_numpy_iterator():
-        images[filled : filled + len(y)], labels[filled : filled + len(y)] = x, y
-        filled += len(y)
+    with data_errors():  # a file that fails to decode, by name
+        for x, y in ds.take(count).batch(1024).as_numpy_iterator():
+            images[filled : filled + len(y)], labels[filled : filled + len(y)] = x, y
+            filled += len(y)
     return images[:filled], labels[:filled]
 
 

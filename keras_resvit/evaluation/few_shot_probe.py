@@ -25,27 +25,32 @@ L2_REGULARIZATION = 2.0**10
 STD_EPSILON = 1e-5
 
 
-def _batches(source, split, model, batch_size):
-    """NumPy (images, labels) batches of a batched `tf.data.Dataset`, a `keras.utils.PyDataset`
-    (`kr.data.ImageLoader`: what `load_dataset` gives without TensorFlow) or a `kr.data`
-    source, read in `split`."""
-    if isinstance(source, keras.utils.PyDataset):
-        return _checked_shapes((source[i] for i in range(len(source))), split)
-    if hasattr(source, "element_spec"):  # a tf.data.Dataset
-        images, labels = source.element_spec
-        _check_shapes(images.shape, labels.shape, split)
-        return source.as_numpy_iterator()
-    size = model.input_shape[1]
-    data = load_dataset(
-        source,
+def _dataset(data, split, model, batch_size):
+    """`data` as a dataset: a batched `tf.data.Dataset` or `keras.utils.PyDataset` as it is,
+    else a `kr.data` source read in `split`, unshuffled, at the model's input size (with its
+    `class_names`)."""
+    if isinstance(data, keras.utils.PyDataset) or hasattr(data, "element_spec"):
+        return data
+    return load_dataset(
+        data,
         split,
-        image_size=size,
+        image_size=model.input_shape[1],
         batch_size=batch_size,
         shuffle=False,
         mixing=False,
         loader_options=ALL_EXAMPLES,  # every process fits the same probe on every example
     )
-    return _batches(data, split, model, batch_size)
+
+
+def _batches(data, split):
+    """NumPy (images, labels) batches of a batched `tf.data.Dataset` or a
+    `keras.utils.PyDataset` (`kr.data.ImageLoader`: what `load_dataset` gives without
+    TensorFlow)."""
+    if isinstance(data, keras.utils.PyDataset):
+        return _checked_shapes((data[i] for i in range(len(data))), split)
+    images, labels = data.element_spec
+    _check_shapes(images.shape, labels.shape, split)
+    return data.as_numpy_iterator()
 
 
 def _check_shapes(images, labels, split):
@@ -93,7 +98,7 @@ def extract_features(
     """
     extractor = feature_model(model, layer)
     features, labels, full = [], [], None
-    batches = _batches(data, split, model, batch_size)
+    batches = _batches(_dataset(data, split, model, batch_size), split)
     for number, (images, batch_labels) in enumerate(batches, 1):
         check_pixels(f"{split} batch {number} images", images)
         count = len(images)
@@ -250,7 +255,9 @@ def few_shot(
         _check_shots(count)
     check_number("l2_regularization", l2_regularization, 0)
     feature_model(model, layer)
-    # Label i must mean one class in both (datasets say which; sources of one folder agree).
+    train = _dataset(train, "train", model, batch_size)
+    test = _dataset(test, "test", model, batch_size)
+    # Label i must mean one class in both (the datasets say which when they know).
     names = (getattr(data, "class_names", None) for data in (test, train))
     check_class_names_match("test", *names, "train")
     x_pool, y_pool = extract_features(model, train, layer=layer, batch_size=batch_size)

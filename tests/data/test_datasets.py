@@ -4,6 +4,7 @@ import functools
 import http.server
 import io
 import os
+import re
 import threading
 import time
 import warnings
@@ -16,6 +17,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import keras_resvit as kr
+from keras_resvit.data.checks import data_errors
 
 
 def test_digits_are_real_rgb_images_in_pixel_range():
@@ -440,9 +442,49 @@ def test_an_evaluation_read_never_scores_a_stand_in_image(tmp_path, loader, spli
     images = np.concatenate([np.asarray(x) for x, _ in ds])
     assert len(images) == 6 and len(np.unique(images.reshape(6, -1), axis=0)) == 6
     (folders[split] / "dog" / "cut.png").write_bytes(_corrupt_inside(whole))
-    with pytest.raises(Exception, match="cut.png|PNG|png|decode"):
-        ds = kr.data.load_dataset(tmp_path / "data", split, **options)
-        for _ in ds:
+    match = r"image .*cut\.png.? cannot be decoded"
+    with pytest.raises(ValueError, match=match), data_errors():
+        for _ in kr.data.load_dataset(tmp_path / "data", split, **options):
+            pass
+
+
+@pytest.mark.parametrize("broken", ["cat/0.png", "dog/2.png", "eel/3.png"])
+@pytest.mark.parametrize(
+    "read",
+    [
+        {"split": "test"},
+        {"split": "test", "cache": False},
+        {"split": "train", "strict": True},
+        {"split": "train", "strict": True, "cache": False},
+        {"split": "test", "sizes": "one"},  # decoded into memory when listed
+    ],
+    ids=["test", "test_uncached", "train_strict", "train_strict_uncached", "one_size"],
+)
+def test_a_strict_read_names_the_file_that_fails_to_decode(tmp_path, read, broken):
+    """TensorFlow's decoder says only "Invalid PNG data": wherever the file lies in the read
+    (first, inside, last), a strict tf.data read stops with one error naming it, and reads
+    every file, in order, when none fails."""
+    read = dict(read)
+    split, one_size = read.pop("split"), read.pop("sizes", None) == "one"
+    root = tmp_path / "data" / split
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(("cat", "dog", "eel")):
+        (root / name).mkdir(parents=True)
+        for i in range(4):
+            shape = (12, 12, 3) if one_size else (12 + i, 10 + c, 3)
+            pixels = rng.integers(0, 256, shape, dtype=np.uint8)
+            (root / name / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    options = {"image_size": 8, "batch_size": 5, "loader": "tf.data", **read}
+    strict = kr.data.load_dataset(tmp_path / "data", split, shuffle=False, **options)
+    plain = kr.data.load_dataset(
+        tmp_path / "data", split, shuffle=False, **{**options, "strict": False}
+    )
+    for a, b in zip(strict, plain, strict=True):
+        np.testing.assert_array_equal(a[0], b[0])
+    (root / broken).write_bytes(_corrupt_inside((root / broken).read_bytes()))
+    match = rf"^image .*{re.escape(broken)}.? cannot be decoded"
+    with pytest.raises(ValueError, match=match), data_errors():
+        for _ in kr.data.load_dataset(tmp_path / "data", split, **options):
             pass
 
 
