@@ -1,11 +1,13 @@
 """Image transforms of evaluation pipelines: the evaluation resize-and-center-crop, its crop
-ratio, shorter-side resizing and the ten crops of a multi-crop test.
+ratio, shorter-side resizing and the ten crops of a multi-crop test; the transforms
+`load_dataset` applies to each example (`pipeline_transforms`).
 
 The multi-crop and multi-scale tests that use them are in `keras_resvit.evaluation`.
 """
 
 import keras
 
+from keras_resvit.base.lazy import tf
 from keras_resvit.base.validation import check_int, check_number
 from keras_resvit.layers.crops import ResizeCenterCrop
 
@@ -13,6 +15,9 @@ CROP_RATIO = 0.875  # 224 / 256: the standard ImageNet evaluation crop.
 # The smallest crop ratio a loader takes: below it, the resize before the crop
 # (`image_size / crop_ratio`) grows without bound (1e-6 asks for terapixel images).
 MIN_CROP_RATIO = 0.25
+# Augmentation presets whose training views are whole images (resized to the output, then
+# padded and cropped back): their evaluation resizes whole images too, whatever their size.
+WHOLE_IMAGE_PRESETS = ("resnet_cifar",)
 
 
 def evaluation_transform(image_size: int, crop_ratio: float = CROP_RATIO) -> ResizeCenterCrop:
@@ -115,3 +120,43 @@ def ten_crop(images, crop_size: int):
     ]
     crops = [images[:, t : t + crop_size, s : s + crop_size, :] for t, s in corners]
     return crops + [keras.ops.flip(crop, axis=2) for crop in crops]
+
+
+def output_size(image_size, fixed, source, augment):
+    """`image_size`, or the source's own fixed size when it is None."""
+    if image_size is not None:
+        return image_size
+    if fixed is None:
+        raise ValueError(
+            f"image_size=None is not valid for source={source!r}, whose images vary in "
+            "size; pass a positive int."
+        )
+    if fixed[0] != fixed[1] and augment is not None:
+        raise ValueError(f"image_size=None: pass an int for non-square {fixed} images.")
+    return int(fixed[0])
+
+
+def evaluation_ratio(crop_ratio, augmented, resized, augment, shorter_side, image_size):
+    """The crop ratio of the evaluation transform: `crop_ratio` when given; 1.0 (whole images)
+    for the statistics of augmented training images, which the presets see whole, as
+    unaugmented ones, and for whole-image presets; else from the images' typical size."""
+    if crop_ratio is None and not augmented and resized and augment not in WHOLE_IMAGE_PRESETS:
+        return evaluation_crop_ratio(shorter_side(), image_size)
+    return crop_ratio or 1.0
+
+
+def pipeline_transforms(read, layer, image_size, augment, crop_ratio):
+    """(training transform, evaluation transform) of (pixels, label) to (float32 `image_size`
+    image, label): `layer` (None: the evaluation transform), and the evaluation transform
+    (`evaluation_ratio`), also what statistics of the images read."""
+    resized = read.fixed is None or tuple(read.fixed) != (image_size, image_size)
+    ratio = evaluation_ratio(
+        crop_ratio, layer is not None, resized, augment, read.shorter_side, image_size
+    )
+    # Images of the output size pass as they are, unless a crop was asked for.
+    resize = evaluation_transform(image_size, ratio) if resized or ratio != 1.0 else None
+
+    def plain(x, y):
+        return (tf.cast(x, "float32") if resize is None else resize(x)), y
+
+    return (plain if layer is None else lambda x, y: (layer(x), y)), plain
