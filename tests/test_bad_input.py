@@ -143,9 +143,9 @@ def _nan_classifier():
     return model
 
 
-def _quantized_classifier():
+def _quantized_classifier(mode="int8"):
     model = kr.build_resnet(8, stem="cifar", input_shape=(16, 16, 3), num_classes=3)
-    model.quantize("int8")
+    model.quantize(mode)
     return model
 
 
@@ -935,6 +935,41 @@ CASES = [
         ),
         V,
         ("test has labels [2]", "pool lacks"),
+    ),
+    Case(
+        "few_shot_missing_folder_named_by_its_argument",
+        lambda b: kr.evaluation.few_shot(b.model, (b.x, b.y), b.tmp / "no_such_dir", shots=1),
+        F,
+        ("test='", "no_such_dir': no such folder"),
+    ),
+    Case(
+        "export_calibration_folder_missing_named_by_its_argument",
+        lambda b: kr.export(
+            b.model,
+            b.tmp / "calibrated.tflite",
+            quantization="int8",
+            representative_data="tfds:",
+        ),
+        V,
+        ("representative_data='tfds:'", "tfds:<name>"),
+    ),
+    Case(
+        "pretrain_missing_folder_named_by_its_argument",
+        lambda b: kr.pretrain_masked_patches(tiny_vit(), b.tmp / "no_such_dir", epochs=1),
+        F,
+        ("data='", "no_such_dir': no such folder"),
+    ),
+    Case(
+        "export_of_a_keras_quantized_model_to_tflite",
+        lambda b: kr.export(_quantized_classifier(), b.tmp / "quantized.tflite"),
+        V,
+        ("is quantized by model.quantize (int8)", "format='tflite'", 'quantization="int8"'),
+    ),
+    Case(
+        "lora_on_a_float8_model",
+        lambda b: kr.enable_lora(_quantized_classifier("float8"), 2, ("head",)),
+        V,
+        ("layer 'predictions' is quantized (float8)", "before model.quantize"),
     ),
     Case(
         "few_shot_nan_pixels",

@@ -14,6 +14,7 @@ Without TensorFlow, digits, arrays and image folders are read by `loaders.ImageL
 `keras.utils.PyDataset`) into the same batches.
 """
 
+import contextlib
 import math
 import os
 
@@ -36,53 +37,10 @@ from keras_resvit.data.sources import (
 )
 from keras_resvit.data.transforms import (
     MIN_CROP_RATIO,
-    evaluation_crop_ratio,
-    evaluation_transform,
+    evaluation_ratio,
+    output_size,
+    pipeline_transforms,
 )
-
-# Augmentation presets whose training views are whole images (resized to the output, then
-# padded and cropped back): their evaluation resizes whole images too, whatever their size.
-WHOLE_IMAGE_PRESETS = ("resnet_cifar",)
-
-
-def _output_size(image_size, fixed, source, augment):
-    """`image_size`, or the source's own fixed size when it is None."""
-    if image_size is not None:
-        return image_size
-    if fixed is None:
-        raise ValueError(
-            f"image_size=None is not valid for source={source!r}, whose images vary in "
-            "size; pass a positive int."
-        )
-    if fixed[0] != fixed[1] and augment is not None:
-        raise ValueError(f"image_size=None: pass an int for non-square {fixed} images.")
-    return int(fixed[0])
-
-
-def _evaluation_ratio(crop_ratio, augmented, resized, augment, shorter_side, image_size):
-    """The crop ratio of the evaluation transform: `crop_ratio` when given; 1.0 (whole images)
-    for the statistics of augmented training images, which the presets see whole, as
-    unaugmented ones, and for whole-image presets; else from the images' typical size."""
-    if crop_ratio is None and not augmented and resized and augment not in WHOLE_IMAGE_PRESETS:
-        return evaluation_crop_ratio(shorter_side(), image_size)
-    return crop_ratio or 1.0
-
-
-def _transforms(read, layer, image_size, augment, crop_ratio):
-    """(training transform, evaluation transform) of (pixels, label) to (float32 `image_size`
-    image, label): `layer` (None: the evaluation transform), and the evaluation transform
-    (`_evaluation_ratio`), also what statistics of the images read."""
-    resized = read.fixed is None or tuple(read.fixed) != (image_size, image_size)
-    ratio = _evaluation_ratio(
-        crop_ratio, layer is not None, resized, augment, read.shorter_side, image_size
-    )
-    # Images of the output size pass as they are, unless a crop was asked for.
-    resize = evaluation_transform(image_size, ratio) if resized or ratio != 1.0 else None
-
-    def plain(x, y):
-        return (tf.cast(x, "float32") if resize is None else resize(x)), y
-
-    return (plain if layer is None else lambda x, y: (layer(x), y)), plain
 
 
 def _repeated(ds, repeats):
@@ -160,10 +118,10 @@ def _py_dataset(source, split, training, *, image_size, augment, crop_ratio, **o
         options.pop("cache"),
         options["shuffle"],
     )
-    image_size = _output_size(image_size, fixed, source, augment)
+    image_size = output_size(image_size, fixed, source, augment)
     resized = fixed is None or tuple(fixed) != (image_size, image_size)
     augmented = training and augment is not None
-    ratio = _evaluation_ratio(crop_ratio, augmented, resized, augment, shorter_side, image_size)
+    ratio = evaluation_ratio(crop_ratio, augmented, resized, augment, shorter_side, image_size)
     get_augmentation(augment, image_size)  # a bad `augment` fails on every split, as in tf.data
     options["process_index"], options["process_count"] = _part(options)
     options["strict"] = strict or evaluation_read(split, options["shuffle"])
@@ -178,6 +136,20 @@ def _py_dataset(source, split, training, *, image_size, augment, crop_ratio, **o
         origin, image_size, augment, seed, options.get("repeated_augmentation", 1)
     )
     return loader
+
+
+@contextlib.contextmanager
+def source_named(argument: str):
+    """Inside, an error of `load_dataset` about its `source` names the caller's `argument`
+    instead ("representative_data='x': no such folder.", not "source='x': ...")."""
+    try:
+        yield
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        if type(error) not in (ValueError, TypeError, FileNotFoundError):
+            raise
+        if "source=" not in str(error):
+            raise
+        raise type(error)(str(error).replace("source=", f"{argument}=")) from None
 
 
 def load_dataset(
@@ -389,12 +361,12 @@ def load_dataset(
         part=part,
     )
     num_classes = len(read.class_names) if read.class_names else None
-    image_size = _output_size(image_size, read.fixed, source, augment)
+    image_size = output_size(image_size, read.fixed, source, augment)
     # Each process draws its own augmentations (the same seed would repeat them across shares).
     own_seed = seed + part[0]
     layer, preset_mixing = get_augmentation(augment, image_size, seed=own_seed)
     random_calls = None if deterministic else tf.data.AUTOTUNE
-    transform, plain = _transforms(
+    transform, plain = pipeline_transforms(
         read, layer if training else None, image_size, augment, crop_ratio
     )
     mixing = preset_mixing if mixing is True else (mixing or None)

@@ -13,7 +13,7 @@ import numpy as np
 
 from keras_resvit.base.validation import check_number
 from keras_resvit.data.checks import check_class_names_match, check_pixels
-from keras_resvit.data.datasets import load_dataset
+from keras_resvit.data.datasets import load_dataset, source_named
 from keras_resvit.data.loader_choice import ALL_EXAMPLES
 from keras_resvit.models.features import representation_model as feature_model
 
@@ -31,15 +31,16 @@ def _dataset(data, split, model, batch_size):
     `class_names`)."""
     if isinstance(data, keras.utils.PyDataset) or hasattr(data, "element_spec"):
         return data
-    return load_dataset(
-        data,
-        split,
-        image_size=model.input_shape[1],
-        batch_size=batch_size,
-        shuffle=False,
-        mixing=False,
-        loader_options=ALL_EXAMPLES,  # every process fits the same probe on every example
-    )
+    with source_named(split):
+        return load_dataset(
+            data,
+            split,
+            image_size=model.input_shape[1],
+            batch_size=batch_size,
+            shuffle=False,
+            mixing=False,
+            loader_options=ALL_EXAMPLES,  # every process fits the same probe on every example
+        )
 
 
 def _batches(data, split):

@@ -56,7 +56,7 @@ from keras_resvit.export.converters import (
     tflite_options,
 )
 from keras_resvit.files import load_model
-from keras_resvit.models.common import is_vit
+from keras_resvit.models.common import is_vit, leaf_layers
 
 __all__ = [
     "FORMATS",
@@ -174,6 +174,23 @@ def _load(model_or_path):
     return load_model(check_keras_file("model_or_path", model_or_path))
 
 
+def _check_keras_quantization(model, format):
+    """Refuses a model quantized by `model.quantize` where the converter cannot read its
+    layers: any mode for TF Lite (whose converter rejects Keras' int8 matmuls, or float8
+    types), float8 for ONNX. A SavedModel takes them all."""
+    modes = {getattr(x.dtype_policy, "quantization_mode", None) for x in leaf_layers(model)}
+    modes = sorted(m for m in modes if m is not None and (format == "tflite" or m == "float8"))
+    if not modes or format == "saved_model":
+        return
+    advice = "export the float model (before model.quantize)"
+    if format == "tflite":
+        advice += ' with quantization="int8", "dynamic" or "float16": TF Lite quantizes it'
+    raise ValueError(
+        f"model {model.name!r} is quantized by model.quantize ({', '.join(modes)}), which "
+        f"format={format!r} cannot convert; {advice}."
+    )
+
+
 def _convert(model, target, format, quantization, calibration, scratch, class_names):
     """Writes the artifact to `target` (TensorFlow backend only), with `class_names` (a list
     or None) inside a TF Lite or ONNX file; intermediate files go to the folder `scratch`."""
@@ -233,6 +250,8 @@ def export(
 
     Args:
         model_or_path: a `keras.Model` or the path of a `.keras` file (loaded in safe mode).
+            A model quantized by `model.quantize` exports as a SavedModel (int8 and int4 also
+            to ONNX); for TF Lite, export the float model with `quantization`.
         path: output file (`.tflite`, `.onnx`) or folder (SavedModel). An existing file is
             replaced; an existing folder only when it is empty or an earlier SavedModel (its
             replacement is one atomic swap), never when it holds anything else.
@@ -282,6 +301,7 @@ def export(
         class_names = checked_class_names(class_names)
     model = _load(model_or_path)
     input_size(model)  # a fixed input size, checked before any conversion work
+    _check_keras_quantization(model, format)
     calibration = None
     if representative_data is not None:
         calibration = representative_images(representative_data, model)

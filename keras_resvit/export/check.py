@@ -57,6 +57,7 @@ def representative_images(data, model, count: int = CALIBRATION_SAMPLES) -> np.n
         An array `(n, height, width, channels)` of raw 0-255 pixels.
     """
     from keras_resvit import data as kr_data
+    from keras_resvit.data.datasets import source_named
     from keras_resvit.data.loader_choice import ALL_EXAMPLES
 
     height, width, channels = input_size(model)
@@ -76,9 +77,10 @@ def representative_images(data, model, count: int = CALIBRATION_SAMPLES) -> np.n
         images = load_images([files[i] for i in sorted(set(picks))], (height, width))
     else:
         if not isinstance(data, tf.data.Dataset):
-            data = kr_data.load_dataset(
-                data, "test", image_size=height, batch_size=32, loader_options=ALL_EXAMPLES
-            )
+            with source_named("representative_data"):
+                data = kr_data.load_dataset(
+                    data, "test", image_size=height, batch_size=32, loader_options=ALL_EXAMPLES
+                )
         batches, total = [], 0
         for element in data:
             batch = np.asarray(element[0] if isinstance(element, (tuple, list)) else element)

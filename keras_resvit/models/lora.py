@@ -11,6 +11,12 @@ outputs and has its LoRA layers, but both factors at zero get no gradient. Call
 `enable_lora` on it again with the same arguments to go on training: it draws a fresh
 `lora_kernel_a` for those layers (outputs unchanged, `lora_kernel_b` stays zero) and freezes
 the rest again (Keras saves no per-variable `trainable` flag, so biases come back trainable).
+
+A model quantized with `model.quantize("int8")` or `"int4"` before `enable_lora` (QLoRA)
+keeps its quantized kernels frozen; Keras saves such a kernel with its update merged and
+quantized again, and `merge_lora` merges it the same way: the merged (or loaded) model's
+outputs then differ from the LoRA model's by that rounding, as a quantized model's differ
+from the float one's.
 """
 
 import re
@@ -27,6 +33,8 @@ TARGETS = ("attention", "mlp", "conv", "head")
 # The classifier of every builder (`models.common.predictions_layer`, keras.applications).
 HEAD = "predictions"
 LORA_VARIABLES = ("lora_kernel_a", "lora_kernel_b")
+# The quantization modes (`model.quantize`) of Keras layers that take LoRA (QLoRA).
+QUANTIZED_LORA = (None, "int8", "int4")
 # The ViT's position-wise MLP: `encoder_block3_mlp_dense1`, `..._mlp_dense2`.
 _MLP_DENSE = re.compile(r"_mlp_dense\d+$")
 
@@ -94,6 +102,19 @@ def _attach(layer, rank, alpha):
             a.assign(keras.initializers.HeUniform()(a.shape, dtype=a.dtype))
 
 
+def _check_quantization(layer):
+    """Refuses a layer quantized in a mode whose Keras layers have no LoRA (float8: the
+    first call fails deep in Keras; GPTQ, AWQ)."""
+    for leaf in _lora_leaves(layer):
+        mode = getattr(leaf, "quantization_mode", None)
+        if mode not in QUANTIZED_LORA:
+            raise ValueError(
+                f"layer {leaf.name!r} is quantized ({mode}), and Keras' {mode} layers have no "
+                f"LoRA; call enable_lora before model.quantize, or quantize in one of "
+                f"{[m for m in QUANTIZED_LORA if m]}."
+            )
+
+
 def _freeze(model, adapted, head):
     """Only the LoRA factors of `adapted` layers and, if given, the whole `head` train."""
     adapted = {id(layer) for layer in adapted}
@@ -139,7 +160,8 @@ def enable_lora(
         `model`, with LoRA enabled.
 
     Raises:
-        ValueError: an invalid argument, or no layer of `model` matches `targets`.
+        ValueError: an invalid argument, no layer of `model` matches `targets`, or one is
+            quantized in a mode without LoRA (float8).
 
     Example:
     >>> import keras_resvit as kr
@@ -156,6 +178,8 @@ def enable_lora(
             f"targets={targets!r} matches no layer of model {model.name!r}; valid targets are "
             f"{TARGETS} (attention and mlp need a ViT, conv a convolutional net)."
         )
+    for layer in adapted:
+        _check_quantization(layer)
     for layer in adapted:
         _attach(layer, rank, alpha)
     keep_head = train_head if train_head is not None else "head" not in targets
@@ -175,13 +199,25 @@ def _merged_weights(old, new):
     layers = leaf_layers(old) if isinstance(old, keras.Model) else [old]
     for layer in (x for x in layers if getattr(x, "lora_enabled", False)):
         for leaf in _lora_leaves(layer):
-            kernel = next(v for v in leaf.weights if v.name == "kernel")
-            merged[id(kernel)] = keras.ops.convert_to_numpy(leaf.kernel)
+            for variable, value in _merged_kernel(leaf):
+                merged[id(variable)] = keras.ops.convert_to_numpy(value)
     return [
         merged.get(id(v), keras.ops.convert_to_numpy(v))
         for v in old.weights
         if v.name not in LORA_VARIABLES
     ]
+
+
+def _merged_kernel(leaf):
+    """[(variable, merged value)] of a LoRA layer's kernel: float, or for a quantized layer
+    (int8, int4) Keras' own merge (what it saves in a `.keras` file): the kernel dequantized,
+    the update added, and quantized again with new scales."""
+    variables = {v.name: v for v in leaf.weights}
+    if getattr(leaf, "quantization_mode", None) is None:
+        return [(variables["kernel"], leaf.kernel)]
+    values = leaf._get_kernel_with_merged_lora()
+    names = ("kernel", "kernel_scale", "kernel_zero")
+    return [(variables[n], v) for n, v in zip(names, values, strict=True) if v is not None]
 
 
 def merge_lora(model: keras.Model) -> keras.Model:

@@ -18,7 +18,7 @@ from keras_resvit.base.model_files import save_model
 from keras_resvit.base.output_folders import output_folder
 from keras_resvit.base.validation import check_int, check_number, check_seed, check_verbose
 from keras_resvit.data.checks import check_batches, check_pixels, data_errors, image_shape_fits
-from keras_resvit.data.datasets import load_dataset
+from keras_resvit.data.datasets import load_dataset, source_named
 from keras_resvit.data.loader_choice import ALL_EXAMPLES
 from keras_resvit.factory import create_model
 from keras_resvit.layers.masked_patch_layers import (
@@ -154,14 +154,15 @@ def _images(data, vit, batch_size, seed):
             raise ValueError("data has 0 batches; it must be finite and non-empty.")
         return _ImageBatches(data, shape), len(data)
     if not hasattr(data, "element_spec"):  # a kr.data source
-        data = load_dataset(
-            data,
-            "train",
-            image_size=shape[0],
-            batch_size=batch_size or BATCH_SIZE,
-            seed=seed,
-            loader_options=ALL_EXAMPLES,  # not a distributed run: each process reads all
-        )
+        with source_named("data"):
+            data = load_dataset(
+                data,
+                "train",
+                image_size=shape[0],
+                batch_size=batch_size or BATCH_SIZE,
+                seed=seed,
+                loader_options=ALL_EXAMPLES,  # not a distributed run: each process reads all
+            )
         return _images(data, vit, None, seed)
     if isinstance(data.element_spec, tuple):
         data = data.map(lambda images, *labels: images)

@@ -2,6 +2,8 @@
 kernel W plus a trainable low-rank update B A of rank r (Section 4.1), B starting at zero so
 the adapted model starts as the pretrained one; merged into W for inference at no cost."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -230,3 +232,40 @@ def test_a_model_without_a_graph_of_layers_is_named():
         enable_lora(model, RANK, ("head",))
     with pytest.raises(ValueError, match=r"\(Subclassed\) is not a functional model: replace_head"):
         kr.replace_head(model, 5)
+
+
+def _quantized_vit(mode):
+    model = tiny_vit(classifier_activation=None)
+    head = model.get_layer("predictions").kernel  # zeros, as the ViT paper's head
+    head.assign(np.random.default_rng(0).normal(size=head.shape))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # layers without weights have nothing to quantize
+        model.quantize(mode)
+    return model
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+def test_a_quantized_lora_model_merges_as_keras_saves_it(mode, tmp_path):
+    """QLoRA: the update of a quantized kernel is merged and quantized again, as Keras saves
+    it; the merged model follows the LoRA model, not the quantized model before LoRA."""
+    model = enable_lora(_quantized_vit(mode), RANK, ("attention", "mlp"))
+    x = random_images(4, 32, 32, seed=4)
+    before = _numpy(model(x))
+    rng = np.random.default_rng(1)
+    for variable in model.weights:
+        if variable.path.endswith("lora_kernel_b"):
+            variable.assign(rng.normal(0, 0.3, variable.shape))
+    adapted = _numpy(model(x))
+    merged = merge_lora(model)
+    assert not any("lora" in w.path for w in merged.weights)
+    model.save(tmp_path / "qlora.keras")
+    loaded = keras.saving.load_model(tmp_path / "qlora.keras")
+    np.testing.assert_allclose(_numpy(merged(x)), _numpy(loaded(x)), atol=1e-5)
+    rounding = np.abs(_numpy(merged(x)) - adapted).max()
+    assert rounding < 0.2 * np.abs(before - adapted).max(), rounding
+
+
+def test_lora_on_a_layer_quantized_without_lora_is_refused():
+    model = _quantized_vit("float8")
+    with pytest.raises(ValueError, match=r"is quantized \(float8\).*before model.quantize"):
+        enable_lora(model, RANK, ("attention", "mlp"))
