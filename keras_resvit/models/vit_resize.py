@@ -172,6 +172,7 @@ def resize_vit(
     (None, None, None, 3)
     """
     check_model("model", model)
+    check_int("patch_size", patch_size, none_ok=True)  # before comparing: 8.0 is not a size
     if not is_vit(model):
         raise ValueError(
             f"model={model.name!r} is not a ViT (it has no PositionEmbedding layer); resize_vit "
@@ -189,7 +190,6 @@ def resize_vit(
     size = stored if dynamic or image_size is None else image_size_pair(image_size)
     config = model.get_config()
     if patch_size is not None and patch_size != patch:
-        check_int("patch_size", patch_size)
         if getattr(model.get_layer("patch_embedding"), "lora_enabled", False):
             raise ValueError(
                 f"patch_size={patch_size!r}: the patch embedding of model={model.name!r} has "

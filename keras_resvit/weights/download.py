@@ -30,10 +30,41 @@ class WeightsDownloadError(OSError):
     """A named weights file could not be downloaded, or the download failed its hash check."""
 
 
+def _home() -> tuple:
+    """`(the environment variable that sets the cache's home, or None, the home)`."""
+    for variable in (HOME_VARIABLE, "KERAS_HOME"):
+        if os.environ.get(variable):
+            return variable, os.environ[variable]
+    return None, "~/.keras"
+
+
 def cache_folder() -> Path:
     """Where named weights are cached (see the module's docstring)."""
-    home = os.environ.get(HOME_VARIABLE) or os.environ.get("KERAS_HOME") or "~/.keras"
-    return Path(home).expanduser() / "models" / "keras_resvit"
+    return Path(_home()[1]).expanduser() / "models" / "keras_resvit"
+
+
+def _check_cache_folder():
+    """Checks, before any download, that the cache folder can be written; the error names the
+    setting that put the cache there.
+
+    Raises:
+        ValueError: a file where the cache's home or one of its folders should be, or the
+            nearest existing folder is not writable.
+    """
+    folder = cache_folder()
+    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    if not existing.is_dir():
+        problem = f"{str(existing)!r} is a file, not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = f"the folder {str(existing)!r} is not writable"
+    else:
+        return
+    variable, home = _home()
+    setting = f"{variable}={home!r}" if variable else f"the default home {home!r}"
+    raise ValueError(
+        f"{setting} cannot hold the weights cache {str(folder)!r}: {problem}. Set "
+        f"{HOME_VARIABLE} to a writable folder, or pass weights= the path of a local file."
+    )
 
 
 def source_url(url: str) -> str:
@@ -99,6 +130,7 @@ def fetch(entry) -> Path:
     """The local path of a named weights file (`catalog.NamedWeights`), downloading it once.
 
     Raises:
+        ValueError: the cache folder cannot be written (before any download).
         WeightsDownloadError: the download failed (offline, server error, truncated) or its
             hash differs from the published one; nothing is cached then.
     """
@@ -107,6 +139,7 @@ def fetch(entry) -> Path:
     path = cache_folder() / entry.file_name
     if _cached(path, entry):
         return path
+    _check_cache_folder()
     url = source_url(entry.url)
     recorded = path.with_name(path.name + HASH_SUFFIX)
     with atomic_path(path) as tmp:

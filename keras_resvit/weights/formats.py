@@ -139,8 +139,28 @@ def weights_format(path) -> str:
             ) from error
         if names is None or (not names and not _keras3_architecture(path)):
             return "keras"
+        if names and not _keras_applications_architecture(path):
+            raise ValueError(_legacy_h5_problem(path))
         return "keras_applications"
     raise ValueError(f"weights={str(path)!r} has suffix {suffix!r}; expected {VALID}.")
+
+
+def _legacy_h5_problem(path) -> str:
+    """Why a legacy (Keras 2 layout) HDF5 file that is not a keras.applications ResNet is not
+    read, and what to pass instead."""
+    with h5py.File(path, "r") as file:
+        whole = "model_weights" in file or "model_config" in file.attrs
+    what = (
+        "a whole Keras model saved in the legacy HDF5 format (model.save('x.h5'))"
+        if whole
+        else "weights saved in the legacy HDF5 format"
+    )
+    return (
+        f"weights={str(path)!r} is {what}, which is read only for keras.applications "
+        "ResNet50/101/152(V2) files (layers named like 'conv2_block1_1_conv'); save the model "
+        "as .keras (model.save('x.keras')) or its weights as .weights.h5 "
+        "(model.save_weights('x.weights.h5')), and pass that file."
+    )
 
 
 def _keras_applications_architecture(path):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import keras
 
-from keras_resvit.base.output_folders import atomic_folder
+from keras_resvit.base.output_folders import atomic_folder, check_replaceable_folder
 from keras_resvit.models.common import is_vit
 from keras_resvit.models.vit import LN_EPSILON, build_vit
 from keras_resvit.weights.common import assign_weights
@@ -47,6 +47,16 @@ _VIT_FIXED = {
     "use_patch_bias": True,
     "layer_norm_epsilon": LN_EPSILON,
     "data_format": "channels_last",
+}
+# `build_vit` options and the values keras-hub's ViTBackbone can hold: it always has a class
+# token and learned position embeddings, and none of the later options.
+_VIT_HOLDS = {
+    "pooling": ("token", None),
+    "position_embedding": ("learned",),
+    "num_registers": (0,),
+    "layer_scale_init": (None,),
+    "qk_norm": (False,),
+    "fc_norm": (False,),
 }
 _RESNET_FIXED = {"input_conv_filters": [64], "input_conv_kernel_sizes": [7]}
 # keras-hub's blocks per stage -> our depth, for its two block types.
@@ -221,10 +231,39 @@ def from_keras_hub_vit(backbone, *, preprocessing: str | None = "inception") -> 
     return fill_from_backbone(model, backbone)
 
 
+def _vit_options(layers) -> dict:
+    """The `build_vit` options that `_VIT_HOLDS` lists, read from our ViT's `{name: layer}`."""
+    pools = {"token_pool": "token", "gap_pool": "gap", "map_probe": "map"}
+    registers = layers.get("register_tokens")
+    scale = layers.get("encoder_block1_attention_layer_scale")
+    return {
+        "pooling": next((pooling for name, pooling in pools.items() if name in layers), None),
+        "position_embedding": layers["position_embedding"].kind,
+        "num_registers": 0 if registers is None else registers.num_registers,
+        "layer_scale_init": None if scale is None else scale.init_value,
+        "qk_norm": bool(layers["encoder_block1_attention"].qk_norm),
+        "fc_norm": "fc_norm" in layers,
+    }
+
+
+def _check_vit_options(model, layers):
+    """A ViT with an option keras-hub's ViTBackbone cannot hold: one ValueError naming it."""
+    for option, value in _vit_options(layers).items():
+        valid = _VIT_HOLDS[option]
+        if value not in valid:
+            raise ValueError(
+                f"model={model.name!r} has {option}={value!r}, which keras-hub's ViTBackbone "
+                f"cannot hold; it holds only {option}={' or '.join(map(repr, valid))} (a class "
+                "token and learned position embeddings; no registers, LayerScale, QK-norm or "
+                "fc_norm)."
+            )
+
+
 def _hub_config(model) -> tuple:
     """The keras-hub backbone class and config with `model`'s architecture, or ValueError."""
     config = {layer.name: layer for layer in model.layers}
     if is_vit(model):
+        _check_vit_options(model, config)
         attention = config["encoder_block1_attention"]
         blocks = sum(name.endswith("_attention") for name in config)
         kernel = config["patch_embedding"].kernel
@@ -292,15 +331,53 @@ def to_keras_hub(model: keras.Model):
     return backbone
 
 
+def _is_preset_file(path: Path) -> bool:
+    """Whether `path` is a preset's config.json naming a backbone of `BACKBONES` (as
+    `save_to_preset` writes it) or its metadata.json."""
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, ValueError):  # a folder, unreadable, not UTF-8 or not JSON
+        return False
+    if not isinstance(content, dict):
+        return False
+    if path.name == "metadata.json":
+        return "keras_hub_version" in content
+    class_name = content.get("class_name")
+    return (
+        class_name in BACKBONES
+        and content.get("registered_name") == f"keras_hub>{class_name}"
+        and isinstance(content.get("config"), dict)
+    )
+
+
+def _check_earlier_preset(folder):
+    """`folder` must be missing, empty or an earlier preset: its files are read, not only
+    named, so a user's own config.json is never taken for a preset's.
+
+    Raises:
+        ValueError: naming the folder and the first file that is not a preset's.
+    """
+    path = check_replaceable_folder("folder", folder, *PRESET)
+    for name in ("config.json", "metadata.json"):
+        if (path / name).exists() and not _is_preset_file(path / name):
+            raise ValueError(
+                f"folder={str(folder)!r} holds {name}, which is not the {name} of a keras-hub "
+                f"preset of one of {list(BACKBONES)}; saving a preset there would replace it. "
+                "A preset replaces only an earlier preset: choose a new or empty folder."
+            )
+
+
 def save_keras_hub_preset(model: keras.Model, folder) -> Path:
     """Writes `model` as a keras-hub preset folder that `keras_hub.models.Backbone.from_preset`
-    loads (see `to_keras_hub`); written whole or not at all, replacing only an earlier preset.
+    loads (see `to_keras_hub`); written whole or not at all, replacing only an earlier preset
+    (a folder whose config.json and metadata.json are a keras-hub ViT or ResNet preset's).
 
     Returns:
         The folder's path.
 
     Raises:
-        ValueError: `model` has no keras-hub counterpart, or `folder` holds other files.
+        ValueError: `model` has no keras-hub counterpart, or `folder` holds other files
+            (a config.json or metadata.json of its own included).
         ImportError: keras-hub is not installed.
 
     Example:
@@ -312,6 +389,8 @@ def save_keras_hub_preset(model: keras.Model, folder) -> Path:
     'ViTBackbone'
     """
     backbone = to_keras_hub(model)
+    _check_earlier_preset(folder)
     with atomic_folder("folder", folder, *PRESET) as tmp:
         backbone.save_to_preset(str(tmp))
+        _check_earlier_preset(folder)  # again, just before the swap
     return Path(folder)
