@@ -628,6 +628,17 @@ CASES = [
     Case("train_epochs_negative", lambda b: _train(b, epochs=-3), V, ("epochs=-3", "positive")),
     Case("train_save_every", lambda b: _train(b, save_every=-1), V, ("save_every=-1",)),
     Case("train_recipe", lambda b: _train(b, recipe="sgd"), V, ("recipe='sgd'", "resnet_cifar")),
+    Case(
+        "train_sigmoid_head_with_a_softmax_recipe",
+        lambda b: _train(
+            b,
+            kr.build_resnet(
+                8, stem="cifar", input_shape=(16, 16, 3), classifier_activation="sigmoid"
+            ),
+        ),
+        V,
+        ("ends in a sigmoid", "softmax over the classes", 'classifier_activation="softmax"'),
+    ),
     Case("train_verbose", lambda b: _train(b, verbose="loud"), V, ("verbose='loud'", "'auto'")),
     Case(
         "masked_patches_verbose",

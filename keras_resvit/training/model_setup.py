@@ -8,7 +8,7 @@ from keras_resvit.base.validation import check_int
 from keras_resvit.data.checks import has_soft_labels
 from keras_resvit.factory import create_model
 from keras_resvit.layers.normalization import PixelMean
-from keras_resvit.models.common import is_vit, outputs_logits
+from keras_resvit.models.common import classifier_activation, is_vit, outputs_logits
 from keras_resvit.models.vit import resize_vit
 from keras_resvit.training.data_checks import check_channels
 from keras_resvit.training.losses import MultiLabelBinaryCrossentropy
@@ -45,6 +45,16 @@ def _loss(model, soft_labels, recipe):
         return MultiLabelBinaryCrossentropy(
             target_threshold=recipe.target_threshold,
             label_smoothing=0.0 if soft_labels else label_smoothing,
+        )
+    activation = classifier_activation(model)
+    if activation not in ("linear", "softmax"):
+        # Keras would take them for probabilities over the classes, and its TensorFlow loss
+        # reads a sigmoid's logits off its outputs: another loss on each backend.
+        raise ValueError(
+            f"model {model.name!r} ends in a {activation}, but the recipe trains with the "
+            "cross-entropy of a softmax over the classes; build the model with "
+            'classifier_activation="softmax" (or None, logits), or train it with a binary '
+            'cross-entropy recipe ("deit3", "rsb_a1", ...).'
         )
     if soft_labels:
         # MixUp/CutMix pipelines (kr.data) already smooth the labels they mix.
