@@ -25,8 +25,8 @@ def create_model(name: str, weights=None, **overrides) -> keras.Model:
             converter picked from the file: `.npz` (original ViT, BiT or timm),
             `.safetensors`/`.pth` (timm/torchvision), keras.applications `.h5`, or our own
             `.keras`/`.weights.h5`. Build arguments the weights fix (keras.applications' v1
-            layout, a checkpoint's number of classes, resolution and preprocessing) apply
-            unless overridden.
+            layout, a checkpoint's number of classes, resolution and preprocessing, a `.keras`
+            file's preprocessing) apply unless overridden.
         **overrides: builder arguments, e.g. `num_classes=10, input_shape=(64, 64, 3)`.
 
     Returns:

@@ -22,6 +22,7 @@ import numpy as np
 
 from keras_resvit.base.files import as_path
 from keras_resvit.base.model_files import check_keras_file
+from keras_resvit.layers.normalization import NORMALIZATION_PRESETS, preprocessing_layers
 from keras_resvit.models.vit_config import builds_any_size
 from keras_resvit.models.vit_resize import resize_vit
 from keras_resvit.weights.bit_npz import (
@@ -189,10 +190,45 @@ def _bit_layout(path, family, arguments):
     return layout
 
 
+def _comparable(layer):
+    """A serialized layer's config without its name, dtype and trainable flag, as JSON reads
+    it back (tuples as lists)."""
+    skipped = ("name", "dtype", "trainable")
+    return json.loads(json.dumps({k: v for k, v in layer["config"].items() if k not in skipped}))
+
+
+def _keras_file_preprocessing(path):
+    """The preprocessing preset (`layers.normalization.NORMALIZATION_PRESETS`) of the model in
+    our `.keras` file `path`: its weights were trained with it, and a model built with another
+    one would give other outputs from them. Read from the file's layers named
+    "preprocessing...", compared with each preset's.
+
+    Raises:
+        ValueError: those layers are no preset's.
+    """
+    with zipfile.ZipFile(path) as archive:
+        layers = json.loads(archive.read("config.json"))["config"].get("layers", [])
+    found = [
+        (x["class_name"], _comparable(x))
+        for x in layers
+        if str(x.get("config", {}).get("name", "")).startswith("preprocessing")
+    ]
+    for preset in NORMALIZATION_PRESETS:
+        layers = [keras.saving.serialize_keras_object(x) for x in preprocessing_layers(preset)]
+        if found == [(x["class_name"], _comparable(x)) for x in layers]:
+            return preset
+    raise ValueError(
+        f"weights={str(path)!r} holds a model whose preprocessing layers "
+        f"{[name for name, _ in found]} are none of the presets "
+        f"{list(NORMALIZATION_PRESETS)}; load the whole model with kr.load_model instead."
+    )
+
+
 def _layout(fmt, path, family, arguments):
     """Build arguments the weights fix, or ValueError when they need another family."""
-    if fmt == "keras":
-        return {}
+    if fmt == "keras":  # a .weights.h5 file holds no layer configs
+        keras_file = Path(path).suffix.lower() == ".keras"
+        return {"preprocessing": _keras_file_preprocessing(path)} if keras_file else {}
     if fmt == "keras_hub":
         config = json.loads((path / "config.json").read_text())
         needed, layout = backbone_arguments(config["class_name"], config["config"])

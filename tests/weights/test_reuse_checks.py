@@ -5,6 +5,7 @@ converter reads are named, the cache's setting is named, and sizes are checked b
 import json
 
 import keras
+import numpy as np
 import pytest
 
 import keras_resvit as kr
@@ -125,3 +126,40 @@ def test_resize_vit_checks_the_patch_size_type_even_when_it_equals_the_model_s(p
 def test_resize_vit_checks_the_image_size_type_even_when_it_equals_the_model_s(image_size):
     with pytest.raises(ValueError, match=rf"image_size={image_size!r} must be an int"):
         kr.resize_vit(tiny_vit(), image_size)
+
+
+@pytest.mark.parametrize("preset", [None, "inception", "caffe"])
+def test_a_keras_file_brings_its_preprocessing_unless_overridden(tmp_path, preset):
+    """The weights of a `.keras` file were trained behind its preprocessing: a registry model
+    built around them takes it (else its outputs silently differ from the file's model)."""
+    source = kr.create_model("resnet20", preprocessing=preset, classifier_activation=None)
+    randomize(source)
+    source.save(tmp_path / "mine.keras")
+    x = random_images(4, 32, 32)
+    created = kr.create_model(
+        "resnet20", classifier_activation=None, weights=tmp_path / "mine.keras"
+    )
+    assert_close(created(x), source(x))
+    overridden = kr.create_model(
+        "resnet20",
+        preprocessing="cifar",
+        classifier_activation=None,
+        weights=tmp_path / "mine.keras",
+    )
+    assert overridden.get_layer("preprocessing").get_config()["mean"] == [
+        125.307,
+        122.961,
+        113.8575,
+    ]
+    difference = np.abs(keras.ops.convert_to_numpy(overridden(x) - source(x))).max()
+    assert difference > 1e-2
+
+
+def test_a_keras_file_of_unknown_preprocessing_is_named(tmp_path):
+    model = kr.create_model("resnet20", preprocessing="inception")
+    config = model.get_config()
+    layer = next(x for x in config["layers"] if x["config"]["name"] == "preprocessing")
+    layer["config"]["scale"] = 0.5  # a user's own normalization, under our layer's name
+    keras.Model.from_config(config).save(tmp_path / "custom.keras")
+    with pytest.raises(ValueError, match=r"custom.keras.*preprocessing layers.*kr.load_model"):
+        kr.create_model("resnet20", weights=tmp_path / "custom.keras")
