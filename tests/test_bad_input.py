@@ -629,6 +629,27 @@ CASES = [
     Case("train_save_every", lambda b: _train(b, save_every=-1), V, ("save_every=-1",)),
     Case("train_recipe", lambda b: _train(b, recipe="sgd"), V, ("recipe='sgd'", "resnet_cifar")),
     Case(
+        "vit_drop_path_of_a_single_block",
+        lambda b: kr.build_vit(
+            None,
+            image_size=16,
+            patch_size=8,
+            hidden_size=8,
+            num_layers=1,
+            num_heads=2,
+            mlp_dim=16,
+            drop_path=0.5,
+        ),  # fmt: skip
+        V,
+        ("drop_path=0.5 has no effect with num_layers=1", "drop_path=0.0"),
+    ),
+    Case(
+        "create_model_hybrid_override_typo",
+        lambda b: kr.create_model("r50_vit_b16", widht=2),
+        V,
+        ("override widht=2 is not an argument of build_hybrid_vit", "'hidden_size'"),
+    ),
+    Case(
         "train_sigmoid_head_with_a_softmax_recipe",
         lambda b: _train(
             b,

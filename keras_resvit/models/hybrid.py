@@ -128,3 +128,6 @@ def build_hybrid_vit(
         preprocessing,
         name or f"{backbone}_vit_{size}{cfg.patch_size}",
     )
+
+
+build_hybrid_vit.keyword_options = VIT_OPTIONS  # for `create_model`'s override check

@@ -226,9 +226,12 @@ def check_overrides(family: str, overrides: dict) -> None:
     """Unknown override names raise ValueError with close matches, not the builder's TypeError."""
     build = builder(family)
     parameters = inspect.signature(build).parameters
-    if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+    # A builder that passes `**options` on names them in `keyword_options`.
+    forwarded = getattr(build, "keyword_options", None)
+    if forwarded is None and any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
         return  # the builder validates its own keyword arguments
-    valid = [p for p in parameters if p != "name"]
+    valid = [k for k, p in parameters.items() if k != "name" and p.kind != p.VAR_KEYWORD]
+    valid += list(forwarded or ())
     for key in overrides:
         if key not in valid:
             close = difflib.get_close_matches(key, valid, n=2, cutoff=0.6)

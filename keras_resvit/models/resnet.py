@@ -188,7 +188,8 @@ def build_resnet(
         weight_standardization: standardize every conv kernel (BiT).
         downsample: "first" (each stage after the first starts with a stride-2 block: the
             paper) or "last" (each stage but the last ends with one, its identity shortcut
-            subsampled: keras.applications' ResNetV2 layout, for its weights).
+            subsampled with shortcuts A and B, projected with C and D: keras.applications'
+            ResNetV2 layout, for its weights).
         stem_bias: give the stem conv a bias (keras.applications' ResNetV2 has one; it cannot
             be folded into a later BatchNorm because the max-pool's zero padding follows it).
         zero_init_residual: start every residual branch at zero, so each block starts as its

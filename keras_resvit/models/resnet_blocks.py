@@ -93,8 +93,10 @@ def norm_relu(x, name, cfg, suffix=""):
 def _shortcut(x, preact, filters, stride, name, cfg):
     """The identity path of a block; `preact` is the pre-activated input (v2) or `x` (v1)."""
     changes_shape = stride != 1 or x.shape[-1] != filters
-    if cfg.downsample == "last" and stride != 1 and x.shape[-1] == filters:
-        # keras.applications' ResNetV2 subsamples the identity (a 1x1 strided max-pool).
+    subsampled = stride != 1 and x.shape[-1] == filters and cfg.shortcut in ("A", "B")
+    if cfg.downsample == "last" and subsampled:
+        # keras.applications' ResNetV2 subsamples the identity (a 1x1 strided max-pool);
+        # options C and D project (D after its average pool) wherever the size changes.
         return SlicedMaxPooling2D(1, strides=stride, name=f"{name}_shortcut_pool")(x)
     if cfg.shortcut == "A" and changes_shape:
         return ZeroPadShortcut(filters, stride, name=f"{name}_shortcut_pad")(x)
@@ -179,7 +181,7 @@ def resnet_stem(x, stem, filters, cfg):
     max pool) or the CIFAR stem (one 3x3 conv); pre-activation nets leave the norm-ReLU after
     the last conv to their first block."""
     if stem == "cifar":
-        x = _conv(x, filters, 3, 1, "stem_conv", cfg)
+        x = _conv(x, filters, 3, 1, "stem_conv", cfg, use_bias=cfg.stem_bias)
     elif stem == "deep":
         # He et al. (2019), ResNet-C: three 3x3 convs, the first strided, in place of the 7x7;
         # half the first stage's width, half, then all of it (timm's resnet50d: 32, 32, 64).

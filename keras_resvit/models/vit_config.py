@@ -190,6 +190,12 @@ def vit_config(
         ("drop_path", drop_path),
     ):
         check_rate(argument, rate)
+    if drop_path and arch["num_layers"] == 1:
+        raise ValueError(
+            f"drop_path={drop_path} has no effect with num_layers=1: the rates rise linearly "
+            "from 0 at the first block (timm's rule), and the only block is the first; use "
+            "drop_path=0.0 or more blocks."
+        )
     check_int("num_registers", num_registers, minimum=0)
     check_number("layer_scale_init", layer_scale_init, 0, none_ok=True)
     check_bool("qk_norm", qk_norm)

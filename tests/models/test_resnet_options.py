@@ -285,6 +285,34 @@ def test_drop_path_drops_whole_branches_per_example_with_the_rate():
     assert abs((1 - kept.mean()) - 0.5) < 0.1, kept.mean()
 
 
+@pytest.mark.parametrize("shortcut", ["C", "D"])
+def test_downsample_last_keeps_the_projection_shortcuts(shortcut):
+    """keras.applications' layout subsamples the identity of a block that changes only the
+    size; option C projects every shortcut and D average-pools then projects, there too."""
+    with keras.StatelessScope(initialize_variables=False):
+        model = kr.build_resnet(14, stem="cifar", shortcut=shortcut, downsample="last")
+    names = [layer.name for layer in model.layers]
+    # The stride-2 blocks: the last of stages 1 and 2, each keeping its width.
+    for block in ("stage1_block2", "stage2_block2"):
+        assert f"{block}_shortcut_pool" not in names
+        assert f"{block}_shortcut_conv" in names
+        assert (f"{block}_shortcut_avg_pool" in names) == (shortcut == "D")
+    strides = model.get_layer("stage1_block2_shortcut_conv").strides
+    assert strides == ((2, 2) if shortcut == "C" else (1, 1))
+
+
+@pytest.mark.parametrize(
+    "stem, depth, width", [("imagenet", 18, 64), ("cifar", 20, 16), ("deep", 18, 64)]
+)
+def test_stem_bias_adds_a_bias_to_every_stem(stem, depth, width):
+    with keras.StatelessScope(initialize_variables=False):
+        plain = kr.build_resnet(depth, stem=stem, input_shape=(32, 32, 3))
+        biased = kr.build_resnet(depth, stem=stem, input_shape=(32, 32, 3), stem_bias=True)
+    last = "stem_conv3" if stem == "deep" else "stem_conv"
+    assert biased.get_layer(last).use_bias and not plain.get_layer(last).use_bias
+    assert biased.count_params() - plain.count_params() == width
+
+
 @pytest.mark.parametrize(
     "kwargs, words",
     [
