@@ -3,6 +3,7 @@ run on them and compared with the Keras model's outputs.
 """
 
 import importlib.util
+import warnings
 from pathlib import Path
 
 import keras
@@ -115,6 +116,14 @@ def check_artifact(model, artifact, format, quantization, calibration):
         images = np.random.default_rng(0).uniform(0, 255, (CHECK_SAMPLES, *shape))
         images = images.astype("float32")
     expected = keras.ops.convert_to_numpy(model(images, training=False))
+    if np.ptp(expected) == 0:
+        warnings.warn(
+            f"model {model.name!r} gives the same output {expected.flat[0]:.4g} for every class "
+            "of every sample image (a zero-initialized classifier, as after kr.replace_head of "
+            "a ViT?): the export's check compares nothing but that constant. Train the model "
+            "first, or check the exported backbone (include_top=False).",
+            stacklevel=3,
+        )
     actual = RUNNERS[format](artifact, images)
     difference = float(np.abs(actual - expected).max())
     agreement = float(np.mean(actual.argmax(-1) == expected.argmax(-1)))
