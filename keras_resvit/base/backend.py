@@ -229,6 +229,14 @@ def count_values(ops, keys, length):
     return ops.core.scatter(ops.numpy.reshape(keys, (-1, 1)), ops.numpy.ones_like(keys), (length,))
 
 
+def data_layer():
+    """Keras' base class of its layers that run inside `tf.data` with TensorFlow ops whatever
+    the backend, without a `training` argument (`keras.layers.Rescaling`'s; no public name)."""
+    from keras.src.layers.preprocessing.data_layer import DataLayer
+
+    return DataLayer
+
+
 def image_preprocessing_layer():
     """Keras' base class of its image augmentation layers (no public name): subclasses run
     inside `tf.data` with TensorFlow ops whatever the backend, images or batches."""

@@ -23,6 +23,16 @@ def _check_size(height, width, layer):
         check_int(f"{layer}: {arg}", value)
 
 
+def _check_data_format(data_format, layer):
+    """The layers crop channels-last images only; returns the data format they run with."""
+    data_format = data_format or keras.config.image_data_format()
+    if data_format != "channels_last":
+        raise ValueError(
+            f"{layer}: data_format={data_format!r} is not supported; valid: 'channels_last'."
+        )
+    return data_format
+
+
 def _check_range(name, value, low, layer):
     if (
         not isinstance(value, (tuple, list))
@@ -52,12 +62,7 @@ class _CropAndResize(keras.layers.RandomCrop):
         _check_size(height, width, type(self).__name__)
         check_bool(f"{type(self).__name__}: antialias", antialias)
         check_choice(f"{type(self).__name__}: interpolation", interpolation, INTERPOLATIONS)
-        data_format = data_format or keras.config.image_data_format()
-        if data_format != "channels_last":
-            raise ValueError(
-                f"{type(self).__name__}: data_format={data_format!r} is not supported; "
-                "valid: 'channels_last'."
-            )
+        data_format = _check_data_format(data_format, type(self).__name__)
         super().__init__(height, width, seed=seed, data_format=data_format, **kwargs)
         self.interpolation = interpolation
         self.antialias = antialias
@@ -167,8 +172,10 @@ class RandomResizedCrop(_CropAndResize):
         found = b.numpy.any(fits)
         crop_h = b.numpy.where(found, b.numpy.take(crop_h, first), fallback_h)
         crop_w = b.numpy.where(found, b.numpy.take(crop_w, first), fallback_w)
-        top = b.random.uniform((), 0.0, 1.0, seed=seed) * (height - crop_h)
-        left = b.random.uniform((), 0.0, 1.0, seed=seed) * (width - crop_w)
+        # A box that fits is placed at random; the fallback is centered (torchvision).
+        share_top = b.numpy.where(found, b.random.uniform((), 0.0, 1.0, seed=seed), 0.5)
+        share_left = b.numpy.where(found, b.random.uniform((), 0.0, 1.0, seed=seed), 0.5)
+        top, left = share_top * (height - crop_h), share_left * (width - crop_w)
         return b.numpy.floor(top), b.numpy.floor(left), crop_h, crop_w
 
     def get_config(self):
@@ -237,9 +244,14 @@ class RandomPadCrop(keras.layers.RandomCrop):
 
     Args:
         padding: pixels added on each side.
-        fill_value: the padding's pixel value: a number, or one per channel (e.g. the
-            dataset's mean colour on the images' scale); 0 pads black.
+        fill_value: the padding's pixel value: a number, for any number of channels, or
+            one per channel (e.g. the dataset's mean colour on the images' scale), for
+            images of that many channels; 0 pads black.
         seed: random seed.
+        data_format: "channels_last" (the only one supported) or None for Keras' setting.
+
+    Raises:
+        ValueError: for one fill value per channel and images of another channel count.
 
     Example:
     >>> import numpy as np
@@ -247,8 +259,9 @@ class RandomPadCrop(keras.layers.RandomCrop):
     (32, 32, 3)
     """
 
-    def __init__(self, padding=4, fill_value=0.0, seed=None, **kwargs):
+    def __init__(self, padding=4, fill_value=0.0, seed=None, data_format=None, **kwargs):
         check_int("RandomPadCrop: padding", padding, 0)
+        data_format = _check_data_format(data_format, "RandomPadCrop")
         values = fill_value if isinstance(fill_value, (tuple, list)) else [fill_value]
         if not values or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
@@ -260,7 +273,7 @@ class RandomPadCrop(keras.layers.RandomCrop):
             )
         # The output size is the input size; RandomCrop's own height/width are unused.
         kwargs.pop("height", None), kwargs.pop("width", None)
-        super().__init__(1, 1, seed=seed, **kwargs)
+        super().__init__(1, 1, seed=seed, data_format=data_format, **kwargs)
         self.padding = padding
         self.fill_value = [float(v) for v in values] if len(values) > 1 else float(values[0])
 
@@ -272,6 +285,13 @@ class RandomPadCrop(keras.layers.RandomCrop):
         return self.backend.cast(self.backend.numpy.floor(shift), "int32")
 
     def transform_images(self, images, transformation, training=True):
+        channels = images.shape[-1]
+        if isinstance(self.fill_value, list) and channels not in (None, len(self.fill_value)):
+            raise ValueError(
+                f"RandomPadCrop: fill_value={self.fill_value!r} holds one value per channel "
+                f"of {len(self.fill_value)}-channel images, but the images have {channels} "
+                "channels; pass one value per channel, or a single number for any count."
+            )
         images = self.backend.cast(images, self.compute_dtype)
         if not training or transformation is None or self.padding == 0:
             return images
@@ -311,6 +331,7 @@ class ResizeCenterCrop(keras.layers.CenterCrop):
         crop_ratio: share of the resized shorter side kept by the crop, in (0, 1].
         interpolation: resize interpolation.
         antialias: antialias when shrinking (on: evaluation can afford it).
+        data_format: "channels_last" (the only one supported) or None for Keras' setting.
 
     Example:
     >>> import numpy as np
@@ -319,14 +340,22 @@ class ResizeCenterCrop(keras.layers.CenterCrop):
     """
 
     def __init__(
-        self, height, width, crop_ratio=0.875, interpolation="bilinear", antialias=True, **kwargs
+        self,
+        height,
+        width,
+        crop_ratio=0.875,
+        interpolation="bilinear",
+        antialias=True,
+        data_format=None,
+        **kwargs,
     ):
         _check_size(height, width, "ResizeCenterCrop")
+        data_format = _check_data_format(data_format, "ResizeCenterCrop")
         if not isinstance(crop_ratio, (int, float)) or not 0.0 < crop_ratio <= 1.0:
             raise ValueError(f"ResizeCenterCrop: crop_ratio={crop_ratio!r} must lie in (0, 1].")
         check_bool("ResizeCenterCrop: antialias", antialias)
         check_choice("ResizeCenterCrop: interpolation", interpolation, INTERPOLATIONS)
-        super().__init__(height, width, **kwargs)
+        super().__init__(height, width, data_format=data_format, **kwargs)
         self.crop_ratio = float(crop_ratio)
         self.interpolation = interpolation
         self.antialias = antialias

@@ -3,6 +3,7 @@
 import keras
 
 from keras_resvit.base.validation import check_number
+from keras_resvit.layers.three_augment import refuse_arguments
 
 # The principal components of ImageNet's RGB pixels on the [0, 1] scale, as fb.resnet.torch
 # publishes them (computed on a subset of the training images): eigenvalues and, per row,
@@ -33,6 +34,12 @@ class PCALighting(keras.layers.RandomBrightness):
         value_range: the images' pixel range; the shift is scaled to it and the result
             clipped to it.
         seed: seed of the random draws.
+        data_format: "channels_last" (the only one supported) or None for Keras' setting.
+
+    Raises:
+        ValueError: for `factor`, the argument of `keras.layers.RandomBrightness` this layer
+            does not take (`alpha_std` sets the strength), and for images that are not RGB
+            (3 channels, last axis).
 
     Example:
     >>> import numpy as np
@@ -48,10 +55,24 @@ class PCALighting(keras.layers.RandomBrightness):
         eigenvectors=IMAGENET_EIGENVECTORS,
         value_range=(0, 255),
         seed=None,
+        data_format=None,
         **kwargs,
     ):
-        kwargs.pop("factor", None)
-        super().__init__(factor=0.0, value_range=value_range, seed=seed, **kwargs)
+        refuse_arguments(
+            "PCALighting",
+            kwargs,
+            ("factor",),
+            "the lighting's strength is alpha_std (AlexNet: 0.1)",
+        )
+        data_format = data_format or keras.config.image_data_format()
+        if data_format != "channels_last":
+            raise ValueError(
+                f"PCALighting: data_format={data_format!r} is not supported; valid: "
+                "'channels_last'."
+            )
+        super().__init__(
+            factor=0.0, value_range=value_range, seed=seed, data_format=data_format, **kwargs
+        )
         check_number("PCALighting: alpha_std", alpha_std, 0, include_low=True)
         values = [float(v) for v in eigenvalues]
         vectors = [[float(v) for v in row] for row in eigenvectors]
@@ -71,6 +92,12 @@ class PCALighting(keras.layers.RandomBrightness):
         if rank not in (3, 4):
             raise ValueError(
                 f"PCALighting: images must have rank 3 or 4; got shape {tuple(shape)}."
+            )
+        if images.shape[-1] not in (None, 3):
+            raise ValueError(
+                f"PCALighting: images of shape {tuple(images.shape)} have {images.shape[-1]} "
+                "channels; the lighting shifts RGB colours: valid are images with 3 channels "
+                "(last axis)."
             )
         batch = (1,) if rank == 3 else (shape[0],)
         delta_shape = (1, 1, 3) if rank == 3 else (shape[0], 1, 1, 3)

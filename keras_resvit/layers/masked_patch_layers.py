@@ -8,12 +8,17 @@ corrupted patch: 512 classes.
 import keras
 from keras import ops
 
+from keras_resvit.base.validation import check_int, check_number
+
+MAX_COLOUR_BITS = 8  # the bits of a channel of 0-255 images
+
 
 @keras.saving.register_keras_serializable(package="keras_resvit")
 class PatchCorruption(keras.layers.Layer):
     """Corrupts a random `rate` of the patch embeddings of each image, BERT-style.
 
-    Exactly `round(rate * tokens)` patches per image are picked; each is replaced by the
+    Exactly `round(rate * tokens)` patches per image are picked, at least one (there is
+    always a patch to predict; the paper picks 50%); each is replaced by the
     learned [mask] embedding with probability `mask_fraction`, by the embedding of another
     patch of the same image with probability `random_fraction`, and kept otherwise (the model
     must still predict it). Randomness comes from a `keras.random.SeedGenerator`, so the layer
@@ -24,13 +29,34 @@ class PatchCorruption(keras.layers.Layer):
     `(batch, tokens)`, 1 where a patch was picked.
 
     Args:
-        rate: fraction of patches picked per image.
-        mask_fraction: share of the picked patches replaced by the [mask] embedding.
-        random_fraction: share replaced by another patch's embedding.
+        rate: fraction of patches picked per image, in (0, 1]: a rate of 0 would leave the
+            pre-training nothing to predict.
+        mask_fraction: share of the picked patches replaced by the [mask] embedding, in [0, 1].
+        random_fraction: share replaced by another patch's embedding, in [0, 1]; with
+            `mask_fraction` at most 1 (the rest is kept).
         seed: optional random seed.
+
+    Raises:
+        ValueError: for arguments outside these ranges, or inputs that are not
+            `(batch, tokens, dim)` with a fixed number of tokens.
     """
 
     def __init__(self, rate=0.5, mask_fraction=0.8, random_fraction=0.1, seed=None, **kwargs):
+        check_number("PatchCorruption: rate", rate, 0, 1, include_high=True)
+        for argument, value in (
+            ("mask_fraction", mask_fraction),
+            ("random_fraction", random_fraction),
+        ):
+            check_number(
+                f"PatchCorruption: {argument}", value, 0, 1, include_low=True, include_high=True
+            )
+        if mask_fraction + random_fraction > 1 + 1e-9:  # 0.7 + 0.3 may round above 1
+            raise ValueError(
+                f"PatchCorruption: mask_fraction={mask_fraction!r} and "
+                f"random_fraction={random_fraction!r} must add up to at most 1 (shares of the "
+                "picked patches)."
+            )
+        check_int("PatchCorruption: seed", seed, 0, none_ok=True)
         super().__init__(**kwargs)
         self.rate = rate
         self.mask_fraction = mask_fraction
@@ -39,6 +65,11 @@ class PatchCorruption(keras.layers.Layer):
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def build(self, input_shape):
+        if len(input_shape) != 3 or input_shape[1] is None:
+            raise ValueError(
+                f"PatchCorruption: inputs of shape {tuple(input_shape)} are not valid; expected "
+                "patch embeddings (batch, tokens, dim) with a fixed number of tokens."
+            )
         # Drawn like the position embeddings of the reference ViT, N(0, 0.02).
         self.mask_token = self.add_weight(
             shape=(1, 1, input_shape[-1]),
@@ -96,15 +127,41 @@ class PatchColourClasses(keras.layers.Layer):
 
     Args:
         patch_size: patch side in pixels; height and width are multiples of it.
-        bits: bits per channel.
+        bits: bits per channel, 1 to 8.
+
+    Raises:
+        ValueError: for bad arguments, or images that are not RGB `(batch, height, width, 3)`
+            of a fixed size that `patch_size` divides.
     """
 
     def __init__(self, patch_size, bits=3, **kwargs):
+        check_int("PatchColourClasses: patch_size", patch_size)
+        check_int("PatchColourClasses: bits", bits)
+        if bits > MAX_COLOUR_BITS:
+            raise ValueError(
+                f"PatchColourClasses: bits={bits!r} must be an int in [1, {MAX_COLOUR_BITS}] "
+                "(0-255 pixels have 8 bits per channel)."
+            )
         super().__init__(**kwargs)
         self.patch_size = patch_size
         self.bits = bits
 
+    def _check_images(self, shape):
+        shape = tuple(shape)
+        if len(shape) != 4 or shape[-1] != 3 or None in shape[1:3]:
+            raise ValueError(
+                f"PatchColourClasses: images of shape {shape} are not valid; expected RGB "
+                "images (batch, height, width, 3) of a fixed size."
+            )
+        if shape[1] % self.patch_size or shape[2] % self.patch_size:
+            raise ValueError(
+                f"PatchColourClasses: images of {shape[1]}x{shape[2]} pixels do not split into "
+                f"patches of patch_size={self.patch_size}; height and width must be multiples "
+                "of it."
+            )
+
     def call(self, images):
+        self._check_images(images.shape)
         height, width, channels = images.shape[1:]
         patch, levels = self.patch_size, 2**self.bits
         grid = (height // patch, width // patch)
@@ -116,6 +173,7 @@ class PatchColourClasses(keras.layers.Layer):
         return ops.cast(ops.reshape(classes, (-1, grid[0] * grid[1])), "int32")
 
     def compute_output_spec(self, images):
+        self._check_images(images.shape)
         patches = (images.shape[1] // self.patch_size) * (images.shape[2] // self.patch_size)
         return keras.KerasTensor((images.shape[0], patches), dtype="int32")
 

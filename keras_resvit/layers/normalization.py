@@ -6,7 +6,9 @@ user feeds camera pixels, whatever preset the model was trained with.
 
 import keras
 
+from keras_resvit.base.backend import backend, data_layer, in_tf_graph
 from keras_resvit.base.deprecation import deprecated_names
+from keras_resvit.base.validation import check_choice
 
 # Per-channel statistics on the 0-255 scale.
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
@@ -30,11 +32,37 @@ RGB_PRESETS = ("imagenet", "cifar", "caffe")
 
 
 @keras.saving.register_keras_serializable(package="keras_resvit")
-class ReverseChannels(keras.layers.Layer):
-    """Reverses the channel axis (RGB <-> BGR) of channels-last images."""
+class ReverseChannels(data_layer()):
+    """Reverses the channel axis (RGB <-> BGR) of images.
+
+    A Keras data layer, like `keras.layers.Rescaling`: in a model it computes with the
+    backend's ops, inside `tf.data` with TensorFlow's whatever the backend. It takes no
+    `training` argument: an image augmentation layer's default `training=True` would put the
+    model it starts in training mode (BatchNorm on batch statistics) when called plainly.
+
+    Args:
+        data_format: "channels_last", "channels_first", or None for Keras' setting.
+
+    Example:
+    >>> import numpy as np
+    >>> keras.ops.convert_to_numpy(ReverseChannels()(np.array([[[[1.0, 2.0, 3.0]]]]))).tolist()
+    [[[[3.0, 2.0, 1.0]]]]
+    """
+
+    def __init__(self, data_format=None, **kwargs):
+        super().__init__(**kwargs)
+        self.data_format = data_format or keras.config.image_data_format()
+        check_choice("data_format", self.data_format, ("channels_last", "channels_first"))
 
     def call(self, inputs):
-        return keras.ops.flip(inputs, axis=-1)
+        axis = -1 if self.data_format == "channels_last" else -3
+        return self.backend.numpy.flip(self.backend.cast(inputs, self.compute_dtype), axis=axis)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "data_format": self.data_format}
 
 
 @keras.saving.register_keras_serializable(package="keras_resvit")
@@ -46,6 +74,12 @@ class PixelMean(keras.layers.Layer):
     `adapt` computes it. `kr.train` adapts a model's un-adapted `PixelMean` from the training
     images before any augmentation (datasets of `kr.data.load_dataset` carry them), and
     refuses to train one it cannot adapt, rather than subtracting a zero mean.
+
+    It belongs in the model: inside `tf.data` it runs only with the TensorFlow backend (on
+    the others, a graph traced before `adapt` would keep the mean it saw then).
+
+    Raises:
+        ValueError: when called inside `tf.data` (a TensorFlow graph) under JAX or PyTorch.
 
     Example:
     >>> import numpy as np
@@ -66,6 +100,16 @@ class PixelMean(keras.layers.Layer):
         )
         # Images the mean was computed from: 0 until `adapt`.
         self.count = self.add_weight(name="count", shape=(), initializer="zeros", trainable=False)
+
+    def __call__(self, inputs, *args, **kwargs):
+        # A TensorFlow tensor, not a JAX tracer inside a TF graph (jax2tf export).
+        if backend() != "tensorflow" and in_tf_graph() and "tensorflow" in type(inputs).__module__:
+            raise ValueError(
+                f"PixelMean layer {self.name!r} cannot run inside tf.data with the "
+                f"{backend()!r} backend: its mean image is a weight of the model. Keep it in "
+                "the model (preprocessing='pixel_mean'), or use the tensorflow backend."
+            )
+        return super().__call__(inputs, *args, **kwargs)
 
     def call(self, inputs):
         return inputs - keras.ops.cast(self.mean, inputs.dtype)

@@ -17,7 +17,8 @@ random sign. With `f = magnitude / 10` the operations are (PIL's, on the 0-255 s
 | shear_x, shear_y | +-0.3f | same |
 | translate_x, translate_y | +-0.45f of the image side | same |
 
-Areas moved in from outside the image get the ImageNet mean colour, timm's fill. The blends are
+Areas moved in from outside the image get the ImageNet mean colour, timm's fill (its grey level
+on images that are not RGB). The blends are
 PIL's `ImageEnhance` towards greyscale (colour), the mean grey level (contrast), black
 (brightness) and PIL's 3x3 SMOOTH filter with the border kept (sharpness); equalize is PIL's
 `ImageOps.equalize`. Images are float: no operation rounds to whole levels as PIL's uint8
@@ -30,7 +31,7 @@ import math
 
 import keras
 
-from keras_resvit.base.backend import count_values, image_preprocessing_layer, in_tf_graph
+from keras_resvit.base.backend import image_preprocessing_layer, in_tf_graph
 from keras_resvit.base.validation import (
     check_bool,
     check_choice,
@@ -38,7 +39,8 @@ from keras_resvit.base.validation import (
     check_number,
     check_value_range,
 )
-from keras_resvit.layers.three_augment import blend, luma
+from keras_resvit.layers.pil_ops import auto_contrast, equalize, smooth
+from keras_resvit.layers.three_augment import blend, luma, refuse_arguments
 
 # timm's `_RAND_INCREASING_TRANSFORMS` (and `_RAND_TRANSFORMS`), in its order.
 OPERATIONS = (
@@ -47,8 +49,11 @@ OPERATIONS = (
     "translate_y",
 )  # fmt: skip
 LEVELS = 10.0  # timm's `_LEVEL_DENOM`: magnitude 10 is each operation's strongest
+# Google's definitions (`increasing=False`) go on growing above 10: AugReg (Steiner et al. 2022)
+# trains at 10, 15 and 20; beyond ~22 a translation moves the whole image out.
+GOOGLE_LEVELS = 20.0
 IMAGENET_FILL = (124, 116, 104)  # round(255 * ImageNet mean): timm's `img_mean`
-SMOOTH = 13.0  # PIL's ImageFilter.SMOOTH: [[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13
+IMAGENET_GREY = 117  # PIL's "L" of IMAGENET_FILL: the fill of images that are not RGB
 
 
 @keras.saving.register_keras_serializable(package="keras_resvit")
@@ -63,15 +68,18 @@ class RandAugment(image_preprocessing_layer()):
 
     Args:
         num_ops: operations per image (the papers: 2).
-        magnitude: 0-10 (DeiT: 9, ResNet strikes back A1/A2: 7, A3: 6).
+        magnitude: 0 to `magnitude_max` (DeiT: 9, ResNet strikes back A1/A2: 7, A3: 6).
         magnitude_std: standard deviation of the magnitude (the papers: 0.5); 0 keeps it
             fixed, `math.inf` draws it uniformly from `[0, magnitude]`.
-        magnitude_max: upper clip of the drawn magnitude (timm: 10).
+        magnitude_max: upper clip of the drawn magnitude (timm: 10), at most 10 (timm's
+            increasing operations turn over above it: posterize would keep < 0 bits) or, with
+            `increasing=False`, at most 20 (AugReg's strongest).
         prob: probability that each drawn operation runs (timm: 0.5).
         increasing: timm's "inc1" set, whose every operation is stronger at a higher
             magnitude; False gives Google's TPU definitions (see the module).
-        fill_value: colour of the areas moved in from outside, on `value_range` (default: the
-            ImageNet mean colour).
+        fill_value: colour of the areas moved in from outside, on `value_range`: one number
+            (any channel count) or three for RGB images (default: the ImageNet mean colour,
+            its grey level on images that are not RGB).
         interpolation: "bilinear" or "nearest", for rotation, shear and translation.
         value_range: the images' pixel range; the output is clipped to it.
         seed: seed of the random draws.
@@ -101,19 +109,28 @@ class RandAugment(image_preprocessing_layer()):
         data_format=None,
         **kwargs,
     ):
+        refuse_arguments(
+            "RandAugment", kwargs, ("bounding_box_format",), "it transforms images only"
+        )
         super().__init__(data_format=data_format, **kwargs)
         check_int("RandAugment: num_ops", num_ops, 0)
+        check_bool("RandAugment: increasing", increasing)
+        check_number(
+            "RandAugment: magnitude_max", magnitude_max, 0,
+            LEVELS if increasing else GOOGLE_LEVELS, include_high=True,
+        )  # fmt: skip
         check_number("RandAugment: magnitude", magnitude, 0, include_low=True)
+        if magnitude > magnitude_max:
+            raise ValueError(
+                f"RandAugment: magnitude={magnitude!r} must be a number in [0, magnitude_max] "
+                f"= [0, {magnitude_max}] (10 is each operation's strongest; raise magnitude_max "
+                "up to 20 with increasing=False for Google's definitions)."
+            )
         if magnitude_std != math.inf:
             check_number("RandAugment: magnitude_std", magnitude_std, 0, include_low=True)
-        check_number("RandAugment: magnitude_max", magnitude_max, 0)
         check_number("RandAugment: prob", prob, 0, 1, include_low=True, include_high=True)
-        check_bool("RandAugment: increasing", increasing)
         check_choice("RandAugment: interpolation", interpolation, ("bilinear", "nearest"))
-        self.value_range = _check_range(value_range)
-        low, high = self.value_range
-        if fill_value is None:
-            fill_value = [low + v * (high - low) / 255 for v in IMAGENET_FILL]
+        self.value_range = check_value_range("RandAugment", value_range)
         self.fill_value = _check_fill(fill_value, self.value_range)
         self.num_ops = num_ops
         self.magnitude = float(magnitude)
@@ -171,10 +188,13 @@ class RandAugment(image_preprocessing_layer()):
 
     def apply_operation(self, images, operation, magnitude, negate=False):
         """`images` (one image or a batch, on `value_range`) after one operation at a fixed
-        magnitude (0-10; `negate` for the opposite direction), as the random draws would apply
-        it; inside `tf.data` with TensorFlow ops, as the layer's call."""
+        magnitude (0 to `magnitude_max`; `negate` for the opposite direction), as the random
+        draws would apply it; inside `tf.data` with TensorFlow ops, as the layer's call."""
         check_choice("RandAugment.apply_operation: operation", operation, OPERATIONS)
-        check_number("RandAugment.apply_operation: magnitude", magnitude, 0, include_low=True)
+        check_number(
+            "RandAugment.apply_operation: magnitude", magnitude, 0, self.magnitude_max,
+            include_low=True, include_high=True,
+        )  # fmt: skip
         if in_tf_graph():
             self.backend.set_backend("tensorflow")
         try:
@@ -195,6 +215,7 @@ class RandAugment(image_preprocessing_layer()):
         b = self.backend
         if self.data_format == "channels_first":
             images = b.numpy.transpose(images, (0, 2, 3, 1))
+        self._fill_levels(images.shape[-1])  # a fill of the wrong channel count: whatever runs
         low, high = self.value_range
         return (b.cast(images, "float32") - low) * (255.0 / (high - low))
 
@@ -216,37 +237,10 @@ class RandAugment(image_preprocessing_layer()):
     # Operations: `x` channels-last float32 levels 0-255, `f` the magnitude / 10, `sign` +-1.
 
     def _auto_contrast(self, x, f, sign):
-        b = self.backend
-        low = b.numpy.min(x, axis=(1, 2), keepdims=True)
-        high = b.numpy.max(x, axis=(1, 2), keepdims=True)
-        # A channel with one value is left as it is (PIL).
-        spread = b.numpy.where(high > low, high - low, 255.0)
-        low = b.numpy.where(high > low, low, 0.0)
-        return b.numpy.clip((x - low) * (255.0 / spread), 0.0, 255.0)
+        return auto_contrast(self.backend, x)
 
     def _equalize(self, x, f, sign):
-        # PIL's ImageOps.equalize per image and channel: with `step` = (pixels - the count of
-        # the highest level present) // 255, level i -> (step // 2 + pixels below i) // step.
-        b = self.backend
-        shape = b.core.shape(x)
-        rows = shape[0] * shape[3]
-        levels = b.cast(b.numpy.clip(b.numpy.floor(x), 0.0, 255.0), "int32")
-        row = b.numpy.reshape(b.numpy.arange(rows, dtype="int32"), (-1, 1, 1, shape[3]))
-        keys = levels + row * 256
-        flat = b.numpy.reshape(keys, (-1,))
-        counts = b.numpy.reshape(count_values(b, flat, rows * 256), (-1, 256))
-        bins = b.numpy.arange(256, dtype="int32")
-        top = b.numpy.max(b.numpy.where(counts > 0, bins, -1), axis=-1, keepdims=True)
-        last = b.numpy.sum(b.numpy.where(bins == top, counts, 0), axis=-1, keepdims=True)
-        total = b.numpy.sum(counts, axis=-1, keepdims=True)
-        step = b.numpy.floor_divide(total - last, 255)
-        below = b.numpy.cumsum(counts, axis=-1) - counts
-        table = b.numpy.floor_divide(
-            b.numpy.floor_divide(step, 2) + below, b.numpy.maximum(step, 1)
-        )
-        flat_image = b.numpy.sum(b.cast(counts > 0, "int32"), axis=-1, keepdims=True) <= 1
-        table = b.numpy.where(flat_image | (step == 0), bins, b.numpy.minimum(table, 255))
-        return b.cast(b.numpy.take(b.numpy.reshape(table, (-1,)), keys), "float32")
+        return equalize(self.backend, x)
 
     def _invert(self, x, f, sign):
         return 255.0 - x
@@ -293,22 +287,7 @@ class RandAugment(image_preprocessing_layer()):
         return self._enhance(0.0, x, f, sign)
 
     def _sharpness(self, x, f, sign):
-        b = self.backend
-        shape = b.core.shape(x)
-        height, width = shape[1], shape[2]
-        padded = b.numpy.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-        total = 4.0 * x
-        for i in range(3):
-            for j in range(3):
-                total = total + padded[:, i : i + height, j : j + width, :]
-        smooth = b.numpy.round(total / SMOOTH)
-        rows = b.numpy.arange(height)
-        cols = b.numpy.arange(width)
-        inside = b.numpy.logical_and(
-            b.numpy.reshape((rows > 0) & (rows < height - 1), (1, -1, 1, 1)),
-            b.numpy.reshape((cols > 0) & (cols < width - 1), (1, 1, -1, 1)),
-        )
-        return self._enhance(b.numpy.where(inside, smooth, x), x, f, sign)
+        return self._enhance(smooth(self.backend, x), x, f, sign)
 
     def _rotate(self, x, f, sign):
         # PIL's `Image.rotate(degrees)`, counter-clockwise about the centre.
@@ -351,14 +330,23 @@ class RandAugment(image_preprocessing_layer()):
             [a, b_, c + 0.5 * (a + b_ - 1.0), d, e, f + 0.5 * (d + e - 1.0), zero, zero]
         )
         transform = b.numpy.tile(b.numpy.expand_dims(transform, 0), (b.core.shape(x)[0], 1))
-        fill = b.convert_to_tensor(self._fill_levels(), "float32")
+        fill = b.convert_to_tensor(self._fill_levels(x.shape[-1]), "float32")
         moved = b.image.affine_transform(
             x - fill, transform, interpolation=self.interpolation, fill_mode="constant",
             fill_value=0, data_format="channels_last",
         )  # fmt: skip
         return moved + fill
 
-    def _fill_levels(self):
+    def _fill_levels(self, channels):
+        if self.fill_value is None:
+            return IMAGENET_FILL if channels in (3, None) else [IMAGENET_GREY]
+        if len(self.fill_value) not in (1, channels or 3):
+            raise ValueError(
+                f"RandAugment: fill_value={self.fill_value!r} holds one value per channel of "
+                f"3-channel (RGB) images, but the images have {channels} channels; pass a "
+                "single number for any count, or None (the ImageNet mean colour, its grey "
+                "level on images that are not RGB)."
+            )
         low, high = self.value_range
         return [(v - low) * 255.0 / (high - low) for v in self.fill_value]
 
@@ -385,11 +373,9 @@ class RandAugment(image_preprocessing_layer()):
         }
 
 
-def _check_range(value_range):
-    return check_value_range("RandAugment", value_range)
-
-
 def _check_fill(fill_value, value_range):
+    if fill_value is None:
+        return None
     values = fill_value if isinstance(fill_value, (tuple, list)) else [fill_value]
     low, high = value_range
     if len(values) not in (1, 3) or not all(

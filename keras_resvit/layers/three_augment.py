@@ -31,7 +31,8 @@ class IsotropicGaussianBlur(keras.layers.RandomGaussianBlur):
 
     Args:
         factor: as `keras.layers.RandomGaussianBlur`: the probability of blurring an image.
-        kernel_size: the kernel's taps, a positive odd int (or a pair of them).
+        kernel_size: the kernel's taps, a positive odd int (or a pair of them), at most
+            2 * image side - 1: the border is reflected (a `ValueError` otherwise).
         sigma: the standard deviation, drawn uniformly from a pair (min, max) with
             0 <= min <= max, or from [0, sigma] for one number (Keras' rule); unlike Keras'
             layer, values above 1 are taken (DeiT III draws from [0.1, 2]).
@@ -84,6 +85,16 @@ class IsotropicGaussianBlur(keras.layers.RandomGaussianBlur):
         b, p = self.backend, self.kernel_size[0] // 2
         q = self.kernel_size[1] // 2
         first = self.data_format == "channels_first"
+        sizes = images.shape[-2:] if first else images.shape[-3:-1]
+        if any(side is not None and half >= side for half, side in zip((p, q), sizes, strict=True)):
+            # Reflecting the border needs half the kernel < the side (torch's reflect padding
+            # refuses the same); shrinking the kernel instead would change the blur silently.
+            raise ValueError(
+                f"IsotropicGaussianBlur: kernel_size={self.kernel_size!r} is too large for "
+                f"images of {sizes[0]}x{sizes[1]} pixels: the border is reflected, so each "
+                "kernel side must be at most 2 * image side - 1 "
+                f"({2 * sizes[0] - 1}x{2 * sizes[1] - 1} here); pass a smaller kernel_size."
+            )
         spatial = [[0, 0], [p, p], [q, q]] if first else [[p, p], [q, q], [0, 0]]
         padding = ([[0, 0]] if len(images.shape) == 4 else []) + spatial
         padded = b.numpy.pad(images, padding, mode="reflect")
@@ -117,8 +128,10 @@ class ThresholdSolarization(keras.layers.Solarization):
     """
 
     def __init__(self, threshold=127.5, value_range=(0, 255), seed=None, **kwargs):
-        for key in ("addition_factor", "threshold_factor"):
-            kwargs.pop(key, None)
+        refuse_arguments(
+            "ThresholdSolarization", kwargs, ("addition_factor", "threshold_factor"),
+            "it inverts the pixels above one fixed threshold: pass threshold (0-255, e.g. 127.5)",
+        )  # fmt: skip
         check_value_range("ThresholdSolarization", value_range)
         super().__init__(value_range=value_range, seed=seed, **kwargs)
         check_number("ThresholdSolarization: threshold", threshold, 0, 255, include_low=True)
@@ -161,8 +174,11 @@ class ThreeAugment(KerasRandAugment):
     _AUGMENT_LAYERS = ("random_grayscale", "solarization", "gaussian_blur")
 
     def __init__(self, value_range=(0, 255), seed=None, data_format=None, **kwargs):
-        for key in ("num_ops", "factor", "interpolation"):  # fixed: one op, no magnitude
-            kwargs.pop(key, None)
+        refuse_arguments(
+            "ThreeAugment", kwargs, ("num_ops", "factor", "interpolation"),
+            "it applies exactly one of its three operations per image, at DeiT III's fixed "
+            "strengths (RandAugment or KerasRandAugment take these)",
+        )  # fmt: skip
         super().__init__(
             value_range=value_range, num_ops=1, factor=1.0, seed=seed, data_format=data_format,
             **kwargs,
@@ -189,16 +205,18 @@ class ThreeAugment(KerasRandAugment):
 class ColorJitter(keras.layers.RandomBrightness):
     """torchvision's `ColorJitter(brightness, contrast, saturation)` (no hue), per image.
 
-    Brightness multiplies the pixels by a factor from [1 - b, 1 + b]; contrast blends each image
-    with the mean of its grayscale by a factor from [1 - c, 1 + c]; saturation blends it with its
-    grayscale by a factor from [1 - s, 1 + s]; each step clips to `value_range`. torchvision
-    applies the three in a random order; here always in that order. (Keras' `RandomBrightness`
-    adds to the pixels and its `RandomContrast` uses each channel's mean.)
+    Brightness multiplies the pixels by a factor from [max(0, 1 - b), 1 + b]; contrast blends
+    each image with the mean of its grayscale by a factor from [max(0, 1 - c), 1 + c];
+    saturation blends it with its grayscale by a factor from [max(0, 1 - s), 1 + s]; each step
+    clips to `value_range`. torchvision applies the three in a random order; here always in
+    that order. (Keras' `RandomBrightness` adds to the pixels and its `RandomContrast` uses each
+    channel's mean.)
 
     Args:
         brightness, contrast, saturation: the jitter strengths, >= 0 (DeiT III: 0.3 each).
         value_range: the images' pixel range.
         seed: seed of the random draws.
+        data_format: "channels_last" or "channels_first"; images have 3 (RGB) or 1 channel.
 
     Example:
     >>> import numpy as np
@@ -216,7 +234,10 @@ class ColorJitter(keras.layers.RandomBrightness):
         seed=None,
         **kwargs,
     ):
-        kwargs.pop("factor", None)
+        refuse_arguments(
+            "ColorJitter", kwargs, ("factor",),
+            "pass brightness, contrast and saturation (torchvision's strengths, e.g. 0.3)",
+        )  # fmt: skip
         check_value_range("ColorJitter", value_range)
         super().__init__(factor=0.0, value_range=value_range, seed=seed, **kwargs)
         for name, value in (
@@ -238,8 +259,9 @@ class ColorJitter(keras.layers.RandomBrightness):
         factors = {}
         for name in ("brightness", "contrast", "saturation"):
             strength = getattr(self, name) if training else 0.0
+            # torchvision's `_check_input(..., clip_first_on_zero=True)`: a factor never < 0.
             factors[name] = self.backend.random.uniform(
-                (batch, 1, 1, 1), 1.0 - strength, 1.0 + strength, seed=seed
+                (batch, 1, 1, 1), max(0.0, 1.0 - strength), 1.0 + strength, seed=seed
             )
         return factors
 
@@ -250,12 +272,20 @@ class ColorJitter(keras.layers.RandomBrightness):
             return images
         rank3 = len(images.shape) == 3
         x = images[None] if rank3 else images
+        first = self.data_format == "channels_first"
+        x = b.numpy.transpose(x, (0, 2, 3, 1)) if first else x
+        if x.shape[-1] not in (1, 3, None):  # torchvision's `_assert_channels(img, [1, 3])`
+            raise ValueError(
+                f"ColorJitter: images of {x.shape[-1]} channels ({self.data_format}) are not "
+                "valid; it jitters RGB (3 channels) or grey (1 channel) images."
+            )
         low, high = self.value_range
         x = b.numpy.clip(x * transformation["brightness"], low, high)
+        # On one channel the luma is the channel itself (its weights sum to 1), as torchvision.
         mean = b.numpy.mean(luma(b, x), axis=(1, 2, 3), keepdims=True)
         x = blend(b, x, mean, transformation["contrast"], low, high)
         x = blend(b, x, luma(b, x), transformation["saturation"], low, high)
-        x = b.cast(x, self.compute_dtype)
+        x = b.cast(b.numpy.transpose(x, (0, 3, 1, 2)) if first else x, self.compute_dtype)
         return x[0] if rank3 else x
 
     def get_config(self):
@@ -279,3 +309,13 @@ def blend(b, x, other, factor, low, high):
     """torchvision's `_blend` (PIL's `Image.blend` from `other`): factor * x +
     (1 - factor) * other, clipped."""
     return b.numpy.clip(factor * x + (1.0 - factor) * other, low, high)
+
+
+def refuse_arguments(layer, kwargs, names, instead):
+    """A Keras parent's argument that `layer` does not take (its `get_config` leaves it out):
+    one clear error rather than an argument silently ignored."""
+    for name in names:
+        if name in kwargs:
+            raise ValueError(
+                f"{layer}: {name}={kwargs[name]!r} is not an argument of {layer}; {instead}."
+            )
