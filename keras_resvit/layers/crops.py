@@ -116,6 +116,14 @@ class _CropAndResize(keras.layers.RandomCrop):
         return config
 
 
+def _offset(b, room, seed):
+    """A box's offset drawn uniformly from the whole numbers 0 .. `room` (the image's size less
+    the box's, a float), as torchvision's `randint(0, room + 1)`: flush with either edge
+    included."""
+    draw = b.numpy.floor(b.random.uniform((), 0.0, 1.0, seed=seed) * (room + 1.0))
+    return b.numpy.minimum(draw, room)  # a float32 draw just below 1 can round up to 1
+
+
 @keras.saving.register_keras_serializable(package="keras_resvit")
 class RandomResizedCrop(_CropAndResize):
     """Inception-style crop: a random box of random area and aspect ratio, resized.
@@ -173,10 +181,13 @@ class RandomResizedCrop(_CropAndResize):
         crop_h = b.numpy.where(found, b.numpy.take(crop_h, first), fallback_h)
         crop_w = b.numpy.where(found, b.numpy.take(crop_w, first), fallback_w)
         # A box that fits is placed at random; the fallback is centered (torchvision).
-        share_top = b.numpy.where(found, b.random.uniform((), 0.0, 1.0, seed=seed), 0.5)
-        share_left = b.numpy.where(found, b.random.uniform((), 0.0, 1.0, seed=seed), 0.5)
-        top, left = share_top * (height - crop_h), share_left * (width - crop_w)
-        return b.numpy.floor(top), b.numpy.floor(left), crop_h, crop_w
+        top = b.numpy.where(
+            found, _offset(b, height - crop_h, seed), b.numpy.floor((height - crop_h) / 2)
+        )
+        left = b.numpy.where(
+            found, _offset(b, width - crop_w, seed), b.numpy.floor((width - crop_w) / 2)
+        )
+        return top, left, crop_h, crop_w
 
     def get_config(self):
         config = super().get_config()
@@ -223,9 +234,8 @@ class RandomScaleCrop(_CropAndResize):
         pixels_per_output = shorter / b.random.uniform((), *self.scale_range, seed=seed)
         crop_h = b.numpy.minimum(height, b.numpy.round(self.height * pixels_per_output))
         crop_w = b.numpy.minimum(width, b.numpy.round(self.width * pixels_per_output))
-        top = b.random.uniform((), 0.0, 1.0, seed=seed) * (height - crop_h)
-        left = b.random.uniform((), 0.0, 1.0, seed=seed) * (width - crop_w)
-        return b.numpy.floor(top), b.numpy.floor(left), crop_h, crop_w
+        top, left = _offset(b, height - crop_h, seed), _offset(b, width - crop_w, seed)
+        return top, left, crop_h, crop_w
 
     def get_config(self):
         config = super().get_config()

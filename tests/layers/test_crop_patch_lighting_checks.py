@@ -11,6 +11,7 @@ from keras_resvit.layers import (
     PCALighting,
     RandomPadCrop,
     RandomResizedCrop,
+    RandomScaleCrop,
     ResizeCenterCrop,
     ReverseChannels,
     preprocessing_layers,
@@ -109,6 +110,28 @@ def test_random_resized_crop_fallback_box_is_centered():
     nearest = RandomResizedCrop(8, 32, scale=(1.0, 1.0), ratio=(4.0, 4.0), interpolation="nearest")
     out = _in_tf_data(nearest, rows)
     np.testing.assert_array_equal(out[:, :, 0, 0], np.tile(np.arange(12, 20), (8, 1)))
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        RandomResizedCrop(8, 8, scale=(0.5, 0.5), ratio=(1.0, 1.0), seed=0),  # 8x8 of 12x12
+        RandomScaleCrop(8, 8, scale_range=(12, 12), seed=0),  # shorter side 12: 8x8 of 12x12
+    ],
+    ids=["random_resized_crop", "random_scale_crop"],
+)
+def test_a_random_box_is_placed_at_every_offset_edges_included(layer):
+    """torchvision draws a fitting box's offset with randint(0, room + 1): flush with the
+    bottom or right edge as often as with the top or left."""
+    image = np.zeros((12, 12, 3), "float32")
+    boxes = [
+        tuple(int(v) for v in layer.get_random_transformation(image, training=True))
+        for _ in range(200)
+    ]
+    assert {box[2:] for box in boxes} == {(8, 8)}
+    for axis in (0, 1):
+        offsets = np.bincount([box[axis] for box in boxes], minlength=5)
+        assert len(offsets) == 5 and offsets.min() >= 20, offsets  # 0 .. 4, 40 each expected
 
 
 @pytest.mark.parametrize(
