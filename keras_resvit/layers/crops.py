@@ -37,7 +37,7 @@ def _check_range(name, value, low, layer):
     if (
         not isinstance(value, (tuple, list))
         or len(value) != 2
-        or not all(isinstance(v, (int, float)) for v in value)
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
         or not low < value[0] <= value[1]
     ):
         raise ValueError(
@@ -361,7 +361,8 @@ class ResizeCenterCrop(keras.layers.CenterCrop):
     ):
         _check_size(height, width, "ResizeCenterCrop")
         data_format = _check_data_format(data_format, "ResizeCenterCrop")
-        if not isinstance(crop_ratio, (int, float)) or not 0.0 < crop_ratio <= 1.0:
+        number = isinstance(crop_ratio, (int, float)) and not isinstance(crop_ratio, bool)
+        if not number or not 0.0 < crop_ratio <= 1.0:
             raise ValueError(f"ResizeCenterCrop: crop_ratio={crop_ratio!r} must lie in (0, 1].")
         check_bool("ResizeCenterCrop: antialias", antialias)
         check_choice("ResizeCenterCrop: interpolation", interpolation, INTERPOLATIONS)

@@ -242,3 +242,17 @@ def test_pixel_mean_in_tf_data_runs_on_tensorflow_and_is_refused_elsewhere(backe
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(layer(images)), images - images.mean(0), atol=1e-3
     )
+
+
+@pytest.mark.parametrize(
+    "build, words",
+    [
+        (lambda: ResizeCenterCrop(8, 8, crop_ratio=True), ["crop_ratio=True", "(0, 1]"]),
+        (lambda: RandomResizedCrop(8, 8, scale=(True, True)), ["scale=(True, True)", "pair"]),
+    ],
+)
+def test_a_bool_is_not_a_crop_number(build, words):
+    with pytest.raises(ValueError) as info:
+        build()
+    for word in words:
+        assert word in str(info.value)
