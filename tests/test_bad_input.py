@@ -629,6 +629,12 @@ CASES = [
     Case("train_save_every", lambda b: _train(b, save_every=-1), V, ("save_every=-1",)),
     Case("train_recipe", lambda b: _train(b, recipe="sgd"), V, ("recipe='sgd'", "resnet_cifar")),
     Case(
+        "vgg_dropout_without_its_head",
+        lambda b: kr.build_vgg(11, include_top=False, dropout=0.9),
+        V,
+        ("dropout=0.9", "include_top=False leaves out"),
+    ),
+    Case(
         "vit_drop_path_of_a_single_block",
         lambda b: kr.build_vit(
             None,

@@ -78,6 +78,17 @@ def _check_input_shape(input_shape, min_size, preprocessing, include_top):
     check_input_shape(input_shape, min_size, preprocessing, fixed_reason=fixed_reason)
 
 
+def _check_dropout(dropout, include_top):
+    """The head's dropout rate, refused when `include_top=False` leaves out the fully
+    connected layers it would act in (the paper's 0.5, the default, passes)."""
+    check_rate("dropout", dropout)
+    if not include_top and dropout != 0.5:
+        raise ValueError(
+            f"dropout={dropout} acts in the fully connected head, which include_top=False "
+            "leaves out; drop the argument, or build with include_top=True."
+        )
+
+
 def _fully_connected_head(x, num_classes, classifier_activation, dropout):
     """Flatten, two ReLU layers of 4096 units with dropout, and the classifier."""
     x = keras.layers.Flatten(name="flatten")(x)
@@ -133,7 +144,7 @@ def build_vgg(
     check_choice("depth", depth, tuple(VGG_DEPTHS))
     check_head_arguments(include_top, num_classes, pooling, classifier_activation, top_pools=False)
     preprocessing_layers(preprocessing)
-    check_rate("dropout", dropout)
+    _check_dropout(dropout, include_top)
     input_shape = (224, 224, 3) if input_shape is None else input_shape
     _check_input_shape(input_shape, 32, preprocessing, include_top)
     inputs, x = image_inputs(input_shape, preprocessing)
@@ -257,7 +268,7 @@ def build_alexnet(
     check_choice("layout", layout, ALEXNET_LAYOUTS)
     check_head_arguments(include_top, num_classes, pooling, classifier_activation, top_pools=False)
     preprocessing_layers(preprocessing)
-    check_rate("dropout", dropout)
+    _check_dropout(dropout, include_top)
     paper = layout == "paper"
     if input_shape is None:
         input_shape = (ALEXNET_PAPER_SIZE if paper else 224,) * 2 + (3,)
