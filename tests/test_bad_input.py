@@ -636,16 +636,7 @@ CASES = [
     ),
     Case(
         "vit_drop_path_of_a_single_block",
-        lambda b: kr.build_vit(
-            None,
-            image_size=16,
-            patch_size=8,
-            hidden_size=8,
-            num_layers=1,
-            num_heads=2,
-            mlp_dim=16,
-            drop_path=0.5,
-        ),  # fmt: skip
+        lambda b: tiny_vit(num_layers=1, drop_path=0.5),
         V,
         ("drop_path=0.5 has no effect with num_layers=1", "drop_path=0.0"),
     ),
