@@ -160,3 +160,13 @@ def check_finite_scores(model_name: str, scores, what: str = "images") -> None:
             f"{int((~finite).sum())} in all): its weights are not finite, or its computation "
             "overflows (try float32); no class ranking can be read from them."
         )
+
+
+def refuse_arguments(layer, kwargs, names, instead):
+    """A Keras parent's argument that `layer` does not take (its `get_config` leaves it out):
+    one clear error rather than an argument silently ignored."""
+    for name in names:
+        if name in kwargs:
+            raise ValueError(
+                f"{layer}: {name}={kwargs[name]!r} is not an argument of {layer}; {instead}."
+            )

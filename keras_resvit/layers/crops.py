@@ -11,7 +11,7 @@ import math
 
 import keras
 
-from keras_resvit.base.validation import check_bool, check_choice, check_int
+from keras_resvit.base.validation import check_bool, check_choice, check_int, refuse_arguments
 
 ATTEMPTS = 10  # torchvision / big_vision: draw 10 boxes, keep the first that fits.
 # The interpolations keras.ops.image.resize takes on every backend (torch lacks lanczos).
@@ -281,8 +281,10 @@ class RandomPadCrop(keras.layers.RandomCrop):
                 f"RandomPadCrop: fill_value={fill_value!r} must be a finite number or one per "
                 "channel, e.g. (125.3, 123.0, 113.9)."
             )
-        # The output size is the input size; RandomCrop's own height/width are unused.
-        kwargs.pop("height", None), kwargs.pop("width", None)
+        refuse_arguments(
+            "RandomPadCrop", kwargs, ("height", "width"),
+            "its output has the input's size: pass padding (the shift, 4 in the paper)",
+        )  # fmt: skip
         super().__init__(1, 1, seed=seed, data_format=data_format, **kwargs)
         self.padding = padding
         self.fill_value = [float(v) for v in values] if len(values) > 1 else float(values[0])

@@ -2,8 +2,7 @@
 
 import keras
 
-from keras_resvit.base.validation import check_number
-from keras_resvit.layers.three_augment import refuse_arguments
+from keras_resvit.base.validation import check_number, refuse_arguments
 
 # The principal components of ImageNet's RGB pixels on the [0, 1] scale, as fb.resnet.torch
 # publishes them (computed on a subset of the training images): eigenvalues and, per row,

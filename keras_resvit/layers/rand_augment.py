@@ -38,9 +38,10 @@ from keras_resvit.base.validation import (
     check_int,
     check_number,
     check_value_range,
+    refuse_arguments,
 )
 from keras_resvit.layers.pil_ops import auto_contrast, equalize, smooth
-from keras_resvit.layers.three_augment import blend, luma, refuse_arguments
+from keras_resvit.layers.three_augment import blend, luma
 
 # timm's `_RAND_INCREASING_TRANSFORMS` (and `_RAND_TRANSFORMS`), in its order.
 OPERATIONS = (

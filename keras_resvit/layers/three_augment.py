@@ -12,7 +12,7 @@ package's `KerasRandAugment`, and the layers run inside `tf.data` whatever the b
 
 import keras
 
-from keras_resvit.base.validation import check_number, check_value_range
+from keras_resvit.base.validation import check_number, check_value_range, refuse_arguments
 from keras_resvit.layers.keras_rand_augment import KerasRandAugment
 
 # Kernel taps of the blur: +-3 standard deviations of the largest one (2.0).
@@ -309,13 +309,3 @@ def blend(b, x, other, factor, low, high):
     """torchvision's `_blend` (PIL's `Image.blend` from `other`): factor * x +
     (1 - factor) * other, clipped."""
     return b.numpy.clip(factor * x + (1.0 - factor) * other, low, high)
-
-
-def refuse_arguments(layer, kwargs, names, instead):
-    """A Keras parent's argument that `layer` does not take (its `get_config` leaves it out):
-    one clear error rather than an argument silently ignored."""
-    for name in names:
-        if name in kwargs:
-            raise ValueError(
-                f"{layer}: {name}={kwargs[name]!r} is not an argument of {layer}; {instead}."
-            )

@@ -256,3 +256,8 @@ def test_a_bool_is_not_a_crop_number(build, words):
         build()
     for word in words:
         assert word in str(info.value)
+
+
+def test_random_pad_crop_refuses_the_crop_size_it_does_not_take():
+    with pytest.raises(ValueError, match=r"RandomPadCrop: height=32 is not an argument.*padding"):
+        RandomPadCrop(padding=4, height=32, width=32)
