@@ -114,7 +114,9 @@ def _load_training_data(kr, args, splits, recipe, augment):
         why = "the model's default; --image-size sets another"
     if train is None:
         train = kr.data.load_dataset(**train_split, **options, image_size=size, augment=augment)
-    val = kr.data.load_dataset(**val_split, **options, image_size=size)
+    # The preset names the evaluation transform that matches its training views (whole
+    # images for resnet_cifar, a center crop otherwise).
+    val = kr.data.load_dataset(**val_split, **options, image_size=size, augment=augment)
     return train, val, size, why
 
 

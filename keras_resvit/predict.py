@@ -89,7 +89,8 @@ def predict(model, image_paths, *, top_k: int = 5) -> list:
         model: a `.keras` or `.tflite` file, a `keras.Model`, or "NAME:WEIGHTS": a registry
             name and the name of its published weights (`kr.list_weights`), downloaded once.
         image_paths: image files; each is resized to the model's input size.
-        top_k: classes per image.
+        top_k: classes per image; a model of fewer classes ranks all of them (the default
+            5 serves any model).
 
     Returns:
         One list per image of `{"index", "name", "score"}` dicts, best first (`name` is None

@@ -612,6 +612,12 @@ CASES = [
     Case("data_source_name", lambda b: kr.data.load_dataset("digitz"), V, ("source='digitz'",)),
     Case("data_split", lambda b: kr.data.load_dataset("digits", "val"), V, ("split='val'",)),
     Case(
+        "data_dir_of_a_source_that_does_not_read_it",
+        lambda b: kr.data.load_dataset("digits", data_dir=str(b.tmp)),
+        V,
+        ("data_dir=", "tensorflow-datasets sources", "source='digits' does not read it"),
+    ),
+    Case(
         "data_batch_size",
         lambda b: kr.data.load_dataset("digits", batch_size=0),
         V,

@@ -307,6 +307,9 @@ def test_a_plain_folder_trains_for_its_classes_and_size_and_keeps_a_finished_run
     assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 3)
     config = json.loads((out / "config.json").read_text())
     assert "15 files" in config["data"] and "validation_split=0.1" in config["data"]
+    # Validation reads the evaluation view of the training preset (whole images or a crop).
+    preset = re.search(r"augment=(\w+)", config["data"])[1]
+    assert preset != "None" and f"augment={preset}" in config["val_data"]
 
     # The same command again: one line naming --overwrite, and nothing touched.
     before = snapshot(out)

@@ -319,6 +319,11 @@ def load_dataset(
             f"data_dir={data_dir!r} is not valid; pass a folder path (str or pathlib.Path) "
             "or None (tensorflow-datasets' default folder)."
         )
+    if data_dir is not None and source_kind(source) != "tfds:<name>":
+        raise ValueError(
+            f"data_dir={str(data_dir)!r} is the folder of tensorflow-datasets sources "
+            f"('tfds:<name>'); source={source!r} does not read it: drop it."
+        )
     if not isinstance(mixing, (bool, Mixing)):
         raise ValueError(f"mixing={mixing!r} is not valid; pass True, False or a Mixing.")
     training = is_training_split(split)

@@ -42,6 +42,14 @@ def _class_dirs(folder):
 def _class_root(root, split, validation_split):
     """The folder whose sub-folders are the classes, and whether to hold out a share of it: a
     split's own folder, else the training images (`root/train`, or `root` without one)."""
+    if validation_split is not None and (root / "validation").is_dir():
+        # The share held out of the training images would be read by no split.
+        raise ValueError(
+            f"validation_split={validation_split}: folder {str(root)!r} has its own "
+            "'validation' sub-folder, read whole as the validation split, so the images held "
+            "out of the training split would be read by none; drop validation_split (or "
+            "pass the 'train' sub-folder as the source to hold out a share of it)."
+        )
     if split != "train" and (root / split).is_dir():
         return root / split, False
     base = root / "train" if (root / "train").is_dir() else root

@@ -108,12 +108,21 @@ class _ImageBatches(keras.utils.PyDataset):
     `shape` (height, width, channels), with finite pixels."""
 
     def __init__(self, batches, shape):
-        super().__init__()
+        # The loader's own parallel reading, kept.
+        super().__init__(
+            workers=batches.workers,
+            use_multiprocessing=batches.use_multiprocessing,
+            max_queue_size=batches.max_queue_size,
+        )
         self.batches = batches
         self.shape = shape
 
     def __len__(self):
         return len(self.batches)
+
+    def on_epoch_end(self):
+        # The loader's next epoch: its new order and augmentation draws.
+        self.batches.on_epoch_end()
 
     def __getitem__(self, index):
         batch = self.batches[index]
@@ -141,19 +150,22 @@ def _checked_images(data):
     labelled = data.map(lambda images: (images, tf.zeros(tf.shape(images)[:1], "int32")))
     return check_batches(labelled, 1, "data").map(lambda images, labels: images)
 
-    def on_epoch_end(self):
-        self.batches.on_epoch_end()
-
 
 def _images(data, vit, batch_size, seed):
     """A finite dataset of image batches (a `tf.data.Dataset` or a `keras.utils.PyDataset`:
     what `load_dataset` gives without TensorFlow) and its number of batches."""
     shape = tuple(vit.input_shape[1:])
+    source = not isinstance(data, keras.utils.PyDataset) and not hasattr(data, "element_spec")
+    if batch_size is not None and not source:
+        raise ValueError(
+            f"batch_size={batch_size!r} applies to a kr.data source only; a dataset of "
+            "batches sets its own batch."
+        )
     if isinstance(data, keras.utils.PyDataset):
         if not len(data):
             raise ValueError("data has 0 batches; it must be finite and non-empty.")
         return _ImageBatches(data, shape), len(data)
-    if not hasattr(data, "element_spec"):  # a kr.data source
+    if source:  # a kr.data source
         with source_named("data"):
             data = load_dataset(
                 data,
@@ -170,11 +182,6 @@ def _images(data, vit, batch_size, seed):
         raise ValueError(
             f"data yields {data.element_spec.shape} tensors; expected batches of images "
             "(batch, height, width, channels), alone or with labels."
-        )
-    if batch_size is not None:
-        raise ValueError(
-            f"batch_size={batch_size!r} applies to a kr.data source only; a dataset of "
-            "batches sets its own batch."
         )
     _check_image_shape("data", data.element_spec.shape[1:], shape)
     steps = int(data.cardinality())

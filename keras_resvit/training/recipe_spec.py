@@ -189,6 +189,13 @@ class Recipe:
                 "mixes the batches, and these fields record its alphas; choose a preset that "
                 "mixes as wanted (`keras_resvit.data.augmentation.MIXING`)."
             )
+        if mixing and self.label_smoothing != mixing.label_smoothing:
+            # The mixed labels arrive smoothed by the preset: the loss cannot smooth again.
+            raise ValueError(
+                f"Recipe: label_smoothing={self.label_smoothing!r} is not that of "
+                f"augment={self.augment!r} ({mixing.label_smoothing}), whose batch mixing "
+                "smooths the labels it mixes; choose a preset that smooths as wanted."
+            )
         if self.warmup_learning_rate is not None and not self.warmup:
             raise ValueError(
                 f"Recipe: warmup_learning_rate={self.warmup_learning_rate!r} needs a warm-up "

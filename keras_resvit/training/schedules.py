@@ -50,6 +50,17 @@ class RecipeSchedule(keras.optimizers.schedules.LearningRateSchedule):
                 f"RecipeSchedule: decay_at={decay_at!r} is not valid; expected a list of step "
                 "boundaries, sorted ints >= 0, e.g. [32000, 48000], or () for none."
             )
+        # Settings another decay or no warm-up would ignore, refused as `Recipe` does.
+        if decay_at and decay != "step":
+            raise ValueError(
+                f"RecipeSchedule: decay_at={list(decay_at)} applies to decay='step' only; "
+                f"decay={decay!r} ignores it: drop it, or use decay='step'."
+            )
+        if warmup_learning_rate is not None and not warmup_steps:
+            raise ValueError(
+                f"RecipeSchedule: warmup_learning_rate={warmup_learning_rate} needs a warm-up; "
+                "pass warmup_steps > 0, or drop it."
+            )
         self.peak = float(peak)
         self.total_steps = total_steps
         self.warmup_steps = warmup_steps
@@ -120,7 +131,8 @@ def recipe_schedule(recipe, global_batch_size: int, total_steps: int) -> RecipeS
     scale = global_batch_size / recipe.batch_size
     # A warm-up of >= 1 counts steps of the reference batch; below 1, a fraction of training.
     warmup = recipe.warmup / scale if recipe.warmup >= 1 else recipe.warmup * total_steps
-    warmup_rate = recipe.warmup_learning_rate
+    # A run too short for one warm-up step has no warm-up rate.
+    warmup_rate = recipe.warmup_learning_rate if round(warmup) else None
     return RecipeSchedule(
         recipe.learning_rate * scale,
         total_steps,

@@ -384,6 +384,20 @@ def _fit_warnings(ds, epochs=2):
     return [str(w.message) for w in caught]
 
 
+@pytest.mark.parametrize("split", ["train", "validation", "test"])
+def test_a_hold_out_beside_a_validation_folder_is_refused(tmp_path, split):
+    """With its own validation/ folder read whole, a share held out of train/ would be read by
+    no split: refused whichever split is read; the train/ folder itself can be split."""
+    for name in ("train", "validation", "test"):
+        _write_folder(tmp_path / "data" / name, per_class=2)
+    with pytest.raises(ValueError, match=r"validation_split=0.5: .*own 'validation' sub-folder"):
+        kr.data.load_dataset(tmp_path / "data", split, image_size=8, validation_split=0.5)
+    held = kr.data.load_dataset(
+        tmp_path / "data" / "train", "validation", image_size=8, validation_split=0.5
+    )
+    assert sum(int(x.shape[0]) for x, _ in held) == 3
+
+
 @pytest.mark.parametrize("cache", [True, False])
 def test_folder_datasets_know_their_length(tmp_path, cache):
     """Keras knows an epoch's length from the first epoch: no "Unknown" progress bar and no

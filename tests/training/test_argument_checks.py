@@ -116,6 +116,8 @@ def test_bad_exclude_is_refused(exclude):
         ({"warmup_steps": NAN}, r"warmup_steps=nan must be an int >= 0"),
         ({"warmup_learning_rate": NAN}, r"warmup_learning_rate=nan must be a number > 0"),
         ({"decay": "Step"}, r"decay='Step' is not valid"),
+        ({"decay": "cosine"}, r"decay_at=\[50\] applies to decay='step' only"),
+        ({"warmup_learning_rate": 0.01}, r"warmup_learning_rate=0.01 needs a warm-up"),
     ],
 )
 def test_bad_schedule_arguments_are_refused(kwargs, message):

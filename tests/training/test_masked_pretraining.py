@@ -135,6 +135,17 @@ def test_a_py_dataset_pretrains_the_same_as_tf_data(tmp_path):
         kr.pretrain_masked_patches(tiny_vit(), flat, verbose=0)
 
 
+def test_a_py_dataset_moves_to_its_next_epoch_and_keeps_its_options(tmp_path):
+    """Each epoch of a loader is its own order and draws: pre-training must end every epoch of
+    it, keep its parallel reading and refuse a batch size it would not use."""
+    (x, y), _ = kr.data.load_digits()
+    loader = kr.data.ImageLoader(x[:32], y[:32], batch_size=16, shuffle=True, workers=2)
+    kr.pretrain_masked_patches(tiny_vit(), loader, epochs=2, output_dir=tmp_path, verbose=0)
+    assert loader.epoch >= 2  # (Keras also ends an epoch before the first)
+    with pytest.raises(ValueError, match="batch_size=8 applies to a kr.data source only"):
+        kr.pretrain_masked_patches(tiny_vit(), loader, batch_size=8, verbose=0)
+
+
 class _Flat(keras.utils.PyDataset):
     """Batches of flattened images: not what a ViT reads."""
 

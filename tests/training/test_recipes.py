@@ -250,10 +250,11 @@ def test_recipe_fields_are_checked():
         ("mixup", 0.8, "are not those of augment='resnet_cifar'"),
         ("warmup_learning_rate", 0.01, "needs a warm-up"),
         ("schedule", "cosine", "applies to schedule='step' only"),
+        ("label_smoothing", 0.3, r"is not that of augment='deit' \(0.1\)"),
     ],
 )
 def test_a_recipe_number_out_of_its_range_is_named(field, value, words):
-    recipe = "rsb_a1" if field == "target_threshold" else "resnet_cifar"
+    recipe = {"target_threshold": "rsb_a1", "label_smoothing": "deit"}.get(field, "resnet_cifar")
     named = "decay_at" if field == "schedule" else field  # the field it makes ignored
     with pytest.raises(ValueError, match=f"Recipe: {named}=.*{words}"):
         get_recipe(recipe, **{field: value})
