@@ -156,7 +156,7 @@ def plot_attention(
 
     Raises:
         ValueError: as `rollout_matrices`, `path` is not a `.png` file, or `class_names` is
-            not one string per class.
+            not one string per class (or given for a model without a classifier).
 
     Example:
     >>> import keras_resvit as kr
@@ -168,6 +168,11 @@ def plot_attention(
     path = check_png_path(path)
     images = _check_arguments(model, images, discard_ratio, head_fusion)
     classifier = "predictions" in [layer.name for layer in model.layers]
+    if class_names is not None and not classifier:
+        raise ValueError(
+            f"class_names name the classes the titles predict, but model {model.name!r} has "
+            'no classifier (a "predictions" layer): its figure has no titles; drop them.'
+        )
     names = check_class_names(class_names, model.output_shape[-1] if classifier else None)
     maps = attention_rollout(model, images, discard_ratio, head_fusion)
     titles = [None] * len(images)

@@ -107,3 +107,10 @@ def test_bad_input_raises_one_clear_error(vit, images, model, arguments, words):
         kr.viz.attention_rollout(model, **arguments)
     for word in words:
         assert word in str(error.value)
+
+
+def test_class_names_for_a_model_without_a_classifier_are_refused(images, tmp_path):
+    features = tiny_vit(include_top=False)
+    with pytest.raises(ValueError, match=r"class_names name the classes.*has no classifier"):
+        kr.viz.plot_attention(features, images, tmp_path / "a.png", class_names=["a", "b"])
+    assert not (tmp_path / "a.png").exists()
