@@ -170,3 +170,14 @@ def refuse_arguments(layer, kwargs, names, instead):
             raise ValueError(
                 f"{layer}: {name}={kwargs[name]!r} is not an argument of {layer}; {instead}."
             )
+
+
+def check_channels_last(data_format, layer):
+    """A layer that runs on channels-last images only: `data_format` (None: Keras' setting)
+    must be "channels_last"; returns it."""
+    data_format = data_format or keras.config.image_data_format()
+    if data_format != "channels_last":
+        raise ValueError(
+            f"{layer}: data_format={data_format!r} is not supported; valid: 'channels_last'."
+        )
+    return data_format

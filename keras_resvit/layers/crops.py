@@ -11,7 +11,13 @@ import math
 
 import keras
 
-from keras_resvit.base.validation import check_bool, check_choice, check_int, refuse_arguments
+from keras_resvit.base.validation import (
+    check_bool,
+    check_channels_last,
+    check_choice,
+    check_int,
+    refuse_arguments,
+)
 
 ATTEMPTS = 10  # torchvision / big_vision: draw 10 boxes, keep the first that fits.
 # The interpolations keras.ops.image.resize takes on every backend (torch lacks lanczos).
@@ -21,16 +27,6 @@ INTERPOLATIONS = ("bilinear", "nearest", "bicubic")
 def _check_size(height, width, layer):
     for arg, value in (("height", height), ("width", width)):
         check_int(f"{layer}: {arg}", value)
-
-
-def _check_data_format(data_format, layer):
-    """The layers crop channels-last images only; returns the data format they run with."""
-    data_format = data_format or keras.config.image_data_format()
-    if data_format != "channels_last":
-        raise ValueError(
-            f"{layer}: data_format={data_format!r} is not supported; valid: 'channels_last'."
-        )
-    return data_format
 
 
 def _check_range(name, value, low, layer):
@@ -62,7 +58,7 @@ class _CropAndResize(keras.layers.RandomCrop):
         _check_size(height, width, type(self).__name__)
         check_bool(f"{type(self).__name__}: antialias", antialias)
         check_choice(f"{type(self).__name__}: interpolation", interpolation, INTERPOLATIONS)
-        data_format = _check_data_format(data_format, type(self).__name__)
+        data_format = check_channels_last(data_format, type(self).__name__)
         super().__init__(height, width, seed=seed, data_format=data_format, **kwargs)
         self.interpolation = interpolation
         self.antialias = antialias
@@ -271,7 +267,7 @@ class RandomPadCrop(keras.layers.RandomCrop):
 
     def __init__(self, padding=4, fill_value=0.0, seed=None, data_format=None, **kwargs):
         check_int("RandomPadCrop: padding", padding, 0)
-        data_format = _check_data_format(data_format, "RandomPadCrop")
+        data_format = check_channels_last(data_format, "RandomPadCrop")
         values = fill_value if isinstance(fill_value, (tuple, list)) else [fill_value]
         if not values or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
@@ -362,7 +358,7 @@ class ResizeCenterCrop(keras.layers.CenterCrop):
         **kwargs,
     ):
         _check_size(height, width, "ResizeCenterCrop")
-        data_format = _check_data_format(data_format, "ResizeCenterCrop")
+        data_format = check_channels_last(data_format, "ResizeCenterCrop")
         number = isinstance(crop_ratio, (int, float)) and not isinstance(crop_ratio, bool)
         if not number or not 0.0 < crop_ratio <= 1.0:
             raise ValueError(f"ResizeCenterCrop: crop_ratio={crop_ratio!r} must lie in (0, 1].")

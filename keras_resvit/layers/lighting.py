@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_resvit.base.validation import check_number, refuse_arguments
+from keras_resvit.base.validation import check_channels_last, check_number, refuse_arguments
 
 # The principal components of ImageNet's RGB pixels on the [0, 1] scale, as fb.resnet.torch
 # publishes them (computed on a subset of the training images): eigenvalues and, per row,
@@ -63,12 +63,7 @@ class PCALighting(keras.layers.RandomBrightness):
             ("factor",),
             "the lighting's strength is alpha_std (AlexNet: 0.1)",
         )
-        data_format = data_format or keras.config.image_data_format()
-        if data_format != "channels_last":
-            raise ValueError(
-                f"PCALighting: data_format={data_format!r} is not supported; valid: "
-                "'channels_last'."
-            )
+        data_format = check_channels_last(data_format, "PCALighting")
         super().__init__(
             factor=0.0, value_range=value_range, seed=seed, data_format=data_format, **kwargs
         )
