@@ -2,7 +2,7 @@
 model options it sets), each checked when a recipe is made. The papers' recipes are in
 `recipes`."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from keras_resvit.base.validation import (
     check_bool,
@@ -47,7 +47,8 @@ class Recipe:
         warmup_learning_rate: constant warm-up rate instead of a linear ramp (ResNet-110),
             at `batch_size`.
         momentum: SGD momentum.
-        beta_1, beta_2: Adam moments.
+        beta_1, beta_2: Adam (and LAMB) moments. These three, and `patience`, set off their
+            defaults for an optimizer or schedule that does not read them are refused.
         weight_decay: decay coefficient.
         decay_mode: "coupled" (L2 added to the gradient, through momentum: the ResNet and
             AlexNet papers; for LAMB, added to its update before the trust ratio) or
@@ -139,6 +140,7 @@ class Recipe:
                 "'step' schedule with a warm-up instead."
             )
         self._check_numbers()
+        self._check_applies()
         check_int("Recipe: steps", self.steps, none_ok=True)
         check_int("Recipe: patience", self.patience)
         check_int("Recipe: repeated_augmentation", self.repeated_augmentation)
@@ -151,6 +153,27 @@ class Recipe:
                 f"Recipe: no_decay={names!r} must be a tuple of names (substrings of variable "
                 "names), e.g. ('bias',), or () for none."
             )
+
+    def _check_applies(self):
+        """A field set off its default for an optimizer or schedule that does not read it (an
+        Adam recipe's `momentum`, an SGD recipe's betas, a step schedule's `patience`) would
+        have no effect: refused, naming where it applies."""
+        defaults = {f.name: f.default for f in fields(Recipe)}
+        uses = (
+            ("momentum", "optimizer", ("sgd",)),
+            ("beta_1", "optimizer", ("adam", "adamw", "lamb")),
+            ("beta_2", "optimizer", ("adam", "adamw", "lamb")),
+            ("patience", "schedule", ("plateau",)),
+        )
+        for name, owner, readers in uses:
+            value = getattr(self, name)
+            if value != defaults[name] and getattr(self, owner) not in readers:
+                raise ValueError(
+                    f"Recipe: {name}={value!r} has no effect with {owner}="
+                    f"{getattr(self, owner)!r}; it applies to {owner} "
+                    f"{' or '.join(repr(r) for r in readers)} only: leave it at its default "
+                    f"({defaults[name]!r}) or change {owner}."
+                )
 
     def _check_numbers(self):
         """The sizes, rates and coefficients: each a number in its range."""

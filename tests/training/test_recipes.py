@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from keras_resvit.data.augmentation import MIXING
-from keras_resvit.training.optimizers import CoupledDecayLamb, CoupledDecaySGD
+from keras_resvit.training.optimizers import CoupledDecayLamb, CoupledDecaySGD, recipe_optimizer
 from keras_resvit.training.recipes import NO_DECAY, RECIPES, get_recipe, recipe_model_options
 from keras_resvit.training.schedules import RecipeSchedule, recipe_schedule, recipe_steps
 from keras_resvit.training.train import build_optimizer
@@ -341,3 +341,30 @@ def test_recipes_set_their_vit_options_on_models_built_by_name():
     assert recipe_model_options("resnet50", "resnet_imagenet") == {}
     with pytest.raises(ValueError, match="not a registered model"):
         recipe_model_options("vit_b17", "deit")
+
+
+@pytest.mark.parametrize(
+    "recipe, field, value, owner",
+    [
+        ("deit", "momentum", 0.5, "optimizer='adamw'"),
+        ("rsb_a1", "momentum", 0.99, "optimizer='lamb'"),
+        ("resnet_cifar", "beta_1", 0.8, "optimizer='sgd'"),
+        ("vit_finetune", "beta_2", 0.95, "optimizer='sgd'"),
+        ("resnet_cifar", "patience", 2, "schedule='step'"),
+        ("deit", "patience", 10, "schedule='cosine'"),
+    ],
+)
+def test_a_field_its_optimizer_or_schedule_does_not_read_is_refused(recipe, field, value, owner):
+    with pytest.raises(ValueError, match=f"Recipe: {field}={value!r} has no effect with {owner}"):
+        get_recipe(recipe, **{field: value})
+
+
+def test_fields_read_by_their_optimizer_and_schedule_reach_it():
+    sgd = recipe_optimizer(get_recipe("resnet_cifar", momentum=0.5), 0.1)
+    assert float(sgd.momentum) == 0.5
+    adam = recipe_optimizer(get_recipe("deit", beta_1=0.8, beta_2=0.95), 1e-3)
+    assert (float(adam.beta_1), float(adam.beta_2)) == (0.8, 0.95)
+    # Switching the optimizer clears nothing: a changed momentum then applies to nothing.
+    assert get_recipe("vit_finetune", optimizer="adamw").momentum == 0.9
+    with pytest.raises(ValueError, match="momentum=0.5 has no effect"):
+        get_recipe(get_recipe("vit_finetune", momentum=0.5), optimizer="adamw")
