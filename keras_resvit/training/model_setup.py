@@ -2,6 +2,7 @@
 with the recipe's optimizer, schedule and loss."""
 
 import keras
+import numpy as np
 
 from keras_resvit.base.class_names import set_class_names
 from keras_resvit.base.validation import check_int
@@ -105,16 +106,22 @@ def compile_model(
     )
 
 
-def label_encoding(recipe, loss, soft_labels, val_data):
+def label_encoding(recipe, loss, soft_labels, val_data, labels=None):
     """(one_hot, soft): whether the loss takes one-hot targets, and whether it is compiled for
-    soft labels. A categorical loss (soft labels on either side, or label smoothing) and the
-    recipe's binary cross-entropy take one-hot targets: integer labels of the training and
-    validation data are encoded to match. A user's `loss` replaces the recipe's label smoothing
-    and loss."""
+    soft labels that it leaves unsmoothed. A categorical loss (soft labels on either side, or
+    label smoothing) and the recipe's binary cross-entropy take one-hot targets: integer labels
+    of the training and validation data are encoded to match. A user's `loss` replaces the
+    recipe's label smoothing and loss.
+
+    Soft training labels (`labels`: the first batch's) that are already smoothed (every entry
+    above 0, as a `kr.data` mixing preset's) are not smoothed again; one-hot or mixed labels
+    with zeros (a user's own) get the recipe's smoothing."""
     smoothing = recipe.label_smoothing if loss is None else 0.0
     binary = loss is None and recipe.loss == "binary_cross_entropy"
     val_soft = val_data is not None and has_soft_labels(val_data)
     one_hot = soft_labels or val_soft or bool(smoothing) or binary
+    if soft_labels and smoothing and labels is not None and np.min(labels) <= 0:
+        return one_hot, False
     return one_hot, soft_labels or (val_soft and not smoothing)
 
 

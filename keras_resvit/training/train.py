@@ -92,7 +92,9 @@ def train(
             called under the run's precision and distribution scope, so a model of one's own
             gets mixed precision where `precision` asks for it.
         train_data: a finite, batched `tf.data.Dataset` of (images, labels); labels are ints or
-            one-hot/soft vectors (MixUp, CutMix). Its batch is the global batch. Or a
+            one-hot/soft vectors (MixUp, CutMix): the recipe's label smoothing applies to vectors
+            with zeros, not to those already smoothed (every entry above 0, as a `kr.data`
+            mixing preset's). Its batch is the global batch. Or a
             `keras.utils.PyDataset` of such batches (`kr.data.ImageLoader`, what `load_dataset`
             returns without TensorFlow; under several processes, each process's share). Or an
             `(images, labels)` tuple of arrays: images (N, height, width, channels) of raw
@@ -330,7 +332,7 @@ def _compile(model, spec, out, data, resume, user, *, ema):
     """Compiles `model` (with `user.optimizer` and `user.loss` where given) and restores
     `resume` (a resume state or None); returns (one_hot: whether the loss takes one-hot
     targets, the step the run starts from, the best validation accuracy so far or None)."""
-    one_hot, soft = label_encoding(spec, user.loss, data.soft_labels, data.val)
+    one_hot, soft = label_encoding(spec, user.loss, data.soft_labels, data.val, data.first_batch[1])
     compile_model(
         model,
         spec,

@@ -256,6 +256,26 @@ def test_categorical_loss_takes_integer_train_and_val_labels(digits, tmp_path, m
     assert config["recipe_fields"]["warmup"] == (1 if mixing else RECIPES["deit"].warmup)
 
 
+@pytest.mark.parametrize("pipeline", ["own_one_hot", "kr_mixing"])
+def test_recipe_smoothing_reaches_unsmoothed_soft_labels_once(tmp_path, pipeline):
+    # A user's own one-hot labels get deit's smoothing (0.1); the labels of a kr.data mixing
+    # preset arrive smoothed (no entry is 0) and are not smoothed again.
+    (x, y), _ = kr.data.load_digits()
+    x, y = x[:32], y[:32]
+    if pipeline == "own_one_hot":
+        train = tf.data.Dataset.from_tensor_slices((x.astype("float32"), np.eye(10)[y]))
+        train = train.batch(16)
+    else:
+        train = kr.data.load_dataset((x, y), "train", batch_size=16, augment="deit")
+    vit = tiny_vit(num_layers=1, num_classes=10)
+    history = kr.train(
+        vit, train, recipe=get_recipe("deit", warmup=1), epochs=1, output_dir=tmp_path, verbose=0
+    )
+    loss = history.model.loss
+    assert type(loss).__name__ == "CategoricalCrossentropy"
+    assert loss.label_smoothing == (0.1 if pipeline == "own_one_hot" else 0.0)
+
+
 def test_plateau_schedule_divides_the_rate_when_the_loss_stalls(tmp_path):
     # Random labels on a handful of images: the training loss stalls at once, so the rate
     # drops by 10 after each `patience` epochs without improvement.
