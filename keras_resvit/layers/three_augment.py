@@ -208,9 +208,9 @@ class ColorJitter(keras.layers.RandomBrightness):
     Brightness multiplies the pixels by a factor from [max(0, 1 - b), 1 + b]; contrast blends
     each image with the mean of its grayscale by a factor from [max(0, 1 - c), 1 + c];
     saturation blends it with its grayscale by a factor from [max(0, 1 - s), 1 + s]; each step
-    clips to `value_range`. torchvision applies the three in a random order; here always in
-    that order. (Keras' `RandomBrightness` adds to the pixels and its `RandomContrast` uses each
-    channel's mean.)
+    clips to `value_range`. As torchvision, each image applies the three in its own random
+    order. (Keras' `RandomBrightness` adds to the pixels, its `RandomContrast` uses each
+    channel's mean, and its `RandomColorJitter` keeps one order.)
 
     Args:
         brightness, contrast, saturation: the jitter strengths, >= 0 (DeiT III: 0.3 each).
@@ -263,6 +263,9 @@ class ColorJitter(keras.layers.RandomBrightness):
             factors[name] = self.backend.random.uniform(
                 (batch, 1, 1, 1), max(0.0, 1.0 - strength), 1.0 + strength, seed=seed
             )
+        # torchvision's `torch.randperm(4)` per call, here per image: the ranks of 3 draws.
+        draws = self.backend.random.uniform((batch, 3), seed=seed)
+        factors["order"] = self.backend.numpy.argsort(draws, axis=-1)
         return factors
 
     def transform_images(self, images, transformation, training=True):
@@ -280,11 +283,21 @@ class ColorJitter(keras.layers.RandomBrightness):
                 "valid; it jitters RGB (3 channels) or grey (1 channel) images."
             )
         low, high = self.value_range
-        x = b.numpy.clip(x * transformation["brightness"], low, high)
-        # On one channel the luma is the channel itself (its weights sum to 1), as torchvision.
-        mean = b.numpy.mean(luma(b, x), axis=(1, 2, 3), keepdims=True)
-        x = blend(b, x, mean, transformation["contrast"], low, high)
-        x = blend(b, x, luma(b, x), transformation["saturation"], low, high)
+        factors = [transformation[name] for name in ("brightness", "contrast", "saturation")]
+        order = b.cast(transformation["order"], "int32")
+        for step in range(3):
+            op = b.numpy.reshape(order[:, step], (-1, 1, 1, 1))
+            x = b.numpy.where(
+                op == 0,
+                b.numpy.clip(x * factors[0], low, high),
+                # On one channel the luma is the channel itself (its weights sum to 1).
+                b.numpy.where(
+                    op == 1,
+                    blend(b, x, b.numpy.mean(luma(b, x), axis=(1, 2, 3), keepdims=True),
+                          factors[1], low, high),
+                    blend(b, x, luma(b, x), factors[2], low, high),
+                ),
+            )  # fmt: skip
         x = b.cast(b.numpy.transpose(x, (0, 3, 1, 2)) if first else x, self.compute_dtype)
         return x[0] if rank3 else x
 

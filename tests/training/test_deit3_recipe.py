@@ -1,6 +1,9 @@
 """DeiT III (Touvron et al. 2022): 3-Augment, torchvision's colour jitter, the `deit3` and
 `deit3_21k` recipes with the values of the reference's training commands."""
 
+import collections
+import itertools
+
 import keras
 import numpy as np
 import pytest
@@ -86,21 +89,35 @@ def test_each_op_is_chosen_a_third_of_the_time_inside_tf_data():
     assert all(50 <= count <= 110 for count in counts.values()), counts
 
 
-def test_color_jitter_matches_torchvision_formulas():
+def test_color_jitter_matches_torchvision_formulas_in_each_order():
     layer = ColorJitter(0.3, 0.3, 0.3)
     image = _image(seed=1)[None]
     factors = {"brightness": 1.2, "contrast": 0.8, "saturation": 1.25}
-    transformation = {k: np.full((1, 1, 1, 1), v, "float32") for k, v in factors.items()}
-    got = keras.ops.convert_to_numpy(layer.transform_images(image, transformation))
-    x = np.clip(image * 1.2, 0, 255)
     gray = lambda v: (v @ np.array([0.299, 0.587, 0.114]))[..., None]  # noqa: E731
-    x = np.clip(0.8 * x + 0.2 * gray(x).mean(), 0, 255)
-    x = np.clip(1.25 * x + (1 - 1.25) * gray(x), 0, 255)
-    np.testing.assert_allclose(got, x, atol=1e-3)
-    drawn = layer.get_random_transformation(np.zeros((64, 4, 4, 3)), seed=0)
-    for values in drawn.values():
-        values = keras.ops.convert_to_numpy(values)
+    steps = (
+        lambda x: np.clip(x * 1.2, 0, 255),
+        lambda x: np.clip(0.8 * x + 0.2 * gray(x).mean(), 0, 255),
+        lambda x: np.clip(1.25 * x + (1 - 1.25) * gray(x), 0, 255),
+    )
+    outputs = []
+    for order in itertools.permutations(range(3)):  # torchvision's random order
+        transformation = {k: np.full((1, 1, 1, 1), v, "float32") for k, v in factors.items()}
+        transformation["order"] = np.array([order])
+        got = keras.ops.convert_to_numpy(layer.transform_images(image, transformation))
+        x = image
+        for step in order:
+            x = steps[step](x)
+        np.testing.assert_allclose(got, x, atol=1e-3)
+        outputs.append(got)
+    assert min(np.abs(a - b).max() for a, b in itertools.combinations(outputs, 2)) > 0.5
+    drawn = layer.get_random_transformation(np.zeros((600, 4, 4, 3)), seed=0)
+    for name in factors:
+        values = keras.ops.convert_to_numpy(drawn[name])
         assert values.min() >= 0.7 and values.max() <= 1.3 and values.std() > 0.1
+    orders = [tuple(o) for o in keras.ops.convert_to_numpy(drawn["order"]).tolist()]
+    counts = collections.Counter(orders)
+    assert set(counts) == set(itertools.permutations(range(3)))
+    assert all(60 <= count <= 140 for count in counts.values()), counts
 
 
 @pytest.mark.parametrize("preset", ["deit3", "deit3_src"])
