@@ -47,8 +47,10 @@ def _model_scores(model, paths):
 
     check_classifier(model, "predict ranks classes")
     size, channels = tuple(model.input_shape[1:3]), model.input_shape[-1]
-    images = load_images(paths, size, channels=channels)
-    return keras.ops.convert_to_numpy(model.predict(images, verbose=0))
+    # A model of any input size scores each image at its own size, one at a time.
+    batches = [paths] if None not in size else [[path] for path in paths]
+    scores = [model.predict(load_images(b, size, channels=channels), verbose=0) for b in batches]
+    return np.concatenate([keras.ops.convert_to_numpy(s) for s in scores])
 
 
 def _named_model(text):
@@ -88,7 +90,8 @@ def predict(model, image_paths, *, top_k: int = 5) -> list:
     Args:
         model: a `.keras` or `.tflite` file, a `keras.Model`, or "NAME:WEIGHTS": a registry
             name and the name of its published weights (`kr.list_weights`), downloaded once.
-        image_paths: image files; each is resized to the model's input size.
+        image_paths: image files; each is resized to the model's input size (a model of
+            any input size scores each at its own size).
         top_k: classes per image; a model of fewer classes ranks all of them (the default
             5 serves any model).
 

@@ -130,7 +130,9 @@ def image_problem(path, kinds=("jpeg", "png"), complete: bool = False):
 
 def load_images(paths, size, channels: int = 3) -> np.ndarray:
     """Decodes image files (PNG, JPEG, BMP, GIF) to float32 0-255 pixels at `size` (h, w),
-    with `channels` channels (3: RGB, 1: grey; a model's input decides).
+    with `channels` channels (3: RGB, 1: grey; a model's input decides). A None in `size` (a
+    model of any input size) keeps each image's own height or width there: the images must
+    then agree on it, being one batch.
 
     Each file's size is read from its header first: an image over
     `image_files.MAX_IMAGE_PIXELS` is refused before it is decoded, and decoded pixels are
@@ -155,5 +157,14 @@ def load_images(paths, size, channels: int = 3) -> np.ndarray:
             # TensorFlow prefixes its message with the op that raised it: keep the reason.
             reason = error.message.split("}}")[-1].strip()
             raise ValueError(f"image {str(path)!r} cannot be decoded: {reason}") from None
-        images.append(tf.image.resize(image, size).numpy())
+        own = tuple(image.shape[:2])
+        wanted = tuple(own[i] if size[i] is None else size[i] for i in (0, 1))
+        images.append(tf.image.resize(image, wanted).numpy())
+    sizes = {str(path): image.shape[:2] for path, image in zip(paths, images, strict=True)}
+    if len(set(sizes.values())) > 1:
+        shown = ", ".join(f"{path!r}: {h}x{w}" for path, (h, w) in sizes.items())
+        raise ValueError(
+            f"images of different sizes ({shown}) cannot be one batch for a model of input "
+            f"size {tuple(size)} (None: any); give images of one size, or one at a time."
+        )
     return np.stack(images)

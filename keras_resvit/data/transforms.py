@@ -80,10 +80,15 @@ def resize_shorter_side(images, size: int, antialias: bool = True):
     """Bilinear resize of a batch (N, H, W, C) so that its shorter side is `size`."""
     images = _batch("images", images)
     check_int("size", size)
-    height, width = images.shape[1], images.shape[2]
-    factor = size / min(height, width)
-    new_size = (max(1, round(height * factor)), max(1, round(width * factor)))
+    new_size = shorter_side_size(images.shape[1], images.shape[2], size)
     return keras.ops.image.resize(images, new_size, antialias=antialias)
+
+
+def shorter_side_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """(height, width) of a `height` x `width` image resized so that its shorter side is
+    `size`, its aspect kept."""
+    factor = size / min(height, width)
+    return max(1, round(height * factor)), max(1, round(width * factor))
 
 
 def ten_crop(images, crop_size: int):

@@ -11,7 +11,7 @@ is solved in closed form in float64 on the smaller of its primal and dual sides.
 import keras
 import numpy as np
 
-from keras_resvit.base.validation import check_number
+from keras_resvit.base.validation import check_number, check_seed
 from keras_resvit.data.checks import check_class_names_match, check_pixels
 from keras_resvit.data.datasets import load_dataset, source_named
 from keras_resvit.data.loader_choice import ALL_EXAMPLES
@@ -126,14 +126,15 @@ def few_shot_indices(labels, shots: int, seed: int = 0) -> np.ndarray:
     The subsets are nested: the 5-shot images include the 1-shot image (as in big_vision).
 
     Raises:
-        ValueError: `shots` is not a positive int, `labels` are not (N,) class indices, or a
-            class has fewer than `shots` images.
+        ValueError: `shots` is not a positive int, `seed` not an int in [0, 2**32), `labels`
+            are not (N,) class indices, or a class has fewer than `shots` images.
 
     Example:
     >>> few_shot_indices(np.array([0, 1, 0, 1, 1]), 2).shape
     (4,)
     """
     _check_shots(shots)
+    check_seed(seed)
     labels = np.asarray(labels)
     if labels.ndim != 1 or not len(labels):
         raise ValueError(
@@ -239,8 +240,8 @@ def few_shot(
         A dict {shots: test accuracy}.
 
     Raises:
-        ValueError: invalid shots (not positive, or more than a class has), penalty, model,
-            layer or data.
+        ValueError: invalid shots (not positive, or more than a class has), seed, penalty,
+            model, layer or data.
 
     Example:
     >>> import keras_resvit as kr
@@ -249,11 +250,18 @@ def few_shot(
     >>> sorted(accuracies), all(0 <= a <= 1 for a in accuracies.values())
     ([1, 10], True)
     """
-    shots = (shots,) if isinstance(shots, (int, np.integer)) else tuple(shots)
+    given = shots
+    if isinstance(shots, (int, np.integer)):
+        shots = (shots,)
+    elif isinstance(shots, (tuple, list, range, np.ndarray)):
+        shots = tuple(shots)
+    else:
+        shots = (shots,)  # refused by `_check_shots`, named as given
     if not shots:
-        raise ValueError("shots=() is empty; expected positive ints, e.g. (1, 5, 10, 25).")
+        raise ValueError(f"shots={given!r} is empty; expected positive ints, e.g. (1, 5, 10, 25).")
     for count in shots:
         _check_shots(count)
+    check_seed(seed)
     check_number("l2_regularization", l2_regularization, 0)
     feature_model(model, layer)
     train = _dataset(train, "train", model, batch_size)

@@ -14,7 +14,8 @@ from keras_resvit.base.validation import (
     check_model,
 )
 from keras_resvit.data.checks import check_class_names_match, check_pixels
-from keras_resvit.data.transforms import resize_shorter_side, ten_crop
+from keras_resvit.data.image_files import MAX_IMAGE_PIXELS
+from keras_resvit.data.transforms import resize_shorter_side, shorter_side_size, ten_crop
 from keras_resvit.models.common import is_vit
 
 # He et al. (2016), Section 3.4, the multi-scale test of Table 4's best single-model results:
@@ -85,7 +86,12 @@ def _check_multi_crop(model, scales, crops, batch_size):
     if shape[1] is None or shape[1] != shape[2]:
         raise ValueError(
             f"model={model.name!r} takes inputs {shape}; valid: a fixed square input size (the "
-            "crop size). fully_convolutional_predict scores a model of any input size."
+            "crop size). "
+            + (
+                "Fix a ViT's size with kr.resize_vit(model, image_size=...)."
+                if is_vit(model)
+                else "fully_convolutional_predict scores a model of any input size."
+            )
         )
     check_choice("crops", crops, CROPS)
     scales = _check_scales(scales, shape[1], f"an int >= the crop size {shape[1]}")
@@ -144,6 +150,7 @@ def _average_scores(images, scales, views, score, batch_size):
     resized to each of `scales` (shorter side)."""
     outputs = []
     for start in range(0, len(images), batch_size):
+        _check_resized_size(images[start : start + batch_size].shape, scales)
         batch = keras.ops.convert_to_tensor(images[start : start + batch_size])
         scores = [
             np.asarray(score(view), "float64")
@@ -152,6 +159,21 @@ def _average_scores(images, scales, views, score, batch_size):
         ]
         outputs.append(np.mean(scores, axis=0))
     return np.concatenate(outputs).astype("float32")
+
+
+def _check_resized_size(shape, scales):
+    """A batch of `shape` resized to the largest of `scales` must stay within
+    `MAX_IMAGE_PIXELS` pixels (a mistyped scale would exhaust the memory in the backend)."""
+    count, height, width = shape[:3]
+    resized = shorter_side_size(height, width, max(scales))
+    pixels = count * resized[0] * resized[1]
+    if pixels > MAX_IMAGE_PIXELS:
+        raise ValueError(
+            f"scales={scales!r}: shorter side {max(scales)} makes {count} {height}x{width} "
+            f"image(s) {resized[0]}x{resized[1]}, {pixels:,} pixels, over the limit of "
+            f"{MAX_IMAGE_PIXELS:,} (keras_resvit.data.image_files.MAX_IMAGE_PIXELS); valid: "
+            "smaller scales (the ResNet paper's reach 640), or a smaller batch_size."
+        )
 
 
 def _checked_scores(model, scores, what):

@@ -75,7 +75,9 @@ def representative_images(data, model, count: int = CALIBRATION_SAMPLES) -> np.n
             raise ValueError(f"representative_data={str(data)!r} holds no image files.")
         # Evenly spaced files, so that every class folder contributes.
         picks = np.linspace(0, len(files) - 1, min(count, len(files))).round().astype(int)
-        images = load_images([files[i] for i in sorted(set(picks))], (height, width))
+        images = load_images(
+            [files[i] for i in sorted(set(picks))], (height, width), channels=channels
+        )
     else:
         if not isinstance(data, tf.data.Dataset):
             with source_named("representative_data"):

@@ -94,6 +94,13 @@ def test_subsets_are_seeded_nested_and_stratified():
     assert np.bincount(labels[five]).tolist() == [5] * 5
 
 
+def test_few_shot_indices_refuses_a_seed_that_repeats_nothing():
+    # seed=None drew other subsets on every call: "the same seed gives the same subsets".
+    for seed in (None, True, -1, 2**32):
+        with pytest.raises(ValueError, match=f"seed={seed!r} must be an int"):
+            few_shot_indices(np.arange(40) % 4, 2, seed=seed)
+
+
 def test_least_squares_primal_and_dual_agree():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(30, 8)), np.arange(30) % 3
@@ -111,6 +118,11 @@ def test_least_squares_primal_and_dual_agree():
         ({"shots": (0,)}, ["shots=0", "positive"]),
         ({"shots": (True,)}, ["shots=True"]),
         ({"shots": ()}, ["shots=()"]),
+        ({"shots": 2.0}, ["shots=2.0", "positive ints"]),
+        ({"shots": None}, ["shots=None", "positive ints"]),
+        ({"seed": None}, ["seed=None", "[0, 2**32)"]),
+        ({"seed": -1}, ["seed=-1"]),
+        ({"seed": "x"}, ["seed='x'"]),
         ({"shots": (5, 50)}, ["shots=50", "has"]),
         ({"l2_regularization": 0.0}, ["l2_regularization=0.0"]),
         ({"layer": "nope"}, ["layer='nope'"]),

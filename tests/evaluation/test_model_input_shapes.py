@@ -1,0 +1,112 @@
+"""Models of any input size, of one channel or of a non-square input, through the commands and
+functions that read image files for them (predict, plot, evaluate, export calibration) and the
+multi-crop tests: each scores them as they are, or refuses them in one line."""
+
+import keras
+import numpy as np
+import pytest
+from matplotlib.image import imread
+from PIL import Image
+
+import keras_resvit as kr
+from keras_resvit.cli import main
+from keras_resvit.data.image_files import load_images
+from keras_resvit.predict import predict
+from tests.conftest import random_images, tiny_vit
+
+
+def _write(path, height, width, channels=3, seed=0):
+    pixels = random_images(1, height, width, channels=channels, seed=seed)[0].astype("uint8")
+    Image.fromarray(pixels[..., 0] if channels == 1 else pixels).save(path)
+    return str(path)
+
+
+def test_predict_scores_each_image_at_its_own_size_for_a_model_of_any_size(tmp_path):
+    model = kr.build_resnet(8, stem="cifar", input_shape=(None, None, 3), num_classes=4)
+    paths = [_write(tmp_path / "a.png", 20, 24), _write(tmp_path / "b.png", 32, 16, seed=1)]
+    results = predict(model, paths, top_k=4)
+    for path, top in zip(paths, results, strict=True):
+        pixels = np.asarray(Image.open(path), "float32")[None]
+        expected = keras.ops.convert_to_numpy(model(pixels))[0]
+        got = {entry["index"]: entry["score"] for entry in top}
+        np.testing.assert_allclose([got[i] for i in range(4)], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_load_images_keeps_own_sizes_for_none_and_refuses_a_mixed_batch(tmp_path):
+    same = [_write(tmp_path / "a.png", 20, 24), _write(tmp_path / "b.png", 20, 24, seed=1)]
+    assert load_images(same, (None, None)).shape == (2, 20, 24, 3)
+    assert load_images(same, (None, 12)).shape == (2, 20, 12, 3)
+    other = _write(tmp_path / "c.png", 8, 8)
+    with pytest.raises(ValueError, match=r"images of different sizes \(.*'.*c.png': 8x8\)"):
+        load_images([*same, other], (None, None))
+
+
+def test_plot_reads_images_with_the_model_channels_and_own_size(tmp_path, capsys):
+    grey = kr.build_resnet(
+        8, stem="cifar", input_shape=(16, 16, 1), num_classes=3, preprocessing=None
+    )
+    grey.save(tmp_path / "grey.keras")
+    image = _write(tmp_path / "rgb.png", 20, 20)
+    output = tmp_path / "gradcam.png"
+    argv = ["plot", "gradcam", str(tmp_path / "grey.keras"), image, "--output", str(output)]
+    assert main(argv) == 0
+    assert imread(output).shape[1] == 200  # one image panel
+    any_size = kr.build_resnet(8, stem="cifar", input_shape=(None, None, 3), num_classes=3)
+    any_size.save(tmp_path / "any.keras")
+    argv[2], argv[-1] = str(tmp_path / "any.keras"), str(tmp_path / "any.png")
+    assert main(argv) == 0 and (tmp_path / "any.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "input_shape", [(None, None, 3), (16, 20, 3), (16, 16, 1)], ids=["any", "oblong", "grey"]
+)
+def test_evaluate_refuses_a_model_input_it_cannot_read_for(tmp_path, capsys, input_shape):
+    preprocessing = None if input_shape[-1] == 1 else "cifar"
+    model = kr.build_resnet(
+        8, stem="cifar", input_shape=input_shape, num_classes=10, preprocessing=preprocessing
+    )
+    model.save(tmp_path / "m.keras")
+    for extra in ([], ["--crops", "ten"]):
+        assert main(["evaluate", str(tmp_path / "m.keras"), "--data", "digits", *extra]) == 2
+        error = capsys.readouterr().err.strip().splitlines()
+        assert len(error) == 1 and f"takes images of shape {input_shape}" in error[0]
+        assert "(S, S, 3)" in error[0]
+
+
+def test_export_calibrates_a_grey_model_on_a_folder(tmp_path):
+    for i in range(4):
+        (tmp_path / "data" / "ab"[i % 2]).mkdir(parents=True, exist_ok=True)
+        _write(tmp_path / "data" / "ab"[i % 2] / f"{i}.png", 20, 20, seed=i)
+    grey = kr.build_resnet(
+        8, stem="cifar", input_shape=(16, 16, 1), num_classes=2, preprocessing=None
+    )
+    result = kr.export(
+        grey,
+        tmp_path / "grey.tflite",
+        format="tflite",
+        quantization="int8",
+        representative_data=tmp_path / "data",
+    )
+    assert result["checked"] and result["samples"] == 4
+
+
+def test_multi_crop_scales_that_would_exhaust_memory_are_refused():
+    model = kr.build_resnet(8, stem="cifar", input_shape=(16, 16, 3), num_classes=4)
+    images = np.zeros((3, 20, 24, 3), "float32")
+    words = r"shorter side 100000 makes 3 20x24 image\(s\) 100000x120000, 36,000,000,000 pix"
+    with pytest.raises(ValueError, match=words):
+        kr.evaluation.multi_crop_predict(model, images, scales=(100_000,))
+    with pytest.raises(ValueError, match=words):
+        kr.evaluation.fully_convolutional_predict(model, images, scales=(16, 100_000))
+    # The limit counts the batch: the same scale passes one image at a time.
+    small = kr.evaluation.fully_convolutional_predict(model, images[:1], scales=(64,))
+    assert small.shape == (1, 4)
+
+
+def test_multi_crop_of_a_vit_of_any_size_names_the_way_to_fix_its_size():
+    vit = tiny_vit(image_size=None, num_classes=3)
+    with pytest.raises(ValueError, match=r"kr.resize_vit\(model, image_size=...\)"):
+        kr.evaluation.multi_crop_predict(vit, np.zeros((2, 40, 40, 3)), scales=(36,))
+    fixed = kr.resize_vit(vit, image_size=32)
+    scores = kr.evaluation.multi_crop_predict(fixed, np.zeros((2, 40, 40, 3)), scales=(36,))
+    assert scores.shape == (2, 3)
