@@ -74,7 +74,9 @@ def run_evaluate(args):
 
     model = kr.load_model(args.model)
     check_classifier(model, "evaluate scores class labels")
-    size, classes = _square_rgb_size(model, args.model), model.output_shape[-1]
+    instead = "score it in Python: model.evaluate on batches of its shape"
+    size = checks.loadable_side(model, f"evaluate {args.model}", instead, any_size=False)
+    classes = model.output_shape[-1]
     scales = _evaluation_scales(args, size)
     own_folder = Path(args.data).expanduser() / args.split
     if args.validation_split is not None and args.split != "train" and own_folder.is_dir():
@@ -110,20 +112,6 @@ def run_evaluate(args):
         return
     loss, accuracy = _plain_evaluate(model, data, classes, argument)
     print(f"{where}: accuracy {accuracy:.4f}, loss {loss:.4f}")
-
-
-def _square_rgb_size(model, path):
-    """The side of `model`'s square RGB input: `evaluate` reads datasets of square RGB images
-    (`kr.data.load_dataset`); another input is refused, naming it."""
-    _, height, width, channels = model.input_shape
-    if height is None or height != width or channels != 3:
-        raise ValueError(
-            f"{path} takes images of shape {(height, width, channels)} (None: any size), but "
-            "evaluate reads square RGB images at the model's size, (S, S, 3); score such a "
-            "model in Python with model.evaluate on images of its shape (for a ResNet of any "
-            "size: kr.evaluation.fully_convolutional_predict)."
-        )
-    return height
 
 
 def _whole_images(args):

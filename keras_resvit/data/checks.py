@@ -300,6 +300,23 @@ def check_class_names_match(argument: str, names, reference, what: str) -> None:
             )
 
 
+def loadable_side(model, argument: str, instead: str, *, any_size: bool = True):
+    """The image side at which `load_dataset` reads images for `model`, which it reads square
+    and RGB: the model's side, or None (a model of any input size, where `any_size` allows it:
+    the source's own size). Another input (oblong, grey) is refused naming `argument`, the
+    model's input and `instead`, the way to score such a model."""
+    _, height, width, channels = model.input_shape
+    square = height == width and (height is not None or any_size)
+    if square and channels == 3:
+        return height
+    shown = "(S, S, 3) or (None, None, 3)" if any_size else "(S, S, 3)"
+    raise ValueError(
+        f"{argument}: model {model.name!r} takes images of shape {(height, width, channels)} "
+        f"(None: any size), but kr.data reads RGB images at one side for it, {shown}; "
+        f"{instead}."
+    )
+
+
 def check_class_count(argument: str, data, num_classes: int) -> None:
     """Refuses, before any batch is read, a dataset that declares more classes (its
     `num_classes`, set by `kr.data.load_dataset`) than the classifier has outputs."""

@@ -12,7 +12,12 @@ import keras
 import numpy as np
 
 from keras_resvit.base.validation import check_number, check_seed
-from keras_resvit.data.checks import check_class_names_match, check_pixels
+from keras_resvit.data.checks import (
+    check_class_names_match,
+    check_pixels,
+    image_shape_fits,
+    loadable_side,
+)
 from keras_resvit.data.datasets import load_dataset, source_named
 from keras_resvit.data.loader_choice import ALL_EXAMPLES
 from keras_resvit.models.features import representation_model as feature_model
@@ -35,7 +40,7 @@ def _dataset(data, split, model, batch_size):
         return load_dataset(
             data,
             split,
-            image_size=model.input_shape[1],
+            image_size=loadable_side(model, split, "pass a batched tf.data.Dataset instead"),
             batch_size=batch_size,
             shuffle=False,
             mixing=False,
@@ -102,6 +107,11 @@ def extract_features(
     batches = _batches(_dataset(data, split, model, batch_size), split)
     for number, (images, batch_labels) in enumerate(batches, 1):
         check_pixels(f"{split} batch {number} images", images)
+        if not image_shape_fits(images.shape[1:], model.input_shape[1:]):
+            raise ValueError(
+                f"{split} batch {number} has images of shape {images.shape[1:]}, but model "
+                f"{model.name!r} takes {model.input_shape[1:]} (None: any size)."
+            )
         count = len(images)
         full = full or count
         if count < full:

@@ -2,9 +2,12 @@
 functions that read image files for them (predict, plot, evaluate, export calibration) and the
 multi-crop tests: each scores them as they are, or refuses them in one line."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from matplotlib.image import imread
 from PIL import Image
 
@@ -70,7 +73,28 @@ def test_evaluate_refuses_a_model_input_it_cannot_read_for(tmp_path, capsys, inp
         assert main(["evaluate", str(tmp_path / "m.keras"), "--data", "digits", *extra]) == 2
         error = capsys.readouterr().err.strip().splitlines()
         assert len(error) == 1 and f"takes images of shape {input_shape}" in error[0]
-        assert "(S, S, 3)" in error[0]
+        assert "RGB images at one side for it, (S, S, 3);" in error[0]
+
+
+@pytest.mark.parametrize("input_shape", [(16, 20, 3), (16, 16, 1)], ids=["oblong", "grey"])
+def test_few_shot_refuses_a_source_it_cannot_read_for_the_model(input_shape):
+    model = kr.build_resnet(
+        8, stem="cifar", input_shape=input_shape, num_classes=10, preprocessing=None
+    )
+    (x, y), _ = kr.data.load_digits()
+    with pytest.raises(ValueError, match=rf"train: model .* shape {re.escape(str(input_shape))}"):
+        kr.evaluation.few_shot(model, (x[:50], y[:50]), (x[:20], y[:20]), shots=1)
+    # Batches of the wrong shape, given as a dataset, are named too.
+    batches = tf.data.Dataset.from_tensor_slices((x[:50], y[:50])).batch(25)
+    with pytest.raises(ValueError, match=r"train batch 1 has images of shape \(32, 32, 3\)"):
+        kr.evaluation.few_shot(model, batches, batches, shots=1)
+
+
+def test_few_shot_reads_a_source_at_its_own_size_for_a_model_of_any_size():
+    model = kr.build_resnet(8, stem="cifar", input_shape=(None, None, 3), num_classes=10)
+    (x, y), _ = kr.data.load_digits()
+    accuracies = kr.evaluation.few_shot(model, (x[:60], y[:60]), (x[:30], y[:30]), shots=(1, 2))
+    assert sorted(accuracies) == [1, 2] and all(0 <= a <= 1 for a in accuracies.values())
 
 
 def test_export_calibrates_a_grey_model_on_a_folder(tmp_path):
