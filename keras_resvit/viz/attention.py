@@ -53,7 +53,8 @@ def rollout_matrices(
         model: a ViT built by `build_vit` or `build_hybrid_vit` (or loaded from one).
         images: raw 0-255 pixels, (N, H, W, C) at the model's input size.
         discard_ratio: share of each token's weakest attention weights set to zero in every
-            block before the identity is added (sharper maps; 0 is the paper's rollout).
+            block before the identity is added (sharper maps; 0 is the paper's rollout); a
+            share that rounds down to no weight of a row is refused.
         head_fusion: how heads combine: "mean" (the paper), "max" or "min".
 
     Returns:
@@ -83,6 +84,11 @@ def rollout_matrices(
         fused = fused.astype("float64")
         if discard_ratio:
             drop = int(fused.shape[-1] * discard_ratio)
+            if not drop:  # else accepted for nothing
+                raise ValueError(
+                    f"discard_ratio={discard_ratio!r} of {fused.shape[-1]} tokens discards no "
+                    f"weight; valid: 0 (none) or at least 1/{fused.shape[-1]} (one token)."
+                )
             weakest = np.argsort(fused, axis=-1)[..., :drop]
             np.put_along_axis(fused, weakest, 0.0, axis=-1)
         # The residual connection carries each token through unchanged: A = W + I, rows to 1.

@@ -96,6 +96,8 @@ def test_plot_attention_writes_a_png_of_panel_size(vit, images, tmp_path):
         ("resnet", {}, ["is not a ViT", "grad_cam"]),
         ("vit", {"head_fusion": "median"}, ["head_fusion='median'", "'mean'"]),
         ("vit", {"discard_ratio": 1.0}, ["discard_ratio=1.0", "[0, 1)"]),
+        # int(17 * 0.05) = 0 tokens: accepted, it changed nothing.
+        ("vit", {"discard_ratio": 0.05}, ["discard_ratio=0.05 of 17 tokens", "at least 1/17"]),
         ("vit", {"images": np.zeros((2, 16, 16, 3))}, ["(2, 16, 16, 3)", "(N, 32, 32, 3)"]),
         ("vit", {"images": np.zeros((32, 32, 3))}, ["(32, 32, 3)", "images[None]"]),
     ],
