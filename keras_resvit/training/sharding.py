@@ -76,6 +76,28 @@ def _check_model_parallelism(argument, value, count):
         )
 
 
+def _devices_of_type(device_type):
+    """The names of this process's devices of one type ("cpu", "gpu", "tpu"), every host's."""
+    try:
+        return keras.distribution.list_devices(device_type)
+    except RuntimeError:  # JAX: no platform of that type here
+        return []
+
+
+def _check_devices_exist(devices):
+    """ValueError unless every name in `devices` (well-formed, see `device_mesh`) is a device
+    this process can place variables on."""
+    types = {name.split(":")[0] for name in devices}
+    available = {name for device_type in types for name in _devices_of_type(device_type)}
+    missing = [name for name in devices if name not in available]
+    if missing:
+        raise ValueError(
+            f"devices={list(devices)!r} names devices this process does not have: {missing}; "
+            f"available: {keras.distribution.list_devices()} (simulated CPU devices need "
+            "XLA_FLAGS=--xla_force_host_platform_device_count=N before JAX starts)."
+        )
+
+
 def device_mesh(
     model_parallelism: int | None = None,
     devices: list | None = None,
@@ -90,7 +112,9 @@ def device_mesh(
             devices. None: the greatest common divisor of the device count and
             `DEFAULT_MODEL_PARALLELISM` (4), so 8 devices make a 2×4 mesh.
         devices: device names, as `keras.distribution.list_devices()` gives them (the
-            default: all of them, every host's after `keras.distribution.initialize`).
+            default: all of them, every host's after `keras.distribution.initialize`). A
+            mesh is data: the names need not be this process's devices, so a `layout_map`
+            can be planned for a larger machine; `model_parallel_distribution` checks them.
         model_axis: the name of the axis that splits kernels.
         batch_axis: the name of the axis that splits the batch.
 
@@ -250,7 +274,8 @@ def model_parallel_distribution(
     divide is replicated.
 
     Args:
-        devices: device names (default: `keras.distribution.list_devices()`).
+        devices: names of devices this process has (default:
+            `keras.distribution.list_devices()`).
         model_parallelism: devices on the model axis (default: see `device_mesh`).
         model: a model whose variable paths and shapes to read (see `layout_map`), or None
             for the patterns that match this package's builders.
@@ -262,7 +287,8 @@ def model_parallel_distribution(
         the size of the batch axis.
 
     Raises:
-        ValueError: a backend other than JAX, or a bad argument (see `device_mesh`).
+        ValueError: a backend other than JAX, a bad argument (see `device_mesh`), or
+            `devices` naming devices this process does not have.
 
     Example:
     >>> import keras, keras_resvit as kr
@@ -278,6 +304,7 @@ def model_parallel_distribution(
             'train data-parallel with distribution="mirrored" or "tpu".'
         )
     mesh = device_mesh(model_parallelism, devices, model_axis=model_axis, batch_axis=batch_axis)
+    _check_devices_exist(mesh.devices.flatten().tolist())
     layouts = layout_map(model, mesh, model_axis=model_axis, batch_axis=batch_axis)
     distribution = _DivisibleModelParallel(layout_map=layouts, batch_dim_name=batch_axis)
     return distribution, _axis_size(mesh, batch_axis)

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 
 from keras_resvit.base.backend import gradient
-from keras_resvit.models.common import classifier_layer, is_vit
+from keras_resvit.models.common import classifier_layer, functional_model, is_vit
 from keras_resvit.models.features import stage_outputs
 from keras_resvit.viz.figures import (
     check_class_names,
@@ -39,6 +39,9 @@ def _classifier(model):
 def _split(model, layer):
     """(model up to the feature map, head from it to the classifier's input, classifier)."""
     classifier = _classifier(model)
+    # A Sequential's own `input` is undefined even when built on a keras.Input; the
+    # functional model of its layers has one.
+    graph = functional_model(model, "Grad-CAM")
     outputs = list(stage_outputs(model).values())
     if layer is None:
         if not outputs:
@@ -67,7 +70,7 @@ def _split(model, layer):
             f"layer={layer!r} does not determine the classifier's input on its own (it is "
             f"inside a residual block); use a block output such as {outputs[-3:]}."
         ) from None
-    return keras.Model(model.input, feature), head, classifier
+    return keras.Model(graph.input, feature), head, classifier
 
 
 def _check_class_index(class_index, count, num_classes):
@@ -100,8 +103,8 @@ def _grad_cam(model, images, class_index, layer):
     features = features_model(images, training=False)
 
     def logits(feature_map):
-        pooled = head(feature_map, training=False)
-        return keras.ops.matmul(pooled, classifier.kernel) + classifier.bias
+        scores = keras.ops.matmul(head(feature_map, training=False), classifier.kernel)
+        return scores if classifier.bias is None else scores + classifier.bias
 
     if classes is None:
         classes = np.argmax(keras.ops.convert_to_numpy(logits(features)), axis=-1)
@@ -123,7 +126,8 @@ def grad_cam(model: keras.Model, images, class_index=None, layer: str | None = N
 
     Args:
         model: a classifier with a Dense layer named "predictions" (any ResNet built here with
-            `include_top=True`, or loaded from one); not a ViT.
+            `include_top=True`, or loaded from one; or a functional model, or a Sequential on
+            a keras.Input, of your own); not a ViT.
         images: raw 0-255 pixels, (N, H, W, C) at the model's input size.
         class_index: the class to explain: None (each image's predicted class), an int, or one
             int per image.

@@ -14,6 +14,7 @@ import pytest
 import keras_resvit as kr
 from keras_resvit.training.sharding import (
     RULES,
+    _DivisibleModelParallel,
     device_mesh,
     layout_map,
     model_parallel_distribution,
@@ -188,8 +189,12 @@ def test_distribution_without_a_model_replicates_what_does_not_divide(backend):
     channels in its first stage: each variable gets the layout that reading the model gives."""
     if backend != "jax":
         pytest.skip("ModelParallel is JAX's (the error elsewhere is tested above)")
-    distribution, _ = model_parallel_distribution(EIGHT, 4)
-    mesh = distribution.device_mesh
+    # The distribution model_parallel_distribution makes, on names only: it would refuse
+    # devices this process lacks (tests/training/test_sharding_devices.py).
+    mesh = device_mesh(4, EIGHT)
+    distribution = _DivisibleModelParallel(
+        layout_map=layout_map(None, mesh), batch_dim_name="batch"
+    )
     for model in (
         kr.build_vit(**{**TINY_VIT, "num_heads": 2, "num_layers": 1}),
         kr.build_resnet(**TINY_RESNET, width=0.375, se_ratio=0.25),
