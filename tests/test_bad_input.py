@@ -1211,6 +1211,12 @@ CASES = [
     Case("export_path_none", lambda b: kr.export(b.model, None), V, ("path=None", "not a path")),
     Case("load_model_none", lambda b: kr.load_model(5), V, ("path=5", "not a path")),
     Case(
+        "load_model_custom_objects_list",
+        lambda b: kr.load_model(b.tmp / "m.keras", custom_objects=[abs]),
+        V,
+        ("custom_objects=[<built-in function abs>]", "a dict"),
+    ),
+    Case(
         "predict_pixels_for_paths",
         lambda b: kr.predict(b.tmp / "m.keras", b.x[:2]),
         V,

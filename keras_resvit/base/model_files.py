@@ -146,6 +146,11 @@ def load_model(path, *, safe_mode: bool = True, custom_objects: dict | None = No
     """
     path = check_keras_file("path", path)
     check_bool("safe_mode", safe_mode)
+    if custom_objects is not None and not isinstance(custom_objects, dict):
+        raise ValueError(
+            f"custom_objects={custom_objects!r} is not valid; valid: a dict "
+            "{name: function or class} of the objects the file names, or None."
+        )
     try:
         with deep_graph():
             model = keras.saving.load_model(

@@ -260,7 +260,7 @@ def get_recipe(name: str | Recipe, **overrides) -> Recipe:
         ValueError: unknown recipe (with close names) or unknown field.
 
     Example:
-    >>> get_recipe("resnet_cifar", epochs=10).epochs
+    >>> get_recipe("deit", epochs=10).epochs
     10
     >>> get_recipe(get_recipe("vit_finetune", warmup=10)).warmup
     10
@@ -281,7 +281,14 @@ def _replace(recipe, overrides):
         raise ValueError(
             f"recipe overrides {unknown} are not Recipe fields; valid: {sorted(fields)}."
         )
-    return dataclasses.replace(recipe, **overrides)
+    replaced = dataclasses.replace(recipe, **overrides)
+    if "epochs" in overrides and "steps" not in overrides and replaced.steps is not None:
+        raise ValueError(
+            f"recipe override epochs={overrides['epochs']!r} has no effect: the recipe counts "
+            f"optimizer steps (steps={replaced.steps}), which set its length; pass steps=None "
+            "with it, steps= instead, or the run's own length to kr.train(epochs=...)."
+        )
+    return replaced
 
 
 def recipe_model_options(name: str, recipe: str | Recipe) -> dict:

@@ -138,7 +138,8 @@ def recipe_schedule(recipe, global_batch_size: int, total_steps: int) -> RecipeS
         total_steps,
         warmup_steps=round(warmup),
         decay=recipe.schedule,
-        decay_at=[round(f * total_steps) for f in recipe.decay_at],
+        # A boundary at step 0 would skip the peak rate (a run of one step: round(0.5) = 0).
+        decay_at=[max(1, round(f * total_steps)) for f in recipe.decay_at],
         warmup_learning_rate=None if warmup_rate is None else warmup_rate * scale,
     )
 

@@ -368,3 +368,18 @@ def test_fields_read_by_their_optimizer_and_schedule_reach_it():
     assert get_recipe("vit_finetune", optimizer="adamw").momentum == 0.9
     with pytest.raises(ValueError, match="momentum=0.5 has no effect"):
         get_recipe(get_recipe("vit_finetune", momentum=0.5), optimizer="adamw")
+
+
+def test_an_epochs_override_of_a_recipe_that_counts_steps_is_refused():
+    # resnet_cifar runs 64k iterations whatever `epochs` says.
+    with pytest.raises(ValueError, match=r"epochs=1 has no effect: .*steps=64000"):
+        get_recipe("resnet_cifar", epochs=1)
+    assert get_recipe("resnet_cifar", epochs=1, steps=None).epochs == 1
+    assert get_recipe("deit", epochs=3).epochs == 3
+
+
+def test_a_run_of_one_step_trains_at_the_peak_rate():
+    # round(0.5 * 1) = 0 put the first /10 boundary before the only step.
+    schedule = recipe_schedule(RECIPES["resnet_cifar"], 128, 1)
+    assert float(schedule(0)) == pytest.approx(0.1)
+    assert recipe_schedule(RECIPES["resnet_cifar"], 128, 3).decay_at == (2, 2)
