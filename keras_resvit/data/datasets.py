@@ -23,7 +23,7 @@ import keras
 from keras_resvit.base.lazy import tf
 from keras_resvit.base.processes import process_count, process_index
 from keras_resvit.base.validation import check_bool, check_int, check_number, check_seed
-from keras_resvit.data.augmentation import Mixing, get_augmentation
+from keras_resvit.data.augmentation import MIXING, Mixing, get_augmentation
 from keras_resvit.data.element_seeds import next_seed, seeded_map
 from keras_resvit.data.epochs import Epochs
 from keras_resvit.data.loader_choice import check_repeats, check_shard, choose_loader
@@ -88,11 +88,29 @@ def _read_ahead(ds, deterministic):
     return ds.with_options(options)
 
 
-def _provenance(origin, image_size, augment, seed, repeats=1):
-    """What the examples are and how they are read: a run resumes only on the same data."""
+def _provenance(origin, image_size, augment, seed, repeats=1, **read):
+    """What the examples are and how they are read: a run resumes only on the same data.
+    `read`: the other settings that change the batches (mixing, shuffle, crop_ratio,
+    drop_remainder), named where they are not their defaults (True, the split's own, None,
+    False)."""
     augmentation = augment if augment is None or isinstance(augment, str) else type(augment)
-    read = f"{origin}, image_size={image_size}, augment={augmentation}, seed={seed}"
-    return read + (f", repeated_augmentation={repeats}" if repeats > 1 else "")
+    text = f"{origin}, image_size={image_size}, augment={augmentation}, seed={seed}"
+    text += f", repeated_augmentation={repeats}" if repeats > 1 else ""
+    defaults = {"mixing": True, "shuffle": None, "crop_ratio": None, "drop_remainder": False}
+    for name, default in defaults.items():
+        value = read.get(name, default)
+        text += "" if value is default or value == default else f", {name}={value!r}"
+    return text
+
+
+def _mixing_setting(mixing, augment):
+    """True where `mixing` mixes the batches as `augment`'s preset does, else the mixing that
+    applies (a `Mixing`, or None for none)."""
+    preset = MIXING.get(augment) if isinstance(augment, str) else None
+    applied = preset if mixing is True else (mixing or None)
+    if applied is not None and not (applied.mixup_alpha or applied.cutmix_alpha):
+        applied = None  # mixes nothing
+    return True if applied == preset else applied
 
 
 def _part(options, workers=False) -> tuple:
@@ -105,7 +123,7 @@ def _part(options, workers=False) -> tuple:
     return options.get("process_index", 0), options.get("process_count", 1)
 
 
-def _py_dataset(source, split, training, *, image_size, augment, crop_ratio, **options):
+def _py_dataset(source, split, training, *, image_size, augment, crop_ratio, settings, **options):
     """`load_dataset`'s batches by a `loaders.ImageLoader`; `options` are its arguments."""
     seed, strict = options["seed"], options["strict"]
     data, origin, fixed, shorter_side = loader_examples(
@@ -133,7 +151,7 @@ def _py_dataset(source, split, training, *, image_size, augment, crop_ratio, **o
         **options,
     )
     loader.provenance = _provenance(
-        origin, image_size, augment, seed, options.get("repeated_augmentation", 1)
+        origin, image_size, augment, seed, options.get("repeated_augmentation", 1), **settings
     )
     return loader
 
@@ -328,6 +346,12 @@ def load_dataset(
         raise ValueError(f"mixing={mixing!r} is not valid; pass True, False or a Mixing.")
     training = is_training_split(split)
     shuffle = training if shuffle is None else shuffle
+    settings = {  # what else changes the batches, for the provenance
+        "mixing": _mixing_setting(mixing, augment) if training else True,
+        "shuffle": None if shuffle == training else shuffle,
+        "crop_ratio": crop_ratio,
+        "drop_remainder": drop_remainder,
+    }
     # Evaluation splits read each example once; any shuffle setting is then fine.
     check_repeats(repeated_augmentation, shuffle or not training)
     repeats = repeated_augmentation if training else 1
@@ -349,6 +373,7 @@ def load_dataset(
             drop_remainder=drop_remainder,
             strict=strict,
             repeated_augmentation=repeats,
+            settings=settings,
             **(loader_options or {}),
         )
     part = _part(loader_options or {}, workers=True)
@@ -403,5 +428,5 @@ def load_dataset(
     # All processes' images, each once, evaluation-transformed (for statistics).
     whole = read.whole() if read.whole is not None else read.ds
     ds.unaugmented = whole.map(plain, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
-    ds.provenance = _provenance(read.origin, image_size, augment, seed, repeats)
+    ds.provenance = _provenance(read.origin, image_size, augment, seed, repeats, **settings)
     return ds

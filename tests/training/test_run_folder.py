@@ -371,13 +371,25 @@ def test_a_broken_link_as_output_dir(tmp_path):
         _train(tmp_path / "run")
 
 
-def test_a_run_resumes_only_on_the_same_data(tmp_path, monkeypatch):
-    _interrupted_run(tmp_path, monkeypatch)
-    other = kr.data.load_dataset(
-        (random_images(32, 16, 16, seed=9), np.arange(32) % 3), "train", batch_size=8
-    )
-    with pytest.raises(ValueError, match=r"other arguments \(data: 'arrays\[train\] "):
+@pytest.mark.parametrize(
+    "read",
+    [
+        {"seed": 9},  # other images
+        {"mixing": kr.data.Mixing(mixup_alpha=0.2)},  # soft labels, another loss
+        {"shuffle": False},
+        {"crop_ratio": 0.5},
+        {"drop_remainder": True},
+    ],
+    ids=["images", "mixing", "shuffle", "crop_ratio", "drop_remainder"],
+)
+def test_a_run_resumes_only_on_the_same_data_read_the_same_way(tmp_path, monkeypatch, read):
+    _interrupted_run(tmp_path, monkeypatch, data=_data(count=36))
+    images = random_images(36, 16, 16, seed=read.pop("seed", 0))
+    other = kr.data.load_dataset((images, np.arange(36) % 3), "train", batch_size=8, **read)
+    with pytest.raises(ValueError, match=r"other arguments \(.*data: 'arrays\[train\] "):
         _train(tmp_path, data=other)
+    # The same data read the same way resumes.
+    _train(tmp_path, data=_data(count=36))
 
 
 def test_validation_images_on_another_scale_warn(tmp_path):
