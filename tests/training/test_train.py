@@ -524,6 +524,8 @@ def test_arrays_train_and_resume_only_on_the_same_arrays(arrays, tmp_path):
             r"loss='<lambda>' cannot compare .* as loss\(y_true, y_pred\) \(TypeError: ",
         ),
         ({"batch_size": 0}, r"batch_size=0 must be a positive int"),
+        # 8 images: one batch of 8 trained where 16 was asked (and the rate scaled for 8).
+        ({"batch_size": 16}, r"batch_size=16 is larger than the 8 training images"),
         ({"data": "dataset", "batch_size": 16}, r"batch_size=16 applies to \(images, labels\)"),
         (
             {"data": "grey"},
