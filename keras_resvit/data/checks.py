@@ -31,19 +31,21 @@ def assertion(condition, message, *values):
     return tf.debugging.Assert(condition, [text])
 
 
-def check_batches(data, num_classes: int, argument: str):
+def check_batches(data, num_classes: int, argument: str, image_shape=None):
     """`data` with each batch of (images, labels) checked as it is produced.
 
     Checks that every pixel is finite, that integer labels lie in [0, num_classes) (float
-    labels must also be whole numbers), and that soft labels are finite and non-negative (their
-    width is the model's to check: it is the same in every batch). Batches are numbered from 1
-    within an epoch.
+    labels must also be whole numbers), that soft labels are finite and non-negative (their
+    width is the model's to check: it is the same in every batch) and, with `image_shape`,
+    that images a dataset declares of unknown size are of that shape. Batches are numbered
+    from 1 within an epoch.
 
     Args:
         data: a batched `tf.data.Dataset` of (images, labels), or a `keras.utils.PyDataset`
             (checked by `CheckedBatches`).
         num_classes: the classifier's number of outputs.
         argument: the caller's name for `data`, for the message ("train_data").
+        image_shape: the model's `(height, width, channels)` (None sizes take any), or None.
 
     Returns:
         The checked dataset; iterate it inside `data_errors()` for a clear error.
@@ -58,7 +60,12 @@ def check_batches(data, num_classes: int, argument: str):
     ValueError: data: batch 2 has label 5, but the model has 3 classes ...
     """
     if isinstance(data, keras.utils.PyDataset):
-        return CheckedBatches(data, num_classes, argument)
+        return CheckedBatches(data, num_classes, argument, image_shape=image_shape)
+    declared = data.element_spec[0].shape
+    unchecked = image_shape is not None and (
+        declared.rank != len(image_shape) + 1
+        or any(n is not None and declared[i + 1] is None for i, n in enumerate(image_shape))
+    )
     label_spec = data.element_spec[1]
     soft = len(label_spec.shape) == 2
     integral = label_spec.dtype.is_integer
@@ -80,6 +87,22 @@ def check_batches(data, num_classes: int, argument: str):
                     "batch); models take finite raw pixels 0-255: fix or drop those images.",
                     batch_number,
                     first + 1,
+                )
+            )
+        if unchecked:  # a size the dataset leaves open, which the model fixes
+            shape, count = tf.shape(images)[1:], len(image_shape)
+            padded = tf.concat([shape, tf.zeros([count], shape.dtype)], 0)[:count]
+            fits = tf.size(shape) == count
+            for axis, size in enumerate(image_shape):
+                if size is not None:
+                    fits &= padded[axis] == size
+            checks.append(
+                assertion(
+                    fits,
+                    f"{argument}: batch {{}} has images of shape {{}}, but the model takes "
+                    f"{tuple(image_shape)} (None: any size); give every batch the model's size.",
+                    batch_number,
+                    shape,
                 )
             )
         if soft:

@@ -97,7 +97,7 @@ def _checked_val(val_data, classes, one_hot, image_shape):
         return CheckedBatches(
             val_data, classes, "val_data", one_hot=one_hot, image_shape=image_shape
         )
-    val_data = check_batches(val_data, classes, "val_data")
+    val_data = check_batches(val_data, classes, "val_data", image_shape)
     return _one_hot_labels(val_data, classes) if one_hot else val_data
 
 
@@ -107,7 +107,8 @@ def checked_pipelines(data, classes, one_hot, image_shape=None):
     A `keras.utils.PyDataset` stays one: train is then a factory of `CheckedBatches`,
     `(epoch, start) -> PyDataset` (from batch `start` of `epoch`); val is checked as what it
     is (a `PyDataset` or a `tf.data` dataset), whatever train is. A `PyDataset`'s every batch
-    must have images of `image_shape` (the model's; a `tf.data` dataset declares its shape)."""
+    must have images of `image_shape` (the model's), and a `tf.data` dataset's every batch
+    where it declares a size unknown."""
     val_data = _checked_val(data.val, classes, one_hot, image_shape)
     if isinstance(data.train, keras.utils.PyDataset):
 
@@ -120,7 +121,7 @@ def checked_pipelines(data, classes, one_hot, image_shape=None):
         return train_data, val_data
 
     def checked(batches):
-        batches = check_batches(batches, classes, "train_data")
+        batches = check_batches(batches, classes, "train_data", image_shape)
         return _one_hot_labels(batches, classes) if one_hot else batches
 
     train_data = checked(data.train)

@@ -582,3 +582,20 @@ def test_a_function_builds_the_model_in_the_runs_precision(arrays, tmp_path):
     assert keras.config.dtype_policy().name == "float32"  # restored after the run
     with pytest.raises(ValueError, match="returned a str; a function given as the model must"):
         kr.train(lambda: "resnet8", arrays[0], epochs=1, output_dir=tmp_path / "b", verbose=0)
+
+
+@pytest.mark.parametrize("model", ["resnet", "vit"])
+def test_a_dataset_batch_of_another_image_size_is_named(tmp_path, model):
+    # A dataset that declares no image size: batch 2 is 64x64. A ResNet trained on it
+    # silently, a ViT failed deep in the backend.
+    (x, y), _ = kr.data.load_digits()
+
+    def batches():
+        yield x[:16].astype("float32"), y[:16]
+        yield np.zeros((16, 64, 64, 3), "float32"), y[:16]
+
+    spec = (tf.TensorSpec((None, None, None, 3)), tf.TensorSpec((None,), tf.int64))
+    data = tf.data.Dataset.from_generator(batches, output_signature=spec)
+    build = kr.build_resnet(8, stem="cifar") if model == "resnet" else tiny_vit(num_classes=10)
+    with pytest.raises(ValueError, match=r"train_data: batch 2 has images of shape \[64 64 3\]"):
+        kr.train(build, data, epochs=1, output_dir=tmp_path, verbose=0, optimizer="adam")
