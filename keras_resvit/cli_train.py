@@ -152,12 +152,24 @@ def _default_output(data):
 
 
 def _check_previous_run(output, overwrite):
-    """Refuses, before any data is read, to replace a finished run in --output without
-    --overwrite, and says when --overwrite replaces one. (`kr.train` says where an
-    interrupted run resumes.)"""
-    from keras_resvit.training.run_folder import CONFIG_FILE, RUN_FILES
+    """Refuses, before any data is read, an --output that is not a writable folder or holds
+    a run of another kind, and a finished run there without --overwrite; says when
+    --overwrite replaces one. (`kr.train` says where an interrupted run resumes.)"""
+    from keras_resvit.base.files import check_output_path
+    from keras_resvit.training.run_folder import (
+        CONFIG_FILE,
+        RUN_FILES,
+        TRAIN,
+        check_run_kind,
+    )
 
-    folder = Path(output)
+    folder = check_output_path("--output", output, folder=True)
+    check_run_kind(
+        "--output",
+        folder,
+        TRAIN,
+        "pass another --output (--overwrite replaces only an earlier train run).",
+    )
     try:
         config = json.loads((folder / CONFIG_FILE).read_text())
     except (OSError, ValueError):

@@ -57,8 +57,8 @@ def check_output_path(argument: str, path, *, folder: bool = False) -> Path:
 
     Raises:
         ValueError: `path` is not a str or path; a folder where a file is expected (or the
-            reverse), a broken link, a read-only file, a parent is a file, or the nearest
-            existing parent is not writable.
+            reverse), a broken link, a read-only file or folder, a parent is a file, or the
+            nearest existing parent is not writable.
 
     Example:
     >>> check_output_path("path", "/tmp/model.tflite")
@@ -73,6 +73,11 @@ def check_output_path(argument: str, path, *, folder: bool = False) -> Path:
         raise ValueError(f"{argument}={str(path)!r} is a folder; expected a file path.")
     if folder and path.exists() and not path.is_dir():
         raise ValueError(f"{argument}={str(path)!r} exists and is not a folder.")
+    if folder and path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"{argument}={str(path)!r} is a folder that is not writable; pass a folder you can "
+            "write to (or a new one)."
+        )
     if not folder and path.exists() and not os.access(path, os.W_OK):
         raise ValueError(f"{argument}={str(path)!r} is read-only; it is not replaced.")
     parent = path.parent
@@ -157,6 +162,12 @@ def remove_stale_temporaries(path) -> None:
             remove_path(entry)
 
 
+# Called with each path `atomic_path` is about to write, before anything is created there: a
+# run folder being written (`output_folders.OutputFolder`) records the name as the package's
+# first, so that a run killed at any point claims no file it did not begin to write.
+WRITE_HOOKS = []
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yields a temporary path beside `path` (same suffix); renames it onto `path` on success.
@@ -177,6 +188,8 @@ def atomic_path(path):
     'written whole, or not at all'
     """
     path = check_output_path("path", path)
+    for hook in tuple(WRITE_HOOKS):
+        hook(path)
     if path.is_symlink():
         path = path.resolve()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,22 +3,25 @@
 - A folder artifact (a SavedModel) replaces only an earlier artifact of its kind, in one atomic
   swap (`atomic_folder`): a failure or kill at any point leaves the old folder or the new one.
 - A run folder (`output_folder`) is locked against a second run and records, in
-  `.keras-resvit.json`, the names the package wrote there; a run refuses to write over a file
-  of the same name that the package did not write.
+  `.keras-resvit.json`, the names the package wrote there, each just before it is written; a
+  run refuses to write over a file of the same name that the package did not write, and a
+  lock or record file that the package did not write.
 """
 
 import contextlib
 import ctypes
 import errno
+import json
 import os
+import re
 import stat
 import sys
+import threading
 from pathlib import Path
 
 from keras_resvit.base.files import (
+    WRITE_HOOKS,
     check_output_path,
-    name_list_problem,
-    read_json,
     remove_path,
     remove_stale_temporaries,
     temporary_sibling,
@@ -28,6 +31,8 @@ from keras_resvit.base.files import (
 # The record of what the package wrote into an output folder: a JSON list of names.
 MANIFEST = ".keras-resvit.json"
 LOCK = ".keras-resvit.lock"
+# What a lock file of the package holds: nothing yet, or its holder's process id.
+LOCK_TEXT = re.compile(rb"(\d+\n)?")
 _RENAME_EXCHANGE = 2  # renameat2(2) flag: swap two paths atomically (Linux >= 3.15)
 _AT_FDCWD = -100
 
@@ -135,16 +140,31 @@ def atomic_folder(argument: str, path, kind: str, entries, required):
             remove_path(tmp)
 
 
-def _manifest(folder: Path) -> list:
+def _manifest(argument: str, folder: Path) -> list:
+    """The names the package's record in `folder` lists (none without a record).
+
+    Raises:
+        ValueError: the record is a link, or not a JSON list of file names: not a record the
+            package wrote, so not one it may replace.
+    """
     path = folder / MANIFEST
-    if not path.exists():
+    if not os.path.lexists(path):
         return []
-    return read_json(
-        path,
-        name_list_problem,
-        "the list of files keras_resvit wrote",
-        "delete it only if keras_resvit wrote nothing else in that folder.",
+    try:
+        names = None if path.is_symlink() else json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        names = None
+    plain = isinstance(names, list) and all(
+        isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name
+        for name in names
     )
+    if not plain:
+        raise ValueError(
+            f"{argument}={str(folder)!r} holds {MANIFEST}, which is not the record keras_resvit "
+            "keeps there (a JSON list of the names it wrote); it is not replaced. Move it away, "
+            f"or pass another {argument}."
+        )
+    return names
 
 
 @contextlib.contextmanager
@@ -183,7 +203,15 @@ def _lock(argument: str, folder: Path):
         # The previous holder may have unlinked the file after we opened it: lock the file
         # that is at the path now.
         if path.exists() and os.stat(path).st_ino == os.fstat(fd).st_ino:
-            break
+            # Left by a killed run, or new; a file of other content is not ours to truncate.
+            if LOCK_TEXT.fullmatch(os.pread(fd, 32, 0)):
+                break
+            os.close(fd)
+            raise ValueError(
+                f"{argument}={str(folder)!r} holds {LOCK}, which is not a lock keras_resvit "
+                "wrote (it holds other text); it is not replaced. Move it away, or pass another "
+                f"{argument}."
+            )
         os.close(fd)
     try:
         os.ftruncate(fd, 0)
@@ -219,25 +247,45 @@ class OutputFolder:
         self.path = path
         self.names = tuple(names)
         self.owned = set(owned)
+        # Missing when the run locked the folder: what appears there since is the run's.
+        self.missing = {name for name in self.names if not os.path.lexists(path / name)}
         self.writing = False
+        self._root = path.resolve()
+        self._mutex = threading.Lock()  # callbacks may write from another thread
 
     def start_writing(self):
-        """Records `names` as the package's: call it once the run has passed its checks, just
-        before it writes any of them, so that what a killed run leaves stays its own."""
-        self.writing = True
-        self._record(self.owned | set(self.names))
+        """Call it once the run has passed its checks, before it writes: from then on, each
+        of `names` that the package writes (through `files.atomic_path`) is recorded as the
+        package's just before anything is created there (`claim`)."""
+        if not self.writing:
+            self.writing = True
+            WRITE_HOOKS.append(self.claim)
+
+    def claim(self, path):
+        """Records the name of `names` that `path` is, or lies in, as the package's, before
+        `path` is written; with it, each of `names` missing when the run began that has
+        appeared since (a folder a library writes itself, such as tensorboard/). A run killed
+        at any point thus leaves claims only on names it began to write."""
+        try:
+            name = Path(path).resolve().relative_to(self._root).parts[0]
+        except (ValueError, IndexError):
+            return  # outside the folder
+        if name == MANIFEST:
+            return
+        with self._mutex:
+            self._record(self.owned | self._appeared() | ({name} & set(self.names)))
+
+    def _appeared(self):
+        return {name for name in self.missing if os.path.lexists(self.path / name)}
 
     def finish(self):
-        """Keeps in the record only names that exist in the folder: a name the run did not
-        write (or removed) is the user's to use again."""
-        kept = {
-            name
-            for name in set(self.names) | self.owned
-            if Path(name).name == name
-            and (self.path / name).exists()
-            and (name in self.owned or self.writing)
-        }
-        self._record(kept)
+        """Stops recording, and keeps in the record only names that exist in the folder: a
+        name the run did not write (or removed) is the user's to use again."""
+        if self.writing:
+            WRITE_HOOKS.remove(self.claim)
+            self.writing = False
+            self.owned |= self._appeared()
+        self._record({name for name in self.owned if os.path.lexists(self.path / name)})
 
     def _record(self, names):
         if not names:
@@ -255,8 +303,9 @@ def output_folder(argument: str, folder, names):
     one clear ValueError; a killed holder's lock is released by the kernel). Each of `names`
     (files or sub-folders the run writes) must be missing or written there by the package
     before, as its record (`.keras-resvit.json`) says; otherwise nothing is touched and a
-    ValueError names the user's files. The run records `names` when it starts writing
-    (`OutputFolder.start_writing`); when it ends, the record keeps only the names that exist.
+    ValueError names the user's files. Once the run starts writing
+    (`OutputFolder.start_writing`), each name is recorded just before the package writes it
+    (`OutputFolder.claim`); when the run ends, the record keeps only the names that exist.
     The folders this call created are removed again if the run leaves them empty (it failed
     before writing); a folder that existed before is kept, empty or not.
 
@@ -265,7 +314,7 @@ def output_folder(argument: str, folder, names):
 
     Raises:
         ValueError: the folder cannot be written, is in use, or holds files of the same names
-            that the package did not write.
+            that the package did not write, or a lock or record file it did not write.
     """
     folder = check_output_path(argument, folder, folder=True)
     created = [folder, *folder.parents]
@@ -285,7 +334,7 @@ def output_folder(argument: str, folder, names):
 def _opened(argument, folder, names):
     """`output_folder` in an existing `folder`."""
     with _lock(argument, folder):
-        owned = _manifest(folder)
+        owned = _manifest(argument, folder)
         foreign = [name for name in names if (folder / name).exists() and name not in owned]
         if foreign:
             raise ValueError(

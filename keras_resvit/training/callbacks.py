@@ -249,7 +249,8 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         if not self.finite or not weights_finite(self.model):
             self.finite = False
             return
-        self.directory.mkdir(parents=True, exist_ok=True)
+        # No mkdir here: `atomic_path` makes the folder once a run folder has recorded it as
+        # the package's (`OutputFolder.claim`), so a kill in between leaves no unclaimed folder.
         step = self._step()
         previous = read_resume_state(self.directory)
         weights = f"step{step}.weights.h5"

@@ -12,7 +12,7 @@ model is a `build_vit` model with pre-trained encoder weights, ready for
 import keras
 import numpy as np
 
-from keras_resvit.base.files import check_output_path
+from keras_resvit.base.files import check_output_path, write_json
 from keras_resvit.base.lazy import tf
 from keras_resvit.base.model_files import save_model
 from keras_resvit.base.output_folders import output_folder
@@ -31,6 +31,7 @@ from keras_resvit.models.common import is_vit
 from keras_resvit.models.registry import get_spec
 from keras_resvit.models.vit import encoder_tokens
 from keras_resvit.training.callbacks import HistoryCSV, NanGuard
+from keras_resvit.training.run_folder import CONFIG_FILE, KIND, check_run_kind
 from keras_resvit.training.run_outputs import TrainingDivergedError
 
 COLOUR_BITS = 3  # per channel: 2^(3 * 3) = 512 colour classes
@@ -38,7 +39,9 @@ COLOUR_BITS = 3  # per channel: 2^(3 * 3) = 512 colour classes
 LEARNING_RATE = 2e-4
 WARMUP_STEPS = 10_000
 BATCH_SIZE = 64  # for a kr.data source
-OUTPUTS = ("history.csv", "pretrained.keras")  # what `output_dir` receives
+OUTPUTS = (CONFIG_FILE, "history.csv", "pretrained.keras")  # what `output_dir` receives
+# The kind of run its config.json names: a folder holds one kind of run (`check_run_kind`).
+PRETRAINING = "pretrain_masked_patches"
 
 
 def _check_vit(model_or_name):
@@ -226,8 +229,10 @@ def pretrain_masked_patches(
         learning_rate: peak learning rate (the paper's 2e-4 at batch 4096).
         warmup_steps: linear warm-up; default the paper's 10k steps, at most a tenth of the run.
         seed: seed of the corruption and of the data order.
-        output_dir: optional folder for `pretrained.keras` (the ViT) and `history.csv` (the
-            masked-patch loss per epoch).
+        output_dir: optional folder for `pretrained.keras` (the ViT), `history.csv` (the
+            masked-patch loss per epoch) and `config.json` (the arguments, then the result).
+            A new folder, or one of an earlier pre-training, which is replaced; never the
+            folder of a `train` run.
         verbose: passed to `model.fit`: "auto", 0 (silent), 1 (progress bar) or 2 (one line
             per epoch).
 
@@ -236,8 +241,9 @@ def pretrain_masked_patches(
 
     Raises:
         ValueError: not a ViT, a bad argument, empty data, images of another size than
-            the ViT's or with NaN/inf pixels; an `output_dir` in use by another run or
-            holding files of those names that keras_resvit did not write.
+            the ViT's or with NaN/inf pixels; an `output_dir` that is not writable, in use by
+            another run, holding a `train` run or files of those names that keras_resvit did
+            not write.
         TrainingDivergedError: the loss became NaN/inf (`pretrained.keras` is not written).
 
     Example:
@@ -275,21 +281,37 @@ def pretrain_masked_patches(
     def fit(callbacks):
         guard = NanGuard()
         with data_errors():
-            model.fit(images, epochs=epochs, callbacks=[guard, *callbacks], shuffle=False,
-                      verbose=verbose)  # fmt: skip
+            history = model.fit(images, epochs=epochs, callbacks=[guard, *callbacks],
+                                shuffle=False, verbose=verbose)  # fmt: skip
         if guard.bad_step is not None:
             raise TrainingDivergedError(
                 f"the masked-patch loss became NaN/inf at step {guard.bad_step}, and the "
                 f"ViT's weights with it. Lower learning_rate (now {learning_rate:g}) and "
                 "start again from the model as it was before."
             )
+        return history
 
     if output_dir is None:
         fit([])
         return vit
-    # Locked, and refusing to overwrite files of these names that the package did not write.
+    # Locked, and refusing to overwrite files of these names that the package did not write,
+    # and the files of a train run.
     with output_folder("output_dir", output_dir, OUTPUTS) as folder:
+        check_run_kind("output_dir", folder.path, PRETRAINING, "pass another output_dir.")
         folder.start_writing()
-        fit([HistoryCSV(folder.path / "history.csv", steps)])
+        record = {
+            KIND: PRETRAINING,
+            "model": vit.name,
+            "input_shape": list(vit.input_shape[1:]),
+            "epochs": epochs,
+            "steps_per_epoch": steps,
+            "learning_rate": learning_rate,
+            "warmup_steps": warmup,
+            "seed": seed,
+        }
+        write_json(folder.path / CONFIG_FILE, {**record, "result": None})
+        history = fit([HistoryCSV(folder.path / "history.csv", steps)])
         save_model(vit, folder.path / "pretrained.keras")
+        result = {"steps": total, "loss": float(history.history["loss"][-1])}
+        write_json(folder.path / CONFIG_FILE, {**record, "result": result})
     return vit

@@ -3,9 +3,11 @@
 `train()` writes `RUN_FILES` into its `output_dir`, records the arguments that define the run
 in `config.json` before training (its `result` is filled in at the end), and keeps its resume
 state in `resume/`. A call into a folder holding an interrupted run resumes it when the
-arguments match and refuses otherwise; a finished run is kept unless `overwrite`. Every name
-read back from the folder is validated: a resume state may only point at weights files of its
-own pattern inside `resume/`.
+arguments match and refuses otherwise; a finished run is kept unless `overwrite`. A folder
+holds one kind of run: `config.json` names it ("run"), and a run of another kind
+(`pretrain_masked_patches`) is refused, `overwrite` or not. Every name read back from the
+folder is validated: a resume state may only point at weights files of its own pattern inside
+`resume/`.
 """
 
 import contextlib
@@ -23,6 +25,9 @@ from keras_resvit.base.processes import is_chief
 
 RESUME_DIR = "resume"
 CONFIG_FILE = "config.json"
+# The key of `config.json` naming the kind of run that wrote the folder: the function's name.
+KIND = "run"
+TRAIN = "train"
 # What a run writes into its folder (the CLI adds its TF Lite export): names that must be new,
 # or written there by an earlier run of keras_resvit.
 RUN_FILES = (
@@ -39,6 +44,8 @@ RUN_FILES = (
     "tensorboard",
 )
 STATE_FILE = "state.json"
+# What `keras.callbacks.TensorBoard` writes into tensorboard/ (and its train/, validation/).
+TENSORBOARD_EVENTS = "events.out.tfevents."
 # The only names a resume folder's state may point to: weights files the callback wrote.
 WEIGHTS_NAME = re.compile(r"step(\d+)\.weights\.h5")
 # What the callback writes into the resume folder: its state, weights files and the
@@ -103,6 +110,7 @@ def clear_resume_state(directory) -> None:
 def run_record(model, spec, recipe, epochs, batch_size, steps_per_epoch, **settings):
     """The arguments that define a run, as JSON values: a run resumes only when they match."""
     record = {
+        KIND: TRAIN,
         "model": model.name,
         "parameters": int(model.count_params()),
         "input_shape": list(model.input_shape[1:]),
@@ -118,14 +126,44 @@ def run_record(model, spec, recipe, epochs, batch_size, steps_per_epoch, **setti
 
 
 def _flat(record):
-    flat = {k: v for k, v in record.items() if k != "recipe_fields"}
+    # The kind is checked first (`check_run_kind`); configs from before it was recorded lack it.
+    flat = {k: v for k, v in record.items() if k not in ("recipe_fields", KIND)}
     flat.update({f"recipe.{k}": v for k, v in record.get("recipe_fields", {}).items()})
     return flat
 
 
+def run_kind(out) -> str | None:
+    """The kind of run whose `config.json` is in the folder `out` ("train",
+    "pretrain_masked_patches"), or None where there is none or it is unreadable. A config of
+    a run from before kinds were recorded is a `train()` run's."""
+    try:
+        config = json.loads((Path(out) / CONFIG_FILE).read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return str(config.get(KIND, TRAIN)) if isinstance(config, dict) else None
+
+
+def check_run_kind(argument: str, out, kind: str, remedy: str) -> None:
+    """Refuses a folder `out` that holds a run of another kind than `kind`, whose files a run
+    of `kind` would overwrite or delete; `remedy`: the way out, for the message."""
+    there = run_kind(out)
+    if there is not None and there != kind:
+        raise ValueError(
+            f"{argument}={str(out)!r} holds a {there} run (its {CONFIG_FILE} says so), whose "
+            f"files {kind} would overwrite; {remedy}"
+        )
+
+
 def previous_run(out, overwrite):
     """The `config.json` of an earlier run in `out`, or None (always None with `overwrite`:
-    that run is replaced); refuses to replace a finished run otherwise."""
+    that run is replaced); refuses to replace a finished run otherwise, and a run of another
+    kind in any case."""
+    check_run_kind(
+        "output_dir",
+        out,
+        TRAIN,
+        "pass another output_dir (overwrite=True replaces only an earlier train run).",
+    )
     path = out / CONFIG_FILE
     if overwrite or not path.exists():
         return None
@@ -171,13 +209,24 @@ def resume_state(out, previous, run, overwrite):
     )
 
 
+def _clear_tensorboard(folder: Path):
+    """Deletes the event files TensorBoard wrote in `folder` and its sub-folders, then the
+    folders left empty: a user's own files there stay, with their folders."""
+    for root, _, names in os.walk(folder, topdown=False):
+        for name in names:
+            if name.startswith(TENSORBOARD_EVENTS):
+                os.unlink(os.path.join(root, name))
+        with contextlib.suppress(OSError):  # not empty: kept
+            os.rmdir(root)
+
+
 def clear_run(out):
     """Removes an earlier run's outputs from `out` (the caller owns them: `output_folder`)."""
     clear_resume_state(out / RESUME_DIR)
     for name in RUN_FILES:
         path = out / name
         if name == "tensorboard" and path.is_dir():
-            shutil.rmtree(path)
+            _clear_tensorboard(path)
         elif path.is_file():
             path.unlink()
 

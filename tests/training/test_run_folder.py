@@ -9,12 +9,14 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import keras_resvit as kr
+from keras_resvit.base.files import atomic_path
 from keras_resvit.base.output_folders import LOCK, MANIFEST, output_folder
 from keras_resvit.training.callbacks import ResumeCheckpoint
 from keras_resvit.training.run_folder import RUN_FILES, clear_resume_state
@@ -278,8 +280,10 @@ def test_every_batch_is_checked_not_only_the_first(tmp_path, labels, data_kind, 
 def test_output_folder_records_what_it_wrote(tmp_path):
     with output_folder("output_dir", tmp_path, ["a.txt", "b.txt"]) as folder:
         folder.start_writing()
-        assert json.loads((tmp_path / MANIFEST).read_text()) == ["a.txt", "b.txt"]
-        (folder.path / "a.txt").write_text("ours")
+        assert not (tmp_path / MANIFEST).exists()  # a name is claimed as it is written
+        with atomic_path(folder.path / "a.txt") as temporary:
+            assert json.loads((tmp_path / MANIFEST).read_text()) == ["a.txt"]
+            Path(temporary).write_text("ours")
     # b.txt was never written: it is not recorded as the package's.
     assert json.loads((tmp_path / MANIFEST).read_text()) == ["a.txt"]
     with output_folder("output_dir", tmp_path, ["b.txt"]):
