@@ -12,6 +12,7 @@ import numbers
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from keras_resvit.base.backend import backend
 from keras_resvit.base.files import (
@@ -241,8 +242,9 @@ class ResumeCheckpoint(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_start = iterations(self.model)
 
-    def save(self, best=None):
-        """Saves weights and state; `best` overrides the value recorded from `self.best`."""
+    def save(self, best=None, metrics=False):
+        """Saves weights and state; `best` overrides the value recorded from `self.best`;
+        `metrics`: record the metrics' state (inside an epoch, for `RestoreMetrics`)."""
         if self.statistics is not None:
             self.statistics.average()  # on every worker, before any of them may return
         # The loss logged at a step predates that step's update: check the weights themselves.
@@ -259,7 +261,10 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         if best is None and self.best is not None:
             best = self.best.best
         best = best if best is not None and math.isfinite(best) else None
-        write_json(self.directory / STATE_FILE, {"step": step, "weights": weights, "best": best})
+        state = {"step": step, "weights": weights, "best": best}
+        if metrics:
+            state["metrics"] = metrics_state(self.model)
+        write_json(self.directory / STATE_FILE, state)
         if previous and previous["weights"] != weights:
             (self.directory / previous["weights"]).unlink(missing_ok=True)
 
@@ -267,13 +272,44 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         # Steps are counted here rather than read from the optimizer: reading a device value
         # at every step would make the host wait for the device.
         if self.every_steps and (self.epoch_start + batch + 1) % self.every_steps == 0:
-            self.save()
+            self.save(metrics=True)
 
     def on_epoch_end(self, epoch, logs=None):
         # The epoch's mean loss is NaN/inf when any step's was.
         if not math.isfinite((logs or {}).get("loss", 0.0)):
             self.finite = False
         self.save(self.best.candidate(logs) if self.best is not None else None)
+
+
+def metrics_state(model) -> list:
+    """The values of `model`'s metric variables (the running sums of its logged loss and
+    metrics), flat, as floats."""
+    values = [keras.ops.convert_to_numpy(v.value) for v in model.metrics_variables]
+    return [float(x) for value in values for x in np.ravel(value)]
+
+
+class RestoreMetrics(keras.callbacks.Callback):
+    """Gives the metrics, when the first epoch of a resumed run begins (after `fit` has reset
+    them), the state `ResumeCheckpoint` saved at that step: the epoch's logged loss and
+    metrics then average all its steps, as in a run never interrupted. `values`: that state
+    (`metrics_state`), or None (nothing to restore)."""
+
+    def __init__(self, values):
+        super().__init__()
+        self.values = values
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.values is None:
+            return
+        variables = self.model.metrics_variables
+        sizes = [int(np.prod(v.shape)) for v in variables]
+        if sum(sizes) == len(self.values):  # else other metrics: the epoch starts afresh
+            start = 0
+            for variable, size in zip(variables, sizes, strict=True):
+                value = np.reshape(self.values[start : start + size], variable.shape)
+                variable.assign(value.astype(variable.dtype))
+                start += size
+        self.values = None
 
 
 class BestCheckpoint(keras.callbacks.Callback):

@@ -17,6 +17,7 @@ from keras_resvit.training.callbacks import (
     HistoryCSV,
     NanGuard,
     ReplicaStatistics,
+    RestoreMetrics,
     ResumeCheckpoint,
     RunCallbacks,
     StopAtStep,
@@ -51,9 +52,10 @@ def restore(model, out, resume):
 
 def run_callbacks(recipe, out, data, user, start, save_every, tensorboard):
     """The run's callbacks (`user.callbacks` first, then train()'s own) for a `fit` from
-    `start`: (step, best validation accuracy so far), (0, None) for a fresh run. Returns a
-    namespace of them `all`, the `nan_guard` and the `best_checkpoint`."""
-    start_step, best = start
+    `start`: (step, best validation accuracy so far, the metrics' state at that step inside
+    its epoch), (0, None, None) for a fresh run. Returns a namespace of them `all`, the
+    `nan_guard` and the `best_checkpoint`."""
+    start_step, best, metrics = start
     best_checkpoint = BestCheckpoint(out / "best.keras", best=best)
     nan_guard = NanGuard()
     statistics = ReplicaStatistics()
@@ -64,6 +66,9 @@ def run_callbacks(recipe, out, data, user, start, save_every, tensorboard):
     # replaced, so a restart never saves a worse one.
     first_epoch = start_step // data.steps_per_epoch
     callbacks = [
+        # The resumed epoch's logged loss and accuracy over all its steps, those before the
+        # resume included.
+        RestoreMetrics(metrics),
         statistics,
         *user.callbacks,
         nan_guard,

@@ -58,9 +58,15 @@ WRITTEN_NAME = re.compile(
 
 def _state_problem(state, directory: Path):
     """What is wrong with a parsed state, or None: it must name a weights file of ours."""
-    if not isinstance(state, dict) or set(state) != {"step", "weights", "best"}:
-        return 'it is not {"step", "weights", "best"}'
+    keys = {"step", "weights", "best"}
+    if not isinstance(state, dict) or set(state) - {"metrics"} != keys:
+        return 'it is not {"step", "weights", "best"} (and "metrics")'
     step, weights, best = state["step"], state["weights"], state["best"]
+    metrics = state.get("metrics", [])
+    if not isinstance(metrics, list) or not all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) for x in metrics
+    ):
+        return "its metrics are not a list of numbers"
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
         return f"step={step!r} is not a step count"
     # A bare file name of the callback's own pattern: nothing outside the folder, no "..".

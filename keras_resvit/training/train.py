@@ -235,10 +235,9 @@ def train(
             run = _record(model, spec, recipe, data, user, seed=seed, **settings)
             user.optimizer = in_scope(user.optimizer, placement)
             resume = resume_state(out, previous, run, overwrite)
-            one_hot, start_step, best = _compile(model, spec, out, data, resume, user, ema=ema)
-            callbacks = run_callbacks(
-                spec, written, data, user, (start_step, best), save_every, tensorboard
-            )
+            one_hot, *start = _compile(model, spec, out, data, resume, user, ema=ema)
+            callbacks = run_callbacks(spec, written, data, user, start, save_every, tensorboard)
+            start_step = start[0]
             local = local_input(data, placement)
             pipelines = checked_pipelines(
                 local, model.output_shape[-1], one_hot, model.input_shape[1:]
@@ -331,7 +330,8 @@ def _record(model, spec, recipe, data, user, *, seed, **settings):
 def _compile(model, spec, out, data, resume, user, *, ema):
     """Compiles `model` (with `user.optimizer` and `user.loss` where given) and restores
     `resume` (a resume state or None); returns (one_hot: whether the loss takes one-hot
-    targets, the step the run starts from, the best validation accuracy so far or None)."""
+    targets, the step the run starts from, the best validation accuracy so far or None, the
+    metrics' state at that step when it is inside an epoch or None)."""
     one_hot, soft = label_encoding(spec, user.loss, data.soft_labels, data.val, data.first_batch[1])
     compile_model(
         model,
@@ -357,9 +357,9 @@ def _compile(model, spec, out, data, resume, user, *, ema):
     # own iterator to do so, and where that stream starts would depend on how far it skips.
     model.test_on_batch(*first_batch)
     if resume is None:
-        return one_hot, 0, None
+        return one_hot, 0, None, None
     restore(model, out, resume)
-    return one_hot, resume["step"], resume["best"]
+    return one_hot, resume["step"], resume["best"], resume.get("metrics")
 
 
 def _described(obj):

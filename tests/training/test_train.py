@@ -382,6 +382,7 @@ def test_a_run_resumed_inside_an_epoch_keeps_user_callbacks_and_logs_what_it_ran
     # 4 steps per epoch, 12 in all, saved every 3 steps: killed at step 7, it resumes from
     # the save at step 6, inside the second epoch.
     run = {"batch_size": 16, "epochs": 3, "save_every": 3, "output_dir": tmp_path}
+    keras.utils.set_random_seed(0)
     with pytest.raises(KeyboardInterrupt):
         kr.train(_small(), arrays[0], callbacks=[Interrupt(7)], verbose=0, **run)
     assert json.loads((tmp_path / "resume" / "state.json").read_text())["step"] == 6
@@ -399,6 +400,14 @@ def test_a_run_resumed_inside_an_epoch_keeps_user_callbacks_and_logs_what_it_ran
     rows = read_history(tmp_path / "history.csv")
     np.testing.assert_allclose([r["learning_rate"] for r in rows], [0.0125, 0.0125, 0.00125])
     assert not (tmp_path / "resume").exists()
+    # The resumed epoch logs the mean over all its steps, those before the kill included
+    # (it logged steps 7-8 only): the figures of a run never interrupted.
+    keras.utils.set_random_seed(0)
+    whole = kr.train(_small(), arrays[0], verbose=0, **{**run, "output_dir": tmp_path / "w"})
+    for name in ("loss", "accuracy"):
+        np.testing.assert_allclose(history.history[name], whole.history[name], rtol=1e-5)
+        logged = [r[name] for r in read_history(tmp_path / "history.csv")]
+        np.testing.assert_allclose(logged, whole.history[name], rtol=1e-5)
 
 
 def test_an_optimizer_and_a_loss_beside_the_recipe(arrays, tmp_path):
