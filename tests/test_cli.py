@@ -343,13 +343,13 @@ def test_an_interrupted_run_resumes_and_says_from_where(tmp_path):
     # Ctrl-C at the end of the second epoch, once its checkpoint is saved.
     interrupt = (
         "import sys\n"
-        "from keras_resvit.training import callbacks\n"
-        "end = callbacks.HistoryCSV.on_epoch_end\n"
+        "from keras_resvit.training import history_csv\n"
+        "end = history_csv.HistoryCSV.on_epoch_end\n"
         "def on_epoch_end(self, epoch, logs=None):\n"
         "    end(self, epoch, logs)\n"
         "    if epoch == 1:\n"
         "        raise KeyboardInterrupt\n"
-        "callbacks.HistoryCSV.on_epoch_end = on_epoch_end\n"
+        "history_csv.HistoryCSV.on_epoch_end = on_epoch_end\n"
         "from keras_resvit.cli import main\n"
         f"sys.exit(main({[str(a) for a in command]!r}))\n"
     )

@@ -41,7 +41,8 @@ from keras_resvit.base.files import (
 )
 from keras_resvit.base.model_files import _copy_keras_archive, save_model
 from keras_resvit.cli import main
-from keras_resvit.training.callbacks import HistoryCSV, ResumeCheckpoint
+from keras_resvit.training.callbacks import ResumeCheckpoint
+from keras_resvit.training.history_csv import HistoryCSV
 from keras_resvit.viz import plot_history
 from tests.conftest import random_images
 

@@ -14,7 +14,6 @@ from keras_resvit.base.lazy import tf
 from keras_resvit.data.checks import CheckedBatches, check_batches, data_errors, has_soft_labels
 from keras_resvit.training.callbacks import (
     BestCheckpoint,
-    HistoryCSV,
     NanGuard,
     ReplicaStatistics,
     RestoreMetrics,
@@ -24,6 +23,7 @@ from keras_resvit.training.callbacks import (
     averages_weights,
     iterations,
 )
+from keras_resvit.training.history_csv import HistoryCSV
 from keras_resvit.training.run_folder import RESUME_DIR
 
 

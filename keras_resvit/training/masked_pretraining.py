@@ -30,7 +30,8 @@ from keras_resvit.layers.vit_layers import PositionEmbedding
 from keras_resvit.models.common import is_vit
 from keras_resvit.models.registry import get_spec
 from keras_resvit.models.vit import encoder_tokens
-from keras_resvit.training.callbacks import HistoryCSV, NanGuard
+from keras_resvit.training.callbacks import NanGuard
+from keras_resvit.training.history_csv import HistoryCSV
 from keras_resvit.training.run_folder import CONFIG_FILE, KIND, check_run_kind
 from keras_resvit.training.run_outputs import TrainingDivergedError
 

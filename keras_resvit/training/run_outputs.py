@@ -8,7 +8,7 @@ import keras
 from keras_resvit.base.class_names import write_class_names
 from keras_resvit.base.files import write_json
 from keras_resvit.base.model_files import save_model
-from keras_resvit.training.callbacks import read_history
+from keras_resvit.training.history_csv import read_history
 from keras_resvit.training.run_folder import (
     CONFIG_FILE,
     RESUME_DIR,

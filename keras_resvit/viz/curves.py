@@ -16,7 +16,7 @@ PANEL_SIZE = (4.5, 3.5)  # inches per curve panel
 
 def _columns(history):
     if isinstance(history, (str, os.PathLike)):
-        from keras_resvit.training.callbacks import read_history
+        from keras_resvit.training.history_csv import read_history
 
         history = as_path("history", history)
         if not history.is_file():

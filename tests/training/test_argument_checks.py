@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_resvit.training import callbacks
+from keras_resvit.training import callbacks, history_csv
 from keras_resvit.training.optimizers import CoupledDecayLamb, CoupledDecaySGD, recipe_optimizer
 from keras_resvit.training.recipes import RECIPES
 from keras_resvit.training.schedules import RecipeSchedule, recipe_schedule, recipe_steps
@@ -138,10 +138,10 @@ def test_history_csv_never_replaces_a_users_file(tmp_path):
     path.write_text("my,precious\n1,2")
     for first_epoch in (0, 1):
         with pytest.raises(ValueError, match=r"HistoryCSV: path='.*user.csv' holds a file"):
-            callbacks.HistoryCSV(path, 1, first_epoch=first_epoch)
+            history_csv.HistoryCSV(path, 1, first_epoch=first_epoch)
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(ValueError, match=r"path='.*empty.csv' holds a file that is not"):
-        callbacks.HistoryCSV(tmp_path / "empty.csv", 1)
+        history_csv.HistoryCSV(tmp_path / "empty.csv", 1)
     assert path.read_text() == "my,precious\n1,2"
 
 
@@ -149,16 +149,16 @@ def test_history_csv_replaces_its_own_file(tmp_path):
     path = tmp_path / "history.csv"
     model = _tiny_model()
     model.optimizer.build(model.trainable_variables)
-    callback = callbacks.HistoryCSV(path, 1)
+    callback = history_csv.HistoryCSV(path, 1)
     callback.set_model(model)
     for epoch in range(2):
         callback.on_epoch_begin(epoch)
         callback.on_epoch_end(epoch, {"loss": 1.0})
-    again = callbacks.HistoryCSV(path, 1)  # a new run in its place
+    again = history_csv.HistoryCSV(path, 1)  # a new run in its place
     again.set_model(model)
     again.on_epoch_begin(0)
     again.on_epoch_end(0, {"loss": 0.5})
-    assert [row["loss"] for row in callbacks.read_history(path)] == [0.5]
+    assert [row["loss"] for row in history_csv.read_history(path)] == [0.5]
 
 
 @pytest.mark.parametrize(
@@ -173,7 +173,7 @@ def test_history_csv_replaces_its_own_file(tmp_path):
 def test_bad_history_csv_arguments_are_refused(tmp_path, kwargs, message):
     arguments = {"path": tmp_path / "history.csv", "steps_per_epoch": 2, **kwargs}
     with pytest.raises(ValueError, match=message):
-        callbacks.HistoryCSV(**arguments)
+        history_csv.HistoryCSV(**arguments)
 
 
 def test_best_checkpoint_refuses_a_monitor_missing_from_the_logs(tmp_path):

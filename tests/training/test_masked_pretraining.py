@@ -7,7 +7,7 @@ import pytest
 
 import keras_resvit as kr
 from keras_resvit.layers.masked_patch_layers import PatchColourClasses, PatchCorruption
-from keras_resvit.training.callbacks import read_history
+from keras_resvit.training.history_csv import read_history
 from keras_resvit.training.masked_pretraining import masked_patch_model
 from keras_resvit.training.train import TrainingDivergedError
 from tests.conftest import TINY_VIT, random_images, tiny_vit, train_steps_lower_loss

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 import keras_resvit as kr
 from keras_resvit.files import model_class_names
-from keras_resvit.training.callbacks import read_history
+from keras_resvit.training.history_csv import read_history
 from keras_resvit.training.recipes import RECIPES, get_recipe
 from keras_resvit.training.schedules import recipe_schedule
 from keras_resvit.training.train import TrainingDivergedError

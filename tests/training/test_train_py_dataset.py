@@ -10,7 +10,7 @@ import pytest
 
 import keras_resvit as kr
 from keras_resvit.data.checks import CheckedBatches
-from keras_resvit.training.callbacks import read_history
+from keras_resvit.training.history_csv import read_history
 from tests.conftest import random_images
 from tests.training.test_train import Interrupt
 
