@@ -280,8 +280,28 @@ class ResumeCheckpoint(keras.callbacks.Callback):
 def metrics_state(model) -> list:
     """The values of `model`'s metric variables (the running sums of its logged loss and
     metrics), flat, as floats."""
-    values = [keras.ops.convert_to_numpy(v.value) for v in model.metrics_variables]
+    values = [_read(variable) for variable in model.metrics_variables]
     return [float(x) for value in values for x in np.ravel(value)]
+
+
+def _read(variable):
+    """A metric variable's value; under a `tf.distribute` strategy, summed over the replicas
+    (its aggregation)."""
+    value = variable.value
+    read = getattr(value, "read_value", None)  # TensorFlow's variables, distributed or not
+    return np.asarray(read() if read is not None else keras.ops.convert_to_numpy(value))
+
+
+def _assign(variable, value):
+    """Sets a metric variable to `value`; under a `tf.distribute` strategy, where a variable
+    summed over the replicas takes no cross-replica assignment, the first replica's part to
+    `value` and the others' to 0."""
+    parts = getattr(variable.value, "values", None)  # a TensorFlow distributed variable's
+    if not isinstance(parts, (tuple, list)) or len(parts) < 2:
+        variable.assign(value)
+        return
+    for index, part in enumerate(parts):
+        part.assign(value if index == 0 else np.zeros_like(value))
 
 
 class RestoreMetrics(keras.callbacks.Callback):
@@ -303,7 +323,7 @@ class RestoreMetrics(keras.callbacks.Callback):
             start = 0
             for variable, size in zip(variables, sizes, strict=True):
                 value = np.reshape(self.values[start : start + size], variable.shape)
-                variable.assign(value.astype(variable.dtype))
+                _assign(variable, value.astype(variable.dtype))
                 start += size
         self.values = None
 
