@@ -99,7 +99,7 @@ def _provenance(origin, image_size, augment, seed, repeats=1, **read):
     defaults = {"mixing": True, "shuffle": None, "crop_ratio": None, "drop_remainder": False}
     for name, default in defaults.items():
         value = read.get(name, default)
-        text += "" if value is default or value == default else f", {name}={value!r}"
+        text += "" if value == default else f", {name}={value!r}"
     return text
 
 

@@ -261,12 +261,9 @@ def few_shot(
     ([1, 10], True)
     """
     given = shots
-    if isinstance(shots, (int, np.integer)):
-        shots = (shots,)
-    elif isinstance(shots, (tuple, list, range, np.ndarray)):
-        shots = tuple(shots)
-    else:
-        shots = (shots,)  # refused by `_check_shots`, named as given
+    # One count, or a sequence of them; anything else is refused by `_check_shots`.
+    many = isinstance(shots, (tuple, list, range, np.ndarray))
+    shots = tuple(shots) if many else (shots,)
     if not shots:
         raise ValueError(f"shots={given!r} is empty; expected positive ints, e.g. (1, 5, 10, 25).")
     for count in shots:
