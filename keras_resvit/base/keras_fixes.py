@@ -2,7 +2,8 @@
 
 - `recover_from_errors_in_fit`: a model stays usable after `fit`, `evaluate` or `predict`
   raises (applied by `keras_resvit` as soon as it loads Keras).
-- `patch_keras_multi_worker`: `fit` under TensorFlow's `MultiWorkerMirroredStrategy`.
+- `patch_keras_strategies`: `fit` under `tf.distribute` strategies, `MultiWorkerMirroredStrategy`
+  included, without drawing from the data before the run.
 - `patch_tf2onnx`: Keras' own fix of tf2onnx's NumPy 1 aliases, for the ONNX export.
 
 Each touches Keras' private `keras.src` modules, pinned in requirements/constraints.txt, and
@@ -135,19 +136,53 @@ def patch_tf2onnx() -> None:
     patch()
 
 
-def patch_keras_multi_worker() -> None:
-    """Lets Keras' TensorFlow trainer `fit` under `MultiWorkerMirroredStrategy`.
+def _spec_batch(iterator):
+    """The specs of one replica's batch of the dataset `iterator` (Keras' `TFEpochIterator`)
+    reads, or None where they are not all tensors of known size past the batch axis."""
+    dataset = getattr(iterator, "_distributed_dataset", None)
+    if dataset is None:
+        return None
+    import tensorflow as tf
 
-    Keras 3's trainer (keras-team/keras#20585) reduces the batch it builds the model from, and
-    each step's scalar logs, with `strategy.reduce("MEAN", value, axis=0)`, which
+    specs = tf.nest.map_structure(  # a `PerReplicaSpec` holds one spec per replica
+        lambda spec: spec._value_specs[0] if hasattr(spec, "_value_specs") else spec,
+        dataset.element_spec,
+    )
+    known = all(
+        isinstance(spec, tf.TensorSpec)
+        and spec.shape.rank is not None
+        and None not in spec.shape[1:]
+        for spec in tf.nest.flatten(specs)
+    )
+    return specs if known else None
+
+
+def patch_keras_strategies() -> None:
+    """Lets Keras' TensorFlow trainer `fit` under a `tf.distribute` strategy without drawing
+    from the data first, and under `MultiWorkerMirroredStrategy` at all. Applied once, under
+    TensorFlow, by every training run (`fitting`) and `processes.initialize`.
+
+    Under a strategy, `fit` builds the model's losses and metrics from a first batch, which
+    it draws from an iterator it then throws away. That iterator goes on prefetching in the
+    background, into the next pass over a repeating dataset, so a `shuffle` of the data with
+    `reshuffle_each_iteration` hands the orders of the run's passes out in an order that
+    depends on timing: a run resumed inside an epoch then trained on other batches than the
+    uninterrupted one (tests/training/test_fitting.py). The model is built from the data's
+    `element_spec` instead, wherever that gives every tensor's size past the batch axis.
+
+    Keras 3's trainer (keras-team/keras#20585) also reduces the batch it builds the model
+    from, and each step's scalar logs, with `strategy.reduce("MEAN", value, axis=0)`, which
     `MultiWorkerMirroredStrategy` cannot do on a batch's per-replica tensors or on scalars.
-    Under that strategy only, the model is built from this worker's first batch and the logs
-    (already aggregated across replicas by the metrics) are averaged whole. Other strategies
-    run Keras' code unchanged. Applied once; tested in tests/training/test_processes.py.
+    Under that strategy, a model whose data's sizes are unknown is built from this worker's
+    first batch, and the logs (already aggregated across replicas by the metrics) are
+    averaged whole (tests/training/test_processes.py). Other strategies' logs are reduced by
+    Keras' code unchanged.
     """
+    if keras.backend.backend() != "tensorflow":
+        return
     from keras.src.backend.tensorflow import trainer
 
-    if getattr(trainer, "_keras_resvit_multi_worker", False):
+    if getattr(trainer, "_keras_resvit_strategies", False):
         return
     import tensorflow as tf
 
@@ -173,13 +208,17 @@ def patch_keras_multi_worker() -> None:
 
     def build(self, iterator=None, data_batch=None):
         strategy = self._distribute_strategy
-        if iterator is not None and trainer._collective_all_reduce_multi_worker(strategy):
-            for _, _, batches in iterator:
-                data_batch = tf.nest.map_structure(lambda v: local(strategy, v), next(batches))
-                break
-            iterator = None
+        if iterator is not None and strategy is not None:
+            specs = _spec_batch(iterator)
+            if specs is not None:
+                iterator, data_batch = None, specs
+            elif trainer._collective_all_reduce_multi_worker(strategy):
+                for _, _, batches in iterator:
+                    data_batch = tf.nest.map_structure(lambda v: local(strategy, v), next(batches))
+                    break
+                iterator = None
         return symbolic_build(self, iterator=iterator, data_batch=data_batch)
 
     trainer.reduce_per_replica = reduce_logs
     trainer.TensorFlowTrainer._maybe_symbolic_build = build
-    trainer._keras_resvit_multi_worker = True
+    trainer._keras_resvit_strategies = True

@@ -58,3 +58,32 @@ def test_a_resumed_feed_replays_the_shuffled_epochs(backend):
     for got, want in zip(resumed.weights, uninterrupted.weights, strict=True):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(got), want.numpy(), atol=1e-6)
     assert not np.allclose(callbacks.kept[0], uninterrupted.weights[0].numpy())
+
+
+@pytest.mark.parametrize("strategy", ["mirrored", "multi_worker"])
+def test_fit_under_a_strategy_draws_no_batch_before_the_run(backend, strategy):
+    # Keras builds a model under a strategy from a batch of an iterator it throws away, whose
+    # prefetching then takes the shuffle orders of a repeating dataset's passes at a moment
+    # that depends on timing. The run's batches must be the only ones drawn.
+    if backend != "tensorflow":
+        pytest.skip("tf.distribute strategies are TensorFlow's")
+    import tensorflow as tf
+
+    drawn = []
+
+    def count(i):
+        drawn.append(int(i))
+        return i
+
+    strategy = (
+        tf.distribute.MirroredStrategy(["/cpu:0"])
+        if strategy == "mirrored"
+        else tf.distribute.MultiWorkerMirroredStrategy()
+    )
+    ds = tf.data.Dataset.range(4).map(lambda i: tf.reshape(tf.py_function(count, [i], "int64"), []))
+    ds = ds.map(lambda i: (tf.cast(tf.stack([i, i]), "float32"), i % 2)).batch(2)
+    with strategy.scope():
+        net = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+        net.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    fitting._fit_from(net, ds, 2, 1, 0, _Callbacks(), verbose=0)
+    assert sorted(drawn) == [0, 1, 2, 3]

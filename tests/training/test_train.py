@@ -139,16 +139,21 @@ def _run(tmp_path, out, extra=()):
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_where_it_stopped(tmp_path, backend):
+@pytest.mark.parametrize("distribution", ["none", "mirrored"])
+def test_killed_run_resumes_where_it_stopped(tmp_path, backend, distribution):
     """Shuffled and augmented (parallel maps): the resumed run replays the same orders, crops
-    and flips."""
-    augment = ["--augment", "resnet_cifar"]
+    and flips, on one device and on two replicas of a `MirroredStrategy`."""
+    if distribution == "mirrored" and backend != "tensorflow":
+        pytest.skip("MirroredStrategy is TensorFlow's")
+    augment = ["--augment", "resnet_cifar", "--distribution", distribution]
+    if distribution == "mirrored":
+        augment += ["--cpus", "2"]
     reference = _run(tmp_path, tmp_path / "reference", augment)
     out, err = reference.communicate(timeout=600)
     assert reference.returncode == 0, err[-2000:]
-    expected = json.loads(out.strip().splitlines()[-1])["none"]
+    expected = json.loads(out.strip().splitlines()[-1])[distribution]
 
-    state = tmp_path / "killed" / "none" / "resume" / "state.json"
+    state = tmp_path / "killed" / distribution / "resume" / "state.json"
     victim = _run(tmp_path, tmp_path / "killed", augment)
     deadline = time.time() + 600
     # 8 steps per epoch: wait for a mid-epoch save in the second epoch, then SIGKILL.
@@ -160,16 +165,16 @@ def test_killed_run_resumes_where_it_stopped(tmp_path, backend):
     victim.wait(timeout=60)
     assert victim.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     killed_at = json.loads(state.read_text())["step"]
-    assert not (tmp_path / "killed" / "none" / "last.keras").exists()
+    assert not (tmp_path / "killed" / distribution / "last.keras").exists()
 
     resumed = _run(tmp_path, tmp_path / "killed", augment)
     out, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err[-2000:]
-    result = json.loads(out.strip().splitlines()[-1])["none"]
-    rows = read_history(tmp_path / "killed" / "none" / "history.csv")
+    result = json.loads(out.strip().splitlines()[-1])[distribution]
+    rows = read_history(tmp_path / "killed" / distribution / "history.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3] and killed_at < 24
     # Whatever temporaries the kill left, the resumed run removed them with its resume state.
-    folder = tmp_path / "killed" / "none"
+    folder = tmp_path / "killed" / distribution
     assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == [".keras-resvit.json"]
     assert not (folder / "resume").exists()
     # Deterministic on CPU: the same weights as the uninterrupted run, on both backends.
