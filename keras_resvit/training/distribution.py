@@ -88,6 +88,11 @@ def _resolve_tpu():
     return resolver
 
 
+# One `MirroredStrategy` per device list for the process: a new one hands out its collective
+# keys from the start again, which an interrupted run's unfinished reduction still holds.
+_MIRRORED = {}
+
+
 def _tensorflow_placement(name):
     import tensorflow as tf
 
@@ -119,7 +124,9 @@ def _tensorflow_placement(name):
     if name == "mirrored":
         # Several GPUs, or several logical CPUs when there is no GPU (tests, debugging).
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
-        strategy = tf.distribute.MirroredStrategy(devices)
+        strategy = _MIRRORED.get(tuple(devices))
+        if strategy is None:
+            strategy = _MIRRORED[tuple(devices)] = tf.distribute.MirroredStrategy(devices)
         accelerator = "gpu" if gpus else "cpu"
         return Placement("mirrored", accelerator, len(devices), strategy=strategy)
     if name in ("data_parallel", "model_parallel"):

@@ -226,3 +226,50 @@ def test_compute_capability_is_none_without_a_gpu():
         assert len(capability) == 2 and capability >= (3, 0)
     else:
         assert capability is None
+
+
+_AFTER_AN_INTERRUPTED_RUN = """
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import sys
+import keras
+import keras_resvit as kr
+
+class Interrupt(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 2:
+            raise KeyboardInterrupt
+
+(x, y), _ = kr.data.load_digits()
+x, y = x[:128], y[:128]
+kwargs = dict(epochs=1, batch_size=32, distribution="mirrored", verbose=0)
+try:
+    kr.train(kr.build_resnet(8, stem="cifar"), (x, y), output_dir=sys.argv[1] + "/a",
+             callbacks=[Interrupt()], **kwargs)
+except KeyboardInterrupt:
+    pass
+else:
+    raise SystemExit("not interrupted")
+result = kr.train(kr.build_resnet(14, stem="cifar"), (x, y), output_dir=sys.argv[1] + "/b",
+                  val_data=(x[:64], y[:64]), **kwargs)
+print(result.history["val_loss"][-1])
+"""
+
+
+@pytest.mark.slow
+def test_a_mirrored_run_after_an_interrupted_one_trains(backend, tmp_path):
+    """Ctrl-C in a notebook, then another run of another model: a new `MirroredStrategy` per
+    run handed out the collective keys of the interrupted run's unfinished gradient
+    reduction again ("Shape mismatch in the collective instance 100")."""
+    if backend != "tensorflow":
+        pytest.skip("MirroredStrategy is TensorFlow's")
+    result = subprocess.run(
+        [sys.executable, "-c", _AFTER_AN_INTERRUPTED_RUN, str(tmp_path)],
+        env={**os.environ, "KERAS_BACKEND": "tensorflow"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert np.isfinite(float(result.stdout.strip().splitlines()[-1]))
