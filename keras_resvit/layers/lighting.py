@@ -1,5 +1,7 @@
 """AlexNet's PCA lighting augmentation, which the ResNet paper's ImageNet recipe uses."""
 
+import math
+
 import keras
 
 from keras_resvit.base.validation import check_channels_last, check_number, refuse_arguments
@@ -68,13 +70,7 @@ class PCALighting(keras.layers.RandomBrightness):
             factor=0.0, value_range=value_range, seed=seed, data_format=data_format, **kwargs
         )
         check_number("PCALighting: alpha_std", alpha_std, 0, include_low=True)
-        values = [float(v) for v in eigenvalues]
-        vectors = [[float(v) for v in row] for row in eigenvectors]
-        if len(values) != 3 or len(vectors) != 3 or any(len(row) != 3 for row in vectors):
-            raise ValueError(
-                "PCALighting: eigenvalues must hold 3 numbers and eigenvectors 3x3 (RGB); got "
-                f"{eigenvalues!r} and {eigenvectors!r}."
-            )
+        values, vectors = _components(eigenvalues, eigenvectors)
         self.alpha_std = float(alpha_std)
         self.eigenvalues = values
         self.eigenvectors = vectors
@@ -116,3 +112,28 @@ class PCALighting(keras.layers.RandomBrightness):
             "eigenvalues": self.eigenvalues,
             "eigenvectors": self.eigenvectors,
         }
+
+
+def _components(eigenvalues, eigenvectors):
+    """`eigenvalues` and `eigenvectors` as lists of floats, or a ValueError naming them: 3
+    finite eigenvalues of a covariance (none negative) and a finite 3x3 matrix."""
+    try:
+        values = [float(v) for v in eigenvalues]
+        vectors = [[float(v) for v in row] for row in eigenvectors]
+    except (TypeError, ValueError):
+        values = vectors = None
+    if (
+        values is None
+        or len(values) != 3
+        or len(vectors) != 3
+        or any(len(row) != 3 for row in vectors)
+        or not all(math.isfinite(v) for v in values + sum(vectors, []))
+        or min(values) < 0
+    ):
+        raise ValueError(
+            f"PCALighting: eigenvalues={eigenvalues!r} and eigenvectors={eigenvectors!r}; "
+            "valid are the principal components of RGB pixels: 3 eigenvalues of their "
+            "covariance (finite, none negative) and a finite 3x3 matrix of eigenvectors, one "
+            "per column."
+        )
+    return values, vectors

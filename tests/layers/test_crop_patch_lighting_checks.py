@@ -261,3 +261,28 @@ def test_a_bool_is_not_a_crop_number(build, words):
 def test_random_pad_crop_refuses_the_crop_size_it_does_not_take():
     with pytest.raises(ValueError, match=r"RandomPadCrop: height=32 is not an argument.*padding"):
         RandomPadCrop(padding=4, height=32, width=32)
+
+
+@pytest.mark.parametrize(
+    "values, vectors",
+    [
+        ((0.2, -0.01, 0.004), None),  # a covariance has no negative eigenvalue
+        ((0.2, float("nan"), 0.004), None),
+        (None, [[1, 0, 0], [0, float("inf"), 0], [0, 0, 1]]),
+        ("abc", None),
+        (None, 5),
+        ((0.2, 0.01), None),
+    ],
+)
+def test_pca_lighting_refuses_components_that_are_not_a_covariance_s(values, vectors):
+    from keras_resvit.layers.lighting import IMAGENET_EIGENVALUES, IMAGENET_EIGENVECTORS
+
+    values = IMAGENET_EIGENVALUES if values is None else values
+    vectors = IMAGENET_EIGENVECTORS if vectors is None else vectors
+    _error(
+        ValueError,
+        lambda: PCALighting(eigenvalues=values, eigenvectors=vectors),
+        "eigenvalues=",
+        "none negative",
+        "3x3",
+    )
