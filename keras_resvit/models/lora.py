@@ -93,6 +93,15 @@ def _attach(layer, rank, alpha):
             f"pass rank={layer.lora_rank} or start from a model without LoRA."
         )
     scale_numerator = alpha if alpha is not None else rank
+    for leaf in _lora_leaves(layer):
+        trained = np.any(keras.ops.convert_to_numpy(leaf.lora_kernel_b))
+        if trained and float(leaf.lora_alpha) != float(scale_numerator):
+            raise ValueError(
+                f"alpha={alpha!r} (a scale of {scale_numerator}) but layer {layer.name!r} "
+                f"holds LoRA factors trained with alpha={leaf.lora_alpha}: another alpha would "
+                f"rescale their update and change the model's outputs; pass "
+                f"alpha={leaf.lora_alpha}, or merge_lora first to start a new adaptation."
+            )
     layer.lora_alpha = scale_numerator
     for leaf in _lora_leaves(layer):
         # Keras' Dense forgets `lora_alpha` when it is rebuilt from a file.

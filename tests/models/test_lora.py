@@ -269,3 +269,21 @@ def test_lora_on_a_layer_quantized_without_lora_is_refused():
     model = _quantized_vit("float8")
     with pytest.raises(ValueError, match=r"is quantized \(float8\).*before model.quantize"):
         enable_lora(model, RANK, ("attention", "mlp"))
+
+
+@pytest.mark.parametrize("case", ["vit", "resnet8"])
+def test_enabling_again_with_another_alpha_is_refused_once_factors_trained(case):
+    # A second `enable_lora` with another alpha (or the default) rescaled the trained update:
+    # the outputs changed by 0.45 with no error.
+    build, targets = CASES[case]
+    model = enable_lora(build(), RANK, targets, alpha=16)
+    enable_lora(model, RANK, targets, alpha=4)  # untrained (B is zero): outputs unchanged
+    _fit(model)
+    x = random_images(4, 32, 32, seed=3)
+    before = _numpy(model(x, training=False))
+    for alpha in (None, 16):
+        with pytest.raises(ValueError, match=rf"alpha={alpha}.*trained with alpha=4"):
+            enable_lora(model, RANK, targets, alpha=alpha)
+    np.testing.assert_allclose(_numpy(model(x, training=False)), before)
+    enable_lora(model, RANK, targets, alpha=4)  # the same alpha goes on training
+    np.testing.assert_allclose(_numpy(model(x, training=False)), before, atol=1e-6)
