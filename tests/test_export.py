@@ -182,6 +182,17 @@ def test_export_from_keras_file_replaces_target_and_carries_class_names(tmp_path
     assert json.loads(class_names_path(target).read_text())[3] == "digit 3"
 
 
+def test_an_upper_case_suffix_exports_where_it_says(tmp_path):
+    # Keras' exporter took only ".tflite": it failed on the temporary file's ".TFLITE".
+    model = kr.build_resnet(8, stem="cifar")
+    result = kr.export(model, tmp_path / "m.TFLITE")
+    assert result["format"] == "tflite" and result["checked"]
+    _only(tmp_path, "m.TFLITE")
+    x = random_images(2, 32, 32)
+    expected = keras.ops.convert_to_numpy(model(x, training=False))
+    np.testing.assert_allclose(run_tflite(tmp_path / "m.TFLITE", x), expected, atol=1e-4)
+
+
 def test_failed_check_raises_with_figures_and_leaves_no_file(tmp_path, monkeypatch):
     monkeypatch.setitem(TOLERANCES, None, 0.0)
     target = tmp_path / "model.tflite"

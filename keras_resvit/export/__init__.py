@@ -199,7 +199,10 @@ def _convert(model, target, format, quantization, calibration, scratch, class_na
         Path(target).write_bytes(tflite)
     elif format == "tflite":
         options = tflite_options(quantization, calibration)
-        model.export(str(target), format="litert", verbose=False, **options)
+        # Keras' exporter takes only a lower-case ".tflite" (the user's may be ".TFLITE").
+        written = Path(scratch) / "model.tflite"
+        model.export(str(written), format="litert", verbose=False, **options)
+        Path(target).write_bytes(written.read_bytes())  # keeps the target's mode
     elif format == "saved_model":
         model.export(str(target), format="tf_saved_model", verbose=False)
     else:
