@@ -2,8 +2,8 @@
 
 - `recover_from_errors_in_fit`: a model stays usable after `fit`, `evaluate` or `predict`
   raises (applied by `keras_resvit` as soon as it loads Keras).
-- `patch_keras_strategies`: `fit` under `tf.distribute` strategies, `MultiWorkerMirroredStrategy`
-  included, without drawing from the data before the run.
+- `patch_keras_fit`: `fit` without drawing from the data before the run, and under
+  TensorFlow's `MultiWorkerMirroredStrategy`.
 - `patch_tf2onnx`: Keras' own fix of tf2onnx's NumPy 1 aliases, for the ONNX export.
 
 Each touches Keras' private `keras.src` modules, pinned in requirements/constraints.txt, and
@@ -137,38 +137,48 @@ def patch_tf2onnx() -> None:
 
 
 def _spec_batch(iterator):
-    """The specs of one replica's batch of the dataset `iterator` (Keras' `TFEpochIterator`)
-    reads, or None where they are not all tensors of known size past the batch axis."""
-    dataset = getattr(iterator, "_distributed_dataset", None)
+    """Symbolic tensors of one replica's batch of the `tf.data` dataset that `iterator` (a
+    Keras epoch iterator) reads, or None for other data and where they are not all tensors
+    of known size past the batch axis."""
+    from keras.src.trainers.data_adapters.tf_dataset_adapter import TFDatasetAdapter
+
+    dataset = getattr(iterator, "_distributed_dataset", None)  # TensorFlow's
     if dataset is None:
-        return None
+        adapter = getattr(iterator, "data_adapter", None)
+        if not isinstance(adapter, TFDatasetAdapter):
+            return None
+        dataset = adapter.get_tf_dataset()
     import tensorflow as tf
 
     specs = tf.nest.map_structure(  # a `PerReplicaSpec` holds one spec per replica
         lambda spec: spec._value_specs[0] if hasattr(spec, "_value_specs") else spec,
         dataset.element_spec,
     )
-    known = all(
+    flat = tf.nest.flatten(specs)
+    if not all(
         isinstance(spec, tf.TensorSpec)
         and spec.shape.rank is not None
         and None not in spec.shape[1:]
-        for spec in tf.nest.flatten(specs)
-    )
-    return specs if known else None
+        for spec in flat
+    ):
+        return None
+    tensors = [keras.KerasTensor(tuple(spec.shape), spec.dtype.name) for spec in flat]
+    return tf.nest.pack_sequence_as(specs, tensors)
 
 
-def patch_keras_strategies() -> None:
-    """Lets Keras' TensorFlow trainer `fit` under a `tf.distribute` strategy without drawing
-    from the data first, and under `MultiWorkerMirroredStrategy` at all. Applied once, under
-    TensorFlow, by every training run (`fitting`) and `processes.initialize`.
+def patch_keras_fit() -> None:
+    """Lets Keras' trainers `fit` without drawing from a `tf.data` dataset before the run,
+    and TensorFlow's under `MultiWorkerMirroredStrategy` at all. Applied once by every
+    training run (`fitting`) and `processes.initialize`.
 
-    Under a strategy, `fit` builds the model's losses and metrics from a first batch, which
-    it draws from an iterator it then throws away. That iterator goes on prefetching in the
-    background, into the next pass over a repeating dataset, so a `shuffle` of the data with
-    `reshuffle_each_iteration` hands the orders of the run's passes out in an order that
-    depends on timing: a run resumed inside an epoch then trained on other batches than the
-    uninterrupted one (tests/training/test_fitting.py). The model is built from the data's
-    `element_spec` instead, wherever that gives every tensor's size past the batch axis.
+    `fit` builds the model's losses and metrics from a first batch (under JAX, and under a
+    `tf.distribute` strategy), which it draws from an iterator it then throws away. That
+    iterator goes on prefetching in the background, into the next pass over a repeating
+    dataset, so a `shuffle` of the data with `reshuffle_each_iteration` hands the orders of
+    the run's passes out in an order that depends on timing: a run resumed inside an epoch
+    then trained on other batches than the uninterrupted one (tests/training/
+    test_fitting.py). The model is built from the dataset's `element_spec` instead, wherever
+    that gives every tensor's size past the batch axis.
 
     Keras 3's trainer (keras-team/keras#20585) also reduces the batch it builds the model
     from, and each step's scalar logs, with `strategy.reduce("MEAN", value, axis=0)`, which
@@ -178,13 +188,29 @@ def patch_keras_strategies() -> None:
     averaged whole (tests/training/test_processes.py). Other strategies' logs are reduced by
     Keras' code unchanged.
     """
-    if keras.backend.backend() != "tensorflow":
-        return
-    from keras.src.backend.tensorflow import trainer
+    from keras.src.trainers import trainer as base
 
-    if getattr(trainer, "_keras_resvit_strategies", False):
+    if getattr(base, "_keras_resvit_fit", False):
         return
+    base._keras_resvit_fit = True
+    symbolic = base.Trainer._symbolic_build
+
+    def from_specs(self, iterator=None, data_batch=None):
+        if iterator is not None and data_batch is None:
+            specs = _spec_batch(iterator)
+            if specs is not None:
+                iterator, data_batch = None, specs
+        return symbolic(self, iterator=iterator, data_batch=data_batch)
+
+    base.Trainer._symbolic_build = from_specs
+    if keras.backend.backend() == "tensorflow":
+        _patch_tensorflow_trainer()
+
+
+def _patch_tensorflow_trainer():
+    """`patch_keras_fit`'s part for `TensorFlowTrainer`, which draws its first batch itself."""
     import tensorflow as tf
+    from keras.src.backend.tensorflow import trainer
 
     reduce_per_replica = trainer.reduce_per_replica
     symbolic_build = trainer.TensorFlowTrainer._maybe_symbolic_build
@@ -221,4 +247,3 @@ def patch_keras_strategies() -> None:
 
     trainer.reduce_per_replica = reduce_logs
     trainer.TensorFlowTrainer._maybe_symbolic_build = build
-    trainer._keras_resvit_strategies = True

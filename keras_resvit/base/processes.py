@@ -21,7 +21,7 @@ import json
 import os
 
 from keras_resvit.base.files import first_line
-from keras_resvit.base.keras_fixes import patch_keras_strategies
+from keras_resvit.base.keras_fixes import patch_keras_fit
 from keras_resvit.base.lazy import keras, tf
 from keras_resvit.base.validation import check_int
 
@@ -160,7 +160,7 @@ def _initialize_tensorflow():
         if "startup" in str(error):
             raise RuntimeError(f"MultiWorkerMirroredStrategy {_TOO_LATE}.") from None
         raise
-    patch_keras_strategies()
+    patch_keras_fit()
 
 
 def initialize(job_addresses=None, num_processes=None, process_id=None) -> int:

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import keras
 
 from keras_resvit.base.files import first_line
-from keras_resvit.base.keras_fixes import patch_keras_strategies
+from keras_resvit.base.keras_fixes import patch_keras_fit
 from keras_resvit.base.lazy import tf
 from keras_resvit.data.checks import CheckedBatches, check_batches, data_errors, has_soft_labels
 from keras_resvit.training.callbacks import (
@@ -190,7 +190,7 @@ def _fit_from(
     `Dataset.random`) move on with each pass, whichever pipeline makes it (test_fitting.py).
     """
     fit_kwargs.update(shuffle=False, callbacks=callbacks)  # the dataset shuffles itself
-    patch_keras_strategies()  # under a strategy, `fit` draws no batch before the run
+    patch_keras_fit()  # `fit` draws no batch before the run
     fed = feed or (lambda dataset: dataset)
     first_epoch, done = divmod(start_step, steps_per_epoch)
 
@@ -236,7 +236,7 @@ def _fit_py_dataset(model, batches, steps_per_epoch, epochs, start_step, callbac
     batches an uninterrupted one would (a data with an `epoch` attribute, as
     `kr.data.ImageLoader`, whose augmentations draw from seeds of each batch's own)."""
     fit_kwargs.update(shuffle=False, callbacks=callbacks)
-    patch_keras_strategies()
+    patch_keras_fit()
     first_epoch, done = divmod(start_step, steps_per_epoch)
     if not done:
         data = batches(first_epoch, 0)
