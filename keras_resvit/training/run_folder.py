@@ -1,6 +1,6 @@
 """What a training run's folder holds, and how a run starts, resumes or refuses to.
 
-`train()` writes `RUN_FILES` into its `output_dir`, records the arguments that define the run
+`train()` writes `TRAIN_FILES` into its `output_dir` (`keras-resvit train` adds `CLI_FILES`), records the arguments that define the run
 in `config.json` before training (its `result` is filled in at the end), and keeps its resume
 state in `resume/`. A call into a folder holding an interrupted run resumes it when the
 arguments match and refuses otherwise; a finished run is kept unless `overwrite`. A folder
@@ -43,6 +43,12 @@ RUN_FILES = (
     RESUME_DIR,
     "tensorboard",
 )
+# What only `keras-resvit train` writes, after the run (its curves and TF Lite export): the
+# files of an earlier run are cleared with it; a user's own there (`kr.viz.plot_history`'s
+# curves.png beside a `kr.train` run) are neither refused nor touched.
+CLI_FILES = ("curves.png", "model.tflite", "model.classes.json")
+# What `train()` itself writes: a user's file of one of these names is refused.
+TRAIN_FILES = tuple(name for name in RUN_FILES if name not in CLI_FILES)
 STATE_FILE = "state.json"
 # What `keras.callbacks.TensorBoard` writes into tensorboard/ (and its train/, validation/).
 TENSORBOARD_EVENTS = "events.out.tfevents."
@@ -226,11 +232,14 @@ def _clear_tensorboard(folder: Path):
             os.rmdir(root)
 
 
-def clear_run(out):
-    """Removes an earlier run's outputs from `out` (the caller owns them: `output_folder`)."""
+def clear_run(out, owned):
+    """Removes an earlier run's outputs from `out`: the `TRAIN_FILES` (the caller owns them:
+    `output_folder`), and the `CLI_FILES` among `owned` (the names its record lists)."""
     clear_resume_state(out / RESUME_DIR)
     for name in RUN_FILES:
         path = out / name
+        if name in CLI_FILES and name not in owned:
+            continue
         if name == "tensorboard" and path.is_dir():
             _clear_tensorboard(path)
         elif path.is_file():
@@ -268,14 +277,14 @@ def process_folder(out: Path):
     The others read the run's earlier state (`config.json`, `resume/`) from `out`, which
     must therefore be a folder every process sees (a shared file system or bucket)."""
     if is_chief():
-        with output_folder("output_dir", out, RUN_FILES) as folder:
+        with output_folder("output_dir", out, TRAIN_FILES) as folder:
             yield folder
         return
     _remove_abandoned_process_folders()
     private = Path(tempfile.mkdtemp(prefix=PROCESS_FOLDER_PREFIX))
     try:
         (private / PROCESS_FOLDER_MARK).touch()
-        with output_folder("output_dir", private, RUN_FILES) as folder:
+        with output_folder("output_dir", private, TRAIN_FILES) as folder:
             yield folder
     finally:
         shutil.rmtree(private, ignore_errors=True)

@@ -253,7 +253,7 @@ def train(
             # Every check has passed: only now is anything in the folder written or removed.
             folder.start_writing()
             if resume is None:
-                clear_run(written)
+                clear_run(written, folder.owned)
                 write_json(written / CONFIG_FILE, {**run, **environment, "result": None})
             feeds = (local.feed_train, local.feed_val)
             fitted = fit_run(model, data, pipelines, callbacks, start_step, verbose, feeds)

@@ -136,15 +136,16 @@ def test_a_killed_run_claims_only_what_it_wrote(killed, tmp_path):
     for overwrite in (False, True):
         with pytest.raises(ValueError) as info:
             _train(out, overwrite=overwrite)
-        assert "holds curves.png, best.keras, model.tflite, which keras_resvit did not write" in (
-            str(info.value)
-        )
+        assert "holds best.keras, which keras_resvit did not write" in str(info.value)
     assert _snapshot(out) == before
-    for name in ("curves.png", "model.tflite", "best.keras"):
-        (out / name).unlink()
-    # The killed run's lock is taken over, and removed at the end.
+    (out / "best.keras").unlink()
+    # The killed run's lock is taken over, and removed at the end. Names that only
+    # `keras-resvit train` writes are the user's here: kept, never claimed.
     assert _train(out).summary["resumed_from_step"] == 4
     assert not (out / LOCK).exists()
+    for name in ("curves.png", "model.tflite"):
+        assert (out / name).read_text() == "the user's"
+        assert name not in json.loads((out / MANIFEST).read_text())
 
 
 def test_each_name_is_claimed_when_written_and_not_before(tmp_path):
@@ -170,7 +171,7 @@ def test_clearing_a_run_keeps_the_users_files_in_its_tensorboard_folder(tmp_path
             (tmp_path / "tensorboard" / part / "events.out.tfevents.1.host.2.v2").write_bytes(b"")
         write_json(tmp_path / "config.json", {"result": None})
     (tmp_path / "tensorboard" / "train" / "notes.txt").write_text("the user's")
-    clear_run(tmp_path)
+    clear_run(tmp_path, folder.owned)
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
         MANIFEST,
         "tensorboard",
@@ -228,3 +229,26 @@ def test_a_read_only_folder_is_one_clear_error(tmp_path):
             _train(out)
     finally:
         out.chmod(0o755)
+
+
+def test_a_users_curves_beside_a_run_are_kept_and_the_clis_cleared(tmp_path):
+    # getting_started.md plots a `kr.train` run's curves into its folder: the next run,
+    # `overwrite=True` or not, refused the folder ("holds curves.png, which keras_resvit did
+    # not write"). The user's plot is theirs to keep; an earlier CLI run's plot is cleared.
+    out = tmp_path / "run"
+    history = _train(out)
+    kr.viz.plot_history(history, out / "curves.png")
+    plot = (out / "curves.png").read_bytes()
+    with pytest.raises(ValueError, match="holds a finished run"):
+        _train(out)
+    _train(out, overwrite=True)
+    assert (out / "curves.png").read_bytes() == plot
+    assert "curves.png" not in json.loads((out / MANIFEST).read_text())
+    # The plot of `keras-resvit train`, which records it, goes with its run.
+    (out / "curves.png").unlink()
+    with output_folder("--output", out, ["curves.png"]) as folder:
+        folder.start_writing()
+        kr.viz.plot_history(history, out / "curves.png")
+    assert "curves.png" in json.loads((out / MANIFEST).read_text())
+    _train(out, overwrite=True)
+    assert not (out / "curves.png").exists()
