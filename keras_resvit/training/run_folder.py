@@ -1,13 +1,13 @@
 """What a training run's folder holds, and how a run starts, resumes or refuses to.
 
-`train()` writes `TRAIN_FILES` into its `output_dir` (`keras-resvit train` adds `CLI_FILES`), records the arguments that define the run
-in `config.json` before training (its `result` is filled in at the end), and keeps its resume
-state in `resume/`. A call into a folder holding an interrupted run resumes it when the
-arguments match and refuses otherwise; a finished run is kept unless `overwrite`. A folder
-holds one kind of run: `config.json` names it ("run"), and a run of another kind
-(`pretrain_masked_patches`) is refused, `overwrite` or not. Every name read back from the
-folder is validated: a resume state may only point at weights files of its own pattern inside
-`resume/`.
+`train()` writes `TRAIN_FILES` into its `output_dir` (`keras-resvit train` adds `CLI_FILES`),
+records the arguments that define the run in `config.json` before training (its `result` is
+filled in at the end), and keeps its resume state in `resume/`. A call into a folder holding
+an interrupted run resumes it when the arguments match and refuses otherwise; a finished run
+is kept unless `overwrite`. A folder holds one kind of run: `config.json` names it ("run"),
+and a run of another kind (`pretrain_masked_patches`) is refused, `overwrite` or not. Every
+name read back from the folder is validated: a resume state may only point at weights files
+of its own pattern inside `resume/`.
 """
 
 import contextlib
