@@ -26,7 +26,10 @@ def create_model(name: str, weights=None, **overrides) -> keras.Model:
             `.safetensors`/`.pth` (timm/torchvision), keras.applications `.h5`, or our own
             `.keras`/`.weights.h5`. Build arguments the weights fix (keras.applications' v1
             layout, a checkpoint's number of classes, resolution and preprocessing, a `.keras`
-            file's preprocessing) apply unless overridden.
+            file's preprocessing and ViT resolution) apply unless overridden; the architecture
+            is always the name's (with the overrides): weights of another one are refused,
+            including those of the same shapes that compute otherwise (a `.keras` file of
+            other layers, torchvision/timm/keras-hub v1.5 weights for a v1 ResNet).
         **overrides: builder arguments, e.g. `num_classes=10, input_shape=(64, 64, 3)`.
 
     Returns:
@@ -34,7 +37,8 @@ def create_model(name: str, weights=None, **overrides) -> keras.Model:
 
     Raises:
         ValueError: unknown name (with the closest names), an invalid override, or weights
-            of another format or architecture (naming the layer and shapes).
+            of another format or architecture (naming the layer and shapes, or the layers
+            and arguments that compute otherwise).
         FileNotFoundError: `weights` is neither a file nor a name of published weights.
         WeightsDownloadError: published weights could not be downloaded, or the download
             failed its hash check (the message says how to pass a local file instead).

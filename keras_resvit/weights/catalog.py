@@ -14,6 +14,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import PurePosixPath
@@ -122,16 +123,60 @@ def _entry_problem(entry: NamedWeights):
         value = getattr(entry, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
             return name, f"must be an int >= {minimum}"
-    if not isinstance(entry.preprocessing, str):
-        return "preprocessing", "must be a str (e.g. 'imagenet', 'inception', 'caffe')"
-    if entry.hash_algorithm is not None and entry.hash_algorithm not in HASH_ALGORITHMS:
+    return _hash_problem(entry) or _text_problem(entry) or _build_problem(entry)
+
+
+def _hash_problem(entry: NamedWeights):
+    """`entry.hash` must be what `download` computes: a lowercase hex digest of its
+    algorithm's length (torchvision's prefix: up to 64 characters), or None."""
+    algorithm = entry.hash_algorithm
+    if algorithm is not None and algorithm not in HASH_ALGORITHMS:
         return "hash_algorithm", f"is not None nor one of {list(HASH_ALGORITHMS)}"
-    if entry.hash is not None and (not isinstance(entry.hash, str) or not entry.hash):
-        return "hash", "must be a hex digest (a str) or None"
-    if entry.hash is not None and entry.hash_algorithm is None:
+    if entry.hash is None:
+        return None
+    if algorithm is None:
         return "hash_algorithm", "must name the algorithm of hash (e.g. 'sha256')"
+    size = "1 to 64" if algorithm == "sha256_prefix" else hashlib.new(algorithm).digest_size * 2
+    hexadecimal = isinstance(entry.hash, str) and re.fullmatch(r"[0-9a-f]+", entry.hash)
+    if not hexadecimal or (
+        len(entry.hash) > 64 if algorithm == "sha256_prefix" else len(entry.hash) != size
+    ):
+        return "hash", f"must be a lowercase hex {algorithm} digest of {size} characters or None"
+    return None
+
+
+def _text_problem(entry: NamedWeights):
+    """The fields `describe` and `create_model` read: a preset, a percentage, texts."""
+    from keras_resvit.layers.normalization import NORMALIZATION_PRESETS
+
+    if entry.preprocessing not in NORMALIZATION_PRESETS:
+        return "preprocessing", f"is not one of the presets {list(NORMALIZATION_PRESETS)}"
+    top1 = entry.top1
+    if top1 is not None and (
+        not isinstance(top1, (int, float)) or isinstance(top1, bool) or not 0 <= top1 <= 100
+    ):
+        return "top1", "must be None or the published top-1 accuracy, a percentage in [0, 100]"
+    for name in ("license", "source"):
+        if not isinstance(getattr(entry, name), str) or not getattr(entry, name).strip():
+            return name, "must be a non-empty str"
+    if entry.top1_source is not None and not isinstance(entry.top1_source, str):
+        return "top1_source", "must be a str or None"
+    if not isinstance(entry.notes, str):
+        return "notes", "must be a str"
+    return None
+
+
+def _build_problem(entry: NamedWeights):
+    """`entry.build` must hold arguments of the builder of every one of its models."""
+    from keras_resvit.models.registry import check_overrides, get_spec
+
     if not isinstance(entry.build, dict):
         return "build", "must be a dict of build arguments"
+    for model in entry.models:
+        try:
+            check_overrides(get_spec(model).family, entry.build)
+        except ValueError as error:
+            return "build", f"does not fit {model!r}: {str(error).rstrip('.')}"
     return None
 
 

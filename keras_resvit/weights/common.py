@@ -6,6 +6,7 @@ our models, e.g. `{"stage1_block1_conv1/kernel": ..., "stage1_block1_bn1/moving_
 so weights of another architecture fail loudly instead of loading half-way.
 """
 
+import re
 import zipfile
 
 import keras
@@ -88,6 +89,35 @@ def check_target(model, vit: bool, source: str) -> None:
             f"model={model.name!r} is {other}, but {source} holds {kind}'s weights; pass "
             f"{kind} of ours (e.g. kr.create_model({'vit_b16' if vit else 'resnet50'!r}))."
         )
+
+
+def check_bottleneck_stride(model, version: str, source: str, hint: str = "") -> None:
+    """`model` (a ResNet of ours) must stride its bottlenecks where the weights' net did.
+
+    v1 strides a downsampling bottleneck's first 1x1 conv, v1.5 its 3x3; the weights have the
+    same shapes in both, so only the model's layers can tell, and a mismatch loads silently
+    with other outputs.
+
+    Raises:
+        ValueError: naming the model's layout, the weights' `version` and what to pass.
+    """
+    strided = [
+        layer.name
+        for layer in model.layers
+        if re.search(r"_conv1$", layer.name)
+        and tuple(getattr(layer, "kernel_size", ())) == (1, 1)
+        and tuple(getattr(layer, "strides", (1, 1))) != (1, 1)
+    ]
+    found = "v1" if strided else "v1.5"
+    if found == version:
+        return
+    where = f"layer {strided[0]!r} strides its 1x1" if strided else "its 3x3 convs stride"
+    raise ValueError(
+        f"model={model.name!r} is a {found} ResNet ({where}), but {source} holds {version} "
+        f"weights (v1.5: a downsampling bottleneck strides its 3x3 conv, v1 its first 1x1); "
+        f"the shapes agree but the outputs would not. Use a {version} model (e.g. "
+        f"kr.create_model({'resnet50' if version == 'v1.5' else 'resnet50v1'!r})){hint}."
+    )
 
 
 def refuse_build_arguments(given: dict, defaults: dict) -> None:

@@ -22,8 +22,7 @@ import numpy as np
 
 from keras_resvit.base.files import as_path
 from keras_resvit.base.model_files import check_keras_file
-from keras_resvit.layers.normalization import NORMALIZATION_PRESETS, preprocessing_layers
-from keras_resvit.models.vit_config import builds_any_size
+from keras_resvit.models.vit_config import builds_any_size, image_size_pair
 from keras_resvit.models.vit_resize import resize_vit
 from keras_resvit.weights.bit_npz import (
     BIT_ARGUMENTS,
@@ -33,6 +32,7 @@ from keras_resvit.weights.bit_npz import (
     read_bit_npz,
 )
 from keras_resvit.weights.keras_applications import LAYOUTS, from_keras_applications
+from keras_resvit.weights.keras_files import check_architecture, keras_file_layout
 from keras_resvit.weights.keras_hub import (
     BACKBONES,
     backbone_arguments,
@@ -190,48 +190,17 @@ def _bit_layout(path, family, arguments):
     return layout
 
 
-def _comparable(layer):
-    """A serialized layer's config without its name, dtype and trainable flag, as JSON reads
-    it back (tuples as lists)."""
-    skipped = ("name", "dtype", "trainable")
-    return json.loads(json.dumps({k: v for k, v in layer["config"].items() if k not in skipped}))
-
-
-def _keras_file_preprocessing(path):
-    """The preprocessing preset (`layers.normalization.NORMALIZATION_PRESETS`) of the model in
-    our `.keras` file `path`: its weights were trained with it, and a model built with another
-    one would give other outputs from them. Read from the file's layers named
-    "preprocessing...", compared with each preset's.
-
-    Raises:
-        ValueError: those layers are no preset's.
-    """
-    with zipfile.ZipFile(path) as archive:
-        layers = json.loads(archive.read("config.json"))["config"].get("layers", [])
-    found = [
-        (x["class_name"], _comparable(x))
-        for x in layers
-        if str(x.get("config", {}).get("name", "")).startswith("preprocessing")
-    ]
-    for preset in NORMALIZATION_PRESETS:
-        layers = [keras.saving.serialize_keras_object(x) for x in preprocessing_layers(preset)]
-        if found == [(x["class_name"], _comparable(x)) for x in layers]:
-            return preset
-    raise ValueError(
-        f"weights={str(path)!r} holds a model whose preprocessing layers "
-        f"{[name for name, _ in found]} are none of the presets "
-        f"{list(NORMALIZATION_PRESETS)}; load the whole model with kr.load_model instead."
-    )
-
-
 def _layout(fmt, path, family, arguments):
     """Build arguments the weights fix, or ValueError when they need another family."""
     if fmt == "keras":  # a .weights.h5 file holds no layer configs
         keras_file = Path(path).suffix.lower() == ".keras"
-        return {"preprocessing": _keras_file_preprocessing(path)} if keras_file else {}
+        return keras_file_layout(path, family) if keras_file else {}
     if fmt == "keras_hub":
         config = json.loads((path / "config.json").read_text())
-        needed, layout = backbone_arguments(config["class_name"], config["config"])
+        needed, found = backbone_arguments(config["class_name"], config["config"])
+        # The preset fixes a ViT's resolution; its architecture must be the model's, as
+        # `fill_from_backbone` checks, never replace it under the registry name.
+        layout = {"image_size": found["image_size"]} if needed == "vit" else {}
     elif fmt == "keras_applications":
         architecture = _keras_applications_architecture(path)
         version = "v2" if architecture and architecture.endswith("V2") else "v1"
@@ -284,6 +253,8 @@ def _fill(fmt, model, path):
         # Keras lists every object; its first sentences name the layer and the shapes.
         summary = str(error).split("Target variable")[0].split("List of objects")[0].strip()
         raise ValueError(summary) from error
+    if Path(path).suffix.lower() == ".keras":  # the shapes fit: does the computation?
+        check_architecture(model, path)
     return model
 
 
@@ -306,22 +277,26 @@ def build_with_weights(builder, family, defaults, overrides, weights) -> keras.M
     """`builder(**defaults, **overrides)` filled from the file `weights`.
 
     Build arguments the weights fix (keras.applications' v1 layout and preprocessing, a
-    checkpoint's head) go between the registry entry's `defaults` and the user's `overrides`.
+    checkpoint's head, a `.keras` file's preprocessing and ViT resolution) go between the
+    registry entry's `defaults` and the user's `overrides`.
 
     Raises:
         FileNotFoundError: `weights` is not a file.
         ValueError: no converter reads it, or the weights do not fit the model (naming the
-            layer and the expected and found shapes).
+            layer and the expected and found shapes, or for a `.keras` file the layers that
+            compute otherwise).
     """
     weights = as_path("weights", weights)
     fmt = weights_format(weights)
-    # A ViT of any input size keeps the checkpoint's grid of position embeddings: built at the
-    # checkpoint's size, filled, then opened to any size.
-    opened = family in ("vit", "hybrid_vit") and "image_size" in overrides
-    opened = opened and builds_any_size(overrides["image_size"])
-    if opened:
-        overrides = {k: v for k, v in overrides.items() if k != "image_size"}
     layout = _layout(fmt, weights, family, {**defaults, **overrides})
+    # A ViT of another (or any) input size keeps the checkpoint's grid of position embeddings:
+    # built at the checkpoint's size, filled, then resized (a timm or original checkpoint is
+    # resampled by its converter; only a `.keras` file's size is in the layout).
+    size = overrides.get("image_size", layout.get("image_size"))
+    resized = family in ("vit", "hybrid_vit") and "image_size" in overrides
+    resized = resized and (builds_any_size(size) or _other_size(size, layout.get("image_size")))
+    if resized:
+        overrides = {k: v for k, v in overrides.items() if k != "image_size"}
     model = builder(**{**defaults, **layout, **overrides})
     try:
         model = _fill(fmt, model, weights)
@@ -329,4 +304,11 @@ def build_with_weights(builder, family, defaults, overrides, weights) -> keras.M
         raise ValueError(
             f"weights={str(weights)!r} ({fmt}) does not fit model {model.name!r}: {error}"
         ) from error
-    return resize_vit(model, (None, None)) if opened else model
+    if not resized:
+        return model
+    return resize_vit(model, (None, None) if builds_any_size(size) else size)
+
+
+def _other_size(size, fixed) -> bool:
+    """Whether an `image_size` override differs from the size a file fixes (None: none)."""
+    return fixed is not None and image_size_pair(size) != image_size_pair(fixed)

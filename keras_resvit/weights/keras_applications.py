@@ -10,6 +10,7 @@ keras.applications' BatchNorm epsilon (1.001e-5) differs from ours (1e-5); the d
 moves into the moving variance, so outputs agree to float32 round-off.
 """
 
+import os
 import re
 from pathlib import Path
 
@@ -133,6 +134,11 @@ def _load_source(source, architecture, input_shape, classes):
     """A keras.applications model from a model object or a weights file."""
     if isinstance(source, keras.Model):
         return source
+    if not isinstance(source, (str, os.PathLike)):
+        raise ValueError(
+            f"source={source!r} is not valid; pass a keras.applications ResNet (a keras.Model) "
+            f"or the path of its weights file (a str or pathlib.Path; got {type(source).__name__})."
+        )
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"source={str(source)!r} is neither a keras.Model nor a file.")
@@ -192,7 +198,8 @@ def from_keras_applications(
         stem_bias=True)` for V2 sources.
 
     Raises:
-        ValueError: the source is not one of these ResNets, or its weights do not fit.
+        ValueError: the source is neither a model nor a path, not one of these ResNets, or
+            its weights do not fit.
 
     Example:
     >>> import keras

@@ -17,9 +17,10 @@ from pathlib import Path
 import keras
 
 from keras_resvit.base.output_folders import atomic_folder, check_replaceable_folder
+from keras_resvit.base.validation import check_model
 from keras_resvit.models.common import is_vit
 from keras_resvit.models.vit import LN_EPSILON, build_vit
-from keras_resvit.weights.common import assign_weights
+from keras_resvit.weights.common import assign_weights, check_bottleneck_stride
 
 BACKBONES = ("ViTBackbone", "ResNetBackbone")
 # A preset folder as `Backbone.save_to_preset` writes it (larger weights come in shards).
@@ -179,8 +180,15 @@ def load_preset(folder):
 
 def fill_from_backbone(model, backbone) -> keras.Model:
     """Copies a keras-hub backbone's weights into `model` (ours, of the same architecture);
-    a classifier of ours (`predictions`, `pre_logits`) keeps its own weights."""
+    a classifier of ours (`predictions`, `pre_logits`) keeps its own weights.
+
+    Raises:
+        ValueError: `model` has another architecture: other shapes (naming the layer), or a
+            v1 ResNet (its bottlenecks stride their 1x1, keras-hub's their 3x3).
+    """
     source = f"keras-hub {type(backbone).__name__} {backbone.name!r}"
+    if type(backbone).__name__ == "ResNetBackbone":  # v1.5 (see the module docstring)
+        check_bottleneck_stride(model, "v1.5", source)
     return assign_weights(model, backbone_values(backbone), source, ("predictions", "pre_logits"))
 
 
@@ -306,9 +314,11 @@ def to_keras_hub(model: keras.Model):
     and normalization left out: the backbone takes normalized images, as keras-hub's do).
 
     Raises:
-        ValueError: `model` has no keras-hub counterpart (see `backbone_arguments`).
+        ValueError: `model` is not a `keras.Model`, or has no keras-hub counterpart (see
+            `backbone_arguments`).
         ImportError: keras-hub is not installed.
     """
+    check_model("model", model)
     class_name, config = _hub_config(model)
     backbone = getattr(_keras_hub().models, class_name)(**config)
     ours = {variable.path: variable for variable in model.weights}
@@ -376,7 +386,8 @@ def save_keras_hub_preset(model: keras.Model, folder) -> Path:
         The folder's path.
 
     Raises:
-        ValueError: `model` has no keras-hub counterpart, or `folder` holds other files
+        ValueError: `model` is not a `keras.Model` or has no keras-hub counterpart, or
+            `folder` holds other files
             (a config.json or metadata.json of its own included).
         ImportError: keras-hub is not installed.
 

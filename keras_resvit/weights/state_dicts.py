@@ -64,11 +64,13 @@ def read_state_dict(path) -> dict:
             f"path={path.name!r} needs the {package!r} package to be read; install it, or "
             "convert the state dict to .npz."
         ) from error
-    except pickle.UnpicklingError as error:
-        # torch.load(weights_only=True) refuses anything but tensors and plain containers.
+    except (pickle.UnpicklingError, LookupError) as error:
+        # weights_only refuses anything but tensors and plain containers; a file that is no
+        # zip archive is read as a legacy pickle, where text fails in the unpickler's tables
+        # (e.g. "KeyError: 101") or on its empty stack (IndexError).
         raise ValueError(
-            f"path={path.name!r} is not a readable state dict: it is corrupt or holds objects "
-            "other than tensors, which are never unpickled."
+            f"path={path.name!r} is not a readable state dict: it is corrupt, not written by "
+            "torch.save, or holds objects other than tensors, which are never unpickled."
         ) from error
     except (OSError, ValueError, RuntimeError, EOFError, struct.error, zipfile.BadZipFile) as error:
         # A truncated or foreign file fails in the zip, pickle or tensor reader alike.

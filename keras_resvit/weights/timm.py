@@ -13,6 +13,10 @@ DeiT III: its embedding of ours is zero), no class token (average pooling, `glob
 the final norm after pooling (`fc_norm`) and the attention-pooling head (`attn_pool`, timm's
 `AttentionPoolLatent`: SigLIP; its fused `kv` is split as `qkv` is).
 
+A bottleneck ResNet's state dict reads the same whether its net strides a downsampling
+block's 3x3 conv (v1.5: torchvision, timm) or its first 1x1 (v1: the paper, keras.applications),
+so it is taken for v1.5, and a v1 model of ours refuses it unless the caller says `version="v1"`.
+
 Files are read by `state_dicts.read_state_dict`, never through pickle.
 """
 
@@ -25,11 +29,17 @@ import numpy as np
 
 from keras_resvit.base.files import as_path
 from keras_resvit.layers.vit_layers import PositionEmbedding
+from keras_resvit.models.registry import check_overrides
 from keras_resvit.models.resnet import IMAGENET_DEPTHS, IMAGENET_FILTERS, build_resnet
 from keras_resvit.models.vit import VARIANTS, build_vit, resample_position_embeddings
 from keras_resvit.models.vit_config import builds_any_size
 from keras_resvit.models.vit_resize import resize_vit
-from keras_resvit.weights.common import assign_weights, check_target, refuse_build_arguments
+from keras_resvit.weights.common import (
+    assign_weights,
+    check_bottleneck_stride,
+    check_target,
+    refuse_build_arguments,
+)
 from keras_resvit.weights.state_dicts import read_state_dict
 
 # PyTorch parameter -> Keras variable, per layer kind.
@@ -341,7 +351,8 @@ def vit_arguments(state_dict: dict) -> dict:
 
 
 def _check_vit_state_dict(state_dict, name):
-    """The arrays `vit_arguments` reads must be there, of their PyTorch rank."""
+    """The arrays `vit_arguments` and `vit_values` read must be there, of their PyTorch rank,
+    the position embeddings a square grid (after a class token)."""
     ranks = {"patch_embed.proj.weight": 4, "pos_embed": 3, "blocks.0.mlp.fc1.weight": 2}
     missing = [key for key in ranks if key not in state_dict]
     if missing:
@@ -357,9 +368,18 @@ def _check_vit_state_dict(state_dict, name):
                 f"{name}: {key!r} has shape {np.shape(state_dict[key])}; a timm ViT's is "
                 f"{shapes[key]}."
             )
+    tokens = np.shape(state_dict["pos_embed"])[1] - _position_prefix(state_dict)
+    if tokens < 1 or math.isqrt(tokens) ** 2 != tokens:
+        raise ValueError(
+            f"{name}: 'pos_embed' has shape {np.shape(state_dict['pos_embed'])}, whose "
+            f"{tokens} tokens after the class token form no square grid; a timm ViT's is "
+            "(1, [1 +] height * width, hidden)."
+        )
 
 
-def load_timm(source, *, model: keras.Model | None = None, **kwargs) -> keras.Model:
+def load_timm(
+    source, *, model: keras.Model | None = None, version: str | None = None, **kwargs
+) -> keras.Model:
     """Loads a timm / torchvision ResNet (v1.5) or timm ViT state dict into our model.
 
     Args:
@@ -368,6 +388,11 @@ def load_timm(source, *, model: keras.Model | None = None, **kwargs) -> keras.Mo
         model: fill this model of ours instead of building one; its architecture must match
             (for a ViT, its number of heads is used). Build arguments (`**kwargs`) cannot be
             combined with it.
+        version: a ResNet state dict's layout: None or "v1.5" (torchvision's and timm's
+            ResNets stride a downsampling bottleneck's 3x3 conv), or "v1" for a port of the
+            paper's net (the stride on its first 1x1). The state dict's shapes are the same in
+            both, so a v1 `model` (e.g. "resnet50v1") is refused unless `version="v1"` says
+            the state dict is one.
         **kwargs: build arguments that replace those read from the state dict, e.g.
             `image_size=384` (position embeddings are resampled; None: any input size, the
             embeddings kept for the checkpoint's grid) or `preprocessing=`
@@ -378,9 +403,10 @@ def load_timm(source, *, model: keras.Model | None = None, **kwargs) -> keras.Mo
         A `keras.Model` taking raw 0-255 pixels.
 
     Raises:
-        ValueError: `source` is neither a dict nor a path, neither layout, an incomplete
-            state dict, `model` of the other family or with build arguments, or the weights
-            do not fit `model` (naming the layer and the expected and found shapes).
+        ValueError: `source` is neither a dict nor a path, neither layout, an incomplete or
+            malformed state dict, a build argument the family's builder does not have,
+            `model` of the other family, of another ResNet version, or with build arguments,
+            or the weights do not fit `model` (naming the layer and the shapes).
 
     Example:
     >>> # A state dict downloaded from the Hugging Face Hub (timm/resnet50.a1_in1k):
@@ -397,32 +423,32 @@ def load_timm(source, *, model: keras.Model | None = None, **kwargs) -> keras.Mo
         source = as_path("source", source)
         name, state_dict = f"state dict {source.name!r}", read_state_dict(source)
     family = known_family(state_dict, name)
+    if version not in (None, "v1.5", "v1"):
+        raise ValueError(f"version={version!r} is not valid; expected None, 'v1.5' or 'v1'.")
+    if version is not None:  # a build argument of ResNets; refused below for a ViT
+        kwargs["version"] = version
     if model is not None:
         check_target(model, family == "vit", f"{name} (timm {family})")
-        refuse_build_arguments(kwargs, {})
-    elif family == "vit":
+        # `version` says what the state dict is; only a ViT's is a build argument.
+        refuse_build_arguments(
+            {k: v for k, v in kwargs.items() if k != "version" or family == "vit"}, {}
+        )
+        if family == "resnet":
+            hint = ", or pass version='v1' if the state dict is a port of a v1 net"
+            check_bottleneck_stride(model, version or "v1.5", name, hint)
+    else:
+        try:
+            check_overrides(family, kwargs)
+        except ValueError as error:
+            raise ValueError(f"{name} holds a timm {family}: {error}") from None
+    if family == "vit":
         _check_vit_state_dict(state_dict, name)
     # A ViT of any input size keeps the checkpoint's grid: built at its size, opened after.
     opened = family == "vit" and "image_size" in kwargs and builds_any_size(kwargs["image_size"])
     if opened:
         kwargs = {k: v for k, v in kwargs.items() if k != "image_size"}
     if model is None:
-        ambiguous = {"cls_token", "fc_norm.weight"} <= set(state_dict)
-        if family == "vit" and ambiguous and "pooling" not in kwargs:
-            raise ValueError(
-                f"{name} has a class token and fc_norm: timm pools such checkpoints by "
-                "averaging the patch tokens (MAE, BEiT fine-tuning), which our models do "
-                'without a class token; pass pooling="token" if it pools its class token.'
-            )
-        arguments = resnet_arguments if family == "resnet" else vit_arguments
-        builder = build_resnet if family == "resnet" else build_vit
-        kwargs = {**arguments(state_dict), **kwargs}
-        if kwargs.get("num_heads", 1) is None:
-            raise ValueError(
-                f"{name} has width {kwargs['hidden_size']}, none of our ViT variants'; pass "
-                "num_heads= (timm's head count is not stored in the state dict)."
-            )
-        model = builder(**kwargs)
+        model = _build(family, state_dict, name, kwargs)
     values = resnet_values(state_dict) if family == "resnet" else vit_values(state_dict, model)
     if not any(layer.name == "predictions" for layer in model.layers):
         # A feature extractor drops the checkpoint's classifier.
@@ -430,3 +456,23 @@ def load_timm(source, *, model: keras.Model | None = None, **kwargs) -> keras.Mo
     optional = () if "predictions/kernel" in values else ("predictions/",)
     model = assign_weights(model, values, f"timm {family} {name}", optional)
     return resize_vit(model, (None, None)) if opened else model
+
+
+def _build(family, state_dict, name, kwargs):
+    """Our model of the state dict's architecture, `kwargs` replacing what it says."""
+    ambiguous = {"cls_token", "fc_norm.weight"} <= set(state_dict)
+    if family == "vit" and ambiguous and "pooling" not in kwargs:
+        raise ValueError(
+            f"{name} has a class token and fc_norm: timm pools such checkpoints by "
+            "averaging the patch tokens (MAE, BEiT fine-tuning), which our models do "
+            'without a class token; pass pooling="token" if it pools its class token.'
+        )
+    arguments = resnet_arguments if family == "resnet" else vit_arguments
+    builder = build_resnet if family == "resnet" else build_vit
+    kwargs = {**arguments(state_dict), **kwargs}
+    if kwargs.get("num_heads", 1) is None:
+        raise ValueError(
+            f"{name} has width {kwargs['hidden_size']}, none of our ViT variants'; pass "
+            "num_heads= (timm's head count is not stored in the state dict)."
+        )
+    return builder(**kwargs)

@@ -87,8 +87,10 @@ def test_a_keras_hub_resnet_preset_fills_the_registry_model(tmp_path, name, bloc
 def test_a_keras_hub_vit_preset_fills_the_registry_model(tmp_path):
     backbone = _backbone()
     backbone.save_to_preset(str(tmp_path / "preset"))
+    # The preset's architecture must be the model's (it never replaces it); its size is kept.
+    small = {"patch_size": 8, "num_layers": 2, "num_heads": 4, "hidden_size": 32, "mlp_dim": 64}
     model = kr.create_model(
-        "vit_ti16", weights=tmp_path / "preset", include_top=False, pooling=None
+        "vit_ti16", weights=tmp_path / "preset", include_top=False, pooling=None, **small
     )
     assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 17, 32)
     x = random_images(2, 32, 32)
