@@ -31,14 +31,14 @@ def assertion(condition, message, *values):
     return tf.debugging.Assert(condition, [text])
 
 
-def check_batches(data, num_classes: int, argument: str, image_shape=None):
+def check_batches(data, num_classes: int, argument: str, image_shape=None, split_over=1):
     """`data` with each batch of (images, labels) checked as it is produced.
 
     Checks that every pixel is finite, that integer labels lie in [0, num_classes) (float
     labels must also be whole numbers), that soft labels are finite and non-negative (their
-    width is the model's to check: it is the same in every batch) and, with `image_shape`,
-    that images a dataset declares of unknown size are of that shape. Batches are numbered
-    from 1 within an epoch.
+    width is the model's to check: it is the same in every batch), with `image_shape`, that
+    images a dataset declares of unknown size are of that shape, and that every batch splits
+    evenly over `split_over` devices. Batches are numbered from 1 within an epoch.
 
     Args:
         data: a batched `tf.data.Dataset` of (images, labels), or a `keras.utils.PyDataset`
@@ -46,6 +46,7 @@ def check_batches(data, num_classes: int, argument: str, image_shape=None):
         num_classes: the classifier's number of outputs.
         argument: the caller's name for `data`, for the message ("train_data").
         image_shape: the model's `(height, width, channels)` (None sizes take any), or None.
+        split_over: the devices each batch is split over (`training.data_checks.split_over`).
 
     Returns:
         The checked dataset; iterate it inside `data_errors()` for a clear error.
@@ -105,6 +106,16 @@ def check_batches(data, num_classes: int, argument: str, image_shape=None):
                     shape,
                 )
             )
+        if split_over > 1 and data.element_spec[0].shape[0] is None:
+            size = tf.shape(images)[0]
+            checks.append(
+                assertion(
+                    size % split_over == 0,
+                    split_message(argument, "batch {}", "{}", split_over),
+                    batch_number,
+                    size,
+                )
+            )
         if soft:
             checks.append(
                 assertion(
@@ -137,6 +148,16 @@ def has_soft_labels(data) -> bool:
     if isinstance(data, keras.utils.PyDataset):
         return np.ndim(data[0][1]) == 2
     return len(data.element_spec[1].shape) == 2
+
+
+def split_message(argument, batch, size, split_over):
+    """What a batch of `size` examples that `split_over` devices cannot share is told."""
+    return (
+        f"{argument}: {batch} holds {size} examples, which the run's {split_over} devices "
+        "cannot split evenly (each takes an equal share of every batch). Load the data with "
+        "drop_remainder=True (kr.data.load_dataset, kr.data.ImageLoader), or give each epoch "
+        f"a multiple of {split_over} examples beyond its whole batches."
+    )
 
 
 def _label_message(argument, number, value, num_classes):
@@ -222,13 +243,23 @@ class CheckedBatches(keras.utils.PyDataset):
         one_hot: give integer labels as float32 one-hot rows.
         image_shape: the model's `(height, width, channels)` (None for any), which every
             batch's images must have.
+        split_over: the devices each batch is split over, which must divide its size.
         epoch: the epoch read first.
         start: the first batch read of that epoch (a resume inside an epoch); later epochs
             start at batch 0.
     """
 
     def __init__(
-        self, data, num_classes, argument, *, one_hot=False, image_shape=None, epoch=0, start=0
+        self,
+        data,
+        num_classes,
+        argument,
+        *,
+        one_hot=False,
+        image_shape=None,
+        split_over=1,
+        epoch=0,
+        start=0,
     ):
         # The data's own parallelism (defaults where its __init__ skipped PyDataset's).
         super().__init__(
@@ -238,7 +269,7 @@ class CheckedBatches(keras.utils.PyDataset):
         )
         self.data, self.num_classes, self.argument = data, num_classes, argument
         self.one_hot, self.epoch, self.start, self._reading = one_hot, epoch, start, False
-        self.image_shape = image_shape
+        self.image_shape, self.split_over = image_shape, split_over
         if hasattr(data, "epoch"):
             data.epoch = epoch
 
@@ -249,6 +280,9 @@ class CheckedBatches(keras.utils.PyDataset):
         index += self.start
         images, labels = self.data[index]
         check_batch(self.argument, index + 1, images, labels, self.num_classes, self.image_shape)
+        if len(images) % self.split_over:
+            batch = f"batch {index + 1}"
+            raise BatchError(split_message(self.argument, batch, len(images), self.split_over))
         labels = np.asarray(labels)
         if self.one_hot and labels.ndim == 1:
             labels = np.eye(self.num_classes, dtype="float32")[labels.astype("int64")]

@@ -288,7 +288,9 @@ def load_dataset(
         int32 labels (N,), or soft labels (N, classes). Its attributes `class_names`,
         `num_classes` and `provenance` (where the examples come from and how they are read:
         `train()` resumes a run only on the same data; the same for both loaders) describe it,
-        `process_index` and `process_count` its share; `unaugmented` holds the images of all
+        `process_index` and `process_count` its share, `examples` its examples per epoch
+        (None where unknown: a folder of files some of which may not decode), `batch_size`
+        and `drop_remainder` as given; `unaugmented` holds the images of all
         processes, each once, without augmentation or mixing, batched (`train()` computes a
         `PixelMean` from it). A training split of arrays, a folder or a tfds dataset read
         into memory also has `from_step(step)`: the endless run of epochs `train()` reads,
@@ -425,6 +427,10 @@ def load_dataset(
         ds = _read_ahead(ds, deterministic)
     ds.class_names, ds.num_classes = list(read.class_names or []), num_classes
     ds.process_index, ds.process_count = part
+    # This process's examples per epoch (each epoch's last batch holds the remainder).
+    count = read.count if read.count is not None else int(read.ds.cardinality())
+    ds.examples = count if count >= 0 else None
+    ds.batch_size, ds.drop_remainder = batch_size, drop_remainder
     # All processes' images, each once, evaluation-transformed (for statistics).
     whole = read.whole() if read.whole is not None else read.ds
     ds.unaugmented = whole.map(plain, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)

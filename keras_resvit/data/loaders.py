@@ -176,6 +176,7 @@ class ImageLoader(keras.utils.PyDataset):
         provenance: what the examples are and how they are read (set by `load_dataset`).
         epoch: the epoch whose permutation is read; `on_epoch_end` advances it.
         unaugmented: the same examples in order, without augmentation or mixing, all of them.
+        examples: this process's examples per epoch.
 
     Raises:
         ValueError: for a bad argument: images and paths both or neither given, labels that
@@ -237,6 +238,7 @@ class ImageLoader(keras.utils.PyDataset):
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.drop_remainder, self.strict, self.crop_ratio = drop_remainder, strict, crop_ratio
         self.process_index, self.process_count = process_index, process_count
+        self.examples = len(self.labels) // process_count  # this process's, per epoch
         self.epoch, self.provenance, self._order = 0, None, (None, None)
         self._failed = set()
         # Images of the output size pass as they are, unless a crop was asked for.

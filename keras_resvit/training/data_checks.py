@@ -12,7 +12,12 @@ import numpy as np
 from keras_resvit.base.files import check_output_path
 from keras_resvit.base.lazy import tf
 from keras_resvit.base.validation import check_seed
-from keras_resvit.data.checks import check_class_count, check_class_names_match, check_pixels
+from keras_resvit.data.checks import (
+    check_class_count,
+    check_class_names_match,
+    check_pixels,
+    split_message,
+)
 from keras_resvit.data.datasets import load_dataset
 from keras_resvit.data.in_memory import as_arrays
 from keras_resvit.training.schedules import recipe_steps
@@ -246,3 +251,31 @@ def check_val_data(val_data, model, train_data):
             f"val_data has {given[0]}x{given[1]} images but the model takes "
             f"{wanted[0]}x{wanted[1]}; load it with image_size={wanted[0]}."
         )
+
+
+def split_over(placement, dataset=None) -> int:
+    """The devices each batch of `dataset` is split over under `placement`: under a JAX
+    distribution (`keras.distribution`), its replicas over the processes that read the
+    dataset's batches (a share per process, or Keras' split of global batches); 1 where a
+    batch of any size trains (one device; TensorFlow's strategies split uneven batches).
+    Without `dataset`, for the batches each process feeds `fit`."""
+    if placement.distribution is None:
+        return 1
+    readers = placement.processes if dataset is None else getattr(dataset, "process_count", 1)
+    return max(1, placement.num_replicas // readers)
+
+
+def check_last_batches(data, placement):
+    """Refuses, before training, data whose epochs end in a batch that the run's devices
+    cannot split evenly (`split_over`): JAX fails on it at the end of the first epoch (an
+    `IndivisibleError`) or of its validation. Data that counts its examples (`kr.data`'s,
+    which say `examples`, `batch_size` and `drop_remainder`) is checked here; other data
+    batch by batch (`check_batches`)."""
+    for argument, dataset in (("train_data", data.train), ("val_data", data.val)):
+        examples = getattr(dataset, "examples", None)
+        if examples is None or getattr(dataset, "drop_remainder", False):
+            continue
+        divisor = split_over(placement, dataset)
+        last = examples % (dataset.batch_size // getattr(dataset, "process_count", 1))
+        if last % divisor:
+            raise ValueError(split_message(argument, "the last batch of each epoch", last, divisor))

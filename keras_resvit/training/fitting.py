@@ -95,39 +95,41 @@ def _one_hot_labels(data, classes):
     return data.map(lambda x, y: (x, tf.one_hot(tf.cast(y, "int32"), classes)))
 
 
-def _checked_val(val_data, classes, one_hot, image_shape):
+def _checked_val(val_data, classes, one_hot, image_shape, split_over):
     """The validation batches checked, whichever kind the training batches are."""
     if val_data is None:
         return None
     if isinstance(val_data, keras.utils.PyDataset):
         return CheckedBatches(
-            val_data, classes, "val_data", one_hot=one_hot, image_shape=image_shape
-        )
-    val_data = check_batches(val_data, classes, "val_data", image_shape)
+            val_data, classes, "val_data", one_hot=one_hot, image_shape=image_shape,
+            split_over=split_over,
+        )  # fmt: skip
+    val_data = check_batches(val_data, classes, "val_data", image_shape, split_over)
     return _one_hot_labels(val_data, classes) if one_hot else val_data
 
 
-def checked_pipelines(data, classes, one_hot, image_shape=None):
+def checked_pipelines(data, classes, one_hot, image_shape=None, split_over=1):
     """(train, val) datasets whose every batch is checked (`check_batches`) for a classifier
-    of `classes` outputs, with one-hot labels where the loss is categorical (`one_hot`).
+    of `classes` outputs and a split over `split_over` devices, with one-hot labels where the
+    loss is categorical (`one_hot`).
     A `keras.utils.PyDataset` stays one: train is then a factory of `CheckedBatches`,
     `(epoch, start) -> PyDataset` (from batch `start` of `epoch`); val is checked as what it
     is (a `PyDataset` or a `tf.data` dataset), whatever train is. A `PyDataset`'s every batch
     must have images of `image_shape` (the model's), and a `tf.data` dataset's every batch
     where it declares a size unknown."""
-    val_data = _checked_val(data.val, classes, one_hot, image_shape)
+    val_data = _checked_val(data.val, classes, one_hot, image_shape, split_over)
     if isinstance(data.train, keras.utils.PyDataset):
 
         def train_data(epoch, start):
             return CheckedBatches(
                 data.train, classes, "train_data", one_hot=one_hot, image_shape=image_shape,
-                epoch=epoch, start=start,
+                split_over=split_over, epoch=epoch, start=start,
             )  # fmt: skip
 
         return train_data, val_data
 
     def checked(batches):
-        batches = check_batches(batches, classes, "train_data", image_shape)
+        batches = check_batches(batches, classes, "train_data", image_shape, split_over)
         return _one_hot_labels(batches, classes) if one_hot else batches
 
     train_data = checked(data.train)

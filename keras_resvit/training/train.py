@@ -15,7 +15,13 @@ from keras_resvit.base.backend import backend, dtype_policy
 from keras_resvit.base.files import write_json
 from keras_resvit.base.processes import barrier
 from keras_resvit.models.common import check_classifier
-from keras_resvit.training.data_checks import check_data, check_labels, check_val_data
+from keras_resvit.training.data_checks import (
+    check_data,
+    check_labels,
+    check_last_batches,
+    check_val_data,
+    split_over,
+)
 from keras_resvit.training.distribution import local_input, place, resolve_precision
 from keras_resvit.training.fitting import checked_pipelines, fit_run, restore, run_callbacks
 from keras_resvit.training.model_setup import (
@@ -225,6 +231,7 @@ def train(
         seed=seed,
     )
     placement, policy = _placement(distribution, precision, model_or_name, data.batch_size)
+    check_last_batches(data, placement)
     keras.utils.set_random_seed(seed)
     with process_folder(out) as folder:
         written = folder.path  # `out`, or another process's private folder
@@ -240,8 +247,9 @@ def train(
             start_step = start[0]
             local = local_input(data, placement)
             pipelines = checked_pipelines(
-                local, model.output_shape[-1], one_hot, model.input_shape[1:]
-            )
+                local, model.output_shape[-1], one_hot, model.input_shape[1:],
+                split_over(placement),
+            )  # fmt: skip
             environment = {
                 "distribution": placement.name,
                 "replicas": placement.num_replicas,

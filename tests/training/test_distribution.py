@@ -273,3 +273,67 @@ def test_a_mirrored_run_after_an_interrupted_one_trains(backend, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert np.isfinite(float(result.stdout.strip().splitlines()[-1]))
+
+
+_PARTIAL_BATCHES = """
+import sys
+import numpy as np
+import tensorflow as tf
+import keras_resvit as kr
+
+(x, y), _ = kr.data.load_digits()
+case = sys.argv[2]
+train, val = (x[:32], y[:32]), None
+if case == "train":
+    train = kr.data.load_dataset((x[:34], y[:34]), "train", batch_size=8)
+elif case == "val":
+    val = kr.data.load_dataset((x[:18], y[:18]), "test", batch_size=8)
+elif case == "loader":
+    train = kr.data.ImageLoader(images=x[:30], labels=y[:30], batch_size=8, image_size=32)
+elif case == "tf.data":  # no count of its examples: its third batch is named when it comes
+    train = tf.data.Dataset.from_tensor_slices((x[:18], y[:18])).batch(8)
+elif case == "dropped":
+    train = kr.data.load_dataset((x[:34], y[:34]), "train", batch_size=8, drop_remainder=True)
+try:
+    kr.train(kr.build_resnet(8, stem="cifar", width=0.25), train, val_data=val, epochs=1,
+             output_dir=sys.argv[1], distribution="data_parallel", verbose=0)
+except ValueError as error:
+    print("ValueError:", error)
+else:
+    print("trained")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("train", "train_data: the last batch of each epoch holds 2 examples"),
+        ("val", "val_data: the last batch of each epoch holds 2 examples"),
+        ("loader", "train_data: the last batch of each epoch holds 6 examples"),
+        ("tf.data", "train_data: batch 3 holds 2 examples"),
+        ("dropped", "trained"),
+    ],
+)
+def test_a_batch_the_devices_cannot_split_is_named(backend, tmp_path, case, expected):
+    """4 JAX devices share every batch: an epoch's last, partial batch of 2 or 6 examples
+    failed at the end of the first epoch with JAX's IndivisibleError (the multi-device
+    guide's run of 1,437 images in batches of 64)."""
+    if backend != "jax":
+        pytest.skip("keras.distribution's data parallelism is JAX's")
+    result = subprocess.run(
+        [sys.executable, "-c", _PARTIAL_BATCHES, str(tmp_path / "run"), case],
+        env={
+            **os.environ,
+            "KERAS_BACKEND": "jax",
+            "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+        },
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    last = result.stdout.strip().splitlines()[-1]
+    assert expected in last
+    if expected != "trained":
+        assert "4 devices cannot split evenly" in last and "drop_remainder=True" in last
