@@ -84,12 +84,14 @@ def run_evaluate(args):
             f"--validation-split {args.validation_split} would have no effect: --data "
             f"{args.data} has its own {args.split}/ folder, which is read whole; drop it."
         )
+    augment = None if scales else _evaluation_transform(args)
     data = kr.data.load_dataset(
         args.data,
         args.split,
         validation_split=args.validation_split,
         image_size=max(scales) if scales else size,
         batch_size=args.batch_size,
+        augment=augment,  # an evaluation split: the preset's evaluation transform only
         crop_ratio=1.0 if scales else None,  # multi-crop resizes and crops the whole images
         shuffle=False,  # an evaluation read, even of the training split
         loader_options=ALL_EXAMPLES,  # every process scores every example
@@ -111,7 +113,35 @@ def run_evaluate(args):
         print(f"{where}, {views}: {figures}")
         return
     loss, accuracy = _plain_evaluate(model, data, classes, argument)
-    print(f"{where}: accuracy {accuracy:.4f}, loss {loss:.4f}")
+    transform = f"evaluation transform of {augment}" if augment else "center crop"
+    print(f"{where}, {transform}: accuracy {accuracy:.4f}, loss {loss:.4f}")
+
+
+def _evaluation_transform(args):
+    """The augmentation preset whose evaluation transform `evaluate` reads the images with:
+    --augment's, or for "auto" the one the model's run validated with (the `config.json` of
+    a `train` run beside the model file names it), else None (a center crop)."""
+    import json
+    import re
+
+    from keras_resvit.data.augmentation import AUGMENTATION_PRESETS
+    from keras_resvit.training.run_folder import CONFIG_FILE, TRAIN, run_kind
+
+    if args.augment not in ("auto", "none", *AUGMENTATION_PRESETS):
+        raise ValueError(
+            f"--augment {args.augment!r} is not valid; valid: auto (the run's), none (a center "
+            f"crop), or a preset: {', '.join(AUGMENTATION_PRESETS)}."
+        )
+    if args.augment != "auto":
+        return None if args.augment == "none" else args.augment
+    folder = Path(args.model).expanduser().parent
+    if run_kind(folder) != TRAIN:
+        return None
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    # The data's provenance (`kr.data`): "<origin>, image_size=..., augment=<preset>, ...".
+    described = str(config.get("val_data") or config.get("data") or "")
+    found = re.findall(r", augment=(\w+)", described)
+    return found[-1] if found and found[-1] in AUGMENTATION_PRESETS else None
 
 
 def _whole_images(args):

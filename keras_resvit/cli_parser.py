@@ -205,6 +205,15 @@ def _add_evaluate(commands):
     )
     p.add_argument("--batch-size", type=_positive_int, default=64)
     p.add_argument(
+        "--augment",
+        default="auto",
+        metavar="PRESET",
+        help="read the images with this augmentation preset's evaluation transform (e.g. "
+        "resnet_cifar: the whole image resized), or none (a center crop); auto: the one the "
+        "model's run validated with, where the model is a run's best.keras or last.keras, "
+        "else none",
+    )
+    p.add_argument(
         "--crops",
         choices=("center", "ten"),
         default=None,

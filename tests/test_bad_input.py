@@ -1065,6 +1065,12 @@ CASES = [
         ("--data digits has 10 classes", "3 outputs"),
     ),
     Case(
+        "cli_evaluate_unknown_augment",
+        lambda b: ["evaluate", str(b.tmp / "m.keras"), "--augment", "resnet_cifr"],
+        2,
+        ("--augment 'resnet_cifr'", "auto", "resnet_cifar"),
+    ),
+    Case(
         "cli_evaluate_validation_split_of_a_split_folder",
         lambda b: [
             "evaluate",

@@ -19,6 +19,7 @@ from PIL import Image
 import keras_resvit as kr
 from keras_resvit import cli, cli_parser, cli_train
 from keras_resvit.cli import main
+from keras_resvit.training.history_csv import read_history
 
 # Lines of the libraries' logs that a quiet command must not print.
 LOG_LINE = re.compile(r"cuda|onednn|I0000|absl::|XNNPACK", re.IGNORECASE)
@@ -310,6 +311,14 @@ def test_a_plain_folder_trains_for_its_classes_and_size_and_keeps_a_finished_run
     # Validation reads the evaluation view of the training preset (whole images or a crop).
     preset = re.search(r"augment=(\w+)", config["data"])[1]
     assert preset != "None" and f"augment={preset}" in config["val_data"]
+    # `evaluate` scores the held-out files as the run validated them: the same loss (it read
+    # them with a center crop, where the run had read the preset's view).
+    held_out = ["--data", "flowers", "--split", "validation", "--validation-split", "0.1"]
+    scored = run_cli("evaluate", out / "last.keras", *held_out, cwd=tmp_path)
+    assert scored.returncode == 0, scored.stderr
+    assert f"evaluation transform of {preset}" in scored.stdout
+    loss = float(re.search(r"loss ([0-9.]+)", scored.stdout)[1])
+    assert loss == pytest.approx(float(read_history(out / "history.csv")[-1]["val_loss"]), abs=2e-4)
 
     # The same command again: one line naming --overwrite, and nothing touched.
     before = snapshot(out)
