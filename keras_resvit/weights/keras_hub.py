@@ -334,10 +334,21 @@ def to_keras_hub(model: keras.Model):
             f"model={model.name!r} has weights keras-hub's {class_name} has no place for: "
             f"{left_out[:5]}{' ...' if len(left_out) > 5 else ''}."
         )
+    arrays = {}
     for variable in backbone.weights:
         path = paths[variable.path]
         array = keras.ops.convert_to_numpy(ours[path])
-        variable.assign(array[0] if path == "position_embedding/embeddings" else array)
+        array = array[0] if path == "position_embedding/embeddings" else array
+        if tuple(array.shape) != tuple(variable.shape):  # e.g. a width multiplier
+            raise ValueError(
+                f"model={model.name!r} has {path} of shape {tuple(array.shape)}, where "
+                f"keras-hub's {class_name} of the same configuration has "
+                f"{tuple(variable.shape)}: keras-hub builds no such {class_name} (e.g. of "
+                "other widths); only the papers' architectures convert."
+            )
+        arrays[variable.path] = array
+    for variable in backbone.weights:
+        variable.assign(arrays[variable.path])
     return backbone
 
 

@@ -130,6 +130,11 @@ def test_models_keras_hub_cannot_hold_are_refused():
     for model in (kr.create_model("se_resnet50"), kr.create_model("resnet50v2")):
         with pytest.raises(ValueError, match="keras-hub"):
             to_keras_hub(model)
+    # A quarter-width ResNet-18: keras-hub's backbone of its config has full-width kernels
+    # (before: Keras' variable.assign error and a dump of the tensor).
+    narrow = kr.build_resnet(18, width=0.25, input_shape=(32, 32, 3))
+    with pytest.raises(ValueError, match=r"of shape \(7, 7, 3, 16\).*\(7, 7, 3, 64\)"):
+        to_keras_hub(narrow)
     with pytest.raises(ValueError, match="use_pre_activation=True"):
         kr.weights.keras_hub.backbone_arguments(
             "ResNetBackbone",
