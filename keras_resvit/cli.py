@@ -20,10 +20,11 @@ from keras_resvit.cli_parser import build_parser
 LIBRARY_LOGGERS = ("tensorflow", "jax", "absl")
 # C++ notices printed straight to stderr whatever TF_CPP_MIN_LOG_LEVEL says: absl's lines from
 # before its logging starts ("I0000 00:00:1796.. 1234 port.cc:153] oneDNN custom operations
-# are on", CUDA drivers not found) and the TF Lite interpreter's delegate notice.
+# are on", CUDA drivers not found), the TF Lite interpreter's delegate notice and its
+# quantizer's settings ("fully_quantize: 0, inference_type: 6, ...").
 NOTICE = re.compile(
     rb"WARNING: All log messages before absl::InitializeLog|[IWE]\d{4} [\d:.]+ +\d+ \S+:\d+\]"
-    rb"|INFO: Created TensorFlow Lite|To enable the following instructions"
+    rb"|INFO: Created TensorFlow Lite|To enable the following instructions|fully_quantize: \d"
 )
 
 

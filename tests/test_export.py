@@ -285,6 +285,21 @@ def test_cli_export_and_predict_with_class_names(tmp_path, capsys):
     assert [r[0]["index"] for r in predict(target, images, top_k=1)] == list(expected)
 
 
+@pytest.mark.slow
+def test_cli_int8_export_prints_nothing_on_stderr(tmp_path):
+    # The TF Lite quantizer printed its settings ("fully_quantize: 0, inference_type: 6, ...")
+    # straight to stderr, whatever the log level.
+    kr.build_resnet(8, stem="cifar").save(tmp_path / "m.keras")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_resvit.cli", "export", str(tmp_path / "m.keras"),
+         str(tmp_path / "m.tflite"), "--quantization", "int8", "--calibration", "digits"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr == "" and "exported" in result.stdout
+
+
 def test_cli_export_errors_are_one_line(tmp_path, capsys):
     assert main(["export", str(tmp_path / "m.keras"), str(tmp_path / "m.tflite")]) == 2
     assert "m.keras" in capsys.readouterr().err
