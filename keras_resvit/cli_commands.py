@@ -232,14 +232,39 @@ def run_export(args):
     import keras_resvit as kr
     from keras_resvit.export import export_summary, format_from_path
 
-    result = kr.export(
-        args.model,
-        args.output,
-        format=args.format or format_from_path(args.output),
-        quantization=args.quantization,
-        representative_data=args.calibration,
-    )
+    try:
+        result = kr.export(
+            args.model,
+            args.output,
+            format=args.format or format_from_path(args.output),
+            quantization=args.quantization,
+            representative_data=args.calibration,
+        )
+    except (ValueError, FileNotFoundError) as error:  # the API's arguments, as the command's
+        raise type(error)(_flags(str(error), EXPORT_FLAGS)) from None
     print(export_summary(result))
+
+
+# `kr.export`'s arguments as `keras-resvit export` names them.
+EXPORT_FLAGS = {
+    "model_or_path": "MODEL",
+    "path": "OUTPUT",
+    "representative_data": "--calibration",
+    "quantization": "--quantization",
+    "format": "--format",
+}
+
+
+def _flags(message, flags):
+    """`message` with each API argument of `flags` named as the command's flag ("path='x'"
+    as "OUTPUT 'x'"; "representative_data", a name no sentence uses, also bare)."""
+    import re
+
+    for name, flag in flags.items():
+        message = re.sub(rf"(?<![\w.-]){name}=", f"{flag} ", message)
+        if "_" in name:
+            message = re.sub(rf"(?<![\w.-]){name}\b", flag, message)
+    return message
 
 
 def run_predict(args):

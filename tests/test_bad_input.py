@@ -1098,6 +1098,24 @@ CASES = [
         ("y.tflite", ".onnx"),
     ),
     Case(
+        "cli_export_int8_without_calibration",  # named as the command's flags, not the API's
+        lambda b: [
+            "export",
+            str(b.tmp / "m.keras"),
+            str(b.tmp / "y.tflite"),
+            "--quantization",
+            "int8",
+        ],  # fmt: skip
+        2,
+        ('--quantization "int8" needs --calibration', "digits"),
+    ),
+    Case(
+        "cli_export_missing_model",
+        lambda b: ["export", str(b.tmp / "none.keras"), str(b.tmp / "y.tflite")],
+        2,
+        ("MODEL '", "none.keras' is not a file"),
+    ),
+    Case(
         "cli_export_unknown_suffix",
         lambda b: ["export", str(b.tmp / "m.keras"), str(b.tmp / "y.h5")],
         2,

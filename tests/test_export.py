@@ -304,7 +304,7 @@ def test_cli_export_errors_are_one_line(tmp_path, capsys):
     assert main(["export", str(tmp_path / "m.keras"), str(tmp_path / "m.tflite")]) == 2
     assert "m.keras" in capsys.readouterr().err
     code = main(["export", str(tmp_path / "m.keras"), "m.tflite", "--quantization", "int8"])
-    assert code == 2 and "representative_data" in capsys.readouterr().err
+    assert code == 2 and "needs --calibration" in capsys.readouterr().err
 
 
 def test_export_never_relabels_with_another_models_class_names(tmp_path):
