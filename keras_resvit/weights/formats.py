@@ -41,13 +41,9 @@ from keras_resvit.weights.keras_hub import (
     preset_class_name,
 )
 from keras_resvit.weights.state_dicts import SUFFIXES, read_state_dict
-from keras_resvit.weights.timm import (
-    known_family,
-    load_timm,
-    resnet_arguments,
-    state_dict_family,
-    vit_arguments,
-)
+from keras_resvit.weights.timm import load_timm, resnet_arguments
+from keras_resvit.weights.timm_layout import known_family, state_dict_family
+from keras_resvit.weights.timm_vit import vit_arguments
 from keras_resvit.weights.vit_npz import load_vit_npz, npz_architecture, read_npz
 
 VALID = (
