@@ -23,7 +23,20 @@ _PASSED = ("Dropout", "DropPath", "DropTokens", "SpatialDropout2D", "GaussianDro
 # Config entries that leave what a layer computes from its weights unchanged: names, dtypes,
 # initializers (e.g. `zero_init_residual`, LayerScale's initial value), and the input size,
 # which a ResNet may change and a ViT's weights fix.
-_UNCOMPARED = ("name", "trainable", "dtype", "seed", "batch_shape", "grid_size", "init_value")
+# Attention dropout (a `MultiHeadSelfAttention`'s `dropout`) is training-only too.
+_UNCOMPARED = (
+    "name",
+    "trainable",
+    "dtype",
+    "seed",
+    "batch_shape",
+    "grid_size",
+    "init_value",
+    "dropout",
+)
+# Layers whose inputs follow the input size: a ViT's position embeddings also read the patch
+# grid when the model takes any size.
+_SIZED = ("PositionEmbedding",)
 _UNCOMPARED_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
 # The build argument a differing layer's name points to, for the message.
 _ARGUMENTS = (
@@ -78,12 +91,26 @@ def keras_file_layout(path, family: str) -> dict:
     size (its position embeddings' grid), when the file's input size is fixed."""
     layout = {"preprocessing": _preprocessing(path)}
     if family in ("vit", "hybrid_vit"):
-        inputs = next((x for x in _layers(path) if x["class_name"] == "InputLayer"), None)
-        shape = (inputs or {}).get("config", {}).get("batch_shape") or [None] * 4
-        height, width = shape[1:3]
-        if height is not None and width is not None:
-            layout["image_size"] = height if height == width else (height, width)
+        size = _vit_size(_layers(path))
+        if size is not None:
+            layout["image_size"] = size
     return layout
+
+
+def _vit_size(layers):
+    """The input size a ViT file's position embeddings were trained for: its fixed input size,
+    or for a model of any size, its grid of embeddings times the patch size (None where the
+    file says neither)."""
+    by_class = {x["class_name"]: x.get("config", {}) for x in layers}
+    shape = by_class.get("InputLayer", {}).get("batch_shape") or [None] * 4
+    height, width = shape[1:3]
+    if height is None or width is None:
+        grid = by_class.get("PositionEmbedding", {}).get("grid_size")
+        strides = by_class.get("PatchEmbedding", {}).get("strides")
+        if not grid or not strides:
+            return None
+        height, width = (g * s for g, s in zip(grid, strides, strict=True))
+    return height if height == width else (height, width)
 
 
 def _sources(node):
@@ -141,7 +168,7 @@ def _differences(found: dict, built: dict) -> tuple:
             if value != other:
                 said.append(f"has {key}={value!r} in the file, {other!r} here")
         names += [name] if said else []
-        if inputs != other_inputs:
+        if inputs != other_inputs and kind not in _SIZED:
             said.append(f"reads {inputs} in the file, {other_inputs} here")
         differences += [f"layer {name!r} {what}" for what in said]
     return differences, names

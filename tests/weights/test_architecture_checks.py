@@ -203,3 +203,31 @@ def test_a_keras_file_of_an_earlier_version_without_a_newer_option_loads(tmp_pat
     model = kr.create_model("vit_ti16", weights=tmp_path / "old.keras", num_classes=5)
     x = random_images(2, 32, 32)
     assert_close(model(x), source(x), tolerance=1e-5)
+
+
+def test_a_vit_keras_file_of_any_size_loads_at_any_or_a_fixed_size(tmp_path):
+    # An any-size file was refused with its own arguments (its position embeddings read the
+    # patch grid too), and failed in Keras at a fixed size (its grid was not read).
+    arguments = {"num_layers": 2, "num_classes": 5}
+    source = randomize(kr.create_model("vit_ti16", image_size=None, **arguments))
+    source.save(tmp_path / "any.keras")
+    x = random_images(2, 32, 32)
+    for size in (None, 32):
+        model = kr.create_model(
+            "vit_ti16", weights=tmp_path / "any.keras", image_size=size, **arguments
+        )
+        assert model.input_shape[1] == size
+        assert_close(model(x), source(x), tolerance=1e-5)
+    # Without an override: the size of the file's grid of embeddings (14 x 16).
+    model = kr.create_model("vit_ti16", weights=tmp_path / "any.keras", **arguments)
+    assert model.input_shape[1:] == (224, 224, 3)
+
+
+def test_a_vit_trained_with_attention_dropout_loads(tmp_path):
+    # Attention dropout is training-only, as dropout and drop_path are.
+    arguments = {"image_size": 32, "num_layers": 2, "num_classes": 5}
+    source = randomize(kr.create_model("vit_ti16", attention_dropout=0.1, **arguments))
+    source.save(tmp_path / "dropout.keras")
+    model = kr.create_model("vit_ti16", weights=tmp_path / "dropout.keras", **arguments)
+    x = random_images(2, 32, 32)
+    assert_close(model(x), source(x), tolerance=1e-6)
