@@ -232,6 +232,11 @@ def run_export(args):
     import keras_resvit as kr
     from keras_resvit.export import export_summary, format_from_path
 
+    if args.quantization == "int8" and args.calibration is None:
+        raise ValueError(
+            "--quantization int8 needs --calibration SOURCE (digits, tfds:NAME or an image "
+            "folder): images to calibrate the activation ranges on."
+        )
     try:
         result = kr.export(
             args.model,

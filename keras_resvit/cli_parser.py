@@ -253,12 +253,21 @@ def _add_export(commands):
     p.add_argument("output", help="a .tflite or .onnx file, or a SavedModel folder")
     p.add_argument(
         "--format",
+        choices=("tflite", "saved_model", "onnx"),
         default=None,
-        help="tflite, saved_model or onnx (default: from the output: .tflite, .onnx, a folder)",
+        help="default: from the output (.tflite, .onnx, a folder)",
     )
-    p.add_argument("--quantization", default=None, help="TF Lite: float16, dynamic or int8")
     p.add_argument(
-        "--calibration", default=None, help="int8 calibration images: digits or an image folder"
+        "--quantization",
+        choices=("float16", "dynamic", "int8"),
+        default=None,
+        help="TF Lite only (default: float32)",
+    )
+    p.add_argument(
+        "--calibration",
+        default=None,
+        metavar="SOURCE",
+        help="int8 calibration images: digits, tfds:NAME or an image folder",
     )
     p.set_defaults(run="run_export")
 

@@ -1107,7 +1107,7 @@ CASES = [
             "int8",
         ],  # fmt: skip
         2,
-        ('--quantization "int8" needs --calibration', "digits"),
+        ("--quantization int8 needs --calibration", "digits"),
     ),
     Case(
         "cli_export_missing_model",
