@@ -261,6 +261,12 @@ def run_train(args):
     process = _join_processes(kr, args)
     output = args.output or _default_output(args.data)
     _check_previous_run(output, args.overwrite)
+    if process == 0:  # what it writes after the run: a user's files of those names stop it now
+        from keras_resvit.base.output_folders import output_folder
+
+        after = ["curves.png", *(["model.tflite", "model.classes.json"] if args.tflite else [])]
+        with output_folder("--output", output, after):
+            pass
     splits = _splits(args)
     if splits[2]:
         print(splits[2])

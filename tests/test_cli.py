@@ -160,6 +160,18 @@ def test_default_train_learns_digits_saves_and_exports(tmp_path, capsys):
     assert (tmp_path / "model.tflite").is_file()
 
 
+def test_train_refuses_a_users_file_it_would_write_after_the_run_before_training(tmp_path, capsys):
+    # `kr.train` leaves curves.png and model.tflite to the CLI, which writes them after the
+    # run: a user's file of those names must stop the command before it trains, not after.
+    for name in ("curves.png", "model.tflite"):
+        (tmp_path / name).write_text("the user's")
+        assert main(["train", "--epochs", "1", "--output", str(tmp_path)]) == 2
+        assert f"holds {name}, which keras_resvit did not write" in capsys.readouterr().err
+        assert not (tmp_path / "config.json").exists()
+        assert (tmp_path / name).read_text() == "the user's"
+        (tmp_path / name).unlink()
+
+
 def test_train_keeps_a_moving_average_of_the_weights(tmp_path, capsys):
     assert (
         main(["train", "--epochs", "1", "--ema", "0.9", "--no-tflite", "--output", str(tmp_path)])
