@@ -16,6 +16,10 @@ from pathlib import Path
 VIT_FAMILIES = ("vit", "hybrid_vit")
 # Share of a plain image folder (no train/ test/ sub-folders) held out for validation.
 DEFAULT_VALIDATION_SPLIT = 0.1
+# What the command writes into --output after `kr.train`: the curves, and the TF Lite export
+# with its class names (`training.run_folder.CLI_FILES`).
+CURVES = "curves.png"
+EXPORTED = ("model.tflite", "model.classes.json")
 
 
 def _family(name):
@@ -228,8 +232,7 @@ def _export_tflite(kr, output):
     from keras_resvit.base.output_folders import output_folder
     from keras_resvit.export import export_summary
 
-    exported = ["model.tflite", "model.classes.json"]
-    with output_folder("--output", output, exported) as folder:
+    with output_folder("--output", output, EXPORTED) as folder:
         folder.start_writing()
         result = kr.export(
             os.path.join(output, "last.keras"),
@@ -264,8 +267,7 @@ def run_train(args):
     if process == 0:  # what it writes after the run: a user's files of those names stop it now
         from keras_resvit.base.output_folders import output_folder
 
-        after = ["curves.png", *(["model.tflite", "model.classes.json"] if args.tflite else [])]
-        with output_folder("--output", output, after):
+        with output_folder("--output", output, [CURVES, *(EXPORTED if args.tflite else [])]):
             pass
     splits = _splits(args)
     if splits[2]:
@@ -291,9 +293,9 @@ def run_train(args):
         return
     from keras_resvit.base.output_folders import output_folder
 
-    with output_folder("--output", output, ["curves.png"]) as folder:
+    with output_folder("--output", output, [CURVES]) as folder:
         folder.start_writing()
-        kr.viz.plot_history(history, Path(output) / "curves.png")
+        kr.viz.plot_history(history, Path(output) / CURVES)
     _print_results(history, splits[1], output)
     if args.tflite and not tensorflow_installed():
         print("no TF Lite export: it needs the `tensorflow` package (pip install tensorflow)")

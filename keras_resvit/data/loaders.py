@@ -256,18 +256,15 @@ class ImageLoader(keras.utils.PyDataset):
             build(self._layer, self.image_size)
         if not len(self):
             raise ValueError(
-                f"{self._shard_size()} examples per process make no batch of "
+                f"{self.examples} examples per process make no batch of "
                 f"{batch_size // process_count} (drop_remainder=True); pass a smaller batch_size."
             )
-
-    def _shard_size(self):
-        return len(self.labels) // self.process_count
 
     def __len__(self):
         per_process = self.batch_size // self.process_count
         if self.drop_remainder:
-            return self._shard_size() // per_process
-        return math.ceil(self._shard_size() / per_process)
+            return self.examples // per_process
+        return math.ceil(self.examples / per_process)
 
     def positions(self) -> np.ndarray:
         """The indices of the examples this process reads in the current epoch, in order."""

@@ -63,21 +63,22 @@ def _comparable(layer):
     return json.loads(json.dumps({k: v for k, v in layer["config"].items() if k not in skipped}))
 
 
-def _preprocessing(path):
+def _preprocessing(path, layers):
     """The preprocessing preset (`layers.normalization.NORMALIZATION_PRESETS`) of the model in
-    `path`, read from its layers named "preprocessing...", compared with each preset's.
+    `path`, read from its serialized `layers` named "preprocessing...", compared with each
+    preset's.
 
     Raises:
         ValueError: those layers are no preset's.
     """
     found = [
         (x["class_name"], _comparable(x))
-        for x in _layers(path)
+        for x in layers
         if str(x.get("config", {}).get("name", "")).startswith("preprocessing")
     ]
     for preset in NORMALIZATION_PRESETS:
-        layers = [keras.saving.serialize_keras_object(x) for x in preprocessing_layers(preset)]
-        if found == [(x["class_name"], _comparable(x)) for x in layers]:
+        ours = [keras.saving.serialize_keras_object(x) for x in preprocessing_layers(preset)]
+        if found == [(x["class_name"], _comparable(x)) for x in ours]:
             return preset
     raise ValueError(
         f"weights={str(path)!r} holds a model whose preprocessing layers "
@@ -89,9 +90,10 @@ def _preprocessing(path):
 def keras_file_layout(path, family: str) -> dict:
     """Build arguments our `.keras` file `path` fixes: its preprocessing, and a ViT's image
     size (its position embeddings' grid), when the file's input size is fixed."""
-    layout = {"preprocessing": _preprocessing(path)}
+    layers = _layers(path)
+    layout = {"preprocessing": _preprocessing(path, layers)}
     if family in ("vit", "hybrid_vit"):
-        size = _vit_size(_layers(path))
+        size = _vit_size(layers)
         if size is not None:
             layout["image_size"] = size
     return layout
