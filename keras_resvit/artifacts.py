@@ -50,6 +50,14 @@ def tflite_interpreter(path):
             ) from None
 
 
+def _takes_shape(details, shape):
+    """Whether a TF Lite input of `details` takes `shape`: its signature has it, or -1."""
+    signature = details["shape_signature"]
+    return len(signature) == len(shape) and all(
+        s in (-1, d) for s, d in zip(signature, shape, strict=True)
+    )
+
+
 def run_tflite(path, images):
     """Runs a TF Lite file image by image; integer inputs and outputs (a fully quantized
     model from another tool) are quantized and dequantized with their tensors' scales."""
@@ -60,6 +68,11 @@ def run_tflite(path, images):
     outputs = []
     for image in images:
         x = image[None]
+        if tuple(inp["shape"]) != x.shape and _takes_shape(inp, x.shape):
+            # A file of any input size (-1 in its signature) takes each image at its size.
+            interpreter.resize_tensor_input(inp["index"], x.shape)
+            interpreter.allocate_tensors()
+            inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
         if to_int:
             limits = np.iinfo(inp["dtype"])
             x = np.clip(np.round(x / to_int[0] + to_int[1]), limits.min, limits.max)

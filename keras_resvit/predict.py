@@ -22,14 +22,25 @@ def _scores(model_path, paths):
         from keras_resvit.artifacts import run_tflite, tflite_interpreter
 
         interpreter = tflite_interpreter(model_path)
-        shape = interpreter.get_input_details()[0]["shape"]
+        # The signature keeps -1 where the file takes any size; "shape" shows 1 there.
+        signature = interpreter.get_input_details()[0]["shape_signature"]
         if len(interpreter.get_output_details()[0]["shape"]) != 2:
             raise ValueError(
                 f"model={str(model_path)!r} does not output one score per class (its output "
                 f"shape is {list(interpreter.get_output_details()[0]['shape'])})."
             )
-        images = load_images(paths, tuple(shape[1:3]), channels=int(shape[3]))
-        return run_tflite(model_path, images)
+        if len(signature) != 4 or signature[3] not in (1, 3):
+            raise ValueError(
+                f"model={str(model_path)!r} takes input of shape {list(signature)}; predict "
+                "reads images for a (batch, height, width, 1 or 3 channels) input."
+            )
+        size = tuple(int(d) if d > 0 else None for d in signature[1:3])
+        # A file of any input size scores each image at its own size, as a model does.
+        batches = [paths] if None not in size else [[path] for path in paths]
+        channels = int(signature[3])
+        return np.concatenate(
+            [run_tflite(model_path, load_images(b, size, channels=channels)) for b in batches]
+        )
     if model_path.suffix == ".keras":
         from keras_resvit.files import load_model
 

@@ -366,6 +366,31 @@ def test_a_fully_integer_tflite_from_another_tool_is_run_on_its_scales(tmp_path)
     assert np.abs(actual - expected).max() < 0.1
 
 
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="builds the file with TF's converter"
+)
+def test_a_tflite_file_of_any_input_size_scores_each_image_at_its_own_size(tmp_path):
+    # Another converter's file of any input size: its "shape" reads [1, 1, 1, 3] (-1 only in
+    # the signature); reading images at 1x1 would give scores of nothing.
+    from PIL import Image
+
+    model = kr.build_resnet(8, stem="cifar", input_shape=(None, None, 3), num_classes=4)
+    model.export(str(tmp_path / "sm"), format="tf_saved_model", verbose=False)
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(tmp_path / "sm"))
+    (tmp_path / "any.tflite").write_bytes(converter.convert())
+    paths = []
+    for i, (h, w) in enumerate([(40, 24), (16, 56)]):
+        pixels = random_images(1, h, w, seed=i)[0].astype("uint8")
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(pixels).save(paths[-1])
+    from_file = predict(tmp_path / "any.tflite", paths, top_k=4)
+    from_model = predict(model, paths, top_k=4)
+    for file_top, model_top in zip(from_file, from_model, strict=True):
+        assert [c["index"] for c in file_top] == [c["index"] for c in model_top]
+        scores = [[c["score"] for c in top] for top in (file_top, model_top)]
+        np.testing.assert_allclose(*scores, atol=1e-5)
+
+
 # Class names inside the artifacts, the interpreter and quiet conversions.
 
 NAMES = ["cat", "dog", "fox"]
