@@ -45,7 +45,7 @@ OUTPUTS = (CONFIG_FILE, "history.csv", "pretrained.keras")  # what `output_dir` 
 PRETRAINING = "pretrain_masked_patches"
 
 
-def _check_vit(model_or_name):
+def _check_vit(model_or_name, argument="model_or_name"):
     if isinstance(model_or_name, str):
         family = get_spec(model_or_name).family
         if family not in ("vit", "hybrid_vit"):
@@ -56,12 +56,12 @@ def _check_vit(model_or_name):
         return create_model(model_or_name)
     if not isinstance(model_or_name, keras.Model) or not is_vit(model_or_name):
         raise ValueError(
-            f"model_or_name={getattr(model_or_name, 'name', model_or_name)!r} is not a ViT; "
+            f"{argument}={getattr(model_or_name, 'name', model_or_name)!r} is not a ViT; "
             "pass a model built by build_vit / build_hybrid_vit or a ViT registry name."
         )
     if None in model_or_name.input_shape[1:3]:
         raise ValueError(
-            f"model_or_name={model_or_name.name!r} takes images of any size "
+            f"{argument}={model_or_name.name!r} takes images of any size "
             f"{model_or_name.input_shape}; masked patch prediction needs a fixed size: "
             "kr.resize_vit(model, image_size) gives one."
         )
@@ -88,7 +88,9 @@ def masked_patch_model(vit: keras.Model, seed: int | None = None) -> keras.Model
     >>> masked_patch_model(vit).output_shape
     (None, 4, 512)
     """
-    vit = _check_vit(vit)
+    vit = _check_vit(vit, "vit")
+    if seed is not None:
+        check_seed(seed)
     position = next(layer for layer in vit.layers if isinstance(layer, PositionEmbedding))
     patch_size = vit.input_shape[1] // position.grid_size[0]
     flat = vit.get_layer("patch_embedding_flatten").output
@@ -130,15 +132,22 @@ class _ImageBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index):
         batch = self.batches[index]
-        images = np.asarray(batch[0] if isinstance(batch, (tuple, list)) else batch)
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        if isinstance(images, dict):
+            _not_images(f"data batch {index}", f"a dict (keys {sorted(images)})")
+        images = np.asarray(images)
         if images.ndim != 4:
-            raise ValueError(
-                f"data batch {index} holds images of shape {images.shape}; expected batches of "
-                "images (batch, height, width, channels), alone or with labels."
-            )
+            _not_images(f"data batch {index}", f"images of shape {images.shape}")
         _check_image_shape(f"data batch {index}", images.shape[1:], self.shape)
         check_pixels(f"data batch {index} images", images)
         return images
+
+
+def _not_images(argument, what):
+    raise ValueError(
+        f"{argument} holds {what}; expected batches of images (batch, height, width, "
+        "channels), alone or with labels."
+    )
 
 
 def _check_image_shape(argument, shape, expected):
@@ -180,15 +189,20 @@ def _images(data, vit, batch_size, seed):
                 loader_options=ALL_EXAMPLES,  # not a distributed run: each process reads all
             )
         return _images(data, vit, None, seed)
+    images = data.element_spec[0] if isinstance(data.element_spec, tuple) else data.element_spec
+    if not isinstance(images, tf.TensorSpec):
+        _not_images("data", f"{type(images).__name__} elements ({images})")
+    if len(images.shape) != 4:
+        _not_images("data", f"{images.shape} tensors")
     if isinstance(data.element_spec, tuple):
         data = data.map(lambda images, *labels: images)
-    if len(data.element_spec.shape) != 4:
-        raise ValueError(
-            f"data yields {data.element_spec.shape} tensors; expected batches of images "
-            "(batch, height, width, channels), alone or with labels."
-        )
-    _check_image_shape("data", data.element_spec.shape[1:], shape)
+    _check_image_shape("data", images.shape[1:], shape)
     steps = int(data.cardinality())
+    if steps == tf.data.INFINITE_CARDINALITY:
+        raise ValueError(
+            "data repeats forever (a .repeat() without a count); pass one pass over the "
+            "images: `epochs` sets how many passes pre-training makes."
+        )
     if steps == tf.data.UNKNOWN_CARDINALITY:
         steps = sum(1 for _ in data)
     if steps <= 0:
@@ -300,6 +314,9 @@ def pretrain_masked_patches(
     with output_folder("output_dir", output_dir, OUTPUTS) as folder:
         check_run_kind("output_dir", folder.path, PRETRAINING, "pass another output_dir.")
         folder.start_writing()
+        for name in OUTPUTS:  # an earlier pre-training's (`output_folder` checked they are ours)
+            if (folder.path / name).is_file():
+                (folder.path / name).unlink()
         record = {
             KIND: PRETRAINING,
             "model": vit.name,

@@ -1,6 +1,8 @@
 """Masked patch prediction: corruption statistics, colour targets, pre-training lowers its loss,
 and the pre-trained encoder transfers bit-identically into build_vit and fine-tunes."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -166,6 +168,10 @@ def test_bad_arguments_raise_one_clear_error():
         kr.pretrain_masked_patches("resnet20", "digits")
     with pytest.raises(ValueError, match="is not a ViT"):
         kr.pretrain_masked_patches(kr.build_resnet(8, stem="cifar"), "digits")
+    with pytest.raises(ValueError, match="vit=None is not a ViT"):
+        masked_patch_model(None)
+    with pytest.raises(ValueError, match="seed=-3 must be"):
+        masked_patch_model(tiny_vit(), seed=-3)
     with pytest.raises(ValueError, match="epochs=0"):
         kr.pretrain_masked_patches(tiny_vit(), "digits", epochs=0)
     with pytest.raises(ValueError, match="learning_rate=-1"):
@@ -200,3 +206,42 @@ def test_bad_images_are_named_and_a_diverged_run_writes_no_model(tmp_path, kind)
             output_dir=tmp_path, verbose=0,
         )  # fmt: skip
     assert not (tmp_path / "pretrained.keras").exists()
+
+
+def test_a_failed_run_in_an_earlier_pretrainings_folder_leaves_none_of_its_files(tmp_path):
+    # The folder held the earlier run's model beside the failed run's config.json and
+    # history.csv: one run described, another's weights.
+    images = random_images(8, 32, 32)
+    data = kr.data.load_dataset((images, np.zeros(8, "int32")), batch_size=4, shuffle=False)
+    kr.pretrain_masked_patches(tiny_vit(), data, output_dir=tmp_path, verbose=0)
+    assert (tmp_path / "pretrained.keras").is_file()
+    with pytest.raises(TrainingDivergedError):
+        kr.pretrain_masked_patches(
+            tiny_vit(), data, learning_rate=1e30, output_dir=tmp_path, verbose=0
+        )
+    assert not (tmp_path / "pretrained.keras").exists()
+    assert json.loads((tmp_path / "config.json").read_text())["result"] is None
+
+
+def test_data_that_is_not_image_batches_once_is_named():
+    import tensorflow as tf
+
+    images = random_images(8, 32, 32)
+    for data, what in [
+        (tf.data.Dataset.from_tensor_slices({"a": images}).batch(4), "data holds dict elements"),
+        (tf.data.Dataset.from_tensor_slices(({"a": images}, np.zeros(8))).batch(4), "dict"),
+        (tf.data.Dataset.from_tensor_slices(images).batch(4).repeat(), "data repeats forever"),
+    ]:
+        with pytest.raises(ValueError, match=what):
+            kr.pretrain_masked_patches(tiny_vit(), data, verbose=0)
+    loader = _Dict(kr.data.ImageLoader(images, np.zeros(8, "int32"), batch_size=4))
+    with pytest.raises(ValueError, match=r"data batch 0 holds a dict \(keys \['images'\]\)"):
+        kr.pretrain_masked_patches(tiny_vit(), loader, verbose=0)
+
+
+class _Dict(_Flat):
+    """Batches of ({"images": images}, labels)."""
+
+    def __getitem__(self, index):
+        images, labels = self.loader[index]
+        return {"images": images}, labels
