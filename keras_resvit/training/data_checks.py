@@ -268,7 +268,8 @@ def split_over(placement, dataset=None) -> int:
 def check_last_batches(data, placement):
     """Refuses, before training, data whose epochs end in a batch that the run's devices
     cannot split evenly (`split_over`): JAX fails on it at the end of the first epoch (an
-    `IndivisibleError`) or of its validation. Data that counts its examples (`kr.data`'s,
+    `IndivisibleError`) or of its validation; a run of `steps` that stops before the first
+    epoch's last batch is let through. Data that counts its examples (`kr.data`'s,
     which say `examples`, `batch_size` and `drop_remainder`) is checked here; other data
     batch by batch (`check_batches`)."""
     for argument, dataset in (("train_data", data.train), ("val_data", data.val)):
@@ -276,6 +277,9 @@ def check_last_batches(data, placement):
         if examples is None or getattr(dataset, "drop_remainder", False):
             continue
         divisor = split_over(placement, dataset)
-        last = examples % (dataset.batch_size // getattr(dataset, "process_count", 1))
+        batch = dataset.batch_size // getattr(dataset, "process_count", 1)
+        last = examples % batch
+        if argument == "train_data" and data.total_steps <= examples // batch:
+            continue  # a run of `steps` that stops before the first epoch's last batch
         if last % divisor:
             raise ValueError(split_message(argument, "the last batch of each epoch", last, divisor))

@@ -294,8 +294,12 @@ elif case == "tf.data":  # no count of its examples: its third batch is named wh
     train = tf.data.Dataset.from_tensor_slices((x[:18], y[:18])).batch(8)
 elif case == "dropped":
     train = kr.data.load_dataset((x[:34], y[:34]), "train", batch_size=8, drop_remainder=True)
+elif case in ("steps", "more_steps"):  # 4 full batches, then the partial one
+    train = kr.data.load_dataset((x[:34], y[:34]), "train", batch_size=8)
+length = {"steps": 4, "more_steps": 5}.get(case)
+length = {"epochs": 1} if length is None else {"steps": length}
 try:
-    kr.train(kr.build_resnet(8, stem="cifar", width=0.25), train, val_data=val, epochs=1,
+    kr.train(kr.build_resnet(8, stem="cifar", width=0.25), train, val_data=val, **length,
              output_dir=sys.argv[1], distribution="data_parallel", verbose=0)
 except ValueError as error:
     print("ValueError:", error)
@@ -313,6 +317,8 @@ else:
         ("loader", "train_data: the last batch of each epoch holds 6 examples"),
         ("tf.data", "train_data: batch 3 holds 2 examples"),
         ("dropped", "trained"),
+        ("steps", "trained"),  # stops before the partial batch
+        ("more_steps", "train_data: the last batch of each epoch holds 2 examples"),
     ],
 )
 def test_a_batch_the_devices_cannot_split_is_named(backend, tmp_path, case, expected):
