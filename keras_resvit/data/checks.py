@@ -411,3 +411,22 @@ def _unescaped(text):
         return text
     raw = text.encode("utf-8").decode("unicode_escape").encode("latin-1")
     return raw.decode("utf-8", "replace")
+
+
+def check_class_indices(argument: str, labels: np.ndarray) -> None:
+    """`labels` (an array) must be class indices 0, 1, 2, ...: whole numbers of an int or float
+    dtype below 2**31 (beyond int32 a label would wrap around into another class)."""
+    if labels.dtype.kind in "iuf":
+        bad = labels[
+            ~np.isfinite(labels)
+            | (labels < 0)
+            | (labels > np.iinfo("int32").max)
+            | (np.floor(labels) != labels)
+        ]
+    else:
+        bad = labels.ravel()
+    if len(bad):
+        raise ValueError(
+            f"{argument} must be class indices 0, 1, 2, ... (below 2**31); found {bad[0]!s} "
+            f"(dtype {labels.dtype})."
+        )

@@ -8,7 +8,7 @@ import numpy as np
 
 from keras_resvit.base.processes import host_cpu
 from keras_resvit.base.validation import check_seed
-from keras_resvit.data.checks import check_pixels
+from keras_resvit.data.checks import check_class_indices, check_pixels
 
 
 def load_digits(image_size: int = 32, test_fraction: float = 0.2, seed: int = 0):
@@ -95,16 +95,7 @@ def checked_arrays(images, labels):
         raise ValueError(
             f"source images have dtype {images.dtype}; expected real pixel values (0-255)."
         )
-    if np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating):
-        # Beyond int32 a label would wrap around into another class.
-        bad = labels[(labels < 0) | (labels > np.iinfo("int32").max) | (np.mod(labels, 1) != 0)]
-    else:
-        bad = labels
-    if len(bad):
-        raise ValueError(
-            f"source labels must be class indices 0, 1, 2, ... (below 2**31); found "
-            f"{bad[0].item()!r} (dtype {labels.dtype})."
-        )
+    check_class_indices("source labels", labels)
     labels = labels.astype("int32")
     images = images.astype("float32")
     check_pixels("source images", images)

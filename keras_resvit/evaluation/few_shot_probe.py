@@ -13,6 +13,7 @@ import numpy as np
 
 from keras_resvit.base.validation import check_number, check_seed
 from keras_resvit.data.checks import (
+    check_class_indices,
     check_class_names_match,
     check_pixels,
     image_shape_fits,
@@ -49,28 +50,69 @@ def _dataset(data, split, model, batch_size):
 
 
 def _batches(data, split):
-    """NumPy (images, labels) batches of a batched `tf.data.Dataset` or a
+    """The (images, labels) batches of a batched `tf.data.Dataset` (as NumPy) or a
     `keras.utils.PyDataset` (`kr.data.ImageLoader`: what `load_dataset` gives without
-    TensorFlow)."""
+    TensorFlow), each checked to be such a pair before it is read as one."""
     if isinstance(data, keras.utils.PyDataset):
-        return _checked_shapes((data[i] for i in range(len(data))), split)
-    images, labels = data.element_spec
-    _check_shapes(images.shape, labels.shape, split)
+        return _checked_batches((data[i] for i in range(len(data))), split)
+    _check_batch(data.element_spec, split)  # refused before any batch is read
     return data.as_numpy_iterator()
 
 
-def _check_shapes(images, labels, split):
-    if len(images) != 4 or len(labels) != 1:
-        raise ValueError(
-            f"{split} dataset yields images {tuple(images)} and labels {tuple(labels)}; "
-            "expected batches of images (batch, height, width, channels) and int labels."
-        )
+def _checked_batches(batches, split):
+    for batch in batches:
+        _check_batch(batch, split)
+        yield batch
 
 
-def _checked_shapes(batches, split):
-    for images, labels in batches:
-        _check_shapes(np.shape(images), np.shape(labels), split)
-        yield images, labels
+def _shape(part):
+    """The shape of a batch's images or labels (an array, a tensor, a list of numbers or a
+    `tf.data` spec); None for anything else (a dict, a nested tuple, an unknown rank)."""
+    shape = getattr(part, "shape", None)
+    if shape is None and isinstance(part, list):
+        try:
+            shape = np.shape(part)
+        except ValueError:  # lists of different lengths
+            return None
+    if shape is None or getattr(shape, "rank", 0) is None:
+        return None
+    return tuple(shape)
+
+
+def _structure(batch):
+    """The shapes of what a dataset yields, for messages: `(..., ...)`, `{key: ...}` or one."""
+    if isinstance(batch, dict):
+        return "{" + ", ".join(f"{key!r}: {_structure(part)}" for key, part in batch.items()) + "}"
+    if isinstance(batch, tuple):
+        return "(" + ", ".join(_structure(part) for part in batch) + ")"
+    shape = _shape(batch)
+    return type(batch).__name__ if shape is None else str(shape)
+
+
+def _check_batch(batch, split):
+    """Refuses a batch, or a `tf.data` element spec, that is not a pair of images (batch,
+    height, width, channels) and labels (batch,): a dict, images alone, a triple with weights."""
+    pair = isinstance(batch, (tuple, list)) and len(batch) == 2
+    images, labels = (_shape(part) for part in batch) if pair else (None, None)
+    if images is not None and labels is not None:
+        if len(images) == 4 and len(labels) == 1:
+            return
+        found = f"images {images} and labels {labels}"
+    else:
+        found = f"elements shaped {_structure(batch)}"
+    raise ValueError(
+        f"{split} dataset yields {found}; expected batches of images (batch, height, width, "
+        "channels) and int labels."
+    )
+
+
+def _as_array(argument, value, expected, dtype=None):
+    """`value` as an array, or one ValueError naming `argument` (ragged lists, strings where
+    numbers are asked for)."""
+    try:
+        return np.asarray(value, dtype)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{argument} is not valid ({error}); expected {expected}.") from None
 
 
 def extract_features(
@@ -94,7 +136,8 @@ def extract_features(
         `(features, labels)`: float64 array (N, dim) and int array (N,).
 
     Raises:
-        ValueError: a bad model, layer or dataset, or images with NaN pixels.
+        ValueError: a bad model, layer or dataset (batches that are not (images, labels),
+            labels that are not class indices 0, 1, 2, ...), or images with NaN pixels.
 
     Example:
     >>> import keras_resvit as kr
@@ -106,6 +149,13 @@ def extract_features(
     features, labels, full = [], [], None
     batches = _batches(_dataset(data, split, model, batch_size), split)
     for number, (images, batch_labels) in enumerate(batches, 1):
+        images, batch_labels = np.asarray(images), np.asarray(batch_labels)
+        if len(batch_labels) != len(images):
+            raise ValueError(
+                f"{split} batch {number} has {len(images)} images and {len(batch_labels)} "
+                "labels; expected one label per image."
+            )
+        check_class_indices(f"{split} batch {number} labels", batch_labels)
         check_pixels(f"{split} batch {number} images", images)
         if not image_shape_fits(images.shape[1:], model.input_shape[1:]):
             raise ValueError(
@@ -121,7 +171,7 @@ def extract_features(
             images = np.concatenate([images, padding])
         output = np.asarray(extractor.predict_on_batch(images), "float64")[:count]
         features.append(output.reshape(count, -1, output.shape[-1]).mean(axis=1))
-        labels.append(np.asarray(batch_labels))
+        labels.append(batch_labels)
     return np.concatenate(features), np.concatenate(labels).astype("int64")
 
 
@@ -145,12 +195,11 @@ def few_shot_indices(labels, shots: int, seed: int = 0) -> np.ndarray:
     """
     _check_shots(shots)
     check_seed(seed)
-    labels = np.asarray(labels)
+    expected = "class indices (N,), N >= 1 (for one-hot labels, pass labels.argmax(-1))"
+    labels = _as_array("labels", labels, expected)
     if labels.ndim != 1 or not len(labels):
-        raise ValueError(
-            f"labels of shape {labels.shape} are not valid; expected class indices (N,), "
-            "N >= 1 (for one-hot labels, pass labels.argmax(-1))."
-        )
+        raise ValueError(f"labels of shape {labels.shape} are not valid; expected {expected}.")
+    check_class_indices("labels", labels)
     rng = np.random.default_rng(seed)
     chosen = []
     for cls in np.unique(labels):
@@ -177,8 +226,8 @@ def least_squares_accuracy(x, y, x_test, y_test, l2_regularization=L2_REGULARIZA
     its largest score.
 
     Args:
-        x: training features (N, dim); y: their labels (N,).
-        x_test: test features (M, dim); y_test: their labels (M,).
+        x: training features (N, dim); y: their class indices (N,).
+        x_test: test features (M, dim); y_test: their class indices (M,).
         l2_regularization: the ridge penalty, > 0.
 
     Returns:
@@ -186,11 +235,14 @@ def least_squares_accuracy(x, y, x_test, y_test, l2_regularization=L2_REGULARIZA
 
     Raises:
         ValueError: a penalty that is not > 0, features that are not (N, dim) finite numbers
-            with one label each, or train and test features of different widths.
+            with one label each, labels that are not class indices 0, 1, 2, ..., or train and
+            test features of different widths.
     """
     check_number("l2_regularization", l2_regularization, 0)
-    x, x_test = np.asarray(x, "float64"), np.asarray(x_test, "float64")
-    y, y_test = np.asarray(y), np.asarray(y_test)
+    x = _as_array("x", x, "features (N, dim) of numbers", "float64")
+    x_test = _as_array("x_test", x_test, "features (M, dim) of numbers", "float64")
+    y = _as_array("y", y, "class indices (N,)")
+    y_test = _as_array("y_test", y_test, "class indices (M,)")
     for name, features, labels in (("x", x, y), ("x_test", x_test, y_test)):
         if features.ndim != 2 or not len(features) or labels.shape != (len(features),):
             raise ValueError(
@@ -199,6 +251,8 @@ def least_squares_accuracy(x, y, x_test, y_test, l2_regularization=L2_REGULARIZA
             )
         if not np.isfinite(features).all():
             raise ValueError(f"{name} holds NaN or infinite features.")
+    check_class_indices("y", y)
+    check_class_indices("y_test", y_test)
     if x.shape[1] != x_test.shape[1]:
         raise ValueError(
             f"x has {x.shape[1]} features per example and x_test {x_test.shape[1]}; expected "
@@ -207,14 +261,14 @@ def least_squares_accuracy(x, y, x_test, y_test, l2_regularization=L2_REGULARIZA
     classes = np.unique(y)
     mean, std = x.mean(axis=0), x.std(axis=0) + STD_EPSILON
     x = _with_bias(x, mean, std)
-    targets = np.where(np.asarray(y)[:, None] == classes[None], 1.0, -1.0)
+    targets = np.where(y[:, None] == classes[None], 1.0, -1.0)
     num, dim = x.shape
     if num >= dim:
         weights = np.linalg.solve(x.T @ x + l2_regularization * np.eye(dim), x.T @ targets)
     else:
         weights = x.T @ np.linalg.solve(x @ x.T + l2_regularization * np.eye(num), targets)
     predictions = classes[np.argmax(_with_bias(x_test, mean, std) @ weights, axis=1)]
-    return float(np.mean(predictions == np.asarray(y_test)))
+    return float(np.mean(predictions == y_test))
 
 
 def few_shot(
@@ -261,6 +315,8 @@ def few_shot(
     ([1, 10], True)
     """
     given = shots
+    if isinstance(shots, np.ndarray) and shots.ndim == 0:
+        shots = shots.item()  # np.array(5) is the count 5
     # One count, or a sequence of them; anything else is refused by `_check_shots`.
     many = isinstance(shots, (tuple, list, range, np.ndarray))
     shots = tuple(shots) if many else (shots,)

@@ -42,6 +42,17 @@ ATTENTION = re.compile(r"encoder_block(\d+)_attention")
 PRE_ACTIVATION_OUTPUT = "post_relu"
 
 
+def _check_graph(model):
+    """`model` must be a Keras model with a graph of layer calls to read features from."""
+    check_model("model", model)
+    if not hasattr(model, "input_shape"):
+        raise ValueError(
+            f"model={model.name!r} has no defined input (an unbuilt Sequential or a subclassed "
+            "model), so no features can be read from its layers; pass a functional model "
+            "(e.g. kr.create_model(name)) or a Sequential that starts with a keras.Input."
+        )
+
+
 def _resnet_blocks(model):
     """{"stage{s}_block{b}": layer name} of the residual blocks, in order."""
     found = {}
@@ -69,9 +80,10 @@ def feature_layers(model: keras.Model) -> dict:
     (`"stage{s}_block{b}"`) and encoder blocks (`"encoder_block{i}"`) -> layer names.
 
     Raises:
-        ValueError: `model` is not a Keras model, or has neither kind of block.
+        ValueError: `model` is not a Keras model with a defined input, or has neither kind of
+            block.
     """
-    check_model("model", model)
+    _check_graph(model)
     layers = {**_resnet_blocks(model), **_vit_blocks(model)}
     if not layers:
         raise ValueError(
@@ -174,7 +186,8 @@ def feature_pyramid(model: keras.Model) -> keras.Model:
     keras.applications' ResNetV2), the block before it.
 
     Raises:
-        ValueError: `model` is not a Keras model or has no ResNet stages.
+        ValueError: `model` is not a Keras model with a defined input, or has no ResNet
+            stages.
 
     Example:
     >>> import keras_resvit as kr
@@ -182,7 +195,7 @@ def feature_pyramid(model: keras.Model) -> keras.Model:
     >>> {key: x.shape[1] for key, x in feature_pyramid(model).output.items()}
     {'P2': 10, 'P3': 5, 'P4': 3, 'P5': 2}
     """
-    check_model("model", model)
+    _check_graph(model)
     blocks = _resnet_blocks(model)
     if not blocks:
         raise ValueError(
@@ -229,9 +242,10 @@ def representation_model(model: keras.Model, layer: str | None = None) -> keras.
         A `keras.Model` sharing `model`'s layers.
 
     Raises:
-        ValueError: `model` is not a Keras model or has no layer named `layer`.
+        ValueError: `model` is not a Keras model, has no defined input (an unbuilt Sequential,
+            a subclassed model) or has no layer named `layer`.
     """
-    check_model("model", model)
+    _check_graph(model)
     names = [entry.name for entry in model.layers]
     if layer is not None:
         if not isinstance(layer, str) or layer not in names:

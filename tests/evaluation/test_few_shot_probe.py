@@ -6,6 +6,7 @@ import re
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_resvit as kr
 from keras_resvit.base.model_files import save_model
@@ -119,6 +120,7 @@ def test_least_squares_primal_and_dual_agree():
         ({"shots": (True,)}, ["shots=True"]),
         ({"shots": ()}, ["shots=()"]),
         ({"shots": 2.0}, ["shots=2.0", "positive ints"]),
+        ({"shots": np.array(2.0)}, ["shots=2.0", "positive ints"]),
         ({"shots": None}, ["shots=None", "positive ints"]),
         ({"seed": None}, ["seed=None", "[0, 2**32)"]),
         ({"seed": -1}, ["seed=-1"]),
@@ -135,6 +137,97 @@ def test_bad_arguments_raise_one_clear_error(kwargs, words):
         kr.evaluation.few_shot(model, (x[:100], y[:100]), (x_test[:20], y_test[:20]), **kwargs)
     for word in words:
         assert word in str(error.value)
+
+
+@pytest.fixture(scope="module")
+def small():
+    """An untrained depth-8 CIFAR ResNet, 100 digits to draw from and 20 to test on."""
+    (x, y), (x_test, y_test) = kr.data.load_digits()
+    return kr.build_resnet(8, stem="cifar"), x[:100], y[:100], (x_test[:20], y_test[:20])
+
+
+def test_a_0d_array_of_shots_is_one_count(small):
+    model, x, y, test = small
+    expected = kr.evaluation.few_shot(model, (x, y), test, 5)
+    assert kr.evaluation.few_shot(model, (x, y), test, np.array(5)) == expected
+
+
+class Batches(keras.utils.PyDataset):
+    """Two batches of 32 of whatever `make(images, labels)` gives."""
+
+    def __init__(self, x, y, make):
+        super().__init__()
+        self.x, self.y, self.make = x, y, make
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        rows = slice(32 * index, 32 * (index + 1))
+        return self.make(self.x[rows], self.y[rows])
+
+
+NOT_PAIRS = {
+    "weights": lambda x, y: (x, y, np.ones(len(y), "float32")),
+    "dict": lambda x, y: {"images": x, "labels": y},
+    "images_only": lambda x, y: x,
+}
+
+
+@pytest.mark.parametrize("kind", ["tf.data", "PyDataset"])
+@pytest.mark.parametrize("make", NOT_PAIRS.values(), ids=list(NOT_PAIRS))
+def test_batches_that_are_not_images_and_labels_are_refused(small, kind, make):
+    model, x, y, test = small
+    if kind == "tf.data":
+        train = tf.data.Dataset.from_tensor_slices(make(x, y)).batch(32)
+    else:
+        train = Batches(x, y, make)
+    with pytest.raises(ValueError, match=r"^train dataset yields elements shaped .*; expected"):
+        kr.evaluation.few_shot(model, train, test, 1)
+
+
+def test_a_batch_with_fewer_labels_than_images_is_refused(small):
+    model, x, y, _ = small
+    data = Batches(x, y, lambda images, labels: (images, labels[:30]))
+    with pytest.raises(ValueError, match="train batch 1 has 32 images and 30 labels"):
+        kr.evaluation.extract_features(model, data)
+
+
+def test_dataset_labels_must_be_class_indices(small):
+    model, x, _, _ = small
+
+    def dataset(label):
+        return tf.data.Dataset.from_tensor_slices((x[:64], np.full(64, label, "float32")))
+
+    # 2.9 was read as class 2.
+    with pytest.raises(ValueError, match=r"train batch 1 labels .* class indices.* found 2\.9 "):
+        kr.evaluation.extract_features(model, dataset(2.9).batch(32))
+    # Whole numbers are class indices in any dtype, as in the (images, labels) array source.
+    _, labels = kr.evaluation.extract_features(model, dataset(2.0).batch(32))
+    assert labels.dtype == np.int64 and labels.tolist() == [2] * 64
+
+
+@pytest.mark.parametrize("labels, found", [([0.5, 0.5, 1.5, 1.5], "0.5"), ([np.nan, 1, 1], "nan")])
+def test_few_shot_indices_refuses_labels_that_are_not_class_indices(labels, found):
+    with pytest.raises(ValueError, match=f"^labels must be class indices .*; found {found} "):
+        few_shot_indices(np.array(labels), 1)
+    assert few_shot_indices(np.array([0.0, 1.0, 1.0]), 1).tolist()[0] == 0
+
+
+@pytest.mark.parametrize("argument", ["y", "y_test"])
+def test_least_squares_refuses_nan_labels(argument):
+    rng = np.random.default_rng(0)
+    labels = {"y": np.arange(6.0) % 2, "y_test": np.arange(4.0) % 2}
+    labels[argument][1] = np.nan
+    with pytest.raises(ValueError, match=f"^{argument} must be class indices .*; found nan "):
+        kr.evaluation.least_squares_accuracy(
+            rng.normal(size=(6, 3)), labels["y"], rng.normal(size=(4, 3)), labels["y_test"]
+        )
+
+
+def test_least_squares_refuses_features_that_are_not_numbers():
+    with pytest.raises(ValueError, match=r"^x is not valid \(could not convert .*features"):
+        kr.evaluation.least_squares_accuracy([["a"]], [0], np.zeros((2, 1)), [0, 0])
 
 
 def test_cli_evaluate_checks_the_data_against_the_class_names_inside_the_model(tmp_path, capsys):

@@ -186,6 +186,15 @@ def test_a_model_must_be_a_keras_model(function):
         function("resnet20")
 
 
+@pytest.mark.parametrize(
+    "function", [kr.feature_layers, kr.feature_pyramid, kr.intermediate_model, representation_model]
+)
+def test_a_model_without_a_defined_input_is_refused(function):
+    # An unbuilt Sequential has no graph of layer calls to read features from.
+    with pytest.raises(ValueError, match=r"model='sequential.*' has no defined input \(an unbuilt"):
+        function(keras.Sequential([keras.layers.Dense(3)]))
+
+
 def test_bad_feature_requests():
     model = kr.create_model("resnet20")
     with pytest.raises(ValueError, match=r"features=\['stage9_block1'\] are not features"):
