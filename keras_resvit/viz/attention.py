@@ -80,8 +80,10 @@ def rollout_matrices(
     for norm, attention in blocks:
         x = inputs[norm.name]
         _, scores = attention(x, x, return_attention_scores=True, training=False)
-        fused = HEAD_FUSIONS[head_fusion](keras.ops.convert_to_numpy(scores), axis=1)
-        fused = fused.astype("float64")
+        # float64 before the heads are fused: a mixed-precision model's scores are float16 or
+        # bfloat16, in which numpy would also sum them.
+        scores = keras.ops.convert_to_numpy(scores).astype("float64")
+        fused = HEAD_FUSIONS[head_fusion](scores, axis=1)
         if discard_ratio:
             drop = int(fused.shape[-1] * discard_ratio)
             if not drop:  # else accepted for nothing

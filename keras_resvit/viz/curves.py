@@ -1,8 +1,9 @@
 """Training curves: loss, accuracy and learning rate per epoch."""
 
+import contextlib
 import os
 import reprlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,10 @@ def _columns(history):
         rows = read_history(history)
         if not rows:
             raise ValueError(f"history={str(history)!r} has no rows; expected a history.csv.")
-        return {k: [r.get(k) for r in rows] for k in rows[0]}
+        # Every row's columns: the history writer leaves a cell blank in an epoch without
+        # that value (validation every few epochs), also in the first row.
+        keys = dict.fromkeys(k for row in rows for k in row)
+        return {k: [row.get(k) for row in rows] for k in keys}
     columns = getattr(history, "history", history)
     if not isinstance(columns, Mapping):
         raise ValueError(
@@ -35,19 +39,28 @@ def _columns(history):
 
 
 def _series(columns, key, length=None):
-    """`columns[key]` as float64 numbers, one per epoch (None and NaN as gaps)."""
+    """`columns[key]` as float64 numbers, one per epoch (None, NaN and infinities as gaps)."""
     values = columns[key]
-    try:
-        series = np.asarray([np.nan if v is None else v for v in values], "float64")
-    except (TypeError, ValueError):
-        series = None
-    if series is None or series.ndim != 1 or len(series) == 0 or length not in (None, len(series)):
+    series = None
+    # A string or a dict iterates to characters or keys, which numpy would read as numbers.
+    if not isinstance(values, (str, bytes, Mapping, Set)):
+        with contextlib.suppress(TypeError, ValueError):  # not iterable, or ragged
+            series = np.asarray([np.nan if v is None else v for v in values])
+    valid = series is not None and series.dtype.kind in "iuf" and series.ndim == 1
+    if not valid or len(series) == 0 or length not in (None, len(series)):
         epochs = "one per epoch" if length is None else f"{length}, as many as its train curve"
         raise ValueError(
             f"history[{key!r}]={reprlib.repr(values)} is not valid; expected a list of "
-            f"numbers, {epochs}."
+            f"numbers (None for an epoch without one), {epochs}."
         )
-    return series
+    return series.astype("float64")
+
+
+def _plot(ax, series, label):
+    """One curve against epochs 1, 2, ...; a value between two gaps (validation every few
+    epochs) has no line to either side, so a curve with gaps also marks each value."""
+    marker = None if np.isfinite(series).all() else "."
+    ax.plot(range(1, len(series) + 1), series, marker=marker, label=label)
 
 
 def plot_history(history, path) -> Path:
@@ -64,8 +77,10 @@ def plot_history(history, path) -> Path:
     Raises:
         FileNotFoundError: `history` is a path but not a file.
         ValueError: `history` is not a History, dict or path; it has none of the columns
-            loss, accuracy, learning_rate, or one that is not a list of numbers (a
-            validation curve of another length); or `path` is not a writable `.png` file.
+            loss, accuracy, learning_rate, or one that is not a list of numbers (None, NaN
+            and infinities are drawn as gaps; a string, a dict or nested lists are refused,
+            as is a validation curve of another length); or `path` is not a writable `.png`
+            file.
 
     Example:
     >>> plot_history({"loss": [2.3, 1.1, 0.7], "accuracy": [0.2, 0.6, 0.8]}, "curves.png")
@@ -91,10 +106,9 @@ def plot_history(history, path) -> Path:
     figure = Figure(figsize=(width * len(panels), height), dpi=DPI, layout="tight")
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
     for ax, (key, title) in zip(axes, panels, strict=True):
-        epochs = range(1, len(curves[key]) + 1)
-        ax.plot(epochs, curves[key], label="train")
+        _plot(ax, curves[key], "train")
         if f"val_{key}" in curves:
-            ax.plot(epochs, curves[f"val_{key}"], label="validation")
+            _plot(ax, curves[f"val_{key}"], "validation")
             ax.legend()
         ax.set_title(title)
         ax.set_xlabel("epoch")

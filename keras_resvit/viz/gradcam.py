@@ -100,15 +100,21 @@ def _grad_cam(model, images, class_index, layer):
         )
     images = check_images(model, images)
     classes = _check_class_index(class_index, len(images), classifier.units)
-    features = features_model(images, training=False)
+    # Scores, gradients and the weighted sum in float32 whatever the model computes in: under
+    # mixed precision the feature map is float16/bfloat16 and the classifier float32, which
+    # TensorFlow does not promote, and half-precision gradients lose the small channel weights.
+    features = keras.ops.cast(features_model(images, training=False), "float32")
 
     def logits(feature_map):
-        scores = keras.ops.matmul(head(feature_map, training=False), classifier.kernel)
-        return scores if classifier.bias is None else scores + classifier.bias
+        pooled = keras.ops.cast(head(feature_map, training=False), "float32")
+        scores = keras.ops.matmul(pooled, keras.ops.cast(classifier.kernel, "float32"))
+        if classifier.bias is None:
+            return scores
+        return scores + keras.ops.cast(classifier.bias, "float32")
 
     if classes is None:
         classes = np.argmax(keras.ops.convert_to_numpy(logits(features)), axis=-1)
-    one_hot = keras.ops.one_hot(classes, classifier.units, dtype=features.dtype)
+    one_hot = keras.ops.one_hot(classes, classifier.units, dtype="float32")
     # Images do not interact (BatchNorm runs in inference mode), so the gradient of the
     # summed scores holds each image's own gradient.
     grads = gradient(lambda f: keras.ops.sum(logits(f) * one_hot), features)

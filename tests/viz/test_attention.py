@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import keras_resvit as kr
+from keras_resvit.base.backend import dtype_policy
 from tests.conftest import assert_save_load_identical, random_images, tiny_vit
 
 # TINY_VIT: 32 px images in patches of 8, so a 4x4 grid and 17 tokens with the class token.
@@ -59,6 +60,19 @@ def test_one_block_matches_hand_computed_attention(images):
     weights /= weights.sum(axis=-1, keepdims=True)
     expected = (weights.mean(axis=1) + np.eye(TOKENS)) / 2
     np.testing.assert_allclose(kr.viz.rollout_matrices(model, images), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+@pytest.mark.parametrize("head_fusion", ["mean", "max"])
+def test_mixed_precision_vits_roll_out_as_their_float32_twin(vit, images, policy, head_fusion):
+    with dtype_policy(policy):
+        twin = tiny_vit()
+    twin.set_weights(vit.get_weights())
+    actual = kr.viz.rollout_matrices(twin, images, head_fusion=head_fusion)
+    assert actual.dtype == np.float64
+    np.testing.assert_allclose(actual.sum(axis=-1), 1.0, atol=1e-12)
+    expected = kr.viz.rollout_matrices(vit, images, head_fusion=head_fusion)
+    np.testing.assert_allclose(actual, expected, atol=0.01)
 
 
 def test_gap_models_average_the_patch_rows(images):

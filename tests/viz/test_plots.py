@@ -5,6 +5,8 @@ import pytest
 from matplotlib.image import imread
 
 import keras_resvit as kr
+from keras_resvit.base.files import write_csv
+from keras_resvit.viz import curves
 from keras_resvit.viz.figures import DPI, LINE_INCHES, PANEL_INCHES
 from tests.conftest import random_images, tiny_vit
 
@@ -32,6 +34,49 @@ def test_curves_from_history_csv_and_dict(tmp_path):
     assert imread(kr.viz.plot_history(history, tmp_path / "d.png")).shape[:2] == (350, 450)
 
 
+def _curves(monkeypatch, history, path):
+    """{panel title: {curve label: (y values, marker)}} of the figure plot_history draws."""
+    figures = []
+    save_png = curves.save_png
+    monkeypatch.setattr(curves, "save_png", lambda f, p: figures.append(f) or save_png(f, p))
+    kr.viz.plot_history(history, path)
+    (figure,) = figures
+    return {
+        ax.get_title(): {
+            line.get_label(): (line.get_ydata(), line.get_marker()) for line in ax.lines
+        }
+        for ax in figure.axes
+    }
+
+
+def test_a_csv_column_blank_in_its_first_rows_is_drawn(tmp_path, monkeypatch):
+    # The history writer leaves a blank cell in an epoch without that value: validation every
+    # other epoch starts at epoch 2.
+    rows = [
+        {"epoch": e, "loss": 2.0 / e, **({"val_loss": 1.0 / e} if e % 2 == 0 else {})}
+        for e in range(1, 6)
+    ]
+    csv = write_csv(tmp_path / "history.csv", rows)
+    assert csv.read_text().splitlines()[:2] == ["epoch,loss,val_loss", "1,2.0,"]
+    drawn = _curves(monkeypatch, csv, tmp_path / "c.png")
+    np.testing.assert_allclose(drawn["loss"]["train"][0], [2.0, 1.0, 2 / 3, 0.5, 0.4])
+    validation, marker = drawn["loss"]["validation"]
+    np.testing.assert_allclose(validation, [np.nan, 0.5, np.nan, 0.25, np.nan])
+    # Each value lies between gaps, so only a marker shows it.
+    assert marker == "."
+
+
+def test_none_nan_and_infinities_are_gaps(tmp_path, monkeypatch):
+    history = {"loss": [2.0, np.nan, np.inf, 0.5], "val_loss": (None, 1.0, 0.8, 0.6)}
+    drawn = _curves(monkeypatch, history, tmp_path / "c.png")["loss"]
+    np.testing.assert_array_equal(drawn["train"][0], [2.0, np.nan, np.inf, 0.5])
+    np.testing.assert_array_equal(drawn["validation"][0], [np.nan, 1.0, 0.8, 0.6])
+    # Whole curves stay plain lines.
+    whole = {"loss": np.array([2.0, 1.0]), "accuracy": [0, 1]}
+    drawn = _curves(monkeypatch, whole, tmp_path / "d.png")
+    assert drawn["accuracy"]["train"][1] == drawn["loss"]["train"][1] == "None"
+
+
 @pytest.mark.parametrize(
     "plot, arguments, error, words",
     [
@@ -43,6 +88,21 @@ def test_curves_from_history_csv_and_dict(tmp_path):
         ("history", {"history": "missing.csv"}, FileNotFoundError, ["missing.csv"]),
         ("history", {"history": {"epoch": [0]}}, ValueError, ["['epoch']", "loss"]),
         ("history", {"history": {"loss": []}}, ValueError, ["history['loss']=[]", "per epoch"]),
+        # A string or a dict iterates to characters or keys, which would plot as numbers.
+        ("history", {"history": {"loss": "12"}}, ValueError, ["history['loss']='12'", "numbers"]),
+        ("history", {"history": {"loss": b"12"}}, ValueError, ["history['loss']=b'12'"]),
+        ("history", {"history": {"loss": ["1.5", "0.7"]}}, ValueError, ["['1.5', '0.7']"]),
+        ("history", {"history": {"loss": {"1": 2.0}}}, ValueError, ["{'1': 2.0}", "numbers"]),
+        ("history", {"history": {"loss": [[1.0, 0.5]]}}, ValueError, ["[[1.0, 0.5]]", "numbers"]),
+        ("history", {"history": {"loss": [True, False]}}, ValueError, ["[True, False]"]),
+        ("history", {"history": {"loss": [1.0, "a"]}}, ValueError, ["[1.0, 'a']", "numbers"]),
+        ("history", {"history": {"loss": 1.5}}, ValueError, ["history['loss']=1.5", "numbers"]),
+        (
+            "history",
+            {"history": {"loss": [1.0, 0.5], "val_loss": "12"}},
+            ValueError,
+            ["history['val_loss']='12'", "2, as many as its train curve"],
+        ),
     ],
 )
 def test_bad_input_raises_one_clear_error(tmp_path, plot, arguments, error, words):
