@@ -22,7 +22,7 @@ import functools
 import keras
 
 from keras_resvit.base.backend import fast_path, in_tf_graph
-from keras_resvit.base.validation import check_int, check_value_range
+from keras_resvit.base.validation import check_choice, check_int, check_number, check_value_range
 
 
 @keras.saving.register_keras_serializable(package="keras_resvit")
@@ -96,7 +96,10 @@ class KerasRandAugment(keras.layers.RandAugment):
     grey / blur (1 +- 0.81). Training with it is stronger than the papers' recipes, which
     `keras_resvit.layers.RandAugment` follows.
 
-    Args: those of `keras.layers.RandAugment`.
+    Args: those of `keras.layers.RandAugment`: `value_range` (low, high) with low < high,
+    `num_ops` >= 0, `factor` a number in [0, 1] (strengths drawn from [0, factor]) or a pair
+    (low, high) with 0 <= low <= high <= 1, `interpolation` "bilinear" or "nearest", `seed`,
+    `data_format`.
 
     Example:
     >>> import numpy as np
@@ -105,10 +108,26 @@ class KerasRandAugment(keras.layers.RandAugment):
     (8, 8, 3)
     """
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        check_value_range(type(self).__name__, self.value_range)
-        check_int(f"{type(self).__name__}: num_ops", self.num_ops, minimum=0)
+    def __init__(
+        self,
+        value_range=(0, 255),
+        num_ops=2,
+        factor=0.5,
+        interpolation="bilinear",
+        seed=None,
+        data_format=None,
+        **kwargs,
+    ):
+        name = type(self).__name__
+        check_value_range(name, value_range)
+        check_int(f"{name}: num_ops", num_ops, minimum=0)
+        check_unit_factor(name, factor)
+        # Keras' layer raises NotImplementedError for another interpolation, at the first call.
+        check_choice(f"{name}: interpolation", interpolation, ("bilinear", "nearest"))
+        super().__init__(
+            value_range=value_range, num_ops=num_ops, factor=factor, interpolation=interpolation,
+            seed=seed, data_format=data_format, **kwargs,
+        )  # fmt: skip
         self.equalization = Equalization(value_range=self.value_range, data_format=self.data_format)
         # One function per op, made once: JAX caches traced `switch` branches by function.
         self._branches = tuple(
@@ -161,3 +180,21 @@ class KerasRandAugment(keras.layers.RandAugment):
         seed = self._get_seed_generator(self.backend._backend)
         transform = layer.get_random_transformation(images, training=True, seed=seed)
         return self._apply(name, images, {name: transform})
+
+
+def check_unit_factor(layer, factor):
+    """`factor` of a Keras image layer bounded by [0, 1]: a number in [0, 1] or a pair (low,
+    high) with 0 <= low <= high <= 1 (Keras' own check lets NaN through and sorts a pair)."""
+    pair = isinstance(factor, (tuple, list))
+    values = tuple(factor) if pair else (factor,)
+    try:
+        for value in values:
+            check_number("factor", value, 0, 1, include_low=True, include_high=True)
+        valid = len(values) == (2 if pair else 1) and values[0] <= values[-1]
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ValueError(
+            f"{layer}: factor={factor!r} must be a number in [0, 1] or a pair (low, high) with "
+            "0 <= low <= high <= 1."
+        )

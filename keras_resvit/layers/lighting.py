@@ -4,7 +4,12 @@ import math
 
 import keras
 
-from keras_resvit.base.validation import check_channels_last, check_number, refuse_arguments
+from keras_resvit.base.validation import (
+    check_channels_last,
+    check_number,
+    check_value_range,
+    refuse_arguments,
+)
 
 # The principal components of ImageNet's RGB pixels on the [0, 1] scale, as fb.resnet.torch
 # publishes them (computed on a subset of the training images): eigenvalues and, per row,
@@ -25,22 +30,24 @@ class PCALighting(keras.layers.RandomBrightness):
     pixels and is shifted along those components, "an important property of natural images,
     namely that object identity is invariant to changes in the intensity and color of the
     illumination". He et al. (2016) train their ImageNet nets with it ("the standard color
-    augmentation in [21]"). A Keras image layer: at inference it passes images through, and
-    inside `tf.data` it runs TensorFlow ops whatever the backend.
+    augmentation in [21]"). A Keras image layer: at inference it passes images through (in its
+    compute dtype), and inside `tf.data` it runs TensorFlow ops whatever the backend.
 
     Args:
         alpha_std: standard deviation of the per-component scale (AlexNet: 0.1).
         eigenvalues: the three eigenvalues, on the [0, 1] pixel scale.
         eigenvectors: 3x3, eigenvector `j` in column `j`.
-        value_range: the images' pixel range; the shift is scaled to it and the result
-            clipped to it.
+        value_range: the images' pixel range, (low, high) with low < high; the shift is
+            scaled to it and the result clipped to it. The result is in the layer's compute
+            dtype (float32) whatever the images' (uint8 pixels are shifted as floats).
         seed: seed of the random draws.
         data_format: "channels_last" (the only one supported) or None for Keras' setting.
 
     Raises:
         ValueError: for `factor`, the argument of `keras.layers.RandomBrightness` this layer
-            does not take (`alpha_std` sets the strength), and for images that are not RGB
-            (3 channels, last axis).
+            does not take (`alpha_std` sets the strength), for a `value_range` that is not
+            (low, high) with low < high, and for images that are not RGB (3 channels, last
+            axis).
 
     Example:
     >>> import numpy as np
@@ -66,6 +73,7 @@ class PCALighting(keras.layers.RandomBrightness):
             "the lighting's strength is alpha_std (AlexNet: 0.1)",
         )
         data_format = check_channels_last(data_format, "PCALighting")
+        check_value_range("PCALighting", value_range)
         super().__init__(
             factor=0.0, value_range=value_range, seed=seed, data_format=data_format, **kwargs
         )
@@ -102,6 +110,15 @@ class PCALighting(keras.layers.RandomBrightness):
         delta = self.backend.numpy.matmul(scaled, self.backend.numpy.transpose(vectors))
         delta = delta * (self.value_range[1] - self.value_range[0])
         return {"rgb_delta": self.backend.numpy.reshape(delta, delta_shape)}
+
+    def transform_images(self, images, transformation, training=True):
+        # Keras' RandomBrightness adds the shift in the images' dtype: uint8 pixels wrapped
+        # around (black became white) or lost their negative shifts.
+        images = self.backend.cast(images, self.compute_dtype)
+        if not training:
+            return images
+        delta = self.backend.cast(transformation["rgb_delta"], self.compute_dtype)
+        return self.backend.numpy.clip(images + delta, *self.value_range)
 
     def get_config(self):
         config = super().get_config()

@@ -380,7 +380,7 @@ def _check_fill(fill_value, value_range):
     values = fill_value if isinstance(fill_value, (tuple, list)) else [fill_value]
     low, high = value_range
     if len(values) not in (1, 3) or not all(
-        isinstance(v, (int, float)) and low <= v <= high for v in values
+        isinstance(v, (int, float)) and not isinstance(v, bool) and low <= v <= high for v in values
     ):
         raise ValueError(
             f"RandAugment: fill_value={fill_value!r} must be one number or three (RGB) within "

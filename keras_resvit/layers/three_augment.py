@@ -6,14 +6,15 @@ grayscale (`keras.layers.RandomGrayscale`), solarization at mid-range
 (`keras.layers.Solarization` at a fixed threshold, PIL's `ImageOps.solarize(image, 128)`) or a
 Gaussian blur of
 standard deviation in [0.1, 2] (`keras.layers.RandomGaussianBlur`, with one standard deviation
-for both axes, as PIL's `GaussianBlur(radius)`). Only the chosen one is computed, as in this
-package's `KerasRandAugment`, and the layers run inside `tf.data` whatever the backend.
+for both axes, as PIL's `GaussianBlur(radius)`). For one image only the chosen one is computed,
+as in this package's `KerasRandAugment`, and the layers run inside `tf.data` whatever the
+backend.
 """
 
 import keras
 
 from keras_resvit.base.validation import check_number, check_value_range, refuse_arguments
-from keras_resvit.layers.keras_rand_augment import KerasRandAugment
+from keras_resvit.layers.keras_rand_augment import KerasRandAugment, check_unit_factor
 
 # Kernel taps of the blur: +-3 standard deviations of the largest one (2.0).
 BLUR_KERNEL_SIZE = 13
@@ -30,13 +31,19 @@ class IsotropicGaussianBlur(keras.layers.RandomGaussianBlur):
     (PIL's `GaussianBlur(radius)`) are isotropic and extend the image at its edges.
 
     Args:
-        factor: as `keras.layers.RandomGaussianBlur`: the probability of blurring an image.
+        factor: the probability of blurring each image, in [0, 1] (1: every image); a pair
+            (low, high), 0 <= low <= high <= 1, draws that probability from [low, high] for
+            each image, as Keras' layer (which draws it from [0, p] for one number p: it
+            blurred half the images at its default 1.0).
         kernel_size: the kernel's taps, a positive odd int (or a pair of them), at most
             2 * image side - 1: the border is reflected (a `ValueError` otherwise).
         sigma: the standard deviation, drawn uniformly from a pair (min, max) with
             0 <= min <= max, or from [0, sigma] for one number (Keras' rule); unlike Keras'
-            layer, values above 1 are taken (DeiT III draws from [0.1, 2]).
-        value_range, data_format, seed: as `keras.layers.RandomGaussianBlur`.
+            layer, values above 1 are taken (DeiT III draws from [0.1, 2]). One is drawn per
+            call: the blurred images of a batch share it, as in Keras' layer.
+        value_range: the images' pixel range, (low, high) with low < high; the result is
+            clipped to it.
+        data_format, seed: as `keras.layers.RandomGaussianBlur`.
 
     Example:
     >>> import numpy as np
@@ -45,7 +52,9 @@ class IsotropicGaussianBlur(keras.layers.RandomGaussianBlur):
     (8, 8, 3)
     """
 
-    def __init__(self, factor=1.0, kernel_size=3, sigma=1.0, **kwargs):
+    def __init__(self, factor=1.0, kernel_size=3, sigma=1.0, value_range=(0, 255), **kwargs):
+        check_unit_factor("IsotropicGaussianBlur", factor)
+        check_value_range("IsotropicGaussianBlur", value_range)
         sizes = tuple(kernel_size) if isinstance(kernel_size, (tuple, list)) else (kernel_size,)
         if not (
             len(sizes) in (1, 2)
@@ -69,7 +78,10 @@ class IsotropicGaussianBlur(keras.layers.RandomGaussianBlur):
         if len(sigmas) != 2 or sigmas[0] > sigmas[1]:
             raise ValueError(message)
         # Keras' layer takes standard deviations only within [0, 1]; the range is set after.
-        super().__init__(factor=factor, kernel_size=kernel_size, sigma=1.0, **kwargs)
+        super().__init__(
+            factor=factor if isinstance(factor, (tuple, list)) else (factor, factor),
+            kernel_size=kernel_size, sigma=1.0, value_range=value_range, **kwargs,
+        )  # fmt: skip
         self.sigma = tuple(float(v) for v in sigmas)
 
     def get_random_transformation(self, data, training=True, seed=None):
@@ -159,6 +171,11 @@ class ThresholdSolarization(keras.layers.Solarization):
 class ThreeAugment(KerasRandAugment):
     """3-Augment: one of grayscale, solarization or Gaussian blur per image, uniformly.
 
+    Each image of a batch draws its own operation; a batch then computes all three and keeps
+    each image's own (the blurred images of a batch share one standard deviation, as in Keras'
+    blur). The package's presets call it on each image before batching, where only the chosen
+    operation is computed.
+
     Args:
         value_range: the images' pixel range.
         seed: seed of the random draws.
@@ -194,6 +211,33 @@ class ThreeAugment(KerasRandAugment):
             value_range=value_range, seed=seed, data_format=data_format,
         )  # fmt: skip
 
+    def get_random_transformation(self, data, training=True, seed=None):
+        transformation = super().get_random_transformation(data, training=training, seed=seed)
+        images = data["images"] if isinstance(data, dict) else data
+        if transformation is not None and len(images.shape) == 4 and images.shape[0] != 1:
+            # DeiT III picks per image; Keras' RandAugment draws one choice for the batch.
+            transformation["choices"] = self.backend.random.randint(
+                self.backend.core.shape(images)[:1],
+                0,
+                len(self._AUGMENT_LAYERS),
+                seed=self._get_seed_generator(self.backend._backend),
+            )
+        return transformation
+
+    def transform_images(self, images, transformation, training=True):
+        if not training or "choices" not in transformation:
+            return super().transform_images(images, transformation, training=training)
+        images = self.backend.cast(images, self.compute_dtype)
+        choices = self.backend.numpy.reshape(transformation["choices"], (-1, 1, 1, 1))
+        out = images
+        for index, name in enumerate(self._AUGMENT_LAYERS):
+            if "transforms" in transformation:
+                transformed = self._apply(name, images, transformation["transforms"])
+            else:
+                transformed = self._draw_and_apply(name, images)
+            out = self.backend.numpy.where(choices == index, transformed, out)
+        return self.backend.numpy.clip(out, *self.value_range)
+
     def get_config(self):
         config = super().get_config()
         for key in ("num_ops", "factor", "interpolation"):
@@ -205,12 +249,14 @@ class ThreeAugment(KerasRandAugment):
 class ColorJitter(keras.layers.RandomBrightness):
     """torchvision's `ColorJitter(brightness, contrast, saturation)` (no hue), per image.
 
-    Brightness multiplies the pixels by a factor from [max(0, 1 - b), 1 + b]; contrast blends
-    each image with the mean of its grayscale by a factor from [max(0, 1 - c), 1 + c];
-    saturation blends it with its grayscale by a factor from [max(0, 1 - s), 1 + s]; each step
-    clips to `value_range`. As torchvision, each image applies the three in its own random
-    order. (Keras' `RandomBrightness` adds to the pixels, its `RandomContrast` uses each
-    channel's mean, and its `RandomColorJitter` keeps one order.)
+    Brightness blends each image with black, the low end of `value_range` (`low + (x - low) *
+    f`: torchvision's `x * f` on 0-1 or 0-255 images), by a factor f from [max(0, 1 - b),
+    1 + b]; contrast blends each image with the mean of its grayscale by a factor from
+    [max(0, 1 - c), 1 + c]; saturation blends it with its grayscale by a factor from
+    [max(0, 1 - s), 1 + s]; each step clips to `value_range`. As torchvision, each image
+    applies the three in its own random order. (Keras' `RandomBrightness` adds to the pixels,
+    its `RandomContrast` uses each channel's mean, and its `RandomColorJitter` keeps one
+    order.)
 
     Args:
         brightness, contrast, saturation: the jitter strengths, >= 0 (DeiT III: 0.3 each).
@@ -289,7 +335,7 @@ class ColorJitter(keras.layers.RandomBrightness):
             op = b.numpy.reshape(order[:, step], (-1, 1, 1, 1))
             x = b.numpy.where(
                 op == 0,
-                b.numpy.clip(x * factors[0], low, high),
+                blend(b, x, low, factors[0], low, high),
                 # On one channel the luma is the channel itself (its weights sum to 1).
                 b.numpy.where(
                     op == 1,

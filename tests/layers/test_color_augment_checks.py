@@ -1,5 +1,6 @@
 """The colour and RandAugment layers keep the input's channels, refuse the arguments they do not
-take and the magnitudes they cannot apply, and draw torchvision's colour-jitter factors."""
+take and the magnitudes they cannot apply, draw torchvision's colour-jitter factors, blur and
+pick 3-Augment's operation per image."""
 
 import re
 
@@ -11,6 +12,7 @@ import tensorflow as tf
 from keras_resvit.layers import (
     ColorJitter,
     IsotropicGaussianBlur,
+    KerasRandAugment,
     RandAugment,
     ThreeAugment,
     ThresholdSolarization,
@@ -195,3 +197,65 @@ def test_blur_names_a_kernel_too_large_for_the_image():
         np.full((1, 8, 8, 3), 7.0, "float32"), training=True
     )
     np.testing.assert_allclose(_numpy(out), 7.0, atol=1e-4)
+
+
+@pytest.mark.parametrize("factor, fewest, most", [(1.0, 400, 400), (0.0, 0, 0), (0.5, 150, 250)])
+def test_blur_factor_is_the_probability_of_blurring_each_image(factor, fewest, most):
+    # Keras' layer draws the probability from [0, factor]: its default 1.0 blurred half.
+    images = random_images(400, 8, 8)
+    out = _numpy(IsotropicGaussianBlur(factor=factor, seed=0)(images, training=True))
+    blurred = np.sum(~np.isclose(out, images).all(axis=(1, 2, 3)))
+    assert fewest <= blurred <= most  # 0.5: 200 +- 5 standard deviations of a binomial
+
+
+# 6. One operation per image of a batch, and colours that do not depend on the pixel range.
+
+
+def test_three_augment_picks_an_operation_for_each_image_of_a_batch():
+    images = np.round(random_images(60, 16, 16))  # whole levels, as decoded images
+    solarized = np.where(images > 127.5, 255.0 - images, images)
+    for out in (
+        _numpy(ThreeAugment(seed=0)(images, training=True)),
+        _in_tf_data(ThreeAugment(seed=1), images),
+    ):
+        grey = np.isclose(out, out[..., :1]).all(axis=(1, 2, 3))
+        solar = np.isclose(out, solarized).all(axis=(1, 2, 3))
+        blurred = ~grey & ~solar & ~np.isclose(out, images).all(axis=(1, 2, 3))
+        assert grey.any() and solar.any() and blurred.any()
+        np.testing.assert_array_equal(grey + solar + blurred, 1)
+
+
+def test_color_jitter_gives_the_same_colours_on_any_value_range():
+    # torchvision's brightness blends with black, which is the low end of the range.
+    images = random_images(16, 8, 8)
+    jitter = {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "seed": 2}
+    on_255 = _numpy(ColorJitter(**jitter)(images, training=True))
+    signed = ColorJitter(**jitter, value_range=(-1, 1))(images / 127.5 - 1, training=True)
+    np.testing.assert_allclose(_numpy(signed), on_255 / 127.5 - 1, atol=1e-5)
+    black = np.full((8, 2, 2, 3), -1.0, "float32")
+    out = ColorJitter(brightness=0.9, value_range=(-1, 1), seed=0)(black, training=True)
+    np.testing.assert_array_equal(_numpy(out), black)
+
+
+# 7. Bad arguments: one ValueError at construction, naming the argument and what is valid.
+
+
+@pytest.mark.parametrize(
+    "build, words",
+    [
+        (lambda: IsotropicGaussianBlur(value_range=(1, 0)), ["value_range=(1, 0)", "low < high"]),
+        (lambda: IsotropicGaussianBlur(factor=float("nan")), ["factor=nan", "[0, 1]"]),
+        (lambda: IsotropicGaussianBlur(factor=(1, float("nan"))), ["factor=(1, nan)", "[0, 1]"]),
+        (lambda: IsotropicGaussianBlur(factor=1.5), ["factor=1.5", "[0, 1]"]),
+        (lambda: KerasRandAugment(interpolation="foo"), ["interpolation='foo'", "'bilinear'"]),
+        (lambda: KerasRandAugment(factor=float("nan")), ["factor=nan", "[0, 1]"]),
+        (lambda: KerasRandAugment(factor=(0.9, 0.1)), ["factor=(0.9, 0.1)", "low <= high"]),
+        (lambda: RandAugment(fill_value=True), ["fill_value=True", "one number"]),
+        (lambda: RandAugment(fill_value=(0, True, 0)), ["fill_value=(0, True, 0)", "three"]),
+    ],
+)
+def test_bad_arguments_get_one_clear_error_at_construction(build, words):
+    with pytest.raises(ValueError) as info:
+        build()
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))

@@ -95,6 +95,25 @@ def test_pca_lighting_refuses_factor_and_reads_its_own_configs():
     assert again.alpha_std == 0.2
 
 
+def test_pca_lighting_shifts_uint8_images_as_floats_clipped_to_the_range():
+    # Keras' RandomBrightness adds in the images' dtype: black uint8 pixels turned white.
+    black = np.zeros((6, 1, 1, 3), "uint8")
+    out = keras.ops.convert_to_numpy(PCALighting(seed=3)(black, training=True))
+    floats = PCALighting(seed=3)(black.astype("float32"), training=True)
+    assert out.dtype == np.float32 and out.min() >= 0.0 and out.max() < 10.0
+    np.testing.assert_array_equal(out, keras.ops.convert_to_numpy(floats))
+
+
+@pytest.mark.parametrize("value_range", [(0, float("nan")), (255, 0)])
+def test_pca_lighting_refuses_a_value_range_that_is_not_low_high(value_range):
+    _error(
+        ValueError,
+        lambda: PCALighting(value_range=value_range),
+        f"PCALighting: value_range={value_range!r}",
+        "low < high",
+    )
+
+
 def test_random_resized_crop_fallback_box_is_centered():
     """torchvision's RandomResizedCrop: when no drawn box fits, the largest box with a ratio in
     range is taken from the center ((height - h) // 2, (width - w) // 2)."""
