@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 from keras_resvit.base.deprecation import deprecated_names
-from keras_resvit.base.validation import check_number, check_seed
+from keras_resvit.base.validation import check_int, check_number, check_seed
 from keras_resvit.data.pipelines import as_pipeline
 from keras_resvit.layers.crops import (
     RandomPadCrop,
@@ -26,9 +26,11 @@ from keras_resvit.layers.crops import (
 from keras_resvit.layers.lighting import PCALighting
 from keras_resvit.layers.normalization import CIFAR_MEAN, IMAGENET_MEAN
 from keras_resvit.layers.rand_augment import RandAugment
-from keras_resvit.layers.three_augment import ColorJitter, ThreeAugment
+from keras_resvit.layers.three_augment import BLUR_KERNEL_SIZE, ColorJitter, ThreeAugment
 
 PIXELS = (0, 255)
+# 3-Augment's blur reflects the border: half its kernel must be below the image's side.
+_THREE_AUGMENT_SMALLEST = BLUR_KERNEL_SIZE // 2 + 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +81,14 @@ def layer_seeds(seed: int | None):
         yield None if rng is None else int(rng.integers(2**31 - 1))
 
 
+def _check_preset(image_size, seed, smallest=1):
+    """A preset's own arguments, checked before its layers are made: Keras' `Resizing` takes
+    a size of 0, a layer's own check names its `height`, and NumPy's seed error no argument."""
+    check_int("image_size", image_size, smallest)
+    if seed is not None:
+        check_seed(seed)
+
+
 def _flip(seed):
     return keras.layers.RandomFlip("horizontal", seed=seed)
 
@@ -95,6 +105,7 @@ def resnet_cifar(image_size: int = 32, seed: int | None = None) -> keras.layers.
     >>> tuple(resnet_cifar(32)(np.zeros((32, 32, 3), "float32")).shape)
     (32, 32, 3)
     """
+    _check_preset(image_size, seed)
     seeds = layer_seeds(seed)
     return keras.layers.Pipeline(
         [
@@ -129,6 +140,7 @@ def resnet_imagenet(image_size: int = 224, seed: int | None = None) -> keras.lay
     >>> tuple(resnet_imagenet(224)(np.zeros((300, 400, 3), "float32")).shape)
     (224, 224, 3)
     """
+    _check_preset(image_size, seed)
     seeds = layer_seeds(seed)
     return keras.layers.Pipeline(
         [
@@ -140,24 +152,28 @@ def resnet_imagenet(image_size: int = 224, seed: int | None = None) -> keras.lay
 
 
 def resnet_imagenet_jitter(image_size: int = 224, seed: int | None = None) -> keras.layers.Pipeline:
-    """`resnet_imagenet` with fb.resnet.torch's colour jitter (brightness 0.1, contrast 0.4,
-    saturation 0.4) in place of PCA lighting, a common later form.
+    """`resnet_imagenet`'s scale augmentation and flip with a colour jitter in place of PCA
+    lighting: fb.resnet.torch's and torchvision's `ColorJitter(brightness=0.4, contrast=0.4,
+    saturation=0.4)` (`keras_resvit.layers.ColorJitter`): three blends by factors from
+    [0.6, 1.4] — with black (brightness multiplies), with the mean grey level (contrast) and
+    with the grayscale image (saturation) — in a random order per image, each clipped to 0-255.
+
+    fb.resnet.torch's ImageNet recipe (`datasets/imagenet.lua`) also differs in its crop (an
+    Inception crop, `RandomSizedCrop`) and keeps PCA lighting (0.1) after the jitter, unclipped.
+    (Keras' own layers are not this jitter: `RandomBrightness` adds to the pixels, and Keras
+    3.15's `RandomContrast(0.4)` draws its factor from [1.0, 1.4], never lowering contrast.)
 
     Example:
     >>> import numpy as np
     >>> tuple(resnet_imagenet_jitter(224)(np.zeros((300, 400, 3), "float32")).shape)
     (224, 224, 3)
     """
+    _check_preset(image_size, seed)
     seeds = layer_seeds(seed)
     return keras.layers.Pipeline(
         [
             *_scale_crop_flip(image_size, seeds),
-            keras.layers.RandomColorJitter(
-                value_range=PIXELS, brightness_factor=0.1, contrast_factor=0.4, seed=next(seeds)
-            ),
-            # Saturation as a blend towards grey: keras.layers.RandomSaturation (Keras 3.15)
-            # clips HSV saturation to `value_range`, not [0, 1], and gives negative pixels.
-            keras.layers.RandomColorDegeneration(0.4, seed=next(seeds)),
+            ColorJitter(0.4, 0.4, 0.4, value_range=PIXELS, seed=next(seeds)),
         ],
         name="resnet_imagenet_jitter",
     )
@@ -174,6 +190,7 @@ def alexnet(image_size: int = 224, seed: int | None = None) -> keras.layers.Pipe
     >>> tuple(alexnet(227)(np.zeros((300, 400, 3), "float32")).shape)
     (227, 227, 3)
     """
+    _check_preset(image_size, seed)
     seeds = layer_seeds(seed)
     return keras.layers.Pipeline(
         [
@@ -196,6 +213,7 @@ def inception_crop(image_size: int = 224, seed: int | None = None) -> keras.laye
     >>> tuple(inception_crop(64)(np.zeros((100, 80, 3), "float32")).shape)
     (64, 64, 3)
     """
+    _check_preset(image_size, seed)
     seeds = layer_seeds(seed)
     return keras.layers.Pipeline(
         [RandomResizedCrop(image_size, image_size, seed=next(seeds)), _flip(next(seeds))],
@@ -204,6 +222,7 @@ def inception_crop(image_size: int = 224, seed: int | None = None) -> keras.laye
 
 
 def _randaugment_pipeline(name, image_size, seed, erasing, **rand_augment):
+    _check_preset(image_size, seed)
     seeds = layer_seeds(seed)
     layers = [
         RandomResizedCrop(image_size, image_size, seed=next(seeds)),
@@ -283,6 +302,7 @@ def deit3(image_size: int = 224, seed: int | None = None) -> keras.layers.Pipeli
     >>> tuple(deit3(32)(np.zeros((40, 48, 3), "float32")).shape)
     (32, 32, 3)
     """
+    _check_preset(image_size, seed, _THREE_AUGMENT_SMALLEST)
     seeds = layer_seeds(seed)
     return keras.layers.Pipeline(
         [
@@ -306,6 +326,7 @@ def deit3_src(image_size: int = 224, seed: int | None = None) -> keras.layers.Pi
     >>> tuple(deit3_src(32)(np.zeros((40, 48, 3), "float32")).shape)
     (32, 32, 3)
     """
+    _check_preset(image_size, seed, _THREE_AUGMENT_SMALLEST)
     seeds = layer_seeds(seed)
     side = (image_size, image_size)
     return keras.layers.Pipeline(

@@ -86,7 +86,13 @@ def resize_shorter_side(images, size: int, antialias: bool = True):
 
 def shorter_side_size(height: int, width: int, size: int) -> tuple[int, int]:
     """(height, width) of a `height` x `width` image resized so that its shorter side is
-    `size`, its aspect kept."""
+    `size`, its aspect kept.
+
+    Raises:
+        ValueError: unless `height`, `width` and `size` are positive ints.
+    """
+    for argument, value in (("height", height), ("width", width), ("size", size)):
+        check_int(argument, value)
     factor = size / min(height, width)
     return max(1, round(height * factor)), max(1, round(width * factor))
 

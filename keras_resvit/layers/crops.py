@@ -16,6 +16,7 @@ from keras_resvit.base.validation import (
     check_channels_last,
     check_choice,
     check_int,
+    check_seed,
     refuse_arguments,
 )
 
@@ -33,13 +34,24 @@ def _check_range(name, value, low, layer):
     if (
         not isinstance(value, (tuple, list))
         or len(value) != 2
-        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            for v in value
+        )
         or not low < value[0] <= value[1]
     ):
         raise ValueError(
-            f"{layer}: {name}={value!r} must be a pair (min, max) with {low} < min <= max."
+            f"{layer}: {name}={value!r} must be a pair (min, max) of finite numbers with "
+            f"{low} < min <= max."
         )
     return tuple(float(v) for v in value)
+
+
+def _check_seed(seed):
+    # Keras takes any int on TensorFlow but only [0, 2**32) on JAX, and fails there only when
+    # the layer first draws.
+    if seed is not None:
+        check_seed(seed)
 
 
 class _CropAndResize(keras.layers.RandomCrop):
@@ -59,6 +71,7 @@ class _CropAndResize(keras.layers.RandomCrop):
         check_bool(f"{type(self).__name__}: antialias", antialias)
         check_choice(f"{type(self).__name__}: interpolation", interpolation, INTERPOLATIONS)
         data_format = check_channels_last(data_format, type(self).__name__)
+        _check_seed(seed)
         super().__init__(height, width, seed=seed, data_format=data_format, **kwargs)
         self.interpolation = interpolation
         self.antialias = antialias
@@ -163,14 +176,24 @@ class RandomResizedCrop(_CropAndResize):
         aspect = b.numpy.exp(log_ratio)
         crop_w = b.numpy.round(b.numpy.sqrt(area * aspect))
         crop_h = b.numpy.round(b.numpy.sqrt(area / aspect))
-        fits = b.numpy.logical_and(crop_w <= width, crop_h <= height)
-        # Fallback: the whole image, narrowed to the nearest ratio inside the range.
+        # torchvision keeps a box only if 0 < w <= width and 0 < h <= height: a small area of
+        # an extreme ratio rounds to 0 pixels on one side.
+        fits = b.numpy.logical_and(
+            b.numpy.logical_and(crop_w >= 1, crop_w <= width),
+            b.numpy.logical_and(crop_h >= 1, crop_h <= height),
+        )
+        # Fallback: the whole image, narrowed to the nearest ratio inside the range (at least
+        # one pixel: a 1-pixel-high image narrowed to a ratio below 0.5 would round to 0).
         image_ratio = width / height
         fallback_w = b.numpy.where(
-            image_ratio > self.ratio[1], b.numpy.round(height * self.ratio[1]), width
+            image_ratio > self.ratio[1],
+            b.numpy.maximum(1.0, b.numpy.round(height * self.ratio[1])),
+            width,
         )
         fallback_h = b.numpy.where(
-            image_ratio < self.ratio[0], b.numpy.round(width / self.ratio[0]), height
+            image_ratio < self.ratio[0],
+            b.numpy.maximum(1.0, b.numpy.round(width / self.ratio[0])),
+            height,
         )
         first = b.numpy.argmax(b.cast(fits, "int32"))
         found = b.numpy.any(fits)
@@ -228,8 +251,9 @@ class RandomScaleCrop(_CropAndResize):
         height, width = b.cast(height, "float32"), b.cast(width, "float32")
         shorter = b.numpy.minimum(height, width)
         pixels_per_output = shorter / b.random.uniform((), *self.scale_range, seed=seed)
-        crop_h = b.numpy.minimum(height, b.numpy.round(self.height * pixels_per_output))
-        crop_w = b.numpy.minimum(width, b.numpy.round(self.width * pixels_per_output))
+        # At least one pixel: a shorter side S far above the image's rounds the box to 0.
+        crop_h = b.numpy.clip(b.numpy.round(self.height * pixels_per_output), 1.0, height)
+        crop_w = b.numpy.clip(b.numpy.round(self.width * pixels_per_output), 1.0, width)
         top, left = _offset(b, height - crop_h, seed), _offset(b, width - crop_w, seed)
         return top, left, crop_h, crop_w
 
@@ -268,6 +292,7 @@ class RandomPadCrop(keras.layers.RandomCrop):
     def __init__(self, padding=4, fill_value=0.0, seed=None, data_format=None, **kwargs):
         check_int("RandomPadCrop: padding", padding, 0)
         data_format = check_channels_last(data_format, "RandomPadCrop")
+        _check_seed(seed)
         values = fill_value if isinstance(fill_value, (tuple, list)) else [fill_value]
         if not values or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

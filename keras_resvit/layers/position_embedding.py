@@ -109,6 +109,8 @@ class PositionEmbedding(keras.layers.Layer):
         return self.num_prefix_tokens + self.grid_size[0] * self.grid_size[1]
 
     def build(self, input_shape):
+        if self.dynamic_size:
+            self._check_dynamic_inputs(input_shape)
         # Only the width comes from the input: the token count comes from the config, so a
         # layer rebuilt from an edited config gets the new grid's shape.
         shape = tuple(input_shape[0] if self.dynamic_size else input_shape)
@@ -133,6 +135,31 @@ class PositionEmbedding(keras.layers.Layer):
             grid = sincos_2d(self.grid_size, dim)
             prefix = np.zeros((self.num_prefix_tokens, dim), "float32")
             self.embeddings = np.concatenate([prefix, grid])[None]
+
+    def _check_dynamic_inputs(self, input_shape):
+        """`[tokens, patch_map]`: two shapes, a 4-D patch map and, where both are known, as
+        many tokens as its grid gives."""
+        pair = (
+            isinstance(input_shape, (tuple, list))
+            and len(input_shape) == 2
+            and all(isinstance(shape, (tuple, list)) for shape in input_shape)
+        )
+        if not pair or len(input_shape[1]) != 4:
+            raise ValueError(
+                "PositionEmbedding: dynamic_size=True takes [tokens, patch_map]: the tokens "
+                "(batch, tokens, dim) and the patch map (batch, h, w, dim) that gives their grid; "
+                f"got inputs of shape {input_shape}."
+            )
+        tokens = input_shape[0][1] if len(input_shape[0]) == 3 else None  # else refused later
+        height, width = input_shape[1][1:3]
+        if None in (tokens, height, width):  # sizes known only when the model runs
+            return
+        if tokens != self.num_prefix_tokens + height * width:
+            raise ValueError(
+                f"PositionEmbedding: {tokens} tokens do not match the {height}x{width} patch map "
+                f"and num_prefix_tokens={self.num_prefix_tokens}; expected "
+                f"{self.num_prefix_tokens + height * width} tokens."
+            )
 
     def call(self, inputs):
         if not self.dynamic_size:

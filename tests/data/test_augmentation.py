@@ -70,6 +70,21 @@ def test_the_papers_imagenet_augmentations_use_pca_lighting():
     assert not any(isinstance(x, PCALighting) for x in jitter.layers)
 
 
+def test_the_jitter_preset_is_fb_resnet_torchs_colour_jitter_both_ways():
+    # Keras 3.15's RandomContrast(0.4) draws from [1.0, 1.4]: the preset never lowered
+    # contrast. fb.resnet.torch's jitter blends by factors from [0.6, 1.4].
+    from keras_resvit.layers import ColorJitter
+
+    jitter, _ = kr.data.get_augmentation("resnet_imagenet_jitter", 64, seed=0)
+    (colour,) = [x for x in jitter.layers if isinstance(x, ColorJitter)]
+    assert (colour.brightness, colour.contrast, colour.saturation) == (0.4, 0.4, 0.4)
+    image = np.concatenate([np.full((32, 64, 3), 60.0), np.full((32, 64, 3), 180.0)])
+    spreads = [
+        float(np.ptp(keras.ops.convert_to_numpy(colour(image, training=True)))) for _ in range(40)
+    ]
+    assert min(spreads) < 0.8 * 120 and max(spreads) > 1.2 * 120
+
+
 def _boxes(layer, height, width, draws):
     image = np.zeros((height, width, 3), "float32")
     boxes = [
@@ -91,6 +106,28 @@ def test_random_resized_crop_boxes_cover_the_area_and_aspect_ranges():
     assert area.min() < 0.2 and area.max() > 0.7  # the whole range is used
     assert log_ratio.min() < math.log(0.85) and log_ratio.max() > math.log(1 / 0.85)
     assert 0.3 < np.mean(area) < 0.75  # uniform over [0.08, 1], less the boxes that don't fit
+
+
+@pytest.mark.parametrize(
+    "layer, height, width",
+    [
+        # Area 0.01-0.02 of ratio 0.01-100: about 7% of the draws rounded to 0 pixels wide.
+        (RandomResizedCrop(16, 16, scale=(0.01, 0.02), ratio=(0.01, 100.0), seed=0), 32, 32),
+        # The fallback of a 1-pixel-high image narrowed to ratio 0.1 rounded to 0 pixels.
+        (RandomResizedCrop(4, 4, scale=(1.0, 1.0), ratio=(0.1, 0.1), seed=0), 1, 32),
+        # A shorter side S of up to 1e6 for a 32-pixel image rounded the box to 0 pixels.
+        (RandomScaleCrop(16, 16, scale_range=(16, 1e6), seed=0), 32, 32),
+    ],
+    ids=["extreme-ratios", "thin-fallback", "huge-scale"],
+)
+def test_a_crop_box_is_never_empty(layer, height, width):
+    """torchvision keeps a drawn box only if 0 < w <= width and 0 < h <= height: a 0-pixel box
+    failed the resize (TensorFlow's InvalidArgumentError, JAX's ZeroDivisionError)."""
+    top, left, h, w = _boxes(layer, height, width, 150).T
+    assert (h >= 1).all() and (w >= 1).all() and (top >= 0).all() and (left >= 0).all()
+    assert (top + h <= height).all() and (left + w <= width).all()
+    out = _run_in_tf_data(layer, random_images(120, height, width))
+    assert out.shape == (120, layer.height, layer.width, 3) and np.isfinite(out).all()
 
 
 def test_random_resized_crop_falls_back_inside_thin_images():
@@ -314,6 +351,16 @@ def test_a_sequential_holding_another_layer_is_refused():
         (lambda: RandomResizedCrop(8, 8, scale=(0.5, 0.1)), ["scale=(0.5, 0.1)", "min <= max"]),
         (lambda: RandomScaleCrop(224, 224, scale_range=(100, 200)), ["scale_range", "224"]),
         (lambda: RandomPadCrop(-1), ["padding=-1", ">= 0"]),
+        # An infinite ratio never cropped; an infinite scale gave 0-pixel boxes.
+        (lambda: RandomResizedCrop(16, 16, ratio=(1, math.inf)), ["ratio=(1, inf)", "finite"]),
+        (lambda: RandomResizedCrop(8, 8, scale=(0.1, math.nan)), ["scale=(0.1, nan)", "finite"]),
+        (
+            lambda: RandomScaleCrop(16, 16, scale_range=(32, math.inf)),
+            ["RandomScaleCrop: scale_range=(32, inf)", "finite"],
+        ),
+        # JAX takes seeds in [0, 2**32) only, and failed at the first draw.
+        (lambda: RandomResizedCrop(8, 8, seed=-1), ["seed=-1", "[0, 2**32)"]),
+        (lambda: RandomPadCrop(4, seed=2**32), ["seed=4294967296", "[0, 2**32)"]),
     ],
 )
 def test_bad_augmentation_arguments(call, words):
@@ -321,6 +368,22 @@ def test_bad_augmentation_arguments(call, words):
         call()
     for word in words:
         assert word in str(info.value)
+
+
+@pytest.mark.parametrize("name", sorted(augmentation.AUGMENTATION_PRESETS))
+def test_a_preset_called_directly_checks_its_size_and_seed(name):
+    """`resnet_cifar(0)` built a pipeline of 0x0 images (JAX) or a deep ResizeBilinear error
+    (TensorFlow); a bad seed gave NumPy's error, which names no argument."""
+    preset = augmentation.AUGMENTATION_PRESETS[name]
+    smallest = 7 if name.startswith("deit3") else 1  # 3-Augment's 13-tap blur reflects
+    valid = "a positive int" if smallest == 1 else "an int >= 7"
+    for size in (0, -32, 24.0, None, smallest - 1):
+        with pytest.raises(ValueError, match=rf"^image_size={size!r} must be {valid}\."):
+            preset(size)
+    for seed in (-1, 2**32, 1.5):
+        with pytest.raises(ValueError, match=rf"^seed={seed!r} must be an int in \[0, 2\*\*32\)"):
+            preset(24, seed=seed)
+    assert isinstance(preset(smallest, seed=2**32 - 1), keras.layers.Pipeline)
 
 
 def test_keras_cv_adapter_explains_the_missing_extra(monkeypatch):

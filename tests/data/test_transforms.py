@@ -106,6 +106,21 @@ def test_evaluation_crop_ratio_follows_the_image_size(shorter_side, image_size, 
     assert transforms.evaluation_crop_ratio(shorter_side, image_size) == ratio
 
 
+@pytest.mark.parametrize(
+    "sizes, words",
+    [
+        ((0, 8, 4), "height=0"),  # was a ZeroDivisionError
+        ((8, 0, 4), "width=0"),
+        ((8, 8, 0), "size=0"),  # was (1, 1)
+        ((-8, 8, 4), "height=-8"),
+    ],
+)
+def test_shorter_side_size_refuses_sizes_below_one(sizes, words):
+    assert transforms.shorter_side_size(8, 16, 4) == (4, 8)
+    with pytest.raises(ValueError, match=f"^{words} must be a positive int"):
+        transforms.shorter_side_size(*sizes)
+
+
 def test_ten_crop_matches_numpy_slices():
     images = np.random.default_rng(2).uniform(0, 255, (2, 9, 12, 3)).astype("float32")
     crops = [keras.ops.convert_to_numpy(c) for c in kr.data.ten_crop(images, 5)]

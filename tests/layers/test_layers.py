@@ -10,6 +10,7 @@ from keras_resvit.layers import (
     FusedBatchNormalization,
     MultiHeadSelfAttention,
     PointwiseConv2D,
+    PositionEmbedding,
     ReverseChannels,
     SlicedMaxPooling2D,
     StdConv2D,
@@ -467,3 +468,27 @@ def test_files_saved_with_the_former_layer_norm_name_still_load(tmp_path):
         DeprecationWarning, match="use keras_resvit.layers.ClosedFormLayerNormalization"
     ):
         assert kr.layers.FusedLayerNormalization is FusedLayerNormalization
+
+
+@pytest.mark.parametrize(
+    "inputs, words",
+    [
+        (np.zeros((2, 7, 8), "float32"), ["[tokens, patch_map]", "(2, 7, 8)"]),  # map forgotten
+        (keras.Input((7, 8)), ["[tokens, patch_map]", "(None, 7, 8)"]),
+        ([np.zeros((2, 7, 8), "float32")], ["[tokens, patch_map]", "[(2, 7, 8)]"]),
+        ([np.zeros((2, 7, 8), "float32")] * 2, ["[tokens, patch_map]", "(batch, h, w, dim)"]),
+        (
+            [np.zeros((2, 7, 8), "float32"), np.zeros((2, 3, 3, 8), "float32")],
+            ["7 tokens", "3x3 patch map", "expected 10 tokens"],
+        ),
+    ],
+    ids=["tokens", "input", "one", "flat-map", "count"],
+)
+def test_dynamic_position_embedding_refuses_inputs_without_a_patch_map(inputs, words):
+    layer = PositionEmbedding((2, 3), dynamic_size=True)
+    with pytest.raises(ValueError) as info:
+        layer(inputs)
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
+    tokens, patch_map = np.ones((2, 10, 8), "float32"), np.zeros((2, 3, 3, 8), "float32")
+    assert tuple(layer([tokens, patch_map]).shape) == (2, 10, 8)
