@@ -23,6 +23,7 @@ from keras_resvit.layers.crops import (
     RandomScaleCrop,
     ResizeCenterCrop,
 )
+from keras_resvit.layers.erasing import NoiseErasing
 from keras_resvit.layers.lighting import PCALighting
 from keras_resvit.layers.normalization import CIFAR_MEAN, IMAGENET_MEAN
 from keras_resvit.layers.rand_augment import RandAugment
@@ -230,19 +231,15 @@ def _randaugment_pipeline(name, image_size, seed, erasing, **rand_augment):
         RandAugment(num_ops=2, value_range=PIXELS, seed=next(seeds), **rand_augment),
     ]
     if erasing:
-        # A fixed probability: a single float would draw it from [0, p] instead.
-        layers.append(
-            keras.layers.RandomErasing(
-                factor=(erasing, erasing), value_range=PIXELS, seed=next(seeds)
-            )
-        )
+        layers.append(NoiseErasing(erasing, value_range=PIXELS, seed=next(seeds)))
     return keras.layers.Pipeline(layers, name=name)
 
 
 def deit(image_size: int = 224, seed: int | None = None) -> keras.layers.Pipeline:
     """Touvron et al. (2021), DeiT: inception crop, flip, RandAugment as timm's
     `rand-m9-mstd0.5-inc1` (2 operations, each with probability 0.5, magnitude 9 +- 0.5;
-    `keras_resvit.layers.RandAugment`), erasing p=0.25.
+    `keras_resvit.layers.RandAugment`), erasing p=0.25 with per-pixel noise (timm's "pixel"
+    mode, `keras_resvit.layers.NoiseErasing`).
 
     Batch-level MixUp 0.8 / CutMix 1.0 and label smoothing 0.1 come with it (`MIXING["deit"]`).
 

@@ -11,6 +11,7 @@ from keras_resvit.layers.crops import (
     RandomScaleCrop,
     ResizeCenterCrop,
 )
+from keras_resvit.layers.erasing import NoiseErasing
 from keras_resvit.layers.keras_rand_augment import Equalization, KerasRandAugment
 from keras_resvit.layers.lighting import PCALighting
 from keras_resvit.layers.normalization import (
@@ -56,6 +57,7 @@ __all__ = [
     "ClosedFormLayerNormalization",
     "LocalResponseNormalization",
     "MultiHeadSelfAttention",
+    "NoiseErasing",
     "PatchEmbedding",
     "PCALighting",
     "ColorJitter",

@@ -440,3 +440,35 @@ def test_preset_layers_draw_independently():
     assert set(shift) == set(range(-4, 5)) and 0.4 < flipped.mean() < 0.6
     for side in (shift < 0, shift > 0):  # both ways of shifting are flipped about half the time
         assert 0.3 < flipped[side].mean() < 0.7, (flipped[side].mean(), side.sum())
+
+
+def test_deit_erasing_fills_boxes_with_normalized_noise_as_timm():
+    """timm's RandomErasing(mode="pixel") fills with N(0, 1) of the normalized images: in pixels
+    the dataset's mean plus its std times noise. Keras' fill (N(0, 1) x 255, clipped) left
+    about half of the erased pixels black."""
+    import tensorflow as tf
+
+    from keras_resvit.layers import NoiseErasing
+    from keras_resvit.layers.normalization import IMAGENET_MEAN, IMAGENET_STD
+
+    layer, _ = kr.data.get_augmentation("deit", 32, seed=0)
+    assert isinstance(layer.layers[-1], NoiseErasing) and layer.layers[-1].factor == (0.25, 0.25)
+    images = np.full((400, 24, 24, 3), 7.0, "float32")
+    erasing = NoiseErasing(1.0, seed=1)
+    erased = keras.ops.convert_to_numpy(erasing(images, training=True))
+    changed = erased != 7.0
+    assert changed.any(axis=(1, 2, 3)).all()  # p=1: every image
+    for channel in range(3):
+        values = erased[..., channel][changed[..., channel]]
+        assert abs(values.mean() - IMAGENET_MEAN[channel]) < 3
+        assert abs(values.std() - IMAGENET_STD[channel]) < 0.1 * IMAGENET_STD[channel]
+        assert np.mean(values == 0) < 0.05  # clipped at 0 (a z below -1.8); Keras: ~0.5
+    # A fixed probability, inside tf.data whatever the backend, and the layer's config.
+    quarter = NoiseErasing.from_config(NoiseErasing(0.25, seed=2).get_config())
+    data = tf.data.Dataset.from_tensor_slices(images).map(lambda x: quarter(x, training=True))
+    share = np.mean([(x != 7.0).any() for x in data.as_numpy_iterator()])
+    assert 0.18 < share < 0.32
+    with pytest.raises(ValueError, match=r"NoiseErasing: std=\(1, 2\) must be three"):
+        NoiseErasing(std=(1, 2))
+    with pytest.raises(ValueError, match="NoiseErasing: factor=1.5"):
+        NoiseErasing(1.5)
