@@ -17,6 +17,12 @@ from keras_resvit.base.validation import check_finite_scores, check_int
 from keras_resvit.data.image_files import load_images
 
 
+def _batches(paths, size):
+    """The image files in one batch, or one at a time for a model (or file) of any input size,
+    which scores each image at its own size."""
+    return [paths] if None not in size else [[path] for path in paths]
+
+
 def _scores(model_path, paths):
     if model_path.suffix == ".tflite":
         from keras_resvit.artifacts import run_tflite, tflite_interpreter
@@ -35,11 +41,12 @@ def _scores(model_path, paths):
                 "reads images for a (batch, height, width, 1 or 3 channels) input."
             )
         size = tuple(int(d) if d > 0 else None for d in signature[1:3])
-        # A file of any input size scores each image at its own size, as a model does.
-        batches = [paths] if None not in size else [[path] for path in paths]
         channels = int(signature[3])
         return np.concatenate(
-            [run_tflite(model_path, load_images(b, size, channels=channels)) for b in batches]
+            [
+                run_tflite(model_path, load_images(b, size, channels=channels))
+                for b in _batches(paths, size)
+            ]
         )
     if model_path.suffix == ".keras":
         from keras_resvit.files import load_model
@@ -58,8 +65,7 @@ def _model_scores(model, paths):
 
     check_classifier(model, "predict ranks classes")
     size, channels = tuple(model.input_shape[1:3]), model.input_shape[-1]
-    # A model of any input size scores each image at its own size, one at a time.
-    batches = [paths] if None not in size else [[path] for path in paths]
+    batches = _batches(paths, size)
     scores = [model.predict(load_images(b, size, channels=channels), verbose=0) for b in batches]
     return np.concatenate([keras.ops.convert_to_numpy(s) for s in scores])
 

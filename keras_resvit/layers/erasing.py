@@ -7,7 +7,7 @@ the erased pixels black and a sixth white)."""
 import keras
 
 from keras_resvit.base.validation import check_value_range
-from keras_resvit.layers.keras_rand_augment import check_unit_factor
+from keras_resvit.layers.keras_rand_augment import probability_range
 from keras_resvit.layers.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -44,7 +44,7 @@ class NoiseErasing(keras.layers.RandomErasing):
         data_format=None,
         **kwargs,
     ):
-        check_unit_factor("NoiseErasing", factor)
+        factor = probability_range("NoiseErasing", factor)
         check_value_range("NoiseErasing", value_range)
         for name, values in (("mean", mean), ("std", std)):
             if not (
@@ -58,8 +58,8 @@ class NoiseErasing(keras.layers.RandomErasing):
                     "pixel scale of value_range."
                 )
         super().__init__(
-            factor=tuple(factor) if isinstance(factor, (tuple, list)) else (factor, factor),
-            scale=scale, value_range=value_range, seed=seed, data_format=data_format, **kwargs,
+            factor=factor, scale=scale, value_range=value_range, seed=seed,
+            data_format=data_format, **kwargs,
         )  # fmt: skip
         self.mean = tuple(float(v) for v in mean)
         self.std = tuple(float(v) for v in std)

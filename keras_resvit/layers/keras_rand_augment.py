@@ -198,3 +198,11 @@ def check_unit_factor(layer, factor):
             f"{layer}: factor={factor!r} must be a number in [0, 1] or a pair (low, high) with "
             "0 <= low <= high <= 1."
         )
+
+
+def probability_range(layer, factor):
+    """`factor` of a Keras layer that draws each image's probability from a range (blur,
+    erasing), checked (`check_unit_factor`): one number p as (p, p), the probability p itself
+    (Keras would draw it from [0, p]); a pair as it is."""
+    check_unit_factor(layer, factor)
+    return tuple(factor) if isinstance(factor, (tuple, list)) else (factor, factor)

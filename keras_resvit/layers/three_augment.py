@@ -14,7 +14,7 @@ backend.
 import keras
 
 from keras_resvit.base.validation import check_number, check_value_range, refuse_arguments
-from keras_resvit.layers.keras_rand_augment import KerasRandAugment, check_unit_factor
+from keras_resvit.layers.keras_rand_augment import KerasRandAugment, probability_range
 
 # Kernel taps of the blur: +-3 standard deviations of the largest one (2.0).
 BLUR_KERNEL_SIZE = 13
@@ -53,7 +53,7 @@ class IsotropicGaussianBlur(keras.layers.RandomGaussianBlur):
     """
 
     def __init__(self, factor=1.0, kernel_size=3, sigma=1.0, value_range=(0, 255), **kwargs):
-        check_unit_factor("IsotropicGaussianBlur", factor)
+        factor = probability_range("IsotropicGaussianBlur", factor)
         check_value_range("IsotropicGaussianBlur", value_range)
         sizes = tuple(kernel_size) if isinstance(kernel_size, (tuple, list)) else (kernel_size,)
         if not (
@@ -79,9 +79,8 @@ class IsotropicGaussianBlur(keras.layers.RandomGaussianBlur):
             raise ValueError(message)
         # Keras' layer takes standard deviations only within [0, 1]; the range is set after.
         super().__init__(
-            factor=factor if isinstance(factor, (tuple, list)) else (factor, factor),
-            kernel_size=kernel_size, sigma=1.0, value_range=value_range, **kwargs,
-        )  # fmt: skip
+            factor=factor, kernel_size=kernel_size, sigma=1.0, value_range=value_range, **kwargs
+        )
         self.sigma = tuple(float(v) for v in sigmas)
 
     def get_random_transformation(self, data, training=True, seed=None):
