@@ -4,20 +4,39 @@ import contextlib
 import gc
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 try:
     import fcntl
 except ImportError:  # Windows
     fcntl = None
 
-import keras
-import numpy as np
-import pytest
+# JAX compiles every program it runs (each eager operation per shape, each train step); the
+# test processes and their subprocesses (CLI runs, guides, killed and resumed trainings) compile
+# the same programs again and again. One compilation cache for the session, set before JAX is
+# imported and inherited by every pytest-xdist worker and subprocess, compiles each once. A
+# cache the caller set is used as it is; the process that made one removes it at its end.
+_OWN_JAX_CACHE = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="keras-resvit-tests-jax-")
+    _OWN_JAX_CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"]
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 # Tests must never reach the network: tensorflow-datasets and Keras use these folders only.
 os.environ.setdefault("TFDS_DATA_DIR", os.path.join(os.path.dirname(__file__), "_no_tfds"))
+
+
+def pytest_unconfigure(config):
+    if _OWN_JAX_CACHE:
+        shutil.rmtree(_OWN_JAX_CACHE, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -46,16 +46,24 @@ def test_the_package_documents_with_runnable_examples():
     assert len(runnable) > 150
 
 
-# Modules whose examples train for a while: run in the pass where they are fastest; their
-# modules' tests cover both backends.
+# Each module's examples run once, in the pass where they are fastest (TensorFlow, but for the
+# masked pre-training's training example): the modules' own tests cover both backends. The
+# modules that choose devices and engines by backend run in both passes.
+BOTH_BACKENDS = {
+    "keras_resvit.base.backend",
+    "keras_resvit.base.processes",
+    "keras_resvit.training.distribution",
+    "keras_resvit.training.sharding",
+}
 ONE_BACKEND = {"keras_resvit.training.masked_pretraining": "jax"}
 
 
 def _marked(name):
-    if name not in ONE_BACKEND:
+    if name in BOTH_BACKENDS:
         return name
-    reason = "a training example; its module's tests run on both backends"
-    return pytest.param(name, marks=pytest.mark.one_backend(ONE_BACKEND[name], reason=reason))
+    reason = "a module's examples; its tests run on both backends"
+    backend = ONE_BACKEND.get(name, "tensorflow")
+    return pytest.param(name, marks=pytest.mark.one_backend(backend, reason=reason))
 
 
 @pytest.mark.parametrize("name", [_marked(name) for name in MODULES])
