@@ -59,6 +59,16 @@ def _batches(data, split):
     return data.as_numpy_iterator()
 
 
+def _check_structure(data, split):
+    """Refuses `data` whose batches are not (images, labels) before any is read for features:
+    a `tf.data` spec as it is, a `PyDataset` by its first batch."""
+    if isinstance(data, keras.utils.PyDataset):
+        if len(data):
+            _check_batch(data[0], split)
+    else:
+        _check_batch(data.element_spec, split)
+
+
 def _checked_batches(batches, split):
     for batch in batches:
         _check_batch(batch, split)
@@ -329,6 +339,8 @@ def few_shot(
     feature_model(model, layer)
     train = _dataset(train, "train", model, batch_size)
     test = _dataset(test, "test", model, batch_size)
+    for data, split in ((train, "train"), (test, "test")):
+        _check_structure(data, split)  # the test data before any training features are made
     # Label i must mean one class in both (the datasets say which when they know).
     names = (getattr(data, "class_names", None) for data in (test, train))
     check_class_names_match("test", *names, "train")

@@ -11,6 +11,7 @@ import tensorflow as tf
 import keras_resvit as kr
 from keras_resvit.base.model_files import save_model
 from keras_resvit.cli import main
+from keras_resvit.evaluation import few_shot_probe
 from keras_resvit.evaluation.few_shot_probe import BIAS_CONSTANT, STD_EPSILON, few_shot_indices
 
 # One worker builds this module's fixtures once (pytest-xdist --dist loadgroup).
@@ -184,6 +185,23 @@ def test_batches_that_are_not_images_and_labels_are_refused(small, kind, make):
         train = Batches(x, y, make)
     with pytest.raises(ValueError, match=r"^train dataset yields elements shaped .*; expected"):
         kr.evaluation.few_shot(model, train, test, 1)
+
+
+@pytest.mark.parametrize("kind", ["tf.data", "PyDataset"])
+def test_test_batches_that_are_not_pairs_are_refused_before_any_features(small, kind, monkeypatch):
+    model, x, y, (x_test, y_test) = small
+    make = NOT_PAIRS["dict"]
+    if kind == "tf.data":
+        test = tf.data.Dataset.from_tensor_slices(make(x_test, y_test)).batch(32)
+    else:
+        test = Batches(x_test, y_test, make)
+    extracted = []
+    monkeypatch.setattr(
+        few_shot_probe, "extract_features", lambda *args, **kwargs: extracted.append(args)
+    )
+    with pytest.raises(ValueError, match=r"^test dataset yields elements shaped \{"):
+        kr.evaluation.few_shot(model, (x, y), test, 1)
+    assert not extracted  # refused before the training pool's features were computed
 
 
 def test_a_batch_with_fewer_labels_than_images_is_refused(small):
