@@ -55,7 +55,7 @@ def _batches(data, split):
     TensorFlow), each checked to be such a pair before it is read as one."""
     if isinstance(data, keras.utils.PyDataset):
         return _checked_batches((data[i] for i in range(len(data))), split)
-    _check_batch(data.element_spec, split)  # refused before any batch is read
+    _check_structure(data, split)  # refused before any batch is read
     return data.as_numpy_iterator()
 
 
