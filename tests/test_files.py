@@ -511,6 +511,7 @@ def _children_converting(parent):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the child process through /proc")
+@pytest.mark.one_backend("jax", reason="the exporting process runs JAX in either pass")
 def test_killing_an_export_kills_its_conversion_and_leaves_nothing(tmp_path):
     # The conversion subprocess exists on every backend but TensorFlow: run the exporting
     # process under JAX whatever this suite's backend is.

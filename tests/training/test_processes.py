@@ -14,6 +14,7 @@ import pytest
 from keras_resvit.base import processes
 from keras_resvit.training.distribution import place
 from keras_resvit.training.run_folder import PROCESS_FOLDER_PREFIX, RUN_FILES
+from tests.conftest import shared_folder
 
 SCRIPT = str(Path(__file__).with_name("run_processes.py"))
 TIMEOUT = 300
@@ -144,17 +145,31 @@ def _tf_envs(count=2):
     ]
 
 
+def _one_jax_process(tmp_path_factory):
+    """One process over four devices, the run every data kind's two processes must match.
+    The kinds feed the same examples in the same order, unshuffled (one process gives the
+    same losses and weights from each), so it runs once per session, from arrays."""
+    with shared_folder(tmp_path_factory, "one-jax-process") as folder:
+        reply = folder / "reply.json"
+        if not reply.exists():
+            single = _run(
+                ["--output", str(folder / "run"), "--distribution", "data_parallel"],
+                {"KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+            )
+            reply.write_text(json.dumps(single))
+        return json.loads(reply.read_text())
+
+
 @pytest.mark.slow
 # "arrays" and "loader": load_dataset's tf.data shares and ImageLoader shares (each process
 # reads its own examples); "dataset": a plain tf.data split by Keras.
 @pytest.mark.parametrize("data", ["arrays", "loader", "dataset"])
-def test_two_jax_processes_match_one_over_the_same_devices(backend, data, tmp_path):
+def test_two_jax_processes_match_one_over_the_same_devices(
+    backend, data, tmp_path, tmp_path_factory
+):
     if backend != "jax":
         pytest.skip("the JAX process group; the TensorFlow workers have their own test")
-    single = _run(
-        ["--output", str(tmp_path / "single"), "--distribution", "data_parallel", "--data", data],
-        {"KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
-    )
+    single = _one_jax_process(tmp_path_factory)
     out, private = tmp_path / "two", tmp_path / "tmp"
     private.mkdir()
     envs = [{**env, "TMPDIR": str(private)} for env in _jax_envs(2)]
