@@ -19,8 +19,9 @@ GMACS = {"vgg16": 15.47, "vgg19": 19.63, "alexnet": 0.71, "alexnet_paper": 0.724
 # Their parameter counts: tests/test_registry_sweep.py.
 @pytest.mark.parametrize("name", sorted(GMACS))
 def test_multiply_adds_match_references(name):
-    model = kr.create_model(name)
-    assert kr.count_macs(model) / 1e9 == pytest.approx(GMACS[name], rel=0.01)
+    with keras.StatelessScope(initialize_variables=False):  # shapes only: nothing to initialize
+        model = kr.create_model(name)
+        assert kr.count_macs(model) / 1e9 == pytest.approx(GMACS[name], rel=0.01)
 
 
 @pytest.mark.slow

@@ -53,7 +53,7 @@ def r50_backbone_params(blocks=(3, 4, 9), filters=(64, 128, 256)):
 
 
 def test_r50_vit_b16_parameter_count():
-    with keras.StatelessScope():
+    with keras.StatelessScope(initialize_variables=False):
         model = kr.create_model("r50_vit_b16")
     # ViT-B/16 with a 1x1 embedding of the 1024-channel map instead of 16x16x3 patches.
     vit_b16 = 86_567_656 - (16 * 16 * 3 * 768 + 768)
@@ -62,7 +62,7 @@ def test_r50_vit_b16_parameter_count():
 
 
 def test_r50_vit_b32_parameter_count():
-    with keras.StatelessScope():
+    with keras.StatelessScope(initialize_variables=False):
         model = kr.create_model("r50_vit_b32")
     # Dosovitskiy et al. (2021), Section 4.1, option (i): the regular ResNet-50 (He et al. 2016,
     # Table 1: blocks 3, 4, 6, 3) up to stage 4, here with GroupNorm + standardized convs.
@@ -78,7 +78,7 @@ def test_r50_vit_b32_parameter_count():
 
 
 def test_r50_vit_b32_takes_stage4_of_a_regular_resnet50():
-    with keras.StatelessScope():
+    with keras.StatelessScope(initialize_variables=False):
         model = kr.create_model("r50_vit_b32")
     names = [layer.name for layer in model.layers]
     assert BACKBONES["r50_stage4"] == (3, 4, 6, 3)

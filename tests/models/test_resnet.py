@@ -201,34 +201,16 @@ def test_bit_parameter_formula_matches_timm(depth_width):
 STRUCTURE = "structure of a large model, the same on every backend"
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "bit_r50x1",
-        "bit_r152x1",
-        pytest.param(
-            "bit_r50x2",
-            marks=[
-                pytest.mark.slow,
-                pytest.mark.one_backend("tensorflow", reason=STRUCTURE),
-            ],
-        ),
-        pytest.param(
-            "bit_r200x3",
-            marks=[
-                pytest.mark.slow,
-                pytest.mark.one_backend("tensorflow", reason=STRUCTURE),
-            ],
-        ),
-    ],
-)
+@pytest.mark.parametrize("name", ["bit_r50x1", "bit_r152x1", "bit_r50x2", "bit_r200x3"])
 def test_vit_scaling_study_resnets_have_bit_parameter_counts(name):
     # Dosovitskiy et al. (2021), Section 4.4: R50x1, R50x2, R101x1, R152x1, R152x2 and R200x3,
     # BiT-style. timm has no R50x2, R152x1 or R200x3, so they are checked against the formula
-    # that gives timm's sizes above.
+    # that gives timm's sizes above. Weights with shapes and no values: R200x3's 568M weights
+    # allocate nothing.
     depth, width = (int(part) for part in name.removeprefix("bit_r").split("x"))
-    model = kr.create_model(name)
-    assert kr.count_params(model) == bit_parameters(depth, width)
+    with keras.StatelessScope(initialize_variables=False):
+        model = kr.create_model(name)
+        assert kr.count_params(model) == bit_parameters(depth, width)
     assert model.get_layer("stem_conv").filters == 64 * width
 
 
