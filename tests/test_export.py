@@ -41,10 +41,9 @@ from tests.conftest import random_images, tiny_vit
 
 HAS_ONNX = all(importlib.util.find_spec(m) for m in ("tf2onnx", "onnx", "onnxruntime"))
 SUFFIX = {"tflite": ".tflite", "saved_model": "", "onnx": ".onnx"}
-# Under other backends every export goes through the same TensorFlow subprocess; the slowest
-# ViT conversions run once, under TensorFlow, to keep the suite short.
-# Under JAX a TensorFlow subprocess converts the saved .keras file: the same conversion for
-# every model and option. One case per format and per quantization mode runs there.
+# Under other backends a TensorFlow subprocess converts the saved .keras file: the same
+# conversion for every model and option. One case per format and per quantization mode runs
+# there; the others, the slowest ViT conversions among them, run under TensorFlow only.
 TF_ONLY = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow",
     reason="the same TensorFlow subprocess conversion as a case that runs under JAX",
