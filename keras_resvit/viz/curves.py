@@ -56,15 +56,28 @@ def _series(columns, key, length=None):
     return series.astype("float64")
 
 
-def _plot(ax, series, label):
-    """One curve against epochs 1, 2, ...; a value between two gaps (validation every few
-    epochs) has no line to either side, so a curve with gaps also marks each value."""
+def _epochs(history, count):
+    """The 1-based epoch of each of `count` values: a `History`'s own (`fit(initial_epoch=5)`
+    trained epochs 6, 7, ...), else 1, 2, ... (a dict's values, or a history.csv's rows,
+    which the history writer numbers 1, 2, ... without gaps)."""
+    epochs = getattr(history, "epoch", None)
+    if isinstance(history, Mapping) or not isinstance(epochs, list) or len(epochs) != count:
+        return np.arange(1, count + 1)
+    return np.asarray(epochs) + 1
+
+
+def _plot(ax, epochs, series, label):
+    """One curve against its epochs; a value between two gaps (validation every few epochs)
+    has no line to either side, so a curve with gaps also marks each value."""
     marker = None if np.isfinite(series).all() else "."
-    ax.plot(range(1, len(series) + 1), series, marker=marker, label=label)
+    ax.plot(epochs, series, marker=marker, label=label)
 
 
 def plot_history(history, path) -> Path:
     """Draws loss, accuracy (train and validation) and learning rate against epochs.
+
+    Epochs are numbered from 1, or as a `History` numbers them: one of
+    `fit(initial_epoch=5)` is drawn at epochs 6, 7, ...
 
     Args:
         history: a `keras.callbacks.History`, its `.history` dict, or a `history.csv` path.
@@ -106,9 +119,10 @@ def plot_history(history, path) -> Path:
     figure = Figure(figsize=(width * len(panels), height), dpi=DPI, layout="tight")
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
     for ax, (key, title) in zip(axes, panels, strict=True):
-        _plot(ax, curves[key], "train")
+        epochs = _epochs(history, len(curves[key]))
+        _plot(ax, epochs, curves[key], "train")
         if f"val_{key}" in curves:
-            _plot(ax, curves[f"val_{key}"], "validation")
+            _plot(ax, epochs, curves[f"val_{key}"], "validation")
             ax.legend()
         ax.set_title(title)
         ax.set_xlabel("epoch")

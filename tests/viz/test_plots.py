@@ -1,5 +1,6 @@
 """Predictions and training-curve figures: PNGs of the expected pixel size, clear errors."""
 
+import keras
 import numpy as np
 import pytest
 from matplotlib.image import imread
@@ -75,6 +76,20 @@ def test_none_nan_and_infinities_are_gaps(tmp_path, monkeypatch):
     whole = {"loss": np.array([2.0, 1.0]), "accuracy": [0, 1]}
     drawn = _curves(monkeypatch, whole, tmp_path / "d.png")
     assert drawn["accuracy"]["train"][1] == drawn["loss"]["train"][1] == "None"
+
+
+def test_a_history_of_a_resumed_fit_is_drawn_at_its_epochs(tmp_path, monkeypatch):
+    figures = []
+    save_png = curves.save_png
+    monkeypatch.setattr(curves, "save_png", lambda f, p: figures.append(f) or save_png(f, p))
+    history = keras.callbacks.History()  # what fit(initial_epoch=3, epochs=5) returns
+    history.epoch, history.history = [3, 4], {"loss": [0.9, 0.8], "val_loss": [1.0, 0.9]}
+    kr.viz.plot_history(history, tmp_path / "c.png")
+    kr.viz.plot_history(history.history, tmp_path / "d.png")  # a dict has no epoch numbers
+    (resumed,), (plain,) = (figure.axes[0].lines[:1] for figure in figures)
+    assert list(resumed.get_xdata()) == [4, 5]
+    assert list(figures[0].axes[0].lines[1].get_xdata()) == [4, 5]  # validation
+    assert list(plain.get_xdata()) == [1, 2]
 
 
 @pytest.mark.parametrize(
