@@ -238,8 +238,9 @@ def _randaugment_pipeline(name, image_size, seed, erasing, **rand_augment):
 def deit(image_size: int = 224, seed: int | None = None) -> keras.layers.Pipeline:
     """Touvron et al. (2021), DeiT: inception crop, flip, RandAugment as timm's
     `rand-m9-mstd0.5-inc1` (2 operations, each with probability 0.5, magnitude 9 +- 0.5;
-    `keras_resvit.layers.RandAugment`), erasing p=0.25 with per-pixel noise (timm's "pixel"
-    mode, `keras_resvit.layers.NoiseErasing`).
+    `keras_resvit.layers.RandAugment`), timm's random erasing: p=0.25, one box of 2-33% of
+    the area with a height / width ratio in [0.3, 3.3], per-pixel noise (its "pixel" mode;
+    `keras_resvit.layers.NoiseErasing`).
 
     Batch-level MixUp 0.8 / CutMix 1.0 and label smoothing 0.1 come with it (`MIXING["deit"]`).
 

@@ -472,3 +472,42 @@ def test_deit_erasing_fills_boxes_with_normalized_noise_as_timm():
         NoiseErasing(std=(1, 2))
     with pytest.raises(ValueError, match="NoiseErasing: factor=1.5"):
         NoiseErasing(1.5)
+
+
+def timm_box(rng, height, width, scale=(0.02, 1 / 3)):
+    """(h, w) of timm's RandomErasing box (min_aspect 0.3, 10 tries), or None if none fits."""
+    for _ in range(10):
+        area = rng.uniform(*scale) * height * width
+        aspect = np.exp(rng.uniform(np.log(0.3), np.log(1 / 0.3)))
+        h, w = round(np.sqrt(area * aspect)), round(np.sqrt(area / aspect))
+        if h < height and w < width:
+            return h, w
+    return None
+
+
+def test_erasing_boxes_have_timms_areas_and_aspect_ratios():
+    """A box's area is drawn from `scale` and its height / width log-uniformly from
+    [0.3, 3.3] (timm, DeiT); Keras' draws each side alone, sqrt of a draw from `scale`."""
+    from keras_resvit.layers import NoiseErasing
+
+    height, width = 40, 60
+    images = np.full((1500, height, width, 3), 7.0, "float32")
+    erased = keras.ops.convert_to_numpy(NoiseErasing(1.0, seed=3)(images, training=True))
+    changed = (erased != 7.0).any(axis=-1)
+    rows, cols = changed.any(axis=2), changed.any(axis=1)
+    h, w = rows.sum(axis=1), cols.sum(axis=1)
+    assert (changed.sum(axis=(1, 2)) == h * w).all()  # one whole rectangle each
+    assert (h < height).all() and (w < width).all() and (h > 0).all()
+    rng = np.random.default_rng(0)
+    boxes = np.array([timm_box(rng, height, width) for _ in range(20_000)])
+    # Areas and log aspect ratios: means within ~2.5 standard errors of 1,500 draws.
+    for ours, timm in ((h * w, boxes.prod(1)), (np.log(h / w), np.log(boxes[:, 0] / boxes[:, 1]))):
+        np.testing.assert_allclose(np.mean(ours), np.mean(timm), atol=0.06 * np.std(timm))
+        np.testing.assert_allclose(np.std(ours), np.std(timm), rtol=0.08)
+    assert abs(np.mean(np.log(h / w))) < 0.1  # as often tall as wide, whatever the image's shape
+    # Whole-pixel positions, each equally likely: boxes reach the first and the last row.
+    tops = rows.argmax(axis=1)
+    assert tops.min() == 0 and (tops + h).max() == height
+    # A box as large as the image never fits: nothing erased.
+    whole = NoiseErasing(1.0, scale=(1.0, 1.0), seed=0)(images[:8], training=True)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(whole), images[:8])
