@@ -109,6 +109,7 @@ def _json_file(tmp_path, monkeypatch):
 
 def _class_names(tmp_path, monkeypatch):
     path = tmp_path / "model.classes.json"
+    (tmp_path / "model.keras").write_bytes(b"a model")  # names are written beside a model
     return (
         path,
         lambda: write_class_names(tmp_path / "model.keras", ["cat", "dog"]),
@@ -415,6 +416,16 @@ def test_failure_while_replacing_a_saved_model_keeps_the_old_one(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sm"]
 
 
+def test_a_folder_with_a_lone_saved_model_pb_is_not_replaced(tmp_path, fake_export):
+    fake_export(b"new")
+    target = tmp_path / "sm"
+    target.mkdir()
+    (target / "saved_model.pb").write_text("a user's own file")
+    with pytest.raises(ValueError, match=r"sm' exists and is not an earlier SavedModel \(it lacks"):
+        _export(_tiny_model(), target)
+    assert _snapshot(tmp_path) == {"sm/saved_model.pb": b"a user's own file"}
+
+
 @pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two_renames"])
 def test_an_earlier_saved_model_is_replaced_whole(tmp_path, monkeypatch, fake_export, exchange):
     if not exchange:
@@ -455,7 +466,9 @@ WRITE_TARGETS = {
         _tiny_model(), tmp / "m.keras", class_names=["a", "b"]
     ),
     "json": lambda tmp: write_json(tmp / "config.json", {"a": 1}),
-    "class_names": lambda tmp: write_class_names(tmp / "m.keras", ["a", "b"]),
+    "class_names": lambda tmp: (
+        (tmp / "m.keras").touch() or write_class_names(tmp / "m.keras", ["a", "b"])
+    ),
     "csv": lambda tmp: _history_csv(tmp, None)[1](),
     "png": lambda tmp: plot_history({"loss": [2.0, 1.0]}, tmp / "curves.png"),
     "resume": lambda tmp: _resume_weights(tmp / "resume", None)[1](),
@@ -577,6 +590,13 @@ def test_save_model_writes_only_keras_files_and_replaces_only_keras_files(tmp_pa
     with pytest.raises(ValueError, match=r"notes.keras' exists and is not a .keras file"):
         kr.files.save_model(model, notes, class_names=["a", "b", "c"])
     assert notes.read_text() == "a user's notes, not a model"
+    archive = tmp_path / "archive.keras"  # a zip, but not of a model
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("thesis.tex", "a user's thesis")
+    with pytest.raises(ValueError, match=r"archive.keras' exists and is not a .keras file"):
+        kr.files.save_model(model, archive)
+    assert zipfile.ZipFile(archive).read("thesis.tex") == b"a user's thesis"
+    archive.unlink()
     for name in ("m.h5", "m.txt", "model"):
         with pytest.raises(
             ValueError, match=rf"{name}' has suffix '[.a-z0-9]*'; save_model writes"
@@ -589,6 +609,23 @@ def test_save_model_writes_only_keras_files_and_replaces_only_keras_files(tmp_pa
     kr.files.save_model(model, saved)
     kr.files.save_model(model, saved, class_names=["a", "b", "c"])  # its own file: replaced
     assert kr.files.read_class_names(saved) == ["a", "b", "c"]
+
+
+def test_class_names_replace_only_a_list_of_names_beside_a_model(tmp_path):
+    model_file = tmp_path / "m.keras"
+    with pytest.raises(FileNotFoundError, match=r"m.keras' does not exist; .* save the model"):
+        write_class_names(model_file, ["a", "b"])
+    assert not any(tmp_path.iterdir())
+    model_file.write_bytes(b"a model")
+    side = tmp_path / "m.classes.json"
+    for user in ('{"user": "settings"}', "not json", '["a", 2]'):
+        side.write_text(user)
+        with pytest.raises(ValueError, match=r"m.classes.json' is not replaced: it is not a list"):
+            write_class_names(model_file, ["a", "b"])
+        assert side.read_text() == user
+    side.write_text('["old", "names"]')  # names written earlier: replaced
+    write_class_names(model_file, ["a", "b"])
+    assert json.loads(side.read_text()) == ["a", "b"]
 
 
 @pytest.mark.parametrize(

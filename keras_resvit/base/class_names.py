@@ -257,9 +257,33 @@ def class_names_path(model_path) -> Path:
 
 
 def write_class_names(model_path, class_names) -> Path:
-    """Writes `class_names` (a list of strings) beside `model_path`; returns the JSON path."""
+    """Writes `class_names` (a list of strings) beside the model file (or SavedModel folder)
+    `model_path`, as `<name>.classes.json`; returns the JSON path. A file already there is
+    replaced only when it holds a list of class names, as this function writes.
+
+    Raises:
+        FileNotFoundError: nothing at `model_path`.
+        ValueError: `class_names` is not a list of strings, or the file beside the model is
+            not a list of class names (it is left as it is).
+    """
     names = checked_class_names(class_names)
-    target = class_names_path(_model_path(model_path))
+    path = _model_path(model_path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"model_path={str(path)!r} does not exist; class names are written beside a "
+            "model file: save the model first."
+        )
+    target = class_names_path(path)
+    if target.is_symlink() or target.exists():
+        try:
+            problem = name_list_problem(json.loads(target.read_text()))
+        except (OSError, UnicodeDecodeError, ValueError) as error:
+            problem = f"not JSON: {first_line(error)}"
+        if problem is not None:
+            raise ValueError(
+                f"{str(target)!r} is not replaced: it is not a list of class names ({problem}). "
+                "Move that file away, or save the model under another name."
+            )
     with atomic_path(target) as tmp:
         Path(tmp).write_text(json.dumps(names, indent=1))
     return target

@@ -76,10 +76,11 @@ def save_model(model, path, *, class_names: list | None = None) -> Path:
             f"path={str(path)!r} has suffix {path.suffix!r}; save_model writes a .keras file "
             "(model.save_weights writes .weights.h5, kr.export TF Lite, ONNX and SavedModels)."
         )
-    if path.is_file() and not zipfile.is_zipfile(path):
+    if path.is_file() and not _is_keras_archive(path):
         raise ValueError(
-            f"path={str(path)!r} exists and is not a .keras file (a zip archive); save_model "
-            "replaces only a .keras file: move that file, or choose another path."
+            f"path={str(path)!r} exists and is not a .keras file (a zip archive of Keras' "
+            "config.json and metadata.json); save_model replaces only a .keras file: move "
+            "that file, or choose another path."
         )
     names = model_class_names(model) if class_names is None else class_names
     if names is not None:
@@ -95,6 +96,16 @@ def save_model(model, path, *, class_names: list | None = None) -> Path:
                 model.save(saved)
                 _copy_keras_archive(saved, tmp, {CLASS_NAMES_KEY: names})
     return Path(path)
+
+
+def _is_keras_archive(path) -> bool:
+    """Whether `path` is a zip archive holding what `model.save` writes first (any other zip,
+    a user's, named `.keras` is not replaced)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return {"config.json", "metadata.json"} <= set(archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def _copy_keras_archive(source, target, metadata: dict):
