@@ -739,6 +739,12 @@ CASES = [
         ("representative_data", "digits"),
     ),
     Case(
+        "export_calibration_nothing_reads",
+        lambda b: kr.export(b.model, b.tmp / "x.tflite", representative_data=b.x, check=False),
+        V,
+        ("representative_data", "quantization=None and check=False", "nothing would read it"),
+    ),
+    Case(
         "export_truncated_keras",
         lambda b: kr.export(b.tmp / "truncated.keras", b.tmp / "x.tflite"),
         V,
@@ -969,7 +975,13 @@ CASES = [
             shots=1,
         ),
         V,
-        ("test has labels [2]", "pool lacks"),
+        ("test has labels [2] that train lacks", "classes it was fit on ([0, 1])"),
+    ),
+    Case(
+        "few_shot_one_class",
+        lambda b: kr.evaluation.few_shot(b.model, (b.x, b.y * 0), (b.x, b.y * 0), shots=1),
+        V,
+        ("train has labels of one class (0)", "at least two"),
     ),
     Case(
         "few_shot_missing_folder_named_by_its_argument",
@@ -1031,6 +1043,18 @@ CASES = [
         lambda b: _train(b, data=kr.data.load_dataset((b.x[..., :1], b.y), batch_size=4)),
         V,
         ("train_data has 1-channel images", "takes 3 channels"),
+    ),
+    Case(
+        "train_one_class",
+        lambda b: kr.train("resnet20", (b.x, b.y * 0), epochs=1, output_dir=b.tmp / "one"),
+        V,
+        ("train_data has labels of one class", "at least two"),
+    ),
+    Case(
+        "masked_patches_batch_over_the_data",
+        lambda b: kr.pretrain_masked_patches(tiny_vit(), (b.x, b.y), epochs=1, batch_size=100),
+        V,
+        ("batch_size=100 is larger than the 8 images of data", "at most 8"),
     ),
     Case(
         "masked_patches_over_user_files",
@@ -1410,6 +1434,22 @@ CASES = [
         ),
         V,
         ("l2_regularization=0", "> 0"),
+    ),
+    Case(
+        "least_squares_one_class",
+        lambda b: kr.evaluation.least_squares_accuracy(
+            np.ones((4, 3)), [1, 1, 1, 1], np.ones((2, 3)), [1, 1]
+        ),
+        V,
+        ("y has labels of one class (1)", "at least two classes"),
+    ),
+    Case(
+        "least_squares_test_classes_not_fit",
+        lambda b: kr.evaluation.least_squares_accuracy(
+            np.eye(4, 3), [0, 1, 0, 1], np.ones((2, 3)), [5, 7]
+        ),
+        V,
+        ("y_test has labels [5, 7] that y lacks", "([0, 1])"),
     ),
     Case(
         "least_squares_widths",

@@ -8,6 +8,8 @@ every shot count are the first images of one seeded permutation per class, and t
 is solved in closed form in float64 on the smaller of its primal and dual sides.
 """
 
+import reprlib
+
 import keras
 import numpy as np
 
@@ -228,6 +230,21 @@ def _with_bias(features, mean, std):
     return np.concatenate([whitened, np.full((len(whitened), 1), BIAS_CONSTANT)], axis=1)
 
 
+def _check_classes(train_name, classes, test_name, test_labels):
+    """A probe tells at least two classes apart, and scores only test labels it was fit on."""
+    if len(classes) < 2:
+        raise ValueError(
+            f"{train_name} has labels of one class ({classes[0]}); a probe needs at least two "
+            "classes to tell apart (its accuracy would be 1.0 whatever the features)."
+        )
+    unseen = np.setdiff1d(test_labels, classes)
+    if len(unseen):
+        raise ValueError(
+            f"{test_name} has labels {unseen[:8].tolist()} that {train_name} lacks; a probe can "
+            f"only predict the classes it was fit on ({reprlib.repr(classes.tolist())})."
+        )
+
+
 def least_squares_accuracy(x, y, x_test, y_test, l2_regularization=L2_REGULARIZATION) -> float:
     """Accuracy of the ridge regression from features to {-1, 1} one-vs-all class targets.
 
@@ -269,6 +286,7 @@ def least_squares_accuracy(x, y, x_test, y_test, l2_regularization=L2_REGULARIZA
             "the same features for both."
         )
     classes = np.unique(y)
+    _check_classes("y", classes, "y_test", y_test)
     mean, std = x.mean(axis=0), x.std(axis=0) + STD_EPSILON
     x = _with_bias(x, mean, std)
     targets = np.where(y[:, None] == classes[None], 1.0, -1.0)
@@ -346,12 +364,7 @@ def few_shot(
     check_class_names_match("test", *names, "train")
     x_pool, y_pool = extract_features(model, train, layer=layer, batch_size=batch_size)
     x_test, y_test = extract_features(model, test, layer=layer, batch_size=batch_size, split="test")
-    unseen = np.setdiff1d(y_test, y_pool)
-    if len(unseen):
-        raise ValueError(
-            f"test has labels {unseen[:8].tolist()} that the training pool lacks; a few-shot "
-            "probe can only predict the pool's classes."
-        )
+    _check_classes("train", np.unique(y_pool), "test", y_test)
     results = {}
     for count in shots:
         chosen = few_shot_indices(y_pool, count, seed)

@@ -76,8 +76,13 @@ SUFFIXES = {"tflite": ".tflite", "onnx": ".onnx"}
 # replaces a folder only when it holds nothing else, so a user's files are never deleted.
 SAVED_MODEL_ENTRIES = ("saved_model.pb", "variables", "assets", "fingerprint.pb")
 SAVED_MODEL_OPTIONAL = ("saved_model.pbtxt", "keras_metadata.pb")
-# `check_replaceable_folder` / `atomic_folder` arguments: kind, allowed names, required names.
-SAVED_MODEL = ("SavedModel", SAVED_MODEL_ENTRIES + SAVED_MODEL_OPTIONAL, ("saved_model.pb",))
+# `check_replaceable_folder` / `atomic_folder` arguments: kind, allowed names, required names
+# (TensorFlow writes both into every SavedModel; a user's lone saved_model.pb is no export).
+SAVED_MODEL = (
+    "SavedModel",
+    SAVED_MODEL_ENTRIES + SAVED_MODEL_OPTIONAL,
+    ("saved_model.pb", "variables"),
+)
 # Files a SavedModel path must not look like: the user meant a file format.
 FILE_SUFFIXES = (
     ".tflite", ".onnx", ".keras", ".h5", ".pb", ".json", ".txt", ".csv", ".zip", ".tar",
@@ -299,6 +304,12 @@ def export(
     path = as_path("path", path)
     _validate(format, quantization, representative_data, path)
     check_bool("check", check)
+    if representative_data is not None and quantization != "int8" and not check:
+        raise ValueError(
+            "representative_data is read by int8 calibration and by the check; with "
+            f"quantization={quantization!r} and check=False nothing would read it: drop it, "
+            'or pass quantization="int8" or check=True.'
+        )
     check_bool("verbose", verbose)
     if class_names is not None:
         class_names = checked_class_names(class_names)

@@ -164,9 +164,18 @@ def _checked_images(data):
     return check_batches(labelled, 1, "data").map(lambda images, labels: images)
 
 
-def _images(data, vit, batch_size, seed):
+def _check_batch(batch_size, first):
+    if first < batch_size:  # a source of fewer images than one batch
+        raise ValueError(
+            f"batch_size={batch_size} is larger than the {first} images of data; valid: at "
+            f"most {first} (a batch would silently be all of them)."
+        )
+
+
+def _images(data, vit, batch_size, seed, asked=None):
     """A finite dataset of image batches (a `tf.data.Dataset` or a `keras.utils.PyDataset`:
-    what `load_dataset` gives without TensorFlow) and its number of batches."""
+    what `load_dataset` gives without TensorFlow) and its number of batches. `asked`: the
+    batch size a source was loaded with, which its first batch must hold."""
     shape = tuple(vit.input_shape[1:])
     source = not isinstance(data, keras.utils.PyDataset) and not hasattr(data, "element_spec")
     if batch_size is not None and not source:
@@ -177,6 +186,8 @@ def _images(data, vit, batch_size, seed):
     if isinstance(data, keras.utils.PyDataset):
         if not len(data):
             raise ValueError("data has 0 batches; it must be finite and non-empty.")
+        if asked:
+            _check_batch(asked, len(data[0][0]))
         return _ImageBatches(data, shape), len(data)
     if source:  # a kr.data source
         with source_named("data"):
@@ -188,7 +199,7 @@ def _images(data, vit, batch_size, seed):
                 seed=seed,
                 loader_options=ALL_EXAMPLES,  # not a distributed run: each process reads all
             )
-        return _images(data, vit, None, seed)
+        return _images(data, vit, None, seed, asked=batch_size)
     images = data.element_spec[0] if isinstance(data.element_spec, tuple) else data.element_spec
     if not isinstance(images, tf.TensorSpec):
         _not_images("data", f"{type(images).__name__} elements ({images})")
@@ -209,6 +220,8 @@ def _images(data, vit, batch_size, seed):
         raise ValueError(f"data has {steps} batches; it must be finite and non-empty.")
     for images in data.take(1):  # a scale other than raw 0-255 pixels warns
         check_pixels("data images", images.numpy())
+        if asked:
+            _check_batch(asked, images.shape[0])
     return _checked_images(data), steps
 
 

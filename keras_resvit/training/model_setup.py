@@ -141,12 +141,19 @@ def in_scope(optimizer, placement):
     return type(optimizer).from_config(optimizer.get_config())
 
 
-def model_for_run(model_or_name, recipe, placement):
-    """The model to train: built from its registry name with the recipe's options, or by the
+def model_for_run(model_or_name, recipe, placement, num_classes=None):
+    """The model to train: built from its registry name with the recipe's options and the
+    data's `num_classes` (the registry's default where the data does not say), or by the
     function given (in the caller's precision and scope), or the one given (cloned into the
     placement's scope when several replicas train)."""
     if isinstance(model_or_name, str):
-        return create_model(model_or_name, **recipe_model_options(model_or_name, recipe))
+        options = recipe_model_options(model_or_name, recipe)
+        if num_classes is not None:
+            options["num_classes"] = num_classes
+        model = create_model(model_or_name, **options)
+        why = "the model's default" if num_classes is None else "from the data"
+        print(f"train: {model_or_name} for {model.output_shape[-1]} classes ({why})")
+        return model
     if callable(model_or_name) and not isinstance(model_or_name, keras.Model):
         model = model_or_name()
         if not isinstance(model, keras.Model):

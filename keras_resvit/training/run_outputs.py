@@ -43,7 +43,7 @@ def finish_run(out, model, fitted, train_data, config, output_dir=None):
     the run's folder as the user named it (default `out`)."""
     save_model(model, out / "last.keras")
     class_names = getattr(train_data, "class_names", None)
-    if class_names:
+    if class_names and len(class_names) == model.output_shape[-1]:
         # Beside the checkpoints, so that `keras-resvit predict` names its classes.
         for checkpoint in ("last.keras", "best.keras"):
             if (out / checkpoint).exists():

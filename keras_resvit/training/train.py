@@ -94,7 +94,9 @@ def train(
 
     Args:
         model_or_name: a `keras.Model` ending in a classifier, a registry name (built under
-            the run's precision), or a function of no arguments that builds the model: it is
+            the run's precision with a score per class of the data: `kr.data` datasets and
+            arrays name their classes, soft labels count them; else the registry's default
+            count), or a function of no arguments that builds the model: it is
             called under the run's precision and distribution scope, so a model of one's own
             gets mixed precision where `precision` asks for it.
         train_data: a finite, batched `tf.data.Dataset` of (images, labels); labels are ints or
@@ -296,10 +298,18 @@ def _build(model_or_name, spec, placement, data, loss):
     """The model to train, under the placement's scope: built or rebuilt, fitted to the data's
     resolution and pixel means, given its class names, and checked against the labels, the
     user's `loss` and the validation data."""
-    model = fit_resolution(model_for_run(model_or_name, spec, placement), data.first_batch[0].shape)
+    labels = data.first_batch[1]
+    classes = labels.shape[-1] if data.soft_labels else getattr(data.train, "num_classes", None)
+    if classes == 1:
+        raise ValueError(
+            "train_data has labels of one class; a classifier learns to tell at least two "
+            "apart (one class gives a loss of 0 whatever the images)."
+        )
+    model = model_for_run(model_or_name, spec, placement, classes)
+    model = fit_resolution(model, data.first_batch[0].shape)
     adapt_pixel_means(model, data.train)
     check_classifier(model, "train() needs one score per class")
-    check_labels(model, data.train, data.first_batch[1], data.soft_labels)
+    check_labels(model, data.train, labels, data.soft_labels)
     carry_class_names(model, data.train)
     if loss is not None:
         check_loss_outputs(loss, model, data.first_batch[1])

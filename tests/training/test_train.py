@@ -65,6 +65,21 @@ def test_train_learns_digits_and_writes_outputs(digits, tmp_path):
         assert model_class_names(kr.load_model(tmp_path / checkpoint)) == names
 
 
+def test_a_model_built_by_name_has_a_score_per_class_of_the_data(tmp_path, capsys):
+    (x, y), _ = kr.data.load_digits()
+    x, y = x[:64], y[:64] % 3  # three classes, named "0", "1", "2"
+    kr.train("resnet20", (x, y), epochs=1, batch_size=32, output_dir=tmp_path / "a", verbose=0)
+    assert "resnet20 for 3 classes (from the data)" in capsys.readouterr().out
+    model = kr.load_model(tmp_path / "a" / "last.keras")
+    assert model.output_shape == (None, 3)
+    assert kr.files.read_class_names(tmp_path / "a" / "last.keras") == ["0", "1", "2"]
+    # A model given with more outputs than the data's classes trains (its labels are valid),
+    # but the data's three names are not written beside its ten scores.
+    model = kr.build_resnet(8, stem="cifar", num_classes=10, input_shape=(32, 32, 3))
+    kr.train(model, (x, y), epochs=1, batch_size=32, output_dir=tmp_path / "b", verbose=0)
+    assert kr.files.read_class_names(tmp_path / "b" / "last.keras") is None
+
+
 def test_a_recipe_that_counts_iterations_stops_on_its_step(digits, tmp_path):
     # 10 steps of the recipe's batch 128 are 20 steps of 64: one full epoch of 12 steps, then
     # 8 of the second; the rate drops at 50% and 75% of them (steps 10 and 15).
