@@ -158,7 +158,7 @@ def train(
             float32 on CPUs), "float32", "mixed_float16", "mixed_bfloat16" or "bfloat16".
         ema: momentum of an exponential moving average of the weights (e.g. 0.9999), kept by
             the optimizer (`use_ema`): the validation figures, `best.keras`, `last.keras` and
-            the returned model are those of the averaged weights (as timm validates its EMA
+            `history.model` are those of the averaged weights (as timm validates its EMA
             model), while training and the resume state go on from the trained ones.
         save_every: also save the resume state every this many steps.
         tensorboard: write TensorBoard logs to `output_dir/tensorboard`.
@@ -171,7 +171,10 @@ def train(
 
     Returns:
         The `keras.callbacks.History` of the whole run, epochs of an interrupted call that
-        this one resumed included (as `history.csv`); its "learning_rate" is the rate each
+        this one resumed included (as `history.csv`); `history.model` is the trained model:
+        the model passed, which ends with the trained weights as after `model.fit`, except a
+        ViT resized to the data's resolution: then a resized copy (the model passed keeps its
+        weights, and `train` prints so). Its "learning_rate" is the rate each
         epoch trained with, that of its first step. `history.summary` holds the run's
         figures: "epochs" and "steps" trained (fewer than asked when a callback stopped the
         run), "resumed_from_step" (None for a fresh start), "best_val_accuracy", and this
@@ -270,7 +273,26 @@ def train(
         if fitted.bad_step is not None:
             raise diverged(out, fitted.bad_step)
         summary = {**run, **environment}
-        return finish_run(written, model, fitted, data.train, summary, output_dir=out)
+        history = finish_run(written, model, fitted, data.train, summary, output_dir=out)
+    _hand_back(model_or_name, model)
+    return history
+
+
+def _hand_back(given, trained):
+    """A model given that `train` rebuilt (cloned into several replicas' scope, or resized to
+    the data) gets the trained weights back where it has their shapes, as `fit` would have
+    trained it; else `train` says where the trained model is."""
+    if not isinstance(given, keras.Model) or trained is given:
+        return
+    shapes = [tuple(w.shape) for w in given.weights]
+    if shapes == [tuple(w.shape) for w in trained.weights]:
+        given.set_weights(trained.get_weights())
+        return
+    print(
+        f"train: the trained model is history.model (and last.keras), taking "
+        f"{trained.input_shape[1:3]} images; the model passed, for {given.input_shape[1:3]}, "
+        "keeps its weights"
+    )
 
 
 def _placement(distribution, precision, model_or_name, global_batch):

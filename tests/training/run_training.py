@@ -95,14 +95,18 @@ def main():
         if args.validation:
             scores = final.evaluate(x[val], y[val], batch_size=args.batch_size, verbose=0)
             saved_val_loss = scores[0]
+
+        def checksum(m):
+            return float(sum(np.abs(keras.ops.convert_to_numpy(w)).sum() for w in m.weights))
+
         results[distribution] = {
             "loss": history.history["loss"],
             "val_loss": history.history.get("val_loss"),
             "saved_val_loss": saved_val_loss,
             "weights": [keras.ops.convert_to_numpy(w).tolist() for w in final.weights[:2]],
-            "checksum": float(
-                sum(np.abs(keras.ops.convert_to_numpy(w)).sum() for w in final.weights)
-            ),
+            "checksum": checksum(final),
+            # A model passed to train ends with the trained weights, also where it was cloned.
+            "given_checksum": checksum(model) if isinstance(model, keras.Model) else None,
             "replicas": json.loads(Path(out, "config.json").read_text())["replicas"],
         }
     print(json.dumps(results))

@@ -114,6 +114,8 @@ def test_multi_device_losses_match_single_device(backend, tmp_path):
     assert single["replicas"] == 1 and multi["replicas"] == (4 if backend == "jax" else 2)
     np.testing.assert_allclose(multi["loss"], single["loss"], atol=1e-4)
     assert single["loss"][-1] < single["loss"][0]
+    if backend == "tensorflow":  # a model given (not a name), cloned into the replicas' scope
+        assert multi["given_checksum"] == pytest.approx(multi["checksum"], rel=1e-6)
 
 
 @pytest.mark.slow

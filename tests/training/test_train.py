@@ -80,6 +80,23 @@ def test_a_model_built_by_name_has_a_score_per_class_of_the_data(tmp_path, capsy
     assert kr.files.read_class_names(tmp_path / "b" / "last.keras") is None
 
 
+def test_a_vit_resized_to_the_data_is_the_trained_model_and_train_says_so(tmp_path, capsys):
+    (x, y), _ = kr.data.load_digits()
+    data = kr.data.load_dataset((x[:64], y[:64]), "train", batch_size=32, image_size=48)
+    vit = tiny_vit(num_classes=10)  # 32 px
+    before = [np.array(w) for w in vit.get_weights()]
+    history = kr.train(vit, data, epochs=1, output_dir=tmp_path, verbose=0)
+    out = capsys.readouterr().out
+    assert "resizing" in out and "the trained model is history.model (and last.keras)" in out
+    assert history.model is not vit and history.model.input_shape == (None, 48, 48, 3)
+    for old, kept in zip(before, vit.get_weights(), strict=True):
+        np.testing.assert_array_equal(old, kept)
+    # The same model at its own size trains in place, as model.fit does.
+    data = kr.data.load_dataset((x[:64], y[:64]), "train", batch_size=32, image_size=32)
+    history = kr.train(vit, data, epochs=1, output_dir=tmp_path / "own", verbose=0)
+    assert history.model is vit and "the trained model is" not in capsys.readouterr().out
+
+
 def test_a_recipe_that_counts_iterations_stops_on_its_step(digits, tmp_path):
     # 10 steps of the recipe's batch 128 are 20 steps of 64: one full epoch of 12 steps, then
     # 8 of the second; the rate drops at 50% and 75% of them (steps 10 and 15).
