@@ -88,10 +88,20 @@ def run_saved_model(path, images):
     return np.asarray(loaded.serve(tf.constant(images)))
 
 
-def run_onnx(path, images):
-    import onnxruntime
+def onnx_session(path):
+    """An onnxruntime session of the ONNX file `path` on the CPU provider."""
+    try:
+        import onnxruntime
+    except ImportError as error:
+        raise ImportError(
+            "running an ONNX file needs onnxruntime; install it with `pip install "
+            "keras-resvit[onnx]`."
+        ) from error
+    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+def run_onnx(path, images):
+    session = onnx_session(path)
     return session.run(None, {session.get_inputs()[0].name: images})[0]
 
 

@@ -273,10 +273,12 @@ def _add_export(commands):
 
 
 def _add_predict(commands):
-    p = commands.add_parser("predict", help="top-k classes of images with a .keras or .tflite")
+    p = commands.add_parser(
+        "predict", help="top-k classes of images with a .keras, .tflite or .onnx file"
+    )
     p.add_argument(
         "model",
-        help="a .keras or .tflite file, or NAME:WEIGHTS, e.g. resnet50:imagenet (downloaded "
+        help="a .keras, .tflite or .onnx file, or NAME:WEIGHTS, e.g. resnet50:imagenet (downloaded "
         "once; see list --weights)",
     )
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, GIF)")

@@ -1,5 +1,6 @@
-"""Top-k predictions of a model on image files, with class names: a `.keras` or `.tflite`
-file, a model in memory, or a registry name with published weights ("resnet50:imagenet").
+"""Top-k predictions of a model on image files, with class names: a `.keras`, `.tflite` or
+`.onnx` file (the last on onnxruntime), a model in memory, or a registry name with published
+weights ("resnet50:imagenet").
 
 A model file carries its class names inside itself and in a small JSON list beside it (see
 `keras_resvit.base.class_names`): the side file is read first, the names inside the file where
@@ -23,7 +24,35 @@ def _batches(paths, size):
     return [paths] if None not in size else [[path] for path in paths]
 
 
+def _onnx_scores(model_path, paths):
+    """Scores of an ONNX file on onnxruntime's CPU provider, checked as a TF Lite file's."""
+    from keras_resvit.artifacts import onnx_session
+
+    session = onnx_session(model_path)
+    (image,), output = session.get_inputs(), session.get_outputs()[0]
+    if len(output.shape) != 2:
+        raise ValueError(
+            f"model={str(model_path)!r} does not output one score per class (its output "
+            f"shape is {list(output.shape)})."
+        )
+    shape = image.shape  # a name (a string) or None where the file takes any size
+    if len(shape) != 4 or shape[3] not in (1, 3):
+        raise ValueError(
+            f"model={str(model_path)!r} takes input of shape {list(shape)}; predict reads "
+            "images for a (batch, height, width, 1 or 3 channels) input."
+        )
+    size = tuple(d if isinstance(d, int) and d > 0 else None for d in shape[1:3])
+    return np.concatenate(
+        [
+            session.run(None, {image.name: load_images(b, size, channels=shape[3])})[0]
+            for b in _batches(paths, size)
+        ]
+    )
+
+
 def _scores(model_path, paths):
+    if model_path.suffix == ".onnx":
+        return _onnx_scores(model_path, paths)
     if model_path.suffix == ".tflite":
         from keras_resvit.artifacts import run_tflite, tflite_interpreter
 
@@ -53,7 +82,7 @@ def _scores(model_path, paths):
 
         return _model_scores(load_model(model_path), paths)
     raise ValueError(
-        f"model={str(model_path)!r} must be a .keras or .tflite file, or NAME:WEIGHTS (e.g. "
+        f"model={str(model_path)!r} must be a .keras, .tflite or .onnx file, or NAME:WEIGHTS (e.g. "
         "resnet50:imagenet)."
     )
 
@@ -105,8 +134,9 @@ def predict(model, image_paths, *, top_k: int = 5) -> list:
     """The `top_k` classes of each image, with names when the model carries them.
 
     Args:
-        model: a `.keras` or `.tflite` file, a `keras.Model`, or "NAME:WEIGHTS": a registry
-            name and the name of its published weights (`kr.list_weights`), downloaded once.
+        model: a `.keras`, `.tflite` or `.onnx` file (onnxruntime: the `onnx` extra), a
+            `keras.Model`, or "NAME:WEIGHTS": a registry name and the name of its published
+            weights (`kr.list_weights`), downloaded once.
         image_paths: image files; each is resized to the model's input size (a model of
             any input size scores each at its own size).
         top_k: classes per image; a model of fewer classes ranks all of them (the default
@@ -119,8 +149,8 @@ def predict(model, image_paths, *, top_k: int = 5) -> list:
     Raises:
         FileNotFoundError: `model` or an image is not a file.
         ValueError: a bad `top_k` or `image_paths`, a model file that is not a readable
-            `.keras` / `.tflite`, an image that cannot be decoded, or class names whose count
-            is not the model's.
+            `.keras` / `.tflite` / `.onnx`, an image that cannot be decoded, or class names
+            whose count is not the model's.
 
     Example:
     >>> import numpy as np

@@ -552,6 +552,8 @@ def test_tflite_interpreter_is_litert_where_installed_and_never_warns(tmp_path, 
 @NEEDS_ONNX
 def test_onnx_export_carries_class_names_and_prints_no_tf1_notices(tmp_path, monkeypatch):
     import onnx
+
+    model = _small_model()
     from tensorflow.python.util import deprecation
 
     # As in a fresh process, every deprecated TensorFlow function would log its notice.
@@ -562,7 +564,7 @@ def test_onnx_export_carries_class_names_and_prints_no_tf1_notices(tmp_path, mon
     def log():
         with warnings.catch_warnings(record=True) as warned:
             warnings.simplefilter("always")
-            kr.export(_small_model(), tmp_path / "m.onnx", format="onnx", class_names=NAMES)
+            kr.export(model, tmp_path / "m.onnx", format="onnx", class_names=NAMES)
         caught.extend(str(w.message) for w in warned)
         logging.getLogger("tensorflow").warning(notice)
 
@@ -571,6 +573,24 @@ def test_onnx_export_carries_class_names_and_prints_no_tf1_notices(tmp_path, mon
     assert [m for m in caught if "np.object" in m] == []
     props = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
     assert json.loads(props[CLASS_NAMES_KEY]) == NAMES
+    # Predictions from the file, named from inside it (no side file), as the model's.
+    (tmp_path / "m.classes.json").unlink()
+    images = [tmp_path / f"{i}.png" for i in range(2)]
+    for path, pixels in zip(images, random_images(2, 20, 20), strict=True):
+        keras.utils.save_img(path, pixels)
+    from_file = kr.predict(tmp_path / "m.onnx", images, top_k=3)
+    for ranked, expected in zip(from_file, kr.predict(model, images, top_k=3), strict=True):
+        assert {p["name"]: p["score"] for p in ranked} == pytest.approx(
+            {NAMES[p["index"]]: p["score"] for p in expected}, abs=1e-5
+        )
+
+
+@NEEDS_ONNX
+def test_predicting_from_a_file_that_is_not_onnx_is_one_error(tmp_path):
+    (tmp_path / "m.onnx").write_bytes(b"not a model")
+    keras.utils.save_img(tmp_path / "a.png", random_images(1, 8, 8)[0])
+    with pytest.raises(ValueError, match=r"model='.*m.onnx' is not a readable ONNX file \("):
+        kr.predict(tmp_path / "m.onnx", [tmp_path / "a.png"])
 
 
 def _tf_log_records(log):

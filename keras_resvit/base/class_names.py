@@ -103,14 +103,14 @@ def set_class_names(model, class_names: list | None) -> None:
 
 
 def embedded_class_names(path, argument: str = "model") -> list | None:
-    """The class names inside a `.keras` or `.tflite` file, or None when it has none.
+    """The class names inside a `.keras`, `.tflite` or `.onnx` file, or None when it has none.
 
     Args:
         path: the file.
         argument: the caller's argument name, for messages.
 
     Raises:
-        ValueError: the file is not a readable `.keras` / TF Lite file, or the names inside
+        ValueError: the file is not a readable `.keras` / TF Lite / ONNX file, or the names inside
             are not a JSON list of strings.
     """
     path = as_path(argument, path)
@@ -126,6 +126,9 @@ def embedded_class_names(path, argument: str = "model") -> list | None:
     elif path.suffix == ".tflite":
         text = tflite_metadata(path, argument).get(CLASS_NAMES_KEY)
         names = None if text is None else _json_or_none(text)
+    elif path.suffix == ".onnx":
+        text = _onnx_metadata(path, argument).get(CLASS_NAMES_KEY)
+        names = None if text is None else _json_or_none(text)
     else:
         return None
     if text is not None and name_list_problem(names):
@@ -134,6 +137,22 @@ def embedded_class_names(path, argument: str = "model") -> list | None:
             "strings); save or export the model again."
         )
     return names
+
+
+def _onnx_metadata(path, argument):
+    """`{key: value}` of an ONNX file's `metadata_props` (onnxruntime reads them)."""
+    from keras_resvit.artifacts import onnx_session
+
+    try:
+        session = onnx_session(path)
+    except ImportError:
+        raise
+    except Exception as error:  # onnxruntime's own errors: not an ONNX model it can load
+        raise ValueError(
+            f"{argument}={str(path)!r} is not a readable ONNX file ({first_line(error)[:200]}); "
+            "export the model again."
+        ) from None
+    return dict(session.get_modelmeta().custom_metadata_map)
 
 
 def _json_or_none(text):
