@@ -1,4 +1,4 @@
-"""The CIFAR-10 table of He et al. (2016, Table 6): ResNet-20/32/44/56/110 test error.
+r"""The CIFAR-10 table of He et al. (2016, Table 6): ResNet-20/32/44/56/110 test error.
 
 Runs the paper's protocol (Section 4.2) for each depth and seed: option-A ResNets trained on
 45k images with 5k held out for validation, SGD 0.9 with coupled weight decay 1e-4, lr 0.1 at

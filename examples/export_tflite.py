@@ -1,4 +1,4 @@
-"""Exports a trained model to TF Lite at every quantization and checks each file against Keras.
+r"""Exports a trained model to TF Lite at every quantization and checks each file against Keras.
 
 Writes `model_float32.tflite`, `model_float16.tflite`, `model_dynamic.tflite` (int8 weights,
 float activations) and `model_int8.tflite` (full-integer, calibrated on `--calibration`

@@ -1,4 +1,4 @@
-"""Fine-tunes a pre-trained ResNet or ViT on your images, starting from published weights.
+r"""Fine-tunes a pre-trained ResNet or ViT on your images, starting from published weights.
 
 `--weights` names published weights of `--model` (`keras-resvit list --weights` lists them;
 downloaded once, verified and cached) or a weights file (without `--model`, the architecture is

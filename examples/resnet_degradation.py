@@ -1,4 +1,4 @@
-"""The degradation problem (He et al. 2016, Figure 6): deeper plain nets train worse.
+r"""The degradation problem (He et al. 2016, Figure 6): deeper plain nets train worse.
 
 Trains plain and residual CIFAR nets (3x3 stem, three stages of 16/32/64 filters, option-A
 shortcuts) of each depth with the paper's CIFAR recipe (SGD 0.9, lr 0.1 at batch 128 divided by

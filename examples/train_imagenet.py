@@ -1,4 +1,4 @@
-"""Trains a ResNet or a ViT on ImageNet with a paper's recipe, on any backend and any devices.
+r"""Trains a ResNet or a ViT on ImageNet with a paper's recipe, on any backend and any devices.
 
 `--recipe resnet_imagenet` is He et al. (2016), Section 3.4: SGD 0.9, batch 256, lr 0.1 divided
 by 10 when the validation accuracy plateaus, 600k iterations (120 epochs; `--epochs` sets

@@ -46,6 +46,10 @@ def test_help_answers(name):
     # The docstring's commands: a CPU-friendly run and the paper-scale flags.
     assert f"examples/{name}.py" in result.stdout
     assert "--output" in result.stdout
+    # Every line of the docstring shows, its commands' line continuations too.
+    source = (EXAMPLES / f"{name}.py").read_text()
+    for line in source.split('"""')[1].splitlines()[1:]:
+        assert line.strip() in result.stdout, line
 
 
 @pytest.mark.slow
