@@ -7,7 +7,8 @@ the package when it runs: `--help` loads none of it.
 
 from pathlib import Path
 
-from keras_resvit.cli_train import run_train, size_options
+from keras_resvit.cli_train import run_train as _run_train
+from keras_resvit.cli_train import size_options
 
 # The commands, as `keras_resvit.cli` names them (`args.run`); `train` has its own module.
 __all__ = [
@@ -258,6 +259,30 @@ EXPORT_FLAGS = {
     "quantization": "--quantization",
     "format": "--format",
 }
+
+
+# `kr.train`'s (and its data's) arguments as `keras-resvit train` names them.
+TRAIN_FLAGS = {
+    "train_data": "--data",
+    "recipe": "--recipe",
+    "epochs": "--epochs",
+    "batch_size": "--batch-size",
+    "image_size": "--image-size",
+    "num_classes": "--num-classes",
+    "learning_rate": "--learning-rate",
+    "ema": "--ema",
+    "save_every": "--save-every",
+    "precision": "--precision",
+    "distribution": "--distribution",
+    "output_dir": "--output",
+}
+
+
+def run_train(args):
+    try:
+        _run_train(args)
+    except (ValueError, FileNotFoundError) as error:  # the API's arguments, as the command's
+        raise type(error)(_flags(str(error), TRAIN_FLAGS)) from None
 
 
 def _flags(message, flags):

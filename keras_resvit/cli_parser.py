@@ -136,7 +136,13 @@ def _add_process_arguments(p):
 
 def _add_train_run_arguments(p):
     """`train`'s recipe, its overrides and the output folder."""
-    p.add_argument("--recipe", default="resnet_cifar", help="training recipe")
+    p.add_argument(
+        "--recipe",
+        default="resnet_cifar",
+        help="training recipe (default: resnet_cifar, the ResNet paper's CIFAR recipe, whatever "
+        "the model), e.g. resnet_imagenet, deit (ViTs from scratch), vit_finetune, bit_finetune, "
+        "rsb_a2; an unknown name lists them all",
+    )
     p.add_argument("--epochs", type=_positive_int, default=10, help="default: 10")
     p.add_argument("--batch-size", type=_positive_int, default=64, help="global batch size")
     p.add_argument(

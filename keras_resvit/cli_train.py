@@ -145,7 +145,10 @@ def _model_for_data(kr, args, train, size, why):
         ) from error
     if classes is None:
         classes, classes_why = model.output_shape[-1], "the model's default"
-    print(f"model: {args.model} for {classes} classes ({classes_why}) at {size}x{size} ({why})")
+    print(
+        f"model: {args.model} for {classes} classes ({classes_why}) at {size}x{size} ({why}), "
+        f"recipe {args.recipe}"
+    )
     return model
 
 
@@ -239,7 +242,7 @@ def _export_tflite(kr, output):
             os.path.join(output, "model.tflite"),
             format="tflite",
         )
-    print(export_summary(result))
+    print(f"{export_summary(result)}; from last.keras")
 
 
 def _join_processes(kr, args):

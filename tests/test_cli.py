@@ -289,7 +289,8 @@ def test_a_vit_trains_at_32_px_and_ends_with_a_tflite_file(tmp_path):
     # The export says what it wrote and how it was checked, in words rather than a dict.
     line = last_line(result.stdout)
     assert line.startswith(f"exported {out / 'model.tflite'} (tflite, float32"), line
-    assert "checked on 32 images" in line and "{" not in result.stdout
+    assert "checked on 32 images" in line and line.endswith("; from last.keras")
+    assert "{" not in result.stdout
     model = kr.load_model(out / "last.keras")
     assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 3)
     # The DeiT recipe's stochastic depth, as kr.train sets it in a ViT it builds by name.
@@ -313,7 +314,9 @@ def test_a_plain_folder_trains_for_its_classes_and_size_and_keeps_a_finished_run
     lines = result.stdout.splitlines()
     # A folder without train/ test/ sub-folders: a tenth held out (1 image of 6 per class).
     assert lines[0] == "holding out 10% of flowers for validation (--validation-split)"
-    assert lines[1] == "model: resnet18 for 3 classes (from the data) at 32x32 (--image-size)"
+    assert lines[1] == (
+        "model: resnet18 for 3 classes (from the data) at 32x32 (--image-size), recipe resnet_cifar"
+    )
     assert re.search(r"^validation accuracy [0-9.]+ \(last\)", result.stdout, re.MULTILINE)
     out = tmp_path / "runs" / "flowers"  # the default --output: runs/<data name>
     model = kr.load_model(out / "last.keras")

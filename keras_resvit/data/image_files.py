@@ -154,8 +154,8 @@ def load_images(paths, size, channels: int = 3) -> np.ndarray:
                 tf.io.read_file(str(path)), channels=channels, expand_animations=False
             )
         except tf.errors.InvalidArgumentError as error:
-            # TensorFlow prefixes its message with the op that raised it: keep the reason.
-            reason = error.message.split("}}")[-1].strip()
+            # TensorFlow wraps its message in the op that raised it: keep the reason.
+            reason = error.message.split("}}")[-1].split(" [Op:")[0].strip()
             raise ValueError(f"image {str(path)!r} cannot be decoded: {reason}") from None
         own = tuple(image.shape[:2])
         wanted = tuple(own[i] if size[i] is None else size[i] for i in (0, 1))

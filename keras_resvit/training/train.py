@@ -200,12 +200,14 @@ def train(
     ...     output_dir="run",
     ...     verbose=0,
     ... )
+    train: resnet20 for 10 classes (from the data)
     >>> history.summary["epochs"], len(history.history["loss"])
     (2, 2)
     >>> sorted(name for name in os.listdir("run") if name.endswith(".keras"))
     ['best.keras', 'last.keras']
     >>> data = kr.data.load_dataset("digits", batch_size=64)  # batches train the same way
     >>> kr.train("resnet20", data, steps=3, output_dir="run2", verbose=0).summary["steps"]
+    train: resnet20 for 10 classes (from the data)
     3
     """
     spec, user = check_arguments(
