@@ -1050,6 +1050,19 @@ CASES = [
         V,
         ("train_data has labels of one class", "at least two"),
     ),
+    # /proc takes no new folders, even from root (whom file modes do not stop).
+    Case(
+        "cli_train_output_that_cannot_be_created",
+        lambda b: ["train", "--output", "/proc/keras_resvit_run", "--epochs", "1"],
+        2,
+        ("--output: the folder '/proc/keras_resvit_run' cannot be created",),
+    ),
+    Case(
+        "save_model_into_a_folder_that_cannot_be_created",
+        lambda b: kr.files.save_model(b.model, "/proc/keras_resvit/m.keras"),
+        V,
+        ("path: the folder '/proc/keras_resvit' cannot be created", "a folder you can write"),
+    ),
     Case(
         "masked_patches_batch_over_the_data",
         lambda b: kr.pretrain_masked_patches(tiny_vit(), (b.x, b.y), epochs=1, batch_size=100),

@@ -192,7 +192,7 @@ def atomic_path(path):
         hook(path)
     if path.is_symlink():
         path = path.resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folders("path", path.parent)
     remove_stale_temporaries(path)
     tmp = temporary_sibling(path, "tmp")
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
@@ -205,6 +205,21 @@ def atomic_path(path):
         tmp.unlink(missing_ok=True)
 
 
+def make_folders(argument: str, folder) -> Path:
+    """Creates `folder` and its missing parents; a folder that cannot be made (a read-only or
+    virtual filesystem, a name too long) is one ValueError naming `argument`, not an OSError."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        reason = error.strerror or error
+        raise ValueError(
+            f"{argument}: the folder {str(folder)!r} cannot be created ({reason}); pass a path "
+            "in a folder you can write."
+        ) from None
+    return folder
+
+
 @contextlib.contextmanager
 def scratch_folder(path):
     """A working folder beside `path` for intermediate files of its writer, removed after.
@@ -213,7 +228,7 @@ def scratch_folder(path):
     writer's scratch folder is removed by the next write to `path`.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folders("path", path.parent)
     tmp = temporary_sibling(path, "tmp")
     tmp.mkdir()
     try:

@@ -22,6 +22,7 @@ from pathlib import Path
 from keras_resvit.base.files import (
     WRITE_HOOKS,
     check_output_path,
+    make_folders,
     remove_path,
     remove_stale_temporaries,
     temporary_sibling,
@@ -128,7 +129,7 @@ def atomic_folder(argument: str, path, kind: str, entries, required):
     path = check_replaceable_folder(argument, path, kind, entries, required)
     if path.is_symlink():  # swap at the link's target, which stays linked
         path = path.resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folders(argument, path.parent)
     remove_stale_temporaries(path)
     tmp = temporary_sibling(path, "tmp")
     try:
@@ -319,7 +320,7 @@ def output_folder(argument: str, folder, names):
     folder = check_output_path(argument, folder, folder=True)
     created = [folder, *folder.parents]
     created = created[: next(i for i, path in enumerate(created) if path.exists())]
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folders(argument, folder)
     try:
         with _opened(argument, folder, names) as output:
             yield output

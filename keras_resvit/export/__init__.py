@@ -39,7 +39,13 @@ from keras_resvit.base.class_names import (
     side_file_class_names,
     write_class_names,
 )
-from keras_resvit.base.files import as_path, atomic_path, check_output_path, scratch_folder
+from keras_resvit.base.files import (
+    as_path,
+    atomic_path,
+    check_output_path,
+    make_folders,
+    scratch_folder,
+)
 from keras_resvit.base.model_files import check_keras_file
 from keras_resvit.base.output_folders import atomic_folder, check_replaceable_folder
 from keras_resvit.base.validation import check_bool, check_choice
@@ -327,7 +333,7 @@ def export(
         class_names = read_class_names(model_or_path)
     check_class_names(class_names, model.output_shape[-1], side_file)
     _check_side_file(path, class_names)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folders("path", path.parent)
     # Intermediate files go beside the target, not into the system temp folder: the next
     # export to `path` removes what a killed one left.
     with _staged(path, format) as tmp, scratch_folder(path) as scratch:
