@@ -85,6 +85,8 @@ def run_evaluate(args):
             f"--validation-split {args.validation_split} would have no effect: --data "
             f"{args.data} has its own {args.split}/ folder, which is read whole; drop it."
         )
+    if args.validation_split is None and args.split == "validation" and not own_folder.is_dir():
+        args.validation_split = _run_validation_split(args)
     augment = None if scales else _evaluation_transform(args)
     data = kr.data.load_dataset(
         args.data,
@@ -122,11 +124,9 @@ def _evaluation_transform(args):
     """The augmentation preset whose evaluation transform `evaluate` reads the images with:
     --augment's, or for "auto" the one the model's run validated with (the `config.json` of
     a `train` run beside the model file names it), else None (a center crop)."""
-    import json
     import re
 
     from keras_resvit.data.augmentation import AUGMENTATION_PRESETS
-    from keras_resvit.training.run_folder import CONFIG_FILE, TRAIN, run_kind
 
     if args.augment not in ("auto", "none", *AUGMENTATION_PRESETS):
         raise ValueError(
@@ -135,14 +135,41 @@ def _evaluation_transform(args):
         )
     if args.augment != "auto":
         return None if args.augment == "none" else args.augment
-    folder = Path(args.model).expanduser().parent
-    if run_kind(folder) != TRAIN:
+    config = _run_config(args)
+    if config is None:
         return None
-    config = json.loads((folder / CONFIG_FILE).read_text())
     # The data's provenance (`kr.data`): "<origin>, image_size=..., augment=<preset>, ...".
     described = str(config.get("val_data") or config.get("data") or "")
     found = re.findall(r", augment=(\w+)", described)
     return found[-1] if found and found[-1] in AUGMENTATION_PRESETS else None
+
+
+def _run_config(args):
+    """The `config.json` of the `train` run beside the model file, or None."""
+    import json
+
+    from keras_resvit.training.run_folder import CONFIG_FILE, TRAIN, run_kind
+
+    folder = Path(args.model).expanduser().parent
+    if run_kind(folder) != TRAIN:
+        return None
+    return json.loads((folder / CONFIG_FILE).read_text())
+
+
+def _run_validation_split(args):
+    """The share of its image folder that the model's run held out (`train
+    --validation-split`, recorded in its `config.json`), or None; says so when found."""
+    import re
+
+    config = _run_config(args)
+    found = re.findall(r", validation_split=([0-9.]+)", str((config or {}).get("data") or ""))
+    if not found:
+        return None
+    print(
+        f"holding out {float(found[-1]):.0%} of {args.data} as the model's run did (its "
+        "config.json; --validation-split sets another share)"
+    )
+    return float(found[-1])
 
 
 def _whole_images(args):

@@ -207,7 +207,8 @@ def _add_evaluate(commands):
         default=None,
         metavar="FRACTION",
         help="with --split validation: the share of an image folder that `train "
-        "--validation-split` held out (the same files)",
+        "--validation-split` held out (the same files; default: the model's run's, from the "
+        "config.json beside it)",
     )
     p.add_argument("--batch-size", type=_positive_int, default=64)
     p.add_argument(

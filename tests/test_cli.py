@@ -334,6 +334,11 @@ def test_a_plain_folder_trains_for_its_classes_and_size_and_keeps_a_finished_run
     assert f"evaluation transform of {preset}" in scored.stdout
     loss = float(re.search(r"loss ([0-9.]+)", scored.stdout)[1])
     assert loss == pytest.approx(float(read_history(out / "history.csv")[-1]["val_loss"]), abs=2e-4)
+    # Without --validation-split, the share the model's run held out (its config.json).
+    scored = run_cli("evaluate", out / "last.keras", *held_out[:4], cwd=tmp_path)
+    assert scored.returncode == 0, scored.stderr
+    assert "holding out 10% of flowers as the model's run did" in scored.stdout
+    assert float(re.search(r"loss ([0-9.]+)", scored.stdout)[1]) == loss
 
     # The same command again: one line naming --overwrite, and nothing touched.
     before = snapshot(out)
