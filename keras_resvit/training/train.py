@@ -324,7 +324,7 @@ def _build(model_or_name, spec, placement, data, loss):
     user's `loss` and the validation data."""
     labels = data.first_batch[1]
     classes = labels.shape[-1] if data.soft_labels else getattr(data.train, "num_classes", None)
-    if classes == 1:
+    if classes == 1 and not data.soft_labels:  # (a vector of one is a sigmoid's target)
         raise ValueError(
             "train_data has labels of one class; a classifier learns to tell at least two "
             "apart (one class gives a loss of 0 whatever the images)."
