@@ -53,10 +53,24 @@ def run_list(args):
 def run_info(args):
     import keras_resvit as kr
 
-    overrides = size_options(args.name, args.image_size) if args.image_size else {}
-    model = kr.create_model(args.name, **overrides)
+    if args.name.endswith(".keras") or Path(args.name).expanduser().is_file():
+        if args.image_size:
+            raise ValueError(
+                f"--image-size applies to a registry name; the model file {args.name} has its "
+                "own size (kr.resize_vit gives a ViT another)."
+            )
+        model = kr.load_model(args.name)
+    else:
+        overrides = size_options(args.name, args.image_size) if args.image_size else {}
+        model = kr.create_model(args.name, **overrides)
     size = model.input_shape[1:]
     print(f"model:          {args.name}")
+    if None in size[:2]:
+        print(f"input:          any size, {size[2]} channels of raw pixels (0-255)")
+        print(f"output:         {model.output_shape[-1]} classes")
+        print(f"parameters:     {kr.count_params(model):,} trainable")
+        print("multiply-adds:  per image size; `info` of a fixed size: kr.resize_vit first")
+        return
     print(f"input:          {size[0]}x{size[1]}x{size[2]} raw pixels (0-255)")
     print(f"output:         {model.output_shape[-1]} classes")
     print(

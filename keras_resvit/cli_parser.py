@@ -57,7 +57,7 @@ def _add_list(commands):
 
 def _add_info(commands):
     p = commands.add_parser("info", help="parameters and multiply-adds of a model")
-    p.add_argument("name")
+    p.add_argument("name", help="a registry name (keras-resvit list) or a .keras file")
     p.add_argument("--image-size", type=_positive_int, default=None)
     p.set_defaults(run="run_info")
 

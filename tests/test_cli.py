@@ -20,6 +20,7 @@ import keras_resvit as kr
 from keras_resvit import cli, cli_parser, cli_train
 from keras_resvit.cli import main
 from keras_resvit.training.history_csv import read_history
+from tests.conftest import tiny_vit
 
 # Lines of the libraries' logs that a quiet command must not print.
 LOG_LINE = re.compile(r"cuda|onednn|I0000|absl::|XNNPACK", re.IGNORECASE)
@@ -80,6 +81,17 @@ def test_info_vit_b16(capsys):
     assert "86,567,656 trainable" in out
     macs = float(re.search(r"multiply-adds:\s+([0-9.]+) G", out).group(1))
     assert abs(macs - 17.6) / 17.6 < 0.01
+
+
+def test_info_of_a_keras_file(tmp_path, capsys):
+    kr.create_model("resnet20").save(tmp_path / "m.keras")
+    assert main(["info", str(tmp_path / "m.keras")]) == 0
+    assert "269,722 trainable" in capsys.readouterr().out  # the paper's ResNet-20
+    assert main(["info", str(tmp_path / "m.keras"), "--image-size", "64"]) == 2
+    assert "--image-size applies to a registry name" in capsys.readouterr().err
+    tiny_vit(image_size=None).save(tmp_path / "any.keras")  # no multiply-adds without a size
+    assert main(["info", str(tmp_path / "any.keras")]) == 0
+    assert "input:          any size, 3 channels" in capsys.readouterr().out
 
 
 def test_info_resizes(capsys):
