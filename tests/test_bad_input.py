@@ -1064,6 +1064,12 @@ CASES = [
         ("path: the folder '/proc/keras_resvit' cannot be created", "a folder you can write"),
     ),
     Case(
+        "arrays_channels_first",
+        lambda b: kr.data.load_dataset((np.zeros((4, 3, 8, 8)), np.arange(4) % 2)),
+        V,
+        ("(4, 3, 8, 8): channels first", "images.transpose(0, 2, 3, 1)", "(4, 8, 8, 3)"),
+    ),
+    Case(
         "masked_patches_batch_over_the_data",
         lambda b: kr.pretrain_masked_patches(tiny_vit(), (b.x, b.y), epochs=1, batch_size=100),
         V,

@@ -89,6 +89,12 @@ def checked_arrays(images, labels):
             f"source arrays have shapes {images.shape} and {labels.shape}; expected images "
             "(N, height, width, channels) and N integer labels, N >= 1."
         )
+    if images.shape[1] in (1, 3) and images.shape[3] not in (1, 3, 4):
+        raise ValueError(
+            f"source images have shape {images.shape}: channels first, it seems (Keras, and "
+            "the models here, take channels last); pass images.transpose(0, 2, 3, 1) of shape "
+            f"{(images.shape[0], *images.shape[2:], images.shape[1])}."
+        )
     if not np.issubdtype(images.dtype, np.number) or np.issubdtype(
         images.dtype, np.complexfloating
     ):
