@@ -430,3 +430,13 @@ def check_class_indices(argument: str, labels: np.ndarray) -> None:
             f"{argument} must be class indices 0, 1, 2, ... (below 2**31); found {bad[0]!s} "
             f"(dtype {labels.dtype})."
         )
+
+
+def check_batch_fits(batch_size: int, count: int, what: str) -> None:
+    """A batch of `batch_size` needs at least as many examples: `count` `what` ("training
+    images") make one smaller batch, which a run would take for the size asked."""
+    if count < batch_size:
+        raise ValueError(
+            f"batch_size={batch_size} is larger than the {count} {what}; valid: at most {count} "
+            "(a batch would silently be all of them)."
+        )

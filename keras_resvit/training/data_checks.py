@@ -13,6 +13,7 @@ from keras_resvit.base.files import check_output_path
 from keras_resvit.base.lazy import tf
 from keras_resvit.base.validation import check_seed
 from keras_resvit.data.checks import (
+    check_batch_fits,
     check_class_count,
     check_class_names_match,
     check_pixels,
@@ -34,11 +35,8 @@ def check_data(train_data, val_data, output_dir, spec, *, epochs, steps, batch_s
     # A dataset split by process (`load_dataset` with several processes) holds this
     # process's part of each global batch.
     global_batch = int(first_batch[0].shape[0]) * getattr(train_data, "process_count", 1)
-    if batch_size is not None and global_batch < batch_size:  # arrays fewer than one batch
-        raise ValueError(
-            f"batch_size={batch_size} is larger than the {global_batch} training images; "
-            f"valid: at most {global_batch} (a batch would silently be all of them)."
-        )
+    if batch_size is not None:  # arrays fewer than one batch
+        check_batch_fits(batch_size, global_batch, "training images")
     if val_data is not None:
         val_data = _as_dataset("val_data", val_data, "test", global_batch, seed)
         check_dataset("val_data", val_data)

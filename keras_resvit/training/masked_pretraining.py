@@ -17,7 +17,13 @@ from keras_resvit.base.lazy import tf
 from keras_resvit.base.model_files import save_model
 from keras_resvit.base.output_folders import output_folder
 from keras_resvit.base.validation import check_int, check_number, check_seed, check_verbose
-from keras_resvit.data.checks import check_batches, check_pixels, data_errors, image_shape_fits
+from keras_resvit.data.checks import (
+    check_batch_fits,
+    check_batches,
+    check_pixels,
+    data_errors,
+    image_shape_fits,
+)
 from keras_resvit.data.datasets import load_dataset, source_named
 from keras_resvit.data.loader_choice import ALL_EXAMPLES
 from keras_resvit.factory import create_model
@@ -164,14 +170,6 @@ def _checked_images(data):
     return check_batches(labelled, 1, "data").map(lambda images, labels: images)
 
 
-def _check_batch(batch_size, first):
-    if first < batch_size:  # a source of fewer images than one batch
-        raise ValueError(
-            f"batch_size={batch_size} is larger than the {first} images of data; valid: at "
-            f"most {first} (a batch would silently be all of them)."
-        )
-
-
 def _images(data, vit, batch_size, seed, asked=None):
     """A finite dataset of image batches (a `tf.data.Dataset` or a `keras.utils.PyDataset`:
     what `load_dataset` gives without TensorFlow) and its number of batches. `asked`: the
@@ -187,7 +185,7 @@ def _images(data, vit, batch_size, seed, asked=None):
         if not len(data):
             raise ValueError("data has 0 batches; it must be finite and non-empty.")
         if asked:
-            _check_batch(asked, len(data[0][0]))
+            check_batch_fits(asked, len(data[0][0]), "images of data")
         return _ImageBatches(data, shape), len(data)
     if source:  # a kr.data source
         with source_named("data"):
@@ -221,7 +219,7 @@ def _images(data, vit, batch_size, seed, asked=None):
     for images in data.take(1):  # a scale other than raw 0-255 pixels warns
         check_pixels("data images", images.numpy())
         if asked:
-            _check_batch(asked, images.shape[0])
+            check_batch_fits(asked, images.shape[0], "images of data")
     return _checked_images(data), steps
 
 
