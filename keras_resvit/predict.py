@@ -29,7 +29,14 @@ def _onnx_scores(model_path, paths):
     from keras_resvit.artifacts import onnx_session
 
     session = onnx_session(model_path)
-    (image,), output = session.get_inputs(), session.get_outputs()[0]
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1 or len(outputs) != 1 or inputs[0].type != "tensor(float)":
+        raise ValueError(
+            f"model={str(model_path)!r} takes {len(inputs)} inputs ("
+            f"{', '.join(i.type for i in inputs)}) and gives {len(outputs)} outputs; predict "
+            "runs a classifier of one float image input and one output."
+        )
+    (image,), (output,) = inputs, outputs
     if len(output.shape) != 2:
         raise ValueError(
             f"model={str(model_path)!r} does not output one score per class (its output "

@@ -593,6 +593,21 @@ def test_predicting_from_a_file_that_is_not_onnx_is_one_error(tmp_path):
         kr.predict(tmp_path / "m.onnx", [tmp_path / "a.png"])
 
 
+@NEEDS_ONNX
+def test_predicting_from_an_onnx_file_that_is_no_image_classifier_is_one_error(tmp_path):
+    from onnx import TensorProto, helper, save
+
+    image = helper.make_tensor_value_info("image", TensorProto.UINT8, [1, 8, 8, 3])
+    out = helper.make_tensor_value_info("out", TensorProto.UINT8, [1, 8, 8, 3])
+    identity = helper.make_node("Identity", ["image"], ["out"])
+    graph = helper.make_graph([identity], "g", [image], [out])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    save(model, str(tmp_path / "m.onnx"))
+    keras.utils.save_img(tmp_path / "a.png", random_images(1, 8, 8)[0])
+    with pytest.raises(ValueError, match=r"takes 1 inputs \(tensor\(uint8\)\) and gives 1 outputs"):
+        kr.predict(tmp_path / "m.onnx", [tmp_path / "a.png"])
+
+
 def _tf_log_records(log):
     """The warnings that reach a handler of TensorFlow's logger while `log()` runs (at its
     default level: the CLI raises it)."""
