@@ -12,6 +12,7 @@ import numpy as np
 
 from keras_resvit.base.files import first_line
 from keras_resvit.base.lazy import tf
+from keras_resvit.base.onnx_runtime import onnx_session
 
 
 def _quantized(tensor):
@@ -86,18 +87,6 @@ def run_tflite(path, images):
 def run_saved_model(path, images):
     loaded = tf.saved_model.load(str(path))  # keep a reference: its variables live in it
     return np.asarray(loaded.serve(tf.constant(images)))
-
-
-def onnx_session(path):
-    """An onnxruntime session of the ONNX file `path` on the CPU provider."""
-    try:
-        import onnxruntime
-    except ImportError as error:
-        raise ImportError(
-            "running an ONNX file needs onnxruntime; install it with `pip install "
-            "keras-resvit[onnx]`."
-        ) from error
-    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
 def run_onnx(path, images):

@@ -26,7 +26,7 @@ def _batches(paths, size):
 
 def _onnx_scores(model_path, paths):
     """Scores of an ONNX file on onnxruntime's CPU provider, checked as a TF Lite file's."""
-    from keras_resvit.artifacts import onnx_session
+    from keras_resvit.base.onnx_runtime import onnx_session
 
     session = onnx_session(model_path)
     inputs, outputs = session.get_inputs(), session.get_outputs()

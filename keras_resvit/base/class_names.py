@@ -141,7 +141,7 @@ def embedded_class_names(path, argument: str = "model") -> list | None:
 
 def _onnx_metadata(path, argument):
     """`{key: value}` of an ONNX file's `metadata_props` (onnxruntime reads them)."""
-    from keras_resvit.artifacts import onnx_session
+    from keras_resvit.base.onnx_runtime import onnx_session
 
     try:
         session = onnx_session(path)
