@@ -64,20 +64,19 @@ def run_info(args):
         overrides = size_options(args.name, args.image_size) if args.image_size else {}
         model = kr.create_model(args.name, **overrides)
     size = model.input_shape[1:]
+    any_size = None in size[:2]
+    shown = f"any size, {size[2]} channels of" if any_size else f"{size[0]}x{size[1]}x{size[2]}"
     print(f"model:          {args.name}")
-    if None in size[:2]:
-        print(f"input:          any size, {size[2]} channels of raw pixels (0-255)")
-        print(f"output:         {model.output_shape[-1]} classes")
-        print(f"parameters:     {kr.count_params(model):,} trainable")
-        print("multiply-adds:  per image size; `info` of a fixed size: kr.resize_vit first")
-        return
-    print(f"input:          {size[0]}x{size[1]}x{size[2]} raw pixels (0-255)")
+    print(f"input:          {shown} raw pixels (0-255)")
     print(f"output:         {model.output_shape[-1]} classes")
     print(
         f"parameters:     {kr.count_params(model):,} trainable, "
         f"{kr.count_params(model, trainable_only=False):,} total"
     )
-    print(f"multiply-adds:  {kr.count_macs(model) / 1e9:.3f} G per image")
+    if any_size:
+        print("multiply-adds:  per image size; `info` of a fixed size: kr.resize_vit first")
+    else:
+        print(f"multiply-adds:  {kr.count_macs(model) / 1e9:.3f} G per image")
 
 
 def run_evaluate(args):
