@@ -23,6 +23,7 @@ from keras_resvit.layers.crops import (
     RandomScaleCrop,
     ResizeCenterCrop,
 )
+from keras_resvit.layers.cutmix import CutMix
 from keras_resvit.layers.erasing import NoiseErasing
 from keras_resvit.layers.lighting import PCALighting
 from keras_resvit.layers.normalization import CIFAR_MEAN, IMAGENET_MEAN
@@ -40,7 +41,8 @@ class Mixing:
 
     Attributes:
         mixup_alpha: Beta(alpha, alpha) concentration of MixUp (Zhang et al. 2018); 0 = off.
-        cutmix_alpha: concentration of CutMix (Yun et al. 2019); 0 = off.
+        cutmix_alpha: Beta(alpha, alpha) concentration of CutMix (Yun et al. 2019; the paper's
+            box and label weight, `keras_resvit.layers.CutMix`); 0 = off.
         cutmix_prob: chance that a batch gets CutMix rather than MixUp when both are on.
         label_smoothing: mass spread uniformly over the classes before mixing.
     """
@@ -61,7 +63,7 @@ class Mixing:
     def layers(self, seed=None):
         """The Keras layers: `(mixup or None, cutmix or None)`, for {"images", "labels"} dicts."""
         mixup = keras.layers.MixUp(self.mixup_alpha, seed=seed) if self.mixup_alpha else None
-        cutmix = keras.layers.CutMix(self.cutmix_alpha, seed=seed) if self.cutmix_alpha else None
+        cutmix = CutMix(self.cutmix_alpha, seed=seed) if self.cutmix_alpha else None
         return mixup, cutmix
 
 

@@ -11,6 +11,7 @@ from keras_resvit.layers.crops import (
     RandomScaleCrop,
     ResizeCenterCrop,
 )
+from keras_resvit.layers.cutmix import CutMix
 from keras_resvit.layers.erasing import NoiseErasing
 from keras_resvit.layers.keras_rand_augment import Equalization, KerasRandAugment
 from keras_resvit.layers.lighting import PCALighting
@@ -49,6 +50,7 @@ from keras_resvit.layers.vit_option_layers import DropTokens, LayerScale, ProbeT
 __all__ = [
     "NORMALIZATION_PRESETS",
     "ClassToken",
+    "CutMix",
     "DropPath",
     "DropTokens",
     "Equalization",
