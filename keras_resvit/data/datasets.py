@@ -219,8 +219,8 @@ def load_dataset(
 
     Args:
         source: "digits" (embedded, no network); "tfds:<name>" (tensorflow-datasets, e.g.
-            "tfds:cifar10"); a folder with one sub-folder of JPEG/PNG images per class; or an
-            `(images, labels)` pair of arrays.
+            "tfds:cifar10"); a folder with one sub-folder of JPEG/PNG/GIF/BMP images per
+            class; or an `(images, labels)` pair of arrays.
         split: "train" or "test" for digits and arrays; "train", "validation" or "test" for a
             folder; any tensorflow-datasets split ("train[:90%]") for tfds.
         image_size: output height and width. Default: 32 for digits, the source's own size for

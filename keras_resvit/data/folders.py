@@ -1,4 +1,5 @@
-"""Image folders: one sub-folder per class of JPEG / PNG files, read into `tf.data`.
+"""Image folders: one sub-folder per class of JPEG, PNG, GIF (first frame) or BMP files -- the
+formats of `keras.utils.image_dataset_from_directory` -- read into `tf.data`.
 
 Files are checked by their bytes when the folder is listed, so that a non-image, corrupt,
 oversized (`image_files.MAX_IMAGE_PIXELS`) or, with `strict=True`, truncated file is reported
@@ -17,7 +18,7 @@ from keras_resvit.base.validation import check_bool, check_seed
 from keras_resvit.data.checks import assertion
 from keras_resvit.data.image_files import image_dimensions, image_problem
 
-EXTENSIONS = (".jpg", ".jpeg", ".png")
+EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 FOLDER_SPLITS = ("train", "validation", "test")
 MAX_NAMED = 5  # skipped files named in one warning
 SIZE_SAMPLE = 64  # files whose headers give a folder's typical image size
@@ -25,7 +26,7 @@ SIZE_SAMPLE = 64  # files whose headers give a folder's typical image size
 
 def _problem(path, strict):
     if path.suffix.lower() not in EXTENSIONS:
-        return "not a .jpg, .jpeg or .png file"
+        return f"not a {', '.join(EXTENSIONS[:-1])} or {EXTENSIONS[-1]} file"
     return image_problem(path, complete=strict)
 
 
@@ -151,8 +152,8 @@ def list_image_folder(
                 good.append(path)
         if not good:
             raise ValueError(
-                f"source={str(class_root)!r}: class folder {class_dir.name!r} has no JPEG or "
-                "PNG image."
+                f"source={str(class_root)!r}: class folder {class_dir.name!r} has no JPEG, "
+                "PNG, GIF or BMP image."
             )
         if hold_out and len(good) == 1:
             alone.append(class_dir.name)
@@ -193,7 +194,8 @@ def list_image_folder(
 
 
 def decode_image(path):
-    """Reads a JPEG or PNG file into a (H, W, 3) uint8 tensor (grey images become RGB)."""
+    """Reads a JPEG, PNG, GIF (its first frame) or BMP file into a (H, W, 3) uint8 tensor (grey
+    images become RGB)."""
     image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
     image.set_shape((None, None, 3))
     return image

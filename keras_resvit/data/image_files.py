@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from keras_resvit.base.lazy import tf
+from keras_resvit.data.transforms import evaluation_crop_ratio
+from keras_resvit.layers.crops import ResizeCenterCrop
 
 # Pillow's default decompression-bomb limit (`PIL.Image.MAX_IMAGE_PIXELS`, 1 GiB / 4 / 3):
 # about 9459 x 9459 pixels, 256 MiB decoded as 8-bit RGB. Assign a larger value here to
@@ -74,6 +76,36 @@ def image_dimensions(path):
     return None
 
 
+def misread_bmp(path):
+    """Why TensorFlow's BMP decoder would give wrong pixels for `path`, or None (a BMP file of
+    24 or 32 bits a pixel, or of 8 with the grey ramp for palette, or not a BMP file).
+
+    TensorFlow reads an 8-bit palette BMP's palette indices as grey levels (right only when the
+    palette is the grey ramp, as in Pillow's grey images) and refuses 1-, 4- and 16-bit files
+    with a message that names no file.
+    """
+    with open(path, "rb") as f:
+        head = f.read(54)
+        if image_kind(head) != "bmp":
+            return None
+        header = int.from_bytes(head[14:18], "little")
+        bits = int.from_bytes(head[28:30], "little") if header >= 40 else 0
+        if bits in (24, 32):
+            return None
+        if bits == 8 and int.from_bytes(head[30:34], "little") == 0:  # uncompressed
+            used = int.from_bytes(head[46:50], "little") or 256
+            f.seek(14 + header)  # the palette: (blue, green, red, 0) per colour
+            palette = np.frombuffer(f.read(4 * used), "uint8")
+            if len(palette) == 4 * used <= 1024:
+                colours = palette.reshape(used, 4)[:, 2::-1]
+                if np.array_equal(colours, np.repeat(np.arange(used)[:, None], 3, axis=1)):
+                    return None
+    return (
+        f"a {bits or 'non-24'}-bit BMP, whose colours TensorFlow's BMP decoder does not read "
+        "(save it as PNG, or as a 24-bit BMP)"
+    )
+
+
 def _over_limit(size):
     width, height = size
     if width * height <= MAX_IMAGE_PIXELS:
@@ -92,51 +124,73 @@ def oversized(path):
 
 
 def _truncated(path, kind) -> bool:
-    """Whether a JPEG lacks its end-of-image marker after the image data, or a PNG its IEND
-    chunk: what a cut-off download or copy leaves. Reads the whole file."""
+    """Whether a JPEG lacks its end-of-image marker after the image data, a PNG its IEND
+    chunk, a GIF its trailer byte, or a BMP the bytes its header declares: what a cut-off
+    download or copy leaves. Reads the whole file."""
     data = Path(path).read_bytes()
     if kind == "jpeg":
         scan = data.find(b"\xff\xda")
         return scan < 0 or data.find(b"\xff\xd9", scan) < 0
     if kind == "png":
         return data.rfind(b"IEND") < 0
+    if kind == "gif":
+        return not data.rstrip(b"\x00").endswith(b"\x3b")
+    if kind == "bmp":
+        return len(data) < int.from_bytes(data[2:6], "little")
     return False
 
 
-def image_problem(path, kinds=("jpeg", "png"), complete: bool = False):
+def image_problem(path, kinds=("jpeg", "png", "gif", "bmp"), complete: bool = False):
     """Why `path` cannot be used as an image, or None.
 
     Args:
         path: the file.
         kinds: the image kinds accepted.
-        complete: also read the whole file to find truncation (JPEG, PNG).
+        complete: also read the whole file to find truncation.
 
     Returns:
-        None, or a short reason: "not a JPEG or PNG image", "20000x20000 pixels, over the
-        limit of ...", "truncated".
+        None, or a short reason: "not a JPEG, PNG, GIF or BMP image", "20000x20000 pixels,
+        over the limit of ...", "a 4-bit BMP, whose colours ...", "truncated".
     """
     with open(path, "rb") as f:
         kind = image_kind(f.read(8))
     if kind not in kinds:
-        return f"not a {' or '.join(k.upper() for k in kinds)} image"
+        names = [k.upper() for k in kinds]
+        return f"not a {' or '.join(filter(None, [', '.join(names[:-1]), names[-1]]))} image"
     size = image_dimensions(path)
     if size is None:
         return f"a corrupt {kind.upper()} header"
-    too_large = _over_limit(size)
-    if too_large is None and complete and _truncated(path, kind):
+    problem = _over_limit(size) or misread_bmp(path)
+    if problem is None and complete and _truncated(path, kind):
         return "truncated"
-    return too_large
+    return problem
+
+
+def _as_evaluated(image, size):
+    """Decoded pixels as `kr.data.load_dataset` evaluates an image of their size at `size`
+    (h, w): the shorter side resized (antialiased) to the output's / the crop ratio, then the
+    center crop; ratio 0.875 for photos, 1.0 (whole) for images about the output's size or
+    smaller (`transforms.evaluation_crop_ratio`); an image of the output's size as it is."""
+    height, width = size
+    ratio = evaluation_crop_ratio(min(image.shape[:2]), max(height, width))
+    if tuple(image.shape[:2]) == (height, width) and ratio == 1.0:
+        return tf.cast(image, "float32").numpy()
+    crop = ResizeCenterCrop(height, width, crop_ratio=ratio)
+    # Inside tf.data, as the evaluation pipelines run it: TensorFlow's resize on any backend.
+    return next(iter(tf.data.Dataset.from_tensors(image).map(crop))).numpy()
 
 
 def load_images(paths, size, channels: int = 3) -> np.ndarray:
     """Decodes image files (PNG, JPEG, BMP, GIF) to float32 0-255 pixels at `size` (h, w),
-    with `channels` channels (3: RGB, 1: grey; a model's input decides). A None in `size` (a
-    model of any input size) keeps each image's own height or width there: the images must
-    then agree on it, being one batch.
+    with `channels` channels (3: RGB, 1: grey; a model's input decides), each as evaluation
+    reads it (`kr.data.load_dataset` on a folder of that image: a photo's shorter side resized
+    to 1 / 0.875 of the output, then the center crop; a small image resized whole, keeping
+    its aspect, then the center crop). A None in `size` (a model of any input size) keeps
+    each image's own height or width there (the other one resized): the images must then
+    agree on it, being one batch.
 
     Each file's size is read from its header first: an image over
-    `image_files.MAX_IMAGE_PIXELS` is refused before it is decoded, and decoded pixels are
-    resized before they become float32.
+    `image_files.MAX_IMAGE_PIXELS` is refused before it is decoded.
 
     Raises:
         FileNotFoundError: a path is not a file.
@@ -149,6 +203,9 @@ def load_images(paths, size, channels: int = 3) -> np.ndarray:
         too_large = oversized(path)
         if too_large:
             raise ValueError(f"image {str(path)!r} has {too_large}; it is not decoded.")
+        misread = misread_bmp(path)
+        if misread:
+            raise ValueError(f"image {str(path)!r} is {misread}.")
         try:
             image = tf.io.decode_image(
                 tf.io.read_file(str(path)), channels=channels, expand_animations=False
@@ -157,6 +214,9 @@ def load_images(paths, size, channels: int = 3) -> np.ndarray:
             # TensorFlow wraps its message in the op that raised it: keep the reason.
             reason = error.message.split("}}")[-1].split(" [Op:")[0].strip()
             raise ValueError(f"image {str(path)!r} cannot be decoded: {reason}") from None
+        if None not in size:
+            images.append(_as_evaluated(image, tuple(size)))
+            continue
         own = tuple(image.shape[:2])
         wanted = tuple(own[i] if size[i] is None else size[i] for i in (0, 1))
         images.append(tf.image.resize(image, wanted).numpy())

@@ -36,7 +36,8 @@ DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 def read_image(path) -> np.ndarray:
-    """A JPEG or PNG file's pixels as (height, width, 3) uint8 RGB, decoded by Pillow.
+    """A JPEG, PNG, GIF (first frame) or BMP file's pixels as (height, width, 3) uint8 RGB,
+    decoded by Pillow.
 
     As `tf.io.decode_image(..., channels=3)`: grey images become RGB, alpha is dropped, 16-bit
     grey keeps its high byte. PNG pixels equal TensorFlow's; JPEG pixels may differ from them

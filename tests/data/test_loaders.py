@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 import keras_resvit as kr
-from keras_resvit.data import loaders
+from keras_resvit.data import image_files, loaders
 from keras_resvit.data.in_memory import load_digits
 from keras_resvit.data.loaders import ImageLoader
 
@@ -175,6 +175,63 @@ def test_folder_batches_equal_the_tf_data_path_within_the_decoders_tolerance(tmp
     png = np.arange(12) % 4 % 2 == 0  # files 0.png, 1.jpg, 2.png, 3.jpg in every class
     assert difference[png].max() <= 1e-3  # PNG: the same pixels, the same resize
     assert difference[~png].max() <= JPEG_MAX and difference[~png].mean() <= JPEG_MEAN
+
+
+def _one_file_folder(root, image, name):
+    """A folder of two classes holding the same file `name` (the least a folder may hold)."""
+    for label in ("a", "b"):
+        (root / label).mkdir(parents=True)
+        image.save(root / label / name)
+    return root
+
+
+@pytest.mark.parametrize("kind", ["bmp", "gif"])
+def test_gif_and_bmp_files_are_read_as_their_pixels_by_both_paths(tmp_path, kind):
+    """The formats of `keras.utils.image_dataset_from_directory` besides JPEG and PNG: the
+    tf.data path and the loader read every file, as Pillow's pixels (a GIF's first frame, in
+    its palette's colours, grey as RGB); a cut-off file is found by `strict=True`."""
+    root = _write_folder(tmp_path / "pets", kinds=(kind,))
+    for options in (TF, PY):
+        ds = kr.data.load_dataset(root, "train", image_size=8, batch_size=12, **options)
+        assert ds.class_names == ["cat", "dog", "eel"] and len(_first(ds)[1]) == 12
+    rng = np.random.default_rng(0)
+    colour = Image.fromarray(rng.integers(0, 256, (14, 14, 3), dtype=np.uint8))
+    grey = Image.fromarray(rng.integers(0, 256, (12, 12), dtype=np.uint8))
+    palette = grey.quantize(7)  # 8 bits a pixel in a BMP file, 3 in a GIF
+    for image in (colour, grey, palette) if kind == "gif" else (colour, grey):
+        one = _one_file_folder(tmp_path / f"one_{image.mode}", image, f"0.{kind}")
+        with Image.open(one / "a" / f"0.{kind}") as saved:
+            expected = np.asarray(saved.convert("RGB"), dtype="float32")
+        size = {"image_size": expected.shape[0], "batch_size": 1, "shuffle": False}
+        for options in (TF, PY):
+            ds = kr.data.load_dataset(one, "train", **size, **options)
+            np.testing.assert_array_equal(_first(ds)[0][0], expected)
+    cut = root / "dog" / f"1.{kind}"
+    cut.write_bytes(cut.read_bytes()[:-8])
+    with pytest.raises(ValueError, match=f"{cut.name}.*truncated.*strict=True"):
+        kr.data.load_dataset(root, "train", image_size=8, strict=True)
+
+
+@pytest.mark.parametrize("mode, bits", [("P", 8), ("1", 1)])
+def test_bmp_files_tensorflow_misreads_are_refused_by_name(tmp_path, mode, bits):
+    """TensorFlow reads a palette BMP's indices as grey levels (and refuses 1-bit files without
+    naming them): such files are skipped with a warning, refused with `strict=True` and by
+    `kr.predict`'s reader, never read as wrong pixels."""
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (12, 12), dtype=np.uint8))
+    image = image.quantize(7) if mode == "P" else image.convert("1")
+    root = _write_folder(tmp_path / "pets", kinds=("png",))
+    image.save(root / "cat" / "odd.bmp")
+    assert (root / "cat" / "odd.bmp").read_bytes()[28] == bits
+    reason = f"odd.bmp.*{bits}-bit BMP, whose colours TensorFlow's BMP decoder does not read"
+    for options in (TF, PY):
+        with pytest.warns(UserWarning, match=reason):
+            ds = kr.data.load_dataset(root, "train", image_size=8, batch_size=13, **options)
+        assert len(_first(ds)[1]) == 12
+    with pytest.raises(ValueError, match=reason):
+        kr.data.load_dataset(root, "train", image_size=8, strict=True)
+    with pytest.raises(ValueError, match=reason):
+        image_files.load_images([root / "cat" / "odd.bmp"], (8, 8))
 
 
 def test_a_folder_of_one_size_is_decoded_once_and_needs_no_image_size(tmp_path, monkeypatch):
