@@ -144,8 +144,11 @@ def predict(model, image_paths, *, top_k: int = 5) -> list:
         model: a `.keras`, `.tflite` or `.onnx` file (onnxruntime: the `onnx` extra), a
             `keras.Model`, or "NAME:WEIGHTS": a registry name and the name of its published
             weights (`kr.list_weights`), downloaded once.
-        image_paths: image files; each is resized to the model's input size (a model of
-            any input size scores each at its own size).
+        image_paths: image files (JPEG, PNG, GIF, BMP); each is read as evaluation reads it
+            at the model's input size (`kr.data.load_dataset`: a photo's shorter side resized
+            to 1 / 0.875 of it, then the center crop; an image about that size or smaller
+            resized whole, keeping its aspect, then the center crop); a model of any input
+            size scores each at its own size.
         top_k: classes per image; a model of fewer classes ranks all of them (the default
             5 serves any model).
 

@@ -35,6 +35,26 @@ def test_predict_scores_each_image_at_its_own_size_for_a_model_of_any_size(tmp_p
         np.testing.assert_allclose([got[i] for i in range(4)], expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("height, width", [(120, 160), (40, 20), (24, 30), (32, 32)])
+def test_files_are_read_for_a_model_as_evaluation_reads_them(tmp_path, height, width):
+    """`kr.predict` (and plots, export calibration) see a file's pixels as `load_dataset`'s
+    evaluation of a folder of it: a photo's 0.875 center crop, a small image resized whole
+    with its aspect kept, never stretched to the model's shape."""
+    stripes = np.zeros((height, width, 3), "uint8")
+    stripes[:, ::2] = 255  # what a resize without antialiasing aliases
+    stripes[:, : width // 8, 1:] = 0  # a red band on the left, which the crop cuts
+    stripes[..., 2] = np.linspace(0, 255, height)[:, None]  # blue rises down the image
+    for split, name in (("train", "a"), ("train", "b"), ("test", "a")):
+        (tmp_path / split / name).mkdir(parents=True)
+        Image.fromarray(stripes).save(tmp_path / split / name / "x.png")
+    evaluated = kr.data.load_dataset(tmp_path, "test", image_size=32)
+    expected = np.asarray(next(iter(evaluated))[0])[0]
+    actual = load_images([tmp_path / "test" / "a" / "x.png"], (32, 32))[0]
+    np.testing.assert_allclose(actual, expected, atol=1e-4)
+    if (height, width) == (120, 160):  # a photo: cropped, the band's pixels mostly gone
+        assert actual[:, :3, 1].mean() > 60
+
+
 def test_load_images_keeps_own_sizes_for_none_and_refuses_a_mixed_batch(tmp_path):
     same = [_write(tmp_path / "a.png", 20, 24), _write(tmp_path / "b.png", 20, 24, seed=1)]
     assert load_images(same, (None, None)).shape == (2, 20, 24, 3)
