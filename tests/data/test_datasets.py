@@ -518,7 +518,10 @@ def test_corrupt_files_are_skipped_with_a_warning_or_raise_when_strict(tmp_path)
     [
         (lambda root: None, ["0 class sub-folder(s)", "at least 2 classes"]),
         (lambda root: _write_folder(root, classes=("cat",)), ["1 class", "at least 2"]),
-        (lambda root: (root / "a").mkdir() or (root / "b").mkdir(), ["'a' has no JPEG, PNG, GIF or BMP image"]),
+        (
+            lambda root: (root / "a").mkdir() or (root / "b").mkdir(),
+            ["'a' has no JPEG, PNG, GIF or BMP image"],
+        ),
     ],
 )
 def test_bad_image_folders(tmp_path, setup, words):
