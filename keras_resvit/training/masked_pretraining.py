@@ -16,7 +16,13 @@ from keras_resvit.base.files import check_output_path, write_json
 from keras_resvit.base.lazy import tf
 from keras_resvit.base.model_files import save_model
 from keras_resvit.base.output_folders import output_folder
-from keras_resvit.base.validation import check_int, check_number, check_seed, check_verbose
+from keras_resvit.base.validation import (
+    check_bool,
+    check_int,
+    check_number,
+    check_seed,
+    check_verbose,
+)
 from keras_resvit.data.checks import (
     check_batch_fits,
     check_batches,
@@ -233,6 +239,7 @@ def pretrain_masked_patches(
     warmup_steps: int | None = None,
     seed: int = 0,
     output_dir=None,
+    overwrite: bool = False,
     verbose="auto",
 ) -> keras.Model:
     """Pre-trains a ViT by masked patch prediction (ViT paper, Appendix B.1.2) and returns it.
@@ -257,8 +264,10 @@ def pretrain_masked_patches(
         seed: seed of the corruption and of the data order.
         output_dir: optional folder for `pretrained.keras` (the ViT), `history.csv` (the
             masked-patch loss per epoch) and `config.json` (the arguments, then the result).
-            A new folder, or one of an earlier pre-training, which is replaced; never the
-            folder of a `train` run.
+            A new folder, or one of an earlier pre-training: an unfinished one is replaced, a
+            finished one only with `overwrite=True`; never the folder of a `train` run.
+        overwrite: replace a finished pre-training in `output_dir` (its `pretrained.keras`
+            among the rest) rather than refuse to.
         verbose: passed to `model.fit`: "auto", 0 (silent), 1 (progress bar) or 2 (one line
             per epoch).
 
@@ -268,8 +277,8 @@ def pretrain_masked_patches(
     Raises:
         ValueError: not a ViT, a bad argument, empty data, images of another size than
             the ViT's or with NaN/inf pixels; an `output_dir` that is not writable, in use by
-            another run, holding a `train` run or files of those names that keras_resvit did
-            not write.
+            another run, holding a finished pre-training (without `overwrite`), a `train` run
+            or files of those names that keras_resvit did not write.
         TrainingDivergedError: the loss became NaN/inf (`pretrained.keras` is not written).
 
     Example:
@@ -284,6 +293,7 @@ def pretrain_masked_patches(
     """
     check_int("epochs", epochs)
     check_int("batch_size", batch_size, none_ok=True)
+    check_bool("overwrite", overwrite)
     check_seed(seed)
     check_verbose(verbose)
     if warmup_steps is not None:
@@ -324,6 +334,11 @@ def pretrain_masked_patches(
     # and the files of a train run.
     with output_folder("output_dir", output_dir, OUTPUTS) as folder:
         check_run_kind("output_dir", folder.path, PRETRAINING, "pass another output_dir.")
+        if not overwrite and (folder.path / "pretrained.keras").is_file():
+            raise ValueError(
+                f"output_dir={str(folder.path)!r} holds a finished pre-training "
+                "(pretrained.keras); pass overwrite=True to replace it, or a new output_dir."
+            )
         folder.start_writing()
         for name in OUTPUTS:  # an earlier pre-training's (`output_folder` checked they are ours)
             if (folder.path / name).is_file():

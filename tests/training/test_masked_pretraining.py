@@ -217,7 +217,7 @@ def test_a_failed_run_in_an_earlier_pretrainings_folder_leaves_none_of_its_files
     assert (tmp_path / "pretrained.keras").is_file()
     with pytest.raises(TrainingDivergedError):
         kr.pretrain_masked_patches(
-            tiny_vit(), data, learning_rate=1e30, output_dir=tmp_path, verbose=0
+            tiny_vit(), data, learning_rate=1e30, output_dir=tmp_path, overwrite=True, verbose=0
         )
     assert not (tmp_path / "pretrained.keras").exists()
     assert json.loads((tmp_path / "config.json").read_text())["result"] is None

@@ -35,9 +35,9 @@ def _train(out, **kwargs):
     return kr.train(kr.build_resnet(**TINY), data, **kwargs)
 
 
-def _pretrain(out):
+def _pretrain(out, **kwargs):
     data = kr.data.load_dataset((random_images(8, 32, 32), np.zeros(8, "int32")), batch_size=4)
-    return kr.pretrain_masked_patches(tiny_vit(), data, output_dir=out, verbose=0)
+    return kr.pretrain_masked_patches(tiny_vit(), data, output_dir=out, verbose=0, **kwargs)
 
 
 def _snapshot(folder):
@@ -115,7 +115,11 @@ def test_training_refuses_a_pretraining_run_even_with_overwrite(tmp_path):
     assert _snapshot(tmp_path) == before
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["run"] == "pretrain_masked_patches" and config["result"]["steps"] == 2
-    _pretrain(tmp_path)  # an earlier pre-training is replaced
+    # A finished pre-training is kept, unless asked to replace it.
+    with pytest.raises(ValueError, match="holds a finished pre-training.*overwrite=True"):
+        _pretrain(tmp_path)
+    assert _snapshot(tmp_path) == before
+    _pretrain(tmp_path, overwrite=True)
     assert json.loads((tmp_path / MANIFEST).read_text()) == [
         "config.json",
         "history.csv",
