@@ -426,6 +426,22 @@ def test_a_folder_with_a_lone_saved_model_pb_is_not_replaced(tmp_path, fake_expo
     assert _snapshot(tmp_path) == {"sm/saved_model.pb": b"a user's own file"}
 
 
+def test_a_saved_model_holding_a_users_assets_is_not_replaced(tmp_path, fake_export):
+    """A SavedModel the user wrote (with a vocabulary in assets/) is not an image model's
+    export: replacing it would delete their files."""
+    fake_export(b"new")
+    target = tmp_path / "sm"
+    (target / "variables").mkdir(parents=True)
+    (target / "assets").mkdir()
+    (target / "saved_model.pb").write_bytes(b"theirs")
+    (target / "variables" / "variables.index").write_bytes(b"theirs")
+    (target / "assets" / "vocab.txt").write_text("the user's vocabulary")
+    before = _snapshot(tmp_path)
+    with pytest.raises(ValueError, match=r"not an earlier SavedModel \(it holds assets/vocab.txt"):
+        _export(_tiny_model(), target)
+    assert _snapshot(tmp_path) == before
+
+
 @pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two_renames"])
 def test_an_earlier_saved_model_is_replaced_whole(tmp_path, monkeypatch, fake_export, exchange):
     if not exchange:
@@ -644,6 +660,45 @@ def test_export_replaces_only_a_file_of_its_format(tmp_path, fake_export, format
     for _ in range(2):  # the second export replaces the first
         _export(model, exported, format)
         assert exported.read_bytes() == written
+
+
+@pytest.mark.parametrize("format", ["tflite", "onnx"])
+def test_export_does_not_write_through_a_link_to_a_file_of_another_kind(
+    tmp_path, fake_export, format
+):
+    fake_export(b"\x1c\x00\x00\x00TFL3 model")
+    notes = tmp_path / "empty_notes.txt"
+    notes.touch()  # empty: nothing in it tells that it is not a model
+    link = tmp_path / f"m.{format}"
+    link.symlink_to(notes)
+    with pytest.raises(ValueError, match=rf"is a link to .*empty_notes.txt', not a .{format}"):
+        _export(_tiny_model(), link, format)
+    assert notes.read_bytes() == b"" and link.is_symlink()
+
+
+@pytest.mark.parametrize("extra", [15, 50])
+def test_names_near_or_over_the_filesystems_limit(tmp_path, fake_export, extra):
+    """A name the filesystem takes is written whatever the temporary's longer name; a longer
+    one, or a NUL character, is one ValueError naming the argument, before any work."""
+    fake_export(b"\x1c\x00\x00\x00TFL3 model")
+    model = _tiny_model()
+    name = "m" * (185 + extra * 4)  # 251 or 391 bytes with ".keras"
+    long = tmp_path / f"{name}.keras"
+    if len(long.name) <= 255:
+        assert kr.files.save_model(model, long) == long and kr.files.load_model(long)
+        assert _export(model, tmp_path / f"{name}.tflite", "tflite")
+        assert sorted(p.name for p in tmp_path.iterdir()) == [long.name, f"{name}.tflite"]
+    else:
+        for write in (
+            lambda: kr.files.save_model(model, long),
+            lambda: _export(model, long.with_suffix(".tflite"), "tflite"),
+            lambda: _export(model, tmp_path / name / "sm"),
+        ):
+            with pytest.raises(ValueError, match=r"path=.* is \d+ bytes, over this filesystem"):
+                write()
+        assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match=r"path='a\\x00b.keras' holds a NUL character"):
+        kr.files.save_model(model, "a\0b.keras")
 
 
 def test_a_home_relative_path_is_written_and_read_in_the_home_folder(

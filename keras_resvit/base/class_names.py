@@ -20,6 +20,7 @@ there is none (a file saved or exported from a model in memory, copied alone).
 
 import json
 import mmap
+import os
 import reprlib
 import struct
 import zipfile
@@ -318,7 +319,7 @@ def read_class_names(model_path) -> list | None:
             it), or the model file or the names inside it are corrupt.
     """
     path = as_path("model_path", model_path)
-    if not path.exists():
+    if not os.path.exists(path):
         raise FileNotFoundError(f"model_path={str(path)!r} does not exist; pass a model file.")
     names = side_file_class_names(path)
     return embedded_class_names(path) if names is None else names
@@ -331,7 +332,7 @@ def side_file_class_names(model_path) -> list | None:
         ValueError: the file is unreadable, not JSON, or not a list of strings (naming it).
     """
     path = class_names_path(model_path)
-    if not path.exists():
+    if not os.path.exists(path):  # False, not an error, for a name over the filesystem's limit
         return None
     return read_json(
         path,

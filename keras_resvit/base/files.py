@@ -40,6 +40,10 @@ def as_path(argument: str, path) -> Path:
         )
     if isinstance(path, str) and not path.strip():
         raise ValueError(f'{argument}={path!r} is empty; pass a path ("." for the current folder).')
+    if "\0" in os.fspath(path):
+        raise ValueError(
+            f"{argument}={os.fspath(path)!r} holds a NUL character, which no path can hold."
+        )
     return Path(path).expanduser()
 
 
@@ -65,6 +69,7 @@ def check_output_path(argument: str, path, *, folder: bool = False) -> Path:
     PosixPath('/tmp/model.tflite')
     """
     path = as_path(argument, path)
+    _check_name_lengths(argument, path)
     if path.is_symlink() and not path.exists():
         raise ValueError(
             f"{argument}={str(path)!r} is a link to {os.readlink(path)!r}, which does not exist."
@@ -92,6 +97,24 @@ def check_output_path(argument: str, path, *, folder: bool = False) -> Path:
     raise ValueError(f"{argument}={str(path)!r} cannot be written: {problem}.")
 
 
+def _check_name_lengths(argument: str, path: Path) -> None:
+    """Each name `path` adds to its nearest existing folder must fit that filesystem's limit
+    (255 bytes where it does not say): a longer one is one ValueError, not an OSError."""
+    parent = path.parent
+    while not os.path.exists(parent):  # False, not an error, for a name too long itself
+        parent = parent.parent
+    try:
+        longest = os.pathconf(parent, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        longest = 255
+    for name in path.parts[len(parent.parts) :]:
+        if len(os.fsencode(name)) > longest:
+            raise ValueError(
+                f"{argument}={str(path)!r} cannot be written: the name {name[:40]!r}... is "
+                f"{len(os.fsencode(name))} bytes, over this filesystem's limit of {longest}."
+            )
+
+
 @functools.cache
 def _host() -> str:
     """This host and process namespace as 8 hex digits: only a temporary tagged with them
@@ -104,9 +127,14 @@ def _host() -> str:
 
 
 def _stem_and_suffix(path: Path):
-    # Keep every suffix: Keras checks for ".keras" and ".weights.h5".
+    """The name's stem for a temporary sibling's name, and every suffix (Keras checks for
+    ".keras" and ".weights.h5"). A long stem becomes its hash, so that the sibling's name,
+    about 30 bytes longer, stays within the filesystem's limit where `path`'s own does."""
     suffix = "".join(path.suffixes)
-    return path.name[: len(path.name) - len(suffix)], suffix
+    stem = path.name[: len(path.name) - len(suffix)]
+    if len(os.fsencode(stem)) > 120:
+        stem = hashlib.sha1(os.fsencode(stem)).hexdigest()[:16]
+    return stem, suffix
 
 
 def temporary_sibling(path: Path, kind: str) -> Path:

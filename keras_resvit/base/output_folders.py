@@ -11,6 +11,7 @@
 import contextlib
 import ctypes
 import errno
+import fnmatch
 import json
 import os
 import re
@@ -38,7 +39,23 @@ _RENAME_EXCHANGE = 2  # renameat2(2) flag: swap two paths atomically (Linux >= 3
 _AT_FDCWD = -100
 
 
-def check_replaceable_folder(argument: str, path, kind: str, entries, required) -> Path:
+def _foreign_contents(path: Path, contents) -> list:
+    """What the sub-folders named in `contents` ({name: file-name patterns}) hold beyond
+    those patterns, as "name/file" paths."""
+    foreign = []
+    for name, patterns in (contents or {}).items():
+        folder = path / name
+        if folder.is_dir() and not folder.is_symlink():
+            for entry in sorted(folder.rglob("*")):
+                inner = entry.relative_to(folder).as_posix()
+                if not any(fnmatch.fnmatchcase(inner, pattern) for pattern in patterns):
+                    foreign.append(f"{name}/{inner}")
+    return foreign
+
+
+def check_replaceable_folder(
+    argument: str, path, kind: str, entries, required, contents=None
+) -> Path:
     """Checks that a folder written at `path` would replace nothing but an earlier `kind`.
 
     Args:
@@ -47,6 +64,8 @@ def check_replaceable_folder(argument: str, path, kind: str, entries, required) 
         kind: what the folder is, for the message ("SavedModel").
         entries: the names a `kind` folder may hold.
         required: names an existing `kind` folder must hold.
+        contents: for sub-folders among `entries`, the file-name patterns they may hold
+            ({"assets": ()}: none; a user's vocabulary there is not the export's).
 
     Returns:
         `path` as a `Path`.
@@ -65,6 +84,7 @@ def check_replaceable_folder(argument: str, path, kind: str, entries, required) 
         return path
     else:
         others = [name for name in names if name not in entries]
+        others += _foreign_contents(path, contents) if not others else []
         missing = [name for name in required if name not in names]
         if not others and not missing:
             return path
@@ -114,7 +134,7 @@ def _replace_folder(tmp: Path, path: Path):
 
 
 @contextlib.contextmanager
-def atomic_folder(argument: str, path, kind: str, entries, required):
+def atomic_folder(argument: str, path, kind: str, entries, required, contents=None):
     """Yields a temporary folder path beside `path` (not created: the writer makes it);
     swaps it in for `path` when the block succeeds.
 
@@ -126,7 +146,7 @@ def atomic_folder(argument: str, path, kind: str, entries, required):
     Raises:
         ValueError: `path` holds something other than an earlier `kind`.
     """
-    path = check_replaceable_folder(argument, path, kind, entries, required)
+    path = check_replaceable_folder(argument, path, kind, entries, required, contents)
     if path.is_symlink():  # swap at the link's target, which stays linked
         path = path.resolve()
     make_folders(argument, path.parent)
@@ -134,7 +154,7 @@ def atomic_folder(argument: str, path, kind: str, entries, required):
     tmp = temporary_sibling(path, "tmp")
     try:
         yield tmp
-        check_replaceable_folder(argument, path, kind, entries, required)
+        check_replaceable_folder(argument, path, kind, entries, required, contents)
         _replace_folder(tmp, path)
     finally:
         if tmp.exists():

@@ -83,11 +83,14 @@ SUFFIXES = {"tflite": ".tflite", "onnx": ".onnx"}
 SAVED_MODEL_ENTRIES = ("saved_model.pb", "variables", "assets", "fingerprint.pb")
 SAVED_MODEL_OPTIONAL = ("saved_model.pbtxt", "keras_metadata.pb")
 # `check_replaceable_folder` / `atomic_folder` arguments: kind, allowed names, required names
-# (TensorFlow writes both into every SavedModel; a user's lone saved_model.pb is no export).
+# (TensorFlow writes both into every SavedModel; a user's lone saved_model.pb is no export),
+# and the files its sub-folders may hold (an image model's export has no assets: a user's
+# vocabulary there is not an export's).
 SAVED_MODEL = (
     "SavedModel",
     SAVED_MODEL_ENTRIES + SAVED_MODEL_OPTIONAL,
     ("saved_model.pb", "variables"),
+    {"variables": ("variables.index", "variables.data-*"), "assets": ()},
 )
 # Files a SavedModel path must not look like: the user meant a file format.
 FILE_SUFFIXES = (
@@ -135,8 +138,14 @@ _MAGIC = {"tflite": (4, b"TFL3"), "onnx": (0, b"\x08")}
 
 
 def _check_replaceable_file(path, format):
-    """ValueError when `path` holds a non-empty file that is not of `format`: a file `export`
-    did not write, which it does not replace."""
+    """ValueError when `path` holds a non-empty file that is not of `format`, or links to a
+    file without `format`'s suffix: a file `export` did not write, which it does not replace."""
+    target = path.resolve() if path.is_symlink() else path
+    if target.suffix.lower() != SUFFIXES[format]:
+        raise ValueError(
+            f"path={str(path)!r} is a link to {str(target)!r}, not a {SUFFIXES[format]} file; "
+            "export does not write through it: remove the link, or choose another path."
+        )
     if not path.is_file() or path.stat().st_size == 0:
         return
     offset, magic = _MAGIC[format]
@@ -226,6 +235,8 @@ def _check_side_file(path, class_names):
     """The class names already beside `path` must be this export's: `<name>.classes.json`
     is shared by every artifact called `<name>`, so another model's names there (or stale
     ones, where this model has none) would label this artifact's predictions wrongly."""
+    if class_names is not None:  # it can be written (before the work of exporting)
+        check_output_path("path", class_names_path(path))
     existing = side_file_class_names(path)
     if existing is None or existing == class_names:
         return
