@@ -5,6 +5,7 @@ parses them): one call into the public API, then printing.
 the package when it runs: `--help` loads none of it.
 """
 
+import contextlib
 from pathlib import Path
 
 from keras_resvit.cli_train import run_train as _run_train
@@ -278,7 +279,7 @@ def run_export(args):
             "--quantization int8 needs --calibration SOURCE (digits, tfds:NAME or an image "
             "folder): images to calibrate the activation ranges on."
         )
-    try:
+    with _named_as(EXPORT_FLAGS):  # the API's arguments, as the command's
         result = kr.export(
             args.model,
             args.output,
@@ -286,8 +287,6 @@ def run_export(args):
             quantization=args.quantization,
             representative_data=args.calibration,
         )
-    except (ValueError, FileNotFoundError) as error:  # the API's arguments, as the command's
-        raise type(error)(_flags(str(error), EXPORT_FLAGS)) from None
     print(export_summary(result))
 
 
@@ -319,10 +318,8 @@ TRAIN_FLAGS = {
 
 
 def run_train(args):
-    try:
+    with _named_as(TRAIN_FLAGS):  # the API's arguments, as the command's
         _run_train(args)
-    except (ValueError, FileNotFoundError) as error:  # the API's arguments, as the command's
-        raise type(error)(_flags(str(error), TRAIN_FLAGS)) from None
 
 
 def _flags(message, flags):
@@ -348,22 +345,47 @@ def run_predict(args):
         print(f"{image}: {best}")
 
 
+# The plotting functions' arguments as `keras-resvit plot` names them; the model file's, read
+# first, as MODEL.
+PLOT_FLAGS = {
+    "history": "HISTORY",
+    "path": "--output",
+    "layer": "--layer",
+    "class_index": "--class-index",
+    "discard_ratio": "--discard-ratio",
+    "head_fusion": "--head-fusion",
+    "top_k": "--top-k",
+}
+
+
+@contextlib.contextmanager
+def _named_as(flags):
+    """Errors of the API's arguments raised inside, with the command's names (`_flags`)."""
+    try:
+        yield
+    except (ValueError, FileNotFoundError) as error:
+        raise type(error)(_flags(str(error), flags)) from None
+
+
 def run_plot(args):
     from keras_resvit import viz
 
     if args.plot is None:
-        viz.plot_history(args.history, args.output)
+        with _named_as(PLOT_FLAGS):
+            viz.plot_history(args.history, args.output)
     else:
         from keras_resvit.base.class_names import check_class_names, read_class_names
         from keras_resvit.data.image_files import load_images
         from keras_resvit.files import load_model
 
-        model = load_model(args.model)
-        names = read_class_names(args.model)
-        check_class_names(names, model.output_shape[-1], args.model)
+        with _named_as({"path": "MODEL"}):
+            model = load_model(args.model)
+            names = read_class_names(args.model)
+            check_class_names(names, model.output_shape[-1], args.model)
         shape = model.input_shape
         images = load_images(args.images, tuple(shape[1:3]), channels=shape[-1])
         options = {key: getattr(args, key) for key in args.options}
         plot = getattr(viz, args.plot)
-        plot(model, images, args.output, class_names=names, **options)
+        with _named_as(PLOT_FLAGS):
+            plot(model, images, args.output, class_names=names, **options)
     print(f"wrote {args.output}")

@@ -58,7 +58,7 @@ def test_plot_curves(files, tmp_path):
         (["gradcam", "vit.keras", "image0.png"], ["is a ViT"]),
         (["attention", "resnet.keras", "image0.png"], ["is not a ViT"]),
         (["predictions", "resnet.keras", "missing.png"], ["missing.png", "is not a file"]),
-        (["gradcam", "resnet.keras", "image0.png", "--class-index", "7"], ["class_index=7"]),
+        (["gradcam", "resnet.keras", "image0.png", "--class-index", "7"], ["--class-index 7"]),
         (["curves", "missing.csv"], ["missing.csv"]),
         (["predictions", "resnet.keras", "image0.png", "--top-k", "0"], ["--top-k", "'0'"]),
     ],
