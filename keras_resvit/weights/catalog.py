@@ -56,6 +56,7 @@ class NamedWeights:
     hash_algorithm: str | None = None  # "md5", "sha256" or "sha256_prefix" (torchvision)
     top1_source: str | None = None
     notes: str = ""
+    top1_image_size: int | None = None  # where top-1 was measured at another size (a test size)
     build: dict = field(default_factory=dict)  # further build arguments the weights need
 
     @property
@@ -123,6 +124,9 @@ def _entry_problem(entry: NamedWeights):
         value = getattr(entry, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
             return name, f"must be an int >= {minimum}"
+    size = entry.top1_image_size
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
+        return "top1_image_size", "must be None or an int >= 1"
     return _hash_problem(entry) or _text_problem(entry) or _build_problem(entry)
 
 
@@ -293,4 +297,8 @@ def describe(entry: NamedWeights) -> str:
         entry.num_classes, f"{entry.num_classes} classes"
     )
     top1 = f"top-1 {entry.top1:.1f}%" if entry.top1 is not None else "no ImageNet-1k top-1"
-    return f"{entry.tag}: {entry.format}, {entry.image_size} px, {classes}, {top1}, {entry.license}"
+    size = f"{entry.image_size} px"
+    if entry.top1_image_size not in (None, entry.image_size):
+        size = f"trained at {size}"
+        top1 += f" at {entry.top1_image_size} px"
+    return f"{entry.tag}: {entry.format}, {size}, {classes}, {top1}, {entry.license}"

@@ -231,6 +231,10 @@ def test_the_cli_lists_weights_and_predicts_with_named_weights(served, tmp_path,
     assert main(["list", "resnet50", "--weights"]) == 0
     out = capsys.readouterr().out
     assert "a1_in1k: timm, 224 px, ImageNet-1k, top-1 80.4%, Apache-2.0" in out
+    # Torchvision's V2 recipe trains at 176 px; its published top-1 is measured at 224.
+    assert (
+        "imagenet1k_v2: torchvision, trained at 176 px, ImageNet-1k, top-1 80.9% at 224 px" in out
+    )
     # predict NAME:WEIGHTS: the registry model with its published weights and class names.
     from safetensors.numpy import save_file
 
