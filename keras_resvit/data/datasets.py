@@ -304,6 +304,8 @@ def load_dataset(
             NaN or infinite pixels; a tfds source with loader="py_dataset".
         FileNotFoundError: for a folder path that does not exist.
         ImportError: without TensorFlow, for a tfds source or loader="tf.data".
+        ConnectionError: a tfds source that is not in `data_dir` yet and cannot be downloaded
+            (after tensorflow-datasets' retries, about 3 minutes without network).
 
     Example:
     >>> ds = load_dataset("digits", "test", batch_size=8)

@@ -7,12 +7,14 @@ file or array row from the process's index, or an equal tfds sub-split.
 """
 
 import functools
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from keras_resvit.base.files import first_line
 from keras_resvit.base.lazy import tf
 from keras_resvit.base.validation import check_choice
 from keras_resvit.data.checks import data_errors
@@ -125,6 +127,7 @@ def _read_arrays(source, split, *, shuffle, seed, part, **_):
 
 def _load_tfds(source, split, data_dir, shuffle):
     """(dataset of (uint8 RGB, int32), info) of a tensorflow-datasets split."""
+    import requests
     import tensorflow_datasets as tfds
 
     try:
@@ -140,6 +143,16 @@ def _load_tfds(source, split, data_dir, shuffle):
         raise ValueError(
             f"source='{source}' is not a tensorflow-datasets name; see tfds.list_builders()."
         ) from error
+    except (requests.RequestException, tfds.download.DownloadError) as error:
+        # A first load downloads (with tensorflow-datasets' retries: minutes without network).
+        text = first_line(error)
+        errno = re.search(r"\[Errno -?\d+\] [^'\")]+", text)  # "[Errno 111] Connection refused"
+        reason = errno[0] if errno else text if len(text) <= 150 else text[:150] + "..."
+        raise ConnectionError(
+            f"source={source!r}: tensorflow-datasets could not download it "
+            f"({type(error).__name__}: {reason}). Without network, prepare it where there is "
+            "one and pass that data_dir=, or read an image folder or arrays."
+        ) from None
     except ValueError as error:
         if "builder name" not in str(error):
             raise

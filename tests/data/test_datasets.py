@@ -5,6 +5,7 @@ import http.server
 import io
 import os
 import re
+import socket
 import threading
 import time
 import warnings
@@ -177,6 +178,26 @@ def test_tfds_source_downloads_and_prepares_a_dataset(tmp_path, served_folder, m
     )
     assert list(data_dir.glob("keras_resvit_tiny_download/1.0.0/*.tfrecord*"))
     assert list((data_dir / "downloads").iterdir())
+
+
+@pytest.mark.parametrize("server", ["missing_file", "no_server"])
+def test_a_tfds_download_that_fails_is_one_error(tmp_path, served_folder, monkeypatch, server):
+    """Without network (or the file), a first `tfds:` load is one ConnectionError naming the
+    source and what to do, not requests' traceback."""
+    from tensorflow_datasets.core.download import downloader
+
+    folder, url = served_folder
+    if server == "no_server":  # a closed port: refused at once, without the retries' wait
+        monkeypatch.setattr(downloader, "MAX_RETRIES", 0)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    monkeypatch.setattr(KerasResvitTinyDownload, "URL", f"{url}/tiny.npz")
+    with pytest.raises(ConnectionError) as info:
+        kr.data.load_dataset("tfds:keras_resvit_tiny_download", data_dir=str(tmp_path / "tfds"))
+    message = str(info.value)
+    assert "source='tfds:keras_resvit_tiny_download'" in message and "data_dir=" in message
+    assert len(message.splitlines()) == 1
 
 
 def test_unknown_tfds_name_is_a_clear_error():
