@@ -1,5 +1,7 @@
 """Image folders: one sub-folder per class of JPEG, PNG, GIF (first frame) or BMP files -- the
-formats of `keras.utils.image_dataset_from_directory` -- read into `tf.data`.
+formats of `keras.utils.image_dataset_from_directory` -- read into `tf.data`. As there and in
+torchvision's `ImageFolder`, an EXIF orientation tag is not applied: a photo stored sideways
+with a tag to rotate it is read sideways (rotate such files first).
 
 Files are checked by their bytes when the folder is listed, so that a non-image, corrupt,
 oversized (`image_files.MAX_IMAGE_PIXELS`) or, with `strict=True`, truncated file is reported
