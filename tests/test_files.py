@@ -699,6 +699,8 @@ def test_names_near_or_over_the_filesystems_limit(tmp_path, fake_export, extra):
         assert list(tmp_path.iterdir()) == []
     with pytest.raises(ValueError, match=r"path='a\\x00b.keras' holds a NUL character"):
         kr.files.save_model(model, "a\0b.keras")
+    with pytest.raises(ValueError, match="path='td.keras/' ends with a '/', naming a folder"):
+        kr.files.save_model(model, "td.keras/")
 
 
 def test_a_home_relative_path_is_written_and_read_in_the_home_folder(

@@ -68,7 +68,10 @@ def check_output_path(argument: str, path, *, folder: bool = False) -> Path:
     >>> check_output_path("path", "/tmp/model.tflite")
     PosixPath('/tmp/model.tflite')
     """
+    text = os.fspath(path) if isinstance(path, (str, os.PathLike)) else ""
     path = as_path(argument, path)
+    if not folder and text.endswith(("/", os.sep)):  # Path() would drop the "/"
+        raise ValueError(f"{argument}={text!r} ends with a '/', naming a folder; expected a file.")
     _check_name_lengths(argument, path)
     if path.is_symlink() and not path.exists():
         raise ValueError(
