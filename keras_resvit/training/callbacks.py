@@ -58,6 +58,27 @@ def averaged_weights(model):
             variable.assign(value)
 
 
+class SwapEMAWeights(keras.callbacks.SwapEMAWeights):
+    """`keras.callbacks.SwapEMAWeights` whose swap is exact on TensorFlow too: Keras swaps a
+    weight and its average there by arithmetic (a += b; b = a - b; a -= b), which rounds both
+    in float32 at every validation, so that a run with `ema` trained other weights than one
+    without (1e-4 apart after a few epochs). Here each pair is swapped through a copy."""
+
+    def _tf_swap_variables(self, optimizer):
+        averages = optimizer._model_variables_moving_average
+        for variable, average in zip(optimizer._trainable_variables, averages, strict=True):
+            variable = variable.value if isinstance(variable, keras.Variable) else variable
+            average = average.value if isinstance(average, keras.Variable) else average
+            optimizer._distribution_strategy.extended.update(variable, _swap, args=(average,))
+
+
+def _swap(a, b):
+    """Exchanges two TensorFlow variables' values (one replica's, under a strategy)."""
+    saved = tf.identity(a)
+    a.assign(b)
+    b.assign(saved)
+
+
 def _schedule(optimizer):
     """The `LearningRateSchedule` `optimizer` follows, or None (a rate callbacks may set)."""
     inner = getattr(optimizer, "inner_optimizer", optimizer)  # a LossScaleOptimizer's
@@ -190,6 +211,38 @@ def _averaging(strategy, variables):
     return tf.function(lambda: strategy.run(replica_step))
 
 
+class ResumablePlateau(keras.callbacks.ReduceLROnPlateau):
+    """`keras.callbacks.ReduceLROnPlateau` whose counters (the best value, the epochs waited,
+    the cool-down) travel in the resume state (`state`, `ResumeCheckpoint`), so that a
+    resumed run lowers the rate at the epochs an uninterrupted one does: Keras' callback
+    starts counting afresh at each `fit`.
+
+    Args:
+        state: the counters of `state()` to continue from (a resumed run's), or None.
+        **kwargs: as `keras.callbacks.ReduceLROnPlateau`.
+    """
+
+    def __init__(self, state=None, **kwargs):
+        super().__init__(**kwargs)
+        self.restored = state
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)  # Keras resets the counters here
+        if self.restored:
+            self.best = self.restored["best"]
+            self.wait = int(self.restored["wait"])
+            self.cooldown_counter = int(self.restored["cooldown_counter"])
+
+    def state(self) -> dict:
+        """The counters as JSON numbers (None for no finite best value yet)."""
+        best = None if self.best is None else float(self.best)
+        return {
+            "best": best if best is not None and math.isfinite(best) else None,
+            "wait": int(self.wait),
+            "cooldown_counter": int(self.cooldown_counter),
+        }
+
+
 class ResumeCheckpoint(keras.callbacks.Callback):
     """Saves weights and optimizer state every `every_steps` steps and at each epoch end.
 
@@ -208,14 +261,16 @@ class ResumeCheckpoint(keras.callbacks.Callback):
             ends only.
         best: the `BestCheckpoint` whose best value must survive a restart, or None.
         statistics: the run's `ReplicaStatistics`, averaged before each save, or None.
+        plateau: the run's `ResumablePlateau`, whose counters are saved too, or None.
     """
 
-    def __init__(self, directory, every_steps=None, best=None, statistics=None):
+    def __init__(self, directory, every_steps=None, best=None, statistics=None, plateau=None):
         super().__init__()
         check_int("ResumeCheckpoint: every_steps", every_steps, none_ok=True)
         for argument, value, kind in (
             ("best", best, BestCheckpoint),
             ("statistics", statistics, ReplicaStatistics),
+            ("plateau", plateau, ResumablePlateau),
         ):
             if value is not None and not isinstance(value, kind):
                 raise ValueError(
@@ -226,6 +281,7 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         self.every_steps = every_steps
         self.best = best
         self.statistics = statistics
+        self.plateau = plateau
         self.finite = True
         self.epoch_start = 0
         # Saving between steps must block the loop; without step saves the batch hook does
@@ -260,6 +316,8 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         state = {"step": step, "weights": weights, "best": best}
         if metrics:
             state["metrics"] = metrics_state(self.model)
+        if self.plateau is not None:
+            state["plateau"] = self.plateau.state()
         write_json(self.directory / STATE_FILE, state)
         if previous and previous["weights"] != weights:
             (self.directory / previous["weights"]).unlink(missing_ok=True)

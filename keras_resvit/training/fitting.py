@@ -18,9 +18,11 @@ from keras_resvit.training.callbacks import (
     NanGuard,
     ReplicaStatistics,
     RestoreMetrics,
+    ResumablePlateau,
     ResumeCheckpoint,
     RunCallbacks,
     StopAtStep,
+    SwapEMAWeights,
     averages_weights,
     iterations,
 )
@@ -28,13 +30,15 @@ from keras_resvit.training.history_csv import HistoryCSV
 from keras_resvit.training.run_folder import RESUME_DIR
 
 
-def plateau_callback(recipe, validates):
+def plateau_callback(recipe, validates, state=None):
     """A "plateau" recipe's schedule: /10 after `recipe.patience` epochs without a better
-    validation accuracy (the training loss without validation data)."""
+    validation accuracy (the training loss without validation data); `state`: a resumed
+    run's counters."""
     monitor = ("val_accuracy", "max") if validates else ("loss", "min")
-    return keras.callbacks.ReduceLROnPlateau(
-        monitor=monitor[0], mode=monitor[1], factor=0.1, patience=recipe.patience, verbose=1
-    )
+    return ResumablePlateau(
+        state, monitor=monitor[0], mode=monitor[1], factor=0.1, patience=recipe.patience,
+        verbose=1,
+    )  # fmt: skip
 
 
 def restore(model, out, resume):
@@ -54,9 +58,12 @@ def restore(model, out, resume):
 def run_callbacks(recipe, out, data, user, start, save_every, tensorboard):
     """The run's callbacks (`user.callbacks` first, then train()'s own) for a `fit` from
     `start`: (step, best validation accuracy so far, the metrics' state at that step inside
-    its epoch), (0, None, None) for a fresh run. Returns a namespace of them `all`, the
-    `nan_guard` and the `best_checkpoint`."""
-    start_step, best, metrics = start
+    its epoch, a plateau schedule's counters), (0, None, None, None) for a fresh run. Returns
+    a namespace of them `all`, the `nan_guard` and the `best_checkpoint`."""
+    start_step, best, metrics, plateau_state = start
+    plateau = None
+    if recipe.schedule == "plateau" and user.optimizer is None:
+        plateau = plateau_callback(recipe, data.val is not None, plateau_state)
     best_checkpoint = BestCheckpoint(out / "best.keras", best=best)
     nan_guard = NanGuard()
     statistics = ReplicaStatistics()
@@ -73,16 +80,16 @@ def run_callbacks(recipe, out, data, user, start, save_every, tensorboard):
         statistics,
         *user.callbacks,
         nan_guard,
-        ResumeCheckpoint(out / RESUME_DIR, save_every, best_checkpoint, statistics),
+        ResumeCheckpoint(out / RESUME_DIR, save_every, best_checkpoint, statistics, plateau),
         HistoryCSV(out / "history.csv", data.steps_per_epoch, first_epoch=first_epoch),
     ]
     if data.val is not None:
         callbacks.append(best_checkpoint)
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(out / "tensorboard")))
-    if recipe.schedule == "plateau" and user.optimizer is None:
+    if plateau is not None:
         # Before the checkpoints: the epoch's saves then hold the lowered rate.
-        callbacks.insert(callbacks.index(nan_guard), plateau_callback(recipe, data.val is not None))
+        callbacks.insert(callbacks.index(nan_guard), plateau)
     if data.total_steps < data.epochs * data.steps_per_epoch:
         callbacks.insert(0, StopAtStep(data.total_steps, start_step))
     return SimpleNamespace(all=callbacks, nan_guard=nan_guard, best_checkpoint=best_checkpoint)
@@ -279,7 +286,7 @@ def fit_run(model, data, pipelines, callbacks, start_step, verbose, feeds=(None,
             # Validation scores the weights the run saves: their moving average, if kept.
             swap = []
             if averages_weights(model.optimizer) and val_data is not None:
-                swap.append(keras.callbacks.SwapEMAWeights())
+                swap.append(SwapEMAWeights())
             run = RunCallbacks(
                 swap + callbacks.all,
                 model,

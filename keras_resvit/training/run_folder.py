@@ -65,9 +65,16 @@ WRITTEN_NAME = re.compile(
 def _state_problem(state, directory: Path):
     """What is wrong with a parsed state, or None: it must name a weights file of ours."""
     keys = {"step", "weights", "best"}
-    if not isinstance(state, dict) or set(state) - {"metrics"} != keys:
-        return 'it is not {"step", "weights", "best"} (and "metrics")'
+    if not isinstance(state, dict) or set(state) - {"metrics", "plateau"} != keys:
+        return 'it is not {"step", "weights", "best"} (and "metrics", "plateau")'
     step, weights, best = state["step"], state["weights"], state["best"]
+    plateau = state.get("plateau", {"best": None, "wait": 0, "cooldown_counter": 0})
+    if not (
+        isinstance(plateau, dict)
+        and set(plateau) == {"best", "wait", "cooldown_counter"}
+        and all(isinstance(v, (int, float, type(None))) for v in plateau.values())
+    ):
+        return "its plateau is not {best, wait, cooldown_counter} numbers"
     metrics = state.get("metrics", [])
     if not isinstance(metrics, list) or not all(
         isinstance(x, (int, float)) and not isinstance(x, bool) for x in metrics

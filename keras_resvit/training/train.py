@@ -159,7 +159,10 @@ def train(
         ema: momentum of an exponential moving average of the weights (e.g. 0.9999), kept by
             the optimizer (`use_ema`): the validation figures, `best.keras`, `last.keras` and
             `history.model` are those of the averaged weights (as timm validates its EMA
-            model), while training and the resume state go on from the trained ones.
+            model), while training and the resume state go on from the trained ones. Keras
+            averages the trainable weights only: BatchNorm's moving statistics are the
+            trained model's (timm's EMA averages them too), which matters for ResNets, not
+            for ViTs.
         save_every: also save the resume state every this many steps.
         tensorboard: write TensorBoard logs to `output_dir/tensorboard`.
         seed: seed of the weight initialization, of the shuffle of arrays and of any
@@ -399,9 +402,9 @@ def _compile(model, spec, out, data, resume, user, *, ema):
     # own iterator to do so, and where that stream starts would depend on how far it skips.
     model.test_on_batch(*first_batch)
     if resume is None:
-        return one_hot, 0, None, None
+        return one_hot, 0, None, None, None
     restore(model, out, resume)
-    return one_hot, resume["step"], resume["best"], resume.get("metrics")
+    return one_hot, resume["step"], resume["best"], resume.get("metrics"), resume.get("plateau")
 
 
 def _described(obj):

@@ -1,5 +1,6 @@
 """`kr.train(..., ema=...)`: the validation figures, `best.keras` and `last.keras` are those of
-the averaged weights, and a resumed run ends as the uninterrupted one does."""
+the averaged weights, and a resumed run ends as the uninterrupted one does (a plateau schedule
+too)."""
 
 import json
 
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 import keras_resvit as kr
+from keras_resvit.training.recipes import get_recipe
 from tests.training.test_train import Interrupt, StopAfter
 from tests.training.test_train_py_dataset import _small as _model  # same initial weights
 
@@ -97,3 +99,47 @@ def test_a_resumed_run_that_a_callback_stops_ends_with_the_averaged_weights(arra
     expected = _weights(tmp_path / "a" / "last.keras")
     for got, want in zip(_weights(tmp_path / "b" / "last.keras"), expected, strict=True):
         np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_a_resumed_plateau_schedule_lowers_the_rate_when_the_uninterrupted_one_does(
+    arrays, tmp_path
+):
+    """The plateau schedule's counters (best value, epochs waited) travel in the resume state:
+    a run killed inside epoch 3 lowers the rate at the epochs the uninterrupted run does."""
+    recipe = get_recipe("alexnet", patience=2)
+    run = {"val_data": arrays[1], "batch_size": 16, "epochs": 5, "save_every": 1}
+    run.update(recipe=recipe, verbose=0)
+    a = kr.train(_model(), arrays[0], output_dir=tmp_path / "a", **run)
+    with pytest.raises(KeyboardInterrupt):
+        kr.train(_model(), arrays[0], output_dir=tmp_path / "b", callbacks=[Interrupt(10)], **run)
+    b = kr.train(_model(), arrays[0], output_dir=tmp_path / "b", **run)
+    rates = a.history["learning_rate"]
+    assert rates[-1] < rates[0]  # the uninterrupted run lowered it after the kill's epoch
+    np.testing.assert_allclose(b.history["learning_rate"], rates, rtol=1e-6)
+    expected = _weights(tmp_path / "a" / "last.keras")
+    for got, want in zip(_weights(tmp_path / "b" / "last.keras"), expected, strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_swapping_in_the_average_for_validation_leaves_the_trained_weights_exact(backend):
+    """Keras' own swap on TensorFlow is arithmetic (a += b; b = a - b; a -= b): it rounds both,
+    so a run validated with `ema` trained other weights than one without."""
+    from keras_resvit.training.callbacks import SwapEMAWeights
+
+    model = _model()
+    model.compile(optimizer=keras.optimizers.SGD(0.1, use_ema=True, ema_momentum=0.5), loss="mse")
+    x = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+    model.fit(x, np.ones((8, 10)), batch_size=4, epochs=2, verbose=0)
+    rng = np.random.default_rng(1)  # `fit` ends with the weights set to their average
+    for weight in model.trainable_weights:
+        weight.assign(np.asarray(weight) + rng.normal(0, 0.1, weight.shape).astype("float32"))
+    trained = [np.array(w) for w in model.trainable_weights]
+    averaged = [np.array(w) for w in model.optimizer._model_variables_moving_average]
+    swap = SwapEMAWeights()
+    swap.set_model(model)
+    swap.on_test_begin()
+    for got, want in zip(model.trainable_weights, averaged, strict=True):
+        np.testing.assert_array_equal(np.asarray(got), want)
+    swap.on_test_end()
+    for got, want in zip(model.trainable_weights, trained, strict=True):
+        np.testing.assert_array_equal(np.asarray(got), want)
