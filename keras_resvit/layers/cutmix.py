@@ -17,12 +17,13 @@ from keras_resvit.base.validation import check_number
 @keras.saving.register_keras_serializable(package="keras_resvit")
 class CutMix(keras.layers.CutMix):
     """`keras.layers.CutMix` with the paper's draw: for each image, a weight `lam` from
-    Beta(`alpha`, `alpha`); a box of height `int(H * sqrt(1 - lam))` and width
-    `int(W * sqrt(1 - lam))` centred on a uniformly drawn pixel and clipped to the image,
-    holding the pixels of another image of the batch (a random pairing); the labels mixed by
-    the share of pixels each image keeps (`1 - box area / image area`, the paper's code's
-    and timm's "corrected" weight, exact for the pasted whole pixels). Each image draws its
-    own weight and box (timm's "elem" mode; the paper's code draws one per batch).
+    Beta(`alpha`, `alpha`); a box reaching `int(H * sqrt(1 - lam)) // 2` rows and
+    `int(W * sqrt(1 - lam)) // 2` columns either side of a uniformly drawn pixel, clipped to
+    the image, holding the pixels of another image of the batch (a random pairing); the
+    labels mixed by the share of pixels each image keeps (`1 - box area / image area`, the
+    paper's code's and timm's "corrected" weight, exact for the pasted whole pixels). Each
+    image draws its own weight and box (timm's "elem" mode; the paper's code draws one per
+    batch).
 
     Inputs are dicts of batched "images" and one-hot / soft "labels", as for Keras' layer.
 
@@ -59,16 +60,21 @@ class CutMix(keras.layers.CutMix):
         seed = seed or self._get_seed_generator(self.backend._backend)
         lam = random.beta((batch,), self.alpha, self.alpha, seed=seed, dtype=dtype)
         side = ops.sqrt(1.0 - lam)
-        corners = []
-        for axis in (self.width_axis, self.height_axis):
-            length = self.backend.cast(shape[axis], dtype)
+        inside, area = [], 1.0
+        for axis in (self.height_axis, self.width_axis):
+            length = self.backend.cast(shape[axis], dtype)  # a tensor where sizes vary
             half = ops.floor(ops.floor(length * side) / 2)
             centre = ops.floor(random.uniform((batch,), dtype=dtype, seed=seed) * length)
-            corners += [ops.clip(centre - half, 0, length), ops.clip(centre + half, 0, length)]
+            low = ops.clip(centre - half, 0, length)[:, None]
+            high = ops.clip(centre + half, 0, length)[:, None]
+            pixels = ops.arange(0, shape[axis], dtype=dtype)[None, :]
+            inside.append(ops.logical_and(pixels >= low, pixels < high))  # (batch, length)
+            area = area * (high[:, 0] - low[:, 0]) / length
         # The box's whole pixels, and 1 - their share: the label weight of the image kept.
-        masks, weight = self._generate_batch_mask(shape, corners)
+        masks = ops.logical_and(inside[0][:, :, None], inside[1][:, None, :])
+        masks = ops.expand_dims(masks, 1 if self.data_format == "channels_first" else -1)
         order = random.shuffle(ops.arange(0, batch, dtype="int32"), seed=seed)
-        return {"permutation_order": order, "batch_masks": masks, "mix_weight": weight}
+        return {"permutation_order": order, "batch_masks": masks, "mix_weight": 1.0 - area}
 
     def get_config(self):
         config = super().get_config()
