@@ -14,6 +14,7 @@ import functools
 import keras
 import numpy as np
 
+from keras_resvit.base.backend import dtype_policy
 from keras_resvit.base.deprecation import deprecated_names
 from keras_resvit.base.validation import check_int, check_number, check_seed
 from keras_resvit.data.pipelines import as_pipeline
@@ -60,6 +61,7 @@ class Mixing:
             value = getattr(self, name)
             check_number(f"Mixing: {name}", value, 0, 1, include_low=True, include_high=True)
 
+    @dtype_policy("float32")
     def layers(self, seed=None):
         """The Keras layers: `(mixup or None, cutmix or None)`, for {"images", "labels"} dicts."""
         mixup = keras.layers.MixUp(self.mixup_alpha, seed=seed) if self.mixup_alpha else None
@@ -381,6 +383,7 @@ MIXING = {
 }
 
 
+@dtype_policy("float32")  # pixels in float32 whatever a global mixed policy says
 def get_augmentation(augment, image_size: int, seed: int | None = None):
     """Resolves `augment` into `(per-image layer or None, Mixing or None)`.
 

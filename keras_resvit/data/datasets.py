@@ -20,6 +20,7 @@ import os
 
 import keras
 
+from keras_resvit.base.backend import dtype_policy
 from keras_resvit.base.lazy import tf
 from keras_resvit.base.processes import process_count, process_index
 from keras_resvit.base.validation import check_bool, check_int, check_number, check_seed
@@ -170,6 +171,7 @@ def source_named(argument: str):
         raise type(error)(str(error).replace("source=", f"{argument}=")) from None
 
 
+@dtype_policy("float32")  # pixels in float32 whatever a global mixed policy says
 def load_dataset(
     source="digits",
     split: str = "train",

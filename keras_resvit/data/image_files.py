@@ -175,7 +175,7 @@ def _as_evaluated(image, size):
     ratio = evaluation_crop_ratio(min(image.shape[:2]), max(height, width))
     if tuple(image.shape[:2]) == (height, width) and ratio == 1.0:
         return tf.cast(image, "float32").numpy()
-    crop = ResizeCenterCrop(height, width, crop_ratio=ratio)
+    crop = ResizeCenterCrop(height, width, crop_ratio=ratio, dtype="float32")
     # Inside tf.data, as the evaluation pipelines run it: TensorFlow's resize on any backend.
     return next(iter(tf.data.Dataset.from_tensors(image).map(crop))).numpy()
 

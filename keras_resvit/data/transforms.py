@@ -7,6 +7,7 @@ The multi-crop and multi-scale tests that use them are in `keras_resvit.evaluati
 
 import keras
 
+from keras_resvit.base.backend import dtype_policy
 from keras_resvit.base.lazy import tf
 from keras_resvit.base.validation import check_int, check_number
 from keras_resvit.layers.crops import ResizeCenterCrop
@@ -20,6 +21,7 @@ MIN_CROP_RATIO = 0.25
 WHOLE_IMAGE_PRESETS = ("resnet_cifar",)
 
 
+@dtype_policy("float32")  # pixels in float32 whatever a global mixed policy says
 def evaluation_transform(image_size: int, crop_ratio: float = CROP_RATIO) -> ResizeCenterCrop:
     """Resize the shorter side to `image_size / crop_ratio`, then center crop `image_size`.
 

@@ -511,3 +511,27 @@ def test_erasing_boxes_have_timms_areas_and_aspect_ratios():
     # A box as large as the image never fits: nothing erased.
     whole = NoiseErasing(1.0, scale=(1.0, 1.0), seed=0)(images[:8], training=True)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(whole), images[:8])
+
+
+@pytest.mark.parametrize("loader", ["tf.data", "py_dataset"])
+def test_pipelines_compute_in_float32_under_a_global_mixed_policy(loader):
+    """A user's `keras.config.set_dtype_policy("mixed_bfloat16")` (for the model) leaves the
+    pixels alone: evaluation images equal float32 ones (bfloat16 rounded them by up to 0.5
+    levels) and every preset runs (NoiseErasing failed on a bfloat16 image)."""
+    images, labels = random_images(8, 40, 40), np.arange(8) % 2
+    options = {"image_size": 32, "batch_size": 8, "loader": loader}
+
+    def first(split, **kwargs):
+        ds = kr.data.load_dataset((images, labels), split, **options, **kwargs)
+        return np.asarray((ds[0] if loader == "py_dataset" else next(iter(ds)))[0])
+
+    expected = first("test")
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        np.testing.assert_array_equal(first("test"), expected)
+        for preset in kr.data.AUGMENTATION_PRESETS:
+            batch = first("train", augment=preset, seed=0)
+            assert batch.dtype == np.float32 and np.isfinite(batch).all(), preset
+        assert keras.config.dtype_policy().name == "mixed_bfloat16"
+    finally:
+        keras.config.set_dtype_policy("float32")
