@@ -207,10 +207,13 @@ def test_failed_check_raises_with_figures_and_leaves_no_file(tmp_path, monkeypat
 
 def test_a_check_on_constant_outputs_says_it_compares_nothing(tmp_path):
     """A ViT's zero-initialized head scores every image alike: the check cannot see a wrong
-    conversion of the rest, and says so; a head that varies checks without the warning."""
+    conversion of the rest, and says so (the result is not called checked: before, it was,
+    and another model's file passed it); a head that varies checks without the warning."""
     model = tiny_vit()
     with pytest.warns(UserWarning, match="same output 0.2 for every class.*compares nothing"):
-        kr.export(model, tmp_path / "zero_head.tflite")
+        result = kr.export(model, tmp_path / "zero_head.tflite")
+    assert not result["checked"] and "one constant" in result["reason"]
+    assert export_summary(result).endswith("not checked (the model's outputs are one constant)")
     head = model.get_layer("predictions").kernel
     head.assign(np.random.default_rng(0).normal(size=head.shape))
     with warnings.catch_warnings():

@@ -211,9 +211,48 @@ def _check_keras_quantization(model, format):
     )
 
 
+def low_precision(model):
+    """The dtype policy of `model`'s layers that compute in less than float32 (e.g.
+    "mixed_bfloat16", as `kr.train`'s precision="auto" trains on GPUs and TPUs), or None.
+    Layers quantized by `model.quantize` are not counted (see `_check_keras_quantization`)."""
+    for layer in leaf_layers(model):
+        policy = layer.dtype_policy
+        if getattr(policy, "quantization_mode", None) is None and policy.compute_dtype in (
+            "bfloat16",
+            "float16",
+        ):
+            return policy.name
+    return None
+
+
+def _float32_policies(config):
+    """`config` (a model's, nested) with every low-precision `DTypePolicy` made float32."""
+    if isinstance(config, list):
+        return [_float32_policies(item) for item in config]
+    if not isinstance(config, dict):
+        return config
+    if config.get("class_name") == "DTypePolicy" and config.get("module") == "keras":
+        return {**config, "config": {**config["config"], "name": "float32"}}
+    return {key: _float32_policies(value) for key, value in config.items()}
+
+
+def float32_model(model):
+    """`model` where every layer computes in float32; else (`low_precision`) a copy of it
+    that does, with its weights (a mixed policy keeps them in float32 already). TF Lite
+    cannot run bfloat16 without its Flex delegate and ONNX has no bfloat16 tensors, so a
+    model trained in mixed precision exports as the float32 model of its weights."""
+    if low_precision(model) is None:
+        return model
+    copy = type(model).from_config(_float32_policies(model.get_config()))
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def _convert(model, target, format, quantization, calibration, scratch, class_names):
-    """Writes the artifact to `target` (TensorFlow backend only), with `class_names` (a list
-    or None) inside a TF Lite or ONNX file; intermediate files go to the folder `scratch`."""
+    """Writes the artifact of `float32_model(model)` to `target` (TensorFlow backend only),
+    with `class_names` (a list or None) inside a TF Lite or ONNX file; intermediate files go
+    to the folder `scratch`."""
+    model = float32_model(model)
     if format == "tflite" and quantization == "int8" and is_vit(model):
         tflite = int8_with_float_ops(model, calibration, VIT_INT8_FLOAT_OPS, scratch)
         Path(target).write_bytes(tflite)
@@ -292,7 +331,10 @@ def export(
             on them (all of them, up to 128) when given.
         check: run the artifact (TF Lite interpreter, `tf.saved_model.load`, onnxruntime when
             installed) and compare with Keras: max abs difference of outputs < 1e-4 for
-            float32, < 1e-2 for float16; top-1 agreement >= 95% for "dynamic" and "int8".
+            float32, < 1e-2 for float16 (times the largest |output| where it is above 1:
+            logits, features); top-1 agreement >= 95% for "dynamic" and "int8". Outputs
+            that are the same constant for every image (a zero-initialized classifier) check
+            nothing: the result says `"checked": False` with the reason, and a warning.
         class_names: names of the classes, written into a TF Lite or ONNX file (metadata
             `"keras_resvit.class_names"`, see `keras_resvit.base.class_names`) and beside the
             artifact (`<name>.classes.json`); default those of the source `.keras` file (its side
@@ -301,7 +343,12 @@ def export(
         verbose: print `export_summary(result)`, one line.
 
     Returns:
-        `{"path", "format", "quantization", "class_names", "checked", ...figures}`.
+        `{"path", "format", "quantization", "class_names", "checked", ...figures}`, and
+        `"model_precision"` (e.g. "mixed_bfloat16") for a model whose layers compute in
+        less than float32: TF Lite and ONNX cannot run bfloat16 (TF Lite without its Flex
+        delegate), so every format exports the float32 computation of its weights (float32
+        under a mixed policy already), checked against that; the model itself, in its own
+        precision, differs from it by its rounding (about 1e-2 for bfloat16).
 
     Raises:
         ValueError: an invalid argument or an unreadable `.keras` file.
@@ -347,15 +394,18 @@ def export(
     make_folders("path", path.parent)
     # Intermediate files go beside the target, not into the system temp folder: the next
     # export to `path` removes what a killed one left.
+    precision = low_precision(model)
+    exported = float32_model(model)  # what the artifact computes, and the check's reference
     with _staged(path, format) as tmp, scratch_folder(path) as scratch:
         job = (tmp, format, quantization, calibration, scratch, class_names)
         if backend() == "tensorflow":
-            _convert(model, *job)
+            _convert(exported, *job)
         else:
-            _convert_in_subprocess(model_or_path, *job)
+            source = model_or_path if exported is model else exported
+            _convert_in_subprocess(source, *job)
         figures = {"checked": False}
         if check:
-            figures = check_artifact(model, tmp, format, quantization, calibration)
+            figures = check_artifact(exported, tmp, format, quantization, calibration)
     if class_names is not None:
         write_class_names(path, class_names)
     result = {
@@ -365,6 +415,8 @@ def export(
         "class_names": class_names,
         **figures,
     }
+    if precision is not None:
+        result["model_precision"] = precision
     if verbose:
         print(export_summary(result))
     return result
@@ -379,6 +431,8 @@ def export_summary(result: dict) -> str:
     'exported m.tflite (tflite, float32): not checked'
     """
     kind = f"{result['format']}, {result['quantization'] or 'float32'}"
+    if result.get("model_precision"):
+        kind += f" from a {result['model_precision']} model"
     if result.get("class_names"):
         kind += f", {len(result['class_names'])} class names"
     if not result["checked"]:
