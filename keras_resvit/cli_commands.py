@@ -131,7 +131,7 @@ def run_evaluate(args):
         return
     loss, accuracy = _plain_evaluate(model, data, classes, argument)
     transform = f"evaluation transform of {augment}" if augment else "center crop"
-    print(f"{where}, {transform}: accuracy {accuracy:.4f}, loss {loss:.4f}")
+    print(f"{where}, {transform}: accuracy {accuracy:.4f}, cross-entropy {loss:.4f}")
 
 
 def _evaluation_transform(args):
@@ -226,25 +226,14 @@ def _evaluation_scales(args, size):
 
 
 def _plain_evaluate(model, data, classes, argument):
-    import keras
-
     from keras_resvit.data import checks
-    from keras_resvit.models.common import classifier_activation, outputs_logits
+    from keras_resvit.models.common import outputs_logits
+    from keras_resvit.training.model_setup import cross_entropy
 
-    soft = checks.has_soft_labels(data)
-    losses = keras.losses
-    loss = losses.CategoricalCrossentropy if soft else losses.SparseCategoricalCrossentropy
-    loss = loss(from_logits=outputs_logits(model))
-    if classifier_activation(model) not in ("softmax", "linear"):  # a sigmoid's, say
-        unreduced = losses.categorical_crossentropy
-        if not soft:
-            unreduced = losses.sparse_categorical_crossentropy
-
-        def loss(labels, scores):
-            # The cross-entropy of the scores normalized to sum to 1, on every backend
-            # (TensorFlow's loss would read a sigmoid's logits off its output instead).
-            return unreduced(labels, scores / keras.ops.sum(scores, axis=-1, keepdims=True))
-
+    # The cross-entropy of the softmax over the classes (of logits, or of the scores
+    # normalized to sum to 1, a sigmoid's too), the same on every backend, whichever loss
+    # trained the model (a binary cross-entropy recipe's is in its run's history.csv).
+    loss = cross_entropy(outputs_logits(model), sparse=not checks.has_soft_labels(data))
     model.compile(loss=loss, metrics=["accuracy"])
     with checks.data_errors():
         return model.evaluate(checks.check_batches(data, classes, argument), verbose=0)

@@ -197,7 +197,9 @@ def _add_train_run_arguments(p):
 
 
 def _add_evaluate(commands):
-    p = commands.add_parser("evaluate", help="accuracy of a saved model on a dataset")
+    p = commands.add_parser(
+        "evaluate", help="accuracy and cross-entropy of a saved model on a dataset"
+    )
     p.add_argument("model", help="a .keras file")
     p.add_argument("--data", type=_text, default="digits")
     p.add_argument("--split", default="test")

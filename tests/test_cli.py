@@ -111,7 +111,7 @@ def test_evaluate_reports_the_loss_of_a_logits_or_sigmoid_model(tmp_path, capsys
     model = kr.build_resnet(8, stem="cifar", num_classes=10, classifier_activation=activation)
     model.save(tmp_path / "model.keras")
     assert main(["evaluate", str(tmp_path / "model.keras"), "--data", "digits"]) == 0
-    loss = float(re.search(r"loss ([0-9.]+)", capsys.readouterr().out).group(1))
+    loss = float(re.search(r"cross-entropy ([0-9.]+)", capsys.readouterr().out).group(1))
     test = kr.data.load_dataset("digits", "test", batch_size=64)
     labels = np.concatenate([np.asarray(y) for _, y in test])
     scores = model.predict(test, verbose=0)
@@ -344,13 +344,13 @@ def test_a_plain_folder_trains_for_its_classes_and_size_and_keeps_a_finished_run
     scored = run_cli("evaluate", out / "last.keras", *held_out, cwd=tmp_path)
     assert scored.returncode == 0, scored.stderr
     assert f"evaluation transform of {preset}" in scored.stdout
-    loss = float(re.search(r"loss ([0-9.]+)", scored.stdout)[1])
+    loss = float(re.search(r"cross-entropy ([0-9.]+)", scored.stdout)[1])
     assert loss == pytest.approx(float(read_history(out / "history.csv")[-1]["val_loss"]), abs=2e-4)
     # Without --validation-split, the share the model's run held out (its config.json).
     scored = run_cli("evaluate", out / "last.keras", *held_out[:4], cwd=tmp_path)
     assert scored.returncode == 0, scored.stderr
     assert "holding out 10% of flowers as the model's run did" in scored.stdout
-    assert float(re.search(r"loss ([0-9.]+)", scored.stdout)[1]) == loss
+    assert float(re.search(r"cross-entropy ([0-9.]+)", scored.stdout)[1]) == loss
 
     # The same command again: one line naming --overwrite, and nothing touched.
     before = snapshot(out)

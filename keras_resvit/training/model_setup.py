@@ -12,7 +12,7 @@ from keras_resvit.layers.normalization import PixelMean
 from keras_resvit.models.common import classifier_activation, is_vit, outputs_logits
 from keras_resvit.models.vit import resize_vit
 from keras_resvit.training.data_checks import check_channels
-from keras_resvit.training.losses import MultiLabelBinaryCrossentropy
+from keras_resvit.training.losses import MultiLabelBinaryCrossentropy, SoftmaxCrossentropy
 from keras_resvit.training.optimizers import recipe_optimizer
 from keras_resvit.training.recipes import get_recipe, recipe_model_options
 from keras_resvit.training.schedules import recipe_schedule
@@ -57,14 +57,20 @@ def _loss(model, soft_labels, recipe):
             'classifier_activation="softmax" (or None, logits), or train it with a binary '
             'cross-entropy recipe ("deit3", "rsb_a1", ...).'
         )
-    if soft_labels:
-        # MixUp/CutMix pipelines (kr.data) already smooth the labels they mix.
-        return keras.losses.CategoricalCrossentropy(from_logits=from_logits)
-    if label_smoothing:
-        return keras.losses.CategoricalCrossentropy(
-            from_logits=from_logits, label_smoothing=label_smoothing
-        )
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+    # MixUp/CutMix pipelines (kr.data) already smooth the labels they mix.
+    smoothing = 0.0 if soft_labels else label_smoothing
+    return cross_entropy(from_logits, sparse=not (soft_labels or smoothing), smoothing=smoothing)
+
+
+def cross_entropy(from_logits, sparse, smoothing=0.0):
+    """The cross-entropy of a softmax over the classes, of logits (`from_logits`) or of the
+    softmax's probabilities (the same on every backend: `SoftmaxCrossentropy`), against class
+    indices (`sparse`) or one-hot / mixed rows smoothed by `smoothing`."""
+    if not from_logits:
+        return SoftmaxCrossentropy(sparse=sparse, label_smoothing=smoothing)
+    if sparse:
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    return keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=smoothing)
 
 
 def compile_model(

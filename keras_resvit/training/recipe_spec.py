@@ -57,7 +57,9 @@ class Recipe:
         no_decay: substrings of variable names weight decay leaves alone.
         global_clipnorm: gradient clipping by global norm; None for none.
         label_smoothing: smoothing of one-hot targets.
-        loss: "cross_entropy" (softmax) or "binary_cross_entropy" (a sigmoid per class:
+        loss: "cross_entropy" (softmax: Keras' of logits, or
+            `keras_resvit.training.losses.SoftmaxCrossentropy` of a softmax's probabilities,
+            the same on every backend) or "binary_cross_entropy" (a sigmoid per class:
             `keras_resvit.training.losses.MultiLabelBinaryCrossentropy`; models built by name
             then output logits).
         target_threshold: binary cross-entropy's threshold on the (mixed) targets, or None.
