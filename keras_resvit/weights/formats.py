@@ -285,6 +285,7 @@ def build_with_weights(builder, family, defaults, overrides, weights) -> keras.M
     weights = as_path("weights", weights)
     fmt = weights_format(weights)
     layout = _layout(fmt, weights, family, {**defaults, **overrides})
+    _refuse_conflicts(overrides, layout, weights, fmt)
     # A ViT of another (or any) input size keeps the checkpoint's grid of position embeddings:
     # built at the checkpoint's size, filled, then resized (a timm or original checkpoint is
     # resampled by its converter; only a `.keras` file's size is in the layout).
@@ -303,6 +304,21 @@ def build_with_weights(builder, family, defaults, overrides, weights) -> keras.M
     if not resized:
         return model
     return resize_vit(model, (None, None) if builds_any_size(size) else size)
+
+
+def _refuse_conflicts(overrides, layout, weights, fmt):
+    """A user's build argument that the weights fix otherwise (a v1 net's `version`, a ViT's
+    `pooling`, ...) would build a model they fill without error, that computes other outputs.
+    The input size is resized to; a head's classes meet the weights' shapes; `preprocessing`
+    is the user's to choose (to fine-tune behind another one)."""
+    free = ("image_size", "num_classes", "preprocessing")
+    for key, value in overrides.items():
+        if key in layout and key not in free and value != layout[key]:
+            raise ValueError(
+                f"{key}={value!r} does not fit weights={str(weights)!r} ({fmt}), which were "
+                f"trained with {key}={layout[key]!r}: they would load, and compute other "
+                f"outputs. Drop {key}= (or pass {key}={layout[key]!r})."
+            )
 
 
 def _other_size(size, fixed) -> bool:

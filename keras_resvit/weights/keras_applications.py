@@ -10,12 +10,15 @@ keras.applications' BatchNorm epsilon (1.001e-5) differs from ours (1e-5); the d
 moves into the moving variance, so outputs agree to float32 round-off.
 """
 
+import json
 import os
 import re
+import warnings
 from pathlib import Path
 
 import keras
 
+from keras_resvit.models.common import leaf_layers
 from keras_resvit.models.resnet import IMAGENET_DEPTHS, build_resnet
 from keras_resvit.models.resnet_blocks import BN_EPSILON
 from keras_resvit.weights.common import assign_weights, fold_into_batchnorm
@@ -69,6 +72,58 @@ def _batchnorm(values, layer, target, shift=0.0):
     # var' + eps_ours == var + eps_source keeps every normalized value the same.
     values[f"{target}/moving_variance"] = _numpy(layer.moving_variance) + (
         layer.epsilon - BN_EPSILON
+    )
+
+
+def _computation(model):
+    """What a ResNet's weights cannot tell: which layers stride (v1 / v1.5, where a V2 net
+    downsamples) and its preprocessing layers' configs."""
+    strided = [
+        layer.name
+        for layer in leaf_layers(model)
+        if tuple(getattr(layer, "strides", None) or (1, 1)) != (1, 1)
+    ]
+    preprocessing = [
+        # As JSON reads them back (tuples as lists): a model loaded from a file compares too.
+        (type(layer).__name__, json.loads(json.dumps({**layer.get_config(), "name": None})))
+        for layer in model.layers
+        if layer.name.startswith("preprocessing")
+    ]
+    return strided, preprocessing
+
+
+def _check_target(model, depth, version, source_name):
+    """`model` (a user's target) must compute as the keras.applications net `source_name`:
+    its layers of the same shapes can stride elsewhere (v1.5, a V2 net downsampling in its
+    first block), and then load silently with other outputs (ValueError); another
+    preprocessing than the weights' is warned about."""
+    layout = LAYOUTS[version]
+    reference = build_resnet(
+        depth, input_shape=model.input_shape[1:], version=version, include_top=False, **layout
+    )
+    weighted = [{x.name for x in leaf_layers(m) if x.weights} for m in (model, reference)]
+    if not weighted[1] <= weighted[0]:
+        return  # another architecture, which `assign_weights` names
+    (strided, preprocessing), (expected, expected_preprocessing) = map(
+        _computation, (model, reference)
+    )
+    arguments = ", ".join(f"{k}={v!r}" for k, v in {"version": version, **layout}.items())
+    if strided == expected:
+        if preprocessing != expected_preprocessing:  # a choice (to fine-tune), not an error
+            warnings.warn(
+                f"model={model.name!r} does not normalize its inputs as {source_name}'s "
+                f"weights expect (preprocessing={layout['preprocessing']!r}): its outputs "
+                "differ from the source's until fine-tuned.",
+                stacklevel=3,
+            )
+        return
+    ours = next((a for a, b in zip(strided, expected, strict=False) if a != b), None)
+    theirs = next((b for a, b in zip(strided, expected, strict=False) if a != b), None)
+    differs = f"it strides {ours!r} where the weights' net strides {theirs!r}"
+    raise ValueError(
+        f"model={model.name!r} is not built as {source_name} ({differs}); the weights would "
+        f"load with other outputs. Build it with kr.build_resnet({depth}, {arguments}) or "
+        "leave model= out."
     )
 
 
@@ -190,7 +245,10 @@ def from_keras_applications(
         architecture: e.g. "ResNet50V2", needed for a weights file whose name does not say
             (keras' own file names do).
         input_shape: our model's input shape; default the source's (224x224 if unknown).
-        model: fill this model of ours instead of building one; its architecture must match.
+        model: fill this model of ours instead of building one; its architecture must match,
+            and so must what the weights' shapes do not say: which convs stride (v1, where a
+            V2 net downsamples). Another preprocessing than the weights' (see Returns) is
+            warned about.
 
     Returns:
         A `keras.Model` from `build_resnet(depth, version="v1", preprocessing="caffe")`, or
@@ -199,7 +257,7 @@ def from_keras_applications(
 
     Raises:
         ValueError: the source is neither a model nor a path, not one of these ResNets, or
-            its weights do not fit.
+            its weights do not fit (or `model` computes otherwise, see `model`).
 
     Example:
     >>> import keras
@@ -229,7 +287,9 @@ def from_keras_applications(
         shape = tuple(source.input_shape[1:])
         input_shape = shape if None not in shape else (224, 224, 3)
     values = _v1_values(source) if version == "v1" else _v2_values(source)
-    if model is None:
+    if model is not None:
+        _check_target(model, depth, version, f"keras.applications model {source.name!r}")
+    else:
         layout = LAYOUTS[version]
         model = build_resnet(depth, input_shape=input_shape, version=version, **layout, **head)
     # A feature extractor drops the source's classifier; a source without one leaves ours.

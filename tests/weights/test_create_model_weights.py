@@ -68,6 +68,10 @@ def test_keras_applications_weights_get_its_layout(tmp_path):
     assert_close(model(x), expected)
     with pytest.raises(ValueError, match="keras.applications ResNet50 weights.*version='v2'"):
         kr.create_model("resnet50v2", weights=path)
+    # Arguments the weights fix are not overridden: the model would load them and compute
+    # other outputs (version="v1.5": logits 1.6 apart on a scale of 2.8).
+    with pytest.raises(ValueError, match=r"version='v1.5' does not fit weights=.*version='v1'"):
+        kr.create_model("resnet50", weights=path, input_shape=(64, 64, 3), version="v1.5")
 
 
 def test_keras3_weights_of_a_keras_applications_v2_resnet(tmp_path):

@@ -7,6 +7,7 @@ import pytest
 
 import keras_resvit as kr
 from keras_resvit.weights import from_keras_applications, load_weights
+from keras_resvit.weights.keras_applications import LAYOUTS
 from tests.conftest import random_images
 from tests.weights.helpers import assert_close, randomize
 
@@ -70,3 +71,42 @@ def test_weights_of_another_architecture_name_layer_and_shapes():
 def test_not_a_keras_applications_resnet():
     with pytest.raises(ValueError, match="not a keras.applications ResNet"):
         from_keras_applications(kr.create_model("resnet20"))
+
+
+@pytest.mark.parametrize(
+    "architecture, build, words",
+    [
+        # The same shapes: v1.5 strides the 3x3 where v1 strides the first 1x1 (before: the
+        # weights loaded, logits 1.6 apart on a scale of 2.8, top-1 changed).
+        (
+            "ResNet50",
+            {"version": "v1.5", "preprocessing": "caffe"},
+            "strides 'stage2_block1_conv2'",
+        ),
+        # A V2 net that downsamples in each stage's first block, not its last.
+        (
+            "ResNet50V2",
+            {"version": "v2", "preprocessing": "inception", "stem_bias": True},
+            "where the weights' net strides 'stage1_block3_conv2'",
+        ),
+    ],
+)
+def test_a_target_that_computes_otherwise_is_refused(architecture, build, words):
+    source = _source(architecture, include_top=False)
+    model = kr.build_resnet(50, input_shape=SHAPE, include_top=False, **build)
+    with pytest.raises(ValueError, match=f"model='resnet50' is not built as.*{re.escape(words)}"):
+        from_keras_applications(source, model=model)
+    # Built as the message says, it loads and computes the source's outputs; another
+    # preprocessing (the registry's resnet50v1 normalizes as torchvision: logits 13.6 apart
+    # on 16) loads with a warning.
+    version = "v2" if architecture.endswith("V2") else "v1"
+    right = kr.build_resnet(
+        50, input_shape=SHAPE, include_top=False, version=version, **LAYOUTS[version]
+    )
+    x = random_images(2, *SHAPE)
+    converted = from_keras_applications(source, model=right)
+    assert_close(converted(x), source(_preprocess(architecture, x)))
+    other = {**LAYOUTS[version], "preprocessing": "imagenet"}
+    imagenet = kr.build_resnet(50, input_shape=SHAPE, include_top=False, version=version, **other)
+    with pytest.warns(UserWarning, match="does not normalize its inputs as.*until fine-tuned"):
+        from_keras_applications(source, model=imagenet)
