@@ -1,7 +1,6 @@
 """Exports of models that compute in mixed precision (as `kr.train` trains on GPUs and TPUs),
 and the check's tolerance for outputs that are not probabilities (logits, features)."""
 
-import contextlib
 import importlib.util
 
 import keras
@@ -10,6 +9,7 @@ import pytest
 
 import keras_resvit as kr
 from keras_resvit.artifacts import RUNNERS
+from keras_resvit.base.backend import dtype_policy
 from keras_resvit.base.model_files import save_model
 from keras_resvit.cli import main
 from keras_resvit.export import export_summary, float32_model, low_precision
@@ -20,22 +20,12 @@ HAS_ONNX = all(importlib.util.find_spec(m) for m in ("tf2onnx", "onnx", "onnxrun
 ONE_CONVERSION = "the same TensorFlow conversion of the float32 copy as the tflite case"
 
 
-@contextlib.contextmanager
-def _policy(name):
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
 def _numpy(value):
     return keras.ops.convert_to_numpy(value)
 
 
 def _mixed_resnet():
-    with _policy("mixed_bfloat16"):
+    with dtype_policy("mixed_bfloat16"):
         model = kr.build_resnet(8, stem="cifar", num_classes=5)
     model(random_images(8, 32, 32), training=True)  # non-trivial BatchNorm statistics
     return model
