@@ -71,7 +71,9 @@ __all__ = [
     "VIT_INT8_FLOAT_OPS",
     "export",
     "export_summary",
+    "float32_model",
     "format_from_path",
+    "low_precision",
     "representative_images",
 ]
 
