@@ -10,6 +10,7 @@ keras.applications' BatchNorm epsilon (1.001e-5) differs from ours (1e-5); the d
 moves into the moving variance, so outputs agree to float32 round-off.
 """
 
+import itertools
 import json
 import os
 import re
@@ -117,8 +118,7 @@ def _check_target(model, depth, version, source_name):
                 stacklevel=3,
             )
         return
-    ours = next((a for a, b in zip(strided, expected, strict=False) if a != b), None)
-    theirs = next((b for a, b in zip(strided, expected, strict=False) if a != b), None)
+    ours, theirs = next((a, b) for a, b in itertools.zip_longest(strided, expected) if a != b)
     differs = f"it strides {ours!r} where the weights' net strides {theirs!r}"
     raise ValueError(
         f"model={model.name!r} is not built as {source_name} ({differs}); the weights would "
