@@ -2,6 +2,7 @@
 
 import contextlib
 import gc
+import importlib.util
 import json
 import os
 import shutil
@@ -108,6 +109,10 @@ def tiny_vit(**overrides):
     import keras_resvit as kr
 
     return kr.build_vit(**{**TINY_VIT, **overrides})
+
+
+# ONNX export and its check: the `onnx` extra (tf2onnx, onnx, onnxruntime).
+HAS_ONNX = all(importlib.util.find_spec(m) for m in ("tf2onnx", "onnx", "onnxruntime"))
 
 
 def random_images(batch, height, width, channels=3, seed=0):

@@ -1,6 +1,5 @@
 """TF Lite, SavedModel and ONNX exports agree with the Keras model, from any backend."""
 
-import importlib.util
 import json
 import logging
 import os
@@ -37,9 +36,8 @@ from keras_resvit.export import (
 )
 from keras_resvit.export.converters import _quiet_tf2onnx
 from keras_resvit.predict import predict
-from tests.conftest import random_images, tiny_vit
+from tests.conftest import HAS_ONNX, random_images, tiny_vit
 
-HAS_ONNX = all(importlib.util.find_spec(m) for m in ("tf2onnx", "onnx", "onnxruntime"))
 SUFFIX = {"tflite": ".tflite", "saved_model": "", "onnx": ".onnx"}
 # Under other backends a TensorFlow subprocess converts the saved .keras file: the same
 # conversion for every model and option. One case per format and per quantization mode runs

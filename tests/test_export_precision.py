@@ -1,8 +1,6 @@
 """Exports of models that compute in mixed precision (as `kr.train` trains on GPUs and TPUs),
 and the check's tolerance for outputs that are not probabilities (logits, features)."""
 
-import importlib.util
-
 import keras
 import numpy as np
 import pytest
@@ -14,9 +12,8 @@ from keras_resvit.base.model_files import save_model
 from keras_resvit.cli import main
 from keras_resvit.export import export_summary, float32_model, low_precision
 from keras_resvit.export.check import check_artifact
-from tests.conftest import random_images
+from tests.conftest import HAS_ONNX, random_images
 
-HAS_ONNX = all(importlib.util.find_spec(m) for m in ("tf2onnx", "onnx", "onnxruntime"))
 ONE_CONVERSION = "the same TensorFlow conversion of the float32 copy as the tflite case"
 
 

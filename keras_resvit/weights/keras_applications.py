@@ -11,7 +11,6 @@ moves into the moving variance, so outputs agree to float32 round-off.
 """
 
 import itertools
-import json
 import os
 import re
 import warnings
@@ -23,6 +22,7 @@ from keras_resvit.models.common import leaf_layers
 from keras_resvit.models.resnet import IMAGENET_DEPTHS, build_resnet
 from keras_resvit.models.resnet_blocks import BN_EPSILON
 from keras_resvit.weights.common import assign_weights, fold_into_batchnorm
+from keras_resvit.weights.keras_files import comparable_config
 
 ARCHITECTURES = {
     "ResNet50": (50, "v1"),
@@ -84,12 +84,12 @@ def _computation(model):
         for layer in leaf_layers(model)
         if tuple(getattr(layer, "strides", None) or (1, 1)) != (1, 1)
     ]
-    preprocessing = [
-        # As JSON reads them back (tuples as lists): a model loaded from a file compares too.
-        (type(layer).__name__, json.loads(json.dumps({**layer.get_config(), "name": None})))
+    serialized = [
+        keras.saving.serialize_keras_object(layer)
         for layer in model.layers
         if layer.name.startswith("preprocessing")
     ]
+    preprocessing = [(x["class_name"], comparable_config(x)) for x in serialized]
     return strided, preprocessing
 
 

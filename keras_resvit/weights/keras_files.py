@@ -56,7 +56,7 @@ def _layers(path) -> list:
         return json.loads(archive.read("config.json"))["config"].get("layers", [])
 
 
-def _comparable(layer):
+def comparable_config(layer):
     """A serialized layer's config without its name, dtype and trainable flag, as JSON reads
     it back (tuples as lists)."""
     skipped = ("name", "dtype", "trainable")
@@ -72,13 +72,13 @@ def _preprocessing(path, layers):
         ValueError: those layers are no preset's.
     """
     found = [
-        (x["class_name"], _comparable(x))
+        (x["class_name"], comparable_config(x))
         for x in layers
         if str(x.get("config", {}).get("name", "")).startswith("preprocessing")
     ]
     for preset in NORMALIZATION_PRESETS:
         ours = [keras.saving.serialize_keras_object(x) for x in preprocessing_layers(preset)]
-        if found == [(x["class_name"], _comparable(x)) for x in ours]:
+        if found == [(x["class_name"], comparable_config(x)) for x in ours]:
             return preset
     raise ValueError(
         f"weights={str(path)!r} holds a model whose preprocessing layers "
