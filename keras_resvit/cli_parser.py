@@ -158,8 +158,8 @@ def _add_train_run_arguments(p):
         type=_fraction,
         default=None,
         metavar="MOMENTUM",
-        help="keep a moving average of the weights (e.g. 0.9999), which validation and the "
-        "saved models use",
+        help="keep a moving average of the weights and BatchNorm statistics (e.g. 0.9999), "
+        "which validation and the saved models use",
     )
     p.add_argument(
         "--augment",

@@ -21,6 +21,12 @@ from keras_resvit.base.files import (
 from keras_resvit.base.lazy import tf
 from keras_resvit.base.model_files import save_model
 from keras_resvit.base.validation import check_int
+from keras_resvit.training.ema_statistics import (
+    run_state,
+    statistic_pairs,
+    swap_statistics,
+    swap_values,
+)
 from keras_resvit.training.run_folder import STATE_FILE, read_resume_state
 
 
@@ -43,23 +49,26 @@ def averages_weights(optimizer) -> bool:
 
 @contextlib.contextmanager
 def averaged_weights(model):
-    """Inside, `model`'s trainable weights are their moving average where its optimizer keeps
-    one (`averages_weights`); after it, the trained weights again. Call it between steps."""
+    """Inside, `model`'s trainable weights (and BatchNormalization statistics) are their moving
+    average where its optimizer keeps one (`averages_weights`, `ema_statistics`); after it,
+    the trained ones again. Call it between steps."""
     if not averages_weights(model.optimizer):
         yield
         return
     variables = model.trainable_variables
-    trained = [keras.ops.convert_to_numpy(v) for v in variables]
+    kept = variables + [statistic for statistic, _ in statistic_pairs(model)]
+    trained = [keras.ops.convert_to_numpy(v) for v in kept]
     model.optimizer.finalize_variable_values(variables)
     try:
         yield
     finally:
-        for variable, value in zip(variables, trained, strict=True):
+        for variable, value in zip(kept, trained, strict=True):
             variable.assign(value)
 
 
 class SwapEMAWeights(keras.callbacks.SwapEMAWeights):
-    """`keras.callbacks.SwapEMAWeights` whose swap is exact on TensorFlow too: Keras swaps a
+    """`keras.callbacks.SwapEMAWeights` that swaps the BatchNormalization statistics with their
+    averages too (`ema_statistics`), and whose swap is exact on TensorFlow: Keras swaps a
     weight and its average there by arithmetic (a += b; b = a - b; a -= b), which rounds both
     in float32 at every validation, so that a run with `ema` trained other weights than one
     without (1e-4 apart after a few epochs). Here each pair is swapped through a copy."""
@@ -69,14 +78,11 @@ class SwapEMAWeights(keras.callbacks.SwapEMAWeights):
         for variable, average in zip(optimizer._trainable_variables, averages, strict=True):
             variable = variable.value if isinstance(variable, keras.Variable) else variable
             average = average.value if isinstance(average, keras.Variable) else average
-            optimizer._distribution_strategy.extended.update(variable, _swap, args=(average,))
+            optimizer._distribution_strategy.extended.update(variable, swap_values, args=(average,))
 
-
-def _swap(a, b):
-    """Exchanges two TensorFlow variables' values (one replica's, under a strategy)."""
-    saved = tf.identity(a)
-    a.assign(b)
-    b.assign(saved)
+    def _swap_variables(self):
+        super()._swap_variables()
+        swap_statistics(self.model)
 
 
 def _schedule(optimizer):
@@ -308,7 +314,7 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         step = self._step()
         previous = read_resume_state(self.directory)
         weights = f"step{step}.weights.h5"
-        with atomic_path(self.directory / weights) as tmp:
+        with atomic_path(self.directory / weights) as tmp, run_state(self.model):
             self.model.save_weights(tmp)
         if best is None and self.best is not None:
             best = self.best.best

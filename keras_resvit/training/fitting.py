@@ -165,11 +165,14 @@ def _continued(model):
     trained weights by their moving average (`use_ema`), from which the next would go on;
     unless a callback stopped the run, which then ends here."""
     optimizer = model.optimizer
+    own = optimizer.__dict__.get("finalize_variable_values")  # `ema_statistics`' if any
     optimizer.finalize_variable_values = lambda var_list: None
     try:
         yield
     finally:
         del optimizer.finalize_variable_values
+        if own is not None:
+            optimizer.finalize_variable_values = own
     if model.stop_training:
         optimizer.finalize_variable_values(model.trainable_variables)
 

@@ -12,6 +12,7 @@ from keras_resvit.layers.normalization import PixelMean
 from keras_resvit.models.common import classifier_activation, is_vit, outputs_logits
 from keras_resvit.models.vit import resize_vit
 from keras_resvit.training.data_checks import check_channels
+from keras_resvit.training.ema_statistics import average_statistics
 from keras_resvit.training.losses import MultiLabelBinaryCrossentropy, SoftmaxCrossentropy
 from keras_resvit.training.optimizers import recipe_optimizer
 from keras_resvit.training.recipes import get_recipe, recipe_model_options
@@ -110,6 +111,7 @@ def compile_model(
         loss=_loss(model, soft_labels, recipe) if loss is None else loss,
         metrics=["accuracy"],
     )
+    average_statistics(model)  # with an average of the weights, of BatchNorm's statistics
 
 
 def label_encoding(recipe, loss, soft_labels, val_data, labels=None):

@@ -159,10 +159,11 @@ def train(
         ema: momentum of an exponential moving average of the weights (e.g. 0.9999), kept by
             the optimizer (`use_ema`): the validation figures, `best.keras`, `last.keras` and
             `history.model` are those of the averaged weights (as timm validates its EMA
-            model), while training and the resume state go on from the trained ones. Keras
-            averages the trainable weights only: BatchNorm's moving statistics are the
-            trained model's (timm's EMA averages them too), which matters for ResNets, not
-            for ViTs.
+            model), while training and the resume state go on from the trained ones.
+            BatchNorm's moving statistics are averaged with the same momentum beside them
+            (as timm's and TensorFlow Model Garden's EMA do; Keras' `use_ema` averages the
+            trainable weights only), so the averaged weights normalize with statistics of
+            their own time, on every backend and under every distribution.
         save_every: also save the resume state every this many steps.
         tensorboard: write TensorBoard logs to `output_dir/tensorboard`.
         seed: seed of the weight initialization, of the shuffle of arrays and of any

@@ -7,6 +7,47 @@ import os
 from pathlib import Path
 
 
+def _replicas_mean(variable):
+    """A variable's value; under a TensorFlow strategy, the mean of its replicas' values."""
+    import keras
+    import numpy as np
+
+    parts = getattr(variable.value, "values", None)
+    if isinstance(parts, (tuple, list)):
+        return np.mean([np.asarray(part.numpy()) for part in parts], axis=0)
+    return keras.ops.convert_to_numpy(variable.value)
+
+
+def StatisticsAfterEachStep():
+    """A callback that keeps the replicas' mean BatchNorm statistics after each step."""
+    import keras
+    import numpy as np
+
+    from keras_resvit.training.ema_statistics import moving_statistics
+
+    class Record(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.steps = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            model = self.model  # under JAX, the property syncs the state
+            self.steps.append([_replicas_mean(v) for v in moving_statistics(model)])
+
+        def error(self, saved, momentum):
+            """Largest |saved statistic - its average over the steps| (Keras' rule: the first
+            step's value, then momentum * average + (1 - momentum) * value)."""
+            average = self.steps[0]
+            for values in self.steps[1:]:
+                pairs = zip(average, values, strict=True)
+                average = [momentum * a + (1 - momentum) * v for a, v in pairs]
+            got = [keras.ops.convert_to_numpy(v) for v in moving_statistics(saved)]
+            assert len(got) == len(average) > 0
+            return max(float(np.max(np.abs(g - a))) for g, a in zip(got, average, strict=True))
+
+    return Record()
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="resnet20")
@@ -31,6 +72,14 @@ def main():
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--save-every", type=int, default=None)
     parser.add_argument("--learning-rate", type=float, default=None)
+    parser.add_argument(
+        "--ema",
+        type=float,
+        default=None,
+        help="average the weights with this momentum; report how far the saved model's "
+        "BatchNorm statistics are from a NumPy average of the replicas' mean statistics "
+        "after each step",
+    )
     parser.add_argument("--output", required=True)
     args = parser.parse_args()
 
@@ -78,6 +127,7 @@ def main():
             else args.model
         )
         out = os.path.join(args.output, distribution)
+        record = StatisticsAfterEachStep() if args.ema else None
         val = slice(args.examples, args.examples + args.validation)
         history = kr.train(
             model,
@@ -89,6 +139,8 @@ def main():
             save_every=args.save_every,
             learning_rate=args.learning_rate,
             val_data=(x[val], y[val]) if args.validation else None,
+            ema=args.ema,
+            callbacks=[record] if record else None,
         )
         final = kr.load_model(os.path.join(out, "last.keras"))
         saved_val_loss = None
@@ -108,6 +160,7 @@ def main():
             # A model passed to train ends with the trained weights, also where it was cloned.
             "given_checksum": checksum(model) if isinstance(model, keras.Model) else None,
             "replicas": json.loads(Path(out, "config.json").read_text())["replicas"],
+            "statistics_ema_error": record.error(final, args.ema) if record else None,
         }
     print(json.dumps(results))
 

@@ -132,6 +132,26 @@ def test_mirrored_replicas_validate_and_save_the_same_batchnorm_statistics(backe
     assert run_["saved_val_loss"] == pytest.approx(run_["val_loss"][-1], rel=1e-5)
 
 
+@pytest.mark.slow
+def test_multi_device_runs_average_the_batchnorm_statistics_with_the_weights(backend, tmp_path):
+    """With `ema`, the saved BatchNorm statistics are the average over the steps of the
+    replicas' mean statistics: JAX's data parallel computes global-batch statistics, and
+    under MirroredStrategy each replica's average update is averaged over the replicas.
+    Validation scores what is saved."""
+    if backend == "jax":
+        env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+        args = ["--distribution", "data_parallel"]
+    else:
+        env = {}
+        args = ["--distribution", "mirrored", "--cpus", "2"]
+    args += ["--model", "resnet20", "--examples", "128", "--validation", "32", "--epochs", "1"]
+    args += ["--ema", "0.8"]
+    run_ = run(args, {"KERAS_BACKEND": backend, **env}, tmp_path)[args[1]]
+    assert run_["replicas"] == 2
+    assert run_["statistics_ema_error"] < 1e-5
+    assert run_["saved_val_loss"] == pytest.approx(run_["val_loss"][-1], rel=1e-5)
+
+
 def test_gradient_uses_the_backends_autodiff():
     x = np.array([1.0, -2.0, 3.0], dtype="float32")
     grad = gradient(lambda v: keras.ops.sum(v**3), x)
