@@ -43,7 +43,8 @@ def plateau_callback(recipe, validates, state=None):
 
 def restore(model, out, resume):
     """Loads the weights and optimizer state of `resume` into the compiled `model`."""
-    model.optimizer.build(model.trainable_variables)
+    if not model.optimizer.built:  # a LossScaleOptimizer built twice has its state twice
+        model.optimizer.build(model.trainable_variables)
     weights = out / RESUME_DIR / resume["weights"]
     try:
         model.load_weights(weights)

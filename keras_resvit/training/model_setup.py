@@ -106,6 +106,13 @@ def compile_model(
     """
     if optimizer is None:
         optimizer = build_optimizer(recipe, global_batch_size, total_steps, ema)
+    optimizer = keras.optimizers.get(optimizer)
+    if model.dtype_policy.name == "mixed_float16" and not isinstance(
+        optimizer, keras.optimizers.LossScaleOptimizer
+    ):
+        # Keras' compile would wrap it too, but record the inner optimizer in the model's
+        # files, which then reload without the loss scale and skip the optimizer's state.
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     model.compile(
         optimizer=optimizer,
         loss=_loss(model, soft_labels, recipe) if loss is None else loss,

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import keras
@@ -626,8 +627,43 @@ def test_a_function_builds_the_model_in_the_runs_precision(arrays, tmp_path):
     assert history.model.dtype_policy.name == "mixed_float16"
     assert json.loads((tmp_path / "config.json").read_text())["precision"] == "mixed_float16"
     assert keras.config.dtype_policy().name == "float32"  # restored after the run
+    # The file records the loss-scaled optimizer it trained with: in a float32 session it
+    # reloads with its state (before: Keras recorded the inner optimizer, and the reload
+    # skipped the saved state with a warning).
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reloaded = kr.load_model(tmp_path / "last.keras")
+    assert not [w for w in caught if "Skipping variable loading" in str(w.message)]
+    assert isinstance(reloaded.optimizer, keras.optimizers.LossScaleOptimizer)
+    steps = history.summary["steps"]
+    assert int(keras.ops.convert_to_numpy(reloaded.optimizer.iterations)) == steps
     with pytest.raises(ValueError, match="returned a str; a function given as the model must"):
         kr.train(lambda: "resnet8", arrays[0], epochs=1, output_dir=tmp_path / "b", verbose=0)
+
+
+def test_a_resumed_mixed_float16_run_keeps_its_loss_scale(arrays, tmp_path):
+    """The resume state loads whole into a loss-scaled optimizer: the loss scale and its
+    step counter go on as in an uninterrupted run (before, on JAX, the optimizer was built a
+    second time, with a second loss scale, and its saved state was skipped with a warning)."""
+
+    def build():
+        keras.utils.set_random_seed(0)
+        return _small()
+
+    run = {"epochs": 2, "batch_size": 16, "save_every": 2, "verbose": 0}
+    run["precision"] = "mixed_float16"
+    whole = kr.train(build, arrays[0], output_dir=tmp_path / "a", **run).model.optimizer
+    with pytest.raises(KeyboardInterrupt):
+        kr.train(build, arrays[0], output_dir=tmp_path / "b", callbacks=[Interrupt(3)], **run)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed = kr.train(build, arrays[0], output_dir=tmp_path / "b", **run).model.optimizer
+    assert not [w for w in caught if "Skipping variable loading" in str(w.message)]
+    assert len(resumed.variables) == len(whole.variables)
+    for name in ("step_counter", "dynamic_scale", "iterations"):
+        got, want = (keras.ops.convert_to_numpy(getattr(o, name)) for o in (resumed, whole))
+        assert got == want, name
+    assert keras.ops.convert_to_numpy(whole.iterations) == 8
 
 
 @pytest.mark.parametrize("model", ["resnet", "vit"])
