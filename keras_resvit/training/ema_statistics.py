@@ -6,10 +6,12 @@ weights would normalize with the statistics of the trained weights, which their 
 by about 1 / (1 - momentum) steps (10,000 at 0.9999). timm's `ModelEmaV3` and TensorFlow
 Model Garden's `ExponentialMovingAverage` average the statistics too. `average_statistics`
 gives a compiled model's optimizer such averages, updated after every step with the weights'
-momentum (until the optimizer's first update, a loss-scaled step that it skips included, the
-average is the value, as Keras starts the weights' average there). They are optimizer
-variables that only a resume state saves (`run_state`), and are read wherever the averaged
-weights are: at validation (`SwapEMAWeights`), in the saved models, at the end of training.
+momentum. Until the optimizer's first update (a loss-scaled step that it skips included) the
+average is the value, as Keras starts the weights' average there; where Keras sets the
+weights to their average (`ema_overwrite_frequency`), the statistics become theirs. They are
+optimizer variables that only a resume state saves (`run_state`), and are read wherever the
+averaged weights are: at validation (`SwapEMAWeights`), in the saved models, at the end of
+training.
 """
 
 import contextlib
@@ -154,14 +156,23 @@ def _averaging_train_step(model, pairs):
         # 0 at the first step (the average becomes the value), as Keras' average of the weights.
         return ops.cast(ops.where(ops.equal(iterations, 0), 0.0, inner.ema_momentum), dtype)
 
+    def overwrites(iterations):
+        # Where Keras sets the weights to their average (`ema_overwrite_frequency`), the
+        # statistics become theirs too.
+        frequency = inner.ema_overwrite_frequency
+        return ops.equal(ops.mod(iterations + 1, frequency), 0) if frequency else None
+
     def stateful_train_step(data):  # TensorFlow, PyTorch
         if model.optimizer is not optimizer:
             return train_step(data)
         iterations = ops.copy(ops.convert_to_tensor(inner.iterations))  # before the step's
         logs = train_step(data)
+        overwrite = overwrites(iterations)
         for statistic, average in pairs:
             rate = momentum(iterations, average.dtype)
             average.assign(rate * average + (1 - rate) * statistic)
+            if overwrite is not None:
+                statistic.assign(ops.where(overwrite, average, statistic))
         return logs
 
     def stateless_train_step(state, data):  # JAX: the averages in the returned state
@@ -173,11 +184,14 @@ def _averaging_train_step(model, pairs):
         iterations = state[2][position[id(inner.iterations)]]
         logs, (trainable, non_trainable, optimizer_variables, metrics) = train_step(state, data)
         optimizer_variables = list(optimizer_variables)
+        non_trainable = list(non_trainable)
+        overwrite = overwrites(iterations)
         for statistic, average in pairs:
             rate = momentum(iterations, average.dtype)
-            i = position[id(average)]
-            value = non_trainable[statistic_position[id(statistic)]]
-            optimizer_variables[i] = rate * optimizer_variables[i] + (1 - rate) * value
+            i, j = position[id(average)], statistic_position[id(statistic)]
+            optimizer_variables[i] = rate * optimizer_variables[i] + (1 - rate) * non_trainable[j]
+            if overwrite is not None:
+                non_trainable[j] = ops.where(overwrite, optimizer_variables[i], non_trainable[j])
         return logs, (trainable, non_trainable, optimizer_variables, metrics)
 
     averaging = stateless_train_step if backend() == "jax" else stateful_train_step

@@ -117,6 +117,26 @@ def test_a_state_with_or_without_the_averages_loads(tmp_path):
             np.testing.assert_array_equal(np.asarray(average), want)
 
 
+def test_where_keras_overwrites_the_weights_with_their_average_the_statistics_follow():
+    """`ema_overwrite_frequency=2`: after steps 2 and 4 the weights are their averages, and
+    the statistics are theirs; after step 3 neither is."""
+    model = _model()
+    optimizer = keras.optimizers.SGD(0.1, use_ema=True, ema_momentum=0.5, ema_overwrite_frequency=2)
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+    average_statistics(model)
+    gaps = []
+
+    class Gaps(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            pairs = statistic_pairs(self.model)  # under JAX `self.model` syncs the state
+            gaps.append(max(float(np.max(np.abs(np.asarray(s) - np.asarray(a)))) for s, a in pairs))
+
+    x = np.random.default_rng(0).uniform(0, 255, (16, 32, 32, 3)).astype("float32")
+    model.fit(x, np.arange(16) % 10, batch_size=4, epochs=1, verbose=0, callbacks=[Gaps()])
+    assert gaps[1] == 0 and gaps[3] == 0
+    assert gaps[2] > 1e-3
+
+
 def test_the_returned_model_trains_on(arrays, tmp_path):
     history = kr.train(_model(), arrays[0], output_dir=tmp_path, **RUN)
     x, y = arrays[0]
