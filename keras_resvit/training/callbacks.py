@@ -5,6 +5,7 @@ Every file is written through a temporary file and a rename, so a run killed dur
 leaves the previous file intact.
 """
 
+import concurrent.futures
 import contextlib
 import math
 import numbers
@@ -147,6 +148,17 @@ class RunCallbacks(keras.callbacks.CallbackList):
         # Not `self.model`: under JAX that property syncs the state, which `fit` just did.
         if not self.more or self._model.stop_training:
             super().on_train_end(logs)
+
+    @contextlib.contextmanager
+    def waited_for(self):
+        """Inside, the run's `fit` calls; after it, also when one raised, the batch callbacks
+        Keras runs off the training loop's thread (where every one is `async_safe`) are done:
+        a `fit` that raises leaves them running, and a progress bar would print into what
+        follows (a notebook's traceback, the next cell's output)."""
+        try:
+            yield
+        finally:
+            concurrent.futures.wait(self._futures)  # without raising what they raised
 
 
 def _replica_statistics(model):

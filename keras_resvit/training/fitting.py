@@ -302,15 +302,18 @@ def fit_run(model, data, pipelines, callbacks, start_step, verbose, feeds=(None,
             if feed_val is not None:
                 val_data = feed_val(val_data)
             arguments = dict(validation_data=val_data, verbose=verbose)
-            if callable(train_data):  # a PyDataset factory
-                history = _fit_py_dataset(
-                    model, train_data, data.steps_per_epoch, data.epochs, start, run, **arguments
-                )
-            else:
-                history = _fit_from(
-                    model, train_data.repeat(), data.steps_per_epoch, data.epochs, start, run,
-                    feed=feed_train, stream=getattr(train_data, "from_step", None), **arguments,
-                )  # fmt: skip
+            with run.waited_for():
+                if callable(train_data):  # a PyDataset factory
+                    history = _fit_py_dataset(
+                        model, train_data, data.steps_per_epoch, data.epochs, start, run,
+                        **arguments,
+                    )  # fmt: skip
+                else:
+                    history = _fit_from(
+                        model, train_data.repeat(), data.steps_per_epoch, data.epochs, start,
+                        run, feed=feed_train, stream=getattr(train_data, "from_step", None),
+                        **arguments,
+                    )  # fmt: skip
     if averages_weights(model.optimizer):
         # The weights now share their average's arrays; copies of their own let the model
         # train on (under JAX a `fit` would otherwise donate one array twice).

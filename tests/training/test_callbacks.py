@@ -2,6 +2,7 @@
 model."""
 
 import json
+import time
 
 import keras
 import numpy as np
@@ -128,3 +129,31 @@ def test_run_callbacks_begin_and_end_a_run_of_several_fits_once():
     model.stop_training = True
     run.on_train_end()
     assert stopped.calls == ["begin", "end"]
+
+
+class SlowBatchEnd(keras.callbacks.Callback):
+    """A batch callback that Keras may run off the training loop's thread, and that takes
+    longer than the loop needs to reach the next batch."""
+
+    async_safe = True
+
+    def __init__(self):
+        super().__init__()
+        self.done = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        time.sleep(0.5)
+        self.done.append(batch)
+
+
+def test_a_run_that_raises_mid_epoch_returns_after_its_batch_callbacks(tmp_path):
+    """Where every batch callback is `async_safe` (JAX), Keras runs them on a thread; a `fit`
+    that raises left them running, and a progress bar then printed into what came next."""
+    x = random_images(48, 16, 16)
+    labels = np.arange(48) % 10
+    labels[32:] = 99  # the third batch's labels are not classes
+    data = tf.data.Dataset.from_tensor_slices((x, labels)).batch(16)
+    slow = SlowBatchEnd()
+    with pytest.raises(ValueError, match="99"):
+        kr.train(_model(), data, epochs=1, output_dir=tmp_path, callbacks=[slow], verbose=0)
+    assert slow.done == [0, 1]
