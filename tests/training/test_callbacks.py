@@ -156,4 +156,4 @@ def test_a_run_that_raises_mid_epoch_returns_after_its_batch_callbacks(tmp_path)
     slow = SlowBatchEnd()
     with pytest.raises(ValueError, match="99"):
         kr.train(_model(), data, epochs=1, output_dir=tmp_path, callbacks=[slow], verbose=0)
-    assert slow.done == [0, 1]
+    assert sorted(slow.done) == [0, 1]  # Keras' threads may finish them in either order
