@@ -23,6 +23,7 @@ from keras_resvit.base.lazy import tf
 from keras_resvit.base.model_files import save_model
 from keras_resvit.base.validation import check_int
 from keras_resvit.training.ema_statistics import (
+    moving_statistics,
     run_state,
     statistic_pairs,
     swap_statistics,
@@ -167,12 +168,7 @@ def _replica_statistics(model):
     each update theirs from their own part of the batch), with their strategy; else None."""
     if backend() != "tensorflow":
         return None  # JAX's data parallel computes the statistics of the global batch
-    norms = [
-        layer
-        for layer in model._flatten_layers(include_self=False)
-        if isinstance(layer, keras.layers.BatchNormalization)
-    ]
-    variables = [v for norm in norms for v in (norm.moving_mean, norm.moving_variance)]
+    variables = moving_statistics(model)
     if not variables or not isinstance(variables[0].value, tf.distribute.DistributedValues):
         return None
     strategy = variables[0].value.distribute_strategy
