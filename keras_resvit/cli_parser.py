@@ -283,7 +283,9 @@ def _add_export(commands):
 
 def _add_predict(commands):
     p = commands.add_parser(
-        "predict", help="top-k classes of images with a .keras, .tflite or .onnx file"
+        "predict",
+        help="top-k classes of images and their probabilities, with a .keras, .tflite or .onnx "
+        "file",
     )
     p.add_argument(
         "model",

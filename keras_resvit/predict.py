@@ -17,6 +17,61 @@ from keras_resvit.base.class_names import check_class_names, model_class_names, 
 from keras_resvit.base.validation import check_finite_scores, check_int
 from keras_resvit.data.image_files import load_images
 
+# A model file's last operation where it makes its outputs probabilities (TF Lite's and ONNX's
+# names); operations that only move or convert the values are looked through.
+_PROBABILITY_OPS = {"SOFTMAX": "softmax", "LOGISTIC": "sigmoid", "Softmax": "softmax"}
+_PROBABILITY_OPS["Sigmoid"] = "sigmoid"
+_PASS_THROUGH_OPS = {"DEQUANTIZE", "QUANTIZE", "RESHAPE", "CAST", "SQUEEZE", "Identity", "Cast"}
+_PASS_THROUGH_OPS |= {"Reshape", "Squeeze", "DequantizeLinear", "QuantizeLinear"}
+
+
+def _last_activation(producers, name):
+    """The activation that the graph's output `name` comes out of (looking through
+    `_PASS_THROUGH_OPS`): "softmax", "sigmoid", or "linear" for any other operation;
+    `producers` maps each output to (operation, inputs)."""
+    for _ in range(len(producers)):
+        op, inputs = producers.get(name, (None, ()))
+        if op not in _PASS_THROUGH_OPS or not inputs:
+            return _PROBABILITY_OPS.get(op, "linear")
+        name = inputs[0]
+    return "linear"
+
+
+def _tflite_activation(interpreter):
+    ops = interpreter._get_ops_details()  # the one reader of a TF Lite file's operations
+    producers = {
+        int(out): (op["op_name"], [int(i) for i in op["inputs"]])
+        for op in ops
+        for out in op["outputs"]
+    }
+    return _last_activation(producers, int(interpreter.get_output_details()[0]["index"]))
+
+
+def _onnx_activation(model_path):
+    try:
+        import onnx
+    except ImportError as error:
+        raise ImportError(
+            "reading an ONNX file needs onnx; install it with `pip install keras-resvit[onnx]`."
+        ) from error
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    producers = {
+        out: (node.op_type, list(node.input)) for node in graph.node for out in node.output
+    }
+    return _last_activation(producers, graph.output[0].name)
+
+
+def probabilities(scores, activation):
+    """`scores` (N, classes) of a model whose outputs come out of `activation` as
+    probabilities: the softmax of logits ("linear"), other outputs (softmax, sigmoid) as
+    they are."""
+    if activation != "linear":
+        return scores
+    scores = np.asarray(scores, "float64")
+    exp = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    return (exp / exp.sum(axis=-1, keepdims=True)).astype("float32")
+
 
 def _batches(paths, size):
     """The image files in one batch, or one at a time for a model (or file) of any input size,
@@ -49,12 +104,13 @@ def _onnx_scores(model_path, paths):
             "images for a (batch, height, width, 1 or 3 channels) input."
         )
     size = tuple(d if isinstance(d, int) and d > 0 else None for d in shape[1:3])
-    return np.concatenate(
+    scores = np.concatenate(
         [
             session.run(None, {image.name: load_images(b, size, channels=shape[3])})[0]
             for b in _batches(paths, size)
         ]
     )
+    return probabilities(scores, _onnx_activation(model_path))
 
 
 def _scores(model_path, paths):
@@ -78,12 +134,13 @@ def _scores(model_path, paths):
             )
         size = tuple(int(d) if d > 0 else None for d in signature[1:3])
         channels = int(signature[3])
-        return np.concatenate(
+        scores = np.concatenate(
             [
                 run_tflite(model_path, load_images(b, size, channels=channels))
                 for b in _batches(paths, size)
             ]
         )
+        return probabilities(scores, _tflite_activation(interpreter))
     if model_path.suffix == ".keras":
         from keras_resvit.files import load_model
 
@@ -97,13 +154,14 @@ def _scores(model_path, paths):
 def _model_scores(model, paths):
     import keras
 
-    from keras_resvit.models.common import check_classifier
+    from keras_resvit.models.common import check_classifier, classifier_activation
 
     check_classifier(model, "predict ranks classes")
     size, channels = tuple(model.input_shape[1:3]), model.input_shape[-1]
     batches = _batches(paths, size)
     scores = [model.predict(load_images(b, size, channels=channels), verbose=0) for b in batches]
-    return np.concatenate([keras.ops.convert_to_numpy(s) for s in scores])
+    scores = np.concatenate([keras.ops.convert_to_numpy(s) for s in scores])
+    return probabilities(scores, classifier_activation(model))
 
 
 def _named_model(text):
@@ -154,7 +212,10 @@ def predict(model, image_paths, *, top_k: int = 5) -> list:
 
     Returns:
         One list per image of `{"index", "name", "score"}` dicts, best first (`name` is None
-        without class names).
+        without class names). A score is the class's probability: the model's output where
+        it ends in a softmax (or a sigmoid, one probability per class), else the softmax of
+        its outputs (a model of logits, such as one trained with `recipe="deit3"`; in a
+        `.tflite` or `.onnx` file, one whose last operation is no softmax or sigmoid).
 
     Raises:
         FileNotFoundError: `model` or an image is not a file.

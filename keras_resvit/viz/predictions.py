@@ -1,4 +1,4 @@
-"""A grid of images, each titled with the model's top-k classes and scores."""
+"""A grid of images, each titled with the model's top-k classes and their probabilities."""
 
 from pathlib import Path
 
@@ -6,7 +6,8 @@ import keras
 import numpy as np
 
 from keras_resvit.base.validation import check_int
-from keras_resvit.models.common import check_classifier
+from keras_resvit.models.common import check_classifier, classifier_activation
+from keras_resvit.predict import probabilities
 from keras_resvit.viz.figures import (
     check_class_names,
     check_images,
@@ -20,7 +21,8 @@ from keras_resvit.viz.figures import (
 
 
 def plot_predictions(model: keras.Model, images, path, *, top_k: int = 3, class_names=None) -> Path:
-    """Writes a PNG of the images side by side, each with its `top_k` classes and scores.
+    """Writes a PNG of the images side by side, each with its `top_k` classes and their
+    probabilities (the softmax of a model of logits; as `kr.predict` scores).
 
     Args:
         model: a classifier (any model here with `include_top=True`, or loaded from one).
@@ -52,6 +54,7 @@ def plot_predictions(model: keras.Model, images, path, *, top_k: int = 3, class_
     names = check_class_names(class_names, model.output_shape[-1])
     images = check_images(model, images)
     scores = keras.ops.convert_to_numpy(model.predict(images, verbose=0))
+    scores = probabilities(scores, classifier_activation(model))
     figure, axes = image_grid(len(images), title_lines=min(top_k, scores.shape[-1]))
     for ax, image, row in zip(axes, images, scores, strict=True):
         best = np.argsort(-row, kind="stable")[:top_k]
