@@ -20,6 +20,7 @@ from keras_resvit.models.common import (
     image_inputs,
     pooled_features,
     predictions_layer,
+    with_dtype,
 )
 
 # Simonyan & Zisserman, Table 1: convolutions per block (configurations A, B, D, E); the
@@ -99,6 +100,7 @@ def _fully_connected_head(x, num_classes, classifier_activation, dropout):
     return predictions_layer(num_classes, classifier_activation)(x)
 
 
+@with_dtype
 def build_vgg(
     depth: int = 16,
     *,
@@ -128,6 +130,10 @@ def build_vgg(
         preprocessing: normalization preset inside the model; "caffe" (BGR, ImageNet mean
             subtracted) is what keras.applications' VGG weights expect.
         dropout: dropout after fc1 and fc2 (0.5 in the paper).
+        dtype: the layers' Keras dtype policy: None (the global one), "float32",
+            "mixed_bfloat16" / "mixed_float16" (float32 weights, 16-bit computations; the
+            classifier's outputs stay float32) or "bfloat16" / "float16" (16-bit weights), or
+            a `keras.DTypePolicy` of one; saved with the model.
         name: model name; default like "vgg16".
 
     Returns:
@@ -208,6 +214,7 @@ def _alexnet_paper(x, include_top, num_classes, classifier_activation, dropout):
     return _fully_connected_head(x, num_classes, classifier_activation, dropout)
 
 
+@with_dtype
 def build_alexnet(
     *,
     layout: str = "torchvision",
@@ -250,6 +257,10 @@ def build_alexnet(
         preprocessing: normalization preset inside the model (torchvision's "imagenet"; the
             paper subtracted the mean training image).
         dropout: dropout rate of the two hidden fully connected layers (0.5 in the paper).
+        dtype: the layers' Keras dtype policy: None (the global one), "float32",
+            "mixed_bfloat16" / "mixed_float16" (float32 weights, 16-bit computations; the
+            classifier's outputs stay float32) or "bfloat16" / "float16" (16-bit weights), or
+            a `keras.DTypePolicy` of one; saved with the model.
         name: model name; default "alexnet" ("torchvision") or "alexnet_paper".
 
     Returns:
@@ -285,6 +296,7 @@ def build_alexnet(
     return keras.Model(inputs, x, name=name or ("alexnet_paper" if paper else "alexnet"))
 
 
+@with_dtype
 def build_efficientnetv2(
     variant: str = "s",
     *,
@@ -313,6 +325,10 @@ def build_efficientnetv2(
         preprocessing: "auto" keeps keras.applications' own rescaling layer (raw 0-255 pixels
             are mapped to [-1, 1) by x / 128 - 1, what its ImageNet weights expect); a preset
             of `keras_resvit.layers.normalization` replaces it.
+        dtype: the layers' Keras dtype policy: None (the global one), "float32",
+            "mixed_bfloat16" / "mixed_float16" (float32 weights, 16-bit computations; the
+            classifier's outputs stay float32) or "bfloat16" / "float16" (16-bit weights), or
+            a `keras.DTypePolicy` of one; saved with the model.
         name: model name; default like "efficientnetv2_s".
 
     Returns:
@@ -345,4 +361,12 @@ def build_efficientnetv2(
         include_preprocessing=own,
         name=f"efficientnetv2-{variant}",
     )
-    return keras.Model(inputs, model.output, name=name or f"efficientnetv2_{variant}")
+    outputs = model.output
+    if include_top and keras.config.dtype_policy().name.startswith("mixed"):
+        # keras.applications' classifier computes in the policy's 16 bits; ours in float32,
+        # as every builder's here (same layer, name and initializers).
+        head = model.get_layer("predictions")
+        outputs = keras.layers.Dense.from_config(head.get_config() | {"dtype": "float32"})(
+            head.input
+        )
+    return keras.Model(inputs, outputs, name=name or f"efficientnetv2_{variant}")

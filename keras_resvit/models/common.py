@@ -1,13 +1,58 @@
 """Pieces every builder shares: the raw-pixel input, argument checks, the classifier head and
 head replacement."""
 
+import functools
+import inspect
+
 import keras
 
+from keras_resvit.base.backend import dtype_policy
 from keras_resvit.base.validation import check_bool, check_choice, check_int, check_model
 from keras_resvit.layers.normalization import RGB_PRESETS, preprocessing_layers
 from keras_resvit.layers.vit_layers import PositionEmbedding
 
 POOLINGS = (None, "avg", "max")
+# The builders' `dtype`: a Keras dtype policy name (or a `keras.DTypePolicy` of one).
+DTYPES = ("float32", "mixed_float16", "mixed_bfloat16", "float16", "bfloat16")
+
+
+def checked_dtype(dtype):
+    """The dtype policy name of a builder's `dtype` (None stays None).
+
+    Raises:
+        ValueError: not one of `DTYPES`, nor a `keras.DTypePolicy` of one.
+    """
+    if dtype is None:
+        return None
+    name = dtype.name if isinstance(dtype, keras.DTypePolicy) else dtype
+    if not isinstance(name, str) or name not in DTYPES:
+        raise ValueError(
+            f"dtype={dtype!r} is not valid; expected None (the global policy), one of "
+            f"{list(DTYPES)} or a keras.DTypePolicy of one."
+        )
+    return name
+
+
+def with_dtype(builder):
+    """`builder` with the keyword-only `dtype` (before `name`): the model is built under
+    that global dtype policy (None: the current one), which each layer keeps in its config,
+    so a `.keras` file reloads with it."""
+    signature = inspect.signature(builder)
+    parameters = list(signature.parameters.values())
+    dtype = inspect.Parameter("dtype", inspect.Parameter.KEYWORD_ONLY, default=None)
+    before_name = [p.name for p in parameters].index("name")
+    parameters.insert(before_name, dtype)
+
+    @functools.wraps(builder)
+    def build(*args, dtype=None, **kwargs):
+        policy = checked_dtype(dtype)
+        if policy is None:
+            return builder(*args, **kwargs)
+        with dtype_policy(policy):
+            return builder(*args, **kwargs)
+
+    build.__signature__ = signature.replace(parameters=parameters)
+    return build
 
 
 def image_inputs(input_shape, preprocessing):

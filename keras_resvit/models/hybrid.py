@@ -12,6 +12,7 @@ remove stage 4 and put its blocks into stage 3 (16x downsampling, 4x the sequenc
 import keras
 
 from keras_resvit.base.validation import check_choice
+from keras_resvit.models.common import with_dtype
 from keras_resvit.models.resnet import IMAGENET_FILTERS, BlockConfig, resnet_stages, resnet_stem
 from keras_resvit.models.vit import check_vit_head, vit_model
 from keras_resvit.models.vit_config import vit_config
@@ -60,6 +61,7 @@ def resnet_features(x, blocks_per_stage):
     return resnet_stages(x, "bottleneck", blocks_per_stage, filters, _BACKBONE_BLOCKS)
 
 
+@with_dtype
 def build_hybrid_vit(
     backbone: str = "r50",
     variant: str | None = "B/16",
@@ -89,6 +91,10 @@ def build_hybrid_vit(
         pooling: "token", "gap", "map" or None (see `build_vit`).
         classifier_activation: activation of the classifier; None returns logits.
         preprocessing: normalization preset inside the model ("inception": [-1, 1]).
+        dtype: the layers' Keras dtype policy: None (the global one), "float32",
+            "mixed_bfloat16" / "mixed_float16" (float32 weights, 16-bit computations; the
+            classifier's outputs stay float32) or "bfloat16" / "float16" (16-bit weights), or
+            a `keras.DTypePolicy` of one; saved with the model.
         name: model name; default like "r50_vit_b16".
         **vit_options: any other `build_vit` argument (`VIT_OPTIONS`): position_embedding,
             representation_size, dropout, attention_dropout, drop_path, hidden_size,

@@ -20,6 +20,7 @@ from keras_resvit.models.common import (
     classifier_head,
     image_inputs,
     pooled_features,
+    with_dtype,
 )
 from keras_resvit.models.resnet_blocks import BlockConfig, norm_relu, resnet_stages, resnet_stem
 
@@ -127,6 +128,7 @@ def _resnet_body(x, stem, block, blocks_per_stage, filters, cfg, drop_path):
     return x
 
 
+@with_dtype
 def build_resnet(
     depth: int = 50,
     *,
@@ -201,6 +203,10 @@ def build_resnet(
             residual branch is dropped per example in training, reached at the last block;
             block `i` of `n` gets `drop_path * i / (n - 1)` (timm's linear rule). Inference
             is unchanged.
+        dtype: the layers' Keras dtype policy: None (the global one), "float32",
+            "mixed_bfloat16" / "mixed_float16" (float32 weights, 16-bit computations; the
+            classifier's outputs stay float32) or "bfloat16" / "float16" (16-bit weights), or
+            a `keras.DTypePolicy` of one; saved with the model.
         name: model name.
 
     Returns:

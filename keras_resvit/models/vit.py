@@ -38,6 +38,7 @@ from keras_resvit.models.common import (
     check_head_arguments,
     image_inputs,
     predictions_layer,
+    with_dtype,
 )
 
 # The variants table and its decoder are read from here too (weight converters, recipes).
@@ -223,6 +224,7 @@ def check_vit_head(include_top, num_classes, pooling, classifier_activation, pre
     preprocessing_layers(preprocessing)
 
 
+@with_dtype
 def build_vit(
     variant: str | None = "B/16",
     *,
@@ -292,6 +294,10 @@ def build_vit(
         fc_norm: the final LayerNorm on the pooled feature instead of on every token (timm's
             `fc_norm`, its default with average pooling: MAE and BEiT fine-tuning, He et al.
             2022); the same parameters. Needs a pooling.
+        dtype: the layers' Keras dtype policy: None (the global one), "float32",
+            "mixed_bfloat16" / "mixed_float16" (float32 weights, 16-bit computations; the
+            classifier's outputs stay float32) or "bfloat16" / "float16" (16-bit weights), or
+            a `keras.DTypePolicy` of one; saved with the model.
         name: model name; default like "vit_b16".
 
     Returns:
