@@ -62,7 +62,7 @@ from keras_resvit.export.converters import (
     tflite_options,
 )
 from keras_resvit.files import load_model
-from keras_resvit.models.common import is_vit, leaf_layers
+from keras_resvit.models.common import is_vit, leaf_layers, low_precision
 
 __all__ = [
     "FORMATS",
@@ -211,20 +211,6 @@ def _check_keras_quantization(model, format):
         f"model {model.name!r} is quantized by model.quantize ({', '.join(modes)}), which "
         f"format={format!r} cannot convert; {advice}."
     )
-
-
-def low_precision(model):
-    """The dtype policy of `model`'s layers that compute in less than float32 (e.g.
-    "mixed_bfloat16", as `kr.train`'s precision="auto" trains on GPUs and TPUs), or None.
-    Layers quantized by `model.quantize` are not counted (see `_check_keras_quantization`)."""
-    for layer in leaf_layers(model):
-        policy = layer.dtype_policy
-        if getattr(policy, "quantization_mode", None) is None and policy.compute_dtype in (
-            "bfloat16",
-            "float16",
-        ):
-            return policy.name
-    return None
 
 
 def _float32_policies(config):

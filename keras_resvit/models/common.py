@@ -240,6 +240,20 @@ def leaf_layers(model):
             yield layer
 
 
+def low_precision(model):
+    """The dtype policy of `model`'s layers that compute in less than float32 (e.g.
+    "mixed_bfloat16", as `kr.train`'s precision="auto" trains on GPUs and TPUs), or None.
+    Layers quantized by `model.quantize` are not counted (see `_check_keras_quantization`)."""
+    for layer in leaf_layers(model):
+        policy = layer.dtype_policy
+        if getattr(policy, "quantization_mode", None) is None and policy.compute_dtype in (
+            "bfloat16",
+            "float16",
+        ):
+            return policy.name
+    return None
+
+
 def is_vit(model) -> bool:
     """Whether a model is a Vision Transformer (plain or hybrid): it has position embeddings."""
     return any(isinstance(layer, PositionEmbedding) for layer in model.layers)

@@ -9,7 +9,12 @@ from keras_resvit.base.validation import check_int
 from keras_resvit.data.checks import has_soft_labels
 from keras_resvit.factory import create_model
 from keras_resvit.layers.normalization import PixelMean
-from keras_resvit.models.common import classifier_activation, is_vit, leaf_layers, outputs_logits
+from keras_resvit.models.common import (
+    classifier_activation,
+    is_vit,
+    low_precision,
+    outputs_logits,
+)
 from keras_resvit.models.vit import resize_vit
 from keras_resvit.training.data_checks import check_channels
 from keras_resvit.training.ema_statistics import average_statistics
@@ -107,8 +112,8 @@ def compile_model(
     if optimizer is None:
         optimizer = build_optimizer(recipe, global_batch_size, total_steps, ema)
     optimizer = keras.optimizers.get(optimizer)
-    # The layers' policies: a functional model reloaded from a file has the default one itself.
-    float16 = any(layer.dtype_policy.name == "mixed_float16" for layer in leaf_layers(model))
+    # The layers' policy: a functional model reloaded from a file has the default one itself.
+    float16 = low_precision(model) == "mixed_float16"
     if float16 and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
         # Keras' compile would wrap it too (only where the model's own policy says so), but
         # record the inner optimizer in the model's files, which then reload without the

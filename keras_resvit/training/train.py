@@ -14,7 +14,7 @@ import numpy as np
 from keras_resvit.base.backend import backend, dtype_policy
 from keras_resvit.base.files import write_json
 from keras_resvit.base.processes import barrier
-from keras_resvit.models.common import check_classifier
+from keras_resvit.models.common import check_classifier, low_precision
 from keras_resvit.training.data_checks import (
     check_data,
     check_labels,
@@ -312,7 +312,8 @@ def _placement(distribution, precision, model_or_name, global_batch):
         )
     policy = resolve_precision(precision, placement)
     if isinstance(model_or_name, keras.Model) and precision != "auto":
-        current = model_or_name.dtype_policy.name
+        # The layers' policy: a functional model reloaded from a file has the default itself.
+        current = low_precision(model_or_name) or "float32"
         if current != policy:
             raise ValueError(
                 f"precision={precision!r} but the model was built with {current!r}; pass the "

@@ -116,3 +116,20 @@ def test_a_failing_build_leaves_the_global_policy_alone():
     with pytest.raises(ValueError, match="depth"):
         kr.build_resnet(21, stem="cifar", dtype="mixed_float16")
     assert keras.config.dtype_policy().name == "float32"
+
+
+def test_train_checks_the_precision_against_the_layers_policy(tmp_path):
+    model = kr.build_resnet(
+        8, stem="cifar", input_shape=(16, 16, 3), num_classes=2, dtype="mixed_bfloat16"
+    )
+    data = (random_images(8, 16, 16), np.arange(8) % 2)
+    with pytest.raises(
+        ValueError, match="precision='float32' but the model was built with 'mixed_bfloat16'"
+    ):
+        kr.train(model, data, steps=1, batch_size=8, output_dir=tmp_path / "a", precision="float32")
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")  # its own policy: the default
+    history = kr.train(
+        loaded, data, steps=1, batch_size=8, output_dir=tmp_path / "b", precision="mixed_bfloat16"
+    )
+    assert np.isfinite(history.history["loss"]).all()
