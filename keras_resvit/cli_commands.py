@@ -261,7 +261,7 @@ def run_few_shot(args):
 
 def run_export(args):
     import keras_resvit as kr
-    from keras_resvit.export import export_summary, format_from_path
+    from keras_resvit.export import export_summary
 
     if args.quantization == "int8" and args.calibration is None:
         raise ValueError(
@@ -272,7 +272,7 @@ def run_export(args):
         result = kr.export(
             args.model,
             args.output,
-            format=args.format or format_from_path(args.output),
+            format=args.format,
             quantization=args.quantization,
             representative_data=args.calibration,
         )

@@ -85,7 +85,7 @@ def _only(tmp_path, *names):
 def test_float32_export_passes_its_check(name, format, tmp_path):
     model = MODELS[name]()
     target = tmp_path / f"model{SUFFIX[format]}"
-    result = kr.export(model, target, format=format)
+    result = kr.export(model, target)  # the format the path names, as the command line's
     assert result["format"] == format and result["checked"] and target.exists()
     assert result["max_abs_difference"] < 1e-4 and result["top1_agreement"] == 1.0
     _only(tmp_path, target.name)
@@ -227,6 +227,8 @@ def test_a_check_on_constant_outputs_says_it_compares_nothing(tmp_path):
         ({"quantization": "int8"}, ["representative_data", "digits"]),
         ({"quantization": "float16", "format": "saved_model", "path": "x"}, ["format='tflite'"]),
         ({"path": "x.lite"}, ["x.lite", ".tflite"]),
+        ({"path": "x.keras"}, ["x.keras", "cannot export to a .keras file"]),
+        ({"path": "x.onnx", "format": "tflite"}, ["x.onnx", "must end with '.tflite'"]),
         ({"model_or_path": "corrupt.keras"}, ["corrupt.keras", "not a readable .keras"]),
     ],
 )

@@ -291,7 +291,7 @@ def export(
     model_or_path,
     path,
     *,
-    format: str = "tflite",
+    format: str | None = None,
     quantization: str | None = None,
     representative_data=None,
     check: bool = True,
@@ -307,7 +307,9 @@ def export(
         path: output file (`.tflite`, `.onnx`) or folder (SavedModel). An existing file is
             replaced; an existing folder only when it is empty or an earlier SavedModel (its
             replacement is one atomic swap), never when it holds anything else.
-        format: "tflite", "saved_model" or "onnx" (needs the `onnx` extra).
+        format: "tflite", "saved_model" or "onnx" (needs the `onnx` extra); default (None):
+            the one `path` names (`format_from_path`: ".tflite", ".onnx", else a SavedModel
+            folder), as the command line's `keras-resvit export`.
         quantization: TF Lite only: None (float32), "float16" (float16 weights), "dynamic"
             (int8 weights, float activations) or "int8" (int8 weights and activations with
             float32 input and output; needs `representative_data`). A ViT's int8 export keeps
@@ -354,6 +356,8 @@ def export(
     True
     """
     path = as_path("path", path)
+    if format is None:
+        format = format_from_path(path)
     _validate(format, quantization, representative_data, path)
     check_bool("check", check)
     if representative_data is not None and quantization != "int8" and not check:
