@@ -16,6 +16,7 @@ import numpy as np
 from keras_resvit.base.class_names import check_class_names, model_class_names, read_class_names
 from keras_resvit.base.validation import check_finite_scores, check_int
 from keras_resvit.data.image_files import load_images
+from keras_resvit.models.common import probabilities
 
 # A model file's last operation where it makes its outputs probabilities (TF Lite's and ONNX's
 # names); operations that only move or convert the values are looked through.
@@ -60,17 +61,6 @@ def _onnx_activation(model_path):
         out: (node.op_type, list(node.input)) for node in graph.node for out in node.output
     }
     return _last_activation(producers, graph.output[0].name)
-
-
-def probabilities(scores, activation):
-    """`scores` (N, classes) of a model whose outputs come out of `activation` as
-    probabilities: the softmax of logits ("linear"), other outputs (softmax, sigmoid) as
-    they are."""
-    if activation != "linear":
-        return scores
-    scores = np.asarray(scores, "float64")
-    exp = np.exp(scores - scores.max(axis=-1, keepdims=True))
-    return (exp / exp.sum(axis=-1, keepdims=True)).astype("float32")
 
 
 def _batches(paths, size):

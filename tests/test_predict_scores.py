@@ -1,6 +1,6 @@
-"""`kr.predict` and `plot_predictions` score classes with probabilities, whatever the model's
-last activation: a model of logits (a `recipe="deit3"` or `"rsb_a1"` model) and its files
-score as the same model ending in a softmax."""
+"""`kr.predict`, `plot_predictions` and the ResNet paper's multi-view tests score classes with
+probabilities, whatever the model's last activation: a model of logits (a `recipe="deit3"` or
+`"rsb_a1"` model) and its files score as the same model ending in a softmax."""
 
 import keras
 import numpy as np
@@ -105,3 +105,19 @@ def test_plotted_predictions_show_probabilities(tmp_path, monkeypatch):
         monkeypatch.setattr(predictions, "show_image", lambda ax, image, title: shown.append(title))  # noqa: B023 - called within the iteration
         kr.viz.plot_predictions(twins[activation], images, tmp_path / f"{activation}.png", top_k=2)
     assert titles["linear"] == titles["softmax"] and len(titles["linear"]) == 2
+
+
+@pytest.mark.parametrize("test", ["multi_crop_predict", "fully_convolutional_predict"])
+def test_multi_view_tests_average_probabilities(test):
+    """The 10-crop and fully-convolutional tests average softmax scores (He et al. 2016,
+    Section 3.4); a logits model's views go through a softmax first, so it ranks and scores
+    classes as its softmax twin (a mean of logits would not)."""
+    twins = _twins(seed=5)
+    images = random_images(3, 20, 24, seed=6)
+    run = getattr(kr.evaluation, test)
+    expected = run(twins["softmax"], images, scales=(16, 20))
+    scores = run(twins["linear"], images, scales=(16, 20))
+    np.testing.assert_allclose(scores, expected, atol=1e-5)
+    np.testing.assert_allclose(scores.sum(axis=-1), 1.0, atol=1e-5)
+    sigmoid = run(twins["sigmoid"], images, scales=(16, 20))  # probabilities as they are
+    assert np.all((sigmoid > 0) & (sigmoid < 1)) and np.abs(sigmoid.sum(-1) - 1).min() > 0.01

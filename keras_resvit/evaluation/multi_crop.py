@@ -16,7 +16,7 @@ from keras_resvit.base.validation import (
 from keras_resvit.data.checks import check_class_names_match, check_pixels
 from keras_resvit.data.image_files import MAX_IMAGE_PIXELS
 from keras_resvit.data.transforms import resize_shorter_side, shorter_side_size, ten_crop
-from keras_resvit.models.common import is_vit
+from keras_resvit.models.common import classifier_activation, is_vit, probabilities
 
 # He et al. (2016), Section 3.4, the multi-scale test of Table 4's best single-model results:
 # shorter side in {224, 256, 384, 480, 640}.
@@ -104,7 +104,8 @@ def multi_crop_predict(model, images, *, scales=(256,), crops: str = "ten", batc
 
     Each batch is resized so that its shorter side is each of `scales`; the model scores the
     `crops` ("ten": corners, center and flips; "center": one) at its input size, and the
-    scores (softmax outputs) are averaged.
+    scores are averaged as probabilities: softmax outputs, or the softmax of a logits model's
+    outputs (`classifier_activation=None`), so both rank classes alike.
 
     Args:
         model: a `keras.Model` with a fixed square input size (the crop size) and one output.
@@ -115,7 +116,7 @@ def multi_crop_predict(model, images, *, scales=(256,), crops: str = "ten", batc
         batch_size: images per model call, a positive int.
 
     Returns:
-        NumPy array (N, num_classes) of averaged scores.
+        NumPy array (N, num_classes) of averaged probabilities.
 
     Raises:
         ValueError: for an invalid argument, or NaN or infinite pixels.
@@ -141,19 +142,22 @@ def _crop_scores(model, images, crop_size, scales, crops, batch_size):
     def score(view):
         return keras.ops.convert_to_numpy(model(view, training=False))
 
-    scores = _average_scores(images, scales, views, score, batch_size)
+    scores = _average_scores(model, images, scales, views, score, batch_size)
     return _checked_scores(model, scores, "images")
 
 
-def _average_scores(images, scales, views, score, batch_size):
-    """The mean of `score(view)` over every view (`views(resized)`) of each batch of `images`
-    resized to each of `scales` (shorter side)."""
+def _average_scores(model, images, scales, views, score, batch_size):
+    """The mean of the probabilities of `score(view)` (`model`'s outputs) over every view
+    (`views(resized)`) of each batch of `images` resized to each of `scales` (shorter side).
+    A logits model's outputs go through a softmax first: the paper averages softmax scores,
+    and a mean of logits would rank classes otherwise than the same model ending in softmax."""
+    activation = classifier_activation(model)
     outputs = []
     for start in range(0, len(images), batch_size):
         _check_resized_size(images[start : start + batch_size].shape, scales)
         batch = keras.ops.convert_to_tensor(images[start : start + batch_size])
         scores = [
-            np.asarray(score(view), "float64")
+            np.asarray(probabilities(score(view), activation), "float64")
             for scale in scales
             for view in views(resize_shorter_side(batch, scale))
         ]
@@ -379,7 +383,8 @@ def fully_convolutional_predict(
         batch_size: images per model call.
 
     Returns:
-        NumPy array (N, num_classes) of averaged scores (softmax outputs for a softmax model).
+        NumPy array (N, num_classes) of averaged probabilities (a logits model's outputs
+        through a softmax, as in `multi_crop_predict`).
 
     Raises:
         ValueError: for an invalid argument, or a model that needs a fixed input size.
@@ -396,5 +401,5 @@ def fully_convolutional_predict(
     def views(resized):
         return (resized, keras.ops.flip(resized, axis=2)) if flip else (resized,)
 
-    scores = _average_scores(images, scales, views, sized.predict_on_batch, batch_size)
+    scores = _average_scores(model, images, scales, views, sized.predict_on_batch, batch_size)
     return _checked_scores(model, scores, "images")

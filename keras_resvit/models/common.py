@@ -5,6 +5,7 @@ import functools
 import inspect
 
 import keras
+import numpy as np
 
 from keras_resvit.base.backend import dtype_policy
 from keras_resvit.base.validation import check_bool, check_choice, check_int, check_model
@@ -309,6 +310,17 @@ def outputs_logits(model) -> bool:
     (softmax, or another activation such as a sigmoid, whose outputs a loss must not take for
     logits)."""
     return classifier_activation(model) == "linear"
+
+
+def probabilities(scores, activation):
+    """`scores` (N, classes) of a model whose outputs come out of `activation` as
+    probabilities: the softmax of logits ("linear"), other outputs (softmax, sigmoid) as
+    they are."""
+    if activation != "linear":
+        return scores
+    scores = np.asarray(scores, "float64")
+    exp = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    return (exp / exp.sum(axis=-1, keepdims=True)).astype("float32")
 
 
 def replace_head(model: keras.Model, num_classes: int) -> keras.Model:
