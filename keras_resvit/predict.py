@@ -16,24 +16,29 @@ import numpy as np
 from keras_resvit.base.class_names import check_class_names, model_class_names, read_class_names
 from keras_resvit.base.validation import check_finite_scores, check_int
 from keras_resvit.data.image_files import load_images
-from keras_resvit.models.common import probabilities
+from keras_resvit.models.common import check_score_activation, probabilities
 
-# A model file's last operation where it makes its outputs probabilities (TF Lite's and ONNX's
-# names); operations that only move or convert the values are looked through.
-_PROBABILITY_OPS = {"SOFTMAX": "softmax", "LOGISTIC": "sigmoid", "Softmax": "softmax"}
-_PROBABILITY_OPS["Sigmoid"] = "sigmoid"
+# A model file's last operation where it is an activation (TF Lite's and ONNX's names), as
+# Keras names it; operations that only move or convert the values are looked through.
+_ACTIVATION_OPS = {"SOFTMAX": "softmax", "LOGISTIC": "sigmoid", "LOG_SOFTMAX": "log_softmax"}
+_ACTIVATION_OPS |= {"TANH": "tanh", "RELU": "relu", "RELU6": "relu6", "ELU": "elu"}
+_ACTIVATION_OPS |= {"GELU": "gelu", "HARD_SWISH": "hard_swish", "LEAKY_RELU": "leaky_relu"}
+_ACTIVATION_OPS |= {"Softmax": "softmax", "Sigmoid": "sigmoid", "LogSoftmax": "log_softmax"}
+_ACTIVATION_OPS |= {"Tanh": "tanh", "Relu": "relu", "Elu": "elu", "Selu": "selu"}
+_ACTIVATION_OPS |= {"Gelu": "gelu", "Softplus": "softplus", "HardSwish": "hard_swish"}
+_ACTIVATION_OPS |= {"LeakyRelu": "leaky_relu", "HardSigmoid": "hard_sigmoid"}
 _PASS_THROUGH_OPS = {"DEQUANTIZE", "QUANTIZE", "RESHAPE", "CAST", "SQUEEZE", "Identity", "Cast"}
 _PASS_THROUGH_OPS |= {"Reshape", "Squeeze", "DequantizeLinear", "QuantizeLinear"}
 
 
 def _last_activation(producers, name):
     """The activation that the graph's output `name` comes out of (looking through
-    `_PASS_THROUGH_OPS`): "softmax", "sigmoid", or "linear" for any other operation;
-    `producers` maps each output to (operation, inputs)."""
+    `_PASS_THROUGH_OPS`): "softmax", "sigmoid", ... (`_ACTIVATION_OPS`), or "linear" for any
+    other operation; `producers` maps each output to (operation, inputs)."""
     for _ in range(len(producers)):
         op, inputs = producers.get(name, (None, ()))
         if op not in _PASS_THROUGH_OPS or not inputs:
-            return _PROBABILITY_OPS.get(op, "linear")
+            return _ACTIVATION_OPS.get(op, "linear")
         name = inputs[0]
     return "linear"
 
@@ -73,6 +78,8 @@ def _onnx_scores(model_path, paths):
     """Scores of an ONNX file on onnxruntime's CPU provider, checked as a TF Lite file's."""
     from keras_resvit.base.onnx_runtime import onnx_session
 
+    activation = _onnx_activation(model_path)
+    check_score_activation(activation, str(model_path))
     session = onnx_session(model_path)
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1 or len(outputs) != 1 or inputs[0].type != "tensor(float)":
@@ -100,16 +107,19 @@ def _onnx_scores(model_path, paths):
             for b in _batches(paths, size)
         ]
     )
-    return probabilities(scores, _onnx_activation(model_path))
+    return probabilities(scores, activation, str(model_path))
 
 
 def _scores(model_path, paths):
-    if model_path.suffix == ".onnx":
+    suffix = model_path.suffix.lower()  # as export writes them: ".TFLITE" too
+    if suffix == ".onnx":
         return _onnx_scores(model_path, paths)
-    if model_path.suffix == ".tflite":
+    if suffix == ".tflite":
         from keras_resvit.artifacts import run_tflite, tflite_interpreter
 
         interpreter = tflite_interpreter(model_path)
+        activation = _tflite_activation(interpreter)
+        check_score_activation(activation, str(model_path))
         # The signature keeps -1 where the file takes any size; "shape" shows 1 there.
         signature = interpreter.get_input_details()[0]["shape_signature"]
         if len(interpreter.get_output_details()[0]["shape"]) != 2:
@@ -130,8 +140,8 @@ def _scores(model_path, paths):
                 for b in _batches(paths, size)
             ]
         )
-        return probabilities(scores, _tflite_activation(interpreter))
-    if model_path.suffix == ".keras":
+        return probabilities(scores, activation, str(model_path))
+    if suffix == ".keras":
         from keras_resvit.files import load_model
 
         return _model_scores(load_model(model_path), paths)
@@ -147,11 +157,13 @@ def _model_scores(model, paths):
     from keras_resvit.models.common import check_classifier, classifier_activation
 
     check_classifier(model, "predict ranks classes")
+    activation = classifier_activation(model)
+    check_score_activation(activation, model.name)
     size, channels = tuple(model.input_shape[1:3]), model.input_shape[-1]
     batches = _batches(paths, size)
     scores = [model.predict(load_images(b, size, channels=channels), verbose=0) for b in batches]
     scores = np.concatenate([keras.ops.convert_to_numpy(s) for s in scores])
-    return probabilities(scores, classifier_activation(model))
+    return probabilities(scores, activation, model.name)
 
 
 def _named_model(text):

@@ -411,22 +411,35 @@ def _umask():
     return mask
 
 
-def test_a_model_in_memory_exports_its_class_names_into_the_tflite_file(tmp_path, capsys):
+@pytest.mark.parametrize("name", ["m.tflite", "m.TFLITE"])  # export takes both: so does predict
+def test_a_model_in_memory_exports_its_class_names_into_the_tflite_file(tmp_path, capsys, name):
     model = _small_model()
     set_class_names(model, NAMES)
-    target = tmp_path / "m.tflite"
+    target = tmp_path / name
     result = kr.export(model, target)
     assert capsys.readouterr().out == ""  # quiet unless asked
     assert result["class_names"] == NAMES and result["checked"]  # checked with the names in
     assert embedded_class_names(target) == NAMES
     assert json.loads(class_names_path(target).read_text()) == NAMES  # the side file too
     assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~_umask()
-    _only(tmp_path, "m.tflite", "m.classes.json")
+    _only(tmp_path, name, "m.classes.json")
     class_names_path(target).unlink()  # the file alone, as copied to a phone
     (image,) = _write_pngs(tmp_path / "images", 1, size=16)
     (top,) = predict(target, [image], top_k=3)
     assert [c["name"] for c in top] == [NAMES[c["index"]] for c in top]
     assert sorted(c["name"] for c in top) == sorted(NAMES)
+
+
+@pytest.mark.one_backend("tensorflow", reason="the same SavedModel files under any backend")
+def test_saved_model_folders_with_dots_keep_their_own_class_names(tmp_path):
+    # "resnet.v1" and "resnet.v2" are two folders: each has its side file (both were
+    # "resnet.classes.json", and the second export was refused as another model's).
+    first, second = _small_model(), kr.build_resnet(8, stem="cifar", input_shape=(16, 16, 3))
+    kr.export(first, tmp_path / "resnet.v1", class_names=NAMES)
+    kr.export(second, tmp_path / "resnet.v2", class_names=[f"c{i}" for i in range(10)])
+    assert json.loads((tmp_path / "resnet.v1.classes.json").read_text()) == NAMES
+    assert json.loads((tmp_path / "resnet.v2.classes.json").read_text())[:2] == ["c0", "c1"]
+    _only(tmp_path, "resnet.v1", "resnet.v2", "resnet.v1.classes.json", "resnet.v2.classes.json")
 
 
 def test_files_saved_or_exported_from_memory_predict_with_their_names(tmp_path, capsys):
@@ -667,6 +680,8 @@ def test_a_failed_quantized_check_on_random_pixels_asks_for_real_images(monkeypa
         ("m.keras", "cannot export to a .keras file"),
         ("out.txt", "cannot export to a .txt file"),  # would be a SavedModel folder so named
         ("model.zip", "cannot export to a .zip file"),
+        (".tflite", "no name before its suffix"),  # Python: a name without suffix
+        ("out/.ONNX", "no name before its suffix"),
     ],
 )
 def test_the_export_format_is_read_from_the_path(path, expected):

@@ -15,14 +15,14 @@ from tests.conftest import HAS_ONNX, random_images
 CLASSES = 4
 
 
-def _twins(seed=0):
-    """The same ResNet with a softmax, without one (logits), and with a sigmoid."""
+def _twins(seed=0, activations=("linear", "sigmoid", "log_softmax")):
+    """The same ResNet with a softmax, without one (logits), with a sigmoid, ..."""
     keras.utils.set_random_seed(seed)
     softmax = kr.build_resnet(8, stem="cifar", input_shape=(16, 16, 3), num_classes=CLASSES)
     head = softmax.get_layer("predictions")  # scores far from uniform: logits of several units
     head.kernel.assign(np.random.default_rng(seed).normal(0, 2.0, head.kernel.shape))
     twins = {"softmax": softmax}
-    for activation in ("linear", "sigmoid"):
+    for activation in activations:
         twin = kr.build_resnet(
             8,
             stem="cifar",
@@ -57,6 +57,8 @@ def test_a_model_of_logits_scores_its_classes_with_their_softmax(tmp_path):
     scores = _by_class(predict(twins["linear"], paths, top_k=CLASSES))
     np.testing.assert_allclose(scores, expected, atol=1e-5)
     np.testing.assert_allclose(scores.sum(axis=-1), 1.0, atol=1e-5)
+    log_softmax = _by_class(predict(twins["log_softmax"], paths, top_k=CLASSES))
+    np.testing.assert_allclose(log_softmax, expected, atol=1e-5)  # its exponential
     # A sigmoid's outputs are probabilities already (one per class): left as they are.
     sigmoid = _by_class(predict(twins["sigmoid"], paths, top_k=CLASSES))
     np.testing.assert_allclose(
@@ -121,3 +123,48 @@ def test_multi_view_tests_average_probabilities(test):
     np.testing.assert_allclose(scores.sum(axis=-1), 1.0, atol=1e-5)
     sigmoid = run(twins["sigmoid"], images, scales=(16, 20))  # probabilities as they are
     assert np.all((sigmoid > 0) & (sigmoid < 1)) and np.abs(sigmoid.sum(-1) - 1).min() > 0.01
+
+
+def test_a_softmax_classifier_inside_another_model_is_scored_once(tmp_path):
+    """A classifier wrapped in a `keras.Sequential` ends in its own softmax: no second one
+    (which would flatten its scores toward 1 / classes), as the model unwrapped."""
+    softmax = _twins(seed=7, activations=())["softmax"]
+    wrapped = keras.Sequential([keras.Input((16, 16, 3)), softmax])
+    images = random_images(3, 20, 24, seed=8)
+    for test in ("multi_crop_predict", "fully_convolutional_predict"):
+        run = getattr(kr.evaluation, test)
+        expected = run(softmax, images, scales=(16, 20))
+        np.testing.assert_allclose(run(wrapped, images, scales=(16, 20)), expected, atol=1e-6)
+        assert np.abs(expected - 1 / CLASSES).max() > 0.05  # far from uniform
+    paths = _images(tmp_path)
+    expected = _by_class(predict(softmax, paths, top_k=CLASSES))
+    np.testing.assert_allclose(_by_class(predict(wrapped, paths, top_k=CLASSES)), expected)
+
+
+def test_features_are_averaged_as_they_are_and_not_evaluated_as_classes():
+    features = kr.build_resnet(
+        8, stem="cifar", input_shape=(16, 16, 3), include_top=False, pooling="avg"
+    )
+    images = random_images(2, 16, 16, seed=10)
+    averaged = kr.evaluation.multi_crop_predict(features, images, scales=16, crops="center")
+    np.testing.assert_allclose(averaged, features.predict(images, verbose=0), atol=1e-5)
+    with pytest.raises(ValueError, match="not a classifier: multi_crop_evaluate ranks"):
+        kr.evaluation.multi_crop_evaluate(features, (images, np.zeros(2)), scales=16)
+
+
+def test_an_activation_without_probabilities_is_refused(tmp_path):
+    """A tanh or a relu classifier gives neither probabilities nor logits: scoring its
+    classes is refused, the model's and its files' alike, before any image is read."""
+    tanh = _twins(seed=11, activations=("tanh",))["tanh"]
+    paths = _images(tmp_path, count=1)
+    words = "ends in a tanh activation, whose outputs are neither probabilities nor logits"
+    with pytest.raises(ValueError, match=words):
+        predict(tanh, paths)
+    with pytest.raises(ValueError, match=words):
+        kr.evaluation.multi_crop_predict(tanh, random_images(1, 16, 16), scales=16)
+    if keras.backend.backend() == "tensorflow":  # the same files under any backend
+        suffixes = [".tflite", ".onnx"] if HAS_ONNX else [".tflite"]
+        for suffix in suffixes:
+            kr.export(tanh, tmp_path / f"tanh{suffix}")
+            with pytest.raises(ValueError, match=f"tanh{suffix}' ends in a tanh activation"):
+                predict(tmp_path / f"tanh{suffix}", paths)

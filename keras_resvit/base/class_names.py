@@ -124,10 +124,10 @@ def embedded_class_names(path, argument: str = "model") -> list | None:
         # Keras never reads its metadata back: one that is no JSON object holds no names.
         text = metadata.get(CLASS_NAMES_KEY) if isinstance(metadata, dict) else None
         names = text
-    elif path.suffix == ".tflite":
+    elif path.suffix.lower() == ".tflite":  # as export writes them: ".TFLITE" too
         text = tflite_metadata(path, argument).get(CLASS_NAMES_KEY)
         names = None if text is None else _json_or_none(text)
-    elif path.suffix == ".onnx":
+    elif path.suffix.lower() == ".onnx":
         text = _onnx_metadata(path, argument).get(CLASS_NAMES_KEY)
         names = None if text is None else _json_or_none(text)
     else:
@@ -270,10 +270,17 @@ def _model_path(model_path) -> Path:
     return path
 
 
+# The model files whose suffix the side file's name drops; a SavedModel folder keeps its whole
+# name, dots included ("resnet.v1" and "resnet.v2" are two models).
+_MODEL_FILE_SUFFIXES = (".keras", ".tflite", ".onnx")
+
+
 def class_names_path(model_path) -> Path:
-    """Where the class names of `model_path` live: `model.keras` -> `model.classes.json`."""
+    """Where the class names of `model_path` live: `model.keras` -> `model.classes.json`, a
+    SavedModel folder `resnet.v1` -> `resnet.v1.classes.json`."""
     path = _model_path(model_path)
-    return path.with_name(path.stem + CLASS_NAMES_SUFFIX)
+    name = path.stem if path.suffix.lower() in _MODEL_FILE_SUFFIXES else path.name
+    return path.with_name(name + CLASS_NAMES_SUFFIX)
 
 
 def write_class_names(model_path, class_names) -> Path:

@@ -16,7 +16,13 @@ from keras_resvit.base.validation import (
 from keras_resvit.data.checks import check_class_names_match, check_pixels
 from keras_resvit.data.image_files import MAX_IMAGE_PIXELS
 from keras_resvit.data.transforms import resize_shorter_side, shorter_side_size, ten_crop
-from keras_resvit.models.common import classifier_activation, is_vit, probabilities
+from keras_resvit.models.common import (
+    check_classifier,
+    check_score_activation,
+    classifier_activation,
+    is_vit,
+    probabilities,
+)
 
 # He et al. (2016), Section 3.4, the multi-scale test of Table 4's best single-model results:
 # shorter side in {224, 256, 384, 480, 640}.
@@ -116,10 +122,12 @@ def multi_crop_predict(model, images, *, scales=(256,), crops: str = "ten", batc
         batch_size: images per model call, a positive int.
 
     Returns:
-        NumPy array (N, num_classes) of averaged probabilities.
+        NumPy array (N, num_classes) of averaged probabilities (of a model without a
+        classifier, `include_top=False`: its averaged outputs).
 
     Raises:
-        ValueError: for an invalid argument, or NaN or infinite pixels.
+        ValueError: for an invalid argument, NaN or infinite pixels, or a classifier whose
+            activation gives neither probabilities nor logits (a tanh).
 
     Example:
     >>> import keras_resvit as kr, numpy as np
@@ -150,14 +158,24 @@ def _average_scores(model, images, scales, views, score, batch_size):
     """The mean of the probabilities of `score(view)` (`model`'s outputs) over every view
     (`views(resized)`) of each batch of `images` resized to each of `scales` (shorter side).
     A logits model's outputs go through a softmax first: the paper averages softmax scores,
-    and a mean of logits would rank classes otherwise than the same model ending in softmax."""
+    and a mean of logits would rank classes otherwise than the same model ending in softmax.
+    The outputs of a model that does not end in a classifier (features) are averaged as they
+    are."""
     activation = classifier_activation(model)
+    if activation is None:
+        convert = np.asarray
+    else:
+        check_score_activation(activation, model.name)
+
+        def convert(scores):
+            return probabilities(scores, activation, model.name)
+
     outputs = []
     for start in range(0, len(images), batch_size):
         _check_resized_size(images[start : start + batch_size].shape, scales)
         batch = keras.ops.convert_to_tensor(images[start : start + batch_size])
         scores = [
-            np.asarray(probabilities(score(view), activation), "float64")
+            np.asarray(convert(score(view)), "float64")
             for scale in scales
             for view in views(resize_shorter_side(batch, scale))
         ]
@@ -261,8 +279,9 @@ def multi_crop_evaluate(
         `{"top1": ..., "top5": ...}`, one accuracy per k.
 
     Raises:
-        ValueError: for an invalid argument, no images, a batch with NaN pixels, or a batch
-            without one integer label in [0, num_classes) per image.
+        ValueError: for an invalid argument, a model that does not end in a classifier
+            (`include_top=False`), no images, a batch with NaN pixels, or a batch without one
+            integer label in [0, num_classes) per image.
 
     Example:
     >>> import keras_resvit as kr, numpy as np
@@ -272,12 +291,8 @@ def multi_crop_evaluate(
     ['top1', 'top5']
     """
     crop_size, scales = _check_multi_crop(model, scales, crops, batch_size)
+    check_classifier(model, "multi_crop_evaluate ranks one score per class")
     classes = model.output_shape[-1]
-    if len(model.output_shape) != 2 or not isinstance(classes, int):
-        raise ValueError(
-            f"model={model.name!r} gives outputs {model.output_shape}; valid: a classifier's "
-            "scores (batch, num_classes)."
-        )
     ks = _int_tuple(top_k) if top_k is not None else tuple(k for k in (1, 5) if k <= classes)
     if ks is None or not 1 <= min(ks) <= max(ks) <= classes:
         raise ValueError(
@@ -320,7 +335,11 @@ def _check_fully_convolutional(model, images, scales, flip, batch_size):
             "model's input size) instead."
         )
     array = _check_images("images", images, model.input_shape[-1])
-    scales = _check_scales(scales, 1, "a positive int")
+    # Smaller images leave the net less than its output stride (32 for an ImageNet ResNet),
+    # or less than the size it was built for: a mistyped scale (1 for 100) scores a few pixels.
+    sizes = [d for d in model.input_shape[1:3] if d is not None]
+    least = min([32, *sizes])
+    scales = _check_scales(scales, least, f"an int >= {least}")
     check_bool("flip", flip)
     check_int("batch_size", batch_size)
     return array, scales
@@ -339,9 +358,15 @@ def _any_size(model):
     inputs = keras.tree.map_structure(
         lambda t: keras.Input((None, None, channels), dtype=t.dtype, name=t.name), structure
     )
+
+    def clone(layer):  # a model inside (a wrapped classifier) takes any size too
+        if isinstance(layer, keras.Model):
+            return _any_size(layer)
+        return layer.__class__.from_config(layer.get_config())
+
     try:
         with deep_graph():
-            sized = keras.models.clone_model(model, input_tensors=inputs)
+            sized = keras.models.clone_model(model, input_tensors=inputs, clone_function=clone)
     except (ValueError, TypeError) as error:
         sized, why = None, str(error).strip().splitlines()[0]
     else:
@@ -378,7 +403,8 @@ def fully_convolutional_predict(
         model: a convolutional `keras.Model` ending in global pooling and a classifier (every
             ResNet here); a ViT is refused.
         images: raw 0-255 pixels (N, H, W, C), all of one size.
-        scales: shorter-side sizes, an int or a sequence of positive ints.
+        scales: shorter-side sizes, an int or a sequence of ints, each >= 32 (>= the
+            model's input size where it is smaller: a CIFAR net's 32).
         flip: also score each resized image's horizontal flip.
         batch_size: images per model call.
 
@@ -387,7 +413,8 @@ def fully_convolutional_predict(
         through a softmax, as in `multi_crop_predict`).
 
     Raises:
-        ValueError: for an invalid argument, or a model that needs a fixed input size.
+        ValueError: for an invalid argument, a model that needs a fixed input size, or a
+            classifier whose activation gives neither probabilities nor logits.
 
     Example:
     >>> import keras_resvit as kr, numpy as np

@@ -30,6 +30,7 @@ import numpy as np
 
 from keras_resvit.base.backend import backend
 from keras_resvit.base.class_names import (
+    CLASS_NAMES_SUFFIX,
     add_tflite_class_names,
     check_class_names,
     checked_class_names,
@@ -101,6 +102,16 @@ FILE_SUFFIXES = (
 )  # fmt: skip
 
 
+def _check_name(path):
+    """Refuses a path whose name is only a suffix (".tflite"): Python reads it as a name
+    without suffix, so it would become a SavedModel folder so named."""
+    if path.name.lower() in (*SUFFIXES.values(), *FILE_SUFFIXES):
+        raise ValueError(
+            f"path={str(path)!r} has no name before its suffix {path.name!r}; valid: a named "
+            "file (e.g. 'model.tflite', 'model.onnx'), or a folder for a SavedModel."
+        )
+
+
 def _validate(format, quantization, representative_data, path):
     check_choice("format", format, FORMATS)
     check_choice("quantization", quantization, QUANTIZATIONS)
@@ -164,9 +175,10 @@ def format_from_path(path) -> str:
     """The export format a path names: ".tflite", ".onnx", or a folder (SavedModel).
 
     Raises:
-        ValueError: another file's suffix (".keras", ...) or a near miss of a valid one
-            (".tflit").
+        ValueError: another file's suffix (".keras", ...), a near miss of a valid one
+            (".tflit"), or a name that is only a suffix (".tflite").
     """
+    _check_name(Path(path))
     suffix = Path(path).suffix.lower()
     formats = {value: key for key, value in SUFFIXES.items()}
     if suffix in formats:
@@ -268,10 +280,12 @@ def _check_side_file(path, class_names):
     if existing is None or existing == class_names:
         return
     ours = "none" if class_names is None else class_names[:5]
+    side = class_names_path(path)
+    owner = side.name.removesuffix(CLASS_NAMES_SUFFIX) + ".keras"
     raise ValueError(
-        f"{str(class_names_path(path))!r} lists the classes {existing[:5]} but the exported "
-        f"model has {ours}; it belongs to another model (e.g. {path.stem}.keras): export to "
-        "another path, pass class_names= (the API), or delete that file if it is stale."
+        f"{str(side)!r} lists the classes {existing[:5]} but the exported model has {ours}; "
+        f"it belongs to another model (e.g. {owner}): export to another path, pass "
+        "class_names= (the API), or delete that file if it is stale."
     )
 
 
@@ -356,6 +370,7 @@ def export(
     True
     """
     path = as_path("path", path)
+    _check_name(path)
     if format is None:
         format = format_from_path(path)
     _validate(format, quantization, representative_data, path)

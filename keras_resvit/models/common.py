@@ -273,6 +273,28 @@ def classifier_layer(model, needs):
     return model.get_layer("predictions")
 
 
+def output_layer(model):
+    """The layer that makes `model`'s first output, looked for inside nested models: a
+    classifier wrapped in a `keras.Sequential` or called by another functional model ends in
+    the wrapped model's last layer."""
+    layer = model
+    for _ in range(64):  # a chain of wrappers, not a cycle
+        if not isinstance(layer, keras.Model):
+            return layer
+        try:
+            inner = layer.outputs[0]._keras_history.operation
+        except (AttributeError, IndexError, TypeError, ValueError):  # a subclassed model
+            inner = layer.layers[-1] if layer.layers else None
+        if inner is None or inner is layer:
+            return layer
+        layer = inner
+    return layer
+
+
+_HEADS = (keras.layers.Dense, keras.layers.EinsumDense, keras.layers.Activation)
+_HEADS += (keras.layers.Softmax,)
+
+
 def check_classifier(model, needs: str):
     """Refuses a model that does not end in a classifier (one score per class): features
     (`include_top=False`) would be scored as if each dimension were a class.
@@ -283,12 +305,11 @@ def check_classifier(model, needs: str):
 
     Raises:
         ValueError: a multi-output model, an output that is not (batch, classes), or a last
-            layer that is not a Dense / activation layer.
+            layer (`output_layer`, inside a wrapped model too) that is not a Dense /
+            activation layer.
     """
-    last, shape = model.layers[-1], model.output_shape
-    heads = (keras.layers.Dense, keras.layers.EinsumDense, keras.layers.Activation)
-    heads += (keras.layers.Softmax,)
-    if isinstance(shape, list) or len(shape) != 2 or not isinstance(last, heads):
+    last, shape = output_layer(model), model.output_shape
+    if isinstance(shape, list) or len(shape) != 2 or not isinstance(last, _HEADS):
         raise ValueError(
             f"model {model.name!r} ends in {type(last).__name__} {last.name!r} with output "
             f"shape {shape}, not a classifier: {needs}. Build it with include_top=True (e.g. "
@@ -296,12 +317,15 @@ def check_classifier(model, needs: str):
         )
 
 
-def classifier_activation(model) -> str:
-    """The name of the activation a model's outputs come out of: "softmax" (a `Softmax`
-    layer too), "linear" (logits), "sigmoid", ..."""
-    last = model.layers[-1]
+def classifier_activation(model) -> str | None:
+    """The name of the activation a classifier's outputs come out of: "softmax" (a
+    `Softmax` layer too), "linear" (logits), "sigmoid", ...; None where the model does not
+    end in a classifier layer (`check_classifier`): features, or outputs of another kind."""
+    last = output_layer(model)
     if isinstance(last, keras.layers.Softmax):
         return "softmax"
+    if not isinstance(last, _HEADS):
+        return None
     return getattr(getattr(last, "activation", None), "__name__", "linear")
 
 
@@ -312,13 +336,37 @@ def outputs_logits(model) -> bool:
     return classifier_activation(model) == "linear"
 
 
-def probabilities(scores, activation):
-    """`scores` (N, classes) of a model whose outputs come out of `activation` as
-    probabilities: the softmax of logits ("linear"), other outputs (softmax, sigmoid) as
-    they are."""
-    if activation != "linear":
+# Activations whose outputs rank classes as probabilities do: `probabilities` maps them onto
+# probabilities (a softmax of logits, the exponential of log-probabilities).
+SCORE_ACTIVATIONS = ("softmax", "sigmoid", "linear", "log_softmax")
+
+
+def check_score_activation(activation, model=None):
+    """Refuses a classifier activation outside `SCORE_ACTIVATIONS` (a tanh or a relu gives
+    scores that are neither probabilities nor logits); `model` names the model."""
+    if activation not in SCORE_ACTIVATIONS:
+        who = f"model {model!r}" if model else "the model"
+        raise ValueError(
+            f"{who} ends in a {activation} activation, whose outputs are neither "
+            "probabilities nor logits: its classes have no probabilities to report; valid "
+            f"classifier activations: {', '.join(SCORE_ACTIVATIONS)} (None: logits)."
+        )
+
+
+def probabilities(scores, activation, model=None):
+    """`scores` (N, classes) of a classifier whose outputs come out of `activation`, as
+    probabilities: the softmax of logits ("linear"), the exponential of a "log_softmax",
+    softmax and sigmoid outputs as they are.
+
+    Raises:
+        ValueError: another activation (`check_score_activation`); `model` names the model.
+    """
+    check_score_activation(activation, model)
+    if activation in ("softmax", "sigmoid"):
         return scores
     scores = np.asarray(scores, "float64")
+    if activation == "log_softmax":
+        return np.exp(scores).astype("float32")
     exp = np.exp(scores - scores.max(axis=-1, keepdims=True))
     return (exp / exp.sum(axis=-1, keepdims=True)).astype("float32")
 

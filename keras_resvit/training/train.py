@@ -155,7 +155,9 @@ def train(
             and only process 0 writes `output_dir`, which the others read to resume, so it
             must be shared by all of them.
         precision: "auto" (bf16 on TPUs and on GPUs from Ampere on, fp16 on older GPUs,
-            float32 on CPUs), "float32", "mixed_float16", "mixed_bfloat16" or "bfloat16".
+            float32 on CPUs), "float32", "mixed_float16", "mixed_bfloat16" or "bfloat16". A
+            model passed built computes in its layers' precision (the builders' `dtype=`):
+            "auto" takes it (and `config.json` records it), another value must equal it.
         ema: momentum of an exponential moving average of the weights (e.g. 0.9999), kept by
             the optimizer (`use_ema`): the validation figures, `best.keras`, `last.keras` and
             `history.model` are those of the averaged weights (as timm validates its EMA
@@ -311,15 +313,17 @@ def _placement(distribution, precision, model_or_name, global_batch):
             f"of distribution={placement.name!r}; use a multiple of {placement.num_replicas}."
         )
     policy = resolve_precision(precision, placement)
-    if isinstance(model_or_name, keras.Model) and precision != "auto":
+    if isinstance(model_or_name, keras.Model):
         # The layers' policy: a functional model reloaded from a file has the default itself.
         current = low_precision(model_or_name) or "float32"
-        if current != policy:
+        if precision != "auto" and current != policy:
             raise ValueError(
                 f"precision={precision!r} but the model was built with {current!r}; pass the "
                 "model's registry name or a function that builds it (called under the run's "
-                "precision), or build it under keras.config.set_dtype_policy."
+                f'precision), or build it with dtype="{policy}" (every builder and '
+                "kr.create_model take it)."
             )
+        policy = current  # "auto": a built model trains in its own precision
     return placement, policy
 
 

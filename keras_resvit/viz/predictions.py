@@ -6,8 +6,12 @@ import keras
 import numpy as np
 
 from keras_resvit.base.validation import check_int
-from keras_resvit.models.common import check_classifier, classifier_activation
-from keras_resvit.predict import probabilities
+from keras_resvit.models.common import (
+    check_classifier,
+    check_score_activation,
+    classifier_activation,
+    probabilities,
+)
 from keras_resvit.viz.figures import (
     check_class_names,
     check_images,
@@ -49,12 +53,14 @@ def plot_predictions(model: keras.Model, images, path, *, top_k: int = 3, class_
     """
     check_plot_model(model)
     check_classifier(model, "plot_predictions ranks one score per class")
+    activation = classifier_activation(model)
+    check_score_activation(activation, model.name)
     path = check_png_path(path)
     check_int("top_k", top_k)
     names = check_class_names(class_names, model.output_shape[-1])
     images = check_images(model, images)
     scores = keras.ops.convert_to_numpy(model.predict(images, verbose=0))
-    scores = probabilities(scores, classifier_activation(model))
+    scores = probabilities(scores, activation, model.name)
     figure, axes = image_grid(len(images), title_lines=min(top_k, scores.shape[-1]))
     for ax, image, row in zip(axes, images, scores, strict=True):
         best = np.argsort(-row, kind="stable")[:top_k]

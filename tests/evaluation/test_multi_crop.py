@@ -126,7 +126,7 @@ Y = np.array([0, 1, 1, 0])
         ({"scales": 4}, ["scales=4", ">= the crop size 6"]),
         ({"crops": "five"}, ["crops='five'", "'ten'"]),
         ({"model": "model.keras"}, ["model of type str", "keras.Model"]),
-        ({"model": _map_model}, ["outputs (None, 6, 6, 2)", "(batch, num_classes)"]),
+        ({"model": _map_model}, ["shape (None, 6, 6, 2), not a classifier"]),
         ({"data": []}, ["data of type list holds no batches", "at least one image"]),
         ({"data": iter(())}, ["data of type tuple_iterator holds no batches"]),
         ({"data": "images/"}, ["data of type str is not valid", "(images, labels)"]),
@@ -251,8 +251,10 @@ def test_fully_convolutional_averages_scales_and_flips():
     [
         ("vit", {}, ["is a ViT", "multi_crop_predict"]),
         ("flatten", {}, ["no fully-convolutional form", "(None, None)", "multi_crop_predict"]),
-        ("resnet", {"scales": (0, 32)}, ["scales=(0, 32)", "positive int"]),
-        ("resnet", {"scales": 32.5}, ["scales=32.5", "positive int"]),
+        ("resnet", {"scales": (0, 32)}, ["scales=(0, 32)", "an int >= 32"]),
+        ("resnet", {"scales": (1, 32)}, ["scales=(1, 32)", "an int >= 32"]),  # 1 for 100?
+        ("resnet", {"scales": 31}, ["scales=31", "an int >= 32"]),
+        ("resnet", {"scales": 32.5}, ["scales=32.5", "an int >= 32"]),
         ("resnet", {"scales": ()}, ["scales=()", "RESNET_SCALES"]),
         ("resnet", {"flip": "yes"}, ["flip='yes'", "True or False"]),
         ("resnet", {"batch_size": 0}, ["batch_size=0", "positive int"]),

@@ -1,6 +1,8 @@
 """Every builder's `dtype=`: the layers' dtype policy, as keras-hub's `dtype=`; the classifier's
 outputs stay float32 under a mixed policy; saved with the model; the global policy untouched."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -133,3 +135,9 @@ def test_train_checks_the_precision_against_the_layers_policy(tmp_path):
         loaded, data, steps=1, batch_size=8, output_dir=tmp_path / "b", precision="mixed_bfloat16"
     )
     assert np.isfinite(history.history["loss"]).all()
+    # "auto" (float32 on this CPU) trains a built model in its own precision, and the run's
+    # record says so (it said the precision "auto" would pick for a model built by name).
+    kr.train(loaded, data, steps=1, batch_size=8, output_dir=tmp_path / "c")
+    assert json.loads((tmp_path / "c" / "config.json").read_text())["precision"] == (
+        "mixed_bfloat16"
+    )
