@@ -215,15 +215,17 @@ def predict(model, image_paths, *, top_k: int = 5) -> list:
     Returns:
         One list per image of `{"index", "name", "score"}` dicts, best first (`name` is None
         without class names). A score is the class's probability: the model's output where
-        it ends in a softmax (or a sigmoid, one probability per class), else the softmax of
-        its outputs (a model of logits, such as one trained with `recipe="deit3"`; in a
-        `.tflite` or `.onnx` file, one whose last operation is no softmax or sigmoid).
+        it ends in a softmax (or a sigmoid, one probability per class), the exponential of
+        a log-softmax, else the softmax of its outputs (a model of logits, such as one
+        trained with `recipe="deit3"`; in a `.tflite` or `.onnx` file, one whose last
+        operation is no activation).
 
     Raises:
         FileNotFoundError: `model` or an image is not a file.
         ValueError: a bad `top_k` or `image_paths`, a model file that is not a readable
-            `.keras` / `.tflite` / `.onnx`, an image that cannot be decoded, or class names
-            whose count is not the model's.
+            `.keras` / `.tflite` / `.onnx`, a model ending in an activation whose outputs are
+            neither probabilities nor logits (a tanh), an image that cannot be decoded, or
+            class names whose count is not the model's.
 
     Example:
     >>> import numpy as np
