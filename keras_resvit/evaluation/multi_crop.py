@@ -403,8 +403,8 @@ def fully_convolutional_predict(
         model: a convolutional `keras.Model` ending in global pooling and a classifier (every
             ResNet here); a ViT is refused.
         images: raw 0-255 pixels (N, H, W, C), all of one size.
-        scales: shorter-side sizes, an int or a sequence of ints, each >= 32 (>= the
-            model's input size where it is smaller: a CIFAR net's 32).
+        scales: shorter-side sizes, an int or a sequence of ints, each >= 32 (or >= the
+            model's input size where that is below 32).
         flip: also score each resized image's horizontal flip.
         batch_size: images per model call.
 
