@@ -99,13 +99,15 @@ def run_evaluate(args):
             f"--validation-split {args.validation_split} would have no effect: --data "
             f"{args.data} has its own {args.split}/ folder, which is read whole; drop it."
         )
+    args.split_seed = 0  # the seed of a folder's hold-out draw: load_dataset's default
     if args.validation_split is None and args.split == "validation" and not own_folder.is_dir():
-        args.validation_split = _run_validation_split(args)
+        args.validation_split, args.split_seed = _run_validation_split(args)
     augment = None if scales else _evaluation_transform(args)
     data = kr.data.load_dataset(
         args.data,
         args.split,
         validation_split=args.validation_split,
+        seed=args.split_seed,
         image_size=max(scales) if scales else size,
         batch_size=args.batch_size,
         augment=augment,  # an evaluation split: the preset's evaluation transform only
@@ -172,18 +174,36 @@ def _run_config(args):
 
 def _run_validation_split(args):
     """The share of its image folder that the model's run held out (`train
-    --validation-split`, recorded in its `config.json`), or None; says so when found."""
+    --validation-split`, recorded in its `config.json`) and the seed of that draw, or
+    (None, 0); says so when found, and warns when the folder's training images are no longer
+    those the run listed (then its held-out split may hold images the run trained on)."""
     import re
+    import warnings
 
-    config = _run_config(args)
-    found = re.findall(r", validation_split=([0-9.]+)", str((config or {}).get("data") or ""))
+    from keras_resvit.data.folders import list_image_folder
+
+    described = str((_run_config(args) or {}).get("data") or "")
+    found = re.findall(r", (\d+) files, validation_split=([0-9.]+)", described)
     if not found:
-        return None
+        return None, 0
+    listed, share = int(found[-1][0]), float(found[-1][1])
+    seeds = re.findall(r", seed=(\d+)", described)
+    seed = int(seeds[-1]) if seeds else 0
     print(
-        f"holding out {float(found[-1]):.0%} of {args.data} as the model's run did (its "
-        "config.json; --validation-split sets another share)"
+        f"holding out {share:.0%} of {args.data} as the model's run did (its config.json; "
+        "--validation-split sets another share)"
     )
-    return float(found[-1])
+    with warnings.catch_warnings():  # the skipped files are named when the split is read
+        warnings.simplefilter("ignore")
+        count = len(list_image_folder(args.data, "train", validation_split=share, seed=seed)[0])
+    if count != listed:
+        warnings.warn(
+            f"--data {args.data} holds {count} training images where the model's run listed "
+            f"{listed}: images were added or removed since, so the held-out split may hold "
+            "images of those classes that the run trained on.",
+            stacklevel=2,
+        )
+    return share, seed
 
 
 def _whole_images(args):
@@ -196,7 +216,11 @@ def _whole_images(args):
     from keras_resvit.data.loaders import read_image
 
     paths, labels, _ = list_image_folder(
-        args.data, args.split, validation_split=args.validation_split, complete=True
+        args.data,
+        args.split,
+        validation_split=args.validation_split,
+        seed=args.split_seed,
+        complete=True,
     )
     for path, label in zip(paths, labels, strict=True):
         try:

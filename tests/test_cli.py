@@ -7,6 +7,7 @@ a fresh process, under the suite's backend, on small image folders written here.
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -351,6 +352,14 @@ def test_a_plain_folder_trains_for_its_classes_and_size_and_keeps_a_finished_run
     assert scored.returncode == 0, scored.stderr
     assert "holding out 10% of flowers as the model's run did" in scored.stdout
     assert float(re.search(r"cross-entropy ([0-9.]+)", scored.stdout)[1]) == loss
+    # An image added since: the held-out split may differ from the run's, and it says so.
+    first = sorted((tmp_path / "flowers").iterdir())[0]
+    image = sorted(first.iterdir())[0]
+    shutil.copy(image, first / f"added{image.suffix}")
+    scored = run_cli("evaluate", out / "last.keras", *held_out[:4], cwd=tmp_path)
+    assert scored.returncode == 0, scored.stderr
+    assert "holds 16 training images where the model's run listed 15" in scored.stderr
+    (first / f"added{image.suffix}").unlink()
 
     # The same command again: one line naming --overwrite, and nothing touched.
     before = snapshot(out)

@@ -9,7 +9,7 @@ by name (skipped with a warning, or an error with `strict=True`) instead of fail
 middle of an epoch.
 """
 
-import random
+import hashlib
 import statistics
 import sys
 import warnings
@@ -65,6 +65,20 @@ def _class_root(root, split, validation_split):
     )
 
 
+def _held_out(files, class_dir, count, seed) -> set:
+    """The `count` of a class's `files` held out: those first in the order of a hash of the
+    seed and each file's path within `class_dir`. A file's place in that order depends on its
+    own name only, so images added to (or removed from) one class move no file of another
+    class, and of their own class at most the few that the count and the order shift; a
+    draw from one random stream over every class moved files of every later class."""
+
+    def key(path):
+        name = path.relative_to(class_dir).as_posix()
+        return hashlib.sha256(f"{seed}:{name}".encode()).digest()
+
+    return set(sorted(files, key=key)[:count])
+
+
 def list_image_folder(
     root, split="train", *, validation_split=None, seed=0, strict=False, complete=None
 ):
@@ -73,7 +87,8 @@ def list_image_folder(
     The classes are the sub-folders of `root/split` when it exists, else of the training
     images: `root/train`, or `root` when it has no split folders. Of those, `validation_split`
     holds out that share of every class (the same files for every seed-equal call, at least
-    one image on either side; a class of one image stays in training, with a warning) as the
+    one image on either side; a class of one image stays in training, with a warning; images
+    added to one class leave every other class's split as it was) as the
     "validation" / "test" split, the rest being "train". A "validation" or "test" folder beside
     a "train" folder takes the training split's classes and labels, so it may lack a class but
     not add one.
@@ -141,7 +156,6 @@ def list_image_folder(
             "folder needs one sub-folder per class and at least 2 classes."
         )
     paths, labels, skipped, alone = [], [], [], []
-    rng = random.Random(seed)
     for class_dir in class_dirs:
         label = names.index(class_dir.name)
         files = sorted(p for p in class_dir.rglob("*") if p.is_file() and not _hidden(p, class_dir))
@@ -163,9 +177,9 @@ def list_image_folder(
         elif hold_out:
             # At least one image of each class on either side.
             count = min(max(1, round(validation_split * len(good))), len(good) - 1)
-            held = set(rng.sample(range(len(good)), count))
+            held = _held_out(good, class_dir, count, seed)
             want_held = split != "train"
-            good = [p for i, p in enumerate(good) if (i in held) == want_held]
+            good = [p for p in good if (p in held) == want_held]
         if complete and not strict:  # only the files kept: strict read every file whole
             truncated = [p for p in good if _problem(p, True)]
             skipped += [f"{p} (truncated)" for p in truncated]

@@ -308,6 +308,28 @@ def test_image_folder_validation_split_is_disjoint(tmp_path):
     assert int(next(iter(ds))[0].shape[0]) == 6
 
 
+def test_images_added_to_one_class_leave_the_other_classes_hold_out_alone(tmp_path):
+    # A model's run held out 20% of each class; images added later to "cat" must not move a
+    # "dog" or "eel" training image into the split that evaluates it (one random stream over
+    # every class did: a training image was then scored as a validation one, without a word).
+    root = _write_folder(tmp_path / "pets", per_class=20)
+    kwargs = {"validation_split": 0.2, "seed": 3}
+    before, _, _ = kr.data.list_image_folder(root, "validation", **kwargs)
+    for i in range(20, 24):
+        (root / "cat" / f"{i}.png").write_bytes((root / "cat" / "1.png").read_bytes())
+    after, _, _ = kr.data.list_image_folder(root, "validation", **kwargs)
+    others = [p for p in before if "/cat/" not in p]
+    assert len(others) == 8 and others == [p for p in after if "/cat/" not in p]
+    cats_before = {p for p in before if "/cat/" in p}
+    cats_after = {p for p in after if "/cat/" in p}
+    # Of "cat" (4 held of 20, then 5 of 24) at most the count's change moves.
+    assert len(cats_before) == 4 and len(cats_after) == 5
+    assert len(cats_before - cats_after) <= 1
+    # Another seed holds out other files, the same count.
+    other_seed, _, _ = kr.data.list_image_folder(root, "validation", validation_split=0.2)
+    assert len(other_seed) == len(after) and set(other_seed) != set(after)
+
+
 def test_hidden_files_and_folders_inside_a_class_are_not_read(tmp_path):
     root = _write_folder(tmp_path / "pets", per_class=2)
     nested = root / "cat" / "indoor"
