@@ -700,6 +700,36 @@ CASES = [
         V,
         ("train_data", "batch the dataset"),
     ),
+    Case(
+        "train_data_of_dicts",
+        lambda b: _train(b, data=b.ds.map(lambda x, y: ({"image": x}, y))),
+        V,
+        ("train_data yields", "not a dict", "x['image']"),
+    ),
+    Case(
+        "train_data_with_sample_weights",
+        lambda b: _train(b, data=b.ds.map(lambda x, y: (x, y, y * 0 + 1))),
+        V,
+        ("train_data yields", "drop the third element"),
+    ),
+    Case(
+        "train_data_channels_first",
+        lambda b: _train(b, data=b.ds.map(lambda x, y: (tf.transpose(x, (0, 3, 1, 2)), y))),
+        V,
+        ("train_data has images of shape (4, 3, 16, 16)", "channels first"),
+    ),
+    Case(
+        "load_dataset_validation_split_of_arrays",  # named by their shapes, not their values
+        lambda b: kr.data.load_dataset((b.x, b.y), "train", validation_split=0.2),
+        V,
+        ("arrays of shapes [(8, 16, 16, 3), (8,)]> has its own splits",),
+    ),
+    Case(
+        "load_dataset_missing_bare_folder_name",
+        lambda b: kr.data.load_dataset("flowers_nowhere", "train"),
+        V,
+        ("source='flowers_nowhere' is neither a known source nor an existing folder",),
+    ),
     Case("train_empty_data", lambda b: _train(b, data=b.ds.take(0)), V, ("0 batches",)),
     Case(
         "train_val_data_list",

@@ -440,3 +440,14 @@ def check_batch_fits(batch_size: int, count: int, what: str) -> None:
             f"batch_size={batch_size} is larger than the {count} {what}; valid: at most {count} "
             "(a batch would silently be all of them)."
         )
+
+
+def shown_source(source) -> str:
+    """`source` as a message names it: a name or path quoted, arrays by their shapes (their
+    values would fill the message)."""
+    if isinstance(source, tuple):
+        shapes = [tuple(np.shape(part)) for part in source]
+        return f"<(images, labels) arrays of shapes {shapes}>"
+    if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
+        return repr(str(source))
+    return f"<{type(source).__name__}>"

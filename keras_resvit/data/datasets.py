@@ -25,6 +25,7 @@ from keras_resvit.base.lazy import tf
 from keras_resvit.base.processes import process_count, process_index
 from keras_resvit.base.validation import check_bool, check_int, check_number, check_seed
 from keras_resvit.data.augmentation import MIXING, Mixing, get_augmentation
+from keras_resvit.data.checks import shown_source
 from keras_resvit.data.element_seeds import next_seed, seeded_map
 from keras_resvit.data.epochs import Epochs
 from keras_resvit.data.loader_choice import check_repeats, check_shard, choose_loader
@@ -137,7 +138,7 @@ def _py_dataset(source, split, training, *, image_size, augment, crop_ratio, set
         options.pop("cache"),
         options["shuffle"],
     )
-    image_size = output_size(image_size, fixed, source, augment)
+    image_size = output_size(image_size, fixed, shown_source(source), augment)
     resized = fixed is None or tuple(fixed) != (image_size, image_size)
     augmented = training and augment is not None
     ratio = evaluation_ratio(crop_ratio, augmented, resized, augment, shorter_side, image_size)
@@ -330,8 +331,8 @@ def load_dataset(
     if validation_split is not None and source_kind(source) != "an image folder path":
         raise ValueError(
             f"validation_split={validation_split!r} holds out part of an image folder; "
-            f"source={source!r} has its own splits (read its 'test' split), so it would have "
-            "no effect."
+            f"source={shown_source(source)} has its own splits (read its 'test' split), so "
+            "it would have no effect."
         )
     flags = {"drop_remainder": drop_remainder, "strict": strict, "deterministic": deterministic}
     for name, value in flags.items():
@@ -346,7 +347,7 @@ def load_dataset(
     if data_dir is not None and source_kind(source) != "tfds:<name>":
         raise ValueError(
             f"data_dir={str(data_dir)!r} is the folder of tensorflow-datasets sources "
-            f"('tfds:<name>'); source={source!r} does not read it: drop it."
+            f"('tfds:<name>'); source={shown_source(source)} does not read it: drop it."
         )
     if not isinstance(mixing, (bool, Mixing)):
         raise ValueError(f"mixing={mixing!r} is not valid; pass True, False or a Mixing.")
@@ -397,7 +398,7 @@ def load_dataset(
         part=part,
     )
     num_classes = len(read.class_names) if read.class_names else None
-    image_size = output_size(image_size, read.fixed, source, augment)
+    image_size = output_size(image_size, read.fixed, shown_source(source), augment)
     # Each process draws its own augmentations (the same seed would repeat them across shares).
     own_seed = seed + part[0]
     layer, preset_mixing = get_augmentation(augment, image_size, seed=own_seed)
@@ -409,7 +410,7 @@ def load_dataset(
     mix = None
     if training and mixing is not None and (mixing.mixup_alpha or mixing.cutmix_alpha):
         if num_classes is None:
-            raise ValueError(f"mixing needs class labels; source={source!r} has none.")
+            raise ValueError(f"mixing needs class labels; source={shown_source(source)} has none.")
         mix = _mixer(mixing, num_classes, own_seed)
     per_process = batch_size // part[1]
     if training and read.fetch is not None:

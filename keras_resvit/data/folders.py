@@ -10,6 +10,7 @@ middle of an epoch.
 """
 
 import hashlib
+import os
 import statistics
 import sys
 import warnings
@@ -32,14 +33,38 @@ def _problem(path, strict):
     return image_problem(path, complete=strict)
 
 
-def _hidden(path, class_dir) -> bool:
-    """Whether `path` or a folder between it and `class_dir` is hidden (its name starts with
-    "."), as a notebook's `.ipynb_checkpoints` copies or a `.git` folder."""
-    return any(part[0] == "." for part in path.relative_to(class_dir).parts)
-
-
 def _class_dirs(folder):
     return sorted(d for d in folder.iterdir() if d.is_dir() and d.name[0] != ".")
+
+
+def _class_files(class_dir):
+    """The visible files under `class_dir`, through linked folders too (each real folder
+    once: a link back up is no loop), and the links among them that lead nowhere."""
+    files, broken, seen = [], [], set()
+    for folder, dirs, names in os.walk(class_dir, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if d[0] != "."]
+        for name in names:
+            path = Path(folder, name)
+            if name[0] == ".":
+                continue
+            if path.is_file():
+                files.append(path)
+            elif path.is_symlink() and not path.exists():
+                broken.append(path)
+    return sorted(files), sorted(broken)
+
+
+def _stray_images(class_root):
+    """Image files beside the class folders: in no class, so read by no split."""
+    return sorted(
+        p for p in class_root.iterdir()
+        if p.is_file() and p.name[0] != "." and p.suffix.lower() in EXTENSIONS
+    )  # fmt: skip
 
 
 def _class_root(root, split, validation_split):
@@ -158,7 +183,8 @@ def list_image_folder(
     paths, labels, skipped, alone = [], [], [], []
     for class_dir in class_dirs:
         label = names.index(class_dir.name)
-        files = sorted(p for p in class_dir.rglob("*") if p.is_file() and not _hidden(p, class_dir))
+        files, broken = _class_files(class_dir)
+        skipped += [f"{path} (a link to nothing)" for path in broken]
         good = []
         for path in files:
             problem = _problem(path, strict)
@@ -186,6 +212,14 @@ def list_image_folder(
             good = [p for p in good if p not in truncated]
         paths += [str(p) for p in good]
         labels += [label] * len(good)
+    stray = _stray_images(class_root)
+    if stray:
+        warnings.warn(
+            f"{len(stray)} image file(s) of {str(class_root)!r} lie beside its class folders, "
+            f"in no class, and are not read: {', '.join(p.name for p in stray[:MAX_NAMED])}"
+            f"{' ...' if len(stray) > MAX_NAMED else ''}; move each into its class's folder.",
+            stacklevel=3,
+        )
     if skipped:
         named = ", ".join(skipped[:MAX_NAMED])
         more = f" and {len(skipped) - MAX_NAMED} more" if len(skipped) > MAX_NAMED else ""
@@ -230,7 +264,7 @@ def folder_dataset(paths, labels, *, shuffle, seed, strict=False):
     The dataset has exactly `len(paths)` examples and says so (a known cardinality: Keras knows
     an epoch's length from the first epoch on). A file that passed the listing's checks can
     still fail to decode (truncated, when not `strict`, or corrupt inside): unless `strict`,
-    it is dropped with TensorFlow's warning rather than stopping training, and its place is
+    it is dropped with a warning naming it rather than stopping training, and its place is
     taken by the first image of the next pass over the files (reshuffled), so that the count
     stays exact. Only when more than half of the files fail does an epoch end early, with
     TensorFlow's "expected to contain N elements" error. With `strict`, the read stops at
@@ -249,16 +283,13 @@ def _decoded(items, path_of, strict):
     """`items`, a dataset of tuples naming a file each (`path_of(*item)`), as one of
     (decoded image, *item), decoded in parallel, in order.
 
-    Unless `strict`, a file that fails to decode is dropped with TensorFlow's warning. With
-    `strict`, the first one stops the read with an error naming the file (a `ValueError` inside
-    `checks.data_errors`), where TensorFlow's own ("Invalid PNG data") names none: each item
-    goes with its position and its predecessor's file, and an end marker follows the last one;
-    once the failed items are dropped, the item after a gap names the file before it.
+    Unless `strict`, a file that fails to decode is dropped with a warning on stderr naming it
+    (`_skipped`). With `strict`, the first one stops the read with an error naming the file (a
+    `ValueError` inside `checks.data_errors`). TensorFlow's own errors ("Invalid PNG data")
+    name none: each item goes with its position and its predecessor's file, and an end marker
+    follows the last one; once the failed items are dropped, the item after a gap names the
+    file before it.
     """
-    decode = lambda *item: (decode_image(path_of(*item)), *item)  # noqa: E731
-    if not strict:
-        ds = items.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
-        return ds.ignore_errors(log_warning=True)
     marked = items.map(lambda *item: (False, item))
     marked = marked.concatenate(items.take(1).map(lambda *item: (True, item)))
 
@@ -273,8 +304,16 @@ def _decoded(items, path_of, strict):
 
     def check(expected, element):
         _, position, previous, *_ = element
-        message = "image {} cannot be decoded: its bytes are damaged; remove or replace it."
-        with tf.control_dependencies([assertion(position == expected, message, previous)]):
+        if strict:
+            message = "image {} cannot be decoded: its bytes are damaged; remove or replace it."
+            reported = assertion(position == expected, message, previous)
+        else:
+            reported = tf.cond(
+                position == expected,
+                lambda: tf.constant(False),
+                lambda: _skipped(position - expected, previous),
+            )
+        with tf.control_dependencies([reported]):
             return tf.identity(position + 1), element
 
     start = (tf.constant(0, "int64"), tf.constant(b""))
@@ -282,6 +321,18 @@ def _decoded(items, path_of, strict):
     ds = ds.ignore_errors().scan(tf.constant(0, "int64"), check)
     ds = ds.filter(lambda image, position, previous, end, item: tf.logical_not(end))
     return ds.map(lambda image, position, previous, end, item: (image, *item))
+
+
+def _skipped(count, last):
+    """Says on stderr (every time it is read: each epoch) that `count` files up to `last`
+    failed to decode and were skipped; TensorFlow's own warning names no file."""
+    message = tf.strings.format(
+        "Warning: skipping {} image file(s) that cannot be decoded (damaged bytes), the last "
+        "{}; other images of the split take their places. Remove or replace it.",
+        (count, last),
+    )
+    with tf.control_dependencies([tf.print(message, output_stream=sys.stderr)]):
+        return tf.constant(True)
 
 
 def _path_tensor(paths):

@@ -271,7 +271,10 @@ def _list_folder(source, split, validation_split, seed, strict, shuffle):
         and not any(c in source for c in "/\\~")
         and not Path(source).exists()
     ):
-        raise ValueError(f"source={source!r} is not a known source; valid: {list(SOURCES)}.")
+        raise ValueError(
+            f"source={source!r} is neither a known source nor an existing folder; valid: "
+            f"{list(SOURCES)}, 'tfds:NAME', or the path of an image folder."
+        )
     paths, labels, class_names = list_image_folder(
         source, split, validation_split=validation_split, seed=seed, strict=strict,
         complete=complete,

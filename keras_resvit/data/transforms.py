@@ -136,13 +136,15 @@ def ten_crop(images, crop_size: int):
 
 
 def output_size(image_size, fixed, source, augment):
-    """`image_size`, or the source's own fixed size when it is None."""
+    """`image_size`, or the source's own fixed size when it is None (`source`: its name in
+    messages)."""
     if image_size is not None:
         return image_size
     if fixed is None:
         raise ValueError(
-            f"image_size=None is not valid for source={source!r}, whose images vary in "
-            "size; pass a positive int."
+            f"image_size=None is not valid for source={source}, whose images were not read "
+            "at one size (they vary in size, or cache=False left them unread); pass a "
+            "positive int."
         )
     if fixed[0] != fixed[1] and augment is not None:
         raise ValueError(f"image_size=None: pass an int for non-square {fixed} images.")

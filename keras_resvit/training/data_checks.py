@@ -112,9 +112,22 @@ def check_dataset(argument, data):
         )
     spec = data.element_spec
     if not isinstance(spec, tuple) or len(spec) != 2:
+        three = isinstance(spec, tuple) and len(spec) == 3
+        remedy = (
+            "drop the third element (sample weights are not read: train() weighs every "
+            "example alike), e.g. .map(lambda x, y, w: (x, y))"
+            if three
+            else "batch the dataset, e.g. with .batch(32)"
+        )
         raise ValueError(
             f"{argument} yields {spec}; expected batches of (images (batch, height, width, "
-            "channels), labels): batch the dataset, e.g. with .batch(32)."
+            f"channels), labels): {remedy}."
+        )
+    if not all(isinstance(part, tf.TensorSpec) for part in spec):
+        raise ValueError(
+            f"{argument} yields {spec}; expected batches of (images, labels), each one tensor "
+            "(images (batch, height, width, channels)), not a dict or nested structure: map "
+            "it to a pair, e.g. .map(lambda x, y: (x['image'], y))."
         )
     labels = spec[1]
     _check_structure(argument, spec[0].shape, labels.shape, labels.dtype)
@@ -202,6 +215,12 @@ def check_labels(model, train_data, labels, soft_labels):
 def check_channels(argument, model, batch_shape):
     wanted, given = model.input_shape[-1], batch_shape[-1]
     if wanted is not None and given is not None and wanted != given:
+        if len(batch_shape) == 4 and batch_shape[1] == wanted:
+            raise ValueError(
+                f"{argument} has images of shape {tuple(batch_shape)}: channels first, it "
+                "seems (Keras, and the models here, take channels last); transpose them, "
+                "e.g. .map(lambda x, y: (tf.transpose(x, (0, 2, 3, 1)), y))."
+            )
         raise ValueError(
             f"{argument} has {given}-channel images but the model takes {wanted} channels; "
             "load RGB images (kr.data.load_dataset converts grey images to RGB) or build the "

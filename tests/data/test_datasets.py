@@ -348,6 +348,26 @@ def test_hidden_files_and_folders_inside_a_class_are_not_read(tmp_path):
     assert names == ["cat", "dog", "eel"] and sorted(labels) == [0, 0, 0, 1, 1, 2, 2]
 
 
+def test_linked_folders_are_read_and_nothing_is_left_out_without_a_word(tmp_path):
+    root = _write_folder(tmp_path / "pets", per_class=2)
+    extra = _write_folder(tmp_path / "extra", classes=("more",), per_class=3) / "more"
+    (root / "cat" / "linked").symlink_to(extra, target_is_directory=True)  # followed
+    (root / "dog" / "loop").symlink_to(root / "dog", target_is_directory=True)  # read once
+    (root / "eel" / "gone.png").symlink_to(tmp_path / "nowhere.png")  # a link to nothing
+    (root / "stray.png").write_bytes((root / "cat" / "1.png").read_bytes())  # in no class
+    with pytest.warns(UserWarning) as warned:
+        paths, labels, _ = kr.data.list_image_folder(root)
+    messages = " ".join(str(w.message) for w in warned)
+    assert "eel/gone.png (a link to nothing)" in messages
+    assert "1 image file(s)" in messages and "stray.png" in messages
+    listed = sorted(str(Path(p).relative_to(root)) for p in paths)
+    assert listed == [
+        "cat/0.jpg", "cat/1.png", "cat/linked/0.jpg", "cat/linked/1.png", "cat/linked/2.jpg",
+        "dog/0.jpg", "dog/1.png", "eel/0.jpg", "eel/1.png",
+    ]  # fmt: skip
+    assert sorted(labels) == [0] * 5 + [1, 1, 2, 2]
+
+
 @pytest.mark.parametrize("cache", [False, True])
 def test_file_and_class_names_that_are_not_utf8_are_read(tmp_path, cache):
     root = _write_folder(tmp_path / "pets", classes=("cat", "dog"), per_class=2)
@@ -543,6 +563,21 @@ def test_a_strict_read_names_the_file_that_fails_to_decode(tmp_path, read, broke
     with pytest.raises(ValueError, match=match), data_errors():
         for _ in kr.data.load_dataset(tmp_path / "data", split, **options):
             pass
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_a_training_read_names_the_file_it_skips(tmp_path, capfd, cache):
+    """A shuffled training split reads on past a file whose bytes fail to decode (its count
+    kept by another image), and names it: TensorFlow's own warning names no file."""
+    root = _write_folder(tmp_path / "pets")
+    broken = root / "dog" / "1.png"
+    broken.write_bytes(_corrupt_inside(broken.read_bytes()))
+    options = {"image_size": 8, "batch_size": 4, "loader": "tf.data", "cache": cache}
+    ds = kr.data.load_dataset(root, "train", **options)
+    assert sum(int(x.shape[0]) for x, _ in ds) == 12
+    reported = capfd.readouterr().err
+    assert "skipping 1 image file(s) that cannot be decoded" in reported
+    assert str(broken) in reported
 
 
 def test_corrupt_files_are_skipped_with_a_warning_or_raise_when_strict(tmp_path):
