@@ -7,6 +7,7 @@ the run's final files (`run_outputs`).
 """
 
 import json
+import warnings
 
 import keras
 import numpy as np
@@ -87,7 +88,8 @@ def train(
     epoch). Running the same call again after a crash continues from the last saved step,
     on the batches an uninterrupted run trains on (made from that step at once for a
     `load_dataset` training split of arrays or a folder: `from_step`); it prints "resuming
-    from step N (epoch E)" unless `verbose=0`. A call with other arguments is refused rather
+    from step N (epoch E)" unless `verbose=0`; resumed under another backend, it warns that
+    its random draws differ from there on. A call with other arguments is refused rather
     than mixed with the first run. The folder is locked while a run writes it, and files in
     it that keras_resvit did not write are never overwritten or deleted. Every batch's labels
     and pixels are checked in the input pipeline (`kr.data.checks`).
@@ -255,6 +257,7 @@ def train(
             run = _record(model, spec, recipe, data, user, seed=seed, **settings)
             user.optimizer = in_scope(user.optimizer, placement)
             resume = resume_state(out, previous, run, overwrite)
+            _warn_other_backend(resume, previous)
             one_hot, *start = _compile(model, spec, out, data, resume, user, ema=ema)
             callbacks = run_callbacks(spec, written, data, user, start, save_every, tensorboard)
             start_step = start[0]
@@ -301,6 +304,20 @@ def _hand_back(given, trained):
         f"{trained.input_shape[1:3]} images; the model passed, for {given.input_shape[1:3]}, "
         "keeps its weights"
     )
+
+
+def _warn_other_backend(resume, previous):
+    """A run resumed under another backend goes on with other random draws (augmentation,
+    dropout): not the batches its uninterrupted run would have trained on. Said, not refused:
+    moving a run to other hardware is a reason to resume it there."""
+    started = (previous or {}).get("backend")
+    if resume is not None and started not in (None, backend()):
+        warnings.warn(
+            f"this run started under the {started} backend and resumes under {backend()}: "
+            "its random draws (augmentation, dropout) differ from here on, so the rest of the "
+            "run is not the one an uninterrupted run would have trained.",
+            stacklevel=3,
+        )
 
 
 def _placement(distribution, precision, model_or_name, global_batch):

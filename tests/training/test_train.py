@@ -508,6 +508,19 @@ def test_a_resume_must_pass_the_same_optimizer(arrays, tmp_path):
     assert int(keras.ops.convert_to_numpy(optimizer.iterations)) == 8
 
 
+def test_a_run_resumed_under_another_backend_says_so(arrays, tmp_path):
+    run = {"batch_size": 16, "epochs": 2, "output_dir": tmp_path, "verbose": 0}
+    with pytest.raises(KeyboardInterrupt):
+        kr.train(_small(), arrays[0], callbacks=[Interrupt(5)], **run)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["backend"] == keras.backend.backend()
+    other = "jax" if config["backend"] == "tensorflow" else "tensorflow"
+    (tmp_path / "config.json").write_text(json.dumps({**config, "backend": other}))
+    with pytest.warns(UserWarning, match=f"started under the {other} backend and resumes"):
+        history = kr.train(_small(), arrays[0], **run)
+    assert history.summary["resumed_from_step"] == 4
+
+
 def test_arrays_train_and_resume_only_on_the_same_arrays(arrays, tmp_path):
     (x, y), val = arrays
     # Without batch_size: the recipe's reference batch, 128 (64 images: one batch of 64).
