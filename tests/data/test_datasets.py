@@ -565,21 +565,6 @@ def test_a_strict_read_names_the_file_that_fails_to_decode(tmp_path, read, broke
             pass
 
 
-@pytest.mark.parametrize("cache", [False, True])
-def test_a_training_read_names_the_file_it_skips(tmp_path, capfd, cache):
-    """A shuffled training split reads on past a file whose bytes fail to decode (its count
-    kept by another image), and names it: TensorFlow's own warning names no file."""
-    root = _write_folder(tmp_path / "pets")
-    broken = root / "dog" / "1.png"
-    broken.write_bytes(_corrupt_inside(broken.read_bytes()))
-    options = {"image_size": 8, "batch_size": 4, "loader": "tf.data", "cache": cache}
-    ds = kr.data.load_dataset(root, "train", **options)
-    assert sum(int(x.shape[0]) for x, _ in ds) == 12
-    reported = capfd.readouterr().err
-    assert "skipping 1 image file(s) that cannot be decoded" in reported
-    assert str(broken) in reported
-
-
 def test_corrupt_files_are_skipped_with_a_warning_or_raise_when_strict(tmp_path):
     root = _write_folder(tmp_path / "pets")
     (root / "dog" / "broken.jpg").write_bytes(b"not an image")
