@@ -39,11 +39,15 @@ def _class_dirs(folder):
 
 def _class_files(class_dir):
     """The visible files under `class_dir`, through linked folders too (each real folder
-    once: a link back up is no loop), and the links among them that lead nowhere."""
+    once: a link back into the class is no loop), and the links that lead nowhere or to a
+    folder holding the class (its images would all take this class's label)."""
     files, broken, seen = [], [], set()
+    top = os.path.realpath(class_dir)
     for folder, dirs, names in os.walk(class_dir, followlinks=True):
         real = os.path.realpath(folder)
-        if real in seen:
+        if real in seen or (real != top and top.startswith(os.path.join(real, ""))):
+            if real not in seen:  # a folder above the class: every class's images
+                broken.append(Path(folder))
             dirs[:] = []
             continue
         seen.add(real)
@@ -184,7 +188,10 @@ def list_image_folder(
     for class_dir in class_dirs:
         label = names.index(class_dir.name)
         files, broken = _class_files(class_dir)
-        skipped += [f"{path} (a link to nothing)" for path in broken]
+        skipped += [
+            f"{path} (a link to {'a folder holding its class' if path.is_dir() else 'nothing'})"
+            for path in broken
+        ]
         good = []
         for path in files:
             problem = _problem(path, strict)

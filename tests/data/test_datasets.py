@@ -354,11 +354,13 @@ def test_linked_folders_are_read_and_nothing_is_left_out_without_a_word(tmp_path
     (root / "cat" / "linked").symlink_to(extra, target_is_directory=True)  # followed
     (root / "dog" / "loop").symlink_to(root / "dog", target_is_directory=True)  # read once
     (root / "eel" / "gone.png").symlink_to(tmp_path / "nowhere.png")  # a link to nothing
+    (root / "eel" / "up").symlink_to(root, target_is_directory=True)  # every class as eel
     (root / "stray.png").write_bytes((root / "cat" / "1.png").read_bytes())  # in no class
     with pytest.warns(UserWarning) as warned:
         paths, labels, _ = kr.data.list_image_folder(root)
     messages = " ".join(str(w.message) for w in warned)
     assert "eel/gone.png (a link to nothing)" in messages
+    assert "eel/up (a link to a folder holding its class)" in messages
     assert "1 image file(s)" in messages and "stray.png" in messages
     listed = sorted(str(Path(p).relative_to(root)) for p in paths)
     assert listed == [
