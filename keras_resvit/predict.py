@@ -154,11 +154,10 @@ def _scores(model_path, paths):
 def _model_scores(model, paths):
     import keras
 
-    from keras_resvit.models.common import check_classifier, classifier_activation
+    from keras_resvit.models.common import check_classifier, score_activation
 
     check_classifier(model, "predict ranks classes")
-    activation = classifier_activation(model)
-    check_score_activation(activation, model.name)
+    activation = score_activation(model)
     size, channels = tuple(model.input_shape[1:3]), model.input_shape[-1]
     batches = _batches(paths, size)
     scores = [model.predict(load_images(b, size, channels=channels), verbose=0) for b in batches]

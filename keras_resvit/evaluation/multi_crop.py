@@ -18,10 +18,9 @@ from keras_resvit.data.image_files import MAX_IMAGE_PIXELS
 from keras_resvit.data.transforms import resize_shorter_side, shorter_side_size, ten_crop
 from keras_resvit.models.common import (
     check_classifier,
-    check_score_activation,
-    classifier_activation,
     is_vit,
     probabilities,
+    score_activation,
 )
 
 # He et al. (2016), Section 3.4, the multi-scale test of Table 4's best single-model results:
@@ -161,14 +160,10 @@ def _average_scores(model, images, scales, views, score, batch_size):
     and a mean of logits would rank classes otherwise than the same model ending in softmax.
     The outputs of a model that does not end in a classifier (features) are averaged as they
     are."""
-    activation = classifier_activation(model)
-    if activation is None:
-        convert = np.asarray
-    else:
-        check_score_activation(activation, model.name)
+    activation = score_activation(model)
 
-        def convert(scores):
-            return probabilities(scores, activation, model.name)
+    def convert(scores):
+        return scores if activation is None else probabilities(scores, activation, model.name)
 
     outputs = []
     for start in range(0, len(images), batch_size):

@@ -370,9 +370,10 @@ def export(
     True
     """
     path = as_path("path", path)
-    _check_name(path)
     if format is None:
-        format = format_from_path(path)
+        format = format_from_path(path)  # which refuses a name that is only a suffix
+    else:
+        _check_name(path)
     _validate(format, quantization, representative_data, path)
     check_bool("check", check)
     if representative_data is not None and quantization != "int8" and not check:

@@ -353,6 +353,15 @@ def check_score_activation(activation, model=None):
         )
 
 
+def score_activation(model) -> str | None:
+    """`classifier_activation(model)`, refused (`check_score_activation`) where its outputs
+    are neither probabilities nor logits; None for a model that ends in no classifier."""
+    activation = classifier_activation(model)
+    if activation is not None:
+        check_score_activation(activation, model.name)
+    return activation
+
+
 def probabilities(scores, activation, model=None):
     """`scores` (N, classes) of a classifier whose outputs come out of `activation`, as
     probabilities: the softmax of logits ("linear"), the exponential of a "log_softmax",

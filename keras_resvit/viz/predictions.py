@@ -8,9 +8,8 @@ import numpy as np
 from keras_resvit.base.validation import check_int
 from keras_resvit.models.common import (
     check_classifier,
-    check_score_activation,
-    classifier_activation,
     probabilities,
+    score_activation,
 )
 from keras_resvit.viz.figures import (
     check_class_names,
@@ -53,8 +52,7 @@ def plot_predictions(model: keras.Model, images, path, *, top_k: int = 3, class_
     """
     check_plot_model(model)
     check_classifier(model, "plot_predictions ranks one score per class")
-    activation = classifier_activation(model)
-    check_score_activation(activation, model.name)
+    activation = score_activation(model)
     path = check_png_path(path)
     check_int("top_k", top_k)
     names = check_class_names(class_names, model.output_shape[-1])
