@@ -48,6 +48,7 @@ def load_model(path, *, safe_mode: bool = True, custom_objects: dict | None = No
     """`keras_resvit.base.model_files.load_model` with the package's classes registered: a
     `.keras` file, in safe mode by default (also ResNet-1202), carrying its class names.
 
+    >>> from keras_resvit.files import load_model
     >>> import keras_resvit as kr
     >>> kr.create_model("vit_ti16", image_size=32).save("vit.keras")
     >>> load_model("vit.keras").count_params()

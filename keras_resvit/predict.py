@@ -227,6 +227,7 @@ def predict(model, image_paths, *, top_k: int = 5) -> list:
             class names whose count is not the model's.
 
     Example:
+    >>> from keras_resvit.predict import predict
     >>> import numpy as np
     >>> from PIL import Image
     >>> import keras_resvit as kr

@@ -1,7 +1,8 @@
 """Every docstring example of the package runs, as keras-hub's doc tests do.
 
-Examples run in a temporary working folder (those that write files write there); examples
-that need the network or a file a user downloads are marked `+SKIP` in their docstring.
+Examples run in a temporary working folder (those that write files write there), each with
+only the names it imports, as where a user pastes it; examples that need the network or a file
+a user downloads are marked `+SKIP` in their docstring.
 """
 
 import doctest
@@ -31,7 +32,12 @@ FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 
 def examples(module):
-    return [test for test in doctest.DocTestFinder().find(module) if test.examples]
+    """The module's docstring examples, each run as a user runs it where it is copied to: with
+    only what it imports itself (not the module's own names, which `doctest` lends)."""
+    tests = [test for test in doctest.DocTestFinder().find(module) if test.examples]
+    for test in tests:
+        test.globs = {"__name__": "__main__"}
+    return tests
 
 
 def test_the_package_documents_with_runnable_examples():

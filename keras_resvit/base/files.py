@@ -65,6 +65,7 @@ def check_output_path(argument: str, path, *, folder: bool = False) -> Path:
             nearest existing parent is not writable.
 
     Example:
+    >>> from keras_resvit.base.files import check_output_path
     >>> check_output_path("path", "/tmp/model.tflite")
     PosixPath('/tmp/model.tflite')
     """
@@ -213,6 +214,8 @@ def atomic_path(path):
         ValueError: `path` cannot be written (see `check_output_path`).
 
     Example:
+    >>> from pathlib import Path
+    >>> from keras_resvit.base.files import atomic_path
     >>> with atomic_path("notes.txt") as tmp:
     ...     _ = Path(tmp).write_text("written whole, or not at all")
     >>> Path("notes.txt").read_text()

@@ -62,6 +62,7 @@ def save_model(model, path, *, class_names: list | None = None) -> Path:
             a list of strings, one per output.
 
     Example:
+    >>> from keras_resvit.base.model_files import save_model, model_class_names
     >>> import keras_resvit as kr
     >>> model = kr.create_model("resnet20", num_classes=2)
     >>> save_model(model, "model.keras", class_names=["cat", "dog"])
@@ -150,6 +151,7 @@ def load_model(path, *, safe_mode: bool = True, custom_objects: dict | None = No
             Keras cannot rebuild, or corrupt class names inside it.
 
     Example:
+    >>> from keras_resvit.base.model_files import load_model
     >>> import keras_resvit as kr
     >>> kr.create_model("resnet20").save("resnet20.keras")
     >>> load_model("resnet20.keras").count_params()  # or a run's: "runs/digits/last.keras"

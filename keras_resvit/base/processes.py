@@ -188,6 +188,7 @@ def initialize(job_addresses=None, num_processes=None, process_id=None) -> int:
         RuntimeError: called after the backend has already computed.
 
     Example:
+    >>> from keras_resvit.base.processes import initialize
     >>> initialize()  # one process: nothing to join
     1
     """

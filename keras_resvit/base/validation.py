@@ -5,6 +5,7 @@ Each check returns nothing and raises `ValueError("<argument>=<value!r> must be 
 passes where `none_ok=True` (an argument whose default is None). Booleans are refused where a
 number is asked for (`True` is an `int` to Python, never a size or a rate to a user).
 
+>>> from keras_resvit.base.validation import check_int, check_number
 >>> check_int("epochs", 3)
 >>> check_int("epochs", 0)
 Traceback (most recent call last):

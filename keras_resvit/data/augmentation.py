@@ -77,6 +77,7 @@ def layer_seeds(seed: int | None):
     layer picks its own).
 
     Example:
+    >>> from keras_resvit.data.augmentation import layer_seeds
     >>> seeds = layer_seeds(0)
     >>> next(seeds) != next(seeds)
     True
@@ -106,6 +107,7 @@ def resnet_cifar(image_size: int = 32, seed: int | None = None) -> keras.layers.
     Images of another size are resized first.
 
     Example:
+    >>> from keras_resvit.data.augmentation import resnet_cifar
     >>> import numpy as np
     >>> tuple(resnet_cifar(32)(np.zeros((32, 32, 3), "float32")).shape)
     (32, 32, 3)
@@ -141,6 +143,7 @@ def resnet_imagenet(image_size: int = 224, seed: int | None = None) -> keras.lay
     The scale range follows the output (x 256/224 .. 480/224).
 
     Example:
+    >>> from keras_resvit.data.augmentation import resnet_imagenet
     >>> import numpy as np
     >>> tuple(resnet_imagenet(224)(np.zeros((300, 400, 3), "float32")).shape)
     (224, 224, 3)
@@ -169,6 +172,7 @@ def resnet_imagenet_jitter(image_size: int = 224, seed: int | None = None) -> ke
     3.15's `RandomContrast(0.4)` draws its factor from [1.0, 1.4], never lowering contrast.)
 
     Example:
+    >>> from keras_resvit.data.augmentation import resnet_imagenet_jitter
     >>> import numpy as np
     >>> tuple(resnet_imagenet_jitter(224)(np.zeros((300, 400, 3), "float32")).shape)
     (224, 224, 3)
@@ -191,6 +195,7 @@ def alexnet(image_size: int = 224, seed: int | None = None) -> keras.layers.Pipe
     takes 227 pixels (`build_alexnet(layout="paper")`).
 
     Example:
+    >>> from keras_resvit.data.augmentation import alexnet
     >>> import numpy as np
     >>> tuple(alexnet(227)(np.zeros((300, 400, 3), "float32")).shape)
     (227, 227, 3)
@@ -214,6 +219,7 @@ def inception_crop(image_size: int = 224, seed: int | None = None) -> keras.laye
     """Inception crop (area 0.08-1, aspect 3/4-4/3) and flip: the ViT paper's ImageNet recipe.
 
     Example:
+    >>> from keras_resvit.data.augmentation import inception_crop
     >>> import numpy as np
     >>> tuple(inception_crop(64)(np.zeros((100, 80, 3), "float32")).shape)
     (64, 64, 3)
@@ -249,6 +255,7 @@ def deit(image_size: int = 224, seed: int | None = None) -> keras.layers.Pipelin
     Batch-level MixUp 0.8 / CutMix 1.0 and label smoothing 0.1 come with it (`MIXING["deit"]`).
 
     Example:
+    >>> from keras_resvit.data.augmentation import deit
     >>> import numpy as np
     >>> tuple(deit(32)(np.zeros((40, 40, 3), "float32")).shape)
     (32, 32, 3)
@@ -265,6 +272,7 @@ def vit(image_size: int = 224, seed: int | None = None) -> keras.layers.Pipeline
     magnitude 15), which is not among these operations.
 
     Example:
+    >>> from keras_resvit.data.augmentation import vit
     >>> import numpy as np
     >>> tuple(vit(32)(np.zeros((40, 40, 3), "float32")).shape)
     (32, 32, 3)
@@ -284,6 +292,7 @@ def rsb(
     batching (`MIXING["rsb_a1"]` ...).
 
     Example:
+    >>> from keras_resvit.data.augmentation import rsb
     >>> import numpy as np
     >>> tuple(rsb(32)(np.zeros((40, 40, 3), "float32")).shape)
     (32, 32, 3)
@@ -300,6 +309,7 @@ def deit3(image_size: int = 224, seed: int | None = None) -> keras.layers.Pipeli
     (`MIXING["deit3"]`), no RandAugment, erasing or label smoothing.
 
     Example:
+    >>> from keras_resvit.data.augmentation import deit3
     >>> import numpy as np
     >>> tuple(deit3(32)(np.zeros((40, 48, 3), "float32")).shape)
     (32, 32, 3)
@@ -324,6 +334,7 @@ def deit3_src(image_size: int = 224, seed: int | None = None) -> keras.layers.Pi
     (`MIXING["deit3_src"]`).
 
     Example:
+    >>> from keras_resvit.data.augmentation import deit3_src
     >>> import numpy as np
     >>> tuple(deit3_src(32)(np.zeros((40, 48, 3), "float32")).shape)
     (32, 32, 3)
@@ -403,6 +414,8 @@ def get_augmentation(augment, image_size: int, seed: int | None = None):
             `keras.Sequential` holding a layer that is not a preprocessing layer.
 
     Example:
+    >>> import keras
+    >>> from keras_resvit.data.augmentation import get_augmentation
     >>> layer, mixing = get_augmentation("deit", 32)
     >>> mixing.label_smoothing
     0.1

@@ -52,6 +52,7 @@ def check_batches(data, num_classes: int, argument: str, image_shape=None, split
         The checked dataset; iterate it inside `data_errors()` for a clear error.
 
     Example:
+    >>> from keras_resvit.data.checks import data_errors, check_batches
     >>> import numpy as np
     >>> import tensorflow as tf
     >>> ds = tf.data.Dataset.from_tensor_slices((np.zeros((4, 8, 8, 3)), [0, 1, 2, 5]))
@@ -177,6 +178,8 @@ def check_batch(
     `BatchError` (a `ValueError`).
 
     Example:
+    >>> import numpy as np
+    >>> from keras_resvit.data.checks import check_batch
     >>> check_batch("data", 2, np.zeros((2, 4, 4, 3)), np.array([0, 5]), 3)
     ... # doctest: +IGNORE_EXCEPTION_DETAIL
     Traceback (most recent call last):
@@ -308,6 +311,8 @@ def check_pixels(argument: str, images, *, scaled_is_error: bool = False) -> Non
     (beyond a pixel of resampling overshoot).
 
     Example:
+    >>> import numpy as np
+    >>> from keras_resvit.data.checks import check_pixels
     >>> check_pixels("images", np.full((1, 2, 2, 3), np.nan))  # doctest: +IGNORE_EXCEPTION_DETAIL
     Traceback (most recent call last):
     ValueError: images hold NaN or infinite pixels (image 0, 1 in all); ...

@@ -30,6 +30,7 @@ def load_digits(image_size: int = 32, test_fraction: float = 0.2, seed: int = 0)
         [0, 255] and int32 labels 0-9.
 
     Example:
+    >>> from keras_resvit.data.in_memory import load_digits
     >>> (x, y), _ = load_digits()
     >>> x.shape[1:], int(y.max())
     ((32, 32, 3), 9)

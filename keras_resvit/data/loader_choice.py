@@ -71,6 +71,7 @@ def choose_loader(loader: str, source, tfds: bool, loader_options, deterministic
         ImportError: for a tfds source without TensorFlow.
 
     Example:
+    >>> from keras_resvit.data.loader_choice import choose_loader
     >>> choose_loader("py_dataset", "digits", False, {"workers": 4}, False)
     'py_dataset'
     """

@@ -53,6 +53,8 @@ def read_image(path) -> np.ndarray:
         OSError: the file is not a decodable image (or truncated).
 
     Example:
+    >>> from PIL import Image
+    >>> from keras_resvit.data.loaders import read_image
     >>> Image.new("RGB", (5, 4), (255, 0, 0)).save("red.png")
     >>> pixels = read_image("red.png")
     >>> pixels.shape, pixels.dtype.name, pixels[0, 0].tolist()
@@ -185,6 +187,8 @@ class ImageLoader(keras.utils.PyDataset):
             batch.
 
     Example:
+    >>> import numpy as np
+    >>> from keras_resvit.data.loaders import ImageLoader
     >>> x = np.random.default_rng(0).uniform(0, 255, (10, 8, 8, 3))
     >>> loader = ImageLoader(x, np.arange(10) % 2, batch_size=4, shuffle=True)
     >>> images, labels = loader[0]

@@ -49,6 +49,7 @@ def from_keras_cv(layer, **kwargs) -> keras.layers.Pipeline:
         ValueError: for a name keras-cv does not have, or an object that is not a keras-cv layer.
 
     Example:
+    >>> from keras_resvit.data.pipelines import from_keras_cv
     >>> import numpy as np
     >>> layer = from_keras_cv("RandomCutout", height_factor=0.3, width_factor=0.3)
     >>> tuple(layer(np.ones((2, 32, 32, 3), "float32")).shape)

@@ -36,6 +36,7 @@ def evaluation_transform(image_size: int, crop_ratio: float = CROP_RATIO) -> Res
 
     Example:
     >>> import numpy as np
+    >>> from keras_resvit.data.transforms import evaluation_transform
     >>> tuple(evaluation_transform(224)(np.zeros((375, 500, 3), "float32")).shape)
     (224, 224, 3)
     """
@@ -59,6 +60,7 @@ def evaluation_crop_ratio(shorter_side: float, image_size: int) -> float:
         `CROP_RATIO` (0.875) or 1.0, for `evaluation_transform`.
 
     Example:
+    >>> from keras_resvit.data.transforms import evaluation_crop_ratio
     >>> evaluation_crop_ratio(375, 224), evaluation_crop_ratio(32, 32)
     (0.875, 1.0)
     """
@@ -111,6 +113,7 @@ def ten_crop(images, crop_size: int):
         bottom-right, center, then the same five flipped left-right.
 
     Example:
+    >>> from keras_resvit.data.transforms import ten_crop
     >>> import numpy as np
     >>> crops = ten_crop(np.zeros((2, 256, 320, 3), "float32"), 224)
     >>> len(crops), tuple(crops[0].shape)

@@ -202,6 +202,8 @@ def few_shot_indices(labels, shots: int, seed: int = 0) -> np.ndarray:
             are not (N,) class indices, or a class has fewer than `shots` images.
 
     Example:
+    >>> import numpy as np
+    >>> from keras_resvit.evaluation.few_shot_probe import few_shot_indices
     >>> few_shot_indices(np.array([0, 1, 0, 1, 1]), 2).shape
     (4,)
     """

@@ -129,6 +129,7 @@ def multi_crop_predict(model, images, *, scales=(256,), crops: str = "ten", batc
             activation gives neither probabilities nor logits (a tanh).
 
     Example:
+    >>> from keras_resvit.evaluation.multi_crop import multi_crop_predict
     >>> import keras_resvit as kr, numpy as np
     >>> model = kr.create_model("resnet20")
     >>> multi_crop_predict(model, np.zeros((2, 40, 40, 3)), scales=(36, 40)).shape
@@ -279,6 +280,7 @@ def multi_crop_evaluate(
             integer label in [0, num_classes) per image.
 
     Example:
+    >>> from keras_resvit.evaluation.multi_crop import multi_crop_evaluate
     >>> import keras_resvit as kr, numpy as np
     >>> model = kr.create_model("resnet20")
     >>> data = (np.zeros((4, 32, 32, 3)), np.arange(4))
@@ -412,6 +414,7 @@ def fully_convolutional_predict(
             classifier whose activation gives neither probabilities nor logits.
 
     Example:
+    >>> from keras_resvit.evaluation.multi_crop import fully_convolutional_predict
     >>> import keras_resvit as kr, numpy as np
     >>> model = kr.create_model("resnet20")
     >>> fully_convolutional_predict(model, np.zeros((2, 40, 48, 3)), scales=(32, 40)).shape

@@ -434,6 +434,7 @@ def export_summary(result: dict) -> str:
     """One line for people about what `export` returned.
 
     Example:
+    >>> from keras_resvit.export import export_summary
     >>> export_summary({"path": "m.tflite", "format": "tflite", "quantization": None,
     ...                 "class_names": None, "checked": False})
     'exported m.tflite (tflite, float32): not checked'

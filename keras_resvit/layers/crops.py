@@ -153,6 +153,7 @@ class RandomResizedCrop(_CropAndResize):
         seed: random seed.
 
     Example:
+    >>> from keras_resvit.layers.crops import RandomResizedCrop
     >>> import numpy as np
     >>> crop = RandomResizedCrop(32, 32, seed=1)
     >>> tuple(crop(np.zeros((48, 64, 3), "float32")).shape)
@@ -231,6 +232,7 @@ class RandomScaleCrop(_CropAndResize):
         seed: random seed.
 
     Example:
+    >>> from keras_resvit.layers.crops import RandomScaleCrop
     >>> import numpy as np
     >>> crop = RandomScaleCrop(224, 224, scale_range=(256, 480), seed=1)
     >>> tuple(crop(np.zeros((300, 400, 3), "float32")).shape)
@@ -284,6 +286,7 @@ class RandomPadCrop(keras.layers.RandomCrop):
         ValueError: for one fill value per channel and images of another channel count.
 
     Example:
+    >>> from keras_resvit.layers.crops import RandomPadCrop
     >>> import numpy as np
     >>> tuple(RandomPadCrop(4, seed=1)(np.ones((32, 32, 3), "float32")).shape)
     (32, 32, 3)
@@ -367,6 +370,7 @@ class ResizeCenterCrop(keras.layers.CenterCrop):
         data_format: "channels_last" (the only one supported) or None for Keras' setting.
 
     Example:
+    >>> from keras_resvit.layers.crops import ResizeCenterCrop
     >>> import numpy as np
     >>> tuple(ResizeCenterCrop(224, 224)(np.zeros((300, 400, 3), "float32")).shape)
     (224, 224, 3)

@@ -32,6 +32,7 @@ class CutMix(keras.layers.CutMix):
         seed, data_format: as `keras.layers.CutMix`.
 
     Example:
+    >>> from keras_resvit.layers.cutmix import CutMix
     >>> import numpy as np
     >>> images = np.stack([np.zeros((8, 8, 3)), np.ones((8, 8, 3))]).astype("float32")
     >>> out = CutMix(seed=1)({"images": images, "labels": np.eye(2, dtype="float32")})

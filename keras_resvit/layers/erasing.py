@@ -37,6 +37,7 @@ class NoiseErasing(keras.layers.RandomErasing):
         seed, data_format: as `keras.layers.RandomErasing`.
 
     Example:
+    >>> from keras_resvit.layers.erasing import NoiseErasing
     >>> import numpy as np
     >>> layer = NoiseErasing(1.0, seed=0)
     >>> tuple(layer(np.full((2, 8, 8, 3), 128.0), training=True).shape)

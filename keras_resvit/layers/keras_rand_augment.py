@@ -34,6 +34,7 @@ class Equalization(keras.layers.Equalization):
     one table lookup. Like Keras', a batch shares one histogram per channel.
 
     Example:
+    >>> from keras_resvit.layers.keras_rand_augment import Equalization
     >>> import numpy as np
     >>> tuple(Equalization()(np.zeros((8, 8, 3), "float32")).shape)
     (8, 8, 3)
@@ -102,6 +103,7 @@ class KerasRandAugment(keras.layers.RandAugment):
     `data_format`.
 
     Example:
+    >>> from keras_resvit.layers.keras_rand_augment import KerasRandAugment
     >>> import numpy as np
     >>> layer = KerasRandAugment(value_range=(0, 255), num_ops=2, factor=0.9, seed=0)
     >>> tuple(layer(np.zeros((8, 8, 3), "float32")).shape)

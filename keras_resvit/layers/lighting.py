@@ -50,6 +50,7 @@ class PCALighting(keras.layers.RandomBrightness):
             axis).
 
     Example:
+    >>> from keras_resvit.layers.lighting import PCALighting
     >>> import numpy as np
     >>> layer = PCALighting(seed=0)
     >>> tuple(layer(np.full((2, 4, 4, 3), 128.0), training=True).shape)

@@ -44,6 +44,8 @@ class ReverseChannels(data_layer()):
         data_format: "channels_last", "channels_first", or None for Keras' setting.
 
     Example:
+    >>> import keras
+    >>> from keras_resvit.layers.normalization import ReverseChannels
     >>> import numpy as np
     >>> keras.ops.convert_to_numpy(ReverseChannels()(np.array([[[[1.0, 2.0, 3.0]]]]))).tolist()
     [[[[3.0, 2.0, 1.0]]]]
@@ -82,6 +84,8 @@ class PixelMean(keras.layers.Layer):
         ValueError: when called inside `tf.data` (a TensorFlow graph) under JAX or PyTorch.
 
     Example:
+    >>> import keras
+    >>> from keras_resvit.layers.normalization import PixelMean
     >>> import numpy as np
     >>> layer = PixelMean()
     >>> layer.adapt(np.stack([np.zeros((2, 2, 3)), np.full((2, 2, 3), 10.0)]))

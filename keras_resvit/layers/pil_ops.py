@@ -3,6 +3,7 @@ channels-last float32 images on PIL's 0-255 scale, with the ops of `b`, a layer'
 (TensorFlow inside `tf.data`, whatever the Keras backend). `RandAugment` builds on them.
 
 Example:
+>>> from keras_resvit.layers.pil_ops import auto_contrast
 >>> import keras
 >>> import numpy as np
 >>> from keras_resvit.layers import RandAugment

@@ -87,6 +87,7 @@ class RandAugment(image_preprocessing_layer()):
         data_format: "channels_last" or "channels_first".
 
     Example:
+    >>> from keras_resvit.layers.rand_augment import RandAugment
     >>> import numpy as np
     >>> layer = RandAugment(num_ops=2, magnitude=9, magnitude_std=0.5, seed=0)
     >>> tuple(layer(np.zeros((8, 8, 3), "float32")).shape)

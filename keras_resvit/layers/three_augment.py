@@ -46,6 +46,7 @@ class IsotropicGaussianBlur(keras.layers.RandomGaussianBlur):
         data_format, seed: as `keras.layers.RandomGaussianBlur`.
 
     Example:
+    >>> from keras_resvit.layers.three_augment import IsotropicGaussianBlur
     >>> import numpy as np
     >>> layer = IsotropicGaussianBlur(kernel_size=5, sigma=(0.1, 2.0), seed=0)
     >>> tuple(layer(np.zeros((8, 8, 3), "float32")).shape)
@@ -132,6 +133,7 @@ class ThresholdSolarization(keras.layers.Solarization):
         value_range, seed, data_format: as `keras.layers.Solarization`.
 
     Example:
+    >>> from keras_resvit.layers.three_augment import ThresholdSolarization
     >>> import numpy as np
     >>> layer = ThresholdSolarization()
     >>> np.asarray(layer(np.array([[[100.0, 200.0, 128.0]]]), training=True)).tolist()
@@ -181,6 +183,7 @@ class ThreeAugment(KerasRandAugment):
         data_format: "channels_last" or "channels_first".
 
     Example:
+    >>> from keras_resvit.layers.three_augment import ThreeAugment
     >>> import numpy as np
     >>> layer = ThreeAugment(seed=0)
     >>> tuple(layer(np.zeros((8, 8, 3), "float32")).shape)
@@ -264,6 +267,7 @@ class ColorJitter(keras.layers.RandomBrightness):
         data_format: "channels_last" or "channels_first"; images have 3 (RGB) or 1 channel.
 
     Example:
+    >>> from keras_resvit.layers.three_augment import ColorJitter
     >>> import numpy as np
     >>> layer = ColorJitter(0.3, 0.3, 0.3, seed=0)
     >>> tuple(layer(np.full((2, 4, 4, 3), 128.0), training=True).shape)

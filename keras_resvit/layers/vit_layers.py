@@ -41,6 +41,7 @@ class PatchEmbedding(keras.layers.Conv2D):
     Conv2D's.
 
     Example:
+    >>> from keras_resvit.layers.vit_layers import PatchEmbedding
     >>> import numpy as np
     >>> layer = PatchEmbedding(8, 4, strides=4)
     >>> tuple(layer(np.zeros((1, 8, 12, 3), "float32")).shape)

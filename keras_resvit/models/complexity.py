@@ -181,6 +181,7 @@ def count_macs(model: keras.Model) -> int:
             input of fixed size, or that holds a layer with a kernel of a kind not counted.
 
     Example:
+    >>> from keras_resvit.models.complexity import count_macs
     >>> import keras_resvit as kr
     >>> round(count_macs(kr.create_model("resnet18")) / 1e9, 1)
     1.8

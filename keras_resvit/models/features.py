@@ -17,6 +17,7 @@ segmentation, or features to probe:
   with its prefix tokens; `attention_layers` gives each block's LayerNorm and attention.
 - Every classifier: `representation_model`, the classifier's input (pooled features).
 
+>>> from keras_resvit.models.features import feature_pyramid, intermediate_model
 >>> import numpy as np
 >>> import keras_resvit as kr
 >>> pyramid = feature_pyramid(kr.create_model("resnet20"))
@@ -190,6 +191,7 @@ def feature_pyramid(model: keras.Model) -> keras.Model:
             stages.
 
     Example:
+    >>> from keras_resvit.models.features import feature_pyramid
     >>> import keras_resvit as kr
     >>> model = kr.build_resnet(18, input_shape=(40, 40, 3), num_classes=3)
     >>> {key: x.shape[1] for key, x in feature_pyramid(model).output.items()}

@@ -173,6 +173,7 @@ def enable_lora(
             quantized in a mode without LoRA (float8).
 
     Example:
+    >>> from keras_resvit.models.lora import enable_lora
     >>> import keras_resvit as kr
     >>> model = kr.build_vit(None, image_size=16, patch_size=8, hidden_size=8, num_layers=1,
     ...                      num_heads=2, mlp_dim=16, num_classes=3)
@@ -245,6 +246,7 @@ def merge_lora(model: keras.Model) -> keras.Model:
         ValueError: `model` has no LoRA layer, or is not a functional (or Sequential) model.
 
     Example:
+    >>> from keras_resvit.models.lora import merge_lora, enable_lora
     >>> import keras_resvit as kr
     >>> model = kr.build_resnet(8, stem="cifar", num_classes=3)
     >>> merged = merge_lora(enable_lora(kr.build_resnet(8, stem="cifar", num_classes=3), 2,

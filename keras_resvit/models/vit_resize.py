@@ -31,6 +31,7 @@ def resample_position_embeddings(posemb, new_grid, *, old_grid=None, num_prefix_
         A NumPy array `(1, num_prefix_tokens + new_h * new_w, dim)`.
 
     Example:
+    >>> from keras_resvit.models.vit_resize import resample_position_embeddings
     >>> import numpy as np
     >>> resample_position_embeddings(np.zeros((1, 197, 768)), (24, 24), num_prefix_tokens=1).shape
     (1, 577, 768)
@@ -248,6 +249,7 @@ def pi_resize_kernel(kernel, new_size) -> np.ndarray:
         A float32 NumPy array (q, q, channels, dim).
 
     Example:
+    >>> from keras_resvit.models.vit_resize import pi_resize_kernel
     >>> import numpy as np
     >>> pi_resize_kernel(np.ones((16, 16, 3, 8)), 8).shape
     (8, 8, 3, 8)

@@ -276,6 +276,7 @@ def place(distribution: str = "auto") -> Placement:
         ValueError: unknown name, or a strategy of the other backend.
 
     Example:
+    >>> from keras_resvit.training.distribution import place
     >>> place("none").num_replicas
     1
     """

@@ -28,6 +28,7 @@ class MultiLabelBinaryCrossentropy(keras.losses.Loss):
         **kwargs: arguments of `keras.losses.Loss` (`name`, `reduction`, `dtype`).
 
     Example:
+    >>> from keras_resvit.training.losses import MultiLabelBinaryCrossentropy
     >>> loss = MultiLabelBinaryCrossentropy(target_threshold=0.2)
     >>> round(float(loss([[0.7, 0.3, 0.0]], [[0.0, 0.0, 0.0]])), 4)  # targets -> [1, 1, 0]
     0.6931
@@ -91,6 +92,7 @@ class SoftmaxCrossentropy(keras.losses.Loss):
         **kwargs: arguments of `keras.losses.Loss` (`name`, `reduction`, `dtype`).
 
     Example:
+    >>> from keras_resvit.training.losses import SoftmaxCrossentropy
     >>> loss = SoftmaxCrossentropy(sparse=True)
     >>> round(float(loss([1], [[0.25, 0.5, 0.25]])), 4)  # -log 0.5
     0.6931

@@ -95,6 +95,7 @@ def masked_patch_model(vit: keras.Model, seed: int | None = None) -> keras.Model
         ValueError: `vit` is not a ViT.
 
     Example:
+    >>> from keras_resvit.training.masked_pretraining import masked_patch_model
     >>> import keras_resvit as kr
     >>> vit = kr.build_vit("Ti/16", image_size=32, num_classes=10)
     >>> masked_patch_model(vit).output_shape

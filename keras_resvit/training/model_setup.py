@@ -104,6 +104,7 @@ def compile_model(
         loss: a Keras loss (or its name) used instead of the recipe's, or None.
 
     Example:
+    >>> from keras_resvit.training.model_setup import compile_model
     >>> import keras_resvit as kr
     >>> from keras_resvit.training.recipes import get_recipe
     >>> model = kr.create_model("resnet20")

@@ -69,6 +69,7 @@ class CoupledDecaySGD(keras.optimizers.SGD):
             is refused: pick one mode).
 
     Example:
+    >>> from keras_resvit.training.optimizers import CoupledDecaySGD
     >>> import keras
     >>> w = keras.Variable([1.0])
     >>> opt = CoupledDecaySGD(learning_rate=0.1, momentum=0.9, l2=0.5)
@@ -115,6 +116,7 @@ class CoupledDecayLamb(keras.optimizers.Lamb):
             refused: pick one mode).
 
     Example:
+    >>> from keras_resvit.training.optimizers import CoupledDecayLamb
     >>> import keras
     >>> w = keras.Variable([3.0, 4.0])
     >>> opt = CoupledDecayLamb(learning_rate=0.1, l2=0.5)
@@ -171,6 +173,7 @@ def recipe_optimizer(recipe, learning_rate, ema=None):
             (0, 1) (0 is refused rather than taken for "no average": pass None).
 
     Example:
+    >>> from keras_resvit.training.optimizers import recipe_optimizer
     >>> from keras_resvit.training.recipes import get_recipe
     >>> type(recipe_optimizer(get_recipe("resnet_cifar"), 0.1)).__name__
     'CoupledDecaySGD'

@@ -260,6 +260,7 @@ def get_recipe(name: str | Recipe, **overrides) -> Recipe:
         ValueError: unknown recipe (with close names) or unknown field.
 
     Example:
+    >>> from keras_resvit.training.recipes import get_recipe
     >>> get_recipe("deit", epochs=10).epochs
     10
     >>> get_recipe(get_recipe("vit_finetune", warmup=10)).warmup
@@ -298,6 +299,7 @@ def recipe_model_options(name: str, recipe: str | Recipe) -> dict:
     a classifier that outputs logits (the loss applies one sigmoid per class). Other families:
     none. `kr.train` and `keras-resvit train` apply them to a model they build by name.
 
+    >>> from keras_resvit.training.recipes import recipe_model_options
     >>> recipe_model_options("vit_b16", "vit_pretrain_in21k")
     {'dropout': 0.1, 'representation_size': 768}
     >>> recipe_model_options("vit_s16", "deit")

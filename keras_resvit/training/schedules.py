@@ -114,6 +114,7 @@ def recipe_schedule(recipe, global_batch_size: int, total_steps: int) -> RecipeS
             int.
 
     Example:
+    >>> from keras_resvit.training.schedules import recipe_schedule
     >>> from keras_resvit.training.recipes import RECIPES
     >>> s = recipe_schedule(RECIPES["resnet_cifar"], 128, 64_000)
     >>> [round(float(s(k)), 4) for k in (0, 31_999, 32_000, 48_000)]
@@ -148,6 +149,7 @@ def recipe_steps(recipe, global_batch_size: int) -> int | None:
     """The recipe's own run length in steps of `global_batch_size` (None: it counts epochs).
 
     Example:
+    >>> from keras_resvit.training.schedules import recipe_steps
     >>> from keras_resvit.training.recipes import RECIPES
     >>> recipe_steps(RECIPES["resnet_cifar"], 128), recipe_steps(RECIPES["resnet_cifar"], 256)
     (64000, 32000)

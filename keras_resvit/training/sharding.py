@@ -126,6 +126,7 @@ def device_mesh(
             `model_parallelism` that does not divide them.
 
     Example:
+    >>> from keras_resvit.training.sharding import device_mesh
     >>> mesh = device_mesh(4, devices=[f"cpu:{i}" for i in range(8)])
     >>> mesh.shape, mesh.axis_names
     ((2, 4), ('batch', 'model'))
@@ -206,6 +207,7 @@ def layout_map(
         ValueError: a model that is not a `keras.Model`, or a bad mesh or axis name.
 
     Example:
+    >>> from keras_resvit.training.sharding import device_mesh, layout_map
     >>> import keras_resvit as kr
     >>> model = kr.build_vit(None, hidden_size=32, num_layers=1, num_heads=4, mlp_dim=64,
     ...                      patch_size=8, image_size=32, num_classes=5)
@@ -291,6 +293,7 @@ def model_parallel_distribution(
             `devices` naming devices this process does not have.
 
     Example:
+    >>> from keras_resvit.training.sharding import model_parallel_distribution
     >>> import keras, keras_resvit as kr
     >>> if keras.backend.backend() == "jax":  # ModelParallel is JAX's
     ...     distribution, replicas = model_parallel_distribution()

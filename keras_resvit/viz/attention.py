@@ -65,6 +65,8 @@ def rollout_matrices(
             shape or with NaN pixels, or a bad `discard_ratio` or `head_fusion`.
 
     Example:
+    >>> import numpy as np
+    >>> from keras_resvit.viz.attention import rollout_matrices
     >>> import keras_resvit as kr
     >>> model = kr.build_vit("Ti/16", image_size=32, num_classes=10)
     >>> rollout_matrices(model, np.zeros((1, 32, 32, 3))).shape
@@ -120,6 +122,8 @@ def attention_rollout(
         ValueError: as `rollout_matrices`.
 
     Example:
+    >>> import numpy as np
+    >>> from keras_resvit.viz.attention import attention_rollout
     >>> import keras_resvit as kr
     >>> model = kr.build_vit("Ti/16", image_size=32, num_classes=10)
     >>> attention_rollout(model, np.zeros((2, 32, 32, 3))).shape
@@ -167,6 +171,7 @@ def plot_attention(
             not one string per class (or given for a model without a classifier).
 
     Example:
+    >>> from keras_resvit.viz.attention import plot_attention
     >>> import keras_resvit as kr
     >>> (images, _), _ = kr.data.load_digits()
     >>> vit = kr.build_vit("Ti/16", image_size=32, num_classes=10)

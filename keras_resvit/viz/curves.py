@@ -96,6 +96,7 @@ def plot_history(history, path) -> Path:
             file.
 
     Example:
+    >>> from keras_resvit.viz.curves import plot_history
     >>> plot_history({"loss": [2.3, 1.1, 0.7], "accuracy": [0.2, 0.6, 0.8]}, "curves.png")
     PosixPath('curves.png')
     >>> # or a run's history.csv: plot_history("runs/digits/history.csv", "curves.png")

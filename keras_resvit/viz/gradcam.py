@@ -151,6 +151,8 @@ def grad_cam(model: keras.Model, images, class_index=None, layer: str | None = N
             NaN pixels, or a bad `class_index`.
 
     Example:
+    >>> import numpy as np
+    >>> from keras_resvit.viz.gradcam import grad_cam
     >>> import keras_resvit as kr
     >>> model = kr.build_resnet(20, stem="cifar")
     >>> grad_cam(model, np.zeros((2, 32, 32, 3))).shape
@@ -188,6 +190,7 @@ def plot_grad_cam(
             string per class.
 
     Example:
+    >>> from keras_resvit.viz.gradcam import plot_grad_cam
     >>> import keras_resvit as kr
     >>> (images, _), _ = kr.data.load_digits()
     >>> plot_grad_cam(kr.create_model("resnet20"), images[:4], "gradcam.png")

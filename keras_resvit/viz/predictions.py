@@ -45,6 +45,7 @@ def plot_predictions(model: keras.Model, images, path, *, top_k: int = 3, class_
             file, or `class_names` is not one string per class.
 
     Example:
+    >>> from keras_resvit.viz.predictions import plot_predictions
     >>> import keras_resvit as kr
     >>> (x, _), _ = kr.data.load_digits()
     >>> plot_predictions(kr.create_model("resnet20"), x[:8], "predictions.png")

@@ -37,6 +37,7 @@ def load_weights(path, **kwargs) -> keras.Model:
     `create_model(name, weights=path)`.
 
     Example:
+    >>> from keras_resvit.weights import load_weights
     >>> import keras
     >>> source = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3))
     >>> source.save("resnet50.h5")  # as keras' own resnet50_weights_tf_dim_ordering_tf_kernels.h5

@@ -184,6 +184,7 @@ def load_bit_npz(
 
     Example:
     >>> # A checkpoint downloaded from BiT's bucket (storage.googleapis.com/bit_models/):
+    >>> from keras_resvit.weights.bit_npz import load_bit_npz
     >>> model = load_bit_npz("BiT-M-R50x1.npz", input_shape=(480, 480, 3))  # doctest: +SKIP
     """
     if model is not None:

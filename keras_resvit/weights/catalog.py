@@ -195,6 +195,7 @@ def register_weights(entry: NamedWeights) -> None:
             weights of that tag.
 
     Example:
+    >>> from keras_resvit.weights.catalog import register_weights, NamedWeights
     >>> register_weights(NamedWeights(models="resnet20", tag="mine",
     ...     url="https://example.org/resnet20.weights.h5", format="keras", image_size=32,
     ...     num_classes=10, preprocessing="cifar", top1=None, license="MIT",
@@ -222,6 +223,7 @@ def list_weights(name: str | None = None):
     """The weights names of a registry name, or {name: [tags]} of every name that has some.
 
     Example:
+    >>> from keras_resvit.weights.catalog import list_weights
     >>> "imagenet" in list_weights("resnet50")
     True
     >>> list_weights("resnet20")

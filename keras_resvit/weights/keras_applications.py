@@ -260,6 +260,7 @@ def from_keras_applications(
             its weights do not fit (or `model` computes otherwise, see `model`).
 
     Example:
+    >>> from keras_resvit.weights.keras_applications import from_keras_applications
     >>> import keras
     >>> import numpy as np
     >>> source = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3))

@@ -212,6 +212,7 @@ def from_keras_hub_vit(backbone, *, preprocessing: str | None = "inception") -> 
         ValueError: not a ViTBackbone, or a config option our ViT does not have.
 
     Example:
+    >>> from keras_resvit.weights.keras_hub import from_keras_hub_vit
     >>> import numpy as np
     >>> import keras_hub
     >>> backbone = keras_hub.models.ViTBackbone(  # or .from_preset("vit_base_patch16_224_imagenet")
@@ -403,6 +404,7 @@ def save_keras_hub_preset(model: keras.Model, folder) -> Path:
         ImportError: keras-hub is not installed.
 
     Example:
+    >>> from keras_resvit.weights.keras_hub import save_keras_hub_preset, preset_class_name
     >>> import keras_resvit as kr
     >>> model = kr.build_vit("Ti/16", image_size=32, patch_size=8)
     >>> save_keras_hub_preset(model, "vit_preset")

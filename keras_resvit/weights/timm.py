@@ -152,6 +152,7 @@ def load_timm(
 
     Example:
     >>> # A state dict downloaded from the Hugging Face Hub (timm/resnet50.a1_in1k):
+    >>> from keras_resvit.weights.timm import load_timm
     >>> model = load_timm("resnet50.safetensors")  # doctest: +SKIP
     """
     if isinstance(source, dict):

@@ -191,6 +191,7 @@ def load_vit_npz(
 
     Example:
     >>> # A checkpoint downloaded from the ViT authors' bucket (gs://vit_models/imagenet21k/):
+    >>> from keras_resvit.weights.vit_npz import load_vit_npz
     >>> model = load_vit_npz("ViT-B_16.npz", image_size=384)  # doctest: +SKIP
     """
     if model is not None:
