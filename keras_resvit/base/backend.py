@@ -53,6 +53,7 @@ def set_fast_paths(enabled: bool) -> None:
         enabled: False computes every layer with Keras' plain operations.
 
     Example:
+    >>> from keras_resvit.base.backend import set_fast_paths, fast_path
     >>> set_fast_paths(False); fast_path("fused_batch_norm")
     False
     >>> set_fast_paths(True)
@@ -96,6 +97,7 @@ def set_fused_attention(enabled: bool) -> None:
         enabled: True for `dot_product_attention`, False for the matmul path.
 
     Example:
+    >>> from keras_resvit.base.backend import set_fused_attention, fused_attention_enabled
     >>> set_fused_attention(True); fused_attention_enabled()
     True
     >>> set_fused_attention(False)
@@ -209,6 +211,14 @@ def keras_mask(x):
     from keras.src.backend.common.masking import get_keras_mask
 
     return get_keras_mask(x)
+
+
+def in_shape_trace() -> bool:
+    """Whether Keras is tracing a computation only for its output shapes (a layer's first
+    call builds it so, `compute_output_spec`): the values computed there are thrown away."""
+    from keras.src.backend.common.symbolic_scope import in_symbolic_scope
+
+    return in_symbolic_scope()
 
 
 def is_data_layer(layer) -> bool:
@@ -354,6 +364,7 @@ def gradient(fn, x):
         A tensor of `x`'s shape.
 
     Example:
+    >>> from keras_resvit.base.backend import gradient
     >>> import keras
     >>> float(gradient(lambda v: keras.ops.sum(v * v), keras.ops.ones((2,)))[0])
     2.0

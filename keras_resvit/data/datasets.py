@@ -262,9 +262,11 @@ def load_dataset(
         deterministic: make the batches one at a time on one thread, as they are asked for
             (slower; for debugging). tf.data batches are reproducible for a given `seed`
             either way: each example's random layers draw from a seed of its own
-            (`element_seeds`), whatever thread transforms it; so are the py_dataset
-            loader's, whose images draw from seeds of their batch's. With that loader this
-            requires one worker (its default).
+            (`element_seeds`), whatever thread transforms it, the same on every backend and
+            whatever TensorFlow's global seed (`tf_random`); so are the py_dataset loader's,
+            whose images draw from seeds of their batch's (with the backend's random ops:
+            other draws under TensorFlow and JAX). With that loader this requires one worker
+            (its default).
         loader: "auto" (tf.data where TensorFlow is installed, else "py_dataset"), "tf.data",
             or "py_dataset" (`loaders.ImageLoader`; no tfds sources; `data_dir` does not
             apply; `cache` decodes a folder of one-size images into memory as above, and
@@ -311,6 +313,7 @@ def load_dataset(
             (after tensorflow-datasets' retries, about 3 minutes without network).
 
     Example:
+    >>> from keras_resvit.data.datasets import load_dataset
     >>> ds = load_dataset("digits", "test", batch_size=8)
     >>> tuple(next(iter(ds))[0].shape), ds.num_classes
     ((8, 32, 32, 3), 10)

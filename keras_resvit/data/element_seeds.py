@@ -3,13 +3,15 @@
 A Keras random layer keeps its seed in one variable that each call reads, then advances. In a
 parallel `map` two calls can read it at once and draw the same transformation, and the order
 of the calls (so which example gets which draw) depends on thread timing. Here each element
-of the dataset carries its own seed, drawn in order from `tf.data.Dataset.random` (a new
+of the dataset carries its own seed, drawn in order from a seeded random dataset (a new
 sequence every pass over the dataset, the same sequences for a given seed), and every
 `keras.random.SeedGenerator` the layers use while that element is transformed hands out seeds
 derived from it. The draws then depend only on the example's place in the epoch: a parallel
 map gives the batches a serial one does, and a resumed run that skips to a step sees the
-transformations an uninterrupted one saw there. `loaders.ImageLoader` seeds each image of a
-batch the same way, from the seed, the epoch and the batch's index.
+transformations an uninterrupted one saw there. The layers run TensorFlow's stateless random
+ops inside `tf.data` on every backend, so the same seed gives the same batches under TensorFlow
+and JAX. `loaders.ImageLoader` seeds each image of a batch the same way, from the seed, the
+epoch and the batch's index (its layers draw with the backend's own random ops).
 """
 
 import contextlib
@@ -18,8 +20,10 @@ import threading
 import keras
 import numpy as np
 
+from keras_resvit.base.backend import in_shape_trace
 from keras_resvit.base.lazy import tf
 from keras_resvit.base.processes import host_cpu
+from keras_resvit.data.tf_random import random_numbers
 
 _active = threading.local()  # the seed of the element being transformed on this thread
 _patched = threading.Lock()
@@ -41,9 +45,12 @@ def next_seed():
 def _next(generator, ordered=True, *, _original=keras.random.SeedGenerator.next):
     """`SeedGenerator.next`: inside `element_seed`, a seed derived from the element's (a
     `tf.data` tensor: `next_seed()`; a pair of ints, eagerly on any backend: the pair with
-    the count of draws added); elsewhere the generator's own."""
+    the count of draws added); elsewhere, and in a trace made only for shapes (which counts
+    no draw), the generator's own."""
     seed = getattr(_active, "seed", None)
-    if seed is None:
+    if seed is None or in_shape_trace():
+        # An unbuilt layer's first call traces it for its shapes first, on TensorFlow (not on
+        # JAX) inside a `tf.data` map: counting those draws would shift every later one.
         return _original(generator, ordered)
     if not isinstance(seed, tuple):
         return next_seed()
@@ -82,10 +89,10 @@ def build(layer, image_size: int):
 
 def with_seeds(ds, seed: int, stream: int = 0):
     """`ds` (of tuples) with each element's seed, an int32 [2] tensor, appended: one in order
-    from `tf.data.Dataset.random(seed)`, a new sequence on every pass (as a reshuffling
+    from `tf_random.random_numbers(seed)`, a new sequence on every pass (as a reshuffling
     `shuffle` draws a new order), folded with `stream` (maps that share `seed` give different
     streams different seeds)."""
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    seeds = random_numbers(seed).batch(2)
     fold = tf.random.experimental.stateless_fold_in
     seeds = seeds.map(lambda pair: fold(tf.cast(pair % (2**31 - 1), "int32"), stream))
     return tf.data.Dataset.zip(ds, seeds).map(lambda element, s: (*element, s))

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from keras_resvit.base.lazy import tf
 from keras_resvit.data.element_seeds import map_seeded
+from keras_resvit.data.tf_random import random_numbers
 
 # What each key is folded with: the run's epochs, a dataset's passes, an epoch's order, its
 # examples' seeds, its batches' seeds.
@@ -78,7 +79,7 @@ class Epochs:
 
     def dataset(self):
         """The epochs as a dataset: each pass over it one epoch, from a key of its own."""
-        passes = tf.data.Dataset.random(seed=self.seed, rerandomize_each_iteration=True)
+        passes = random_numbers(self.seed)
         key = tf.constant([self.seed % 2**31, PASS], "int32")
         ds = passes.take(1).flat_map(lambda draw: self.batches(_fold(key, draw % 2**31)))
         return ds.apply(tf.data.experimental.assert_cardinality(len(self)))

@@ -20,6 +20,7 @@ from keras_resvit.base.lazy import tf
 from keras_resvit.base.validation import check_bool, check_seed
 from keras_resvit.data.checks import assertion
 from keras_resvit.data.image_files import image_dimensions, image_problem
+from keras_resvit.data.tf_random import shuffled
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 FOLDER_SPLITS = ("train", "validation", "test")
@@ -145,7 +146,9 @@ def list_image_folder(
             `split` / `validation_split`.
 
     Example:
+    >>> from pathlib import Path
     >>> from PIL import Image
+    >>> from keras_resvit.data.folders import list_image_folder
     >>> for name in ("daisy", "rose"):
     ...     Path("flowers", name).mkdir(parents=True)
     ...     Image.new("RGB", (8, 8)).save(f"flowers/{name}/1.png")
@@ -280,7 +283,7 @@ def folder_dataset(paths, labels, *, shuffle, seed, strict=False):
     count = len(paths)
     ds = tf.data.Dataset.from_tensor_slices((_path_tensor(paths), tf.constant(labels, "int32")))
     if shuffle:
-        ds = ds.shuffle(count, seed=seed, reshuffle_each_iteration=True)
+        ds = shuffled(ds, count, seed)
     ds = _decoded(ds, lambda path, label: path, strict)
     ds = ds.map(lambda image, path, label: (image, label))
     return _keeping_count(ds, count, strict).apply(tf.data.experimental.assert_cardinality(count))

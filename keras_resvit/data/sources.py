@@ -27,6 +27,7 @@ from keras_resvit.data.folders import (
 from keras_resvit.data.image_files import image_dimensions
 from keras_resvit.data.in_memory import checked_arrays, digest, load_digits
 from keras_resvit.data.loaders import read_listed
+from keras_resvit.data.tf_random import shuffled
 
 SPLITS = ("train", "test")
 SHUFFLE_BUFFER = 10_000  # elements held when shuffling decoded images
@@ -91,7 +92,7 @@ def _share_in_memory(images, labels, class_names, shuffle, seed, part, origin, w
     ds = tf.data.Dataset.from_tensor_slices(shared)
     count = len(shared[1])
     if shuffle:
-        ds = ds.shuffle(count, seed=_shuffle_seed(seed, part), reshuffle_each_iteration=True)
+        ds = shuffled(ds, count, _shuffle_seed(seed, part))
 
     def fetch(places):
         read = lambda i, s: (tf.gather(shared[0], i), tf.gather(shared[1], i), s)  # noqa: E731
@@ -125,8 +126,9 @@ def _read_arrays(source, split, *, shuffle, seed, part, **_):
     return _in_memory("arrays", split, images, labels, class_names, shuffle, seed, part)
 
 
-def _load_tfds(source, split, data_dir, shuffle):
-    """(dataset of (uint8 RGB, int32), info) of a tensorflow-datasets split."""
+def _load_tfds(source, split, data_dir, shuffle, seed=None):
+    """(dataset of (uint8 RGB, int32), info) of a tensorflow-datasets split; `shuffle`: its
+    files in an order drawn from `seed` (else tensorflow-datasets draws one per run)."""
     import requests
     import tensorflow_datasets as tfds
 
@@ -138,6 +140,7 @@ def _load_tfds(source, split, data_dir, shuffle):
             as_supervised=True,
             with_info=True,
             shuffle_files=shuffle,
+            read_config=tfds.ReadConfig(shuffle_seed=seed if shuffle else None),
         )
     except tfds.core.registered.DatasetNotFoundError as error:
         raise ValueError(
@@ -189,12 +192,12 @@ def _read_tfds(source, split, *, data_dir, shuffle, cache, seed, part, **_):
     whole = None
     if part[1] > 1:
         shares = tfds.even_splits(split, part[1], drop_remainder=True)
-        raw = _load_tfds(source, shares[part[0]], data_dir, shuffle)[0]
+        raw = _load_tfds(source, shares[part[0]], data_dir, shuffle, _shuffle_seed(seed, part))[0]
         whole = lambda: _load_tfds(source, split, data_dir, False)[0]  # noqa: E731
     elif shuffle:  # its files in an order of each pass's own
-        raw = _load_tfds(source, split, data_dir, True)[0]
+        raw = _load_tfds(source, split, data_dir, True, _shuffle_seed(seed, part))[0]
     ds = raw.cache() if cache else raw
-    ds = ds.shuffle(SHUFFLE_BUFFER, seed=_shuffle_seed(seed, part)) if shuffle else ds
+    ds = shuffled(ds, SHUFFLE_BUFFER, _shuffle_seed(seed, part)) if shuffle else ds
     if fixed is not None:
         return Source(ds, class_names, fixed, origin, lambda: min(fixed), whole)
     return Source(ds, class_names, None, origin, lambda: _sampled_shorter_side(raw), whole)
@@ -315,7 +318,7 @@ def _read_folder(source, split, *, validation_split, seed, strict, cache, shuffl
     )
     if cache:
         ds = ds.cache()
-        ds = ds.shuffle(min(len(paths), SHUFFLE_BUFFER), seed=shuffle_seed) if shuffle else ds
+        ds = shuffled(ds, min(len(paths), SHUFFLE_BUFFER), shuffle_seed) if shuffle else ds
     shorter_side = lambda: typical_shorter_side(paths)  # noqa: E731
     fetch = functools.partial(fetch_files, paths, labels, strict=strict)
     return Source(ds, class_names, None, origin, shorter_side, whole, len(paths), fetch)

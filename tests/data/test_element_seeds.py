@@ -2,6 +2,11 @@
 ones draw, a seed repeats its batches, each pass draws anew, and a stream skipped to a step
 draws there what an uninterrupted one did."""
 
+import ast
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -109,3 +114,89 @@ def test_image_loader_batches_do_not_depend_on_the_order_they_are_asked_for(back
     assert not np.array_equal(loader(seed=4)[0][0], in_order[0][0])
     first.on_epoch_end()  # each epoch draws anew
     assert not np.array_equal(first[0][0], in_order[0][0])
+
+
+def test_a_layers_first_call_in_a_map_draws_what_later_calls_do():
+    """An unbuilt layer's first call traces it for its shapes (on TensorFlow inside a
+    `tf.data` map): those draws are not counted, so a new layer augments as a used one."""
+
+    def pipeline():
+        return kr.data.get_augmentation("resnet_cifar", 24, seed=5)[0]
+
+    used = pipeline()
+    used(np.zeros((24, 24, 3), "float32"))
+    ds = tf.data.Dataset.from_tensor_slices((IMAGES[:8],))
+    new, old = (np.stack(list(seeded_map(ds, layer, 3, None))) for layer in (pipeline(), used))
+    np.testing.assert_array_equal(new, old)
+
+
+def test_tf_data_batches_are_the_same_under_the_other_backend():
+    """A run moved to the other backend (resumed there) trains on the same augmented and
+    mixed batches: the layers draw TensorFlow's stateless ops from the same seeds."""
+    other = {"tensorflow": "jax", "jax": "tensorflow"}[keras.backend.backend()]
+    pytest.importorskip(other)
+    script = (
+        "import numpy as np, keras_resvit as kr\n"
+        "from tests.data import test_element_seeds as t\n"
+        "x = [b[0] for a in ('deit', 'resnet_cifar') for b in t._batches(t._load(a), 2)]\n"
+        "print(repr([float(v) for b in x for v in b.reshape(-1)[::97]]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "KERAS_BACKEND": other},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    here = [b[0] for a in ("deit", "resnet_cifar") for b in _batches(_load(a), 2)]
+    np.testing.assert_array_equal(
+        np.array(ast.literal_eval(result.stdout.strip().splitlines()[-1])),
+        np.concatenate([b.reshape(-1)[::97] for b in here]),
+    )
+
+
+def test_batches_do_not_depend_on_tensorflows_global_seed(tmp_path):
+    """`keras.utils.set_random_seed` (which `kr.train` calls) sets TensorFlow's global seed,
+    which TensorFlow's seeded datasets (`random`, `shuffle`) pair with their own: `seed=`
+    alone makes the order and the draws, from arrays, a folder or tensorflow-datasets."""
+    root, rng = tmp_path / "folder", np.random.default_rng(0)
+    for name in ("cat", "dog"):
+        (root / name).mkdir(parents=True)
+        for i in range(8):
+            pixels = rng.integers(0, 256, (12 + i, 14, 3), dtype=np.uint8)
+            (root / name / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    options = dict(image_size=12, batch_size=4, seed=2, augment="resnet_cifar")
+
+    def batches(global_seed, source, **read):
+        keras.utils.set_random_seed(global_seed)
+        ds = kr.data.load_dataset(source, "train", **(options | read))
+        return _batches(ds.repeat(), 6)
+
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=16):
+        for source, read in [
+            ((IMAGES, LABELS), {}),
+            (str(root), {"cache": False}),
+            ("tfds:cifar10", {"cache": False}),
+        ]:
+            first = batches(0, source, **read)
+            _assert_same(first, batches(123, source, **read))
+            assert _differ(first, batches(0, source, **{**read, "seed": 5}))
+
+
+def test_a_streamed_tfds_split_shuffles_its_files_in_an_order_drawn_from_the_seed(monkeypatch):
+    """tensorflow-datasets draws a new file order every run unless given a seed."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    seeds, load = [], tfds.load
+
+    def spy(*args, **kwargs):
+        if kwargs.get("shuffle_files"):
+            seeds.append(kwargs["read_config"].shuffle_seed)
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(tfds, "load", spy)
+    with tfds.testing.mock_data(num_examples=16):
+        for seed in (3, 4):
+            kr.data.load_dataset("tfds:cifar10", "train", cache=False, seed=seed, batch_size=4)
+    assert seeds == [3, 4]
