@@ -96,6 +96,13 @@ def check_input_shape(input_shape, min_size, preprocessing, *, min_reason="", fi
         )
     if preprocessing == "pixel_mean":
         fixed_reason = "preprocessing='pixel_mean' subtracts a mean image"
+    first = spatial[0]
+    if type(first) is int and first in (1, 3, 4) and first < min_size <= channels:
+        # (3, 224, 224), too small as it stands: channels first, which the models do not take.
+        raise ValueError(
+            f"input_shape={shape!r} reads as channels first; the models take channels last: "
+            f"input_shape={(*shape[1:], first)!r}."
+        )
     for size in spatial:
         if size is None and fixed_reason:
             raise ValueError(
@@ -385,9 +392,10 @@ def replace_head(model: keras.Model, num_classes: int) -> keras.Model:
 
     ViTs get a zero-initialized classifier, as Dosovitskiy et al. do for fine-tuning, so the new
     model starts at uniform predictions; other families get the Dense layer's default
-    initialization. The classifier activation and dtype are kept. Works on any functional model
-    whose classifier is a Dense layer named "predictions" (every builder here, with
-    `include_top=True`), also after loading from a `.keras` file.
+    initialization. The classifier activation and dtype are kept. The new classifier is
+    trainable, also in a frozen model, whose other layers stay frozen (a linear probe). Works
+    on any functional model whose classifier is a Dense layer named "predictions" (every
+    builder here, with `include_top=True`), also after loading from a `.keras` file.
 
     Args:
         model: a functional model with a Dense layer named "predictions".
@@ -420,6 +428,10 @@ def replace_head(model: keras.Model, num_classes: int) -> keras.Model:
         )
     head = layer_config(config, "predictions")
     head["units"] = num_classes
+    # A frozen model (`model.trainable = False`, or each layer frozen) keeps its layers
+    # frozen, but the new classifier is there to be trained: freezing the base and replacing
+    # the head is how one fine-tunes a linear probe.
+    head["trainable"] = config["trainable"] = True
     if is_vit(model):
         head["kernel_initializer"] = keras.initializers.serialize(keras.initializers.Zeros())
     return rebuild_model(

@@ -89,7 +89,8 @@ def train(
     on the batches an uninterrupted run trains on (made from that step at once for a
     `load_dataset` training split of arrays or a folder: `from_step`); it prints "resuming
     from step N (epoch E)" unless `verbose=0`; resumed under another backend, it warns that
-    its random draws differ from there on. A call with other arguments is refused rather
+    the model's random draws (dropout, stochastic depth) differ from there on (a tf.data
+    pipeline's batches do not). A call with other arguments is refused rather
     than mixed with the first run. The folder is locked while a run writes it, and files in
     it that keras_resvit did not write are never overwritten or deleted. Every batch's labels
     and pixels are checked in the input pipeline (`kr.data.checks`).
@@ -307,15 +308,17 @@ def _hand_back(given, trained):
 
 
 def _warn_other_backend(resume, previous):
-    """A run resumed under another backend goes on with other random draws (augmentation,
-    dropout): not the batches its uninterrupted run would have trained on. Said, not refused:
-    moving a run to other hardware is a reason to resume it there."""
+    """A run resumed under another backend goes on with other random draws in the model
+    (dropout, stochastic depth; a tf.data pipeline's batches are the same on every backend,
+    the py_dataset loader's are not): not the run an uninterrupted one would have been.
+    Said, not refused: moving a run to other hardware is a reason to resume it there."""
     started = (previous or {}).get("backend")
     if resume is not None and started not in (None, backend()):
         warnings.warn(
             f"this run started under the {started} backend and resumes under {backend()}: "
-            "its random draws (augmentation, dropout) differ from here on, so the rest of the "
-            "run is not the one an uninterrupted run would have trained.",
+            "the model's random draws (dropout, stochastic depth; augmentation too with the "
+            "py_dataset loader) differ from here on, so the rest of the run is not the one an "
+            "uninterrupted run would have trained.",
             stacklevel=3,
         )
 
@@ -356,6 +359,13 @@ def _build(model_or_name, spec, placement, data, loss):
             "apart (one class gives a loss of 0 whatever the images)."
         )
     model = model_for_run(model_or_name, spec, placement, classes)
+    if not model.trainable_weights:
+        raise ValueError(
+            f"model={model.name!r} has no trainable weights (every layer is frozen): training "
+            "would leave it as it is. Unfreeze what should learn (`model.trainable = True`, or "
+            "`layer.trainable = True` for some layers), or give it a new trainable classifier "
+            "with kr.replace_head(model, num_classes)."
+        )
     model = fit_resolution(model, data.first_batch[0].shape)
     adapt_pixel_means(model, data.train)
     check_classifier(model, "train() needs one score per class")

@@ -423,6 +423,23 @@ def test_replace_head_on_resnet_keeps_backbone():
     np.testing.assert_array_equal(features(new), features(model))
 
 
+@pytest.mark.parametrize("how", ["model", "each layer"])
+def test_replace_head_on_a_frozen_model_gives_a_trainable_head_on_the_frozen_base(how):
+    """Freeze the base, replace the head, train: a linear probe. The head must learn."""
+    model = kr.create_model("resnet20")
+    if how == "model":
+        model.trainable = False
+    else:
+        for layer in model.layers:
+            layer.trainable = False
+    new = kr.replace_head(model, 5)
+    assert new.trainable and new.get_layer("predictions").trainable
+    assert [w.path for w in new.trainable_weights] == ["predictions/kernel", "predictions/bias"]
+    assert not any(
+        layer.trainable for layer in new.layers if layer.name != "predictions" and layer.weights
+    )
+
+
 # --- bad input ---------------------------------------------------------------------------------
 
 

@@ -508,6 +508,14 @@ def test_a_resume_must_pass_the_same_optimizer(arrays, tmp_path):
     assert int(keras.ops.convert_to_numpy(optimizer.iterations)) == 8
 
 
+def test_a_model_with_nothing_to_train_is_refused_before_any_file(arrays, tmp_path):
+    model = _small()
+    model.trainable = False
+    with pytest.raises(ValueError, match="no trainable weights.*kr.replace_head"):
+        kr.train(model, arrays[0], batch_size=16, epochs=1, output_dir=tmp_path / "run")
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
 def test_a_run_resumed_under_another_backend_says_so(arrays, tmp_path):
     run = {"batch_size": 16, "epochs": 2, "output_dir": tmp_path, "verbose": 0}
     with pytest.raises(KeyboardInterrupt):
