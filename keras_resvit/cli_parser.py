@@ -31,16 +31,21 @@ def _seed(text):
     return int(text)
 
 
-def _fraction(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = None
-    if value is None or not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not valid; expected a fraction between 0 and 1, e.g. 0.1"
-        )
-    return value
+def _fraction(example):
+    """The argparse type of a fraction strictly between 0 and 1; `example` for its message."""
+
+    def fraction(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = None
+        if value is None or not 0.0 < value < 1.0:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not valid; expected a fraction between 0 and 1, e.g. {example}"
+            )
+        return value
+
+    return fraction
 
 
 def _add_list(commands):
@@ -83,7 +88,7 @@ def _add_train_data_arguments(p):
     )
     p.add_argument(
         "--validation-split",
-        type=_fraction,
+        type=_fraction(0.1),
         default=None,
         metavar="FRACTION",
         help="share of an image folder held out for validation (default: 0.1 where the folder "
@@ -155,7 +160,7 @@ def _add_train_run_arguments(p):
     p.add_argument("--learning-rate", type=float, default=None, help="override the recipe's")
     p.add_argument(
         "--ema",
-        type=_fraction,
+        type=_fraction(0.9999),
         default=None,
         metavar="MOMENTUM",
         help="keep a moving average of the weights and BatchNorm statistics (e.g. 0.9999), "
@@ -205,7 +210,7 @@ def _add_evaluate(commands):
     p.add_argument("--split", default="test")
     p.add_argument(
         "--validation-split",
-        type=_fraction,
+        type=_fraction(0.1),
         default=None,
         metavar="FRACTION",
         help="with --split validation: the share of an image folder that `train "

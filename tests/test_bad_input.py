@@ -522,7 +522,8 @@ CASES = [
         "weights_corrupt_npz",
         lambda b: kr.create_model("vit_ti16", weights=b.tmp / "corrupt.npz"),
         V,
-        ("weights=", "corrupt.npz", "not a readable .npz"),
+        # NumPy's own words would suggest unpickling the file.
+        ("weights=", "corrupt.npz", "not a readable .npz: its bytes are not a zip archive"),
     ),
     Case(
         "weights_corrupt_h5",
@@ -651,6 +652,24 @@ CASES = [
         lambda b: kr.create_model("r50_vit_b16", widht=2),
         V,
         ("override widht=2 is not an argument of build_hybrid_vit", "'hidden_size'"),
+    ),
+    Case(
+        "create_model_vit_input_shape",
+        lambda b: kr.create_model("vit_ti16", input_shape=(32, 32, 3)),
+        V,
+        ("override input_shape=(32, 32, 3) is not an argument of build_vit", "'image_size'"),
+    ),
+    Case(
+        "resnet_width_of_no_filter",
+        lambda b: kr.build_resnet(20, stem="cifar", width=0.01),
+        V,
+        ("width=0.01 leaves the first stage 0.16 filters", "width >= 0.0625 (1/16)"),
+    ),
+    Case(
+        "resnet_channels_first_input_shape",
+        lambda b: kr.build_resnet(20, stem="cifar", input_shape=(3, 32, 32)),
+        V,
+        ("input_shape=(3, 32, 32) reads as channels first", "input_shape=(32, 32, 3)"),
     ),
     Case(
         "train_sigmoid_head_with_a_softmax_recipe",

@@ -424,11 +424,14 @@ def test_an_interrupted_run_resumes_and_says_from_where(tmp_path):
 @pytest.mark.parametrize(
     ("argv", "words"),
     [
-        (["--validation-split", "1.5"], ["--validation-split", "'1.5'", "between 0 and 1"]),
+        (
+            ["--validation-split", "1.5"],
+            ["--validation-split", "'1.5'", "between 0 and 1, e.g. 0.1"],
+        ),
         (["--validation-split", "0.2"], ["--validation-split 0.2", "--data digits", "test split"]),
         (["--data", "no_such_folder"], ["--data 'no_such_folder'", "not a folder", "tfds:NAME"]),
         (["--model", "resnet05"], ["name='resnet05'", "resnet50"]),
-        (["--ema", "1.5"], ["--ema", "'1.5'", "between 0 and 1"]),
+        (["--ema", "1.5"], ["--ema", "'1.5'", "between 0 and 1, e.g. 0.9999"]),
     ],
 )
 def test_bad_training_arguments_are_one_line_naming_the_flag(argv, words, tmp_path, capsys):

@@ -90,6 +90,7 @@ def set_class_names(model, class_names: list | None) -> None:
         ValueError: not a list of strings, or not one name per output.
 
     Example:
+    >>> from keras_resvit.base.class_names import set_class_names, model_class_names
     >>> import keras_resvit as kr
     >>> model = kr.create_model("resnet20", num_classes=2)
     >>> set_class_names(model, ["cat", "dog"])
@@ -115,7 +116,7 @@ def embedded_class_names(path, argument: str = "model") -> list | None:
             are not a JSON list of strings.
     """
     path = as_path(argument, path)
-    if path.suffix == ".keras":
+    if path.suffix.lower() == ".keras":
         check_keras_file(argument, path)
         with zipfile.ZipFile(path) as archive:
             if KERAS_METADATA not in archive.namelist():

@@ -235,6 +235,8 @@ def check_overrides(family: str, overrides: dict) -> None:
     for key in overrides:
         if key not in valid:
             close = difflib.get_close_matches(key, valid, n=2, cutoff=0.6)
+            if key == "input_shape" and "image_size" in valid:  # a ViT: RGB images of a size
+                close = ["image_size"]
             hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
             raise ValueError(
                 f"override {key}={overrides[key]!r} is not an argument of {build.__name__}."

@@ -260,6 +260,11 @@ def build_resnet(
         stem_bias=stem_bias,
         zero_init_residual=zero_init_residual,
     )
+    if base_filters[0] * width < 1:
+        raise ValueError(
+            f"width={width!r} leaves the first stage {base_filters[0] * width:.2g} filters, fewer "
+            f"than one; pass width >= {1 / base_filters[0]:.4g} (1/{base_filters[0]})."
+        )
     inputs, x = image_inputs(input_shape, preprocessing)
     filters = [max(1, round(f * width)) for f in base_filters]
     x = _resnet_body(x, stem, block, blocks_per_stage, filters, cfg, drop_path)

@@ -44,6 +44,9 @@ def assign_weights(model: keras.Model, values: dict, source: str, optional=()) -
             lacks weights of the model, or it has weights the model lacks.
 
     Example:
+    >>> import keras
+    >>> import numpy as np
+    >>> from keras_resvit.weights.common import assign_weights
     >>> inputs = keras.Input((2,))
     >>> model = keras.Model(inputs, keras.layers.Dense(1, name="d")(inputs))
     >>> _ = assign_weights(model, {"d/kernel": np.ones((2, 1)), "d/bias": np.zeros(1)}, "demo")
@@ -154,6 +157,25 @@ def read_npz_arrays(path, what: str, rename=lambda key: key) -> dict:
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {rename(key): archive[key] for key in archive.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        # An empty file is NumPy's EOFError ("No data left in file").
-        raise ValueError(f"path={path.name!r} is not a readable .npz archive: {error}") from error
+    except NPZ_ERRORS as error:
+        raise ValueError(
+            f"path={path.name!r} is not a readable .npz archive: {npz_problem(error)}"
+        ) from error
+
+
+# What `np.load(path, allow_pickle=False)` of a file that is no `.npz` of arrays raises.
+NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile)
+
+
+def npz_problem(error) -> str:
+    """Why NumPy could not read an `.npz` file, in words. NumPy takes bytes that are neither
+    a zip archive nor an array for a pickle, and its message suggests unpickling them: the
+    package never unpickles a file."""
+    text = str(error)
+    if isinstance(error, EOFError):  # NumPy's "No data left in file"
+        return "the file is empty"
+    if isinstance(error, zipfile.BadZipFile) or text.startswith("This file contains pickled"):
+        return "its bytes are not a zip archive of NumPy arrays"
+    if "Object arrays cannot be loaded" in text:
+        return "it holds object arrays (pickled Python objects), which are never unpickled"
+    return text

@@ -71,6 +71,8 @@ def source_url(url: str) -> str:
     """`url`, or its copy on the mirror `KERAS_RESVIT_WEIGHTS_MIRROR` names.
 
     Example:
+    >>> import os
+    >>> from keras_resvit.weights.download import MIRROR_VARIABLE, source_url
     >>> os.environ[MIRROR_VARIABLE] = "http://127.0.0.1:8000/"
     >>> source_url("https://storage.googleapis.com/vit_models/imagenet21k/ViT-B_16.npz")
     'http://127.0.0.1:8000/storage.googleapis.com/vit_models/imagenet21k/ViT-B_16.npz'
@@ -121,7 +123,8 @@ def _download_error(entry, url, path, why):
     return WeightsDownloadError(
         f"weights={entry.tag!r} of {entry.model!r}: could not download {url} ({why}); cache "
         f"path {path}. Download the file elsewhere and pass its path, "
-        f"create_model({entry.model!r}, weights='/path/to/{Path(entry.url).name}'), or point "
+        f"create_model({entry.model!r}, weights='/path/to/{Path(entry.url).name}') (on the "
+        f"command line {entry.model}:/path/to/{Path(entry.url).name}), or point "
         f"{MIRROR_VARIABLE} at a mirror."
     )
 

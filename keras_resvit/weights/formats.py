@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import tempfile
-import zipfile
 from pathlib import Path
 
 import h5py
@@ -22,6 +21,7 @@ import numpy as np
 
 from keras_resvit.base.files import as_path
 from keras_resvit.base.model_files import check_keras_file
+from keras_resvit.models.common import replace_head
 from keras_resvit.models.vit_config import builds_any_size, image_size_pair
 from keras_resvit.models.vit_resize import resize_vit
 from keras_resvit.weights.bit_npz import (
@@ -31,6 +31,7 @@ from keras_resvit.weights.bit_npz import (
     load_bit_npz,
     read_bit_npz,
 )
+from keras_resvit.weights.common import NPZ_ERRORS, npz_problem
 from keras_resvit.weights.keras_applications import LAYOUTS, from_keras_applications
 from keras_resvit.weights.keras_files import check_architecture, keras_file_layout
 from keras_resvit.weights.keras_hub import (
@@ -54,6 +55,8 @@ VALID = (
 )
 # Build arguments a format's weights carry (the rest stays the registry entry's).
 _HEAD = ("pooling", "representation_size", "num_classes")
+# A ViT checkpoint's grid of position embeddings also fixes the resolution it was trained at.
+_VIT = (*_HEAD, "image_size")
 
 
 def _h5_layer_names(path):
@@ -64,7 +67,25 @@ def _h5_layer_names(path):
             # Keras 3 names layers by class; keras.applications' convs have biases, ours not.
             has_bias = file.get("layers/conv2d/vars/1") is not None
             return [] if has_bias else None
-        return [n.decode() if isinstance(n, bytes) else n for n in group.attrs["layer_names"]]
+        return [_text(n) for n in group.attrs["layer_names"]]
+
+
+def _h5_classes(path):
+    """The classes of a keras.applications HDF5 file's classifier (its last layer with weights,
+    a Dense kernel), None for a file without one ("notop")."""
+    with h5py.File(path, "r") as file:
+        group = file.get("model_weights", file)
+        if "layer_names" in group.attrs:  # Keras 2: the layers in order, each its weights
+            last = group[_text(group.attrs["layer_names"][-1])]
+            names = [_text(n) for n in last.attrs.get("weight_names", [])]
+            kernel = last[names[0]] if names else None
+        else:  # Keras 3: layers named by class
+            kernel = file.get("layers/dense/vars/0")
+        return int(kernel.shape[-1]) if kernel is not None and kernel.ndim == 2 else None
+
+
+def _text(name):
+    return name.decode() if isinstance(name, bytes) else name
 
 
 # Convolutions of keras.applications' ResNet50/101/152 (and their V2), by depth.
@@ -108,9 +129,10 @@ def weights_format(path) -> str:
         try:
             with np.load(path, allow_pickle=False) as archive:
                 keys = set(archive.files)
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-            # An empty file is NumPy's EOFError ("No data left in file").
-            raise ValueError(f"weights={str(path)!r} is not a readable .npz: {error}") from error
+        except NPZ_ERRORS as error:
+            raise ValueError(
+                f"weights={str(path)!r} is not a readable .npz: {npz_problem(error)}"
+            ) from error
         if "embedding/kernel" in keys:
             return "vit_npz"
         if any(key.startswith("resnet/root_block/") for key in keys):
@@ -207,16 +229,19 @@ def _layout(fmt, path, family, arguments):
                 f"do not fit version={requested!r}; use a registry name of the same version."
             )
         needed, layout = "resnet", {"version": version, **LAYOUTS[version]}
+        classes = _h5_classes(path)
+        if classes is not None:
+            layout["num_classes"] = classes
     elif fmt == "bit_npz":
         needed, layout = "resnet", _bit_layout(path, family, arguments)
     elif fmt == "vit_npz":
         needed, found = "vit", npz_architecture(read_npz(path))
-        layout = {k: found[k] for k in _HEAD if found["include_top"] or k != "num_classes"}
+        layout = {k: found[k] for k in _VIT if found["include_top"] or k != "num_classes"}
     else:
         state_dict = read_state_dict(path)
         needed = known_family(state_dict, f"weights={str(path)!r}")
         found = (resnet_arguments if needed == "resnet" else vit_arguments)(state_dict)
-        layout = {k: found[k] for k in _HEAD if k in found}
+        layout = {k: found[k] for k in (_VIT if needed == "vit" else _HEAD) if k in found}
         if not found["include_top"]:
             layout.pop("num_classes")
     if needed != family:
@@ -287,13 +312,18 @@ def build_with_weights(builder, family, defaults, overrides, weights) -> keras.M
     layout = _layout(fmt, weights, family, {**defaults, **overrides})
     _refuse_conflicts(overrides, layout, weights, fmt)
     # A ViT of another (or any) input size keeps the checkpoint's grid of position embeddings:
-    # built at the checkpoint's size, filled, then resized (a timm or original checkpoint is
-    # resampled by its converter; only a `.keras` file's size is in the layout).
+    # built at the checkpoint's size (in the layout), filled, then resized.
     size = overrides.get("image_size", layout.get("image_size"))
     resized = family in ("vit", "hybrid_vit") and "image_size" in overrides
     resized = resized and (builds_any_size(size) or _other_size(size, layout.get("image_size")))
-    if resized:
-        overrides = {k: v for k, v in overrides.items() if k != "image_size"}
+    # Other classes than the weights' classifier: built with theirs, filled, then a new head
+    # (as timm's and keras-hub's `num_classes` give), every other weight loaded.
+    classes = overrides.get("num_classes")
+    new_head = classes is not None and layout.get("num_classes") not in (None, classes)
+    new_head = new_head and {**defaults, **layout, **overrides}.get("include_top", True)
+    dropped = {"image_size"} if resized else set()
+    dropped |= {"num_classes"} if new_head else set()
+    overrides = {k: v for k, v in overrides.items() if k not in dropped}
     model = builder(**{**defaults, **layout, **overrides})
     try:
         model = _fill(fmt, model, weights)
@@ -301,6 +331,8 @@ def build_with_weights(builder, family, defaults, overrides, weights) -> keras.M
         raise ValueError(
             f"weights={str(weights)!r} ({fmt}) does not fit model {model.name!r}: {error}"
         ) from error
+    if new_head:
+        model = replace_head(model, classes)
     if not resized:
         return model
     return resize_vit(model, (None, None) if builds_any_size(size) else size)

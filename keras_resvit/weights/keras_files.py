@@ -88,10 +88,14 @@ def _preprocessing(path, layers):
 
 
 def keras_file_layout(path, family: str) -> dict:
-    """Build arguments our `.keras` file `path` fixes: its preprocessing, and a ViT's image
-    size (its position embeddings' grid), when the file's input size is fixed."""
+    """Build arguments our `.keras` file `path` fixes: its preprocessing, its classifier's
+    number of classes, and a ViT's image size (its position embeddings' grid), when the
+    file's input size is fixed."""
     layers = _layers(path)
     layout = {"preprocessing": _preprocessing(path, layers)}
+    head = [x["config"] for x in layers if x.get("config", {}).get("name") == "predictions"]
+    if head and isinstance(head[0].get("units"), int):
+        layout["num_classes"] = head[0]["units"]
     if family in ("vit", "hybrid_vit"):
         size = _vit_size(layers)
         if size is not None:

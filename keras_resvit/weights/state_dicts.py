@@ -10,6 +10,7 @@ import zipfile
 import numpy as np
 
 from keras_resvit.base.files import as_path, first_line
+from keras_resvit.weights.common import npz_problem
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 SUFFIXES = (".safetensors", ".npz", *TORCH_SUFFIXES)
@@ -74,7 +75,7 @@ def read_state_dict(path) -> dict:
         ) from error
     except (OSError, ValueError, RuntimeError, EOFError, struct.error, zipfile.BadZipFile) as error:
         # A truncated or foreign file fails in the zip, pickle or tensor reader alike.
+        why = first_line(npz_problem(error) if suffix == ".npz" else error)
         raise ValueError(
-            f"path={path.name!r} is not a readable state dict (truncated or corrupt): "
-            f"{first_line(error)}"
+            f"path={path.name!r} is not a readable state dict (truncated or corrupt): {why}"
         ) from error

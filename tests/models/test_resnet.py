@@ -352,12 +352,22 @@ def test_list_models_filters_by_pattern():
     assert {"resnet20", "resnet1202", "bit_r152x4", "se_resnet101"} <= set(kr.list_models())
 
 
-def test_override_replaces_a_registry_argument():
-    # resnet20's entry fixes depth=20; an override replaces it rather than clashing.
+def test_override_replaces_a_registry_argument_and_the_name_says_what_was_built():
+    # resnet20's entry fixes depth=20; an override replaces it rather than clashing, and the
+    # model (its .keras file, a run's config.json) is not called ResNet-20.
     model = kr.create_model("resnet20", depth=8)
-    assert model.name == "resnet20"
+    assert model.name == "resnet8"
     assert kr.count_params(model) == kr.count_params(kr.build_resnet(depth=8, stem="cifar"))
     assert kr.count_params(model) < 269_722  # resnet20's
+    # The registry name of what was built, where there is one.
+    assert kr.create_model("resnet20", depth=32).name == "resnet32"
+    assert kr.create_model("resnet20", plain=True).name == "plain20"
+    assert kr.create_model("plain20", plain=False).name == "resnet20"
+    assert kr.create_model("resnet50v2", version="v1", input_shape=(32, 32, 3)).name == "resnet50v1"
+    assert kr.create_model("vit_b16", variant="Ti/16", image_size=32).name == "vit_ti16"
+    # Overrides of what the name leaves open keep it.
+    assert kr.create_model("resnet20", num_classes=3, se_ratio=0.25).name == "resnet20"
+    assert kr.create_model("vit_ti16", image_size=32, num_layers=2).name == "vit_ti16"
 
 
 def test_v1_registry_names_are_the_papers_bottleneck():

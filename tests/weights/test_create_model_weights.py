@@ -127,18 +127,84 @@ def test_keras_3_weights_named_plain_h5_load_as_keras_3_weights(tmp_path):
         (lambda: load_weights("empty.npz"), r"weights='empty\.npz' is not a readable \.npz"),
         (
             lambda: kr.create_model("resnet20", weights="empty.npz"),
-            r"weights='empty\.npz' is not a readable \.npz: No data left in file",
+            r"weights='empty\.npz' is not a readable \.npz: the file is empty",
         ),
+        # NumPy takes other bytes for a pickle and says to unpickle them: never suggested.
+        (
+            lambda: kr.create_model("vit_ti16", weights="text.npz"),
+            r"weights='text\.npz' is not a readable \.npz: its bytes are not a zip archive of",
+        ),
+        (lambda: read_state_dict("text.npz"), r"'text\.npz' .*: its bytes are not a zip archive"),
         (lambda: weights_format(None), r"weights=None is not a path; pass a str or pathlib"),
         (lambda: load_weights(None), r"path=None is not a path; pass a str or pathlib"),
         (lambda: read_state_dict(None), r"path=None is not a path; pass a str or pathlib"),
         (lambda: read_state_dict(["w.npz"]), r"path=\['w\.npz'\] is not a path"),
     ],
-    ids=["format_empty", "load_empty", "create_empty", "format_none", "load_none", "read_none",
-         "read_list"],
+    ids=["format_empty", "load_empty", "create_empty", "create_text", "read_text", "format_none",
+         "load_none", "read_none", "read_list"],
 )  # fmt: skip
 def test_empty_files_and_non_paths_are_named(tmp_path, monkeypatch, call, message):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "empty.npz").write_bytes(b"")
+    (tmp_path / "text.npz").write_bytes(b"not an archive")
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def _features(model, x):
+    inner = keras.Model(model.input, model.get_layer("predictions").input)
+    return keras.ops.convert_to_numpy(inner(x))
+
+
+def test_a_vit_checkpoint_fixes_its_resolution_and_other_classes_get_a_new_head(tmp_path):
+    """The checkpoint's grid of position embeddings is its resolution; `num_classes=` other
+    than its head's loads every other weight under a new (zero, for a ViT) classifier, as
+    timm's and keras-hub's `num_classes` do."""
+    path = tmp_path / "ViT-custom.npz"
+    np.savez(path, **make_checkpoint(np.random.default_rng(0)))
+    size = GRID * PATCH
+    model = kr.create_model("vit_ti16", weights=path, patch_size=PATCH, **SMALL_VIT)
+    assert model.input_shape == (None, size, size, 3) and model.output_shape == (None, CLASSES)
+    x = random_images(2, size, size)
+    other = kr.create_model("vit_ti16", weights=path, num_classes=3, patch_size=PATCH, **SMALL_VIT)
+    assert (
+        other.output_shape == (None, 3)
+        and not other.get_layer("predictions").get_weights()[0].any()
+    )
+    np.testing.assert_array_equal(_features(other, x), _features(model, x))
+    larger = kr.create_model(
+        "vit_ti16", weights=path, num_classes=3, image_size=2 * size, patch_size=PATCH, **SMALL_VIT
+    )
+    assert larger.input_shape == (None, 2 * size, 2 * size, 3)
+    resized = kr.resize_vit(model, 2 * size)
+    big = random_images(2, 2 * size, 2 * size)
+    assert_close(_features(larger, big), _features(resized, big), tolerance=1e-6)
+
+
+def test_our_keras_file_gives_its_classes_and_names_or_a_new_head(tmp_path):
+    source = randomize(kr.create_model("resnet20", num_classes=7))
+    kr.files.set_class_names(source, list("abcdefg"))
+    kr.files.save_model(source, tmp_path / "r20.keras")
+    model = kr.create_model("resnet20", weights=tmp_path / "r20.keras")
+    x = random_images(2, *SHAPE)
+    assert_close(model(x), source(x), tolerance=1e-6)
+    assert kr.files.model_class_names(model) == list("abcdefg")
+    other = kr.create_model("resnet20", weights=tmp_path / "r20.keras", num_classes=3)
+    assert other.output_shape == (None, 3) and kr.files.model_class_names(other) is None
+    np.testing.assert_array_equal(_features(other, x), _features(model, x))
+
+
+def test_keras_applications_weights_fix_their_classes_and_other_classes_get_a_new_head(
+    tmp_path,
+):
+    source = randomize(
+        keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3), classes=10)
+    )
+    path = tmp_path / "x.weights.h5"
+    source.save_weights(path)
+    model = kr.create_model("resnet50", weights=path, input_shape=(64, 64, 3))
+    assert model.output_shape == (None, 10)
+    other = kr.create_model("resnet50", weights=path, input_shape=(64, 64, 3), num_classes=5)
+    assert other.output_shape == (None, 5)
+    x = random_images(2, 64, 64)
+    np.testing.assert_array_equal(_features(other, x), _features(model, x))

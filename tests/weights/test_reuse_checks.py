@@ -87,11 +87,16 @@ def test_a_whole_model_in_legacy_hdf5_is_named_with_what_to_pass(tmp_path):
 
 
 def test_a_keras_applications_resnet_saved_whole_in_legacy_hdf5_still_loads(tmp_path):
-    source = randomize(keras.applications.ResNet50(weights=None, input_shape=(32, 32, 3)))
-    source.save(tmp_path / "x.h5")  # the layer names, not the file name, tell ResNet50
+    source = keras.applications.ResNet50(weights=None, input_shape=(32, 32, 3), classes=6)
+    randomize(source).save(tmp_path / "x.h5")  # the layer names, not the file name, tell
     model = kr.create_model("resnet50", weights=tmp_path / "x.h5", input_shape=(32, 32, 3))
     x = random_images(2, 32, 32)
     assert_close(model(x), source(keras.applications.resnet.preprocess_input(x.copy())))
+    # Its classifier's classes are the file's; others give a new classifier.
+    other = kr.create_model(
+        "resnet50", weights=tmp_path / "x.h5", input_shape=(32, 32, 3), num_classes=4
+    )
+    assert other.output_shape == (None, 4)
 
 
 @pytest.mark.parametrize("variable", [download.HOME_VARIABLE, "KERAS_HOME"])

@@ -221,7 +221,7 @@ def test_a_wrong_model_or_ignored_build_arguments_are_refused(tmp_path, argument
     [
         (None, r"path=None is not a path; pass a str or pathlib\.Path \(got NoneType\)"),
         (3, r"path=3 is not a path"),
-        ("empty.npz", r"path='empty\.npz' is not a readable \.npz archive: No data left"),
+        ("empty.npz", r"path='empty\.npz' is not a readable \.npz archive: the file is empty"),
     ],
     ids=["none", "int", "empty"],
 )
