@@ -159,11 +159,25 @@ def train_steps_lower_loss(model, x, y, steps=8, learning_rate=0.05):
     return losses[0], losses[-1]
 
 
+def on_other_backend(script):
+    """The last line `script` prints, run in a Python subprocess under the other backend."""
+    other = {"tensorflow": "jax", "jax": "tensorflow"}[keras.backend.backend()]
+    pytest.importorskip(other)
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "KERAS_BACKEND": other},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout.strip().splitlines()[-1]
+
+
 def outputs_on_other_backend(model, inputs, tmp_path):
     """Saves `model`, reloads it (safe mode) under the other backend in a subprocess and
     returns that model's outputs on `inputs`."""
     other = {"tensorflow": "jax", "jax": "tensorflow"}[keras.backend.backend()]
-    pytest.importorskip(other)
     path, x_path = tmp_path / "other_backend.keras", tmp_path / "other_backend_x.npy"
     model.save(path)
     np.save(x_path, inputs)
@@ -174,14 +188,6 @@ def outputs_on_other_backend(model, inputs, tmp_path):
         "print(json.dumps({'backend': keras.backend.backend(),\n"
         "                  'y': keras.ops.convert_to_numpy(y).tolist()}))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        env={**os.environ, "KERAS_BACKEND": other},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    reply = json.loads(result.stdout.strip().splitlines()[-1])
+    reply = json.loads(on_other_backend(script))
     assert reply["backend"] == other
     return np.array(reply["y"])
