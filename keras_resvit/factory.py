@@ -91,6 +91,5 @@ def _model_name(name, spec, overrides):
     if same:
         return same[0]
     depth, new = spec.kwargs.get("depth"), wanted.get("depth")
-    if isinstance(new, int) and new != depth and re.search(rf"(?<!\d){depth}(?!\d)", name):
-        return re.sub(rf"(?<!\d){depth}(?!\d)", str(new), name, count=1)
-    return name
+    renamed, found = re.subn(rf"(?<!\d){depth}(?!\d)", str(new), name, count=1)
+    return renamed if found and isinstance(new, int) and new != depth else name
