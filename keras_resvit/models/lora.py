@@ -11,6 +11,8 @@ outputs and has its LoRA layers, but both factors at zero get no gradient. Call
 `enable_lora` on it again with the same arguments to go on training: it draws a fresh
 `lora_kernel_a` for those layers (outputs unchanged, `lora_kernel_b` stays zero) and freezes
 the rest again (Keras saves no per-variable `trainable` flag, so biases come back trainable).
+`kr.train` refuses a model whose LoRA factors are both zero, and its resume states keep the
+LoRA layers' variables as they are (`training.lora_state`), so a killed run goes on adapting.
 
 A model quantized with `model.quantize("int8")` or `"int4"` before `enable_lora` (QLoRA)
 keeps its quantized kernels frozen; Keras saves such a kernel with its update merged and
@@ -106,9 +108,52 @@ def _attach(layer, rank, alpha):
     for leaf in _lora_leaves(layer):
         # Keras' Dense forgets `lora_alpha` when it is rebuilt from a file.
         leaf.lora_alpha = scale_numerator
-        a, b = leaf.lora_kernel_a, leaf.lora_kernel_b
-        if not np.any(keras.ops.convert_to_numpy(a)) and not np.any(keras.ops.convert_to_numpy(b)):
-            a.assign(keras.initializers.HeUniform()(a.shape, dtype=a.dtype))
+        if _idle(leaf):
+            _revive(leaf)
+
+
+def _idle(leaf):
+    """Whether both LoRA factors of `leaf` are zero (as a loaded file leaves them): neither
+    gets a gradient, so training would never move them."""
+    factors = (leaf.lora_kernel_a, leaf.lora_kernel_b)
+    return not any(np.any(keras.ops.convert_to_numpy(f)) for f in factors)
+
+
+def _revive(leaf):
+    """A fresh `lora_kernel_a` for `leaf` (He-uniform, as `enable_lora` draws it); with
+    `lora_kernel_b` at zero the outputs stay as they are."""
+    a = leaf.lora_kernel_a
+    a.assign(keras.initializers.HeUniform()(a.shape, dtype=a.dtype))
+
+
+def _lora_leaf_layers(model):
+    """The Keras layers of `model` that hold LoRA factors, in model order."""
+    layers = (x for x in leaf_layers(model) if getattr(x, "lora_enabled", False))
+    return [leaf for layer in layers for leaf in _lora_leaves(layer)]
+
+
+def idle_lora_layers(model) -> list:
+    """The names of `model`'s LoRA layers whose factors are both zero: a model loaded from a
+    `.keras` (or weights) file, whose updates Keras merged into the kernels. Such a layer
+    learns nothing until `enable_lora` draws its `lora_kernel_a` again."""
+    return [leaf.name for leaf in _lora_leaf_layers(model) if _idle(leaf)]
+
+
+def lora_variables(model) -> list:
+    """Every variable of `model`'s LoRA layers (kernels, biases, quantization scales and the
+    factors), in model order, to be saved as they are: Keras' own files hold each kernel with
+    its update merged in and no factor (both load as zero), which loses the adaptation's state
+    (a resume state keeps these beside its weights, `training.callbacks.ResumeCheckpoint`)."""
+    return [variable for leaf in _lora_leaf_layers(model) for variable in leaf.weights]
+
+
+def revive_lora(model) -> list:
+    """Draws a fresh `lora_kernel_a` for each of `model`'s LoRA layers whose factors are both
+    zero (`idle_lora_layers`), outputs unchanged; returns their names."""
+    idle = [leaf for leaf in _lora_leaf_layers(model) if _idle(leaf)]
+    for leaf in idle:
+        _revive(leaf)
+    return [leaf.name for leaf in idle]
 
 
 def _check_quantization(layer):

@@ -29,6 +29,7 @@ from keras_resvit.training.ema_statistics import (
     swap_statistics,
     swap_values,
 )
+from keras_resvit.training.lora_state import save_lora_state
 from keras_resvit.training.run_folder import STATE_FILE, read_resume_state
 
 
@@ -324,6 +325,7 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         weights = f"step{step}.weights.h5"
         with atomic_path(self.directory / weights) as tmp, run_state(self.model):
             self.model.save_weights(tmp)
+        lora = save_lora_state(self.model, self.directory, step)
         if best is None and self.best is not None:
             best = self.best.best
         best = best if best is not None and math.isfinite(best) else None
@@ -332,9 +334,12 @@ class ResumeCheckpoint(keras.callbacks.Callback):
             state["metrics"] = metrics_state(self.model)
         if self.plateau is not None:
             state["plateau"] = self.plateau.state()
+        if lora is not None:
+            state["lora"] = lora
         write_json(self.directory / STATE_FILE, state)
-        if previous and previous["weights"] != weights:
-            (self.directory / previous["weights"]).unlink(missing_ok=True)
+        for kind in ("weights", "lora"):
+            if previous and previous.get(kind) not in (None, state.get(kind)):
+                (self.directory / previous[kind]).unlink(missing_ok=True)
 
     def on_train_batch_end(self, batch, logs=None):
         # Steps are counted here rather than read from the optimizer: reading a device value

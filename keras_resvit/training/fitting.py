@@ -27,6 +27,7 @@ from keras_resvit.training.callbacks import (
     iterations,
 )
 from keras_resvit.training.history_csv import HistoryCSV
+from keras_resvit.training.lora_state import restore_lora_state
 from keras_resvit.training.run_folder import RESUME_DIR
 
 
@@ -54,6 +55,8 @@ def restore(model, out, resume):
             "start afresh with overwrite=True (keras-resvit train --overwrite) or a new "
             "output_dir."
         ) from None
+    lora = resume.get("lora")
+    restore_lora_state(model, None if lora is None else out / RESUME_DIR / lora)
 
 
 def run_callbacks(recipe, out, data, user, start, save_every, tensorboard):

@@ -195,6 +195,10 @@ def model_for_run(model_or_name, recipe, placement, num_classes=None):
     # Variables must be created under the strategy: rebuild the model inside its scope.
     clone = keras.models.clone_model(model_or_name)
     clone.set_weights(model_or_name.get_weights())
+    # A layer's config says whether it trains, not each variable (`enable_lora` freezes the
+    # biases of the layers it adapts): copy the variables' own flags.
+    for variable, original in zip(clone.weights, model_or_name.weights, strict=True):
+        variable.trainable = original.trainable
     return clone
 
 

@@ -54,19 +54,21 @@ STATE_FILE = "state.json"
 TENSORBOARD_EVENTS = "events.out.tfevents."
 # The only names a resume folder's state may point to: weights files the callback wrote.
 WEIGHTS_NAME = re.compile(r"step(\d+)\.weights\.h5")
+# ... and the LoRA layers' raw variables beside them (`training.lora_state`).
+LORA_NAME = re.compile(r"step(\d+)\.lora\.npz")
 # What the callback writes into the resume folder: its state, weights files and the
 # temporaries of their atomic writes (see `keras_resvit.base.files.atomic_path`).
 WRITTEN_NAME = re.compile(
-    r"state\.json|step\d+\.weights\.h5"
-    r"|\.(state|step\d+)\.tmp-[A-Za-z0-9]+-\d+-[0-9a-f]{8}\.(json|weights\.h5)"
+    r"state\.json|step\d+\.(weights\.h5|lora\.npz)"
+    r"|\.(state|step\d+)\.tmp-[A-Za-z0-9]+-\d+-[0-9a-f]{8}\.(json|weights\.h5|lora\.npz)"
 )
 
 
 def _state_problem(state, directory: Path):
     """What is wrong with a parsed state, or None: it must name a weights file of ours."""
     keys = {"step", "weights", "best"}
-    if not isinstance(state, dict) or set(state) - {"metrics", "plateau"} != keys:
-        return 'it is not {"step", "weights", "best"} (and "metrics", "plateau")'
+    if not isinstance(state, dict) or set(state) - {"metrics", "plateau", "lora"} != keys:
+        return 'it is not {"step", "weights", "best"} (and "metrics", "plateau", "lora")'
     step, weights, best = state["step"], state["weights"], state["best"]
     plateau = state.get("plateau", {"best": None, "wait": 0, "cooldown_counter": 0})
     if not (
@@ -87,6 +89,11 @@ def _state_problem(state, directory: Path):
         return f"weights={weights!r} is not a weights file this package writes (stepN.weights.h5)"
     if not (directory / weights).is_file():
         return f"its weights file {weights!r} is missing"
+    lora = state.get("lora")
+    if lora is not None and (not isinstance(lora, str) or not LORA_NAME.fullmatch(lora)):
+        return f"lora={lora!r} is not a LoRA file this package writes (stepN.lora.npz)"
+    if lora is not None and not (directory / lora).is_file():
+        return f"its LoRA file {lora!r} is missing"
     if best is not None and (not isinstance(best, (int, float)) or not math.isfinite(best)):
         return f"best={best!r} is not a finite number"
     return None

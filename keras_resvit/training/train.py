@@ -16,6 +16,7 @@ from keras_resvit.base.backend import backend, dtype_policy
 from keras_resvit.base.files import write_json
 from keras_resvit.base.processes import barrier
 from keras_resvit.models.common import check_classifier, low_precision
+from keras_resvit.models.lora import idle_lora_layers
 from keras_resvit.training.data_checks import (
     check_data,
     check_labels,
@@ -365,6 +366,15 @@ def _build(model_or_name, spec, placement, data, loss):
             "would leave it as it is. Unfreeze what should learn (`model.trainable = True`, or "
             "`layer.trainable = True` for some layers), or give it a new trainable classifier "
             "with kr.replace_head(model, num_classes)."
+        )
+    idle = idle_lora_layers(model)
+    if idle:
+        raise ValueError(
+            f"model={model.name!r} has LoRA layers whose two factors are zero ({idle[0]!r} "
+            f"and {len(idle) - 1} more), as a model loaded from a .keras file has them: they "
+            "get no gradient, so training would adapt nothing through them. Call "
+            "enable_lora(model, rank, targets) again, as the model was made (it draws new "
+            "lora_kernel_a factors, outputs unchanged, and freezes the rest), then train."
         )
     model = fit_resolution(model, data.first_batch[0].shape)
     adapt_pixel_means(model, data.train)
