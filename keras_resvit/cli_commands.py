@@ -87,7 +87,8 @@ def run_evaluate(args):
     from keras_resvit.data.loader_choice import ALL_EXAMPLES
     from keras_resvit.models.common import check_classifier
 
-    model = kr.load_model(args.model)
+    with _named_as({"path": "MODEL"}):
+        model = kr.load_model(args.model)
     check_classifier(model, "evaluate scores class labels")
     instead = "score it in Python: model.evaluate on batches of its shape"
     size = checks.loadable_side(model, f"evaluate {args.model}", instead, any_size=False)
@@ -102,6 +103,8 @@ def run_evaluate(args):
     args.split_seed = 0  # the seed of a folder's hold-out draw: load_dataset's default
     if args.validation_split is None and args.split == "validation" and not own_folder.is_dir():
         args.validation_split, args.split_seed = _run_validation_split(args)
+    elif args.split == "validation" and not own_folder.is_dir():
+        _check_given_split(args)
     augment = None if scales else _evaluation_transform(args)
     data = kr.data.load_dataset(
         args.data,
@@ -132,7 +135,9 @@ def run_evaluate(args):
         print(f"{where}, {views}: {figures}")
         return
     loss, accuracy = _plain_evaluate(model, data, classes, argument)
-    transform = f"evaluation transform of {augment}" if augment else "center crop"
+    # kr.data's evaluation view: photos center-cropped (0.875), images near the model's
+    # size resized whole (`transforms.evaluation_crop_ratio`).
+    transform = f"evaluation transform of {augment}" if augment else "evaluation view"
     print(f"{where}, {transform}: accuracy {accuracy:.4f}, cross-entropy {loss:.4f}")
 
 
@@ -172,23 +177,48 @@ def _run_config(args):
     return json.loads((folder / CONFIG_FILE).read_text())
 
 
+def _recorded_split(args):
+    """(files listed, share held out, seed) of the image folder the model's run held a
+    share of out (its `config.json`), or None."""
+    import re
+
+    described = str((_run_config(args) or {}).get("data") or "")
+    found = re.findall(r", (\d+) files, validation_split=([0-9.]+)", described)
+    if not found:
+        return None
+    seeds = re.findall(r", seed=(\d+)", described)
+    return int(found[-1][0]), float(found[-1][1]), int(seeds[-1]) if seeds else 0
+
+
+def _check_given_split(args):
+    """Warns when --validation-split is not the share the model's run held out: another
+    share's held-out images include some the run trained on."""
+    import warnings
+
+    recorded = _recorded_split(args)
+    if recorded is not None and recorded[1] != args.validation_split:
+        warnings.warn(
+            f"--validation-split {args.validation_split} but the model's run held out "
+            f"{recorded[1]} of {args.data} (its config.json): the images scored include some "
+            "it trained on, and its accuracy reads high; drop the flag to score the run's own "
+            "held-out images.",
+            stacklevel=2,
+        )
+
+
 def _run_validation_split(args):
     """The share of its image folder that the model's run held out (`train
     --validation-split`, recorded in its `config.json`) and the seed of that draw, or
     (None, 0); says so when found, and warns when the folder's training images are no longer
     those the run listed (then its held-out split may hold images the run trained on)."""
-    import re
     import warnings
 
     from keras_resvit.data.folders import list_image_folder
 
-    described = str((_run_config(args) or {}).get("data") or "")
-    found = re.findall(r", (\d+) files, validation_split=([0-9.]+)", described)
-    if not found:
+    recorded = _recorded_split(args)
+    if recorded is None:
         return None, 0
-    listed, share = int(found[-1][0]), float(found[-1][1])
-    seeds = re.findall(r", seed=(\d+)", described)
-    seed = int(seeds[-1]) if seeds else 0
+    listed, share, seed = recorded
     print(
         f"holding out {share:.0%} of {args.data} as the model's run did (its config.json; "
         "--validation-split sets another share)"
@@ -251,13 +281,15 @@ def _evaluation_scales(args, size):
 
 def _plain_evaluate(model, data, classes, argument):
     from keras_resvit.data import checks
-    from keras_resvit.models.common import outputs_logits
+    from keras_resvit.models.common import score_activation
     from keras_resvit.training.model_setup import cross_entropy
 
-    # The cross-entropy of the softmax over the classes (of logits, or of the scores
-    # normalized to sum to 1, a sigmoid's too), the same on every backend, whichever loss
-    # trained the model (a binary cross-entropy recipe's is in its run's history.csv).
-    loss = cross_entropy(outputs_logits(model), sparse=not checks.has_soft_labels(data))
+    # The cross-entropy of the softmax over the classes (of logits, log-probabilities alike,
+    # or of the scores normalized to sum to 1, a sigmoid's too), the same on every backend,
+    # whichever loss trained the model (a binary cross-entropy recipe's is in its run's
+    # history.csv). A tanh or relu classifier has no probabilities: refused.
+    from_logits = score_activation(model) in ("linear", "log_softmax")
+    loss = cross_entropy(from_logits, sparse=not checks.has_soft_labels(data))
     model.compile(loss=loss, metrics=["accuracy"])
     with checks.data_errors():
         return model.evaluate(checks.check_batches(data, classes, argument), verbose=0)
@@ -276,6 +308,7 @@ def run_few_shot(args):
         l2_regularization=args.l2,
         seed=args.seed,
         batch_size=args.batch_size,
+        validation_split=args.validation_split,
     )
     print(f"{args.model} few-shot linear probe on {args.data} (seed {args.seed})")
     print("shots  accuracy")
@@ -299,6 +332,7 @@ def run_export(args):
             format=args.format,
             quantization=args.quantization,
             representative_data=args.calibration,
+            overwrite=args.overwrite,
         )
     print(export_summary(result))
 
@@ -310,6 +344,7 @@ EXPORT_FLAGS = {
     "representative_data": "--calibration",
     "quantization": "--quantization",
     "format": "--format",
+    "overwrite": "--overwrite",
 }
 
 

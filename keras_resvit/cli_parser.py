@@ -76,6 +76,14 @@ def _add_train(commands):
     p.set_defaults(run="run_train")
 
 
+def _add_validation_split(p, help):
+    """The `--validation-split FRACTION` of an image folder that `train`, `evaluate` and
+    `few-shot` read (`kr.data.load_dataset`'s `validation_split`)."""
+    p.add_argument(
+        "--validation-split", type=_fraction(0.1), default=None, metavar="FRACTION", help=help
+    )
+
+
 def _add_train_data_arguments(p):
     """`train`'s model and data: what is trained on what."""
     p.add_argument("--model", default="resnet20", help="registry name (default: resnet20)")
@@ -86,12 +94,9 @@ def _add_train_data_arguments(p):
         help="digits (default, offline), tfds:NAME, or an image folder: one sub-folder per "
         "class, or train/ and validation/ or test/ sub-folders of those",
     )
-    p.add_argument(
-        "--validation-split",
-        type=_fraction(0.1),
-        default=None,
-        metavar="FRACTION",
-        help="share of an image folder held out for validation (default: 0.1 where the folder "
+    _add_validation_split(
+        p,
+        "share of an image folder held out for validation (default: 0.1 where the folder "
         "has no validation/ or test/ sub-folder)",
     )
     p.add_argument(
@@ -208,12 +213,9 @@ def _add_evaluate(commands):
     p.add_argument("model", help="a .keras file")
     p.add_argument("--data", type=_text, default="digits")
     p.add_argument("--split", default="test")
-    p.add_argument(
-        "--validation-split",
-        type=_fraction(0.1),
-        default=None,
-        metavar="FRACTION",
-        help="with --split validation: the share of an image folder that `train "
+    _add_validation_split(
+        p,
+        "with --split validation: the share of an image folder that `train "
         "--validation-split` held out (the same files; default: the model's run's, from the "
         "config.json beside it)",
     )
@@ -256,6 +258,11 @@ def _add_few_shot(commands):
     )
     p.add_argument("--shots", type=int, nargs="+", default=[1, 5, 10, 25])
     p.add_argument("--l2", type=float, default=1024.0, help="ridge penalty (default: 1024)")
+    _add_validation_split(
+        p,
+        "the share of an image folder without a test/ sub-folder held out as the test "
+        "images (the same files as `train --validation-split` holds out)",
+    )
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--batch-size", type=int, default=64)
     p.set_defaults(run="run_few_shot")
@@ -282,6 +289,11 @@ def _add_export(commands):
         default=None,
         metavar="SOURCE",
         help="int8 calibration images: digits, tfds:NAME or an image folder",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a model file or SavedModel at OUTPUT that keras-resvit did not export",
     )
     p.set_defaults(run="run_export")
 

@@ -241,6 +241,7 @@ def _export_tflite(kr, output):
             os.path.join(output, "last.keras"),
             os.path.join(output, "model.tflite"),
             format="tflite",
+            overwrite=True,  # the run folder's own file (`output_folder` checked it)
         )
     print(f"{export_summary(result)}; from last.keras")
 

@@ -183,6 +183,16 @@ def _scores_and_names(model, paths):
 
     if isinstance(model, keras.Model):
         return _model_scores(model, paths), model_class_names(model), None
+    if not isinstance(model, (str, os.PathLike)):
+        raise ValueError(
+            f"model of type {type(model).__name__} is not valid; pass a keras.Model, the path "
+            "of a .keras, .tflite or .onnx file, or NAME:WEIGHTS (e.g. resnet50:imagenet)."
+        )
+    if Path(model).is_dir():
+        raise ValueError(
+            f"model={str(model)!r} is a folder (a SavedModel?); predict reads a .keras, "
+            ".tflite or .onnx file: export one with kr.export (keras-resvit export)."
+        )
     named = None if Path(model).is_file() else _named_model(str(model))
     if named is not None:
         return _model_scores(named, paths), model_class_names(named), None
@@ -221,7 +231,8 @@ def predict(model, image_paths, *, top_k: int = 5) -> list:
 
     Raises:
         FileNotFoundError: `model` or an image is not a file.
-        ValueError: a bad `top_k` or `image_paths`, a model file that is not a readable
+        ValueError: a bad `top_k`, `image_paths` or `model` (of another type, a folder), a
+            model file that is not a readable
             `.keras` / `.tflite` / `.onnx`, a model ending in an activation whose outputs are
             neither probabilities nor logits (a tanh), an image that cannot be decoded, or
             class names whose count is not the model's.

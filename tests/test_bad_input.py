@@ -94,6 +94,8 @@ def bad(tmp_path_factory):
         _png(tmp / "huge_folder" / name / "a.png")
     _huge_png(tmp / "huge_folder" / "dog" / "bomb.png")
     _huge_png(tmp / "bomb.png")
+    # A PNG signature, then garbage: its "size" (read where IHDR would be) is no size at all.
+    (tmp / "garbage.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage bytes, no chunks" * 4)
     model.save(tmp / "named.keras")
     (tmp / "named.classes.json").write_text('["cat", "dog"')
     model.save(tmp / "other.keras")
@@ -875,6 +877,30 @@ CASES = [
         ("bomb.png", "20000x20000 pixels", "MAX_IMAGE_PIXELS"),
     ),
     Case(
+        "export_a_file_to_a_path_ending_with_a_slash",
+        lambda b: kr.export(b.model, f"{b.tmp}/slash.tflite/"),
+        V,
+        ("slash.tflite/'", "ends with a slash", "format='tflite' writes a file"),
+    ),
+    Case(
+        "predict_with_a_model_of_another_type",
+        lambda b: kr.predict(object(), [b.tmp / "bomb.png"]),
+        V,
+        ("model of type object", "keras.Model", ".tflite", "NAME:WEIGHTS"),
+    ),
+    Case(
+        "predict_with_a_folder",
+        lambda b: kr.predict(b.tmp / "one_class", [b.tmp / "bomb.png"]),
+        V,
+        ("one_class' is a folder", "kr.export"),
+    ),
+    Case(
+        "predict_png_with_a_garbage_header",
+        lambda b: kr.predict(b.tmp / "m.keras", [b.tmp / "garbage.png"]),
+        V,
+        ("garbage.png", "cannot be decoded", "Invalid PNG"),
+    ),
+    Case(
         "folder_decompression_bomb_strict",
         lambda b: kr.data.load_dataset(b.tmp / "huge_folder", image_size=8, strict=True),
         V,
@@ -1013,7 +1039,10 @@ CASES = [
         "few_shot_test_classes_the_pool_lacks",
         lambda b: kr.evaluation.few_shot(b.model, (b.x, b.y % 2), (b.x[:4], b.y[:4]), shots=1),
         V,
-        ("test has classes ['0', '1', '2'] but train has ['0', '1']", "label 2 means '2'"),
+        (
+            "test has classes ['0', '1', '2'] but train has ['0', '1']",
+            "3 classes where train has 2, so label 2 ('2') names no class of train",
+        ),
     ),
     Case(
         "few_shot_unnamed_test_classes_the_pool_lacks",

@@ -105,10 +105,11 @@ def test_info_resizes_a_vit(capsys):
     assert "32x32x3" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("activation", [None, "sigmoid"])
+@pytest.mark.parametrize("activation", [None, "sigmoid", "log_softmax"])
 def test_evaluate_reports_the_loss_of_a_logits_or_sigmoid_model(tmp_path, capsys, activation):
     """Logits go through the softmax; sigmoid scores are probabilities, never taken for
-    logits (the loss normalizes them)."""
+    logits (the loss normalizes them); log-probabilities are logits (their softmax is the
+    model's own), where they were read as probabilities (a loss of 6.6 for 0.18)."""
     model = kr.build_resnet(8, stem="cifar", num_classes=10, classifier_activation=activation)
     model.save(tmp_path / "model.keras")
     assert main(["evaluate", str(tmp_path / "model.keras"), "--data", "digits"]) == 0
@@ -116,9 +117,17 @@ def test_evaluate_reports_the_loss_of_a_logits_or_sigmoid_model(tmp_path, capsys
     test = kr.data.load_dataset("digits", "test", batch_size=64)
     labels = np.concatenate([np.asarray(y) for _, y in test])
     scores = model.predict(test, verbose=0)
-    from_logits = activation is None
+    from_logits = activation in (None, "log_softmax")
     expected = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)(labels, scores)
     assert loss == pytest.approx(float(expected), abs=2e-4)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_evaluate_refuses_a_classifier_without_probabilities(tmp_path, capsys, activation):
+    model = kr.build_resnet(8, stem="cifar", num_classes=10, classifier_activation=activation)
+    model.save(tmp_path / "model.keras")
+    assert main(["evaluate", str(tmp_path / "model.keras"), "--data", "digits"]) == 2
+    assert f"ends in a {activation} activation" in capsys.readouterr().err
 
 
 def test_errors_are_one_line_on_stderr_from_a_fresh_process(tmp_path):
@@ -206,6 +215,13 @@ def test_evaluate_a_saved_model(tmp_path, capsys):
     out = capsys.readouterr().out
     accuracy = float(re.search(r"accuracy ([0-9.]+)", out).group(1))
     assert 0.0 <= accuracy <= 0.3  # an untrained model is near chance (0.1)
+
+
+def test_evaluate_names_its_model_argument_as_the_command_does(tmp_path, capsys):
+    (tmp_path / "m.tflite").write_bytes(b"\x1c\x00\x00\x00TFL3")
+    assert main(["evaluate", str(tmp_path / "m.tflite"), "--data", "digits"]) == 2
+    err = capsys.readouterr().err
+    assert "MODEL '" in err and "path=" not in err, err
 
 
 def test_evaluate_scores_the_share_train_held_out(tmp_path, capsys):
@@ -360,6 +376,12 @@ def test_a_plain_folder_trains_for_its_classes_and_size_and_keeps_a_finished_run
     assert scored.returncode == 0, scored.stderr
     assert "holds 16 training images where the model's run listed 15" in scored.stderr
     (first / f"added{image.suffix}").unlink()
+    # Another share than the run's: images it trained on are scored, and it says so.
+    assert "the model's run held out" not in scored.stderr
+    scored = run_cli("evaluate", out / "last.keras", *held_out[:4], "--validation-split", 0.5,
+                     cwd=tmp_path)  # fmt: skip
+    assert scored.returncode == 0, scored.stderr
+    assert "--validation-split 0.5 but the model's run held out 0.1 of flowers" in scored.stderr
 
     # The same command again: one line naming --overwrite, and nothing touched.
     before = snapshot(out)

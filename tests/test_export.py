@@ -35,6 +35,7 @@ from keras_resvit.export import (
     representative_images,
 )
 from keras_resvit.export.converters import _quiet_tf2onnx
+from keras_resvit.export.ownership import exported_here
 from keras_resvit.predict import predict
 from tests.conftest import HAS_ONNX, random_images, tiny_vit
 
@@ -89,6 +90,8 @@ def test_float32_export_passes_its_check(name, format, tmp_path):
     assert result["format"] == format and result["checked"] and target.exists()
     assert result["max_abs_difference"] < 1e-4 and result["top1_agreement"] == 1.0
     _only(tmp_path, target.name)
+    assert exported_here(target, format)  # so that the next export may replace it
+    kr.export(model, target, check=False)
 
 
 @pytest.mark.parametrize(
@@ -166,7 +169,7 @@ def test_trained_vit_exports_to_int8_with_float_attention_and_to_dynamic(tmp_pat
     assert agreement >= 0.95
 
 
-# The head of a TF Lite flatbuffer (its schema's name at bytes 4-8), as an earlier export left.
+# The head of a TF Lite flatbuffer (its schema's name at bytes 4-8), without export's mark.
 OLD_TFLITE = b"\x1c\x00\x00\x00TFL3 old"
 
 
@@ -175,11 +178,15 @@ def test_export_from_keras_file_replaces_target_and_carries_class_names(tmp_path
     kr.create_model("resnet20").save(source)
     write_class_names(source, [f"digit {i}" for i in range(10)])
     target = tmp_path / "m.tflite"
-    target.write_bytes(OLD_TFLITE)  # an earlier export
-    kr.export(source, target)
+    target.write_bytes(OLD_TFLITE)  # a TF Lite file this package did not export
+    with pytest.raises(ValueError, match=r"m.tflite' holds a .tflite file that keras_resvit did"):
+        kr.export(source, target)
+    assert target.read_bytes() == OLD_TFLITE
+    kr.export(source, target, overwrite=True)
     assert target.read_bytes() != OLD_TFLITE
     _only(tmp_path, "m.keras", "m.tflite", "m.classes.json")
     assert json.loads(class_names_path(target).read_text())[3] == "digit 3"
+    kr.export(source, target, quantization="float16")  # its own export: replaced
 
 
 def test_an_upper_case_suffix_exports_where_it_says(tmp_path):
@@ -198,9 +205,31 @@ def test_failed_check_raises_with_figures_and_leaves_no_file(tmp_path, monkeypat
     target = tmp_path / "model.tflite"
     target.write_bytes(OLD_TFLITE)
     with pytest.raises(RuntimeError, match=r"max abs difference \d.*top-1 agreement 100\.0%"):
-        kr.export(_resnet20(), target)
+        kr.export(_resnet20(), target, overwrite=True)
     assert target.read_bytes() == OLD_TFLITE
     _only(tmp_path, "model.tflite")
+
+
+def test_a_model_with_nan_outputs_is_named_not_its_export(tmp_path):
+    # The failed check blamed the export ("max abs difference nan"); the SavedModel's even
+    # reported "top-1 agreement 100.0%".
+    model = kr.build_resnet(8, stem="cifar", input_shape=(16, 16, 3), num_classes=3)
+    head = model.get_layer("predictions")
+    head.kernel.assign(keras.ops.full(head.kernel.shape, np.nan))
+    for name in ("m.tflite", "sm"):
+        with pytest.raises(ValueError, match=r"itself gives NaN or infinite outputs for 32 of 32"):
+            kr.export(model, tmp_path / name)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_one_calibration_image_is_asked_as_a_batch_of_one(tmp_path):
+    model = kr.build_resnet(8, stem="cifar", input_shape=(16, 16, 3), num_classes=3)
+    image = random_images(1, 16, 16)[0]
+    with pytest.raises(ValueError, match=r"\(16, 16, 3\) \(one image: pass image\[None\]"):
+        kr.export(model, tmp_path / "m.tflite", quantization="int8", representative_data=image)
+    with pytest.raises(ValueError, match=r"\(1, 16, 16, 1\); valid: a batch \(N, H, W, 3\)"):
+        grey = image[None, ..., :1]
+        kr.export(model, tmp_path / "m.tflite", quantization="int8", representative_data=grey)
 
 
 def test_a_check_on_constant_outputs_says_it_compares_nothing(tmp_path):
@@ -690,3 +719,55 @@ def test_the_export_format_is_read_from_the_path(path, expected):
         return
     with pytest.raises(ValueError, match=expected):
         format_from_path(path)
+
+
+def _snapshot(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_users_own_saved_model_and_onnx_file_are_replaced_only_on_request(tmp_path, capsys):
+    # A SavedModel of a tf.Module and an ONNX graph made by hand: models of the user's own,
+    # which an export to their path replaced without a word.
+    module = tf.Module()
+    module.scale = tf.Variable(2.0)
+    module.serve = tf.function(lambda x: x * module.scale, input_signature=[tf.TensorSpec([1])])
+    tf.saved_model.save(module, str(tmp_path / "users"))
+    model = kr.build_resnet(8, stem="cifar", input_shape=(16, 16, 3), num_classes=3)
+    model.save(tmp_path / "m.keras")
+    before = _snapshot(tmp_path / "users")
+    code = main(["export", str(tmp_path / "m.keras"), str(tmp_path / "users")])
+    err = capsys.readouterr().err
+    assert code == 2 and "holds a SavedModel that keras_resvit did not export" in err, err
+    assert "--overwrite" in err and _snapshot(tmp_path / "users") == before
+    assert main(["export", str(tmp_path / "m.keras"), str(tmp_path / "users"), "--overwrite"]) == 0
+    assert exported_here(tmp_path / "users", "saved_model")
+    assert main(["export", str(tmp_path / "m.keras"), str(tmp_path / "users")]) == 0  # ours now
+    if HAS_ONNX:
+        from onnx import TensorProto, helper, save
+
+        tensor = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+        out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+        graph = helper.make_graph(
+            [helper.make_node("Identity", ["x"], ["y"])], "g", [tensor], [out]
+        )
+        save(helper.make_model(graph), str(tmp_path / "users.onnx"))
+        assert not exported_here(tmp_path / "users.onnx", "onnx")
+        with pytest.raises(ValueError, match=r"holds a .onnx file that keras_resvit did not"):
+            kr.export(model, tmp_path / "users.onnx")
+
+
+def test_a_link_is_written_through_with_the_class_names_of_the_file_it_points_to(tmp_path):
+    # The class names went beside the link, and the file it points to was predicted with
+    # the names of the model it replaced.
+    shared, own = tmp_path / "shared", tmp_path / "own"
+    shared.mkdir(), own.mkdir()
+    model = kr.build_resnet(8, stem="cifar", input_shape=(16, 16, 3), num_classes=3)
+    kr.export(model, shared / "t.tflite", class_names=["x", "y", "z"], check=False)
+    (own / "link.tflite").symlink_to(shared / "t.tflite")
+    before = (shared / "t.tflite").read_bytes()
+    with pytest.raises(ValueError, match=r"shared/t.classes.json' lists the classes \['x'"):
+        kr.export(model, own / "link.tflite", class_names=["a", "b", "c"], check=False)
+    assert (shared / "t.tflite").read_bytes() == before
+    result = kr.export(model, own / "link.tflite", class_names=["x", "y", "z"], check=False)
+    assert result["path"] == str(shared / "t.tflite") and (own / "link.tflite").is_symlink()
+    assert sorted(p.name for p in own.iterdir()) == ["link.tflite"]

@@ -47,6 +47,7 @@ from keras_resvit.viz import plot_history
 from tests.conftest import random_images
 
 export_module = importlib.import_module("keras_resvit.export")
+ownership = importlib.import_module("keras_resvit.export.ownership")
 
 TINY = {"depth": 8, "stem": "cifar", "input_shape": (8, 8, 3), "num_classes": 2, "width": 0.25}
 
@@ -318,14 +319,26 @@ def _fake_converter(content):
 
 @pytest.fixture
 def fake_export(monkeypatch):
+    written = []
+
     def use(content):
         convert = _fake_converter(content)
         monkeypatch.setattr(export_module, "_convert", convert)
+        # What the fake converter wrote stands for an artifact `export` marked as its own.
+        written.append(content)
+        monkeypatch.setattr(
+            ownership, "exported_here", lambda path, format: any(_holds(path, c) for c in written)
+        )
         monkeypatch.setattr(
             export_module, "_convert_in_subprocess", lambda source, *args: convert(None, *args)
         )
 
     return use
+
+
+def _holds(path, content):
+    path = Path(path) / "saved_model.pb" if Path(path).is_dir() else Path(path)
+    return path.is_file() and path.read_bytes() == content
 
 
 def _export(model, path, format="saved_model"):

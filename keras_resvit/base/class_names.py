@@ -238,14 +238,25 @@ def _read_tflite_metadata(data) -> dict:
 
 def add_tflite_class_names(path, class_names: list) -> bool:
     """Writes `class_names` into a TF Lite file as the metadata entry `CLASS_NAMES_KEY` (the
-    JSON list), rewriting `path` in place: callers pass a temporary file.
-
-    The flatbuffer is unpacked and packed again with TensorFlow's schema, as TensorFlow's
-    converter adds its own metadata; like the converter, it leaves a file whose weights lie
-    after the flatbuffer (over 2 GB) as it is: its names live in the side file only.
+    JSON list), rewriting `path` in place: callers pass a temporary file (see
+    `add_tflite_metadata`).
 
     Returns:
         Whether the names were written.
+    """
+    return add_tflite_metadata(path, {CLASS_NAMES_KEY: json.dumps(list(class_names)).encode()})
+
+
+def add_tflite_metadata(path, entries: dict) -> bool:
+    """Adds the named metadata `entries` ({name: bytes}) to a TF Lite file, rewriting `path`
+    in place: callers pass a temporary file.
+
+    The flatbuffer is unpacked and packed again with TensorFlow's schema, as TensorFlow's
+    converter adds its own metadata; like the converter, it leaves a file whose weights lie
+    after the flatbuffer (over 2 GB) as it is.
+
+    Returns:
+        Whether the entries were written.
     """
     from tensorflow.lite.python import schema_py_generated as schema
     from tensorflow.lite.tools import flatbuffer_utils
@@ -253,12 +264,15 @@ def add_tflite_class_names(path, class_names: list) -> bool:
     if _TFLITE_BUFFER_LOCATION in tflite_metadata(path, "path"):
         return False
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(Path(path).read_bytes()))
-    buffer = schema.BufferT()
-    buffer.data = json.dumps(list(class_names)).encode()
-    model.buffers.append(buffer)
-    entry = schema.MetadataT()
-    entry.name, entry.buffer = CLASS_NAMES_KEY, len(model.buffers) - 1
-    model.metadata = [*(model.metadata or []), entry]
+    added = []
+    for name, data in entries.items():
+        buffer = schema.BufferT()
+        buffer.data = data
+        model.buffers.append(buffer)
+        entry = schema.MetadataT()
+        entry.name, entry.buffer = name, len(model.buffers) - 1
+        added.append(entry)
+    model.metadata = [*(model.metadata or []), *added]
     Path(path).write_bytes(flatbuffer_utils.convert_object_to_bytearray(model))
     return True
 

@@ -304,11 +304,19 @@ class CheckedBatches(keras.utils.PyDataset):
             self.data.epoch = self.epoch
 
 
-def check_pixels(argument: str, images, *, scaled_is_error: bool = False) -> None:
-    """Checks a batch of images in hand (an array): NaN or infinite pixels raise; a range
-    other than raw 0-255 pixels (models normalize inside, so [0, 1] or standardized images
-    would train and predict on the wrong scale) warns, or raises with `scaled_is_error`
-    (beyond a pixel of resampling overshoot).
+# Beyond these, values are no 8-bit pixels however resampled (bicubic and Lanczos overshoot
+# stays far inside): 16-bit images (0-65535), or another unit.
+_NOT_PIXELS = (-256.0, 512.0)
+
+
+def check_pixels(
+    argument: str, images, *, scaled_is_error: bool = False, warned: set | None = None
+) -> None:
+    """Checks a batch of images in hand (an array): NaN or infinite pixels raise, and so do
+    values far outside 0-255 (16-bit images); a range other than raw 0-255 pixels (models
+    normalize inside, so [0, 1] or standardized images would train and predict on the wrong
+    scale) warns, or raises with `scaled_is_error` (beyond a pixel of resampling overshoot).
+    `warned`: a set shared by the checks of one read's batches, which then warns once.
 
     Example:
     >>> import numpy as np
@@ -329,6 +337,11 @@ def check_pixels(argument: str, images, *, scaled_is_error: bool = False) -> Non
             "models take finite raw pixels 0-255: fix or drop those images."
         )
     low, high = float(images.min()), float(images.max())
+    if low < _NOT_PIXELS[0] or high > _NOT_PIXELS[1]:
+        raise ValueError(
+            f"{argument} range from {low:g} to {high:g}, which are no 8-bit pixels; models "
+            "take raw pixels 0-255 (scale 16-bit images, 0-65535, by 255 / 65535)."
+        )
     if low >= 0.0 and high <= 255.0 and not 0.0 < high <= 1.0:
         return
     message = (
@@ -337,7 +350,10 @@ def check_pixels(argument: str, images, *, scaled_is_error: bool = False) -> Non
     )
     if scaled_is_error and (high <= 1.0 or low < -1.0 or high > 256.0):
         raise ValueError(message)
-    warnings.warn(message, stacklevel=3)
+    if warned is None or "range" not in warned:
+        warnings.warn(message, stacklevel=3)
+    if warned is not None:
+        warned.add("range")
 
 
 def check_class_names_match(argument: str, names, reference, what: str) -> None:
@@ -351,14 +367,25 @@ def check_class_names_match(argument: str, names, reference, what: str) -> None:
     if not names or not reference:
         return
     names, reference = [str(n) for n in names], [str(n) for n in reference]
+    both = (
+        f"{argument} has classes {names[:6]}{' ...' if len(names) > 6 else ''} but {what} "
+        f"has {reference[:6]}{' ...' if len(reference) > 6 else ''}"
+    )
+    advice = "Use data of the same classes, in the same order."
     for index, name in enumerate(names):
-        if index >= len(reference) or name != reference[index]:
-            other = repr(reference[index]) if index < len(reference) else "nothing"
+        if index >= len(reference):
+            single = index == len(names) - 1
+            extra = f"label {index}" if single else f"labels {index}-{len(names) - 1}"
+            shown = ", ".join(map(repr, names[index : index + 3]))
             raise ValueError(
-                f"{argument} has classes {names[:6]}{' ...' if len(names) > 6 else ''} but "
-                f"{what} has {reference[:6]}{' ...' if len(reference) > 6 else ''}: label "
-                f"{index} means {name!r} in one and {other} in the other. Use data of the "
-                "same classes, in the same order."
+                f"{both}: {len(names)} classes where {what} has {len(reference)}, so {extra} "
+                f"({shown}{' ...' if len(names) > index + 3 else ''}) "
+                f"{'names' if single else 'name'} no class of {what}. {advice}"
+            )
+        if name != reference[index]:
+            raise ValueError(
+                f"{both}: label {index} means {name!r} in one and {reference[index]!r} in the "
+                f"other. {advice}"
             )
 
 

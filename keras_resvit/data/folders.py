@@ -90,8 +90,8 @@ def _class_root(root, split, validation_split):
         return base, validation_split is not None
     raise ValueError(
         f"split={split!r}: folder {str(root)!r} has no {split!r} sub-folder; hold out part of "
-        f"{str(base)!r} with validation_split=<fraction> (keras-resvit train and evaluate: "
-        "--validation-split), or read split='train'."
+        f"{str(base)!r} with validation_split=<fraction> (keras-resvit train, evaluate and "
+        "few-shot: --validation-split), or read split='train'."
     )
 
 

@@ -65,7 +65,7 @@ def image_dimensions(path):
         kind = image_kind(head)
         if kind == "jpeg":
             return _jpeg_size(f)
-        if kind == "png" and len(head) >= 24:
+        if kind == "png" and len(head) >= 24 and head[12:16] == b"IHDR":  # its first chunk
             return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
         if kind == "gif" and len(head) >= 10:
             return int.from_bytes(head[6:8], "little"), int.from_bytes(head[8:10], "little")

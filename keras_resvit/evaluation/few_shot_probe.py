@@ -33,16 +33,18 @@ L2_REGULARIZATION = 2.0**10
 STD_EPSILON = 1e-5
 
 
-def _dataset(data, split, model, batch_size):
+def _dataset(data, split, model, batch_size, validation_split=None):
     """`data` as a dataset: a batched `tf.data.Dataset` or `keras.utils.PyDataset` as it is,
     else a `kr.data` source read in `split`, unshuffled, at the model's input size (with its
-    `class_names`)."""
+    `class_names`), an image folder's `validation_split` held out as its "test" split."""
     if isinstance(data, keras.utils.PyDataset) or hasattr(data, "element_spec"):
         return data
+    held_out = {} if validation_split is None else {"validation_split": validation_split}
     with source_named(split):
         return load_dataset(
             data,
             split,
+            **held_out,
             image_size=loadable_side(model, split, "pass a batched tf.data.Dataset instead"),
             batch_size=batch_size,
             shuffle=False,
@@ -160,6 +162,7 @@ def extract_features(
     extractor = feature_model(model, layer)
     features, labels, full = [], [], None
     batches = _batches(_dataset(data, split, model, batch_size), split)
+    warned = set()  # one warning for the read, not one per batch
     for number, (images, batch_labels) in enumerate(batches, 1):
         images, batch_labels = np.asarray(images), np.asarray(batch_labels)
         if len(batch_labels) != len(images):
@@ -168,7 +171,7 @@ def extract_features(
                 "labels; expected one label per image."
             )
         check_class_indices(f"{split} batch {number} labels", batch_labels)
-        check_pixels(f"{split} batch {number} images", images)
+        check_pixels(f"{split} batch {number} images", images, warned=warned)
         if not image_shape_fits(images.shape[1:], model.input_shape[1:]):
             raise ValueError(
                 f"{split} batch {number} has images of shape {images.shape[1:]}, but model "
@@ -311,6 +314,7 @@ def few_shot(
     seed: int = 0,
     layer: str | None = None,
     batch_size: int = 64,
+    validation_split: float | None = None,
 ) -> dict:
     """Few-shot linear-probe accuracy of a model's frozen features (ViT paper, Section 4.1).
 
@@ -329,6 +333,10 @@ def few_shot(
         seed: seed of the per-class permutations.
         layer: the representation layer (see `feature_model`).
         batch_size: batch size when `train`/`test` are sources.
+        validation_split: for an image folder without a test/ (or validation/) sub-folder:
+            the share of each class held out as its "test" split, the rest being "train"
+            (`kr.data.load_dataset`'s, the same files as `train(validation_split=)` holds
+            out); pass the folder as both `train` and `test`.
 
     Returns:
         A dict {shots: test accuracy}.
@@ -357,8 +365,8 @@ def few_shot(
     check_seed(seed)
     check_number("l2_regularization", l2_regularization, 0)
     feature_model(model, layer)
-    train = _dataset(train, "train", model, batch_size)
-    test = _dataset(test, "test", model, batch_size)
+    train = _dataset(train, "train", model, batch_size, validation_split)
+    test = _dataset(test, "test", model, batch_size, validation_split)
     for data, split in ((train, "train"), (test, "test")):
         _check_structure(data, split)  # the test data before any training features are made
     # Label i must mean one class in both (the datasets say which when they know).

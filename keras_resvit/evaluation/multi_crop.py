@@ -60,8 +60,9 @@ def _check_model(model):
         )
 
 
-def _check_images(argument: str, images, channels: int):
-    """`images` as a float32 array (N, H, W, `channels`) of finite pixels, or ValueError."""
+def _check_images(argument: str, images, channels: int, warned=None):
+    """`images` as a float32 array (N, H, W, `channels`) of finite pixels, or ValueError;
+    `warned`: see `check_pixels`."""
     try:
         array = np.asarray(images, "float32")
     except (ValueError, TypeError) as error:
@@ -80,7 +81,7 @@ def _check_images(argument: str, images, channels: int):
             f"(N, H, W, {channels}) with N, H, W >= 1, all images of one size (one image x "
             "is the batch x[None])."
         )
-    check_pixels(argument, array)
+    check_pixels(argument, array, warned=warned)
     return array
 
 
@@ -301,13 +302,16 @@ def multi_crop_evaluate(
     check_class_names_match("data", getattr(data, "class_names", None), model_names, "the model")
     hits = dict.fromkeys(ks, 0)
     count = 0
+    warned = set()  # one warning for the read, not one per batch
     for number, batch in enumerate(_batches(data), 1):
         if not isinstance(batch, (tuple, list)) or len(batch) != 2:
             raise ValueError(
                 f"data batch {number} of type {type(batch).__name__} is not valid; valid: an "
                 "(images, labels) pair."
             )
-        images = _check_images(f"data batch {number} images", batch[0], model.input_shape[-1])
+        images = _check_images(
+            f"data batch {number} images", batch[0], model.input_shape[-1], warned
+        )
         labels = _check_labels(number, batch[1], len(images), classes)
         scores = _crop_scores(model, images, crop_size, scales, crops, batch_size)
         ranked = np.argsort(-scores, axis=-1)

@@ -62,6 +62,7 @@ from keras_resvit.export.converters import (
     int8_with_float_ops,
     tflite_options,
 )
+from keras_resvit.export.ownership import SAVED_MODEL_MARK, check_owned, mark
 from keras_resvit.files import load_model
 from keras_resvit.models.common import is_vit, leaf_layers, low_precision
 
@@ -84,7 +85,7 @@ SUFFIXES = {"tflite": ".tflite", "onnx": ".onnx"}
 # What a SavedModel folder holds (Keras' `model.export` writes the first four): an export
 # replaces a folder only when it holds nothing else, so a user's files are never deleted.
 SAVED_MODEL_ENTRIES = ("saved_model.pb", "variables", "assets", "fingerprint.pb")
-SAVED_MODEL_OPTIONAL = ("saved_model.pbtxt", "keras_metadata.pb")
+SAVED_MODEL_OPTIONAL = ("saved_model.pbtxt", "keras_metadata.pb", SAVED_MODEL_MARK)
 # `check_replaceable_folder` / `atomic_folder` arguments: kind, allowed names, required names
 # (TensorFlow writes both into every SavedModel; a user's lone saved_model.pb is no export),
 # and the files its sub-folders may hold (an image model's export has no assets: a user's
@@ -112,7 +113,7 @@ def _check_name(path):
         )
 
 
-def _validate(format, quantization, representative_data, path):
+def _validate(format, quantization, representative_data, path, overwrite):
     check_choice("format", format, FORMATS)
     check_choice("quantization", quantization, QUANTIZATIONS)
     if quantization is not None and format != "tflite":
@@ -137,6 +138,7 @@ def _validate(format, quantization, representative_data, path):
     else:
         check_output_path("path", path)
         _check_replaceable_file(path, format)
+    check_owned(path, format, overwrite)
     if format == "onnx":
         missing = [m for m in ("tf2onnx", "onnx") if importlib.util.find_spec(m) is None]
         if missing:
@@ -268,6 +270,7 @@ def _convert(model, target, format, quantization, calibration, scratch, class_na
         convert_onnx(model, target, scratch, class_names)
     if format == "tflite" and class_names is not None:
         add_tflite_class_names(target, class_names)
+    mark(target, format)
 
 
 def _check_side_file(path, class_names):
@@ -284,8 +287,8 @@ def _check_side_file(path, class_names):
     owner = side.name.removesuffix(CLASS_NAMES_SUFFIX) + ".keras"
     raise ValueError(
         f"{str(side)!r} lists the classes {existing[:5]} but the exported model has {ours}; "
-        f"it belongs to another model (e.g. {owner}): export to another path, pass "
-        "class_names= (the API), or delete that file if it is stale."
+        f"it belongs to another model (e.g. {owner}): export to a path of another name "
+        "(the class names go beside it), or delete that file if it is stale."
     )
 
 
@@ -310,6 +313,7 @@ def export(
     representative_data=None,
     check: bool = True,
     class_names: list | None = None,
+    overwrite: bool = False,
     verbose: bool = False,
 ) -> dict:
     """Exports a model (or a `.keras` file) and checks the artifact against Keras.
@@ -318,9 +322,12 @@ def export(
         model_or_path: a `keras.Model` or the path of a `.keras` file (loaded in safe mode).
             A model quantized by `model.quantize` exports as a SavedModel (int8 and int4 also
             to ONNX); for TF Lite, export the float model with `quantization`.
-        path: output file (`.tflite`, `.onnx`) or folder (SavedModel). An existing file is
-            replaced; an existing folder only when it is empty or an earlier SavedModel (its
-            replacement is one atomic swap), never when it holds anything else.
+        path: output file (`.tflite`, `.onnx`) or folder (SavedModel). An artifact this
+            package exported there is replaced (a folder in one atomic swap); one it did not
+            (no mark of `export` inside, see `keras_resvit.export.ownership`) only with
+            `overwrite`; a file of another kind, or a folder holding anything but a
+            SavedModel, never. A link to a file is written through, its class names beside
+            the file it points to.
         format: "tflite", "saved_model" or "onnx" (needs the `onnx` extra); default (None):
             the one `path` names (`format_from_path`: ".tflite", ".onnx", else a SavedModel
             folder), as the command line's `keras-resvit export`.
@@ -344,6 +351,8 @@ def export(
             artifact (`<name>.classes.json`); default those of the source `.keras` file (its side
             file, else the names inside it), or those a model in memory carries
             (`kr.load_model` attaches a file's names).
+        overwrite: replace a model file or SavedModel at `path` that this package did not
+            export.
         verbose: print `export_summary(result)`, one line.
 
     Returns:
@@ -369,12 +378,23 @@ def export(
     >>> os.path.getsize("resnet20.tflite") > 1_000_000  # 0.27 M float32 parameters
     True
     """
+    folder_named = isinstance(path, str) and path.endswith(("/", os.sep))
     path = as_path("path", path)
     if format is None:
         format = format_from_path(path)  # which refuses a name that is only a suffix
     else:
         _check_name(path)
-    _validate(format, quantization, representative_data, path)
+    if folder_named and format != "saved_model":
+        raise ValueError(
+            f"path={str(path) + '/'!r} ends with a slash, which names a folder, but "
+            f"format={format!r} writes a file; drop the slash, or export a SavedModel."
+        )
+    check_bool("overwrite", overwrite)
+    _validate(format, quantization, representative_data, path, overwrite)
+    if format != "saved_model" and path.is_symlink():
+        # Written through (as `open()` would): its class names go beside the file itself,
+        # whose predictions read them there.
+        path = path.resolve()
     check_bool("check", check)
     if representative_data is not None and quantization != "int8" and not check:
         raise ValueError(

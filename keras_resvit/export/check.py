@@ -95,9 +95,10 @@ def representative_images(data, model, count: int = CALIBRATION_SAMPLES) -> np.n
                 break
         images = np.concatenate(batches) if batches else np.zeros((0, height, width, channels))
     if images.ndim != 4 or len(images) == 0 or images.shape[-1] != channels:
+        hint = " (one image: pass image[None], a batch of one)" if images.ndim == 3 else ""
         raise ValueError(
-            f"representative_data gave images of shape {images.shape}; expected at least one "
-            f"image with {channels} channels."
+            f"representative_data gave images of shape {images.shape}{hint}; valid: a batch "
+            f"(N, H, W, {channels}) of N >= 1 images with {channels} channels."
         )
     images = images[:count].astype("float32")
     # Calibrating on [0, 1] images would quantize for the wrong range, and the check, which
@@ -119,6 +120,13 @@ def check_artifact(model, artifact, format, quantization, calibration):
         images = np.random.default_rng(0).uniform(0, 255, (CHECK_SAMPLES, *shape))
         images = images.astype("float32")
     expected = keras.ops.convert_to_numpy(model(images, training=False))
+    broken = ~np.isfinite(expected.reshape(len(expected), -1)).all(axis=1)
+    if broken.any():
+        raise ValueError(
+            f"model {model.name!r} itself gives NaN or infinite outputs for {broken.sum()} of "
+            f"{len(images)} sample images: its weights are broken (a diverged run?), and so "
+            "would be any export of it. Export a checkpoint from before (best.keras) instead."
+        )
     actual = RUNNERS[format](artifact, images)
     if np.ptp(expected) == 0:
         warnings.warn(

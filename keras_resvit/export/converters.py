@@ -14,6 +14,7 @@ from keras_resvit.artifacts import without_tf_lite_notice
 from keras_resvit.base.class_names import CLASS_NAMES_KEY
 from keras_resvit.base.keras_fixes import patch_tf2onnx
 from keras_resvit.base.lazy import tf
+from keras_resvit.export.ownership import EXPORT_MARK, mark_value
 
 # A ViT's full-integer export keeps its attention core in float32: the two matmuls between
 # activations (queries x keys, attention x values) and the softmax between them; convolutions,
@@ -101,6 +102,7 @@ def convert_onnx(model, target, scratch, class_names):
         )
     if class_names is not None:
         proto.metadata_props.add(key=CLASS_NAMES_KEY, value=json.dumps(class_names))
+    proto.metadata_props.add(key=EXPORT_MARK, value=mark_value())
     Path(target).write_bytes(proto.SerializeToString())
 
 

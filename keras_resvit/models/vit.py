@@ -335,6 +335,10 @@ def build_vit(
         qk_norm=qk_norm,
         fc_norm=fc_norm,
     )
-    size = variant.split("/")[0].lower() if variant else f"d{cfg.hidden_size}"
+    # The variant's letter where its widths and depth are kept ("vit_b16", "vit_b32" for
+    # another patch size); a model of other widths is named by its own ("vit_d32_4").
+    widths = ("hidden_size", "num_layers", "num_heads", "mlp_dim")
+    kept = variant and all(decode_variant(variant)[k] == getattr(cfg, k) for k in widths)
+    size = variant.split("/")[0].lower() if kept else f"d{cfg.hidden_size}_"
     head = (include_top, num_classes, classifier_activation)
     return vit_model(cfg, None, head, preprocessing, name or f"vit_{size}{cfg.patch_size}")

@@ -133,6 +133,7 @@ class _ImageBatches(keras.utils.PyDataset):
             use_multiprocessing=batches.use_multiprocessing,
             max_queue_size=batches.max_queue_size,
         )
+        self.warned = set()  # one range warning for the run, not one per batch
         self.batches = batches
         self.shape = shape
 
@@ -152,7 +153,7 @@ class _ImageBatches(keras.utils.PyDataset):
         if images.ndim != 4:
             _not_images(f"data batch {index}", f"images of shape {images.shape}")
         _check_image_shape(f"data batch {index}", images.shape[1:], self.shape)
-        check_pixels(f"data batch {index} images", images)
+        check_pixels(f"data batch {index} images", images, warned=self.warned)
         return images
 
 

@@ -137,14 +137,31 @@ def fetch(entry) -> Path:
         WeightsDownloadError: the download failed (offline, server error, truncated) or its
             hash differs from the published one; nothing is cached then.
     """
-    import keras
-
     path = cache_folder() / entry.file_name
     if _cached(path, entry):
         return path
     _check_cache_folder()
     url = source_url(entry.url)
     recorded = path.with_name(path.name + HASH_SUFFIX)
+    # The cache's folders this call makes: a failed download removes them again (if empty).
+    created = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
+    try:
+        _download(entry, url, path, recorded)
+    except BaseException:
+        for folder in created:  # the innermost first
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (another process's download), or gone
+                break
+        raise
+    return path
+
+
+def _download(entry, url, path, recorded):
+    """Downloads `entry` from `url` to `path` (then `recorded`, its hash), verified, through
+    a temporary file."""
+    import keras
+
     with atomic_path(path) as tmp:
         try:  # a fresh download into the temporary file, then verified, then renamed
             written = keras.utils.get_file(
@@ -168,4 +185,3 @@ def fetch(entry) -> Path:
         # The recorded hash is written first: a kill before the rename leaves no file it
         # could vouch for.
         write_text(recorded, f"{file_digest(tmp)}  {path.name}\n")
-    return path

@@ -85,6 +85,26 @@ def test_cli_prints_the_same_accuracies(trained, tmp_path, capsys):
     )
 
 
+def test_a_folder_without_a_test_split_holds_one_out(trained, tmp_path, capsys):
+    # A folder of one sub-folder per class: `few-shot` read its "test" split, which it
+    # lacks, and had no --validation-split to hold one out.
+    model, (x, y), _, _ = trained
+    for i in np.concatenate([np.flatnonzero(y == c)[:4] for c in range(10)]):
+        folder = tmp_path / "digits" / f"class{y[i]}"
+        folder.mkdir(parents=True, exist_ok=True)
+        keras.utils.save_img(folder / f"{i}.png", x[i])
+    model.save(tmp_path / "m.keras")
+    expected = kr.evaluation.few_shot(
+        model, tmp_path / "digits", tmp_path / "digits", 1, validation_split=0.5
+    )
+    command = ["few-shot", str(tmp_path / "m.keras"), "--data", str(tmp_path / "digits")]
+    assert main([*command, "--shots", "1"]) == 2
+    assert "few-shot: --validation-split" in capsys.readouterr().err
+    assert main([*command, "--shots", "1", "--validation-split", "0.5"]) == 0
+    rows = re.findall(r"^\s+(\d+)\s+([0-9.]+)$", capsys.readouterr().out, re.MULTILINE)
+    assert {int(s): float(a) for s, a in rows} == pytest.approx(expected, abs=1e-4)
+
+
 def test_subsets_are_seeded_nested_and_stratified():
     labels = np.random.default_rng(0).integers(0, 5, 200)
     first = few_shot_indices(labels, 10, seed=3)

@@ -272,3 +272,24 @@ def test_bad_fully_convolutional_arguments(case, kwargs, words):
         kr.evaluation.fully_convolutional_predict(models[case](), **arguments)
     for word in words:
         assert word in str(info.value)
+
+
+def test_images_of_another_scale_warn_once_per_read_and_16_bit_ones_are_refused():
+    # [0, 1] images warned once per batch (a message naming each batch is a new warning to
+    # Python's filter); 16-bit pixels (0-65535) only warned, and scored near chance.
+    model = _mean_colour_model(6)
+    images = np.random.default_rng(4).uniform(0, 1, (12, 8, 8, 3)).astype("float32")
+    labels = np.arange(12) % 2
+    batches = tf.data.Dataset.from_tensor_slices((images, labels)).batch(2)  # 6 batches
+    with pytest.warns(UserWarning, match=r"data batch 1 images range from") as caught:
+        kr.evaluation.multi_crop_evaluate(model, batches, scales=(8,), top_k=(1,))
+    assert len([w for w in caught if "range from" in str(w.message)]) == 1
+    with pytest.warns(UserWarning, match=r"train batch 1 images range") as caught:
+        kr.evaluation.few_shot(_mean_colour_model(8), batches, batches, shots=1, batch_size=2)
+    ranges = [str(w.message) for w in caught if "range from" in str(w.message)]
+    assert len([m for m in ranges if m.startswith("train")]) == 1, ranges
+    sixteen_bit = (images * 65535).astype("uint16")
+    with pytest.raises(ValueError, match=r"range from \d+ to \d+, which are no 8-bit pixels"):
+        kr.evaluation.multi_crop_evaluate(model, (sixteen_bit, labels), scales=(8,))
+    with pytest.raises(ValueError, match=r"scale 16-bit images, 0-65535, by 255 / 65535"):
+        kr.data.load_dataset((sixteen_bit, labels), "train")

@@ -481,3 +481,11 @@ def test_resize_and_replace_head_reject_unfit_models():
         kr.replace_head(tiny_vit(include_top=False), 3)
     with pytest.raises(ValueError, match="num_classes=0"):
         kr.replace_head(tiny_vit(), 0)
+
+
+def test_a_vit_is_named_by_the_widths_it_has():
+    # A ViT-B/16 whose widths were overridden was named "vit_b4", as if it were a ViT-B.
+    small = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "mlp_dim": 8, "image_size": 16}
+    assert kr.build_vit(patch_size=4, **small).name == "vit_d32_4"
+    assert kr.build_vit(None, patch_size=8, **small).name == "vit_d32_8"
+    assert kr.build_vit("Ti/16", image_size=32, patch_size=8).name == "vit_ti8"

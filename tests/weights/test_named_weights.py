@@ -134,6 +134,8 @@ def test_failed_downloads_say_what_to_do_and_cache_nothing(served, tmp_path, mon
     assert str(download.cache_folder() / entry.file_name) in message
     assert "weights='/path/to/test.npz'" in message and download.MIRROR_VARIABLE in message
     assert _cache_listing() == []
+    # Nor the cache's folders, which this download made (KERAS_RESVIT_HOME's own included).
+    assert not (tmp_path / "home").exists()
 
 
 def test_every_format_downloads_and_converts(served, tmp_path):

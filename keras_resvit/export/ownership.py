@@ -1,0 +1,68 @@
+"""Which artifacts `export` wrote: the mark it leaves in each, and the rule that an existing
+model file or SavedModel without it (a user's own conversion) is replaced only on request.
+
+The mark: a TF Lite metadata entry and an ONNX `metadata_props` entry named `EXPORT_MARK`,
+and a `SAVED_MODEL_MARK` file inside a SavedModel folder (TensorFlow's loader reads only its
+own files). A TF Lite file over 2 GB, whose weights lie after the flatbuffer, takes no
+metadata (see `base.class_names.add_tflite_metadata`): it is replaced only on request too.
+"""
+
+import json
+from pathlib import Path
+
+from keras_resvit.base.class_names import add_tflite_metadata, tflite_metadata
+from keras_resvit.base.files import write_text
+
+EXPORT_MARK = "keras_resvit.export"
+SAVED_MODEL_MARK = "keras_resvit.export.json"
+
+
+def mark_value() -> str:
+    from keras_resvit import __version__
+
+    return json.dumps({"exported_by": "keras_resvit", "version": __version__})
+
+
+def mark(target, format) -> None:
+    """Marks the artifact at `target` (a temporary file or folder) as written by `export`."""
+    if format == "tflite":
+        add_tflite_metadata(target, {EXPORT_MARK: mark_value().encode()})
+    elif format == "saved_model":
+        write_text(Path(target) / SAVED_MODEL_MARK, mark_value())
+    # ONNX: the converter adds it to the model's metadata_props (`converters.convert_onnx`).
+
+
+def exported_here(path, format) -> bool:
+    """Whether the existing artifact at `path` carries `export`'s mark."""
+    path = Path(path)
+    if format == "saved_model":
+        return (path / SAVED_MODEL_MARK).is_file()
+    if format == "tflite":
+        try:
+            return EXPORT_MARK in tflite_metadata(path, "path")
+        except ValueError:
+            return False
+    try:
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - onnx's decode errors: no model of ours
+        return False
+    return any(entry.key == EXPORT_MARK for entry in model.metadata_props)
+
+
+def check_owned(path, format, overwrite: bool) -> None:
+    """Refuses to replace an artifact at `path` that `export` did not write, unless
+    `overwrite`; an empty file or folder, or none, holds nothing to lose."""
+    path = Path(path)
+    if overwrite or not path.exists():
+        return
+    empty = not any(path.iterdir()) if path.is_dir() else path.stat().st_size == 0
+    if empty or exported_here(path, format):
+        return
+    kind = "SavedModel" if format == "saved_model" else f"{path.suffix} file"
+    raise ValueError(
+        f"path={str(path)!r} holds a {kind} that keras_resvit did not export (a model of "
+        "your own, or one exported before exports were marked); export replaces it only "
+        "with overwrite=True (keras-resvit export --overwrite), else choose another path."
+    )
