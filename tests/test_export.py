@@ -18,7 +18,7 @@ import keras_resvit as kr
 from keras_resvit.artifacts import run_tflite, tflite_interpreter
 from keras_resvit.base.class_names import (
     CLASS_NAMES_KEY,
-    add_tflite_class_names,
+    add_tflite_metadata,
     class_names_path,
     embedded_class_names,
     set_class_names,
@@ -546,7 +546,7 @@ def test_a_tflite_file_whose_weights_lie_after_the_flatbuffer_is_left_as_it_is(t
     path.write_bytes(flatbuffer_utils.convert_object_to_bytearray(model))
     before = path.read_bytes()
     assert tflite_metadata(path) == {"buffer_location": b""}
-    assert add_tflite_class_names(path, NAMES) is False
+    assert add_tflite_metadata(path, {CLASS_NAMES_KEY: json.dumps(NAMES).encode()}) is False
     assert path.read_bytes() == before
 
 

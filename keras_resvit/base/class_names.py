@@ -236,17 +236,6 @@ def _read_tflite_metadata(data) -> dict:
     return metadata
 
 
-def add_tflite_class_names(path, class_names: list) -> bool:
-    """Writes `class_names` into a TF Lite file as the metadata entry `CLASS_NAMES_KEY` (the
-    JSON list), rewriting `path` in place: callers pass a temporary file (see
-    `add_tflite_metadata`).
-
-    Returns:
-        Whether the names were written.
-    """
-    return add_tflite_metadata(path, {CLASS_NAMES_KEY: json.dumps(list(class_names)).encode()})
-
-
 def add_tflite_metadata(path, entries: dict) -> bool:
     """Adds the named metadata `entries` ({name: bytes}) to a TF Lite file, rewriting `path`
     in place: callers pass a temporary file.

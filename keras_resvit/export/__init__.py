@@ -31,7 +31,6 @@ import numpy as np
 from keras_resvit.base.backend import backend
 from keras_resvit.base.class_names import (
     CLASS_NAMES_SUFFIX,
-    add_tflite_class_names,
     check_class_names,
     checked_class_names,
     class_names_path,
@@ -268,9 +267,7 @@ def _convert(model, target, format, quantization, calibration, scratch, class_na
         model.export(str(target), format="tf_saved_model", verbose=False)
     else:
         convert_onnx(model, target, scratch, class_names)
-    if format == "tflite" and class_names is not None:
-        add_tflite_class_names(target, class_names)
-    mark(target, format)
+    mark(target, format, class_names)  # a TF Lite file's class names go in with the mark
 
 
 def _check_side_file(path, class_names):

@@ -10,7 +10,7 @@ metadata (see `base.class_names.add_tflite_metadata`): it is replaced only on re
 import json
 from pathlib import Path
 
-from keras_resvit.base.class_names import add_tflite_metadata, tflite_metadata
+from keras_resvit.base.class_names import CLASS_NAMES_KEY, add_tflite_metadata, tflite_metadata
 from keras_resvit.base.files import write_text
 
 EXPORT_MARK = "keras_resvit.export"
@@ -23,10 +23,15 @@ def mark_value() -> str:
     return json.dumps({"exported_by": "keras_resvit", "version": __version__})
 
 
-def mark(target, format) -> None:
-    """Marks the artifact at `target` (a temporary file or folder) as written by `export`."""
+def mark(target, format, class_names=None) -> None:
+    """Marks the artifact at `target` (a temporary file or folder) as written by `export`;
+    a TF Lite file takes `class_names` (a list or None) in the same rewrite (it unpacks and
+    packs the whole flatbuffer)."""
     if format == "tflite":
-        add_tflite_metadata(target, {EXPORT_MARK: mark_value().encode()})
+        entries = {EXPORT_MARK: mark_value().encode()}
+        if class_names is not None:
+            entries[CLASS_NAMES_KEY] = json.dumps(list(class_names)).encode()
+        add_tflite_metadata(target, entries)
     elif format == "saved_model":
         write_text(Path(target) / SAVED_MODEL_MARK, mark_value())
     # ONNX: the converter adds it to the model's metadata_props (`converters.convert_onnx`).
