@@ -7,6 +7,7 @@ own files). A TF Lite file over 2 GB, whose weights lie after the flatbuffer, ta
 metadata (see `base.class_names.add_tflite_metadata`): it is replaced only on request too.
 """
 
+import importlib.metadata
 import json
 from pathlib import Path
 
@@ -18,9 +19,12 @@ SAVED_MODEL_MARK = "keras_resvit.export.json"
 
 
 def mark_value() -> str:
-    from keras_resvit import __version__
-
-    return json.dumps({"exported_by": "keras_resvit", "version": __version__})
+    """The mark's content: the package and its version (its installed distribution's)."""
+    try:
+        version = importlib.metadata.version("keras-resvit")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree
+        version = None
+    return json.dumps({"exported_by": "keras_resvit", "version": version})
 
 
 def mark(target, format, class_names=None) -> None:
