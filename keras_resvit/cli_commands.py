@@ -144,15 +144,15 @@ def run_evaluate(args):
 def _evaluation_transform(args):
     """The augmentation preset whose evaluation transform `evaluate` reads the images with:
     --augment's, or for "auto" the one the model's run validated with (the `config.json` of
-    a `train` run beside the model file names it), else None (a center crop)."""
+    a `train` run beside the model file names it), else None (the evaluation view)."""
     import re
 
     from keras_resvit.data.augmentation import AUGMENTATION_PRESETS
 
     if args.augment not in ("auto", "none", *AUGMENTATION_PRESETS):
         raise ValueError(
-            f"--augment {args.augment!r} is not valid; valid: auto (the run's), none (a center "
-            f"crop), or a preset: {', '.join(AUGMENTATION_PRESETS)}."
+            f"--augment {args.augment!r} is not valid; valid: auto (the run's), none (the "
+            f"evaluation view), or a preset: {', '.join(AUGMENTATION_PRESETS)}."
         )
     if args.augment != "auto":
         return None if args.augment == "none" else args.augment

@@ -225,7 +225,8 @@ def _add_evaluate(commands):
         default="auto",
         metavar="PRESET",
         help="read the images with this augmentation preset's evaluation transform (e.g. "
-        "resnet_cifar: the whole image resized), or none (a center crop); auto: the one the "
+        "resnet_cifar: the whole image resized), or none (the evaluation view: a 0.875 center "
+        "crop of photos, an image about the model's size resized whole); auto: the one the "
         "model's run validated with, where the model is a run's best.keras or last.keras, "
         "else none",
     )

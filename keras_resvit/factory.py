@@ -41,7 +41,8 @@ def create_model(name: str, weights=None, **overrides) -> keras.Model:
         A `keras.Model` named `name`; or, where an override changes what the name fixes,
         named by what it is: the registry name of that architecture
         (`create_model("resnet20", depth=32)`: "resnet32"), else `name` with the new depth
-        (`depth=8`: "resnet8").
+        (`depth=8`: "resnet8"); a ViT of another patch size or widths as `build_vit` names
+        it ("vit_ti16", patch_size=8: "vit_ti8").
 
     Raises:
         ValueError: unknown name (with the closest names), an invalid override, or weights
@@ -76,11 +77,18 @@ def create_model(name: str, weights=None, **overrides) -> keras.Model:
     return model
 
 
+# Arguments a family's builder names its model by, beside its registry arguments.
+_NAMED_BY_BUILDER = {"vit": {"patch_size", "hidden_size", "num_layers", "num_heads", "mlp_dim"}}
+
+
 def _model_name(name, spec, overrides):
     """`name`, unless `overrides` change an argument that tells the family's registry names
     apart (depth, version, plain, variant...; not the preprocessing): then the registry name
     of the same family and arguments; else `name` with the depth in it replaced by the new
-    one ("resnet20", depth=8: "resnet8"), else `name`."""
+    one ("resnet20", depth=8: "resnet8"), else `name`; None where the builder names the
+    model by an overridden argument (a ViT's patch size or widths)."""
+    if set(overrides) & _NAMED_BY_BUILDER.get(spec.family, set()):
+        return None  # the builder names the model by what it is ("vit_ti8", "vit_d192_16")
     family = [s for s in REGISTRY.values() if s.family == spec.family]
     naming = {k for s in family for k in s.kwargs if k != "preprocessing"}
     wanted = {**spec.kwargs, **{k: v for k, v in overrides.items() if k in naming}}

@@ -16,6 +16,7 @@ import numpy as np
 from keras_resvit.base.class_names import check_class_names, model_class_names, read_class_names
 from keras_resvit.base.validation import check_finite_scores, check_int
 from keras_resvit.data.image_files import load_images
+from keras_resvit.export.ownership import marked_activation
 from keras_resvit.models.common import check_score_activation, probabilities
 
 # A model file's last operation where it is an activation (TF Lite's and ONNX's names), as
@@ -43,7 +44,14 @@ def _last_activation(producers, name):
     return "linear"
 
 
-def _tflite_activation(interpreter):
+def _tflite_activation(interpreter, model_path):
+    """The classifier activation `export`'s mark records, else the last operation's (a relu
+    or tanh that the converter fused into the last layer is not seen there)."""
+    from keras_resvit.base.class_names import tflite_metadata
+
+    marked = marked_activation(tflite_metadata(model_path))
+    if marked is not None:
+        return marked
     ops = interpreter._get_ops_details()  # the one reader of a TF Lite file's operations
     producers = {
         int(out): (op["op_name"], [int(i) for i in op["inputs"]])
@@ -61,7 +69,11 @@ def _onnx_activation(model_path):
             "reading an ONNX file needs onnx; install it with `pip install keras-resvit[onnx]`."
         ) from error
 
-    graph = onnx.load(str(model_path), load_external_data=False).graph
+    proto = onnx.load(str(model_path), load_external_data=False)
+    marked = marked_activation({p.key: p.value for p in proto.metadata_props})
+    if marked is not None:
+        return marked
+    graph = proto.graph
     producers = {
         out: (node.op_type, list(node.input)) for node in graph.node for out in node.output
     }
@@ -118,7 +130,7 @@ def _scores(model_path, paths):
         from keras_resvit.artifacts import run_tflite, tflite_interpreter
 
         interpreter = tflite_interpreter(model_path)
-        activation = _tflite_activation(interpreter)
+        activation = _tflite_activation(interpreter, model_path)
         check_score_activation(activation, str(model_path))
         # The signature keeps -1 where the file takes any size; "shape" shows 1 there.
         signature = interpreter.get_input_details()[0]["shape_signature"]

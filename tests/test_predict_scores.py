@@ -155,7 +155,8 @@ def test_features_are_averaged_as_they_are_and_not_evaluated_as_classes():
 def test_an_activation_without_probabilities_is_refused(tmp_path):
     """A tanh or a relu classifier gives neither probabilities nor logits: scoring its
     classes is refused, the model's and its files' alike, before any image is read."""
-    tanh = _twins(seed=11, activations=("tanh",))["tanh"]
+    twins = _twins(seed=11, activations=("tanh", "relu"))
+    tanh = twins["tanh"]
     paths = _images(tmp_path, count=1)
     words = "ends in a tanh activation, whose outputs are neither probabilities nor logits"
     with pytest.raises(ValueError, match=words):
@@ -168,3 +169,8 @@ def test_an_activation_without_probabilities_is_refused(tmp_path):
             kr.export(tanh, tmp_path / f"tanh{suffix}")
             with pytest.raises(ValueError, match=f"tanh{suffix}' ends in a tanh activation"):
                 predict(tmp_path / f"tanh{suffix}", paths)
+        # TF Lite's converter fuses a relu into the classifier's FULLY_CONNECTED operation:
+        # the export's mark names it (the file's last operation was read as logits).
+        kr.export(twins["relu"], tmp_path / "relu.tflite")
+        with pytest.raises(ValueError, match="relu.tflite' ends in a relu activation"):
+            predict(tmp_path / "relu.tflite", paths)

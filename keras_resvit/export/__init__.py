@@ -63,7 +63,12 @@ from keras_resvit.export.converters import (
 )
 from keras_resvit.export.ownership import SAVED_MODEL_MARK, check_owned, mark
 from keras_resvit.files import load_model
-from keras_resvit.models.common import is_vit, leaf_layers, low_precision
+from keras_resvit.models.common import (
+    classifier_activation,
+    is_vit,
+    leaf_layers,
+    low_precision,
+)
 
 __all__ = [
     "FORMATS",
@@ -267,7 +272,8 @@ def _convert(model, target, format, quantization, calibration, scratch, class_na
         model.export(str(target), format="tf_saved_model", verbose=False)
     else:
         convert_onnx(model, target, scratch, class_names)
-    mark(target, format, class_names)  # a TF Lite file's class names go in with the mark
+    # A TF Lite file's class names go in with the mark.
+    mark(target, format, class_names, classifier_activation(model))
 
 
 def _check_side_file(path, class_names):

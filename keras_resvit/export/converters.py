@@ -15,6 +15,7 @@ from keras_resvit.base.class_names import CLASS_NAMES_KEY
 from keras_resvit.base.keras_fixes import patch_tf2onnx
 from keras_resvit.base.lazy import tf
 from keras_resvit.export.ownership import EXPORT_MARK, mark_value
+from keras_resvit.models.common import classifier_activation
 
 # A ViT's full-integer export keeps its attention core in float32: the two matmuls between
 # activations (queries x keys, attention x values) and the softmax between them; convolutions,
@@ -102,7 +103,7 @@ def convert_onnx(model, target, scratch, class_names):
         )
     if class_names is not None:
         proto.metadata_props.add(key=CLASS_NAMES_KEY, value=json.dumps(class_names))
-    proto.metadata_props.add(key=EXPORT_MARK, value=mark_value())
+    proto.metadata_props.add(key=EXPORT_MARK, value=mark_value(classifier_activation(model)))
     Path(target).write_bytes(proto.SerializeToString())
 
 

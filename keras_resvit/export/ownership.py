@@ -18,26 +18,41 @@ EXPORT_MARK = "keras_resvit.export"
 SAVED_MODEL_MARK = "keras_resvit.export.json"
 
 
-def mark_value() -> str:
-    """The mark's content: the package and its version (its installed distribution's)."""
+def mark_value(activation=None) -> str:
+    """The mark's content: the package and its version (its installed distribution's), and
+    the classifier activation of the exported model (`models.common.classifier_activation`:
+    TF Lite's converter fuses a relu or tanh into the last layer's operation, where `predict`
+    would no longer see it)."""
     try:
         version = importlib.metadata.version("keras-resvit")
     except importlib.metadata.PackageNotFoundError:  # run from a source tree
         version = None
-    return json.dumps({"exported_by": "keras_resvit", "version": version})
+    content = {"exported_by": "keras_resvit", "version": version}
+    return json.dumps(content | {"classifier_activation": activation})
 
 
-def mark(target, format, class_names=None) -> None:
-    """Marks the artifact at `target` (a temporary file or folder) as written by `export`;
-    a TF Lite file takes `class_names` (a list or None) in the same rewrite (it unpacks and
-    packs the whole flatbuffer)."""
+def marked_activation(metadata: dict) -> str | None:
+    """The classifier activation the mark among a model file's `metadata` entries records;
+    None where it records none (no mark, a mark before this field, a model of features)."""
+    try:
+        value = json.loads(metadata.get(EXPORT_MARK) or "null")
+    except ValueError:
+        return None
+    activation = value.get("classifier_activation") if isinstance(value, dict) else None
+    return activation if isinstance(activation, str) else None
+
+
+def mark(target, format, class_names=None, activation=None) -> None:
+    """Marks the artifact at `target` (a temporary file or folder) as written by `export`
+    from a model of classifier `activation`; a TF Lite file takes `class_names` (a list or
+    None) in the same rewrite (it unpacks and packs the whole flatbuffer)."""
     if format == "tflite":
-        entries = {EXPORT_MARK: mark_value().encode()}
+        entries = {EXPORT_MARK: mark_value(activation).encode()}
         if class_names is not None:
             entries[CLASS_NAMES_KEY] = json.dumps(list(class_names)).encode()
         add_tflite_metadata(target, entries)
     elif format == "saved_model":
-        write_text(Path(target) / SAVED_MODEL_MARK, mark_value())
+        write_text(Path(target) / SAVED_MODEL_MARK, mark_value(activation))
     # ONNX: the converter adds it to the model's metadata_props (`converters.convert_onnx`).
 
 

@@ -367,7 +367,10 @@ def test_override_replaces_a_registry_argument_and_the_name_says_what_was_built(
     assert kr.create_model("vit_b16", variant="Ti/16", image_size=32).name == "vit_ti16"
     # Overrides of what the name leaves open keep it.
     assert kr.create_model("resnet20", num_classes=3, se_ratio=0.25).name == "resnet20"
-    assert kr.create_model("vit_ti16", image_size=32, num_layers=2).name == "vit_ti16"
+    assert kr.create_model("vit_ti16", image_size=32, dropout=0.1).name == "vit_ti16"
+    # A ViT of another patch size or widths is named as build_vit names it.
+    assert kr.create_model("vit_ti16", image_size=32, patch_size=8).name == "vit_ti8"
+    assert kr.create_model("vit_ti16", image_size=32, num_layers=2).name == "vit_d192_16"
 
 
 def test_v1_registry_names_are_the_papers_bottleneck():
