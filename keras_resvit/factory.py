@@ -5,12 +5,12 @@ The registry (`models.registry`) holds names and builder arguments; the converte
 `_factory` sits above its `_registry` and `_builder`.
 """
 
-import re
+import inspect
 
 import keras
 
 from keras_resvit.base.class_names import embedded_class_names, set_class_names
-from keras_resvit.models.registry import REGISTRY, builder, check_overrides, get_spec
+from keras_resvit.models.registry import builder, check_overrides, get_spec
 from keras_resvit.weights import build_with_weights
 from keras_resvit.weights.catalog import class_names_of, named_weights
 from keras_resvit.weights.download import fetch
@@ -38,11 +38,11 @@ def create_model(name: str, weights=None, **overrides) -> keras.Model:
         **overrides: builder arguments, e.g. `num_classes=10, input_shape=(64, 64, 3)`.
 
     Returns:
-        A `keras.Model` named `name`; or, where an override changes what the name fixes,
-        named by what it is: the registry name of that architecture
-        (`create_model("resnet20", depth=32)`: "resnet32"), else `name` with the new depth
-        (`depth=8`: "resnet8"); a ViT of another patch size or widths as `build_vit` names
-        it ("vit_ti16", patch_size=8: "vit_ti8").
+        A `keras.Model` named `name`; or, where an override changes an argument the name
+        stands for, named by what it is, as its builder names it: the registry name of that
+        architecture (`create_model("resnet20", depth=32)`: "resnet32"; "se_resnet50",
+        `se_ratio=None`: "resnet50"), else a name of its arguments ("resnet20", `depth=8`:
+        "resnet8"; "vit_ti16", `num_layers=2`: "vit_d192_l2_16").
 
     Raises:
         ValueError: unknown name (with the closest names), an invalid override, or weights
@@ -77,27 +77,26 @@ def create_model(name: str, weights=None, **overrides) -> keras.Model:
     return model
 
 
-# Arguments a family's builder names its model by, beside its registry arguments.
-_NAMED_BY_BUILDER = {"vit": {"patch_size", "hidden_size", "num_layers", "num_heads", "mlp_dim"}}
+# The arguments a family's builder names its models by (`models.resnet.resnet_name`,
+# `models.vit_config.vit_size_name`, ...): each registry name is its builder's name.
+_NAMING_ARGUMENTS = {
+    "resnet": ("depth", "plain", "version", "stem", "shortcut", "se_ratio", "width", "norm"),
+    "vit": ("variant", "patch_size", "hidden_size", "num_layers", "num_heads", "mlp_dim"),
+    "vgg": ("depth",),
+    "alexnet": ("layout",),
+    "efficientnetv2": ("variant",),
+}
+_NAMING_ARGUMENTS["resnet"] += ("weight_standardization",)
+_NAMING_ARGUMENTS["hybrid_vit"] = ("backbone", *_NAMING_ARGUMENTS["vit"])
 
 
 def _model_name(name, spec, overrides):
-    """`name`, unless `overrides` change an argument that tells the family's registry names
-    apart (depth, version, plain, variant...; not the preprocessing): then the registry name
-    of the same family and arguments; else `name` with the depth in it replaced by the new
-    one ("resnet20", depth=8: "resnet8"), else `name`; None where the builder names the
-    model by an overridden argument (a ViT's patch size or widths)."""
-    if set(overrides) & _NAMED_BY_BUILDER.get(spec.family, set()):
-        return None  # the builder names the model by what it is ("vit_ti8", "vit_d192_16")
-    family = [s for s in REGISTRY.values() if s.family == spec.family]
-    naming = {k for s in family for k in s.kwargs if k != "preprocessing"}
-    wanted = {**spec.kwargs, **{k: v for k, v in overrides.items() if k in naming}}
-    wanted = {k: v for k, v in wanted.items() if not (k == "plain" and v is False)}
-    if wanted == spec.kwargs:
-        return name
-    same = [n for n, s in REGISTRY.items() if s.family == spec.family and s.kwargs == wanted]
-    if same:
-        return same[0]
-    depth, new = spec.kwargs.get("depth"), wanted.get("depth")
-    renamed, found = re.subn(rf"(?<!\d){depth}(?!\d)", str(new), name, count=1)
-    return renamed if found and isinstance(new, int) and new != depth else name
+    """`name`, unless `overrides` change an argument the family's builder names its models by
+    (`_NAMING_ARGUMENTS`): then None, for the builder to name the model by what it is, which
+    for a registered architecture is its registry name."""
+    parameters = inspect.signature(builder(spec.family)).parameters
+    for key in _NAMING_ARGUMENTS.get(spec.family, ()):
+        given = spec.kwargs.get(key, getattr(parameters.get(key), "default", None))
+        if key in overrides and overrides[key] != given:
+            return None
+    return name

@@ -1341,6 +1341,31 @@ CASES = [
         V,
         ("num_classes=np.int64(10)", "positive int", "pass .item()"),
     ),
+    # Every argument a config saves names a NumPy scalar alike (depth and widths had no hint).
+    Case(
+        "numpy_int_depth",
+        lambda b: kr.build_resnet(np.int64(8), stem="cifar"),
+        V,
+        ("depth=np.int64(8)", "pass .item()"),
+    ),
+    Case(
+        "numpy_float_se_ratio",
+        lambda b: kr.build_resnet(8, stem="cifar", se_ratio=np.float32(0.25)),
+        V,
+        ("se_ratio=np.float32(0.25)", "pass .item()"),
+    ),
+    Case(
+        "numpy_int_in_input_shape",
+        lambda b: kr.build_resnet(8, stem="cifar", input_shape=(np.int64(32), 32, 3)),
+        V,
+        ("input_shape=(np.int64(32), 32, 3)", "tuple(map(int, shape))"),
+    ),
+    Case(
+        "numpy_int_vit_image_size",
+        lambda b: kr.build_vit("Ti/16", image_size=np.int64(32)),
+        V,
+        ("image_size=np.int64(32)", "pass .item()"),
+    ),
     Case(
         "recipe_learning_rate_negative",
         lambda b: _train(b, recipe=get_recipe("resnet_cifar", learning_rate=-0.1)),

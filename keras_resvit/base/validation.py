@@ -29,8 +29,13 @@ def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _numpy_hint(value) -> str:
-    """For a NumPy scalar, which a model's config could not save: how to pass it."""
+def numpy_hint(value) -> str:
+    """For a NumPy scalar, which a model's config could not save, or a tuple or list holding
+    one: how to pass it; "" for any other value."""
+    if isinstance(value, (tuple, list)):
+        if any(numpy_hint(item) for item in value):
+            return " (it holds NumPy scalars: pass Python numbers, e.g. tuple(map(int, shape)))"
+        return ""
     if type(value).__module__ != "numpy" or isinstance(value, (int, float)):
         return ""  # np.float64 is a float
     return f" (a Python {'int' if 'int' in type(value).__name__ else 'float'}: pass .item())"
@@ -42,7 +47,7 @@ def check_int(argument: str, value, minimum: int = 1, *, none_ok: bool = False) 
         return
     if not _is_int(value) or value < minimum:
         what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
-        raise ValueError(f"{argument}={value!r} must be {what}{_numpy_hint(value)}.")
+        raise ValueError(f"{argument}={value!r} must be {what}{numpy_hint(value)}.")
 
 
 def check_number(
@@ -63,7 +68,7 @@ def check_number(
     below = _is_number(value) and (value <= high if include_high else value < high)
     if not (above and below):
         interval = _interval(low, high, include_low, include_high)
-        raise ValueError(f"{argument}={value!r} must be a number {interval}{_numpy_hint(value)}.")
+        raise ValueError(f"{argument}={value!r} must be a number {interval}{numpy_hint(value)}.")
 
 
 def _interval(low, high, include_low, include_high):

@@ -64,6 +64,7 @@ from keras_resvit.export.converters import (
 from keras_resvit.export.ownership import SAVED_MODEL_MARK, check_owned, mark
 from keras_resvit.files import load_model
 from keras_resvit.models.common import (
+    check_pixel_means,
     classifier_activation,
     is_vit,
     leaf_layers,
@@ -409,6 +410,7 @@ def export(
     if class_names is not None:
         class_names = checked_class_names(class_names)
     model = _load(model_or_path)
+    check_pixel_means(model)
     input_size(model)  # a fixed input size, checked before any conversion work
     _check_keras_quantization(model, format)
     calibration = None

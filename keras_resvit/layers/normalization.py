@@ -75,7 +75,8 @@ class PixelMean(keras.layers.Layer):
     The mean image (height x width x channels) is a non-trainable weight saved with the model;
     `adapt` computes it. `kr.train` adapts a model's un-adapted `PixelMean` from the training
     images before any augmentation (datasets of `kr.data.load_dataset` carry them), and
-    refuses to train one it cannot adapt, rather than subtracting a zero mean.
+    refuses to train one it cannot adapt, rather than subtracting a zero mean; `kr.predict`,
+    the evaluations and `kr.export` refuse a model whose mean was never set.
 
     It belongs in the model: inside `tf.data` it runs only with the TensorFlow backend (on
     the others, a graph traced before `adapt` would keep the mean it saw then).

@@ -8,8 +8,14 @@ import keras
 import numpy as np
 
 from keras_resvit.base.backend import dtype_policy
-from keras_resvit.base.validation import check_bool, check_choice, check_int, check_model
-from keras_resvit.layers.normalization import RGB_PRESETS, preprocessing_layers
+from keras_resvit.base.validation import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_model,
+    numpy_hint,
+)
+from keras_resvit.layers.normalization import RGB_PRESETS, PixelMean, preprocessing_layers
 from keras_resvit.layers.vit_layers import PositionEmbedding
 
 POOLINGS = (None, "avg", "max")
@@ -87,6 +93,8 @@ def check_input_shape(input_shape, min_size, preprocessing, *, min_reason="", fi
         raise ValueError(
             f"input_shape={input_shape!r} must be (height, width, channels), e.g. (224, 224, 3)."
         )
+    if numpy_hint(tuple(input_shape)):
+        raise ValueError(f"input_shape={input_shape!r} is not valid{numpy_hint(input_shape)}.")
     shape = tuple(input_shape)
     *spatial, channels = shape
     if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
@@ -360,9 +368,25 @@ def check_score_activation(activation, model=None):
         )
 
 
+def check_pixel_means(model) -> None:
+    """Refuses a model whose `PixelMean` layer (`preprocessing="pixel_mean"`) holds no mean
+    image yet: it subtracts zeros, so the model computes on raw pixels what it was built to
+    compute on centred ones. `kr.train` sets the mean; scoring and export need it set."""
+    for layer in leaf_layers(model):
+        if isinstance(layer, PixelMean) and not layer.adapted:
+            raise ValueError(
+                f"model {model.name!r} has a PixelMean layer ({layer.name!r}, "
+                "preprocessing='pixel_mean') without its mean image: it would subtract zeros. "
+                "Train the model with kr.train, which sets the mean from the training images, "
+                f"or call model.get_layer({layer.name!r}).adapt(training_images) first."
+            )
+
+
 def score_activation(model) -> str | None:
     """`classifier_activation(model)`, refused (`check_score_activation`) where its outputs
-    are neither probabilities nor logits; None for a model that ends in no classifier."""
+    are neither probabilities nor logits; None for a model that ends in no classifier. A
+    model without its pixel mean is refused too (`check_pixel_means`)."""
+    check_pixel_means(model)
     activation = classifier_activation(model)
     if activation is not None:
         check_score_activation(activation, model.name)

@@ -15,7 +15,7 @@ from keras_resvit.base.validation import check_choice
 from keras_resvit.models.common import with_dtype
 from keras_resvit.models.resnet import IMAGENET_FILTERS, BlockConfig, resnet_stages, resnet_stem
 from keras_resvit.models.vit import check_vit_head, vit_model
-from keras_resvit.models.vit_config import vit_config
+from keras_resvit.models.vit_config import vit_config, vit_size_name
 
 # Blocks per stage. "r50": ResNet-50's (3, 4, 6, 3) with stage 4's three blocks moved into
 # stage 3, option (ii); "r50_stage4": the regular ResNet-50, its stage-4 output, option (i).
@@ -125,7 +125,7 @@ def build_hybrid_vit(
     check_vit_head(include_top, num_classes, pooling, classifier_activation, preprocessing)
     stride = backbone_stride(BACKBONES[backbone])
     cfg = vit_config(variant, image_size=image_size, pooling=pooling, stride=stride, **vit_options)
-    size = variant.split("/")[0].lower() if variant else f"d{cfg.hidden_size}"
+    size = vit_size_name(variant, cfg)
     head = (include_top, num_classes, classifier_activation)
     return vit_model(
         cfg,

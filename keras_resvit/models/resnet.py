@@ -13,7 +13,7 @@ import math
 import keras
 
 from keras_resvit.base.model_files import deep_graph
-from keras_resvit.base.validation import check_bool, check_choice, check_rate
+from keras_resvit.base.validation import check_bool, check_choice, check_rate, numpy_hint
 from keras_resvit.models.common import (
     check_head_arguments,
     check_input_shape,
@@ -38,6 +38,8 @@ IMAGENET_FILTERS = (64, 128, 256, 512)
 CIFAR_FILTERS = (16, 32, 64)
 # Layers per block, which sets the depth rule: 6n+2 for basic, 9n+2 for bottleneck blocks.
 LAYERS_PER_BLOCK = {"basic": 2, "bottleneck": 3}
+# The pre-activation paper's CIFAR nets of bottlenecks (He et al. 2016, Table 2).
+CIFAR_BOTTLENECK_DEPTHS = (164, 1001)
 EXPANSION = {"basic": 1, "bottleneck": 4}
 
 STEMS = ("imagenet", "cifar", "deep")
@@ -51,7 +53,7 @@ DOWNSAMPLES = ("first", "last")
 def _stage_plan(depth, stem, block):
     """Returns (block, blocks per stage, base filters) for a depth, or raises ValueError."""
     if not isinstance(depth, int) or isinstance(depth, bool):
-        raise ValueError(f"depth={depth!r} must be an int.")
+        raise ValueError(f"depth={depth!r} must be an int{numpy_hint(depth)}.")
     if stem != "cifar":
         if depth not in IMAGENET_DEPTHS:
             hint = ' (a CIFAR net? pass stem="cifar")' if (depth - 2) % 6 == 0 else ""
@@ -65,15 +67,22 @@ def _stage_plan(depth, stem, block):
                 f"block={block!r} does not match depth={depth}, which uses {table_block!r} blocks."
             )
         return table_block, blocks, IMAGENET_FILTERS
-    block = block or "basic"
+    fits = {b: depth > 2 and (depth - 2) % (3 * k) == 0 for b, k in LAYERS_PER_BLOCK.items()}
+    if block is None:
+        # He et al. 2015's 6n+2 nets of basic blocks; the pre-activation paper's ResNet-164
+        # and -1001 (He et al. 2016), like any depth only 9n+2 fits, of bottlenecks.
+        paper = depth in CIFAR_BOTTLENECK_DEPTHS or not fits["basic"]
+        block = "bottleneck" if paper and fits["bottleneck"] else "basic"
     per_stage = 3 * LAYERS_PER_BLOCK[block]
     n, rest = divmod(depth - 2, per_stage)
     if rest or n < 1:
         rule = f"{per_stage}n+2"
         valid = ", ".join(str(per_stage * k + 2) for k in (1, 2, 3, 5, 9, 18))
+        other = "bottleneck" if block == "basic" else "basic"
+        hint = f"; or pass block={other!r}" if fits[other] else ""
         raise ValueError(
             f"depth={depth} is not a CIFAR ResNet depth for {block!r} blocks: it must be "
-            f"{rule} with n >= 1 (e.g. {valid})."
+            f"{rule} with n >= 1 (e.g. {valid}){hint}."
         )
     return block, (n, n, n), CIFAR_FILTERS
 
@@ -90,13 +99,17 @@ def _check_options(plain, shortcut, width, se_ratio, weight_standardization, ste
         raise ValueError(f"shortcut={shortcut!r} has no meaning with plain=True (no shortcuts).")
     # Hand-written rather than `check_number`: the messages give the papers' values.
     if not isinstance(width, (int, float)) or isinstance(width, bool) or not 0 < width < math.inf:
-        raise ValueError(f"width={width!r} must be a positive number (e.g. 1, 2, 3, 4).")
+        raise ValueError(
+            f"width={width!r} must be a positive number (e.g. 1, 2, 3, 4){numpy_hint(width)}."
+        )
     if se_ratio is not None and (
         not isinstance(se_ratio, (int, float))
         or isinstance(se_ratio, bool)
         or not 0 < se_ratio <= 1
     ):
-        raise ValueError(f"se_ratio={se_ratio!r} must be in (0, 1], e.g. 1/16, or None.")
+        raise ValueError(
+            f"se_ratio={se_ratio!r} must be in (0, 1], e.g. 1/16, or None{numpy_hint(se_ratio)}."
+        )
 
 
 def _check_residual_options(plain, version, weight_standardization, zero_init_residual, drop_path):
@@ -158,7 +171,8 @@ def build_resnet(
     Args:
         depth: ImageNet nets: 18, 34 (basic blocks), 50, 101, 152, 200 (bottleneck). CIFAR nets
             (`stem="cifar"`): 6n+2 with basic blocks (20, 32, 44, 56, 110, 1202) or 9n+2 with
-            bottleneck blocks (164, 1001 as in the pre-activation paper).
+            bottleneck blocks (164, 1001 as in the pre-activation paper: these two, and a depth
+            only 9n+2 fits, take bottlenecks unless `block` says otherwise).
         input_shape: (height, width, channels); default (224, 224, 3) for the ImageNet stem and
             (32, 32, 3) for the CIFAR stem. Height and width may be None.
         num_classes: classifier size; default 1000 (ImageNet stem) or 10 (CIFAR stem).
@@ -186,7 +200,9 @@ def build_resnet(
         width: multiplier on every stage's filters (BiT's x1, x2, x3, x4).
         se_ratio: squeeze-and-excitation reduction as a fraction (1/16 in SE-ResNet); None
             for none.
-        norm: "batch" (BatchNorm) or "group" (GroupNorm, 32 groups, as in BiT).
+        norm: "batch" (BatchNorm) or "group" (GroupNorm, 32 groups, as in BiT; a layer of
+            channels 32 does not divide takes gcd(32, channels) groups: 16 on a CIFAR net's 16
+            channels, 1 (a LayerNorm) on an odd count that a fractional `width` gives).
         weight_standardization: standardize every conv kernel (BiT).
         downsample: "first" (each stage after the first starts with a stride-2 block: the
             paper) or "last" (each stage but the last ends with one, its identity shortcut
@@ -207,7 +223,8 @@ def build_resnet(
             "mixed_bfloat16" / "mixed_float16" (float32 weights, 16-bit computations; the
             classifier's outputs stay float32) or "bfloat16" / "float16" (16-bit weights), or
             a `keras.DTypePolicy` of one; saved with the model.
-        name: model name.
+        name: model name; default: the registry name of these arguments ("resnet50v2",
+            "bit_r50x1", "resnet20"), "_x{width}" added for another width (`resnet_name`).
 
     Returns:
         A `keras.Model`.
@@ -272,6 +289,20 @@ def build_resnet(
         x = classifier_head(x, num_classes, pooling, classifier_activation)
     else:
         x = pooled_features(x, pooling)
-    default_name = f"{'plain' if plain else 'resnet'}{depth}"
+    name = name or resnet_name(depth, stem, cfg, width)
     with deep_graph(recursion_limit=30 * sum(blocks_per_stage)):
-        return keras.Model(inputs, x, name=name or default_name)
+        return keras.Model(inputs, x, name=name)
+
+
+def resnet_name(depth, stem, cfg, width) -> str:
+    """The registry's name of a ResNet of these arguments ("resnet50v2", "se_resnet50",
+    "resnet50d", "bit_r50x1", "plain20"), with "_x{width}" where no registry name has its
+    width: a model is named by what it is, whichever name or arguments built it."""
+    v2, times = cfg.version == "v2", f"{width:g}".replace(".", "_")  # "0_5": no dot in names
+    if v2 and cfg.norm == "group" and cfg.weight_standardization and not cfg.plain:
+        return f"bit_r{depth}x{times}"
+    name = f"{'plain' if cfg.plain else 'resnet'}{depth}"
+    name += "d" if stem == "deep" and cfg.shortcut == "D" else ""
+    name += cfg.version if cfg.version in ("v1", "v2") else ""  # "v1.5": the default
+    name = f"se_{name}" if cfg.se_ratio else name
+    return name if width == 1 else f"{name}_x{times}"

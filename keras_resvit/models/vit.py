@@ -44,7 +44,7 @@ from keras_resvit.models.common import (
 # The variants table and its decoder are read from here too (weight converters, recipes).
 from keras_resvit.models.vit_config import VARIANTS as VARIANTS
 from keras_resvit.models.vit_config import decode_variant as decode_variant
-from keras_resvit.models.vit_config import vit_config
+from keras_resvit.models.vit_config import vit_config, vit_size_name
 from keras_resvit.models.vit_resize import pi_resize_kernel as pi_resize_kernel
 from keras_resvit.models.vit_resize import (
     resample_position_embeddings as resample_position_embeddings,
@@ -298,7 +298,8 @@ def build_vit(
             "mixed_bfloat16" / "mixed_float16" (float32 weights, 16-bit computations; the
             classifier's outputs stay float32) or "bfloat16" / "float16" (16-bit weights), or
             a `keras.DTypePolicy` of one; saved with the model.
-        name: model name; default like "vit_b16".
+        name: model name; default like "vit_b16", or for widths or a depth other than the
+            variant's, like "vit_d192_l2_16" (`vit_size_name`).
 
     Returns:
         A `keras.Model`.
@@ -335,10 +336,6 @@ def build_vit(
         qk_norm=qk_norm,
         fc_norm=fc_norm,
     )
-    # The variant's letter where its widths and depth are kept ("vit_b16", "vit_b32" for
-    # another patch size); a model of other widths is named by its own ("vit_d32_4").
-    widths = ("hidden_size", "num_layers", "num_heads", "mlp_dim")
-    kept = variant and all(decode_variant(variant)[k] == getattr(cfg, k) for k in widths)
-    size = variant.split("/")[0].lower() if kept else f"d{cfg.hidden_size}_"
     head = (include_top, num_classes, classifier_activation)
-    return vit_model(cfg, None, head, preprocessing, name or f"vit_{size}{cfg.patch_size}")
+    name = name or f"vit_{vit_size_name(variant, cfg)}{cfg.patch_size}"
+    return vit_model(cfg, None, head, preprocessing, name)

@@ -13,6 +13,7 @@ from keras_resvit.base.validation import (
     check_int,
     check_number,
     check_rate,
+    numpy_hint,
 )
 from keras_resvit.layers.vit_layers import POSITION_EMBEDDINGS
 
@@ -69,12 +70,24 @@ def decode_variant(variant: str | None) -> dict:
     if size in VARIANTS and (not patch or (patch.isascii() and patch.isdigit() and int(patch) > 0)):
         return {**VARIANTS[size], **({"patch_size": int(patch)} if patch else {})}
     known = [f"{v}/{p}" for v in VARIANTS for p in PATCH_SIZES]
-    close = difflib.get_close_matches(str(variant), known, n=3, cutoff=0.5)
+    lower = {k.lower(): k for k in known}  # "b/16": 'B/16' first
+    close = difflib.get_close_matches(str(variant).lower(), lower, n=3, cutoff=0.5)
+    close = [lower[c] for c in close]
     hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     raise ValueError(
         f"variant={variant!r} is not a ViT variant; expected a size from {list(VARIANTS)} and "
         f"a patch size, e.g. 'B/16' (patch sizes {list(PATCH_SIZES)} are the usual ones).{hint}"
     )
+
+
+def vit_size_name(variant, cfg) -> str:
+    """The size in a ViT's name: the variant's letters where `cfg` keeps its widths and depth
+    ("b": "vit_b16", also "vit_b32" for another patch size), else its own width and depth
+    ("d32_l2_": "vit_d32_l2_4")."""
+    widths = ("hidden_size", "num_layers", "num_heads", "mlp_dim")
+    if variant and all(decode_variant(variant)[k] == getattr(cfg, k) for k in widths):
+        return variant.split("/")[0].lower()
+    return f"d{cfg.hidden_size}_l{cfg.num_layers}_"
 
 
 # With image_size=None, the learned position embeddings are stored for the grid of a 224-pixel
@@ -101,10 +114,12 @@ def image_size_pair(image_size, argument: str = "image_size"):
     """An int or (height, width) as a (height, width) tuple, or ValueError naming `argument`."""
     size = (image_size, image_size) if isinstance(image_size, int) else image_size
     if not isinstance(size, (tuple, list)) or len(size) != 2:
-        raise ValueError(f"{argument}={image_size!r} must be an int or (height, width).")
+        raise ValueError(
+            f"{argument}={image_size!r} must be an int or (height, width){numpy_hint(image_size)}."
+        )
     positive = all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)
     if size is image_size and not positive:  # a pair: its sides named together
-        hint = (
+        hint = numpy_hint(image_size) or (
             "; a ViT of any input size takes image_size=None (build_vit) or (None, None)"
             if argument == "image_size"
             else ""

@@ -9,6 +9,7 @@ something else (plain-20 from ResNet-20, v1 from v1.5, softmax from logits), so
 `check_architecture` compares the two graphs layer by layer.
 """
 
+import inspect
 import json
 import re
 import zipfile
@@ -33,6 +34,9 @@ _UNCOMPARED = (
     "grid_size",
     "init_value",
     "dropout",
+    "dynamic_size",  # the input size, as batch_shape
+    "lora_rank",  # Keras saves a LoRA layer's kernel with its update merged
+    "lora_alpha",
 )
 # Layers whose inputs follow the input size: a ViT's position embeddings also read the patch
 # grid when the model takes any size.
@@ -154,9 +158,30 @@ def _graph(layers) -> dict:
     return graph
 
 
-def _differences(found: dict, built: dict) -> tuple:
+_UNKNOWN = object()
+_LITERALS = (bool, int, float, str, type(None))
+
+
+def _config_defaults(model) -> dict:
+    """`{layer name: {argument: default}}` of `model`'s layers: their constructors' defaults
+    that are plain values (which a config holds as they are)."""
+    defaults = {}
+    for layer in model.layers:
+        try:
+            parameters = inspect.signature(type(layer).__init__).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        defaults[layer.name] = {
+            p.name: p.default for p in parameters if isinstance(p.default, _LITERALS)
+        }
+    return defaults
+
+
+def _differences(found: dict, built: dict, defaults: dict | None = None) -> tuple:
     """What differs between the file's graph and the model's, and the names of the layers
-    that differ in kind or config or are only in one (the build arguments' traces)."""
+    that differ in kind or config or are only in one (the build arguments' traces);
+    `defaults` (`_config_defaults`) gives the value of a config key a layer leaves out."""
+    defaults = defaults or {}
     differences, names = [], []
     for where, graph, other in (("the file", found, built), ("the model", built, found)):
         only = [name for name in graph if name not in other]
@@ -167,12 +192,19 @@ def _differences(found: dict, built: dict) -> tuple:
     for name in (name for name in found if name in built):
         (kind, config, inputs), (other_kind, other_config, other_inputs) = found[name], built[name]
         said = [f"is a {kind} in the file, a {other_kind} here"] if kind != other_kind else []
-        # A key on one side only is an option added (or dropped) since the file was saved,
-        # at its default there: not a difference.
         for key in sorted(set(config) & set(other_config)):
             value, other = config[key], other_config[key]
             if value != other:
                 said.append(f"has {key}={value!r} in the file, {other!r} here")
+        # A key on one side only: an option that a layer writes only where it is not at its
+        # default (a ViT attention's qk_norm), or one added since the file was saved. The
+        # other side has the layer's default; an unknown default is no difference.
+        for key in sorted(set(config) ^ set(other_config)):
+            value = config.get(key, other_config.get(key))
+            default = defaults.get(name, {}).get(key, _UNKNOWN)
+            if default is not _UNKNOWN and value != default:
+                mine, other = ("in the file", "here") if key in config else ("here", "in the file")
+                said.append(f"has {key}={value!r} {mine}, its default {default!r} {other}")
         names += [name] if said else []
         if inputs != other_inputs and kind not in _SIZED:
             said.append(f"reads {inputs} in the file, {other_inputs} here")
@@ -191,7 +223,8 @@ def check_architecture(model: keras.Model, path) -> None:
     layers = _layers(path)
     if not layers:  # not a functional model: its weights' shapes are all there is to compare
         return
-    differences, names = _differences(_graph(layers), _graph(model.get_config()["layers"]))
+    built = _graph(model.get_config()["layers"])
+    differences, names = _differences(_graph(layers), built, _config_defaults(model))
     if not differences:
         return
     more = f" (and {len(differences) - 3} more)" if len(differences) > 3 else ""

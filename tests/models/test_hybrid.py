@@ -123,7 +123,7 @@ def test_backbone_is_resnet50_with_stage4_moved_into_stage3():
 
 def test_registry_name_builds_at_small_size():
     model = kr.create_model("r50_vit_b16", image_size=32, num_layers=1, num_classes=3)
-    assert model.name == "r50_vit_b16"
+    assert model.name == "r50_vit_d768_l1_16"  # one of ViT-B's twelve layers: no ViT-B
     assert numpy_out(model, random_images(2, 32, 32)).shape == (2, 3)
 
 

@@ -1,5 +1,7 @@
 """ResNet family: the papers' parameter and multiply-add counts, structure, training, saving."""
 
+import inspect
+
 import keras
 import numpy as np
 import pytest
@@ -218,6 +220,16 @@ def test_cifar_bottleneck_depth_rule():
     model = kr.build_resnet(29, stem="cifar", block="bottleneck", version="v2")
     assert model.output_shape == (None, 10)
     assert model.get_layer("stage3_block3_conv3").filters == 256
+    # A depth only 9n+2 fits, and the pre-activation paper's ResNet-164 (1.7M parameters, its
+    # Table 2; 6n+2 fits 164 too, with 2.6M), take bottlenecks without block=.
+    assert kr.count_params(kr.build_resnet(29, stem="cifar", version="v2")) == kr.count_params(
+        model
+    )
+    resnet164 = kr.build_resnet(164, stem="cifar", version="v2")
+    assert round(kr.count_params(resnet164) / 1e6, 1) == 1.7
+    assert resnet164.get_layer("stage3_block18_conv3").filters == 256
+    with pytest.raises(ValueError, match="6n\\+2 .*; or pass block='bottleneck'"):
+        kr.build_resnet(29, stem="cifar", block="basic")
 
 
 @pytest.mark.parametrize(
@@ -366,11 +378,53 @@ def test_override_replaces_a_registry_argument_and_the_name_says_what_was_built(
     assert kr.create_model("resnet50v2", version="v1", input_shape=(32, 32, 3)).name == "resnet50v1"
     assert kr.create_model("vit_b16", variant="Ti/16", image_size=32).name == "vit_ti16"
     # Overrides of what the name leaves open keep it.
-    assert kr.create_model("resnet20", num_classes=3, se_ratio=0.25).name == "resnet20"
+    assert kr.create_model("resnet20", num_classes=3, drop_path=0.1).name == "resnet20"
+    assert kr.create_model("resnet20", se_ratio=0.25).name == "se_resnet20"
     assert kr.create_model("vit_ti16", image_size=32, dropout=0.1).name == "vit_ti16"
     # A ViT of another patch size or widths is named as build_vit names it.
     assert kr.create_model("vit_ti16", image_size=32, patch_size=8).name == "vit_ti8"
-    assert kr.create_model("vit_ti16", image_size=32, num_layers=2).name == "vit_d192_16"
+    assert kr.create_model("vit_ti16", image_size=32, num_layers=2).name == "vit_d192_l2_16"
+    # Every argument the registry names tell apart by, also where it takes a builder's default.
+    small = {"input_shape": (32, 32, 3)}
+    assert kr.create_model("resnet50v1", version="v1.5", **small).name == "resnet50"
+    assert kr.create_model("se_resnet50", se_ratio=None, **small).name == "resnet50"
+    assert kr.create_model("resnet50d", stem="imagenet", shortcut="B", **small).name == "resnet50"
+    assert kr.create_model("resnet18", stem="deep", shortcut="D", **small).name == "resnet18d"
+    assert kr.create_model("resnet50", plain=True, **small).name == "plain50"
+    assert kr.create_model("resnet20", width=2).name == "resnet20_x2"
+    assert kr.create_model("bit_r50x1", width=3, **small).name == "bit_r50x3"
+    hybrid = {"image_size": 32, "num_layers": 1}
+    assert kr.create_model("r50_vit_b16", variant="Ti/16", **hybrid).name == "r50_vit_d192_l1_16"
+    assert kr.create_model("r50_vit_b16", patch_size=32, **hybrid).name == "r50_vit_d768_l1_32"
+
+
+def test_each_registry_name_is_the_name_its_builder_gives():
+    """`create_model` leaves the naming to the builder once an override changes what a name
+    stands for, so the builders must name every registered architecture by its registry
+    name (checked without building: `resnet_name`, `vit_size_name`)."""
+    from keras_resvit.models.registry import REGISTRY
+    from keras_resvit.models.resnet import resnet_name
+    from keras_resvit.models.resnet_blocks import BlockConfig
+    from keras_resvit.models.vit_config import vit_config, vit_size_name
+
+    defaults = {k: p.default for k, p in inspect.signature(kr.build_resnet).parameters.items()}
+    checked = 0
+    for name, spec in REGISTRY.items():
+        if spec.family == "resnet":
+            a = {**defaults, **spec.kwargs}
+            cfg = BlockConfig(
+                **{k: a[k] for k in ("version", "shortcut", "plain", "se_ratio", "norm")},
+                weight_standardization=a["weight_standardization"],
+            )
+            built = resnet_name(a["depth"], a["stem"], cfg, a["width"])
+        elif spec.family == "vit":
+            cfg = vit_config(spec.kwargs["variant"])
+            built = f"vit_{vit_size_name(spec.kwargs['variant'], cfg)}{cfg.patch_size}"
+        else:
+            continue
+        assert built == name
+        checked += 1
+    assert checked >= 40
 
 
 def test_v1_registry_names_are_the_papers_bottleneck():

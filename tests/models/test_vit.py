@@ -486,6 +486,10 @@ def test_resize_and_replace_head_reject_unfit_models():
 def test_a_vit_is_named_by_the_widths_it_has():
     # A ViT-B/16 whose widths were overridden was named "vit_b4", as if it were a ViT-B.
     small = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "mlp_dim": 8, "image_size": 16}
-    assert kr.build_vit(patch_size=4, **small).name == "vit_d32_4"
-    assert kr.build_vit(None, patch_size=8, **small).name == "vit_d32_8"
+    assert kr.build_vit(patch_size=4, **small).name == "vit_d32_l1_4"
+    assert kr.build_vit(None, patch_size=8, **small).name == "vit_d32_l1_8"
+    # Its depth too: a 2-layer ViT-Ti is no ViT-Ti, nor a 12-layer ViT of its width.
+    assert kr.build_vit("Ti/16", image_size=32, num_layers=2).name == "vit_d192_l2_16"
+    hybrid = kr.build_hybrid_vit("r50", "Ti/16", image_size=32, num_layers=1)
+    assert hybrid.name == "r50_vit_d192_l1_16"
     assert kr.build_vit("Ti/16", image_size=32, patch_size=8).name == "vit_ti8"

@@ -60,6 +60,14 @@ def test_a_torchvision_state_dict_is_refused_by_a_v1_resnet(tmp_path, resnet50_s
             {"input_shape": SHAPE},
             r"'stage2_block1_conv1' has strides=\[1, 1\] in the file, \[2, 2\].*version",
         ),
+        # A config key that a layer writes only away from its default: the QK-norm's
+        # LayerNorms hold no kernel of the attention's, so the shapes alone loaded it.
+        (
+            {"name": "vit_ti16", "image_size": 32, "num_layers": 1, "qk_norm": True},
+            "vit_ti16",
+            {"image_size": 32, "num_layers": 1},
+            r"has qk_norm=True in the file, its default False here",
+        ),
     ],
 )
 def test_a_keras_file_refuses_a_model_of_other_arguments(tmp_path, saved, name, overrides, message):
