@@ -154,7 +154,12 @@ def _add_train_run_arguments(p):
         "rsb_a2; an unknown name lists them all",
     )
     p.add_argument("--epochs", type=_positive_int, default=10, help="default: 10")
-    p.add_argument("--batch-size", type=_positive_int, default=64, help="global batch size")
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=64,
+        help="global batch size (default: 64); the recipe's learning rate scales with it",
+    )
     p.add_argument(
         "--image-size",
         type=_positive_int,
@@ -162,7 +167,13 @@ def _add_train_run_arguments(p):
         help="height and width of the images and the model (default: the data's size, or "
         "the model's for images of varying size; a ViT recipe's resolution for ViTs)",
     )
-    p.add_argument("--learning-rate", type=float, default=None, help="override the recipe's")
+    p.add_argument(
+        "--learning-rate",
+        type=float,
+        default=None,
+        help="override the recipe's peak learning rate, given at the recipe's batch size "
+        "(128 for resnet_cifar) and scaled by --batch-size / that batch, as the recipe's is",
+    )
     p.add_argument(
         "--ema",
         type=_fraction(0.9999),
@@ -179,7 +190,8 @@ def _add_train_run_arguments(p):
     p.add_argument(
         "--distribution",
         default="auto",
-        help="auto, none, tpu, mirrored, multi_worker (TensorFlow, TF_CONFIG), data_parallel",
+        help="auto, none, tpu, mirrored, multi_worker (TensorFlow, TF_CONFIG), "
+        "data_parallel or model_parallel (JAX)",
     )
     p.add_argument("--precision", default="auto", help="auto, float32, mixed_float16, ...")
     _add_process_arguments(p)
@@ -265,7 +277,7 @@ def _add_few_shot(commands):
         "images (the same files as `train --validation-split` holds out)",
     )
     p.add_argument("--seed", type=_seed, default=0)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=_positive_int, default=64)
     p.set_defaults(run="run_few_shot")
 
 

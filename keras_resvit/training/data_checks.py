@@ -4,6 +4,7 @@ ValueError before the run's output folder is touched."""
 
 import math
 import sys
+import warnings
 from types import SimpleNamespace
 
 import keras
@@ -27,16 +28,19 @@ from keras_resvit.training.schedules import recipe_steps
 def check_data(train_data, val_data, output_dir, spec, *, epochs, steps, batch_size, seed):
     """(output folder path, the run's data): `train_data` and `val_data` as checked datasets
     (arrays loaded), the first training batch, the batches per epoch and the run's length."""
+    check_seed(seed)  # before the arrays' read, which would name train_data for it
+    # Arrays were checked whole when read (a range warning given there once).
+    warned = {"range"} if isinstance(train_data, tuple) else None
     train_data = _as_dataset("train_data", train_data, "train", batch_size or spec.batch_size, seed)
-    check_seed(seed)
     out = check_output_path("output_dir", output_dir, folder=True)
     first_batch, steps_per_epoch, soft_labels = _dataset_info(train_data)
-    check_pixels("train_data images", first_batch[0])
+    check_pixels("train_data images", first_batch[0], warned=warned)
     # A dataset split by process (`load_dataset` with several processes) holds this
     # process's part of each global batch.
     global_batch = int(first_batch[0].shape[0]) * getattr(train_data, "process_count", 1)
     if batch_size is not None:  # arrays fewer than one batch
         check_batch_fits(batch_size, global_batch, "training images")
+    _warn_smaller_batch(getattr(train_data, "batch_size", None), global_batch)
     if val_data is not None:
         val_data = _as_dataset("val_data", val_data, "test", global_batch, seed)
         check_dataset("val_data", val_data)
@@ -51,6 +55,20 @@ def check_data(train_data, val_data, output_dir, spec, *, epochs, steps, batch_s
         epochs=epochs,
         total_steps=total_steps,
     )
+
+
+def _warn_smaller_batch(asked, global_batch):
+    """A dataset of `load_dataset` (or an `ImageLoader`) of fewer images than its batch size
+    gives one smaller batch, which the run takes for its batch and scales the learning rate
+    to: said, where it was silent."""
+    if isinstance(asked, int) and not isinstance(asked, bool) and global_batch < asked:
+        warnings.warn(
+            f"train_data was read with batch_size={asked}, but holds only {global_batch} "
+            f"training images: the run trains on batches of {global_batch} and scales the "
+            f"recipe's learning rate to that batch. Pass batch_size={global_batch} or less to "
+            "read it, or more images.",
+            stacklevel=4,
+        )
 
 
 def is_py_dataset(data) -> bool:

@@ -162,6 +162,9 @@ def train(
             float32 on CPUs), "float32", "mixed_float16", "mixed_bfloat16" or "bfloat16". A
             model passed built computes in its layers' precision (the builders' `dtype=`):
             "auto" takes it (and `config.json` records it), another value must equal it.
+            "bfloat16" keeps the weights in bfloat16 too (8 bits of mantissa: an update
+            smaller than 1/256 of a weight is rounded away); "mixed_bfloat16" keeps float32
+            weights and is the one to train with.
         ema: momentum of an exponential moving average of the weights (e.g. 0.9999), kept by
             the optimizer (`use_ema`): the validation figures, `best.keras`, `last.keras` and
             `history.model` are those of the averaged weights (as timm validates its EMA

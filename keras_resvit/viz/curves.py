@@ -68,8 +68,9 @@ def _epochs(history, count):
 
 def _plot(ax, epochs, series, label):
     """One curve against its epochs; a value between two gaps (validation every few epochs)
-    has no line to either side, so a curve with gaps also marks each value."""
-    marker = None if np.isfinite(series).all() else "."
+    has no line to either side, nor has the value of a one-epoch run, so a curve with gaps
+    or of one value also marks each value."""
+    marker = None if np.isfinite(series).all() and len(series) > 1 else "."
     ax.plot(epochs, series, marker=marker, label=label)
 
 

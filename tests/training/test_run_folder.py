@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -347,6 +348,11 @@ def test_images_on_another_scale_warn(tmp_path):
     data = tf.data.Dataset.from_tensor_slices((scaled, np.arange(16) % 3))
     with pytest.warns(UserWarning, match=r"train_data images range from 0.*multiply \[0, 1\]"):
         _train(tmp_path, data=data.batch(8), epochs=1)
+    # Arrays are checked whole when read: one warning, not a second for their first batch.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _train(tmp_path / "arrays", data=(scaled, np.arange(16) % 3), epochs=1, batch_size=8)
+    assert len([w for w in caught if " range from " in str(w.message)]) == 1
 
 
 @pytest.mark.parametrize("name", [LOCK, "resume", "tensorboard", "config.json"])

@@ -344,6 +344,12 @@ def test_train_sets_the_per_pixel_mean_from_the_unaugmented_images(tmp_path):
     fresh = kr.build_resnet(8, stem="cifar", preprocessing="pixel_mean")
     with pytest.raises(ValueError, match="PixelMean layer 'preprocessing' has no mean yet"):
         kr.train(fresh, plain, epochs=1, output_dir=tmp_path / "other", verbose=0)
+    # Nor are its scores or exports those of raw pixels for centred ones.
+    with pytest.raises(ValueError, match=r"PixelMean layer \('preprocessing'.* without its mean"):
+        kr.evaluation.multi_crop_predict(fresh, x[:2], scales=32)
+    with pytest.raises(ValueError, match="without its mean image"):
+        kr.export(fresh, tmp_path / "fresh.tflite")
+    assert not (tmp_path / "fresh.tflite").exists()
 
 
 # Keras habits: callbacks, an optimizer or loss beside the recipe, arrays as data.
@@ -549,6 +555,17 @@ def test_arrays_train_and_resume_only_on_the_same_arrays(arrays, tmp_path):
     assert [int(r["epoch"]) for r in read_history(tmp_path / "run" / "history.csv")] == [1, 2]
 
 
+def test_a_dataset_of_fewer_images_than_its_batch_is_said(arrays, tmp_path):
+    # 64 images read in batches of 100: one batch of 64, which the run took for its batch
+    # (and scaled the learning rate to) without a word (`keras-resvit train --batch-size`).
+    data = kr.data.load_dataset(arrays[0], "train", batch_size=100)
+    run = {"epochs": 1, "output_dir": tmp_path, "verbose": 0}
+    with pytest.warns(UserWarning, match=r"batch_size=100, but holds only 64 training images"):
+        history = kr.train(_small(), data, **run)
+    assert json.loads((tmp_path / "config.json").read_text())["batch_size"] == 64
+    assert history.summary["steps"] == 1
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
@@ -592,6 +609,7 @@ def test_arrays_train_and_resume_only_on_the_same_arrays(arrays, tmp_path):
             r"loss='<lambda>' cannot compare .* as loss\(y_true, y_pred\) \(TypeError: ",
         ),
         ({"batch_size": 0}, r"batch_size=0 must be a positive int"),
+        ({"seed": -1}, r"^seed=-1 must be an int in \[0, 2\*\*32\)"),  # train's, not train_data's
         # 8 images: one batch of 8 trained where 16 was asked (and the rate scaled for 8).
         ({"batch_size": 16}, r"batch_size=16 is larger than the 8 training images"),
         ({"data": "dataset", "batch_size": 16}, r"batch_size=16 applies to \(images, labels\)"),

@@ -67,6 +67,14 @@ def test_a_csv_column_blank_in_its_first_rows_is_drawn(tmp_path, monkeypatch):
     assert marker == "."
 
 
+def test_a_one_epoch_run_draws_its_values(tmp_path, monkeypatch):
+    # A line of one point draws nothing: curves.png of `train --epochs 1` had empty panels.
+    history = {"loss": [2.0], "val_loss": [1.5], "learning_rate": [0.1]}
+    drawn = _curves(monkeypatch, history, tmp_path / "c.png")
+    assert drawn["loss"]["train"][1] == drawn["loss"]["validation"][1] == "."
+    assert [marker for _, marker in drawn["learning rate"].values()] == ["."]
+
+
 def test_none_nan_and_infinities_are_gaps(tmp_path, monkeypatch):
     history = {"loss": [2.0, np.nan, np.inf, 0.5], "val_loss": (None, 1.0, 0.8, 0.6)}
     drawn = _curves(monkeypatch, history, tmp_path / "c.png")["loss"]
