@@ -79,15 +79,18 @@ def create_model(name: str, weights=None, **overrides) -> keras.Model:
 
 # The arguments a family's builder names its models by (`models.resnet.resnet_name`,
 # `models.vit_config.vit_size_name`, ...): each registry name is its builder's name.
+_VIT_NAMING = ("variant", "patch_size", "hidden_size", "num_layers", "num_heads", "mlp_dim")
 _NAMING_ARGUMENTS = {
-    "resnet": ("depth", "plain", "version", "stem", "shortcut", "se_ratio", "width", "norm"),
-    "vit": ("variant", "patch_size", "hidden_size", "num_layers", "num_heads", "mlp_dim"),
+    "resnet": (
+        *("depth", "plain", "version", "stem", "shortcut"),
+        *("se_ratio", "width", "norm", "weight_standardization"),
+    ),
+    "vit": _VIT_NAMING,
+    "hybrid_vit": ("backbone", *_VIT_NAMING),
     "vgg": ("depth",),
     "alexnet": ("layout",),
     "efficientnetv2": ("variant",),
 }
-_NAMING_ARGUMENTS["resnet"] += ("weight_standardization",)
-_NAMING_ARGUMENTS["hybrid_vit"] = ("backbone", *_NAMING_ARGUMENTS["vit"])
 
 
 def _model_name(name, spec, overrides):
