@@ -360,7 +360,8 @@ def _opened(argument, folder, names):
         if foreign:
             raise ValueError(
                 f"{argument}={str(folder)!r} holds {', '.join(foreign)}, which keras_resvit did "
-                "not write and this run would overwrite; pass a new or empty folder."
+                "not write and a run in this folder writes or replaces (whichever of its "
+                "options this one uses); pass a new or empty folder."
             )
         # A run writes and deletes only real files and folders: never through a link.
         links = [name for name in names if (folder / name).is_symlink()]
