@@ -42,7 +42,7 @@ def load_weights(path, **kwargs) -> keras.Model:
     >>> source = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3))
     >>> source.save("resnet50.h5")  # as keras' own resnet50_weights_tf_dim_ordering_tf_kernels.h5
     >>> load_weights("resnet50.h5", architecture="ResNet50", input_shape=(64, 64, 3)).name
-    'resnet50'
+    'resnet50v1'
     >>> # An original ViT checkpoint, downloaded from the ViT authors' bucket:
     >>> model = load_weights("ViT-B_16.npz", image_size=384)  # doctest: +SKIP
     """

@@ -94,7 +94,8 @@ def test_not_a_keras_applications_resnet():
 def test_a_target_that_computes_otherwise_is_refused(architecture, build, words):
     source = _source(architecture, include_top=False)
     model = kr.build_resnet(50, input_shape=SHAPE, include_top=False, **build)
-    with pytest.raises(ValueError, match=f"model='resnet50' is not built as.*{re.escape(words)}"):
+    refused = f"model='{model.name}' is not built as.*{re.escape(words)}"
+    with pytest.raises(ValueError, match=refused):
         from_keras_applications(source, model=model)
     # Built as the message says, it loads and computes the source's outputs; another
     # preprocessing (the registry's resnet50v1 normalizes as torchvision: logits 13.6 apart
