@@ -13,7 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_resvit.base.class_names import check_class_names, model_class_names, read_class_names
+from keras_resvit.base.class_names import (
+    check_class_names,
+    model_class_names,
+    read_class_names,
+    tflite_metadata,
+)
 from keras_resvit.base.validation import check_finite_scores, check_int
 from keras_resvit.data.image_files import load_images
 from keras_resvit.export.ownership import marked_activation
@@ -47,8 +52,6 @@ def _last_activation(producers, name):
 def _tflite_activation(interpreter, model_path):
     """The classifier activation `export`'s mark records, else the last operation's (a relu
     or tanh that the converter fused into the last layer is not seen there)."""
-    from keras_resvit.base.class_names import tflite_metadata
-
     marked = marked_activation(tflite_metadata(model_path))
     if marked is not None:
         return marked

@@ -93,8 +93,9 @@ def check_input_shape(input_shape, min_size, preprocessing, *, min_reason="", fi
         raise ValueError(
             f"input_shape={input_shape!r} must be (height, width, channels), e.g. (224, 224, 3)."
         )
-    if numpy_hint(tuple(input_shape)):
-        raise ValueError(f"input_shape={input_shape!r} is not valid{numpy_hint(input_shape)}.")
+    hint = numpy_hint(tuple(input_shape))
+    if hint:
+        raise ValueError(f"input_shape={input_shape!r} is not valid{hint}.")
     shape = tuple(input_shape)
     *spatial, channels = shape
     if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:

@@ -177,11 +177,10 @@ def _config_defaults(model) -> dict:
     return defaults
 
 
-def _differences(found: dict, built: dict, defaults: dict | None = None) -> tuple:
+def _differences(found: dict, built: dict, defaults: dict) -> tuple:
     """What differs between the file's graph and the model's, and the names of the layers
     that differ in kind or config or are only in one (the build arguments' traces);
     `defaults` (`_config_defaults`) gives the value of a config key a layer leaves out."""
-    defaults = defaults or {}
     differences, names = [], []
     for where, graph, other in (("the file", found, built), ("the model", built, found)):
         only = [name for name in graph if name not in other]
