@@ -38,11 +38,12 @@ def create_model(name: str, weights=None, **overrides) -> keras.Model:
         **overrides: builder arguments, e.g. `num_classes=10, input_shape=(64, 64, 3)`.
 
     Returns:
-        A `keras.Model` named `name`; or, where an override changes an argument the name
-        stands for, named by what it is, as its builder names it: the registry name of that
-        architecture (`create_model("resnet20", depth=32)`: "resnet32"; "se_resnet50",
-        `se_ratio=None`: "resnet50"), else a name of its arguments ("resnet20", `depth=8`:
-        "resnet8"; "vit_ti16", `num_layers=2`: "vit_d192_l2_16").
+        A `keras.Model` named `name`; or, where an override or the weights change an
+        argument the name stands for, named by what it is, as its builder names it: the
+        registry name of that architecture (`create_model("resnet20", depth=32)`:
+        "resnet32"; "se_resnet50", `se_ratio=None`: "resnet50"; "resnet50" with
+        keras.applications' v1 weights: "resnet50v1"), else a name of its arguments
+        ("resnet20", `depth=8`: "resnet8"; "vit_ti16", `num_layers=2`: "vit_d192_l2_16").
 
     Raises:
         ValueError: unknown name (with the closest names), an invalid override, or weights
@@ -68,7 +69,14 @@ def create_model(name: str, weights=None, **overrides) -> keras.Model:
     else:
         defaults.update(named.build_arguments(spec.family))
         path, names = fetch(named), class_names_of(named)
-    model = build_with_weights(builder(spec.family), spec.family, defaults, overrides, path)
+    fixed = named.build_arguments(spec.family) if named else {}
+
+    def name_of(layout):  # the weights' layout counts as overrides (a v1 file: "resnet50v1")
+        return _model_name(name, spec, {**fixed, **layout, **overrides})
+
+    model = build_with_weights(
+        builder(spec.family), spec.family, defaults, overrides, path, name_of=name_of
+    )
     if named is None:
         names = embedded_class_names(path, "weights")  # a `.keras` file's
     # A new classifier (num_classes= other than the weights') has no names.

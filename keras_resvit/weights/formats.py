@@ -294,12 +294,13 @@ def _load_keras_weights(model, path):
         model.load_weights(link)
 
 
-def build_with_weights(builder, family, defaults, overrides, weights) -> keras.Model:
+def build_with_weights(builder, family, defaults, overrides, weights, name_of=None) -> keras.Model:
     """`builder(**defaults, **overrides)` filled from the file `weights`.
 
     Build arguments the weights fix (keras.applications' v1 layout and preprocessing, a
     checkpoint's head, a `.keras` file's preprocessing and ViT resolution) go between the
-    registry entry's `defaults` and the user's `overrides`.
+    registry entry's `defaults` and the user's `overrides`. `name_of`, where given, names the
+    model from those arguments (a dict of them, the user's overrides included).
 
     Raises:
         FileNotFoundError: `weights` is not a file.
@@ -311,6 +312,8 @@ def build_with_weights(builder, family, defaults, overrides, weights) -> keras.M
     fmt = weights_format(weights)
     layout = _layout(fmt, weights, family, {**defaults, **overrides})
     _refuse_conflicts(overrides, layout, weights, fmt)
+    if name_of is not None:
+        defaults = {**defaults, "name": name_of(layout)}
     # A ViT of another (or any) input size keeps the checkpoint's grid of position embeddings:
     # built at the checkpoint's size (in the layout), filled, then resized.
     size = overrides.get("image_size", layout.get("image_size"))

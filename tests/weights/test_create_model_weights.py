@@ -66,6 +66,8 @@ def test_keras_applications_weights_get_its_layout(tmp_path):
     x = random_images(2, 64, 64)
     expected = source(keras.applications.resnet.preprocess_input(x.copy()))
     assert_close(model(x), expected)
+    # Named by what the weights made it: a v1 net, not the registry's v1.5 "resnet50".
+    assert model.name == "resnet50v1"
     with pytest.raises(ValueError, match="keras.applications ResNet50 weights.*version='v2'"):
         kr.create_model("resnet50v2", weights=path)
     # Arguments the weights fix are not overridden: the model would load them and compute
@@ -206,5 +208,6 @@ def test_keras_applications_weights_fix_their_classes_and_other_classes_get_a_ne
     assert model.output_shape == (None, 10)
     other = kr.create_model("resnet50", weights=path, input_shape=(64, 64, 3), num_classes=5)
     assert other.output_shape == (None, 5)
+    assert (model.name, other.name) == ("resnet50v1", "resnet50v1")
     x = random_images(2, 64, 64)
     np.testing.assert_array_equal(_features(other, x), _features(model, x))

@@ -178,7 +178,8 @@ def test_keras_applications_h5_by_name(served, tmp_path):
     assert_close(model(x), expected)
     # ImageNet-1k weights bring their class names; one file serves both registry names.
     assert model_class_names(model)[:2] == ["tench", "goldfish"]
-    kr.create_model("resnet50", weights="legacy", input_shape=(32, 32, 3))
+    v1 = kr.create_model("resnet50", weights="legacy", input_shape=(32, 32, 3))
+    assert (model.name, v1.name) == ("resnet50v1", "resnet50v1")  # the file's v1 layout
     assert served.requests[mirror_path(entry.url)] == 1
 
 
