@@ -89,7 +89,8 @@ def load_splits(kr, args, seed):
     if isinstance(source, str) and source.startswith("tfds:"):
         splits = (f"train[:{PAPER_TRAIN_IMAGES}]", f"train[{PAPER_TRAIN_IMAGES}:]")
         train = kr.data.load_dataset(source, splits[0], augment=augment, **common)
-        return train, kr.data.load_dataset(source, splits[1], **common), test
+        validation = kr.data.load_dataset(source, splits[1], training=False, **common)
+        return train, validation, test
     if isinstance(source, tuple):
         images, labels = source
         held_out = len(images) // 10

@@ -115,7 +115,7 @@ def run_evaluate(args):
         batch_size=args.batch_size,
         augment=augment,  # an evaluation split: the preset's evaluation transform only
         crop_ratio=1.0 if scales else None,  # multi-crop resizes and crops the whole images
-        shuffle=False,  # an evaluation read, even of the training split
+        training=False,  # an evaluation read, even of the training split
         loader_options=ALL_EXAMPLES,  # every process scores every example
     )
     argument = f"--data {args.data}"

@@ -120,7 +120,9 @@ def _load_training_data(kr, args, splits, recipe, augment):
         train = kr.data.load_dataset(**train_split, **options, image_size=size, augment=augment)
     # The preset names the evaluation transform that matches its training views (whole
     # images for resnet_cifar, a center crop otherwise).
-    val = kr.data.load_dataset(**val_split, **options, image_size=size, augment=augment)
+    val = kr.data.load_dataset(
+        **val_split, **options, image_size=size, augment=augment, training=False
+    )
     return train, val, size, why
 
 

@@ -955,6 +955,40 @@ CASES = [
         ("tensorboard=True", "pip install tensorboard"),
     ),
     Case(
+        "train_val_data_augmented",
+        lambda b: _train(b, val_data=kr.data.load_dataset((b.x, b.y), augment="resnet_cifar")),
+        V,
+        ("val_data is augmented", "validation scores", "training=False"),
+    ),
+    Case(
+        "multi_crop_evaluate_augmented_data",
+        lambda b: kr.evaluation.multi_crop_evaluate(
+            b.model, kr.data.load_dataset((b.x, b.y), augment="resnet_cifar"), scales=(16,)
+        ),
+        V,
+        ("data is augmented", "the accuracies", "training=False"),
+    ),
+    Case(
+        "few_shot_of_an_augmented_test_split",
+        lambda b: kr.evaluation.few_shot(
+            b.model, b.ds, kr.data.load_dataset((b.x, b.y), augment="resnet_cifar"), shots=1
+        ),
+        V,
+        ("test is augmented", "training=False"),
+    ),
+    Case(
+        "load_dataset_training_not_a_bool",
+        lambda b: kr.data.load_dataset("digits", training="no"),
+        V,
+        ("training='no'",),
+    ),
+    Case(
+        "load_dataset_drop_remainder_of_no_batch",
+        lambda b: kr.data.load_dataset("digits", "test", batch_size=512, drop_remainder=True),
+        V,
+        ("360 examples per process make no batch of 512", "drop_remainder=True"),
+    ),
+    Case(
         "train_val_data_empty",
         lambda b: _train(b, val_data=b.ds.take(0)),
         V,

@@ -217,6 +217,18 @@ def test_evaluate_a_saved_model(tmp_path, capsys):
     assert 0.0 <= accuracy <= 0.3  # an untrained model is near chance (0.1)
 
 
+def test_evaluate_reads_a_training_split_unaugmented(tmp_path, capsys):
+    # The preset names the evaluation transform only: scoring augmented training images
+    # would give other figures, run to run.
+    kr.create_model("resnet20").save(tmp_path / "m.keras")
+    figures = []
+    for augment in ("resnet_cifar", "none"):
+        argv = ["evaluate", str(tmp_path / "m.keras"), "--data", "digits", "--split", "train"]
+        assert main([*argv, "--augment", augment]) == 0
+        figures.append(re.findall(r"\d\.\d+", capsys.readouterr().out))
+    assert figures[0] == figures[1] and figures[0]
+
+
 def test_evaluate_names_its_model_argument_as_the_command_does(tmp_path, capsys):
     (tmp_path / "m.tflite").write_bytes(b"\x1c\x00\x00\x00TFL3")
     assert main(["evaluate", str(tmp_path / "m.tflite"), "--data", "digits"]) == 2

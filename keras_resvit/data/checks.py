@@ -356,6 +356,22 @@ def check_pixels(
         warned.add("range")
 
 
+def check_unaugmented(argument: str, data, use: str) -> None:
+    """`data` (a `load_dataset` dataset or an `ImageLoader`) must not be augmented or mixed:
+    scores of `use` on augmented images would be wrong without a word.
+
+    Raises:
+        ValueError: its batches are augmented or mixed (its `augmented` attribute).
+    """
+    if getattr(data, "augmented", False) is True:
+        raise ValueError(
+            f"{argument} is augmented (read as a training split with augment= or mixing): "
+            f"{use} would be computed on augmented images. Read it as evaluation data: "
+            "kr.data.load_dataset(..., training=False), or a split that is not named "
+            "'train...'."
+        )
+
+
 def check_class_names_match(argument: str, names, reference, what: str) -> None:
     """Label i must mean the same class in `names` (of `argument`) and in `reference` (of
     `what`): a dataset whose folder lacks a class, or another dataset's classes, would

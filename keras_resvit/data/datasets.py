@@ -128,6 +128,7 @@ def _part(options, workers=False) -> tuple:
 def _py_dataset(source, split, training, *, image_size, augment, crop_ratio, settings, **options):
     """`load_dataset`'s batches by a `loaders.ImageLoader`; `options` are its arguments."""
     seed, strict = options["seed"], options["strict"]
+    evaluation = evaluation_read(training, options["shuffle"])
     data, origin, fixed, shorter_side = loader_examples(
         source,
         split,
@@ -136,7 +137,7 @@ def _py_dataset(source, split, training, *, image_size, augment, crop_ratio, set
         seed,
         strict,
         options.pop("cache"),
-        options["shuffle"],
+        evaluation,
     )
     image_size = output_size(image_size, fixed, shown_source(source), augment)
     resized = fixed is None or tuple(fixed) != (image_size, image_size)
@@ -144,7 +145,7 @@ def _py_dataset(source, split, training, *, image_size, augment, crop_ratio, set
     ratio = evaluation_ratio(crop_ratio, augmented, resized, augment, shorter_side, image_size)
     get_augmentation(augment, image_size)  # a bad `augment` fails on every split, as in tf.data
     options["process_index"], options["process_count"] = _part(options)
-    options["strict"] = strict or evaluation_read(split, options["shuffle"])
+    options["strict"] = strict or evaluation
     loader = ImageLoader(
         **data,
         image_size=image_size,
@@ -193,24 +194,25 @@ def load_dataset(
     loader: str = "auto",
     loader_options: dict | None = None,
     repeated_augmentation: int = 1,
+    training: bool | None = None,
 ) -> "tf.data.Dataset | ImageLoader":
     """A batched, prefetched `tf.data.Dataset` of (float32 pixels in [0, 255], labels), or,
     without TensorFlow, a `keras.utils.PyDataset` of the same batches (`loader`).
 
-    Training splits ("train..." names) are shuffled and augmented; other splits (and training
-    splits without `augment`) get the evaluation transform: the shorter side resized to
-    `image_size / crop_ratio`, then the central `image_size` square. Unless `crop_ratio` is
-    given, the crop ratio follows the images' size (`preprocessing.evaluation_crop_ratio`):
-    photos much larger than the output (typical shorter side >= `image_size / 0.875`, e.g.
-    >= 256 for 224) get the standard 0.875 center crop; images about the output size or
-    smaller (CIFAR's 32x32 at 32, or upsampled for fine-tuning) are resized whole (1.0), as
-    training saw them. With a whole-image training preset (`WHOLE_IMAGE_PRESETS`:
-    resnet_cifar) named in `augment`, evaluation resizes whole images whatever their size.
-    The typical size is the fixed size of arrays, tfds datasets and folders of images of one
-    size, or the median shorter side of a sample of a folder's files (from their headers) or
-    of a tfds dataset's first images. The dataset carries `class_names` and `num_classes`
-    attributes, to be saved with the model, and a known number of batches (a folder's listed
-    files).
+    Training splits ("train..." names, unless `training=False`) are shuffled and augmented;
+    other splits (and training splits without `augment`) get the evaluation transform: the
+    shorter side resized to `image_size / crop_ratio`, then the central `image_size` square.
+    Unless `crop_ratio` is given, the crop ratio follows the images' size
+    (`preprocessing.evaluation_crop_ratio`): photos much larger than the output (typical
+    shorter side >= `image_size / 0.875`, e.g. >= 256 for 224) get the standard 0.875 center
+    crop; images about the output size or smaller (CIFAR's 32x32 at 32, or upsampled for
+    fine-tuning) are resized whole (1.0), as training saw them. With a whole-image training
+    preset (`WHOLE_IMAGE_PRESETS`: resnet_cifar) named in `augment`, evaluation resizes whole
+    images whatever their size. The typical size is the fixed size of arrays, tfds datasets and
+    folders of images of one size, or the median shorter side of a sample of a folder's files
+    (from their headers) or of a tfds dataset's first images. The dataset carries `class_names`
+    and `num_classes` attributes, to be saved with the model, and a known number of batches (a
+    folder's listed files).
 
     `loader="py_dataset"` (the choice of "auto" where TensorFlow is not installed, as on a
     JAX-only GPU image) reads digits, arrays and image folders with a `loaders.ImageLoader`:
@@ -230,9 +232,10 @@ def load_dataset(
             arrays, fixed-size tfds datasets and folders decoded into memory (below, `cache`);
             required for other folders and tfds datasets.
         batch_size: examples per batch.
-        augment: None, a preset name in `augmentation.PRESETS` or a Keras layer mapping one
-            image to an `image_size` image; applied to training splits only. On another split
-            it names the training preset that the evaluation transform matches (see above).
+        augment: None, a preset name in `augmentation.AUGMENTATION_PRESETS` or a Keras layer
+            mapping one image to an `image_size` image; applied to training splits only. On
+            another split it names the training preset that the evaluation transform matches
+            (see above).
         mixing: the preset's MixUp/CutMix (True), none (False), or a `Mixing`; training splits
             only. With mixing, labels are float32 (batch, num_classes) and sum to 1.
         shuffle: shuffle every epoch; default True for training splits.
@@ -286,6 +289,10 @@ def load_dataset(
             times each, augmented independently, and keeps N examples (repeated augmentation,
             Hoffer et al. 2020 and Berman et al. 2019, as timm's `RepeatAugSampler`: the copies
             follow each other); the recipes `rsb_a1`, `rsb_a2` and `deit3` use 3. 1: none.
+        training: read `split` as training data (shuffled, augmented, mixed, repeated) or,
+            False, as evaluation data (in order, the evaluation transform, each example
+            once). Default: True for split names that start with "train". Pass False for
+            validation data held out of a training split, e.g. tfds' "train[45000:]".
 
     Returns:
         A `tf.data.Dataset`, or an `ImageLoader` (a `keras.utils.PyDataset`: `len` is the
@@ -293,7 +300,9 @@ def load_dataset(
         int32 labels (N,), or soft labels (N, classes). Its attributes `class_names`,
         `num_classes` and `provenance` (where the examples come from and how they are read:
         `train()` resumes a run only on the same data; the same for both loaders) describe it,
-        `process_index` and `process_count` its share, `examples` its examples per epoch
+        `augmented` whether its batches are augmented or mixed (a training read with
+        `augment` or mixing: `train()` refuses it as `val_data`, the evaluations as data to
+        score), `process_index` and `process_count` its share, `examples` its examples per epoch
         (None where unknown: a folder of files some of which may not decode), `batch_size`
         and `drop_remainder` as given; `unaugmented` holds the images of all
         processes, each once, without augmentation or mixing, batched (`train()` computes a
@@ -354,7 +363,8 @@ def load_dataset(
         )
     if not isinstance(mixing, (bool, Mixing)):
         raise ValueError(f"mixing={mixing!r} is not valid; pass True, False or a Mixing.")
-    training = is_training_split(split)
+    check_bool("training", training, none_ok=True)
+    training = is_training_split(split) if training is None else training
     shuffle = training if shuffle is None else shuffle
     settings = {  # what else changes the batches, for the provenance
         "mixing": _mixing_setting(mixing, augment) if training else True,
@@ -398,6 +408,7 @@ def load_dataset(
         validation_split=validation_split,
         data_dir=data_dir,
         strict=strict,
+        training=training,
         part=part,
     )
     num_classes = len(read.class_names) if read.class_names else None
@@ -438,7 +449,13 @@ def load_dataset(
     # This process's examples per epoch (each epoch's last batch holds the remainder).
     count = read.count if read.count is not None else int(read.ds.cardinality())
     ds.examples = count if count >= 0 else None
+    if drop_remainder and ds.examples is not None and ds.examples < per_process:
+        raise ValueError(
+            f"{ds.examples} examples per process make no batch of {per_process} "
+            "(drop_remainder=True); pass a smaller batch_size."
+        )
     ds.batch_size, ds.drop_remainder = batch_size, drop_remainder
+    ds.augmented = training and (layer is not None or mix is not None)
     # All processes' images, each once, evaluation-transformed (for statistics).
     whole = read.whole() if read.whole is not None else read.ds
     ds.unaugmented = whole.map(plain, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)

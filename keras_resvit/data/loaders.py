@@ -180,6 +180,7 @@ class ImageLoader(keras.utils.PyDataset):
         epoch: the epoch whose permutation is read; `on_epoch_end` advances it.
         unaugmented: the same examples in order, without augmentation or mixing, all of them.
         examples: this process's examples per epoch.
+        augmented: whether its batches are augmented or mixed.
 
     Raises:
         ValueError: for a bad argument: images and paths both or neither given, labels that
@@ -264,6 +265,11 @@ class ImageLoader(keras.utils.PyDataset):
                 f"{self.examples} examples per process make no batch of "
                 f"{batch_size // process_count} (drop_remainder=True); pass a smaller batch_size."
             )
+
+    @property
+    def augmented(self) -> bool:
+        """Whether its batches are augmented or mixed (see `load_dataset`)."""
+        return self._layer is not None or self._mixing is not None
 
     def __len__(self):
         per_process = self.batch_size // self.process_count

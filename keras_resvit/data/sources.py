@@ -257,18 +257,19 @@ def is_training_split(split) -> bool:
     return isinstance(split, str) and split.startswith("train")
 
 
-def evaluation_read(split, shuffle) -> bool:
+def evaluation_read(training, shuffle) -> bool:
     """Whether a read is an evaluation's, not a shuffled training split's: a file that fails
     to decode then stops it (a stand-in image, what training reads in its place, would be
     scored twice and the figure be wrong without a word), and a truncated file is skipped,
     with a warning, when the files are listed (each is read whole)."""
-    return not (is_training_split(split) and shuffle)
+    return not (training and shuffle)
 
 
-def _list_folder(source, split, validation_split, seed, strict, shuffle):
+def _list_folder(source, split, validation_split, seed, strict, evaluation):
     """(paths, labels, class names, origin, whether a file that fails to decode stops the
-    read) of a folder of one sub-folder of images per class (see `evaluation_read`)."""
-    complete = strict or evaluation_read(split, shuffle)
+    read) of a folder of one sub-folder of images per class; `evaluation`: see
+    `evaluation_read`."""
+    complete = strict or evaluation
     if (
         isinstance(source, str)
         and not any(c in source for c in "/\\~")
@@ -287,12 +288,14 @@ def _list_folder(source, split, validation_split, seed, strict, shuffle):
     return paths, labels, class_names, origin, complete
 
 
-def _read_folder(source, split, *, validation_split, seed, strict, cache, shuffle, part, **_):
+def _read_folder(
+    source, split, *, validation_split, seed, strict, cache, shuffle, training, part, **_
+):
     """A folder of one sub-folder of images per class, cached when its files are small (and
     then, when they are all of one size, decoded into memory at once); several processes
     decode only their share of the listed files."""
     paths, labels, class_names, origin, strict = _list_folder(
-        source, split, validation_split, seed, strict, shuffle
+        source, split, validation_split, seed, strict, evaluation_read(training, shuffle)
     )
     whole = None
     if part[1] > 1:
@@ -343,15 +346,16 @@ def source_kind(source):
     return "digits" if isinstance(source, str) else "(images, labels) arrays"
 
 
-def loader_examples(source, split, image_size, validation_split, seed, strict, cache, shuffle):
+def loader_examples(source, split, image_size, validation_split, seed, strict, cache, evaluation):
     """(`ImageLoader` arguments, origin, fixed size or None, typical shorter side function) of
     digits, arrays or an image folder, read without TensorFlow (`load_dataset`'s py_dataset
     loader). A folder's files are decoded into memory at once as in `_read_folder`: when
-    `cache` (default: they are small) and they are all of one size whose pixels fit."""
+    `cache` (default: they are small) and they are all of one size whose pixels fit.
+    `evaluation`: see `evaluation_read`."""
     kind = source_kind(source)
     if kind == "an image folder path":
         paths, labels, class_names, origin, strict = _list_folder(
-            source, split, validation_split, seed, strict, shuffle
+            source, split, validation_split, seed, strict, evaluation
         )
         fixed = _folder_cache(paths, cache)[1]
         if fixed is not None:

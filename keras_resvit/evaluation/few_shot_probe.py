@@ -18,6 +18,7 @@ from keras_resvit.data.checks import (
     check_class_indices,
     check_class_names_match,
     check_pixels,
+    check_unaugmented,
     image_shape_fits,
     loadable_side,
 )
@@ -38,6 +39,7 @@ def _dataset(data, split, model, batch_size, validation_split=None):
     else a `kr.data` source read in `split`, unshuffled, at the model's input size (with its
     `class_names`), an image folder's `validation_split` held out as its "test" split."""
     if isinstance(data, keras.utils.PyDataset) or hasattr(data, "element_spec"):
+        check_unaugmented(split, data, "the features")
         return data
     held_out = {} if validation_split is None else {"validation_split": validation_split}
     with source_named(split):

@@ -13,7 +13,7 @@ from keras_resvit.base.validation import (
     check_int,
     check_model,
 )
-from keras_resvit.data.checks import check_class_names_match, check_pixels
+from keras_resvit.data.checks import check_class_names_match, check_pixels, check_unaugmented
 from keras_resvit.data.image_files import MAX_IMAGE_PIXELS
 from keras_resvit.data.transforms import resize_shorter_side, shorter_side_size, ten_crop
 from keras_resvit.models.common import (
@@ -290,6 +290,7 @@ def multi_crop_evaluate(
     """
     crop_size, scales = _check_multi_crop(model, scales, crops, batch_size)
     check_classifier(model, "multi_crop_evaluate ranks one score per class")
+    check_unaugmented("data", data, "the accuracies")
     classes = model.output_shape[-1]
     ks = _int_tuple(top_k) if top_k is not None else tuple(k for k in (1, 5) if k <= classes)
     if ks is None or not 1 <= min(ks) <= max(ks) <= classes:

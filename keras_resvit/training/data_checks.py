@@ -18,6 +18,7 @@ from keras_resvit.data.checks import (
     check_class_count,
     check_class_names_match,
     check_pixels,
+    check_unaugmented,
     split_message,
 )
 from keras_resvit.data.datasets import load_dataset
@@ -254,6 +255,7 @@ def check_val_data(val_data, model, train_data):
             "val_data repeats forever; pass a finite dataset (do not .repeat() it): each "
             "epoch validates on all of it."
         )
+    check_unaugmented("val_data", val_data, "validation scores (and best.keras)")
     classes = model.output_shape[-1]
     check_class_count("val_data", val_data, classes)
     check_class_names_match(

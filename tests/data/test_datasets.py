@@ -617,6 +617,36 @@ def test_arrays_resize_classes_soft_labels_and_training():
     _trains(kr.data.load_dataset("digits", batch_size=16, augment="resnet_cifar"))
 
 
+@pytest.mark.parametrize("loader", ["tf.data", "py_dataset"])
+def test_a_training_split_read_as_evaluation_data(loader):
+    # A validation slice of a training split (tfds' "train[45000:]") is read with
+    # training=False: in order, unaugmented, unmixed, as any "test" split.
+    x, y = np.random.default_rng(0).uniform(0, 255, (12, 16, 16, 3)), np.arange(12) % 3
+    common = {"batch_size": 12, "augment": "deit", "seed": 1, "loader": loader}
+    augmented = kr.data.load_dataset((x, y), "train", **common)
+    held_out = kr.data.load_dataset((x, y), "train", training=False, **common)
+    test = kr.data.load_dataset((x, y), "test", **common)
+    assert (augmented.augmented, held_out.augmented, test.augmented) == (True, False, False)
+    batch, labels = _first(held_out)
+    np.testing.assert_array_equal(batch, _first(test)[0])
+    np.testing.assert_array_equal(labels, y)  # integer labels, in order
+    assert _first(augmented)[1].shape == (12, 3)  # the preset's mixing: soft labels
+    assert kr.data.load_dataset((x, y), "test", training=True, **common).augmented
+
+
+def _first(ds):
+    images, labels = ds[0] if isinstance(ds, keras.utils.PyDataset) else next(iter(ds))
+    return np.asarray(images), np.asarray(labels)
+
+
+def test_a_tfds_slice_of_the_training_split_as_validation_data():
+    with tfds.testing.mock_data(num_examples=20):
+        read = functools.partial(kr.data.load_dataset, "tfds:cifar10", augment="deit")
+        held_out = read("train[10:]", training=False, batch_size=64)
+        assert not held_out.augmented and next(iter(held_out))[1].shape == (20,)
+        assert read("train[10:]", batch_size=64).augmented
+
+
 def test_drop_remainder_gives_static_batches():
     ds = kr.data.load_dataset("digits", "test", batch_size=64, drop_remainder=True)
     assert ds.element_spec[0].shape == (64, 32, 32, 3)
