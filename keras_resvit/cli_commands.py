@@ -84,6 +84,7 @@ def run_evaluate(args):
     import keras_resvit as kr
     from keras_resvit.base.class_names import read_class_names
     from keras_resvit.data import checks
+    from keras_resvit.data.folders import FOLDER_SPLITS, split_folder
     from keras_resvit.data.loader_choice import ALL_EXAMPLES
     from keras_resvit.models.common import check_classifier
 
@@ -94,16 +95,16 @@ def run_evaluate(args):
     size = checks.loadable_side(model, f"evaluate {args.model}", instead, any_size=False)
     classes = model.output_shape[-1]
     scales = _evaluation_scales(args, size)
-    own_folder = Path(args.data).expanduser() / args.split
-    if args.validation_split is not None and args.split != "train" and own_folder.is_dir():
+    own_folder = split_folder(args.data, args.split) if args.split in FOLDER_SPLITS else None
+    if args.validation_split is not None and args.split != "train" and own_folder:
         raise ValueError(
             f"--validation-split {args.validation_split} would have no effect: --data "
-            f"{args.data} has its own {args.split}/ folder, which is read whole; drop it."
+            f"{args.data} has its own {own_folder.name}/ folder, which is read whole; drop it."
         )
     args.split_seed = 0  # the seed of a folder's hold-out draw: load_dataset's default
-    if args.validation_split is None and args.split == "validation" and not own_folder.is_dir():
+    if args.validation_split is None and args.split == "validation" and not own_folder:
         args.validation_split, args.split_seed = _run_validation_split(args)
-    elif args.split == "validation" and not own_folder.is_dir():
+    elif args.split == "validation" and not own_folder:
         _check_given_split(args)
     augment = None if scales else _evaluation_transform(args)
     data = kr.data.load_dataset(
@@ -124,7 +125,7 @@ def run_evaluate(args):
     checks.check_class_names_match(argument, data.class_names, model_names, args.model)
     where = f"{args.model} on {args.data} ({args.split})"
     if scales:
-        if own_folder.parent.is_dir() and args.data != "digits":  # an image folder
+        if Path(args.data).expanduser().is_dir() and args.data != "digits":  # an image folder
             data = _whole_images(args)  # its images at their own size and aspect
         with checks.data_errors():
             result = kr.evaluation.multi_crop_evaluate(

@@ -55,9 +55,11 @@ def _validation_source(source):
     else all of the folder; another source's test split."""
     if not _is_folder(source):
         return {"source": source, "split": "test"}
+    from keras_resvit.data.folders import split_folder
+
     folder = _folder("--val-data", source)
     for split in ("validation", "test"):
-        if (folder / split).is_dir():
+        if split_folder(folder, split) is not None:
             return {"source": folder, "split": split}
     # All of a plain folder: read as a training split, without augmentation or shuffling.
     return {"source": folder, "split": "train", "shuffle": False}
@@ -85,11 +87,14 @@ def _splits(args):
     train = {"source": folder, "split": "train"}
     if args.val_data:
         return train, _validation_source(args.val_data), None
-    if (folder / "train").is_dir():
-        held = [s for s in ("validation", "test") if (folder / s).is_dir()]
+    from keras_resvit.data.folders import split_folder
+
+    training_folder = split_folder(folder, "train")
+    if training_folder is not None:
+        held = [s for s in ("validation", "test") if split_folder(folder, s) is not None]
         if held and fraction is None:
             return train, {"source": folder, "split": held[0]}, None
-        folder = folder / "train"  # a share of the training images is held out
+        folder = training_folder  # a share of the training images is held out
     fraction = DEFAULT_VALIDATION_SPLIT if fraction is None else fraction
     note = f"holding out {fraction:.0%} of {folder} for validation (--validation-split)"
     held_out = {"source": folder, "validation_split": fraction}

@@ -977,6 +977,30 @@ CASES = [
         ("test is augmented", "training=False"),
     ),
     Case(
+        "load_dataset_of_oblong_arrays_without_a_size",
+        lambda b: kr.data.load_dataset((b.x[:, :, :12], b.y)),
+        V,
+        ("image_size=None", "images are 16x12, not square", "image_size=<int>"),
+    ),
+    Case(
+        "train_on_oblong_arrays",
+        lambda b: _train(b, data=(b.x[:, :, :12], b.y)),
+        V,
+        ("train_data holds 16x12 images, not square", "image_size=<int>"),
+    ),
+    Case(
+        "load_dataset_of_a_file",
+        lambda b: kr.data.load_dataset(b.tmp / "corrupt.npz"),
+        V,
+        ("corrupt.npz' is a file, not a folder", "(images, labels)", "np.load"),
+    ),
+    Case(
+        "load_dataset_of_a_digits_path",
+        lambda b: kr.data.load_dataset(b.tmp / "digits"),
+        FileNotFoundError,
+        ("digits': no such folder", "the string 'digits'"),
+    ),
+    Case(
         "load_dataset_training_not_a_bool",
         lambda b: kr.data.load_dataset("digits", training="no"),
         V,

@@ -9,6 +9,7 @@ batching (labels become soft).
 """
 
 import dataclasses
+import difflib
 import functools
 
 import keras
@@ -433,9 +434,11 @@ def get_augmentation(augment, image_size: int, seed: int | None = None):
         if seed is not None:
             check_seed(seed)
         return AUGMENTATION_PRESETS[augment](image_size, seed=seed), MIXING.get(augment)
+    close = difflib.get_close_matches(str(augment).lower(), AUGMENTATION_PRESETS, n=2, cutoff=0.6)
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     raise ValueError(
         f"augment={augment!r} is not valid; pass None, a keras.layers.Layer or one of "
-        f"{sorted(AUGMENTATION_PRESETS)}."
+        f"{sorted(AUGMENTATION_PRESETS)}.{hint}"
     )
 
 

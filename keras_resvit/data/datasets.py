@@ -139,7 +139,7 @@ def _py_dataset(source, split, training, *, image_size, augment, crop_ratio, set
         options.pop("cache"),
         evaluation,
     )
-    image_size = output_size(image_size, fixed, shown_source(source), augment)
+    image_size = output_size(image_size, fixed, shown_source(source))
     resized = fixed is None or tuple(fixed) != (image_size, image_size)
     augmented = training and augment is not None
     ratio = evaluation_ratio(crop_ratio, augmented, resized, augment, shorter_side, image_size)
@@ -229,8 +229,9 @@ def load_dataset(
         split: "train" or "test" for digits and arrays; "train", "validation" or "test" for a
             folder; any tensorflow-datasets split ("train[:90%]") for tfds.
         image_size: output height and width. Default: 32 for digits, the source's own size for
-            arrays, fixed-size tfds datasets and folders decoded into memory (below, `cache`);
-            required for other folders and tfds datasets.
+            arrays, fixed-size tfds datasets and folders decoded into memory (below, `cache`)
+            of square images; required for other folders and tfds datasets, and for images
+            that are not square.
         batch_size: examples per batch.
         augment: None, a preset name in `augmentation.AUGMENTATION_PRESETS` or a Keras layer
             mapping one image to an `image_size` image; applied to training splits only. On
@@ -412,7 +413,7 @@ def load_dataset(
         part=part,
     )
     num_classes = len(read.class_names) if read.class_names else None
-    image_size = output_size(image_size, read.fixed, shown_source(source), augment)
+    image_size = output_size(image_size, read.fixed, shown_source(source))
     # Each process draws its own augmentations (the same seed would repeat them across shares).
     own_seed = seed + part[0]
     layer, preset_mixing = get_augmentation(augment, image_size, seed=own_seed)

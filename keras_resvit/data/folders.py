@@ -24,6 +24,13 @@ from keras_resvit.data.tf_random import shuffled
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 FOLDER_SPLITS = ("train", "validation", "test")
+# The names of each split's folder, in any case ("Train/", "val/", "valid/", "Test/"): a
+# name other than the split's own, lowercase, counts only for a folder of class folders.
+SPLIT_FOLDER_NAMES = {
+    "train": ("train", "training"),
+    "validation": ("validation", "val", "valid"),
+    "test": ("test", "testing"),
+}
 MAX_NAMED = 5  # skipped files named in one warning
 SIZE_SAMPLE = 64  # files whose headers give a folder's typical image size
 
@@ -72,20 +79,51 @@ def _stray_images(class_root):
     )  # fmt: skip
 
 
+def _is_split_folder(folder, split) -> bool:
+    name = folder.name
+    if name == split:
+        return True
+    return name.lower() in SPLIT_FOLDER_NAMES[split] and any(_class_dirs(folder))
+
+
+def split_folder(root, split: str) -> Path | None:
+    """The sub-folder of `root` that holds `split` ("train", "validation" or "test"), or None:
+    its own name, or a folder of class folders named as `SPLIT_FOLDER_NAMES` says, in any
+    case ("Train/", "val/").
+
+    Raises:
+        ValueError: `root` has more than one folder of `split` ("val/" and "validation/").
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        return None
+    found = [d for d in _class_dirs(root) if _is_split_folder(d, split)]
+    if len(found) > 1:
+        raise ValueError(
+            f"folder {str(root)!r} has {len(found)} folders of the {split!r} split: "
+            f"{[d.name for d in found]}; keep one (rename or move the others)."
+        )
+    return found[0] if found else None
+
+
 def _class_root(root, split, validation_split):
     """The folder whose sub-folders are the classes, and whether to hold out a share of it: a
     split's own folder, else the training images (`root/train`, or `root` without one)."""
-    if validation_split is not None and (root / "validation").is_dir():
+    own = split_folder(root, "validation")
+    if validation_split is not None and own is not None:
         # The share held out of the training images would be read by no split.
         raise ValueError(
             f"validation_split={validation_split}: folder {str(root)!r} has its own "
-            "'validation' sub-folder, read whole as the validation split, so the images held "
+            f"{own.name!r} sub-folder, read whole as the validation split, so the images held "
             "out of the training split would be read by none; drop validation_split (or "
-            "pass the 'train' sub-folder as the source to hold out a share of it)."
+            "pass the training sub-folder as the source to hold out a share of it)."
         )
-    if split != "train" and (root / split).is_dir():
-        return root / split, False
-    base = root / "train" if (root / "train").is_dir() else root
+    own = split_folder(root, split)
+    if split != "train" and own is not None:
+        return own, False
+    base = split_folder(root, "train") or root
+    if base == root:
+        _refuse_split_folders_as_classes(root)
     if split == "train" or validation_split is not None:
         return base, validation_split is not None
     raise ValueError(
@@ -93,6 +131,37 @@ def _class_root(root, split, validation_split):
         f"{str(base)!r} with validation_split=<fraction> (keras-resvit train, evaluate and "
         "few-shot: --validation-split), or read split='train'."
     )
+
+
+def _refuse_split_folders_as_classes(root):
+    """A folder without a training folder whose class folders are split folders ("test/" and
+    "validation/" of class folders) would train a classifier of splits."""
+    names = {name for split in FOLDER_SPLITS for name in SPLIT_FOLDER_NAMES[split]}
+    splits = [d.name for d in _class_dirs(root) if d.name.lower() in names and any(_class_dirs(d))]
+    if splits:
+        raise ValueError(
+            f"source={str(root)!r} has split folder(s) {splits} but no training folder "
+            f"(one of {list(SPLIT_FOLDER_NAMES['train'])}): they would be read as classes. "
+            "Put the training images in a 'train' sub-folder, or pass a split's folder as "
+            "the source."
+        )
+
+
+def _refuse_files_of_two_classes(class_root, owners):
+    """`owners`: each real file's (class, listed path) pairs. One image under two classes
+    (a link to a class folder, or to a file, from another class) would be trained on with
+    both labels."""
+    shared = [found for found in owners.values() if len({name for name, _ in found}) > 1]
+    if shared:
+        shown = "; ".join(
+            " and ".join(f"{str(path)!r} (class {name!r})" for name, path in found)
+            for found in shared[:3]
+        )
+        raise ValueError(
+            f"source={str(class_root)!r}: {len(shared)} image file(s) are listed in more than "
+            f"one class, through links: {shown}{' ...' if len(shared) > 3 else ''}. Each "
+            "image takes one label; remove the links of the classes it does not belong to."
+        )
 
 
 def _held_out(files, class_dir, count, seed) -> set:
@@ -157,8 +226,15 @@ def list_image_folder(
     (['daisy', 'rose'], [0, 1])
     """
     root = Path(root).expanduser()
+    if root.is_file():
+        raise ValueError(
+            f"source={str(root)!r} is a file, not a folder; pass a folder of one sub-folder of "
+            "images per class, or the file's arrays as an (images, labels) pair (an .npz: "
+            "with np.load(path) as f: (f['x_train'], f['y_train']))."
+        )
     if not root.is_dir():
-        raise FileNotFoundError(f"source={str(root)!r}: no such folder.")
+        hint = " (the bundled digits: the string 'digits')" if root.name == "digits" else ""
+        raise FileNotFoundError(f"source={str(root)!r}: no such folder{hint}.")
     if split not in FOLDER_SPLITS:
         raise ValueError(f"split={split!r} is not valid for a folder; valid: {FOLDER_SPLITS}.")
     check_bool("strict", strict)
@@ -171,15 +247,16 @@ def list_image_folder(
     class_root, hold_out = _class_root(root, split, validation_split)
     class_dirs = _class_dirs(class_root)
     names = [d.name for d in class_dirs]
-    if class_root != root and split != "train" and (root / "train").is_dir():
+    train_folder = split_folder(root, "train")
+    if class_root != root and split != "train" and train_folder is not None:
         # A split folder may lack a class: its labels are the training split's, so that
         # label i means the same class in every split.
-        names = [d.name for d in _class_dirs(root / "train")]
+        names = [d.name for d in _class_dirs(train_folder)]
         unknown = [d.name for d in class_dirs if d.name not in names]
         if unknown:
             raise ValueError(
                 f"source={str(class_root)!r} has class folder(s) {unknown} that "
-                f"{str(root / 'train')!r} lacks; every split's classes must be classes of "
+                f"{str(train_folder)!r} lacks; every split's classes must be classes of "
                 "the training split."
             )
     if len(names) < 2:
@@ -188,9 +265,12 @@ def list_image_folder(
             "folder needs one sub-folder per class and at least 2 classes."
         )
     paths, labels, skipped, alone = [], [], [], []
+    owners = {}  # each real file's class: a file linked into two classes has two labels
     for class_dir in class_dirs:
         label = names.index(class_dir.name)
         files, broken = _class_files(class_dir)
+        for path in files:
+            owners.setdefault(os.path.realpath(path), []).append((class_dir.name, path))
         skipped += [
             f"{path} (a link to {'a folder holding its class' if path.is_dir() else 'nothing'})"
             for path in broken
@@ -222,6 +302,7 @@ def list_image_folder(
             good = [p for p in good if p not in truncated]
         paths += [str(p) for p in good]
         labels += [label] * len(good)
+    _refuse_files_of_two_classes(class_root, owners)
     stray = _stray_images(class_root)
     if stray:
         warnings.warn(

@@ -61,8 +61,9 @@ def load_digits(image_size: int = 32, test_fraction: float = 0.2, seed: int = 0)
 
 
 def as_arrays(images, labels, argument="source"):
-    """`images` and `labels` (of `argument`) as NumPy arrays, or one clear ValueError where
-    either is a sequence of arrays of different shapes (which NumPy cannot stack)."""
+    """`images` and `labels` (of `argument`) as NumPy arrays, labels of shape (N, 1) (as
+    `keras.datasets.cifar10` gives them) as (N,); or one clear ValueError where either is a
+    sequence of arrays of different shapes (which NumPy cannot stack)."""
     try:
         images = np.asarray(images)
     except ValueError as error:
@@ -78,6 +79,8 @@ def as_arrays(images, labels, argument="source"):
             f"{argument} labels are sequences of different lengths; expected N integer class "
             "indices, one per image."
         ) from error
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
     return images, labels
 
 
@@ -88,7 +91,8 @@ def checked_arrays(images, labels):
     if images.ndim != 4 or len(images) != len(labels) or labels.ndim != 1 or not len(images):
         raise ValueError(
             f"source arrays have shapes {images.shape} and {labels.shape}; expected images "
-            "(N, height, width, channels) and N integer labels, N >= 1."
+            "(N, height, width, channels) and N integer labels, N >= 1 (one-hot labels: "
+            "labels.argmax(-1); grey images: add a channel axis, x[..., None])."
         )
     if images.shape[1] in (1, 3) and images.shape[3] not in (1, 3, 4):
         raise ValueError(

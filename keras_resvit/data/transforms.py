@@ -138,7 +138,7 @@ def ten_crop(images, crop_size: int):
     return crops + [keras.ops.flip(crop, axis=2) for crop in crops]
 
 
-def output_size(image_size, fixed, source, augment):
+def output_size(image_size, fixed, source):
     """`image_size`, or the source's own fixed size when it is None (`source`: its name in
     messages)."""
     if image_size is not None:
@@ -149,8 +149,13 @@ def output_size(image_size, fixed, source, augment):
             "at one size (they vary in size, or cache=False left them unread); pass a "
             "positive int."
         )
-    if fixed[0] != fixed[1] and augment is not None:
-        raise ValueError(f"image_size=None: pass an int for non-square {fixed} images.")
+    if fixed[0] != fixed[1]:
+        # Their height would be the output's side: a center crop of it, of part of each image.
+        raise ValueError(
+            f"image_size=None is not valid for source={source}, whose images are "
+            f"{fixed[0]}x{fixed[1]}, not square; pass image_size=<int>: the output's side "
+            "(the shorter side is resized to it, then the central square kept)."
+        )
     return int(fixed[0])
 
 

@@ -171,8 +171,15 @@ def _as_dataset(argument, data, split, batch_size, seed):
         raise ValueError(
             f"{argument} holds {len(data)} arrays of shapes {shapes}; expected an (images, "
             "labels) pair of arrays: images (N, height, width, channels) and N integer class "
-            "indices, N >= 1 (squeeze (N, 1) labels; one-hot labels: labels.argmax(-1); grey "
-            "images: add a channel axis, x[..., None])."
+            "indices, N >= 1 (one-hot labels: labels.argmax(-1); grey images: add a channel "
+            "axis, x[..., None])."
+        )
+    if images.shape[1] != images.shape[2]:
+        raise ValueError(
+            f"{argument} holds {images.shape[1]}x{images.shape[2]} images, not square; the "
+            "data pipeline makes square images: resize or crop them to a square, or pass "
+            "kr.data.load_dataset((images, labels), image_size=<int>) (each image's shorter "
+            "side resized to it, then its central square kept)."
         )
     try:
         return load_dataset((images, labels), split, batch_size=batch_size, seed=seed)
@@ -242,8 +249,9 @@ def check_channels(argument, model, batch_shape):
             )
         raise ValueError(
             f"{argument} has {given}-channel images but the model takes {wanted} channels; "
-            "load RGB images (kr.data.load_dataset converts grey images to RGB) or build the "
-            f"model with input_shape=(height, width, {given})."
+            "load RGB images (kr.data.load_dataset converts a folder's grey images to RGB; "
+            "grey arrays: np.repeat(x, 3, axis=-1)) or build the model with "
+            f"input_shape=(height, width, {given})."
         )
 
 

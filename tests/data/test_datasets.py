@@ -50,6 +50,9 @@ def test_arrays_source():
     y = np.arange(10)
     ds = kr.data.load_dataset((x, y), "test", batch_size=4)
     assert [int(b[0].shape[0]) for b in ds] == [4, 4, 2]
+    # Labels of shape (N, 1), as keras.datasets.cifar10 gives them, are N labels.
+    column = kr.data.load_dataset((x, y[:, None].astype("uint8")), "test", batch_size=10)
+    np.testing.assert_array_equal(next(iter(column))[1], y)
 
 
 @pytest.mark.parametrize(
@@ -384,6 +387,54 @@ def test_file_and_class_names_that_are_not_utf8_are_read(tmp_path, cache):
     assert ds.class_names == ["cat", odd] and sorted(labels.tolist()) == [0, 0, 1, 1]
 
 
+@pytest.mark.parametrize(
+    "train, validation, test",
+    [("Train", None, "Test"), ("training", "validation", None), ("train", "Val", "TEST")],
+)
+def test_split_folders_of_other_names_and_cases_are_splits(tmp_path, train, validation, test):
+    # Kaggle's "Train/" and "Test/", "training/" + "validation/": read as the classes'
+    # splits, never as two classes of the images below them.
+    root = tmp_path / "data"
+    _write_folder(root / train, per_class=3)
+    held = [(split, name) for split, name in (("validation", validation), ("test", test)) if name]
+    for _, name in held:
+        _write_folder(root / name, per_class=2, seed=1)
+    paths, labels, names = kr.data.list_image_folder(root)
+    assert names == ["cat", "dog", "eel"] and sorted(labels) == [0] * 3 + [1] * 3 + [2] * 3
+    assert all(Path(p).parent.parent.name == train for p in paths)
+    for split, name in held:
+        paths, labels, names = kr.data.list_image_folder(root, split)
+        assert names == ["cat", "dog", "eel"] and len(paths) == 6
+        assert all(Path(p).parent.parent.name == name for p in paths)
+
+
+def test_classes_named_like_splits_stay_classes(tmp_path):
+    # A folder of images (no class folders inside) named "valid" is a class.
+    root = _write_folder(tmp_path / "documents", classes=("invalid", "valid"), per_class=2)
+    assert kr.data.list_image_folder(root)[2] == ["invalid", "valid"]
+    # Two folders of one split, or split folders without a training folder, are refused.
+    _write_folder(tmp_path / "two" / "train", per_class=1)
+    for name in ("val", "validation"):
+        _write_folder(tmp_path / "two" / name, per_class=1)
+    with pytest.raises(ValueError, match=r"2 folders of the 'validation' split: \['val', 'vali"):
+        kr.data.list_image_folder(tmp_path / "two", "validation")
+    for name in ("validation", "test"):
+        _write_folder(tmp_path / "no_train" / name, per_class=1)
+    with pytest.raises(ValueError, match=r"split folder\(s\) \['test', 'validation'\] but no "):
+        kr.data.list_image_folder(tmp_path / "no_train")
+
+
+def test_an_image_linked_into_two_classes_is_refused(tmp_path):
+    root = _write_folder(tmp_path / "pets", per_class=2)
+    (root / "kitty").symlink_to(root / "cat", target_is_directory=True)
+    with pytest.raises(ValueError, match=r"2 image file\(s\) are listed in more than one class"):
+        kr.data.list_image_folder(root)
+    (root / "kitty").unlink()
+    (root / "dog" / "cat.png").symlink_to(root / "cat" / "1.png")
+    with pytest.raises(ValueError, match=r"pets/cat/1.png' \(class 'cat'\) and .*'dog'"):
+        kr.data.list_image_folder(root)
+
+
 def test_image_folder_with_split_folders(tmp_path):
     _write_folder(tmp_path / "data" / "train")
     _write_folder(tmp_path / "data" / "test", per_class=2)
@@ -659,6 +710,7 @@ def test_drop_remainder_gives_static_batches():
         ({"image_size": 0}, ["image_size=0", "positive int"]),
         ({"image_size": "32"}, ["image_size='32'", "positive int"]),
         ({"augment": "autoaugment"}, ["augment='autoaugment'", "resnet_cifar"]),
+        ({"augment": "Resnet-Cifar"}, ["augment='Resnet-Cifar'", "Did you mean 'resnet_cifar'"]),
         ({"crop_ratio": 1.5}, ["crop_ratio=1.5", "[0.25, 1]"]),
         ({"mixing": "yes"}, ["mixing='yes'", "Mixing"]),
     ],
