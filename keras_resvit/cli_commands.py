@@ -84,7 +84,7 @@ def run_evaluate(args):
     import keras_resvit as kr
     from keras_resvit.base.class_names import read_class_names
     from keras_resvit.data import checks
-    from keras_resvit.data.folders import FOLDER_SPLITS, split_folder
+    from keras_resvit.data.folder_layout import FOLDER_SPLITS, split_folder
     from keras_resvit.data.loader_choice import ALL_EXAMPLES
     from keras_resvit.models.common import check_classifier
 

@@ -55,7 +55,7 @@ def _validation_source(source):
     else all of the folder; another source's test split."""
     if not _is_folder(source):
         return {"source": source, "split": "test"}
-    from keras_resvit.data.folders import split_folder
+    from keras_resvit.data.folder_layout import split_folder
 
     folder = _folder("--val-data", source)
     for split in ("validation", "test"):
@@ -87,7 +87,7 @@ def _splits(args):
     train = {"source": folder, "split": "train"}
     if args.val_data:
         return train, _validation_source(args.val_data), None
-    from keras_resvit.data.folders import split_folder
+    from keras_resvit.data.folder_layout import split_folder
 
     training_folder = split_folder(folder, "train")
     if training_folder is not None:
