@@ -61,8 +61,8 @@ def _validation_source(source):
     for split in ("validation", "test"):
         if split_folder(folder, split) is not None:
             return {"source": folder, "split": split}
-    # All of a plain folder: read as a training split, without augmentation or shuffling.
-    return {"source": folder, "split": "train", "shuffle": False}
+    # All of a plain folder: its training split, read as evaluation data (`training=False`).
+    return {"source": folder, "split": "train"}
 
 
 def _splits(args):

@@ -536,6 +536,9 @@ def test_export_prints_a_summary_not_a_dict(tmp_path, capsys):
         # Split sub-folders are used as they are: validation/ before test/.
         ("data/train/a data/test/a", "", "data train - | data test -"),
         ("data/train/a data/validation/a data/test/a", "", "data train - | data validation -"),
+        # Their common names, in any case, are split folders too (never classes).
+        ("data/Train/a data/Test/a", "", "data train - | data test -"),
+        ("data/training/a data/val/a", "", "data train - | data validation -"),
         # train/ alone, or --validation-split beside test/: a share of train/ held out.
         ("data/train/a", "", "data/train train 0.1 | data/train validation 0.1"),
         (

@@ -68,7 +68,10 @@ def list_image_folder(
     added to one class leave every other class's split as it was) as the
     "validation" / "test" split, the rest being "train". A "validation" or "test" folder beside
     a "train" folder takes the training split's classes and labels, so it may lack a class but
-    not add one.
+    not add one. A split's folder is named as the split, or, when it holds class folders, by
+    a common name of it in any case (`folder_layout.SPLIT_FOLDER_NAMES`: "Train/", "training/",
+    "val/", "valid/", "Test/"); split folders without a training folder, and an image linked
+    into two classes, are refused rather than read as classes.
 
     Args:
         root: the folder.
