@@ -93,12 +93,13 @@ def _read_ahead(ds, deterministic):
 def _provenance(origin, image_size, augment, seed, repeats=1, **read):
     """What the examples are and how they are read: a run resumes only on the same data.
     `read`: the other settings that change the batches (mixing, shuffle, crop_ratio,
-    drop_remainder), named where they are not their defaults (True, the split's own, None,
-    False)."""
+    drop_remainder, training), named where they are not their defaults (True, the split's
+    own, None, False, the split's own)."""
     augmentation = augment if augment is None or isinstance(augment, str) else type(augment)
     text = f"{origin}, image_size={image_size}, augment={augmentation}, seed={seed}"
     text += f", repeated_augmentation={repeats}" if repeats > 1 else ""
     defaults = {"mixing": True, "shuffle": None, "crop_ratio": None, "drop_remainder": False}
+    defaults["training"] = None
     for name, default in defaults.items():
         value = read.get(name, default)
         text += "" if value == default else f", {name}={value!r}"
@@ -365,9 +366,11 @@ def load_dataset(
     if not isinstance(mixing, (bool, Mixing)):
         raise ValueError(f"mixing={mixing!r} is not valid; pass True, False or a Mixing.")
     check_bool("training", training, none_ok=True)
-    training = is_training_split(split) if training is None else training
+    named = is_training_split(split)
+    training = named if training is None else training
     shuffle = training if shuffle is None else shuffle
     settings = {  # what else changes the batches, for the provenance
+        "training": None if training == named else training,
         "mixing": _mixing_setting(mixing, augment) if training else True,
         "shuffle": None if shuffle == training else shuffle,
         "crop_ratio": crop_ratio,

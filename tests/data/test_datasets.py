@@ -683,6 +683,8 @@ def test_a_training_split_read_as_evaluation_data(loader):
     np.testing.assert_array_equal(labels, y)  # integer labels, in order
     assert _first(augmented)[1].shape == (12, 3)  # the preset's mixing: soft labels
     assert kr.data.load_dataset((x, y), "test", training=True, **common).augmented
+    # A run resumes only on data read the same way.
+    assert "training=False" in held_out.provenance and "training" not in test.provenance
 
 
 def _first(ds):
