@@ -102,9 +102,13 @@ def run_evaluate(args):
             f"{args.data} has its own {own_folder.name}/ folder, which is read whole; drop it."
         )
     args.split_seed = 0  # the seed of a folder's hold-out draw: load_dataset's default
-    if args.validation_split is None and args.split == "validation" and not own_folder:
+    # A split that a run's held-out share decides: the validation images where the folder has
+    # no validation/ of its own, and the training images (all but that share) then too.
+    shared = args.split == "validation" and not own_folder
+    shared = shared or args.split == "train" and not _own_validation_folder(args.data)
+    if args.validation_split is None and shared:
         args.validation_split, args.split_seed = _run_validation_split(args)
-    elif args.split == "validation" and not own_folder:
+    elif shared:
         _check_given_split(args)
     augment = None if scales else _evaluation_transform(args)
     data = kr.data.load_dataset(
@@ -176,6 +180,12 @@ def _run_config(args):
     if run_kind(folder) != TRAIN:
         return None
     return json.loads((folder / CONFIG_FILE).read_text())
+
+
+def _own_validation_folder(data) -> bool:
+    from keras_resvit.data.folder_layout import split_folder
+
+    return split_folder(data, "validation") is not None
 
 
 def _recorded_split(args):

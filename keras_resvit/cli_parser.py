@@ -229,7 +229,7 @@ def _add_evaluate(commands):
         p,
         "with --split validation: the share of an image folder that `train "
         "--validation-split` held out (the same files; default: the model's run's, from the "
-        "config.json beside it)",
+        "config.json beside it); with --split train: the rest",
     )
     p.add_argument("--batch-size", type=_positive_int, default=64)
     p.add_argument(

@@ -380,6 +380,13 @@ def test_a_plain_folder_trains_for_its_classes_and_size_and_keeps_a_finished_run
     assert scored.returncode == 0, scored.stderr
     assert "holding out 10% of flowers as the model's run did" in scored.stdout
     assert float(re.search(r"cross-entropy ([0-9.]+)", scored.stdout)[1]) == loss
+    # Its training split is the rest: the held-out files are not scored as training images.
+    trained = ["--data", "flowers", "--split", "train"]
+    scored = run_cli("evaluate", out / "last.keras", *trained, cwd=tmp_path)
+    assert "holding out 10% of flowers as the model's run did" in scored.stdout
+    given = run_cli("evaluate", out / "last.keras", *trained, "--validation-split", 0.1,
+                    cwd=tmp_path)  # fmt: skip
+    assert scored.stdout.splitlines()[-1] == given.stdout.splitlines()[-1], scored.stdout
     # An image added since: the held-out split may differ from the run's, and it says so.
     first = sorted((tmp_path / "flowers").iterdir())[0]
     image = sorted(first.iterdir())[0]
