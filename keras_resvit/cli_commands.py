@@ -105,7 +105,7 @@ def run_evaluate(args):
     # A split that a run's held-out share decides: the validation images where the folder has
     # no validation/ of its own, and the training images (all but that share) then too.
     shared = args.split == "validation" and not own_folder
-    shared = shared or args.split == "train" and not _own_validation_folder(args.data)
+    shared = shared or args.split == "train" and split_folder(args.data, "validation") is None
     if args.validation_split is None and shared:
         args.validation_split, args.split_seed = _run_validation_split(args)
     elif shared:
@@ -180,12 +180,6 @@ def _run_config(args):
     if run_kind(folder) != TRAIN:
         return None
     return json.loads((folder / CONFIG_FILE).read_text())
-
-
-def _own_validation_folder(data) -> bool:
-    from keras_resvit.data.folder_layout import split_folder
-
-    return split_folder(data, "validation") is not None
 
 
 def _recorded_split(args):
