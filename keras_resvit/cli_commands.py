@@ -170,14 +170,25 @@ def _evaluation_transform(args):
     return found[-1] if found and found[-1] in AUGMENTATION_PRESETS else None
 
 
+def _crop_ratio(args):
+    """The crop ratio that `predict` and `plot` read images with: 1.0 (whole images) where
+    --augment (or the model's run) names a whole-image preset, else None (the evaluation
+    view), as `evaluate` reads them."""
+    from keras_resvit.data.transforms import WHOLE_IMAGE_PRESETS
+
+    return 1.0 if _evaluation_transform(args) in WHOLE_IMAGE_PRESETS else None
+
+
 def _run_config(args):
-    """The `config.json` of the `train` run beside the model file, or None."""
+    """The `config.json` of the `train` run beside the model file, or None (also for a
+    model that is no file: NAME:WEIGHTS)."""
     import json
 
     from keras_resvit.training.run_folder import CONFIG_FILE, TRAIN, run_kind
 
-    folder = Path(args.model).expanduser().parent
-    if run_kind(folder) != TRAIN:
+    model = Path(args.model).expanduser()
+    folder = model.parent
+    if not model.is_file() or run_kind(folder) != TRAIN:
         return None
     return json.loads((folder / CONFIG_FILE).read_text())
 
@@ -390,7 +401,7 @@ def _flags(message, flags):
 def run_predict(args):
     from keras_resvit.predict import predict
 
-    results = predict(args.model, args.images, top_k=args.top_k)
+    results = predict(args.model, args.images, top_k=args.top_k, crop_ratio=_crop_ratio(args))
     for image, top in zip(args.images, results, strict=True):
         best = ", ".join(
             f"{c['name'] if c['name'] is not None else c['index']} {c['score']:.3f}" for c in top
@@ -436,7 +447,7 @@ def run_plot(args):
             names = read_class_names(args.model)
             check_class_names(names, model.output_shape[-1], args.model)
         shape = model.input_shape
-        images = load_images(args.images, tuple(shape[1:3]), channels=shape[-1])
+        images = load_images(args.images, tuple(shape[1:3]), shape[-1], _crop_ratio(args))
         options = {key: getattr(args, key) for key in args.options}
         plot = getattr(viz, args.plot)
         with _named_as(PLOT_FLAGS):

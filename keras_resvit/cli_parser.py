@@ -232,16 +232,7 @@ def _add_evaluate(commands):
         "config.json beside it); with --split train: the rest",
     )
     p.add_argument("--batch-size", type=_positive_int, default=64)
-    p.add_argument(
-        "--augment",
-        default="auto",
-        metavar="PRESET",
-        help="read the images with this augmentation preset's evaluation transform (e.g. "
-        "resnet_cifar: the whole image resized), or none (the evaluation view: a 0.875 center "
-        "crop of photos, an image about the model's size resized whole); auto: the one the "
-        "model's run validated with, where the model is a run's best.keras or last.keras, "
-        "else none",
-    )
+    _add_evaluation_augment(p)
     p.add_argument(
         "--crops",
         choices=("center", "ten"),
@@ -259,6 +250,20 @@ def _add_evaluate(commands):
         "input size (default: the input size / 0.875, e.g. 256 for 224)",
     )
     p.set_defaults(run="run_evaluate")
+
+
+def _add_evaluation_augment(p):
+    """--augment of the commands that score images as evaluation reads them."""
+    p.add_argument(
+        "--augment",
+        default="auto",
+        metavar="PRESET",
+        help="read the images with this augmentation preset's evaluation transform (e.g. "
+        "resnet_cifar: the whole image resized), or none (the evaluation view: a 0.875 center "
+        "crop of photos, an image about the model's size resized whole); auto: the one the "
+        "model's run validated with, where the model is a file of a run's folder (best.keras, "
+        "last.keras, an export), else none",
+    )
 
 
 def _add_few_shot(commands):
@@ -324,6 +329,7 @@ def _add_predict(commands):
     )
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, GIF)")
     p.add_argument("--top-k", type=_positive_int, default=5)
+    _add_evaluation_augment(p)
     p.set_defaults(run="run_predict")
 
 
@@ -353,6 +359,7 @@ def _plot_parser(kinds, kind, plot, options, help):
     if plot:
         p.add_argument("model", help="a .keras file")
         p.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, GIF)")
+        _add_evaluation_augment(p)
     p.add_argument("--output", type=_text, required=True, help="the .png file to write")
     p.set_defaults(run="run_plot", plot=plot, options=options)
     return p

@@ -21,6 +21,7 @@ from keras_resvit.base.class_names import (
 )
 from keras_resvit.base.validation import check_finite_scores, check_int
 from keras_resvit.data.image_files import load_images
+from keras_resvit.data.transforms import check_crop_ratio
 from keras_resvit.export.ownership import marked_activation
 from keras_resvit.models.common import check_score_activation, probabilities
 
@@ -89,7 +90,7 @@ def _batches(paths, size):
     return [paths] if None not in size else [[path] for path in paths]
 
 
-def _onnx_scores(model_path, paths):
+def _onnx_scores(model_path, paths, crop_ratio):
     """Scores of an ONNX file on onnxruntime's CPU provider, checked as a TF Lite file's."""
     from keras_resvit.base.onnx_runtime import onnx_session
 
@@ -118,17 +119,17 @@ def _onnx_scores(model_path, paths):
     size = tuple(d if isinstance(d, int) and d > 0 else None for d in shape[1:3])
     scores = np.concatenate(
         [
-            session.run(None, {image.name: load_images(b, size, channels=shape[3])})[0]
+            session.run(None, {image.name: load_images(b, size, shape[3], crop_ratio)})[0]
             for b in _batches(paths, size)
         ]
     )
     return probabilities(scores, activation, str(model_path))
 
 
-def _scores(model_path, paths):
+def _scores(model_path, paths, crop_ratio):
     suffix = model_path.suffix.lower()  # as export writes them: ".TFLITE" too
     if suffix == ".onnx":
-        return _onnx_scores(model_path, paths)
+        return _onnx_scores(model_path, paths, crop_ratio)
     if suffix == ".tflite":
         from keras_resvit.artifacts import run_tflite, tflite_interpreter
 
@@ -151,7 +152,7 @@ def _scores(model_path, paths):
         channels = int(signature[3])
         scores = np.concatenate(
             [
-                run_tflite(model_path, load_images(b, size, channels=channels))
+                run_tflite(model_path, load_images(b, size, channels, crop_ratio))
                 for b in _batches(paths, size)
             ]
         )
@@ -159,14 +160,14 @@ def _scores(model_path, paths):
     if suffix == ".keras":
         from keras_resvit.files import load_model
 
-        return _model_scores(load_model(model_path), paths)
+        return _model_scores(load_model(model_path), paths, crop_ratio)
     raise ValueError(
         f"model={str(model_path)!r} must be a .keras, .tflite or .onnx file, or NAME:WEIGHTS (e.g. "
         "resnet50:imagenet)."
     )
 
 
-def _model_scores(model, paths):
+def _model_scores(model, paths, crop_ratio):
     import keras
 
     from keras_resvit.models.common import check_classifier, score_activation
@@ -175,7 +176,8 @@ def _model_scores(model, paths):
     activation = score_activation(model)
     size, channels = tuple(model.input_shape[1:3]), model.input_shape[-1]
     batches = _batches(paths, size)
-    scores = [model.predict(load_images(b, size, channels=channels), verbose=0) for b in batches]
+    images = (load_images(b, size, channels, crop_ratio) for b in batches)
+    scores = [model.predict(x, verbose=0) for x in images]
     scores = np.concatenate([keras.ops.convert_to_numpy(s) for s in scores])
     return probabilities(scores, activation, model.name)
 
@@ -192,12 +194,12 @@ def _named_model(text):
     return create_model(name, weights=weights)
 
 
-def _scores_and_names(model, paths):
+def _scores_and_names(model, paths, crop_ratio):
     """The scores of `model` (a file, a model or NAME:WEIGHTS), its class names and its file."""
     import keras
 
     if isinstance(model, keras.Model):
-        return _model_scores(model, paths), model_class_names(model), None
+        return _model_scores(model, paths, crop_ratio), model_class_names(model), None
     if not isinstance(model, (str, os.PathLike)):
         raise ValueError(
             f"model of type {type(model).__name__} is not valid; pass a keras.Model, the path "
@@ -210,7 +212,7 @@ def _scores_and_names(model, paths):
         )
     named = None if Path(model).is_file() else _named_model(str(model))
     if named is not None:
-        return _model_scores(named, paths), model_class_names(named), None
+        return _model_scores(named, paths, crop_ratio), model_class_names(named), None
     model_path = Path(model)
     if not model_path.is_file():
         raise FileNotFoundError(
@@ -218,10 +220,10 @@ def _scores_and_names(model, paths):
             "resnet50:imagenet; `keras-resvit list --weights` lists them)."
         )
     names = read_class_names(model_path)
-    return _scores(model_path, paths), names, model_path
+    return _scores(model_path, paths, crop_ratio), names, model_path
 
 
-def predict(model, image_paths, *, top_k: int = 5) -> list:
+def predict(model, image_paths, *, top_k: int = 5, crop_ratio: float | None = None) -> list:
     """The `top_k` classes of each image, with names when the model carries them.
 
     Args:
@@ -235,6 +237,10 @@ def predict(model, image_paths, *, top_k: int = 5) -> list:
             size scores each at its own size.
         top_k: classes per image; a model of fewer classes ranks all of them (the default
             5 serves any model).
+        crop_ratio: the center crop's share of the resized shorter side for every image, in
+            [0.25, 1], as `load_dataset(crop_ratio=...)`; 1.0 resizes each image whole, as
+            a model trained with a whole-image preset (`augment="resnet_cifar"`) was
+            evaluated. Default: the evaluation view above.
 
     Returns:
         One list per image of `{"index", "name", "score"}` dicts, best first (`name` is None
@@ -246,11 +252,11 @@ def predict(model, image_paths, *, top_k: int = 5) -> list:
 
     Raises:
         FileNotFoundError: `model` or an image is not a file.
-        ValueError: a bad `top_k`, `image_paths` or `model` (of another type, a folder), a
-            model file that is not a readable
-            `.keras` / `.tflite` / `.onnx`, a model ending in an activation whose outputs are
-            neither probabilities nor logits (a tanh), an image that cannot be decoded, or
-            class names whose count is not the model's.
+        ValueError: a bad `top_k`, `crop_ratio`, `image_paths` or `model` (of another type,
+            a folder), a model file that is not a readable `.keras` / `.tflite` / `.onnx`, a
+            model ending in an activation whose outputs are neither probabilities nor logits
+            (a tanh), an image that cannot be decoded, or class names whose count is not the
+            model's.
 
     Example:
     >>> from keras_resvit.predict import predict
@@ -267,6 +273,8 @@ def predict(model, image_paths, *, top_k: int = 5) -> list:
     (['index', 'name', 'score'], True)
     """
     check_int("top_k", top_k)
+    if crop_ratio is not None:
+        check_crop_ratio(crop_ratio)
     paths = None
     if not isinstance(image_paths, (str, os.PathLike)) and hasattr(image_paths, "__iter__"):
         paths = list(image_paths)
@@ -277,7 +285,7 @@ def predict(model, image_paths, *, top_k: int = 5) -> list:
             "pathlib.Path); for arrays of pixels, call model.predict(images)."
         )
     image_paths = paths
-    all_scores, names, model_path = _scores_and_names(model, image_paths)
+    all_scores, names, model_path = _scores_and_names(model, image_paths, crop_ratio)
     check_finite_scores(str(model_path or getattr(model, "name", model)), all_scores)
     check_class_names(names, all_scores.shape[-1], model_path)
     results = []

@@ -38,7 +38,7 @@ from keras_resvit.data.sources import (
     source_kind,
 )
 from keras_resvit.data.transforms import (
-    MIN_CROP_RATIO,
+    check_crop_ratio,
     evaluation_ratio,
     output_size,
     pipeline_transforms,
@@ -332,15 +332,7 @@ def load_dataset(
     check_int("batch_size", batch_size)
     check_int("image_size", image_size, none_ok=True)
     check_seed(seed)
-    check_number(
-        "crop_ratio",
-        crop_ratio,
-        MIN_CROP_RATIO,
-        1,
-        include_low=True,
-        include_high=True,
-        none_ok=True,
-    )
+    check_crop_ratio(crop_ratio, none_ok=True)
     check_number("validation_split", validation_split, 0, 1, none_ok=True)
     if validation_split is not None and source_kind(source) != "an image folder path":
         raise ValueError(

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_resvit.base.lazy import tf
-from keras_resvit.data.transforms import evaluation_crop_ratio
+from keras_resvit.data.transforms import check_crop_ratio, evaluation_crop_ratio
 from keras_resvit.layers.crops import ResizeCenterCrop
 
 # Pillow's default decompression-bomb limit (`PIL.Image.MAX_IMAGE_PIXELS`, 1 GiB / 4 / 3):
@@ -166,13 +166,14 @@ def image_problem(path, kinds=("jpeg", "png", "gif", "bmp"), complete: bool = Fa
     return problem
 
 
-def _as_evaluated(image, size):
+def _as_evaluated(image, size, crop_ratio=None):
     """Decoded pixels as `kr.data.load_dataset` evaluates an image of their size at `size`
     (h, w): the shorter side resized (antialiased) to the output's / the crop ratio, then the
-    center crop; ratio 0.875 for photos, 1.0 (whole) for images about the output's size or
-    smaller (`transforms.evaluation_crop_ratio`); an image of the output's size as it is."""
+    center crop; ratio `crop_ratio`, or where None 0.875 for photos, 1.0 (whole) for images
+    about the output's size or smaller (`transforms.evaluation_crop_ratio`); an image of the
+    output's size at ratio 1.0 as it is."""
     height, width = size
-    ratio = evaluation_crop_ratio(min(image.shape[:2]), max(height, width))
+    ratio = crop_ratio or evaluation_crop_ratio(min(image.shape[:2]), max(height, width))
     if tuple(image.shape[:2]) == (height, width) and ratio == 1.0:
         return tf.cast(image, "float32").numpy()
     crop = ResizeCenterCrop(height, width, crop_ratio=ratio, dtype="float32")
@@ -180,22 +181,26 @@ def _as_evaluated(image, size):
     return next(iter(tf.data.Dataset.from_tensors(image).map(crop))).numpy()
 
 
-def load_images(paths, size, channels: int = 3) -> np.ndarray:
+def load_images(paths, size, channels: int = 3, crop_ratio: float | None = None) -> np.ndarray:
     """Decodes image files (PNG, JPEG, BMP, GIF) to float32 0-255 pixels at `size` (h, w),
     with `channels` channels (3: RGB, 1: grey; a model's input decides), each as evaluation
     reads it (`kr.data.load_dataset` on a folder of that image: a photo's shorter side resized
     to 1 / 0.875 of the output, then the center crop; a small image resized whole, keeping
-    its aspect, then the center crop). A None in `size` (a model of any input size) keeps
-    each image's own height or width there (the other one resized): the images must then
-    agree on it, being one batch.
+    its aspect, then the center crop). `crop_ratio` (in [0.25, 1]) replaces that choice for
+    every image, as `load_dataset(crop_ratio=...)` does: 1.0 resizes each whole, as the
+    evaluation transform of a whole-image preset (resnet_cifar) does. A None in `size` (a
+    model of any input size) keeps each image's own height or width there (the other one
+    resized): the images must then agree on it, being one batch.
 
     Each file's size is read from its header first: an image over
     `image_files.MAX_IMAGE_PIXELS` is refused before it is decoded.
 
     Raises:
         FileNotFoundError: a path is not a file.
-        ValueError: a file is not a decodable image, or too large.
+        ValueError: a file is not a decodable image, or too large, or a bad `crop_ratio`.
     """
+    if crop_ratio is not None:
+        check_crop_ratio(crop_ratio)
     images = []
     for path in paths:
         if not Path(path).is_file():
@@ -215,7 +220,7 @@ def load_images(paths, size, channels: int = 3) -> np.ndarray:
             reason = error.message.split("}}")[-1].split(" [Op:")[0].strip()
             raise ValueError(f"image {str(path)!r} cannot be decoded: {reason}") from None
         if None not in size:
-            images.append(_as_evaluated(image, tuple(size)))
+            images.append(_as_evaluated(image, tuple(size), crop_ratio))
             continue
         own = tuple(image.shape[:2])
         wanted = tuple(own[i] if size[i] is None else size[i] for i in (0, 1))

@@ -24,12 +24,12 @@ from PIL import Image
 
 from keras_resvit.base.class_names import checked_class_names
 from keras_resvit.base.processes import host_cpu
-from keras_resvit.base.validation import check_bool, check_int, check_number, check_seed
+from keras_resvit.base.validation import check_bool, check_int, check_seed
 from keras_resvit.data.augmentation import Mixing, get_augmentation
 from keras_resvit.data.element_seeds import build, element_seed
 from keras_resvit.data.in_memory import checked_arrays
 from keras_resvit.data.loader_choice import check_repeats, check_shard
-from keras_resvit.data.transforms import MIN_CROP_RATIO, evaluation_transform
+from keras_resvit.data.transforms import check_crop_ratio, evaluation_transform
 
 # What Pillow raises for a file it cannot decode (a truncated or corrupt image among them).
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
@@ -127,7 +127,7 @@ def _check_reading(batch_size, process_index, process_count, crop_ratio, seed, m
     """Checks the batch, shard, crop, seed and mixing arguments and the bool `flags`
     (name -> value)."""
     check_shard(batch_size, process_index, process_count)
-    check_number("crop_ratio", crop_ratio, MIN_CROP_RATIO, 1, include_low=True, include_high=True)
+    check_crop_ratio(crop_ratio)
     check_seed(seed)
     for name, value in flags.items():
         check_bool(name, value)

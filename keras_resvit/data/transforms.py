@@ -21,6 +21,19 @@ MIN_CROP_RATIO = 0.25
 WHOLE_IMAGE_PRESETS = ("resnet_cifar",)
 
 
+def check_crop_ratio(crop_ratio, none_ok: bool = False) -> None:
+    """`crop_ratio` must be an evaluation crop ratio: a number in [MIN_CROP_RATIO, 1]."""
+    check_number(
+        "crop_ratio",
+        crop_ratio,
+        MIN_CROP_RATIO,
+        1,
+        include_low=True,
+        include_high=True,
+        none_ok=none_ok,
+    )
+
+
 @dtype_policy("float32")  # pixels in float32 whatever a global mixed policy says
 def evaluation_transform(image_size: int, crop_ratio: float = CROP_RATIO) -> ResizeCenterCrop:
     """Resize the shorter side to `image_size / crop_ratio`, then center crop `image_size`.

@@ -3,6 +3,7 @@ functions that read image files for them (predict, plot, evaluate, export calibr
 multi-crop tests: each scores them as they are, or refuses them in one line."""
 
 import re
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -53,6 +54,57 @@ def test_files_are_read_for_a_model_as_evaluation_reads_them(tmp_path, height, w
     np.testing.assert_allclose(actual, expected, atol=1e-4)
     if (height, width) == (120, 160):  # a photo: cropped, the band's pixels mostly gone
         assert actual[:, :3, 1].mean() > 60
+    cropped = actual
+    # A whole-image preset's evaluation, and a given ratio, through `crop_ratio`.
+    for options, ratio in (({"augment": "resnet_cifar"}, 1.0), ({"crop_ratio": 0.6}, 0.6)):
+        evaluated = kr.data.load_dataset(tmp_path, "test", image_size=32, **options)
+        expected = np.asarray(next(iter(evaluated))[0])[0]
+        actual = load_images([tmp_path / "test" / "a" / "x.png"], (32, 32), crop_ratio=ratio)[0]
+        np.testing.assert_allclose(actual, expected, atol=1e-4, err_msg=str(options))
+        if (height, width) == (120, 160) and ratio == 1.0:  # the whole height: blue from 0
+            assert actual[0, :, 2].mean() < 10 < 12 < cropped[0, :, 2].mean()
+
+
+def test_predict_and_plot_read_images_as_the_models_run_evaluated_them(
+    tmp_path, capsys, monkeypatch
+):
+    """A model trained with a whole-image preset (resnet_cifar) is evaluated on whole images;
+    `predict` and `plot` of a file of its run read them so too (--augment auto), where a
+    photo would otherwise be center-cropped."""
+    for name in ("cat", "dog"):
+        (tmp_path / "pets" / name).mkdir(parents=True)
+        for i in range(3):
+            _write(tmp_path / "pets" / name / f"{i}.png", 48, 64, seed=i + 3 * len(name))
+    data = kr.data.load_dataset(
+        tmp_path / "pets", "train", image_size=16, augment="resnet_cifar", batch_size=6
+    )
+    model = kr.build_resnet(8, stem="cifar", input_shape=(16, 16, 3), num_classes=2)
+    kr.train(model, data, epochs=1, output_dir=tmp_path / "run", verbose=0)
+    run_model = str(tmp_path / "run" / "last.keras")
+    image = str(tmp_path / "pets" / "cat" / "0.png")
+
+    def printed(*argv):
+        assert main(["predict", *argv, image, "--top-k", "1"]) == 0
+        return capsys.readouterr().out
+
+    trained = kr.load_model(run_model)
+    whole, cropped = (predict(trained, [image], top_k=1, crop_ratio=r)[0][0] for r in (1.0, None))
+    assert whole["score"] != pytest.approx(cropped["score"], abs=1e-4)  # the views differ
+    assert f"{whole['score']:.3f}" in printed(run_model)  # auto: the run's preset
+    assert f"{cropped['score']:.3f}" in printed(run_model, "--augment", "none")
+    # A copy outside the run folder has no run to ask: the evaluation view, unless named.
+    (tmp_path / "copy.keras").write_bytes(Path(run_model).read_bytes())
+    assert f"{cropped['score']:.3f}" in printed(str(tmp_path / "copy.keras"))
+    copy = str(tmp_path / "copy.keras")
+    assert f"{whole['score']:.3f}" in printed(copy, "--augment", "resnet_cifar")
+    # plot gives its figure the same whole image.
+    seen = []
+    monkeypatch.setattr(kr.viz, "plot_predictions", lambda m, images, *a, **k: seen.append(images))
+    out = str(tmp_path / "p.png")
+    assert main(["plot", "predictions", run_model, image, "--output", out]) == 0
+    np.testing.assert_allclose(seen[0], load_images([image], (16, 16), crop_ratio=1.0))
+    with pytest.raises(ValueError, match=r"crop_ratio=0\.1 .*0\.25"):
+        predict(trained, [image], crop_ratio=0.1)
 
 
 def test_load_images_keeps_own_sizes_for_none_and_refuses_a_mixed_batch(tmp_path):
