@@ -326,7 +326,14 @@ def run_few_shot(args):
         batch_size=args.batch_size,
         validation_split=args.validation_split,
     )
-    print(f"{args.model} few-shot linear probe on {args.data} (seed {args.seed})")
+    scored = ""
+    from keras_resvit.data.folder_layout import scoring_split
+    from keras_resvit.data.sources import FOLDER, source_kind
+
+    folder = args.validation_split is None and source_kind(args.data) == FOLDER
+    if folder and scoring_split(args.data) == "validation":  # kr.evaluation.few_shot's too
+        scored = ", scored on its validation images (it has no test/ folder)"
+    print(f"{args.model} few-shot linear probe on {args.data}{scored} (seed {args.seed})")
     print("shots  accuracy")
     for shots, accuracy in accuracies.items():
         print(f"{shots:>5}  {accuracy:.4f}")

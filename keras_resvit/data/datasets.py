@@ -31,6 +31,7 @@ from keras_resvit.data.epochs import Epochs
 from keras_resvit.data.loader_choice import check_repeats, check_shard, choose_loader
 from keras_resvit.data.loaders import ImageLoader
 from keras_resvit.data.sources import (
+    FOLDER,
     SOURCES,
     evaluation_read,
     is_training_split,
@@ -334,7 +335,7 @@ def load_dataset(
     check_seed(seed)
     check_crop_ratio(crop_ratio, none_ok=True)
     check_number("validation_split", validation_split, 0, 1, none_ok=True)
-    if validation_split is not None and source_kind(source) != "an image folder path":
+    if validation_split is not None and source_kind(source) != FOLDER:
         raise ValueError(
             f"validation_split={validation_split!r} holds out part of an image folder; "
             f"source={shown_source(source)} has its own splits (read its 'test' split), so "

@@ -101,11 +101,26 @@ def class_root_of(root, split, validation_split):
         _refuse_split_folders_as_classes(root)
     if split == "train" or validation_split is not None:
         return base, validation_split is not None
+    other = split_folder(root, "validation") if split == "test" else None
+    if other is not None:  # its images are the ones to score, not a share of the training's
+        raise ValueError(
+            f"split={split!r}: folder {str(root)!r} has no {split!r} sub-folder, but a "
+            f"validation one ({other.name!r}); read split='validation' (keras-resvit "
+            "evaluate: --split validation)."
+        )
     raise ValueError(
         f"split={split!r}: folder {str(root)!r} has no {split!r} sub-folder; hold out part of "
         f"{str(base)!r} with validation_split=<fraction> (keras-resvit train, evaluate and "
         "few-shot: --validation-split), or read split='train'."
     )
+
+
+def scoring_split(root) -> str:
+    """The split of folder `root` that scores a model where a test split is asked for: "test",
+    or "validation" where `root` has a validation folder and no test folder."""
+    if split_folder(root, "test") is None and split_folder(root, "validation") is not None:
+        return "validation"
+    return "test"
 
 
 def _refuse_split_folders_as_classes(root):

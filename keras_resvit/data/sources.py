@@ -34,6 +34,7 @@ SHUFFLE_BUFFER = 10_000  # elements held when shuffling decoded images
 CACHE_BYTES = 1 << 30  # auto-cache decoded images up to 1 GiB
 FOLDER_CACHE_BYTES = 100 << 20  # ... i.e. folders up to ~100 MB of compressed files
 SIZE_SAMPLE = 16  # images of a tfds dataset of varying size read to find their typical size
+FOLDER = "an image folder path"  # the `source_kind` of a folder
 
 
 @dataclass
@@ -332,7 +333,7 @@ def _read_folder(
 SOURCES = {
     "digits": _read_digits,
     "tfds:<name>": _read_tfds,
-    "an image folder path": _read_folder,
+    FOLDER: _read_folder,
     "(images, labels) arrays": _read_arrays,
 }
 
@@ -342,7 +343,7 @@ def source_kind(source):
     if isinstance(source, str) and source.startswith("tfds:"):
         return "tfds:<name>"
     if isinstance(source, (str, Path)) and source != "digits":
-        return "an image folder path"
+        return FOLDER
     return "digits" if isinstance(source, str) else "(images, labels) arrays"
 
 
@@ -353,7 +354,7 @@ def loader_examples(source, split, image_size, validation_split, seed, strict, c
     `cache` (default: they are small) and they are all of one size whose pixels fit.
     `evaluation`: see `evaluation_read`."""
     kind = source_kind(source)
-    if kind == "an image folder path":
+    if kind == FOLDER:
         paths, labels, class_names, origin, strict = _list_folder(
             source, split, validation_split, seed, strict, evaluation
         )

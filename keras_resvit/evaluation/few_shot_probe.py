@@ -23,7 +23,9 @@ from keras_resvit.data.checks import (
     loadable_side,
 )
 from keras_resvit.data.datasets import load_dataset, source_named
+from keras_resvit.data.folder_layout import scoring_split
 from keras_resvit.data.loader_choice import ALL_EXAMPLES
+from keras_resvit.data.sources import FOLDER, source_kind
 from keras_resvit.models.features import representation_model as feature_model
 
 # big_vision's constant bias feature: large, so its weight is barely regularized.
@@ -42,10 +44,13 @@ def _dataset(data, split, model, batch_size, validation_split=None):
         check_unaugmented(split, data, "the features")
         return data
     held_out = {} if validation_split is None else {"validation_split": validation_split}
+    read = split
+    if split == "test" and validation_split is None and source_kind(data) == FOLDER:
+        read = scoring_split(data)  # a folder of train/ and val/: its val/ images
     with source_named(split):
         return load_dataset(
             data,
-            split,
+            read,
             **held_out,
             image_size=loadable_side(model, split, "pass a batched tf.data.Dataset instead"),
             batch_size=batch_size,
@@ -329,7 +334,8 @@ def few_shot(
         train: the pool the few-shot images are drawn from: a batched `tf.data.Dataset` or
             `keras.utils.PyDataset` of (images, int labels), or a `kr.data` source, read in
             its "train" split.
-        test: the evaluation images: a dataset or a source, read in its "test" split.
+        test: the evaluation images: a dataset or a source, read in its "test" split (an
+            image folder without a test/ sub-folder: its validation/ one, where it has one).
         shots: an int or a sequence of ints, images per class.
         l2_regularization: ridge penalty (big_vision's default 1024).
         seed: seed of the per-class permutations.

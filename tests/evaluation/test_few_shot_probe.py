@@ -105,6 +105,33 @@ def test_a_folder_without_a_test_split_holds_one_out(trained, tmp_path, capsys):
     assert {int(s): float(a) for s, a in rows} == pytest.approx(expected, abs=1e-4)
 
 
+def test_a_folder_of_train_and_val_is_scored_on_its_val_images(trained, tmp_path, capsys):
+    # A folder of train/ and val/ without test/: few-shot read a "test" split it lacks, and
+    # --validation-split was refused because of the val/ folder: no way to run it.
+    model, (x, y), _, _ = trained
+    for split, start in (("train", 0), ("val", 4)):
+        for i in np.concatenate([np.flatnonzero(y == c)[start : start + 4] for c in range(10)]):
+            folder = tmp_path / "digits" / split / f"class{y[i]}"
+            folder.mkdir(parents=True, exist_ok=True)
+            keras.utils.save_img(folder / f"{i}.png", x[i])
+    model.save(tmp_path / "m.keras")
+    read = {"image_size": 32, "shuffle": False, "mixing": False, "training": False}
+    splits = [kr.data.load_dataset(tmp_path / "digits", s, **read) for s in ("train", "validation")]
+    expected = kr.evaluation.few_shot(model, *splits, (1, 2))
+    assert kr.evaluation.few_shot(model, tmp_path / "digits", tmp_path / "digits", (1, 2)) == (
+        pytest.approx(expected, abs=1e-6)
+    )
+    command = ["few-shot", str(tmp_path / "m.keras"), "--data", str(tmp_path / "digits")]
+    assert main([*command, "--shots", "1", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "scored on its validation images" in out
+    rows = re.findall(r"^\s+(\d+)\s+([0-9.]+)$", out, re.MULTILINE)
+    assert {int(s): float(a) for s, a in rows} == pytest.approx(expected, abs=1e-4)
+    # evaluate's default split (test) names the split it has.
+    assert main(["evaluate", str(tmp_path / "m.keras"), "--data", str(tmp_path / "digits")]) == 2
+    assert "--split validation" in capsys.readouterr().err
+
+
 def test_subsets_are_seeded_nested_and_stratified():
     labels = np.random.default_rng(0).integers(0, 5, 200)
     first = few_shot_indices(labels, 10, seed=3)
