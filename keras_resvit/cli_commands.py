@@ -80,7 +80,27 @@ def run_info(args):
         print(f"multiply-adds:  {kr.count_macs(model) / 1e9:.3f} G per image")
 
 
+# The data arguments of `load_dataset` and `kr.evaluation` as `evaluate` and `few-shot`
+# name them.
+EVALUATE_FLAGS = {
+    "source": "--data",
+    "train": "--data",
+    "test": "--data",
+    "split": "--split",
+    "validation_split": "--validation-split",
+    "batch_size": "--batch-size",
+    "shots": "--shots",
+    "l2_regularization": "--l2",
+    "seed": "--seed",
+}
+
+
 def run_evaluate(args):
+    with _named_as(EVALUATE_FLAGS):  # the API's arguments, as the command's
+        _run_evaluate(args)
+
+
+def _run_evaluate(args):
     import keras_resvit as kr
     from keras_resvit.base.class_names import read_class_names
     from keras_resvit.data import checks
@@ -256,18 +276,22 @@ def _whole_images(args):
     """A folder's images one at a time, at their own size and aspect, with their labels: the
     multi-crop test resizes each image's shorter side to each scale and crops the crops from
     the whole of it (He et al.), where a dataset of one size would have cut it square."""
+    import warnings
+
     import numpy as np
 
     from keras_resvit.data.folders import list_image_folder
     from keras_resvit.data.loaders import read_image
 
-    paths, labels, _ = list_image_folder(
-        args.data,
-        args.split,
-        validation_split=args.validation_split,
-        seed=args.split_seed,
-        complete=True,
-    )
+    with warnings.catch_warnings():  # the skipped files were named when the split was read
+        warnings.simplefilter("ignore")
+        paths, labels, _ = list_image_folder(
+            args.data,
+            args.split,
+            validation_split=args.validation_split,
+            seed=args.split_seed,
+            complete=True,
+        )
     for path, label in zip(paths, labels, strict=True):
         try:
             pixels = read_image(path)
@@ -315,17 +339,19 @@ def run_few_shot(args):
     import keras_resvit as kr
 
     is_file = args.model.endswith(".keras")
-    model = kr.load_model(args.model) if is_file else kr.create_model(args.model)
-    accuracies = kr.evaluation.few_shot(
-        model,
-        args.data,
-        args.data,
-        shots=args.shots,
-        l2_regularization=args.l2,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        validation_split=args.validation_split,
-    )
+    with _named_as({"path": "MODEL", "name": "MODEL"}):
+        model = kr.load_model(args.model) if is_file else kr.create_model(args.model)
+    with _named_as(EVALUATE_FLAGS):
+        accuracies = kr.evaluation.few_shot(
+            model,
+            args.data,
+            args.data,
+            shots=args.shots,
+            l2_regularization=args.l2,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            validation_split=args.validation_split,
+        )
     scored = ""
     from keras_resvit.data.folder_layout import scoring_split
     from keras_resvit.data.sources import FOLDER, source_kind

@@ -1690,7 +1690,7 @@ CASES = [
             "validation",
         ],
         2,
-        ("split='validation'", "--validation-split"),
+        ("--split 'validation'", "--validation-split <fraction>"),
     ),
 ]
 

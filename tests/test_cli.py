@@ -236,6 +236,23 @@ def test_evaluate_names_its_model_argument_as_the_command_does(tmp_path, capsys)
     assert "MODEL '" in err and "path=" not in err, err
 
 
+def test_evaluate_and_few_shot_name_their_flags_in_errors(tmp_path, capsys):
+    kr.create_model("resnet20").save(tmp_path / "m.keras")
+    model = str(tmp_path / "m.keras")
+    valid = "valid: 'digits', 'tfds:NAME', the path of an image folder"
+    for argv, named in (
+        (["evaluate", model, "--data", "nowhere"], "--data 'nowhere' is neither"),
+        (["few-shot", model, "--data", "nowhere"], "--data 'nowhere' is neither"),
+        (["few-shot", model, "--l2", "-1"], "--l2 -1.0 must be"),
+        (["few-shot", "resnet05"], "MODEL 'resnet05' is not a registered model"),
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        # The flag, not the API's argument ("source='nowhere'", "l2_regularization=-1.0").
+        assert named in err and "=" not in err.split("error:")[1].split(";")[0], err
+        assert valid in err or "nowhere" not in err, err
+
+
 def test_evaluate_scores_the_share_train_held_out(tmp_path, capsys):
     rng = np.random.default_rng(0)
     for name in ("cat", "dog"):
@@ -286,7 +303,7 @@ def test_evaluate_offers_the_multi_crop_test(tmp_path, capsys):
     )
 
 
-def test_the_multi_crop_test_of_a_folder_crops_whole_wide_images(tmp_path, capsys):
+def test_the_multi_crop_test_of_a_folder_crops_whole_wide_images(tmp_path, capsys, recwarn):
     """Each image keeps its aspect: its shorter side is resized to each scale and the ten crops
     come from the whole of it, as `multi_crop_evaluate` does with the images themselves."""
     rng = np.random.default_rng(0)
@@ -298,9 +315,12 @@ def test_the_multi_crop_test_of_a_folder_crops_whole_wide_images(tmp_path, capsy
         keras.utils.save_img(folder / f"{i}.png", pixels)
     model = kr.build_resnet(8, stem="cifar", input_shape=(16, 16, 3), num_classes=3)
     model.save(tmp_path / "m.keras")
+    (tmp_path / "data" / "test" / "a" / "notes.png").write_text("not an image")
     argv = ["evaluate", str(tmp_path / "m.keras"), "--data", str(tmp_path / "data")]
     assert main([*argv, "--split", "test", "--crops", "ten", "--scales", "16", "20"]) == 0
     top1 = float(re.search(r"top-1 accuracy ([0-9.]+)", capsys.readouterr().out).group(1))
+    # One warning, not one per listing of the folder.
+    assert [str(w.message).count("notes.png") for w in recwarn if "notes" in str(w.message)] == [1]
     order = np.argsort([f"{'abc'[y]}/{i}" for i, y in enumerate(labels)])  # the listing's order
     arrays = (images[order].astype("float32"), labels[order])
     expected = kr.evaluation.multi_crop_evaluate(model, arrays, scales=(16, 20), crops="ten")

@@ -35,6 +35,7 @@ CACHE_BYTES = 1 << 30  # auto-cache decoded images up to 1 GiB
 FOLDER_CACHE_BYTES = 100 << 20  # ... i.e. folders up to ~100 MB of compressed files
 SIZE_SAMPLE = 16  # images of a tfds dataset of varying size read to find their typical size
 FOLDER = "an image folder path"  # the `source_kind` of a folder
+VALID_SOURCES = "'digits', 'tfds:NAME', the path of an image folder, or (images, labels) arrays"
 
 
 @dataclass
@@ -116,7 +117,7 @@ def _array_pair(source, split):
     check_choice("split", split, SPLITS)
     if not isinstance(source, (tuple, list)) or len(source) != 2:
         raise ValueError(
-            f"source of type {type(source).__name__} is not valid; valid: {tuple(SOURCES)}."
+            f"source of type {type(source).__name__} is not valid; valid: {VALID_SOURCES}."
         )
     return source
 
@@ -278,7 +279,7 @@ def _list_folder(source, split, validation_split, seed, strict, evaluation):
     ):
         raise ValueError(
             f"source={source!r} is neither a known source nor an existing folder; valid: "
-            f"{list(SOURCES)}, 'tfds:NAME', or the path of an image folder."
+            f"{VALID_SOURCES}."
         )
     paths, labels, class_names = list_image_folder(
         source, split, validation_split=validation_split, seed=seed, strict=strict,

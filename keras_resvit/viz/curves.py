@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_resvit.base.files import as_path
+from keras_resvit.base.validation import check_int
 from keras_resvit.viz.figures import DPI, check_png_path, save_png
 
 PANELS = (("loss", "loss"), ("accuracy", "accuracy"), ("learning_rate", "learning rate"))
@@ -38,8 +39,10 @@ def _columns(history):
     return dict(columns)
 
 
-def _series(columns, key, length=None):
-    """`columns[key]` as float64 numbers, one per epoch (None, NaN and infinities as gaps)."""
+def _series(columns, key, validated=None):
+    """`columns[key]` as float64 numbers, one per epoch (None, NaN and infinities as gaps);
+    a validation curve (`validated`: the train curve's epochs that were validated, a boolean
+    mask) as many as its train curve, or one per validated epoch, placed at those epochs."""
     values = columns[key]
     series = None
     # A string or a dict iterates to characters or keys, which numpy would read as numbers.
@@ -47,8 +50,22 @@ def _series(columns, key, length=None):
         with contextlib.suppress(TypeError, ValueError):  # not iterable, or ragged
             series = np.asarray([np.nan if v is None else v for v in values])
     valid = series is not None and series.dtype.kind in "iuf" and series.ndim == 1
-    if not valid or len(series) == 0 or length not in (None, len(series)):
-        epochs = "one per epoch" if length is None else f"{length}, as many as its train curve"
+    if valid and validated is not None and len(series) == validated.sum() < len(validated):
+        every = np.full(len(validated), np.nan)
+        every[validated] = series
+        return every
+    if not valid or len(series) == 0 or validated is not None and len(series) != len(validated):
+        epochs = "one per epoch"
+        if validated is not None and validated.all():
+            epochs = (
+                f"{len(validated)}, as many as its train curve (a History of "
+                "fit(validation_freq=N) has fewer: pass validation_freq=N)"
+            )
+        elif validated is not None:
+            epochs = (
+                f"{len(validated)}, as many as its train curve, or {validated.sum()}: one per "
+                "epoch validated with the validation_freq given"
+            )
         raise ValueError(
             f"history[{key!r}]={reprlib.repr(values)} is not valid; expected a list of "
             f"numbers (None for an epoch without one), {epochs}."
@@ -74,7 +91,7 @@ def _plot(ax, epochs, series, label):
     ax.plot(epochs, series, marker=marker, label=label)
 
 
-def plot_history(history, path) -> Path:
+def plot_history(history, path, validation_freq: int = 1) -> Path:
     """Draws loss, accuracy (train and validation) and learning rate against epochs.
 
     Epochs are numbered from 1, or as a `History` numbers them: one of
@@ -84,6 +101,10 @@ def plot_history(history, path) -> Path:
         history: a `keras.callbacks.History`, its `.history` dict, or a `history.csv` path.
         path: PNG file to write (atomically); an existing file is replaced only if it is a
             figure keras_resvit wrote.
+        validation_freq: the `validation_freq` given to `fit`: a `History` of it holds one
+            validation value per validated epoch (each whose number is a multiple of it),
+            drawn at those epochs. A history.csv (and `kr.train`'s History) leaves the other
+            epochs blank and needs none.
 
     Returns:
         The path written.
@@ -104,6 +125,7 @@ def plot_history(history, path) -> Path:
     """
     from matplotlib.figure import Figure
 
+    check_int("validation_freq", validation_freq)
     path = check_png_path(path)
     columns = _columns(history)
     panels = [(key, title) for key, title in PANELS if key in columns]
@@ -112,19 +134,20 @@ def plot_history(history, path) -> Path:
             f"history has columns {sorted(columns)}; expected at least one of "
             f"{[key for key, _ in PANELS]}."
         )
-    curves = {}
+    curves, epochs = {}, {}
     for key, _ in panels:
         curves[key] = _series(columns, key)
+        epochs[key] = _epochs(history, len(curves[key]))
         if f"val_{key}" in columns:
-            curves[f"val_{key}"] = _series(columns, f"val_{key}", len(curves[key]))
+            validated = epochs[key] % validation_freq == 0
+            curves[f"val_{key}"] = _series(columns, f"val_{key}", validated)
     width, height = PANEL_SIZE
     figure = Figure(figsize=(width * len(panels), height), dpi=DPI, layout="tight")
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
     for ax, (key, title) in zip(axes, panels, strict=True):
-        epochs = _epochs(history, len(curves[key]))
-        _plot(ax, epochs, curves[key], "train")
+        _plot(ax, epochs[key], curves[key], "train")
         if f"val_{key}" in curves:
-            _plot(ax, epochs, curves[f"val_{key}"], "validation")
+            _plot(ax, epochs[key], curves[f"val_{key}"], "validation")
             ax.legend()
         ax.set_title(title)
         ax.set_xlabel("epoch")

@@ -35,12 +35,12 @@ def test_curves_from_history_csv_and_dict(tmp_path):
     assert imread(kr.viz.plot_history(history, tmp_path / "d.png")).shape[:2] == (350, 450)
 
 
-def _curves(monkeypatch, history, path):
+def _curves(monkeypatch, history, path, **options):
     """{panel title: {curve label: (y values, marker)}} of the figure plot_history draws."""
     figures = []
     save_png = curves.save_png
     monkeypatch.setattr(curves, "save_png", lambda f, p: figures.append(f) or save_png(f, p))
-    kr.viz.plot_history(history, path)
+    kr.viz.plot_history(history, path, **options)
     (figure,) = figures
     return {
         ax.get_title(): {
@@ -65,6 +65,33 @@ def test_a_csv_column_blank_in_its_first_rows_is_drawn(tmp_path, monkeypatch):
     np.testing.assert_allclose(validation, [np.nan, 0.5, np.nan, 0.25, np.nan])
     # Each value lies between gaps, so only a marker shows it.
     assert marker == "."
+
+
+def test_a_history_of_fit_with_validation_freq_is_drawn_at_its_validated_epochs(
+    tmp_path, monkeypatch
+):
+    # fit(validation_freq=2) records one val_loss per validated epoch: the curves were
+    # refused as of different lengths.
+    (x, y), _ = kr.data.load_digits(8)
+    model = keras.Sequential(
+        [keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(10)]
+    )
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = model.fit(
+        x[:64], y[:64], validation_data=(x[:32], y[:32]), epochs=5, validation_freq=2, verbose=0
+    )
+    assert len(history.history["val_loss"]) == 2
+    with pytest.raises(ValueError, match=r"as many as its train curve .*validation_freq=N"):
+        kr.viz.plot_history(history, tmp_path / "c.png")
+    drawn = _curves(monkeypatch, history, tmp_path / "c.png", validation_freq=2)
+    validation, marker = drawn["loss"]["validation"]
+    expected = [np.nan, history.history["val_loss"][0], np.nan, history.history["val_loss"][1]]
+    np.testing.assert_allclose(validation, [*expected, np.nan])
+    assert marker == "."
+    with pytest.raises(ValueError, match=r"or 1: one per epoch validated"):
+        kr.viz.plot_history(history, tmp_path / "c.png", validation_freq=3)
+    with pytest.raises(ValueError, match="validation_freq=0 must be a positive int"):
+        kr.viz.plot_history(history, tmp_path / "c.png", validation_freq=0)
 
 
 def test_a_one_epoch_run_draws_its_values(tmp_path, monkeypatch):
