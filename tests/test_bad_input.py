@@ -1369,7 +1369,21 @@ CASES = [
         "labels_beyond_int32",
         lambda b: kr.data.load_dataset((b.x[:3], np.array([0, 2**32 + 1, 1]))),
         V,
-        ("labels", "below 2**31", "4294967297"),
+        ("labels", "below 1,048,576", "4294967297", "np.unique"),
+    ),
+    Case(
+        # A label that is an ID: its 10**9 + 1 implied class names filled the memory until
+        # the process was killed.
+        "labels_that_are_ids",
+        lambda b: kr.data.load_dataset((b.x[:3], np.array([0, 10**9, 1]))),
+        V,
+        ("labels", "1000000000", "np.unique(labels, return_inverse=True)"),
+    ),
+    Case(
+        "labels_that_are_ids_through_train",
+        lambda b: _train(b, data=(b.x[:3], np.array([0, 10**9, 1]))),
+        V,
+        ("labels", "1000000000", "np.unique"),
     ),
     Case(
         "data_seed_negative",

@@ -20,6 +20,10 @@ import numpy as np
 
 from keras_resvit.base.lazy import tf
 
+# Labels are class indices below this: 2**20 classes, more than any classification dataset
+# has (ImageNet-21k: 21,841), where one output and one name per class still fit in memory.
+MAX_CLASSES = 2**20
+
 # Brackets the message inside TensorFlow's "assertion failed: [...]" text.
 _BEGIN, _END = "<<keras_resvit: ", " >>"
 
@@ -463,20 +467,27 @@ def _unescaped(text):
 
 def check_class_indices(argument: str, labels: np.ndarray) -> None:
     """`labels` (an array) must be class indices 0, 1, 2, ...: whole numbers of an int or float
-    dtype below 2**31 (beyond int32 a label would wrap around into another class)."""
+    dtype below `MAX_CLASSES` (a larger label is an ID, not an index: the classes it implies,
+    one name and one output each, would not fit in memory)."""
     if labels.dtype.kind in "iuf":
         bad = labels[
             ~np.isfinite(labels)
             | (labels < 0)
-            | (labels > np.iinfo("int32").max)
+            | (labels >= MAX_CLASSES)
             | (np.floor(labels) != labels)
         ]
     else:
         bad = labels.ravel()
     if len(bad):
+        ids = ""
+        if labels.dtype.kind in "iuf" and np.isfinite(bad[0]) and bad[0] >= MAX_CLASSES:
+            ids = (
+                "; labels that are IDs map to indices with "
+                "np.unique(labels, return_inverse=True)[1]"
+            )
         raise ValueError(
-            f"{argument} must be class indices 0, 1, 2, ... (below 2**31); found {bad[0]!s} "
-            f"(dtype {labels.dtype})."
+            f"{argument} must be class indices 0, 1, 2, ... (below {MAX_CLASSES:,}, more classes "
+            f"than any dataset has); found {bad[0]!s} (dtype {labels.dtype}){ids}."
         )
 
 
