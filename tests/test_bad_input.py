@@ -469,6 +469,25 @@ CASES = [
         V,
         ("num_classes=0", "positive int"),
     ),
+    # Class counts of a label that is an ID: a head of 10**9 outputs (256 GB of weights).
+    Case(
+        "replace_head_classes_of_an_id",
+        lambda b: kr.replace_head(b.model, 10**9),
+        V,
+        ("num_classes=1000000000", "1 to 1,048,576", "np.unique"),
+    ),
+    Case(
+        "create_model_classes_of_an_id",
+        lambda b: kr.create_model("resnet20", num_classes=10**9),
+        V,
+        ("num_classes=1000000000", "1 to 1,048,576"),
+    ),
+    Case(
+        "build_vit_classes_of_an_id",
+        lambda b: kr.build_vit("Ti/16", image_size=32, num_classes=2**20 + 1),
+        V,
+        ("num_classes=1048577", "1 to 1,048,576"),
+    ),
     Case(
         "replace_head_of_a_name",
         lambda b: kr.replace_head("resnet20", 10),

@@ -20,6 +20,11 @@ import math
 
 from keras_resvit.base.lazy import keras
 
+# Classes are at most this many: 2**20, more than any classification dataset has
+# (ImageNet-21k: 21,841), where one output and one name per class still fit in memory. A
+# larger label is an ID, not a class index.
+MAX_CLASSES = 2**20
+
 
 def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
@@ -39,6 +44,17 @@ def numpy_hint(value) -> str:
     if type(value).__module__ != "numpy" or isinstance(value, (int, float)):
         return ""  # np.float64 is a float
     return f" (a Python {'int' if 'int' in type(value).__name__ else 'float'}: pass .item())"
+
+
+def check_num_classes(argument: str, value) -> None:
+    """`value` must be a class count: a positive int up to `MAX_CLASSES`."""
+    check_int(argument, value)
+    if value > MAX_CLASSES:
+        raise ValueError(
+            f"{argument}={value!r} is more classes than any dataset has; valid: 1 to "
+            f"{MAX_CLASSES:,} (labels that are IDs map to class indices with "
+            "np.unique(labels, return_inverse=True)[1])."
+        )
 
 
 def check_int(argument: str, value, minimum: int = 1, *, none_ok: bool = False) -> None:

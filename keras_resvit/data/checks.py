@@ -19,10 +19,7 @@ import keras
 import numpy as np
 
 from keras_resvit.base.lazy import tf
-
-# Labels are class indices below this: 2**20 classes, more than any classification dataset
-# has (ImageNet-21k: 21,841), where one output and one name per class still fit in memory.
-MAX_CLASSES = 2**20
+from keras_resvit.base.validation import MAX_CLASSES
 
 # Brackets the message inside TensorFlow's "assertion failed: [...]" text.
 _BEGIN, _END = "<<keras_resvit: ", " >>"

@@ -11,8 +11,8 @@ from keras_resvit.base.backend import dtype_policy
 from keras_resvit.base.validation import (
     check_bool,
     check_choice,
-    check_int,
     check_model,
+    check_num_classes,
     numpy_hint,
 )
 from keras_resvit.layers.normalization import RGB_PRESETS, PixelMean, preprocessing_layers
@@ -177,7 +177,7 @@ def check_head_arguments(
             "has its own fixed head; pass pooling=None, or include_top=False for pooled features."
         )
     if include_top:
-        check_int("num_classes", num_classes)
+        check_num_classes("num_classes", num_classes)
     if classifier_activation is not None:
         try:
             keras.activations.get(classifier_activation)
