@@ -352,10 +352,10 @@ def run_few_shot(args):
             batch_size=args.batch_size,
             validation_split=args.validation_split,
         )
-    scored = ""
     from keras_resvit.data.folder_layout import scoring_split
     from keras_resvit.data.sources import FOLDER, source_kind
 
+    scored = ""
     folder = args.validation_split is None and source_kind(args.data) == FOLDER
     if folder and scoring_split(args.data) == "validation":  # kr.evaluation.few_shot's too
         scored = ", scored on its validation images (it has no test/ folder)"
