@@ -341,7 +341,7 @@ def run_few_shot(args):
     is_file = args.model.endswith(".keras")
     with _named_as({"path": "MODEL", "name": "MODEL"}):
         model = kr.load_model(args.model) if is_file else kr.create_model(args.model)
-    with _named_as(EVALUATE_FLAGS):
+    with _named_as({k: v for k, v in EVALUATE_FLAGS.items() if k != "split"}):  # no --split
         accuracies = kr.evaluation.few_shot(
             model,
             args.data,
