@@ -27,6 +27,28 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
+# Compiling, not running, is most of what JAX does in these tests: each eager operation of a
+# model being built or called compiles on its first shape. XLA's fast-compile settings (no LLVM
+# optimization) compile several times faster and compute the same results (every comparison
+# below holds with them and without them); a caller's XLA_FLAGS are kept. Set before JAX is
+# imported, inherited by the pytest-xdist workers and the subprocesses that keep XLA_FLAGS.
+FAST_COMPILE_FLAGS = (
+    ("--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true")
+    if os.environ.get("KERAS_RESVIT_TEST_FAST_COMPILE", "1") != "0"
+    else ()
+)
+_flags = os.environ.get("XLA_FLAGS", "")
+_added = [flag for flag in FAST_COMPILE_FLAGS if flag.split("=")[0] not in _flags]
+if _added:
+    os.environ["XLA_FLAGS"] = " ".join([_flags, *_added]).strip()
+
+
+def simulated_devices(count):
+    """`XLA_FLAGS` for a JAX subprocess with `count` simulated CPU devices, compiled as the
+    suite compiles."""
+    return " ".join([f"--xla_force_host_platform_device_count={count}", *FAST_COMPILE_FLAGS])
+
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

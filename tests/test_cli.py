@@ -10,6 +10,8 @@ import re
 import shutil
 import subprocess
 import sys
+import types
+import warnings
 from pathlib import Path
 
 import keras
@@ -39,6 +41,18 @@ def run_cli(*args, cwd=None, backend=None, timeout=900):
         text=True,
         timeout=timeout,
     )
+
+
+def call_cli(capsys, *args):
+    """`keras-resvit ARGS` in this process, as `run_cli` runs it in a fresh one (without its
+    ten seconds of start-up): the exit code, the output, and the errors after the warnings,
+    each printed as the command prints it."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    printed = "".join(f"keras-resvit {args[0]}: warning: {w.message}\n" for w in caught)
+    return types.SimpleNamespace(returncode=code, stdout=out, stderr=printed + err)
 
 
 def write_image_folder(root, classes=3, per_class=6, seed=0):
@@ -130,6 +144,7 @@ def test_evaluate_refuses_a_classifier_without_probabilities(tmp_path, capsys, a
     assert f"ends in a {activation} activation" in capsys.readouterr().err
 
 
+@pytest.mark.one_backend("jax", reason="runs its command under JAX whatever the pass")
 def test_errors_are_one_line_on_stderr_from_a_fresh_process(tmp_path):
     # TensorFlow's C++ start-up logs would otherwise come before the one line. Under the
     # JAX backend TensorFlow loads after the CLI starts, so the CLI can quiet them.
@@ -174,12 +189,12 @@ def test_default_train_learns_digits_saves_and_exports(tmp_path, capsys):
         assert (tmp_path / name).is_file()
     # The digits' class names travel with the model and its export.
     assert json.loads((tmp_path / "model.classes.json").read_text())[:3] == ["0", "1", "2"]
-    # The same command keeps the finished run; --overwrite replaces all of it, export included.
+    # The same command keeps the finished run (what --overwrite replaces, its export included,
+    # is in test_a_plain_folder_trains_for_its_classes_and_size_and_keeps_a_finished_run).
+    before = snapshot(tmp_path)
     assert main(["train", "--epochs", "1", "--output", str(tmp_path)]) == 2
     assert "holds a finished run" in capsys.readouterr().err
-    assert main(["train", "--epochs", "1", "--output", str(tmp_path), "--overwrite"]) == 0
-    assert json.loads((tmp_path / "config.json").read_text())["epochs"] == 1
-    assert (tmp_path / "model.tflite").is_file()
+    assert snapshot(tmp_path) == before
 
 
 def test_train_refuses_a_users_file_it_would_write_after_the_run_before_training(tmp_path, capsys):
@@ -194,6 +209,11 @@ def test_train_refuses_a_users_file_it_would_write_after_the_run_before_training
         (tmp_path / name).unlink()
 
 
+@pytest.mark.one_backend(
+    "tensorflow",
+    reason="the CLI's --ema flag; the averaging itself is tested on both backends in "
+    "tests/training/test_ema.py",
+)
 def test_train_keeps_a_moving_average_of_the_weights(tmp_path, capsys):
     assert (
         main(["train", "--epochs", "1", "--ema", "0.9", "--no-tflite", "--output", str(tmp_path)])
@@ -333,17 +353,31 @@ def test_the_multi_crop_test_of_a_folder_crops_whole_wide_images(tmp_path, capsy
     reason="the CLI's size and recipe handling and a TensorFlow conversion; ViTs train at "
     "other sizes under JAX in tests/training and tests/models/test_vit.py",
 )
-def test_a_vit_trains_at_32_px_and_ends_with_a_tflite_file(tmp_path):
+def test_a_vit_trains_at_32_px_and_ends_with_a_tflite_file(tmp_path, capsys):
     # A ViT at another size than its 224 used to train, then fail on the model it had not
     # trained ("You must call compile()") before any export.
     data = tmp_path / "shapes"
     write_image_folder(data / "train")
     write_image_folder(data / "test", per_class=2, seed=1)
     out = tmp_path / "vit"
-    result = run_cli(
-        "train", "--model", "vit_ti16", "--data", data, "--image-size", 32, "--epochs", 1,
-        "--batch-size", 32, "--recipe", "deit", "--output", out,
-    )  # fmt: skip
+    result = call_cli(
+        capsys,
+        "train",
+        "--model",
+        "vit_ti16",
+        "--data",
+        data,
+        "--image-size",
+        32,
+        "--epochs",
+        1,
+        "--batch-size",
+        32,
+        "--recipe",
+        "deit",
+        "--output",
+        out,
+    )
     assert result.returncode == 0, result.stderr
     assert "model: vit_ti16 for 3 classes (from the data) at 32x32 (--image-size)" in result.stdout
     assert re.search(r"^test accuracy [0-9.]+ \(last\)", result.stdout, re.MULTILINE)
@@ -367,10 +401,13 @@ def test_a_vit_trains_at_32_px_and_ends_with_a_tflite_file(tmp_path):
     reason="the CLI's reading of a plain folder (held-out split, classes, size, output "
     "folder); folders train under JAX in tests/data and tests/test_without_tensorflow.py",
 )
-def test_a_plain_folder_trains_for_its_classes_and_size_and_keeps_a_finished_run(tmp_path):
+def test_a_plain_folder_trains_for_its_classes_and_size_and_keeps_a_finished_run(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
     write_image_folder(tmp_path / "flowers")
     command = ["train", "--model", "resnet18", "--data", "flowers", "--image-size", 32]
-    result = run_cli(*command, "--epochs", 1, "--no-tflite", cwd=tmp_path)
+    result = call_cli(capsys, *command, "--epochs", 1, "--no-tflite")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     # A folder without train/ test/ sub-folders: a tenth held out (1 image of 6 per class).
@@ -390,41 +427,41 @@ def test_a_plain_folder_trains_for_its_classes_and_size_and_keeps_a_finished_run
     # `evaluate` scores the held-out files as the run validated them: the same loss (it read
     # them with a center crop, where the run had read the preset's view).
     held_out = ["--data", "flowers", "--split", "validation", "--validation-split", "0.1"]
-    scored = run_cli("evaluate", out / "last.keras", *held_out, cwd=tmp_path)
+    scored = call_cli(capsys, "evaluate", out / "last.keras", *held_out)
     assert scored.returncode == 0, scored.stderr
     assert f"evaluation transform of {preset}" in scored.stdout
     loss = float(re.search(r"cross-entropy ([0-9.]+)", scored.stdout)[1])
     assert loss == pytest.approx(float(read_history(out / "history.csv")[-1]["val_loss"]), abs=2e-4)
     # Without --validation-split, the share the model's run held out (its config.json).
-    scored = run_cli("evaluate", out / "last.keras", *held_out[:4], cwd=tmp_path)
+    scored = call_cli(capsys, "evaluate", out / "last.keras", *held_out[:4])
     assert scored.returncode == 0, scored.stderr
     assert "holding out 10% of flowers as the model's run did" in scored.stdout
     assert float(re.search(r"cross-entropy ([0-9.]+)", scored.stdout)[1]) == loss
     # Its training split is the rest: the held-out files are not scored as training images.
     trained = ["--data", "flowers", "--split", "train"]
-    scored = run_cli("evaluate", out / "last.keras", *trained, cwd=tmp_path)
+    scored = call_cli(capsys, "evaluate", out / "last.keras", *trained)
     assert "holding out 10% of flowers as the model's run did" in scored.stdout
-    given = run_cli("evaluate", out / "last.keras", *trained, "--validation-split", 0.1,
-                    cwd=tmp_path)  # fmt: skip
+    given = call_cli(capsys, "evaluate", out / "last.keras", *trained, "--validation-split", 0.1)
     assert scored.stdout.splitlines()[-1] == given.stdout.splitlines()[-1], scored.stdout
     # An image added since: the held-out split may differ from the run's, and it says so.
     first = sorted((tmp_path / "flowers").iterdir())[0]
     image = sorted(first.iterdir())[0]
     shutil.copy(image, first / f"added{image.suffix}")
-    scored = run_cli("evaluate", out / "last.keras", *held_out[:4], cwd=tmp_path)
+    scored = call_cli(capsys, "evaluate", out / "last.keras", *held_out[:4])
     assert scored.returncode == 0, scored.stderr
     assert "holds 16 training images where the model's run listed 15" in scored.stderr
     (first / f"added{image.suffix}").unlink()
     # Another share than the run's: images it trained on are scored, and it says so.
     assert "the model's run held out" not in scored.stderr
-    scored = run_cli("evaluate", out / "last.keras", *held_out[:4], "--validation-split", 0.5,
-                     cwd=tmp_path)  # fmt: skip
+    scored = call_cli(
+        capsys, "evaluate", out / "last.keras", *held_out[:4], "--validation-split", 0.5
+    )
     assert scored.returncode == 0, scored.stderr
     assert "--validation-split 0.5 but the model's run held out 0.1 of flowers" in scored.stderr
 
     # The same command again: one line naming --overwrite, and nothing touched.
     before = snapshot(out)
-    again = run_cli(*command, "--epochs", 1, cwd=tmp_path)
+    again = call_cli(capsys, *command, "--epochs", 1)
     assert again.returncode == 2
     errors = [line for line in again.stderr.splitlines() if line.startswith("keras-resvit")]
     assert errors == [last_line(again.stderr)]
@@ -435,7 +472,7 @@ def test_a_plain_folder_trains_for_its_classes_and_size_and_keeps_a_finished_run
     (out / "model.tflite").write_bytes(b"an export of the first run")
     manifest = json.loads((out / ".keras-resvit.json").read_text())
     (out / ".keras-resvit.json").write_text(json.dumps([*manifest, "model.tflite"]))
-    again = run_cli(*command, "--epochs", 2, "--no-tflite", "--overwrite", cwd=tmp_path)
+    again = call_cli(capsys, *command, "--epochs", 2, "--no-tflite", "--overwrite")
     assert again.returncode == 0, again.stderr
     assert again.stdout.startswith("replacing the finished run in runs/flowers (--overwrite)")
     assert json.loads((out / "config.json").read_text())["epochs"] == 2

@@ -172,8 +172,21 @@ def test_finetune_reads_the_architecture_from_a_checkpoint_file(tmp_path):
     assert 0.0 <= float(epoch["val_accuracy"]) <= 1.0
 
 
+# The example's reading of weights, folder and recipe, once per family: each family trains on
+# both backends in tests/training.
+_FINETUNE_ONCE = "the example's steps; its calls are tested on both backends"
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["vit_ti16", "resnet18"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("vit_ti16", marks=pytest.mark.one_backend("jax", reason=_FINETUNE_ONCE)),
+        pytest.param(
+            "resnet18", marks=pytest.mark.one_backend("tensorflow", reason=_FINETUNE_ONCE)
+        ),
+    ],
+)
 def test_finetune_starts_from_pretrained_weights_on_an_image_folder(tmp_path, name, capsys):
     from tests.test_cli import write_image_folder
     from tests.weights.torch_layout import resnet_state_dict, vit_state_dict

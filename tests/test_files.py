@@ -46,6 +46,11 @@ from keras_resvit.training.history_csv import HistoryCSV
 from keras_resvit.viz import plot_history
 from tests.conftest import random_images
 
+pytestmark = pytest.mark.one_backend(
+    "tensorflow",
+    reason="file handling (Python); what the files hold is tested on both backends elsewhere",
+)
+
 export_module = importlib.import_module("keras_resvit.export")
 ownership = importlib.import_module("keras_resvit.export.ownership")
 

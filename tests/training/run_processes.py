@@ -36,8 +36,10 @@ def main():
     parser.add_argument("--model", default="resnet8", help="resnet8 or gn_resnet8")
     parser.add_argument(
         "--data",
-        default="arrays",
-        help="arrays (load_dataset, tf.data), loader (an ImageLoader), dataset (a plain tf.data)",
+        nargs="+",
+        default=["arrays"],
+        help="arrays (load_dataset, tf.data), loader (an ImageLoader), dataset (a plain "
+        "tf.data); with several, one run each into OUTPUT/KIND, in one process group",
     )
     parser.add_argument("--validate", action="store_true", help="validation data of --data's kind")
     parser.add_argument("--shuffle", action="store_true", help="shuffle --data arrays every epoch")
@@ -48,26 +50,40 @@ def main():
     parser.add_argument("--die-after", type=int, default=None, help="kill after this step")
     args = parser.parse_args()
 
+    import keras_resvit as kr
+
+    index, count = kr.training.process_index(), kr.training.process_count()
+    if len(args.data) == 1:
+        reply = _train(args, args.data[0], args.output, index, count)
+    else:
+        runs = {}
+        for kind in args.data:
+            runs[kind] = _train(args, kind, os.path.join(args.output, kind), index, count)
+        reply = {"index": index, "runs": runs}
+    print(json.dumps(reply))
+
+
+def _train(args, kind, output, index, count):
+    """One `kr.train` run of `kind`'s data into `output`: this process's reply."""
     import keras
     import numpy as np
 
     import keras_resvit as kr
 
-    index, count = kr.training.process_index(), kr.training.process_count()
     (x, y), _ = kr.data.load_digits()
     # Random pixels: well-conditioned enough for losses to agree across layouts to 1e-4.
     pixels = np.random.default_rng(0).uniform(0, 255, x.shape).astype("float32")
     held_out = pixels[args.examples : args.examples + 64], y[args.examples : args.examples + 64]
     x, y = pixels[: args.examples], y[: args.examples]
     val = None
-    if args.data == "arrays":  # tf.data: each process (or TF worker) reads its share
+    if kind == "arrays":  # tf.data: each process (or TF worker) reads its share
         data = kr.data.load_dataset(
             (x, y), "train", batch_size=args.batch_size, shuffle=args.shuffle
         )
         assert (data.process_index, data.process_count) == (index, count)
         if args.validate:
             val = kr.data.load_dataset(held_out, "test", batch_size=args.batch_size)
-    elif args.data == "loader":  # an ImageLoader: under JAX each process reads its share
+    elif kind == "loader":  # an ImageLoader: under JAX each process reads its share
         data = kr.data.load_dataset(
             (x, y), "train", batch_size=args.batch_size, shuffle=False, loader="py_dataset"
         )
@@ -91,7 +107,7 @@ def main():
         data,
         val_data=val,
         epochs=args.epochs,
-        output_dir=args.output,
+        output_dir=output,
         distribution=args.distribution,
         save_every=args.save_every,
         learning_rate=0.01,
@@ -102,11 +118,11 @@ def main():
     reply["val_loss"] = history.history.get("val_loss")
     reply["resumed_from_step"] = history.summary["resumed_from_step"]
     if index == 0:
-        final = kr.load_model(Path(args.output, "last.keras"))
+        final = kr.load_model(Path(output, "last.keras"))
         weights = [keras.ops.convert_to_numpy(w) for w in final.weights]
         reply["checksum"] = float(sum(np.abs(w).sum() for w in weights))
-        reply["config"] = json.loads(Path(args.output, "config.json").read_text())
-    print(json.dumps(reply))
+        reply["config"] = json.loads(Path(output, "config.json").read_text())
+    return reply
 
 
 if __name__ == "__main__":

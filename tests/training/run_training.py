@@ -124,6 +124,8 @@ def main():
             if args.model == "tiny_vit"
             else kr.build_resnet(8, stem="cifar", norm="group")
             if args.model == "gn_resnet8"
+            else kr.build_resnet(8, stem="cifar")
+            if args.model == "resnet8"
             else args.model
         )
         out = os.path.join(args.output, distribution)

@@ -13,6 +13,7 @@ import pytest
 
 from keras_resvit.base.backend import configure_xla_cpu, dtype_policy, gradient
 from keras_resvit.training.distribution import choose_strategy, place, resolve_precision
+from tests.conftest import simulated_devices
 
 SCRIPT = str(Path(__file__).with_name("run_training.py"))
 
@@ -102,8 +103,8 @@ def run(args, env, tmp_path):
 @pytest.mark.slow
 def test_multi_device_losses_match_single_device(backend, tmp_path):
     if backend == "jax":
-        env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
-        args = ["--distribution", "none", "data_parallel", "--model", "resnet20"]
+        env = {"XLA_FLAGS": simulated_devices(4)}
+        args = ["--distribution", "none", "data_parallel", "--model", "resnet8"]
     else:
         # BatchNorm statistics are per replica under MirroredStrategy; GroupNorm is per example.
         env = {}
@@ -125,7 +126,7 @@ def test_mirrored_replicas_validate_and_save_the_same_batchnorm_statistics(backe
     loss is the saved model's (before: 0.3% apart, each replica scoring with its own)."""
     if backend != "tensorflow":
         pytest.skip("MirroredStrategy is TensorFlow's (JAX normalizes with global batches)")
-    args = ["--distribution", "mirrored", "--model", "resnet20", "--cpus", "2"]
+    args = ["--distribution", "mirrored", "--model", "resnet8", "--cpus", "2"]
     args += ["--examples", "128", "--validation", "64", "--epochs", "2", "--save-every", "3"]
     run_ = run(args, {"KERAS_BACKEND": "tensorflow"}, tmp_path)["mirrored"]
     assert run_["replicas"] == 2
@@ -139,12 +140,12 @@ def test_multi_device_runs_average_the_batchnorm_statistics_with_the_weights(bac
     under MirroredStrategy each replica's average update is averaged over the replicas.
     Validation scores what is saved."""
     if backend == "jax":
-        env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+        env = {"XLA_FLAGS": simulated_devices(2)}
         args = ["--distribution", "data_parallel"]
     else:
         env = {}
         args = ["--distribution", "mirrored", "--cpus", "2"]
-    args += ["--model", "resnet20", "--examples", "128", "--validation", "32", "--epochs", "1"]
+    args += ["--model", "resnet8", "--examples", "128", "--validation", "32", "--epochs", "1"]
     args += ["--ema", "0.8"]
     run_ = run(args, {"KERAS_BACKEND": backend, **env}, tmp_path)[args[1]]
     assert run_["replicas"] == 2
@@ -354,7 +355,7 @@ def test_a_batch_the_devices_cannot_split_is_named(backend, tmp_path, case, expe
         env={
             **os.environ,
             "KERAS_BACKEND": "jax",
-            "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+            "XLA_FLAGS": simulated_devices(4),
         },
         capture_output=True,
         text=True,

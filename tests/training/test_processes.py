@@ -14,7 +14,7 @@ import pytest
 from keras_resvit.base import processes
 from keras_resvit.training.distribution import place
 from keras_resvit.training.run_folder import PROCESS_FOLDER_PREFIX, RUN_FILES
-from tests.conftest import shared_folder
+from tests.conftest import shared_folder, simulated_devices
 
 SCRIPT = str(Path(__file__).with_name("run_processes.py"))
 TIMEOUT = 300
@@ -125,7 +125,7 @@ def _jax_envs(devices_each, count=2):
     return [
         {
             "KERAS_BACKEND": "jax",
-            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices_each}",
+            "XLA_FLAGS": simulated_devices(devices_each),
             "KERAS_DISTRIBUTION_JOB_ADDRESSES": f"127.0.0.1:{port}",
             "KERAS_DISTRIBUTION_NUM_PROCESSES": str(count),
             "KERAS_DISTRIBUTION_PROCESS_ID": str(index),
@@ -154,36 +154,37 @@ def _one_jax_process(tmp_path_factory):
         if not reply.exists():
             single = _run(
                 ["--output", str(folder / "run"), "--distribution", "data_parallel"],
-                {"KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+                {"KERAS_BACKEND": "jax", "XLA_FLAGS": simulated_devices(4)},
             )
             reply.write_text(json.dumps(single))
         return json.loads(reply.read_text())
 
 
 @pytest.mark.slow
-# "arrays" and "loader": load_dataset's tf.data shares and ImageLoader shares (each process
-# reads its own examples); "dataset": a plain tf.data split by Keras.
-@pytest.mark.parametrize("data", ["arrays", "loader", "dataset"])
-def test_two_jax_processes_match_one_over_the_same_devices(
-    backend, data, tmp_path, tmp_path_factory
-):
+def test_two_jax_processes_match_one_over_the_same_devices(backend, tmp_path, tmp_path_factory):
+    """Each data kind, one after the other in the same two processes: "arrays" and "loader",
+    load_dataset's tf.data shares and ImageLoader shares (each process reads its own
+    examples); "dataset", a plain tf.data split by Keras."""
     if backend != "jax":
         pytest.skip("the JAX process group; the TensorFlow workers have their own test")
     single = _one_jax_process(tmp_path_factory)
     out, private = tmp_path / "two", tmp_path / "tmp"
     private.mkdir()
     envs = [{**env, "TMPDIR": str(private)} for env in _jax_envs(2)]
-    chief, other = _run_processes(["--output", str(out), "--data", data], envs)
-    assert (chief["count"], other["count"]) == (2, 2)
-    assert chief["config"]["processes"] == 2 and chief["config"]["replicas"] == 4
-    np.testing.assert_allclose(chief["loss"], single["loss"], atol=1e-4)
-    np.testing.assert_allclose(other["loss"], single["loss"], atol=1e-4)
-    assert chief["checksum"] == pytest.approx(single["checksum"], rel=1e-5)
+    kinds = ["arrays", "loader", "dataset"]
+    replies = _run_processes(["--output", str(out), "--data", *kinds], envs)
+    for kind in kinds:
+        chief, other = (reply["runs"][kind] for reply in replies)
+        assert (chief["count"], other["count"]) == (2, 2), kind
+        assert chief["config"]["processes"] == 2 and chief["config"]["replicas"] == 4
+        np.testing.assert_allclose(chief["loss"], single["loss"], atol=1e-4, err_msg=kind)
+        np.testing.assert_allclose(other["loss"], single["loss"], atol=1e-4, err_msg=kind)
+        assert chief["checksum"] == pytest.approx(single["checksum"], rel=1e-5), kind
+        # Only process 0 wrote: the run folder holds one run, the other's folder is gone.
+        assert chief["config"]["result"]["output_dir"] == str(out / kind)
+        written = {p.name for p in (out / kind).iterdir() if not p.name.startswith(".")}
+        assert {"config.json", "history.csv", "last.keras"} <= written <= set(RUN_FILES), kind
     assert single["loss"][-1] < single["loss"][0]
-    # Only process 0 wrote: the run folder holds one run, the other's folder is gone.
-    assert chief["config"]["result"]["output_dir"] == str(out)
-    written = {p.name for p in out.iterdir() if not p.name.startswith(".")}
-    assert {"config.json", "history.csv", "last.keras"} <= written <= set(RUN_FILES)
     assert not list(private.iterdir())
 
 

@@ -24,6 +24,12 @@ from keras_resvit.training.run_folder import RUN_FILES, clear_resume_state
 from keras_resvit.training.train import TrainingDivergedError
 from tests.conftest import random_images
 
+pytestmark = pytest.mark.one_backend(
+    "tensorflow",
+    reason="a run folder's bookkeeping (Python and files); training and resuming are tested "
+    "on both backends in test_train.py",
+)
+
 train_module = importlib.import_module("keras_resvit.training.train")
 
 TINY = {"depth": 8, "stem": "cifar", "input_shape": (16, 16, 3), "num_classes": 3, "width": 0.25}

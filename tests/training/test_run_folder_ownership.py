@@ -22,6 +22,12 @@ from keras_resvit.base.output_folders import LOCK, MANIFEST, output_folder
 from keras_resvit.training.run_folder import RUN_FILES, clear_run
 from tests.conftest import random_images, tiny_vit
 
+pytestmark = pytest.mark.one_backend(
+    "tensorflow",
+    reason="a run folder's bookkeeping (Python and files); training and resuming are tested "
+    "on both backends in test_train.py",
+)
+
 ROOT = Path(__file__).parents[2]
 
 TINY = {"depth": 8, "stem": "cifar", "input_shape": (16, 16, 3), "num_classes": 3, "width": 0.25}

@@ -19,7 +19,7 @@ from keras_resvit.training.sharding import (
     layout_map,
     model_parallel_distribution,
 )
-from tests.conftest import TINY_VIT
+from tests.conftest import TINY_VIT, simulated_devices
 
 # Names only: a LayoutMap is data, so a 2×4 mesh needs no devices until variables are placed.
 EIGHT = [f"cpu:{i}" for i in range(8)]
@@ -257,7 +257,7 @@ def test_sharded_training_matches_single_device(backend):
     env = {
         **os.environ,
         "KERAS_BACKEND": "jax",
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+        "XLA_FLAGS": simulated_devices(8),
     }
     result = subprocess.run(
         [sys.executable, "-c", SHARDED_TRAINING, json.dumps(models)],

@@ -10,6 +10,7 @@ import keras
 import pytest
 
 from keras_resvit.training.sharding import device_mesh, model_parallel_distribution
+from tests.conftest import simulated_devices
 
 
 @pytest.mark.one_backend("jax", reason="ModelParallel is JAX's; elsewhere the backend is refused")
@@ -51,7 +52,7 @@ def test_a_mesh_beyond_the_simulated_devices_is_refused(backend):
     env = {
         **os.environ,
         "KERAS_BACKEND": "jax",
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+        "XLA_FLAGS": simulated_devices(8),
     }
     result = subprocess.run(
         [sys.executable, "-c", EIGHT_DEVICES], env=env, capture_output=True, text=True, timeout=300

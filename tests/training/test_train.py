@@ -102,7 +102,7 @@ def test_a_recipe_that_counts_iterations_stops_on_its_step(digits, tmp_path):
     # 10 steps of the recipe's batch 128 are 20 steps of 64: one full epoch of 12 steps, then
     # 8 of the second; the rate drops at 50% and 75% of them (steps 10 and 15).
     recipe = get_recipe("resnet_cifar", steps=10)
-    history = kr.train("resnet20", digits[0], recipe=recipe, output_dir=tmp_path, verbose=0)
+    history = kr.train(_small(), digits[0], recipe=recipe, output_dir=tmp_path, verbose=0)
     assert int(keras.ops.convert_to_numpy(history.model.optimizer.iterations)) == 20
     rows = read_history(tmp_path / "history.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2]
@@ -164,6 +164,8 @@ def _run(tmp_path, out, extra=()):
         "3",
         "--save-every",
         "3",
+        "--model",
+        "resnet8",
         *extra,
     ]
     return subprocess.Popen(
@@ -323,7 +325,7 @@ def test_plateau_schedule_divides_the_rate_when_the_loss_stalls(tmp_path):
     recipe = get_recipe(
         "resnet_cifar", schedule="plateau", decay_at=(), patience=1, learning_rate=1e-9
     )
-    kr.train("resnet20", data, recipe=recipe, epochs=4, output_dir=tmp_path, verbose=0)
+    kr.train(_small(), data, recipe=recipe, epochs=4, output_dir=tmp_path, verbose=0)
     rates = [r["learning_rate"] for r in read_history(tmp_path / "history.csv")]
     # 1e-9 at batch 128 is 1.25e-10 at 16: every epoch after the first is no better.
     assert rates[0] == pytest.approx(1.25e-10) and rates[-1] < rates[0] / 5

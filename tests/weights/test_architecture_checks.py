@@ -18,6 +18,12 @@ from tests.conftest import random_images
 from tests.weights.helpers import assert_close, randomize
 from tests.weights.torch_layout import resnet_state_dict, vit_state_dict
 
+pytestmark = pytest.mark.one_backend(
+    "tensorflow",
+    reason="weights are NumPy arrays checked and set by Python; that a model computes the same on "
+    "both backends is tested in tests/models",
+)
+
 SHAPE = (32, 32, 3)
 
 

@@ -12,6 +12,12 @@ from tests.weights.helpers import assert_close
 from tests.weights.test_named_weights import _publish, served  # noqa: F401 (a fixture)
 from tests.weights.weights_server import mirror_path
 
+pytestmark = pytest.mark.one_backend(
+    "tensorflow",
+    reason="a NumPy conversion; the converted model's computation is tested on both backends in "
+    "tests/models",
+)
+
 # A tiny BiT: ResNet-50's units at half width (32..256 filters: every GroupNorm keeps BiT's 32
 # groups), on 40 px images (odd maps after stage 2, so padding mistakes show).
 UNITS, WIDTH, SIZE, CLASSES = (3, 4, 6, 3), 0.5, 40, 5

@@ -18,6 +18,12 @@ from tests.weights.test_vit_npz import (
 )
 from tests.weights.torch_layout import resnet_state_dict
 
+pytestmark = pytest.mark.one_backend(
+    "tensorflow",
+    reason="weights are NumPy arrays set by Python; tests/weights/test_named_weights.py loads them "
+    "on both backends",
+)
+
 SHAPE = (32, 32, 3)
 SMALL_VIT = {"hidden_size": HIDDEN, "num_layers": 2, "num_heads": 4, "mlp_dim": 64}
 

@@ -11,6 +11,12 @@ from keras_resvit.weights.keras_applications import LAYOUTS
 from tests.conftest import random_images
 from tests.weights.helpers import assert_close, randomize
 
+pytestmark = pytest.mark.one_backend(
+    "tensorflow",
+    reason="a NumPy conversion; the converted model's computation is tested on both backends in "
+    "tests/models",
+)
+
 SHAPE = (64, 64, 3)
 BLOCK = re.compile(r"stage\d_block\d+_conv3")  # one per bottleneck block
 

@@ -11,6 +11,12 @@ from keras_resvit.weights.keras_hub import save_keras_hub_preset, to_keras_hub
 from tests.conftest import random_images
 from tests.weights.helpers import assert_close, randomize
 
+pytestmark = pytest.mark.one_backend(
+    "tensorflow",
+    reason="a NumPy conversion; the converted model's computation is tested on both backends in "
+    "tests/models",
+)
+
 keras_hub = pytest.importorskip("keras_hub")
 
 

@@ -14,6 +14,12 @@ from keras_resvit.weights.keras_hub import save_keras_hub_preset
 from tests.conftest import random_images, tiny_vit
 from tests.weights.helpers import assert_close, randomize
 
+pytestmark = pytest.mark.one_backend(
+    "tensorflow",
+    reason="weights are NumPy arrays checked by Python; tests/weights/test_named_weights.py loads "
+    "them on both backends",
+)
+
 _HUB_CONFIG = {
     "module": "keras_hub.src.models.gemma.gemma_backbone",
     "class_name": "GemmaBackbone",

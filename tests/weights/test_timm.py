@@ -12,6 +12,12 @@ from tests.conftest import random_images
 from tests.weights.helpers import assert_close, randomize
 from tests.weights.torch_layout import resnet_state_dict, vit_state_dict
 
+pytestmark = pytest.mark.one_backend(
+    "tensorflow",
+    reason="a NumPy conversion; the converted model's computation is tested on both backends in "
+    "tests/models",
+)
+
 VIT = {"hidden_size": 32, "num_layers": 2, "num_heads": 4, "mlp_dim": 64, "patch_size": 8}
 
 

@@ -10,6 +10,12 @@ from keras_resvit.weights import load_vit_npz, load_weights
 from tests.conftest import random_images
 from tests.weights.helpers import assert_close
 
+pytestmark = pytest.mark.one_backend(
+    "tensorflow",
+    reason="a NumPy conversion; the converted model's computation is tested on both backends in "
+    "tests/models",
+)
+
 HIDDEN, HEADS, MLP, PATCH, GRID, CLASSES = 32, 4, 64, 8, 2, 5
 
 
