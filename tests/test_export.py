@@ -60,7 +60,7 @@ def _resnet20():
 
 def _vit():
     # Every part of a registry ViT (class token, position embeddings, pre-norm blocks, GELU
-    # MLPs, the head), two blocks deep: the conversions of ViT-Ti/16's twelve take minutes.
+    # MLPs, the head), two blocks deep: ViT-Ti/16's twelve took a minute to convert to ONNX.
     model = tiny_vit(hidden_size=96, mlp_dim=192, num_heads=3, num_classes=10)
     head = model.get_layer("predictions")  # zero-initialized: give the classes distinct scores
     head.kernel.assign(np.random.default_rng(0).normal(0, 0.2, head.kernel.shape))
